@@ -1,0 +1,1 @@
+"""The `handoff` command: one entry point whose subcommands each service and tool adds."""

@@ -1,0 +1,126 @@
+"""`handoff dev up|down|status|env`: Kafka and PostgreSQL for local work, without Docker."""
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from handoff_devenv import KafkaCluster, PostgresCluster
+from handoff_devenv.kafka import REPO_ROOT
+
+app = typer.Typer(help="Local Kafka and PostgreSQL for development, without Docker.", no_args_is_help=True)
+
+STATE_DIR = Path(os.environ.get("HANDOFF_DEV_DIR", REPO_ROOT / ".handoff" / "dev"))
+STATE_FILE = STATE_DIR / "state.json"
+
+
+def _load() -> tuple[KafkaCluster | None, PostgresCluster | None]:
+    if not STATE_FILE.exists():
+        return None, None
+    state = json.loads(STATE_FILE.read_text())
+    kafka = KafkaCluster(
+        STATE_DIR / "kafka",
+        ports=state["kafka"]["ports"],
+        brokers=len(state["kafka"]["ports"]),
+        controller_ports=state["kafka"]["controller_ports"],
+    )
+    postgres = None
+    if state.get("postgres"):
+        postgres = PostgresCluster(STATE_DIR / "postgres", port=state["postgres"]["port"])
+    return kafka, postgres
+
+
+def _save(kafka: KafkaCluster, postgres: PostgresCluster | None) -> None:
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state = {
+        "kafka": {"ports": kafka.ports, "controller_ports": kafka.controller_ports},
+        "postgres": {"port": postgres.port} if postgres else None,
+    }
+    STATE_FILE.write_text(json.dumps(state, indent=2))
+
+
+def environment(kafka: KafkaCluster, postgres: PostgresCluster | None) -> dict[str, str]:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    env["DATABASE_URL"] = postgres.url if postgres else os.environ["DATABASE_URL"]
+    return env
+
+
+@app.command()
+def up(
+    brokers: Annotated[int, typer.Option(help="1, or 3 for a replicated cluster.")] = 1,
+    kafka_port: Annotated[int, typer.Option(help="First broker's port; more brokers take the next ones.")] = 9092,
+    postgres_port: Annotated[int, typer.Option()] = 5433,
+) -> None:
+    """Start Kafka (KRaft, from its jars) and PostgreSQL 15, and wait until both answer."""
+    kafka, postgres = _load()
+    if kafka is not None and kafka.running():
+        typer.echo("already up:")
+        _print_env(environment(kafka, postgres))
+        return
+    started = time.monotonic()
+    kafka = KafkaCluster(
+        STATE_DIR / "kafka", ports=[kafka_port + i for i in range(brokers)], brokers=brokers
+    )
+    use_external_db = bool(os.environ.get("DATABASE_URL"))
+    postgres = None if use_external_db else PostgresCluster(STATE_DIR / "postgres", postgres_port)
+    if postgres:
+        typer.echo(f"starting PostgreSQL 15 on 127.0.0.1:{postgres_port} ...")
+        postgres.start()
+    else:
+        typer.echo("DATABASE_URL is set: using that database, not starting PostgreSQL")
+    typer.echo(f"starting Apache Kafka ({brokers} broker{'s' if brokers > 1 else ''}, KRaft) ...")
+    try:
+        kafka.start()
+    except Exception:
+        if postgres:
+            postgres.stop()
+        raise
+    _save(kafka, postgres)
+    typer.echo(f"up in {time.monotonic() - started:.1f} s; export these to use it:")
+    _print_env(environment(kafka, postgres))
+
+
+@app.command()
+def down() -> None:
+    """Stop what `handoff dev up` started (the data goes with it)."""
+    kafka, postgres = _load()
+    if kafka is None:
+        typer.echo("nothing is running")
+        return
+    kafka.stop()
+    if postgres:
+        postgres.stop()
+    STATE_FILE.unlink()
+    typer.echo("stopped Kafka and PostgreSQL")
+
+
+@app.command()
+def status() -> None:
+    """Say what is running, and where."""
+    kafka, postgres = _load()
+    if kafka is None:
+        typer.echo("down")
+        raise typer.Exit(1)
+    typer.echo(f"kafka     {'up' if kafka.running() else 'DOWN'}  {kafka.bootstrap_servers}")
+    if postgres:
+        typer.echo(f"postgres  {'up' if postgres.running() else 'DOWN'}  {postgres.url}")
+    if not kafka.running() or (postgres and not postgres.running()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines for the running environment: eval "$(handoff dev env)"."""
+    kafka, postgres = _load()
+    if kafka is None:
+        typer.echo("handoff dev up first", err=True)
+        raise typer.Exit(1)
+    _print_env(environment(kafka, postgres))
+
+
+def _print_env(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        typer.echo(f"export {key}={value}")

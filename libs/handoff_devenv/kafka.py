@@ -1,0 +1,219 @@
+"""Apache Kafka 4.x in KRaft mode, run from the jars Maven resolves for `deploy/kafka/pom.xml`.
+
+One node is a combined broker and controller; three nodes form a quorum of
+combined nodes on loopback with replication factor 3 and min.insync.replicas 2,
+for fault tests. Every node's settings are written out in full, so what runs
+here is what a reader can see in its `server.properties`.
+"""
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from handoff_devenv.ports import accepts_connections, ensure_free, free_ports
+from handoff_devenv.processes import is_running, spawn, terminate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+KAFKA_VERSION = "4.1.1"
+CACHE_ROOT = Path(os.environ.get("HANDOFF_CACHE", Path.home() / ".cache" / "handoff"))
+# A 2-core machine: the stock 1 GiB heap is more than a test broker needs.
+BROKER_HEAP = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+
+LOG4J2 = """\
+status = error
+appender.console.type = Console
+appender.console.name = STDERR
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.console.ref = STDERR
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
+"""
+
+
+def kafka_classpath() -> str:
+    """The broker's jars, resolved once from Maven Central into the cache."""
+    libs = CACHE_ROOT / f"kafka-{KAFKA_VERSION}" / "libs"
+    marker = libs / ".complete"
+    if not marker.exists():
+        if shutil.which("mvn") is None:
+            raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars: apt-get install maven")
+        libs.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+            ],
+            check=True,
+        )
+        marker.touch()
+    return f"{libs}/*"
+
+
+def new_cluster_id() -> str:
+    """Kafka's cluster id format: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    node_id: int
+    port: int
+    controller_port: int
+    directory: Path
+
+    @property
+    def properties_file(self) -> Path:
+        return self.directory / "server.properties"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "broker.pid"
+
+
+class KafkaCluster:
+    def __init__(
+        self,
+        directory: Path,
+        ports: list[int] | None = None,
+        brokers: int = 1,
+        controller_ports: list[int] | None = None,
+    ) -> None:
+        if brokers not in (1, 3):
+            raise ValueError("a dev cluster has 1 broker, or 3 for fault tests")
+        self.directory = directory
+        broker_ports = ports or free_ports(brokers)
+        controller_ports = controller_ports or free_ports(brokers)
+        if len(broker_ports) != brokers or len(controller_ports) != brokers:
+            raise ValueError(f"{brokers} brokers need {brokers} ports, got {broker_ports}")
+        self.nodes = [
+            KafkaNode(
+                node_id=index + 1,
+                port=broker_ports[index],
+                controller_port=controller_ports[index],
+                directory=directory / f"node-{index + 1}",
+            )
+            for index in range(brokers)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def controller_ports(self) -> list[int]:
+        return [node.controller_port for node in self.nodes]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 60.0) -> None:
+        for node in self.nodes:
+            ensure_free(node.port, f"Kafka broker {node.node_id}")
+            ensure_free(node.controller_port, f"Kafka controller {node.node_id}")
+        classpath = kafka_classpath()
+        if self.directory.exists():
+            shutil.rmtree(self.directory)  # a new cluster id each run: old storage would refuse it
+        self.directory.mkdir(parents=True)
+        log4j = self.directory / "log4j2.properties"
+        log4j.write_text(LOG4J2)
+        cluster_id = new_cluster_id()
+        jvm = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        for node in self.nodes:
+            node.directory.mkdir(parents=True)
+            node.properties_file.write_text(self._properties(node))
+            subprocess.run(
+                [*jvm, "-Xmx256m", "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                 "-c", str(node.properties_file), "-g"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        for node in self.nodes:
+            pid = spawn([*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file)
+            node.pid_file.write_text(str(pid))
+        self._wait_ready(timeout)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            pid = self._pid(node)
+            if pid is not None:
+                terminate(pid)
+                node.pid_file.unlink()
+
+    def running(self) -> bool:
+        return all((pid := self._pid(node)) is not None and is_running(pid) for node in self.nodes)
+
+    def _pid(self, node: KafkaNode) -> int | None:
+        if not node.pid_file.exists():
+            return None
+        return int(node.pid_file.read_text())
+
+    def _properties(self, node: KafkaNode) -> str:
+        replication = len(self.nodes)
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
+            "controller.quorum.voters": voters,
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": node.directory / "data",
+            "num.partitions": 6,
+            "default.replication.factor": replication,
+            "min.insync.replicas": min(2, replication),
+            "offsets.topic.replication.factor": replication,
+            "transaction.state.log.replication.factor": replication,
+            "transaction.state.log.min.isr": min(2, replication),
+            "share.coordinator.state.topic.replication.factor": replication,
+            "share.coordinator.state.topic.min.isr": min(2, replication),
+            "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": "true",
+        }
+        return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            dead = [n for n in self.nodes if (pid := self._pid(n)) is None or not is_running(pid)]
+            if dead:
+                log_tail = dead[0].log_file.read_text()[-3000:]
+                raise RuntimeError(f"Kafka node {dead[0].node_id} exited during startup:\n{log_tail}")
+            if not all(accepts_connections(node.port) for node in self.nodes):
+                time.sleep(0.2)
+                continue
+            try:
+                if asyncio.run(self._brokers_registered()) == len(self.nodes):
+                    return
+            except Exception as error:  # not up yet: the admin client cannot connect
+                last_error = error
+            time.sleep(0.2)
+        raise TimeoutError(f"Kafka not ready after {timeout:.0f} s (last error: {last_error})")
+
+    async def _brokers_registered(self) -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000)
+        await admin.start()
+        try:
+            cluster = await admin.describe_cluster()
+            return len(cluster["brokers"])
+        finally:
+            await admin.close()

@@ -1,0 +1,116 @@
+"""A throwaway PostgreSQL 15 cluster in a data directory of its own, from Debian's package.
+
+PostgreSQL refuses to run as root, so when we are root the server and initdb run
+as the `postgres` system user and the data directory is handed to that user.
+"""
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from handoff_devenv.ports import accepts_connections, ensure_free, wait_until
+
+PG_BIN = Path(os.environ.get("HANDOFF_PG_BIN", "/usr/lib/postgresql/15/bin"))
+DATABASE = "handoff"
+SERVER_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+}
+# Throwaway test clusters trade crash safety for speed; `handoff dev up` keeps the defaults.
+NON_DURABLE_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+class PostgresCluster:
+    def __init__(self, directory: Path, port: int, durable: bool = True) -> None:
+        self.directory = directory
+        self.port = port
+        self.durable = durable
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "postgres.log"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if not (PG_BIN / "initdb").exists():
+            raise RuntimeError(
+                f"PostgreSQL 15 server binaries not found in {PG_BIN}: apt-get install postgresql-15"
+            )
+        ensure_free(self.port, "PostgreSQL")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._hand_to_server_user(self.directory)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._as_server_user(
+                [str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]
+            )
+        settings = {**SERVER_SETTINGS, "port": str(self.port)}
+        if not self.durable:
+            settings |= NON_DURABLE_SETTINGS
+        options = " ".join(f"-c {key}={value!r}" if value == "" else f"-c {key}={value}"
+                           for key, value in settings.items())
+        self._as_server_user(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+             "-o", options, "-w", "-t", str(int(timeout)), "start"]
+        )
+        wait_until(lambda: accepts_connections(self.port), timeout, "PostgreSQL")
+        self._create_database()
+
+    def stop(self) -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            self._as_server_user(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+            )
+
+    def running(self) -> bool:
+        return (self.data_dir / "postmaster.pid").exists() and accepts_connections(self.port)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _create_database(self) -> None:
+        exists = self._as_server_user(
+            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"]
+        )
+        if exists.strip() != "1":
+            self._as_server_user(
+                [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres", DATABASE]
+            )
+
+    def _as_server_user(self, command: list[str]) -> str:
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            log_tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}{log_tail}"
+            )
+        return result.stdout
+
+    @staticmethod
+    def _hand_to_server_user(directory: Path) -> None:
+        if os.geteuid() != 0:
+            return
+        server_user = pwd.getpwnam("postgres")
+        for path in (directory, *directory.parents):
+            if path.stat().st_mode & 0o001 == 0 and path != directory:
+                raise RuntimeError(
+                    f"{path} is not searchable by the postgres user: choose a data directory "
+                    "outside private folders (e.g. under /tmp or the repository)"
+                )
+        os.chown(directory, server_user.pw_uid, server_user.pw_gid)

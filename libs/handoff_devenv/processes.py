@@ -1,0 +1,49 @@
+"""Starting and stopping the long-running server processes the dev environment owns."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+
+def spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start a server in its own session so it outlives the command that started it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    return process.pid
+
+
+def is_running(pid: int) -> bool:
+    try:
+        waited_pid, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        waited_pid = 0  # not our child: fall through to the signal probe
+    if waited_pid == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def terminate(pid: int, grace_seconds: float = 20.0) -> None:
+    """SIGTERM for a clean shutdown; SIGKILL only if the grace period runs out."""
+    if not is_running(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.1)

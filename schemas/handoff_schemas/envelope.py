@@ -1,0 +1,112 @@
+"""The CloudEvents 1.0 envelope that wraps every Handoff event.
+
+On the wire an event is CloudEvents' JSON format: context attributes at the top,
+the typed payload under `data`. Handoff's extension attributes follow the
+CloudEvents naming rule (lower-case letters and digits only): `schemaversion`,
+`correlationid`, `causationid`.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
+from uuid import UUID, uuid4
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from handoff_schemas.privacy import check_event_model
+from handoff_schemas.topics import Topic
+
+EVENT_TYPE_PREFIX = "org.handoff."
+
+
+class ContractModel(BaseModel):
+    """Base of every model that travels in an event: refuses PHI-shaped fields when defined.
+
+    Unknown fields are ignored, not rejected, so a consumer keeps working when a
+    producer adds an optional field (forward compatibility); nothing unknown is kept.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        check_event_model(cls.__name__, cls.model_fields)
+
+
+class EventPayload(ContractModel):
+    """The typed `data` of one kind of event. Each subclass names its type, topic and version."""
+
+    event_type: ClassVar[str]
+    topic: ClassVar[Topic]
+    schema_version: ClassVar[int] = 1
+
+    referral_id: UUID
+
+
+P = TypeVar("P", bound=EventPayload)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""A point in time with its offset, normalised to UTC: the only time type on the wire."""
+
+
+class Envelope(BaseModel, Generic[P]):
+    model_config = ConfigDict(frozen=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: UUID = Field(default_factory=uuid4)
+    type: str = Field(pattern=r"^org\.handoff\.[a-z_]+\.[a-z_]+$")
+    source: str = Field(pattern=r"^/handoff/[a-z_-]+$", description="The producing service.")
+    time: UtcDateTime = Field(default_factory=utc_now)
+    subject: UUID = Field(description="The referral this event is about.")
+    datacontenttype: Literal["application/json"] = "application/json"
+    schemaversion: int = Field(ge=1)
+    correlationid: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Shared by every event and log line of one referral's story.",
+    )
+    causationid: UUID | None = Field(
+        default=None, description="The id of the event that caused this one, if any."
+    )
+    data: P
+
+    @model_validator(mode="after")
+    def _matches_payload(self) -> Self:
+        if self.type != self.data.event_type:
+            raise ValueError(f"type {self.type!r} does not match payload {self.data.event_type!r}")
+        if self.subject != self.data.referral_id:
+            raise ValueError("subject must be the payload's referral_id")
+        return self
+
+    @classmethod
+    def wrap(
+        cls,
+        payload: P,
+        *,
+        source: str,
+        correlation_id: str,
+        causation_id: UUID | None = None,
+        event_id: UUID | None = None,
+    ) -> "Envelope[P]":
+        return Envelope[type(payload)](  # type: ignore[index]
+            id=event_id or uuid4(),
+            type=payload.event_type,
+            source=source,
+            subject=payload.referral_id,
+            schemaversion=payload.schema_version,
+            correlationid=correlation_id,
+            causationid=causation_id,
+            data=payload,
+        )
+
+    @property
+    def topic(self) -> Topic:
+        return self.data.topic

@@ -1,0 +1,200 @@
+"""Every event in the catalog, grouped by the topic it travels on.
+
+What an event may carry is decided by who needs it (DESIGN.md, minimum necessary):
+identity of the patient never; substances only on ReferralCreated, for matching;
+the briefing a coach sees on the offer page (location, callback number, language,
+consent) only on OfferMade, for notify.
+"""
+
+from typing import ClassVar
+from uuid import UUID
+
+from pydantic import Field
+
+from handoff_schemas.envelope import ContractModel, EventPayload, UtcDateTime
+from handoff_schemas.topics import Topic
+from handoff_schemas.vocabulary import (
+    CancelReason,
+    Channel,
+    CoachResponse,
+    Consent,
+    E164Phone,
+    GenderPreference,
+    LanguageTag,
+    PageFailure,
+    ResponseVia,
+    ShortLabel,
+    SiteId,
+    Substance,
+    Tier,
+    TimeZoneName,
+    UnassignedReason,
+    Urgency,
+    UsState,
+    WithdrawReason,
+)
+
+# handoff.referrals — produced by the referral service
+
+
+class SiteFacts(ContractModel):
+    """What other services need to know of the referring site; the referral service owns it."""
+
+    site_id: SiteId
+    short_name: ShortLabel
+    state: UsState
+    time_zone: TimeZoneName
+
+
+class ReferralCreated(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.referral.created"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    site: SiteFacts
+    urgency: Urgency
+    location: ShortLabel = Field(description="ED unit or bed; never the patient's name.")
+    callback_phone: E164Phone
+    preferred_language: LanguageTag
+    interpreter_needed: bool
+    coach_gender_preference: GenderPreference | None = None
+    substances: frozenset[Substance] = Field(
+        description="42 CFR Part 2: for matching's lived-experience term only; never logged."
+    )
+    consent: Consent
+    received_at: UtcDateTime
+
+
+class ReferralUpdated(EventPayload):
+    """Fields the ED changed; absent fields are unchanged."""
+
+    event_type: ClassVar[str] = "org.handoff.referral.updated"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    urgency: Urgency | None = None
+    location: ShortLabel | None = None
+    callback_phone: E164Phone | None = None
+    consent: Consent | None = None
+    updated_at: UtcDateTime
+
+
+class ReferralCancelled(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.referral.cancelled"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    reason: CancelReason
+    cancelled_at: UtcDateTime
+
+
+# handoff.dispatch — produced by the matching service
+
+
+class OfferBriefing(ContractModel):
+    """The minimum a coach needs to act, shown behind the signed link, never in an SMS body."""
+
+    location: ShortLabel
+    callback_phone: E164Phone
+    preferred_language: LanguageTag
+    interpreter_needed: bool
+    consent: Consent
+
+
+class OfferMade(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.dispatch.offer_made"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    offer_id: UUID
+    coach_id: UUID
+    site_id: SiteId
+    site_short_name: ShortLabel
+    urgency: Urgency
+    tier: Tier
+    expires_at: UtcDateTime
+    briefing: OfferBriefing
+
+
+class OfferWithdrawn(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.dispatch.offer_withdrawn"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    offer_id: UUID
+    coach_id: UUID
+    reason: WithdrawReason
+    withdrawn_at: UtcDateTime
+
+
+class CoachAssigned(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.dispatch.coach_assigned"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    offer_id: UUID
+    coach_id: UUID
+    assigned_at: UtcDateTime
+    arrival_deadline: UtcDateTime
+
+
+class ReferralEscalated(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.dispatch.referral_escalated"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    from_tier: Tier
+    to_tier: Tier
+    escalated_at: UtcDateTime
+
+
+class ReferralUnassigned(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.dispatch.referral_unassigned"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    reason: UnassignedReason
+    unassigned_at: UtcDateTime
+
+
+# handoff.pages — produced by the notify service
+
+
+class PageSent(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.pages.page_sent"
+    topic: ClassVar[Topic] = Topic.PAGES
+
+    page_id: UUID
+    offer_id: UUID
+    coach_id: UUID
+    channel: Channel
+    sent_at: UtcDateTime
+
+
+class PageDelivered(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.pages.page_delivered"
+    topic: ClassVar[Topic] = Topic.PAGES
+
+    page_id: UUID
+    offer_id: UUID
+    coach_id: UUID
+    channel: Channel
+    delivered_at: UtcDateTime
+
+
+class PageFailed(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.pages.page_failed"
+    topic: ClassVar[Topic] = Topic.PAGES
+
+    page_id: UUID
+    offer_id: UUID
+    coach_id: UUID
+    channel: Channel
+    failure: PageFailure
+    all_channels_failed: bool = Field(
+        description="True when no contact method is left: matching moves to the next coach."
+    )
+    failed_at: UtcDateTime
+
+
+class CoachResponded(EventPayload):
+    event_type: ClassVar[str] = "org.handoff.pages.coach_responded"
+    topic: ClassVar[Topic] = Topic.PAGES
+
+    offer_id: UUID
+    coach_id: UUID
+    response: CoachResponse
+    via: ResponseVia
+    responded_at: UtcDateTime

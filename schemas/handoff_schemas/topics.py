@@ -1,0 +1,23 @@
+"""Topic names, the partition key and dead-letter naming: the one place they are defined."""
+
+from enum import StrEnum
+from uuid import UUID
+
+
+class Topic(StrEnum):
+    REFERRALS = "handoff.referrals"
+    DISPATCH = "handoff.dispatch"
+    PAGES = "handoff.pages"
+
+
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+def dead_letter_topic(consumer_group: str) -> str:
+    """One dead-letter topic per consumer group, so a replay goes back to the group that failed."""
+    return f"{consumer_group}{DEAD_LETTER_SUFFIX}"
+
+
+def partition_key(referral_id: UUID) -> bytes:
+    """Every topic is keyed by referral id, so one referral's events stay in order."""
+    return str(referral_id).encode()

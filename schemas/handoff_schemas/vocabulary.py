@@ -1,0 +1,100 @@
+"""Coded values shared by the API and the events. Codes, never free text."""
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+
+class Urgency(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENT = "emergent"
+
+
+class Substance(StrEnum):
+    """Protected by 42 CFR Part 2: travels only to matching, never into logs."""
+
+    OPIOIDS = "opioids"
+    ALCOHOL = "alcohol"
+    STIMULANTS = "stimulants"
+    CANNABIS = "cannabis"
+    OTHER = "other"
+
+
+class Consent(StrEnum):
+    OBTAINED = "obtained"
+    PENDING = "pending"
+
+
+class GenderPreference(StrEnum):
+    WOMAN = "woman"
+    MAN = "man"
+    NONBINARY = "nonbinary"
+
+
+class CancelReason(StrEnum):
+    PATIENT_LEFT = "patient_left"
+    PATIENT_DECLINED = "patient_declined"
+    NO_LONGER_NEEDED = "no_longer_needed"
+    ENTERED_IN_ERROR = "entered_in_error"
+
+
+class WithdrawReason(StrEnum):
+    EXPIRED = "expired"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+
+
+class Tier(StrEnum):
+    """The rungs of the escalation ladder, in order."""
+
+    SITE = "site"
+    STATE_POOL = "state_pool"
+    SUPERVISOR = "supervisor"
+
+
+class UnassignedReason(StrEnum):
+    LADDER_EXHAUSTED = "ladder_exhausted"
+    NOBODY_ON_CALL = "nobody_on_call"
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    VOICE = "voice"
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+class PageFailure(StrEnum):
+    INVALID_DESTINATION = "invalid_destination"
+    UNSUBSCRIBED = "unsubscribed"
+    PROVIDER_ERROR = "provider_error"
+    NOT_DELIVERED = "not_delivered"
+    NOT_ANSWERED = "not_answered"
+    THROTTLED = "throttled"
+
+
+class CoachResponse(StrEnum):
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    ARRIVED = "arrived"
+    COMPLETED = "completed"
+
+
+class ResponseVia(StrEnum):
+    LINK = "link"
+    SMS_REPLY = "sms_reply"
+    VOICE_KEYPAD = "voice_keypad"
+
+
+SiteId = Annotated[
+    str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="A site's stable slug.")
+]
+UsState = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="USPS state code.")]
+TimeZoneName = Annotated[str, Field(max_length=64, description="IANA time zone name.")]
+ShortLabel = Annotated[str, Field(min_length=1, max_length=40)]
+E164Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{7,14}$")]
+LanguageTag = Annotated[
+    str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$", description="BCP 47 tag.")
+]
