@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from handoff_devenv import KafkaCluster, PostgresCluster
-from handoff_devenv.kafka import REPO_ROOT
+from handoff_devenv.kafka import KAFKA_VERSION, REPO_ROOT, kafka_classpath
 
-app = typer.Typer(help="Local Kafka and PostgreSQL for development, without Docker.", no_args_is_help=True)
+app = typer.Typer(
+    help="Local Kafka and PostgreSQL for development, without Docker.", no_args_is_help=True
+)
 
 STATE_DIR = Path(os.environ.get("HANDOFF_DEV_DIR", REPO_ROOT / ".handoff" / "dev"))
 STATE_FILE = STATE_DIR / "state.json"
@@ -49,9 +51,17 @@ def environment(kafka: KafkaCluster, postgres: PostgresCluster | None) -> dict[s
 
 
 @app.command()
+def fetch() -> None:
+    """Resolve the Kafka broker's jars from Maven Central into the cache (once)."""
+    typer.echo(f"Kafka {KAFKA_VERSION} classpath: {kafka_classpath()}")
+
+
+@app.command()
 def up(
     brokers: Annotated[int, typer.Option(help="1, or 3 for a replicated cluster.")] = 1,
-    kafka_port: Annotated[int, typer.Option(help="First broker's port; more brokers take the next ones.")] = 9092,
+    kafka_port: Annotated[
+        int, typer.Option(help="First broker's port; more brokers take the next ones.")
+    ] = 9092,
     postgres_port: Annotated[int, typer.Option()] = 5433,
 ) -> None:
     """Start Kafka (KRaft, from its jars) and PostgreSQL 15, and wait until both answer."""

@@ -48,12 +48,20 @@ def kafka_classpath() -> str:
     marker = libs / ".complete"
     if not marker.exists():
         if shutil.which("mvn") is None:
-            raise RuntimeError("Maven (mvn) is needed once to fetch the Kafka jars: apt-get install maven")
+            raise RuntimeError(
+                "Maven (mvn) is needed once to fetch the Kafka jars: apt-get install maven"
+            )
         libs.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                "mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={libs}",
+                "mvn",
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={libs}",
             ],
             check=True,
         )
@@ -135,26 +143,42 @@ class KafkaCluster:
         log4j.write_text(LOG4J2)
         cluster_id = new_cluster_id()
         jvm = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        formatting = []
         for node in self.nodes:
             node.directory.mkdir(parents=True)
             node.properties_file.write_text(self._properties(node))
-            subprocess.run(
-                [*jvm, "-Xmx256m", "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                 "-c", str(node.properties_file), "-g"],
-                check=True,
-                stdout=subprocess.DEVNULL,
+            formatting.append(
+                subprocess.Popen(
+                    [
+                        *jvm,
+                        "-Xmx256m",
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(node.properties_file),
+                        "-g",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
             )
+        for process in formatting:
+            _, stderr = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"formatting Kafka storage failed: {stderr.decode()[-2000:]}")
         for node in self.nodes:
-            pid = spawn([*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file)
+            pid = spawn(
+                [*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file
+            )
             node.pid_file.write_text(str(pid))
         self._wait_ready(timeout)
 
     def stop(self) -> None:
+        terminate([pid for node in self.nodes if (pid := self._pid(node)) is not None])
         for node in self.nodes:
-            pid = self._pid(node)
-            if pid is not None:
-                terminate(pid)
-                node.pid_file.unlink()
+            node.pid_file.unlink(missing_ok=True)
 
     def running(self) -> bool:
         return all((pid := self._pid(node)) is not None and is_running(pid) for node in self.nodes)
@@ -197,7 +221,9 @@ class KafkaCluster:
             dead = [n for n in self.nodes if (pid := self._pid(n)) is None or not is_running(pid)]
             if dead:
                 log_tail = dead[0].log_file.read_text()[-3000:]
-                raise RuntimeError(f"Kafka node {dead[0].node_id} exited during startup:\n{log_tail}")
+                raise RuntimeError(
+                    f"Kafka node {dead[0].node_id} exited during startup:\n{log_tail}"
+                )
             if not all(accepts_connections(node.port) for node in self.nodes):
                 time.sleep(0.2)
                 continue
@@ -210,7 +236,9 @@ class KafkaCluster:
         raise TimeoutError(f"Kafka not ready after {timeout:.0f} s (last error: {last_error})")
 
     async def _brokers_registered(self) -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
+        )
         await admin.start()
         try:
             cluster = await admin.describe_cluster()

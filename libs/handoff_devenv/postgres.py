@@ -45,24 +45,48 @@ class PostgresCluster:
     def start(self, timeout: float = 30.0) -> None:
         if not (PG_BIN / "initdb").exists():
             raise RuntimeError(
-                f"PostgreSQL 15 server binaries not found in {PG_BIN}: apt-get install postgresql-15"
+                f"no PostgreSQL 15 server in {PG_BIN}: apt-get install postgresql-15"
             )
         ensure_free(self.port, "PostgreSQL")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._hand_to_server_user(self.directory)
         if not (self.data_dir / "PG_VERSION").exists():
             self._as_server_user(
-                [str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                ]
             )
         settings = {**SERVER_SETTINGS, "port": str(self.port)}
         if not self.durable:
             settings |= NON_DURABLE_SETTINGS
-        options = " ".join(f"-c {key}={value!r}" if value == "" else f"-c {key}={value}"
-                           for key, value in settings.items())
+        options = " ".join(
+            f"-c {key}={value!r}" if value == "" else f"-c {key}={value}"
+            for key, value in settings.items()
+        )
         self._as_server_user(
-            [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-             "-o", options, "-w", "-t", str(int(timeout)), "start"]
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ]
         )
         wait_until(lambda: accepts_connections(self.port), timeout, "PostgreSQL")
         self._create_database()
@@ -82,13 +106,32 @@ class PostgresCluster:
 
     def _create_database(self) -> None:
         exists = self._as_server_user(
-            [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"]
+            [
+                str(PG_BIN / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
+            ]
         )
         if exists.strip() != "1":
             self._as_server_user(
-                [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-U", "postgres", DATABASE]
+                [
+                    str(PG_BIN / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    DATABASE,
+                ]
             )
 
     def _as_server_user(self, command: list[str]) -> str:

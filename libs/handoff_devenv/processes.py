@@ -36,14 +36,19 @@ def is_running(pid: int) -> bool:
     return True
 
 
-def terminate(pid: int, grace_seconds: float = 20.0) -> None:
-    """SIGTERM for a clean shutdown; SIGKILL only if the grace period runs out."""
-    if not is_running(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
+def terminate(pids: list[int], grace_seconds: float = 20.0) -> None:
+    """SIGTERM all at once for a clean shutdown; SIGKILL only if the grace period runs out.
+
+    All at once, because a Kafka quorum member stopped alone waits for the others
+    to acknowledge its controlled shutdown: stopped one by one, the last cannot.
+    """
+    for pid in pids:
+        if is_running(pid):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
-    while is_running(pid):
+    while alive := [pid for pid in pids if is_running(pid)]:
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            for pid in alive:
+                os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
         time.sleep(0.1)

@@ -21,9 +21,10 @@ def _resolve(node: JsonSchema, root: JsonSchema) -> JsonSchema:
         ref = node["$ref"]
         if not ref.startswith("#/$defs/"):
             raise ValueError(f"unsupported $ref {ref!r}")
-        node = {**root["$defs"][ref.removeprefix("#/$defs/")], **{
-            k: v for k, v in node.items() if k != "$ref"
-        }}
+        node = {
+            **root["$defs"][ref.removeprefix("#/$defs/")],
+            **{k: v for k, v in node.items() if k != "$ref"},
+        }
     return node
 
 

@@ -7,7 +7,7 @@ CloudEvents naming rule (lower-case letters and digits only): `schemaversion`,
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 from uuid import UUID, uuid4
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -70,7 +70,9 @@ class Envelope(BaseModel, Generic[P]):
     datacontenttype: Literal["application/json"] = "application/json"
     schemaversion: int = Field(ge=1)
     correlationid: str = Field(
-        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
         description="Shared by every event and log line of one referral's story.",
     )
     causationid: UUID | None = Field(
@@ -96,7 +98,9 @@ class Envelope(BaseModel, Generic[P]):
         causation_id: UUID | None = None,
         event_id: UUID | None = None,
     ) -> "Envelope[P]":
-        return Envelope[type(payload)](  # type: ignore[index]
+        # Parametrised by the payload's own class, so it serialises every payload field.
+        envelope_class: type[Envelope[P]] = cast(Any, Envelope)[type(payload)]
+        return envelope_class(
             id=event_id or uuid4(),
             type=payload.event_type,
             source=source,

@@ -33,7 +33,9 @@ def render(schema: JsonSchema) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def committed(payload_class: type[EventPayload], schema_dir: Path = SCHEMA_DIR) -> JsonSchema | None:
+def committed(
+    payload_class: type[EventPayload], schema_dir: Path = SCHEMA_DIR
+) -> JsonSchema | None:
     path = schema_dir / schema_file_name(payload_class)
     if not path.exists():
         return None

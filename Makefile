@@ -1,0 +1,19 @@
+# The two commands a newcomer needs; both set the machine up first.
+.PHONY: run test lint bootstrap
+
+bootstrap:
+	@./scripts/bootstrap.sh
+
+## make run: set up, then start Kafka and PostgreSQL (and, as they land, the services).
+run: bootstrap
+	@.venv/bin/handoff dev up
+
+## make test: set up, lint, type-check, then unit, integration and e2e tests on real servers.
+test: bootstrap lint
+	@.venv/bin/pytest
+
+lint:
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+	@.venv/bin/mypy
+	@.venv/bin/handoff schemas check

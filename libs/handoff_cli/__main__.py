@@ -1,0 +1,3 @@
+from handoff_cli.main import app
+
+app(prog_name="handoff")

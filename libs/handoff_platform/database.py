@@ -1,0 +1,69 @@
+"""PostgreSQL: connection pools and versioned SQL migrations with a ledger.
+
+Each service owns one schema and keeps its migrations as numbered SQL files in
+its own package. They are applied in order inside one transaction per file,
+under an advisory lock, so two replicas starting together apply each file once.
+"""
+
+import hashlib
+import logging
+import zlib
+from importlib import resources
+from importlib.resources.abc import Traversable
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+async def create_pool(database_url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(database_url, min_size=min_size, max_size=max_size)
+
+
+class MigrationChanged(RuntimeError):
+    """An already applied migration file was edited: add a new file instead."""
+
+
+def _migration_files(package: str) -> list[Traversable]:
+    folder = resources.files(package)
+    return sorted(
+        (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+
+
+async def migrate(connection: asyncpg.Connection, schema: str, package: str) -> list[str]:
+    """Apply the package's pending `NNNN_name.sql` files to `schema`; return the names applied."""
+    lock_key = zlib.crc32(f"handoff-migrations:{schema}".encode())
+    applied_now: list[str] = []
+    await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
+    try:
+        await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await connection.execute(
+            f"""CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations (
+                    name text PRIMARY KEY,
+                    checksum text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await connection.fetch(f'SELECT name, checksum FROM "{schema}".schema_migrations')
+        done = {row["name"]: row["checksum"] for row in rows}
+        for file in _migration_files(package):
+            sql = file.read_text()
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if file.name in done:
+                if done[file.name] != checksum:
+                    raise MigrationChanged(f"{schema}/{file.name} changed after it was applied")
+                continue
+            async with connection.transaction():
+                await connection.execute(f'SET LOCAL search_path TO "{schema}", public')
+                await connection.execute(sql)
+                await connection.execute(
+                    f'INSERT INTO "{schema}".schema_migrations (name, checksum) VALUES ($1, $2)',
+                    file.name,
+                    checksum,
+                )
+            applied_now.append(file.name)
+            log.info("migration applied", extra={"schema": schema, "migration": file.name})
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    return applied_now

@@ -1,0 +1,49 @@
+"""The Kafka side every service shares: a correctly configured broker, and the topics."""
+
+import contextlib
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+
+from handoff_schemas.topics import Topic
+
+DEFAULT_PARTITIONS = 6
+
+
+def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
+    """A broker whose producer is idempotent with acks=all: a retried send is never doubled."""
+    return KafkaBroker(
+        bootstrap_servers,
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        request_timeout_ms=10_000,
+        logger=None,
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    names: Iterable[str] = tuple(Topic),
+    partitions: int = DEFAULT_PARTITIONS,
+    replication_factor: int | None = None,
+) -> None:
+    """Create the topics if missing; replication follows the cluster (1 on one node, 3 on three)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        factor = replication_factor or min(3, brokers)
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=name, num_partitions=partitions, replication_factor=factor)
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica was first
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()

@@ -1,0 +1,120 @@
+"""Session-wide infrastructure for integration and end-to-end tests.
+
+A Kafka bootstrap address and a database URL come, in this order of preference,
+from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, from testcontainers when a Docker
+engine answers, or from local processes started here (Kafka from its jars,
+PostgreSQL 15 from Debian's package). If none can be had the run fails: an
+integration test is never skipped for want of a broker or a database.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from handoff_devenv import KafkaCluster, PostgresCluster
+from handoff_devenv.ports import free_ports
+from handoff_platform.kafka import ensure_topics
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+POSTGRES_IMAGE = "postgres:15"
+TIER_MARKERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test's folder is its tier: tests/unit → unit, and so on."""
+    for item in items:
+        tier = Path(str(item.path)).relative_to(Path(__file__).parent).parts[0]
+        if tier in TIER_MARKERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def infrastructure_dir() -> Iterator[Path]:
+    # Not pytest's tmp_path: that folder is private to root, and PostgreSQL runs as `postgres`.
+    directory = Path(tempfile.mkdtemp(prefix="handoff-test-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap_servers(infrastructure_dir: Path) -> Iterator[str]:
+    if configured := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield configured
+    elif _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+    else:
+        cluster = KafkaCluster(infrastructure_dir / "kafka")
+        try:
+            cluster.start()
+        except Exception as error:
+            cluster.stop()
+            pytest.fail(
+                f"no Kafka broker: KAFKA_BOOTSTRAP_SERVERS unset, no Docker, and "
+                f"the local broker did not start: {error}",
+                pytrace=False,
+            )
+        try:
+            yield cluster.bootstrap_servers
+        finally:
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(infrastructure_dir: Path) -> Iterator[str]:
+    if configured := os.environ.get("DATABASE_URL"):
+        yield configured
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer(POSTGRES_IMAGE, driver=None) as container:
+            yield container.get_connection_url()
+    else:
+        cluster = PostgresCluster(infrastructure_dir / "postgres", free_ports(1)[0], durable=False)
+        try:
+            cluster.start()
+        except Exception as error:
+            cluster.stop()
+            pytest.fail(
+                f"no PostgreSQL: DATABASE_URL unset, no Docker, and the local "
+                f"cluster did not start: {error}",
+                pytrace=False,
+            )
+        try:
+            yield cluster.url
+        finally:
+            cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+async def kafka_topics(kafka_bootstrap_servers: str) -> str:
+    """The catalog's topics exist; returns the bootstrap address for convenience."""
+    await ensure_topics(kafka_bootstrap_servers)
+    return kafka_bootstrap_servers
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -1,0 +1,71 @@
+"""`handoff dev up --brokers 3` gives a replicated cluster for the fault tests."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from handoff_devenv.ports import free_ports
+
+HANDOFF = [sys.executable, "-m", "handoff_cli"]
+
+
+@pytest.fixture
+def three_broker_cluster(database_url: str) -> Iterator[str]:
+    state_dir = Path(tempfile.mkdtemp(prefix="handoff-dev-3-"))
+    first_port = max(free_ports(1)[0], 20000)
+    env = {**os.environ, "HANDOFF_DEV_DIR": str(state_dir), "DATABASE_URL": database_url}
+    up = subprocess.run(
+        [*HANDOFF, "dev", "up", "--brokers", "3", "--kafka-port", str(first_port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield ",".join(f"127.0.0.1:{first_port + i}" for i in range(3))
+    finally:
+        down = subprocess.run(
+            [*HANDOFF, "dev", "down"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+async def test_topic_with_replication_factor_3_has_three_in_sync_replicas(
+    three_broker_cluster: str,
+) -> None:
+    topic = f"replicated.{uuid.uuid4().hex}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=three_broker_cluster)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        assert len(cluster["brokers"]) == 3
+        await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])
+        [description] = await admin.describe_topics([topic])
+        partitions = description["partitions"]
+        assert len(partitions) == 3
+        for partition in partitions:
+            assert sorted(partition["replicas"]) == [1, 2, 3]
+            assert sorted(partition["isr"]) == [1, 2, 3]
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")])
+        min_isr = _config_value(configs, "min.insync.replicas")
+        assert min_isr == "2"
+    finally:
+        await admin.close()
+
+
+def _config_value(responses: list[object], name: str) -> str:
+    for response in responses:
+        for resource in response.resources:  # type: ignore[attr-defined]
+            for entry in resource[4]:
+                if entry[0] == name:
+                    return str(entry[1])
+    raise AssertionError(f"{name} not in the broker's configuration")
