@@ -27,7 +27,9 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstall when dependencies or the set of packages change: the editable install maps
+# each package it found, so a new package needs one.
+stamp=.venv/.installed-$( (cat pyproject.toml; ls -d libs/*/ schemas/*/ services/*/*/) | sha256sum | cut -c1-16)
 if [ ! -e "$stamp" ]; then
   say "installing Python packages"
   .venv/bin/pip install -q --upgrade pip

@@ -1,6 +1,7 @@
 import typer
 
 from handoff_cli import dev, schemas
+from handoff_referral.entrypoints import cli as referral
 
 app = typer.Typer(
     help="Handoff: page on-call peer recovery coaches for emergency departments.",
@@ -8,3 +9,4 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(referral.app, name="referral")

@@ -12,8 +12,12 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection of its own or one borrowed from a pool: the queries are the same."""
 
 
 async def create_pool(database_url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -32,8 +36,19 @@ def _migration_files(package: str) -> list[Traversable]:
     )
 
 
+PLATFORM_MIGRATIONS = "handoff_platform.migrations"
+
+
 async def migrate(connection: asyncpg.Connection, schema: str, package: str) -> list[str]:
-    """Apply the package's pending `NNNN_name.sql` files to `schema`; return the names applied."""
+    """Apply the platform's tables (outbox, processed events), then the service's own.
+
+    Each file is `NNNN_name.sql`; the ledger records it as `package:file`, so the
+    platform's and the service's numbering never collide.
+    """
+    return await _apply(connection, schema, [PLATFORM_MIGRATIONS, package])
+
+
+async def _apply(connection: asyncpg.Connection, schema: str, packages: list[str]) -> list[str]:
     lock_key = zlib.crc32(f"handoff-migrations:{schema}".encode())
     applied_now: list[str] = []
     await connection.execute("SELECT pg_advisory_lock($1)", lock_key)
@@ -47,23 +62,28 @@ async def migrate(connection: asyncpg.Connection, schema: str, package: str) -> 
         )
         rows = await connection.fetch(f'SELECT name, checksum FROM "{schema}".schema_migrations')
         done = {row["name"]: row["checksum"] for row in rows}
-        for file in _migration_files(package):
+        pending = [
+            (f"{package}:{file.name}", file)
+            for package in packages
+            for file in _migration_files(package)
+        ]
+        for name, file in pending:
             sql = file.read_text()
             checksum = hashlib.sha256(sql.encode()).hexdigest()
-            if file.name in done:
-                if done[file.name] != checksum:
-                    raise MigrationChanged(f"{schema}/{file.name} changed after it was applied")
+            if name in done:
+                if done[name] != checksum:
+                    raise MigrationChanged(f"{schema}/{name} changed after it was applied")
                 continue
             async with connection.transaction():
                 await connection.execute(f'SET LOCAL search_path TO "{schema}", public')
                 await connection.execute(sql)
                 await connection.execute(
                     f'INSERT INTO "{schema}".schema_migrations (name, checksum) VALUES ($1, $2)',
-                    file.name,
+                    name,
                     checksum,
                 )
-            applied_now.append(file.name)
-            log.info("migration applied", extra={"schema": schema, "migration": file.name})
+            applied_now.append(name)
+            log.info("migration applied", extra={"schema": schema, "migration": name})
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied_now

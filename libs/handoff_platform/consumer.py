@@ -1,0 +1,180 @@
+"""At-least-once, idempotent event consumption with dead-lettering and backoff.
+
+A handler receives the decoded envelope and an open database transaction. The
+event id is recorded in `processed_events` in that same transaction, so an event
+redelivered after a crash is recognised and skipped; the Kafka offset is
+committed only after the transaction commits (FastStream's default, ACK_FIRST,
+would commit before handling and lose the event on a crash).
+
+A message that can never be handled — it does not decode, or the handler raises
+something other than a transient error — goes to the group's dead-letter topic
+with the reason in headers, and the consumer moves on. A transient failure (the
+database unreachable) is retried in place with capped, jittered backoff: not
+FastStream's nack, which seeks back at once and would spin.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any
+
+import asyncpg
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+from pydantic import ValidationError
+
+from handoff_platform import metrics
+from handoff_platform.database import Connection
+from handoff_platform.logs import correlation
+from handoff_schemas import Envelope, dead_letter_topic
+from handoff_schemas.catalog import UnknownEventType, decode_event
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+class IdempotentConsumer:
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        schema: str,
+        pool: asyncpg.Pool,
+        broker: KafkaBroker,
+        handlers: dict[str, Handler],
+        max_backoff: float = 10.0,
+    ) -> None:
+        """`handlers` maps event types to handlers; other types are acknowledged and skipped."""
+        self.group_id = group_id
+        self.schema = schema
+        self.pool = pool
+        self.broker = broker
+        self.handlers = handlers
+        self.max_backoff = max_backoff
+        self.dead_letter_topic = dead_letter_topic(group_id)
+
+    def subscribe(self, topics: Collection[str]) -> Any:
+        """Register the FastStream subscriber; returns it (its consumer feeds the lag metric)."""
+        subscriber = self.broker.subscriber(
+            *topics,
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+        )
+        subscriber(self.handle)
+        return subscriber
+
+    async def handle(self, message: KafkaMessage) -> None:
+        raw: bytes = message.body
+        try:
+            envelope = decode_event(raw)
+        except (ValidationError, UnknownEventType, ValueError) as error:
+            await self._dead_letter(message, "undecodable", _describe(error))
+            metrics.EVENTS_CONSUMED.labels(self.group_id, "undecodable", "dead_lettered").inc()
+            await message.ack()
+            return
+        handler = self.handlers.get(envelope.type)
+        if handler is None:
+            metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "ignored").inc()
+            await message.ack()
+            return
+        with correlation(envelope.correlationid):
+            outcome = await self._handle_with_retries(message, envelope, handler)
+            metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, outcome).inc()
+        await message.ack()
+
+    async def _handle_with_retries(
+        self, message: KafkaMessage, envelope: Envelope[Any], handler: Handler
+    ) -> str:
+        backoff = 0.1
+        while True:
+            started = time.perf_counter()
+            try:
+                processed = await self._handle_once(envelope, handler)
+            except TRANSIENT_ERRORS as error:
+                metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
+                log.warning(
+                    "transient failure; retrying",
+                    extra={
+                        "event_id": str(envelope.id),
+                        "error": type(error).__name__,
+                        "retry_in_s": round(backoff, 2),
+                    },
+                )
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            except Exception as error:
+                log.exception(
+                    "event handler failed; dead-lettering",
+                    extra={"event_id": str(envelope.id), "event_type": envelope.type},
+                )
+                await self._dead_letter(message, "handler_error", _describe(error))
+                return "dead_lettered"
+            metrics.EVENT_HANDLING_SECONDS.labels(self.group_id).observe(
+                time.perf_counter() - started
+            )
+            return "processed" if processed else "duplicate"
+
+    async def _handle_once(self, envelope: Envelope[Any], handler: Handler) -> bool:
+        async with self.pool.acquire() as connection, connection.transaction():
+            first_time = await connection.fetchval(
+                f"""INSERT INTO "{self.schema}".processed_events (consumer_group, event_id)
+                    VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true""",
+                self.group_id,
+                envelope.id,
+            )
+            if not first_time:
+                return False
+            await handler(connection, envelope)
+            return True
+
+    async def _dead_letter(self, message: KafkaMessage, reason: str, detail: str) -> None:
+        raw: ConsumerRecord[bytes, bytes] = message.raw_message
+        headers = {
+            **{key: value.decode(errors="replace") for key, value in raw.headers or ()},
+            "x-dead-letter-reason": reason,
+            "x-dead-letter-detail": detail,
+            "x-original-topic": raw.topic,
+            "x-original-partition": str(raw.partition),
+            "x-original-offset": str(raw.offset),
+            "x-consumer-group": self.group_id,
+        }
+        await self.broker.publish(raw.value, self.dead_letter_topic, key=raw.key, headers=headers)
+        metrics.DEAD_LETTERS.labels(self.group_id, reason).inc()
+        log.error(
+            "message dead-lettered",
+            extra={
+                "reason": reason,
+                "topic": raw.topic,
+                "partition": raw.partition,
+                "offset": raw.offset,
+                "dead_letter_topic": self.dead_letter_topic,
+            },
+        )
+
+
+def _describe(error: Exception) -> str:
+    """What went wrong, without the offending values: they may be patient data."""
+    if isinstance(error, ValidationError):
+        problems = [
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['type']}"
+            for item in error.errors(include_input=False, include_url=False)
+        ]
+        return "; ".join(problems)[:500]
+    return type(error).__name__

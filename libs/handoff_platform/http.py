@@ -1,0 +1,237 @@
+"""The HTTP machinery every service shares.
+
+- /healthz, /readyz and /metrics;
+- a request-size limit that answers 413 before a large body is read;
+- per-request correlation id (X-Correlation-Id in, and back out) for the JSON logs;
+- latency histograms by route template, so ids in paths do not explode the labels;
+- errors as JSON with a machine-readable code and, for validation, the offending field.
+"""
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from handoff_platform import metrics
+from handoff_platform.logs import correlation_id_var
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+CORRELATION_HEADER = "x-correlation-id"
+_VALID_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class ApiError(Exception):
+    """An error the caller can act on: an HTTP status, a stable code, a message, maybe a field."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+
+def error_body(
+    code: str, message: str, fields: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def operations_router(readiness_checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up and serving: restart it if this fails."""
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(response: Response) -> dict[str, object]:
+        """Every dependency it needs answers: send it traffic only if this passes."""
+        results = await asyncio.gather(*(_run(check) for check in readiness_checks.values()))
+        checks = dict(zip(readiness_checks, results, strict=True))
+        ready = all(checks.values())
+        response.status_code = 200 if ready else 503
+        return {"status": "ready" if ready else "not_ready", "checks": checks}
+
+    @router.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def _run(check: ReadinessCheck) -> bool:
+    try:
+        return await asyncio.wait_for(check(), timeout=2.0)
+    except Exception:
+        return False
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        fields = (
+            [{"field": error.field, "code": error.code, "message": error.message}]
+            if (error.field)
+            else None
+        )
+        return JSONResponse(
+            error_body(error.code, error.message, fields),
+            status_code=error.status,
+            headers=error.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"field": _field_path(item["loc"]), "code": item["type"], "message": item["msg"]}
+            for item in error.errors()
+        ]
+        names = ", ".join(sorted({f["field"] for f in fields})) or "request"
+        return JSONResponse(
+            error_body("invalid_request", f"invalid: {names}", fields), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(error.detail)),
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"error": type(error).__name__})
+        return JSONResponse(
+            error_body("internal_error", "something went wrong on our side"), status_code=500
+        )
+
+
+def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
+    parts = list(location)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+class BodySizeLimit:
+    """Answers 413 for a request body over `max_bytes`, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large(send)
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not response_started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse(
+            error_body("payload_too_large", f"request body over {self.max_bytes} bytes"),
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def install_request_context(app: FastAPI) -> None:
+    """Correlation id and latency for every request; one access log line each."""
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get(CORRELATION_HEADER, "")
+        correlation_id = given if _VALID_CORRELATION.match(given) else str(uuid.uuid4())
+        token = correlation_id_var.set(correlation_id)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers[CORRELATION_HEADER] = correlation_id
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(request)
+            metrics.HTTP_REQUEST_SECONDS.labels(request.method, route, str(status)).observe(elapsed)
+            if route not in ("/metrics", "/healthz", "/readyz"):
+                log.info(
+                    "http request",
+                    extra={
+                        "method": request.method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+            correlation_id_var.reset(token)
+
+
+def _route_template(request: Request) -> str:
+    """The matched route's path template (set in the scope by routing), not the raw path."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))

@@ -1,0 +1,47 @@
+"""Prometheus metrics of the shared machinery. Labels hold codes and ids, never patient data."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+OUTBOX_PENDING = Gauge(
+    "handoff_outbox_pending_events", "Events committed to the outbox and not yet on Kafka."
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "handoff_outbox_oldest_pending_seconds", "Age of the oldest event still in the outbox."
+)
+OUTBOX_PUBLISHED = Counter(
+    "handoff_outbox_published_events_total", "Events the relay handed to Kafka.", ["topic"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "handoff_outbox_publish_failures_total", "Relay batches Kafka did not acknowledge."
+)
+OUTBOX_IS_LEADER = Gauge(
+    "handoff_outbox_relay_leader", "1 on the replica whose relay currently publishes."
+)
+EVENTS_CONSUMED = Counter(
+    "handoff_events_consumed_total",
+    "Events taken from Kafka, by outcome: processed, duplicate, ignored or dead_lettered.",
+    ["group", "event_type", "outcome"],
+)
+EVENT_HANDLING_SECONDS = Histogram(
+    "handoff_event_handling_seconds",
+    "Time to handle one event, database transaction included.",
+    ["group"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+CONSUMER_RETRIES = Counter(
+    "handoff_consumer_retries_total", "Transient failures retried with backoff.", ["group"]
+)
+DEAD_LETTERS = Counter(
+    "handoff_dead_letters_total", "Messages sent to a dead-letter topic.", ["group", "reason"]
+)
+CONSUMER_LAG = Gauge(
+    "handoff_consumer_lag_messages",
+    "End offset minus committed offset, per consumer group and partition.",
+    ["group", "topic", "partition"],
+)
+HTTP_REQUEST_SECONDS = Histogram(
+    "handoff_http_request_duration_seconds",
+    "HTTP request latency by route template and status code.",
+    ["method", "route", "status"],
+    buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -1,0 +1,184 @@
+"""Transactional outbox: events commit with the state change, then a relay puts them on Kafka.
+
+Writing: `Outbox.put(connection, envelope)` inside the service's own transaction.
+
+Relaying: one replica at a time holds a PostgreSQL advisory lock and publishes
+rows in commit position order with the idempotent producer (acks=all), then
+deletes them. A single publisher is what keeps each referral's events in order:
+two replicas claiming rows side by side could put a later event on Kafka before
+an earlier one. Rows of one referral are written after that referral's row lock
+is taken, so their positions follow their commit order. If the leader dies, its
+session ends, the lock is released and another replica takes over; anything it
+had published but not yet deleted is published again under the same event id,
+which consumers recognise as a duplicate.
+
+The relay sleeps until NOTIFY says a row arrived, with a polling fallback in
+case a notification is lost (for example across a reconnect).
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import zlib
+from typing import Any
+
+import asyncpg
+from faststream.kafka import KafkaBroker
+
+from handoff_platform import metrics
+from handoff_platform.database import Connection
+from handoff_schemas import Envelope, partition_key
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "handoff_outbox"
+CONTENT_TYPE = "application/cloudevents+json"
+
+
+class Outbox:
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    async def put(self, connection: Connection, *envelopes: Envelope[Any]) -> None:
+        """Add events to the caller's open transaction; they are published after it commits."""
+        await connection.executemany(
+            f"""INSERT INTO "{self.schema}".outbox
+                    (event_id, topic, partition_key, event_type, correlation_id, body)
+                VALUES ($1, $2, $3, $4, $5, $6)""",
+            [
+                (
+                    envelope.id,
+                    envelope.topic.value,
+                    partition_key(envelope.subject),
+                    envelope.type,
+                    envelope.correlationid,
+                    envelope.model_dump_json(),
+                )
+                for envelope in envelopes
+            ],
+        )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        database_url: str,
+        schema: str,
+        broker: KafkaBroker,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.database_url = database_url
+        self.schema = schema
+        self.broker = broker
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.lock_key = zlib.crc32(f"handoff-outbox-relay:{schema}".encode())
+        self.oldest_pending_age = 0.0
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Publish for as long as the task lives; survives database and Kafka outages."""
+        backoff = self.poll_interval
+        while True:
+            try:
+                await self._lead_when_elected()
+                backoff = self.poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("outbox relay interrupted", extra={"error": type(error).__name__})
+                metrics.OUTBOX_IS_LEADER.set(0)
+                await asyncio.sleep(_jittered(backoff))
+                backoff = min(backoff * 2, self.max_backoff)
+
+    async def _lead_when_elected(self) -> None:
+        # A connection of its own, not the pool's: the advisory lock lives as long as it does.
+        connection: asyncpg.Connection = await asyncpg.connect(self.database_url)
+        try:
+            while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
+                metrics.OUTBOX_IS_LEADER.set(0)
+                await self._update_backlog_metrics(connection)
+                await asyncio.sleep(self.poll_interval)
+            metrics.OUTBOX_IS_LEADER.set(1)
+            log.info("outbox relay leading", extra={"schema": self.schema})
+            await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            try:
+                await self._relay_forever(connection)
+            finally:
+                await connection.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+        finally:
+            metrics.OUTBOX_IS_LEADER.set(0)
+            connection.terminate()
+
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, schema: object) -> None:
+        if schema == self.schema:
+            self._wake.set()
+
+    async def _relay_forever(self, connection: Connection) -> None:
+        backoff = self.poll_interval
+        while True:
+            self._wake.clear()
+            try:
+                while await self._publish_batch(connection) == self.batch_size:
+                    pass
+                backoff = self.poll_interval
+            except (asyncpg.PostgresConnectionError, OSError):
+                raise  # lost the session, and with it the lock: re-elect
+            except Exception as error:
+                metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                await self._update_backlog_metrics(connection)
+                log.warning(
+                    "outbox publish failed; will retry",
+                    extra={"error": type(error).__name__, "retry_in_s": backoff},
+                )
+                await asyncio.sleep(_jittered(backoff))
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            await self._update_backlog_metrics(connection)
+            with contextlib.suppress(TimeoutError):  # the polling fallback
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    async def _publish_batch(self, connection: Connection) -> int:
+        rows = await connection.fetch(
+            f"""SELECT position, topic, partition_key, event_type, correlation_id, body
+                FROM "{self.schema}".outbox ORDER BY position LIMIT $1""",
+            self.batch_size,
+        )
+        if not rows:
+            return 0
+        acknowledgements = [
+            await self.broker.publish(
+                row["body"].encode(),
+                row["topic"],
+                key=row["partition_key"],
+                headers={"content-type": CONTENT_TYPE, "ce_type": row["event_type"]},
+                correlation_id=row["correlation_id"],
+                no_confirm=True,
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*acknowledgements)
+        await connection.execute(
+            f'DELETE FROM "{self.schema}".outbox WHERE position = ANY($1::bigint[])',
+            [row["position"] for row in rows],
+        )
+        for row in rows:
+            metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
+        return len(rows)
+
+    async def _update_backlog_metrics(self, connection: Connection) -> None:
+        pending, oldest_age = await connection.fetchrow(  # type: ignore[misc]
+            f"""SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
+                FROM "{self.schema}".outbox"""
+        )
+        self.oldest_pending_age = float(oldest_age)
+        metrics.OUTBOX_PENDING.set(pending)
+        metrics.OUTBOX_OLDEST_AGE.set(self.oldest_pending_age)
+
+
+def _jittered(seconds: float) -> float:
+    return seconds * random.uniform(0.5, 1.0)

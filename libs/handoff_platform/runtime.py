@@ -1,0 +1,73 @@
+"""Process lifecycle shared by the services: background tasks, and a broker that may be late.
+
+A service must start, and keep serving what it can, while Kafka is down: the
+referral API keeps taking referrals into the outbox. So the broker connects in
+the background and retries until Kafka answers.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+
+from handoff_platform.kafka import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundTasks:
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(self._report_crash)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    @staticmethod
+    def _report_crash(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "background task stopped",
+                extra={"task": task.get_name(), "error": type(task.exception()).__name__},
+            )
+
+
+async def connect_when_reachable(
+    broker: KafkaBroker,
+    bootstrap_servers: str,
+    topics: Iterable[str],
+    connected: asyncio.Event,
+    max_backoff: float = 10.0,
+) -> None:
+    """Create the topics and start the broker (producer and subscribers) once Kafka answers."""
+    topics = list(topics)
+    backoff = 0.5
+    while True:
+        try:
+            await ensure_topics(bootstrap_servers, topics)
+            await broker.start()
+        except Exception as error:
+            log.warning(
+                "Kafka not reachable yet; retrying",
+                extra={"error": type(error).__name__, "retry_in_s": backoff},
+            )
+            with contextlib.suppress(Exception):
+                await broker.stop()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+            continue
+        connected.set()
+        log.info("connected to Kafka")
+        return

@@ -1,0 +1,238 @@
+"""PostgreSQL storage of the referral schema. Every function runs on the caller's connection,
+so the use case decides the transaction."""
+
+from collections import defaultdict
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from handoff_platform.database import Connection
+from handoff_referral import SCHEMA
+from handoff_referral.domain.api_keys import IssuedKey
+from handoff_referral.domain.intake import Patient, ReferralRequest
+from handoff_referral.domain.referral import Referral, Site, TimelineStep
+from handoff_referral.domain.status import Status
+
+_REFERRAL_COLUMNS = """referral_id, site_id, external_id, status, urgency, location,
+    callback_phone, patient, notes, cancel_reason, correlation_id, received_at, updated_at"""
+
+
+async def add_site(connection: Connection, site: Site) -> bool:
+    inserted = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.sites (site_id, name, short_name, state, time_zone)
+            VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
+        site.site_id,
+        site.name,
+        site.short_name,
+        site.state,
+        site.time_zone,
+    )
+    return bool(inserted)
+
+
+async def get_site(connection: Connection, site_id: str) -> Site | None:
+    row = await connection.fetchrow(
+        f"""SELECT site_id, name, short_name, state, time_zone FROM {SCHEMA}.sites
+            WHERE site_id = $1""",
+        site_id,
+    )
+    return Site(**dict(row)) if row else None
+
+
+async def add_key(connection: Connection, site_id: str, key: IssuedKey, label: str) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.api_keys (key_id, site_id, secret_sha256, label)
+            VALUES ($1, $2, $3, $4)""",
+        key.key_id,
+        site_id,
+        key.secret_sha256,
+        label,
+    )
+
+
+async def revoke_key(connection: Connection, key_id: str) -> bool:
+    revoked = await connection.fetchval(
+        f"""UPDATE {SCHEMA}.api_keys SET revoked_at = now()
+            WHERE key_id = $1 AND revoked_at IS NULL RETURNING true""",
+        key_id,
+    )
+    return bool(revoked)
+
+
+async def active_key(connection: Connection, key_id: str) -> tuple[Site, bytes] | None:
+    row = await connection.fetchrow(
+        f"""SELECT s.site_id, s.name, s.short_name, s.state, s.time_zone, k.secret_sha256
+            FROM {SCHEMA}.api_keys k JOIN {SCHEMA}.sites s USING (site_id)
+            WHERE k.key_id = $1 AND k.revoked_at IS NULL""",
+        key_id,
+    )
+    if row is None:
+        return None
+    values = dict(row)
+    secret_sha256: bytes = values.pop("secret_sha256")
+    return Site(**values), secret_sha256
+
+
+async def insert_referral(
+    connection: Connection,
+    referral_id: UUID,
+    site_id: str,
+    request: ReferralRequest,
+    correlation_id: str,
+    now: datetime,
+) -> bool:
+    """False if the site already has a referral with this external id."""
+    inserted = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.referrals (referral_id, site_id, external_id,
+                request_fingerprint, status, urgency, location, callback_phone, patient, notes,
+                correlation_id, received_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+            ON CONFLICT (site_id, external_id) DO NOTHING RETURNING true""",
+        referral_id,
+        site_id,
+        request.external_id,
+        request.fingerprint(),
+        Status.RECEIVED.value,
+        request.urgency.value,
+        request.location,
+        request.callback_phone,
+        request.patient.model_dump_json(),
+        request.notes,
+        correlation_id,
+        now,
+    )
+    return bool(inserted)
+
+
+async def find_by_external_id(
+    connection: Connection, site_id: str, external_id: str
+) -> tuple[UUID, bytes] | None:
+    row = await connection.fetchrow(
+        f"""SELECT referral_id, request_fingerprint FROM {SCHEMA}.referrals
+            WHERE site_id = $1 AND external_id = $2""",
+        site_id,
+        external_id,
+    )
+    return (row["referral_id"], row["request_fingerprint"]) if row else None
+
+
+async def get_referral(
+    connection: Connection, site_id: str, referral_id: UUID, for_update: bool = False
+) -> Referral | None:
+    row = await connection.fetchrow(
+        f"""SELECT {_REFERRAL_COLUMNS} FROM {SCHEMA}.referrals
+            WHERE referral_id = $1 AND site_id = $2 {"FOR UPDATE" if for_update else ""}""",
+        referral_id,
+        site_id,
+    )
+    if row is None:
+        return None
+    timelines = await _timelines(connection, [referral_id])
+    return _referral(row, timelines[referral_id])
+
+
+async def list_referrals(
+    connection: Connection,
+    site_id: str,
+    status: Status | None,
+    since: datetime | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[Referral]:
+    """The site's referrals in the order received, from `since`, after the cursor position."""
+    rows = await connection.fetch(
+        f"""SELECT {_REFERRAL_COLUMNS} FROM {SCHEMA}.referrals
+            WHERE site_id = $1
+              AND ($2::text IS NULL OR status = $2)
+              AND ($3::timestamptz IS NULL OR received_at >= $3)
+              AND ($4::timestamptz IS NULL OR (received_at, referral_id) > ($4, $5::uuid))
+            ORDER BY received_at, referral_id
+            LIMIT $6""",
+        site_id,
+        status.value if status else None,
+        since,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    timelines = await _timelines(connection, [row["referral_id"] for row in rows])
+    return [_referral(row, timelines[row["referral_id"]]) for row in rows]
+
+
+async def lock_status(
+    connection: Connection, referral_id: UUID
+) -> tuple[Status, frozenset[Status]] | None:
+    """The referral's status and recorded steps, locked until the transaction ends."""
+    status = await connection.fetchval(
+        f"SELECT status FROM {SCHEMA}.referrals WHERE referral_id = $1 FOR UPDATE", referral_id
+    )
+    if status is None:
+        return None
+    steps = await connection.fetch(
+        f"SELECT status FROM {SCHEMA}.timeline WHERE referral_id = $1", referral_id
+    )
+    return Status(status), frozenset(Status(row["status"]) for row in steps)
+
+
+async def record_step(
+    connection: Connection,
+    referral_id: UUID,
+    step: Status,
+    at: datetime,
+    new_status: Status,
+    now: datetime,
+    cancel_reason: str | None = None,
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.timeline (referral_id, status, at) VALUES ($1, $2, $3)
+            ON CONFLICT DO NOTHING""",
+        referral_id,
+        step.value,
+        at,
+    )
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.referrals
+            SET status = $2, updated_at = $3, cancel_reason = coalesce($4, cancel_reason)
+            WHERE referral_id = $1""",
+        referral_id,
+        new_status.value,
+        now,
+        cancel_reason,
+    )
+
+
+async def _timelines(
+    connection: Connection, referral_ids: list[UUID]
+) -> dict[UUID, list[TimelineStep]]:
+    rows = await connection.fetch(
+        f"""SELECT referral_id, status, at FROM {SCHEMA}.timeline
+            WHERE referral_id = ANY($1::uuid[]) ORDER BY at, status""",
+        referral_ids,
+    )
+    timelines: dict[UUID, list[TimelineStep]] = defaultdict(list)
+    for row in rows:
+        timelines[row["referral_id"]].append(TimelineStep(Status(row["status"]), row["at"]))
+    return timelines
+
+
+def _referral(row: asyncpg.Record, timeline: list[TimelineStep]) -> Referral:
+    request = ReferralRequest(
+        external_id=row["external_id"],
+        urgency=row["urgency"],
+        location=row["location"],
+        callback_phone=row["callback_phone"],
+        patient=Patient.model_validate_json(row["patient"]),
+        notes=row["notes"],
+    )
+    return Referral(
+        referral_id=row["referral_id"],
+        site_id=row["site_id"],
+        request=request,
+        status=Status(row["status"]),
+        received_at=row["received_at"],
+        updated_at=row["updated_at"],
+        timeline=tuple(timeline),
+        cancel_reason=row["cancel_reason"],
+        correlation_id=row["correlation_id"],
+    )

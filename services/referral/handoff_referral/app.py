@@ -1,0 +1,132 @@
+"""Composition root: builds the referral service from its settings and runs its parts."""
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+
+from handoff_platform.consumer import IdempotentConsumer
+from handoff_platform.database import create_pool, migrate
+from handoff_platform.http import (
+    BodySizeLimit,
+    install_error_handlers,
+    install_request_context,
+    operations_router,
+)
+from handoff_platform.kafka import make_broker
+from handoff_platform.lag import report_lag_forever
+from handoff_platform.outbox import Outbox, OutboxRelay
+from handoff_platform.runtime import BackgroundTasks, connect_when_reachable
+from handoff_referral import CONSUMER_GROUP, SCHEMA
+from handoff_referral.entrypoints.consumers import timeline_handlers
+from handoff_referral.entrypoints.http import build_router
+from handoff_referral.service import ReferralService
+from handoff_referral.settings import ReferralSettings
+from handoff_schemas import Topic, dead_letter_topic
+
+MIGRATIONS = "handoff_referral.adapters.migrations"
+OUTBOX_HEALTHY_AGE_SECONDS = 60.0
+
+
+async def apply_migrations(database_url: str) -> list[str]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await migrate(connection, SCHEMA, MIGRATIONS)
+    finally:
+        await connection.close()
+
+
+@dataclass
+class ReferralRuntime:
+    settings: ReferralSettings
+    pool: asyncpg.Pool
+    broker: KafkaBroker
+    service: ReferralService
+    app: FastAPI
+    kafka_connected: asyncio.Event
+    tasks: BackgroundTasks
+
+    @classmethod
+    async def start(cls, settings: ReferralSettings) -> "ReferralRuntime":
+        await apply_migrations(settings.database_url)
+        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
+        broker = make_broker(settings.kafka_bootstrap_servers, client_id=CONSUMER_GROUP)
+        service = ReferralService(pool, Outbox(SCHEMA))
+        consumer = IdempotentConsumer(
+            group_id=CONSUMER_GROUP,
+            schema=SCHEMA,
+            pool=pool,
+            broker=broker,
+            handlers=timeline_handlers(service),
+        )
+        subscriber = consumer.subscribe([Topic.DISPATCH, Topic.PAGES])
+        kafka_connected = asyncio.Event()
+        relay = OutboxRelay(settings.database_url, SCHEMA, broker)
+        app = _http_app(settings, service, pool, broker, kafka_connected, relay)
+        tasks = BackgroundTasks()
+        topics = [*Topic, dead_letter_topic(CONSUMER_GROUP)]
+        tasks.start(
+            "kafka-connect",
+            connect_when_reachable(
+                broker, settings.kafka_bootstrap_servers, topics, kafka_connected
+            ),
+        )
+        tasks.start("outbox-relay", relay.run())
+        tasks.start("consumer-lag", report_lag_forever(CONSUMER_GROUP, [subscriber]))
+        return cls(settings, pool, broker, service, app, kafka_connected, tasks)
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+        await self.broker.stop()
+        await self.pool.close()
+
+
+def _http_app(
+    settings: ReferralSettings,
+    service: ReferralService,
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    kafka_connected: asyncio.Event,
+    relay: OutboxRelay,
+) -> FastAPI:
+    app = FastAPI(
+        title="Handoff referral API",
+        version="1",
+        description="Emergency departments ask for a peer recovery coach and follow the request.",
+    )
+
+    async def database_answers() -> bool:
+        async with pool.acquire() as connection:
+            return bool(await connection.fetchval("SELECT true"))
+
+    async def kafka_or_outbox_healthy() -> bool:
+        if kafka_connected.is_set() and await broker.ping(timeout=1.0):
+            return True
+        # Kafka away: still ready while the outbox drains within a minute of writing.
+        return relay.oldest_pending_age < OUTBOX_HEALTHY_AGE_SECONDS
+
+    app.include_router(
+        operations_router(
+            {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}
+        )
+    )
+    app.include_router(build_router(service))
+    install_error_handlers(app)
+    install_request_context(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def serve(settings: ReferralSettings, host: str, port: int) -> None:
+    import uvicorn
+
+    runtime = await ReferralRuntime.start(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(runtime.app, host=host, port=port, log_config=None, access_log=False)
+    )
+    try:
+        await server.serve()
+    finally:
+        await runtime.stop()

@@ -1,0 +1,64 @@
+"""The referral an ED posts: validated strictly, fingerprinted for idempotent replays."""
+
+import hashlib
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from handoff_schemas.vocabulary import (
+    CancelReason,
+    Consent,
+    E164Phone,
+    GenderPreference,
+    LanguageTag,
+    Substance,
+    Urgency,
+)
+
+ExternalId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"),
+]
+Location = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=40, pattern=r"^[^\x00-\x1f]+$"
+    ),
+]
+Initials = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{1,3}$")]
+AgeBand = Literal["under_18", "18-25", "26-35", "36-45", "46-55", "56-65", "over_65"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Patient(Strict):
+    preferred_language: LanguageTag = Field(examples=["en", "es-US"])
+    interpreter_needed: bool
+    coach_gender_preference: GenderPreference | None = None
+    substances: frozenset[Substance] = Field(min_length=1, max_length=5)
+    consent: Consent
+    initials: Initials | None = None
+    age_band: AgeBand | None = None
+
+
+class ReferralRequest(Strict):
+    external_id: ExternalId = Field(description="The hospital's own id; idempotency key per site.")
+    urgency: Urgency
+    location: Location = Field(description="ED unit or bed, e.g. 'ED bay 4'.")
+    callback_phone: E164Phone = Field(description="The ED's number for the coach, E.164.")
+    patient: Patient
+    notes: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+    def fingerprint(self) -> bytes:
+        """Equal for the same request sent twice, whatever the order of keys or substances."""
+        canonical = self.model_dump(mode="json")
+        canonical["patient"]["substances"] = sorted(canonical["patient"]["substances"])
+        encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).digest()
+
+
+class CancelRequest(Strict):
+    reason: CancelReason

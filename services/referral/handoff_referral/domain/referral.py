@@ -1,0 +1,65 @@
+"""A referral as the referral service keeps it, and the event it announces itself with."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from handoff_referral.domain.intake import ReferralRequest
+from handoff_referral.domain.status import Status
+from handoff_schemas.events import ReferralCreated, SiteFacts
+
+
+@dataclass(frozen=True)
+class Site:
+    site_id: str
+    name: str
+    short_name: str
+    state: str
+    time_zone: str
+
+    def facts(self) -> SiteFacts:
+        return SiteFacts(
+            site_id=self.site_id,
+            short_name=self.short_name,
+            state=self.state,
+            time_zone=self.time_zone,
+        )
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    status: Status
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Referral:
+    referral_id: UUID
+    site_id: str
+    request: ReferralRequest
+    status: Status
+    received_at: datetime
+    updated_at: datetime
+    timeline: tuple[TimelineStep, ...]
+    correlation_id: str
+    cancel_reason: str | None = None
+
+
+def referral_created(
+    referral_id: UUID, site: Site, request: ReferralRequest, received_at: datetime
+) -> ReferralCreated:
+    """Minimum necessary: no initials, age band or notes leave the referral service."""
+    patient = request.patient
+    return ReferralCreated(
+        referral_id=referral_id,
+        site=site.facts(),
+        urgency=request.urgency,
+        location=request.location,
+        callback_phone=request.callback_phone,
+        preferred_language=patient.preferred_language,
+        interpreter_needed=patient.interpreter_needed,
+        coach_gender_preference=patient.coach_gender_preference,
+        substances=patient.substances,
+        consent=patient.consent,
+        received_at=received_at,
+    )

@@ -1,0 +1,198 @@
+"""The hospital-facing API: thin routes over ReferralService."""
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel
+
+from handoff_platform.http import ApiError
+from handoff_platform.logs import correlation_id_var
+from handoff_referral.domain.intake import CancelRequest, Patient, ReferralRequest
+from handoff_referral.domain.referral import Referral, Site
+from handoff_referral.domain.status import CancelRefused, Status
+from handoff_referral.service import ExternalIdConflict, ReferralNotFound, ReferralService
+
+MAX_PAGE = 200
+
+
+class TimelineStepOut(BaseModel):
+    status: Status
+    at: datetime
+
+
+class ReferralOut(BaseModel):
+    id: UUID
+    external_id: str
+    site_id: str
+    status: Status
+    urgency: str
+    location: str
+    callback_phone: str
+    patient: Patient
+    notes: str | None
+    cancel_reason: str | None
+    received_at: datetime
+    updated_at: datetime
+    timeline: list[TimelineStepOut]
+
+    @classmethod
+    def of(cls, referral: Referral) -> "ReferralOut":
+        request = referral.request
+        return cls(
+            id=referral.referral_id,
+            external_id=request.external_id,
+            site_id=referral.site_id,
+            status=referral.status,
+            urgency=request.urgency.value,
+            location=request.location,
+            callback_phone=request.callback_phone,
+            patient=request.patient,
+            notes=request.notes,
+            cancel_reason=referral.cancel_reason,
+            received_at=referral.received_at,
+            updated_at=referral.updated_at,
+            timeline=[TimelineStepOut(status=s.status, at=s.at) for s in referral.timeline],
+        )
+
+
+class ReferralPage(BaseModel):
+    items: list[ReferralOut]
+    next_cursor: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: list[dict[str, str]] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing, unknown or revoked API key."},
+    413: {"model": ErrorOut, "description": "Body over 64 KiB."},
+    422: {"model": ErrorOut, "description": "Invalid request; `fields` names each problem."},
+}
+
+
+def build_router(service: ReferralService) -> APIRouter:
+    router = APIRouter(prefix="/v1/referrals", tags=["referrals"], responses=ERRORS)
+
+    async def authenticated_site(request: Request) -> Site:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        site = await service.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if site is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid API key is required",
+                headers={"WWW-Authenticate": 'Bearer realm="handoff"'},
+            )
+        return site
+
+    CurrentSite = Annotated[Site, Depends(authenticated_site)]
+
+    @router.post(
+        "",
+        status_code=201,
+        response_model=ReferralOut,
+        responses={
+            200: {"model": ReferralOut, "description": "A replay: the original."},
+            409: {"model": ErrorOut, "description": "external_id reused."},
+        },
+    )
+    async def create_referral(
+        body: ReferralRequest, site: CurrentSite, response: Response
+    ) -> ReferralOut:
+        """Ask for a peer recovery coach. Replaying the same external_id and body is safe."""
+        try:
+            referral, created = await service.submit(site, body, correlation_id_var.get())
+        except ExternalIdConflict:
+            raise ApiError(
+                409,
+                "external_id_conflict",
+                "this external_id was already used with a different request",
+                field="external_id",
+            ) from None
+        if not created:
+            response.status_code = 200
+        response.headers["Location"] = f"/v1/referrals/{referral.referral_id}"
+        return ReferralOut.of(referral)
+
+    @router.get("/{referral_id}", response_model=ReferralOut, responses={404: {"model": ErrorOut}})
+    async def get_referral(referral_id: UUID, site: CurrentSite) -> ReferralOut:
+        """The referral and its status timeline."""
+        return ReferralOut.of(await _get(service, site, referral_id))
+
+    @router.get("", response_model=ReferralPage)
+    async def list_referrals(
+        site: CurrentSite,
+        status: Status | None = None,
+        since: Annotated[AwareDatetime | None, Query(description="Received at or after.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> ReferralPage:
+        """The site's referrals in the order received; follow `next_cursor` for more."""
+        after = _decode_cursor(cursor) if cursor else None
+        referrals = await service.list(site, status, since, after, limit + 1)
+        page, more = referrals[:limit], len(referrals) > limit
+        return ReferralPage(
+            items=[ReferralOut.of(r) for r in page],
+            next_cursor=_encode_cursor(page[-1]) if more else None,
+        )
+
+    @router.post(
+        "/{referral_id}/cancel",
+        response_model=ReferralOut,
+        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    )
+    async def cancel_referral(
+        referral_id: UUID, body: CancelRequest, site: CurrentSite
+    ) -> ReferralOut:
+        """The patient left or declined: withdraw the request and any open offers."""
+        try:
+            referral = await service.cancel(site, referral_id, body.reason)
+        except ReferralNotFound:
+            raise _not_found() from None
+        except CancelRefused as refused:
+            raise ApiError(409, "referral_closed", str(refused)) from None
+        return ReferralOut.of(referral)
+
+    return router
+
+
+async def _get(service: ReferralService, site: Site, referral_id: UUID) -> Referral:
+    try:
+        return await service.get(site, referral_id)
+    except ReferralNotFound:
+        raise _not_found() from None
+
+
+def _not_found() -> ApiError:
+    # Another site's referral is 404 too: its existence is not the caller's business.
+    return ApiError(404, "not_found", "no such referral")
+
+
+def _encode_cursor(last: Referral) -> str:
+    position = [last.received_at.isoformat(), str(last.referral_id)]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        received_at, referral_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        position = (datetime.fromisoformat(received_at), UUID(referral_id))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(
+            422, "invalid_cursor", "cursor is not one this API returned", field="cursor"
+        ) from None
+    if position[0].tzinfo is None:
+        raise ApiError(422, "invalid_cursor", "cursor is not one this API returned", field="cursor")
+    return position

@@ -1,0 +1,172 @@
+"""The referral service's use cases. Each is one transaction: state, timeline and outbox."""
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from handoff_platform.database import Connection
+from handoff_platform.outbox import Outbox
+from handoff_referral import SOURCE
+from handoff_referral.adapters import postgres as store
+from handoff_referral.domain.api_keys import parse_key, secret_matches
+from handoff_referral.domain.intake import ReferralRequest
+from handoff_referral.domain.referral import Referral, Site, referral_created
+from handoff_referral.domain.status import Status, check_cancellable, observe
+from handoff_referral.metrics import REFERRALS_RECEIVED
+from handoff_schemas import Envelope
+from handoff_schemas.events import ReferralCancelled
+from handoff_schemas.vocabulary import CancelReason
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ExternalIdConflict(Exception):
+    """The site already sent this external id with a different body."""
+
+
+class ReferralNotFound(Exception):
+    pass
+
+
+class UnknownReferral(Exception):
+    """An event names a referral this service never received: a bug, or another environment."""
+
+
+class ReferralService:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, clock: Clock = utc_now) -> None:
+        self.pool = pool
+        self.outbox = outbox
+        self.clock = clock
+
+    async def authenticate(self, token: str) -> Site | None:
+        parsed = parse_key(token)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        async with self.pool.acquire() as connection:
+            found = await store.active_key(connection, key_id)
+        if found is None:
+            return None
+        site, secret_sha256 = found
+        return site if secret_matches(secret, secret_sha256) else None
+
+    async def submit(
+        self, site: Site, request: ReferralRequest, correlation_id: str | None
+    ) -> tuple[Referral, bool]:
+        """Returns the referral and whether it is new; a replay returns the original."""
+        referral_id = uuid4()
+        correlation_id = correlation_id or str(referral_id)
+        async with self.pool.acquire() as connection, connection.transaction():
+            now = self.clock()
+            created = await store.insert_referral(
+                connection, referral_id, site.site_id, request, correlation_id, now
+            )
+            if not created:
+                return await self._replay(connection, site, request), False
+            await store.record_step(
+                connection, referral_id, Status.RECEIVED, now, Status.RECEIVED, now
+            )
+            event = referral_created(referral_id, site, request, now)
+            await self.outbox.put(
+                connection, Envelope.wrap(event, source=SOURCE, correlation_id=correlation_id)
+            )
+            referral = await store.get_referral(connection, site.site_id, referral_id)
+        assert referral is not None
+        REFERRALS_RECEIVED.labels(site.site_id, site.state, request.urgency.value).inc()
+        log.info(
+            "referral received", extra={"referral_id": str(referral_id), "site_id": site.site_id}
+        )
+        return referral, True
+
+    async def _replay(
+        self, connection: Connection, site: Site, request: ReferralRequest
+    ) -> Referral:
+        existing = await store.find_by_external_id(connection, site.site_id, request.external_id)
+        assert existing is not None, "the insert conflicted, so the row exists"
+        referral_id, fingerprint = existing
+        if fingerprint != request.fingerprint():
+            raise ExternalIdConflict(request.external_id)
+        referral = await store.get_referral(connection, site.site_id, referral_id)
+        assert referral is not None
+        return referral
+
+    async def get(self, site: Site, referral_id: UUID) -> Referral:
+        async with self.pool.acquire() as connection:
+            referral = await store.get_referral(connection, site.site_id, referral_id)
+        if referral is None:
+            raise ReferralNotFound(referral_id)
+        return referral
+
+    async def list(
+        self,
+        site: Site,
+        status: Status | None,
+        since: datetime | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Referral]:
+        async with self.pool.acquire() as connection:
+            return await store.list_referrals(connection, site.site_id, status, since, after, limit)
+
+    async def cancel(self, site: Site, referral_id: UUID, reason: CancelReason) -> Referral:
+        """Withdraws the request; cancelling a cancelled referral again changes nothing."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            referral = await store.get_referral(
+                connection, site.site_id, referral_id, for_update=True
+            )
+            if referral is None:
+                raise ReferralNotFound(referral_id)
+            if not check_cancellable(referral.status):
+                return referral
+            now = self.clock()
+            await store.record_step(
+                connection,
+                referral_id,
+                Status.CANCELLED,
+                now,
+                Status.CANCELLED,
+                now,
+                cancel_reason=reason.value,
+            )
+            event = ReferralCancelled(referral_id=referral_id, reason=reason, cancelled_at=now)
+            await self.outbox.put(
+                connection,
+                Envelope.wrap(event, source=SOURCE, correlation_id=referral.correlation_id),
+            )
+            cancelled = await store.get_referral(connection, site.site_id, referral_id)
+        assert cancelled is not None
+        log.info(
+            "referral cancelled", extra={"referral_id": str(referral_id), "reason": reason.value}
+        )
+        return cancelled
+
+    async def observe_step(
+        self, connection: Connection, referral_id: UUID, step: Status, at: datetime
+    ) -> None:
+        """A step reported by matching or notify, inside the consumer's transaction."""
+        current = await store.lock_status(connection, referral_id)
+        if current is None:
+            raise UnknownReferral(referral_id)
+        status, recorded = current
+        outcome = observe(status, recorded, step)
+        if outcome.record:
+            await store.record_step(
+                connection, referral_id, step, at, outcome.new_status, self.clock()
+            )
+            log.info(
+                "referral step",
+                extra={
+                    "referral_id": str(referral_id),
+                    "step": step.value,
+                    "status": outcome.new_status.value,
+                },
+            )
