@@ -7,6 +7,8 @@ PostgreSQL 15 from Debian's package). If none can be had the run fails: an
 integration test is never skipped for want of a broker or a database.
 """
 
+import io
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +21,11 @@ import pytest
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import ensure_topics
+from handoff_platform.logs import json_handler
+from tests.support.patients import PHI_MARKERS
 
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+SERVICE_LOGS = ARTIFACTS / "logs"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:15"
 TIER_MARKERS = ("unit", "integration", "e2e")
@@ -118,3 +124,34 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_phi_in_any_log_line() -> Iterator[None]:
+    """Every log line of the run, in-process and from service processes, is scanned for PHI.
+
+    The run fails at the end if a test patient's initials, notes or substances
+    appear in any line: logs are shipped and kept far longer than the data.
+    """
+    captured = io.StringIO()
+    handler = json_handler("tests", captured)
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    shutil.rmtree(SERVICE_LOGS, ignore_errors=True)
+    SERVICE_LOGS.mkdir(parents=True)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous_level)
+    sources = {"in-process logs": captured.getvalue()}
+    sources |= {str(path): path.read_text() for path in SERVICE_LOGS.glob("*.log")}
+    (ARTIFACTS / "in-process.log").write_text(sources["in-process logs"])
+    leaks = [
+        f"{source}: {line[:200]}"
+        for source, text in sources.items()
+        for line in text.splitlines()
+        if any(marker in line for marker in PHI_MARKERS)
+    ]
+    assert sum(len(text) for text in sources.values()) > 0, "no log lines were captured"
+    assert not leaks, "PHI in log lines:\n" + "\n".join(leaks[:20])

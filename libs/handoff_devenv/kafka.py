@@ -131,18 +131,29 @@ class KafkaCluster:
     def bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, fresh: bool = True) -> None:
+        """Start the nodes; `fresh=False` restarts on the storage of the previous start."""
         for node in self.nodes:
             ensure_free(node.port, f"Kafka broker {node.node_id}")
             ensure_free(node.controller_port, f"Kafka controller {node.node_id}")
         classpath = kafka_classpath()
+        log4j = self.directory / "log4j2.properties"
+        jvm = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
+        if fresh or not log4j.exists():
+            self._format(jvm)
+        for node in self.nodes:
+            pid = spawn(
+                [*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file
+            )
+            node.pid_file.write_text(str(pid))
+        self._wait_ready(timeout)
+
+    def _format(self, jvm: list[str]) -> None:
         if self.directory.exists():
             shutil.rmtree(self.directory)  # a new cluster id each run: old storage would refuse it
         self.directory.mkdir(parents=True)
-        log4j = self.directory / "log4j2.properties"
-        log4j.write_text(LOG4J2)
+        (self.directory / "log4j2.properties").write_text(LOG4J2)
         cluster_id = new_cluster_id()
-        jvm = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
         formatting = []
         for node in self.nodes:
             node.directory.mkdir(parents=True)
@@ -168,12 +179,6 @@ class KafkaCluster:
             _, stderr = process.communicate()
             if process.returncode != 0:
                 raise RuntimeError(f"formatting Kafka storage failed: {stderr.decode()[-2000:]}")
-        for node in self.nodes:
-            pid = spawn(
-                [*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file
-            )
-            node.pid_file.write_text(str(pid))
-        self._wait_ready(timeout)
 
     def stop(self) -> None:
         terminate([pid for node in self.nodes if (pid := self._pid(node)) is not None])

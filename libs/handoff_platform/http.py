@@ -160,26 +160,30 @@ class BodySizeLimit:
             return
         received = 0
         response_started = False
+        rejected = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            # Past the limit, answer 413 ourselves and tell the app the client went away:
+            # the app would turn an exception raised here into its own 400.
+            nonlocal received, rejected
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    if not response_started and not rejected:
+                        rejected = True
+                        await self._too_large(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if rejected:
+                return  # the app's own answer to a cut-off body comes too late
             response_started = response_started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not response_started:
-                await self._too_large(send)
+        await self.app(scope, counting_receive, guarded_send)
 
     async def _too_large(self, send: Send) -> None:
         response = JSONResponse(
@@ -187,10 +191,6 @@ class BodySizeLimit:
             status_code=413,
         )
         await response({"type": "http"}, _no_receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _no_receive() -> Message:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -27,8 +28,8 @@ class _CorrelationFilter(logging.Filter):
         return True
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def json_handler(service: str, stream: TextIO = sys.stderr) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
     handler.addFilter(_CorrelationFilter(service))
     handler.setFormatter(
         JsonFormatter(
@@ -37,6 +38,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             timestamp="time",  # ISO 8601 in UTC
         )
     )
+    return handler
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    handler = json_handler(service)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

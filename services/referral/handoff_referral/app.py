@@ -19,7 +19,7 @@ from handoff_platform.kafka import make_broker
 from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import BackgroundTasks, connect_when_reachable
-from handoff_referral import CONSUMER_GROUP, SCHEMA
+from handoff_referral import SCHEMA
 from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.http import build_router
 from handoff_referral.service import ReferralService
@@ -52,10 +52,11 @@ class ReferralRuntime:
     async def start(cls, settings: ReferralSettings) -> "ReferralRuntime":
         await apply_migrations(settings.database_url)
         pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
-        broker = make_broker(settings.kafka_bootstrap_servers, client_id=CONSUMER_GROUP)
+        group = settings.consumer_group
+        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
         service = ReferralService(pool, Outbox(SCHEMA))
         consumer = IdempotentConsumer(
-            group_id=CONSUMER_GROUP,
+            group_id=group,
             schema=SCHEMA,
             pool=pool,
             broker=broker,
@@ -66,7 +67,7 @@ class ReferralRuntime:
         relay = OutboxRelay(settings.database_url, SCHEMA, broker)
         app = _http_app(settings, service, pool, broker, kafka_connected, relay)
         tasks = BackgroundTasks()
-        topics = [*Topic, dead_letter_topic(CONSUMER_GROUP)]
+        topics = [*Topic, dead_letter_topic(group)]
         tasks.start(
             "kafka-connect",
             connect_when_reachable(
@@ -74,7 +75,7 @@ class ReferralRuntime:
             ),
         )
         tasks.start("outbox-relay", relay.run())
-        tasks.start("consumer-lag", report_lag_forever(CONSUMER_GROUP, [subscriber]))
+        tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
         return cls(settings, pool, broker, service, app, kafka_connected, tasks)
 
     async def stop(self) -> None:

@@ -1,0 +1,53 @@
+"""Reading what is really on a topic, and publishing events as another service would."""
+
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from faststream.kafka import KafkaBroker
+
+from handoff_schemas import Envelope, partition_key
+
+
+async def read_topic(
+    bootstrap_servers: str, topic: str, within: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record on the topic now, from the beginning up to the end offsets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([str(topic)])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(str(topic), p["partition"]) for p in description["partitions"]]
+    assert partitions, f"no partitions for {topic}: {description}"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + within
+        while [tp for tp in partitions if await consumer.position(tp) < end[tp]]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end in {within} s")
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def publish(broker: KafkaBroker, envelope: Envelope[Any]) -> None:
+    await broker.publish(
+        envelope.model_dump_json().encode(),
+        envelope.topic.value,
+        key=partition_key(envelope.subject),
+    )

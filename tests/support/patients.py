@@ -1,0 +1,38 @@
+"""Test patients whose data must never show up in a log line, an event or a page."""
+
+from typing import Any
+
+# Distinctive strings, so a scan finds them wherever they leak.
+INITIALS = "QZ"
+NOTES = "Quentin Zebulon, MRN 99887766, DOB 1961-07-04, fentanyl since May, ex-wife calls"
+SUBSTANCES = ["opioids", "stimulants", "cannabis", "alcohol"]
+
+PHI_MARKERS = [
+    INITIALS + '"',
+    "Quentin",
+    "Zebulon",
+    "99887766",
+    "1961-07-04",
+    "fentanyl",
+    "ex-wife",
+    *SUBSTANCES,
+]
+
+
+def referral_body(external_id: str, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "external_id": external_id,
+        "urgency": "urgent",
+        "location": "ED bay 4",
+        "callback_phone": "+14105550100",
+        "patient": {
+            "preferred_language": "es",
+            "interpreter_needed": True,
+            "substances": SUBSTANCES,
+            "consent": "obtained",
+            "initials": INITIALS,
+            "age_band": "36-45",
+        },
+        "notes": NOTES,
+    }
+    return body | changes
