@@ -70,8 +70,15 @@ def kafka_classpath() -> str:
 
 
 def new_cluster_id() -> str:
-    """Kafka's cluster id format: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's cluster id format: 16 random bytes, URL-safe base64 without padding.
+
+    Like Kafka's own generator, never one starting with "-", which reads as an option.
+    """
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))[
+        0
+    ] == "-":
+        pass
+    return cluster_id
 
 
 @dataclass(frozen=True)
@@ -165,8 +172,7 @@ class KafkaCluster:
                         "-Xmx256m",
                         "kafka.tools.StorageTool",
                         "format",
-                        "-t",
-                        cluster_id,
+                        f"--cluster-id={cluster_id}",
                         "-c",
                         str(node.properties_file),
                         "-g",

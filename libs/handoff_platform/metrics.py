@@ -12,7 +12,8 @@ OUTBOX_PUBLISHED = Counter(
     "handoff_outbox_published_events_total", "Events the relay handed to Kafka.", ["topic"]
 )
 OUTBOX_PUBLISH_FAILURES = Counter(
-    "handoff_outbox_publish_failures_total", "Relay batches Kafka did not acknowledge."
+    "handoff_outbox_publish_failures_total",
+    "Relay batches Kafka refused, or had not acknowledged within the relay's ack timeout.",
 )
 OUTBOX_IS_LEADER = Gauge(
     "handoff_outbox_relay_leader", "1 on the replica whose relay currently publishes."

@@ -69,6 +69,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval: float = 1.0,
         max_backoff: float = 5.0,
+        ack_timeout: float = 5.0,
     ) -> None:
         self.database_url = database_url
         self.schema = schema
@@ -76,8 +77,10 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.ack_timeout = ack_timeout
         self.lock_key = zlib.crc32(f"handoff-outbox-relay:{schema}".encode())
         self.oldest_pending_age = 0.0
+        self.is_leader = False
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -103,6 +106,7 @@ class OutboxRelay:
                 metrics.OUTBOX_IS_LEADER.set(0)
                 await self._update_backlog_metrics(connection)
                 await asyncio.sleep(self.poll_interval)
+            self.is_leader = True
             metrics.OUTBOX_IS_LEADER.set(1)
             log.info("outbox relay leading", extra={"schema": self.schema})
             await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -111,6 +115,7 @@ class OutboxRelay:
             finally:
                 await connection.remove_listener(NOTIFY_CHANNEL, self._on_notify)
         finally:
+            self.is_leader = False
             metrics.OUTBOX_IS_LEADER.set(0)
             connection.terminate()
 
@@ -161,7 +166,7 @@ class OutboxRelay:
             )
             for row in rows
         ]
-        await asyncio.gather(*acknowledgements)
+        await self._acknowledged(connection, acknowledgements)
         await connection.execute(
             f'DELETE FROM "{self.schema}".outbox WHERE position = ANY($1::bigint[])',
             [row["position"] for row in rows],
@@ -169,6 +174,29 @@ class OutboxRelay:
         for row in rows:
             metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
         return len(rows)
+
+    async def _acknowledged(
+        self, connection: Connection, acknowledgements: list[asyncio.Future[Any]]
+    ) -> None:
+        """Wait until Kafka acknowledges the whole batch, however long it is away.
+
+        While the broker is unreachable the producer holds the batch and delivers it
+        when the broker returns; sending the rows again meanwhile would put them on
+        the topic twice. So a slow batch is only reported, not resent. A send that
+        fails outright raises, and the caller publishes the batch again.
+        """
+        pending: set[asyncio.Future[Any]] = set(acknowledgements)
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=self.ack_timeout)
+            for acknowledgement in done:
+                acknowledgement.result()
+            if pending:
+                metrics.OUTBOX_PUBLISH_FAILURES.inc()
+                await self._update_backlog_metrics(connection)
+                log.warning(
+                    "Kafka has not acknowledged an outbox batch yet; still waiting",
+                    extra={"unacknowledged": len(pending)},
+                )
 
     async def _update_backlog_metrics(self, connection: Connection) -> None:
         pending, oldest_age = await connection.fetchrow(  # type: ignore[misc]

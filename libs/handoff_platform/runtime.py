@@ -44,6 +44,14 @@ class BackgroundTasks:
             )
 
 
+async def stop_broker(broker: KafkaBroker, within: float = 10.0) -> None:
+    """Stop the broker; a producer still holding undeliverable batches is abandoned."""
+    try:
+        await asyncio.wait_for(broker.stop(), timeout=within)
+    except TimeoutError:
+        log.warning("Kafka producer did not flush before shutdown; its batches stay in the outbox")
+
+
 async def connect_when_reachable(
     broker: KafkaBroker,
     bootstrap_servers: str,

@@ -7,7 +7,7 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], *, within: float, what: str, interval: float = 0.05
+    probe: Callable[[], Awaitable[T | None]], *, within: float, what: str, interval: float = 0.05
 ) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after `within` seconds."""
     deadline = time.monotonic() + within

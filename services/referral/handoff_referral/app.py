@@ -18,7 +18,7 @@ from handoff_platform.http import (
 from handoff_platform.kafka import make_broker
 from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
-from handoff_platform.runtime import BackgroundTasks, connect_when_reachable
+from handoff_platform.runtime import BackgroundTasks, connect_when_reachable, stop_broker
 from handoff_referral import SCHEMA
 from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.http import build_router
@@ -46,6 +46,7 @@ class ReferralRuntime:
     service: ReferralService
     app: FastAPI
     kafka_connected: asyncio.Event
+    relay: OutboxRelay
     tasks: BackgroundTasks
 
     @classmethod
@@ -76,11 +77,11 @@ class ReferralRuntime:
         )
         tasks.start("outbox-relay", relay.run())
         tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
-        return cls(settings, pool, broker, service, app, kafka_connected, tasks)
+        return cls(settings, pool, broker, service, app, kafka_connected, relay, tasks)
 
     async def stop(self) -> None:
         await self.tasks.stop()
-        await self.broker.stop()
+        await stop_broker(self.broker)
         await self.pool.close()
 
 

@@ -1,0 +1,159 @@
+"""The outbox relay under stress: Kafka away, and two replicas relaying at once.
+
+These tests run their own broker, so they can stop it, and their own databases.
+"""
+
+import asyncio
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from handoff_devenv import KafkaCluster
+from handoff_referral.app import ReferralRuntime
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import ReferralCancelled, ReferralCreated
+from tests.integration.conftest import (
+    create_database,
+    outbox_empty,
+    register_site,
+    start_referral,
+)
+from tests.support.kafka import read_topic
+from tests.support.patients import referral_body
+from tests.support.waiting import eventually
+
+
+@pytest.fixture(scope="module")
+def own_kafka(infrastructure_dir: Path) -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster(infrastructure_dir / f"kafka-relay-{uuid.uuid4().hex[:6]}")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def _running(runtime: ReferralRuntime) -> bool:
+    return runtime.kafka_connected.is_set()
+
+
+@pytest.fixture
+async def replicas(
+    database_url: str, own_kafka: KafkaCluster
+) -> AsyncIterator[list[ReferralRuntime]]:
+    database = await create_database(database_url)
+    runtimes = [await start_referral(database, own_kafka.bootstrap_servers) for _ in range(2)]
+    for runtime in runtimes:
+        await eventually(partial(_running, runtime), within=60, what="replica on Kafka")
+    try:
+        yield runtimes
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+
+
+def _client(runtime: ReferralRuntime, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=runtime.app),
+        base_url="http://referral",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def _post_referrals(client: httpx.AsyncClient, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        response = await client.post(
+            "/v1/referrals", json=referral_body(f"ED-{uuid.uuid4().hex[:10]}")
+        )
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+async def _events_by_referral(bootstrap: str, ids: list[str]) -> dict[str, list[object]]:
+    wanted = set(ids)
+    events: dict[str, list[object]] = defaultdict(list)
+    for record in await read_topic(bootstrap, Topic.REFERRALS):
+        envelope = decode_event(record.value)
+        if str(envelope.subject) in wanted:
+            events[str(envelope.subject)].append(envelope)
+    return events
+
+
+async def test_two_replicas_relay_every_event_once_and_in_order_per_referral(
+    replicas: list[ReferralRuntime], own_kafka: KafkaCluster
+) -> None:
+    first, second = replicas
+    _, _, token = await register_site(first)
+    async with _client(first, token) as via_first, _client(second, token) as via_second:
+        batches = await asyncio.gather(
+            _post_referrals(via_first, 40), _post_referrals(via_second, 40)
+        )
+        ids = batches[0] + batches[1]
+        # Cancel half of them through the other replica: Created must still come first.
+        cancelled = ids[::2]
+        for index, referral_id in enumerate(cancelled):
+            client = via_second if index % 2 else via_first
+            response = await client.post(
+                f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
+            )
+            assert response.status_code == 200
+
+    await eventually(lambda: outbox_empty(first), within=60, what="the outbox to drain")
+    events = await _events_by_referral(own_kafka.bootstrap_servers, ids)
+
+    all_event_ids = [e.id for envelopes in events.values() for e in envelopes]  # type: ignore[attr-defined]
+    assert len(all_event_ids) == len(set(all_event_ids)) == len(ids) + len(cancelled)
+    for referral_id in ids:
+        kinds = [type(e.data) for e in events[referral_id]]  # type: ignore[attr-defined]
+        expected = (
+            [ReferralCreated, ReferralCancelled] if referral_id in cancelled else [ReferralCreated]
+        )
+        assert kinds == expected, referral_id
+    leaders = Counter(runtime.relay.is_leader for runtime in replicas)
+    assert leaders == Counter({True: 1, False: 1})
+
+
+async def test_referrals_posted_while_kafka_is_down_are_accepted_and_arrive_once_after(
+    database_url: str, own_kafka: KafkaCluster
+) -> None:
+    database = await create_database(database_url)
+    runtime = await start_referral(database, own_kafka.bootstrap_servers)
+    try:
+        await eventually(lambda: _running(runtime), within=60, what="the service on Kafka")
+        _, _, token = await register_site(runtime)
+        async with _client(runtime, token) as client:
+            before = await _post_referrals(client, 3)
+            await eventually(lambda: outbox_empty(runtime), within=30, what="outbox drained")
+
+            await asyncio.to_thread(own_kafka.stop)
+            during = await _post_referrals(client, 20)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text  # the outbox is young: still ready
+
+            async def backlog_reported() -> bool:
+                metrics = (await client.get("/metrics")).text
+                return "handoff_outbox_pending_events 20.0" in metrics
+
+            await eventually(backlog_reported, within=30, what="the backlog in /metrics")
+            assert not await outbox_empty(runtime)
+
+            await asyncio.to_thread(own_kafka.start, 60.0, False)
+            await eventually(
+                lambda: outbox_empty(runtime),
+                within=90,
+                what="the outbox to drain after Kafka returned",
+            )
+
+        events = await _events_by_referral(own_kafka.bootstrap_servers, before + during)
+        for referral_id in before + during:
+            assert len(events[referral_id]) == 1, referral_id
+    finally:
+        await runtime.stop()

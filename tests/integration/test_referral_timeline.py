@@ -1,0 +1,204 @@
+"""The referral service follows matching's and notify's events into the hospital's timeline."""
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker
+
+from handoff_platform.kafka import make_broker
+from handoff_referral.app import ReferralRuntime
+from handoff_schemas import Envelope, EventPayload, dead_letter_topic
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachResponded,
+    OfferBriefing,
+    OfferMade,
+    ReferralUnassigned,
+)
+from handoff_schemas.vocabulary import (
+    CoachResponse,
+    Consent,
+    ResponseVia,
+    Tier,
+    UnassignedReason,
+    Urgency,
+)
+from tests.integration.conftest import Hospital, HospitalFactory
+from tests.support.kafka import read_topic
+from tests.support.patients import referral_body
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def other_services(kafka_topics: str) -> AsyncIterator[KafkaBroker]:
+    """A producer standing in for matching and notify, which publish these events."""
+    broker = make_broker(kafka_topics, client_id="stand-in-for-matching-and-notify")
+    async with broker:
+        yield broker
+
+
+async def _send(
+    broker: KafkaBroker, payload: EventPayload, event_id: uuid.UUID | None = None
+) -> Envelope[Any]:
+    envelope = Envelope.wrap(
+        payload, source="/handoff/matching", correlation_id="c-1", event_id=event_id
+    )
+    await broker.publish(
+        envelope.model_dump_json().encode(),
+        envelope.topic.value,
+        key=str(envelope.subject).encode(),
+    )
+    return envelope
+
+
+async def _new_referral(ed: Hospital) -> uuid.UUID:
+    response = await ed.client.post(
+        "/v1/referrals", json=referral_body(f"ED-{uuid.uuid4().hex[:8]}")
+    )
+    return uuid.UUID(response.json()["id"])
+
+
+async def _timeline_is(
+    ed: Hospital, referral_id: uuid.UUID, statuses: list[str], status: str
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await ed.client.get(f"/v1/referrals/{referral_id}")).json()
+        steps = [step["status"] for step in body["timeline"]]
+        return body if steps == statuses and body["status"] == status else None
+
+    return await eventually(probe, within=30, what=f"timeline {statuses} and status {status}")
+
+
+def _offer(referral_id: uuid.UUID, coach_id: uuid.UUID, offer_id: uuid.UUID) -> OfferMade:
+    return OfferMade(
+        referral_id=referral_id,
+        offer_id=offer_id,
+        coach_id=coach_id,
+        site_id="md-test",
+        site_short_name="Test ED",
+        urgency=Urgency.URGENT,
+        tier=Tier.SITE,
+        expires_at=datetime.now(UTC) + timedelta(minutes=5),
+        briefing=OfferBriefing(
+            location="ED bay 4",
+            callback_phone="+14105550100",
+            preferred_language="es",
+            interpreter_needed=True,
+            consent=Consent.OBTAINED,
+        ),
+    )
+
+
+async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    coach_id, offer_id = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+
+    offer = await _send(other_services, _offer(referral_id, coach_id, offer_id))
+    await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
+
+    await _send(
+        other_services,
+        CoachAssigned(
+            referral_id=referral_id,
+            offer_id=offer_id,
+            coach_id=coach_id,
+            assigned_at=now + timedelta(seconds=1),
+            arrival_deadline=now + timedelta(hours=1),
+        ),
+    )
+    await _timeline_is(ed, referral_id, ["received", "offered", "accepted"], "accepted")
+
+    for response, second in ((CoachResponse.ARRIVED, 2), (CoachResponse.COMPLETED, 3)):
+        await _send(
+            other_services,
+            CoachResponded(
+                referral_id=referral_id,
+                offer_id=offer_id,
+                coach_id=coach_id,
+                response=response,
+                via=ResponseVia.LINK,
+                responded_at=now + timedelta(seconds=second),
+            ),
+        )
+    body = await _timeline_is(
+        ed, referral_id, ["received", "offered", "accepted", "arrived", "completed"], "completed"
+    )
+    assert body["timeline"][2]["at"].startswith(
+        (now + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    )
+
+    # The same OfferMade again (same event id) and a second offer change nothing now.
+    await _send(other_services, offer.data, event_id=offer.id)
+    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    cancel = await ed.client.post(
+        f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
+    )
+    assert cancel.status_code == 409
+    assert cancel.json()["error"]["code"] == "referral_closed"
+
+
+async def test_nobody_accepting_shows_unassigned(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await _send(
+        other_services,
+        ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC) + timedelta(seconds=1),
+        ),
+    )
+    await _timeline_is(ed, referral_id, ["received", "offered", "unassigned"], "unassigned")
+
+
+async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    referral: ReferralRuntime,
+    kafka_topics: str,
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    marker = uuid.uuid4().hex
+    poison = [
+        f'{{"garbage": "{marker}"'.encode(),  # not JSON
+        f'{{"type": "org.handoff.dispatch.offer_made", "id": "{marker}"}}'.encode(),  # bad shape
+    ]
+    for value in poison:
+        await other_services.publish(value, "handoff.dispatch", key=str(referral_id).encode())
+    # A well-formed event for a referral this service never received is a bug elsewhere.
+    stray = await _send(other_services, _offer(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()))
+    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+
+    await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
+
+    async def dead_letters() -> list[Any]:
+        records = await read_topic(kafka_topics, dead_letter_topic("handoff-referral"))
+        mine = [r for r in records if marker.encode() in r.value or r.value == stray_bytes]
+        return mine if len(mine) == 3 else []
+
+    stray_bytes = stray.model_dump_json().encode()
+    letters = await eventually(dead_letters, within=30, what="three dead letters")
+    reasons = [dict(r.headers)["x-dead-letter-reason"] for r in letters]
+    assert sorted(reasons) == [b"handler_error", b"undecodable", b"undecodable"]
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers["x-original-topic"] == b"handoff.dispatch"
+        assert headers["x-consumer-group"] == b"handoff-referral"
+        assert int(headers["x-original-offset"]) >= 0
+    handler_error = next(
+        r for r in letters if dict(r.headers)["x-dead-letter-reason"] == b"handler_error"
+    )
+    assert dict(handler_error.headers)["x-dead-letter-detail"] == b"UnknownReferral"
+    metrics = (await ed.client.get("/metrics")).text
+    assert 'handoff_dead_letters_total{group="handoff-referral",reason="undecodable"}' in metrics
