@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -117,12 +118,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400:  # FastAPI's answer to a body it cannot parse at all
+            fields = [{"field": "body", "code": "unparsable", "message": str(error.detail)}]
+            return JSONResponse(
+                error_body("invalid_request", "invalid: body", fields), status_code=422
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return JSONResponse(
-            error_body(code, str(error.detail)),
-            status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            error_body(code, str(error.detail)), status_code=error.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)
@@ -131,6 +138,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body("internal_error", "something went wrong on our side"), status_code=500
         )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method any route serves at this path: Starlette names only the first route's."""
+    return sorted(
+        {
+            method
+            for route in request.app.router.routes
+            if isinstance(route, APIRoute) and route.path_regex.match(request.url.path)
+            for method in route.methods or ()
+        }
+    )
 
 
 def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:

@@ -1,19 +1,27 @@
 """Fixtures for running the referral service in-process against the real servers."""
 
+import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
 import httpx
 import pytest
 
+from handoff_devenv.ports import free_ports
 from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import ReferralRuntime
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
 from handoff_referral.settings import ReferralSettings
+from tests.conftest import SERVICE_LOGS
 from tests.support.waiting import eventually
+
+HANDOFF = [sys.executable, "-m", "handoff_cli"]
 
 
 async def create_database(server_url: str) -> str:
@@ -105,3 +113,49 @@ async def hospital(referral: ReferralRuntime) -> AsyncIterator[HospitalFactory]:
 async def outbox_empty(runtime: ReferralRuntime) -> bool:
     async with runtime.pool.acquire() as connection:
         return bool(await connection.fetchval("SELECT count(*) = 0 FROM referral.outbox"))
+
+
+def handoff_command(*args: str, database_url: str) -> str:
+    """Run the `handoff` CLI as an operator would; returns its standard output."""
+    result = subprocess.run(
+        [*HANDOFF, *args],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def referral_process(referral_database: str, kafka_topics: str) -> Iterator[str]:
+    """The referral service as its own process, as it runs in production; yields its URL."""
+    port = free_ports(1)[0]
+    env = {**os.environ, "DATABASE_URL": referral_database, "KAFKA_BOOTSTRAP_SERVERS": kafka_topics}
+    with (SERVICE_LOGS / f"referral-{port}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*HANDOFF, "referral", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(url):
+            assert process.poll() is None, "the referral service exited during startup"
+            assert time.monotonic() < deadline, "the referral service was not ready in 60 s"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -4,7 +4,7 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from handoff_schemas.vocabulary import (
     CancelReason,
@@ -16,12 +16,25 @@ from handoff_schemas.vocabulary import (
     Urgency,
 )
 
+
+def _storable_text(value: str) -> str:
+    """Text PostgreSQL can store: no NUL character, no lone UTF-16 surrogate."""
+    if "\x00" in value:
+        raise ValueError("the NUL character is not allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text") from None
+    return value
+
+
 ExternalId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"),
 ]
 Location = Annotated[
     str,
+    AfterValidator(_storable_text),
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=40, pattern=r"^[^\x00-\x1f]+$"
     ),
@@ -50,7 +63,9 @@ class ReferralRequest(Strict):
     location: Location = Field(description="ED unit or bed, e.g. 'ED bay 4'.")
     callback_phone: E164Phone = Field(description="The ED's number for the coach, E.164.")
     patient: Patient
-    notes: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    notes: Annotated[str, StringConstraints(max_length=1000), AfterValidator(_storable_text)] | (
+        None
+    ) = None
 
     def fingerprint(self) -> bytes:
         """Equal for the same request sent twice, whatever the order of keys or substances."""

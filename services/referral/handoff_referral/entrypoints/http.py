@@ -3,12 +3,14 @@
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
 
 from handoff_platform.http import ApiError
 from handoff_platform.logs import correlation_id_var
@@ -18,6 +20,22 @@ from handoff_referral.domain.status import CancelRefused, Status
 from handoff_referral.service import ExternalIdConflict, ReferralNotFound, ReferralService
 
 MAX_PAGE = 200
+API_KEY = HTTPBearer(
+    auto_error=False,
+    scheme_name="api_key",
+    description="The site's API key (`hok_…`), from `handoff referral key create`.",
+)
+_ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _iso_8601_only(value: object) -> object:
+    """Refuse what pydantic would otherwise take for a time, like a bare Unix timestamp."""
+    if not (isinstance(value, str) and _ISO_8601.match(value)):
+        raise ValueError("expected an ISO 8601 date-time with a UTC offset")
+    return value
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
 
 
 class TimelineStepOut(BaseModel):
@@ -85,9 +103,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def build_router(service: ReferralService) -> APIRouter:
     router = APIRouter(prefix="/v1/referrals", tags=["referrals"], responses=ERRORS)
 
-    async def authenticated_site(request: Request) -> Site:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        site = await service.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    async def authenticated_site(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(API_KEY)],
+    ) -> Site:
+        site = await service.authenticate(credentials.credentials) if credentials else None
         if site is None:
             raise ApiError(
                 401,
@@ -135,7 +154,7 @@ def build_router(service: ReferralService) -> APIRouter:
     async def list_referrals(
         site: CurrentSite,
         status: Status | None = None,
-        since: Annotated[AwareDatetime | None, Query(description="Received at or after.")] = None,
+        since: Annotated[IsoDateTime | None, Query(description="Received at or after.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> ReferralPage:
