@@ -102,9 +102,9 @@ def down() -> None:
         return
     kafka.stop()
     if postgres:
-        postgres.stop()
+        postgres.destroy()
     STATE_FILE.unlink()
-    typer.echo("stopped Kafka and PostgreSQL")
+    typer.echo("stopped Kafka and PostgreSQL; their data is gone")
 
 
 @app.command()

@@ -10,11 +10,13 @@
 import asyncio
 import logging
 import re
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -216,32 +218,48 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def install_request_context(app: FastAPI) -> None:
-    """Correlation id and latency for every request; one access log line each."""
+class RequestContext:
+    """Correlation id and latency for every request, and one access log line each.
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get(CORRELATION_HEADER, "")
+    Plain ASGI rather than FastAPI's @middleware("http"), which costs a task and a
+    stream per request on the hot path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
         correlation_id = given if _VALID_CORRELATION.match(given) else str(uuid.uuid4())
         token = correlation_id_var.set(correlation_id)
         started = time.perf_counter()
         status = 500
+
+        async def send_with_correlation(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (CORRELATION_HEADER.encode(), correlation_id.encode()),
+                ]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers[CORRELATION_HEADER] = correlation_id
-            return response
+            await self.app(scope, receive, send_with_correlation)
         finally:
             elapsed = time.perf_counter() - started
-            route = _route_template(request)
-            metrics.HTTP_REQUEST_SECONDS.labels(request.method, route, str(status)).observe(elapsed)
+            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            method = scope["method"]
+            metrics.HTTP_REQUEST_SECONDS.labels(method, route, str(status)).observe(elapsed)
             if route not in ("/metrics", "/healthz", "/readyz"):
                 log.info(
                     "http request",
                     extra={
-                        "method": request.method,
+                        "method": method,
                         "route": route,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
@@ -250,7 +268,15 @@ def install_request_context(app: FastAPI) -> None:
             correlation_id_var.reset(token)
 
 
-def _route_template(request: Request) -> str:
-    """The matched route's path template (set in the scope by routing), not the raw path."""
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))
+async def serve_http(app: ASGIApp, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM, on a port that other replicas on this host may share.
+
+    SO_REUSEPORT lets the kernel spread connections over every process listening on
+    the port, so replicas of a service scale on one host without a proxy in front.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    config = uvicorn.Config(app, log_config=None, access_log=False)
+    await uvicorn.Server(config).serve(sockets=[sock])

@@ -12,8 +12,13 @@ session ends, the lock is released and another replica takes over; anything it
 had published but not yet deleted is published again under the same event id,
 which consumers recognise as a duplicate.
 
-The relay sleeps until NOTIFY says a row arrived, with a polling fallback in
-case a notification is lost (for example across a reconnect).
+Waking the relay: when the leading relay runs in the same process, a commit
+wakes it directly. Otherwise a NOTIFY is sent after the commit, in a small
+transaction of its own with asynchronous commit, one per burst of commits
+(a commit during a send sets the flag again, so none is lost). Not inside the
+writing transaction: a transaction that notifies holds PostgreSQL's notification
+lock through its commit's fsync, which serialises every writer in the database.
+The relay also polls, in case a wake-up is lost (a crash right after a commit).
 """
 
 import asyncio
@@ -21,6 +26,7 @@ import contextlib
 import logging
 import random
 import zlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -39,24 +45,63 @@ CONTENT_TYPE = "application/cloudevents+json"
 class Outbox:
     def __init__(self, schema: str) -> None:
         self.schema = schema
+        self.wake_local_relay: Callable[[], None] | None = None
+        self._announcement_due = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, pool: asyncpg.Pool) -> AsyncIterator[Connection]:
+        """A transaction for a state change and its events; the relay is woken once it commits."""
+        async with pool.acquire() as connection, connection.transaction():
+            yield connection
+        self.committed()
+
+    def committed(self) -> None:
+        """Events were committed: wake the relay here, or have the others told by NOTIFY."""
+        if self.wake_local_relay is not None:
+            self.wake_local_relay()
+        else:
+            self._announcement_due.set()
+
+    async def announce_forever(self, pool: asyncpg.Pool) -> None:
+        """Send the NOTIFYs that `committed` asked for, one per burst of commits."""
+        while True:
+            await self._announcement_due.wait()
+            self._announcement_due.clear()
+            try:
+                async with pool.acquire() as connection, connection.transaction():
+                    await connection.execute("SET LOCAL synchronous_commit = off")
+                    await connection.execute(
+                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.schema
+                    )
+            except (asyncpg.PostgresError, OSError) as error:
+                log.warning(
+                    "outbox wake-up not sent; the relay will poll",
+                    extra={"error": type(error).__name__},
+                )
+                await asyncio.sleep(1.0)
 
     async def put(self, connection: Connection, *envelopes: Envelope[Any]) -> None:
         """Add events to the caller's open transaction; they are published after it commits."""
-        await connection.executemany(
-            f"""INSERT INTO "{self.schema}".outbox
-                    (event_id, topic, partition_key, event_type, correlation_id, body)
-                VALUES ($1, $2, $3, $4, $5, $6)""",
-            [
-                (
-                    envelope.id,
-                    envelope.topic.value,
-                    partition_key(envelope.subject),
-                    envelope.type,
-                    envelope.correlationid,
-                    envelope.model_dump_json(),
-                )
-                for envelope in envelopes
-            ],
+        if len(envelopes) == 1:  # the common case; executemany costs more round trips
+            await connection.execute(self._insert, *self._row(envelopes[0]))
+            return
+        await connection.executemany(self._insert, [self._row(e) for e in envelopes])
+
+    @property
+    def _insert(self) -> str:
+        return f"""INSERT INTO "{self.schema}".outbox
+                       (event_id, topic, partition_key, event_type, correlation_id, body)
+                   VALUES ($1, $2, $3, $4, $5, $6)"""
+
+    @staticmethod
+    def _row(envelope: Envelope[Any]) -> tuple[Any, ...]:
+        return (
+            envelope.id,
+            envelope.topic.value,
+            partition_key(envelope.subject),
+            envelope.type,
+            envelope.correlationid,
+            envelope.model_dump_json(),
         )
 
 
@@ -64,7 +109,7 @@ class OutboxRelay:
     def __init__(
         self,
         database_url: str,
-        schema: str,
+        outbox: Outbox,
         broker: KafkaBroker,
         batch_size: int = 500,
         poll_interval: float = 1.0,
@@ -72,13 +117,14 @@ class OutboxRelay:
         ack_timeout: float = 5.0,
     ) -> None:
         self.database_url = database_url
-        self.schema = schema
+        self.outbox = outbox
+        self.schema = outbox.schema
         self.broker = broker
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.ack_timeout = ack_timeout
-        self.lock_key = zlib.crc32(f"handoff-outbox-relay:{schema}".encode())
+        self.lock_key = zlib.crc32(f"handoff-outbox-relay:{self.schema}".encode())
         self.oldest_pending_age = 0.0
         self.is_leader = False
         self._wake = asyncio.Event()
@@ -107,6 +153,7 @@ class OutboxRelay:
                 await self._update_backlog_metrics(connection)
                 await asyncio.sleep(self.poll_interval)
             self.is_leader = True
+            self.outbox.wake_local_relay = self._wake.set
             metrics.OUTBOX_IS_LEADER.set(1)
             log.info("outbox relay leading", extra={"schema": self.schema})
             await connection.add_listener(NOTIFY_CHANNEL, self._on_notify)
@@ -116,6 +163,7 @@ class OutboxRelay:
                 await connection.remove_listener(NOTIFY_CHANNEL, self._on_notify)
         finally:
             self.is_leader = False
+            self.outbox.wake_local_relay = None
             metrics.OUTBOX_IS_LEADER.set(0)
             connection.terminate()
 

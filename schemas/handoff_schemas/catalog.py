@@ -3,7 +3,9 @@
 from collections.abc import Mapping
 from typing import Any
 
-from handoff_schemas.envelope import Envelope, EventPayload
+from pydantic import BaseModel
+
+from handoff_schemas.envelope import Envelope, EventPayload, envelope_for
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
@@ -39,6 +41,12 @@ EVENT_TYPES: Mapping[str, type[EventPayload]] = {
 }
 
 
+class _EventHead(BaseModel):
+    """Just enough of an envelope to know which payload class decodes the rest."""
+
+    type: str
+
+
 class UnknownEventType(ValueError):
     pass
 
@@ -56,11 +64,5 @@ def events_on(topic: Topic) -> list[type[EventPayload]]:
 
 def decode_event(raw: bytes | str) -> Envelope[Any]:
     """Parse one message into its typed envelope; raises ValueError on anything malformed."""
-    from pydantic import BaseModel
-
-    class _Head(BaseModel):
-        type: str
-
-    head = _Head.model_validate_json(raw)
-    payload_class = event_class_for(head.type)
-    return Envelope[payload_class].model_validate_json(raw)  # type: ignore[valid-type]
+    head = _EventHead.model_validate_json(raw)
+    return envelope_for(event_class_for(head.type)).model_validate_json(raw)

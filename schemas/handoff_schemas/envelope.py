@@ -6,6 +6,7 @@ CloudEvents naming rule (lower-case letters and digits only): `schemaversion`,
 `correlationid`, `causationid`.
 """
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
 from uuid import UUID, uuid4
@@ -98,8 +99,7 @@ class Envelope(BaseModel, Generic[P]):
         causation_id: UUID | None = None,
         event_id: UUID | None = None,
     ) -> "Envelope[P]":
-        # Parametrised by the payload's own class, so it serialises every payload field.
-        envelope_class: type[Envelope[P]] = cast(Any, Envelope)[type(payload)]
+        envelope_class: type[Envelope[P]] = envelope_for(type(payload))
         return envelope_class(
             id=event_id or uuid4(),
             type=payload.event_type,
@@ -114,3 +114,13 @@ class Envelope(BaseModel, Generic[P]):
     @property
     def topic(self) -> Topic:
         return self.data.topic
+
+
+@functools.cache
+def envelope_for(payload_class: type[P]) -> type[Envelope[P]]:
+    """The envelope parametrised by one payload class, so it (de)serialises every field.
+
+    Cached: pydantic builds a new class on each parametrisation it does not keep.
+    """
+    parametrised: type[Envelope[P]] = cast(Any, Envelope)[payload_class]
+    return parametrised

@@ -128,11 +128,17 @@ async def test_requests_without_a_valid_key_are_401(
 async def test_a_revoked_key_stops_working_at_once(
     hospital: HospitalFactory, referral: ReferralRuntime
 ) -> None:
+    """At once: as soon as the revocation's NOTIFY lands, even though keys are cached."""
     ed = await hospital()
     assert (await ed.client.get("/v1/referrals")).status_code == 200
+    assert (await ed.client.get("/v1/referrals")).status_code == 200  # now served from cache
     async with referral.pool.acquire() as connection:
         assert await referral_store.revoke_key(connection, ed.key_id)
-    assert (await ed.client.get("/v1/referrals")).status_code == 401
+
+    async def refused() -> bool:
+        return (await ed.client.get("/v1/referrals")).status_code == 401
+
+    await eventually(refused, within=0.5, what="the revoked key to be refused")
 
 
 async def test_another_sites_referral_is_404_not_403(hospital: HospitalFactory) -> None:

@@ -12,15 +12,8 @@ CREATE TABLE outbox (
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- One wake-up per inserting statement; the relay LISTENs and also polls as a fallback.
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('handoff_outbox', TG_TABLE_SCHEMA);
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER outbox_inserted AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+-- No NOTIFY trigger here, on purpose: a transaction that notifies holds a database-wide
+-- lock through its commit's fsync, which serialises every writer (see outbox.py).
 
 -- Idempotent consumer: an event id recorded here was processed, in the same transaction.
 CREATE TABLE processed_events (

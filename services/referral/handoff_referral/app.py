@@ -11,15 +11,17 @@ from handoff_platform.consumer import IdempotentConsumer
 from handoff_platform.database import create_pool, migrate
 from handoff_platform.http import (
     BodySizeLimit,
+    RequestContext,
     install_error_handlers,
-    install_request_context,
     operations_router,
+    serve_http,
 )
 from handoff_platform.kafka import make_broker
 from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import BackgroundTasks, connect_when_reachable, stop_broker
 from handoff_referral import SCHEMA
+from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.http import build_router
 from handoff_referral.service import ReferralService
@@ -55,7 +57,9 @@ class ReferralRuntime:
         pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
         group = settings.consumer_group
         broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
-        service = ReferralService(pool, Outbox(SCHEMA))
+        outbox = Outbox(SCHEMA)
+        keys = KeyCache(settings.database_url)
+        service = ReferralService(pool, outbox, keys)
         consumer = IdempotentConsumer(
             group_id=group,
             schema=SCHEMA,
@@ -65,7 +69,7 @@ class ReferralRuntime:
         )
         subscriber = consumer.subscribe([Topic.DISPATCH, Topic.PAGES])
         kafka_connected = asyncio.Event()
-        relay = OutboxRelay(settings.database_url, SCHEMA, broker)
+        relay = OutboxRelay(settings.database_url, outbox, broker)
         app = _http_app(settings, service, pool, broker, kafka_connected, relay)
         tasks = BackgroundTasks()
         topics = [*Topic, dead_letter_topic(group)]
@@ -76,6 +80,8 @@ class ReferralRuntime:
             ),
         )
         tasks.start("outbox-relay", relay.run())
+        tasks.start("outbox-announcer", outbox.announce_forever(pool))
+        tasks.start("api-key-cache", keys.listen_forever())
         tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
         return cls(settings, pool, broker, service, app, kafka_connected, relay, tasks)
 
@@ -116,19 +122,14 @@ def _http_app(
     )
     app.include_router(build_router(service))
     install_error_handlers(app)
-    install_request_context(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
     return app
 
 
 async def serve(settings: ReferralSettings, host: str, port: int) -> None:
-    import uvicorn
-
     runtime = await ReferralRuntime.start(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(runtime.app, host=host, port=port, log_config=None, access_log=False)
-    )
     try:
-        await server.serve()
+        await serve_http(runtime.app, host, port)
     finally:
         await runtime.stop()

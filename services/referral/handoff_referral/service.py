@@ -11,9 +11,10 @@ from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
 from handoff_referral import SOURCE
 from handoff_referral.adapters import postgres as store
+from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.domain.api_keys import parse_key, secret_matches
 from handoff_referral.domain.intake import ReferralRequest
-from handoff_referral.domain.referral import Referral, Site, referral_created
+from handoff_referral.domain.referral import Referral, Site, TimelineStep, referral_created
 from handoff_referral.domain.status import Status, check_cancellable, observe
 from handoff_referral.metrics import REFERRALS_RECEIVED
 from handoff_schemas import Envelope
@@ -42,9 +43,12 @@ class UnknownReferral(Exception):
 
 
 class ReferralService:
-    def __init__(self, pool: asyncpg.Pool, outbox: Outbox, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, outbox: Outbox, keys: KeyCache, clock: Clock = utc_now
+    ) -> None:
         self.pool = pool
         self.outbox = outbox
+        self.keys = keys
         self.clock = clock
 
     async def authenticate(self, token: str) -> Site | None:
@@ -52,11 +56,16 @@ class ReferralService:
         if parsed is None:
             return None
         key_id, secret = parsed
-        async with self.pool.acquire() as connection:
-            found = await store.active_key(connection, key_id)
-        if found is None:
-            return None
-        site, secret_sha256 = found
+        if cached := self.keys.get(key_id):
+            site, secret_sha256 = cached.site, cached.secret_sha256
+        else:
+            revocations_seen = self.keys.revocations_seen()
+            async with self.pool.acquire() as connection:
+                found = await store.active_key(connection, key_id)
+            if found is None:
+                return None
+            site, secret_sha256 = found
+            self.keys.put(key_id, site, secret_sha256, revocations_seen)
         return site if secret_matches(secret, secret_sha256) else None
 
     async def submit(
@@ -65,22 +74,27 @@ class ReferralService:
         """Returns the referral and whether it is new; a replay returns the original."""
         referral_id = uuid4()
         correlation_id = correlation_id or str(referral_id)
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with self.outbox.transaction(self.pool) as connection:
             now = self.clock()
             created = await store.insert_referral(
                 connection, referral_id, site.site_id, request, correlation_id, now
             )
             if not created:
                 return await self._replay(connection, site, request), False
-            await store.record_step(
-                connection, referral_id, Status.RECEIVED, now, Status.RECEIVED, now
-            )
             event = referral_created(referral_id, site, request, now)
             await self.outbox.put(
                 connection, Envelope.wrap(event, source=SOURCE, correlation_id=correlation_id)
             )
-            referral = await store.get_referral(connection, site.site_id, referral_id)
-        assert referral is not None
+        referral = Referral(
+            referral_id=referral_id,
+            site_id=site.site_id,
+            request=request,
+            status=Status.RECEIVED,
+            received_at=now,
+            updated_at=now,
+            timeline=(TimelineStep(Status.RECEIVED, now),),
+            correlation_id=correlation_id,
+        )
         REFERRALS_RECEIVED.labels(site.site_id, site.state, request.urgency.value).inc()
         log.info(
             "referral received", extra={"referral_id": str(referral_id), "site_id": site.site_id}
@@ -119,7 +133,7 @@ class ReferralService:
 
     async def cancel(self, site: Site, referral_id: UUID, reason: CancelReason) -> Referral:
         """Withdraws the request; cancelling a cancelled referral again changes nothing."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with self.outbox.transaction(self.pool) as connection:
             referral = await store.get_referral(
                 connection, site.site_id, referral_id, for_update=True
             )

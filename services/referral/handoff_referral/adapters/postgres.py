@@ -9,6 +9,7 @@ import asyncpg
 
 from handoff_platform.database import Connection
 from handoff_referral import SCHEMA
+from handoff_referral.adapters.key_cache import REVOCATION_CHANNEL
 from handoff_referral.domain.api_keys import IssuedKey
 from handoff_referral.domain.intake import Patient, ReferralRequest
 from handoff_referral.domain.referral import Referral, Site, TimelineStep
@@ -52,11 +53,14 @@ async def add_key(connection: Connection, site_id: str, key: IssuedKey, label: s
 
 
 async def revoke_key(connection: Connection, key_id: str) -> bool:
-    revoked = await connection.fetchval(
-        f"""UPDATE {SCHEMA}.api_keys SET revoked_at = now()
-            WHERE key_id = $1 AND revoked_at IS NULL RETURNING true""",
-        key_id,
-    )
+    """Revokes the key and tells every replica's key cache, in one transaction."""
+    async with connection.transaction():
+        revoked = await connection.fetchval(
+            f"""UPDATE {SCHEMA}.api_keys SET revoked_at = now()
+                WHERE key_id = $1 AND revoked_at IS NULL RETURNING true""",
+            key_id,
+        )
+        await connection.execute("SELECT pg_notify($1, $2)", REVOCATION_CHANNEL, key_id)
     return bool(revoked)
 
 
@@ -82,13 +86,21 @@ async def insert_referral(
     correlation_id: str,
     now: datetime,
 ) -> bool:
-    """False if the site already has a referral with this external id."""
+    """Stores a new referral at status received, with that first timeline step.
+
+    False if the site already has a referral with this external id.
+    """
     inserted = await connection.fetchval(
-        f"""INSERT INTO {SCHEMA}.referrals (referral_id, site_id, external_id,
-                request_fingerprint, status, urgency, location, callback_phone, patient, notes,
-                correlation_id, received_at, updated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
-            ON CONFLICT (site_id, external_id) DO NOTHING RETURNING true""",
+        f"""WITH referral AS (
+                INSERT INTO {SCHEMA}.referrals (referral_id, site_id, external_id,
+                    request_fingerprint, status, urgency, location, callback_phone, patient,
+                    notes, correlation_id, received_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                ON CONFLICT (site_id, external_id) DO NOTHING
+                RETURNING referral_id, status, received_at)
+            INSERT INTO {SCHEMA}.timeline (referral_id, status, at)
+            SELECT referral_id, status, received_at FROM referral
+            RETURNING true""",
         referral_id,
         site_id,
         request.external_id,

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import typer
+import uvloop
 from pydantic import ValidationError
 
 from handoff_platform.database import Connection
@@ -35,7 +36,7 @@ def serve_command(
     """Run the API, the outbox relay and the timeline consumers."""
     settings = ReferralSettings()
     configure_logging("referral", settings.log_level)
-    asyncio.run(serve(settings, host, port))
+    uvloop.run(serve(settings, host, port))
 
 
 @app.command()

@@ -1,0 +1,270 @@
+"""Benchmark: POST /v1/referrals at 32 concurrent clients, against plain asyncpg inserts.
+
+Runs the referral service as its own process on a real PostgreSQL and Kafka (the
+ones in DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, or its own local ones with
+PostgreSQL's durable defaults), drives it for a fixed time, and prints:
+
+- requests/s and p50 / p99 / max latency of POST /v1/referrals;
+- the outbox lag: the age of the oldest unpublished event, sampled every 250 ms;
+- the reference, measured in the same run on the same database: single-row
+  INSERTs with asyncpg at the same concurrency, i.e. the cost of one durable
+  commit without HTTP, validation, the timeline or the outbox.
+
+    .venv/bin/python bench/referral_intake.py [--seconds 30] [--clients 32]
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from handoff_devenv import KafkaCluster, PostgresCluster
+from handoff_devenv.ports import free_ports
+
+GOAL_RATE = 500
+GOAL_P99_MS = 50.0
+GOAL_OUTBOX_LAG_S = 1.0
+
+
+@contextlib.contextmanager
+def infrastructure() -> Iterator[tuple[str, str]]:
+    """Configured servers if given, else a local broker and a durable PostgreSQL."""
+    if os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["DATABASE_URL"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    directory = Path(tempfile.mkdtemp(prefix="handoff-bench-"))
+    directory.chmod(0o755)
+    postgres = PostgresCluster(directory / "postgres", free_ports(1)[0], durable=True)
+    kafka = KafkaCluster(directory / "kafka")
+    print("starting PostgreSQL 15 (durable settings) and Kafka ...", flush=True)
+    postgres.start()
+    kafka.start()
+    try:
+        yield postgres.url, kafka.bootstrap_servers
+    finally:
+        kafka.stop()
+        postgres.destroy()
+
+
+async def fresh_database(server_url: str) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(server_url)
+    await connection.execute(f'CREATE DATABASE "{name}"')
+    await connection.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def handoff(*args: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "handoff_cli", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def drive(
+    clients: int, seconds: float, one_request: Callable[[int], Awaitable[bool]]
+) -> tuple[list[float], int]:
+    """`clients` loops issuing requests back to back for `seconds`; latencies in ms."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.monotonic() + seconds
+    counter = 0
+
+    async def client() -> None:
+        nonlocal errors, counter
+        while time.monotonic() < deadline:
+            counter += 1
+            started = time.perf_counter()
+            ok = await one_request(counter)
+            latencies.append((time.perf_counter() - started) * 1000)
+            errors += 0 if ok else 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, errors
+
+
+async def reference_inserts(
+    database_url: str, clients: int, seconds: float
+) -> tuple[list[float], int]:
+    pool = await asyncpg.create_pool(database_url, min_size=clients, max_size=clients)
+    await pool.execute("CREATE TABLE IF NOT EXISTS bench_rows (id uuid PRIMARY KEY, body text)")
+
+    async def insert(_: int) -> bool:
+        await pool.execute("INSERT INTO bench_rows VALUES ($1, $2)", uuid.uuid4(), "x" * 400)
+        return True
+
+    try:
+        return await drive(clients, seconds, insert)
+    finally:
+        await pool.close()
+
+
+async def referral_posts(
+    url: str, token: str, database_url: str, clients: int, seconds: float
+) -> tuple[list[float], int, float]:
+    run = uuid.uuid4().hex[:6]
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=10, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+
+        async def post(number: int) -> bool:
+            body = {
+                "external_id": f"bench-{run}-{number}",
+                "urgency": "urgent",
+                "location": "ED bay 4",
+                "callback_phone": "+14105550100",
+                "patient": {
+                    "preferred_language": "en",
+                    "interpreter_needed": False,
+                    "substances": ["opioids"],
+                    "consent": "obtained",
+                },
+            }
+            response = await http.post("/v1/referrals", json=body)
+            return response.status_code == 201
+
+        worst_lag = 0.0
+        monitor = await asyncpg.connect(database_url)
+
+        async def watch_outbox() -> None:
+            nonlocal worst_lag
+            while True:
+                lag = await monitor.fetchval(
+                    "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
+                    "FROM referral.outbox"
+                )
+                worst_lag = max(worst_lag, lag)
+                await asyncio.sleep(0.25)
+
+        watcher = asyncio.create_task(watch_outbox())
+        try:
+            latencies, errors = await drive(clients, seconds, post)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await monitor.close()
+    return latencies, errors, worst_lag
+
+
+def report(name: str, latencies: list[float], errors: int, seconds: float) -> float:
+    rate = len(latencies) / seconds
+    print(
+        f"{name:<34} {rate:8.0f}/s  p50 {statistics.median(latencies):6.1f} ms  "
+        f"p99 {percentile(latencies, 0.99):6.1f} ms  max {max(latencies):7.1f} ms  "
+        f"errors {errors}"
+    )
+    return rate
+
+
+@contextlib.contextmanager
+def referral_service(env: dict[str, str]) -> Iterator[str]:
+    """The referral service as its own process, as in production; yields its URL when ready."""
+    port = free_ports(1)[0]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "handoff_cli", "referral", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(url):
+            if time.monotonic() > deadline or service.poll() is not None:
+                raise SystemExit("the referral service did not become ready")
+            time.sleep(0.2)
+        yield url
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def measure(url: str, token: str, database_url: str, clients: int, seconds: float) -> None:
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {clients} clients, {seconds:.0f} s each"
+    )
+    reference, reference_errors = await reference_inserts(database_url, clients, seconds)
+    reference_rate = report("reference: asyncpg INSERT", reference, reference_errors, seconds)
+    posts, errors, worst_lag = await referral_posts(url, token, database_url, clients, seconds)
+    rate = report("POST /v1/referrals", posts, errors, seconds)
+    p99 = percentile(posts, 0.99)
+    print(f"{'outbox lag (oldest unpublished)':<34} max {worst_lag * 1000:7.1f} ms")
+    print(f"pipeline cost: {reference_rate / rate:.1f}x the reference insert rate")
+    verdicts = [
+        ("rate", rate >= GOAL_RATE, f">= {GOAL_RATE}/s"),
+        ("p99", p99 <= GOAL_P99_MS, f"<= {GOAL_P99_MS:.0f} ms"),
+        ("outbox lag", worst_lag <= GOAL_OUTBOX_LAG_S, f"<= {GOAL_OUTBOX_LAG_S:.0f} s"),
+    ]
+    for name, met, goal in verdicts:
+        print(f"goal {name} {goal}: {'met' if met else 'NOT met'}")
+
+
+def main(seconds: float, clients: int) -> None:
+    with infrastructure() as (server_url, bootstrap):
+        database_url = asyncio.run(fresh_database(server_url))
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "LOG_LEVEL": "WARNING",
+            "DATABASE_POOL_SIZE": str(clients),
+        }
+        handoff(
+            "referral",
+            "site",
+            "add",
+            "--id",
+            "md-bench",
+            "--name",
+            "Bench",
+            "--short-name",
+            "Bench ED",
+            "--state",
+            "MD",
+            "--time-zone",
+            "America/New_York",
+            env=env,
+        )
+        token = handoff(
+            "referral", "key", "create", "--site", "md-bench", "--label", "bench", env=env
+        )
+        with referral_service(env) as url:
+            asyncio.run(measure(url, token, database_url, clients, seconds))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clients", type=int, default=32)
+    arguments = parser.parse_args()
+    main(arguments.seconds, arguments.clients)
