@@ -4,9 +4,9 @@
 bootstrap:
 	@./scripts/bootstrap.sh
 
-## make run: set up, then start Kafka and PostgreSQL (and, as they land, the services).
+## make run: set up, then run Kafka, PostgreSQL and the services with a demo hospital.
 run: bootstrap
-	@.venv/bin/handoff dev up
+	@./scripts/run.sh
 
 ## make test: set up, lint, type-check, then unit, integration and e2e tests on real servers.
 test: bootstrap lint
