@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from handoff_devenv import KafkaCluster, PostgresCluster
+from handoff_devenv import KafkaCluster, PortInUse, PostgresCluster
 from handoff_devenv.kafka import KAFKA_VERSION, REPO_ROOT, kafka_classpath
 
 app = typer.Typer(
@@ -76,14 +76,19 @@ def up(
     )
     use_external_db = bool(os.environ.get("DATABASE_URL"))
     postgres = None if use_external_db else PostgresCluster(STATE_DIR / "postgres", postgres_port)
-    if postgres:
-        typer.echo(f"starting PostgreSQL 15 on 127.0.0.1:{postgres_port} ...")
-        postgres.start()
-    else:
-        typer.echo("DATABASE_URL is set: using that database, not starting PostgreSQL")
-    typer.echo(f"starting Apache Kafka ({brokers} broker{'s' if brokers > 1 else ''}, KRaft) ...")
     try:
+        if postgres:
+            typer.echo(f"starting PostgreSQL 15 on 127.0.0.1:{postgres_port} ...")
+            postgres.start()
+        else:
+            typer.echo("DATABASE_URL is set: using that database, not starting PostgreSQL")
+        typer.echo(f"starting Apache Kafka ({brokers} broker{'s' if brokers > 1 else ''}) ...")
         kafka.start()
+    except PortInUse as conflict:
+        if postgres:
+            postgres.stop()
+        typer.echo(str(conflict), err=True)
+        raise typer.Exit(2) from None
     except Exception:
         if postgres:
             postgres.stop()

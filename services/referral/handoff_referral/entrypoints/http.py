@@ -127,9 +127,7 @@ def build_router(service: ReferralService) -> APIRouter:
             409: {"model": ErrorOut, "description": "external_id reused."},
         },
     )
-    async def create_referral(
-        body: ReferralRequest, site: CurrentSite, response: Response
-    ) -> ReferralOut:
+    async def create_referral(body: ReferralRequest, site: CurrentSite) -> Response:
         """Ask for a peer recovery coach. Replaying the same external_id and body is safe."""
         try:
             referral, created = await service.submit(site, body, correlation_id_var.get())
@@ -140,10 +138,14 @@ def build_router(service: ReferralService) -> APIRouter:
                 "this external_id was already used with a different request",
                 field="external_id",
             ) from None
-        if not created:
-            response.status_code = 200
-        response.headers["Location"] = f"/v1/referrals/{referral.referral_id}"
-        return ReferralOut.of(referral)
+        # Serialised here, once: FastAPI would validate the model again on its way out,
+        # a measurable share of the intake's CPU.
+        return Response(
+            ReferralOut.of(referral).model_dump_json(),
+            status_code=201 if created else 200,
+            media_type="application/json",
+            headers={"Location": f"/v1/referrals/{referral.referral_id}"},
+        )
 
     @router.get("/{referral_id}", response_model=ReferralOut, responses={404: {"model": ErrorOut}})
     async def get_referral(referral_id: UUID, site: CurrentSite) -> ReferralOut:
