@@ -29,10 +29,10 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
-import httpx
 
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
+from handoff_devenv.service_process import running_service
 
 GOAL_RATE = 500
 GOAL_P99_MS = 50.0
@@ -182,36 +182,6 @@ def report(name: str, latencies: list[float], errors: int, seconds: float) -> fl
     return rate
 
 
-@contextlib.contextmanager
-def referral_service(env: dict[str, str]) -> Iterator[str]:
-    """The referral service as its own process, as in production; yields its URL when ready."""
-    port = free_ports(1)[0]
-    service = subprocess.Popen(
-        [sys.executable, "-m", "handoff_cli", "referral", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(url):
-            if time.monotonic() > deadline or service.poll() is not None:
-                raise SystemExit("the referral service did not become ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        service.terminate()
-        service.wait(timeout=30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 async def measure(url: str, token: str, database_url: str, clients: int, seconds: float) -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -262,7 +232,7 @@ def main(seconds: float, clients: int) -> None:
         token = handoff(
             "referral", "key", "create", "--site", "md-bench", "--label", "bench", env=env
         )
-        with referral_service(env) as url:
+        with running_service("referral", env) as url:
             asyncio.run(measure(url, token, database_url, clients, seconds))
 
 

@@ -105,34 +105,13 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _create_database(self) -> None:
+        client = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"
         exists = self._as_server_user(
-            [
-                str(PG_BIN / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'",
-            ]
+            [str(PG_BIN / "psql"), *client, "-d", "postgres", "-tAc", query]
         )
         if exists.strip() != "1":
-            self._as_server_user(
-                [
-                    str(PG_BIN / "createdb"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    DATABASE,
-                ]
-            )
+            self._as_server_user([str(PG_BIN / "createdb"), *client, DATABASE])
 
     def _as_server_user(self, command: list[str]) -> str:
         if os.geteuid() == 0:

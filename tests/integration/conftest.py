@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from handoff_devenv.ports import free_ports
+from handoff_devenv.service_process import running_service
 from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import ReferralRuntime
 from handoff_referral.domain.api_keys import issue_key
@@ -132,30 +131,7 @@ def handoff_command(*args: str, database_url: str) -> str:
 @pytest.fixture(scope="module")
 def referral_process(referral_database: str, kafka_topics: str) -> Iterator[str]:
     """The referral service as its own process, as it runs in production; yields its URL."""
-    port = free_ports(1)[0]
     env = {**os.environ, "DATABASE_URL": referral_database, "KAFKA_BOOTSTRAP_SERVERS": kafka_topics}
-    with (SERVICE_LOGS / f"referral-{port}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [*HANDOFF, "referral", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _ready(url):
-            assert process.poll() is None, "the referral service exited during startup"
-            assert time.monotonic() < deadline, "the referral service was not ready in 60 s"
-            time.sleep(0.2)
+    log = SERVICE_LOGS / f"referral-{uuid.uuid4().hex[:6]}.log"
+    with running_service("referral", env, log) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
