@@ -144,6 +144,13 @@ async def test_referrals_posted_while_kafka_is_down_are_accepted_and_arrive_once
 
             await eventually(backlog_reported, within=30, what="the backlog in /metrics")
             assert not await outbox_empty(runtime)
+            metrics = (await client.get("/metrics")).text
+            failures = next(
+                line
+                for line in metrics.splitlines()
+                if line.startswith("handoff_outbox_publish_failures_total ")
+            )
+            assert float(failures.split()[1]) >= 1
 
             await asyncio.to_thread(own_kafka.start, 60.0, False)
             await eventually(

@@ -202,3 +202,25 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_c
     assert dict(handler_error.headers)["x-dead-letter-detail"] == b"UnknownReferral"
     metrics = (await ed.client.get("/metrics")).text
     assert 'handoff_dead_letters_total{group="handoff-referral",reason="undecodable"}' in metrics
+
+
+async def test_consumer_lag_is_exported_per_partition_and_drains_to_zero(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
+
+    async def all_partitions_caught_up() -> bool:
+        lines = [
+            line
+            for line in (await ed.client.get("/metrics")).text.splitlines()
+            if line.startswith('handoff_consumer_lag_messages{group="handoff-referral"')
+        ]
+        topics = {line.split('topic="')[1].split('"')[0] for line in lines}
+        return topics == {"handoff.dispatch", "handoff.pages"} and all(
+            line.endswith(" 0.0") for line in lines
+        )
+
+    await eventually(all_partitions_caught_up, within=20, what="lag 0 on every partition")
