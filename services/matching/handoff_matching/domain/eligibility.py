@@ -1,0 +1,87 @@
+"""Who may be offered a referral: the hard rules, each with the reason it excludes."""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from handoff_matching.domain.schedules import wall_time_to_utc
+from handoff_schemas.vocabulary import GenderPreference, Substance
+
+
+@dataclass(frozen=True)
+class Certification:
+    state: str
+    credential: str  # e.g. CPRS
+    expires_on: date  # valid through this day, in the time zone of the site served
+
+
+@dataclass(frozen=True)
+class Coach:
+    coach_id: UUID
+    display_name: str
+    languages: frozenset[str]  # BCP 47 tags
+    gender: GenderPreference | None
+    lived_experience: frozenset[Substance]
+    max_concurrent: int
+    certifications: tuple[Certification, ...]
+    active: bool = True
+    home_sites: frozenset[str] = field(default_factory=frozenset)
+    last_assigned_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SiteProfile:
+    """What matching knows of a site: its facts from the referral, its own dispatch settings."""
+
+    site_id: str
+    state: str
+    zone: ZoneInfo
+    interpreter_available: bool = True
+
+
+class Ineligible(StrEnum):
+    INACTIVE = "inactive"
+    NOT_CERTIFIED_IN_STATE = "not_certified_in_state"
+    CERTIFICATION_EXPIRED = "certification_expired"
+    AT_CAPACITY = "at_capacity"
+    ALREADY_OFFERED = "already_offered"
+    NO_SHARED_LANGUAGE = "no_shared_language"
+
+
+def certification_expiry(certification: Certification, zone: ZoneInfo) -> datetime:
+    """The instant a certification stops counting: the end of its last day, locally."""
+    return wall_time_to_utc(certification.expires_on + timedelta(days=1), time(0), zone)
+
+
+def why_ineligible(
+    coach: Coach,
+    site: SiteProfile,
+    now: datetime,
+    open_assignments: int,
+    already_offered: bool,
+    language: str,
+    interpreter_needed: bool,
+) -> Ineligible | None:
+    """None if the coach may be offered this referral now, else the first rule that forbids it."""
+    if not coach.active:
+        return Ineligible.INACTIVE
+    in_state = [c for c in coach.certifications if c.state == site.state]
+    if not in_state:
+        return Ineligible.NOT_CERTIFIED_IN_STATE
+    if all(now >= certification_expiry(c, site.zone) for c in in_state):
+        return Ineligible.CERTIFICATION_EXPIRED
+    if open_assignments >= coach.max_concurrent:
+        return Ineligible.AT_CAPACITY
+    if already_offered:
+        return Ineligible.ALREADY_OFFERED
+    if interpreter_needed and not site.interpreter_available and not speaks(coach, language):
+        return Ineligible.NO_SHARED_LANGUAGE
+    return None
+
+
+def speaks(coach: Coach, language: str) -> bool:
+    """Same primary language ("es" matches "es-US"), case-insensitively."""
+    wanted = language.split("-")[0].lower()
+    return any(tag.split("-")[0].lower() == wanted for tag in coach.languages)

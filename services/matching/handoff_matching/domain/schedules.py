@@ -1,0 +1,145 @@
+"""On-call schedules: weekly shifts in a site's wall-clock time, and overrides.
+
+A shift is written as people write rotas: "Saturday 20:00 to 08:00" in the
+site's time zone. Its start and end are wall-clock times, so a night shift is
+13 hours long on the night clocks fall back and 11 on the night they spring
+forward. A wall time that does not exist (02:30 on a spring-forward night) moves
+forward by the jump (to 03:30), and one that happens twice (01:30 on a fall-back
+night) is its first occurrence.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+
+class PoolKind(StrEnum):
+    SITE = "site"
+    STATE = "state"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Whom a shift covers: one site, or every site of a state (the state pool)."""
+
+    kind: PoolKind
+    key: str  # a site id, or a USPS state code
+
+    @classmethod
+    def site(cls, site_id: str) -> "Pool":
+        return cls(PoolKind.SITE, site_id)
+
+    @classmethod
+    def state(cls, state: str) -> "Pool":
+        return cls(PoolKind.STATE, state)
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: datetime  # UTC, inclusive
+    end: datetime  # UTC, exclusive
+
+    def __contains__(self, instant: datetime) -> bool:
+        return self.start <= instant < self.end
+
+
+def wall_time_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
+    """The instant a wall clock in `zone` shows `wall` on `day` (see the module's rules)."""
+    # fold=0: of two 01:30s the first; a time in the gap is read with the offset before
+    # the jump, which moves it forward by the gap, as PostgreSQL reads such a time too.
+    return datetime.combine(day, wall, tzinfo=zone).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class WeeklyShift:
+    coach_id: UUID
+    pool: Pool
+    weekday: int  # the local day the shift starts: 0 is Monday
+    start: time
+    end: time  # at or before `start`: ends the next day
+    zone: ZoneInfo
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weekday <= 6:
+            raise ValueError("weekday is 0 (Monday) to 6 (Sunday)")
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.end <= self.start
+
+    def occurrence_starting(self, day: date) -> Interval:
+        end_day = day + timedelta(days=1) if self.crosses_midnight else day
+        return Interval(
+            wall_time_to_utc(day, self.start, self.zone),
+            wall_time_to_utc(end_day, self.end, self.zone),
+        )
+
+    def occurrences(self, window: Interval) -> Iterator[Interval]:
+        """Every occurrence that overlaps the window."""
+        first_day = window.start.astimezone(self.zone).date() - timedelta(days=1)
+        last_day = window.end.astimezone(self.zone).date()
+        day = first_day + timedelta(days=(self.weekday - first_day.weekday()) % 7)
+        while day <= last_day:
+            occurrence = self.occurrence_starting(day)
+            if occurrence.start < window.end and window.start < occurrence.end:
+                yield occurrence
+            day += timedelta(days=7)
+
+    def covers(self, instant: datetime) -> bool:
+        moment = Interval(instant, instant + timedelta(microseconds=1))
+        return any(instant in occurrence for occurrence in self.occurrences(moment))
+
+
+class OverrideKind(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+    REPLACE = "replace"
+
+
+@dataclass(frozen=True)
+class Override:
+    """A change to the rota for a window: add a coach, remove one, or one replacing another."""
+
+    kind: OverrideKind
+    pool: Pool
+    window: Interval
+    coach_id: UUID
+    replaces: UUID | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is OverrideKind.REPLACE) != (self.replaces is not None):
+            raise ValueError("a replace override, and only it, names the coach it replaces")
+
+
+def on_call(
+    pool: Pool, instant: datetime, shifts: Iterable[WeeklyShift], overrides: Iterable[Override]
+) -> frozenset[UUID]:
+    """Who is on call for the pool at the instant; overrides apply in the order given."""
+    coaches = {shift.coach_id for shift in shifts if shift.pool == pool and shift.covers(instant)}
+    for override in overrides:
+        if override.pool != pool or instant not in override.window:
+            continue
+        if override.kind is OverrideKind.ADD:
+            coaches.add(override.coach_id)
+        elif override.kind is OverrideKind.REMOVE:
+            coaches.discard(override.coach_id)
+        elif override.replaces in coaches:
+            coaches.discard(override.replaces)
+            coaches.add(override.coach_id)
+    return frozenset(coaches)
+
+
+def boundaries(
+    window: Interval, shifts: Iterable[WeeklyShift], overrides: Iterable[Override]
+) -> list[datetime]:
+    """Every instant in the window at which someone's on-call status can change."""
+    points = {window.start}
+    for shift in shifts:
+        for occurrence in shift.occurrences(window):
+            points.update((occurrence.start, occurrence.end))
+    for override in overrides:
+        points.update((override.window.start, override.window.end))
+    return sorted(point for point in points if window.start <= point < window.end)
