@@ -1,0 +1,83 @@
+"""Coverage gaps ahead of time, per site: from the rota, the state pool and eligibility."""
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from handoff_matching.domain.coverage import coverage_gaps
+from handoff_matching.domain.eligibility import Certification, Coach, SiteProfile
+from handoff_matching.domain.schedules import Interval, Override, OverrideKind, Pool, WeeklyShift
+
+NEW_YORK = ZoneInfo("America/New_York")
+MERCY = SiteProfile("md-mercy", "MD", NEW_YORK)
+DAY, NIGHT = uuid.UUID(int=1), uuid.UUID(int=2)
+MONDAY = datetime(2026, 11, 30, 5, tzinfo=UTC)  # Mon 00:00 EST
+
+
+def coach(
+    coach_id: uuid.UUID, expires_on: date = date(2030, 1, 1), active: bool = True, state: str = "MD"
+) -> Coach:
+    return Coach(
+        coach_id,
+        "Coach",
+        frozenset({"en"}),
+        None,
+        frozenset(),
+        2,
+        (Certification(state, "CPRS", expires_on),),
+        active=active,
+    )
+
+
+def weekday_days(coach_id: uuid.UUID, pool: Pool) -> list[WeeklyShift]:
+    return [WeeklyShift(coach_id, pool, day, time(8), time(20), NEW_YORK) for day in range(7)]
+
+
+def nights(coach_id: uuid.UUID, pool: Pool) -> list[WeeklyShift]:
+    return [WeeklyShift(coach_id, pool, day, time(20), time(8), NEW_YORK) for day in range(7)]
+
+
+def hours(instant: datetime) -> float:
+    return (instant - MONDAY).total_seconds() / 3600
+
+
+def test_a_site_covered_only_by_day_has_a_gap_every_night() -> None:
+    window = Interval(MONDAY, MONDAY + timedelta(days=2))
+    gaps = coverage_gaps(
+        MERCY, window, weekday_days(DAY, Pool.site("md-mercy")), [], {DAY: coach(DAY)}
+    )
+    assert [(hours(g.start), hours(g.end)) for g in gaps] == [(0, 8), (20, 32), (44, 48)]
+
+
+def test_the_state_pool_fills_the_nights_and_an_override_can_open_a_gap() -> None:
+    window = Interval(MONDAY, MONDAY + timedelta(days=2))
+    shifts = weekday_days(DAY, Pool.site("md-mercy")) + nights(NIGHT, Pool.state("MD"))
+    coaches = {DAY: coach(DAY), NIGHT: coach(NIGHT)}
+    assert coverage_gaps(MERCY, window, shifts, [], coaches) == []
+    sick = Override(
+        OverrideKind.REMOVE,
+        Pool.state("MD"),
+        Interval(MONDAY + timedelta(hours=22), MONDAY + timedelta(hours=26)),
+        NIGHT,
+    )
+    gaps = coverage_gaps(MERCY, window, shifts, [sick], coaches)
+    assert [(hours(g.start), hours(g.end)) for g in gaps] == [(22, 26)]
+    other_state = Override(OverrideKind.REMOVE, Pool.state("RI"), sick.window, NIGHT)
+    assert coverage_gaps(MERCY, window, shifts, [other_state], coaches) == []
+
+
+def test_an_expiring_certification_or_an_inactive_coach_leaves_a_gap() -> None:
+    window = Interval(MONDAY, MONDAY + timedelta(days=2))
+    shifts = weekday_days(DAY, Pool.site("md-mercy")) + nights(NIGHT, Pool.site("md-mercy"))
+    expiring = {DAY: coach(DAY), NIGHT: coach(NIGHT, expires_on=date(2026, 11, 30))}
+    gaps = coverage_gaps(MERCY, window, shifts, [], expiring)
+    # NIGHT's certification ends at Tuesday 00:00 local, mid-shift; DAY is back at 08:00.
+    assert [(hours(g.start), hours(g.end)) for g in gaps] == [(24, 32), (44, 48)]
+    inactive = {DAY: coach(DAY), NIGHT: coach(NIGHT, active=False)}
+    every_night = [(0, 8), (20, 32), (44, 48)]
+    gaps = coverage_gaps(MERCY, window, shifts, [], inactive)
+    assert [(hours(g.start), hours(g.end)) for g in gaps] == every_night
+    out_of_state = {DAY: coach(DAY), NIGHT: coach(NIGHT, state="RI")}
+    assert coverage_gaps(MERCY, window, shifts, [], out_of_state) == coverage_gaps(
+        MERCY, window, shifts, [], inactive
+    )
