@@ -52,13 +52,15 @@ def _migration_files(package: str) -> list[Traversable]:
 PLATFORM_MIGRATIONS = "handoff_platform.migrations"
 
 
-async def migrate(connection: asyncpg.Connection, schema: str, package: str) -> list[str]:
-    """Apply the platform's tables (outbox, processed events), then the service's own.
+async def migrate(
+    connection: asyncpg.Connection, schema: str, package: str | None = None
+) -> list[str]:
+    """Apply the platform's tables (outbox, processed events, timers), then the service's own.
 
     Each file is `NNNN_name.sql`; the ledger records it as `package:file`, so the
     platform's and the service's numbering never collide.
     """
-    return await _apply(connection, schema, [PLATFORM_MIGRATIONS, package])
+    return await _apply(connection, schema, [PLATFORM_MIGRATIONS, *([package] if package else [])])
 
 
 async def _apply(connection: asyncpg.Connection, schema: str, packages: list[str]) -> list[str]:

@@ -46,3 +46,15 @@ HTTP_REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+TIMERS_FIRED = Counter("handoff_timers_fired_total", "Durable timers fired.", ["kind"])
+TIMER_FAILURES = Counter(
+    "handoff_timer_failures_total", "Timer handlers that failed and were rescheduled."
+)
+TIMER_LATENESS_SECONDS = Histogram(
+    "handoff_timer_lateness_seconds",
+    "How long after its due time a timer fired.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TIMERS_OVERDUE_SECONDS = Gauge(
+    "handoff_timers_overdue_seconds", "How far past due the oldest unfired timer is."
+)
