@@ -37,6 +37,17 @@ async def _nothing_to_reset(_: asyncpg.Connection) -> None:
     """
 
 
+async def notify(connection: Connection, channel: str, payload: str) -> None:
+    """NOTIFY in a transaction of its own, committed asynchronously.
+
+    Never inside a writing transaction: one that notifies holds PostgreSQL's
+    notification lock through its commit's fsync, serialising every writer.
+    """
+    async with connection.transaction():
+        await connection.execute("SET LOCAL synchronous_commit = off")
+        await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+
+
 class MigrationChanged(RuntimeError):
     """An already applied migration file was edited: add a new file instead."""
 

@@ -33,7 +33,7 @@ import asyncpg
 from faststream.kafka import KafkaBroker
 
 from handoff_platform import metrics
-from handoff_platform.database import Connection
+from handoff_platform.database import Connection, notify
 from handoff_schemas import Envelope, partition_key
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,8 @@ class Outbox:
             await self._announcement_due.wait()
             self._announcement_due.clear()
             try:
-                async with pool.acquire() as connection, connection.transaction():
-                    await connection.execute("SET LOCAL synchronous_commit = off")
-                    await connection.execute(
-                        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.schema
-                    )
+                async with pool.acquire() as connection:
+                    await notify(connection, NOTIFY_CHANNEL, self.schema)
             except (asyncpg.PostgresError, OSError) as error:
                 log.warning(
                     "outbox wake-up not sent; the relay will poll",

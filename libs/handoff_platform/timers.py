@@ -25,7 +25,7 @@ from uuid import UUID
 import asyncpg
 
 from handoff_platform import metrics
-from handoff_platform.database import Connection
+from handoff_platform.database import Connection, notify
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ class Timers:
         """Tell the loops a timer may now be nearer than they planned to sleep."""
         if self.wake_local_loop is not None:
             self.wake_local_loop()
-        async with connection.transaction():
-            await connection.execute("SET LOCAL synchronous_commit = off")
-            await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, self.schema)
+        await notify(connection, NOTIFY_CHANNEL, self.schema)
 
 
 class TimerLoop:

@@ -7,12 +7,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from handoff_devenv.ports import free_ports
+from tests.support.waiting import eventually
 
 HANDOFF = [sys.executable, "-m", "handoff_cli"]
 
@@ -49,9 +51,16 @@ async def test_topic_with_replication_factor_3_has_three_in_sync_replicas(
         cluster = await admin.describe_cluster()
         assert len(cluster["brokers"]) == 3
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])
-        [description] = await admin.describe_topics([topic])
-        partitions = description["partitions"]
-        assert len(partitions) == 3
+
+        async def all_partitions_known() -> list[dict[str, Any]] | None:
+            [description] = await admin.describe_topics([topic])
+            partitions: list[dict[str, Any]] = description["partitions"]
+            return partitions if len(partitions) == 3 else None
+
+        # A new topic's metadata reaches every broker a moment after creation.
+        partitions = await eventually(
+            all_partitions_known, within=30, what="the new topic's three partitions"
+        )
         for partition in partitions:
             assert sorted(partition["replicas"]) == [1, 2, 3]
             assert sorted(partition["isr"]) == [1, 2, 3]

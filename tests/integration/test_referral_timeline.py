@@ -14,19 +14,18 @@ from handoff_schemas import Envelope, EventPayload, dead_letter_topic
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
-    OfferBriefing,
     OfferMade,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
     CoachResponse,
-    Consent,
     ResponseVia,
     Tier,
     UnassignedReason,
     Urgency,
 )
 from tests.integration.conftest import Hospital, HospitalFactory
+from tests.support.events import BRIEFING
 from tests.support.kafka import read_topic
 from tests.support.patients import referral_body
 from tests.support.waiting import eventually
@@ -82,13 +81,7 @@ def _offer(referral_id: uuid.UUID, coach_id: uuid.UUID, offer_id: uuid.UUID) -> 
         urgency=Urgency.URGENT,
         tier=Tier.SITE,
         expires_at=datetime.now(UTC) + timedelta(minutes=5),
-        briefing=OfferBriefing(
-            location="ED bay 4",
-            callback_phone="+14105550100",
-            preferred_language="es",
-            interpreter_needed=True,
-            consent=Consent.OBTAINED,
-        ),
+        briefing=BRIEFING,
     )
 
 

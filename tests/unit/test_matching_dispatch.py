@@ -16,13 +16,13 @@ from handoff_matching.domain.dispatch import (
 )
 from handoff_schemas.events import (
     CoachAssigned,
-    OfferBriefing,
     OfferMade,
     OfferWithdrawn,
     ReferralEscalated,
     ReferralUnassigned,
 )
-from handoff_schemas.vocabulary import Consent, Tier, UnassignedReason, Urgency, WithdrawReason
+from handoff_schemas.vocabulary import Tier, UnassignedReason, Urgency, WithdrawReason
+from tests.support.events import BRIEFING
 
 NOW = datetime(2026, 11, 27, 15, tzinfo=UTC)
 ANA, BEN, CARA, DEV, SUPERVISOR = (uuid.UUID(int=n) for n in range(1, 6))
@@ -31,13 +31,7 @@ FACTS = ReferralFacts(
     site_id="md-mercy",
     site_short_name="Mercy ED",
     urgency=Urgency.URGENT,
-    briefing=OfferBriefing(
-        location="ED bay 4",
-        callback_phone="+14105550100",
-        preferred_language="es",
-        interpreter_needed=True,
-        consent=Consent.OBTAINED,
-    ),
+    briefing=BRIEFING,
 )
 LADDER = {Tier.SITE: [ANA, BEN], Tier.STATE_POOL: [CARA], Tier.SUPERVISOR: [SUPERVISOR]}
 
