@@ -1,0 +1,147 @@
+"""The roster in PostgreSQL (schema `matching`): coaches, certifications, weekly shifts."""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from handoff_matching.domain.eligibility import Certification, Coach
+from handoff_matching.domain.schedules import Pool, PoolKind, WeeklyShift
+from handoff_matching.roster_file import RosterFile
+from handoff_platform.database import Connection, migrate
+from handoff_schemas.vocabulary import GenderPreference, Substance
+
+SCHEMA = "matching"
+MIGRATIONS = "handoff_matching.adapters.migrations"
+
+
+async def apply_migrations(database_url: str) -> list[str]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await migrate(connection, SCHEMA, MIGRATIONS)
+    finally:
+        await connection.close()
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    coaches: int
+    certifications: int
+    shifts: int
+
+
+async def import_roster(connection: Connection, roster: RosterFile) -> ImportSummary:
+    """Upsert the file's coaches; their certifications and shifts become exactly the file's."""
+    coach_ids = [coach.coach_id for coach in roster.coaches]
+    async with connection.transaction():
+        await connection.executemany(
+            f"""INSERT INTO {SCHEMA}.coaches (coach_id, display_name, contact_methods, languages,
+                    gender, lived_experience, veteran, lgbtq_affirming, telehealth,
+                    max_concurrent, home_sites, active)
+                VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                ON CONFLICT (coach_id) DO UPDATE SET
+                    display_name = excluded.display_name,
+                    contact_methods = excluded.contact_methods,
+                    languages = excluded.languages, gender = excluded.gender,
+                    lived_experience = excluded.lived_experience, veteran = excluded.veteran,
+                    lgbtq_affirming = excluded.lgbtq_affirming, telehealth = excluded.telehealth,
+                    max_concurrent = excluded.max_concurrent, home_sites = excluded.home_sites,
+                    active = excluded.active, updated_at = now()""",
+            [
+                (
+                    c.coach_id,
+                    c.display_name,
+                    json.dumps([m.model_dump(mode="json") for m in c.contact_methods]),
+                    list(c.languages),
+                    c.gender.value if c.gender else None,
+                    [s.value for s in c.lived_experience],
+                    c.veteran,
+                    c.lgbtq_affirming,
+                    c.telehealth,
+                    c.max_concurrent,
+                    list(c.home_sites),
+                    c.active,
+                )
+                for c in roster.coaches
+            ],
+        )
+        await connection.execute(
+            f"DELETE FROM {SCHEMA}.certifications WHERE coach_id = ANY($1::uuid[])", coach_ids
+        )
+        certifications = [
+            (c.coach_id, cert.state, cert.credential, cert.expires_on)
+            for c in roster.coaches
+            for cert in c.certifications
+        ]
+        await connection.executemany(
+            f"""INSERT INTO {SCHEMA}.certifications (coach_id, state, credential, expires_on)
+                VALUES ($1, $2, $3, $4)""",
+            certifications,
+        )
+        await connection.execute(
+            f"DELETE FROM {SCHEMA}.shifts WHERE coach_id = ANY($1::uuid[])", coach_ids
+        )
+        shifts = [shift.to_shift() for shift in roster.shifts]
+        await connection.executemany(
+            f"""INSERT INTO {SCHEMA}.shifts
+                    (coach_id, pool_kind, pool_key, weekday, starts, ends, time_zone)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+            [
+                (s.coach_id, s.pool.kind.value, s.pool.key, s.weekday, s.start, s.end, s.zone.key)
+                for s in shifts
+            ],
+        )
+    return ImportSummary(len(roster.coaches), len(certifications), len(shifts))
+
+
+async def shifts_for(connection: Connection, pools: Iterable[Pool]) -> list[WeeklyShift]:
+    rows = await connection.fetch(
+        f"""SELECT coach_id, pool_kind, pool_key, weekday, starts, ends, time_zone
+            FROM {SCHEMA}.shifts
+            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])""",
+        [f"{pool.kind.value}:{pool.key}" for pool in pools],
+    )
+    return [
+        WeeklyShift(
+            row["coach_id"],
+            Pool(PoolKind(row["pool_kind"]), row["pool_key"]),
+            row["weekday"],
+            row["starts"],
+            row["ends"],
+            ZoneInfo(row["time_zone"]),
+        )
+        for row in rows
+    ]
+
+
+async def coaches_by_id(connection: Connection, coach_ids: Iterable[UUID]) -> dict[UUID, Coach]:
+    rows = await connection.fetch(
+        f"""SELECT c.coach_id, c.display_name, c.languages, c.gender, c.lived_experience,
+                   c.max_concurrent, c.active, c.home_sites,
+                   coalesce(array_agg(ROW(t.state, t.credential, t.expires_on))
+                            FILTER (WHERE t.state IS NOT NULL), '{{}}') AS certifications
+            FROM {SCHEMA}.coaches c LEFT JOIN {SCHEMA}.certifications t USING (coach_id)
+            WHERE c.coach_id = ANY($1::uuid[])
+            GROUP BY c.coach_id""",
+        list(coach_ids),
+    )
+    return {
+        row["coach_id"]: Coach(
+            coach_id=row["coach_id"],
+            display_name=row["display_name"],
+            languages=frozenset(row["languages"]),
+            gender=GenderPreference(row["gender"]) if row["gender"] else None,
+            lived_experience=frozenset(Substance(s) for s in row["lived_experience"]),
+            max_concurrent=row["max_concurrent"],
+            certifications=tuple(
+                Certification(state.strip(), credential, expires_on)
+                for state, credential, expires_on in row["certifications"]
+            ),
+            active=row["active"],
+            home_sites=frozenset(row["home_sites"]),
+        )
+        for row in rows
+    }

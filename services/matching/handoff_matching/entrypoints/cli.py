@@ -1,0 +1,48 @@
+"""`handoff matching …`: the roster, from files program coordinators keep."""
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import asyncpg
+import typer
+
+from handoff_matching.adapters.roster_store import ImportSummary, apply_migrations, import_roster
+from handoff_matching.roster_file import RosterFile, RosterProblems, parse_roster
+from handoff_platform.settings import PlatformSettings
+
+app = typer.Typer(help="The matching service: roster, on-call, offers.", no_args_is_help=True)
+roster_app = typer.Typer(help="Coaches, certifications and shifts.", no_args_is_help=True)
+app.add_typer(roster_app, name="roster")
+
+
+@roster_app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[bool, typer.Option(help="Validate only; store nothing.")] = False,
+) -> None:
+    """Import a roster JSON file; every problem is reported with its row and field."""
+    try:
+        roster = parse_roster(file.read_text())
+    except RosterProblems as problems:
+        for problem in problems.problems:
+            typer.echo(f"{file}: {problem}", err=True)
+        typer.echo(f"{len(problems.problems)} problem(s); nothing was imported", err=True)
+        raise typer.Exit(2) from None
+    if dry_run:
+        typer.echo(f"valid: {len(roster.coaches)} coaches, {len(roster.shifts)} shifts")
+        return
+    summary = asyncio.run(_store(PlatformSettings().database_url, roster))
+    typer.echo(
+        f"imported {summary.coaches} coaches, {summary.certifications} certifications, "
+        f"{summary.shifts} shifts"
+    )
+
+
+async def _store(database_url: str, roster: RosterFile) -> ImportSummary:
+    await apply_migrations(database_url)
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await import_roster(connection, roster)
+    finally:
+        await connection.close()

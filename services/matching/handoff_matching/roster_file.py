@@ -1,0 +1,175 @@
+"""The roster as program coordinators write it: a JSON file of coaches and their shifts.
+
+Validated whole before anything is stored, and every problem is reported with
+where it is — `coaches[3].contact_methods[0].destination: …` — so a coordinator
+can fix a file of hundreds of rows in one pass.
+"""
+
+import json
+from datetime import date, time
+from typing import Annotated, Literal, get_args
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    ValidationError,
+    model_validator,
+)
+
+from handoff_matching.domain.eligibility import Certification, Coach
+from handoff_matching.domain.schedules import Pool, PoolKind, WeeklyShift
+from handoff_schemas.vocabulary import Channel, E164Phone, GenderPreference, LanguageTag, Substance
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
+
+
+def _time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {name!r}") from None
+    return name
+
+
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PhoneContact(Strict):
+    channel: Literal[Channel.SMS, Channel.VOICE]
+    destination: E164Phone
+
+
+class EmailContact(Strict):
+    channel: Literal[Channel.EMAIL]
+    destination: EmailStr
+
+
+class WebhookContact(Strict):
+    channel: Literal[Channel.WEBHOOK]
+    destination: HttpUrl
+
+    @model_validator(mode="after")
+    def _https_only(self) -> "WebhookContact":
+        if self.destination.scheme != "https":
+            raise ValueError("a webhook destination must be an https URL")
+        return self
+
+
+ContactMethod = Annotated[
+    PhoneContact | EmailContact | WebhookContact, Field(discriminator="channel")
+]
+
+
+class CertificationRow(Strict):
+    state: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    credential: Annotated[str, Field(min_length=2, max_length=20)]
+    expires_on: date
+
+
+class CoachRow(Strict):
+    coach_id: UUID
+    display_name: Annotated[str, Field(min_length=1, max_length=80)]
+    contact_methods: Annotated[list[ContactMethod], Field(min_length=1)]
+    languages: Annotated[list[LanguageTag], Field(min_length=1)]
+    gender: GenderPreference | None = None
+    lived_experience: list[Substance] = []
+    veteran: bool = False
+    lgbtq_affirming: bool = False
+    telehealth: bool = False
+    max_concurrent: Annotated[int, Field(ge=1, le=10)] = 1
+    home_sites: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]] = []
+    active: bool = True
+    certifications: list[CertificationRow] = []
+
+    def to_coach(self) -> Coach:
+        return Coach(
+            coach_id=self.coach_id,
+            display_name=self.display_name,
+            languages=frozenset(self.languages),
+            gender=self.gender,
+            lived_experience=frozenset(self.lived_experience),
+            max_concurrent=self.max_concurrent,
+            certifications=tuple(
+                Certification(c.state, c.credential, c.expires_on) for c in self.certifications
+            ),
+            active=self.active,
+            home_sites=frozenset(self.home_sites),
+        )
+
+
+class ShiftRow(Strict):
+    coach_id: UUID
+    pool: Annotated[str, Field(pattern=r"^(site:[a-z0-9][a-z0-9-]{1,39}|state:[A-Z]{2})$")]
+    weekday: Weekday
+    start: time
+    end: time
+    time_zone: TimeZone
+
+    def to_shift(self) -> WeeklyShift:
+        kind, key = self.pool.split(":", 1)
+        return WeeklyShift(
+            self.coach_id,
+            Pool(PoolKind(kind), key),
+            WEEKDAYS.index(self.weekday),
+            self.start,
+            self.end,
+            ZoneInfo(self.time_zone),
+        )
+
+
+class RosterFile(Strict):
+    coaches: list[CoachRow]
+    shifts: list[ShiftRow] = []
+
+    @model_validator(mode="after")
+    def _references_hold(self) -> "RosterFile":
+        known = {coach.coach_id for coach in self.coaches}
+        if len(known) != len(self.coaches):
+            raise ValueError("a coach_id appears twice")
+        for index, shift in enumerate(self.shifts):
+            if shift.coach_id not in known:
+                raise ValueError(f"shifts[{index}].coach_id: no such coach in this file")
+        return self
+
+
+class RosterProblems(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_roster(text: str) -> RosterFile:
+    """The validated roster, or RosterProblems listing each problem with its row and field."""
+    try:
+        return RosterFile.model_validate(json.loads(text))
+    except json.JSONDecodeError as error:
+        raise RosterProblems([f"line {error.lineno}: not valid JSON ({error.msg})"]) from None
+    except ValidationError as error:
+        raise RosterProblems(
+            [_where(item["loc"]) + ": " + item["msg"] for item in error.errors(include_url=False)]
+        ) from None
+
+
+def _where(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("PhoneContact", "EmailContact", "WebhookContact") or part.startswith(
+            ("sms", "voice", "email", "webhook")
+        ):
+            continue  # the union member pydantic tried: noise to a coordinator
+        else:
+            path += f".{part}" if path else part
+    return path or "file"

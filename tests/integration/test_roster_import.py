@@ -1,0 +1,129 @@
+"""`handoff matching roster import`: a coordinator's file into the roster, or a list of fixes."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from handoff_matching.adapters.roster_store import coaches_by_id, shifts_for
+from handoff_matching.domain.schedules import Pool, on_call
+from tests.integration.conftest import create_database
+
+ANA, BEN = uuid.uuid4(), uuid.uuid4()
+
+
+def roster() -> dict[str, Any]:
+    return {
+        "coaches": [
+            {
+                "coach_id": str(ANA),
+                "display_name": "Ana",
+                "contact_methods": [
+                    {"channel": "sms", "destination": "+14105550101"},
+                    {"channel": "email", "destination": "ana@example.org"},
+                ],
+                "languages": ["en", "es"],
+                "gender": "woman",
+                "lived_experience": ["opioids"],
+                "max_concurrent": 2,
+                "home_sites": ["md-mercy"],
+                "certifications": [
+                    {"state": "MD", "credential": "CPRS", "expires_on": "2027-01-31"}
+                ],
+            },
+            {
+                "coach_id": str(BEN),
+                "display_name": "Ben",
+                "contact_methods": [{"channel": "voice", "destination": "+14105550102"}],
+                "languages": ["en"],
+                "certifications": [],
+            },
+        ],
+        "shifts": [
+            {
+                "coach_id": str(ANA),
+                "pool": "site:md-mercy",
+                "weekday": "saturday",
+                "start": "20:00",
+                "end": "08:00",
+                "time_zone": "America/New_York",
+            },
+            {
+                "coach_id": str(BEN),
+                "pool": "state:MD",
+                "weekday": "sunday",
+                "start": "08:00",
+                "end": "20:00",
+                "time_zone": "America/New_York",
+            },
+        ],
+    }
+
+
+def run_import(path: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "handoff_cli", "matching", "roster", "import", str(path)],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_a_roster_file_is_imported_idempotently_and_read_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    database = await create_database(database_url)
+    path = tmp_path / "roster.json"
+    path.write_text(json.dumps(roster()))
+    for _ in range(2):  # importing the same file again changes nothing
+        result = run_import(path, database)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "imported 2 coaches, 1 certifications, 2 shifts"
+
+    connection = await asyncpg.connect(database)
+    try:
+        coaches = await coaches_by_id(connection, [ANA, BEN])
+        shifts = await shifts_for(connection, [Pool.site("md-mercy"), Pool.state("MD")])
+        assert await connection.fetchval("SELECT count(*) FROM matching.shifts") == 2
+    finally:
+        await connection.close()
+    assert coaches[ANA].languages == {"en", "es"}
+    assert coaches[ANA].certifications[0].expires_on == date(2027, 1, 31)
+    assert coaches[ANA].certifications[0].state == "MD"
+    assert coaches[BEN].certifications == ()
+    saturday_night = datetime(2026, 11, 29, 3, tzinfo=UTC)  # Sat 22:00 EST
+    assert on_call(Pool.site("md-mercy"), saturday_night, shifts, []) == {ANA}
+    sunday_noon = datetime(2026, 11, 29, 17, tzinfo=UTC)
+    assert on_call(Pool.state("MD"), sunday_noon, shifts, []) == {BEN}
+
+
+async def test_a_bad_file_lists_every_problem_by_row_and_field_and_stores_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    database = await create_database(database_url)
+    bad = roster()
+    bad["coaches"][1]["contact_methods"][0]["destination"] = "555-0102"
+    bad["shifts"][0]["time_zone"] = "Mars/Base"
+    path = tmp_path / "roster.json"
+    path.write_text(json.dumps(bad))
+    result = run_import(path, database)
+    assert result.returncode == 2
+    assert "coaches[1].contact_methods[0].destination" in result.stderr
+    assert "shifts[0].time_zone: Value error, unknown IANA time zone 'Mars/Base'" in result.stderr
+    assert "2 problem(s); nothing was imported" in result.stderr
+    connection = await asyncpg.connect(database)
+    try:
+        stored = await connection.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'matching'"
+        )
+    finally:
+        await connection.close()
+    assert stored == 0
