@@ -58,6 +58,7 @@ class IdempotentConsumer:
         broker: KafkaBroker,
         handlers: dict[str, Handler],
         max_backoff: float = 10.0,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         """`handlers` maps event types to handlers; other types are acknowledged and skipped."""
         self.group_id = group_id
@@ -66,6 +67,7 @@ class IdempotentConsumer:
         self.broker = broker
         self.handlers = handlers
         self.max_backoff = max_backoff
+        self.after_commit = after_commit  # e.g. wake the outbox relay for events just written
         self.dead_letter_topic = dead_letter_topic(group_id)
 
     def subscribe(self, topics: Collection[str]) -> Any:
@@ -129,6 +131,8 @@ class IdempotentConsumer:
             metrics.EVENT_HANDLING_SECONDS.labels(self.group_id).observe(
                 time.perf_counter() - started
             )
+            if processed and self.after_commit is not None:
+                self.after_commit()
             return "processed" if processed else "duplicate"
 
     async def _handle_once(self, envelope: Envelope[Any], handler: Handler) -> bool:

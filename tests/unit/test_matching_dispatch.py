@@ -28,8 +28,11 @@ NOW = datetime(2026, 11, 27, 15, tzinfo=UTC)
 ANA, BEN, CARA, DEV, SUPERVISOR = (uuid.UUID(int=n) for n in range(1, 6))
 FACTS = ReferralFacts(
     referral_id=uuid.uuid4(),
+    correlation_id="corr-1",
     site_id="md-mercy",
     site_short_name="Mercy ED",
+    site_state="MD",
+    site_time_zone="America/New_York",
     urgency=Urgency.URGENT,
     briefing=BRIEFING,
 )

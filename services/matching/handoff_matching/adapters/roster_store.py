@@ -8,13 +8,13 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from handoff_matching import SCHEMA
 from handoff_matching.domain.eligibility import Certification, Coach
 from handoff_matching.domain.schedules import Pool, PoolKind, WeeklyShift
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.database import Connection, migrate
 from handoff_schemas.vocabulary import GenderPreference, Substance
 
-SCHEMA = "matching"
 MIGRATIONS = "handoff_matching.adapters.migrations"
 
 

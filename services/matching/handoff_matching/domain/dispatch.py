@@ -28,7 +28,14 @@ from handoff_schemas.events import (
     ReferralEscalated,
     ReferralUnassigned,
 )
-from handoff_schemas.vocabulary import Tier, UnassignedReason, Urgency, WithdrawReason
+from handoff_schemas.vocabulary import (
+    GenderPreference,
+    Substance,
+    Tier,
+    UnassignedReason,
+    Urgency,
+    WithdrawReason,
+)
 
 LADDER = (Tier.SITE, Tier.STATE_POOL, Tier.SUPERVISOR)
 
@@ -50,13 +57,18 @@ class DispatchSettings:
 
 @dataclass(frozen=True)
 class ReferralFacts:
-    """What matching keeps of a ReferralCreated to make offers."""
+    """What matching keeps of a ReferralCreated: to make offers, and to rank again later."""
 
     referral_id: UUID
+    correlation_id: str
     site_id: str
     site_short_name: str
+    site_state: str
+    site_time_zone: str
     urgency: Urgency
     briefing: OfferBriefing
+    gender_preference: GenderPreference | None = None
+    substances: frozenset[Substance] = frozenset()  # 42 CFR Part 2: kept here, never logged
 
 
 class OfferState(StrEnum):

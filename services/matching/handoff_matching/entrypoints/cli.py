@@ -6,14 +6,37 @@ from typing import Annotated
 
 import asyncpg
 import typer
+import uvloop
 
 from handoff_matching.adapters.roster_store import ImportSummary, apply_migrations, import_roster
+from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.roster_file import RosterFile, RosterProblems, parse_roster
+from handoff_platform.http import serve_http
+from handoff_platform.logs import configure_logging
 from handoff_platform.settings import PlatformSettings
 
 app = typer.Typer(help="The matching service: roster, on-call, offers.", no_args_is_help=True)
 roster_app = typer.Typer(help="Coaches, certifications and shifts.", no_args_is_help=True)
 app.add_typer(roster_app, name="roster")
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8002,
+) -> None:
+    """Run the consumers, the outbox relay, the timers, and /healthz, /readyz, /metrics."""
+    settings = MatchingSettings()
+    configure_logging("matching", settings.log_level)
+    uvloop.run(_serve(settings, host, port))
+
+
+async def _serve(settings: MatchingSettings, host: str, port: int) -> None:
+    runtime = await MatchingRuntime.start(settings)
+    try:
+        await serve_http(runtime.app, host, port)
+    finally:
+        await runtime.stop()
 
 
 @roster_app.command("import")

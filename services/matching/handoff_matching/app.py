@@ -1,0 +1,109 @@
+"""Composition root: the matching service's consumers, outbox relay, timers and HTTP surface."""
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+
+from handoff_matching import CONSUMER_GROUP, OFFER_EXPIRY, SCHEMA
+from handoff_matching.adapters.roster_store import apply_migrations
+from handoff_matching.entrypoints.consumers import dispatch_handlers
+from handoff_matching.service import MatchingService
+from handoff_platform.consumer import IdempotentConsumer
+from handoff_platform.database import create_pool
+from handoff_platform.http import RequestContext, install_error_handlers, operations_router
+from handoff_platform.kafka import make_broker
+from handoff_platform.lag import report_lag_forever
+from handoff_platform.outbox import Outbox, OutboxRelay
+from handoff_platform.runtime import BackgroundTasks, connect_when_reachable, stop_broker
+from handoff_platform.settings import PlatformSettings
+from handoff_platform.timers import TimerLoop, Timers
+from handoff_schemas import Topic, dead_letter_topic
+
+
+class MatchingSettings(PlatformSettings):
+    consumer_group: str = CONSUMER_GROUP
+    database_pool_size: int = 10
+
+
+@dataclass
+class MatchingRuntime:
+    pool: asyncpg.Pool
+    broker: KafkaBroker
+    app: FastAPI
+    kafka_connected: asyncio.Event
+    tasks: BackgroundTasks
+
+    @classmethod
+    async def start(cls, settings: MatchingSettings) -> "MatchingRuntime":
+        await apply_migrations(settings.database_url)
+        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
+        group = settings.consumer_group
+        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
+        outbox, timers = Outbox(SCHEMA), Timers(SCHEMA)
+        service = MatchingService(outbox, timers)
+        consumer = IdempotentConsumer(
+            group_id=group,
+            schema=SCHEMA,
+            pool=pool,
+            broker=broker,
+            handlers=dispatch_handlers(service),
+            after_commit=outbox.committed,
+        )
+        subscriber = consumer.subscribe([Topic.REFERRALS, Topic.PAGES])
+        kafka_connected = asyncio.Event()
+        relay = OutboxRelay(settings.database_url, outbox, broker)
+        timer_loop = TimerLoop(
+            settings.database_url,
+            pool,
+            timers,
+            {OFFER_EXPIRY: service.offer_expired},
+            after_commit=outbox.committed,
+        )
+        tasks = BackgroundTasks()
+        tasks.start(
+            "kafka-connect",
+            connect_when_reachable(
+                broker,
+                settings.kafka_bootstrap_servers,
+                [*Topic, dead_letter_topic(group)],
+                kafka_connected,
+            ),
+        )
+        tasks.start("outbox-relay", relay.run())
+        tasks.start("outbox-announcer", outbox.announce_forever(pool))
+        tasks.start("timers", timer_loop.run())
+        tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
+        return cls(
+            pool, broker, _http_app(pool, relay, kafka_connected, broker), kafka_connected, tasks
+        )
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+        await stop_broker(self.broker)
+        await self.pool.close()
+
+
+def _http_app(
+    pool: asyncpg.Pool, relay: OutboxRelay, kafka_connected: asyncio.Event, broker: KafkaBroker
+) -> FastAPI:
+    app = FastAPI(title="Handoff matching", version="1")
+
+    async def database_answers() -> bool:
+        return bool(await pool.fetchval("SELECT true"))
+
+    async def kafka_or_outbox_healthy() -> bool:
+        if kafka_connected.is_set() and await broker.ping(timeout=1.0):
+            return True
+        return relay.oldest_pending_age < 60.0
+
+    app.include_router(
+        operations_router(
+            {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}
+        )
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContext)
+    return app

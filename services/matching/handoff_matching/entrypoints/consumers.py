@@ -1,0 +1,14 @@
+"""Events that move a referral's dispatch: new and cancelled referrals, coaches' answers."""
+
+from handoff_matching.service import MatchingService
+from handoff_platform.consumer import Handler
+from handoff_schemas.events import CoachResponded, PageFailed, ReferralCancelled, ReferralCreated
+
+
+def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
+    return {
+        ReferralCreated.event_type: service.referral_created,
+        ReferralCancelled.event_type: service.referral_cancelled,
+        CoachResponded.event_type: service.coach_responded,
+        PageFailed.event_type: service.page_failed,
+    }

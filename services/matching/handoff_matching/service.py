@@ -1,0 +1,222 @@
+"""The matching service's use cases: each one transaction, with its outbox events and timers.
+
+A dispatch is loaded under its row lock, one domain method decides, and the
+dispatch, the events it produced and its timer changes are stored together.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from handoff_matching import OFFER_EXPIRY, SOURCE
+from handoff_matching.adapters import dispatch_store, roster_store
+from handoff_matching.domain.dispatch import (
+    CancelTimer,
+    Candidates,
+    Dispatch,
+    Effect,
+    ReferralFacts,
+    SetTimer,
+)
+from handoff_matching.domain.eligibility import SiteProfile, why_ineligible
+from handoff_matching.domain.ranking import Candidate, Need, rank
+from handoff_matching.domain.schedules import Pool, on_call
+from handoff_platform.database import Connection
+from handoff_platform.outbox import Outbox
+from handoff_platform.timers import Timer, Timers
+from handoff_schemas import Envelope, EventPayload
+from handoff_schemas.events import (
+    CoachResponded,
+    OfferBriefing,
+    PageFailed,
+    ReferralCancelled,
+    ReferralCreated,
+)
+from handoff_schemas.vocabulary import CoachResponse, Tier
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MatchingService:
+    def __init__(self, outbox: Outbox, timers: Timers, clock: Clock = utc_now) -> None:
+        self.outbox = outbox
+        self.timers = timers
+        self.clock = clock
+
+    async def referral_created(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: ReferralCreated = event.data
+        settings, interpreter_available, _ = await dispatch_store.site_settings(
+            connection, data.site.site_id
+        )
+        facts = ReferralFacts(
+            referral_id=data.referral_id,
+            correlation_id=event.correlationid,
+            site_id=data.site.site_id,
+            site_short_name=data.site.short_name,
+            site_state=data.site.state,
+            site_time_zone=data.site.time_zone,
+            urgency=data.urgency,
+            briefing=OfferBriefing(
+                location=data.location,
+                callback_phone=data.callback_phone,
+                preferred_language=data.preferred_language,
+                interpreter_needed=data.interpreter_needed,
+                consent=data.consent,
+            ),
+            gender_preference=data.coach_gender_preference,
+            substances=data.substances,
+        )
+        dispatch = Dispatch(facts, settings)
+        if not await dispatch_store.insert(connection, dispatch):
+            return  # already dispatching this referral
+        now = self.clock()
+        candidates = await self._candidates(connection, dispatch, interpreter_available, now)
+        await self._apply(connection, dispatch, dispatch.start(now, candidates), event.id)
+
+    async def coach_responded(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: CoachResponded = event.data
+        dispatch = await dispatch_store.lock(connection, data.referral_id)
+        if dispatch is None:
+            return
+        now = self.clock()
+        if data.response is CoachResponse.ACCEPTED:
+            effects = dispatch.accept(data.offer_id, now)
+        elif data.response is CoachResponse.DECLINED:
+            effects = dispatch.decline(
+                data.offer_id, now, await self._candidates_now(connection, dispatch, now)
+            )
+        else:
+            dispatch.close()
+            effects = []
+        await self._apply(connection, dispatch, effects, event.id)
+
+    async def page_failed(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: PageFailed = event.data
+        if not data.all_channels_failed:
+            return
+        dispatch = await dispatch_store.lock(connection, data.referral_id)
+        if dispatch is None:
+            return
+        now = self.clock()
+        effects = dispatch.unreachable(
+            data.offer_id, now, await self._candidates_now(connection, dispatch, now)
+        )
+        await self._apply(connection, dispatch, effects, event.id)
+
+    async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: ReferralCancelled = event.data
+        dispatch = await dispatch_store.lock(connection, data.referral_id)
+        if dispatch is None:
+            return
+        await self._apply(connection, dispatch, dispatch.cancel(self.clock()), event.id)
+
+    async def offer_expired(self, connection: Connection, timer: Timer) -> None:
+        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        if dispatch is None:
+            return
+        now = self.clock()
+        effects = dispatch.expire(
+            UUID(timer.payload["offer_id"]),
+            now,
+            await self._candidates_now(connection, dispatch, now),
+        )
+        await self._apply(connection, dispatch, effects, cause=None)
+
+    async def _candidates_now(
+        self, connection: Connection, dispatch: Dispatch, now: datetime
+    ) -> Candidates:
+        _, interpreter_available, _ = await dispatch_store.site_settings(
+            connection, dispatch.facts.site_id
+        )
+        return await self._candidates(connection, dispatch, interpreter_available, now)
+
+    async def _candidates(
+        self, connection: Connection, dispatch: Dispatch, interpreter_available: bool, now: datetime
+    ) -> Candidates:
+        """Every rung's eligible coaches, best first, as the roster stands at `now`."""
+        facts = dispatch.facts
+        site = SiteProfile(
+            facts.site_id, facts.site_state, ZoneInfo(facts.site_time_zone), interpreter_available
+        )
+        need = Need(
+            facts.site_id,
+            facts.briefing.preferred_language,
+            facts.gender_preference,
+            facts.substances,
+        )
+        site_pool, state_pool = Pool.site(site.site_id), Pool.state(site.state)
+        shifts = await roster_store.shifts_for(connection, [site_pool, state_pool])
+        at_site = on_call(site_pool, now, shifts, [])
+        in_state = on_call(state_pool, now, shifts, []) - at_site
+        _, _, supervisors = await dispatch_store.site_settings(connection, site.site_id)
+        coaches = await roster_store.coaches_by_id(connection, [*at_site, *in_state])
+        holding = await dispatch_store.open_assignments(connection, list(coaches))
+
+        def eligible(ids: frozenset[UUID], on_call_for_site: bool) -> list[UUID]:
+            fit = [
+                Candidate(coaches[coach_id], on_call_for_site)
+                for coach_id in ids
+                if coach_id in coaches
+                and why_ineligible(
+                    coaches[coach_id],
+                    site,
+                    now,
+                    holding.get(coach_id, 0),
+                    coach_id in dispatch.offered_coaches,
+                    need.language,
+                    facts.briefing.interpreter_needed,
+                )
+                is None
+            ]
+            return [ranked.coach_id for ranked in rank(fit, need, now)]
+
+        return {
+            Tier.SITE: eligible(at_site, True),
+            Tier.STATE_POOL: eligible(in_state, False),
+            Tier.SUPERVISOR: list(supervisors),
+        }
+
+    async def _apply(
+        self, connection: Connection, dispatch: Dispatch, effects: list[Effect], cause: UUID | None
+    ) -> None:
+        events: list[Envelope[Any]] = []
+        for effect in effects:
+            if isinstance(effect, SetTimer):
+                await self.timers.set(
+                    connection,
+                    effect.offer_id,
+                    OFFER_EXPIRY,
+                    effect.due,
+                    {
+                        "referral_id": str(dispatch.facts.referral_id),
+                        "offer_id": str(effect.offer_id),
+                    },
+                )
+            elif isinstance(effect, CancelTimer):
+                await self.timers.cancel(connection, effect.offer_id)
+            elif isinstance(effect, EventPayload):
+                events.append(
+                    Envelope.wrap(
+                        effect,
+                        source=SOURCE,
+                        correlation_id=dispatch.facts.correlation_id,
+                        causation_id=cause,
+                    )
+                )
+        if events:
+            await self.outbox.put(connection, *events)
+        await dispatch_store.save(connection, dispatch)
+        for envelope in events:
+            log.info(
+                "dispatch event",
+                extra={"referral_id": str(dispatch.facts.referral_id), "event_type": envelope.type},
+            )

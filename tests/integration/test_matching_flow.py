@@ -1,0 +1,311 @@
+"""Matching on real Kafka and PostgreSQL: offers, the ladder, timers, duplicates, cancel.
+
+A broker of its own, so the referrals other tests publish are not dispatched here.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from faststream.kafka import KafkaBroker
+
+from handoff_devenv import KafkaCluster
+from handoff_matching.adapters import dispatch_store
+from handoff_matching.adapters.roster_store import apply_migrations, import_roster
+from handoff_matching.app import MatchingRuntime, MatchingSettings
+from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
+from handoff_matching.roster_file import RosterFile
+from handoff_platform.kafka import ensure_topics, make_broker
+from handoff_schemas import Envelope, EventPayload, Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachResponded,
+    OfferMade,
+    OfferWithdrawn,
+    ReferralCancelled,
+    ReferralCreated,
+    ReferralEscalated,
+    ReferralUnassigned,
+    SiteFacts,
+)
+from handoff_schemas.vocabulary import (
+    CancelReason,
+    CoachResponse,
+    Consent,
+    ResponseVia,
+    Substance,
+    Tier,
+    Urgency,
+)
+from tests.integration.conftest import create_database
+from tests.support.kafka import read_topic
+from tests.support.waiting import eventually
+
+SPANISH_SPEAKER, ENGLISH_SPEAKER, STATE_COACH, SUPERVISOR = (uuid.uuid4() for _ in range(4))
+EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def _roster(site_id: str) -> RosterFile:
+    def coach(coach_id: uuid.UUID, languages: list[str]) -> dict[str, Any]:
+        return {
+            "coach_id": str(coach_id),
+            "display_name": "Coach",
+            "contact_methods": [{"channel": "sms", "destination": "+14105550199"}],
+            "languages": languages,
+            "max_concurrent": 3,  # the tests share these coaches
+            "certifications": [{"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}],
+        }
+
+    def always(coach_id: uuid.UUID, pool: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "coach_id": str(coach_id),
+                "pool": pool,
+                "weekday": day,
+                "start": "00:00",
+                "end": "00:00",
+                "time_zone": "America/New_York",
+            }
+            for day in EVERY_DAY
+        ]
+
+    return RosterFile.model_validate(
+        {
+            "coaches": [
+                coach(SPANISH_SPEAKER, ["es"]),
+                coach(ENGLISH_SPEAKER, ["en"]),
+                coach(STATE_COACH, ["es-US"]),
+                coach(SUPERVISOR, ["en"]),
+            ],
+            "shifts": [
+                *always(SPANISH_SPEAKER, f"site:{site_id}"),
+                *always(ENGLISH_SPEAKER, f"site:{site_id}"),
+                *always(STATE_COACH, "state:MD"),
+            ],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def own_kafka(infrastructure_dir: Path) -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster(infrastructure_dir / f"kafka-matching-{uuid.uuid4().hex[:6]}")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+async def matching_database(database_url: str) -> str:
+    database = await create_database(database_url)
+    await apply_migrations(database)
+    return database
+
+
+@pytest.fixture(scope="module")
+async def matching(
+    matching_database: str, own_kafka: KafkaCluster
+) -> AsyncIterator[MatchingRuntime]:
+    await ensure_topics(own_kafka.bootstrap_servers)
+    runtime = await MatchingRuntime.start(
+        MatchingSettings(
+            database_url=matching_database, kafka_bootstrap_servers=own_kafka.bootstrap_servers
+        )
+    )
+    await eventually(lambda: _connected(runtime), within=60, what="matching on Kafka")
+    yield runtime
+    await runtime.stop()
+
+
+async def _connected(runtime: MatchingRuntime) -> bool:
+    return runtime.kafka_connected.is_set()
+
+
+@pytest.fixture(scope="module")
+async def hospital_and_notify(own_kafka: KafkaCluster) -> AsyncIterator[KafkaBroker]:
+    """Stands in for the referral and notify services, which publish these events."""
+    broker = make_broker(own_kafka.bootstrap_servers, client_id="stand-in")
+    async with broker:
+        yield broker
+
+
+async def _site(
+    database: str, settings: DispatchSettings, supervisors: tuple[uuid.UUID, ...] = (SUPERVISOR,)
+) -> str:
+    site_id = f"md-{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(database)
+    try:
+        await import_roster(connection, _roster(site_id))
+        await dispatch_store.put_site_settings(connection, site_id, settings, False, supervisors)
+    finally:
+        await connection.close()
+    return site_id
+
+
+async def _publish(
+    broker: KafkaBroker, payload: EventPayload, event_id: uuid.UUID | None = None
+) -> Envelope[Any]:
+    envelope = Envelope.wrap(
+        payload, source="/handoff/test", correlation_id="flow", event_id=event_id
+    )
+    await broker.publish(
+        envelope.model_dump_json().encode(),
+        envelope.topic.value,
+        key=str(envelope.subject).encode(),
+    )
+    return envelope
+
+
+def _referral(
+    site_id: str, language: str = "es", interpreter_needed: bool = True
+) -> ReferralCreated:
+    return ReferralCreated(
+        referral_id=uuid.uuid4(),
+        site=SiteFacts(
+            site_id=site_id, short_name="Test ED", state="MD", time_zone="America/New_York"
+        ),
+        urgency=Urgency.URGENT,
+        location="ED bay 4",
+        callback_phone="+14105550100",
+        preferred_language=language,
+        interpreter_needed=interpreter_needed,
+        substances=frozenset({Substance.OPIOIDS}),
+        consent=Consent.OBTAINED,
+        received_at=datetime.now(UTC),
+    )
+
+
+class Dispatched:
+    """What matching has put on handoff.dispatch for one referral, read from the broker."""
+
+    def __init__(self, bootstrap: str, referral_id: uuid.UUID) -> None:
+        self.bootstrap = bootstrap
+        self.key = str(referral_id).encode()
+
+    async def events(self) -> list[Any]:
+        records = await read_topic(self.bootstrap, Topic.DISPATCH)
+        return [decode_event(r.value).data for r in records if r.key == self.key]
+
+    async def until(self, count: int, what: str) -> list[Any]:
+        async def enough() -> list[Any] | None:
+            events = await self.events()
+            return events if len(events) >= count else None
+
+        return await eventually(enough, within=30, what=what)
+
+
+def _kinds(events: list[Any]) -> list[str]:
+    return [type(event).__name__ for event in events]
+
+
+async def _answer(broker: KafkaBroker, offer: OfferMade, response: CoachResponse) -> None:
+    await _publish(
+        broker,
+        CoachResponded(
+            referral_id=offer.referral_id,
+            offer_id=offer.offer_id,
+            coach_id=offer.coach_id,
+            response=response,
+            via=ResponseVia.LINK,
+            responded_at=datetime.now(UTC),
+        ),
+    )
+
+
+async def test_the_ladder_from_the_best_site_coach_to_unassigned(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    site_id = await _site(matching_database, DispatchSettings(ack_timeout=timedelta(seconds=1)))
+    created = await _publish(hospital_and_notify, _referral(site_id))
+    await _publish(hospital_and_notify, created.data, event_id=created.id)  # a duplicate
+    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+
+    [first] = await dispatched.until(1, "the first offer")
+    assert isinstance(first, OfferMade)
+    assert first.coach_id == SPANISH_SPEAKER  # the patient needs Spanish; no interpreter here
+    assert first.tier is Tier.SITE
+    await _answer(hospital_and_notify, first, CoachResponse.DECLINED)
+
+    # The English speaker is not eligible (no interpreter): the state pool is next. Then
+    # the ack timeout (1 s) expires that offer, and the supervisor is paged.
+    events = await dispatched.until(6, "escalation to the supervisor")
+    assert _kinds(events) == [
+        "OfferMade",
+        "ReferralEscalated",
+        "OfferMade",
+        "OfferWithdrawn",
+        "ReferralEscalated",
+        "OfferMade",
+    ]
+    assert isinstance(events[2], OfferMade)
+    assert events[2].coach_id == STATE_COACH
+    assert isinstance(events[3], OfferWithdrawn)
+    assert events[3].reason == "expired"
+    supervisor_offer = events[5]
+    assert isinstance(supervisor_offer, OfferMade)
+    assert (supervisor_offer.coach_id, supervisor_offer.tier) == (SUPERVISOR, Tier.SUPERVISOR)
+
+    await _answer(hospital_and_notify, supervisor_offer, CoachResponse.DECLINED)
+    events = await dispatched.until(7, "unassigned")
+    assert isinstance(events[6], ReferralUnassigned)
+    assert events[6].reason == "ladder_exhausted"
+    assert [e.coach_id for e in events if isinstance(e, OfferMade)].count(SPANISH_SPEAKER) == 1
+
+
+async def test_broadcast_with_simultaneous_acceptances_assigns_once(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    site_id = await _site(matching_database, DispatchSettings(mode=DispatchMode.BROADCAST))
+    created = await _publish(
+        hospital_and_notify, _referral(site_id, language="en", interpreter_needed=False)
+    )
+    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+    offers = await dispatched.until(2, "a broadcast of two offers")
+    assert {o.coach_id for o in offers} == {SPANISH_SPEAKER, ENGLISH_SPEAKER}
+    await asyncio.gather(*(_answer(hospital_and_notify, o, CoachResponse.ACCEPTED) for o in offers))
+    events = await dispatched.until(4, "one assignment and one withdrawal")
+    assigned = [e for e in events if isinstance(e, CoachAssigned)]
+    assert len(assigned) == 1
+    [filled] = [e for e in events if isinstance(e, OfferWithdrawn)]
+    assert filled.reason == "filled"
+    assert filled.coach_id != assigned[0].coach_id
+
+
+async def test_a_cancelled_referral_withdraws_its_open_offers(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    site_id = await _site(matching_database, DispatchSettings(mode=DispatchMode.BROADCAST))
+    created = await _publish(
+        hospital_and_notify, _referral(site_id, language="en", interpreter_needed=False)
+    )
+    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+    await dispatched.until(2, "two offers")
+    await _publish(
+        hospital_and_notify,
+        ReferralCancelled(
+            referral_id=created.data.referral_id,
+            reason=CancelReason.PATIENT_LEFT,
+            cancelled_at=datetime.now(UTC),
+        ),
+    )
+    events = await dispatched.until(4, "both offers withdrawn")
+    withdrawn = [e for e in events if isinstance(e, OfferWithdrawn)]
+    assert {w.reason for w in withdrawn} == {"cancelled"}
+    assert len(withdrawn) == 2
+    assert not any(isinstance(e, ReferralEscalated) for e in events)
