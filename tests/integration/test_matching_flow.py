@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from faststream.kafka import KafkaBroker
 
@@ -260,6 +261,17 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
     assert isinstance(events[6], ReferralUnassigned)
     assert events[6].reason == "ladder_exhausted"
     assert [e.coach_id for e in events if isinstance(e, OfferMade)].count(SPANISH_SPEAKER) == 1
+
+    transport = httpx.ASGITransport(app=matching.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://matching") as client:
+        assert (await client.get("/readyz")).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert f'handoff_escalations_total{{site="{site_id}",tier="supervisor"}} 1.0' in metrics
+    assert f'handoff_offers_total{{outcome="expired",site="{site_id}"}} 1.0' in metrics
+    assert (
+        f'handoff_referrals_unassigned_total{{reason="ladder_exhausted",site="{site_id}"}} 1.0'
+    ) in metrics
+    assert 'handoff_timers_fired_total{kind="offer_expiry"}' in metrics
 
 
 async def test_broadcast_with_simultaneous_acceptances_assigns_once(

@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from handoff_matching import OFFER_EXPIRY, SOURCE
+from handoff_matching import OFFER_EXPIRY, SOURCE, metrics
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import (
     CancelTimer,
@@ -29,11 +29,16 @@ from handoff_platform.outbox import Outbox
 from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.events import (
+    CoachAssigned,
     CoachResponded,
     OfferBriefing,
+    OfferMade,
+    OfferWithdrawn,
     PageFailed,
     ReferralCancelled,
     ReferralCreated,
+    ReferralEscalated,
+    ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import CoachResponse, Tier
 
@@ -91,6 +96,7 @@ class MatchingService:
         if data.response is CoachResponse.ACCEPTED:
             effects = dispatch.accept(data.offer_id, now)
         elif data.response is CoachResponse.DECLINED:
+            metrics.OFFERS.labels(dispatch.facts.site_id, "declined").inc()
             effects = dispatch.decline(
                 data.offer_id, now, await self._candidates_now(connection, dispatch, now)
             )
@@ -216,7 +222,26 @@ class MatchingService:
             await self.outbox.put(connection, *events)
         await dispatch_store.save(connection, dispatch)
         for envelope in events:
+            _count(dispatch, envelope.data)
             log.info(
                 "dispatch event",
                 extra={"referral_id": str(dispatch.facts.referral_id), "event_type": envelope.type},
             )
+
+
+def _count(dispatch: Dispatch, event: EventPayload) -> None:
+    site = dispatch.facts.site_id
+    if isinstance(event, OfferMade):
+        metrics.OFFERS.labels(site, "made").inc()
+    elif isinstance(event, CoachAssigned):
+        metrics.OFFERS.labels(site, "accepted").inc()
+        if dispatch.started_at is not None:
+            metrics.TIME_TO_ACCEPTANCE.labels(site).observe(
+                (event.assigned_at - dispatch.started_at).total_seconds()
+            )
+    elif isinstance(event, OfferWithdrawn):
+        metrics.OFFERS.labels(site, event.reason.value).inc()
+    elif isinstance(event, ReferralEscalated):
+        metrics.ESCALATIONS.labels(site, event.to_tier.value).inc()
+    elif isinstance(event, ReferralUnassigned):
+        metrics.UNASSIGNED.labels(site, event.reason.value).inc()

@@ -124,8 +124,10 @@ class Dispatch:
     state: DispatchState = DispatchState.OFFERING
     offers: list[Offer] = field(default_factory=list)
     assigned_coach: UUID | None = None
+    started_at: datetime | None = None
 
     def start(self, now: datetime, candidates: Candidates) -> list[Effect]:
+        self.started_at = now
         return self._offer_next(now, candidates)
 
     def accept(self, offer_id: UUID, now: datetime) -> list[Effect]:

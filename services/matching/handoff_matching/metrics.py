@@ -1,0 +1,23 @@
+"""The matching service's own metrics. Labels are codes and site ids, never patient data."""
+
+from prometheus_client import Counter, Histogram
+
+OFFERS = Counter(
+    "handoff_offers_total",
+    "Offers by outcome: made, accepted, declined, expired, unreachable, withdrawn.",
+    ["site", "outcome"],
+)
+ESCALATIONS = Counter(
+    "handoff_escalations_total", "Referrals escalated, by the tier reached.", ["site", "tier"]
+)
+UNASSIGNED = Counter(
+    "handoff_referrals_unassigned_total",
+    "Referrals nobody accepted after the whole ladder.",
+    ["site", "reason"],
+)
+TIME_TO_ACCEPTANCE = Histogram(
+    "handoff_time_to_acceptance_seconds",
+    "From the referral reaching matching to a coach's acceptance.",
+    ["site"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)
