@@ -63,6 +63,15 @@ def _migration_files(package: str) -> list[Traversable]:
 PLATFORM_MIGRATIONS = "handoff_platform.migrations"
 
 
+async def migrate_database(database_url: str, schema: str, package: str) -> list[str]:
+    """`migrate` on a connection of its own (the advisory lock is session-scoped)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await migrate(connection, schema, package)
+    finally:
+        await connection.close()
+
+
 async def migrate(
     connection: asyncpg.Connection, schema: str, package: str | None = None
 ) -> list[str]:

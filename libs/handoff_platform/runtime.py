@@ -11,9 +11,14 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+import asyncpg
 from faststream.kafka import KafkaBroker
 
+from handoff_platform.http import ReadinessCheck
 from handoff_platform.kafka import ensure_topics
+from handoff_platform.outbox import OutboxRelay
+
+OUTBOX_HEALTHY_AGE_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +84,23 @@ async def connect_when_reachable(
         connected.set()
         log.info("connected to Kafka")
         return
+
+
+def readiness_checks(
+    pool: asyncpg.Pool, broker: KafkaBroker, kafka_connected: asyncio.Event, relay: OutboxRelay
+) -> dict[str, ReadinessCheck]:
+    """Ready: the database answers, and Kafka answers or the outbox is still young.
+
+    With Kafka away a service keeps accepting work into its outbox, so it stays ready
+    until the oldest unpublished event is a minute old.
+    """
+
+    async def database_answers() -> bool:
+        return bool(await pool.fetchval("SELECT true"))
+
+    async def kafka_or_outbox_healthy() -> bool:
+        if kafka_connected.is_set() and await broker.ping(timeout=1.0):
+            return True
+        return relay.oldest_pending_age < OUTBOX_HEALTHY_AGE_SECONDS
+
+    return {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}

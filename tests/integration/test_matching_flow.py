@@ -5,9 +5,8 @@ A broker of its own, so the referrals other tests publish are not dispatched her
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,7 +21,7 @@ from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics, make_broker
-from handoff_schemas import Envelope, EventPayload, Topic
+from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     CoachAssigned,
@@ -45,7 +44,7 @@ from handoff_schemas.vocabulary import (
     Urgency,
 )
 from tests.integration.conftest import create_database
-from tests.support.kafka import read_topic
+from tests.support.kafka import read_topic, send
 from tests.support.waiting import eventually
 
 SPANISH_SPEAKER, ENGLISH_SPEAKER, STATE_COACH, SUPERVISOR = (uuid.uuid4() for _ in range(4))
@@ -91,16 +90,6 @@ def _roster(site_id: str) -> RosterFile:
             ],
         }
     )
-
-
-@pytest.fixture(scope="module")
-def own_kafka(infrastructure_dir: Path) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(infrastructure_dir / f"kafka-matching-{uuid.uuid4().hex[:6]}")
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -150,20 +139,6 @@ async def _site(
     return site_id
 
 
-async def _publish(
-    broker: KafkaBroker, payload: EventPayload, event_id: uuid.UUID | None = None
-) -> Envelope[Any]:
-    envelope = Envelope.wrap(
-        payload, source="/handoff/test", correlation_id="flow", event_id=event_id
-    )
-    await broker.publish(
-        envelope.model_dump_json().encode(),
-        envelope.topic.value,
-        key=str(envelope.subject).encode(),
-    )
-    return envelope
-
-
 def _referral(
     site_id: str, language: str = "es", interpreter_needed: bool = True
 ) -> ReferralCreated:
@@ -207,7 +182,7 @@ def _kinds(events: list[Any]) -> list[str]:
 
 
 async def _answer(broker: KafkaBroker, offer: OfferMade, response: CoachResponse) -> None:
-    await _publish(
+    await send(
         broker,
         CoachResponded(
             referral_id=offer.referral_id,
@@ -227,8 +202,8 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
     hospital_and_notify: KafkaBroker,
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings(ack_timeout=timedelta(seconds=1)))
-    created = await _publish(hospital_and_notify, _referral(site_id))
-    await _publish(hospital_and_notify, created.data, event_id=created.id)  # a duplicate
+    created = await send(hospital_and_notify, _referral(site_id))
+    await send(hospital_and_notify, created.data, event_id=created.id)  # a duplicate
     dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
 
     [first] = await dispatched.until(1, "the first offer")
@@ -281,7 +256,7 @@ async def test_broadcast_with_simultaneous_acceptances_assigns_once(
     hospital_and_notify: KafkaBroker,
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings(mode=DispatchMode.BROADCAST))
-    created = await _publish(
+    created = await send(
         hospital_and_notify, _referral(site_id, language="en", interpreter_needed=False)
     )
     dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
@@ -303,12 +278,12 @@ async def test_a_cancelled_referral_withdraws_its_open_offers(
     hospital_and_notify: KafkaBroker,
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings(mode=DispatchMode.BROADCAST))
-    created = await _publish(
+    created = await send(
         hospital_and_notify, _referral(site_id, language="en", interpreter_needed=False)
     )
     dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
     await dispatched.until(2, "two offers")
-    await _publish(
+    await send(
         hospital_and_notify,
         ReferralCancelled(
             referral_id=created.data.referral_id,

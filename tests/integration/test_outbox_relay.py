@@ -6,9 +6,8 @@ These tests run their own broker, so they can stop it, and their own databases.
 import asyncio
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,16 +26,6 @@ from tests.integration.conftest import (
 from tests.support.kafka import read_topic
 from tests.support.patients import referral_body
 from tests.support.waiting import eventually
-
-
-@pytest.fixture(scope="module")
-def own_kafka(infrastructure_dir: Path) -> Iterator[KafkaCluster]:
-    cluster = KafkaCluster(infrastructure_dir / f"kafka-relay-{uuid.uuid4().hex[:6]}")
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 async def _running(runtime: ReferralRuntime) -> bool:

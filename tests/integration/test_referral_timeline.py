@@ -10,7 +10,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform.kafka import make_broker
 from handoff_referral.app import ReferralRuntime
-from handoff_schemas import Envelope, EventPayload, dead_letter_topic
+from handoff_schemas import dead_letter_topic
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
@@ -26,7 +26,7 @@ from handoff_schemas.vocabulary import (
 )
 from tests.integration.conftest import Hospital, HospitalFactory
 from tests.support.events import BRIEFING
-from tests.support.kafka import read_topic
+from tests.support.kafka import read_topic, send
 from tests.support.patients import referral_body
 from tests.support.waiting import eventually
 
@@ -37,20 +37,6 @@ async def other_services(kafka_topics: str) -> AsyncIterator[KafkaBroker]:
     broker = make_broker(kafka_topics, client_id="stand-in-for-matching-and-notify")
     async with broker:
         yield broker
-
-
-async def _send(
-    broker: KafkaBroker, payload: EventPayload, event_id: uuid.UUID | None = None
-) -> Envelope[Any]:
-    envelope = Envelope.wrap(
-        payload, source="/handoff/matching", correlation_id="c-1", event_id=event_id
-    )
-    await broker.publish(
-        envelope.model_dump_json().encode(),
-        envelope.topic.value,
-        key=str(envelope.subject).encode(),
-    )
-    return envelope
 
 
 async def _new_referral(ed: Hospital) -> uuid.UUID:
@@ -93,10 +79,10 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     coach_id, offer_id = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
 
-    offer = await _send(other_services, _offer(referral_id, coach_id, offer_id))
+    offer = await send(other_services, _offer(referral_id, coach_id, offer_id))
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
 
-    await _send(
+    await send(
         other_services,
         CoachAssigned(
             referral_id=referral_id,
@@ -109,7 +95,7 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     await _timeline_is(ed, referral_id, ["received", "offered", "accepted"], "accepted")
 
     for response, second in ((CoachResponse.ARRIVED, 2), (CoachResponse.COMPLETED, 3)):
-        await _send(
+        await send(
             other_services,
             CoachResponded(
                 referral_id=referral_id,
@@ -128,8 +114,8 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     )
 
     # The same OfferMade again (same event id) and a second offer change nothing now.
-    await _send(other_services, offer.data, event_id=offer.id)
-    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, offer.data, event_id=offer.id)
+    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
     cancel = await ed.client.post(
         f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
     )
@@ -142,8 +128,8 @@ async def test_nobody_accepting_shows_unassigned(
 ) -> None:
     ed = await hospital()
     referral_id = await _new_referral(ed)
-    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
-    await _send(
+    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(
         other_services,
         ReferralUnassigned(
             referral_id=referral_id,
@@ -170,8 +156,8 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_c
     for value in poison:
         await other_services.publish(value, "handoff.dispatch", key=str(referral_id).encode())
     # A well-formed event for a referral this service never received is a bug elsewhere.
-    stray = await _send(other_services, _offer(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()))
-    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    stray = await send(other_services, _offer(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
 
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
 
@@ -202,7 +188,7 @@ async def test_consumer_lag_is_exported_per_partition_and_drains_to_zero(
 ) -> None:
     ed = await hospital()
     referral_id = await _new_referral(ed)
-    await _send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
 
     async def all_partitions_caught_up() -> bool:

@@ -2,12 +2,13 @@
 
 import time
 from typing import Any
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 
-from handoff_schemas import Envelope, partition_key
+from handoff_schemas import Envelope, EventPayload, partition_key
 
 
 async def read_topic(
@@ -45,9 +46,17 @@ async def read_topic(
         await consumer.stop()
 
 
-async def publish(broker: KafkaBroker, envelope: Envelope[Any]) -> None:
+async def send(
+    broker: KafkaBroker,
+    payload: EventPayload,
+    event_id: UUID | None = None,
+    source: str = "/handoff/tests",
+) -> Envelope[Any]:
+    """Publish an event as the service that owns it would; a given event id makes a duplicate."""
+    envelope = Envelope.wrap(payload, source=source, correlation_id="tests", event_id=event_id)
     await broker.publish(
         envelope.model_dump_json().encode(),
         envelope.topic.value,
         key=partition_key(envelope.subject),
     )
+    return envelope

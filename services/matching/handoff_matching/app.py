@@ -17,7 +17,12 @@ from handoff_platform.http import RequestContext, install_error_handlers, operat
 from handoff_platform.kafka import make_broker
 from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
-from handoff_platform.runtime import BackgroundTasks, connect_when_reachable, stop_broker
+from handoff_platform.runtime import (
+    BackgroundTasks,
+    connect_when_reachable,
+    readiness_checks,
+    stop_broker,
+)
 from handoff_platform.settings import PlatformSettings
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic, dead_letter_topic
@@ -91,19 +96,7 @@ def _http_app(
 ) -> FastAPI:
     app = FastAPI(title="Handoff matching", version="1")
 
-    async def database_answers() -> bool:
-        return bool(await pool.fetchval("SELECT true"))
-
-    async def kafka_or_outbox_healthy() -> bool:
-        if kafka_connected.is_set() and await broker.ping(timeout=1.0):
-            return True
-        return relay.oldest_pending_age < 60.0
-
-    app.include_router(
-        operations_router(
-            {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}
-        )
-    )
+    app.include_router(operations_router(readiness_checks(pool, broker, kafka_connected, relay)))
     install_error_handlers(app)
     app.add_middleware(RequestContext)
     return app

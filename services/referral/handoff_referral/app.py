@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
 from handoff_platform.consumer import IdempotentConsumer
-from handoff_platform.database import create_pool, migrate
+from handoff_platform.database import create_pool, migrate_database
 from handoff_platform.http import (
     BodySizeLimit,
     RequestContext,
@@ -19,7 +19,12 @@ from handoff_platform.http import (
 from handoff_platform.kafka import make_broker
 from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
-from handoff_platform.runtime import BackgroundTasks, connect_when_reachable, stop_broker
+from handoff_platform.runtime import (
+    BackgroundTasks,
+    connect_when_reachable,
+    readiness_checks,
+    stop_broker,
+)
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.entrypoints.consumers import timeline_handlers
@@ -29,15 +34,10 @@ from handoff_referral.settings import ReferralSettings
 from handoff_schemas import Topic, dead_letter_topic
 
 MIGRATIONS = "handoff_referral.adapters.migrations"
-OUTBOX_HEALTHY_AGE_SECONDS = 60.0
 
 
 async def apply_migrations(database_url: str) -> list[str]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return await migrate(connection, SCHEMA, MIGRATIONS)
-    finally:
-        await connection.close()
+    return await migrate_database(database_url, SCHEMA, MIGRATIONS)
 
 
 @dataclass
@@ -105,21 +105,7 @@ def _http_app(
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
 
-    async def database_answers() -> bool:
-        async with pool.acquire() as connection:
-            return bool(await connection.fetchval("SELECT true"))
-
-    async def kafka_or_outbox_healthy() -> bool:
-        if kafka_connected.is_set() and await broker.ping(timeout=1.0):
-            return True
-        # Kafka away: still ready while the outbox drains within a minute of writing.
-        return relay.oldest_pending_age < OUTBOX_HEALTHY_AGE_SECONDS
-
-    app.include_router(
-        operations_router(
-            {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}
-        )
-    )
+    app.include_router(operations_router(readiness_checks(pool, broker, kafka_connected, relay)))
     app.include_router(build_router(service))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -6,24 +6,18 @@ from dataclasses import dataclass
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
 from handoff_matching import SCHEMA
 from handoff_matching.domain.eligibility import Certification, Coach
 from handoff_matching.domain.schedules import Pool, PoolKind, WeeklyShift
 from handoff_matching.roster_file import RosterFile
-from handoff_platform.database import Connection, migrate
+from handoff_platform.database import Connection, migrate_database
 from handoff_schemas.vocabulary import GenderPreference, Substance
 
 MIGRATIONS = "handoff_matching.adapters.migrations"
 
 
 async def apply_migrations(database_url: str) -> list[str]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        return await migrate(connection, SCHEMA, MIGRATIONS)
-    finally:
-        await connection.close()
+    return await migrate_database(database_url, SCHEMA, MIGRATIONS)
 
 
 @dataclass(frozen=True)
