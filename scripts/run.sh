@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: Kafka and PostgreSQL as local processes, the referral service, and a demo
-# emergency department with an API key. Ctrl-C stops all of it.
+# `make run`: Kafka and PostgreSQL as local processes, the referral and matching services,
+# a demo emergency department with an API key, and a demo roster. Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HANDOFF=.venv/bin/handoff
@@ -18,6 +18,14 @@ $HANDOFF referral site add --id md-mercy --name "Mercy Medical Center" \
   --short-name "Mercy ED" --state MD --time-zone America/New_York
 KEY=$($HANDOFF referral key create --site md-mercy --label "demo" 2>/dev/null)
 
+say "importing the demo roster: three coaches on call around the clock for md-mercy and MD"
+$HANDOFF matching roster import deploy/demo/roster.json
+
+say "starting the matching service on port $((PORT + 1))"
+$HANDOFF matching serve --port "$((PORT + 1))" &
+MATCHING=$!
+trap 'echo; say "stopping"; kill $MATCHING 2>/dev/null || true; wait $MATCHING 2>/dev/null || true; $HANDOFF dev down' EXIT
+
 cat <<INFO
 
   Referral API docs   http://127.0.0.1:$PORT/docs
@@ -34,8 +42,11 @@ cat <<INFO
          "patient": {"preferred_language": "en", "interpreter_needed": false,
                      "substances": ["opioids"], "consent": "obtained"}}'
 
-  Matching and notify are not built yet: the referral stays "received".
-  Ctrl-C stops the service, Kafka and PostgreSQL.
+  Matching offers it to the best coach on call: GET /v1/referrals/<id> shows "offered".
+  Notify is not built yet, so no page is sent and no one answers; after the 5-minute ack
+  timeout the offer passes to the next coach, up to "unassigned".
+  Matching metrics    http://127.0.0.1:$((PORT + 1))/metrics
+  Ctrl-C stops the services, Kafka and PostgreSQL.
 
 INFO
 say "starting the referral service on port $PORT"
