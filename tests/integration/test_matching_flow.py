@@ -19,7 +19,6 @@ from handoff_matching.adapters import dispatch_store
 from handoff_matching.adapters.roster_store import apply_migrations, import_roster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
-from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
@@ -29,67 +28,26 @@ from handoff_schemas.events import (
     OfferMade,
     OfferWithdrawn,
     ReferralCancelled,
-    ReferralCreated,
     ReferralEscalated,
     ReferralUnassigned,
-    SiteFacts,
 )
 from handoff_schemas.vocabulary import (
     CancelReason,
     CoachResponse,
-    Consent,
     ResponseVia,
-    Substance,
     Tier,
-    Urgency,
 )
 from tests.integration.conftest import create_database
 from tests.support.kafka import read_topic, send
+from tests.support.matching import (
+    ENGLISH_SPEAKER,
+    SPANISH_SPEAKER,
+    STATE_COACH,
+    SUPERVISOR,
+    demo_roster,
+    referral_created,
+)
 from tests.support.waiting import eventually
-
-SPANISH_SPEAKER, ENGLISH_SPEAKER, STATE_COACH, SUPERVISOR = (uuid.uuid4() for _ in range(4))
-EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-
-
-def _roster(site_id: str) -> RosterFile:
-    def coach(coach_id: uuid.UUID, languages: list[str]) -> dict[str, Any]:
-        return {
-            "coach_id": str(coach_id),
-            "display_name": "Coach",
-            "contact_methods": [{"channel": "sms", "destination": "+14105550199"}],
-            "languages": languages,
-            "max_concurrent": 3,  # the tests share these coaches
-            "certifications": [{"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}],
-        }
-
-    def always(coach_id: uuid.UUID, pool: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "coach_id": str(coach_id),
-                "pool": pool,
-                "weekday": day,
-                "start": "00:00",
-                "end": "00:00",
-                "time_zone": "America/New_York",
-            }
-            for day in EVERY_DAY
-        ]
-
-    return RosterFile.model_validate(
-        {
-            "coaches": [
-                coach(SPANISH_SPEAKER, ["es"]),
-                coach(ENGLISH_SPEAKER, ["en"]),
-                coach(STATE_COACH, ["es-US"]),
-                coach(SUPERVISOR, ["en"]),
-            ],
-            "shifts": [
-                *always(SPANISH_SPEAKER, f"site:{site_id}"),
-                *always(ENGLISH_SPEAKER, f"site:{site_id}"),
-                *always(STATE_COACH, "state:MD"),
-            ],
-        }
-    )
 
 
 @pytest.fixture(scope="module")
@@ -132,30 +90,11 @@ async def _site(
     site_id = f"md-{uuid.uuid4().hex[:8]}"
     connection = await asyncpg.connect(database)
     try:
-        await import_roster(connection, _roster(site_id))
+        await import_roster(connection, demo_roster(site_id))
         await dispatch_store.put_site_settings(connection, site_id, settings, False, supervisors)
     finally:
         await connection.close()
     return site_id
-
-
-def _referral(
-    site_id: str, language: str = "es", interpreter_needed: bool = True
-) -> ReferralCreated:
-    return ReferralCreated(
-        referral_id=uuid.uuid4(),
-        site=SiteFacts(
-            site_id=site_id, short_name="Test ED", state="MD", time_zone="America/New_York"
-        ),
-        urgency=Urgency.URGENT,
-        location="ED bay 4",
-        callback_phone="+14105550100",
-        preferred_language=language,
-        interpreter_needed=interpreter_needed,
-        substances=frozenset({Substance.OPIOIDS}),
-        consent=Consent.OBTAINED,
-        received_at=datetime.now(UTC),
-    )
 
 
 class Dispatched:
@@ -202,7 +141,7 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
     hospital_and_notify: KafkaBroker,
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings(ack_timeout=timedelta(seconds=1)))
-    created = await send(hospital_and_notify, _referral(site_id))
+    created = await send(hospital_and_notify, referral_created(site_id))
     await send(hospital_and_notify, created.data, event_id=created.id)  # a duplicate
     dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
 
@@ -257,7 +196,7 @@ async def test_broadcast_with_simultaneous_acceptances_assigns_once(
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings(mode=DispatchMode.BROADCAST))
     created = await send(
-        hospital_and_notify, _referral(site_id, language="en", interpreter_needed=False)
+        hospital_and_notify, referral_created(site_id, language="en", interpreter_needed=False)
     )
     dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
     offers = await dispatched.until(2, "a broadcast of two offers")
@@ -279,7 +218,7 @@ async def test_a_cancelled_referral_withdraws_its_open_offers(
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings(mode=DispatchMode.BROADCAST))
     created = await send(
-        hospital_and_notify, _referral(site_id, language="en", interpreter_needed=False)
+        hospital_and_notify, referral_created(site_id, language="en", interpreter_needed=False)
     )
     dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
     await dispatched.until(2, "two offers")
@@ -296,3 +235,33 @@ async def test_a_cancelled_referral_withdraws_its_open_offers(
     assert {w.reason for w in withdrawn} == {"cancelled"}
     assert len(withdrawn) == 2
     assert not any(isinstance(e, ReferralEscalated) for e in events)
+
+
+async def test_two_replicas_make_one_first_offer_perreferral_created(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    second = await MatchingRuntime.start(
+        MatchingSettings(
+            database_url=matching_database, kafka_bootstrap_servers=own_kafka.bootstrap_servers
+        )
+    )
+    try:
+        await eventually(lambda: _connected(second), within=60, what="the second replica")
+        site_id = await _site(matching_database, DispatchSettings())
+        referrals = [await send(hospital_and_notify, referral_created(site_id)) for _ in range(20)]
+        wanted = {str(r.data.referral_id).encode() for r in referrals}
+
+        async def first_offers() -> dict[bytes, int] | None:
+            counts = dict.fromkeys(wanted, 0)
+            for record in await read_topic(own_kafka.bootstrap_servers, Topic.DISPATCH):
+                if record.key in counts and isinstance(decode_event(record.value).data, OfferMade):
+                    counts[record.key] += 1
+            return counts if all(counts.values()) else None
+
+        counts = await eventually(first_offers, within=60, what="an offer for every referral")
+        assert set(counts.values()) == {1}
+    finally:
+        await second.stop()

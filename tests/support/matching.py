@@ -1,0 +1,72 @@
+"""A roster and referrals for matching tests: four coaches, one site, always on call."""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from handoff_matching.roster_file import RosterFile
+from handoff_schemas.events import ReferralCreated, SiteFacts
+from handoff_schemas.vocabulary import Consent, Substance, Urgency
+
+SPANISH_SPEAKER, ENGLISH_SPEAKER, STATE_COACH, SUPERVISOR = (uuid.uuid4() for _ in range(4))
+EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def demo_roster(site_id: str) -> RosterFile:
+    def coach(coach_id: uuid.UUID, languages: list[str]) -> dict[str, Any]:
+        return {
+            "coach_id": str(coach_id),
+            "display_name": "Coach",
+            "contact_methods": [{"channel": "sms", "destination": "+14105550199"}],
+            "languages": languages,
+            "max_concurrent": 3,  # the tests share these coaches
+            "certifications": [{"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}],
+        }
+
+    def always(coach_id: uuid.UUID, pool: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "coach_id": str(coach_id),
+                "pool": pool,
+                "weekday": day,
+                "start": "00:00",
+                "end": "00:00",
+                "time_zone": "America/New_York",
+            }
+            for day in EVERY_DAY
+        ]
+
+    return RosterFile.model_validate(
+        {
+            "coaches": [
+                coach(SPANISH_SPEAKER, ["es"]),
+                coach(ENGLISH_SPEAKER, ["en"]),
+                coach(STATE_COACH, ["es-US"]),
+                coach(SUPERVISOR, ["en"]),
+            ],
+            "shifts": [
+                *always(SPANISH_SPEAKER, f"site:{site_id}"),
+                *always(ENGLISH_SPEAKER, f"site:{site_id}"),
+                *always(STATE_COACH, "state:MD"),
+            ],
+        }
+    )
+
+
+def referral_created(
+    site_id: str, language: str = "es", interpreter_needed: bool = True
+) -> ReferralCreated:
+    return ReferralCreated(
+        referral_id=uuid.uuid4(),
+        site=SiteFacts(
+            site_id=site_id, short_name="Test ED", state="MD", time_zone="America/New_York"
+        ),
+        urgency=Urgency.URGENT,
+        location="ED bay 4",
+        callback_phone="+14105550100",
+        preferred_language=language,
+        interpreter_needed=interpreter_needed,
+        substances=frozenset({Substance.OPIOIDS}),
+        consent=Consent.OBTAINED,
+        received_at=datetime.now(UTC),
+    )
