@@ -89,8 +89,13 @@ class WeeklyShift:
             day += timedelta(days=7)
 
     def covers(self, instant: datetime) -> bool:
-        moment = Interval(instant, instant + timedelta(microseconds=1))
-        return any(instant in occurrence for occurrence in self.occurrences(moment))
+        # A shift lasts at most a day, so only one starting today or yesterday can cover now.
+        today = instant.astimezone(self.zone).date()
+        return any(
+            instant in self.occurrence_starting(day)
+            for day in (today, today - timedelta(days=1))
+            if day.weekday() == self.weekday
+        )
 
 
 class OverrideKind(StrEnum):
