@@ -11,11 +11,11 @@ from typing import Any
 
 import asyncpg
 
-from handoff_matching.adapters.roster_store import coaches_by_id, shifts_for
+from handoff_matching.adapters.roster_store import coaches_by_id, overrides_for, shifts_for
 from handoff_matching.domain.schedules import Pool, on_call
 from tests.integration.conftest import create_database
 
-ANA, BEN = uuid.uuid4(), uuid.uuid4()
+ANA, BEN, SICK_NIGHT = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
 
 def roster() -> dict[str, Any]:
@@ -63,6 +63,16 @@ def roster() -> dict[str, Any]:
                 "time_zone": "America/New_York",
             },
         ],
+        "overrides": [
+            {
+                "override_id": str(SICK_NIGHT),
+                "kind": "remove",
+                "pool": "site:md-mercy",
+                "coach_id": str(ANA),
+                "starts_at": "2026-11-29T02:00:00Z",
+                "ends_at": "2026-11-29T04:00:00Z",
+            },
+        ],
     }
 
 
@@ -86,12 +96,17 @@ async def test_a_roster_file_is_imported_idempotently_and_read_back(
     for _ in range(2):  # importing the same file again changes nothing
         result = run_import(path, database)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "imported 2 coaches, 1 certifications, 2 shifts"
+        assert result.stdout.strip() == (
+            "imported 2 coaches, 1 certifications, 2 shifts, 1 overrides"
+        )
 
     connection = await asyncpg.connect(database)
     try:
         coaches = await coaches_by_id(connection, [ANA, BEN])
         shifts = await shifts_for(connection, [Pool.site("md-mercy"), Pool.state("MD")])
+        sick = await overrides_for(
+            connection, [Pool.site("md-mercy")], datetime(2026, 11, 29, 3, tzinfo=UTC)
+        )
         assert await connection.fetchval("SELECT count(*) FROM matching.shifts") == 2
     finally:
         await connection.close()
@@ -101,6 +116,7 @@ async def test_a_roster_file_is_imported_idempotently_and_read_back(
     assert coaches[BEN].certifications == ()
     saturday_night = datetime(2026, 11, 29, 3, tzinfo=UTC)  # Sat 22:00 EST
     assert on_call(Pool.site("md-mercy"), saturday_night, shifts, []) == {ANA}
+    assert on_call(Pool.site("md-mercy"), saturday_night, shifts, sick) == set()
     sunday_noon = datetime(2026, 11, 29, 17, tzinfo=UTC)
     assert on_call(Pool.state("MD"), sunday_noon, shifts, []) == {BEN}
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -23,7 +24,14 @@ from pydantic import (
 )
 
 from handoff_matching.domain.eligibility import Certification, Coach
-from handoff_matching.domain.schedules import Pool, PoolKind, WeeklyShift
+from handoff_matching.domain.schedules import (
+    Interval,
+    Override,
+    OverrideKind,
+    Pool,
+    PoolKind,
+    WeeklyShift,
+)
 from handoff_schemas.vocabulary import Channel, E164Phone, GenderPreference, LanguageTag, Substance
 
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -39,6 +47,12 @@ def _time_zone(name: str) -> str:
 
 
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
+PoolName = Annotated[str, Field(pattern=r"^(site:[a-z0-9][a-z0-9-]{1,39}|state:[A-Z]{2})$")]
+
+
+def _pool(name: str) -> Pool:
+    kind, key = name.split(":", 1)
+    return Pool(PoolKind(kind), key)
 
 
 class Strict(BaseModel):
@@ -110,17 +124,16 @@ class CoachRow(Strict):
 
 class ShiftRow(Strict):
     coach_id: UUID
-    pool: Annotated[str, Field(pattern=r"^(site:[a-z0-9][a-z0-9-]{1,39}|state:[A-Z]{2})$")]
+    pool: PoolName
     weekday: Weekday
     start: time
     end: time
     time_zone: TimeZone
 
     def to_shift(self) -> WeeklyShift:
-        kind, key = self.pool.split(":", 1)
         return WeeklyShift(
             self.coach_id,
-            Pool(PoolKind(kind), key),
+            _pool(self.pool),
             WEEKDAYS.index(self.weekday),
             self.start,
             self.end,
@@ -128,9 +141,37 @@ class ShiftRow(Strict):
         )
 
 
+class OverrideRow(Strict):
+    override_id: UUID
+    kind: OverrideKind
+    pool: PoolName
+    coach_id: UUID
+    replaces: UUID | None = None
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "OverrideRow":
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        if (self.kind is OverrideKind.REPLACE) != (self.replaces is not None):
+            raise ValueError("a replace override, and only it, names the coach it replaces")
+        return self
+
+    def to_override(self) -> Override:
+        return Override(
+            self.kind,
+            _pool(self.pool),
+            Interval(self.starts_at, self.ends_at),
+            self.coach_id,
+            self.replaces,
+        )
+
+
 class RosterFile(Strict):
     coaches: list[CoachRow]
     shifts: list[ShiftRow] = []
+    overrides: list[OverrideRow] = []
 
     @model_validator(mode="after")
     def _references_hold(self) -> "RosterFile":
@@ -140,6 +181,9 @@ class RosterFile(Strict):
         for index, shift in enumerate(self.shifts):
             if shift.coach_id not in known:
                 raise ValueError(f"shifts[{index}].coach_id: no such coach in this file")
+        for index, override in enumerate(self.overrides):
+            if not {override.coach_id, override.replaces or override.coach_id} <= known:
+                raise ValueError(f"overrides[{index}]: names a coach not in this file")
         return self
 
 

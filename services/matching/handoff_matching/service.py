@@ -161,8 +161,9 @@ class MatchingService:
         )
         site_pool, state_pool = Pool.site(site.site_id), Pool.state(site.state)
         shifts = await roster_store.shifts_for(connection, [site_pool, state_pool])
-        at_site = on_call(site_pool, now, shifts, [])
-        in_state = on_call(state_pool, now, shifts, []) - at_site
+        overrides = await roster_store.overrides_for(connection, [site_pool, state_pool], now)
+        at_site = on_call(site_pool, now, shifts, overrides)
+        in_state = on_call(state_pool, now, shifts, overrides) - at_site
         _, _, supervisors = await dispatch_store.site_settings(connection, site.site_id)
         coaches = await roster_store.coaches_by_id(connection, [*at_site, *in_state])
         holding = await dispatch_store.open_assignments(connection, list(coaches))

@@ -3,12 +3,20 @@
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from handoff_matching import SCHEMA
 from handoff_matching.domain.eligibility import Certification, Coach
-from handoff_matching.domain.schedules import Pool, PoolKind, WeeklyShift
+from handoff_matching.domain.schedules import (
+    Interval,
+    Override,
+    OverrideKind,
+    Pool,
+    PoolKind,
+    WeeklyShift,
+)
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.database import Connection, migrate_database
 from handoff_schemas.vocabulary import GenderPreference, Substance
@@ -25,6 +33,7 @@ class ImportSummary:
     coaches: int
     certifications: int
     shifts: int
+    overrides: int
 
 
 async def import_roster(connection: Connection, roster: RosterFile) -> ImportSummary:
@@ -88,7 +97,30 @@ async def import_roster(connection: Connection, roster: RosterFile) -> ImportSum
                 for s in shifts
             ],
         )
-    return ImportSummary(len(roster.coaches), len(certifications), len(shifts))
+        await connection.executemany(
+            f"""INSERT INTO {SCHEMA}.overrides (override_id, kind, pool_kind, pool_key, coach_id,
+                    replaces, starts_at, ends_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (override_id) DO UPDATE SET kind = excluded.kind,
+                    pool_kind = excluded.pool_kind, pool_key = excluded.pool_key,
+                    coach_id = excluded.coach_id, replaces = excluded.replaces,
+                    starts_at = excluded.starts_at, ends_at = excluded.ends_at""",
+            [
+                (
+                    o.override_id,
+                    o.kind.value,
+                    *o.pool.split(":", 1),
+                    o.coach_id,
+                    o.replaces,
+                    o.starts_at,
+                    o.ends_at,
+                )
+                for o in roster.overrides
+            ],
+        )
+    return ImportSummary(
+        len(roster.coaches), len(certifications), len(shifts), len(roster.overrides)
+    )
 
 
 async def shifts_for(connection: Connection, pools: Iterable[Pool]) -> list[WeeklyShift]:
@@ -139,3 +171,28 @@ async def coaches_by_id(connection: Connection, coach_ids: Iterable[UUID]) -> di
         )
         for row in rows
     }
+
+
+async def overrides_for(
+    connection: Connection, pools: Iterable[Pool], at: datetime
+) -> list[Override]:
+    """The pools' overrides in force at `at`, in the order they were made."""
+    rows = await connection.fetch(
+        f"""SELECT kind, pool_kind, pool_key, coach_id, replaces, starts_at, ends_at
+            FROM {SCHEMA}.overrides
+            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])
+              AND starts_at <= $2 AND $2 < ends_at
+            ORDER BY created_at""",
+        [f"{pool.kind.value}:{pool.key}" for pool in pools],
+        at,
+    )
+    return [
+        Override(
+            OverrideKind(row["kind"]),
+            Pool(PoolKind(row["pool_kind"]), row["pool_key"]),
+            Interval(row["starts_at"], row["ends_at"]),
+            row["coach_id"],
+            row["replaces"],
+        )
+        for row in rows
+    ]

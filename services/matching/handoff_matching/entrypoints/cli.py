@@ -58,7 +58,7 @@ def import_command(
     summary = asyncio.run(_store(PlatformSettings().database_url, roster))
     typer.echo(
         f"imported {summary.coaches} coaches, {summary.certifications} certifications, "
-        f"{summary.shifts} shifts"
+        f"{summary.shifts} shifts, {summary.overrides} overrides"
     )
 
 
