@@ -49,6 +49,8 @@ from tests.support.matching import (
 )
 from tests.support.waiting import eventually
 
+ADMIN_TOKEN = "coordinator-secret"
+
 
 @pytest.fixture(scope="module")
 async def matching_database(database_url: str) -> str:
@@ -64,7 +66,9 @@ async def matching(
     await ensure_topics(own_kafka.bootstrap_servers)
     runtime = await MatchingRuntime.start(
         MatchingSettings(
-            database_url=matching_database, kafka_bootstrap_servers=own_kafka.bootstrap_servers
+            database_url=matching_database,
+            kafka_bootstrap_servers=own_kafka.bootstrap_servers,
+            matching_admin_token=ADMIN_TOKEN,
         )
     )
     await eventually(lambda: _connected(runtime), within=60, what="matching on Kafka")
@@ -265,3 +269,68 @@ async def test_two_replicas_make_one_first_offer_perreferral_created(
         assert set(counts.values()) == {1}
     finally:
         await second.stop()
+
+
+async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admin_api(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    site_id = await _site(matching_database, DispatchSettings())
+    transport = httpx.ASGITransport(app=matching.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://matching") as anonymous:
+        assert (await anonymous.get(f"/v1/admin/sites/{site_id}/dispatch")).status_code == 401
+        wrong = await anonymous.get(
+            f"/v1/admin/sites/{site_id}/dispatch", headers={"Authorization": "Bearer guess"}
+        )
+        assert wrong.status_code == 401
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://matching",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as admin:
+        settings = {
+            "mode": "broadcast",
+            "ack_timeout_seconds": 120,
+            "arrival_target_minutes": 45,
+            "broadcast_size": 2,
+            "interpreter_available": False,
+            "supervisors": [str(SUPERVISOR)],
+        }
+        assert (
+            await admin.put(f"/v1/admin/sites/{site_id}/dispatch", json=settings)
+        ).status_code == 200
+        assert (await admin.get(f"/v1/admin/sites/{site_id}/dispatch")).json() == settings
+        too_short = await admin.put(
+            f"/v1/admin/sites/{site_id}/dispatch", json={**settings, "ack_timeout_seconds": 5}
+        )
+        assert too_short.status_code == 422
+        assert too_short.json()["error"]["fields"][0]["field"] == "ack_timeout_seconds"
+
+        now = datetime.now(UTC)
+        override_id = str(uuid.uuid4())
+        sick = {
+            "override_id": override_id,
+            "kind": "remove",
+            "pool": f"site:{site_id}",
+            "coach_id": str(SPANISH_SPEAKER),
+            "starts_at": (now - timedelta(minutes=1)).isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+        }
+        assert (await admin.post("/v1/admin/overrides", json=sick)).status_code == 201
+        unknown = await admin.post(
+            "/v1/admin/overrides",
+            json={**sick, "override_id": str(uuid.uuid4()), "coach_id": str(uuid.uuid4())},
+        )
+        assert unknown.status_code == 422
+
+        created = await send(hospital_and_notify, referral_created(site_id))
+        dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+        events = await dispatched.until(2, "the escalation past the absent coach")
+        assert isinstance(events[0], ReferralEscalated)
+        assert isinstance(events[1], OfferMade)
+        assert events[1].coach_id == STATE_COACH
+
+        assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 204
+        assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 404

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 import asyncpg
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
+from pydantic import SecretStr
 
 from handoff_matching import CONSUMER_GROUP, OFFER_EXPIRY, SCHEMA
 from handoff_matching.adapters.roster_store import apply_migrations
+from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
 from handoff_matching.service import MatchingService
 from handoff_platform.consumer import IdempotentConsumer
@@ -31,6 +33,7 @@ from handoff_schemas import Topic, dead_letter_topic
 class MatchingSettings(PlatformSettings):
     consumer_group: str = CONSUMER_GROUP
     database_pool_size: int = 10
+    matching_admin_token: SecretStr | None = None
 
 
 @dataclass
@@ -81,9 +84,9 @@ class MatchingRuntime:
         tasks.start("outbox-announcer", outbox.announce_forever(pool))
         tasks.start("timers", timer_loop.run())
         tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
-        return cls(
-            pool, broker, _http_app(pool, relay, kafka_connected, broker), kafka_connected, tasks
-        )
+        app = _http_app(pool, relay, kafka_connected, broker)
+        app.include_router(build_admin_router(pool, settings.matching_admin_token))
+        return cls(pool, broker, app, kafka_connected, tasks)
 
     async def stop(self) -> None:
         await self.tasks.stop()

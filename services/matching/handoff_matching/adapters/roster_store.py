@@ -17,7 +17,7 @@ from handoff_matching.domain.schedules import (
     PoolKind,
     WeeklyShift,
 )
-from handoff_matching.roster_file import RosterFile
+from handoff_matching.roster_file import OverrideRow, RosterFile
 from handoff_platform.database import Connection, migrate_database
 from handoff_schemas.vocabulary import GenderPreference, Substance
 
@@ -97,27 +97,8 @@ async def import_roster(connection: Connection, roster: RosterFile) -> ImportSum
                 for s in shifts
             ],
         )
-        await connection.executemany(
-            f"""INSERT INTO {SCHEMA}.overrides (override_id, kind, pool_kind, pool_key, coach_id,
-                    replaces, starts_at, ends_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                ON CONFLICT (override_id) DO UPDATE SET kind = excluded.kind,
-                    pool_kind = excluded.pool_kind, pool_key = excluded.pool_key,
-                    coach_id = excluded.coach_id, replaces = excluded.replaces,
-                    starts_at = excluded.starts_at, ends_at = excluded.ends_at""",
-            [
-                (
-                    o.override_id,
-                    o.kind.value,
-                    *o.pool.split(":", 1),
-                    o.coach_id,
-                    o.replaces,
-                    o.starts_at,
-                    o.ends_at,
-                )
-                for o in roster.overrides
-            ],
-        )
+        for override in roster.overrides:
+            await put_override(connection, override)
     return ImportSummary(
         len(roster.coaches), len(certifications), len(shifts), len(roster.overrides)
     )
@@ -196,3 +177,31 @@ async def overrides_for(
         )
         for row in rows
     ]
+
+
+async def put_override(connection: Connection, override: OverrideRow) -> None:
+    kind, key = override.pool.split(":", 1)
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.overrides (override_id, kind, pool_kind, pool_key, coach_id,
+                replaces, starts_at, ends_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (override_id) DO UPDATE SET kind = excluded.kind,
+                pool_kind = excluded.pool_kind, pool_key = excluded.pool_key,
+                coach_id = excluded.coach_id, replaces = excluded.replaces,
+                starts_at = excluded.starts_at, ends_at = excluded.ends_at""",
+        override.override_id,
+        override.kind.value,
+        kind,
+        key,
+        override.coach_id,
+        override.replaces,
+        override.starts_at,
+        override.ends_at,
+    )
+
+
+async def delete_override(connection: Connection, override_id: UUID) -> bool:
+    deleted = await connection.fetchval(
+        f"DELETE FROM {SCHEMA}.overrides WHERE override_id = $1 RETURNING true", override_id
+    )
+    return bool(deleted)

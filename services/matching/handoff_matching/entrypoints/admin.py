@@ -1,0 +1,116 @@
+"""The admin API for program coordinators: a site's dispatch settings and rota overrides.
+
+Every call needs `Authorization: Bearer <MATCHING_ADMIN_TOKEN>`; without a token
+configured the admin API refuses everything.
+"""
+
+import hmac
+from datetime import timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import asyncpg
+from fastapi import APIRouter, Depends, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from handoff_matching.adapters import dispatch_store, roster_store
+from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
+from handoff_matching.roster_file import OverrideRow
+from handoff_platform.http import ApiError
+
+ADMIN_TOKEN = HTTPBearer(
+    auto_error=False, scheme_name="admin_token", description="The matching service's admin token."
+)
+
+
+class SiteDispatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: DispatchMode = DispatchMode.SEQUENTIAL
+    ack_timeout_seconds: Annotated[int, Field(ge=15, le=3600)] = 300
+    arrival_target_minutes: Annotated[int, Field(ge=5, le=480)] = 60
+    broadcast_size: Annotated[int, Field(ge=1, le=10)] = 3
+    interpreter_available: bool = True
+    supervisors: list[UUID] = []
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong admin token."},
+    422: {"description": "Invalid; `fields` says where."},
+}
+
+
+def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter:
+    async def administrator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(ADMIN_TOKEN)],
+    ) -> None:
+        if (
+            token is None
+            or credentials is None
+            or not hmac.compare_digest(
+                credentials.credentials.encode(), token.get_secret_value().encode()
+            )
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the admin token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="handoff-admin"'},
+            )
+
+    router = APIRouter(
+        prefix="/v1/admin", tags=["admin"], responses=ERRORS, dependencies=[Depends(administrator)]
+    )
+
+    @router.get("/sites/{site_id}/dispatch", response_model=SiteDispatch)
+    async def get_site_dispatch(site_id: str) -> SiteDispatch:
+        """How the site's referrals are dispatched (the defaults if never set)."""
+        async with pool.acquire() as connection:
+            settings, interpreter, supervisors = await dispatch_store.site_settings(
+                connection, site_id
+            )
+        return SiteDispatch(
+            mode=settings.mode,
+            ack_timeout_seconds=int(settings.ack_timeout.total_seconds()),
+            arrival_target_minutes=int(settings.arrival_target.total_seconds() // 60),
+            broadcast_size=settings.broadcast_size,
+            interpreter_available=interpreter,
+            supervisors=list(supervisors),
+        )
+
+    @router.put("/sites/{site_id}/dispatch", response_model=SiteDispatch)
+    async def put_site_dispatch(site_id: str, body: SiteDispatch) -> SiteDispatch:
+        """Set the site's dispatch mode, ack timeout, arrival target and supervisors."""
+        settings = DispatchSettings(
+            mode=body.mode,
+            ack_timeout=timedelta(seconds=body.ack_timeout_seconds),
+            arrival_target=timedelta(minutes=body.arrival_target_minutes),
+            broadcast_size=body.broadcast_size,
+        )
+        async with pool.acquire() as connection:
+            await dispatch_store.put_site_settings(
+                connection, site_id, settings, body.interpreter_available, tuple(body.supervisors)
+            )
+        return body
+
+    @router.post("/overrides", status_code=201, response_model=OverrideRow)
+    async def add_override(body: OverrideRow) -> OverrideRow:
+        """Add a coach to a pool, remove one, or have one replace another, for a window."""
+        async with pool.acquire() as connection:
+            try:
+                await roster_store.put_override(connection, body)
+            except asyncpg.ForeignKeyViolationError:
+                raise ApiError(
+                    422, "unknown_coach", "no such coach in the roster", field="coach_id"
+                ) from None
+        return body
+
+    @router.delete("/overrides/{override_id}", status_code=204)
+    async def remove_override(override_id: UUID) -> Response:
+        async with pool.acquire() as connection:
+            if not await roster_store.delete_override(connection, override_id):
+                raise ApiError(404, "not_found", "no such override")
+        return Response(status_code=204)
+
+    return router
