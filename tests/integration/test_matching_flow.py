@@ -69,6 +69,7 @@ async def matching(
             database_url=matching_database,
             kafka_bootstrap_servers=own_kafka.bootstrap_servers,
             matching_admin_token=ADMIN_TOKEN,
+            coverage_interval_seconds=0.5,
         )
     )
     await eventually(lambda: _connected(runtime), within=60, what="matching on Kafka")
@@ -331,6 +332,23 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
         assert isinstance(events[0], ReferralEscalated)
         assert isinstance(events[1], OfferMade)
         assert events[1].coach_id == STATE_COACH
+
+        unknown_site = await admin.get("/v1/admin/sites/md-never-seen/coverage")
+        assert unknown_site.status_code == 404
+        covered = (await admin.get(f"/v1/admin/sites/{site_id}/coverage?days=1")).json()
+        assert covered["gaps"] == []  # the English speaker and the state pool remain
+        for coach, pool in ((ENGLISH_SPEAKER, f"site:{site_id}"), (STATE_COACH, "state:MD")):
+            away = {**sick, "override_id": str(uuid.uuid4()), "coach_id": str(coach), "pool": pool}
+            assert (await admin.post("/v1/admin/overrides", json=away)).status_code == 201
+        [gap] = (await admin.get(f"/v1/admin/sites/{site_id}/coverage?days=1")).json()["gaps"]
+        assert gap["end"] == sick["ends_at"].replace("+00:00", "Z")
+        assert 58 <= gap["minutes"] <= 60
+
+        async def uncovered_now_reported() -> bool:
+            metrics = (await admin.get("/metrics")).text
+            return f'handoff_coverage_uncovered_now{{site="{site_id}"}} 1.0' in metrics
+
+        await eventually(uncovered_now_reported, within=10, what="the gap in /metrics")
 
         assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 204
         assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 404

@@ -5,14 +5,14 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from handoff_matching.adapters.roster_store import coaches_by_id, overrides_for, shifts_for
-from handoff_matching.domain.schedules import Pool, on_call
+from handoff_matching.domain.schedules import Interval, Pool, on_call
 from tests.integration.conftest import create_database
 
 ANA, BEN, SICK_NIGHT = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -104,8 +104,9 @@ async def test_a_roster_file_is_imported_idempotently_and_read_back(
     try:
         coaches = await coaches_by_id(connection, [ANA, BEN])
         shifts = await shifts_for(connection, [Pool.site("md-mercy"), Pool.state("MD")])
+        instant = datetime(2026, 11, 29, 3, tzinfo=UTC)
         sick = await overrides_for(
-            connection, [Pool.site("md-mercy")], datetime(2026, 11, 29, 3, tzinfo=UTC)
+            connection, [Pool.site("md-mercy")], Interval(instant, instant + timedelta(seconds=1))
         )
         assert await connection.fetchval("SELECT count(*) FROM matching.shifts") == 2
     finally:

@@ -12,7 +12,7 @@ from handoff_matching import CONSUMER_GROUP, OFFER_EXPIRY, SCHEMA
 from handoff_matching.adapters.roster_store import apply_migrations
 from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
-from handoff_matching.service import MatchingService
+from handoff_matching.service import MatchingService, report_coverage_forever
 from handoff_platform.consumer import IdempotentConsumer
 from handoff_platform.database import create_pool
 from handoff_platform.http import RequestContext, install_error_handlers, operations_router
@@ -34,6 +34,7 @@ class MatchingSettings(PlatformSettings):
     consumer_group: str = CONSUMER_GROUP
     database_pool_size: int = 10
     matching_admin_token: SecretStr | None = None
+    coverage_interval_seconds: float = 60.0
 
 
 @dataclass
@@ -84,6 +85,7 @@ class MatchingRuntime:
         tasks.start("outbox-announcer", outbox.announce_forever(pool))
         tasks.start("timers", timer_loop.run())
         tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
+        tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))
         app = _http_app(pool, relay, kafka_connected, broker)
         app.include_router(build_admin_router(pool, settings.matching_admin_token))
         return cls(pool, broker, app, kafka_connected, tasks)

@@ -1,6 +1,6 @@
 """The matching service's own metrics. Labels are codes and site ids, never patient data."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 OFFERS = Counter(
     "handoff_offers_total",
@@ -20,4 +20,12 @@ TIME_TO_ACCEPTANCE = Histogram(
     "From the referral reaching matching to a coach's acceptance.",
     ["site"],
     buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)
+COVERAGE_GAP_MINUTES = Gauge(
+    "handoff_coverage_gap_minutes_next_24h",
+    "Minutes in the next 24 h with no eligible coach on call for the site or its state pool.",
+    ["site"],
+)
+UNCOVERED_NOW = Gauge(
+    "handoff_coverage_uncovered_now", "1 while no eligible coach is on call for the site.", ["site"]
 )

@@ -4,15 +4,19 @@ A dispatch is loaded under its row lock, one domain method decides, and the
 dispatch, the events it produced and its timer changes are stored together.
 """
 
+import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import asyncpg
+
 from handoff_matching import OFFER_EXPIRY, SOURCE, metrics
 from handoff_matching.adapters import dispatch_store, roster_store
+from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.dispatch import (
     CancelTimer,
     Candidates,
@@ -23,7 +27,7 @@ from handoff_matching.domain.dispatch import (
 )
 from handoff_matching.domain.eligibility import SiteProfile, why_ineligible
 from handoff_matching.domain.ranking import Candidate, Need, rank
-from handoff_matching.domain.schedules import Pool, on_call
+from handoff_matching.domain.schedules import Interval, Pool, on_call
 from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
 from handoff_platform.timers import Timer, Timers
@@ -81,6 +85,13 @@ class MatchingService:
             substances=data.substances,
         )
         dispatch = Dispatch(facts, settings)
+        await roster_store.remember_site(
+            connection,
+            data.site.site_id,
+            data.site.short_name,
+            data.site.state,
+            data.site.time_zone,
+        )
         if not await dispatch_store.insert(connection, dispatch):
             return  # already dispatching this referral
         now = self.clock()
@@ -161,7 +172,9 @@ class MatchingService:
         )
         site_pool, state_pool = Pool.site(site.site_id), Pool.state(site.state)
         shifts = await roster_store.shifts_for(connection, [site_pool, state_pool])
-        overrides = await roster_store.overrides_for(connection, [site_pool, state_pool], now)
+        overrides = await roster_store.overrides_for(
+            connection, [site_pool, state_pool], Interval(now, now + timedelta(microseconds=1))
+        )
         at_site = on_call(site_pool, now, shifts, overrides)
         in_state = on_call(state_pool, now, shifts, overrides) - at_site
         _, _, supervisors = await dispatch_store.site_settings(connection, site.site_id)
@@ -246,3 +259,44 @@ def _count(dispatch: Dispatch, event: EventPayload) -> None:
         metrics.ESCALATIONS.labels(site, event.to_tier.value).inc()
     elif isinstance(event, ReferralUnassigned):
         metrics.UNASSIGNED.labels(site, event.reason.value).inc()
+
+
+async def coverage_gaps_ahead(
+    connection: Connection,
+    site_id: str,
+    state: str,
+    time_zone: str,
+    window: Interval,
+    interpreter_available: bool = True,
+) -> list[Interval]:
+    """The windows in which no eligible coach is on call for the site (or its state pool)."""
+    pools = [Pool.site(site_id), Pool.state(state)]
+    shifts = await roster_store.shifts_for(connection, pools)
+    overrides = await roster_store.overrides_for(connection, pools, window)
+    coaches = await roster_store.coaches_by_id(
+        connection, await roster_store.all_coaches(connection, pools)
+    )
+    site = SiteProfile(site_id, state, ZoneInfo(time_zone), interpreter_available)
+    return coverage_gaps(site, window, shifts, overrides, coaches)
+
+
+async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> None:
+    """Export the next 24 h of coverage gaps per known site, so SREs see them before patients."""
+    while True:
+        try:
+            async with pool.acquire() as connection:
+                now = utc_now()
+                window = Interval(now, now + timedelta(hours=24))
+                for site_id, state, time_zone in await roster_store.known_sites(connection):
+                    _, interpreter, _ = await dispatch_store.site_settings(connection, site_id)
+                    gaps = await coverage_gaps_ahead(
+                        connection, site_id, state, time_zone, window, interpreter
+                    )
+                    minutes = sum((g.end - g.start).total_seconds() for g in gaps) / 60
+                    metrics.COVERAGE_GAP_MINUTES.labels(site_id).set(minutes)
+                    metrics.UNCOVERED_NOW.labels(site_id).set(
+                        1 if any(now in gap for gap in gaps) else 0
+                    )
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning("coverage not computed", extra={"error": type(error).__name__})
+        await asyncio.sleep(every)

@@ -3,7 +3,6 @@
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -155,17 +154,18 @@ async def coaches_by_id(connection: Connection, coach_ids: Iterable[UUID]) -> di
 
 
 async def overrides_for(
-    connection: Connection, pools: Iterable[Pool], at: datetime
+    connection: Connection, pools: Iterable[Pool], window: Interval
 ) -> list[Override]:
-    """The pools' overrides in force at `at`, in the order they were made."""
+    """The pools' overrides in force at some time in the window, in the order they were made."""
     rows = await connection.fetch(
         f"""SELECT kind, pool_kind, pool_key, coach_id, replaces, starts_at, ends_at
             FROM {SCHEMA}.overrides
             WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])
-              AND starts_at <= $2 AND $2 < ends_at
+              AND starts_at < $3 AND $2 < ends_at
             ORDER BY created_at""",
         [f"{pool.kind.value}:{pool.key}" for pool in pools],
-        at,
+        window.start,
+        window.end,
     )
     return [
         Override(
@@ -205,3 +205,37 @@ async def delete_override(connection: Connection, override_id: UUID) -> bool:
         f"DELETE FROM {SCHEMA}.overrides WHERE override_id = $1 RETURNING true", override_id
     )
     return bool(deleted)
+
+
+async def remember_site(
+    connection: Connection, site_id: str, short_name: str, state: str, time_zone: str
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.site_facts (site_id, short_name, state, time_zone)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (site_id) DO UPDATE SET short_name = excluded.short_name,
+                state = excluded.state, time_zone = excluded.time_zone, seen_at = now()""",
+        site_id,
+        short_name,
+        state,
+        time_zone,
+    )
+
+
+async def known_sites(connection: Connection) -> list[tuple[str, str, str]]:
+    """(site id, state, time zone) of every site matching has seen a referral from."""
+    rows = await connection.fetch(
+        f"SELECT site_id, state, time_zone FROM {SCHEMA}.site_facts ORDER BY site_id"
+    )
+    return [(row["site_id"], row["state"], row["time_zone"]) for row in rows]
+
+
+async def all_coaches(connection: Connection, pools: Iterable[Pool]) -> list[UUID]:
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.shifts
+            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])
+            UNION SELECT coach_id FROM {SCHEMA}.overrides
+            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])""",
+        [f"{pool.kind.value}:{pool.key}" for pool in pools],
+    )
+    return [row["coach_id"] for row in rows]

@@ -5,18 +5,20 @@ configured the admin API refuses everything.
 """
 
 import hmac
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
+from handoff_matching.domain.schedules import Interval
 from handoff_matching.roster_file import OverrideRow
+from handoff_matching.service import coverage_gaps_ahead
 from handoff_platform.http import ApiError
 
 ADMIN_TOKEN = HTTPBearer(
@@ -33,6 +35,19 @@ class SiteDispatch(BaseModel):
     broadcast_size: Annotated[int, Field(ge=1, le=10)] = 3
     interpreter_available: bool = True
     supervisors: list[UUID] = []
+
+
+class Gap(BaseModel):
+    start: datetime
+    end: datetime
+    minutes: int
+
+
+class Coverage(BaseModel):
+    site_id: str
+    start: datetime
+    end: datetime
+    gaps: list[Gap]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -93,6 +108,33 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
                 connection, site_id, settings, body.interpreter_available, tuple(body.supervisors)
             )
         return body
+
+    @router.get("/sites/{site_id}/coverage", response_model=Coverage)
+    async def get_coverage(site_id: str, days: Annotated[int, Query(ge=1, le=28)] = 7) -> Coverage:
+        """Windows in the next `days` with no eligible coach on call for the site or its pool."""
+        now = datetime.now(UTC)
+        window = Interval(now, now + timedelta(days=days))
+        async with pool.acquire() as connection:
+            site = next(
+                (s for s in await roster_store.known_sites(connection) if s[0] == site_id), None
+            )
+            if site is None:
+                raise ApiError(
+                    404, "site_unknown", "matching has not yet had a referral from this site"
+                )
+            _, interpreter, _ = await dispatch_store.site_settings(connection, site_id)
+            gaps = await coverage_gaps_ahead(
+                connection, site_id, site[1], site[2], window, interpreter
+            )
+        return Coverage(
+            site_id=site_id,
+            start=window.start,
+            end=window.end,
+            gaps=[
+                Gap(start=g.start, end=g.end, minutes=round((g.end - g.start).total_seconds() / 60))
+                for g in gaps
+            ],
+        )
 
     @router.post("/overrides", status_code=201, response_model=OverrideRow)
     async def add_override(body: OverrideRow) -> OverrideRow:
