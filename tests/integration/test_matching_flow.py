@@ -4,6 +4,7 @@ A broker of its own, so the referrals other tests publish are not dispatched her
 """
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -180,6 +181,13 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
     assert isinstance(events[6], ReferralUnassigned)
     assert events[6].reason == "ladder_exhausted"
     assert [e.coach_id for e in events if isinstance(e, OfferMade)].count(SPANISH_SPEAKER) == 1
+    document = await matching.pool.fetchval(
+        "SELECT document FROM matching.dispatches WHERE referral_id = $1", created.data.referral_id
+    )
+    first_why = json.loads(document)["offers"][0]["why"]
+    assert first_why.startswith("#1 score ")
+    assert "same_site +100" in first_why
+    assert "language +40" in first_why
 
     transport = httpx.ASGITransport(app=matching.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://matching") as client:

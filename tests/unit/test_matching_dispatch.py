@@ -11,6 +11,7 @@ from handoff_matching.domain.dispatch import (
     DispatchSettings,
     DispatchState,
     Effect,
+    Ranking,
     ReferralFacts,
     SetTimer,
 )
@@ -176,3 +177,12 @@ def test_a_coach_is_never_offered_the_same_referral_twice() -> None:
     # ANA is on call in both the site and the state pool.
     effects = d.decline(first.offer_id, NOW, {Tier.SITE: [ANA], Tier.STATE_POOL: [ANA, CARA]})
     assert offered(effects) == [CARA]
+
+
+def test_each_offer_keeps_why_its_coach_ranked_where_it_did() -> None:
+    d = dispatch()
+    ranking = Ranking([(BEN, "#1 score 140.0: same_site +100, language +40"), (ANA, "#2 …")])
+    d.start(NOW, {Tier.SITE: ranking})
+    assert [(o.coach_id, o.why) for o in d.offers] == [
+        (BEN, "#1 score 140.0: same_site +100, language +40")
+    ]

@@ -22,6 +22,7 @@ from handoff_matching.domain.dispatch import (
     Candidates,
     Dispatch,
     Effect,
+    Ranking,
     ReferralFacts,
     SetTimer,
 )
@@ -181,7 +182,7 @@ class MatchingService:
         coaches = await roster_store.coaches_by_id(connection, [*at_site, *in_state])
         holding = await dispatch_store.open_assignments(connection, list(coaches))
 
-        def eligible(ids: frozenset[UUID], on_call_for_site: bool) -> list[UUID]:
+        def eligible(ids: frozenset[UUID], on_call_for_site: bool) -> Ranking:
             fit = [
                 Candidate(coaches[coach_id], on_call_for_site)
                 for coach_id in ids
@@ -197,12 +198,12 @@ class MatchingService:
                 )
                 is None
             ]
-            return [ranked.coach_id for ranked in rank(fit, need, now)]
+            return Ranking((r.coach_id, r.explanation()) for r in rank(fit, need, now))
 
         return {
             Tier.SITE: eligible(at_site, True),
             Tier.STATE_POOL: eligible(in_state, False),
-            Tier.SUPERVISOR: list(supervisors),
+            Tier.SUPERVISOR: Ranking((s, "on the site's escalation list") for s in supervisors),
         }
 
     async def _apply(

@@ -13,7 +13,7 @@ then the site's supervisors (ReferralEscalated), then ReferralUnassigned.
 `broadcast_size` at once, and the first acceptance wins.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -88,6 +88,7 @@ class Offer:
     made_at: datetime
     expires_at: datetime
     state: OfferState = OfferState.OPEN
+    why: str = ""  # how the coach ranked when offered, for whoever reviews the referral
 
 
 class DispatchState(StrEnum):
@@ -112,8 +113,20 @@ class CancelTimer:
 
 
 Effect = EventPayload | SetTimer | CancelTimer
+
+
+class Ranking(list[UUID]):
+    """Coach ids best first, with the explanation of each one's place."""
+
+    def __init__(self, ranked: Iterable[tuple[UUID, str]] = ()) -> None:
+        pairs = list(ranked)
+        super().__init__(coach_id for coach_id, _ in pairs)
+        self.why = dict(pairs)
+
+
 Candidates = Mapping[Tier, Sequence[UUID]]
-"""Eligible coaches per tier, best first, as ranked now; the dispatch skips any already offered."""
+"""Eligible coaches per tier, best first, as ranked now (a Ranking carries why); the
+dispatch skips any already offered."""
 
 
 @dataclass
@@ -214,8 +227,9 @@ class Dispatch:
             fresh = [c for c in candidates.get(self.tier, ()) if c not in self.offered_coaches]
             if fresh:
                 sequential = self.settings.mode is DispatchMode.SEQUENTIAL
+                why = getattr(candidates[self.tier], "why", {})
                 for coach in fresh[: 1 if sequential else self.settings.broadcast_size]:
-                    effects += self._make_offer(coach, now)
+                    effects += self._make_offer(coach, now, why.get(coach, ""))
                 return effects
             next_rung = LADDER.index(self.tier) + 1
             if next_rung == len(LADDER):
@@ -241,8 +255,8 @@ class Dispatch:
             )
             self.tier = LADDER[next_rung]
 
-    def _make_offer(self, coach_id: UUID, now: datetime) -> list[Effect]:
-        offer = Offer(uuid4(), coach_id, self.tier, now, now + self.settings.ack_timeout)
+    def _make_offer(self, coach_id: UUID, now: datetime, why: str) -> list[Effect]:
+        offer = Offer(uuid4(), coach_id, self.tier, now, now + self.settings.ack_timeout, why=why)
         self.offers.append(offer)
         made = OfferMade(
             referral_id=self.facts.referral_id,
