@@ -343,6 +343,14 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
 
         unknown_site = await admin.get("/v1/admin/sites/md-never-seen/coverage")
         assert unknown_site.status_code == 404
+        on_call_now = (await admin.get(f"/v1/admin/sites/{site_id}/on-call")).json()
+        assert on_call_now["site"] == [str(ENGLISH_SPEAKER)]  # the Spanish speaker is away
+        assert on_call_now["state_pool"] == [str(STATE_COACH)]
+        later = (now + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+        on_call_later = (
+            await admin.get(f"/v1/admin/sites/{site_id}/on-call", params={"at": later})
+        ).json()
+        assert sorted(on_call_later["site"]) == sorted([str(ENGLISH_SPEAKER), str(SPANISH_SPEAKER)])
         covered = (await admin.get(f"/v1/admin/sites/{site_id}/coverage?days=1")).json()
         assert covered["gaps"] == []  # the English speaker and the state pool remain
         for coach, pool in ((ENGLISH_SPEAKER, f"site:{site_id}"), (STATE_COACH, "state:MD")):

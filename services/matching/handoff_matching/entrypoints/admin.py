@@ -12,13 +12,14 @@ from uuid import UUID
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
-from handoff_matching.domain.schedules import Interval
+from handoff_matching.domain.schedules import Interval, Pool, on_call
 from handoff_matching.roster_file import OverrideRow
 from handoff_matching.service import coverage_gaps_ahead
+from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
 
 ADMIN_TOKEN = HTTPBearer(
@@ -48,6 +49,13 @@ class Coverage(BaseModel):
     start: datetime
     end: datetime
     gaps: list[Gap]
+
+
+class OnCall(BaseModel):
+    site_id: str
+    at: datetime
+    site: list[UUID]
+    state_pool: list[UUID]
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -115,16 +123,10 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
         now = datetime.now(UTC)
         window = Interval(now, now + timedelta(days=days))
         async with pool.acquire() as connection:
-            site = next(
-                (s for s in await roster_store.known_sites(connection) if s[0] == site_id), None
-            )
-            if site is None:
-                raise ApiError(
-                    404, "site_unknown", "matching has not yet had a referral from this site"
-                )
+            state, time_zone = await _site_facts(connection, site_id)
             _, interpreter, _ = await dispatch_store.site_settings(connection, site_id)
             gaps = await coverage_gaps_ahead(
-                connection, site_id, site[1], site[2], window, interpreter
+                connection, site_id, state, time_zone, window, interpreter
             )
         return Coverage(
             site_id=site_id,
@@ -134,6 +136,24 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
                 Gap(start=g.start, end=g.end, minutes=round((g.end - g.start).total_seconds() / 60))
                 for g in gaps
             ],
+        )
+
+    @router.get("/sites/{site_id}/on-call", response_model=OnCall)
+    async def get_on_call(site_id: str, at: AwareDatetime | None = None) -> OnCall:
+        """Who is on call for the site, and for its state pool, at `at` (default: now)."""
+        instant = at or datetime.now(UTC)
+        async with pool.acquire() as connection:
+            state, _ = await _site_facts(connection, site_id)
+            pools = [Pool.site(site_id), Pool.state(state)]
+            shifts = await roster_store.shifts_for(connection, pools)
+            overrides = await roster_store.overrides_for(
+                connection, pools, Interval(instant, instant + timedelta(microseconds=1))
+            )
+        return OnCall(
+            site_id=site_id,
+            at=instant,
+            site=sorted(on_call(pools[0], instant, shifts, overrides), key=str),
+            state_pool=sorted(on_call(pools[1], instant, shifts, overrides), key=str),
         )
 
     @router.post("/overrides", status_code=201, response_model=OverrideRow)
@@ -156,3 +176,11 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
         return Response(status_code=204)
 
     return router
+
+
+async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
+    """The site's state and time zone, as its referrals described it."""
+    for known_id, state, time_zone in await roster_store.known_sites(connection):
+        if known_id == site_id:
+            return state, time_zone
+    raise ApiError(404, "site_unknown", "matching has not yet had a referral from this site")
