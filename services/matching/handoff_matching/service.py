@@ -64,9 +64,7 @@ class MatchingService:
 
     async def referral_created(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCreated = event.data
-        settings, interpreter_available, _ = await dispatch_store.site_settings(
-            connection, data.site.site_id
-        )
+        settings, _, _ = await dispatch_store.site_settings(connection, data.site.site_id)
         facts = ReferralFacts(
             referral_id=data.referral_id,
             correlation_id=event.correlationid,
@@ -96,7 +94,7 @@ class MatchingService:
         if not await dispatch_store.insert(connection, dispatch):
             return  # already dispatching this referral
         now = self.clock()
-        candidates = await self._candidates(connection, dispatch, interpreter_available, now)
+        candidates = await self._candidates(connection, dispatch, now)
         await self._apply(connection, dispatch, dispatch.start(now, candidates), event.id)
 
     async def coach_responded(self, connection: Connection, event: Envelope[Any]) -> None:
@@ -110,7 +108,7 @@ class MatchingService:
         elif data.response is CoachResponse.DECLINED:
             metrics.OFFERS.labels(dispatch.facts.site_id, "declined").inc()
             effects = dispatch.decline(
-                data.offer_id, now, await self._candidates_now(connection, dispatch, now)
+                data.offer_id, now, await self._candidates(connection, dispatch, now)
             )
         else:
             dispatch.close()
@@ -126,7 +124,7 @@ class MatchingService:
             return
         now = self.clock()
         effects = dispatch.unreachable(
-            data.offer_id, now, await self._candidates_now(connection, dispatch, now)
+            data.offer_id, now, await self._candidates(connection, dispatch, now)
         )
         await self._apply(connection, dispatch, effects, event.id)
 
@@ -145,23 +143,18 @@ class MatchingService:
         effects = dispatch.expire(
             UUID(timer.payload["offer_id"]),
             now,
-            await self._candidates_now(connection, dispatch, now),
+            await self._candidates(connection, dispatch, now),
         )
         await self._apply(connection, dispatch, effects, cause=None)
 
-    async def _candidates_now(
-        self, connection: Connection, dispatch: Dispatch, now: datetime
-    ) -> Candidates:
-        _, interpreter_available, _ = await dispatch_store.site_settings(
-            connection, dispatch.facts.site_id
-        )
-        return await self._candidates(connection, dispatch, interpreter_available, now)
-
     async def _candidates(
-        self, connection: Connection, dispatch: Dispatch, interpreter_available: bool, now: datetime
+        self, connection: Connection, dispatch: Dispatch, now: datetime
     ) -> Candidates:
         """Every rung's eligible coaches, best first, as the roster stands at `now`."""
         facts = dispatch.facts
+        _, interpreter_available, supervisors = await dispatch_store.site_settings(
+            connection, facts.site_id
+        )
         site = SiteProfile(
             facts.site_id, facts.site_state, ZoneInfo(facts.site_time_zone), interpreter_available
         )
@@ -178,7 +171,6 @@ class MatchingService:
         )
         at_site = on_call(site_pool, now, shifts, overrides)
         in_state = on_call(state_pool, now, shifts, overrides) - at_site
-        _, _, supervisors = await dispatch_store.site_settings(connection, site.site_id)
         coaches = await roster_store.coaches_by_id(connection, [*at_site, *in_state])
         holding = await dispatch_store.open_assignments(connection, list(coaches))
 

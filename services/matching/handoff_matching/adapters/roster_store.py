@@ -222,6 +222,14 @@ async def remember_site(
     )
 
 
+async def site_facts(connection: Connection, site_id: str) -> tuple[str, str] | None:
+    """(state, time zone) of the site, if matching has seen a referral from it."""
+    row = await connection.fetchrow(
+        f"SELECT state, time_zone FROM {SCHEMA}.site_facts WHERE site_id = $1", site_id
+    )
+    return (row["state"], row["time_zone"]) if row else None
+
+
 async def known_sites(connection: Connection) -> list[tuple[str, str, str]]:
     """(site id, state, time zone) of every site matching has seen a referral from."""
     rows = await connection.fetch(

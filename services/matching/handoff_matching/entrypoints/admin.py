@@ -180,7 +180,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
 
 async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
     """The site's state and time zone, as its referrals described it."""
-    for known_id, state, time_zone in await roster_store.known_sites(connection):
-        if known_id == site_id:
-            return state, time_zone
+    facts = await roster_store.site_facts(connection, site_id)
+    if facts is not None:
+        return facts
     raise ApiError(404, "site_unknown", "matching has not yet had a referral from this site")
