@@ -98,6 +98,17 @@ class OfferBriefing(ContractModel):
     consent: Consent
 
 
+class ContactPoint(ContractModel):
+    """One of a coach's contact methods: staff data, not patient data."""
+
+    channel: Channel
+    destination: str = Field(
+        max_length=320,
+        pattern=r"^(\+[1-9][0-9]{7,14}|[^\s@]+@[^\s@]+|https://\S+)$",
+        description="E.164 phone, email address or https URL, per channel.",
+    )
+
+
 class OfferMade(EventPayload):
     event_type: ClassVar[str] = "org.handoff.dispatch.offer_made"
     topic: ClassVar[Topic] = Topic.DISPATCH
@@ -110,6 +121,12 @@ class OfferMade(EventPayload):
     tier: Tier
     expires_at: UtcDateTime
     briefing: OfferBriefing
+    contacts: tuple[ContactPoint, ...] = Field(
+        default=(),
+        max_length=8,
+        description="The coach's contact methods in order of preference, as the roster "
+        "stood when the offer was made; notify pages them in this order.",
+    )
 
 
 class OfferWithdrawn(EventPayload):

@@ -217,6 +217,9 @@ class MatchingService:
             elif isinstance(effect, CancelTimer):
                 await self.timers.cancel(connection, effect.offer_id)
             elif isinstance(effect, EventPayload):
+                if isinstance(effect, OfferMade):
+                    contacts = await roster_store.contact_points(connection, effect.coach_id)
+                    effect = effect.model_copy(update={"contacts": contacts})
                 events.append(
                     Envelope.wrap(
                         effect,

@@ -18,6 +18,7 @@ from handoff_matching.domain.schedules import (
 )
 from handoff_matching.roster_file import OverrideRow, RosterFile
 from handoff_platform.database import Connection, migrate_database
+from handoff_schemas.events import ContactPoint
 from handoff_schemas.vocabulary import GenderPreference, Substance
 
 MIGRATIONS = "handoff_matching.adapters.migrations"
@@ -151,6 +152,14 @@ async def coaches_by_id(connection: Connection, coach_ids: Iterable[UUID]) -> di
         )
         for row in rows
     }
+
+
+async def contact_points(connection: Connection, coach_id: UUID) -> tuple[ContactPoint, ...]:
+    """A coach's contact methods in order of preference, as notify needs them to page."""
+    stored = await connection.fetchval(
+        f"SELECT contact_methods FROM {SCHEMA}.coaches WHERE coach_id = $1", coach_id
+    )
+    return tuple(ContactPoint.model_validate(m) for m in json.loads(stored or "[]"))
 
 
 async def overrides_for(
