@@ -2,6 +2,7 @@ import typer
 
 from handoff_cli import dev, schemas
 from handoff_matching.entrypoints import cli as matching
+from handoff_notify.entrypoints import cli as notify
 from handoff_referral.entrypoints import cli as referral
 
 app = typer.Typer(
@@ -12,3 +13,4 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(referral.app, name="referral")
 app.add_typer(matching.app, name="matching")
+app.add_typer(notify.app, name="notify")

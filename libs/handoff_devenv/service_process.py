@@ -1,10 +1,12 @@
 """A Handoff service run as its own process, as in production, for tests and benchmarks."""
 
 import contextlib
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -13,33 +15,65 @@ import httpx
 from handoff_devenv.ports import free_ports
 
 
-@contextlib.contextmanager
-def running_service(
-    service: str, env: dict[str, str], log: Path | None = None, ready_within: float = 60.0
-) -> Iterator[str]:
-    """Start `handoff <service> serve` on a free port; yield its URL once /readyz says ready."""
-    port = free_ports(1)[0]
+@dataclass
+class ServiceProcess:
+    service: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when a node dies."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+def start_service(
+    service: str,
+    env: dict[str, str],
+    log: Path | None = None,
+    ready_within: float = 60.0,
+    port: int | None = None,
+) -> ServiceProcess:
+    """Start `handoff <service> serve` on `port` (or a free one); return once /readyz says ready."""
+    port = port or free_ports(1)[0]
     with contextlib.ExitStack() as files:
-        output: IO[bytes] | int = files.enter_context(log.open("wb")) if log else subprocess.DEVNULL
+        output: IO[bytes] | int = files.enter_context(log.open("ab")) if log else subprocess.DEVNULL
         process = subprocess.Popen(
             [sys.executable, "-m", "handoff_cli", service, "serve", "--port", str(port)],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    running = ServiceProcess(service, f"http://127.0.0.1:{port}", process)
+    deadline = time.monotonic() + ready_within
+    while not _ready(running.url):
+        if process.poll() is not None:
+            raise RuntimeError(f"the {service} service exited during startup")
+        if time.monotonic() > deadline:
+            running.stop()
+            raise TimeoutError(f"the {service} service was not ready in {ready_within:.0f} s")
+        time.sleep(0.2)
+    return running
+
+
+@contextlib.contextmanager
+def running_service(
+    service: str,
+    env: dict[str, str],
+    log: Path | None = None,
+    ready_within: float = 60.0,
+    port: int | None = None,
+) -> Iterator[str]:
+    """`start_service` for the length of a `with` block; yields the service's URL."""
+    running = start_service(service, env, log, ready_within, port)
     try:
-        deadline = time.monotonic() + ready_within
-        while not _ready(url):
-            if process.poll() is not None:
-                raise RuntimeError(f"the {service} service exited during startup")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the {service} service was not ready in {ready_within:.0f} s")
-            time.sleep(0.2)
-        yield url
+        yield running.url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        running.stop()
 
 
 def _ready(url: str) -> bool:

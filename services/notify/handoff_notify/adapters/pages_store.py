@@ -1,0 +1,393 @@
+"""PostgreSQL: the offers notify paged, their messages and the coaches' answers."""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from handoff_notify import SCHEMA
+from handoff_notify.domain.content import MessageKind
+from handoff_notify.domain.delivery import MessageState
+from handoff_notify.domain.offer import CoachOffer, OfferState
+from handoff_notify.domain.throttle import Sent
+from handoff_platform.database import Connection, migrate_database
+from handoff_schemas.events import ContactPoint, OfferBriefing, OfferMade
+from handoff_schemas.vocabulary import (
+    Channel,
+    CoachResponse,
+    PageFailure,
+    ResponseVia,
+    Tier,
+    Urgency,
+    WithdrawReason,
+)
+
+MIGRATIONS = "handoff_notify.adapters.migrations"
+
+
+async def apply_migrations(database_url: str) -> list[str]:
+    return await migrate_database(database_url, SCHEMA, MIGRATIONS)
+
+
+@dataclass
+class OfferRecord:
+    offer_id: UUID
+    referral_id: UUID
+    coach_id: UUID
+    correlation_id: str
+    site_id: str
+    site_short_name: str
+    urgency: Urgency
+    tier: Tier
+    briefing: OfferBriefing
+    contacts: tuple[ContactPoint, ...]
+    offered_at: datetime
+    coach_offer: CoachOffer
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    message_id: UUID
+    offer_id: UUID
+    kind: MessageKind
+    contact_index: int
+    channel: Channel
+    destination: str
+    state: MessageState
+    attempts: int
+    sending_since: datetime | None
+    provider_ref: str | None
+
+
+_OFFER_COLUMNS = """offer_id, referral_id, coach_id, correlation_id, site_id, site_short_name,
+    urgency, tier, briefing, contacts, offered_at, expires_at, state, withdraw_reason,
+    arrival_deadline"""
+_MESSAGE_COLUMNS = """message_id, offer_id, kind, contact_index, channel, destination, state,
+    attempts, sending_since, provider_ref"""
+
+
+async def save_offer(
+    connection: Connection, offer: OfferMade, correlation_id: str, offered_at: datetime
+) -> bool:
+    """Store a new offer; False if it was already known."""
+    inserted = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.offers (offer_id, referral_id, coach_id, correlation_id, site_id,
+                site_short_name, urgency, tier, briefing, contacts, offered_at, expires_at, state)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13)
+            ON CONFLICT (offer_id) DO NOTHING RETURNING true""",
+        offer.offer_id,
+        offer.referral_id,
+        offer.coach_id,
+        correlation_id,
+        offer.site_id,
+        offer.site_short_name,
+        offer.urgency.value,
+        offer.tier.value,
+        offer.briefing.model_dump_json(),
+        json.dumps([c.model_dump(mode="json") for c in offer.contacts]),
+        offered_at,
+        offer.expires_at,
+        OfferState.OPEN.value,
+    )
+    return bool(inserted)
+
+
+async def offer(
+    connection: Connection, offer_id: UUID, *, lock: bool = False
+) -> OfferRecord | None:
+    row = await connection.fetchrow(
+        f"SELECT {_OFFER_COLUMNS} FROM {SCHEMA}.offers WHERE offer_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        offer_id,
+    )
+    return None if row is None else _offer(row)
+
+
+async def save_offer_state(connection: Connection, record: OfferRecord) -> None:
+    state = record.coach_offer
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.offers
+            SET state = $2, withdraw_reason = $3, arrival_deadline = $4, updated_at = now()
+            WHERE offer_id = $1""",
+        record.offer_id,
+        state.state.value,
+        state.withdraw_reason.value if state.withdraw_reason else None,
+        state.arrival_deadline,
+    )
+
+
+async def latest_open_offer_paged_to(
+    connection: Connection, phone: str, now: datetime
+) -> OfferRecord | None:
+    """The newest offer still open whose page went by SMS to this number."""
+    row = await connection.fetchrow(
+        f"""SELECT {", ".join("o." + c.strip() for c in _OFFER_COLUMNS.split(","))}
+            FROM {SCHEMA}.offers o
+            WHERE o.state = 'open' AND o.expires_at > $2
+              AND EXISTS (SELECT FROM {SCHEMA}.messages m
+                          WHERE m.offer_id = o.offer_id AND m.kind = 'offer'
+                            AND m.channel = 'sms' AND m.destination = $1
+                            AND m.state IN ('sent', 'delivered'))
+            ORDER BY o.offered_at DESC LIMIT 1 FOR UPDATE OF o""",
+        phone,
+        now,
+    )
+    return None if row is None else _offer(row)
+
+
+async def add_message(
+    connection: Connection,
+    message_id: UUID,
+    offer_id: UUID,
+    kind: MessageKind,
+    contact_index: int,
+    contact: ContactPoint,
+    due_at: datetime,
+) -> bool:
+    """Queue a message; False if this (offer, kind, contact) already has one."""
+    inserted = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.messages
+                (message_id, offer_id, kind, contact_index, channel, destination, state, due_at)
+            VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)
+            ON CONFLICT (offer_id, kind, contact_index) DO NOTHING RETURNING true""",
+        message_id,
+        offer_id,
+        kind.value,
+        contact_index,
+        contact.channel.value,
+        contact.destination,
+        due_at,
+    )
+    return bool(inserted)
+
+
+async def messages_of(connection: Connection, offer_id: UUID) -> list[MessageRecord]:
+    rows = await connection.fetch(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM {SCHEMA}.messages
+            WHERE offer_id = $1 ORDER BY created_at, contact_index""",
+        offer_id,
+    )
+    return [_message(r) for r in rows]
+
+
+async def message(
+    connection: Connection, message_id: UUID, *, lock: bool = False
+) -> MessageRecord | None:
+    row = await connection.fetchrow(
+        f"SELECT {_MESSAGE_COLUMNS} FROM {SCHEMA}.messages WHERE message_id = $1"
+        + (" FOR UPDATE" if lock else ""),
+        message_id,
+    )
+    return None if row is None else _message(row)
+
+
+async def message_by_provider_ref(
+    connection: Connection, provider_ref: str
+) -> MessageRecord | None:
+    row = await connection.fetchrow(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM {SCHEMA}.messages
+            WHERE provider_ref = $1 FOR UPDATE""",
+        provider_ref,
+    )
+    return None if row is None else _message(row)
+
+
+async def claim_due(connection: Connection, limit: int) -> list[MessageRecord]:
+    """Lock due pending messages for this transaction; other replicas skip them."""
+    rows = await connection.fetch(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM {SCHEMA}.messages
+            WHERE state = 'pending' AND due_at <= now()
+            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [_message(r) for r in rows]
+
+
+async def claim_lost_sends(connection: Connection, limit: int) -> list[MessageRecord]:
+    """Messages left `sending` past their deadline: their sender died or lost the answer."""
+    rows = await connection.fetch(
+        f"""SELECT {_MESSAGE_COLUMNS} FROM {SCHEMA}.messages
+            WHERE state = 'sending' AND sending_deadline <= now()
+            ORDER BY sending_deadline LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [_message(r) for r in rows]
+
+
+async def sent_to(
+    connection: Connection, channel: Channel, destination: str, since: datetime
+) -> list[Sent]:
+    rows = await connection.fetch(
+        f"""SELECT kind, coalesce(sent_at, finished_at) AS at FROM {SCHEMA}.messages
+            WHERE channel = $1 AND destination = $2 AND created_at >= $3
+              AND state IN ('sending', 'sent', 'delivered')""",
+        channel.value,
+        destination,
+        since,
+    )
+    return [Sent(MessageKind(r["kind"]), r["at"] or since) for r in rows]
+
+
+async def mark_sending(connection: Connection, message_id: UUID, deadline_seconds: float) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages
+            SET state = 'sending', attempts = attempts + 1, sending_since = now(),
+                sending_deadline = now() + make_interval(secs => $2)
+            WHERE message_id = $1""",
+        message_id,
+        deadline_seconds,
+    )
+
+
+async def postpone_deadline(connection: Connection, message_id: UUID, seconds: float) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages SET sending_deadline = now() + make_interval(secs => $2)
+            WHERE message_id = $1""",
+        message_id,
+        seconds,
+    )
+
+
+async def mark_sent(
+    connection: Connection, message_id: UUID, provider_ref: str | None, delivered: bool
+) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages
+            SET state = $2, provider_ref = coalesce($3, provider_ref), sent_at = now(),
+                sending_deadline = NULL, finished_at = CASE WHEN $4 THEN now() END
+            WHERE message_id = $1""",
+        message_id,
+        (MessageState.DELIVERED if delivered else MessageState.SENT).value,
+        provider_ref,
+        delivered,
+    )
+
+
+async def mark_delivered(connection: Connection, message_id: UUID) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages SET state = 'delivered', finished_at = now()
+            WHERE message_id = $1""",
+        message_id,
+    )
+
+
+async def retry_later(connection: Connection, message_id: UUID, seconds: float) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages
+            SET state = 'pending', sending_deadline = NULL,
+                due_at = now() + make_interval(secs => $2)
+            WHERE message_id = $1""",
+        message_id,
+        seconds,
+    )
+
+
+async def defer(connection: Connection, message_id: UUID, until: datetime) -> None:
+    await connection.execute(
+        f"UPDATE {SCHEMA}.messages SET due_at = $2 WHERE message_id = $1", message_id, until
+    )
+
+
+async def finish(
+    connection: Connection,
+    message_id: UUID,
+    state: MessageState,
+    failure: PageFailure | None = None,
+) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages
+            SET state = $2, failure = $3, sending_deadline = NULL, finished_at = now()
+            WHERE message_id = $1""",
+        message_id,
+        state.value,
+        failure.value if failure else None,
+    )
+
+
+async def cancel_pending(connection: Connection, offer_id: UUID) -> None:
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.messages SET state = 'cancelled', finished_at = now()
+            WHERE offer_id = $1 AND state = 'pending' AND kind = 'offer'""",
+        offer_id,
+    )
+
+
+async def next_due(connection: Connection) -> float | None:
+    """Seconds until the next pending message or sending deadline (negative if overdue)."""
+    value = await connection.fetchval(
+        f"""SELECT extract(epoch FROM least(
+                (SELECT min(due_at) FROM {SCHEMA}.messages WHERE state = 'pending'),
+                (SELECT min(sending_deadline) FROM {SCHEMA}.messages WHERE state = 'sending')
+            ) - now())::float8"""
+    )
+    return None if value is None else float(value)
+
+
+async def record_response(
+    connection: Connection,
+    offer_id: UUID,
+    response: CoachResponse,
+    via: ResponseVia,
+    at: datetime,
+) -> bool:
+    inserted = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.responses (offer_id, response, via, responded_at)
+            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+        offer_id,
+        response.value,
+        via.value,
+        at,
+    )
+    return bool(inserted)
+
+
+def _offer(row: asyncpg.Record) -> OfferRecord:
+    reason = row["withdraw_reason"]
+    return OfferRecord(
+        offer_id=row["offer_id"],
+        referral_id=row["referral_id"],
+        coach_id=row["coach_id"],
+        correlation_id=row["correlation_id"],
+        site_id=row["site_id"],
+        site_short_name=row["site_short_name"],
+        urgency=Urgency(row["urgency"]),
+        tier=Tier(row["tier"]),
+        briefing=OfferBriefing.model_validate_json(row["briefing"]),
+        contacts=tuple(ContactPoint.model_validate(c) for c in json.loads(row["contacts"])),
+        offered_at=row["offered_at"],
+        coach_offer=CoachOffer(
+            OfferState(row["state"]),
+            row["expires_at"],
+            WithdrawReason(reason) if reason else None,
+            row["arrival_deadline"],
+        ),
+    )
+
+
+def _message(row: asyncpg.Record) -> MessageRecord:
+    return MessageRecord(
+        message_id=row["message_id"],
+        offer_id=row["offer_id"],
+        kind=MessageKind(row["kind"]),
+        contact_index=row["contact_index"],
+        channel=Channel(row["channel"]),
+        destination=row["destination"],
+        state=MessageState(row["state"]),
+        attempts=row["attempts"],
+        sending_since=row["sending_since"],
+        provider_ref=row["provider_ref"],
+    )
+
+
+def reached(messages: Sequence[MessageRecord]) -> MessageRecord | None:
+    """The offer page that most recently reached the coach, to send its follow-ups the same way."""
+    for candidate in reversed(messages):
+        if candidate.kind is MessageKind.OFFER and candidate.state in (
+            MessageState.SENT,
+            MessageState.DELIVERED,
+        ):
+            return candidate
+    return None

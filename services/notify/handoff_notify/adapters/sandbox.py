@@ -1,0 +1,54 @@
+"""The sandbox provider: a phone, mailbox and webhook endpoint that live in the database.
+
+For demos and local runs without any provider account: every message is kept in
+`notify.sandbox_messages` and shown on the service's /sandbox page. Settings
+refuse it in production.
+"""
+
+from datetime import datetime
+
+import asyncpg
+
+from handoff_notify import SCHEMA
+from handoff_notify.adapters.providers import Outgoing
+from handoff_notify.domain.delivery import Accepted, Found, LookupOutcome, NotFound, SendOutcome
+
+
+class SandboxProvider:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def send(self, message: Outgoing) -> SendOutcome:
+        sandbox_id = await self.pool.fetchval(
+            f"""INSERT INTO {SCHEMA}.sandbox_messages
+                    (message_id, channel, destination, subject, body)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (message_id) DO UPDATE SET message_id = excluded.message_id
+                RETURNING sandbox_id""",
+            message.message_id,
+            message.channel.value,
+            message.destination,
+            message.content.subject,
+            message.content.spoken if message.channel.value == "voice" else message.content.text,
+        )
+        return Accepted(f"sandbox-{sandbox_id}", delivered=True)
+
+    async def lookup(self, message: Outgoing, since: datetime) -> LookupOutcome:
+        sandbox_id = await self.pool.fetchval(
+            f"SELECT sandbox_id FROM {SCHEMA}.sandbox_messages WHERE message_id = $1",
+            message.message_id,
+        )
+        return NotFound() if sandbox_id is None else Found(f"sandbox-{sandbox_id}", True)
+
+    async def close(self) -> None:
+        return None
+
+
+async def inbox(pool: asyncpg.Pool, limit: int = 200) -> list[asyncpg.Record]:
+    return list(
+        await pool.fetch(
+            f"""SELECT channel, destination, subject, body, sent_at
+                FROM {SCHEMA}.sandbox_messages ORDER BY sandbox_id DESC LIMIT $1""",
+            limit,
+        )
+    )

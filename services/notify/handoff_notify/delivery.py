@@ -1,0 +1,123 @@
+"""The delivery worker: due messages out to their providers, outcomes back in the database.
+
+Every replica runs one. A message is claimed and committed as `sending` before
+its provider is called, so a crash mid-call leaves a row the reconciler finds
+after its deadline, instead of a message sent twice. Sends run concurrently; the
+worker sleeps until the next message is due, or until a new one is queued here.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+
+import asyncpg
+
+from handoff_notify import metrics
+from handoff_notify.adapters import pages_store
+from handoff_notify.adapters.providers import Outgoing, Provider
+from handoff_notify.service import NotifyService
+from handoff_platform.database import Connection
+from handoff_schemas.vocabulary import Channel
+
+log = logging.getLogger(__name__)
+
+LOOKUP_RETRY_SECONDS = 15.0
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        service: NotifyService,
+        providers: Mapping[Channel, Provider],
+        batch_size: int = 50,
+        max_sleep: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.pool = service.pool
+        self.providers = providers
+        self.batch_size = batch_size
+        self.max_sleep = max_sleep
+        self._wake = asyncio.Event()
+        self._sends: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.service.wake_delivery = self.wake
+        try:
+            while True:
+                try:
+                    self._wake.clear()
+                    await self._reconcile_lost_sends()
+                    while batch := await self.service.claim_due(self.batch_size):
+                        for outgoing in batch:
+                            task = asyncio.create_task(self._deliver(outgoing))
+                            self._sends.add(task)
+                            task.add_done_callback(self._sends.discard)
+                    await self._sleep_until_next_due()
+                except (asyncpg.PostgresConnectionError, OSError) as error:
+                    log.warning(
+                        "delivery worker lost the database; retrying",
+                        extra={"error": type(error).__name__},
+                    )
+                    await asyncio.sleep(1.0)
+        finally:
+            for task in list(self._sends):
+                task.cancel()
+
+    async def _deliver(self, outgoing: Outgoing) -> None:
+        provider = self.providers[outgoing.channel]
+        started = time.perf_counter()
+        outcome = await provider.send(outgoing)
+        metrics.SEND_SECONDS.labels(outgoing.channel).observe(time.perf_counter() - started)
+        try:
+            lost = await self.service.record_send(outgoing, outcome)
+            if lost:
+                async with self.pool.acquire() as connection, connection.transaction():
+                    await self._look_up(connection, outgoing)
+        except (asyncpg.PostgresError, OSError) as error:
+            # The row stays `sending`; the reconciler settles it after its deadline.
+            log.error(
+                "outcome of a send not recorded",
+                extra={"message_id": str(outgoing.message_id), "error": type(error).__name__},
+            )
+
+    async def _reconcile_lost_sends(self) -> None:
+        async with self.service.outbox.transaction(self.pool) as connection:
+            for outgoing in await self.service.claim_lost_sends(connection, self.batch_size):
+                await self._look_up(connection, outgoing)
+
+    async def _look_up(self, connection: Connection, outgoing: Outgoing) -> None:
+        message = await pages_store.message(connection, outgoing.message_id)
+        since = message.sending_since if message and message.sending_since else None
+        if since is None:
+            return
+        try:
+            finding = await self.providers[outgoing.channel].lookup(outgoing, since)
+        except Exception as error:  # the provider could not say; ask again later
+            log.warning(
+                "could not look up a lost send; will ask again",
+                extra={"message_id": str(outgoing.message_id), "error": type(error).__name__},
+            )
+            await pages_store.postpone_deadline(
+                connection, outgoing.message_id, LOOKUP_RETRY_SECONDS
+            )
+            return
+        await self.service.record_lookup(connection, outgoing, finding)
+
+    async def _sleep_until_next_due(self) -> None:
+        async with self.pool.acquire() as connection:
+            seconds = await pages_store.next_due(connection)
+        delay = self.max_sleep if seconds is None else min(max(seconds, 0.0), self.max_sleep)
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def stop(self) -> None:
+        for task in list(self._sends):
+            task.cancel()
+        for provider in set(self.providers.values()):
+            await provider.close()

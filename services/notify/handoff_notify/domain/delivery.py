@@ -1,0 +1,150 @@
+"""One message's delivery, as GoAlert runs it: pending → sending → sent → delivered | failed.
+
+`sending` is committed, with a deadline, before the provider is called. If the
+process dies during the call, the row is found still `sending` after its
+deadline and is reconciled: the provider is asked whether the message exists. A
+send whose outcome is unknown is never repeated on the same channel; the page
+moves to the coach's next contact method instead.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from handoff_schemas.vocabulary import PageFailure
+
+
+class MessageState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    THROTTLED = "throttled"
+    CANCELLED = "cancelled"  # the offer ended before the message left
+
+
+# What a provider says of one send attempt.
+
+
+@dataclass(frozen=True)
+class Accepted:
+    provider_ref: str | None
+    delivered: bool = False  # the provider confirms delivery at once (webhook 2xx, sandbox)
+
+
+@dataclass(frozen=True)
+class Transient:
+    code: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Permanent:
+    failure: PageFailure
+    code: str
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    """The request may have reached the provider: only a lookup can tell."""
+
+    code: str
+
+
+SendOutcome = Accepted | Transient | Permanent | Ambiguous
+
+
+# What a provider says when asked about a send whose outcome was lost.
+
+
+@dataclass(frozen=True)
+class Found:
+    provider_ref: str
+    delivered: bool = False
+
+
+@dataclass(frozen=True)
+class NotFound:
+    pass
+
+
+@dataclass(frozen=True)
+class Unknowable:
+    """The channel keeps no record to ask (SMTP, webhooks)."""
+
+
+LookupOutcome = Found | NotFound | Unknowable
+
+
+# What to do next with the message.
+
+
+@dataclass(frozen=True)
+class MarkSent:
+    provider_ref: str | None
+    delivered: bool
+
+
+@dataclass(frozen=True)
+class RetryIn:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Fail:
+    failure: PageFailure
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    pass
+
+
+Decision = MarkSent | RetryIn | Fail | Reconcile
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempts: int, jitter: float) -> float:
+        """Exponential backoff with `jitter` in [0.5, 1] so replicas don't retry in step."""
+        backoff: float = self.first_delay * 2.0 ** (attempts - 1)
+        return min(backoff, self.max_delay) * jitter
+
+
+def after_send(outcome: SendOutcome, attempts: int, policy: RetryPolicy, jitter: float) -> Decision:
+    """The next step for a message whose `attempts`-th send ended in `outcome`."""
+    match outcome:
+        case Accepted(provider_ref, delivered):
+            return MarkSent(provider_ref, delivered)
+        case Permanent(failure, _):
+            return Fail(failure)
+        case Ambiguous():
+            return Reconcile()
+        case Transient(_, retry_after):
+            if attempts >= policy.max_attempts:
+                return Fail(PageFailure.PROVIDER_ERROR)
+            if retry_after is not None:
+                return RetryIn(min(retry_after, policy.max_delay))
+            return RetryIn(policy.delay(attempts, jitter))
+
+
+def after_lookup(outcome: LookupOutcome) -> MarkSent | Fail:
+    """A lost send, once the provider was asked. Not found is not resent on this channel
+    either: the message may yet surface, and the coach's next method is a safer bet."""
+    match outcome:
+        case Found(provider_ref, delivered):
+            return MarkSent(provider_ref, delivered)
+        case NotFound():
+            return Fail(PageFailure.PROVIDER_ERROR)
+        case Unknowable():
+            return Fail(PageFailure.NOT_DELIVERED)
+
+
+def next_contact(contact_index: int, contact_count: int) -> int | None:
+    """The coach's next contact method after this one, or None when every one was tried."""
+    following = contact_index + 1
+    return following if following < contact_count else None

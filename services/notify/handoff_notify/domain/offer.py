@@ -1,0 +1,75 @@
+"""An offer's life as the coach sees it, and which answers it takes at each step.
+
+Matching decides assignments; notify only records what the coach said and what
+matching told it since (withdrawn, assigned). The coach's page and SMS replies
+both ask this module whether an answer is allowed now.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from handoff_schemas.vocabulary import CoachResponse, WithdrawReason
+
+
+class OfferState(StrEnum):
+    OPEN = "open"
+    ACCEPTED = "accepted"  # the coach said yes; matching has not confirmed yet
+    DECLINED = "declined"
+    ASSIGNED = "assigned"
+    ARRIVED = "arrived"
+    COMPLETED = "completed"
+    WITHDRAWN = "withdrawn"
+
+
+_NEXT_ANSWERS: dict[OfferState, tuple[CoachResponse, ...]] = {
+    OfferState.OPEN: (CoachResponse.ACCEPTED, CoachResponse.DECLINED),
+    OfferState.ASSIGNED: (CoachResponse.ARRIVED,),
+    OfferState.ARRIVED: (CoachResponse.COMPLETED,),
+}
+
+_STATE_AFTER: dict[CoachResponse, OfferState] = {
+    CoachResponse.ACCEPTED: OfferState.ACCEPTED,
+    CoachResponse.DECLINED: OfferState.DECLINED,
+    CoachResponse.ARRIVED: OfferState.ARRIVED,
+    CoachResponse.COMPLETED: OfferState.COMPLETED,
+}
+
+
+@dataclass
+class CoachOffer:
+    state: OfferState
+    expires_at: datetime
+    withdraw_reason: WithdrawReason | None = None
+    arrival_deadline: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.state is OfferState.OPEN and now >= self.expires_at
+
+    def answers(self, now: datetime) -> tuple[CoachResponse, ...]:
+        """What the coach may answer now, in the order the page offers them."""
+        if self.expired(now):
+            return ()
+        return _NEXT_ANSWERS.get(self.state, ())
+
+    def answer(self, response: CoachResponse, now: datetime) -> bool:
+        """Record the coach's answer if it is allowed now; False (and no change) otherwise."""
+        if response not in self.answers(now):
+            return False
+        self.state = _STATE_AFTER[response]
+        return True
+
+    def withdraw(self, reason: WithdrawReason) -> None:
+        if self.state in (OfferState.OPEN, OfferState.ACCEPTED):
+            self.state = OfferState.WITHDRAWN
+            self.withdraw_reason = reason
+
+    def assign(self, arrival_deadline: datetime) -> None:
+        if self.state in (OfferState.OPEN, OfferState.ACCEPTED):
+            self.state = OfferState.ASSIGNED
+        self.arrival_deadline = arrival_deadline
+
+    @property
+    def still_wanted(self) -> bool:
+        """True while paging the coach about this offer is still of use."""
+        return self.state is OfferState.OPEN

@@ -1,0 +1,32 @@
+"""`handoff notify …`: run the service that pages coaches."""
+
+from typing import Annotated
+
+import typer
+import uvloop
+
+from handoff_notify.app import NotifyRuntime
+from handoff_notify.settings import NotifySettings
+from handoff_platform.http import serve_http
+from handoff_platform.logs import configure_logging
+
+app = typer.Typer(help="The notify service: pages and answers.", no_args_is_help=True)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8003,
+) -> None:
+    """Run the consumers, the delivery worker, the relay, the timers and the coach pages."""
+    settings = NotifySettings()
+    configure_logging("notify", settings.log_level)
+    uvloop.run(_serve(settings, host, port))
+
+
+async def _serve(settings: NotifySettings, host: str, port: int) -> None:
+    runtime = await NotifyRuntime.start(settings)
+    try:
+        await serve_http(runtime.app, host, port)
+    finally:
+        await runtime.stop()

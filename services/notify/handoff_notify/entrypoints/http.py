@@ -1,0 +1,201 @@
+"""What coaches' phones and Twilio reach: the offer page, SMS replies, keypad answers,
+delivery callbacks; and, in the sandbox, the local inbox.
+
+The offer page is server-rendered and works without JavaScript. Whatever the
+link's offer became, the page says so plainly; only a link we did not sign is a 404.
+Twilio's webhooks are refused unless their `X-Twilio-Signature` checks out, and an
+unknown sender is answered with nothing at all.
+"""
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup, escape
+
+from handoff_notify.adapters import sandbox
+from handoff_notify.adapters.pages_store import OfferRecord
+from handoff_notify.adapters.twilio import DELIVERED_STATUSES, FAILED_STATUSES, signature_valid
+from handoff_notify.domain.links import LinkTarget
+from handoff_notify.domain.offer import OfferState
+from handoff_notify.service import NotifyService
+from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
+
+LABELS = {
+    CoachResponse.ACCEPTED: "Accept",
+    CoachResponse.DECLINED: "Decline",
+    CoachResponse.ARRIVED: "Arrived",
+    CoachResponse.COMPLETED: "Completed",
+}
+TWIML = "application/xml"
+_URL = re.compile(r"https?://\S+")
+
+
+def _linkify(text: str) -> Markup:
+    escaped = str(escape(text))
+    return Markup(_URL.sub(lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>', escaped))  # noqa: S704
+
+
+templates = Environment(loader=PackageLoader("handoff_notify.entrypoints"), autoescape=True)
+templates.filters["linkify"] = _linkify
+
+
+def build_coach_router(service: NotifyService) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    async def target_of(token: str) -> LinkTarget:
+        target = service.signer.target(token)
+        if target is None:
+            raise LinkNotFound
+        return target
+
+    @router.get("/p/{token}", response_class=HTMLResponse)
+    async def offer_page(target: Annotated[LinkTarget, Depends(target_of)]) -> Response:
+        record = await service.offer_for(target)
+        if record is None:
+            raise LinkNotFound
+        return _render_offer(record, service)
+
+    @router.post("/p/{token}")
+    async def answer_from_page(
+        token: str,
+        target: Annotated[LinkTarget, Depends(target_of)],
+        answer: Annotated[CoachResponse, Form()],
+    ) -> Response:
+        record = await service.answer(target, answer, ResponseVia.LINK)
+        if record is None:
+            raise LinkNotFound
+        return RedirectResponse(f"/p/{token}", status_code=303)
+
+    return router
+
+
+class LinkNotFound(Exception):
+    """The link was not signed by us, or names no offer of this coach."""
+
+
+def link_not_found_page(_: Request, __: Exception) -> HTMLResponse:
+    return HTMLResponse(templates.get_template("not_found.html").render(), status_code=404)
+
+
+def _render_offer(record: OfferRecord, service: NotifyService) -> HTMLResponse:
+    now = service.clock()
+    offer = record.coach_offer
+    state = offer.state
+    message, briefing = _situation(record, now)
+    deadline = (
+        offer.arrival_deadline.strftime("%H:%M UTC")
+        if offer.arrival_deadline and state in (OfferState.ASSIGNED, OfferState.ARRIVED)
+        else None
+    )
+    page = templates.get_template("offer.html").render(
+        offer=record,
+        message=message,
+        show_briefing=briefing,
+        answers=offer.answers(now),
+        labels=LABELS,
+        deadline=deadline,
+        waiting=state is OfferState.ACCEPTED,
+    )
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
+    """What to tell the coach about the offer, and whether its briefing is still theirs to see."""
+    offer = record.coach_offer
+    match offer.state:
+        case OfferState.OPEN if offer.expired(now):
+            return "This request has expired. No action is needed.", False
+        case OfferState.OPEN:
+            return None, True
+        case OfferState.ACCEPTED:
+            return "You accepted. Waiting for the ED's confirmation…", True
+        case OfferState.ASSIGNED:
+            return "Confirmed: the ED expects you. Tap Arrived when you get there.", True
+        case OfferState.ARRIVED:
+            return "You have arrived. Tap Completed when you are done.", True
+        case OfferState.COMPLETED:
+            return "Completed. Thank you.", False
+        case OfferState.DECLINED:
+            return "You declined this request. Thank you for answering.", False
+        case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.FILLED:
+            return "This request was filled by another coach. No action is needed.", False
+        case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.CANCELLED:
+            return "The ED cancelled this request. No action is needed.", False
+        case _:
+            return "This request has expired. No action is needed.", False
+
+
+def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
+    """Twilio's webhooks: inbound SMS, keypad answers on a call, delivery status."""
+    router = APIRouter(prefix="/v1/twilio", include_in_schema=False)
+    public_url = service.settings.notify_public_url.rstrip("/")
+
+    async def signed_form(request: Request) -> Mapping[str, str]:
+        form = {key: str(value) for key, value in (await request.form()).items()}
+        url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not signature_valid(auth_token, url, form, signature):
+            raise UnsignedWebhookError
+        return form
+
+    @router.post("/sms")
+    async def inbound_sms(form: Annotated[Mapping[str, str], Depends(signed_form)]) -> Response:
+        reply = await service.sms_reply(form.get("From", ""), form.get("Body", ""))
+        return _twiml("" if reply is None else f"<Message>{escape(reply)}</Message>")
+
+    @router.post("/voice/{token}")
+    async def keypad_answer(
+        token: str, form: Annotated[Mapping[str, str], Depends(signed_form)]
+    ) -> Response:
+        target = service.signer.target(token)
+        response = {"1": CoachResponse.ACCEPTED, "2": CoachResponse.DECLINED}.get(
+            form.get("Digits", "")
+        )
+        if target is None or response is None:
+            return _twiml("<Say>No answer was recorded. Goodbye.</Say>")
+        record = await service.answer(target, response, ResponseVia.VOICE_KEYPAD)
+        if record is None or record.coach_offer.state.value != response.value:
+            return _twiml("<Say>This request is no longer open. Goodbye.</Say>")
+        return _twiml(f"<Say>Thank you. Your answer, {response.value}, is recorded.</Say>")
+
+    @router.post("/status", status_code=204)
+    async def delivery_status(form: Annotated[Mapping[str, str], Depends(signed_form)]) -> Response:
+        reference = form.get("MessageSid") or form.get("CallSid")
+        status = form.get("MessageStatus") or form.get("CallStatus") or ""
+        if reference and (status in DELIVERED_STATUSES or status in FAILED_STATUSES):
+            await service.delivery_reported(
+                reference, status in DELIVERED_STATUSES, form.get("ErrorCode") or None
+            )
+        return Response(status_code=204)
+
+    return router
+
+
+class UnsignedWebhookError(Exception):
+    """A request claiming to come from Twilio without a valid signature."""
+
+
+def unsigned_webhook_response(_: Request, __: Exception) -> Response:
+    return Response(status_code=403)
+
+
+def _twiml(inner: str) -> Response:
+    return Response(
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>', media_type=TWIML
+    )
+
+
+def build_sandbox_router(service: NotifyService) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/sandbox", response_class=HTMLResponse)
+    async def inbox() -> HTMLResponse:
+        messages = await sandbox.inbox(service.pool)
+        return HTMLResponse(templates.get_template("inbox.html").render(messages=messages))
+
+    return router

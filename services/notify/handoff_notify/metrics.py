@@ -1,0 +1,51 @@
+"""The notify service's own metrics. Labels are channels and codes, never patient data."""
+
+from prometheus_client import Counter, Histogram
+
+PAGES = Counter(
+    "handoff_pages_total",
+    "Messages by channel, kind (offer, withdrawn, assigned) and outcome: sent, delivered, "
+    "failed, throttled, cancelled.",
+    ["channel", "kind", "outcome"],
+)
+SEND_SECONDS = Histogram(
+    "handoff_page_send_seconds",
+    "Time for a provider to take one message.",
+    ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PROVIDER_ERRORS = Counter(
+    "handoff_page_provider_errors_total",
+    "Provider errors by channel and code (HTTP status and provider code, or SMTP code).",
+    ["channel", "code"],
+)
+SEND_RETRIES = Counter(
+    "handoff_page_send_retries_total", "Transient provider failures retried.", ["channel"]
+)
+RECONCILED = Counter(
+    "handoff_page_sends_reconciled_total",
+    "Sends whose outcome was lost, by what the provider said of them: found, not_found, "
+    "unknowable.",
+    ["channel", "finding"],
+)
+THROTTLED = Counter(
+    "handoff_pages_throttled_total",
+    "Messages held back or refused by a contact method's throttle.",
+    ["channel", "kind", "action"],
+)
+CHANNEL_FALLBACKS = Counter(
+    "handoff_page_channel_fallbacks_total",
+    "Pages moved to the coach's next contact method, by why: failed or not_answered.",
+    ["reason"],
+)
+ANSWERS = Counter(
+    "handoff_coach_answers_total",
+    "Coaches' answers by response and by how they answered.",
+    ["response", "via"],
+)
+OFFER_TO_ANSWER = Histogram(
+    "handoff_offer_to_answer_seconds",
+    "From an offer reaching notify to the coach's accept or decline.",
+    ["response"],
+    buckets=(5, 10, 20, 30, 60, 120, 180, 300, 600),
+)

@@ -1,0 +1,459 @@
+"""The notify service's use cases: each one transaction, with its outbox events and timers.
+
+Dispatch events become queued messages; the delivery worker (delivery.py) hands
+them to providers between two of these transactions; coaches' answers, from the
+link, an SMS reply or a keypad, become CoachResponded events exactly once.
+"""
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from handoff_notify import CHANNEL_FALLBACK, SOURCE, metrics
+from handoff_notify.adapters import pages_store as store
+from handoff_notify.adapters.pages_store import MessageRecord, OfferRecord
+from handoff_notify.adapters.providers import Outgoing
+from handoff_notify.domain import content
+from handoff_notify.domain.content import Content, MessageKind
+from handoff_notify.domain.delivery import (
+    Ambiguous,
+    LookupOutcome,
+    MarkSent,
+    MessageState,
+    Permanent,
+    Reconcile,
+    RetryIn,
+    SendOutcome,
+    Transient,
+    after_lookup,
+    after_send,
+    next_contact,
+)
+from handoff_notify.domain.links import LinkSigner, LinkTarget
+from handoff_notify.domain.replies import parse_reply
+from handoff_notify.domain.throttle import Defer, Refuse, throttle
+from handoff_notify.settings import NotifySettings
+from handoff_platform.database import Connection
+from handoff_platform.outbox import Outbox
+from handoff_platform.timers import Timer, Timers
+from handoff_schemas import Envelope, EventPayload
+from handoff_schemas.envelope import utc_now
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachResponded,
+    OfferMade,
+    OfferWithdrawn,
+    PageDelivered,
+    PageFailed,
+    PageSent,
+)
+from handoff_schemas.vocabulary import CoachResponse, PageFailure, ResponseVia, WithdrawReason
+
+log = logging.getLogger(__name__)
+
+Wake = Callable[[], None]
+
+
+class NotifyService:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        timers: Timers,
+        settings: NotifySettings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.pool = pool
+        self.outbox = outbox
+        self.timers = timers
+        self.settings = settings
+        self.signer = LinkSigner(settings.notify_link_secret.get_secret_value())
+        self.clock = clock
+        self.wake_delivery: Wake = lambda: None  # set by the delivery worker
+
+    # Links
+
+    def link(self, offer_id: UUID, coach_id: UUID) -> str:
+        token = self.signer.token(LinkTarget(offer_id, coach_id))
+        return f"{self.settings.notify_public_url.rstrip('/')}/p/{token}"
+
+    def answer_url(self, offer_id: UUID, coach_id: UUID) -> str:
+        token = self.signer.token(LinkTarget(offer_id, coach_id))
+        return f"{self.settings.notify_public_url.rstrip('/')}/v1/twilio/voice/{token}"
+
+    # Dispatch events (Kafka consumers)
+
+    async def offer_made(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: OfferMade = event.data
+        if not await store.save_offer(connection, data, event.correlationid, event.time):
+            return
+        if not data.contacts:
+            log.warning("offer has no contact methods to page", extra=_ids(data.offer_id))
+            return
+        await store.add_message(
+            connection, uuid4(), data.offer_id, MessageKind.OFFER, 0, data.contacts[0], self.clock()
+        )
+
+    async def offer_withdrawn(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: OfferWithdrawn = event.data
+        record = await store.offer(connection, data.offer_id, lock=True)
+        if record is None:
+            return
+        record.coach_offer.withdraw(data.reason)
+        await self._offer_settled(connection, record)
+        if data.reason in (WithdrawReason.FILLED, WithdrawReason.CANCELLED):
+            await self._follow_up(connection, record, MessageKind.WITHDRAWN)
+
+    async def coach_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
+        data: CoachAssigned = event.data
+        record = await store.offer(connection, data.offer_id, lock=True)
+        if record is None:
+            return
+        record.coach_offer.assign(data.arrival_deadline)
+        await self._offer_settled(connection, record)
+        await self._follow_up(connection, record, MessageKind.ASSIGNED)
+
+    async def _offer_settled(self, connection: Connection, record: OfferRecord) -> None:
+        """The offer needs no more paging: drop what has not left, stop channel fallbacks."""
+        await store.save_offer_state(connection, record)
+        await store.cancel_pending(connection, record.offer_id)
+        for message in await store.messages_of(connection, record.offer_id):
+            await self.timers.cancel(connection, message.message_id)
+
+    async def _follow_up(
+        self, connection: Connection, record: OfferRecord, kind: MessageKind
+    ) -> None:
+        """Tell the coach, the way the offer reached them; a coach never paged hears nothing."""
+        reached = store.reached(await store.messages_of(connection, record.offer_id))
+        if reached is None:
+            return
+        contact = record.contacts[reached.contact_index]
+        await store.add_message(
+            connection, uuid4(), record.offer_id, kind, reached.contact_index, contact, self.clock()
+        )
+
+    # Delivery (called by the delivery worker)
+
+    async def claim_due(self, limit: int) -> list[Outgoing]:
+        """Due messages, each passed through its throttle and committed as `sending`."""
+        outgoing: list[Outgoing] = []
+        async with self.outbox.transaction(self.pool) as connection:
+            now = self.clock()
+            rules = self.settings.throttle_rules
+            for message in await store.claim_due(connection, limit):
+                record = await store.offer(connection, message.offer_id)
+                assert record is not None  # messages reference their offer
+                if message.kind is MessageKind.OFFER and not self._still_wanted(record, now):
+                    await store.finish(connection, message.message_id, MessageState.CANCELLED)
+                    metrics.PAGES.labels(message.channel, message.kind, "cancelled").inc()
+                    continue
+                earlier = await store.sent_to(
+                    connection, message.channel, message.destination, now - rules.window
+                )
+                verdict = throttle(message.kind, earlier, now, rules)
+                if isinstance(verdict, Defer):
+                    await store.defer(connection, message.message_id, verdict.until)
+                    metrics.THROTTLED.labels(message.channel, message.kind, "deferred").inc()
+                    continue
+                if isinstance(verdict, Refuse):
+                    metrics.THROTTLED.labels(message.channel, message.kind, "refused").inc()
+                    log.warning(
+                        "message refused by its contact method's throttle",
+                        extra={**_ids(record.offer_id), "channel": message.channel.value},
+                    )
+                    await self._failed(
+                        connection, message, record, PageFailure.THROTTLED, MessageState.THROTTLED
+                    )
+                    continue
+                await store.mark_sending(
+                    connection, message.message_id, self.settings.sending_deadline_seconds
+                )
+                outgoing.append(self._outgoing(message, record, now))
+        return outgoing
+
+    async def record_send(self, outgoing: Outgoing, outcome: SendOutcome) -> bool:
+        """Store what the provider said; True if the outcome is unknown and needs a lookup."""
+        if isinstance(outcome, Transient | Permanent | Ambiguous):
+            metrics.PROVIDER_ERRORS.labels(outgoing.channel, outcome.code).inc()
+        async with self.outbox.transaction(self.pool) as connection:
+            message = await store.message(connection, outgoing.message_id, lock=True)
+            if message is None or message.state is not MessageState.SENDING:
+                return False  # reconciled meanwhile by another replica
+            record = await store.offer(connection, message.offer_id)
+            assert record is not None
+            decision = after_send(
+                outcome, message.attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+            )
+            if isinstance(decision, Reconcile):
+                return True
+            if isinstance(decision, RetryIn):
+                metrics.SEND_RETRIES.labels(message.channel).inc()
+                await store.retry_later(connection, message.message_id, decision.seconds)
+            elif isinstance(decision, MarkSent):
+                await self._sent(connection, message, record, decision)
+            else:
+                await self._failed(connection, message, record, decision.failure)
+        if isinstance(decision, RetryIn):
+            self.wake_delivery()
+        return False
+
+    async def claim_lost_sends(self, connection: Connection, limit: int) -> list[Outgoing]:
+        """Within the caller's transaction: sends past their deadline, locked for a lookup."""
+        outgoing = []
+        for message in await store.claim_lost_sends(connection, limit):
+            record = await store.offer(connection, message.offer_id)
+            assert record is not None
+            outgoing.append(self._outgoing(message, record, self.clock()))
+        return outgoing
+
+    async def record_lookup(
+        self, connection: Connection, outgoing: Outgoing, outcome: LookupOutcome
+    ) -> None:
+        message = await store.message(connection, outgoing.message_id, lock=True)
+        if message is None or message.state is not MessageState.SENDING:
+            return
+        record = await store.offer(connection, message.offer_id)
+        assert record is not None
+        metrics.RECONCILED.labels(message.channel, type(outcome).__name__.lower()).inc()
+        log.warning(
+            "a send with a lost outcome was reconciled",
+            extra={
+                "message_id": str(message.message_id),
+                "channel": message.channel.value,
+                "finding": type(outcome).__name__,
+            },
+        )
+        decision = after_lookup(outcome)
+        if isinstance(decision, MarkSent):
+            await self._sent(connection, message, record, decision)
+        else:
+            await self._failed(connection, message, record, decision.failure)
+
+    async def delivery_reported(
+        self, provider_ref: str, delivered: bool, error_code: str | None
+    ) -> bool:
+        """A provider's delivery callback, final either way; False if the message is not ours."""
+        async with self.outbox.transaction(self.pool) as connection:
+            message = await store.message_by_provider_ref(connection, provider_ref)
+            if message is None:
+                return False
+            record = await store.offer(connection, message.offer_id)
+            assert record is not None
+            if delivered and message.state is MessageState.SENT:
+                await store.mark_delivered(connection, message.message_id)
+                metrics.PAGES.labels(message.channel, message.kind, "delivered").inc()
+                if message.kind is MessageKind.OFFER:
+                    await self._emit(connection, record, self._page_delivered(message, record))
+            elif not delivered and message.state in (
+                MessageState.SENT,
+                MessageState.DELIVERED,
+            ):
+                if error_code:
+                    metrics.PROVIDER_ERRORS.labels(message.channel, f"status:{error_code}").inc()
+                await self._failed(connection, message, record, PageFailure.NOT_DELIVERED)
+        return True
+
+    async def channel_fallback(self, connection: Connection, timer: Timer) -> None:
+        """A page went unanswered on one contact method: try the coach's next one."""
+        message = await store.message(connection, UUID(timer.payload["message_id"]))
+        if message is None:
+            return
+        record = await store.offer(connection, message.offer_id, lock=True)
+        assert record is not None
+        following = next_contact(message.contact_index, len(record.contacts))
+        if following is None or not self._still_wanted(record, self.clock()):
+            return
+        added = await store.add_message(
+            connection,
+            uuid4(),
+            record.offer_id,
+            MessageKind.OFFER,
+            following,
+            record.contacts[following],
+            self.clock(),
+        )
+        if added:
+            metrics.CHANNEL_FALLBACKS.labels("not_answered").inc()
+
+    async def _sent(
+        self, connection: Connection, message: MessageRecord, record: OfferRecord, sent: MarkSent
+    ) -> None:
+        await store.mark_sent(connection, message.message_id, sent.provider_ref, sent.delivered)
+        metrics.PAGES.labels(message.channel, message.kind, "sent").inc()
+        if sent.delivered:
+            metrics.PAGES.labels(message.channel, message.kind, "delivered").inc()
+        if message.kind is not MessageKind.OFFER:
+            return
+        now = self.clock()
+        events: list[EventPayload] = [
+            PageSent(
+                referral_id=record.referral_id,
+                page_id=message.message_id,
+                offer_id=record.offer_id,
+                coach_id=record.coach_id,
+                channel=message.channel,
+                sent_at=now,
+            )
+        ]
+        if sent.delivered:
+            events.append(self._page_delivered(message, record))
+        await self._emit(connection, record, *events)
+        following = next_contact(message.contact_index, len(record.contacts))
+        if following is not None and self._still_wanted(record, now):
+            await self.timers.set(
+                connection,
+                message.message_id,
+                CHANNEL_FALLBACK,
+                now + self.settings.fallback_delay(record.site_id),
+                {"message_id": str(message.message_id)},
+            )
+            await self.timers.changed(connection)
+
+    async def _failed(
+        self,
+        connection: Connection,
+        message: MessageRecord,
+        record: OfferRecord,
+        failure: PageFailure,
+        state: MessageState = MessageState.FAILED,
+    ) -> None:
+        """This contact method is done for; page the next one, or tell matching none is left."""
+        await store.finish(connection, message.message_id, state, failure)
+        await self.timers.cancel(connection, message.message_id)
+        metrics.PAGES.labels(message.channel, message.kind, state.value).inc()
+        if message.kind is not MessageKind.OFFER:
+            return
+        now = self.clock()
+        following = next_contact(message.contact_index, len(record.contacts))
+        if following is not None and self._still_wanted(record, now):
+            await store.add_message(
+                connection,
+                uuid4(),
+                record.offer_id,
+                MessageKind.OFFER,
+                following,
+                record.contacts[following],
+                now,
+            )
+            metrics.CHANNEL_FALLBACKS.labels("failed").inc()
+            self.wake_delivery()
+        page_failed = PageFailed(
+            referral_id=record.referral_id,
+            page_id=message.message_id,
+            offer_id=record.offer_id,
+            coach_id=record.coach_id,
+            channel=message.channel,
+            failure=failure,
+            all_channels_failed=following is None,
+            failed_at=now,
+        )
+        await self._emit(connection, record, page_failed)
+
+    def _page_delivered(self, message: MessageRecord, record: OfferRecord) -> PageDelivered:
+        return PageDelivered(
+            referral_id=record.referral_id,
+            page_id=message.message_id,
+            offer_id=record.offer_id,
+            coach_id=record.coach_id,
+            channel=message.channel,
+            delivered_at=self.clock(),
+        )
+
+    def _outgoing(self, message: MessageRecord, record: OfferRecord, now: datetime) -> Outgoing:
+        return Outgoing(
+            message_id=message.message_id,
+            channel=message.channel,
+            destination=message.destination,
+            content=self._content(message.kind, record, now),
+            answer_url=self.answer_url(record.offer_id, record.coach_id),
+        )
+
+    def _content(self, kind: MessageKind, record: OfferRecord, now: datetime) -> Content:
+        link = self.link(record.offer_id, record.coach_id)
+        if kind is MessageKind.OFFER:
+            return content.offer(record.site_short_name, record.urgency, link)
+        if kind is MessageKind.WITHDRAWN:
+            reason = record.coach_offer.withdraw_reason or WithdrawReason.CANCELLED
+            return content.withdrawn(record.site_short_name, reason)
+        deadline = record.coach_offer.arrival_deadline or now
+        return content.assigned(record.site_short_name, deadline, now, link)
+
+    @staticmethod
+    def _still_wanted(record: OfferRecord, now: datetime) -> bool:
+        return record.coach_offer.still_wanted and not record.coach_offer.expired(now)
+
+    # Answers
+
+    async def offer_for(self, target: LinkTarget) -> OfferRecord | None:
+        async with self.pool.acquire() as connection:
+            record = await store.offer(connection, target.offer_id)
+        return record if record is not None and record.coach_id == target.coach_id else None
+
+    async def answer(
+        self, target: LinkTarget, response: CoachResponse, via: ResponseVia
+    ) -> OfferRecord | None:
+        """Take a coach's answer from their link or keypad; the offer as it now stands."""
+        async with self.outbox.transaction(self.pool) as connection:
+            record = await store.offer(connection, target.offer_id, lock=True)
+            if record is None or record.coach_id != target.coach_id:
+                return None
+            await self._answer(connection, record, response, via)
+            return record
+
+    async def sms_reply(self, phone: str, body: str) -> str | None:
+        """A coach's SMS reply; the text to answer them with, or None to say nothing."""
+        response = parse_reply(body)
+        async with self.outbox.transaction(self.pool) as connection:
+            record = await store.latest_open_offer_paged_to(connection, phone, self.clock())
+            if record is None:
+                return None
+            if response is None:
+                return "Handoff: reply 1 to accept or 2 to decline."
+            await self._answer(connection, record, response, ResponseVia.SMS_REPLY)
+        accepted = response is CoachResponse.ACCEPTED
+        return content.reply_acknowledgement(accepted, self.link(record.offer_id, record.coach_id))
+
+    async def _answer(
+        self, connection: Connection, record: OfferRecord, response: CoachResponse, via: ResponseVia
+    ) -> None:
+        now = self.clock()
+        if not record.coach_offer.answer(response, now):
+            return
+        if not await store.record_response(connection, record.offer_id, response, via, now):
+            return
+        await self._offer_settled(connection, record)
+        answered = CoachResponded(
+            referral_id=record.referral_id,
+            offer_id=record.offer_id,
+            coach_id=record.coach_id,
+            response=response,
+            via=via,
+            responded_at=now,
+        )
+        await self._emit(connection, record, answered)
+        metrics.ANSWERS.labels(response.value, via.value).inc()
+        if response in (CoachResponse.ACCEPTED, CoachResponse.DECLINED):
+            metrics.OFFER_TO_ANSWER.labels(response.value).observe(
+                max(0.0, (now - record.offered_at).total_seconds())
+            )
+        log.info("coach answered", extra={**_ids(record.offer_id), "response": response.value})
+
+    async def _emit(
+        self, connection: Connection, record: OfferRecord, *events: EventPayload
+    ) -> None:
+        await self.outbox.put(
+            connection,
+            *(
+                Envelope.wrap(e, source=SOURCE, correlation_id=record.correlation_id)
+                for e in events
+            ),
+        )
+
+
+def _ids(offer_id: UUID) -> dict[str, str]:
+    return {"offer_id": str(offer_id)}

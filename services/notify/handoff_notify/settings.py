@@ -1,0 +1,102 @@
+"""The notify service's configuration, from its environment."""
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from handoff_notify import CONSUMER_GROUP
+from handoff_notify.domain.delivery import RetryPolicy
+from handoff_notify.domain.throttle import ThrottleRules
+from handoff_platform.settings import PlatformSettings
+
+
+class Delivery(StrEnum):
+    LIVE = "live"  # Twilio-compatible SMS and voice, SMTP, webhooks
+    SANDBOX = "sandbox"  # every message kept in the database and shown on /sandbox
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class NotifySettings(PlatformSettings):
+    consumer_group: str = CONSUMER_GROUP
+    database_pool_size: int = 10
+    handoff_environment: Environment = Environment.DEVELOPMENT
+    notify_delivery: Delivery = Delivery.LIVE
+    notify_public_url: str = Field(
+        "http://127.0.0.1:8003", description="Where coaches' phones and Twilio reach this service."
+    )
+    notify_link_secret: SecretStr = Field(description="Signs the links in pages.")
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_from_number: str | None = None
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_start_tls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Handoff <pages@handoff.invalid>"
+
+    webhook_secret: SecretStr | None = None
+    webhook_slack_format: bool = False
+
+    provider_timeout_seconds: float = 10.0
+    sending_deadline_seconds: float = 30.0
+    send_attempts: int = 5
+    channel_fallback_seconds: float = Field(
+        120.0, description="Page the next contact method if one is not answered by then."
+    )
+    site_channel_fallback_seconds: dict[str, float] = Field(
+        default_factory=dict, description='Per-site delays, e.g. {"md-mercy": 60}.'
+    )
+    notice_spacing_seconds: float = 60.0
+    notices_per_15_minutes: int = 5
+    offers_per_15_minutes: int = 20
+
+    @model_validator(mode="after")
+    def _sandbox_never_in_production(self) -> Self:
+        if self.notify_delivery is Delivery.SANDBOX:
+            if self.handoff_environment is Environment.PRODUCTION:
+                raise ValueError(
+                    "NOTIFY_DELIVERY=sandbox is refused when HANDOFF_ENVIRONMENT=production: "
+                    "pages would never reach a coach"
+                )
+            return self
+        missing = [
+            name
+            for name, value in (
+                ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                ("TWILIO_FROM_NUMBER", self.twilio_from_number),
+                ("SMTP_HOST", self.smtp_host),
+                ("WEBHOOK_SECRET", self.webhook_secret),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ValueError(f"NOTIFY_DELIVERY=live needs {', '.join(missing)}")
+        return self
+
+    def fallback_delay(self, site_id: str) -> timedelta:
+        seconds = self.site_channel_fallback_seconds.get(site_id, self.channel_fallback_seconds)
+        return timedelta(seconds=seconds)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.send_attempts)
+
+    @property
+    def throttle_rules(self) -> ThrottleRules:
+        return ThrottleRules(
+            notice_spacing=timedelta(seconds=self.notice_spacing_seconds),
+            notices_per_window=self.notices_per_15_minutes,
+            offers_per_window=self.offers_per_15_minutes,
+        )
