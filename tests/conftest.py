@@ -22,10 +22,8 @@ from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import ensure_topics
 from handoff_platform.logs import json_handler
-from tests.support.patients import PHI_MARKERS
+from tests.support.patients import ARTIFACTS, PHI_MARKERS, SERVICE_LOGS
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-SERVICE_LOGS = ARTIFACTS / "logs"
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:15"
 TIER_MARKERS = ("unit", "integration", "e2e")
@@ -128,7 +126,8 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_phi_in_any_log_line() -> Iterator[None]:
-    """Every log line of the run, in-process and from service processes, is scanned for PHI.
+    """Every log line of the run, in-process and from service processes, and every page body
+    a test provider received, is scanned for PHI.
 
     The run fails at the end if a test patient's initials, notes or substances
     appear in any line: logs are shipped and kept far longer than the data.

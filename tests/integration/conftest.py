@@ -19,7 +19,7 @@ from handoff_referral.app import ReferralRuntime
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
 from handoff_referral.settings import ReferralSettings
-from tests.conftest import SERVICE_LOGS
+from tests.support.patients import SERVICE_LOGS
 from tests.support.waiting import eventually
 
 HANDOFF = [sys.executable, "-m", "handoff_cli"]

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ARTIFACTS
 from tests.integration.conftest import handoff_command
-from tests.support.patients import referral_body
+from tests.support.patients import ARTIFACTS, referral_body
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN_GENERATED_REQUESTS = 500

@@ -1,6 +1,11 @@
 """Test patients whose data must never show up in a log line, an event or a page."""
 
+from pathlib import Path
 from typing import Any
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SERVICE_LOGS = ARTIFACTS / "logs"
+PAGE_BODIES = SERVICE_LOGS / "page-bodies.log"
 
 # Distinctive strings, so a scan finds them wherever they leak.
 INITIALS = "QZ"
@@ -36,3 +41,9 @@ def referral_body(external_id: str, **changes: Any) -> dict[str, Any]:
         "notes": NOTES,
     }
     return body | changes
+
+
+def record_page_body(body: str) -> None:
+    """Keep what a test provider received, for the end-of-run PHI scan of every log and page."""
+    with PAGE_BODIES.open("a") as bodies:
+        bodies.write(body.replace("\n", " ") + "\n")

@@ -1,0 +1,249 @@
+"""Notify against a Twilio-compatible server and a real SMTP server, on real Kafka and
+PostgreSQL. Each test asserts the exact messages sent; the module fails on any other."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from handoff_devenv import KafkaCluster
+from handoff_devenv.ports import free_ports
+from handoff_devenv.service_process import start_service
+from handoff_platform.kafka import ensure_topics, make_broker
+from handoff_schemas.events import (
+    CoachResponded,
+    OfferWithdrawn,
+    PageDelivered,
+    PageFailed,
+    PageSent,
+)
+from handoff_schemas.vocabulary import (
+    Channel,
+    CoachResponse,
+    PageFailure,
+    ResponseVia,
+    WithdrawReason,
+)
+from tests.integration.conftest import create_database
+from tests.support.fake_twilio import FakeTwilio, signed_post
+from tests.support.kafka import send
+from tests.support.mailbox import Mailbox
+from tests.support.notify import NotifyHarness, email, link_in, sms
+from tests.support.patients import SERVICE_LOGS
+from tests.support.waiting import eventually
+
+
+@pytest.fixture(scope="module")
+async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
+    twilio, mailbox = FakeTwilio(), Mailbox()
+    await twilio.start()
+    mailbox.start()
+    database = await create_database(database_url)
+    bootstrap = own_kafka.bootstrap_servers
+    await ensure_topics(bootstrap)
+    port = free_ports(1)[0]
+    env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox)
+    process = await asyncio.to_thread(
+        start_service, "notify", env, SERVICE_LOGS / "notify-harness.log", 60, port
+    )
+    broker = make_broker(bootstrap, client_id="notify-tests")
+    await broker.start()
+    harness = NotifyHarness(process.url, env, process, broker, bootstrap, twilio, mailbox)
+    try:
+        yield harness
+        assert not harness.unexpected_messages(), harness.unexpected_messages()
+    finally:
+        harness.process.stop()
+        await broker.stop()
+        await twilio.stop()
+        mailbox.stop()
+
+
+async def test_an_offer_pages_the_coach_once_by_sms_with_a_working_link(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone))
+
+    [body] = await notify.sms(phone)
+    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1 to accept")
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert page.status_code == 200
+    assert "Mercy ED" in page.text
+    assert "ED bay 4" in page.text
+    assert ">Accept</button>" in page.text
+    assert ">Decline</button>" in page.text
+    [sent] = await notify.page_events(offer.offer_id)
+    assert isinstance(sent, PageSent)
+    assert sent.channel is Channel.SMS
+    assert len(notify.twilio.to(phone)) == 1
+
+
+async def test_replying_1_accepts_the_senders_open_offer(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone))
+    await notify.sms(phone)
+    await notify.page_events(offer.offer_id)  # the page is recorded as sent
+
+    reply = await notify.twilio.send_sms(notify.url, phone, " yes ")
+    again = await notify.twilio.send_sms(notify.url, phone, "1")
+
+    assert reply.status_code == 200
+    assert "acceptance is recorded" in reply.text
+    assert "<Message>" not in again.text, "a second reply has no open offer left to answer"
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    answers = [e for e in events if isinstance(e, CoachResponded)]
+    assert [(a.response, a.via) for a in answers] == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+
+
+async def test_a_provider_that_fails_twice_then_succeeds_sends_one_sms(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    notify.twilio.fail_next(phone, 500, 503)
+    offer = await notify.offer(sms(phone))
+
+    [body] = await notify.sms(phone)
+    assert notify.twilio.attempts[phone] == 3
+    [message] = notify.twilio.to(phone)
+    callback = await notify.twilio.report_status(message, "delivered")
+    assert callback.status_code == 204
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [e.event_type for e in events] == [PageSent.event_type, PageDelivered.event_type]
+    assert body.startswith("Handoff:")
+
+
+async def test_an_invalid_number_falls_back_to_email(notify: NotifyHarness) -> None:
+    phone, address = notify.phone(), notify.email()
+    notify.twilio.invalid_numbers.add(phone)
+    offer = await notify.offer(sms(phone), email(address))
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    failed, sent = events[0], events[1]
+    assert isinstance(failed, PageFailed)
+    assert failed.failure is PageFailure.INVALID_DESTINATION
+    assert not failed.all_channels_failed
+    assert isinstance(sent, PageSent)
+    assert sent.channel is Channel.EMAIL
+    [mail] = notify.mailbox.to(address)
+    assert mail.subject == "Handoff: urgent ED request at Mercy ED."
+    assert "/p/" in mail.body
+    assert notify.twilio.to(phone) == []
+
+
+async def test_when_every_channel_fails_matching_is_told(notify: NotifyHarness) -> None:
+    phone, address = notify.phone(), notify.email()
+    notify.twilio.unsubscribed.add(phone)
+    notify.mailbox.refused.add(address)
+    offer = await notify.offer(sms(phone), email(address))
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(type(e), e.failure, e.all_channels_failed) for e in events] == [
+        (PageFailed, PageFailure.UNSUBSCRIBED, False),
+        (PageFailed, PageFailure.INVALID_DESTINATION, True),
+    ]
+    assert notify.twilio.to(phone) == []
+    assert notify.mailbox.to(address) == []
+
+
+async def test_a_redelivered_offer_sends_no_second_sms(notify: NotifyHarness) -> None:
+    phone, later = notify.phone(), notify.phone()
+    event_id, referral_id = uuid4(), uuid4()
+    first = await notify.offer(sms(phone), referral_id=referral_id, event_id=event_id)
+    await notify.sms(phone)
+
+    await send(notify.broker, first, event_id=event_id, source="/handoff/matching")
+    # The same referral's next event comes after the duplicate on its partition, so
+    # once it is paged the duplicate has been consumed.
+    await notify.offer(sms(later), referral_id=referral_id)
+    await notify.sms(later)
+    assert len(notify.twilio.to(phone)) == 1
+
+
+async def test_a_filled_offer_tells_the_coach_and_its_link_says_so(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone))
+    [body] = await notify.sms(phone)
+    withdrawn = OfferWithdrawn(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        reason=WithdrawReason.FILLED,
+        withdrawn_at=offer.expires_at,
+    )
+    await send(notify.broker, withdrawn, source="/handoff/matching")
+
+    bodies = await notify.sms(phone, count=2)
+    assert (
+        bodies[1]
+        == "Handoff: the request at Mercy ED was filled by another coach. No action needed."
+    )
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+        answer = await client.post(link_in(body), data={"answer": "accepted"})
+    assert page.status_code == 200
+    assert "filled by another coach" in page.text
+    assert "<button" not in page.text
+    assert answer.status_code == 303
+    events = await notify.page_events(offer.offer_id)
+    assert not [e for e in events if isinstance(e, CoachResponded)]
+
+
+async def test_forged_and_unknown_webhooks_get_nothing(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone))
+    await notify.sms(phone)
+    await notify.page_events(offer.offer_id)
+    form = {"From": phone, "To": "+15005550006", "Body": "1", "MessageSid": "SMforged"}
+    async with httpx.AsyncClient() as client:
+        unsigned = await client.post(f"{notify.url}/v1/twilio/sms", data=form)
+        forged = await signed_post(f"{notify.url}/v1/twilio/sms", form, auth_token="guessed")
+    stranger = await notify.twilio.send_sms(notify.url, notify.phone(), "1")
+
+    assert unsigned.status_code == 403
+    assert unsigned.content == b""
+    assert forged.status_code == 403
+    assert forged.content == b""
+    assert stranger.status_code == 200
+    assert "<Message>" not in stranger.text
+    # The coach's own reply still works: the forgeries did not consume the offer.
+    reply = await notify.twilio.send_sms(notify.url, phone, "2")
+    assert "decline is recorded" in reply.text
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [e.response for e in events if isinstance(e, CoachResponded)] == [CoachResponse.DECLINED]
+
+
+async def test_a_tampered_link_is_not_found(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    await notify.offer(sms(phone))
+    [body] = await notify.sms(phone)
+    link = link_in(body)
+    async with httpx.AsyncClient() as client:
+        tampered = await client.get(link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"))
+    assert tampered.status_code == 404
+    assert "This link is not valid" in tampered.text
+
+
+async def test_a_send_interrupted_by_a_crash_is_reconciled_not_resent(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    notify.twilio.hold(phone)
+    offer = await notify.offer(sms(phone))
+
+    async def provider_has_it() -> bool:
+        return notify.twilio.held_requests[phone] == 1
+
+    await eventually(provider_has_it, within=20, what="the send to reach the provider")
+    await notify.restart(kill=True)  # dies before recording what Twilio answered
+    notify.twilio.release(phone)
+
+    [sent] = await notify.page_events(offer.offer_id)
+    assert isinstance(sent, PageSent)
+    assert notify.twilio.attempts[phone] == 1
+    assert len(notify.twilio.to(phone)) == 1

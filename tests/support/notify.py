@@ -1,0 +1,150 @@
+"""The notify service as a process against a fake Twilio and a real SMTP server, on its own
+Kafka: the harness GoAlert's smoke tests are built on. Any message a test did not expect,
+or a message sent twice, fails the module."""
+
+import asyncio
+import os
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from faststream.kafka import KafkaBroker
+
+from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import ContactPoint, OfferMade
+from handoff_schemas.vocabulary import Channel, Tier, Urgency
+from tests.support.events import BRIEFING
+from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, new_phone
+from tests.support.kafka import read_topic, send
+from tests.support.mailbox import Mailbox
+from tests.support.patients import SERVICE_LOGS
+from tests.support.waiting import eventually
+
+LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
+
+
+@dataclass
+class NotifyHarness:
+    url: str
+    env: dict[str, str]
+    process: ServiceProcess
+    broker: KafkaBroker
+    bootstrap_servers: str
+    twilio: FakeTwilio
+    mailbox: Mailbox
+    destinations: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def environment(
+        database_url: str, bootstrap_servers: str, port: int, twilio: FakeTwilio, mailbox: Mailbox
+    ) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "HANDOFF_ENVIRONMENT": "test",
+            "NOTIFY_DELIVERY": "live",
+            "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "NOTIFY_LINK_SECRET": "test-link-secret",
+            "TWILIO_BASE_URL": twilio.base_url,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_FROM_NUMBER": FROM_NUMBER,
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(mailbox.port),
+            "SMTP_START_TLS": "false",
+            "WEBHOOK_SECRET": "test-webhook-secret",
+            "PROVIDER_TIMEOUT_SECONDS": "2",
+            "SENDING_DEADLINE_SECONDS": "3",
+            "NOTICE_SPACING_SECONDS": "0.2",
+        }
+
+    async def restart(self, kill: bool = False) -> None:
+        (self.process.kill if kill else self.process.stop)()
+        port = int(self.url.rsplit(":", 1)[1])
+        self.process = await asyncio.to_thread(
+            start_service, "notify", self.env, SERVICE_LOGS / "notify-harness.log", 60, port
+        )
+
+    def phone(self) -> str:
+        number = new_phone()
+        self.destinations.add(number)
+        return number
+
+    def email(self) -> str:
+        address = f"coach-{uuid.uuid4().hex[:8]}@example.org"
+        self.destinations.add(address)
+        return address
+
+    async def offer(
+        self, *contacts: ContactPoint, referral_id: UUID | None = None, event_id: UUID | None = None
+    ) -> OfferMade:
+        offer = offer_made(*contacts, referral_id=referral_id)
+        await send(self.broker, offer, event_id=event_id, source="/handoff/matching")
+        return offer
+
+    async def sms(self, phone: str, count: int = 1) -> list[str]:
+        """The bodies sent to `phone`, once there are `count` of them."""
+
+        async def arrived() -> list[str] | None:
+            bodies = [m.body for m in self.twilio.to(phone)]
+            return bodies if len(bodies) >= count else None
+
+        return await eventually(arrived, within=20, what=f"{count} SMS to {phone}")
+
+    async def page_events(self, offer_id: UUID, *, at_least: int = 1) -> list[Any]:
+        """The events notify published about an offer, each once, in order."""
+
+        async def published() -> list[Any] | None:
+            records = await read_topic(self.bootstrap_servers, Topic.PAGES)
+            events = [decode_event(r.value) for r in records]
+            mine = [e.data for e in {e.id: e for e in events}.values()]
+            mine = [e for e in mine if e.offer_id == offer_id]
+            return mine if len(mine) >= at_least else None
+
+        return await eventually(published, within=20, what=f"{at_least} page events", interval=0.3)
+
+    def unexpected_messages(self) -> list[str]:
+        """Messages to nobody a test paged, and messages sent twice."""
+        sent = [(m.to, m.body) for m in self.twilio.accepted]
+        sent += [(e.to, e.body) for e in self.mailbox.received]
+        strangers = [f"to {to}: {body[:60]}" for to, body in sent if to not in self.destinations]
+        twice = [f"twice to {to}: {body[:60]}" for (to, body), n in Counter(sent).items() if n > 1]
+        return strangers + twice
+
+
+def sms(phone: str) -> ContactPoint:
+    return ContactPoint(channel=Channel.SMS, destination=phone)
+
+
+def email(address: str) -> ContactPoint:
+    return ContactPoint(channel=Channel.EMAIL, destination=address)
+
+
+def offer_made(
+    *contacts: ContactPoint, referral_id: UUID | None = None, expires_in: float = 300
+) -> OfferMade:
+    return OfferMade(
+        referral_id=referral_id or uuid.uuid4(),
+        offer_id=uuid.uuid4(),
+        coach_id=uuid.uuid4(),
+        site_id="md-mercy",
+        site_short_name="Mercy ED",
+        urgency=Urgency.URGENT,
+        tier=Tier.SITE,
+        expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
+        briefing=BRIEFING,
+        contacts=contacts,
+    )
+
+
+def link_in(body: str) -> str:
+    found = LINK.search(body)
+    assert found, f"no link in {body!r}"
+    return found.group(0)
