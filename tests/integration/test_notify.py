@@ -3,16 +3,23 @@ PostgreSQL. Each test asserts the exact messages sent; the module fails on any o
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from handoff_devenv import KafkaCluster
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import start_service
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas.events import (
+    CoachAssigned,
     CoachResponded,
     OfferWithdrawn,
     PageDelivered,
@@ -31,7 +38,7 @@ from tests.support.fake_twilio import FakeTwilio, signed_post
 from tests.support.kafka import send
 from tests.support.mailbox import Mailbox
 from tests.support.notify import NotifyHarness, email, link_in, sms
-from tests.support.patients import SERVICE_LOGS
+from tests.support.patients import ARTIFACTS, SERVICE_LOGS
 from tests.support.waiting import eventually
 
 
@@ -247,3 +254,76 @@ async def test_a_send_interrupted_by_a_crash_is_reconciled_not_resent(
     assert isinstance(sent, PageSent)
     assert notify.twilio.attempts[phone] == 1
     assert len(notify.twilio.to(phone)) == 1
+
+
+async def test_a_coach_accepts_from_the_link_in_a_real_browser(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone))
+    [body] = await notify.sms(phone)
+
+    confirmation = await asyncio.to_thread(
+        tap_in_browser, link_in(body), "Accept", ARTIFACTS / "coach-page-accepted.png"
+    )
+
+    assert "You accepted" in confirmation
+    assert (ARTIFACTS / "coach-page-accepted.png").stat().st_size > 0
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(e.response, e.via) for e in events if isinstance(e, CoachResponded)] == [
+        (CoachResponse.ACCEPTED, ResponseVia.LINK)
+    ]
+
+
+async def test_after_assignment_the_coach_reports_arrival_and_completion(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone))
+    [body] = await notify.sms(phone)
+    link = link_in(body)
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        await client.post(link, data={"answer": "accepted"})
+        assigned = CoachAssigned(
+            referral_id=offer.referral_id,
+            offer_id=offer.offer_id,
+            coach_id=offer.coach_id,
+            assigned_at=datetime.now(UTC),
+            arrival_deadline=datetime.now(UTC) + timedelta(minutes=45),
+        )
+        await send(notify.broker, assigned, source="/handoff/matching")
+        confirmation = (await notify.sms(phone, count=2))[1]
+        arrived = await client.post(link, data={"answer": "arrived"})
+        completed = await client.post(link, data={"answer": "completed"})
+        late_decline = await client.post(link, data={"answer": "declined"})
+
+    assert confirmation.startswith("Handoff: confirmed, you have the request at Mercy ED.")
+    assert "within 45 min" in confirmation
+    assert "Tap Completed" in arrived.text
+    assert "Completed. Thank you." in completed.text
+    assert late_decline.status_code == 200
+    events = await notify.page_events(offer.offer_id, at_least=4)
+    assert [e.response for e in events if isinstance(e, CoachResponded)] == [
+        CoachResponse.ACCEPTED,
+        CoachResponse.ARRIVED,
+        CoachResponse.COMPLETED,
+    ]
+
+
+def tap_in_browser(url: str, button: str, screenshot: Path) -> str:
+    """Open `url` in headless Chromium, tap `button`, screenshot the page that follows."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=390,844")  # a phone's viewport
+    driver = webdriver.Chrome(options=options, service=ChromeService("/usr/bin/chromedriver"))
+    try:
+        driver.get(url)
+        driver.find_element(By.XPATH, f"//button[normalize-space()='{button}']").click()
+        WebDriverWait(driver, 15).until(
+            lambda d: "You accepted" in d.find_element(By.TAG_NAME, "body").text
+        )
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(screenshot))
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    finally:
+        driver.quit()

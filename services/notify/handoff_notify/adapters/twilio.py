@@ -74,7 +74,7 @@ class TwilioProvider:
             return Transient(type(error).__name__)  # the request never left
         except httpx.TransportError as error:
             return Ambiguous(type(error).__name__)  # it left; its fate is unknown
-        return _outcome(response)
+        return outcome_of(response)
 
     async def lookup(self, message: Outgoing, since: datetime) -> LookupOutcome:
         if message.channel is Channel.VOICE:
@@ -97,7 +97,7 @@ class TwilioProvider:
         await self._client.aclose()
 
 
-def _outcome(response: httpx.Response) -> SendOutcome:
+def outcome_of(response: httpx.Response) -> SendOutcome:
     if response.is_success:
         return Accepted(response.json()["sid"])
     code = _error_code(response)

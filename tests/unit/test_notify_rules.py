@@ -1,0 +1,188 @@
+"""Notify's pure rules: what a page says, when it may go, what follows a provider's answer."""
+
+import hmac
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from handoff_notify.adapters.twilio import outcome_of
+from handoff_notify.adapters.webhook import signature
+from handoff_notify.domain import content
+from handoff_notify.domain.content import MessageKind
+from handoff_notify.domain.delivery import (
+    Accepted,
+    Ambiguous,
+    Fail,
+    Found,
+    MarkSent,
+    NotFound,
+    Permanent,
+    Reconcile,
+    RetryIn,
+    RetryPolicy,
+    Transient,
+    Unknowable,
+    after_lookup,
+    after_send,
+    next_contact,
+)
+from handoff_notify.domain.links import LinkSigner, LinkTarget
+from handoff_notify.domain.offer import CoachOffer, OfferState
+from handoff_notify.domain.replies import parse_reply
+from handoff_notify.domain.throttle import Allow, Defer, Refuse, Sent, ThrottleRules, throttle
+from handoff_notify.settings import NotifySettings
+from handoff_schemas.vocabulary import CoachResponse, PageFailure, Urgency, WithdrawReason
+from tests.support.patients import PHI_MARKERS
+
+NOW = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+LINK = "https://handoff.example/p/abc"
+
+
+def test_an_sms_body_says_only_product_site_urgency_reply_code_and_link() -> None:
+    page = content.offer("Mercy ED", Urgency.EMERGENT, LINK)
+    assert page.text == (
+        f"Handoff: emergent ED request at Mercy ED. Reply 1 to accept, 2 to decline, or open {LINK}"
+    )
+    bodies = [
+        page.text,
+        page.spoken,
+        content.withdrawn("Mercy ED", WithdrawReason.CANCELLED).text,
+        content.assigned("Mercy ED", NOW + timedelta(minutes=30), NOW, LINK).text,
+    ]
+    assert not [m for m in PHI_MARKERS for body in bodies if m in body]
+    assert "within 30 min" in bodies[3]
+
+
+@pytest.mark.parametrize(
+    ("body", "answer"),
+    [
+        ("1", CoachResponse.ACCEPTED),
+        (" yes ", CoachResponse.ACCEPTED),
+        ("Y.", CoachResponse.ACCEPTED),
+        ("2", CoachResponse.DECLINED),
+        ("no", CoachResponse.DECLINED),
+        ("N!", CoachResponse.DECLINED),
+        ("12", None),
+        ("maybe", None),
+        ("", None),
+    ],
+)
+def test_reply_codes(body: str, answer: CoachResponse | None) -> None:
+    assert parse_reply(body) is answer
+
+
+def test_a_link_names_its_offer_and_coach_and_a_changed_token_names_nothing() -> None:
+    signer = LinkSigner("secret")
+    target = LinkTarget(uuid4(), uuid4())
+    token = signer.token(target)
+    assert signer.target(token) == target
+    assert signer.target(token[:-2] + ("xy" if not token.endswith("xy") else "zz")) is None
+    assert LinkSigner("another secret").target(token) is None
+    assert signer.target("not-a-token") is None
+
+
+def test_an_open_offer_takes_accept_or_decline_until_it_expires() -> None:
+    offer = CoachOffer(OfferState.OPEN, NOW + timedelta(minutes=5))
+    assert offer.answers(NOW) == (CoachResponse.ACCEPTED, CoachResponse.DECLINED)
+    assert offer.answers(NOW + timedelta(minutes=5)) == ()
+    assert not offer.answer(CoachResponse.ARRIVED, NOW)
+    assert offer.answer(CoachResponse.ACCEPTED, NOW)
+    assert not offer.answer(CoachResponse.ACCEPTED, NOW), "an answer counts once"
+    offer.assign(NOW + timedelta(hours=1))
+    assert offer.answer(CoachResponse.ARRIVED, NOW)
+    assert offer.answer(CoachResponse.COMPLETED, NOW)
+    assert offer.answers(NOW) == ()
+
+
+def test_a_withdrawn_offer_takes_no_answer_and_an_assignment_is_not_withdrawn() -> None:
+    filled = CoachOffer(OfferState.ACCEPTED, NOW + timedelta(minutes=5))
+    filled.withdraw(WithdrawReason.FILLED)
+    assert filled.state is OfferState.WITHDRAWN
+    assert not filled.answer(CoachResponse.ARRIVED, NOW)
+    assigned = CoachOffer(OfferState.ASSIGNED, NOW)
+    assigned.withdraw(WithdrawReason.CANCELLED)
+    assert assigned.state is OfferState.ASSIGNED
+
+
+RULES = ThrottleRules()
+
+
+def test_new_offers_pass_the_throttle_until_a_flood() -> None:
+    recent = [Sent(MessageKind.OFFER, NOW - timedelta(seconds=5))]
+    assert throttle(MessageKind.OFFER, recent, NOW, RULES) == Allow()
+    flood = [Sent(MessageKind.OFFER, NOW - timedelta(seconds=i)) for i in range(20)]
+    assert throttle(MessageKind.OFFER, flood, NOW, RULES) == Refuse()
+
+
+def test_a_notice_waits_a_minute_after_the_last_message_to_that_destination() -> None:
+    last = NOW - timedelta(seconds=20)
+    verdict = throttle(MessageKind.WITHDRAWN, [Sent(MessageKind.OFFER, last)], NOW, RULES)
+    assert verdict == Defer(last + timedelta(minutes=1))
+    old = [Sent(MessageKind.OFFER, NOW - timedelta(minutes=2))]
+    assert throttle(MessageKind.WITHDRAWN, old, NOW, RULES) == Allow()
+
+
+def test_only_a_handful_of_notices_per_quarter_hour() -> None:
+    notices = [Sent(MessageKind.ASSIGNED, NOW - timedelta(minutes=2 + i)) for i in range(5)]
+    assert throttle(MessageKind.WITHDRAWN, notices, NOW, RULES) == Refuse()
+    expired = [Sent(MessageKind.ASSIGNED, NOW - timedelta(minutes=16 + i)) for i in range(5)]
+    assert throttle(MessageKind.WITHDRAWN, expired, NOW, RULES) == Allow()
+
+
+POLICY = RetryPolicy(max_attempts=3, first_delay=1.0, max_delay=10.0)
+
+
+def test_transient_errors_back_off_then_fail_permanent_ones_fail_at_once() -> None:
+    assert after_send(Transient("http_500"), 1, POLICY, 1.0) == RetryIn(1.0)
+    assert after_send(Transient("http_500"), 2, POLICY, 0.5) == RetryIn(1.0)
+    assert after_send(Transient("http_429", retry_after=7), 1, POLICY, 1.0) == RetryIn(7)
+    assert after_send(Transient("http_500"), 3, POLICY, 1.0) == Fail(PageFailure.PROVIDER_ERROR)
+    invalid = Permanent(PageFailure.INVALID_DESTINATION, "21211")
+    assert after_send(invalid, 1, POLICY, 1.0) == Fail(PageFailure.INVALID_DESTINATION)
+    assert after_send(Accepted("SM1"), 1, POLICY, 1.0) == MarkSent("SM1", False)
+
+
+def test_a_lost_send_is_looked_up_never_resent_on_the_same_channel() -> None:
+    assert after_send(Ambiguous("ReadTimeout"), 1, POLICY, 1.0) == Reconcile()
+    assert after_lookup(Found("SM1", delivered=True)) == MarkSent("SM1", True)
+    assert after_lookup(NotFound()) == Fail(PageFailure.PROVIDER_ERROR)
+    assert after_lookup(Unknowable()) == Fail(PageFailure.NOT_DELIVERED)
+    assert next_contact(0, 2) == 1
+    assert next_contact(1, 2) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "expected"),
+    [
+        (201, {"sid": "SM1", "status": "queued"}, {}, Accepted("SM1")),
+        (400, {"code": 21211}, {}, Permanent(PageFailure.INVALID_DESTINATION, "http_400:21211")),
+        (400, {"code": 21610}, {}, Permanent(PageFailure.UNSUBSCRIBED, "http_400:21610")),
+        (401, {"code": 20003}, {}, Permanent(PageFailure.PROVIDER_ERROR, "http_401:20003")),
+        (429, {"code": 20429}, {"Retry-After": "3"}, Transient("http_429:20429", 3.0)),
+        (503, {"code": 20500}, {}, Transient("http_503:20500")),
+    ],
+)
+def test_twilio_answers_are_read_by_status_and_error_code(
+    status: int, body: dict[str, object], headers: dict[str, str], expected: object
+) -> None:
+    assert outcome_of(httpx.Response(status, json=body, headers=headers)) == expected
+
+
+def test_webhook_signature_follows_slacks_scheme() -> None:
+    expected = hmac.new(b"s3cret", b'v1:1700000000:{"text":"x"}', "sha256").hexdigest()
+    assert signature("s3cret", "1700000000", b'{"text":"x"}') == "v1=" + expected
+
+
+def test_the_sandbox_cannot_be_selected_in_production() -> None:
+    with pytest.raises(ValidationError, match="refused when HANDOFF_ENVIRONMENT=production"):
+        NotifySettings(
+            database_url="postgresql://x/y",
+            notify_link_secret="s",
+            notify_delivery="sandbox",
+            handoff_environment="production",
+        )
+    with pytest.raises(ValidationError, match="needs TWILIO_ACCOUNT_SID"):
+        NotifySettings(database_url="postgresql://x/y", notify_link_secret="s")
