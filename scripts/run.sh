@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: Kafka and PostgreSQL as local processes, the referral and matching services,
-# a demo emergency department with an API key, and a demo roster. Ctrl-C stops all of it.
+# `make run`: Kafka and PostgreSQL as local processes, the referral, matching and notify
+# services, a demo emergency department with an API key, and a demo roster. Pages go to
+# the sandbox provider, whose inbox is a local web page. Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HANDOFF=.venv/bin/handoff
@@ -21,10 +22,26 @@ KEY=$($HANDOFF referral key create --site md-mercy --label "demo" 2>/dev/null)
 say "importing the demo roster: three coaches on call around the clock for md-mercy and MD"
 $HANDOFF matching roster import deploy/demo/roster.json
 
-say "starting the matching service on port $((PORT + 1))"
-$HANDOFF matching serve --port "$((PORT + 1))" &
-MATCHING=$!
-trap 'echo; say "stopping"; kill $MATCHING 2>/dev/null || true; wait $MATCHING 2>/dev/null || true; $HANDOFF dev down' EXIT
+MATCHING_PORT=$((PORT + 1))
+NOTIFY_PORT=$((PORT + 2))
+PIDS=()
+stop_all() {
+  echo; say "stopping"
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  $HANDOFF dev down
+}
+trap stop_all EXIT
+
+say "starting the matching service on port $MATCHING_PORT"
+$HANDOFF matching serve --port "$MATCHING_PORT" &
+PIDS+=($!)
+
+say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
+NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
+  NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
+  $HANDOFF notify serve --port "$NOTIFY_PORT" &
+PIDS+=($!)
 
 cat <<INFO
 
@@ -42,10 +59,14 @@ cat <<INFO
          "patient": {"preferred_language": "en", "interpreter_needed": false,
                      "substances": ["opioids"], "consent": "obtained"}}'
 
-  Matching offers it to the best coach on call: GET /v1/referrals/<id> shows "offered".
-  Notify is not built yet, so no page is sent and no one answers; after the 5-minute ack
-  timeout the offer passes to the next coach, up to "unassigned".
-  Matching metrics    http://127.0.0.1:$((PORT + 1))/metrics
+  Matching offers it to the best coach on call and notify pages them: the SMS appears in
+  the sandbox inbox below. Open its link to accept, then GET /v1/referrals/<id> shows
+  "accepted" with its timeline. Unanswered, the offer passes to the next coach after the
+  5-minute ack timeout, up to "unassigned".
+
+  Sandbox inbox       http://127.0.0.1:$NOTIFY_PORT/sandbox
+  Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics
+  Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
   Ctrl-C stops the services, Kafka and PostgreSQL.
 
 INFO
