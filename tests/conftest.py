@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -106,6 +107,17 @@ def database_url(infrastructure_dir: Path) -> Iterator[str]:
             yield cluster.url
         finally:
             cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def own_kafka(infrastructure_dir: Path) -> Iterator[KafkaCluster]:
+    """A broker for one test module alone: to stop it, or to keep other tests' events out."""
+    cluster = KafkaCluster(infrastructure_dir / f"kafka-{uuid.uuid4().hex[:6]}")
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

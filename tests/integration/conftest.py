@@ -6,13 +6,11 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from handoff_devenv import KafkaCluster
 from handoff_devenv.service_process import running_service
 from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import ReferralRuntime
@@ -137,14 +135,3 @@ def referral_process(referral_database: str, kafka_topics: str) -> Iterator[str]
     log = SERVICE_LOGS / f"referral-{uuid.uuid4().hex[:6]}.log"
     with running_service("referral", env, log) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def own_kafka(infrastructure_dir: Path) -> Iterator[KafkaCluster]:
-    """A broker for one test module alone: to stop it, or to keep other tests' events out."""
-    cluster = KafkaCluster(infrastructure_dir / f"kafka-{uuid.uuid4().hex[:6]}")
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()

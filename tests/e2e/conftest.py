@@ -1,0 +1,198 @@
+"""The whole system as production runs it: referral, matching and notify as processes, on
+their own Kafka broker and a fresh database, with notify paging into the sandbox."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+import pytest
+
+from handoff_devenv import KafkaCluster
+from handoff_devenv.ports import free_ports
+from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_matching.adapters import dispatch_store
+from handoff_matching.adapters.roster_store import apply_migrations, import_roster
+from handoff_matching.domain.dispatch import DispatchSettings
+from handoff_matching.roster_file import RosterFile
+from handoff_platform.kafka import ensure_topics
+from tests.integration.conftest import create_database, handoff_command
+from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
+from tests.support.waiting import eventually
+
+MAIN_SITE, LADDER_SITE = "md-e2e-main", "md-e2e-ladder"
+EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+@dataclass(frozen=True)
+class Coach:
+    coach_id: UUID
+    phone: str
+    pool: str | None  # None: on no rota (a supervisor)
+
+
+COACHES = {
+    "main-1": Coach(uuid.uuid4(), "+14105557001", f"site:{MAIN_SITE}"),
+    "main-2": Coach(uuid.uuid4(), "+14105557002", f"site:{MAIN_SITE}"),
+    "ladder-1": Coach(uuid.uuid4(), "+14105557011", f"site:{LADDER_SITE}"),
+    "ladder-2": Coach(uuid.uuid4(), "+14105557012", f"site:{LADDER_SITE}"),
+    "state": Coach(uuid.uuid4(), "+14105557021", "state:MD"),
+    "supervisor": Coach(uuid.uuid4(), "+14105557031", None),
+}
+
+
+@dataclass
+class System:
+    database_url: str
+    referral: ServiceProcess
+    matching: ServiceProcess
+    notify: ServiceProcess
+    keys: dict[str, str]
+
+    async def post_referral(self, site: str, **changes: Any) -> dict[str, Any]:
+        body = referral_body(f"e2e-{uuid.uuid4().hex[:10]}", **changes)
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{self.referral.url}/v1/referrals",
+                json=body,
+                headers={"Authorization": f"Bearer {self.keys[site]}"},
+            )
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    async def referral_status(self, site: str, referral_id: str) -> dict[str, Any]:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"{self.referral.url}/v1/referrals/{referral_id}",
+                headers={"Authorization": f"Bearer {self.keys[site]}"},
+            )
+        assert response.status_code == 200, response.text
+        found: dict[str, Any] = response.json()
+        return found
+
+    async def inbox(self, phone: str) -> list[str]:
+        """What the sandbox phone `phone` received, oldest first."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            rows = await connection.fetch(
+                """SELECT body FROM notify.sandbox_messages
+                   WHERE destination = $1 ORDER BY sandbox_id""",
+                phone,
+            )
+        finally:
+            await connection.close()
+        return [r["body"] for r in rows]
+
+    async def page(self, phone: str, count: int, within: float = 10) -> list[str]:
+        async def arrived() -> list[str] | None:
+            bodies = await self.inbox(phone)
+            return bodies if len(bodies) >= count else None
+
+        return await eventually(arrived, within=within, what=f"{count} pages to {phone}")
+
+
+def _roster() -> RosterFile:
+    def shifts(coach: Coach) -> list[dict[str, str]]:
+        if coach.pool is None:
+            return []
+        return [
+            {
+                "coach_id": str(coach.coach_id),
+                "pool": coach.pool,
+                "weekday": day,
+                "start": "00:00",
+                "end": "00:00",
+                "time_zone": "America/New_York",
+            }
+            for day in EVERY_DAY
+        ]
+
+    return RosterFile.model_validate(
+        {
+            "coaches": [
+                {
+                    "coach_id": str(c.coach_id),
+                    "display_name": name,
+                    "contact_methods": [{"channel": "sms", "destination": c.phone}],
+                    "languages": ["en", "es"],
+                    "max_concurrent": 10,
+                    "certifications": [
+                        {"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}
+                    ],
+                }
+                for name, c in COACHES.items()
+            ],
+            "shifts": [s for c in COACHES.values() for s in shifts(c)],
+        }
+    )
+
+
+async def _prepare(database_url: str) -> dict[str, str]:
+    keys = {}
+    for site in (MAIN_SITE, LADDER_SITE):
+        handoff_command(
+            "referral", "site", "add", "--id", site, "--name", f"{site} hospital",
+            "--short-name", "Mercy ED", "--state", "MD", "--time-zone", "America/New_York",
+            database_url=database_url,
+        )  # fmt: skip
+        keys[site] = handoff_command(
+            "referral", "key", "create", "--site", site, "--label", "e2e",
+            database_url=database_url,
+        ).strip()  # fmt: skip
+    await apply_migrations(database_url)
+    connection = await asyncpg.connect(database_url)
+    try:
+        await import_roster(connection, _roster())
+        await dispatch_store.put_site_settings(connection, MAIN_SITE, DispatchSettings(), True, ())
+        await dispatch_store.put_site_settings(
+            connection,
+            LADDER_SITE,
+            DispatchSettings(ack_timeout=timedelta(seconds=2)),
+            True,
+            (COACHES["supervisor"].coach_id,),
+        )
+    finally:
+        await connection.close()
+    return keys
+
+
+@pytest.fixture(scope="module")
+async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
+    database = await create_database(database_url)
+    await ensure_topics(own_kafka.bootstrap_servers)
+    keys = await _prepare(database)
+    notify_port = free_ports(1)[0]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database,
+        "KAFKA_BOOTSTRAP_SERVERS": own_kafka.bootstrap_servers,
+        "NOTIFY_DELIVERY": "sandbox",
+        "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{notify_port}",
+        "NOTIFY_LINK_SECRET": "e2e-link-secret",
+        "NOTICE_SPACING_SECONDS": "0.2",
+    }
+
+    def start(service: str, port: int | None = None) -> ServiceProcess:
+        return start_service(service, env, SERVICE_LOGS / f"e2e-{service}.log", 60, port)
+
+    referral, matching, notify = await asyncio.gather(
+        asyncio.to_thread(start, "referral"),
+        asyncio.to_thread(start, "matching"),
+        asyncio.to_thread(start, "notify", notify_port),
+    )
+    system = System(database, referral, matching, notify, keys)
+    try:
+        yield system
+    finally:
+        for process in (referral, matching, notify):
+            process.stop()
+        for coach in COACHES.values():
+            for body in await system.inbox(coach.phone):
+                record_page_body(body)
