@@ -16,7 +16,9 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform.http import ReadinessCheck
 from handoff_platform.kafka import ensure_topics
-from handoff_platform.outbox import OutboxRelay
+from handoff_platform.lag import report_lag_forever
+from handoff_platform.outbox import Outbox, OutboxRelay
+from handoff_schemas import Topic, dead_letter_topic
 
 OUTBOX_HEALTHY_AGE_SECONDS = 60.0
 
@@ -84,6 +86,29 @@ async def connect_when_reachable(
         connected.set()
         log.info("connected to Kafka")
         return
+
+
+def start_event_pipeline(
+    tasks: BackgroundTasks,
+    *,
+    bootstrap_servers: str,
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    group: str,
+    outbox: Outbox,
+    relay: OutboxRelay,
+    kafka_connected: asyncio.Event,
+    subscribers: list[Any],
+) -> None:
+    """What every service runs beside its own work: Kafka once it answers (topics and the
+    group's dead-letter topic created), the outbox relay and its wake-ups, consumer lag."""
+    topics = [*Topic, dead_letter_topic(group)]
+    tasks.start(
+        "kafka-connect", connect_when_reachable(broker, bootstrap_servers, topics, kafka_connected)
+    )
+    tasks.start("outbox-relay", relay.run())
+    tasks.start("outbox-announcer", outbox.announce_forever(pool))
+    tasks.start("consumer-lag", report_lag_forever(group, subscribers))
 
 
 def readiness_checks(

@@ -17,17 +17,16 @@ from handoff_platform.consumer import IdempotentConsumer
 from handoff_platform.database import create_pool
 from handoff_platform.http import RequestContext, install_error_handlers, operations_router
 from handoff_platform.kafka import make_broker
-from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
-    connect_when_reachable,
     readiness_checks,
+    start_event_pipeline,
     stop_broker,
 )
 from handoff_platform.settings import PlatformSettings
 from handoff_platform.timers import TimerLoop, Timers
-from handoff_schemas import Topic, dead_letter_topic
+from handoff_schemas import Topic
 
 
 class MatchingSettings(PlatformSettings):
@@ -72,19 +71,18 @@ class MatchingRuntime:
             after_commit=outbox.committed,
         )
         tasks = BackgroundTasks()
-        tasks.start(
-            "kafka-connect",
-            connect_when_reachable(
-                broker,
-                settings.kafka_bootstrap_servers,
-                [*Topic, dead_letter_topic(group)],
-                kafka_connected,
-            ),
+        start_event_pipeline(
+            tasks,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            pool=pool,
+            broker=broker,
+            group=group,
+            outbox=outbox,
+            relay=relay,
+            kafka_connected=kafka_connected,
+            subscribers=[subscriber],
         )
-        tasks.start("outbox-relay", relay.run())
-        tasks.start("outbox-announcer", outbox.announce_forever(pool))
         tasks.start("timers", timer_loop.run())
-        tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
         tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))
         app = _http_app(pool, relay, kafka_connected, broker)
         app.include_router(build_admin_router(pool, settings.matching_admin_token))

@@ -31,16 +31,15 @@ from handoff_platform.consumer import IdempotentConsumer
 from handoff_platform.database import create_pool
 from handoff_platform.http import RequestContext, install_error_handlers, operations_router
 from handoff_platform.kafka import make_broker
-from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
-    connect_when_reachable,
     readiness_checks,
+    start_event_pipeline,
     stop_broker,
 )
 from handoff_platform.timers import TimerLoop, Timers
-from handoff_schemas import Topic, dead_letter_topic
+from handoff_schemas import Topic
 from handoff_schemas.vocabulary import Channel
 
 
@@ -86,20 +85,19 @@ class NotifyRuntime:
             after_commit=committed,
         )
         tasks = BackgroundTasks()
-        tasks.start(
-            "kafka-connect",
-            connect_when_reachable(
-                broker,
-                settings.kafka_bootstrap_servers,
-                [*Topic, dead_letter_topic(group)],
-                kafka_connected,
-            ),
+        start_event_pipeline(
+            tasks,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            pool=pool,
+            broker=broker,
+            group=group,
+            outbox=outbox,
+            relay=relay,
+            kafka_connected=kafka_connected,
+            subscribers=[subscriber],
         )
-        tasks.start("outbox-relay", relay.run())
-        tasks.start("outbox-announcer", outbox.announce_forever(pool))
         tasks.start("timers", timer_loop.run())
         tasks.start("delivery", worker.run())
-        tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
 
         app = FastAPI(title="Handoff notify", version="1", docs_url=None, redoc_url=None)
         app.include_router(

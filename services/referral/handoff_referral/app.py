@@ -17,12 +17,11 @@ from handoff_platform.http import (
     serve_http,
 )
 from handoff_platform.kafka import make_broker
-from handoff_platform.lag import report_lag_forever
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
-    connect_when_reachable,
     readiness_checks,
+    start_event_pipeline,
     stop_broker,
 )
 from handoff_referral import SCHEMA
@@ -31,7 +30,7 @@ from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.http import build_router
 from handoff_referral.service import ReferralService
 from handoff_referral.settings import ReferralSettings
-from handoff_schemas import Topic, dead_letter_topic
+from handoff_schemas import Topic
 
 MIGRATIONS = "handoff_referral.adapters.migrations"
 
@@ -72,17 +71,18 @@ class ReferralRuntime:
         relay = OutboxRelay(settings.database_url, outbox, broker)
         app = _http_app(settings, service, pool, broker, kafka_connected, relay)
         tasks = BackgroundTasks()
-        topics = [*Topic, dead_letter_topic(group)]
-        tasks.start(
-            "kafka-connect",
-            connect_when_reachable(
-                broker, settings.kafka_bootstrap_servers, topics, kafka_connected
-            ),
+        start_event_pipeline(
+            tasks,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            pool=pool,
+            broker=broker,
+            group=group,
+            outbox=outbox,
+            relay=relay,
+            kafka_connected=kafka_connected,
+            subscribers=[subscriber],
         )
-        tasks.start("outbox-relay", relay.run())
-        tasks.start("outbox-announcer", outbox.announce_forever(pool))
         tasks.start("api-key-cache", keys.listen_forever())
-        tasks.start("consumer-lag", report_lag_forever(group, [subscriber]))
         return cls(settings, pool, broker, service, app, kafka_connected, relay, tasks)
 
     async def stop(self) -> None:
