@@ -50,16 +50,36 @@ COACHES = {
 @dataclass
 class System:
     database_url: str
-    referral: ServiceProcess
-    matching: ServiceProcess
-    notify: ServiceProcess
+    bootstrap_servers: str
+    env: dict[str, str]
+    replicas: dict[str, list[ServiceProcess]]
     keys: dict[str, str]
 
-    async def post_referral(self, site: str, **changes: Any) -> dict[str, Any]:
+    @property
+    def referral(self) -> ServiceProcess:
+        return self.replicas["referral"][0]
+
+    @property
+    def matching(self) -> ServiceProcess:
+        return self.replicas["matching"][0]
+
+    @property
+    def notify(self) -> ServiceProcess:
+        return self.replicas["notify"][0]
+
+    async def restart(self, service: str, replica: int, *, kill: bool) -> None:
+        process = self.replicas[service][replica]
+        (process.kill if kill else process.stop)()
+        port = int(process.url.rsplit(":", 1)[1])
+        self.replicas[service][replica] = await asyncio.to_thread(
+            _start, service, self.env, port, replica
+        )
+
+    async def post_referral(self, site: str, replica: int = 0, **changes: Any) -> dict[str, Any]:
         body = referral_body(f"e2e-{uuid.uuid4().hex[:10]}", **changes)
         async with httpx.AsyncClient() as client:
             response = await client.post(
-                f"{self.referral.url}/v1/referrals",
+                f"{self.replicas['referral'][replica].url}/v1/referrals",
                 json=body,
                 headers={"Authorization": f"Bearer {self.keys[site]}"},
             )
@@ -98,7 +118,7 @@ class System:
         return await eventually(arrived, within=within, what=f"{count} pages to {phone}")
 
 
-def _roster() -> RosterFile:
+def _roster(max_concurrent: int) -> RosterFile:
     def shifts(coach: Coach) -> list[dict[str, str]]:
         if coach.pool is None:
             return []
@@ -122,7 +142,7 @@ def _roster() -> RosterFile:
                     "display_name": name,
                     "contact_methods": [{"channel": "sms", "destination": c.phone}],
                     "languages": ["en", "es"],
-                    "max_concurrent": 10,
+                    "max_concurrent": max_concurrent,
                     "certifications": [
                         {"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}
                     ],
@@ -134,7 +154,7 @@ def _roster() -> RosterFile:
     )
 
 
-async def _prepare(database_url: str) -> dict[str, str]:
+async def _prepare(database_url: str, max_concurrent: int) -> dict[str, str]:
     keys = {}
     for site in (MAIN_SITE, LADDER_SITE):
         handoff_command(
@@ -149,7 +169,7 @@ async def _prepare(database_url: str) -> dict[str, str]:
     await apply_migrations(database_url)
     connection = await asyncpg.connect(database_url)
     try:
-        await import_roster(connection, _roster())
+        await import_roster(connection, _roster(max_concurrent))
         await dispatch_store.put_site_settings(connection, MAIN_SITE, DispatchSettings(), True, ())
         await dispatch_store.put_site_settings(
             connection,
@@ -163,36 +183,63 @@ async def _prepare(database_url: str) -> dict[str, str]:
     return keys
 
 
-@pytest.fixture(scope="module")
-async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
+def _start(service: str, env: dict[str, str], port: int | None, replica: int) -> ServiceProcess:
+    log = SERVICE_LOGS / f"e2e-{service}-{replica}.log"
+    return start_service(service, env, log, 60, port)
+
+
+async def start_system(
+    database_url: str,
+    kafka: KafkaCluster,
+    replicas: int = 1,
+    max_concurrent: int = 10,
+    **settings: str,
+) -> System:
+    """A fresh database, the demo sites and roster, and `replicas` processes of each service."""
     database = await create_database(database_url)
-    await ensure_topics(own_kafka.bootstrap_servers)
-    keys = await _prepare(database)
-    notify_port = free_ports(1)[0]
+    await ensure_topics(kafka.bootstrap_servers)
+    keys = await _prepare(database, max_concurrent)
+    notify_ports = free_ports(replicas)
     env = {
         **os.environ,
         "DATABASE_URL": database,
-        "KAFKA_BOOTSTRAP_SERVERS": own_kafka.bootstrap_servers,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "NOTIFY_DELIVERY": "sandbox",
-        "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{notify_port}",
+        "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{notify_ports[0]}",
         "NOTIFY_LINK_SECRET": "e2e-link-secret",
         "NOTICE_SPACING_SECONDS": "0.2",
+        **settings,
     }
-
-    def start(service: str, port: int | None = None) -> ServiceProcess:
-        return start_service(service, env, SERVICE_LOGS / f"e2e-{service}.log", 60, port)
-
-    referral, matching, notify = await asyncio.gather(
-        asyncio.to_thread(start, "referral"),
-        asyncio.to_thread(start, "matching"),
-        asyncio.to_thread(start, "notify", notify_port),
+    starting = [
+        (service, replica, notify_ports[replica] if service == "notify" else None)
+        for service in ("referral", "matching", "notify")
+        for replica in range(replicas)
+    ]
+    started = await asyncio.gather(
+        *(asyncio.to_thread(_start, s, env, port, r) for s, r, port in starting)
     )
-    system = System(database, referral, matching, notify, keys)
-    try:
-        yield system
-    finally:
-        for process in (referral, matching, notify):
+    processes: dict[str, list[ServiceProcess]] = {"referral": [], "matching": [], "notify": []}
+    for (service, _, _), process in zip(starting, started, strict=True):
+        processes[service].append(process)
+    return System(database, kafka.bootstrap_servers, env, processes, keys)
+
+
+async def stop_system(system: System) -> None:
+    for processes in system.replicas.values():
+        for process in processes:
             process.stop()
-        for coach in COACHES.values():
-            for body in await system.inbox(coach.phone):
-                record_page_body(body)
+    connection = await asyncpg.connect(system.database_url)
+    try:
+        for row in await connection.fetch("SELECT body FROM notify.sandbox_messages"):
+            record_page_body(row["body"])
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
+    running = await start_system(database_url, own_kafka)
+    try:
+        yield running
+    finally:
+        await stop_system(running)
