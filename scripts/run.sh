@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: Kafka and PostgreSQL as local processes, the referral, matching and notify
-# services, a demo emergency department with an API key, and a demo roster. Pages go to
+# services, demo data (six emergency departments in three states, twenty coaches). Pages go to
 # the sandbox provider, whose inbox is a local web page. Ctrl-C stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +14,8 @@ $HANDOFF dev up
 eval "$($HANDOFF dev env)"
 trap 'echo; say "stopping"; $HANDOFF dev down' EXIT
 
-say "registering the demo emergency department (md-mercy) and creating an API key"
-$HANDOFF referral site add --id md-mercy --name "Mercy Medical Center" \
-  --short-name "Mercy ED" --state MD --time-zone America/New_York
-KEY=$($HANDOFF referral key create --site md-mercy --label "demo" 2>/dev/null)
-
-say "importing the demo roster: three coaches on call around the clock for md-mercy and MD"
-$HANDOFF matching roster import deploy/demo/roster.json
+say "seeding the demo: six emergency departments in MD, RI and VT, twenty coaches, their shifts"
+KEY=$($HANDOFF demo seed)
 
 MATCHING_PORT=$((PORT + 1))
 NOTIFY_PORT=$((PORT + 2))
@@ -50,7 +45,7 @@ cat <<INFO
   Health / readiness  http://127.0.0.1:$PORT/healthz  http://127.0.0.1:$PORT/readyz
   Kafka / PostgreSQL  $KAFKA_BOOTSTRAP_SERVERS  $DATABASE_URL
 
-  Post a referral as the demo hospital:
+  Post a referral as the demo hospital (Mercy ED, md-mercy):
 
   curl -s -X POST http://127.0.0.1:$PORT/v1/referrals \\
     -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' \\
@@ -63,6 +58,11 @@ cat <<INFO
   the sandbox inbox below. Open its link to accept, then GET /v1/referrals/<id> shows
   "accepted" with its timeline. Unanswered, the offer passes to the next coach after the
   5-minute ack timeout, up to "unassigned".
+
+  Or watch a whole story play by itself (a decline, an accept, arrival, completion):
+
+  .venv/bin/handoff demo play --key $KEY \
+      --referral-url http://127.0.0.1:$PORT --notify-url http://127.0.0.1:$NOTIFY_PORT
 
   Sandbox inbox       http://127.0.0.1:$NOTIFY_PORT/sandbox
   Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics

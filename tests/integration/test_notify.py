@@ -2,6 +2,7 @@
 PostgreSQL. Each test asserts the exact messages sent; the module fails on any other."""
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,10 +35,17 @@ from handoff_schemas.vocabulary import (
     WithdrawReason,
 )
 from tests.integration.conftest import create_database
-from tests.support.fake_twilio import FakeTwilio, signed_post
+from tests.support.fake_twilio import FakeTwilio, Recorded, signed_post
 from tests.support.kafka import send
 from tests.support.mailbox import Mailbox
-from tests.support.notify import NotifyHarness, email, link_in, sms
+from tests.support.notify import (
+    QUICK_FALLBACK_SITE,
+    NotifyHarness,
+    email,
+    link_in,
+    sms,
+    voice,
+)
 from tests.support.patients import ARTIFACTS, SERVICE_LOGS
 from tests.support.waiting import eventually
 
@@ -327,3 +335,65 @@ def tap_in_browser(url: str, button: str, screenshot: Path) -> str:
         return str(driver.find_element(By.TAG_NAME, "body").text)
     finally:
         driver.quit()
+
+
+async def test_an_unanswered_page_moves_to_the_next_method_after_the_sites_delay(
+    notify: NotifyHarness,
+) -> None:
+    phone, address = notify.phone(), notify.email()
+    offer = await notify.offer(sms(phone), email(address), site_id=QUICK_FALLBACK_SITE)
+
+    await notify.sms(phone)
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(type(e), e.channel) for e in events] == [
+        (PageSent, Channel.SMS),
+        (PageSent, Channel.EMAIL),
+    ]
+    [mail] = notify.mailbox.to(address)
+    assert "Reply 1 to accept" in mail.body
+    assert len(notify.twilio.to(phone)) == 1
+
+
+async def test_a_voice_page_takes_a_keypad_answer(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(voice(phone))
+
+    async def called() -> list[Recorded] | None:
+        return notify.twilio.to(phone) or None
+
+    [call] = await eventually(called, within=20, what="a call")
+    assert call.kind == "call"
+    assert "<Gather" in call.body
+    assert "Press 1 to accept" in call.body
+    answer_url = re.search(r'action="([^"]+)"', call.body)
+    assert answer_url
+    answered = await signed_post(answer_url.group(1), {"Digits": "1", "CallSid": call.sid})
+
+    assert "Your answer, accepted, is recorded" in answered.text
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(e.response, e.via) for e in events if isinstance(e, CoachResponded)] == [
+        (CoachResponse.ACCEPTED, ResponseVia.VOICE_KEYPAD)
+    ]
+
+
+async def test_metrics_count_pages_by_channel_and_outcome_and_answers_by_kind(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    notify.twilio.fail_next(phone, 500)
+    offer = await notify.offer(sms(phone))
+    await notify.sms(phone)
+    await notify.page_events(offer.offer_id)
+    await notify.twilio.send_sms(notify.url, phone, "2")
+    await notify.page_events(offer.offer_id, at_least=2)
+
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{notify.url}/metrics")).text
+    assert re.search(
+        r'handoff_pages_total\{channel="sms",kind="offer",outcome="sent"\} [1-9]', metrics
+    )
+    assert re.search(
+        r'handoff_coach_answers_total\{response="declined",via="sms_reply"\} [1-9]', metrics
+    )
+    assert 'handoff_page_provider_errors_total{channel="sms",code="http_500:20500"}' in metrics
+    assert "handoff_offer_to_answer_seconds_bucket" in metrics

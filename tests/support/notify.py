@@ -26,6 +26,7 @@ from tests.support.mailbox import Mailbox
 from tests.support.patients import SERVICE_LOGS
 from tests.support.waiting import eventually
 
+QUICK_FALLBACK_SITE = "md-quick"  # a site whose pages move to the next method after 1 s
 LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
 
 
@@ -63,6 +64,7 @@ class NotifyHarness:
             "PROVIDER_TIMEOUT_SECONDS": "2",
             "SENDING_DEADLINE_SECONDS": "3",
             "NOTICE_SPACING_SECONDS": "0.2",
+            "SITE_CHANNEL_FALLBACK_SECONDS": f'{{"{QUICK_FALLBACK_SITE}": 1}}',
         }
 
     async def restart(self, kill: bool = False) -> None:
@@ -83,9 +85,13 @@ class NotifyHarness:
         return address
 
     async def offer(
-        self, *contacts: ContactPoint, referral_id: UUID | None = None, event_id: UUID | None = None
+        self,
+        *contacts: ContactPoint,
+        referral_id: UUID | None = None,
+        event_id: UUID | None = None,
+        site_id: str = "md-mercy",
     ) -> OfferMade:
-        offer = offer_made(*contacts, referral_id=referral_id)
+        offer = offer_made(*contacts, referral_id=referral_id, site_id=site_id)
         await send(self.broker, offer, event_id=event_id, source="/handoff/matching")
         return offer
 
@@ -123,18 +129,25 @@ def sms(phone: str) -> ContactPoint:
     return ContactPoint(channel=Channel.SMS, destination=phone)
 
 
+def voice(phone: str) -> ContactPoint:
+    return ContactPoint(channel=Channel.VOICE, destination=phone)
+
+
 def email(address: str) -> ContactPoint:
     return ContactPoint(channel=Channel.EMAIL, destination=address)
 
 
 def offer_made(
-    *contacts: ContactPoint, referral_id: UUID | None = None, expires_in: float = 300
+    *contacts: ContactPoint,
+    referral_id: UUID | None = None,
+    expires_in: float = 300,
+    site_id: str = "md-mercy",
 ) -> OfferMade:
     return OfferMade(
         referral_id=referral_id or uuid.uuid4(),
         offer_id=uuid.uuid4(),
         coach_id=uuid.uuid4(),
-        site_id="md-mercy",
+        site_id=site_id,
         site_short_name="Mercy ED",
         urgency=Urgency.URGENT,
         tier=Tier.SITE,

@@ -19,6 +19,7 @@ from handoff_notify.adapters import pages_store
 from handoff_notify.adapters.providers import Outgoing, Provider
 from handoff_notify.service import NotifyService
 from handoff_platform.database import Connection
+from handoff_platform.logs import correlation
 from handoff_schemas.vocabulary import Channel
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class DeliveryWorker:
                 task.cancel()
 
     async def _deliver(self, outgoing: Outgoing) -> None:
+        with correlation(outgoing.correlation_id):
+            await self._deliver_in_context(outgoing)
+
+    async def _deliver_in_context(self, outgoing: Outgoing) -> None:
         provider = self.providers[outgoing.channel]
         started = time.perf_counter()
         outcome = await provider.send(outgoing)
@@ -88,7 +93,8 @@ class DeliveryWorker:
     async def _reconcile_lost_sends(self) -> None:
         async with self.service.outbox.transaction(self.pool) as connection:
             for outgoing in await self.service.claim_lost_sends(connection, self.batch_size):
-                await self._look_up(connection, outgoing)
+                with correlation(outgoing.correlation_id):
+                    await self._look_up(connection, outgoing)
 
     async def _look_up(self, connection: Connection, outgoing: Outgoing) -> None:
         message = await pages_store.message(connection, outgoing.message_id)

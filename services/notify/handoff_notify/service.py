@@ -371,6 +371,7 @@ class NotifyService:
             destination=message.destination,
             content=self._content(message.kind, record, now),
             answer_url=self.answer_url(record.offer_id, record.coach_id),
+            correlation_id=record.correlation_id,
         )
 
     def _content(self, kind: MessageKind, record: OfferRecord, now: datetime) -> Content:

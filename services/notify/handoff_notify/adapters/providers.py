@@ -17,6 +17,7 @@ class Outgoing:
     destination: str
     content: Content
     answer_url: str  # where a voice call's keypad answer is posted
+    correlation_id: str  # the referral's, for the logs of this send
 
 
 class Provider(Protocol):

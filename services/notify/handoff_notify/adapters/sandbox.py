@@ -44,11 +44,18 @@ class SandboxProvider:
         return None
 
 
-async def inbox(pool: asyncpg.Pool, limit: int = 200) -> list[asyncpg.Record]:
+async def inbox(
+    pool: asyncpg.Pool, *, after: int = 0, to: str | None = None, limit: int = 200
+) -> list[asyncpg.Record]:
+    """The sandbox's messages after id `after` (to one destination if given), newest first."""
     return list(
         await pool.fetch(
-            f"""SELECT channel, destination, subject, body, sent_at
-                FROM {SCHEMA}.sandbox_messages ORDER BY sandbox_id DESC LIMIT $1""",
+            f"""SELECT sandbox_id, channel, destination, subject, body, sent_at
+                FROM {SCHEMA}.sandbox_messages
+                WHERE sandbox_id > $1 AND ($2::text IS NULL OR destination = $2)
+                ORDER BY sandbox_id DESC LIMIT $3""",
+            after,
+            to,
             limit,
         )
     )

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
+from pydantic import BaseModel
 
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
@@ -190,12 +191,46 @@ def _twiml(inner: str) -> Response:
     )
 
 
-def build_sandbox_router(service: NotifyService) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+class SandboxMessage(BaseModel):
+    id: int
+    channel: str
+    to: str
+    subject: str
+    body: str
+    sent_at: datetime
 
-    @router.get("/sandbox", response_class=HTMLResponse)
-    async def inbox() -> HTMLResponse:
+
+class SandboxInbox(BaseModel):
+    messages: list[SandboxMessage]
+
+
+def build_sandbox_router(service: NotifyService) -> APIRouter:
+    router = APIRouter(prefix="/sandbox", tags=["sandbox"])
+
+    @router.get("", response_class=HTMLResponse, include_in_schema=False)
+    async def inbox_page() -> HTMLResponse:
         messages = await sandbox.inbox(service.pool)
         return HTMLResponse(templates.get_template("inbox.html").render(messages=messages))
+
+    @router.get("/messages")
+    async def inbox_messages(
+        after: Annotated[int, Query(ge=0, description="Only messages with a greater id.")] = 0,
+        to: Annotated[str | None, Query(max_length=320)] = None,
+    ) -> SandboxInbox:
+        """The sandbox phone's messages, oldest first, for scripts and demos."""
+        rows = await sandbox.inbox(service.pool, after=after, to=to, limit=1000)
+        return SandboxInbox(
+            messages=[
+                SandboxMessage(
+                    id=r["sandbox_id"],
+                    channel=r["channel"],
+                    to=r["destination"],
+                    subject=r["subject"],
+                    body=r["body"],
+                    sent_at=r["sent_at"],
+                )
+                for r in reversed(rows)
+            ]
+        )
 
     return router
