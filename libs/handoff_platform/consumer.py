@@ -59,6 +59,7 @@ class IdempotentConsumer:
         handlers: dict[str, Handler],
         max_backoff: float = 10.0,
         after_commit: Callable[[], None] | None = None,
+        workers: int = 3,
     ) -> None:
         """`handlers` maps event types to handlers; other types are acknowledged and skipped."""
         self.group_id = group_id
@@ -68,18 +69,29 @@ class IdempotentConsumer:
         self.handlers = handlers
         self.max_backoff = max_backoff
         self.after_commit = after_commit  # e.g. wake the outbox relay for events just written
+        self.workers = workers
         self.dead_letter_topic = dead_letter_topic(group_id)
 
-    def subscribe(self, topics: Collection[str]) -> Any:
-        """Register the FastStream subscriber; returns it (its consumer feeds the lag metric)."""
-        subscriber = self.broker.subscriber(
-            *topics,
-            group_id=self.group_id,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,
-        )
-        subscriber(self.handle)
-        return subscriber
+    def subscribe(self, topics: Collection[str]) -> None:
+        """Consume `topics`, each with `workers` consumers in the group.
+
+        Each consumer owns some of the partitions, so partitions are handled side by
+        side while each partition, and so each referral, stays in order. (One consumer
+        would handle every event one after the other, each waiting on its database
+        round trips.)
+        """
+        for topic in topics:
+            subscriber = self.broker.subscriber(
+                topic,
+                group_id=self.group_id,
+                auto_offset_reset="earliest",
+                ack_policy=AckPolicy.MANUAL,
+                max_workers=self.workers,
+                # Members learn of a rebalance at their next heartbeat: a short interval
+                # lets a group of several consumers settle in about a second, not ten.
+                heartbeat_interval_ms=1000,
+            )
+            subscriber(self.handle)
 
     async def handle(self, message: KafkaMessage) -> None:
         raw: bytes = message.body

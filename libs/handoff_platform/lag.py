@@ -1,42 +1,92 @@
 """Consumer lag per group and partition: end offset minus committed offset.
 
 FastStream's metrics do not include lag, and lag is what tells an SRE that a
-service has stopped keeping up. Each service samples its own consumers.
+service has stopped keeping up. It is read from the broker — the group's
+committed offsets against the partitions' end offsets — not from the consumers
+themselves, so a group whose every consumer has stopped still shows its lag
+growing: by the other replicas of the service, or by `handoff ops lag-exporter`.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from handoff_platform import metrics
 
 log = logging.getLogger(__name__)
 
 
-async def sample_lag(group_id: str, consumer: Any) -> dict[tuple[str, int], int]:
-    partitions = list(consumer.assignment())
-    if not partitions:
-        return {}
-    end_offsets = await consumer.end_offsets(partitions)
-    lags = {}
-    for partition in partitions:
-        committed = await consumer.committed(partition) or 0
-        lag = max(0, end_offsets[partition] - committed)
-        lags[(partition.topic, partition.partition)] = lag
-        metrics.CONSUMER_LAG.labels(group_id, partition.topic, str(partition.partition)).set(lag)
-    return lags
+class LagSampler:
+    def __init__(self, bootstrap_servers: str, groups: dict[str, Iterable[str]]) -> None:
+        """`groups` maps each consumer group to the topics it consumes."""
+        self.bootstrap_servers = bootstrap_servers
+        self.groups = {group: [str(t) for t in topics] for group, topics in groups.items()}
+        self._admin: AIOKafkaAdminClient | None = None
+        self._offsets: AIOKafkaConsumer | None = None
 
-
-async def report_lag_forever(
-    group_id: str, subscribers: Sequence[Any], interval: float = 5.0
-) -> None:
-    while True:
-        for subscriber in subscribers:
-            consumer = getattr(subscriber, "consumer", None)
-            if consumer is None:
+    async def sample(self) -> dict[tuple[str, str, int], int]:
+        """Set the lag gauge for every group and partition; the lags, by (group, topic, p)."""
+        admin, offsets = await self._clients()
+        every_topic = sorted({t for topics in self.groups.values() for t in topics})
+        described = await admin.describe_topics(every_topic)
+        partitions_of = {
+            d["topic"]: [TopicPartition(d["topic"], p["partition"]) for p in d["partitions"]]
+            for d in described
+        }
+        offsets.assign([tp for tps in partitions_of.values() for tp in tps])
+        lags = {}
+        for group, topics in self.groups.items():
+            partitions = [tp for topic in topics for tp in partitions_of.get(topic, [])]
+            try:
+                committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            except KafkaError as error:  # no coordinator yet, e.g. on a new cluster
+                log.info(
+                    "group offsets not read", extra={"group": group, "error": type(error).__name__}
+                )
                 continue
-            with contextlib.suppress(Exception):  # a rebalance or an outage: sample next time
-                await sample_lag(group_id, consumer)
-        await asyncio.sleep(interval)
+            end = await offsets.end_offsets(partitions)
+            for partition in partitions:
+                position = committed.get(partition)
+                done = position.offset if position is not None and position.offset >= 0 else 0
+                lag = max(0, end[partition] - done)
+                lags[(group, partition.topic, partition.partition)] = lag
+                metrics.CONSUMER_LAG.labels(group, partition.topic, str(partition.partition)).set(
+                    lag
+                )
+        return lags
+
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._admin is None or self._offsets is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            offsets = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False
+            )
+            await admin.start()
+            await offsets.start()
+            self._admin, self._offsets = admin, offsets
+        return self._admin, self._offsets
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+        if self._offsets is not None:
+            await self._offsets.stop()
+        self._admin = self._offsets = None
+
+    async def run_forever(self, interval: float = 5.0) -> None:
+        try:
+            while True:
+                try:
+                    await self.sample()
+                except Exception as error:  # Kafka away or rebalancing: sample next time
+                    log.info("consumer lag not sampled", extra={"error": type(error).__name__})
+                    with contextlib.suppress(Exception):
+                        await self.close()
+                await asyncio.sleep(interval)
+        finally:
+            await self.close()

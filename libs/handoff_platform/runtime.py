@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform.http import ReadinessCheck
 from handoff_platform.kafka import ensure_topics
-from handoff_platform.lag import report_lag_forever
+from handoff_platform.lag import LagSampler
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_schemas import Topic, dead_letter_topic
 
@@ -98,7 +98,7 @@ def start_event_pipeline(
     outbox: Outbox,
     relay: OutboxRelay,
     kafka_connected: asyncio.Event,
-    subscribers: list[Any],
+    consumed_topics: Iterable[str],
 ) -> None:
     """What every service runs beside its own work: Kafka once it answers (topics and the
     group's dead-letter topic created), the outbox relay and its wake-ups, consumer lag."""
@@ -108,7 +108,8 @@ def start_event_pipeline(
     )
     tasks.start("outbox-relay", relay.run())
     tasks.start("outbox-announcer", outbox.announce_forever(pool))
-    tasks.start("consumer-lag", report_lag_forever(group, subscribers))
+    lag = LagSampler(bootstrap_servers, {group: consumed_topics})
+    tasks.start("consumer-lag", lag.run_forever())
 
 
 def readiness_checks(

@@ -84,7 +84,9 @@ async def test_an_offer_that_expired_while_matching_was_down_escalates_once_on_r
         events = await eventually(escalated, within=30, what="the escalation after restart")
     finally:
         await restarted.stop()
-    assert [type(e).__name__ for e in events] == [
+    # The restarted service may publish the state coach's offer expiring too (the ack
+    # timeout is 2 s); what matters is the order, and that the first offer ended once.
+    assert [type(e).__name__ for e in events[:4]] == [
         "OfferMade",
         "OfferWithdrawn",
         "ReferralEscalated",
@@ -93,5 +95,7 @@ async def test_an_offer_that_expired_while_matching_was_down_escalates_once_on_r
     withdrawn, next_offer = events[1], events[3]
     assert isinstance(withdrawn, OfferWithdrawn)
     assert withdrawn.offer_id == offer.offer_id
+    ended = [e for e in events if isinstance(e, OfferWithdrawn) and e.offer_id == offer.offer_id]
+    assert len(ended) == 1
     assert isinstance(next_offer, OfferMade)
     assert next_offer.coach_id == STATE_COACH

@@ -60,7 +60,8 @@ class MatchingRuntime:
             handlers=dispatch_handlers(service),
             after_commit=outbox.committed,
         )
-        subscriber = consumer.subscribe([Topic.REFERRALS, Topic.PAGES])
+        consumed = [Topic.REFERRALS, Topic.PAGES]
+        consumer.subscribe(consumed)
         kafka_connected = asyncio.Event()
         relay = OutboxRelay(settings.database_url, outbox, broker)
         timer_loop = TimerLoop(
@@ -80,7 +81,7 @@ class MatchingRuntime:
             outbox=outbox,
             relay=relay,
             kafka_connected=kafka_connected,
-            subscribers=[subscriber],
+            consumed_topics=consumed,
         )
         tasks.start("timers", timer_loop.run())
         tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))

@@ -74,7 +74,8 @@ class NotifyRuntime:
             handlers=dispatch_handlers(service),
             after_commit=committed,
         )
-        subscriber = consumer.subscribe([Topic.DISPATCH])
+        consumed = [Topic.DISPATCH]
+        consumer.subscribe(consumed)
         kafka_connected = asyncio.Event()
         relay = OutboxRelay(settings.database_url, outbox, broker)
         timer_loop = TimerLoop(
@@ -94,7 +95,7 @@ class NotifyRuntime:
             outbox=outbox,
             relay=relay,
             kafka_connected=kafka_connected,
-            subscribers=[subscriber],
+            consumed_topics=consumed,
         )
         tasks.start("timers", timer_loop.run())
         tasks.start("delivery", worker.run())

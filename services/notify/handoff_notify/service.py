@@ -311,8 +311,7 @@ class NotifyService:
                 CHANNEL_FALLBACK,
                 now + self.settings.fallback_delay(record.site_id),
                 {"message_id": str(message.message_id)},
-            )
-            await self.timers.changed(connection)
+            )  # fired within the timer loops' 5 s poll: soon enough for a channel fallback
 
     async def _failed(
         self,

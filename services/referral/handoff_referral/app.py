@@ -66,7 +66,8 @@ class ReferralRuntime:
             broker=broker,
             handlers=timeline_handlers(service),
         )
-        subscriber = consumer.subscribe([Topic.DISPATCH, Topic.PAGES])
+        consumed = [Topic.DISPATCH, Topic.PAGES]
+        consumer.subscribe(consumed)
         kafka_connected = asyncio.Event()
         relay = OutboxRelay(settings.database_url, outbox, broker)
         app = _http_app(settings, service, pool, broker, kafka_connected, relay)
@@ -80,7 +81,7 @@ class ReferralRuntime:
             outbox=outbox,
             relay=relay,
             kafka_connected=kafka_connected,
-            subscribers=[subscriber],
+            consumed_topics=consumed,
         )
         tasks.start("api-key-cache", keys.listen_forever())
         return cls(settings, pool, broker, service, app, kafka_connected, relay, tasks)
