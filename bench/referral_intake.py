@@ -10,7 +10,7 @@ PostgreSQL's durable defaults), drives it for a fixed time, and prints:
   INSERTs with asyncpg at the same concurrency, i.e. the cost of one durable
   commit without HTTP, validation, the timeline or the outbox.
 
-    .venv/bin/python bench/referral_intake.py [--seconds 30] [--clients 32]
+    .venv/bin/python -m bench.referral_intake [--seconds 30] [--clients 32]
 """
 
 import argparse
@@ -19,67 +19,19 @@ import contextlib
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
 
-from handoff_devenv import KafkaCluster, PostgresCluster
-from handoff_devenv.ports import free_ports
+from bench.common import fresh_database, handoff, infrastructure, percentile
 from handoff_devenv.service_process import running_service
 
 GOAL_RATE = 500
 GOAL_P99_MS = 50.0
 GOAL_OUTBOX_LAG_S = 1.0
-
-
-@contextlib.contextmanager
-def infrastructure() -> Iterator[tuple[str, str]]:
-    """Configured servers if given, else a local broker and a durable PostgreSQL."""
-    if os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield os.environ["DATABASE_URL"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-        return
-    directory = Path(tempfile.mkdtemp(prefix="handoff-bench-"))
-    directory.chmod(0o755)
-    postgres = PostgresCluster(directory / "postgres", free_ports(1)[0], durable=True)
-    kafka = KafkaCluster(directory / "kafka")
-    print("starting PostgreSQL 15 (durable settings) and Kafka ...", flush=True)
-    postgres.start()
-    kafka.start()
-    try:
-        yield postgres.url, kafka.bootstrap_servers
-    finally:
-        kafka.stop()
-        postgres.destroy()
-
-
-async def fresh_database(server_url: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(server_url)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
-def handoff(*args: str, env: dict[str, str]) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff_cli", *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def drive(
@@ -204,8 +156,9 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
 
 
 def main(seconds: float, clients: int) -> None:
-    with infrastructure() as (server_url, bootstrap):
-        database_url = asyncio.run(fresh_database(server_url))
+    with infrastructure() as servers:
+        database_url = asyncio.run(fresh_database(servers.database_url))
+        bootstrap = servers.bootstrap_servers
         env = {
             **os.environ,
             "DATABASE_URL": database_url,

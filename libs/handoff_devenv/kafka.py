@@ -187,12 +187,16 @@ class KafkaCluster:
                 raise RuntimeError(f"formatting Kafka storage failed: {stderr.decode()[-2000:]}")
 
     def stop(self) -> None:
-        terminate([pid for node in self.nodes if (pid := self._pid(node)) is not None])
+        terminate(self.pids())
         for node in self.nodes:
             node.pid_file.unlink(missing_ok=True)
 
     def running(self) -> bool:
         return all((pid := self._pid(node)) is not None and is_running(pid) for node in self.nodes)
+
+    def pids(self) -> list[int]:
+        """The brokers' process ids, e.g. to watch their memory."""
+        return [pid for node in self.nodes if (pid := self._pid(node)) is not None]
 
     def _pid(self, node: KafkaNode) -> int | None:
         if not node.pid_file.exists():
