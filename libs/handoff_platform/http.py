@@ -82,6 +82,11 @@ def operations_router(readiness_checks: Mapping[str, ReadinessCheck]) -> APIRout
 
     @router.get("/metrics")
     async def prometheus_metrics() -> Response:
+        # Readiness is measured at each scrape, so an alert sees a replica Kubernetes
+        # or a load balancer has stopped sending traffic to.
+        results = await asyncio.gather(*(_run(check) for check in readiness_checks.values()))
+        for name, passed in zip(readiness_checks, results, strict=True):
+            metrics.READY.labels(name).set(1 if passed else 0)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

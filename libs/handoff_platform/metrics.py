@@ -58,3 +58,8 @@ TIMER_LATENESS_SECONDS = Histogram(
 TIMERS_OVERDUE_SECONDS = Gauge(
     "handoff_timers_overdue_seconds", "How far past due the oldest unfired timer is."
 )
+READY = Gauge(
+    "handoff_ready",
+    "1 while the readiness check passes (as /readyz answers), by check; measured at each scrape.",
+    ["check"],
+)

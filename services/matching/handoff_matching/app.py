@@ -12,7 +12,11 @@ from handoff_matching import CONSUMER_GROUP, OFFER_EXPIRY, SCHEMA
 from handoff_matching.adapters.roster_store import apply_migrations
 from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
-from handoff_matching.service import MatchingService, report_coverage_forever
+from handoff_matching.service import (
+    MatchingService,
+    report_coverage_forever,
+    report_waiting_referrals_forever,
+)
 from handoff_platform.consumer import IdempotentConsumer
 from handoff_platform.database import create_pool
 from handoff_platform.http import RequestContext, install_error_handlers, operations_router
@@ -85,6 +89,7 @@ class MatchingRuntime:
         )
         tasks.start("timers", timer_loop.run())
         tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))
+        tasks.start("waiting-referrals", report_waiting_referrals_forever(pool))
         app = _http_app(pool, relay, kafka_connected, broker)
         app.include_router(build_admin_router(pool, settings.matching_admin_token))
         return cls(pool, broker, app, kafka_connected, tasks)

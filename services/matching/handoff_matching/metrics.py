@@ -29,3 +29,18 @@ COVERAGE_GAP_MINUTES = Gauge(
 UNCOVERED_NOW = Gauge(
     "handoff_coverage_uncovered_now", "1 while no eligible coach is on call for the site.", ["site"]
 )
+AWAITING_ACCEPTANCE = Gauge(
+    "handoff_referrals_awaiting_acceptance",
+    "Referrals being offered that no coach has accepted yet.",
+    ["site"],
+)
+OLDEST_AWAITING_SECONDS = Gauge(
+    "handoff_referral_oldest_awaiting_acceptance_seconds",
+    "How long the oldest referral still being offered has waited for a coach (0: none).",
+    ["site"],
+)
+NEXT_GAP_SECONDS = Gauge(
+    "handoff_coverage_next_gap_seconds",
+    "Seconds until the next coverage gap within 24 h begins (0: uncovered now; absent: none).",
+    ["site"],
+)

@@ -5,6 +5,7 @@ dispatch, the events it produced and its timer changes are stored together.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -293,6 +294,27 @@ async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> No
                     metrics.UNCOVERED_NOW.labels(site_id).set(
                         1 if any(now in gap for gap in gaps) else 0
                     )
+                    if gaps:
+                        next_gap = max(0.0, (gaps[0].start - now).total_seconds())
+                        metrics.NEXT_GAP_SECONDS.labels(site_id).set(next_gap)
+                    else:
+                        with contextlib.suppress(KeyError):
+                            metrics.NEXT_GAP_SECONDS.remove(site_id)
         except (asyncpg.PostgresError, OSError) as error:
             log.warning("coverage not computed", extra={"error": type(error).__name__})
+        await asyncio.sleep(every)
+
+
+async def report_waiting_referrals_forever(pool: asyncpg.Pool, every: float = 5.0) -> None:
+    """Export, per site, the referrals no coach has accepted yet and the oldest one's wait."""
+    while True:
+        try:
+            async with pool.acquire() as connection:
+                waiting = await dispatch_store.awaiting_acceptance(connection)
+                for site_id, _, _ in await roster_store.known_sites(connection):
+                    count, oldest = waiting.get(site_id, (0, 0.0))
+                    metrics.AWAITING_ACCEPTANCE.labels(site_id).set(count)
+                    metrics.OLDEST_AWAITING_SECONDS.labels(site_id).set(oldest)
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning("waiting referrals not counted", extra={"error": type(error).__name__})
         await asyncio.sleep(every)

@@ -8,6 +8,12 @@ PAGES = Counter(
     "failed, throttled, cancelled.",
     ["channel", "kind", "outcome"],
 )
+OFFER_TO_PAGE = Histogram(
+    "handoff_offer_to_page_seconds",
+    "From an offer being made to its page being handed to a provider, by channel.",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 SEND_SECONDS = Histogram(
     "handoff_page_send_seconds",
     "Time for a provider to take one message.",

@@ -290,6 +290,9 @@ class NotifyService:
         if message.kind is not MessageKind.OFFER:
             return
         now = self.clock()
+        metrics.OFFER_TO_PAGE.labels(message.channel).observe(
+            max(0.0, (now - record.offered_at).total_seconds())
+        )
         events: list[EventPayload] = [
             PageSent(
                 referral_id=record.referral_id,

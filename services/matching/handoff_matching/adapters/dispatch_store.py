@@ -101,3 +101,13 @@ async def open_assignments(connection: Connection, coach_ids: list[UUID]) -> dic
         coach_ids,
     )
     return {row["assigned_coach"]: row["holding"] for row in rows}
+
+
+async def awaiting_acceptance(connection: Connection) -> dict[str, tuple[int, float]]:
+    """Per site: referrals still being offered, and how long the oldest has waited (s)."""
+    rows = await connection.fetch(
+        f"""SELECT document->'facts'->>'site_id' AS site_id, count(*) AS waiting,
+                   extract(epoch FROM now() - min(created_at))::float8 AS oldest
+            FROM {SCHEMA}.dispatches WHERE state = 'offering' GROUP BY 1"""
+    )
+    return {row["site_id"]: (row["waiting"], row["oldest"]) for row in rows}
