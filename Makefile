@@ -17,3 +17,6 @@ lint:
 	@.venv/bin/ruff format --check .
 	@.venv/bin/mypy
 	@.venv/bin/handoff schemas check
+	@promtool check config --lint=all deploy/prometheus/prometheus.yml >/dev/null
+	@promtool check rules deploy/prometheus/alerts.yml >/dev/null
+	@promtool test rules deploy/prometheus/tests/*.yml

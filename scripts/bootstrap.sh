@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Handoff needs on a fresh Debian machine of this kind, idempotently:
-# the PostgreSQL 15 server, Java and Maven (for the Kafka jars), Chromium and its driver
-# (for the coach page's browser test), a virtual environment with the project in editable
-# mode, and the Kafka broker's jars.
+# the PostgreSQL 15 server, Java and Maven (for the Kafka jars), Prometheus (promtool and
+# the scrape test), Chromium and its driver (the coach page's browser test), a virtual
+# environment with the project in editable mode, and the Kafka broker's jars.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ need_apt=()
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+[ -x /usr/bin/promtool ] || need_apt+=(prometheus)  # alert rule tests; scrape test
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the coach page's browser test
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,6 +1,6 @@
 import typer
 
-from handoff_cli import demo, dev, schemas
+from handoff_cli import demo, dev, ops, schemas
 from handoff_matching.entrypoints import cli as matching
 from handoff_notify.entrypoints import cli as notify
 from handoff_referral.entrypoints import cli as referral
@@ -15,3 +15,4 @@ app.add_typer(referral.app, name="referral")
 app.add_typer(matching.app, name="matching")
 app.add_typer(notify.app, name="notify")
 app.add_typer(demo.app, name="demo")
+app.add_typer(ops.app, name="ops")

@@ -10,7 +10,7 @@ growing: by the other replicas of the service, or by `handoff ops lag-exporter`.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class LagSampler:
-    def __init__(self, bootstrap_servers: str, groups: dict[str, Iterable[str]]) -> None:
+    def __init__(self, bootstrap_servers: str, groups: Mapping[str, Iterable[str]]) -> None:
         """`groups` maps each consumer group to the topics it consumes."""
         self.bootstrap_servers = bootstrap_servers
         self.groups = {group: [str(t) for t in topics] for group, topics in groups.items()}

@@ -221,7 +221,20 @@ async def start_system(
     processes: dict[str, list[ServiceProcess]] = {"referral": [], "matching": [], "notify": []}
     for (service, _, _), process in zip(starting, started, strict=True):
         processes[service].append(process)
-    return System(database, kafka.bootstrap_servers, env, processes, keys)
+    system = System(database, kafka.bootstrap_servers, env, processes, keys)
+    await _first_referral_paged(system)
+    return system
+
+
+async def _first_referral_paged(system: System) -> None:
+    """Wait out the consumer groups' first rebalance: tests measure a running system."""
+    before = sum([len(await system.inbox(c.phone)) for c in COACHES.values()])
+
+    async def paged() -> bool:
+        return sum([len(await system.inbox(c.phone)) for c in COACHES.values()]) > before
+
+    await system.post_referral(MAIN_SITE)
+    await eventually(paged, within=60, what="the first referral paged")
 
 
 async def stop_system(system: System) -> None:

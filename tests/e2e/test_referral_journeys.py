@@ -1,15 +1,22 @@
 """A referral's journeys through the three services, as the hospital and the coaches see them."""
 
 import re
+import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import yaml
 
+from handoff_devenv.ports import free_ports
 from tests.e2e.conftest import COACHES, LADDER_SITE, MAIN_SITE, System
 from tests.support.waiting import eventually
 
 LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
+ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml"
 MAIN_PHONES = {COACHES["main-1"].phone, COACHES["main-2"].phone}
 
 
@@ -110,3 +117,65 @@ async def test_nobody_answering_climbs_the_ladder_to_unassigned(system: System) 
     assert re.search(
         rf'handoff_referrals_unassigned_total\{{[^}}]*site="{LADDER_SITE}"[^}}]*\}} 1\.0', metrics
     )
+
+
+@pytest.fixture
+def prometheus(system: System, tmp_path: Path) -> Iterator[str]:
+    """Debian's Prometheus scraping the running services every second; yields its API URL."""
+    port = free_ports(1)[0]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ALERT_RULES)],
+        "scrape_configs": [
+            {
+                "job_name": f"handoff-{name}",
+                "static_configs": [{"targets": [p.url.removeprefix("http://") for p in replicas]}],
+            }
+            for name, replicas in system.replicas.items()
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def test_prometheus_scrapes_every_service_and_loads_the_alert_rules(
+    system: System, prometheus: str
+) -> None:
+    async def query(expr: str) -> list[dict[str, Any]] | None:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                found = await client.get(f"{prometheus}/query", params={"query": expr})
+        except httpx.HTTPError:
+            return None
+        if found.status_code != 200:  # still starting
+            return None
+        result: list[dict[str, Any]] = found.json()["data"]["result"]
+        return result or None
+
+    async def every_job_up() -> list[dict[str, Any]] | None:
+        up = await query('up{job=~"handoff-.*"} == 1')
+        return up if up and len(up) == len(system.replicas) else None
+
+    up = await eventually(every_job_up, within=30, what="all three services scraped and up")
+    assert {series["metric"]["job"] for series in up} == {f"handoff-{n}" for n in system.replicas}
+    for metric, job in (
+        ("handoff_referrals_received_total", "handoff-referral"),
+        ("handoff_offers_total", "handoff-matching"),
+        ("handoff_pages_total", "handoff-notify"),
+        ("handoff_ready", "handoff-notify"),
+    ):
+        selector = f'{metric}{{job="{job}"}}'
+        assert await eventually(lambda s=selector: query(s), within=30, what=selector)  # type: ignore[misc]
+    async with httpx.AsyncClient() as client:
+        groups = (await client.get(f"{prometheus}/rules")).json()["data"]["groups"]
+    assert sum(len(g["rules"]) for g in groups) == 12

@@ -1,0 +1,58 @@
+"""`handoff ops …`: what the runbooks ask an SRE to run."""
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+import typer
+from prometheus_client import start_http_server
+
+from handoff_platform.dead_letters import replay_dead_letters
+from handoff_platform.lag import LagSampler
+from handoff_platform.settings import KafkaSettings
+
+app = typer.Typer(help="Operations: dead letters, consumer lag.", no_args_is_help=True)
+
+
+@app.command("replay-dead-letters")
+def replay_command(
+    group: Annotated[str, typer.Option(help="The consumer group, e.g. handoff-notify.")],
+    dry_run: Annotated[bool, typer.Option(help="Count, send nothing.")] = False,
+) -> None:
+    """Send a group's dead-lettered events back to their topics, once the cause is fixed."""
+    summary = asyncio.run(
+        replay_dead_letters(KafkaSettings().kafka_bootstrap_servers, group, dry_run=dry_run)
+    )
+    verb = "would replay" if dry_run else "replayed"
+    for topic, count in sorted(summary.replayed.items()):
+        typer.echo(f"{verb} {count} from {summary.dead_letter_topic} to {topic}")
+    if not summary.replayed:
+        typer.echo(f"nothing to replay in {summary.dead_letter_topic}")
+    if summary.unroutable:
+        typer.echo(f"{summary.unroutable} without an original topic were left in place", err=True)
+
+
+@app.command("lag-exporter")
+def lag_exporter_command(
+    group: Annotated[
+        list[str],
+        typer.Option(
+            help="GROUP=TOPIC[,TOPIC…], e.g. handoff-notify=handoff.dispatch; repeatable."
+        ),
+    ],
+    port: Annotated[int, typer.Option()] = 9309,
+    interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 5.0,
+) -> None:
+    """Serve consumer lag per group and partition on /metrics, read from the broker alone:
+    it keeps reporting while every consumer of a group is stopped."""
+    groups: dict[str, list[str]] = {}
+    for spec in group:
+        name, _, topics = spec.partition("=")
+        if not topics:
+            raise typer.BadParameter(f"{spec!r}: expected GROUP=TOPIC[,TOPIC…]")
+        groups[name] = topics.split(",")
+    start_http_server(port, addr="127.0.0.1")
+    typer.echo(f"consumer lag of {', '.join(groups)} on http://127.0.0.1:{port}/metrics")
+    sampler = LagSampler(KafkaSettings().kafka_bootstrap_servers, groups)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(sampler.run_forever(interval))
