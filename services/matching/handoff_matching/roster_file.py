@@ -201,11 +201,15 @@ def parse_roster(text: str) -> RosterFile:
         raise RosterProblems([f"line {error.lineno}: not valid JSON ({error.msg})"]) from None
     except ValidationError as error:
         raise RosterProblems(
-            [_where(item["loc"]) + ": " + item["msg"] for item in error.errors(include_url=False)]
+            [
+                problem_location(item["loc"]) + ": " + item["msg"]
+                for item in error.errors(include_url=False)
+            ]
         ) from None
 
 
-def _where(location: tuple[int | str, ...]) -> str:
+def problem_location(location: tuple[int | str, ...]) -> str:
+    """Where a validation problem is, as a coordinator reads it: `coaches[3].languages[0]`."""
     path = ""
     for part in location:
         if isinstance(part, int):

@@ -10,6 +10,7 @@ import uvloop
 
 from handoff_matching.adapters.roster_store import ImportSummary, apply_migrations, import_roster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
+from handoff_matching.roster_csv import CsvFile, parse_roster_csv
 from handoff_matching.roster_file import RosterFile, RosterProblems, parse_roster
 from handoff_platform.http import serve_http
 from handoff_platform.logs import configure_logging
@@ -41,15 +42,23 @@ async def _serve(settings: MatchingSettings, host: str, port: int) -> None:
 
 @roster_app.command("import")
 def import_command(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="One roster.json, or CSV files of coaches, shifts and overrides.",
+        ),
+    ],
     dry_run: Annotated[bool, typer.Option(help="Validate only; store nothing.")] = False,
 ) -> None:
-    """Import a roster JSON file; every problem is reported with its row and field."""
+    """Import a roster; every problem is reported with its file, row and field."""
     try:
-        roster = parse_roster(file.read_text())
+        roster = _read_roster(files)
     except RosterProblems as problems:
         for problem in problems.problems:
-            typer.echo(f"{file}: {problem}", err=True)
+            typer.echo(problem, err=True)
         typer.echo(f"{len(problems.problems)} problem(s); nothing was imported", err=True)
         raise typer.Exit(2) from None
     if dry_run:
@@ -60,6 +69,17 @@ def import_command(
         f"imported {summary.coaches} coaches, {summary.certifications} certifications, "
         f"{summary.shifts} shifts, {summary.overrides} overrides"
     )
+
+
+def _read_roster(files: list[Path]) -> RosterFile:
+    if all(f.suffix.lower() == ".csv" for f in files):
+        return parse_roster_csv([CsvFile(f.name, f.read_text()) for f in files])
+    if len(files) == 1 and files[0].suffix.lower() == ".json":
+        try:
+            return parse_roster(files[0].read_text())
+        except RosterProblems as problems:
+            raise RosterProblems([f"{files[0]}: {p}" for p in problems.problems]) from None
+    raise RosterProblems(["give one .json file, or .csv files only"])
 
 
 async def _store(database_url: str, roster: RosterFile) -> ImportSummary:
