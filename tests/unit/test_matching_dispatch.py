@@ -14,6 +14,7 @@ from handoff_matching.domain.dispatch import (
     Ranking,
     ReferralFacts,
     SetTimer,
+    TimerKind,
 )
 from handoff_schemas.events import (
     CoachAssigned,
@@ -120,18 +121,30 @@ def test_acceptance_assigns_with_an_arrival_deadline_and_late_answers_change_not
     assert assigned.coach_id == ANA
     assert assigned.arrival_deadline == NOW + timedelta(minutes=62)
     assert CancelTimer(made.offer_id) in effects
+    assert SetTimer(made.offer_id, assigned.arrival_deadline, TimerKind.ARRIVAL_DEADLINE) in effects
     assert d.state is DispatchState.ASSIGNED
+    assert d.arrival_overdue(made.offer_id)
     assert d.accept(made.offer_id, NOW + timedelta(minutes=3)) == []
     assert d.expire(made.offer_id, NOW + timedelta(minutes=5), LADDER) == []
 
 
-def test_arrival_closes_the_assignment_and_frees_the_coach() -> None:
+def test_arrival_closes_the_assignment_frees_the_coach_and_stops_the_arrival_clock() -> None:
     d = dispatch()
     made = of(OfferMade, d.start(NOW, LADDER))[0]
     d.accept(made.offer_id, NOW)
-    d.close()
+    assert d.close() == [CancelTimer(made.offer_id, TimerKind.ARRIVAL_DEADLINE)]
     assert d.state is DispatchState.CLOSED
+    assert not d.arrival_overdue(made.offer_id)
+    assert d.close() == []
     assert d.cancel(NOW) == []
+
+
+def test_cancelling_an_assigned_referral_stops_the_arrival_clock() -> None:
+    d = dispatch()
+    made = of(OfferMade, d.start(NOW, LADDER))[0]
+    d.accept(made.offer_id, NOW)
+    assert d.cancel(NOW) == [CancelTimer(made.offer_id, TimerKind.ARRIVAL_DEADLINE)]
+    assert not d.arrival_overdue(made.offer_id)
 
 
 def test_broadcast_offers_several_and_two_acceptances_yield_one_assignment() -> None:

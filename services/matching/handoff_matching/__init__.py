@@ -10,4 +10,3 @@ app.py        composition root
 SCHEMA = "matching"
 SOURCE = "/handoff/matching"
 CONSUMER_GROUP = "handoff-matching"
-OFFER_EXPIRY = "offer_expiry"

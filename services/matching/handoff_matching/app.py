@@ -8,8 +8,9 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
 
-from handoff_matching import CONSUMER_GROUP, OFFER_EXPIRY, SCHEMA
+from handoff_matching import CONSUMER_GROUP, SCHEMA
 from handoff_matching.adapters.roster_store import apply_migrations
+from handoff_matching.domain.dispatch import TimerKind
 from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
 from handoff_matching.service import (
@@ -72,7 +73,10 @@ class MatchingRuntime:
             settings.database_url,
             pool,
             timers,
-            {OFFER_EXPIRY: service.offer_expired},
+            {
+                TimerKind.OFFER_EXPIRY: service.offer_expired,
+                TimerKind.ARRIVAL_DEADLINE: service.arrival_deadline_passed,
+            },
             after_commit=outbox.committed,
         )
         tasks = BackgroundTasks()

@@ -44,3 +44,8 @@ NEXT_GAP_SECONDS = Gauge(
     "Seconds until the next coverage gap within 24 h begins (0: uncovered now; absent: none).",
     ["site"],
 )
+ARRIVALS_OVERDUE = Counter(
+    "handoff_arrivals_overdue_total",
+    "Assigned coaches who had not reported arriving by the site's arrival deadline.",
+    ["site"],
+)

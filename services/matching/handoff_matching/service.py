@@ -10,12 +10,12 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from handoff_matching import OFFER_EXPIRY, SOURCE, metrics
+from handoff_matching import SOURCE, metrics
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.dispatch import (
@@ -26,6 +26,7 @@ from handoff_matching.domain.dispatch import (
     Ranking,
     ReferralFacts,
     SetTimer,
+    TimerKind,
 )
 from handoff_matching.domain.eligibility import SiteProfile, why_ineligible
 from handoff_matching.domain.ranking import Candidate, Need, rank
@@ -112,8 +113,7 @@ class MatchingService:
                 data.offer_id, now, await self._candidates(connection, dispatch, now)
             )
         else:
-            dispatch.close()
-            effects = []
+            effects = dispatch.close()
         await self._apply(connection, dispatch, effects, event.id)
 
     async def page_failed(self, connection: Connection, event: Envelope[Any]) -> None:
@@ -147,6 +147,20 @@ class MatchingService:
             await self._candidates(connection, dispatch, now),
         )
         await self._apply(connection, dispatch, effects, cause=None)
+
+    async def arrival_deadline_passed(self, connection: Connection, timer: Timer) -> None:
+        """The assigned coach has not reported arriving in time: count it, for the program."""
+        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        if dispatch is None or not dispatch.arrival_overdue(UUID(timer.payload["offer_id"])):
+            return
+        metrics.ARRIVALS_OVERDUE.labels(dispatch.facts.site_id).inc()
+        log.warning(
+            "assigned coach past the arrival deadline",
+            extra={
+                "referral_id": str(dispatch.facts.referral_id),
+                "coach_id": str(dispatch.assigned_coach),
+            },
+        )
 
     async def _candidates(
         self, connection: Connection, dispatch: Dispatch, now: datetime
@@ -207,8 +221,8 @@ class MatchingService:
             if isinstance(effect, SetTimer):
                 await self.timers.set(
                     connection,
-                    effect.offer_id,
-                    OFFER_EXPIRY,
+                    _timer_id(effect.offer_id, effect.kind),
+                    effect.kind.value,
                     effect.due,
                     {
                         "referral_id": str(dispatch.facts.referral_id),
@@ -216,7 +230,7 @@ class MatchingService:
                     },
                 )
             elif isinstance(effect, CancelTimer):
-                await self.timers.cancel(connection, effect.offer_id)
+                await self.timers.cancel(connection, _timer_id(effect.offer_id, effect.kind))
             elif isinstance(effect, EventPayload):
                 if isinstance(effect, OfferMade):
                     contacts = await roster_store.contact_points(connection, effect.coach_id)
@@ -238,6 +252,11 @@ class MatchingService:
                 "dispatch event",
                 extra={"referral_id": str(dispatch.facts.referral_id), "event_type": envelope.type},
             )
+
+
+def _timer_id(offer_id: UUID, kind: TimerKind) -> UUID:
+    """An offer's expiry timer has the offer's id; its other timers derive theirs from it."""
+    return offer_id if kind is TimerKind.OFFER_EXPIRY else uuid5(offer_id, kind.value)
 
 
 def _count(dispatch: Dispatch, event: EventPayload) -> None:

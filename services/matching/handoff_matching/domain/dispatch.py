@@ -99,17 +99,24 @@ class DispatchState(StrEnum):
     CLOSED = "closed"  # the coach arrived, or completed
 
 
+class TimerKind(StrEnum):
+    OFFER_EXPIRY = "offer_expiry"  # fires Dispatch.expire
+    ARRIVAL_DEADLINE = "arrival_deadline"  # fires Dispatch.arrival_overdue
+
+
 @dataclass(frozen=True)
 class SetTimer:
-    """Fire `Dispatch.expire(offer_id)` at `due`; the timer row survives restarts."""
+    """Fire at `due`, for the offer; the timer row survives restarts."""
 
     offer_id: UUID
     due: datetime
+    kind: TimerKind = TimerKind.OFFER_EXPIRY
 
 
 @dataclass(frozen=True)
 class CancelTimer:
     offer_id: UUID
+    kind: TimerKind = TimerKind.OFFER_EXPIRY
 
 
 Effect = EventPayload | SetTimer | CancelTimer
@@ -152,16 +159,18 @@ class Dispatch:
         offer.state = OfferState.ACCEPTED
         self.state = DispatchState.ASSIGNED
         self.assigned_coach = offer.coach_id
+        deadline = now + self.settings.arrival_target
         assigned = CoachAssigned(
             referral_id=self.facts.referral_id,
             offer_id=offer.offer_id,
             coach_id=offer.coach_id,
             assigned_at=now,
-            arrival_deadline=now + self.settings.arrival_target,
+            arrival_deadline=deadline,
         )
         others = [o for o in self.offers if o.state is OfferState.OPEN]
         return [
             CancelTimer(offer.offer_id),
+            SetTimer(offer.offer_id, deadline, TimerKind.ARRIVAL_DEADLINE),
             assigned,
             *self._withdraw(others, WithdrawReason.FILLED, now),
         ]
@@ -187,14 +196,36 @@ class Dispatch:
         """The hospital withdrew the referral: every open offer is withdrawn at once."""
         if self.state in (DispatchState.CANCELLED, DispatchState.CLOSED):
             return []
+        arrival = self._stop_arrival_clock()
         self.state = DispatchState.CANCELLED
         open_offers = [o for o in self.offers if o.state is OfferState.OPEN]
-        return self._withdraw(open_offers, WithdrawReason.CANCELLED, now)
+        return arrival + self._withdraw(open_offers, WithdrawReason.CANCELLED, now)
 
-    def close(self) -> None:
+    def close(self) -> list[Effect]:
         """The coach arrived or completed: the assignment no longer holds the coach's capacity."""
-        if self.state is DispatchState.ASSIGNED:
-            self.state = DispatchState.CLOSED
+        if self.state is not DispatchState.ASSIGNED:
+            return []
+        arrival = self._stop_arrival_clock()
+        self.state = DispatchState.CLOSED
+        return arrival
+
+    def arrival_overdue(self, offer_id: UUID) -> bool:
+        """True if the coach this offer assigned has still not arrived by the deadline."""
+        accepted = self._accepted_offer()
+        return (
+            self.state is DispatchState.ASSIGNED
+            and accepted is not None
+            and (accepted.offer_id == offer_id)
+        )
+
+    def _stop_arrival_clock(self) -> list[Effect]:
+        accepted = self._accepted_offer() if self.state is DispatchState.ASSIGNED else None
+        return (
+            [] if accepted is None else [CancelTimer(accepted.offer_id, TimerKind.ARRIVAL_DEADLINE)]
+        )
+
+    def _accepted_offer(self) -> Offer | None:
+        return next((o for o in self.offers if o.state is OfferState.ACCEPTED), None)
 
     @property
     def offered_coaches(self) -> frozenset[UUID]:
