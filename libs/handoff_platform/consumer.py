@@ -24,11 +24,13 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
+from handoff_platform.tracing import span
 from handoff_schemas import Envelope, dead_letter_topic
 from handoff_schemas.catalog import UnknownEventType, decode_event
 
@@ -107,7 +109,20 @@ class IdempotentConsumer:
             metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "ignored").inc()
             await message.ack()
             return
-        with correlation(envelope.correlationid):
+        record: ConsumerRecord[bytes, bytes] = message.raw_message
+        headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+        with (
+            correlation(envelope.correlationid),
+            span(
+                f"consume {envelope.type}",
+                SpanKind.CONSUMER,
+                parent=headers,
+                **{
+                    "messaging.destination.name": record.topic,
+                    "handoff.event_id": str(envelope.id),
+                },
+            ),
+        ):
             outcome = await self._handle_with_retries(message, envelope, handler)
             metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, outcome).inc()
         await message.ack()

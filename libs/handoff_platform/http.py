@@ -21,12 +21,14 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handoff_platform import metrics
 from handoff_platform.logs import correlation_id_var
+from handoff_platform.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +239,8 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
+        request_headers = dict(scope["headers"])
+        given = request_headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
         correlation_id = given if _VALID_CORRELATION.match(given) else str(uuid.uuid4())
         token = correlation_id_var.set(correlation_id)
         started = time.perf_counter()
@@ -253,8 +256,14 @@ class RequestContext:
                 ]
             await send(message)
 
+        incoming = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in request_headers.items()
+            if k in (b"traceparent", b"tracestate")
+        }
         try:
-            await self.app(scope, receive, send_with_correlation)
+            with span(f"{scope['method']} {scope['path']}", SpanKind.SERVER, parent=incoming):
+                await self.app(scope, receive, send_with_correlation)
         finally:
             elapsed = time.perf_counter() - started
             route = str(getattr(scope.get("route"), "path", "unmatched"))

@@ -14,6 +14,8 @@ from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from handoff_platform.tracing import trace_id
+
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
 
@@ -25,6 +27,9 @@ class _CorrelationFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = correlation_id_var.get()
         record.service = self.service
+        current = trace_id()
+        if current is not None:
+            record.trace_id = current
         return True
 
 

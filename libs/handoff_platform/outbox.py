@@ -34,6 +34,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection, notify
+from handoff_platform.tracing import TRACEPARENT, current_traceparent
 from handoff_schemas import Envelope, partition_key
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ class Outbox:
     @property
     def _insert(self) -> str:
         return f"""INSERT INTO "{self.schema}".outbox
-                       (event_id, topic, partition_key, event_type, correlation_id, body)
-                   VALUES ($1, $2, $3, $4, $5, $6)"""
+                       (event_id, topic, partition_key, event_type, correlation_id, body,
+                        trace_context)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 
     @staticmethod
     def _row(envelope: Envelope[Any]) -> tuple[Any, ...]:
@@ -99,7 +101,15 @@ class Outbox:
             envelope.type,
             envelope.correlationid,
             envelope.model_dump_json(),
+            current_traceparent(),
         )
+
+
+def _headers(row: asyncpg.Record) -> dict[str, str]:
+    headers = {"content-type": CONTENT_TYPE, "ce_type": row["event_type"]}
+    if row["trace_context"]:
+        headers[TRACEPARENT] = row["trace_context"]
+    return headers
 
 
 class OutboxRelay:
@@ -194,7 +204,8 @@ class OutboxRelay:
 
     async def _publish_batch(self, connection: Connection) -> int:
         rows = await connection.fetch(
-            f"""SELECT position, topic, partition_key, event_type, correlation_id, body
+            f"""SELECT position, topic, partition_key, event_type, correlation_id, body,
+                       trace_context
                 FROM "{self.schema}".outbox ORDER BY position LIMIT $1""",
             self.batch_size,
         )
@@ -205,7 +216,7 @@ class OutboxRelay:
                 row["body"].encode(),
                 row["topic"],
                 key=row["partition_key"],
-                headers={"content-type": CONTENT_TYPE, "ce_type": row["event_type"]},
+                headers=_headers(row),
                 correlation_id=row["correlation_id"],
                 no_confirm=True,
             )

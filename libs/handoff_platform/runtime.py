@@ -8,7 +8,7 @@ the background and retries until Kafka answers.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -17,12 +17,26 @@ from faststream.kafka import KafkaBroker
 from handoff_platform.http import ReadinessCheck
 from handoff_platform.kafka import ensure_topics
 from handoff_platform.lag import LagSampler
+from handoff_platform.logs import configure_logging
 from handoff_platform.outbox import Outbox, OutboxRelay
+from handoff_platform.tracing import configure_tracing
 from handoff_schemas import Topic, dead_letter_topic
 
 OUTBOX_HEALTHY_AGE_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def instrumented(service: str, log_level: str) -> Iterator[None]:
+    """JSON logs, and traces if an OTLP endpoint is configured, for one service process."""
+    configure_logging(service, log_level)
+    provider = configure_tracing(service)
+    try:
+        yield
+    finally:
+        if provider is not None:
+            provider.shutdown()  # sends the spans still buffered
 
 
 class BackgroundTasks:

@@ -23,6 +23,7 @@ from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics
 from tests.integration.conftest import create_database, handoff_command
+from tests.support.otlp import OtlpCollector
 from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
 from tests.support.waiting import eventually
 
@@ -250,8 +251,25 @@ async def stop_system(system: System) -> None:
 
 
 @pytest.fixture(scope="module")
-async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
-    running = await start_system(database_url, own_kafka)
+async def otlp() -> AsyncIterator[OtlpCollector]:
+    collector = OtlpCollector()
+    await collector.start()
+    try:
+        yield collector
+    finally:
+        await collector.stop()
+
+
+@pytest.fixture(scope="module")
+async def system(
+    database_url: str, own_kafka: KafkaCluster, otlp: OtlpCollector
+) -> AsyncIterator[System]:
+    running = await start_system(
+        database_url,
+        own_kafka,
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint,
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
     try:
         yield running
     finally:

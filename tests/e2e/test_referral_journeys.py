@@ -1,8 +1,10 @@
 """A referral's journeys through the three services, as the hospital and the coaches see them."""
 
+import json
 import re
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,8 @@ import yaml
 
 from handoff_devenv.ports import free_ports
 from tests.e2e.conftest import COACHES, LADDER_SITE, MAIN_SITE, System
+from tests.support.otlp import OtlpCollector
+from tests.support.patients import SERVICE_LOGS, referral_body
 from tests.support.waiting import eventually
 
 LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
@@ -179,3 +183,44 @@ async def test_prometheus_scrapes_every_service_and_loads_the_alert_rules(
     async with httpx.AsyncClient() as client:
         groups = (await client.get(f"{prometheus}/rules")).json()["data"]["groups"]
     assert sum(len(g["rules"]) for g in groups) == 12
+
+
+async def test_one_trace_follows_a_referral_from_the_api_through_kafka_to_the_page(
+    system: System, otlp: OtlpCollector
+) -> None:
+    trace_id, correlation_id = uuid.uuid4().hex, f"trace-test-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient() as client:
+        posted = await client.post(
+            f"{system.referral.url}/v1/referrals",
+            json=referral_body(f"e2e-{uuid.uuid4().hex[:10]}"),
+            headers={
+                "Authorization": f"Bearer {system.keys[MAIN_SITE]}",
+                "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
+                "X-Correlation-Id": correlation_id,
+            },
+        )
+    assert posted.status_code == 201
+
+    wanted = {
+        ("handoff-referral", "POST /v1/referrals"),
+        ("handoff-matching", "consume org.handoff.referral.created"),
+        ("handoff-notify", "consume org.handoff.dispatch.offer_made"),
+        ("handoff-referral", "consume org.handoff.dispatch.offer_made"),
+    }
+
+    async def traced() -> set[tuple[str, str]] | None:
+        seen = {(s.service, s.name) for s in otlp.in_trace(trace_id)}
+        return seen if wanted <= seen else None
+
+    await eventually(traced, within=20, what="the referral's spans in every service")
+    spans = {s.span_id: s for s in otlp.in_trace(trace_id)}
+    consume = next(s for s in spans.values() if s.name == "consume org.handoff.referral.created")
+    assert consume.parent_span_id in spans, "matching's span continues the referral's trace"
+
+    async def logged() -> list[dict[str, Any]] | None:
+        lines = (SERVICE_LOGS / "e2e-matching-0.log").read_text().splitlines()
+        found = [json.loads(line) for line in lines if correlation_id in line]
+        return found or None
+
+    lines = await eventually(logged, within=20, what="matching's log lines for the referral")
+    assert {line.get("trace_id") for line in lines} == {trace_id}

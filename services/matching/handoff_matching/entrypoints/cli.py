@@ -13,7 +13,7 @@ from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.roster_csv import CsvFile, parse_roster_csv
 from handoff_matching.roster_file import RosterFile, RosterProblems, parse_roster
 from handoff_platform.http import serve_http
-from handoff_platform.logs import configure_logging
+from handoff_platform.runtime import instrumented
 from handoff_platform.settings import PlatformSettings
 
 app = typer.Typer(help="The matching service: roster, on-call, offers.", no_args_is_help=True)
@@ -28,8 +28,8 @@ def serve_command(
 ) -> None:
     """Run the consumers, the outbox relay, the timers, and /healthz, /readyz, /metrics."""
     settings = MatchingSettings()
-    configure_logging("matching", settings.log_level)
-    uvloop.run(_serve(settings, host, port))
+    with instrumented("matching", settings.log_level):
+        uvloop.run(_serve(settings, host, port))
 
 
 async def _serve(settings: MatchingSettings, host: str, port: int) -> None:

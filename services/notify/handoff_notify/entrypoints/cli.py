@@ -8,7 +8,7 @@ import uvloop
 from handoff_notify.app import NotifyRuntime
 from handoff_notify.settings import NotifySettings
 from handoff_platform.http import serve_http
-from handoff_platform.logs import configure_logging
+from handoff_platform.runtime import instrumented
 
 app = typer.Typer(help="The notify service: pages and answers.", no_args_is_help=True)
 
@@ -20,8 +20,8 @@ def serve_command(
 ) -> None:
     """Run the consumers, the delivery worker, the relay, the timers and the coach pages."""
     settings = NotifySettings()
-    configure_logging("notify", settings.log_level)
-    uvloop.run(_serve(settings, host, port))
+    with instrumented("notify", settings.log_level):
+        uvloop.run(_serve(settings, host, port))
 
 
 async def _serve(settings: NotifySettings, host: str, port: int) -> None:

@@ -11,7 +11,7 @@ import uvloop
 from pydantic import ValidationError
 
 from handoff_platform.database import Connection
-from handoff_platform.logs import configure_logging
+from handoff_platform.runtime import instrumented
 from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
@@ -35,8 +35,8 @@ def serve_command(
 ) -> None:
     """Run the API, the outbox relay and the timeline consumers."""
     settings = ReferralSettings()
-    configure_logging("referral", settings.log_level)
-    uvloop.run(serve(settings, host, port))
+    with instrumented("referral", settings.log_level):
+        uvloop.run(serve(settings, host, port))
 
 
 @app.command()
