@@ -37,6 +37,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import Servers, fresh_database, handoff, infrastructure, percentile
+from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
 from handoff_matching.adapters import dispatch_store
@@ -118,17 +119,6 @@ async def seed(database_url: str) -> None:
 async def offer_referrals(referral_url: str, token: str, phase: Phase) -> None:
     """Open loop: the i-th referral is posted at start + i / rate, answered or not."""
     run = uuid.uuid4().hex[:6]
-    body = {
-        "urgency": "urgent",
-        "location": "ED bay 4",
-        "callback_phone": "+14105550100",
-        "patient": {
-            "preferred_language": "en",
-            "interpreter_needed": False,
-            "substances": ["opioids"],
-            "consent": "obtained",
-        },
-    }
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(
         referral_url, connector=connector, headers={"Authorization": f"Bearer {token}"}
@@ -137,7 +127,7 @@ async def offer_referrals(referral_url: str, token: str, phase: Phase) -> None:
         async def post(number: int) -> None:
             try:
                 async with http.post(
-                    "/v1/referrals", json=body | {"external_id": f"bench-{run}-{number}"}
+                    "/v1/referrals", json=demo_referral(f"bench-{run}-{number}")
                 ) as response:
                     created = await response.json()
                     if response.status == 201:

@@ -27,6 +27,7 @@ import aiohttp
 import asyncpg
 
 from bench.common import fresh_database, handoff, infrastructure, percentile
+from handoff_cli.demo import demo_referral
 from handoff_devenv.service_process import running_service
 
 GOAL_RATE = 500
@@ -84,18 +85,7 @@ async def referral_posts(
     ) as http:
 
         async def post(number: int) -> bool:
-            body = {
-                "external_id": f"bench-{run}-{number}",
-                "urgency": "urgent",
-                "location": "ED bay 4",
-                "callback_phone": "+14105550100",
-                "patient": {
-                    "preferred_language": "en",
-                    "interpreter_needed": False,
-                    "substances": ["opioids"],
-                    "consent": "obtained",
-                },
-            }
+            body = demo_referral(f"bench-{run}-{number}")
             async with http.post("/v1/referrals", json=body) as response:
                 await response.read()
                 return response.status == 201

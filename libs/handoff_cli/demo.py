@@ -36,6 +36,22 @@ DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo"
 LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
 
 
+def demo_referral(external_id: str) -> dict[str, Any]:
+    """What an ED's system posts: no patient identity, the least the coach needs."""
+    return {
+        "external_id": external_id,
+        "urgency": "urgent",
+        "location": "ED bay 4",
+        "callback_phone": "+14105550100",
+        "patient": {
+            "preferred_language": "en",
+            "interpreter_needed": False,
+            "substances": ["opioids"],
+            "consent": "obtained",
+        },
+    }
+
+
 class DemoSite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,18 +129,7 @@ async def _play(key: str, referral_url: str, notify_url: str) -> None:
             await client.post(
                 f"{referral_url}/v1/referrals",
                 headers=headers,
-                json={
-                    "external_id": f"demo-{uuid.uuid4().hex[:8]}",
-                    "urgency": "urgent",
-                    "location": "ED bay 4",
-                    "callback_phone": "+14105550100",
-                    "patient": {
-                        "preferred_language": "en",
-                        "interpreter_needed": False,
-                        "substances": ["opioids"],
-                        "consent": "obtained",
-                    },
-                },
+                json=demo_referral(f"demo-{uuid.uuid4().hex[:8]}"),
             )
         ).json()
         _say(f"the ED posts referral {referral['id']}: {referral['status']}")

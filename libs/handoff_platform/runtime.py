@@ -8,17 +8,21 @@ the background and retries until Kafka answers.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from faststream.kafka import KafkaBroker
 
+from handoff_platform.consumer import Handler, IdempotentConsumer
+from handoff_platform.database import create_pool
 from handoff_platform.http import ReadinessCheck
-from handoff_platform.kafka import ensure_topics
+from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_platform.lag import LagSampler
 from handoff_platform.logs import configure_logging
 from handoff_platform.outbox import Outbox, OutboxRelay
+from handoff_platform.settings import PlatformSettings
 from handoff_platform.tracing import configure_tracing
 from handoff_schemas import Topic, dead_letter_topic
 
@@ -102,28 +106,64 @@ async def connect_when_reachable(
         return
 
 
-def start_event_pipeline(
-    tasks: BackgroundTasks,
-    *,
-    bootstrap_servers: str,
-    pool: asyncpg.Pool,
-    broker: KafkaBroker,
-    group: str,
-    outbox: Outbox,
-    relay: OutboxRelay,
-    kafka_connected: asyncio.Event,
-    consumed_topics: Iterable[str],
-) -> None:
-    """What every service runs beside its own work: Kafka once it answers (topics and the
-    group's dead-letter topic created), the outbox relay and its wake-ups, consumer lag."""
-    topics = [*Topic, dead_letter_topic(group)]
-    tasks.start(
-        "kafka-connect", connect_when_reachable(broker, bootstrap_servers, topics, kafka_connected)
-    )
-    tasks.start("outbox-relay", relay.run())
-    tasks.start("outbox-announcer", outbox.announce_forever(pool))
-    lag = LagSampler(bootstrap_servers, {group: consumed_topics})
-    tasks.start("consumer-lag", lag.run_forever())
+@dataclass
+class EventPipeline:
+    """The parts every service's composition root wires the same way: its database pool,
+    its Kafka broker, its outbox and relay, and whether Kafka has been reached yet."""
+
+    group: str
+    bootstrap_servers: str
+    pool: asyncpg.Pool
+    broker: KafkaBroker
+    outbox: Outbox
+    relay: OutboxRelay
+    kafka_connected: asyncio.Event
+
+    @classmethod
+    async def open(
+        cls, settings: PlatformSettings, schema: str, group: str, pool_size: int
+    ) -> "EventPipeline":
+        pool = await create_pool(settings.database_url, max_size=pool_size)
+        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
+        outbox = Outbox(schema)
+        relay = OutboxRelay(settings.database_url, outbox, broker)
+        return cls(
+            group, settings.kafka_bootstrap_servers, pool, broker, outbox, relay, asyncio.Event()
+        )
+
+    def consumer(
+        self, handlers: dict[str, Handler], after_commit: Callable[[], None] | None = None
+    ) -> IdempotentConsumer:
+        return IdempotentConsumer(
+            group_id=self.group,
+            schema=self.outbox.schema,
+            pool=self.pool,
+            broker=self.broker,
+            handlers=handlers,
+            after_commit=after_commit,
+        )
+
+    def start(self, tasks: BackgroundTasks, consumed_topics: Iterable[str]) -> None:
+        """What every service runs beside its own work: Kafka once it answers (topics and the
+        group's dead-letter topic created), the outbox relay and its wake-ups, consumer lag."""
+        topics = [*Topic, dead_letter_topic(self.group)]
+        tasks.start(
+            "kafka-connect",
+            connect_when_reachable(
+                self.broker, self.bootstrap_servers, topics, self.kafka_connected
+            ),
+        )
+        tasks.start("outbox-relay", self.relay.run())
+        tasks.start("outbox-announcer", self.outbox.announce_forever(self.pool))
+        lag = LagSampler(self.bootstrap_servers, {self.group: consumed_topics})
+        tasks.start("consumer-lag", lag.run_forever())
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return readiness_checks(self.pool, self.broker, self.kafka_connected, self.relay)
+
+    async def close(self) -> None:
+        await stop_broker(self.broker)
+        await self.pool.close()
 
 
 def readiness_checks(

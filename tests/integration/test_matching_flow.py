@@ -181,7 +181,7 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
     assert isinstance(events[6], ReferralUnassigned)
     assert events[6].reason == "ladder_exhausted"
     assert [e.coach_id for e in events if isinstance(e, OfferMade)].count(SPANISH_SPEAKER) == 1
-    document = await matching.pool.fetchval(
+    document = await matching.pipeline.pool.fetchval(
         "SELECT document FROM matching.dispatches WHERE referral_id = $1", created.data.referral_id
     )
     first_why = json.loads(document)["offers"][0]["why"]

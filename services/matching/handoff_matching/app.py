@@ -3,9 +3,7 @@
 import asyncio
 from dataclasses import dataclass
 
-import asyncpg
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 from pydantic import SecretStr
 
 from handoff_matching import CONSUMER_GROUP, SCHEMA
@@ -18,16 +16,10 @@ from handoff_matching.service import (
     report_coverage_forever,
     report_waiting_referrals_forever,
 )
-from handoff_platform.consumer import IdempotentConsumer
-from handoff_platform.database import create_pool
 from handoff_platform.http import RequestContext, install_error_handlers, operations_router
-from handoff_platform.kafka import make_broker
-from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
-    readiness_checks,
-    start_event_pipeline,
-    stop_broker,
+    EventPipeline,
 )
 from handoff_platform.settings import PlatformSettings
 from handoff_platform.timers import TimerLoop, Timers
@@ -43,32 +35,25 @@ class MatchingSettings(PlatformSettings):
 
 @dataclass
 class MatchingRuntime:
-    pool: asyncpg.Pool
-    broker: KafkaBroker
+    pipeline: EventPipeline
     app: FastAPI
-    kafka_connected: asyncio.Event
     tasks: BackgroundTasks
+
+    @property
+    def kafka_connected(self) -> asyncio.Event:
+        return self.pipeline.kafka_connected
 
     @classmethod
     async def start(cls, settings: MatchingSettings) -> "MatchingRuntime":
         await apply_migrations(settings.database_url)
-        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
-        group = settings.consumer_group
-        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
-        outbox, timers = Outbox(SCHEMA), Timers(SCHEMA)
-        service = MatchingService(outbox, timers)
-        consumer = IdempotentConsumer(
-            group_id=group,
-            schema=SCHEMA,
-            pool=pool,
-            broker=broker,
-            handlers=dispatch_handlers(service),
-            after_commit=outbox.committed,
+        pipeline = await EventPipeline.open(
+            settings, SCHEMA, settings.consumer_group, settings.database_pool_size
         )
+        pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
+        service = MatchingService(outbox, timers)
         consumed = [Topic.REFERRALS, Topic.PAGES]
+        consumer = pipeline.consumer(dispatch_handlers(service), after_commit=outbox.committed)
         consumer.subscribe(consumed)
-        kafka_connected = asyncio.Event()
-        relay = OutboxRelay(settings.database_url, outbox, broker)
         timer_loop = TimerLoop(
             settings.database_url,
             pool,
@@ -80,36 +65,17 @@ class MatchingRuntime:
             after_commit=outbox.committed,
         )
         tasks = BackgroundTasks()
-        start_event_pipeline(
-            tasks,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            pool=pool,
-            broker=broker,
-            group=group,
-            outbox=outbox,
-            relay=relay,
-            kafka_connected=kafka_connected,
-            consumed_topics=consumed,
-        )
+        pipeline.start(tasks, consumed)
         tasks.start("timers", timer_loop.run())
         tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))
         tasks.start("waiting-referrals", report_waiting_referrals_forever(pool))
-        app = _http_app(pool, relay, kafka_connected, broker)
+        app = FastAPI(title="Handoff matching", version="1")
+        app.include_router(operations_router(pipeline.readiness_checks()))
         app.include_router(build_admin_router(pool, settings.matching_admin_token))
-        return cls(pool, broker, app, kafka_connected, tasks)
+        install_error_handlers(app)
+        app.add_middleware(RequestContext)
+        return cls(pipeline, app, tasks)
 
     async def stop(self) -> None:
         await self.tasks.stop()
-        await stop_broker(self.broker)
-        await self.pool.close()
-
-
-def _http_app(
-    pool: asyncpg.Pool, relay: OutboxRelay, kafka_connected: asyncio.Event, broker: KafkaBroker
-) -> FastAPI:
-    app = FastAPI(title="Handoff matching", version="1")
-
-    app.include_router(operations_router(readiness_checks(pool, broker, kafka_connected, relay)))
-    install_error_handlers(app)
-    app.add_middleware(RequestContext)
-    return app
+        await self.pipeline.close()

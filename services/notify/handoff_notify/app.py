@@ -1,11 +1,9 @@
 """Composition root: the notify service's consumers, delivery worker, relay, timers and HTTP."""
 
-import asyncio
 from dataclasses import dataclass
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 
 from handoff_notify import CHANNEL_FALLBACK, SCHEMA
 from handoff_notify.adapters.email import SmtpProvider
@@ -27,16 +25,10 @@ from handoff_notify.entrypoints.http import (
 )
 from handoff_notify.service import NotifyService
 from handoff_notify.settings import Delivery, NotifySettings
-from handoff_platform.consumer import IdempotentConsumer
-from handoff_platform.database import create_pool
 from handoff_platform.http import RequestContext, install_error_handlers, operations_router
-from handoff_platform.kafka import make_broker
-from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
-    readiness_checks,
-    start_event_pipeline,
-    stop_broker,
+    EventPipeline,
 )
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic
@@ -45,20 +37,18 @@ from handoff_schemas.vocabulary import Channel
 
 @dataclass
 class NotifyRuntime:
-    pool: asyncpg.Pool
-    broker: KafkaBroker
+    pipeline: EventPipeline
     app: FastAPI
-    kafka_connected: asyncio.Event
     tasks: BackgroundTasks
     worker: DeliveryWorker
 
     @classmethod
     async def start(cls, settings: NotifySettings) -> "NotifyRuntime":
         await apply_migrations(settings.database_url)
-        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
-        group = settings.consumer_group
-        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
-        outbox, timers = Outbox(SCHEMA), Timers(SCHEMA)
+        pipeline = await EventPipeline.open(
+            settings, SCHEMA, settings.consumer_group, settings.database_pool_size
+        )
+        pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
         service = NotifyService(pool, outbox, timers, settings)
         worker = DeliveryWorker(service, _providers(settings, pool))
 
@@ -66,18 +56,8 @@ class NotifyRuntime:
             outbox.committed()
             worker.wake()
 
-        consumer = IdempotentConsumer(
-            group_id=group,
-            schema=SCHEMA,
-            pool=pool,
-            broker=broker,
-            handlers=dispatch_handlers(service),
-            after_commit=committed,
-        )
         consumed = [Topic.DISPATCH]
-        consumer.subscribe(consumed)
-        kafka_connected = asyncio.Event()
-        relay = OutboxRelay(settings.database_url, outbox, broker)
+        pipeline.consumer(dispatch_handlers(service), after_commit=committed).subscribe(consumed)
         timer_loop = TimerLoop(
             settings.database_url,
             pool,
@@ -86,24 +66,12 @@ class NotifyRuntime:
             after_commit=committed,
         )
         tasks = BackgroundTasks()
-        start_event_pipeline(
-            tasks,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            pool=pool,
-            broker=broker,
-            group=group,
-            outbox=outbox,
-            relay=relay,
-            kafka_connected=kafka_connected,
-            consumed_topics=consumed,
-        )
+        pipeline.start(tasks, consumed)
         tasks.start("timers", timer_loop.run())
         tasks.start("delivery", worker.run())
 
         app = FastAPI(title="Handoff notify", version="1", docs_url=None, redoc_url=None)
-        app.include_router(
-            operations_router(readiness_checks(pool, broker, kafka_connected, relay))
-        )
+        app.include_router(operations_router(pipeline.readiness_checks()))
         app.include_router(build_coach_router(service))
         if settings.notify_delivery is Delivery.SANDBOX:
             app.include_router(build_sandbox_router(service))
@@ -114,13 +82,12 @@ class NotifyRuntime:
         app.add_exception_handler(LinkNotFound, link_not_found_page)
         app.add_exception_handler(UnsignedWebhookError, unsigned_webhook_response)
         app.add_middleware(RequestContext)
-        return cls(pool, broker, app, kafka_connected, tasks, worker)
+        return cls(pipeline, app, tasks, worker)
 
     async def stop(self) -> None:
         await self.tasks.stop()
         await self.worker.stop()
-        await stop_broker(self.broker)
-        await self.pool.close()
+        await self.pipeline.close()
 
 
 def _providers(settings: NotifySettings, pool: asyncpg.Pool) -> dict[Channel, Provider]:

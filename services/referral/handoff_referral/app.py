@@ -5,10 +5,8 @@ from dataclasses import dataclass
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 
-from handoff_platform.consumer import IdempotentConsumer
-from handoff_platform.database import create_pool, migrate_database
+from handoff_platform.database import migrate_database
 from handoff_platform.http import (
     BodySizeLimit,
     RequestContext,
@@ -16,13 +14,10 @@ from handoff_platform.http import (
     operations_router,
     serve_http,
 )
-from handoff_platform.kafka import make_broker
-from handoff_platform.outbox import Outbox, OutboxRelay
+from handoff_platform.outbox import OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
-    readiness_checks,
-    start_event_pipeline,
-    stop_broker,
+    EventPipeline,
 )
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
@@ -42,63 +37,46 @@ async def apply_migrations(database_url: str) -> list[str]:
 @dataclass
 class ReferralRuntime:
     settings: ReferralSettings
-    pool: asyncpg.Pool
-    broker: KafkaBroker
+    pipeline: EventPipeline
     service: ReferralService
     app: FastAPI
-    kafka_connected: asyncio.Event
-    relay: OutboxRelay
     tasks: BackgroundTasks
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.pipeline.pool
+
+    @property
+    def relay(self) -> OutboxRelay:
+        return self.pipeline.relay
+
+    @property
+    def kafka_connected(self) -> asyncio.Event:
+        return self.pipeline.kafka_connected
 
     @classmethod
     async def start(cls, settings: ReferralSettings) -> "ReferralRuntime":
         await apply_migrations(settings.database_url)
-        pool = await create_pool(settings.database_url, max_size=settings.database_pool_size)
-        group = settings.consumer_group
-        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
-        outbox = Outbox(SCHEMA)
+        pipeline = await EventPipeline.open(
+            settings, SCHEMA, settings.consumer_group, settings.database_pool_size
+        )
         keys = KeyCache(settings.database_url)
-        service = ReferralService(pool, outbox, keys)
-        consumer = IdempotentConsumer(
-            group_id=group,
-            schema=SCHEMA,
-            pool=pool,
-            broker=broker,
-            handlers=timeline_handlers(service),
-        )
+        service = ReferralService(pipeline.pool, pipeline.outbox, keys)
         consumed = [Topic.DISPATCH, Topic.PAGES]
-        consumer.subscribe(consumed)
-        kafka_connected = asyncio.Event()
-        relay = OutboxRelay(settings.database_url, outbox, broker)
-        app = _http_app(settings, service, pool, broker, kafka_connected, relay)
+        pipeline.consumer(timeline_handlers(service)).subscribe(consumed)
+        app = _http_app(settings, service, pipeline)
         tasks = BackgroundTasks()
-        start_event_pipeline(
-            tasks,
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            pool=pool,
-            broker=broker,
-            group=group,
-            outbox=outbox,
-            relay=relay,
-            kafka_connected=kafka_connected,
-            consumed_topics=consumed,
-        )
+        pipeline.start(tasks, consumed)
         tasks.start("api-key-cache", keys.listen_forever())
-        return cls(settings, pool, broker, service, app, kafka_connected, relay, tasks)
+        return cls(settings, pipeline, service, app, tasks)
 
     async def stop(self) -> None:
         await self.tasks.stop()
-        await stop_broker(self.broker)
-        await self.pool.close()
+        await self.pipeline.close()
 
 
 def _http_app(
-    settings: ReferralSettings,
-    service: ReferralService,
-    pool: asyncpg.Pool,
-    broker: KafkaBroker,
-    kafka_connected: asyncio.Event,
-    relay: OutboxRelay,
+    settings: ReferralSettings, service: ReferralService, pipeline: EventPipeline
 ) -> FastAPI:
     app = FastAPI(
         title="Handoff referral API",
@@ -106,7 +84,7 @@ def _http_app(
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
 
-    app.include_router(operations_router(readiness_checks(pool, broker, kafka_connected, relay)))
+    app.include_router(operations_router(pipeline.readiness_checks()))
     app.include_router(build_router(service))
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
