@@ -84,14 +84,22 @@ def operations_router(readiness_checks: Mapping[str, ReadinessCheck]) -> APIRout
 
     @router.get("/metrics")
     async def prometheus_metrics() -> Response:
-        # Readiness is measured at each scrape, so an alert sees a replica Kubernetes
-        # or a load balancer has stopped sending traffic to.
-        results = await asyncio.gather(*(_run(check) for check in readiness_checks.values()))
-        for name, passed in zip(readiness_checks, results, strict=True):
-            metrics.READY.labels(name).set(1 if passed else 0)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def report_readiness_forever(
+    readiness_checks: Mapping[str, ReadinessCheck], every: float = 5.0
+) -> None:
+    """Keep `handoff_ready` current, so an alert sees a replica that a load balancer or
+    Kubernetes has stopped sending traffic to. Not at scrape time: a check can take seconds
+    while a dependency is away, and a scrape should not."""
+    while True:
+        results = await asyncio.gather(*(_run(check) for check in readiness_checks.values()))
+        for name, passed in zip(readiness_checks, results, strict=True):
+            metrics.READY.labels(name).set(1 if passed else 0)
+        await asyncio.sleep(every)
 
 
 async def _run(check: ReadinessCheck) -> bool:

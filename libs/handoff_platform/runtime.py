@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform.consumer import Handler, IdempotentConsumer
 from handoff_platform.database import create_pool
-from handoff_platform.http import ReadinessCheck
+from handoff_platform.http import ReadinessCheck, report_readiness_forever
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_platform.lag import LagSampler
 from handoff_platform.logs import configure_logging
@@ -157,6 +157,7 @@ class EventPipeline:
         tasks.start("outbox-announcer", self.outbox.announce_forever(self.pool))
         lag = LagSampler(self.bootstrap_servers, {self.group: consumed_topics})
         tasks.start("consumer-lag", lag.run_forever())
+        tasks.start("readiness", report_readiness_forever(self.readiness_checks()))
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return readiness_checks(self.pool, self.broker, self.kafka_connected, self.relay)
