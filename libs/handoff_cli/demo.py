@@ -29,6 +29,7 @@ from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import apply_migrations as migrate_referral
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
+from handoff_referral.service import register_site
 
 app = typer.Typer(help="Demo data, and a scripted story.", no_args_is_help=True)
 
@@ -84,7 +85,7 @@ async def _seed(database_url: str, demo: DemoSites, roster_json: str) -> str:
     connection = await asyncpg.connect(database_url)
     try:
         for site in demo.sites:
-            await referral_store.add_site(
+            await register_site(
                 connection,
                 Site(
                     site_id=site.site_id,

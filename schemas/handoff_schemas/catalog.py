@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from handoff_schemas.envelope import Envelope, EventPayload, envelope_for
+from handoff_schemas.envelope import Envelope, Payload, envelope_for
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
@@ -19,10 +19,11 @@ from handoff_schemas.events import (
     ReferralEscalated,
     ReferralUnassigned,
     ReferralUpdated,
+    SiteRegistered,
 )
 from handoff_schemas.topics import Topic
 
-EVENT_TYPES: Mapping[str, type[EventPayload]] = {
+EVENT_TYPES: Mapping[str, type[Payload]] = {
     cls.event_type: cls
     for cls in (
         ReferralCreated,
@@ -37,6 +38,7 @@ EVENT_TYPES: Mapping[str, type[EventPayload]] = {
         PageDelivered,
         PageFailed,
         CoachResponded,
+        SiteRegistered,
     )
 }
 
@@ -51,14 +53,14 @@ class UnknownEventType(ValueError):
     pass
 
 
-def event_class_for(event_type: str) -> type[EventPayload]:
+def event_class_for(event_type: str) -> type[Payload]:
     try:
         return EVENT_TYPES[event_type]
     except KeyError:
         raise UnknownEventType(f"unknown event type {event_type!r}") from None
 
 
-def events_on(topic: Topic) -> list[type[EventPayload]]:
+def events_on(topic: Topic) -> list[type[Payload]]:
     return [cls for cls in EVENT_TYPES.values() if cls.topic is topic]
 
 

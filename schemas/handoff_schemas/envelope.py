@@ -9,7 +9,7 @@ CloudEvents naming rule (lower-case letters and digits only): `schemaversion`,
 import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, Self, TypeVar, cast
-from uuid import UUID, uuid4
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -34,17 +34,38 @@ class ContractModel(BaseModel):
         check_event_model(cls.__name__, cls.model_fields)
 
 
-class EventPayload(ContractModel):
-    """The typed `data` of one kind of event. Each subclass names its type, topic and version."""
+class Payload(ContractModel):
+    """The typed `data` of one kind of event. Each subclass names its type, topic and version,
+    and the id it is about: the envelope's subject, and the key that keeps its story in order."""
 
     event_type: ClassVar[str]
     topic: ClassVar[Topic]
     schema_version: ClassVar[int] = 1
 
+    @property
+    def subject_id(self) -> UUID:
+        raise NotImplementedError
+
+
+class EventPayload(Payload):
+    """An event in one referral's story: on the referrals, dispatch and pages topics."""
+
     referral_id: UUID
 
+    @property
+    def subject_id(self) -> UUID:
+        return self.referral_id
 
-P = TypeVar("P", bound=EventPayload)
+
+SITE_SUBJECTS = UUID("6f1c2b1e-5d0a-4c52-9d7a-2f1f3f0c7e11")
+
+
+def site_subject(site_id: str) -> UUID:
+    """The subject (and partition key) of a site's events: a UUID derived from its slug."""
+    return uuid5(SITE_SUBJECTS, site_id)
+
+
+P = TypeVar("P", bound=Payload)
 
 
 def utc_now() -> datetime:
@@ -67,7 +88,9 @@ class Envelope(BaseModel, Generic[P]):
     type: str = Field(pattern=r"^org\.handoff\.[a-z_]+\.[a-z_]+$")
     source: str = Field(pattern=r"^/handoff/[a-z_-]+$", description="The producing service.")
     time: UtcDateTime = Field(default_factory=utc_now)
-    subject: UUID = Field(description="The referral this event is about.")
+    subject: UUID = Field(
+        description="The referral this event is about; for a site's events, its site_subject."
+    )
     datacontenttype: Literal["application/json"] = "application/json"
     schemaversion: int = Field(ge=1)
     correlationid: str = Field(
@@ -85,8 +108,8 @@ class Envelope(BaseModel, Generic[P]):
     def _matches_payload(self) -> Self:
         if self.type != self.data.event_type:
             raise ValueError(f"type {self.type!r} does not match payload {self.data.event_type!r}")
-        if self.subject != self.data.referral_id:
-            raise ValueError("subject must be the payload's referral_id")
+        if self.subject != self.data.subject_id:
+            raise ValueError("subject must be the payload's referral (or site) id")
         return self
 
     @classmethod
@@ -104,7 +127,7 @@ class Envelope(BaseModel, Generic[P]):
             id=event_id or uuid4(),
             type=payload.event_type,
             source=source,
-            subject=payload.referral_id,
+            subject=payload.subject_id,
             schemaversion=payload.schema_version,
             correlationid=correlation_id,
             causationid=causation_id,

@@ -11,7 +11,13 @@ from uuid import UUID
 
 from pydantic import Field
 
-from handoff_schemas.envelope import ContractModel, EventPayload, UtcDateTime
+from handoff_schemas.envelope import (
+    ContractModel,
+    EventPayload,
+    Payload,
+    UtcDateTime,
+    site_subject,
+)
 from handoff_schemas.topics import Topic
 from handoff_schemas.vocabulary import (
     CancelReason,
@@ -44,6 +50,27 @@ class SiteFacts(ContractModel):
     short_name: ShortLabel
     state: UsState
     time_zone: TimeZoneName
+
+
+# handoff.sites — produced by the referral service, which owns sites
+
+
+class SiteRegistered(Payload):
+    """A site was registered or its facts changed: what other services may rely on.
+
+    Carried as state, latest wins: matching keeps a read-only projection, so it can
+    resolve on-call shifts and report coverage gaps before a site's first referral.
+    """
+
+    event_type: ClassVar[str] = "org.handoff.sites.site_registered"
+    topic: ClassVar[Topic] = Topic.SITES
+
+    site: SiteFacts
+    registered_at: UtcDateTime
+
+    @property
+    def subject_id(self) -> UUID:
+        return site_subject(self.site.site_id)
 
 
 class ReferralCreated(EventPayload):

@@ -12,18 +12,18 @@ from typing import Any
 
 from handoff_schemas.catalog import EVENT_TYPES
 from handoff_schemas.compatibility import breaking_changes
-from handoff_schemas.envelope import Envelope, EventPayload
+from handoff_schemas.envelope import Envelope, Payload
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "jsonschema"
 
 JsonSchema = dict[str, Any]
 
 
-def schema_file_name(payload_class: type[EventPayload]) -> str:
+def schema_file_name(payload_class: type[Payload]) -> str:
     return f"{payload_class.event_type}.v{payload_class.schema_version}.json"
 
 
-def generate(payload_class: type[EventPayload]) -> JsonSchema:
+def generate(payload_class: type[Payload]) -> JsonSchema:
     schema = Envelope[payload_class].model_json_schema()  # type: ignore[valid-type]
     schema["$id"] = f"urn:handoff:event:{payload_class.event_type}:v{payload_class.schema_version}"
     return schema
@@ -33,9 +33,7 @@ def render(schema: JsonSchema) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def committed(
-    payload_class: type[EventPayload], schema_dir: Path = SCHEMA_DIR
-) -> JsonSchema | None:
+def committed(payload_class: type[Payload], schema_dir: Path = SCHEMA_DIR) -> JsonSchema | None:
     path = schema_dir / schema_file_name(payload_class)
     if not path.exists():
         return None

@@ -8,6 +8,7 @@ class Topic(StrEnum):
     REFERRALS = "handoff.referrals"
     DISPATCH = "handoff.dispatch"
     PAGES = "handoff.pages"
+    SITES = "handoff.sites"  # keyed by site_subject(site_id): one site's facts stay in order
 
 
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -18,6 +19,7 @@ def dead_letter_topic(consumer_group: str) -> str:
     return f"{consumer_group}{DEAD_LETTER_SUFFIX}"
 
 
-def partition_key(referral_id: UUID) -> bytes:
-    """Every topic is keyed by referral id, so one referral's events stay in order."""
-    return str(referral_id).encode()
+def partition_key(subject: UUID) -> bytes:
+    """Topics are keyed by the event's subject — the referral id (the site's on
+    handoff.sites) — so one referral's events stay in order."""
+    return str(subject).encode()

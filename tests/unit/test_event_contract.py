@@ -10,13 +10,15 @@ from handoff_schemas import (
     EVENT_TYPES,
     Envelope,
     EventPayload,
+    Payload,
     Topic,
     dead_letter_topic,
     partition_key,
 )
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.compatibility import breaking_changes
-from handoff_schemas.events import ReferralCancelled
+from handoff_schemas.envelope import site_subject
+from handoff_schemas.events import ReferralCancelled, SiteFacts, SiteRegistered
 from handoff_schemas.schema_files import committed, generate
 from handoff_schemas.vocabulary import CancelReason
 
@@ -89,7 +91,12 @@ def test_decoding_an_unknown_type_or_garbage_raises_value_error() -> None:
 
 
 def test_topics_partition_key_and_dead_letter_naming() -> None:
-    assert {t.value for t in Topic} == {"handoff.referrals", "handoff.dispatch", "handoff.pages"}
+    assert {t.value for t in Topic} == {
+        "handoff.referrals",
+        "handoff.dispatch",
+        "handoff.pages",
+        "handoff.sites",
+    }
     referral_id = uuid.uuid4()
     assert partition_key(referral_id) == str(referral_id).encode()
     assert dead_letter_topic("handoff-referral") == "handoff-referral.dlq"
@@ -97,7 +104,7 @@ def test_topics_partition_key_and_dead_letter_naming() -> None:
 
 
 @pytest.mark.parametrize("payload_class", EVENT_TYPES.values(), ids=lambda c: c.event_type)
-def test_committed_schema_file_matches_the_model(payload_class: type[EventPayload]) -> None:
+def test_committed_schema_file_matches_the_model(payload_class: type[Payload]) -> None:
     """Fails when a model changes and `handoff schemas generate` was not run."""
     on_disk = committed(payload_class)
     assert on_disk is not None, f"no schema file for {payload_class.event_type}"
@@ -109,7 +116,7 @@ def test_committed_schema_file_matches_the_model(payload_class: type[EventPayloa
 
 @pytest.mark.parametrize("payload_class", EVENT_TYPES.values(), ids=lambda c: c.event_type)
 def test_model_is_backward_compatible_with_its_committed_version(
-    payload_class: type[EventPayload],
+    payload_class: type[Payload],
 ) -> None:
     on_disk = committed(payload_class)
     assert on_disk is not None
@@ -117,7 +124,7 @@ def test_model_is_backward_compatible_with_its_committed_version(
 
 
 def test_removing_a_field_from_a_model_is_caught_as_breaking() -> None:
-    without_reason: type[EventPayload] = create_model(
+    without_reason: type[Payload] = create_model(
         "ReferralCancelled",
         __base__=EventPayload,
         cancelled_at=(datetime, ...),
@@ -128,3 +135,20 @@ def test_removing_a_field_from_a_model_is_caught_as_breaking() -> None:
     assert on_disk is not None
     changes = breaking_changes(on_disk, generate(without_reason))
     assert any("data.reason: field removed" in change for change in changes), changes
+
+
+def test_a_sites_events_are_keyed_by_the_site_and_round_trip() -> None:
+    registered = SiteRegistered(
+        site=SiteFacts(
+            site_id="md-mercy", short_name="Mercy ED", state="MD", time_zone="America/New_York"
+        ),
+        registered_at=datetime(2026, 11, 27, 15, tzinfo=UTC),
+    )
+    envelope = Envelope.wrap(registered, source="/handoff/referral", correlation_id="site:md-mercy")
+
+    assert envelope.subject == site_subject("md-mercy") == site_subject("md-mercy")
+    assert envelope.subject != site_subject("md-bayview")
+    assert envelope.topic is Topic.SITES
+    assert partition_key(envelope.subject) == str(site_subject("md-mercy")).encode()
+    decoded = decode_event(envelope.model_dump_json().encode())
+    assert decoded.data == registered

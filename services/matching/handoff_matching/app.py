@@ -51,7 +51,7 @@ class MatchingRuntime:
         )
         pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
         service = MatchingService(outbox, timers)
-        consumed = [Topic.REFERRALS, Topic.PAGES]
+        consumed = [Topic.SITES, Topic.REFERRALS, Topic.PAGES]
         consumer = pipeline.consumer(dispatch_handlers(service), after_commit=outbox.committed)
         consumer.subscribe(consumed)
         timer_loop = TimerLoop(

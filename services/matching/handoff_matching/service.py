@@ -129,6 +129,13 @@ class MatchingService:
         )
         await self._apply(connection, dispatch, effects, event.id)
 
+    async def site_registered(self, connection: Connection, event: Envelope[Any]) -> None:
+        """Keep the site's facts, so its shifts resolve and its coverage is reported from now."""
+        site = event.data.site
+        await roster_store.remember_site(
+            connection, site.site_id, site.short_name, site.state, site.time_zone
+        )
+
     async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCancelled = event.data
         dispatch = await dispatch_store.lock(connection, data.referral_id)

@@ -9,7 +9,7 @@ import asyncpg
 
 from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
-from handoff_referral import SOURCE
+from handoff_referral import SCHEMA, SOURCE
 from handoff_referral.adapters import postgres as store
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.domain.api_keys import parse_key, secret_matches
@@ -18,7 +18,7 @@ from handoff_referral.domain.referral import Referral, Site, TimelineStep, refer
 from handoff_referral.domain.status import Status, check_cancellable, observe
 from handoff_referral.metrics import REFERRALS_RECEIVED
 from handoff_schemas import Envelope
-from handoff_schemas.events import ReferralCancelled
+from handoff_schemas.events import ReferralCancelled, SiteFacts, SiteRegistered
 from handoff_schemas.vocabulary import CancelReason
 
 log = logging.getLogger(__name__)
@@ -184,3 +184,23 @@ class ReferralService:
                     "status": outcome.new_status.value,
                 },
             )
+
+
+async def register_site(connection: Connection, site: Site, now: datetime | None = None) -> bool:
+    """Register a site, and tell the other services its facts (SiteRegistered), in one
+    transaction; False, and nothing sent, if it was already registered."""
+    async with connection.transaction():
+        if not await store.add_site(connection, site):
+            return False
+        registered = SiteRegistered(
+            site=SiteFacts(
+                site_id=site.site_id,
+                short_name=site.short_name,
+                state=site.state,
+                time_zone=site.time_zone,
+            ),
+            registered_at=now or utc_now(),
+        )
+        envelope = Envelope.wrap(registered, source=SOURCE, correlation_id=f"site:{site.site_id}")
+        await Outbox(SCHEMA).put(connection, envelope)
+    return True

@@ -232,7 +232,7 @@ async def remember_site(
 
 
 async def site_facts(connection: Connection, site_id: str) -> tuple[str, str] | None:
-    """(state, time zone) of the site, if matching has seen a referral from it."""
+    """(state, time zone) of the site, once it was registered (or referred from)."""
     row = await connection.fetchrow(
         f"SELECT state, time_zone FROM {SCHEMA}.site_facts WHERE site_id = $1", site_id
     )
@@ -240,7 +240,7 @@ async def site_facts(connection: Connection, site_id: str) -> tuple[str, str] | 
 
 
 async def known_sites(connection: Connection) -> list[tuple[str, str, str]]:
-    """(site id, state, time zone) of every site matching has seen a referral from."""
+    """(site id, state, time zone) of every site registered (or referred from)."""
     rows = await connection.fetch(
         f"SELECT site_id, state, time_zone FROM {SCHEMA}.site_facts ORDER BY site_id"
     )

@@ -179,8 +179,8 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
 
 
 async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
-    """The site's state and time zone, as its referrals described it."""
+    """The site's state and time zone, as the referral service registered them."""
     facts = await roster_store.site_facts(connection, site_id)
     if facts is not None:
         return facts
-    raise ApiError(404, "site_unknown", "matching has not yet had a referral from this site")
+    raise ApiError(404, "site_unknown", "no site with this id has been registered")

@@ -1,12 +1,20 @@
-"""Events that move a referral's dispatch: new and cancelled referrals, coaches' answers."""
+"""Events that move a referral's dispatch (new and cancelled referrals, coaches' answers),
+and the sites they come from."""
 
 from handoff_matching.service import MatchingService
 from handoff_platform.consumer import Handler
-from handoff_schemas.events import CoachResponded, PageFailed, ReferralCancelled, ReferralCreated
+from handoff_schemas.events import (
+    CoachResponded,
+    PageFailed,
+    ReferralCancelled,
+    ReferralCreated,
+    SiteRegistered,
+)
 
 
 def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
     return {
+        SiteRegistered.event_type: service.site_registered,
         ReferralCreated.event_type: service.referral_created,
         ReferralCancelled.event_type: service.referral_cancelled,
         CoachResponded.event_type: service.coach_responded,

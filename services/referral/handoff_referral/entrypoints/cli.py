@@ -16,6 +16,7 @@ from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
+from handoff_referral.service import register_site
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas.events import SiteFacts
 
@@ -68,7 +69,7 @@ def add_site(
         state=facts.state,
         time_zone=facts.time_zone,
     )
-    added = asyncio.run(_with_connection(lambda c: store.add_site(c, site)))
+    added = asyncio.run(_with_connection(lambda c: register_site(c, site)))
     typer.echo(f"site {site_id} {'added' if added else 'already exists'}")
 
 
