@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -118,6 +118,7 @@ class EventPipeline:
     outbox: Outbox
     relay: OutboxRelay
     kafka_connected: asyncio.Event
+    consumers: list[IdempotentConsumer] = field(default_factory=list)
 
     @classmethod
     async def open(
@@ -134,7 +135,8 @@ class EventPipeline:
     def consumer(
         self, handlers: dict[str, Handler], after_commit: Callable[[], None] | None = None
     ) -> IdempotentConsumer:
-        return IdempotentConsumer(
+        """The service's consumer; its offsets are committed by a task `start` runs."""
+        consumer = IdempotentConsumer(
             group_id=self.group,
             schema=self.outbox.schema,
             pool=self.pool,
@@ -142,6 +144,8 @@ class EventPipeline:
             handlers=handlers,
             after_commit=after_commit,
         )
+        self.consumers.append(consumer)
+        return consumer
 
     def start(self, tasks: BackgroundTasks, consumed_topics: Iterable[str]) -> None:
         """What every service runs beside its own work: Kafka once it answers (topics and the
@@ -158,6 +162,8 @@ class EventPipeline:
         lag = LagSampler(self.bootstrap_servers, {self.group: consumed_topics})
         tasks.start("consumer-lag", lag.run_forever())
         tasks.start("readiness", report_readiness_forever(self.readiness_checks()))
+        for consumer in self.consumers:
+            tasks.start("offset-commits", consumer.commit_forever())
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
         return readiness_checks(self.pool, self.broker, self.kafka_connected, self.relay)
