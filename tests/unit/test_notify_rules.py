@@ -88,6 +88,8 @@ def test_an_open_offer_takes_accept_or_decline_until_it_expires() -> None:
     offer = CoachOffer(OfferState.OPEN, NOW + timedelta(minutes=5))
     assert offer.answers(NOW) == (CoachResponse.ACCEPTED, CoachResponse.DECLINED)
     assert offer.answers(NOW + timedelta(minutes=5)) == ()
+    assert offer.still_wanted(NOW)
+    assert not offer.still_wanted(NOW + timedelta(minutes=5))
     assert not offer.answer(CoachResponse.ARRIVED, NOW)
     assert offer.answer(CoachResponse.ACCEPTED, NOW)
     assert not offer.answer(CoachResponse.ACCEPTED, NOW), "an answer counts once"

@@ -148,7 +148,7 @@ class NotifyService:
             for message in await store.claim_due(connection, limit):
                 record = await store.offer(connection, message.offer_id)
                 assert record is not None  # messages reference their offer
-                if message.kind is MessageKind.OFFER and not self._still_wanted(record, now):
+                if message.kind is MessageKind.OFFER and not record.coach_offer.still_wanted(now):
                     await store.finish(connection, message.message_id, MessageState.CANCELLED)
                     metrics.PAGES.labels(message.channel, message.kind, "cancelled").inc()
                     continue
@@ -266,18 +266,9 @@ class NotifyService:
         record = await store.offer(connection, message.offer_id, lock=True)
         assert record is not None
         following = next_contact(message.contact_index, len(record.contacts))
-        if following is None or not self._still_wanted(record, self.clock()):
+        if following is None or not record.coach_offer.still_wanted(self.clock()):
             return
-        added = await store.add_message(
-            connection,
-            uuid4(),
-            record.offer_id,
-            MessageKind.OFFER,
-            following,
-            record.contacts[following],
-            self.clock(),
-        )
-        if added:
+        if await self._page_method(connection, record, following, self.clock()):
             metrics.CHANNEL_FALLBACKS.labels("not_answered").inc()
 
     async def _sent(
@@ -307,7 +298,7 @@ class NotifyService:
             events.append(self._page_delivered(message, record))
         await self._emit(connection, record, *events)
         following = next_contact(message.contact_index, len(record.contacts))
-        if following is not None and self._still_wanted(record, now):
+        if following is not None and record.coach_offer.still_wanted(now):
             await self.timers.set(
                 connection,
                 message.message_id,
@@ -332,16 +323,8 @@ class NotifyService:
             return
         now = self.clock()
         following = next_contact(message.contact_index, len(record.contacts))
-        if following is not None and self._still_wanted(record, now):
-            await store.add_message(
-                connection,
-                uuid4(),
-                record.offer_id,
-                MessageKind.OFFER,
-                following,
-                record.contacts[following],
-                now,
-            )
+        if following is not None and record.coach_offer.still_wanted(now):
+            await self._page_method(connection, record, following, now)
             metrics.CHANNEL_FALLBACKS.labels("failed").inc()
             self.wake_delivery()
         page_failed = PageFailed(
@@ -355,6 +338,20 @@ class NotifyService:
             failed_at=now,
         )
         await self._emit(connection, record, page_failed)
+
+    async def _page_method(
+        self, connection: Connection, record: OfferRecord, index: int, now: datetime
+    ) -> bool:
+        """Queue the offer's page to the coach's contact method `index`; False if it was."""
+        return await store.add_message(
+            connection,
+            uuid4(),
+            record.offer_id,
+            MessageKind.OFFER,
+            index,
+            record.contacts[index],
+            now,
+        )
 
     def _page_delivered(self, message: MessageRecord, record: OfferRecord) -> PageDelivered:
         return PageDelivered(
@@ -385,10 +382,6 @@ class NotifyService:
             return content.withdrawn(record.site_short_name, reason)
         deadline = record.coach_offer.arrival_deadline or now
         return content.assigned(record.site_short_name, deadline, now, link)
-
-    @staticmethod
-    def _still_wanted(record: OfferRecord, now: datetime) -> bool:
-        return record.coach_offer.still_wanted and not record.coach_offer.expired(now)
 
     # Answers
 

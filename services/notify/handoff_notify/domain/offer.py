@@ -69,7 +69,6 @@ class CoachOffer:
             self.state = OfferState.ASSIGNED
         self.arrival_deadline = arrival_deadline
 
-    @property
-    def still_wanted(self) -> bool:
-        """True while paging the coach about this offer is still of use."""
-        return self.state is OfferState.OPEN
+    def still_wanted(self, now: datetime) -> bool:
+        """True while paging the coach about this offer is still of use: open, not expired."""
+        return self.state is OfferState.OPEN and not self.expired(now)
