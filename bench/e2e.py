@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import re
 import statistics
 import time
 import uuid
@@ -37,7 +36,7 @@ import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import Servers, fresh_database, handoff, infrastructure, percentile
-from handoff_cli.demo import demo_referral
+from handoff_cli.demo import LINK, demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
 from handoff_matching.adapters import dispatch_store
@@ -49,7 +48,6 @@ SITE = "md-bench"
 COACHES = 20
 GOAL_P50_MS, GOAL_P99_MS, GOAL_SUSTAINED = 50.0, 250.0, 300
 PAGED_WITHIN_S = 5.0
-LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
 
 
 @dataclass

@@ -34,7 +34,7 @@ from handoff_referral.service import register_site
 app = typer.Typer(help="Demo data, and a scripted story.", no_args_is_help=True)
 
 DEMO = Path(__file__).resolve().parents[2] / "deploy" / "demo"
-LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
+LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")  # the offer link in a page body
 
 
 def demo_referral(external_id: str) -> dict[str, Any]:

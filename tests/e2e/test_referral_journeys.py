@@ -15,11 +15,11 @@ import yaml
 
 from handoff_devenv.ports import free_ports
 from tests.e2e.conftest import COACHES, LADDER_SITE, MAIN_SITE, System
+from tests.support.notify import link_in
 from tests.support.otlp import OtlpCollector
 from tests.support.patients import SERVICE_LOGS, referral_body
 from tests.support.waiting import eventually
 
-LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml"
 MAIN_PHONES = {COACHES["main-1"].phone, COACHES["main-2"].phone}
 
@@ -51,12 +51,6 @@ async def _counts(system: System, phones: set[str]) -> dict[str, int]:
     return {phone: len(await system.inbox(phone)) for phone in phones}
 
 
-def _link(body: str) -> str:
-    found = LINK.search(body)
-    assert found, body
-    return found.group(0)
-
-
 async def test_a_referral_is_paged_within_2_s_and_accepted_from_the_link(system: System) -> None:
     before = await _counts(system, MAIN_PHONES)
     referral = await system.post_referral(MAIN_SITE)
@@ -67,7 +61,7 @@ async def test_a_referral_is_paged_within_2_s_and_accepted_from_the_link(system:
     assert paged_after < 2.0, f"the first page took {paged_after:.2f} s"
     assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1 to accept")
     async with httpx.AsyncClient(follow_redirects=True) as client:
-        accepted = await client.post(_link(body), data={"answer": "accepted"})
+        accepted = await client.post(link_in(body), data={"answer": "accepted"})
     assert "You accepted" in accepted.text or "Confirmed" in accepted.text
 
     status = await _status_becomes(system, MAIN_SITE, referral["id"], "accepted")
@@ -79,7 +73,7 @@ async def test_a_decline_pages_the_next_coach(system: System) -> None:
     referral = await system.post_referral(MAIN_SITE)
     first_phone, body = await _first_page(system, MAIN_PHONES, before)
     async with httpx.AsyncClient(follow_redirects=True) as client:
-        declined = await client.post(_link(body), data={"answer": "declined"})
+        declined = await client.post(link_in(body), data={"answer": "declined"})
     assert "You declined" in declined.text
 
     second_phone, _ = await _first_page(system, MAIN_PHONES - {first_phone}, before)
@@ -103,7 +97,7 @@ async def test_a_cancelled_referral_tells_the_paged_coach_and_the_link_says_so(
         assert cancelled.status_code == 200, cancelled.text
 
         notice = (await system.page(phone, before[phone] + 2))[-1]
-        page = await client.get(_link(body))
+        page = await client.get(link_in(body))
     assert notice == "Handoff: the request at Mercy ED was cancelled. No action needed."
     assert "The ED cancelled this request" in page.text
 

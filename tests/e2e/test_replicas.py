@@ -3,7 +3,6 @@ every referral completed, no coach paged twice, no event lost or published twice
 
 import asyncio
 import contextlib
-import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from handoff_cli.demo import LINK
 from handoff_devenv import KafkaCluster
 from handoff_schemas import Topic, dead_letter_topic
 from handoff_schemas.catalog import decode_event
@@ -27,7 +27,6 @@ from tests.support.kafka import read_topic
 from tests.support.waiting import eventually
 
 REFERRALS = 200
-LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
 
 
 @pytest.fixture(scope="module")

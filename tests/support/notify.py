@@ -4,7 +4,6 @@ or a message sent twice, fails the module."""
 
 import asyncio
 import os
-import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 
+from handoff_cli.demo import LINK
 from handoff_devenv.service_process import ServiceProcess, start_service
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
@@ -27,7 +27,6 @@ from tests.support.patients import SERVICE_LOGS
 from tests.support.waiting import eventually
 
 QUICK_FALLBACK_SITE = "md-quick"  # a site whose pages move to the next method after 1 s
-LINK = re.compile(r"https?://\S+/p/[A-Za-z0-9._-]+")
 
 
 @dataclass
