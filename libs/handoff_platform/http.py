@@ -270,11 +270,16 @@ class RequestContext:
             if k in (b"traceparent", b"tracestate")
         }
         try:
-            with span(f"{scope['method']} {scope['path']}", SpanKind.SERVER, parent=incoming):
-                await self.app(scope, receive, send_with_correlation)
+            # Named by the route template once routing is done, never by the path: a path
+            # can hold a coach's signed link token, which has no place in a trace backend.
+            with span(scope["method"], SpanKind.SERVER, parent=incoming) as request_span:
+                try:
+                    await self.app(scope, receive, send_with_correlation)
+                finally:
+                    request_span.update_name(f"{scope['method']} {_route(scope)}")
         finally:
             elapsed = time.perf_counter() - started
-            route = str(getattr(scope.get("route"), "path", "unmatched"))
+            route = _route(scope)
             method = scope["method"]
             metrics.HTTP_REQUEST_SECONDS.labels(method, route, str(status)).observe(elapsed)
             if route not in ("/metrics", "/healthz", "/readyz"):
@@ -288,6 +293,11 @@ class RequestContext:
                     },
                 )
             correlation_id_var.reset(token)
+
+
+def _route(scope: Scope) -> str:
+    """The matched route's template (`/p/{token}`), or `unmatched`."""
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 async def serve_http(app: ASGIApp, host: str, port: int) -> None:

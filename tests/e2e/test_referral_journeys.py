@@ -218,3 +218,20 @@ async def test_one_trace_follows_a_referral_from_the_api_through_kafka_to_the_pa
 
     lines = await eventually(logged, within=20, what="matching's log lines for the referral")
     assert {line.get("trace_id") for line in lines} == {trace_id}
+
+
+async def test_coach_page_spans_are_named_by_route_never_by_their_link_token(
+    system: System, otlp: OtlpCollector
+) -> None:
+    before = await _counts(system, MAIN_PHONES)
+    await system.post_referral(MAIN_SITE)
+    _, body = await _first_page(system, MAIN_PHONES, before)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(link_in(body))).status_code == 200
+
+    async def page_spans() -> list[str] | None:
+        names = [s.name for s in otlp.spans if s.service == "handoff-notify"]
+        return names if "GET /p/{token}" in names else None
+
+    names = await eventually(page_spans, within=20, what="the coach page's span")
+    assert not [name for name in names if "/p/." in name]
