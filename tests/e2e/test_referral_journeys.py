@@ -16,7 +16,7 @@ import yaml
 from handoff_devenv.ports import free_ports
 from tests.e2e.conftest import COACHES, LADDER_SITE, MAIN_SITE, System
 from tests.support.notify import link_in
-from tests.support.otlp import OtlpCollector
+from tests.support.otlp import SPAN_KIND_SERVER, OtlpCollector, ReceivedSpan
 from tests.support.patients import SERVICE_LOGS, referral_body
 from tests.support.waiting import eventually
 
@@ -226,12 +226,19 @@ async def test_coach_page_spans_are_named_by_route_never_by_their_link_token(
     before = await _counts(system, MAIN_PHONES)
     await system.post_referral(MAIN_SITE)
     _, body = await _first_page(system, MAIN_PHONES, before)
+    link = link_in(body)
+    token = link.rsplit("/", 1)[1]
+    trace_id = uuid.uuid4().hex
     async with httpx.AsyncClient() as client:
-        assert (await client.get(link_in(body))).status_code == 200
+        traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+        assert (await client.get(link, headers={"traceparent": traceparent})).status_code == 200
 
-    async def page_spans() -> list[str] | None:
-        names = [s.name for s in otlp.spans if s.service == "handoff-notify"]
-        return names if "GET /p/{token}" in names else None
+    async def request_spans() -> list[ReceivedSpan] | None:
+        return otlp.in_trace(trace_id) or None
 
-    names = await eventually(page_spans, within=20, what="the coach page's span")
-    assert not [name for name in names if "/p/." in name]
+    spans = await eventually(request_spans, within=20, what="the coach page's span")
+    assert [(s.name, s.kind) for s in spans if s.kind == SPAN_KIND_SERVER] == [
+        ("GET /p/{token}", SPAN_KIND_SERVER)
+    ], "one server span per request, named by its route, and none from the framework"
+    leaked = [s for s in otlp.spans if token in s.name or token in str(s.attributes)]
+    assert not leaked, f"the link token reached the trace backend in {leaked}"

@@ -7,8 +7,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from handoff_devenv.ports import free_ports
+
+SPAN_KIND_SERVER = Span.SPAN_KIND_SERVER
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,8 @@ class ReceivedSpan:
     trace_id: str
     span_id: str
     parent_span_id: str
+    kind: int
+    attributes: dict[str, str]
 
 
 class OtlpCollector:
@@ -61,6 +66,8 @@ class OtlpCollector:
                             span.trace_id.hex(),
                             span.span_id.hex(),
                             span.parent_span_id.hex(),
+                            span.kind,
+                            {a.key: str(a.value).strip() for a in span.attributes},
                         )
                     )
         return web.Response(

@@ -16,7 +16,7 @@ from handoff_matching.service import (
     report_coverage_forever,
     report_waiting_referrals_forever,
 )
-from handoff_platform.http import RequestContext, install_error_handlers, operations_router
+from handoff_platform.http import service_app
 from handoff_platform.runtime import (
     BackgroundTasks,
     EventPipeline,
@@ -69,11 +69,8 @@ class MatchingRuntime:
         tasks.start("timers", timer_loop.run())
         tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))
         tasks.start("waiting-referrals", report_waiting_referrals_forever(pool))
-        app = FastAPI(title="Handoff matching", version="1")
-        app.include_router(operations_router(pipeline.readiness_checks()))
+        app = service_app("Handoff matching", pipeline.readiness_checks())
         app.include_router(build_admin_router(pool, settings.matching_admin_token))
-        install_error_handlers(app)
-        app.add_middleware(RequestContext)
         return cls(pipeline, app, tasks)
 
     async def stop(self) -> None:

@@ -25,7 +25,7 @@ from handoff_notify.entrypoints.http import (
 )
 from handoff_notify.service import NotifyService
 from handoff_notify.settings import Delivery, NotifySettings
-from handoff_platform.http import RequestContext, install_error_handlers, operations_router
+from handoff_platform.http import service_app
 from handoff_platform.runtime import (
     BackgroundTasks,
     EventPipeline,
@@ -70,18 +70,17 @@ class NotifyRuntime:
         tasks.start("timers", timer_loop.run())
         tasks.start("delivery", worker.run())
 
-        app = FastAPI(title="Handoff notify", version="1", docs_url=None, redoc_url=None)
-        app.include_router(operations_router(pipeline.readiness_checks()))
+        app = service_app(
+            "Handoff notify", pipeline.readiness_checks(), docs_url=None, redoc_url=None
+        )
         app.include_router(build_coach_router(service))
         if settings.notify_delivery is Delivery.SANDBOX:
             app.include_router(build_sandbox_router(service))
         if settings.twilio_auth_token is not None:
             token = settings.twilio_auth_token.get_secret_value()
             app.include_router(build_twilio_router(service, token))
-        install_error_handlers(app)
         app.add_exception_handler(LinkNotFound, link_not_found_page)
         app.add_exception_handler(UnsignedWebhookError, unsigned_webhook_response)
-        app.add_middleware(RequestContext)
         return cls(pipeline, app, tasks, worker)
 
     async def stop(self) -> None:

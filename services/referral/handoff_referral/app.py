@@ -7,13 +7,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from handoff_platform.database import migrate_database
-from handoff_platform.http import (
-    BodySizeLimit,
-    RequestContext,
-    install_error_handlers,
-    operations_router,
-    serve_http,
-)
+from handoff_platform.http import serve_http, service_app
 from handoff_platform.outbox import OutboxRelay
 from handoff_platform.runtime import (
     BackgroundTasks,
@@ -78,17 +72,13 @@ class ReferralRuntime:
 def _http_app(
     settings: ReferralSettings, service: ReferralService, pipeline: EventPipeline
 ) -> FastAPI:
-    app = FastAPI(
-        title="Handoff referral API",
-        version="1",
+    app = service_app(
+        "Handoff referral API",
+        pipeline.readiness_checks(),
+        max_body_bytes=settings.max_body_bytes,
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
-
-    app.include_router(operations_router(pipeline.readiness_checks()))
     app.include_router(build_router(service))
-    install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContext)
     return app
 
 
