@@ -1,6 +1,9 @@
 """Transactional outbox: events commit with the state change, then a relay puts them on Kafka.
 
-Writing: `Outbox.put(connection, envelope)` inside the service's own transaction.
+Writing: `Outbox.put(connection, envelope)` inside the service's own transaction, or,
+where a hot path writes its state in one statement, `Outbox.queue_for_each` as one
+more data-modifying CTE of that statement: PostgreSQL runs a single statement
+atomically, so the state and its event still commit together, in one round trip.
 
 Relaying: one replica at a time holds a PostgreSQL advisory lock and publishes
 rows in commit position order with the idempotent producer (acks=all), then
@@ -40,6 +43,8 @@ from handoff_schemas import Envelope, partition_key
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "handoff_outbox"
+_ROW_COLUMNS = "event_id, topic, partition_key, event_type, correlation_id, body, trace_context"
+_ROW_TYPES = ("uuid", "text", "bytea", "text", "text", "text", "text")
 CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -81,19 +86,29 @@ class Outbox:
     async def put(self, connection: Connection, *envelopes: Envelope[Any]) -> None:
         """Add events to the caller's open transaction; they are published after it commits."""
         if len(envelopes) == 1:  # the common case; executemany costs more round trips
-            await connection.execute(self._insert, *self._row(envelopes[0]))
+            await connection.execute(self._insert, *self.row(envelopes[0]))
             return
-        await connection.executemany(self._insert, [self._row(e) for e in envelopes])
+        await connection.executemany(self._insert, [self.row(e) for e in envelopes])
+
+    def queue_for_each(self, source: str, first_parameter: int) -> str:
+        """An INSERT, for a CTE of the caller's statement, that queues one event per row of
+        the CTE `source` (none if it returned none), taking `row(envelope)` as parameters
+        `$first_parameter` onwards. The caller calls `committed()` after the statement."""
+        parameters = ", ".join(
+            f"${number}::{column_type}"
+            for number, column_type in enumerate(_ROW_TYPES, start=first_parameter)
+        )
+        return f"""INSERT INTO "{self.schema}".outbox ({_ROW_COLUMNS})
+                   SELECT {parameters} FROM {source}"""
 
     @property
     def _insert(self) -> str:
-        return f"""INSERT INTO "{self.schema}".outbox
-                       (event_id, topic, partition_key, event_type, correlation_id, body,
-                        trace_context)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+        parameters = ", ".join(f"${number}" for number in range(1, len(_ROW_TYPES) + 1))
+        return f'INSERT INTO "{self.schema}".outbox ({_ROW_COLUMNS}) VALUES ({parameters})'
 
     @staticmethod
-    def _row(envelope: Envelope[Any]) -> tuple[Any, ...]:
+    def row(envelope: Envelope[Any]) -> tuple[Any, ...]:
+        """The outbox row's values for an event, in `_ROW_COLUMNS` order."""
         return (
             envelope.id,
             envelope.topic.value,

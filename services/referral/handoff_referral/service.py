@@ -74,17 +74,19 @@ class ReferralService:
         """Returns the referral and whether it is new; a replay returns the original."""
         referral_id = uuid4()
         correlation_id = correlation_id or str(referral_id)
-        async with self.outbox.transaction(self.pool) as connection:
-            now = self.clock()
+        now = self.clock()
+        event = Envelope.wrap(
+            referral_created(referral_id, site, request, now),
+            source=SOURCE,
+            correlation_id=correlation_id,
+        )
+        async with self.pool.acquire() as connection:
             created = await store.insert_referral(
-                connection, referral_id, site.site_id, request, correlation_id, now
+                connection, self.outbox, referral_id, site.site_id, request, event, now
             )
             if not created:
                 return await self._replay(connection, site, request), False
-            event = referral_created(referral_id, site, request, now)
-            await self.outbox.put(
-                connection, Envelope.wrap(event, source=SOURCE, correlation_id=correlation_id)
-            )
+        self.outbox.committed()
         referral = Referral(
             referral_id=referral_id,
             site_id=site.site_id,
