@@ -340,9 +340,13 @@ async def serve_http(app: ASGIApp, host: str, port: int) -> None:
     process, so it is frozen out of the garbage collector's sight: a full collection
     then takes about 10 ms instead of about 100 ms of CPU. At 500 requests/s there was
     one such collection every 1.3 s, and each one stalled every request in flight.
+    Young collections start after 7,000 allocations rather than 700: each one costs
+    about what is in flight, not what was allocated, and at that rate the collector's
+    CPU over 30 s of intake fell from about 2.2 s to 0.3 s.
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(7000, 10, 10)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
