@@ -143,6 +143,13 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
     ]
     for name, met, goal in verdicts:
         print(f"goal {name} {goal}: {'met' if met else 'NOT met'}")
+    # Little's law: a closed loop of clients sees a mean latency of clients / rate, and
+    # a p99 can be no lower than the mean.
+    print(
+        f"note: {clients} clients back to back wait {clients / rate * 1000:.0f} ms on average "
+        f"at {rate:.0f}/s; a p99 <= {GOAL_P99_MS:.0f} ms needs at least "
+        f"{clients / GOAL_P99_MS * 1000:.0f}/s, even if every request took as long"
+    )
 
 
 def main(seconds: float, clients: int) -> None:
