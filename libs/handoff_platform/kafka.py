@@ -11,6 +11,11 @@ from handoff_schemas.topics import Topic
 
 DEFAULT_PARTITIONS = 6
 
+# handoff.sites is compacted: each key's latest event (a site's full facts) is kept past
+# retention, so a consumer starting from scratch - a new matching database, a new
+# group - still learns every site ever registered (decision 0009).
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {Topic.SITES: {"cleanup.policy": "compact"}}
+
 
 def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
     """A broker whose producer is idempotent with acks=all: a retried send is never doubled."""
@@ -38,7 +43,12 @@ async def ensure_topics(
         factor = replication_factor or min(3, brokers)
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=name, num_partitions=partitions, replication_factor=factor)
+            NewTopic(
+                name=name,
+                num_partitions=partitions,
+                replication_factor=factor,
+                topic_configs=TOPIC_CONFIGS.get(name, {}),
+            )
             for name in names
             if name not in existing
         ]

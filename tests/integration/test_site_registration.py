@@ -5,10 +5,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from handoff_devenv import KafkaCluster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_referral.app import ReferralRuntime
+from handoff_schemas import Topic
 from tests.integration.conftest import create_database, handoff_command, start_referral
 from tests.support.waiting import eventually
 
@@ -69,3 +72,29 @@ async def test_a_new_site_has_coverage_reported_before_any_referral(
         return 'handoff_coverage_uncovered_now{site="vt-newport"} 1.0' in text
 
     await eventually(uncovered_in_metrics, within=10, what="the site uncovered in the metrics")
+
+
+async def test_site_facts_are_kept_past_retention_and_referral_events_are_not(
+    kafka_topics: str,
+) -> None:
+    """A consumer starting from scratch (a new matching database) must still find every
+    site ever registered; a referral's events expire with the topic's retention."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_topics)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in Topic]
+        )
+    finally:
+        await admin.close()
+    policies = {
+        name: dict((entry[0], entry[1]) for entry in entries)["cleanup.policy"]
+        for response in responses
+        for _, _, _, name, entries in response.resources
+    }
+    assert policies == {
+        Topic.SITES: "compact",
+        Topic.REFERRALS: "delete",
+        Topic.DISPATCH: "delete",
+        Topic.PAGES: "delete",
+    }
