@@ -31,9 +31,10 @@ from pydantic import ValidationError
 from handoff_platform import metrics
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
+from handoff_platform.outbox import EVENT_TYPE_HEADER
 from handoff_platform.tracing import span
 from handoff_schemas import Envelope, dead_letter_topic
-from handoff_schemas.catalog import UnknownEventType, decode_event
+from handoff_schemas.catalog import EVENT_TYPES, UnknownEventType, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,16 @@ class IdempotentConsumer:
             subscriber(self.handle)
 
     async def handle(self, message: KafkaMessage) -> None:
+        record: ConsumerRecord[bytes, bytes] = message.raw_message
+        headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+        declared_type = headers.get(EVENT_TYPE_HEADER, "")
+        if declared_type in EVENT_TYPES and declared_type not in self.handlers:
+            # Another group's event on a shared topic (matching reads handoff.pages for
+            # answers, and two in three events there are delivery reports): skipped by
+            # its header, without decoding it or dead-lettering it if it is malformed.
+            metrics.EVENTS_CONSUMED.labels(self.group_id, declared_type, "ignored").inc()
+            self._done(message)
+            return
         raw: bytes = message.body
         try:
             envelope = decode_event(raw)
@@ -112,8 +123,6 @@ class IdempotentConsumer:
             metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "ignored").inc()
             self._done(message)
             return
-        record: ConsumerRecord[bytes, bytes] = message.raw_message
-        headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
         with (
             correlation(envelope.correlationid),
             span(

@@ -46,6 +46,7 @@ NOTIFY_CHANNEL = "handoff_outbox"
 _ROW_COLUMNS = "event_id, topic, partition_key, event_type, correlation_id, body, trace_context"
 _ROW_TYPES = ("uuid", "text", "bytea", "text", "text", "text", "text")
 CONTENT_TYPE = "application/cloudevents+json"
+EVENT_TYPE_HEADER = "ce_type"  # CloudEvents' Kafka binding: the type, readable undecoded
 
 
 class Outbox:
@@ -121,7 +122,7 @@ class Outbox:
 
 
 def _headers(row: asyncpg.Record) -> dict[str, str]:
-    headers = {"content-type": CONTENT_TYPE, "ce_type": row["event_type"]}
+    headers = {"content-type": CONTENT_TYPE, EVENT_TYPE_HEADER: row["event_type"]}
     if row["trace_context"]:
         headers[TRACEPARENT] = row["trace_context"]
     return headers

@@ -9,12 +9,14 @@ import pytest
 from faststream.kafka import KafkaBroker
 
 from handoff_platform.kafka import make_broker
+from handoff_platform.outbox import EVENT_TYPE_HEADER
 from handoff_referral.app import ReferralRuntime
 from handoff_schemas import dead_letter_topic
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
     OfferMade,
+    ReferralEscalated,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
@@ -181,6 +183,33 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_c
     assert dict(handler_error.headers)["x-dead-letter-detail"] == b"UnknownReferral"
     metrics = (await ed.client.get("/metrics")).text
     assert 'handoff_dead_letters_total{group="handoff-referral",reason="undecodable"}' in metrics
+
+
+async def test_another_groups_event_is_skipped_by_its_type_header_even_if_malformed(
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    kafka_topics: str,
+) -> None:
+    """Escalations on handoff.dispatch are for SREs' dashboards, not for the timeline."""
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    marker = uuid.uuid4().hex
+    await other_services.publish(
+        f'{{"not an escalation": "{marker}"}}'.encode(),
+        "handoff.dispatch",
+        key=str(referral_id).encode(),  # the offer below follows it on the same partition
+        headers={EVENT_TYPE_HEADER: ReferralEscalated.event_type},
+    )
+    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+
+    await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
+    letters = await read_topic(kafka_topics, dead_letter_topic("handoff-referral"))
+    assert not [r for r in letters if marker.encode() in r.value]
+    ignored = (
+        "handoff_events_consumed_total{event_type="
+        f'"{ReferralEscalated.event_type}",group="handoff-referral",outcome="ignored"}}'
+    )
+    assert ignored in (await ed.client.get("/metrics")).text
 
 
 async def test_consumer_lag_is_exported_per_partition_and_drains_to_zero(
