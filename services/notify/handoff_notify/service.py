@@ -145,9 +145,10 @@ class NotifyService:
         async with self.outbox.transaction(self.pool) as connection:
             now = self.clock()
             rules = self.settings.throttle_rules
-            for message in await store.claim_due(connection, limit):
-                record = await store.offer(connection, message.offer_id)
-                assert record is not None  # messages reference their offer
+            claimed = await store.claim_due(connection, limit)
+            offers = await store.offers(connection, {message.offer_id for message in claimed})
+            for message in claimed:
+                record = offers[message.offer_id]  # a message's offer_id is a foreign key
                 if message.kind is MessageKind.OFFER and not record.coach_offer.still_wanted(now):
                     await store.finish(connection, message.message_id, MessageState.CANCELLED)
                     metrics.PAGES.labels(message.channel, message.kind, "cancelled").inc()

@@ -1,7 +1,7 @@
 """PostgreSQL: the offers notify paged, their messages and the coaches' answers."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -104,6 +104,15 @@ async def offer(
         offer_id,
     )
     return None if row is None else _offer(row)
+
+
+async def offers(connection: Connection, offer_ids: Iterable[UUID]) -> dict[UUID, OfferRecord]:
+    """Several offers in one round trip, by id; ids of no offer are left out."""
+    rows = await connection.fetch(
+        f"SELECT {_OFFER_COLUMNS} FROM {SCHEMA}.offers WHERE offer_id = ANY($1::uuid[])",
+        list(offer_ids),
+    )
+    return {row["offer_id"]: _offer(row) for row in rows}
 
 
 async def save_offer_state(connection: Connection, record: OfferRecord) -> None:
