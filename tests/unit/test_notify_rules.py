@@ -1,5 +1,6 @@
 """Notify's pure rules: what a page says, when it may go, what follows a provider's answer."""
 
+import base64
 import hmac
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -29,7 +30,7 @@ from handoff_notify.domain.delivery import (
     after_send,
     next_contact,
 )
-from handoff_notify.domain.links import LinkSigner, LinkTarget
+from handoff_notify.domain.links import LinkSigner
 from handoff_notify.domain.offer import CoachOffer, OfferState
 from handoff_notify.domain.replies import parse_reply
 from handoff_notify.domain.throttle import Allow, Defer, Refuse, Sent, ThrottleRules, throttle
@@ -74,14 +75,25 @@ def test_reply_codes(body: str, answer: CoachResponse | None) -> None:
     assert parse_reply(body) is answer
 
 
-def test_a_link_names_its_offer_and_coach_and_a_changed_token_names_nothing() -> None:
+def test_a_link_names_its_offer_and_a_changed_token_names_nothing() -> None:
     signer = LinkSigner("secret")
-    target = LinkTarget(uuid4(), uuid4())
-    token = signer.token(target)
-    assert signer.target(token) == target
-    assert signer.target(token[:-2] + ("xy" if not token.endswith("xy") else "zz")) is None
-    assert LinkSigner("another secret").target(token) is None
-    assert signer.target("not-a-token") is None
+    offer_id = uuid4()
+    token = signer.token(offer_id)
+    assert signer.offer_id(token) == offer_id
+    changed = token[:-2] + ("xy" if not token.endswith("xy") else "zz")
+    assert signer.offer_id(changed) is None
+    another_offer = uuid4().bytes + base64.urlsafe_b64decode(token + "==")[16:]
+    assert signer.offer_id(base64.urlsafe_b64encode(another_offer).decode()) is None
+    assert LinkSigner("another secret").offer_id(token) is None
+    for not_a_token in ("not-a-token", "", token + "A", token[:-1], "é" * len(token)):
+        assert signer.offer_id(not_a_token) is None
+
+
+def test_an_offer_sms_with_its_link_is_one_segment() -> None:
+    """160 GSM characters: more, and a coach's phone joins two or three messages."""
+    link = f"https://handoff.example.org/p/{LinkSigner('secret').token(uuid4())}"
+    page = content.offer("Mercy ED", Urgency.EMERGENT, link)
+    assert len(page.text) <= 160, page.text
 
 
 def test_an_open_offer_takes_accept_or_decline_until_it_expires() -> None:

@@ -34,7 +34,7 @@ from handoff_notify.domain.delivery import (
     after_send,
     next_contact,
 )
-from handoff_notify.domain.links import LinkSigner, LinkTarget
+from handoff_notify.domain.links import LinkSigner
 from handoff_notify.domain.replies import parse_reply
 from handoff_notify.domain.throttle import Defer, Refuse, throttle
 from handoff_notify.settings import NotifySettings
@@ -78,12 +78,12 @@ class NotifyService:
 
     # Links
 
-    def link(self, offer_id: UUID, coach_id: UUID) -> str:
-        token = self.signer.token(LinkTarget(offer_id, coach_id))
+    def link(self, offer_id: UUID) -> str:
+        token = self.signer.token(offer_id)
         return f"{self.settings.notify_public_url.rstrip('/')}/p/{token}"
 
-    def answer_url(self, offer_id: UUID, coach_id: UUID) -> str:
-        token = self.signer.token(LinkTarget(offer_id, coach_id))
+    def answer_url(self, offer_id: UUID) -> str:
+        token = self.signer.token(offer_id)
         return f"{self.settings.notify_public_url.rstrip('/')}/v1/twilio/voice/{token}"
 
     # Dispatch events (Kafka consumers)
@@ -370,12 +370,12 @@ class NotifyService:
             channel=message.channel,
             destination=message.destination,
             content=self._content(message.kind, record, now),
-            answer_url=self.answer_url(record.offer_id, record.coach_id),
+            answer_url=self.answer_url(record.offer_id),
             correlation_id=record.correlation_id,
         )
 
     def _content(self, kind: MessageKind, record: OfferRecord, now: datetime) -> Content:
-        link = self.link(record.offer_id, record.coach_id)
+        link = self.link(record.offer_id)
         if kind is MessageKind.OFFER:
             return content.offer(record.site_short_name, record.urgency, link)
         if kind is MessageKind.WITHDRAWN:
@@ -386,18 +386,17 @@ class NotifyService:
 
     # Answers
 
-    async def offer_for(self, target: LinkTarget) -> OfferRecord | None:
+    async def offer_for(self, offer_id: UUID) -> OfferRecord | None:
         async with self.pool.acquire() as connection:
-            record = await store.offer(connection, target.offer_id)
-        return record if record is not None and record.coach_id == target.coach_id else None
+            return await store.offer(connection, offer_id)
 
     async def answer(
-        self, target: LinkTarget, response: CoachResponse, via: ResponseVia
+        self, offer_id: UUID, response: CoachResponse, via: ResponseVia
     ) -> OfferRecord | None:
         """Take a coach's answer from their link or keypad; the offer as it now stands."""
         async with self.outbox.transaction(self.pool) as connection:
-            record = await store.offer(connection, target.offer_id, lock=True)
-            if record is None or record.coach_id != target.coach_id:
+            record = await store.offer(connection, offer_id, lock=True)
+            if record is None:
                 return None
             await self._answer(connection, record, response, via)
             return record
@@ -413,7 +412,7 @@ class NotifyService:
                 return "Handoff: reply 1 to accept or 2 to decline."
             await self._answer(connection, record, response, ResponseVia.SMS_REPLY)
         accepted = response is CoachResponse.ACCEPTED
-        return content.reply_acknowledgement(accepted, self.link(record.offer_id, record.coach_id))
+        return content.reply_acknowledgement(accepted, self.link(record.offer_id))
 
     async def _answer(
         self, connection: Connection, record: OfferRecord, response: CoachResponse, via: ResponseVia

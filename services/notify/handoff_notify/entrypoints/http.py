@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -21,7 +22,6 @@ from pydantic import BaseModel
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
 from handoff_notify.adapters.twilio import DELIVERED_STATUSES, FAILED_STATUSES, signature_valid
-from handoff_notify.domain.links import LinkTarget
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.service import NotifyService
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
@@ -48,15 +48,15 @@ templates.filters["linkify"] = _linkify
 def build_coach_router(service: NotifyService) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
-    async def target_of(token: str) -> LinkTarget:
-        target = service.signer.target(token)
-        if target is None:
+    async def offer_of(token: str) -> UUID:
+        offer_id = service.signer.offer_id(token)
+        if offer_id is None:
             raise LinkNotFound
-        return target
+        return offer_id
 
     @router.get("/p/{token}", response_class=HTMLResponse)
-    async def offer_page(target: Annotated[LinkTarget, Depends(target_of)]) -> Response:
-        record = await service.offer_for(target)
+    async def offer_page(offer_id: Annotated[UUID, Depends(offer_of)]) -> Response:
+        record = await service.offer_for(offer_id)
         if record is None:
             raise LinkNotFound
         return _render_offer(record, service)
@@ -64,10 +64,10 @@ def build_coach_router(service: NotifyService) -> APIRouter:
     @router.post("/p/{token}")
     async def answer_from_page(
         token: str,
-        target: Annotated[LinkTarget, Depends(target_of)],
+        offer_id: Annotated[UUID, Depends(offer_of)],
         answer: Annotated[CoachResponse, Form()],
     ) -> Response:
-        record = await service.answer(target, answer, ResponseVia.LINK)
+        record = await service.answer(offer_id, answer, ResponseVia.LINK)
         if record is None:
             raise LinkNotFound
         return RedirectResponse(f"/p/{token}", status_code=303)
@@ -153,13 +153,13 @@ def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
     async def keypad_answer(
         token: str, form: Annotated[Mapping[str, str], Depends(signed_form)]
     ) -> Response:
-        target = service.signer.target(token)
+        offer_id = service.signer.offer_id(token)
         response = {"1": CoachResponse.ACCEPTED, "2": CoachResponse.DECLINED}.get(
             form.get("Digits", "")
         )
-        if target is None or response is None:
+        if offer_id is None or response is None:
             return _twiml("<Say>No answer was recorded. Goodbye.</Say>")
-        record = await service.answer(target, response, ResponseVia.VOICE_KEYPAD)
+        record = await service.answer(offer_id, response, ResponseVia.VOICE_KEYPAD)
         if record is None or record.coach_offer.state.value != response.value:
             return _twiml("<Say>This request is no longer open. Goodbye.</Say>")
         return _twiml(f"<Say>Thank you. Your answer, {response.value}, is recorded.</Say>")
