@@ -96,6 +96,7 @@ class IdempotentConsumer:
                 # Members learn of a rebalance at their next heartbeat: a short interval
                 # lets a group of several consumers settle in about a second, not ten.
                 heartbeat_interval_ms=1000,
+                decoder=_the_message_itself,
             )
             subscriber(self.handle)
 
@@ -242,6 +243,12 @@ class IdempotentConsumer:
                 "dead_letter_topic": self.dead_letter_topic,
             },
         )
+
+
+async def _the_message_itself(message: KafkaMessage) -> KafkaMessage:
+    """What the handler is called with: the message, which `handle` decodes itself (its
+    offset, partition and headers are needed as much as its body)."""
+    return message
 
 
 def _describe(error: Exception) -> str:

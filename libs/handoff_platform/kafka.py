@@ -18,7 +18,13 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {Topic.SITES: {"cleanup.policy": "com
 
 
 def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
-    """A broker whose producer is idempotent with acks=all: a retried send is never doubled."""
+    """A broker whose producer is idempotent with acks=all: a retried send is never doubled.
+
+    Without FastStream's dependency injection (`apply_types=False`): a handler gets the
+    message itself (see IdempotentConsumer.subscribe). With it, FastStream resolved the
+    handler's `KafkaMessage` parameter through a synchronous context lookup that
+    FastDepends runs in a worker thread, a thread round trip for every message.
+    """
     return KafkaBroker(
         bootstrap_servers,
         client_id=client_id,
@@ -26,6 +32,7 @@ def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
         acks="all",
         request_timeout_ms=10_000,
         logger=None,
+        apply_types=False,
     )
 
 
