@@ -33,7 +33,14 @@ from handoff_notify.domain.delivery import (
 from handoff_notify.domain.links import LinkSigner
 from handoff_notify.domain.offer import CoachOffer, OfferState
 from handoff_notify.domain.replies import parse_reply
-from handoff_notify.domain.throttle import Allow, Defer, Refuse, Sent, ThrottleRules, throttle
+from handoff_notify.domain.throttle import (
+    Allow,
+    Defer,
+    RecentSends,
+    Refuse,
+    ThrottleRules,
+    throttle,
+)
 from handoff_notify.settings import NotifySettings
 from handoff_schemas.vocabulary import CoachResponse, PageFailure, Urgency, WithdrawReason
 from tests.support.patients import PHI_MARKERS
@@ -125,25 +132,26 @@ RULES = ThrottleRules()
 
 
 def test_new_offers_pass_the_throttle_until_a_flood() -> None:
-    recent = [Sent(MessageKind.OFFER, NOW - timedelta(seconds=5))]
-    assert throttle(MessageKind.OFFER, recent, NOW, RULES) == Allow()
-    flood = [Sent(MessageKind.OFFER, NOW - timedelta(seconds=i)) for i in range(20)]
+    one = RecentSends(offers=1, latest=NOW - timedelta(seconds=5))
+    assert throttle(MessageKind.OFFER, one, NOW, RULES) == Allow()
+    flood = RecentSends(offers=20, latest=NOW)
     assert throttle(MessageKind.OFFER, flood, NOW, RULES) == Refuse()
 
 
 def test_a_notice_waits_a_minute_after_the_last_message_to_that_destination() -> None:
     last = NOW - timedelta(seconds=20)
-    verdict = throttle(MessageKind.WITHDRAWN, [Sent(MessageKind.OFFER, last)], NOW, RULES)
+    verdict = throttle(MessageKind.WITHDRAWN, RecentSends(offers=1, latest=last), NOW, RULES)
     assert verdict == Defer(last + timedelta(minutes=1))
-    old = [Sent(MessageKind.OFFER, NOW - timedelta(minutes=2))]
+    old = RecentSends(offers=1, latest=NOW - timedelta(minutes=2))
     assert throttle(MessageKind.WITHDRAWN, old, NOW, RULES) == Allow()
+    assert throttle(MessageKind.WITHDRAWN, RecentSends(), NOW, RULES) == Allow()
 
 
 def test_only_a_handful_of_notices_per_quarter_hour() -> None:
-    notices = [Sent(MessageKind.ASSIGNED, NOW - timedelta(minutes=2 + i)) for i in range(5)]
-    assert throttle(MessageKind.WITHDRAWN, notices, NOW, RULES) == Refuse()
-    expired = [Sent(MessageKind.ASSIGNED, NOW - timedelta(minutes=16 + i)) for i in range(5)]
-    assert throttle(MessageKind.WITHDRAWN, expired, NOW, RULES) == Allow()
+    five = RecentSends(notices=5, latest=NOW - timedelta(minutes=2))
+    assert throttle(MessageKind.WITHDRAWN, five, NOW, RULES) == Refuse()
+    four = RecentSends(notices=4, latest=NOW - timedelta(minutes=2))
+    assert throttle(MessageKind.WITHDRAWN, four, NOW, RULES) == Allow()
 
 
 POLICY = RetryPolicy(max_attempts=3, first_delay=1.0, max_delay=10.0)

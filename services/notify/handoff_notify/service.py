@@ -153,10 +153,10 @@ class NotifyService:
                     await store.finish(connection, message.message_id, MessageState.CANCELLED)
                     metrics.PAGES.labels(message.channel, message.kind, "cancelled").inc()
                     continue
-                earlier = await store.sent_to(
+                recent = await store.recent_sends(
                     connection, message.channel, message.destination, now - rules.window
                 )
-                verdict = throttle(message.kind, earlier, now, rules)
+                verdict = throttle(message.kind, recent, now, rules)
                 if isinstance(verdict, Defer):
                     await store.defer(connection, message.message_id, verdict.until)
                     metrics.THROTTLED.labels(message.channel, message.kind, "deferred").inc()

@@ -12,7 +12,7 @@ from handoff_notify import SCHEMA
 from handoff_notify.domain.content import MessageKind
 from handoff_notify.domain.delivery import MessageState
 from handoff_notify.domain.offer import CoachOffer, OfferState
-from handoff_notify.domain.throttle import Sent
+from handoff_notify.domain.throttle import RecentSends
 from handoff_platform.database import Connection, migrate_database
 from handoff_schemas.events import ContactPoint, OfferBriefing, OfferMade
 from handoff_schemas.vocabulary import (
@@ -226,18 +226,25 @@ async def claim_lost_sends(connection: Connection, limit: int) -> list[MessageRe
     return [_message(r) for r in rows]
 
 
-async def sent_to(
+async def recent_sends(
     connection: Connection, channel: Channel, destination: str, since: datetime
-) -> list[Sent]:
-    rows = await connection.fetch(
-        f"""SELECT kind, coalesce(sent_at, finished_at) AS at FROM {SCHEMA}.messages
+) -> RecentSends:
+    """What went to a destination after `since`, counting sends still in flight (a message
+    claimed earlier in the same batch is one), summed up here rather than in Python."""
+    row = await connection.fetchrow(
+        f"""SELECT count(*) FILTER (WHERE kind = 'offer') AS offers,
+                   count(*) FILTER (WHERE kind <> 'offer') AS notices,
+                   max(coalesce(sent_at, sending_since)) AS latest
+            FROM {SCHEMA}.messages
             WHERE channel = $1 AND destination = $2 AND created_at >= $3
-              AND state IN ('sending', 'sent', 'delivered')""",
+              AND state IN ('sending', 'sent', 'delivered')
+              AND coalesce(sent_at, sending_since) > $3""",
         channel.value,
         destination,
         since,
     )
-    return [Sent(MessageKind(r["kind"]), r["at"] or since) for r in rows]
+    assert row is not None  # an aggregate always answers one row
+    return RecentSends(row["offers"], row["notices"], row["latest"])
 
 
 async def mark_sending(connection: Connection, message_id: UUID, deadline_seconds: float) -> None:

@@ -7,7 +7,6 @@ ceiling even offers stop: at that point something is looping. A refused message
 is recorded and counted, never dropped silently.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,9 +22,13 @@ class ThrottleRules:
 
 
 @dataclass(frozen=True)
-class Sent:
-    kind: MessageKind
-    at: datetime
+class RecentSends:
+    """What went, or is going, to one destination within the last `ThrottleRules.window`:
+    a summary, so that deciding costs the same however busy the destination was."""
+
+    offers: int = 0
+    notices: int = 0
+    latest: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,13 @@ ThrottleDecision = Allow | Defer | Refuse
 
 
 def throttle(
-    kind: MessageKind, earlier: Sequence[Sent], now: datetime, rules: ThrottleRules
+    kind: MessageKind, recent: RecentSends, now: datetime, rules: ThrottleRules
 ) -> ThrottleDecision:
-    """May a message of `kind` go to a destination that was sent `earlier` messages?"""
-    recent = [s for s in earlier if now - s.at < rules.window]
-    offers = sum(1 for s in recent if s.kind is MessageKind.OFFER)
+    """May a message of `kind` go to a destination that was sent `recent` messages?"""
     if kind is MessageKind.OFFER:
-        return Allow() if offers < rules.offers_per_window else Refuse()
-    if len(recent) - offers >= rules.notices_per_window:
+        return Allow() if recent.offers < rules.offers_per_window else Refuse()
+    if recent.notices >= rules.notices_per_window:
         return Refuse()
-    latest = max((s.at for s in recent), default=None)
-    if latest is not None and now - latest < rules.notice_spacing:
-        return Defer(latest + rules.notice_spacing)
+    if recent.latest is not None and now - recent.latest < rules.notice_spacing:
+        return Defer(recent.latest + rules.notice_spacing)
     return Allow()
