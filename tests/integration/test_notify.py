@@ -2,7 +2,9 @@
 PostgreSQL. Each test asserts the exact messages sent; the module fails on any other."""
 
 import asyncio
+import json
 import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from handoff_devenv import KafkaCluster
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import start_service
+from handoff_notify.adapters.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas.events import (
     CoachAssigned,
@@ -40,32 +43,36 @@ from tests.support.kafka import send
 from tests.support.mailbox import Mailbox
 from tests.support.notify import (
     QUICK_FALLBACK_SITE,
+    WEBHOOK_SECRET,
     NotifyHarness,
     email,
     link_in,
     sms,
     voice,
+    webhook,
 )
 from tests.support.patients import ARTIFACTS, SERVICE_LOGS
 from tests.support.waiting import eventually
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="module")
 async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
-    twilio, mailbox = FakeTwilio(), Mailbox()
+    twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
     await twilio.start()
     mailbox.start()
+    await webhooks.start()
     database = await create_database(database_url)
     bootstrap = own_kafka.bootstrap_servers
     await ensure_topics(bootstrap)
     port = free_ports(1)[0]
-    env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox)
+    env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox, webhooks)
     process = await asyncio.to_thread(
         start_service, "notify", env, SERVICE_LOGS / "notify-harness.log", 60, port
     )
     broker = make_broker(bootstrap, client_id="notify-tests")
     await broker.start()
-    harness = NotifyHarness(process.url, env, process, broker, bootstrap, twilio, mailbox)
+    harness = NotifyHarness(process.url, env, process, broker, bootstrap, twilio, mailbox, webhooks)
     try:
         yield harness
         assert not harness.unexpected_messages(), harness.unexpected_messages()
@@ -74,6 +81,7 @@ async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[No
         await broker.stop()
         await twilio.stop()
         mailbox.stop()
+        await webhooks.stop()
 
 
 async def test_an_offer_pages_the_coach_once_by_sms_with_a_working_link(
@@ -149,6 +157,46 @@ async def test_an_invalid_number_falls_back_to_email(notify: NotifyHarness) -> N
     assert mail.subject == "Handoff: urgent ED request at Mercy ED."
     assert "/p/" in mail.body
     assert notify.twilio.to(phone) == []
+
+
+async def test_a_webhook_page_is_one_signed_https_post_with_a_working_link(
+    notify: NotifyHarness,
+) -> None:
+    url = notify.webhook_url()
+    notify.webhooks.fail_next(url, 503)  # a receiver's bad moment: tried again, sent once
+    offer = await notify.offer(webhook(url))
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(e.event_type, e.channel) for e in events] == [
+        (PageSent.event_type, Channel.WEBHOOK),
+        (PageDelivered.event_type, Channel.WEBHOOK),
+    ]
+    [call] = notify.webhooks.to(url)
+    timestamp = call.headers[TIMESTAMP_HEADER]
+    assert call.headers[SIGNATURE_HEADER] == signature(WEBHOOK_SECRET, timestamp, call.body)
+    assert abs(time.time() - int(timestamp)) < 60
+    page = json.loads(call.body)
+    assert page["title"] == "Handoff: urgent ED request at Mercy ED."
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(link_in(page["text"]))).status_code == 200
+    assert [c.answered for c in notify.webhooks.calls if c.path == call.path] == [503, 200]
+
+
+async def test_a_webhook_that_refuses_the_page_falls_back_to_the_next_method(
+    notify: NotifyHarness,
+) -> None:
+    url, address = notify.webhook_url(), notify.email()
+    notify.webhooks.fail_next(url, 410)
+    offer = await notify.offer(webhook(url), email(address))
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(e.event_type, e.channel) for e in events[:2]] == [
+        (PageFailed.event_type, Channel.WEBHOOK),
+        (PageSent.event_type, Channel.EMAIL),
+    ]
+    assert notify.webhooks.to(url) == []
+    [mail] = notify.mailbox.to(address)
+    assert "/p/" in mail.body
 
 
 async def test_when_every_channel_fails_matching_is_told(notify: NotifyHarness) -> None:

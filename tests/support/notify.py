@@ -1,6 +1,6 @@
-"""The notify service as a process against a fake Twilio and a real SMTP server, on its own
-Kafka: the harness GoAlert's smoke tests are built on. Any message a test did not expect,
-or a message sent twice, fails the module."""
+"""The notify service as a process against a fake Twilio, a real SMTP server and a local
+HTTPS webhook endpoint, on its own Kafka: the harness GoAlert's smoke tests are built on.
+Any message a test did not expect, or a message sent twice, fails the module."""
 
 import asyncio
 import os
@@ -25,7 +25,9 @@ from tests.support.kafka import read_topic, send
 from tests.support.mailbox import Mailbox
 from tests.support.patients import SERVICE_LOGS
 from tests.support.waiting import eventually
+from tests.support.webhook_receiver import WebhookReceiver
 
+WEBHOOK_SECRET = "test-webhook-secret"
 QUICK_FALLBACK_SITE = "md-quick"  # a site whose pages move to the next method after 1 s
 
 
@@ -38,11 +40,17 @@ class NotifyHarness:
     bootstrap_servers: str
     twilio: FakeTwilio
     mailbox: Mailbox
+    webhooks: WebhookReceiver
     destinations: set[str] = field(default_factory=set)
 
     @staticmethod
     def environment(
-        database_url: str, bootstrap_servers: str, port: int, twilio: FakeTwilio, mailbox: Mailbox
+        database_url: str,
+        bootstrap_servers: str,
+        port: int,
+        twilio: FakeTwilio,
+        mailbox: Mailbox,
+        webhooks: WebhookReceiver,
     ) -> dict[str, str]:
         return {
             **os.environ,
@@ -59,7 +67,8 @@ class NotifyHarness:
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(mailbox.port),
             "SMTP_START_TLS": "false",
-            "WEBHOOK_SECRET": "test-webhook-secret",
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SSL_CERT_FILE": str(webhooks.ca_file),  # trusts the local endpoint's test CA
             "PROVIDER_TIMEOUT_SECONDS": "2",
             "SENDING_DEADLINE_SECONDS": "3",
             "NOTICE_SPACING_SECONDS": "0.2",
@@ -77,6 +86,11 @@ class NotifyHarness:
         number = new_phone()
         self.destinations.add(number)
         return number
+
+    def webhook_url(self) -> str:
+        url = self.webhooks.url()
+        self.destinations.add(url)
+        return url
 
     def email(self) -> str:
         address = f"coach-{uuid.uuid4().hex[:8]}@example.org"
@@ -119,6 +133,11 @@ class NotifyHarness:
         """Messages to nobody a test paged, and messages sent twice."""
         sent = [(m.to, m.body) for m in self.twilio.accepted]
         sent += [(e.to, e.body) for e in self.mailbox.received]
+        sent += [
+            (self.webhooks.base_url + c.path, c.body.decode())
+            for c in self.webhooks.calls
+            if c.answered < 300
+        ]
         strangers = [f"to {to}: {body[:60]}" for to, body in sent if to not in self.destinations]
         twice = [f"twice to {to}: {body[:60]}" for (to, body), n in Counter(sent).items() if n > 1]
         return strangers + twice
@@ -134,6 +153,10 @@ def voice(phone: str) -> ContactPoint:
 
 def email(address: str) -> ContactPoint:
     return ContactPoint(channel=Channel.EMAIL, destination=address)
+
+
+def webhook(url: str) -> ContactPoint:
+    return ContactPoint(channel=Channel.WEBHOOK, destination=url)
 
 
 def offer_made(
