@@ -4,7 +4,9 @@ Runs the referral service as its own process on a real PostgreSQL and Kafka (the
 ones in DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, or its own local ones with
 PostgreSQL's durable defaults), drives it for a fixed time, and prints:
 
-- requests/s and p50 / p99 / max latency of POST /v1/referrals;
+- requests/s and p50 / p99 / max latency of POST /v1/referrals, first back to back
+  (the most the service takes), then paced at the goal's 500/s over the same
+  clients (its latency at that load);
 - the outbox lag: the age of the oldest unpublished event, sampled every 250 ms;
 - the reference, measured in the same run on the same database: single-row
   INSERTs with asyncpg at the same concurrency, i.e. the cost of one durable
@@ -36,24 +38,43 @@ GOAL_OUTBOX_LAG_S = 1.0
 
 
 async def drive(
-    clients: int, seconds: float, one_request: Callable[[int], Awaitable[bool]]
+    clients: int,
+    seconds: float,
+    one_request: Callable[[int], Awaitable[bool]],
+    rate: float | None = None,
 ) -> tuple[list[float], int]:
-    """`clients` loops issuing requests back to back for `seconds`; latencies in ms."""
+    """`clients` loops issuing requests for `seconds`; latencies in ms.
+
+    Without a `rate`, each client sends its next request as soon as the last one is
+    answered: the most the service takes. With one, the clients share a schedule of
+    `rate` requests a second, and a latency runs from a request's scheduled time, not
+    from when it was sent, so a stall counts for every request it held up (what wrk2
+    calls coordinated omission).
+    """
     latencies: list[float] = []
     errors = 0
-    deadline = time.monotonic() + seconds
+    started_at = time.perf_counter()
+    deadline = started_at + seconds
     counter = 0
 
-    async def client() -> None:
+    async def client(index: int) -> None:
         nonlocal errors, counter
-        while time.monotonic() < deadline:
+        turn = 0
+        while True:
+            if rate is None:
+                due = time.perf_counter()
+            else:
+                due = started_at + (turn * clients + index) / rate
+                turn += 1
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            if due >= deadline:
+                return
             counter += 1
-            started = time.perf_counter()
             ok = await one_request(counter)
-            latencies.append((time.perf_counter() - started) * 1000)
+            latencies.append((time.perf_counter() - due) * 1000)
             errors += 0 if ok else 1
 
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(index) for index in range(clients)))
     return latencies, errors
 
 
@@ -74,7 +95,12 @@ async def reference_inserts(
 
 
 async def referral_posts(
-    url: str, token: str, database_url: str, clients: int, seconds: float
+    url: str,
+    token: str,
+    database_url: str,
+    clients: int,
+    seconds: float,
+    rate: float | None = None,
 ) -> tuple[list[float], int, float]:
     # aiohttp, not httpx: on two cores the load generator shares the CPU with the
     # service, and httpx spent several times more of it per request.
@@ -105,7 +131,7 @@ async def referral_posts(
 
         watcher = asyncio.create_task(watch_outbox())
         try:
-            latencies, errors = await drive(clients, seconds, post)
+            latencies, errors = await drive(clients, seconds, post, rate)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -132,13 +158,26 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
     reference, reference_errors = await reference_inserts(database_url, clients, seconds)
     reference_rate = report("reference: asyncpg INSERT", reference, reference_errors, seconds)
     posts, errors, worst_lag = await referral_posts(url, token, database_url, clients, seconds)
-    rate = report("POST /v1/referrals", posts, errors, seconds)
-    p99 = percentile(posts, 0.99)
+    rate = report("POST /v1/referrals, back to back", posts, errors, seconds)
+    paced, paced_errors, paced_lag = await referral_posts(
+        url, token, database_url, clients, seconds, rate=GOAL_RATE
+    )
+    report(f"POST /v1/referrals, {GOAL_RATE}/s paced", paced, paced_errors, seconds)
+    worst_lag = max(worst_lag, paced_lag)
     print(f"{'outbox lag (oldest unpublished)':<34} max {worst_lag * 1000:7.1f} ms")
     print(f"pipeline cost: {reference_rate / rate:.1f}x the reference insert rate")
     verdicts = [
-        ("rate", rate >= GOAL_RATE, f">= {GOAL_RATE}/s"),
-        ("p99", p99 <= GOAL_P99_MS, f"<= {GOAL_P99_MS:.0f} ms"),
+        ("rate", rate >= GOAL_RATE, f">= {GOAL_RATE}/s back to back"),
+        (
+            "p99",
+            percentile(paced, 0.99) <= GOAL_P99_MS,
+            f"<= {GOAL_P99_MS:.0f} ms at {GOAL_RATE}/s",
+        ),
+        (
+            "p99",
+            percentile(posts, 0.99) <= GOAL_P99_MS,
+            f"<= {GOAL_P99_MS:.0f} ms back to back",
+        ),
         ("outbox lag", worst_lag <= GOAL_OUTBOX_LAG_S, f"<= {GOAL_OUTBOX_LAG_S:.0f} s"),
     ]
     for name, met, goal in verdicts:
@@ -147,7 +186,7 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
     # a p99 can be no lower than the mean.
     print(
         f"note: {clients} clients back to back wait {clients / rate * 1000:.0f} ms on average "
-        f"at {rate:.0f}/s; a p99 <= {GOAL_P99_MS:.0f} ms needs at least "
+        f"at {rate:.0f}/s; a p99 <= {GOAL_P99_MS:.0f} ms back to back needs at least "
         f"{clients / GOAL_P99_MS * 1000:.0f}/s, even if every request took as long"
     )
 
