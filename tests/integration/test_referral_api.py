@@ -1,5 +1,6 @@
 """The hospital-facing API on a real database and broker: what an integration engine sees."""
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -75,6 +76,20 @@ async def test_replaying_the_same_request_returns_the_original_and_publishes_not
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     assert len(await _events_for(kafka_topics, first.json()["id"], referral)) == 1
+
+
+async def test_simultaneous_retries_of_one_request_make_one_referral_and_one_event(
+    hospital: HospitalFactory, referral: ReferralRuntime, kafka_topics: str
+) -> None:
+    """An integration engine that times out and retries at once: the inserts race."""
+    ed = await hospital()
+    body = referral_body(_external_id())
+    responses = await asyncio.gather(
+        *(ed.client.post("/v1/referrals", json=body) for _ in range(8))
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
+    [referral_id] = {r.json()["id"] for r in responses}
+    assert len(await _events_for(kafka_topics, referral_id, referral)) == 1
 
 
 async def test_the_same_external_id_with_a_different_body_is_a_409(
