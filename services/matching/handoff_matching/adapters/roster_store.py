@@ -23,6 +23,17 @@ from handoff_schemas.vocabulary import GenderPreference, Substance
 
 MIGRATIONS = "handoff_matching.adapters.migrations"
 
+# Rows of any of the pools given as $1 (kinds) and $2 (keys), in a form that can use
+# the (pool_kind, pool_key) indexes: matching on `pool_kind || ':' || pool_key` could
+# not, and read the whole shifts table for every referral (21 ms at 70,000 shifts,
+# against 1.5 ms this way).
+_IN_POOLS = "(pool_kind, pool_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+
+
+def _pools(pools: Iterable[Pool]) -> tuple[list[str], list[str]]:
+    given = list(pools)
+    return [pool.kind.value for pool in given], [pool.key for pool in given]
+
 
 async def apply_migrations(database_url: str) -> list[str]:
     return await migrate_database(database_url, SCHEMA, MIGRATIONS)
@@ -108,8 +119,8 @@ async def shifts_for(connection: Connection, pools: Iterable[Pool]) -> list[Week
     rows = await connection.fetch(
         f"""SELECT coach_id, pool_kind, pool_key, weekday, starts, ends, time_zone
             FROM {SCHEMA}.shifts
-            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])""",
-        [f"{pool.kind.value}:{pool.key}" for pool in pools],
+            WHERE {_IN_POOLS}""",
+        *_pools(pools),
     )
     return [
         WeeklyShift(
@@ -169,10 +180,9 @@ async def overrides_for(
     rows = await connection.fetch(
         f"""SELECT kind, pool_kind, pool_key, coach_id, replaces, starts_at, ends_at
             FROM {SCHEMA}.overrides
-            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])
-              AND starts_at < $3 AND $2 < ends_at
+            WHERE {_IN_POOLS} AND starts_at < $4 AND $3 < ends_at
             ORDER BY created_at""",
-        [f"{pool.kind.value}:{pool.key}" for pool in pools],
+        *_pools(pools),
         window.start,
         window.end,
     )
@@ -249,10 +259,8 @@ async def known_sites(connection: Connection) -> list[tuple[str, str, str]]:
 
 async def all_coaches(connection: Connection, pools: Iterable[Pool]) -> list[UUID]:
     rows = await connection.fetch(
-        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.shifts
-            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])
-            UNION SELECT coach_id FROM {SCHEMA}.overrides
-            WHERE (pool_kind || ':' || pool_key) = ANY($1::text[])""",
-        [f"{pool.kind.value}:{pool.key}" for pool in pools],
+        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.shifts WHERE {_IN_POOLS}
+            UNION SELECT coach_id FROM {SCHEMA}.overrides WHERE {_IN_POOLS}""",
+        *_pools(pools),
     )
     return [row["coach_id"] for row in rows]
