@@ -1,6 +1,10 @@
+import random
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 class PortInUse(RuntimeError):
@@ -8,15 +12,33 @@ class PortInUse(RuntimeError):
 
 
 def ensure_free(port: int, what: str) -> None:
+    if not _bindable(port):
+        raise PortInUse(
+            f"port {port} on 127.0.0.1, wanted for {what}, is already in use: "
+            f"stop what holds it (`ss -ltnp 'sport = :{port}'` names it) or choose another port"
+        )
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
-            raise PortInUse(
-                f"port {port} on 127.0.0.1, wanted for {what}, is already in use: "
-                f"stop what holds it (`ss -ltnp 'sport = :{port}'` names it) or choose another port"
-            ) from None
+            return False
+        return True
+
+
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive ports free now, for a cluster that numbers its
+    nodes' ports from one. Taken below the kernel's ephemeral range: a block picked
+    inside it lost a port to some connection's local end between the check and the
+    brokers' start (seen in CI)."""
+    ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    for start in random.sample(range(10_000, ephemeral_start - count), 100):
+        if all(_bindable(port) for port in range(start, start + count)):
+            return start
+    raise PortInUse(f"no {count} consecutive free ports below {ephemeral_start}")
 
 
 def free_ports(count: int) -> list[int]:

@@ -13,7 +13,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from handoff_devenv.ports import free_ports
+from handoff_devenv.ports import free_port_block
 from tests.support.waiting import eventually
 
 HANDOFF = [sys.executable, "-m", "handoff_cli"]
@@ -22,7 +22,7 @@ HANDOFF = [sys.executable, "-m", "handoff_cli"]
 @pytest.fixture
 def three_broker_cluster(database_url: str) -> Iterator[str]:
     state_dir = Path(tempfile.mkdtemp(prefix="handoff-dev-3-"))
-    first_port = max(free_ports(1)[0], 20000)
+    first_port = free_port_block(3)
     env = {**os.environ, "HANDOFF_DEV_DIR": str(state_dir), "DATABASE_URL": database_url}
     up = subprocess.run(
         [*HANDOFF, "dev", "up", "--brokers", "3", "--kafka-port", str(first_port)],
