@@ -23,12 +23,12 @@ from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics
 from tests.integration.conftest import create_database, handoff_command
+from tests.support.matching import always_on_call
 from tests.support.otlp import OtlpCollector
 from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
 from tests.support.waiting import eventually
 
 MAIN_SITE, LADDER_SITE = "md-e2e-main", "md-e2e-ladder"
-EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
 @dataclass(frozen=True)
@@ -120,21 +120,6 @@ class System:
 
 
 def _roster(max_concurrent: int) -> RosterFile:
-    def shifts(coach: Coach) -> list[dict[str, str]]:
-        if coach.pool is None:
-            return []
-        return [
-            {
-                "coach_id": str(coach.coach_id),
-                "pool": coach.pool,
-                "weekday": day,
-                "start": "00:00",
-                "end": "00:00",
-                "time_zone": "America/New_York",
-            }
-            for day in EVERY_DAY
-        ]
-
     return RosterFile.model_validate(
         {
             "coaches": [
@@ -150,7 +135,12 @@ def _roster(max_concurrent: int) -> RosterFile:
                 }
                 for name, c in COACHES.items()
             ],
-            "shifts": [s for c in COACHES.values() for s in shifts(c)],
+            "shifts": [
+                shift
+                for c in COACHES.values()
+                if c.pool is not None
+                for shift in always_on_call(c.coach_id, c.pool)
+            ],
         }
     )
 

@@ -2,7 +2,6 @@
 
 import json
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from tests.e2e.conftest import COACHES, LADDER_SITE, MAIN_SITE, System
 from tests.support.notify import link_in
 from tests.support.otlp import SPAN_KIND_SERVER, OtlpCollector, ReceivedSpan
 from tests.support.patients import SERVICE_LOGS, referral_body
+from tests.support.processes import running
 from tests.support.waiting import eventually
 
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml"
@@ -133,17 +133,11 @@ def prometheus(system: System, tmp_path: Path) -> Iterator[str]:
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
+    with running(
         ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
          f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    ):  # fmt: skip
         yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def test_prometheus_scrapes_every_service_and_loads_the_alert_rules(

@@ -114,11 +114,14 @@ async def outbox_empty(runtime: ReferralRuntime) -> bool:
         return bool(await connection.fetchval("SELECT count(*) = 0 FROM referral.outbox"))
 
 
-def handoff_command(*args: str, database_url: str) -> str:
+def handoff_command(
+    *args: str, database_url: str | None = None, bootstrap_servers: str | None = None
+) -> str:
     """Run the `handoff` CLI as an operator would; returns its standard output."""
+    servers = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
     result = subprocess.run(
         [*HANDOFF, *args],
-        env={**os.environ, "DATABASE_URL": database_url},
+        env={**os.environ, **{name: url for name, url in servers.items() if url is not None}},
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,7 +2,6 @@
 
 import os
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -14,9 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from handoff_devenv.ports import free_port_block
+from tests.integration.conftest import HANDOFF
 from tests.support.waiting import eventually
-
-HANDOFF = [sys.executable, "-m", "handoff_cli"]
 
 
 @pytest.fixture

@@ -1,9 +1,6 @@
 """What the runbooks ask an SRE to run, against a real broker: the consumer-lag exporter and
 the dead-letter replay."""
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
@@ -14,23 +11,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import ensure_topics
 from handoff_schemas import dead_letter_topic
+from tests.integration.conftest import HANDOFF, handoff_command
 from tests.support.kafka import read_topic
+from tests.support.processes import running
 from tests.support.waiting import eventually
-
-HANDOFF = [sys.executable, "-m", "handoff_cli"]
-
-
-def _ops(*args: str, bootstrap_servers: str) -> str:
-    done = subprocess.run(
-        [*HANDOFF, "ops", *args],
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 @pytest.fixture
@@ -43,18 +27,12 @@ def topic_and_group(kafka_topics: str) -> tuple[str, str]:
 def lag_exporter(kafka_topics: str, topic_and_group: tuple[str, str]) -> Iterator[str]:
     topic, group = topic_and_group
     port = free_ports(1)[0]
-    process = subprocess.Popen(
+    with running(
         [*HANDOFF, "ops", "lag-exporter", "--group", f"{group}={topic}",
          "--port", str(port), "--interval", "0.5"],
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_topics},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+        env={"KAFKA_BOOTSTRAP_SERVERS": kafka_topics},
+    ):  # fmt: skip
         yield f"http://127.0.0.1:{port}/metrics"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 async def test_lag_rises_while_the_consumer_is_stopped_and_drains_when_it_resumes(
@@ -133,12 +111,18 @@ async def test_dead_letters_go_back_to_their_topic_once(
     finally:
         await producer.stop()
 
-    dry = _ops("replay-dead-letters", "--group", group, "--dry-run", bootstrap_servers=kafka_topics)
+    dry = handoff_command(
+        "ops", "replay-dead-letters", "--group", group, "--dry-run", bootstrap_servers=kafka_topics
+    )
     assert f"would replay 1 from {dead_letters} to {original}" in dry
     assert await read_topic(kafka_topics, original) == []
 
-    replayed = _ops("replay-dead-letters", "--group", group, bootstrap_servers=kafka_topics)
-    again = _ops("replay-dead-letters", "--group", group, bootstrap_servers=kafka_topics)
+    replayed = handoff_command(
+        "ops", "replay-dead-letters", "--group", group, bootstrap_servers=kafka_topics
+    )
+    again = handoff_command(
+        "ops", "replay-dead-letters", "--group", group, bootstrap_servers=kafka_topics
+    )
 
     assert f"replayed 1 from {dead_letters} to {original}" in replayed
     assert f"nothing to replay in {dead_letters}" in again

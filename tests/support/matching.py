@@ -12,6 +12,21 @@ SPANISH_SPEAKER, ENGLISH_SPEAKER, STATE_COACH, SUPERVISOR = (uuid.uuid4() for _ 
 EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
+def always_on_call(coach_id: uuid.UUID, pool: str) -> list[dict[str, Any]]:
+    """Roster shifts that put a coach on call for `pool` around the clock, every day."""
+    return [
+        {
+            "coach_id": str(coach_id),
+            "pool": pool,
+            "weekday": day,
+            "start": "00:00",
+            "end": "00:00",
+            "time_zone": "America/New_York",
+        }
+        for day in EVERY_DAY
+    ]
+
+
 def demo_roster(site_id: str) -> RosterFile:
     def coach(coach_id: uuid.UUID, languages: list[str]) -> dict[str, Any]:
         return {
@@ -23,19 +38,6 @@ def demo_roster(site_id: str) -> RosterFile:
             "certifications": [{"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}],
         }
 
-    def always(coach_id: uuid.UUID, pool: str) -> list[dict[str, Any]]:
-        return [
-            {
-                "coach_id": str(coach_id),
-                "pool": pool,
-                "weekday": day,
-                "start": "00:00",
-                "end": "00:00",
-                "time_zone": "America/New_York",
-            }
-            for day in EVERY_DAY
-        ]
-
     return RosterFile.model_validate(
         {
             "coaches": [
@@ -45,9 +47,9 @@ def demo_roster(site_id: str) -> RosterFile:
                 coach(SUPERVISOR, ["en"]),
             ],
             "shifts": [
-                *always(SPANISH_SPEAKER, f"site:{site_id}"),
-                *always(ENGLISH_SPEAKER, f"site:{site_id}"),
-                *always(STATE_COACH, "state:MD"),
+                *always_on_call(SPANISH_SPEAKER, f"site:{site_id}"),
+                *always_on_call(ENGLISH_SPEAKER, f"site:{site_id}"),
+                *always_on_call(STATE_COACH, "state:MD"),
             ],
         }
     )
