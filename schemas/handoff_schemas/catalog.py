@@ -17,8 +17,10 @@ from handoff_schemas.events import (
     ReferralCancelled,
     ReferralCreated,
     ReferralEscalated,
+    ReferralExpired,
     ReferralUnassigned,
     ReferralUpdated,
+    ReferralWaiting,
     SiteRegistered,
 )
 from handoff_schemas.topics import Topic
@@ -34,6 +36,8 @@ EVENT_TYPES: Mapping[str, type[Payload]] = {
         CoachAssigned,
         ReferralEscalated,
         ReferralUnassigned,
+        ReferralWaiting,
+        ReferralExpired,
         PageSent,
         PageDelivered,
         PageFailed,

@@ -37,6 +37,7 @@ from handoff_schemas.vocabulary import (
     UnassignedReason,
     Urgency,
     UsState,
+    WaitingReason,
     WithdrawReason,
 )
 
@@ -146,7 +147,15 @@ class OfferMade(EventPayload):
     site_short_name: ShortLabel
     urgency: Urgency
     tier: Tier
-    expires_at: UtcDateTime
+    expires_at: UtcDateTime = Field(
+        description="The latest the offer can stay open: the page deadline plus the site's "
+        "ack timeout. The ack clock itself starts when the first page reaches a provider."
+    )
+    page_deadline: UtcDateTime | None = Field(
+        default=None,
+        description="If no page of this offer has reached a provider by then, the offer "
+        "ends as not_contacted; notify must not send its first page after it.",
+    )
     briefing: OfferBriefing
     contacts: tuple[ContactPoint, ...] = Field(
         default=(),
@@ -186,11 +195,43 @@ class ReferralEscalated(EventPayload):
 
 
 class ReferralUnassigned(EventPayload):
+    """Nobody took the referral. Not final: matching offers it again when a coach of the
+    site or its state pool has capacity or comes on call, until the ED cancels it or the
+    site's give-up time passes (ReferralExpired)."""
+
     event_type: ClassVar[str] = "org.handoff.dispatch.referral_unassigned"
     topic: ClassVar[Topic] = Topic.DISPATCH
 
     reason: UnassignedReason
     unassigned_at: UtcDateTime
+    site_id: SiteId | None = None
+    site_short_name: ShortLabel | None = None
+    supervisor_contacts: tuple[ContactPoint, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Where notify tells the site's supervisors that the referral is "
+        "unassigned (staff contact data, never the patient's).",
+    )
+
+
+class ReferralWaiting(EventPayload):
+    """Every eligible coach on call is at capacity: the referral waits in line (urgency,
+    then arrival) and is offered the moment one frees up."""
+
+    event_type: ClassVar[str] = "org.handoff.dispatch.referral_waiting"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    reason: WaitingReason
+    waiting_since: UtcDateTime
+
+
+class ReferralExpired(EventPayload):
+    """The site's give-up time passed with no coach assigned: dispatch ends for good."""
+
+    event_type: ClassVar[str] = "org.handoff.dispatch.referral_expired"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    expired_at: UtcDateTime
 
 
 # handoff.pages — produced by the notify service

@@ -41,9 +41,18 @@ class CancelReason(StrEnum):
 
 
 class WithdrawReason(StrEnum):
-    EXPIRED = "expired"
-    FILLED = "filled"
-    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # the ack timeout passed after the first page went out
+    FILLED = "filled"  # another coach accepted
+    CANCELLED = "cancelled"  # the ED cancelled the referral
+    AT_CAPACITY = "at_capacity"  # the coach accepted while at max_concurrent: passed on
+    NOT_CONTACTED = "not_contacted"  # no page reached a provider within the page deadline
+    UNREACHABLE = "unreachable"  # every contact method failed, opted out or is unreachable
+
+
+class WaitingReason(StrEnum):
+    """Why a referral waits in line instead of being offered."""
+
+    ALL_AT_CAPACITY = "all_at_capacity"  # coaches are on call, each at max_concurrent
 
 
 class Tier(StrEnum):
