@@ -16,8 +16,11 @@ from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
     OfferMade,
+    OfferWithdrawn,
     ReferralEscalated,
+    ReferralExpired,
     ReferralUnassigned,
+    ReferralWaiting,
 )
 from handoff_schemas.vocabulary import (
     CoachResponse,
@@ -25,6 +28,8 @@ from handoff_schemas.vocabulary import (
     Tier,
     UnassignedReason,
     Urgency,
+    WaitingReason,
+    WithdrawReason,
 )
 from tests.integration.conftest import Hospital, HospitalFactory
 from tests.support.events import BRIEFING
@@ -140,6 +145,208 @@ async def test_nobody_accepting_shows_unassigned(
         ),
     )
     await _timeline_is(ed, referral_id, ["received", "offered", "unassigned"], "unassigned")
+
+
+async def _listed(ed: Hospital, status: str) -> set[str]:
+    response = await ed.client.get("/v1/referrals", params={"status": status, "limit": 200})
+    assert response.status_code == 200, response.text
+    return {item["id"] for item in response.json()["items"]}
+
+
+def _assigned(referral_id: uuid.UUID, offer_id: uuid.UUID, at: datetime) -> CoachAssigned:
+    return CoachAssigned(
+        referral_id=referral_id,
+        offer_id=offer_id,
+        coach_id=uuid.uuid4(),
+        assigned_at=at,
+        arrival_deadline=at + timedelta(hours=1),
+    )
+
+
+async def test_a_referral_waits_in_line_then_is_offered_again_and_accepted(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    waiting_since = datetime.now(UTC)
+    await send(
+        other_services,
+        ReferralWaiting(
+            referral_id=referral_id,
+            reason=WaitingReason.ALL_AT_CAPACITY,
+            waiting_since=waiting_since,
+        ),
+    )
+    body = await _timeline_is(ed, referral_id, ["received", "waiting"], "waiting")
+    assert body["timeline"][1]["at"].startswith(waiting_since.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert str(referral_id) in await _listed(ed, "waiting")
+    assert str(referral_id) not in await _listed(ed, "offered")
+
+    first_offer, second_offer = uuid.uuid4(), uuid.uuid4()
+    await send(other_services, _offer(referral_id, uuid.uuid4(), first_offer))
+    await send(
+        other_services,
+        OfferWithdrawn(
+            referral_id=referral_id,
+            offer_id=first_offer,
+            coach_id=uuid.uuid4(),
+            reason=WithdrawReason.AT_CAPACITY,
+            withdrawn_at=datetime.now(UTC),
+        ),
+    )
+    await send(
+        other_services,
+        ReferralWaiting(
+            referral_id=referral_id,
+            reason=WaitingReason.ALL_AT_CAPACITY,
+            waiting_since=datetime.now(UTC),
+        ),
+    )
+    await send(other_services, _offer(referral_id, uuid.uuid4(), second_offer))
+    await send(other_services, _assigned(referral_id, second_offer, datetime.now(UTC)))
+    await _timeline_is(
+        ed,
+        referral_id,
+        ["received", "waiting", "offered", "coach_at_capacity", "waiting", "offered", "accepted"],
+        "accepted",
+    )
+    assert str(referral_id) not in await _listed(ed, "waiting")
+    assert str(referral_id) in await _listed(ed, "accepted")
+
+    metrics = (await ed.client.get("/metrics")).text
+    site = ed.site.site_id
+    assert f'handoff_referral_steps_total{{site="{site}",step="waiting"}} 2.0' in metrics
+    assert f'handoff_referral_steps_total{{site="{site}",step="coach_at_capacity"}} 1.0' in metrics
+
+
+async def test_offers_that_never_reached_the_coach_are_not_shown_as_no_answer(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    endings = [
+        (WithdrawReason.NOT_CONTACTED, "coach_not_contacted"),
+        (WithdrawReason.EXPIRED, "coach_did_not_answer"),
+        (WithdrawReason.UNREACHABLE, "coach_unreachable"),
+    ]
+    for reason, _ in endings:
+        offer_id, coach_id = uuid.uuid4(), uuid.uuid4()
+        await send(other_services, _offer(referral_id, coach_id, offer_id))
+        await send(
+            other_services,
+            OfferWithdrawn(
+                referral_id=referral_id,
+                offer_id=offer_id,
+                coach_id=coach_id,
+                reason=reason,
+                withdrawn_at=datetime.now(UTC),
+            ),
+        )
+    declined = uuid.uuid4()
+    await send(other_services, _offer(referral_id, uuid.uuid4(), declined))
+    await send(
+        other_services,
+        CoachResponded(
+            referral_id=referral_id,
+            offer_id=declined,
+            coach_id=uuid.uuid4(),
+            response=CoachResponse.DECLINED,
+            via=ResponseVia.SMS_REPLY,
+            responded_at=datetime.now(UTC),
+        ),
+    )
+    await send(
+        other_services,
+        ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC),
+        ),
+    )
+    steps = ["received"]
+    for _, shown in endings:
+        steps += ["offered", shown]
+    steps += ["offered", "coach_declined", "unassigned"]
+    await _timeline_is(ed, referral_id, steps, "unassigned")
+
+    # Unassigned is not final: the hospital can still withdraw the request.
+    cancel = await ed.client.post(
+        f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
+    )
+    assert cancel.status_code == 200, cancel.text
+    assert cancel.json()["status"] == "cancelled"
+    assert [s["status"] for s in cancel.json()["timeline"]] == [*steps, "cancelled"]
+
+
+async def test_an_unassigned_referral_offered_again_can_be_accepted(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    await send(
+        other_services,
+        ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC),
+        ),
+    )
+    await _timeline_is(ed, referral_id, ["received", "unassigned"], "unassigned")
+    assert str(referral_id) in await _listed(ed, "unassigned")
+
+    offer_id = uuid.uuid4()
+    await send(other_services, _offer(referral_id, uuid.uuid4(), offer_id))
+    await _timeline_is(ed, referral_id, ["received", "unassigned", "offered"], "offered")
+    await send(other_services, _assigned(referral_id, offer_id, datetime.now(UTC)))
+    await _timeline_is(
+        ed, referral_id, ["received", "unassigned", "offered", "accepted"], "accepted"
+    )
+
+
+async def test_an_expired_referral_is_final_and_cannot_be_cancelled(
+    hospital: HospitalFactory, other_services: KafkaBroker, referral: ReferralRuntime
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    await send(
+        other_services,
+        ReferralWaiting(
+            referral_id=referral_id,
+            reason=WaitingReason.ALL_AT_CAPACITY,
+            waiting_since=datetime.now(UTC),
+        ),
+    )
+    await send(
+        other_services,
+        ReferralExpired(referral_id=referral_id, expired_at=datetime.now(UTC)),
+    )
+    # Nothing after expiry moves it: the last event is applied before the check below.
+    late_offer = await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await _timeline_is(ed, referral_id, ["received", "waiting", "expired"], "expired")
+    await _consumed(referral, late_offer.id)
+    await _timeline_is(ed, referral_id, ["received", "waiting", "expired"], "expired")
+    assert str(referral_id) in await _listed(ed, "expired")
+
+    cancel = await ed.client.post(
+        f"/v1/referrals/{referral_id}/cancel", json={"reason": "no_longer_needed"}
+    )
+    assert cancel.status_code == 409
+    assert cancel.json()["error"]["code"] == "referral_closed"
+    assert "expired" in cancel.json()["error"]["message"]
+
+
+async def _consumed(referral: ReferralRuntime, event_id: Any) -> None:
+    """Wait until the referral service has processed the event `event_id`."""
+
+    async def processed() -> bool:
+        async with referral.pool.acquire() as connection:
+            return bool(
+                await connection.fetchval(
+                    "SELECT true FROM referral.processed_events WHERE event_id = $1", event_id
+                )
+            )
+
+    await eventually(processed, within=30, what=f"event {event_id} processed")
 
 
 async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_carries_on(

@@ -7,3 +7,12 @@ REFERRALS_RECEIVED = Counter(
     "New referrals accepted from hospitals (replays not counted).",
     ["site", "state", "urgency"],
 )
+
+REFERRAL_STEPS = Counter(
+    "handoff_referral_steps_total",
+    "Entries added to referral timelines after `received`: each status a referral entered "
+    "(offered, waiting, unassigned, accepted, arrived, completed, cancelled, expired) and "
+    "each offer that ended without a coach (coach_declined, coach_did_not_answer, "
+    "coach_not_contacted, coach_unreachable, coach_at_capacity).",
+    ["site", "step"],
+)

@@ -15,8 +15,14 @@ from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.domain.api_keys import parse_key, secret_matches
 from handoff_referral.domain.intake import ReferralRequest
 from handoff_referral.domain.referral import Referral, Site, TimelineStep, referral_created
-from handoff_referral.domain.status import Status, check_cancellable, observe
-from handoff_referral.metrics import REFERRALS_RECEIVED
+from handoff_referral.domain.status import (
+    Status,
+    Step,
+    check_cancellable,
+    observe,
+    record_offer_ending,
+)
+from handoff_referral.metrics import REFERRAL_STEPS, REFERRALS_RECEIVED
 from handoff_schemas import Envelope
 from handoff_schemas.events import ReferralCancelled, SiteFacts, SiteRegistered
 from handoff_schemas.vocabulary import CancelReason
@@ -94,7 +100,7 @@ class ReferralService:
             status=Status.RECEIVED,
             received_at=now,
             updated_at=now,
-            timeline=(TimelineStep(Status.RECEIVED, now),),
+            timeline=(TimelineStep(Step.RECEIVED, now),),
             correlation_id=correlation_id,
         )
         REFERRALS_RECEIVED.labels(site.site_id, site.state, request.urgency.value).inc()
@@ -147,7 +153,7 @@ class ReferralService:
             await store.record_step(
                 connection,
                 referral_id,
-                Status.CANCELLED,
+                Step.CANCELLED,
                 now,
                 Status.CANCELLED,
                 now,
@@ -160,6 +166,7 @@ class ReferralService:
             )
             cancelled = await store.get_referral(connection, site.site_id, referral_id)
         assert cancelled is not None
+        REFERRAL_STEPS.labels(site.site_id, Step.CANCELLED.value).inc()
         log.info(
             "referral cancelled", extra={"referral_id": str(referral_id), "reason": reason.value}
         )
@@ -168,24 +175,41 @@ class ReferralService:
     async def observe_step(
         self, connection: Connection, referral_id: UUID, step: Status, at: datetime
     ) -> None:
-        """A step reported by matching or notify, inside the consumer's transaction."""
-        current = await store.lock_status(connection, referral_id)
-        if current is None:
-            raise UnknownReferral(referral_id)
-        status, recorded = current
+        """A status step reported by matching or notify, at `at` (UTC), inside the consumer's
+        transaction. Raises UnknownReferral for a referral this service never received."""
+        site_id, status, recorded = await self._lock(connection, referral_id)
         outcome = observe(status, recorded, step)
         if outcome.record:
             await store.record_step(
-                connection, referral_id, step, at, outcome.new_status, self.clock()
+                connection, referral_id, Step(step), at, outcome.new_status, self.clock()
             )
-            log.info(
-                "referral step",
-                extra={
-                    "referral_id": str(referral_id),
-                    "step": step.value,
-                    "status": outcome.new_status.value,
-                },
-            )
+            self._recorded(referral_id, site_id, Step(step), outcome.new_status)
+
+    async def observe_offer_ending(
+        self, connection: Connection, referral_id: UUID, ending: Step, at: datetime
+    ) -> None:
+        """An offer of the referral ended without a coach (`ending` is one of OFFER_ENDINGS),
+        at `at` (UTC), inside the consumer's transaction. Raises UnknownReferral."""
+        site_id, status, _ = await self._lock(connection, referral_id)
+        if record_offer_ending(status):
+            await store.record_step(connection, referral_id, ending, at, status, self.clock())
+            self._recorded(referral_id, site_id, ending, status)
+
+    async def _lock(
+        self, connection: Connection, referral_id: UUID
+    ) -> tuple[str, Status, frozenset[Status]]:
+        current = await store.lock_status(connection, referral_id)
+        if current is None:
+            raise UnknownReferral(referral_id)
+        return current
+
+    @staticmethod
+    def _recorded(referral_id: UUID, site_id: str, step: Step, status: Status) -> None:
+        REFERRAL_STEPS.labels(site_id, step.value).inc()
+        log.info(
+            "referral step",
+            extra={"referral_id": str(referral_id), "step": step.value, "status": status.value},
+        )
 
 
 async def register_site(connection: Connection, site: Site, now: datetime | None = None) -> bool:

@@ -14,7 +14,7 @@ from handoff_referral.adapters.key_cache import REVOCATION_CHANNEL
 from handoff_referral.domain.api_keys import IssuedKey
 from handoff_referral.domain.intake import Patient, ReferralRequest
 from handoff_referral.domain.referral import Referral, Site, TimelineStep
-from handoff_referral.domain.status import Status
+from handoff_referral.domain.status import Status, Step
 from handoff_schemas import Envelope
 from handoff_schemas.events import ReferralCreated
 
@@ -183,31 +183,36 @@ async def list_referrals(
 
 async def lock_status(
     connection: Connection, referral_id: UUID
-) -> tuple[Status, frozenset[Status]] | None:
-    """The referral's status and recorded steps, locked until the transaction ends."""
-    status = await connection.fetchval(
-        f"SELECT status FROM {SCHEMA}.referrals WHERE referral_id = $1 FOR UPDATE", referral_id
+) -> tuple[str, Status, frozenset[Status]] | None:
+    """The referral's site, status and the statuses on its timeline, locked until the
+    transaction ends; None if there is no such referral."""
+    row = await connection.fetchrow(
+        f"SELECT site_id, status FROM {SCHEMA}.referrals WHERE referral_id = $1 FOR UPDATE",
+        referral_id,
     )
-    if status is None:
+    if row is None:
         return None
     steps = await connection.fetch(
-        f"SELECT status FROM {SCHEMA}.timeline WHERE referral_id = $1", referral_id
+        f"SELECT DISTINCT status FROM {SCHEMA}.timeline WHERE referral_id = $1", referral_id
     )
-    return Status(status), frozenset(Status(row["status"]) for row in steps)
+    statuses = {s.value for s in Status}
+    recorded = frozenset(Status(r["status"]) for r in steps if r["status"] in statuses)
+    return row["site_id"], Status(row["status"]), recorded
 
 
 async def record_step(
     connection: Connection,
     referral_id: UUID,
-    step: Status,
+    step: Step,
     at: datetime,
     new_status: Status,
     now: datetime,
     cancel_reason: str | None = None,
 ) -> None:
+    """Adds one timeline entry and sets the referral's status; the caller holds the
+    referral's row lock (lock_status), so entries are decided one at a time."""
     await connection.execute(
-        f"""INSERT INTO {SCHEMA}.timeline (referral_id, status, at) VALUES ($1, $2, $3)
-            ON CONFLICT DO NOTHING""",
+        f"INSERT INTO {SCHEMA}.timeline (referral_id, status, at) VALUES ($1, $2, $3)",
         referral_id,
         step.value,
         at,
@@ -228,12 +233,12 @@ async def _timelines(
 ) -> dict[UUID, list[TimelineStep]]:
     rows = await connection.fetch(
         f"""SELECT referral_id, status, at FROM {SCHEMA}.timeline
-            WHERE referral_id = ANY($1::uuid[]) ORDER BY at, status""",
+            WHERE referral_id = ANY($1::uuid[]) ORDER BY at, seq""",
         referral_ids,
     )
     timelines: dict[UUID, list[TimelineStep]] = defaultdict(list)
     for row in rows:
-        timelines[row["referral_id"]].append(TimelineStep(Status(row["status"]), row["at"]))
+        timelines[row["referral_id"]].append(TimelineStep(Step(row["status"]), row["at"]))
     return timelines
 
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from uuid import UUID
 
 from handoff_referral.domain.intake import ReferralRequest
-from handoff_referral.domain.status import Status
+from handoff_referral.domain.status import Status, Step
 from handoff_schemas.events import ReferralCreated, SiteFacts
 
 
@@ -28,7 +28,9 @@ class Site:
 
 @dataclass(frozen=True)
 class TimelineStep:
-    status: Status
+    """One timeline entry: `step` happened `at` (UTC)."""
+
+    step: Step
     at: datetime
 
 

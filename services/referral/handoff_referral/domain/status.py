@@ -1,9 +1,21 @@
 """A referral's status and its timeline, as the hospital reads them.
 
-Events reach the referral service from two topics (dispatch, pages) with no
-order between them, so a step can arrive late: `arrived` before `accepted`.
-Each step is recorded once, at the time it happened; the status is the furthest
-step reached; a closed referral (cancelled, unassigned) takes no further steps.
+The status is what is true now. The timeline is the story, one entry per occurrence:
+
+- While Handoff looks for a coach, each offer made is an `offered` entry, and each change
+  to `waiting` (every eligible coach at capacity) or `unassigned` (nobody took it) is an
+  entry; a referral can go offered → waiting → offered → accepted, or unassigned →
+  offered → accepted, and the status follows the latest. These come from matching on
+  one ordered topic, so the latest is the last seen.
+- Each offer that ends without a coach is an entry saying why (`coach_declined`,
+  `coach_did_not_answer`, `coach_not_contacted`, `coach_unreachable`,
+  `coach_at_capacity`); it does not change the status. "Not contacted" means no page
+  reached the coach's phone in time, which is not the same as a coach who did not answer.
+- Once a coach accepted, the coach's steps (accepted, arrived, completed) are recorded
+  once each at the time they happened. They come from two topics with no order between
+  them, so one can arrive late (`arrived` before `accepted`): the status is the furthest.
+- `cancelled`, `expired` and `completed` are final: a cancelled or expired referral takes
+  no further steps; a completed one only records a coach's step that arrived late.
 """
 
 from dataclasses import dataclass
@@ -13,17 +25,48 @@ from enum import StrEnum
 class Status(StrEnum):
     RECEIVED = "received"
     OFFERED = "offered"
+    WAITING = "waiting"
+    UNASSIGNED = "unassigned"
     ACCEPTED = "accepted"
     ARRIVED = "arrived"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class Step(StrEnum):
+    """What a timeline entry records: a status the referral entered, or an offer that
+    ended without a coach (those last five, which change no status)."""
+
+    RECEIVED = "received"
+    OFFERED = "offered"
+    WAITING = "waiting"
     UNASSIGNED = "unassigned"
+    ACCEPTED = "accepted"
+    ARRIVED = "arrived"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    COACH_DECLINED = "coach_declined"
+    COACH_DID_NOT_ANSWER = "coach_did_not_answer"
+    COACH_NOT_CONTACTED = "coach_not_contacted"
+    COACH_UNREACHABLE = "coach_unreachable"
+    COACH_AT_CAPACITY = "coach_at_capacity"
 
 
-PROGRESS = (Status.RECEIVED, Status.OFFERED, Status.ACCEPTED, Status.ARRIVED, Status.COMPLETED)
-CLOSED = frozenset({Status.CANCELLED, Status.UNASSIGNED})
+OFFER_ENDINGS = frozenset(
+    {
+        Step.COACH_DECLINED,
+        Step.COACH_DID_NOT_ANSWER,
+        Step.COACH_NOT_CONTACTED,
+        Step.COACH_UNREACHABLE,
+        Step.COACH_AT_CAPACITY,
+    }
+)
+LOOKING = frozenset({Status.RECEIVED, Status.OFFERED, Status.WAITING, Status.UNASSIGNED})
+COACH_ENGAGED = (Status.ACCEPTED, Status.ARRIVED, Status.COMPLETED)  # in order of progress
+CLOSED = frozenset({Status.CANCELLED, Status.EXPIRED})
 FINAL = CLOSED | {Status.COMPLETED}
-COACH_ENGAGED = frozenset({Status.ACCEPTED, Status.ARRIVED, Status.COMPLETED})
 
 
 @dataclass(frozen=True)
@@ -33,16 +76,35 @@ class StepOutcome:
 
 
 def observe(current: Status, recorded: frozenset[Status], step: Status) -> StepOutcome:
-    """What seeing `step` does to a referral now at `current` with `recorded` steps."""
+    """What seeing status step `step` does to a referral now at `current`, whose timeline
+    already holds the statuses in `recorded`: whether to add a timeline entry, and the
+    status after it."""
     unchanged = StepOutcome(record=False, new_status=current)
-    if step in recorded or current in CLOSED:
+    if current in CLOSED:
         return unchanged
-    if step is Status.UNASSIGNED and current in COACH_ENGAGED:
-        return unchanged  # a coach is on the way: a late "nobody" changes nothing
-    if step in CLOSED:
+    if step is Status.CANCELLED:
         return StepOutcome(record=True, new_status=step)
-    furthest = max(current, step, key=PROGRESS.index)
-    return StepOutcome(record=True, new_status=furthest)
+    if step in COACH_ENGAGED:
+        if step in recorded:
+            return unchanged
+        if current in COACH_ENGAGED:
+            return StepOutcome(record=True, new_status=max(current, step, key=COACH_ENGAGED.index))
+        return StepOutcome(record=True, new_status=step)
+    # matching's steps while it looks for a coach: offered, waiting, unassigned, expired
+    if current in COACH_ENGAGED:
+        # A coach is on the way: a late "nobody" changes nothing; an offer seen only after
+        # its own acceptance still belongs on the timeline once.
+        late_offer = step is Status.OFFERED and step not in recorded
+        return StepOutcome(record=late_offer, new_status=current)
+    if step is current and step is not Status.OFFERED:
+        return unchanged  # waiting or unassigned said again: one entry per change
+    return StepOutcome(record=True, new_status=step)
+
+
+def record_offer_ending(current: Status) -> bool:
+    """Whether an offer that ended without a coach goes on the timeline of a referral now
+    at `current`: yes, unless the referral is over."""
+    return current not in FINAL
 
 
 class CancelRefused(Exception):
@@ -52,7 +114,11 @@ class CancelRefused(Exception):
 
 
 def check_cancellable(current: Status) -> bool:
-    """True if cancelling changes the referral, False if it is already cancelled."""
+    """True if cancelling changes the referral, False if it is already cancelled.
+
+    Raises CancelRefused for a completed or expired referral: there is nothing to withdraw.
+    A waiting or unassigned referral can be cancelled: matching would offer it again.
+    """
     if current is Status.CANCELLED:
         return False
     if current in FINAL:

@@ -4,18 +4,28 @@ from typing import Any
 
 from handoff_platform.consumer import Handler
 from handoff_platform.database import Connection
-from handoff_referral.domain.status import Status
+from handoff_referral.domain.status import Status, Step
 from handoff_referral.service import ReferralService
 from handoff_schemas import Envelope
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
     OfferMade,
+    OfferWithdrawn,
+    ReferralExpired,
     ReferralUnassigned,
+    ReferralWaiting,
 )
-from handoff_schemas.vocabulary import CoachResponse
+from handoff_schemas.vocabulary import CoachResponse, WithdrawReason
 
 RESPONSE_STEPS = {CoachResponse.ARRIVED: Status.ARRIVED, CoachResponse.COMPLETED: Status.COMPLETED}
+# Filled and cancelled offers are told by the referral's own accepted / cancelled step.
+WITHDRAWAL_STEPS = {
+    WithdrawReason.EXPIRED: Step.COACH_DID_NOT_ANSWER,
+    WithdrawReason.NOT_CONTACTED: Step.COACH_NOT_CONTACTED,
+    WithdrawReason.UNREACHABLE: Step.COACH_UNREACHABLE,
+    WithdrawReason.AT_CAPACITY: Step.COACH_AT_CAPACITY,
+}
 
 
 def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
@@ -23,9 +33,20 @@ def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
         data: OfferMade = event.data
         await service.observe_step(connection, data.referral_id, Status.OFFERED, event.time)
 
+    async def offer_withdrawn(connection: Connection, event: Envelope[Any]) -> None:
+        data: OfferWithdrawn = event.data
+        if step := WITHDRAWAL_STEPS.get(data.reason):
+            await service.observe_offer_ending(
+                connection, data.referral_id, step, data.withdrawn_at
+            )
+
     async def coach_assigned(connection: Connection, event: Envelope[Any]) -> None:
         data: CoachAssigned = event.data
         await service.observe_step(connection, data.referral_id, Status.ACCEPTED, data.assigned_at)
+
+    async def waiting(connection: Connection, event: Envelope[Any]) -> None:
+        data: ReferralWaiting = event.data
+        await service.observe_step(connection, data.referral_id, Status.WAITING, data.waiting_since)
 
     async def unassigned(connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralUnassigned = event.data
@@ -33,15 +54,26 @@ def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
             connection, data.referral_id, Status.UNASSIGNED, data.unassigned_at
         )
 
+    async def expired(connection: Connection, event: Envelope[Any]) -> None:
+        data: ReferralExpired = event.data
+        await service.observe_step(connection, data.referral_id, Status.EXPIRED, data.expired_at)
+
     async def coach_responded(connection: Connection, event: Envelope[Any]) -> None:
         data: CoachResponded = event.data
         # Acceptance is taken from CoachAssigned: in a broadcast only one acceptance wins.
-        if step := RESPONSE_STEPS.get(data.response):
+        if data.response is CoachResponse.DECLINED:
+            await service.observe_offer_ending(
+                connection, data.referral_id, Step.COACH_DECLINED, data.responded_at
+            )
+        elif step := RESPONSE_STEPS.get(data.response):
             await service.observe_step(connection, data.referral_id, step, data.responded_at)
 
     return {
         OfferMade.event_type: offer_made,
+        OfferWithdrawn.event_type: offer_withdrawn,
         CoachAssigned.event_type: coach_assigned,
+        ReferralWaiting.event_type: waiting,
         ReferralUnassigned.event_type: unassigned,
+        ReferralExpired.event_type: expired,
         CoachResponded.event_type: coach_responded,
     }

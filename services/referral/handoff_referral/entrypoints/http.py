@@ -10,13 +10,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from handoff_platform.http import ApiError
 from handoff_platform.logs import correlation_id_var
 from handoff_referral.domain.intake import CancelRequest, Patient, ReferralRequest
 from handoff_referral.domain.referral import Referral, Site
-from handoff_referral.domain.status import CancelRefused, Status
+from handoff_referral.domain.status import CancelRefused, Status, Step
 from handoff_referral.service import ExternalIdConflict, ReferralNotFound, ReferralService
 
 MAX_PAGE = 200
@@ -38,8 +38,25 @@ def _iso_8601_only(value: object) -> object:
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
 
 
+STATUS_DOC = (
+    "What is true now. `received`; `offered` (a coach has been paged); `waiting` (every "
+    "eligible coach on call is busy with other patients: the referral is next in line and "
+    "is offered the moment one frees up); `unassigned` (nobody took it yet: Handoff offers "
+    "it again when a coach frees up or comes on call); `accepted`; `arrived`; and the final "
+    "`completed`, `cancelled`, `expired` (the site's give-up time passed with no coach)."
+)
+STEP_DOC = (
+    "What happened: a status the referral entered (see `status`), or an offer that ended "
+    "without a coach: `coach_declined`, `coach_did_not_answer`, `coach_not_contacted` "
+    "(Handoff could not get the page to the coach's phone in time; the coach never saw "
+    "it), `coach_unreachable` (every way of reaching the coach failed), `coach_at_capacity` "
+    "(the coach accepted but was already with as many patients as they can take). A "
+    "referral offered, then waiting, then offered again shows each occurrence."
+)
+
+
 class TimelineStepOut(BaseModel):
-    status: Status
+    status: Step = Field(description=STEP_DOC)
     at: datetime
 
 
@@ -47,7 +64,7 @@ class ReferralOut(BaseModel):
     id: UUID
     external_id: str
     site_id: str
-    status: Status
+    status: Status = Field(description=STATUS_DOC)
     urgency: str
     location: str
     callback_phone: str
@@ -74,7 +91,7 @@ class ReferralOut(BaseModel):
             cancel_reason=referral.cancel_reason,
             received_at=referral.received_at,
             updated_at=referral.updated_at,
-            timeline=[TimelineStepOut(status=s.status, at=s.at) for s in referral.timeline],
+            timeline=[TimelineStepOut(status=s.step, at=s.at) for s in referral.timeline],
         )
 
 
@@ -155,7 +172,7 @@ def build_router(service: ReferralService) -> APIRouter:
     @router.get("", response_model=ReferralPage)
     async def list_referrals(
         site: CurrentSite,
-        status: Status | None = None,
+        status: Annotated[Status | None, Query(description="Only referrals now in it.")] = None,
         since: Annotated[IsoDateTime | None, Query(description="Received at or after.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
