@@ -39,9 +39,9 @@ IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
 
 
 STATUS_DOC = (
-    "What is true now. `received`; `offered` (a coach has been paged); `waiting` (every "
-    "eligible coach on call is busy with other patients: the referral is next in line and "
-    "is offered the moment one frees up); `unassigned` (nobody took it yet: Handoff offers "
+    "What is true now. `received`; `offered` (a coach is being asked); `waiting` (every "
+    "eligible coach on call is busy with other patients: the referral waits in line and is "
+    "offered the moment one frees up); `unassigned` (nobody took it yet: Handoff offers "
     "it again when a coach frees up or comes on call); `accepted`; `arrived`; and the final "
     "`completed`, `cancelled`, `expired` (the site's give-up time passed with no coach)."
 )
