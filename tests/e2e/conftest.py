@@ -213,7 +213,12 @@ async def start_system(
     for (service, _, _), process in zip(starting, started, strict=True):
         processes[service].append(process)
     system = System(database, kafka.bootstrap_servers, env, processes, keys)
-    await _first_referral_paged(system)
+    try:
+        await _first_referral_paged(system)
+    except BaseException:
+        for process in started:  # the fixture never yields, so nothing else stops them
+            process.stop()
+        raise
     return system
 
 
