@@ -498,13 +498,13 @@ def figures(name: str, outcome: Outcome) -> tuple[str, float]:
     return row, p90
 
 
-def report(scenario: Scenario, run: Run, real: Outcome, reference: Outcome, wall: float) -> None:
+def report(run: Run, seed: int, real: Outcome, reference: Outcome, wall: float) -> None:
     print(
         f"scenario: {REFERRALS} referrals in {WINDOW_S / 60:.0f} min at one site; "
         f"{SITE_COACHES} site + {STATE_COACHES} state-pool coaches, capacity {CAPACITY} each; "
         f"ack timeout {ACK_TIMEOUT_S / 60:.0f} min; answers {ACCEPT:.0%} accept, "
         f"{DECLINE:.0%} decline, the rest never; visits {VISIT_S[0] / 60:.0f}-"
-        f"{VISIT_S[1] / 60:.0f} min; time compressed {run.compression:g}x; "
+        f"{VISIT_S[1] / 60:.0f} min; seed {seed}; time compressed {run.compression:g}x; "
         f"{wall:.0f} s of wall time; {run.errors} failed POSTs"
     )
     print(
@@ -586,7 +586,7 @@ def main(seed_value: int, compression: float, max_wall: float) -> None:
         finally:
             for service in services.values():
                 service.stop()
-    report(scenario, run, real, reference, wall)
+    report(run, seed_value, real, reference, wall)
 
 
 if __name__ == "__main__":
