@@ -16,7 +16,10 @@ taps Arrived, and Completed after the drawn visit length. Everything it reports 
 the system comes from the events on handoff.dispatch and handoff.pages, read as they
 are published: time from the `201` to CoachAssigned, and, per coach, the most offers
 open at once (OfferMade until OfferWithdrawn, its CoachAssigned or its decline), the
-most assignments at once (CoachAssigned until Completed) and the most of both.
+most assignments at once (CoachAssigned until Completed: a coach at the bedside is
+with that patient until the visit ends) and the most of both. Matching's own load
+model frees a coach on Arrived instead; the script prints that count too, so the two
+can be told apart.
 
 The reference, computed in the same run from the same draws: an ideal dispatcher (a
 discrete-event simulation) that offers a referral, oldest first, the instant any
@@ -138,6 +141,7 @@ class Outcome:
     accepted_after: dict[int, float] = field(default_factory=dict)  # referral -> from arrival
     offers: list[tuple[int, float, float]] = field(default_factory=list)  # coach, start, end
     assignments: list[tuple[int, float, float]] = field(default_factory=list)
+    until_arrived: list[tuple[int, float, float]] = field(default_factory=list)  # assigned
     stopped_at: float = math.inf  # where intervals still open at the end were cut
 
 
@@ -437,6 +441,7 @@ def measured(run: Run, stopped: datetime) -> Outcome:
 
     ends: dict[UUID, datetime] = {}
     completed: dict[UUID, datetime] = {}
+    arrived: dict[UUID, datetime] = {}
     for event in run.observed.events:
         data = event.data
         if isinstance(data, OfferWithdrawn):
@@ -447,6 +452,8 @@ def measured(run: Run, stopped: datetime) -> Outcome:
             ends.setdefault(data.offer_id, data.responded_at)
         elif isinstance(data, CoachResponded) and data.response is CoachResponse.COMPLETED:
             completed.setdefault(data.offer_id, data.responded_at)
+        elif isinstance(data, CoachResponded) and data.response is CoachResponse.ARRIVED:
+            arrived.setdefault(data.offer_id, data.responded_at)
     coach_index = {coach_id: n for n, coach_id in enumerate(run.coach_ids)}
     for offer_id, offer in run.observed.offers.items():
         if offer.referral_id not in run.referral_ids:
@@ -460,6 +467,8 @@ def measured(run: Run, stopped: datetime) -> Outcome:
         end = completed.get(offer_id, stopped)
         coach = coach_index[assigned.coach_id]
         outcome.assignments.append((coach, scenario_s(assigned.assigned_at), scenario_s(end)))
+        until = arrived.get(offer_id, stopped)
+        outcome.until_arrived.append((coach, scenario_s(assigned.assigned_at), scenario_s(until)))
         after = (assigned.assigned_at - run.answered_at[assigned.referral_id]).total_seconds()
         referral = run.referral_ids[assigned.referral_id]
         outcome.accepted_after[referral] = min(
@@ -523,6 +532,11 @@ def report(run: Run, seed: int, real: Outcome, reference: Outcome, wall: float) 
     print(
         f"observed: {len(real.offers)} offers, {len(real.assignments)} assignments, "
         f"{completed} visits completed before the run stopped (the rest count as held to the end)"
+    )
+    print(
+        "counted until Arrived instead of Completed (a coach at the bedside is free): "
+        f"{most_at_once(real.until_arrived)} assignments, "
+        f"{most_at_once(real.offers + real.until_arrived)} offers and assignments at most"
     )
     over = most_at_once(real.assignments)
     goals = [
