@@ -347,6 +347,16 @@ async def test_a_never_deliverable_number_is_marked_unreachable_without_retry_an
     metrics = await eventually(gauge, within=10, what="the blocked-methods gauge")
     assert phone not in metrics
 
+    async with httpx.AsyncClient() as client:  # the coordinator fixed the number
+        cleared = await client.delete(
+            f"{notify.url}/v1/admin/contact-methods",
+            params={"channel": "sms", "destination": phone},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert cleared.status_code == 204
+    listed = (await admin(notify, "unreachable")).json()["contact_methods"]
+    assert phone not in [m["destination"] for m in listed]
+
 
 async def test_the_admin_api_needs_the_token_and_names_a_bad_state(notify: NotifyHarness) -> None:
     unauthorised = await admin(notify, None, token="guessed")

@@ -1,5 +1,6 @@
 """The admin API for program coordinators: the coaches' contact methods notify no longer
-sends to (opted out by STOP, or unreachable by the provider's word), to fix the roster.
+sends to (opted out by STOP, or unreachable by the provider's word), to fix the roster,
+and clearing one once it is fixed.
 
 Every call needs `Authorization: Bearer <NOTIFY_ADMIN_TOKEN>`; without a token
 configured the admin API refuses everything. Destinations are staff contact data,
@@ -11,7 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, SecretStr
 
@@ -84,5 +85,19 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
                 for m in blocked
             ]
         )
+
+    @router.delete(
+        "/contact-methods", status_code=204, responses={404: {"description": "Not blocked."}}
+    )
+    async def clear_contact_method(
+        channel: Annotated[Channel, Query()],
+        destination: Annotated[str, Query(min_length=1, max_length=320)],
+    ) -> Response:
+        """Put a method back in good standing, once the roster no longer lists it or the
+        coach confirmed it works: pages go to it again and it leaves the gauge."""
+        async with pool.acquire() as connection:
+            if not await store.unblock_method(connection, channel, destination):
+                raise ApiError(404, "not_found", "that contact method is not blocked")
+        return Response(status_code=204)
 
     return router
