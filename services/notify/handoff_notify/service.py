@@ -168,6 +168,14 @@ class NotifyService:
             blocked = await store.blocked_methods(
                 connection, {(message.channel, message.destination) for message in claimed}
             )
+            await store.lock_phones(
+                connection,
+                [
+                    message.destination
+                    for message in claimed
+                    if message.kind is MessageKind.OFFER and message.channel is Channel.SMS
+                ],
+            )
             for message in claimed:
                 record = offers[message.offer_id]  # a message's offer_id is a foreign key
                 first_out = message.offer_id in paged

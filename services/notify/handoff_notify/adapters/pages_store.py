@@ -413,9 +413,7 @@ async def assign_reply_code(
     """The offer's reply code on this phone, and whether its page shows it (the phone has
     other open offers); assigned on first call. Serialised per phone, so two replicas
     paging one coach at once cannot hand out one code twice."""
-    await connection.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('notify-reply-code:' || $1))", destination
-    )
+    await lock_phones(connection, [destination])
     existing = await reply_code(connection, destination, offer_id)
     if existing is not None:
         return existing
@@ -442,6 +440,16 @@ async def assign_reply_code(
         now,
     )
     return code, shown
+
+
+async def lock_phones(connection: Connection, destinations: Iterable[str]) -> None:
+    """Hold each phone's reply-code lock to the end of the transaction, taken in sorted
+    order, so that two replicas claiming pages to the same phones cannot deadlock."""
+    await connection.execute(
+        """SELECT pg_advisory_xact_lock(hashtext('notify-reply-code:' || phone))
+           FROM (SELECT DISTINCT unnest($1::text[]) AS phone ORDER BY 1) AS phones""",
+        sorted(set(destinations)),
+    )
 
 
 async def reply_code(
