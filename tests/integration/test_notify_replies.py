@@ -17,12 +17,20 @@ import httpx
 import pytest
 
 from handoff_devenv import KafkaCluster
-from handoff_schemas.events import CoachResponded, OfferMade, OfferWithdrawn, PageFailed, PageSent
+from handoff_schemas.events import (
+    CoachResponded,
+    OfferMade,
+    OfferWithdrawn,
+    PageFailed,
+    PageSent,
+    ReferralUnassigned,
+)
 from handoff_schemas.vocabulary import (
     Channel,
     CoachResponse,
     PageFailure,
     ResponseVia,
+    UnassignedReason,
     WithdrawReason,
 )
 from tests.support.kafka import send
@@ -383,3 +391,42 @@ async def test_no_first_page_leaves_after_the_page_deadline(notify: NotifyHarnes
 
     await eventually(cancelled, within=20, what="the late page to be dropped")
     assert notify.twilio.attempts[phone] == 0
+
+
+async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_each(
+    notify: NotifyHarness,
+) -> None:
+    phone, address = notify.phone(), notify.email()
+    referral_id, event_id = uuid4(), uuid4()
+    first_time = datetime(2026, 11, 30, 3, 7, tzinfo=UTC)
+
+    def unassigned(at: datetime) -> ReferralUnassigned:
+        return ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=at,
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            supervisor_contacts=(sms(phone), email(address)),
+        )
+
+    await send(notify.broker, unassigned(first_time), event_id=event_id, source="/handoff/matching")
+    await send(notify.broker, unassigned(first_time), event_id=event_id, source="/handoff/matching")
+    await send(
+        notify.broker, unassigned(first_time + timedelta(minutes=20)), source="/handoff/matching"
+    )
+
+    bodies = await notify.sms(phone, count=2)
+    assert bodies == [
+        "Handoff: a request at Mercy ED has no coach: nobody on call accepted it (03:07 UTC). "
+        "Please arrange cover.",
+        "Handoff: a request at Mercy ED has no coach: nobody on call accepted it (03:27 UTC). "
+        "Please arrange cover.",
+    ]
+    mails = await eventually(
+        lambda: _mail_count(notify, address, 2), within=20, what="two notices by email"
+    )
+    assert "Please arrange cover." in mails
+    assert [m.subject for m in notify.mailbox.to(address)] == [
+        "Handoff: unassigned request at Mercy ED"
+    ] * 2

@@ -4,7 +4,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 PAGES = Counter(
     "handoff_pages_total",
-    "Messages by channel, kind (offer, withdrawn, assigned) and outcome: sent, delivered, "
+    "Messages by channel, kind (offer, withdrawn, assigned; unassigned: a supervisors' "
+    "notice) and outcome: sent, delivered, "
     "failed, throttled, cancelled.",
     ["channel", "kind", "outcome"],
 )

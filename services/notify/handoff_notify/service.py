@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from handoff_notify import CHANNEL_FALLBACK, SOURCE, metrics
+from handoff_notify.adapters import notices_store as notices
 from handoff_notify.adapters import pages_store as store
 from handoff_notify.adapters.pages_store import (
     BlockedMethod,
@@ -57,6 +58,7 @@ from handoff_schemas.events import (
     PageDelivered,
     PageFailed,
     PageSent,
+    ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
     Channel,
@@ -91,6 +93,8 @@ class NotifyService:
         self.signer = LinkSigner(settings.notify_link_secret.get_secret_value())
         self.clock = clock
         self.wake_delivery: Wake = lambda: None  # set by the delivery worker
+        # A notice's call takes no answer: a keypad press there is told none was recorded.
+        self._no_answer_url = f"{settings.notify_public_url.rstrip('/')}/v1/twilio/voice/-"
 
     # Links
 
@@ -133,6 +137,19 @@ class NotifyService:
         record.coach_offer.assign(data.arrival_deadline)
         await self._offer_settled(connection, record)
         await self._follow_up(connection, record, MessageKind.ASSIGNED)
+
+    async def referral_unassigned(self, connection: Connection, event: Envelope[Any]) -> None:
+        """Nobody took the referral: one short notice to each of the site's supervisors."""
+        data: ReferralUnassigned = event.data
+        await notices.add(
+            connection,
+            event.id,
+            data.referral_id,
+            event.correlationid,
+            data.site_short_name,
+            data.unassigned_at,
+            data.supervisor_contacts,
+        )
 
     async def _offer_settled(self, connection: Connection, record: OfferRecord) -> None:
         """The offer needs no more paging: drop what has not left, stop channel fallbacks."""
@@ -281,6 +298,72 @@ class NotifyService:
             "a contact method is unreachable; nothing more is sent to it",
             extra={"channel": message.channel.value, "code": code},
         )
+
+    async def claim_due_notices(self, limit: int) -> list[Outgoing]:
+        """Due supervisor notices, committed as `sending`; lost ones failed first."""
+        outgoing: list[Outgoing] = []
+        async with self.pool.acquire() as connection, connection.transaction():
+            for channel in await notices.fail_lost(connection):
+                metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "failed").inc()
+            claimed = await notices.claim_due(connection, limit)
+            blocked = await store.blocked_methods(
+                connection, {(notice.channel, notice.destination) for notice in claimed}
+            )
+            for notice in claimed:
+                if (notice.channel, notice.destination) in blocked:
+                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
+                    continue
+                await notices.mark_sending(
+                    connection, notice.notice_id, self.settings.sending_deadline_seconds
+                )
+                outgoing.append(
+                    Outgoing(
+                        message_id=notice.notice_id,
+                        channel=notice.channel,
+                        destination=notice.destination,
+                        content=content.unassigned(notice.site_short_name, notice.unassigned_at),
+                        answer_url=self._no_answer_url,
+                        correlation_id=notice.correlation_id,
+                    )
+                )
+        return outgoing
+
+    async def record_notice(self, outgoing: Outgoing, outcome: SendOutcome) -> None:
+        """Store what the provider said of a notice. An unknown outcome is a failure: a
+        notice is never sent twice."""
+        if isinstance(outcome, Transient | Permanent | Ambiguous):
+            metrics.PROVIDER_ERRORS.labels(outgoing.channel, outcome.code).inc()
+        async with self.pool.acquire() as connection, connection.transaction():
+            attempts = await notices.attempts(connection, outgoing.message_id)
+            if attempts is None:
+                return  # failed meanwhile as lost
+            decision = after_send(
+                outcome, attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+            )
+            if isinstance(decision, RetryIn):
+                metrics.SEND_RETRIES.labels(outgoing.channel).inc()
+                await notices.retry_later(connection, outgoing.message_id, decision.seconds)
+                outcome_label = "retried"
+            elif isinstance(decision, MarkSent):
+                await notices.finish(connection, outgoing.message_id, "sent", decision.provider_ref)
+                outcome_label = "sent"
+            else:
+                if isinstance(outcome, Permanent) and outcome.never_deliverable:
+                    await store.block_method(
+                        connection,
+                        outgoing.channel,
+                        outgoing.destination,
+                        MethodState.UNREACHABLE,
+                        f"provider:{outcome.code}",
+                        self.clock(),
+                    )
+                await notices.finish(connection, outgoing.message_id, "failed")
+                outcome_label = "failed"
+        if outcome_label != "retried":
+            metrics.PAGES.labels(outgoing.channel, MessageKind.UNASSIGNED, outcome_label).inc()
+        else:
+            self.wake_delivery()
 
     async def claim_lost_sends(self, connection: Connection, limit: int) -> list[Outgoing]:
         """Within the caller's transaction: sends past their deadline, locked for a lookup."""

@@ -31,6 +31,7 @@ class MessageKind(StrEnum):
     OFFER = "offer"
     WITHDRAWN = "withdrawn"
     ASSIGNED = "assigned"
+    UNASSIGNED = "unassigned"  # to supervisors: a referral nobody took (a notice, no offer)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,18 @@ def assigned(site_short_name: str, arrival_deadline: datetime, now: datetime, li
         f"Please arrive within {minutes} min. Details: {link}"
     )
     return Content(subject=f"Handoff: confirmed at {site_short_name}", text=text, spoken=text)
+
+
+def unassigned(site_short_name: str | None, unassigned_at: datetime) -> Content:
+    """The supervisors' notice that a referral went unassigned: the site and the time
+    (UTC), nothing of the patient. Matching keeps offering it as coaches free up."""
+    where = f"at {site_short_name} " if site_short_name else ""
+    text = (
+        f"Handoff: a request {where}has no coach: nobody on call accepted it "
+        f"({unassigned_at:%H:%M} UTC). Please arrange cover."
+    )
+    subject = f"Handoff: unassigned request {where}".rstrip()
+    return Content(subject=subject, text=text, spoken=text)
 
 
 def reply_acknowledgement(accepted: bool, site_short_name: str, link: str) -> str:

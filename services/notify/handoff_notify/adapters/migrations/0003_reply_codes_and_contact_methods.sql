@@ -25,3 +25,28 @@ CREATE TABLE notify.contact_methods (
     PRIMARY KEY (channel, destination)
 );
 CREATE INDEX contact_methods_state ON notify.contact_methods (state, since);
+
+-- Messages that belong to no offer: a referral nobody took, told to the site's supervisors
+-- once per ReferralUnassigned event and contact. Sent at most once: a send whose outcome
+-- was lost is marked failed, never repeated.
+CREATE TABLE notify.notices (
+    notice_id        uuid PRIMARY KEY,
+    event_id         uuid NOT NULL,
+    contact_index    int NOT NULL,
+    referral_id      uuid NOT NULL,
+    correlation_id   text NOT NULL,
+    site_short_name  text,
+    unassigned_at    timestamptz NOT NULL,
+    channel          text NOT NULL,
+    destination      text NOT NULL,
+    state            text NOT NULL,   -- pending | sending | sent | failed | cancelled
+    attempts         int NOT NULL DEFAULT 0,
+    due_at           timestamptz NOT NULL DEFAULT now(),
+    sending_deadline timestamptz,
+    provider_ref     text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    UNIQUE (event_id, contact_index)
+);
+CREATE INDEX notices_due ON notify.notices (due_at) WHERE state = 'pending';
+CREATE INDEX notices_sending ON notify.notices (sending_deadline) WHERE state = 'sending';
