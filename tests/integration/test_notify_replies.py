@@ -33,6 +33,7 @@ from handoff_schemas.vocabulary import (
     UnassignedReason,
     WithdrawReason,
 )
+from tests.support.fake_twilio import Recorded, signed_post
 from tests.support.kafka import send
 from tests.support.notify import (
     ADMIN_TOKEN,
@@ -40,8 +41,10 @@ from tests.support.notify import (
     SUPERVISOR_PHONE,
     NotifyHarness,
     email,
+    link_in,
     notify_harness,
     sms,
+    voice,
 )
 from tests.support.waiting import eventually
 
@@ -302,7 +305,7 @@ async def test_a_reply_to_an_expired_offer_is_told_so(notify: NotifyHarness) -> 
 
 async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarness) -> None:
     phone = notify.phone()
-    offer, _ = await paged(notify, sms(phone))
+    offer, body = await paged(notify, sms(phone))
     accepted = await reply(notify, phone, "OK")
     assert accepted is not None
     assert "we are confirming you" in accepted
@@ -314,6 +317,35 @@ async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarn
     assert "passed to another coach" in notice
     again = await reply(notify, phone, "1")
     assert again == notice
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert "You are at your limit of open requests" in page.text
+    assert "<button" not in page.text
+
+
+async def test_a_keypad_answer_to_a_filled_offer_is_told_so_by_voice(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(voice(phone))
+
+    async def called() -> list[Recorded] | None:
+        return notify.twilio.to(phone) or None
+
+    [call] = await eventually(called, within=20, what="a call")
+    await notify.page_events(offer.offer_id)
+    await withdraw(notify, offer, WithdrawReason.FILLED)
+
+    async def told() -> list[Recorded] | None:
+        calls = notify.twilio.to(phone)
+        return calls if len(calls) == 2 else None
+
+    [_, notice] = await eventually(told, within=20, what="the filled notice by voice")
+    answer_url = re.search(r'action="([^"]+)"', call.body)
+    assert answer_url
+    answered = await signed_post(answer_url.group(1), {"Digits": "1", "CallSid": call.sid})
+
+    assert "the request at Mercy ED was filled by another coach" in answered.text
+    assert "filled by another coach" in notice.body
+    assert await answers(notify, offer.offer_id) == []
 
 
 @pytest.mark.parametrize(
