@@ -46,6 +46,7 @@ from handoff_notify.domain.replies import Answer, Keyword, parse_reply
 from handoff_notify.domain.throttle import Defer, Refuse, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform.database import Connection
+from handoff_platform.logs import correlation
 from handoff_platform.outbox import Outbox
 from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
@@ -636,14 +637,15 @@ class NotifyService:
                 return _read("unknown_code", content.unknown_code(reply.code))
             target = named_by_code[-1]
         record = target.record
-        if not record.coach_offer.still_wanted(now):
-            return _read("closed", self.closed_text(record))
-        await self._answer(connection, record, reply.response, ResponseVia.SMS_REPLY)
-        accepted = reply.response is CoachResponse.ACCEPTED
-        link = self.link(record.offer_id)
-        return _read(
-            "answer", content.reply_acknowledgement(accepted, record.site_short_name, link)
-        )
+        with correlation(record.correlation_id):  # from here the reply is about one referral
+            if not record.coach_offer.still_wanted(now):
+                return _read("closed", self.closed_text(record))
+            await self._answer(connection, record, reply.response, ResponseVia.SMS_REPLY)
+            accepted = reply.response is CoachResponse.ACCEPTED
+            link = self.link(record.offer_id)
+            return _read(
+                "answer", content.reply_acknowledgement(accepted, record.site_short_name, link)
+            )
 
     async def _opt_out(self, connection: Connection, phone: str, now: datetime) -> None:
         """The coach texted STOP: nothing more goes to this number, and each open offer
