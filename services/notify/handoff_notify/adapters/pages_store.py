@@ -442,9 +442,11 @@ async def assign_reply_code(
     return code, shown
 
 
-async def lock_phones(connection: Connection, destinations: Iterable[str]) -> None:
+async def lock_phones(connection: Connection, destinations: Sequence[str]) -> None:
     """Hold each phone's reply-code lock to the end of the transaction, taken in sorted
     order, so that two replicas claiming pages to the same phones cannot deadlock."""
+    if not destinations:
+        return
     await connection.execute(
         """SELECT pg_advisory_xact_lock(hashtext('notify-reply-code:' || phone))
            FROM (SELECT DISTINCT unnest($1::text[]) AS phone ORDER BY 1) AS phones""",
