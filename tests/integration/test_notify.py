@@ -18,10 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from handoff_devenv import KafkaCluster
-from handoff_devenv.ports import free_ports
-from handoff_devenv.service_process import start_service
 from handoff_notify.adapters.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
-from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
@@ -37,51 +34,27 @@ from handoff_schemas.vocabulary import (
     ResponseVia,
     WithdrawReason,
 )
-from tests.integration.conftest import create_database
-from tests.support.fake_twilio import FakeTwilio, Recorded, signed_post
+from tests.support.fake_twilio import Recorded, signed_post
 from tests.support.kafka import send
-from tests.support.mailbox import Mailbox
 from tests.support.notify import (
     QUICK_FALLBACK_SITE,
     WEBHOOK_SECRET,
     NotifyHarness,
     email,
     link_in,
+    notify_harness,
     sms,
     voice,
     webhook,
 )
-from tests.support.patients import ARTIFACTS, SERVICE_LOGS
+from tests.support.patients import ARTIFACTS
 from tests.support.waiting import eventually
-from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="module")
 async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
-    twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
-    await twilio.start()
-    mailbox.start()
-    await webhooks.start()
-    database = await create_database(database_url)
-    bootstrap = own_kafka.bootstrap_servers
-    await ensure_topics(bootstrap)
-    port = free_ports(1)[0]
-    env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox, webhooks)
-    process = await asyncio.to_thread(
-        start_service, "notify", env, SERVICE_LOGS / "notify-harness.log", 60, port
-    )
-    broker = make_broker(bootstrap, client_id="notify-tests")
-    await broker.start()
-    harness = NotifyHarness(process.url, env, process, broker, bootstrap, twilio, mailbox, webhooks)
-    try:
+    async with notify_harness(database_url, own_kafka) as harness:
         yield harness
-        assert not harness.unexpected_messages(), harness.unexpected_messages()
-    finally:
-        harness.process.stop()
-        await broker.stop()
-        await twilio.stop()
-        mailbox.stop()
-        await webhooks.stop()
 
 
 async def test_an_offer_pages_the_coach_once_by_sms_with_a_working_link(
@@ -115,8 +88,8 @@ async def test_replying_1_accepts_the_senders_open_offer(notify: NotifyHarness) 
     again = await notify.twilio.send_sms(notify.url, phone, "1")
 
     assert reply.status_code == 200
-    assert "acceptance is recorded" in reply.text
-    assert "<Message>" not in again.text, "a second reply has no open offer left to answer"
+    assert "we are confirming you for the request at Mercy ED" in reply.text
+    assert "you accepted the request at Mercy ED; we are confirming it" in again.text
     events = await notify.page_events(offer.offer_id, at_least=2)
     answers = [e for e in events if isinstance(e, CoachResponded)]
     assert [(a.response, a.via) for a in answers] == [

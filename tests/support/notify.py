@@ -6,15 +6,21 @@ import asyncio
 import os
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from faststream.kafka import KafkaBroker
 
 from handoff_cli.demo import LINK
+from handoff_devenv import KafkaCluster
+from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import ContactPoint, OfferMade
@@ -29,6 +35,9 @@ from tests.support.webhook_receiver import WebhookReceiver
 
 WEBHOOK_SECRET = "test-webhook-secret"
 QUICK_FALLBACK_SITE = "md-quick"  # a site whose pages move to the next method after 1 s
+ADMIN_TOKEN = "test-notify-admin-token"
+PROGRAM_NAME = "Handoff Test Program"
+SUPERVISOR_PHONE = "+14105550100"
 
 
 @dataclass
@@ -41,6 +50,7 @@ class NotifyHarness:
     twilio: FakeTwilio
     mailbox: Mailbox
     webhooks: WebhookReceiver
+    log_file: Path = SERVICE_LOGS / "notify-harness.log"
     destinations: set[str] = field(default_factory=set)
 
     @staticmethod
@@ -73,13 +83,17 @@ class NotifyHarness:
             "SENDING_DEADLINE_SECONDS": "3",
             "NOTICE_SPACING_SECONDS": "0.2",
             "SITE_CHANNEL_FALLBACK_SECONDS": f'{{"{QUICK_FALLBACK_SITE}": 1}}',
+            "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "NOTIFY_PROGRAM_NAME": PROGRAM_NAME,
+            "NOTIFY_SUPERVISOR_PHONE": SUPERVISOR_PHONE,
+            "BLOCKED_METHODS_GAUGE_SECONDS": "0.5",
         }
 
     async def restart(self, kill: bool = False) -> None:
         (self.process.kill if kill else self.process.stop)()
         port = int(self.url.rsplit(":", 1)[1])
         self.process = await asyncio.to_thread(
-            start_service, "notify", self.env, SERVICE_LOGS / "notify-harness.log", 60, port
+            start_service, "notify", self.env, self.log_file, 60, port
         )
 
     def phone(self) -> str:
@@ -103,8 +117,18 @@ class NotifyHarness:
         referral_id: UUID | None = None,
         event_id: UUID | None = None,
         site_id: str = "md-mercy",
+        site_short_name: str = "Mercy ED",
+        expires_in: float = 300,
+        page_deadline: datetime | None = None,
     ) -> OfferMade:
-        offer = offer_made(*contacts, referral_id=referral_id, site_id=site_id)
+        offer = offer_made(
+            *contacts,
+            referral_id=referral_id,
+            site_id=site_id,
+            site_short_name=site_short_name,
+            expires_in=expires_in,
+            page_deadline=page_deadline,
+        )
         await send(self.broker, offer, event_id=event_id, source="/handoff/matching")
         return offer
 
@@ -143,6 +167,41 @@ class NotifyHarness:
         return strangers + twice
 
 
+@asynccontextmanager
+async def notify_harness(
+    database_url: str, kafka: KafkaCluster, log_name: str = "notify-harness.log"
+) -> AsyncIterator[NotifyHarness]:
+    """Notify as a process on a database of its own, with its fake providers; on leaving,
+    fails if any message went to a destination no test made, or went twice."""
+    from tests.integration.conftest import create_database
+
+    twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
+    await twilio.start()
+    mailbox.start()
+    await webhooks.start()
+    database = await create_database(database_url)
+    bootstrap = kafka.bootstrap_servers
+    await ensure_topics(bootstrap)
+    port = free_ports(1)[0]
+    env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox, webhooks)
+    log_file = SERVICE_LOGS / log_name
+    process = await asyncio.to_thread(start_service, "notify", env, log_file, 60, port)
+    broker = make_broker(bootstrap, client_id="notify-tests")
+    await broker.start()
+    harness = NotifyHarness(
+        process.url, env, process, broker, bootstrap, twilio, mailbox, webhooks, log_file
+    )
+    try:
+        yield harness
+        assert not harness.unexpected_messages(), harness.unexpected_messages()
+    finally:
+        harness.process.stop()
+        await broker.stop()
+        await twilio.stop()
+        mailbox.stop()
+        await webhooks.stop()
+
+
 def sms(phone: str) -> ContactPoint:
     return ContactPoint(channel=Channel.SMS, destination=phone)
 
@@ -164,16 +223,19 @@ def offer_made(
     referral_id: UUID | None = None,
     expires_in: float = 300,
     site_id: str = "md-mercy",
+    site_short_name: str = "Mercy ED",
+    page_deadline: datetime | None = None,
 ) -> OfferMade:
     return OfferMade(
         referral_id=referral_id or uuid.uuid4(),
         offer_id=uuid.uuid4(),
         coach_id=uuid.uuid4(),
         site_id=site_id,
-        site_short_name="Mercy ED",
+        site_short_name=site_short_name,
         urgency=Urgency.URGENT,
         tier=Tier.SITE,
         expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
+        page_deadline=page_deadline,
         briefing=BRIEFING,
         contacts=contacts,
     )

@@ -32,7 +32,6 @@ from handoff_notify.domain.delivery import (
 )
 from handoff_notify.domain.links import LinkSigner
 from handoff_notify.domain.offer import CoachOffer, OfferState
-from handoff_notify.domain.replies import parse_reply
 from handoff_notify.domain.throttle import (
     Allow,
     Defer,
@@ -62,24 +61,6 @@ def test_an_sms_body_says_only_product_site_urgency_reply_code_and_link() -> Non
     ]
     assert not [m for m in PHI_MARKERS for body in bodies if m in body]
     assert "within 30 min" in bodies[3]
-
-
-@pytest.mark.parametrize(
-    ("body", "answer"),
-    [
-        ("1", CoachResponse.ACCEPTED),
-        (" yes ", CoachResponse.ACCEPTED),
-        ("Y.", CoachResponse.ACCEPTED),
-        ("2", CoachResponse.DECLINED),
-        ("no", CoachResponse.DECLINED),
-        ("N!", CoachResponse.DECLINED),
-        ("12", None),
-        ("maybe", None),
-        ("", None),
-    ],
-)
-def test_reply_codes(body: str, answer: CoachResponse | None) -> None:
-    assert parse_reply(body) is answer
 
 
 def test_a_link_names_its_offer_and_a_changed_token_names_nothing() -> None:
@@ -180,8 +161,25 @@ def test_a_lost_send_is_looked_up_never_resent_on_the_same_channel() -> None:
     ("status", "body", "headers", "expected"),
     [
         (201, {"sid": "SM1", "status": "queued"}, {}, Accepted("SM1")),
-        (400, {"code": 21211}, {}, Permanent(PageFailure.INVALID_DESTINATION, "http_400:21211")),
-        (400, {"code": 21610}, {}, Permanent(PageFailure.UNSUBSCRIBED, "http_400:21610")),
+        (
+            400,
+            {"code": 21211},
+            {},
+            Permanent(PageFailure.INVALID_DESTINATION, "http_400:21211", never_deliverable=True),
+        ),
+        (
+            400,
+            {"code": 21614},
+            {},
+            Permanent(PageFailure.INVALID_DESTINATION, "http_400:21614", never_deliverable=True),
+        ),
+        (
+            400,
+            {"code": 21610},
+            {},
+            Permanent(PageFailure.UNSUBSCRIBED, "http_400:21610", never_deliverable=True),
+        ),
+        (400, {"code": 21408}, {}, Permanent(PageFailure.INVALID_DESTINATION, "http_400:21408")),
         (401, {"code": 20003}, {}, Permanent(PageFailure.PROVIDER_ERROR, "http_401:20003")),
         (429, {"code": 20429}, {"Retry-After": "3"}, Transient("http_429:20429", 3.0)),
         (503, {"code": 20500}, {}, Transient("http_503:20500")),

@@ -69,7 +69,7 @@ def test_every_query_names_metrics_the_services_export(where: str, expr: str) ->
 
 
 def test_every_alert_has_severity_a_patient_facing_description_a_runbook_and_tests() -> None:
-    tests = (ROOT / "deploy/prometheus/tests/alerts_test.yml").read_text()
+    tests = "".join(p.read_text() for p in (ROOT / "deploy/prometheus/tests").glob("*.yml"))
     for rule in ALERTS:
         name = rule["alert"]
         assert rule["labels"]["severity"] in {"page", "ticket"}, name

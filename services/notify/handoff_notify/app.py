@@ -1,5 +1,7 @@
 """Composition root: the notify service's consumers, delivery worker, relay, timers and HTTP."""
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 import asyncpg
@@ -13,6 +15,7 @@ from handoff_notify.adapters.sandbox import SandboxProvider
 from handoff_notify.adapters.twilio import TwilioProvider
 from handoff_notify.adapters.webhook import WebhookProvider
 from handoff_notify.delivery import DeliveryWorker
+from handoff_notify.entrypoints.admin import build_admin_router
 from handoff_notify.entrypoints.consumers import dispatch_handlers
 from handoff_notify.entrypoints.http import (
     LinkNotFound,
@@ -33,6 +36,8 @@ from handoff_platform.runtime import (
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic
 from handoff_schemas.vocabulary import Channel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,11 +74,16 @@ class NotifyRuntime:
         pipeline.start(tasks, consumed)
         tasks.start("timers", timer_loop.run())
         tasks.start("delivery", worker.run())
+        tasks.start(
+            "blocked-methods-gauge",
+            _watch_blocked_methods(service, settings.blocked_methods_gauge_seconds),
+        )
 
         app = service_app(
             "Handoff notify", pipeline.readiness_checks(), docs_url=None, redoc_url=None
         )
         app.include_router(build_coach_router(service))
+        app.include_router(build_admin_router(pool, settings.notify_admin_token))
         if settings.notify_delivery is Delivery.SANDBOX:
             app.include_router(build_sandbox_router(service))
         if settings.twilio_auth_token is not None:
@@ -87,6 +97,18 @@ class NotifyRuntime:
         await self.tasks.stop()
         await self.worker.stop()
         await self.pipeline.close()
+
+
+async def _watch_blocked_methods(service: NotifyService, every: float) -> None:
+    """Keep the blocked-methods gauge current: every replica reads the same table."""
+    while True:
+        try:
+            await service.refresh_blocked_gauge()
+        except (asyncpg.PostgresError, OSError) as error:
+            log.warning(
+                "could not read the blocked contact methods", extra={"error": type(error).__name__}
+            )
+        await asyncio.sleep(every)
 
 
 def _providers(settings: NotifySettings, pool: asyncpg.Pool) -> dict[Channel, Provider]:

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 import asyncpg
 
 from handoff_notify import metrics
-from handoff_notify.adapters import pages_store
+from handoff_notify.adapters import notices_store, pages_store
 from handoff_notify.adapters.providers import Outgoing, Provider
 from handoff_notify.service import NotifyService
 from handoff_platform.database import Connection
@@ -55,9 +56,10 @@ class DeliveryWorker:
                     await self._reconcile_lost_sends()
                     while batch := await self.service.claim_due(self.batch_size):
                         for outgoing in batch:
-                            task = asyncio.create_task(self._deliver(outgoing))
-                            self._sends.add(task)
-                            task.add_done_callback(self._sends.discard)
+                            self._start(self._deliver(outgoing))
+                    while batch := await self.service.claim_due_notices(self.batch_size):
+                        for outgoing in batch:
+                            self._start(self._deliver_notice(outgoing))
                     await self._sleep_until_next_due()
                 except (asyncpg.PostgresConnectionError, OSError) as error:
                     log.warning(
@@ -68,6 +70,23 @@ class DeliveryWorker:
         finally:
             for task in list(self._sends):
                 task.cancel()
+
+    def _start(self, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(send)
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _deliver_notice(self, outgoing: Outgoing) -> None:
+        with correlation(outgoing.correlation_id):
+            outcome = await self.providers[outgoing.channel].send(outgoing)
+            try:
+                await self.service.record_notice(outgoing, outcome)
+            except (asyncpg.PostgresError, OSError) as error:
+                # The row stays `sending` and is failed after its deadline, never resent.
+                log.error(
+                    "outcome of a notice not recorded",
+                    extra={"message_id": str(outgoing.message_id), "error": type(error).__name__},
+                )
 
     async def _deliver(self, outgoing: Outgoing) -> None:
         with correlation(outgoing.correlation_id):
@@ -116,7 +135,15 @@ class DeliveryWorker:
 
     async def _sleep_until_next_due(self) -> None:
         async with self.pool.acquire() as connection:
-            seconds = await pages_store.next_due(connection)
+            due = [
+                seconds
+                for seconds in (
+                    await pages_store.next_due(connection),
+                    await notices_store.next_due(connection),
+                )
+                if seconds is not None
+            ]
+        seconds = min(due) if due else None
         delay = self.max_sleep if seconds is None else min(max(seconds, 0.0), self.max_sleep)
         if delay > 0:
             with contextlib.suppress(TimeoutError):

@@ -1,10 +1,11 @@
 """The notify service's own metrics. Labels are channels and codes, never patient data."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PAGES = Counter(
     "handoff_pages_total",
-    "Messages by channel, kind (offer, withdrawn, assigned) and outcome: sent, delivered, "
+    "Messages by channel, kind (offer, withdrawn, assigned; unassigned: a supervisors' "
+    "notice) and outcome: sent, delivered, "
     "failed, throttled, cancelled.",
     ["channel", "kind", "outcome"],
 )
@@ -54,4 +55,17 @@ OFFER_TO_ANSWER = Histogram(
     "From an offer reaching notify to the coach's accept or decline.",
     ["response"],
     buckets=(5, 10, 20, 30, 60, 120, 180, 300, 600),
+)
+BLOCKED_METHODS = Gauge(
+    "handoff_contact_methods_blocked",
+    "Coaches' contact methods no message may go to, by channel and state: opted_out (the "
+    "coach texted STOP) or unreachable (the provider said never deliverable).",
+    ["channel", "state"],
+)
+SMS_REPLIES = Counter(
+    "handoff_sms_replies_total",
+    "Coaches' SMS replies by what they were read as: answer, ambiguous (several open "
+    "offers, no code), unknown_code, closed (the offer was no longer open), not_understood, "
+    "help, opt_out, opt_in, ignored (an opted-out or unknown sender).",
+    ["reading"],
 )

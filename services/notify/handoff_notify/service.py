@@ -9,17 +9,24 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from handoff_notify import CHANNEL_FALLBACK, SOURCE, metrics
+from handoff_notify.adapters import notices_store as notices
 from handoff_notify.adapters import pages_store as store
-from handoff_notify.adapters.pages_store import MessageRecord, OfferRecord
+from handoff_notify.adapters.pages_store import (
+    BlockedMethod,
+    MessageRecord,
+    MethodState,
+    OfferRecord,
+    PhoneOffer,
+)
 from handoff_notify.adapters.providers import Outgoing
 from handoff_notify.domain import content
-from handoff_notify.domain.content import Content, MessageKind
+from handoff_notify.domain.content import Content, MessageKind, OpenOffer
 from handoff_notify.domain.delivery import (
     Ambiguous,
     LookupOutcome,
@@ -35,10 +42,11 @@ from handoff_notify.domain.delivery import (
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
-from handoff_notify.domain.replies import parse_reply
+from handoff_notify.domain.replies import Answer, Keyword, parse_reply
 from handoff_notify.domain.throttle import Defer, Refuse, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform.database import Connection
+from handoff_platform.logs import correlation
 from handoff_platform.outbox import Outbox
 from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
@@ -51,12 +59,23 @@ from handoff_schemas.events import (
     PageDelivered,
     PageFailed,
     PageSent,
+    ReferralUnassigned,
 )
-from handoff_schemas.vocabulary import CoachResponse, PageFailure, ResponseVia, WithdrawReason
+from handoff_schemas.vocabulary import (
+    Channel,
+    CoachResponse,
+    PageFailure,
+    ResponseVia,
+    WithdrawReason,
+)
 
 log = logging.getLogger(__name__)
 
 Wake = Callable[[], None]
+_Text = TypeVar("_Text", str, None)
+
+# Withdrawals the coach is told of; not_contacted and unreachable ones reached nobody.
+_TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPACITY)
 
 
 class NotifyService:
@@ -75,6 +94,8 @@ class NotifyService:
         self.signer = LinkSigner(settings.notify_link_secret.get_secret_value())
         self.clock = clock
         self.wake_delivery: Wake = lambda: None  # set by the delivery worker
+        # A notice's call takes no answer: a keypad press there is told none was recorded.
+        self._no_answer_url = f"{settings.notify_public_url.rstrip('/')}/v1/twilio/voice/-"
 
     # Links
 
@@ -106,7 +127,7 @@ class NotifyService:
             return
         record.coach_offer.withdraw(data.reason)
         await self._offer_settled(connection, record)
-        if data.reason in (WithdrawReason.FILLED, WithdrawReason.CANCELLED):
+        if data.reason in _TOLD:
             await self._follow_up(connection, record, MessageKind.WITHDRAWN)
 
     async def coach_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
@@ -117,6 +138,19 @@ class NotifyService:
         record.coach_offer.assign(data.arrival_deadline)
         await self._offer_settled(connection, record)
         await self._follow_up(connection, record, MessageKind.ASSIGNED)
+
+    async def referral_unassigned(self, connection: Connection, event: Envelope[Any]) -> None:
+        """Nobody took the referral: one short notice to each of the site's supervisors."""
+        data: ReferralUnassigned = event.data
+        await notices.add(
+            connection,
+            event.id,
+            data.referral_id,
+            event.correlationid,
+            data.site_short_name,
+            data.unassigned_at,
+            data.supervisor_contacts,
+        )
 
     async def _offer_settled(self, connection: Connection, record: OfferRecord) -> None:
         """The offer needs no more paging: drop what has not left, stop channel fallbacks."""
@@ -146,12 +180,32 @@ class NotifyService:
             now = self.clock()
             rules = self.settings.throttle_rules
             claimed = await store.claim_due(connection, limit)
-            offers = await store.offers(connection, {message.offer_id for message in claimed})
+            offer_ids = {message.offer_id for message in claimed}
+            offers = await store.offers(connection, offer_ids)
+            paged = await store.first_pages_out(connection, offer_ids)
+            blocked = await store.blocked_methods(
+                connection, {(message.channel, message.destination) for message in claimed}
+            )
+            await store.lock_phones(
+                connection,
+                [
+                    message.destination
+                    for message in claimed
+                    if message.kind is MessageKind.OFFER and message.channel is Channel.SMS
+                ],
+            )
             for message in claimed:
                 record = offers[message.offer_id]  # a message's offer_id is a foreign key
-                if message.kind is MessageKind.OFFER and not record.coach_offer.still_wanted(now):
+                first_out = message.offer_id in paged
+                if message.kind is MessageKind.OFFER and not record.coach_offer.may_page(
+                    now, first_page_out=first_out
+                ):
                     await store.finish(connection, message.message_id, MessageState.CANCELLED)
                     metrics.PAGES.labels(message.channel, message.kind, "cancelled").inc()
+                    continue
+                method = blocked.get((message.channel, message.destination))
+                if method is not None:
+                    await self._blocked(connection, message, record, method)
                     continue
                 recent = await store.recent_sends(
                     connection, message.channel, message.destination, now - rules.window
@@ -174,8 +228,33 @@ class NotifyService:
                 await store.mark_sending(
                     connection, message.message_id, self.settings.sending_deadline_seconds
                 )
-                outgoing.append(self._outgoing(message, record, now))
+                code = None
+                if message.kind is MessageKind.OFFER and message.channel is Channel.SMS:
+                    code = await store.assign_reply_code(
+                        connection, message.destination, record.offer_id, now
+                    )
+                outgoing.append(self._outgoing(message, record, now, code))
         return outgoing
+
+    async def _blocked(
+        self,
+        connection: Connection,
+        message: MessageRecord,
+        record: OfferRecord,
+        method: BlockedMethod,
+    ) -> None:
+        """A message to an opted-out or unreachable method never leaves: a page moves on to
+        the coach's next method at once, a notice is dropped."""
+        if message.kind is not MessageKind.OFFER:
+            await store.finish(connection, message.message_id, MessageState.CANCELLED)
+            metrics.PAGES.labels(message.channel, message.kind, "cancelled").inc()
+            return
+        failure = (
+            PageFailure.UNSUBSCRIBED
+            if method.state is MethodState.OPTED_OUT
+            else PageFailure.INVALID_DESTINATION
+        )
+        await self._failed(connection, message, record, failure)
 
     async def record_send(self, outgoing: Outgoing, outcome: SendOutcome) -> bool:
         """Store what the provider said; True if the outcome is unknown and needs a lookup."""
@@ -198,10 +277,94 @@ class NotifyService:
             elif isinstance(decision, MarkSent):
                 await self._sent(connection, message, record, decision)
             else:
+                if isinstance(outcome, Permanent) and outcome.never_deliverable:
+                    await self._mark_unreachable(connection, message, outcome.code)
                 await self._failed(connection, message, record, decision.failure)
         if isinstance(decision, RetryIn):
             self.wake_delivery()
         return False
+
+    async def _mark_unreachable(
+        self, connection: Connection, message: MessageRecord, code: str
+    ) -> None:
+        await store.block_method(
+            connection,
+            message.channel,
+            message.destination,
+            MethodState.UNREACHABLE,
+            f"provider:{code}",
+            self.clock(),
+        )
+        log.warning(
+            "a contact method is unreachable; nothing more is sent to it",
+            extra={"channel": message.channel.value, "code": code},
+        )
+
+    async def claim_due_notices(self, limit: int) -> list[Outgoing]:
+        """Due supervisor notices, committed as `sending`; lost ones failed first."""
+        outgoing: list[Outgoing] = []
+        async with self.pool.acquire() as connection, connection.transaction():
+            for channel in await notices.fail_lost(connection):
+                metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "failed").inc()
+            claimed = await notices.claim_due(connection, limit)
+            blocked = await store.blocked_methods(
+                connection, {(notice.channel, notice.destination) for notice in claimed}
+            )
+            for notice in claimed:
+                if (notice.channel, notice.destination) in blocked:
+                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
+                    continue
+                await notices.mark_sending(
+                    connection, notice.notice_id, self.settings.sending_deadline_seconds
+                )
+                outgoing.append(
+                    Outgoing(
+                        message_id=notice.notice_id,
+                        channel=notice.channel,
+                        destination=notice.destination,
+                        content=content.unassigned(notice.site_short_name, notice.unassigned_at),
+                        answer_url=self._no_answer_url,
+                        correlation_id=notice.correlation_id,
+                    )
+                )
+        return outgoing
+
+    async def record_notice(self, outgoing: Outgoing, outcome: SendOutcome) -> None:
+        """Store what the provider said of a notice. An unknown outcome is a failure: a
+        notice is never sent twice."""
+        if isinstance(outcome, Transient | Permanent | Ambiguous):
+            metrics.PROVIDER_ERRORS.labels(outgoing.channel, outcome.code).inc()
+        async with self.pool.acquire() as connection, connection.transaction():
+            attempts = await notices.attempts(connection, outgoing.message_id)
+            if attempts is None:
+                return  # failed meanwhile as lost
+            decision = after_send(
+                outcome, attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+            )
+            if isinstance(decision, RetryIn):
+                metrics.SEND_RETRIES.labels(outgoing.channel).inc()
+                await notices.retry_later(connection, outgoing.message_id, decision.seconds)
+                outcome_label = "retried"
+            elif isinstance(decision, MarkSent):
+                await notices.finish(connection, outgoing.message_id, "sent", decision.provider_ref)
+                outcome_label = "sent"
+            else:
+                if isinstance(outcome, Permanent) and outcome.never_deliverable:
+                    await store.block_method(
+                        connection,
+                        outgoing.channel,
+                        outgoing.destination,
+                        MethodState.UNREACHABLE,
+                        f"provider:{outcome.code}",
+                        self.clock(),
+                    )
+                await notices.finish(connection, outgoing.message_id, "failed")
+                outcome_label = "failed"
+        if outcome_label != "retried":
+            metrics.PAGES.labels(outgoing.channel, MessageKind.UNASSIGNED, outcome_label).inc()
+        else:
+            self.wake_delivery()
 
     async def claim_lost_sends(self, connection: Connection, limit: int) -> list[Outgoing]:
         """Within the caller's transaction: sends past their deadline, locked for a lookup."""
@@ -209,7 +372,10 @@ class NotifyService:
         for message in await store.claim_lost_sends(connection, limit):
             record = await store.offer(connection, message.offer_id)
             assert record is not None
-            outgoing.append(self._outgoing(message, record, self.clock()))
+            code = None
+            if message.kind is MessageKind.OFFER and message.channel is Channel.SMS:
+                code = await store.reply_code(connection, message.destination, record.offer_id)
+            outgoing.append(self._outgoing(message, record, self.clock(), code))
         return outgoing
 
     async def record_lookup(
@@ -364,20 +530,31 @@ class NotifyService:
             delivered_at=self.clock(),
         )
 
-    def _outgoing(self, message: MessageRecord, record: OfferRecord, now: datetime) -> Outgoing:
+    def _outgoing(
+        self,
+        message: MessageRecord,
+        record: OfferRecord,
+        now: datetime,
+        code: tuple[str, bool] | None = None,
+    ) -> Outgoing:
+        """The message as handed to its provider; `code` is an SMS page's reply code and
+        whether it is shown."""
+        shown = code[0] if code is not None and code[1] else None
         return Outgoing(
             message_id=message.message_id,
             channel=message.channel,
             destination=message.destination,
-            content=self._content(message.kind, record, now),
+            content=self._content(message.kind, record, now, shown),
             answer_url=self.answer_url(record.offer_id),
             correlation_id=record.correlation_id,
         )
 
-    def _content(self, kind: MessageKind, record: OfferRecord, now: datetime) -> Content:
+    def _content(
+        self, kind: MessageKind, record: OfferRecord, now: datetime, code: str | None
+    ) -> Content:
         link = self.link(record.offer_id)
         if kind is MessageKind.OFFER:
-            return content.offer(record.site_short_name, record.urgency, link)
+            return content.offer(record.site_short_name, record.urgency, link, code)
         if kind is MessageKind.WITHDRAWN:
             reason = record.coach_offer.withdraw_reason or WithdrawReason.CANCELLED
             return content.withdrawn(record.site_short_name, reason)
@@ -401,18 +578,96 @@ class NotifyService:
             await self._answer(connection, record, response, via)
             return record
 
+    def closed_text(self, record: OfferRecord) -> str:
+        """What became of an offer that takes no accept or decline now."""
+        offer = record.coach_offer
+        return content.closed(record.site_short_name, offer.state, offer.withdraw_reason)
+
     async def sms_reply(self, phone: str, body: str) -> str | None:
-        """A coach's SMS reply; the text to answer them with, or None to say nothing."""
-        response = parse_reply(body)
+        """A coach's SMS reply; the text to answer them with, or None to say nothing.
+
+        `body` is read here and forgotten: only what it was read as is kept or logged
+        (a coach may type patient details). An opted-out or unreachable number is never
+        answered, and a number we never paged only gets an answer to HELP."""
         async with self.outbox.transaction(self.pool) as connection:
-            record = await store.latest_open_offer_paged_to(connection, phone, self.clock())
-            if record is None:
-                return None
-            if response is None:
-                return "Handoff: reply 1 to accept or 2 to decline."
-            await self._answer(connection, record, response, ResponseVia.SMS_REPLY)
-        accepted = response is CoachResponse.ACCEPTED
-        return content.reply_acknowledgement(accepted, self.link(record.offer_id))
+            now = self.clock()
+            method = (await store.blocked_methods(connection, [(Channel.SMS, phone)])).get(
+                (Channel.SMS, phone)
+            )
+            reply = parse_reply(
+                body, opted_out=method is not None and method.state is MethodState.OPTED_OUT
+            )
+            if reply is Keyword.OPT_IN:
+                if method is not None:
+                    await store.unblock_method(connection, Channel.SMS, phone)
+                    log.info("a coach's number opted back in to texts")
+                return _read("opt_in", None)  # the carrier confirms an opt-in itself
+            if method is not None:
+                return _read("ignored", None)
+            if reply is Keyword.OPT_OUT:
+                await self._opt_out(connection, phone, now)
+                return _read("opt_out", None)  # the carrier confirms an opt-out itself
+            help_text = content.help_text(
+                self.settings.notify_program_name, self.settings.notify_supervisor_phone
+            )
+            if reply is Keyword.HELP:
+                return _read("help", help_text)
+            offers = await store.offers_paged_to(connection, phone, now)
+            if not offers:
+                return _read("ignored", None)  # not a coach we paged: say nothing
+            if not isinstance(reply, Answer):
+                return _read("not_understood", help_text)
+            return await self._sms_answer(connection, reply, offers, now)
+
+    async def _sms_answer(
+        self, connection: Connection, reply: Answer, offers: list[PhoneOffer], now: datetime
+    ) -> str:
+        """Apply an accept or decline to the offer it names; the text that answers it."""
+        still_open = [o for o in offers if o.record.coach_offer.still_wanted(now)]
+        if reply.code is None:
+            if len(still_open) > 1:
+                named = [
+                    OpenOffer(o.code, o.record.site_short_name, o.paged_at) for o in still_open
+                ]
+                return _read("ambiguous", content.which_offer(named, now))
+            target = still_open[0] if still_open else offers[-1]
+        else:
+            named_by_code = [o for o in offers if o.code == reply.code]
+            if not named_by_code:
+                return _read("unknown_code", content.unknown_code(reply.code))
+            target = named_by_code[-1]
+        record = target.record
+        with correlation(record.correlation_id):  # from here the reply is about one referral
+            if not record.coach_offer.still_wanted(now):
+                return _read("closed", self.closed_text(record))
+            await self._answer(connection, record, reply.response, ResponseVia.SMS_REPLY)
+            accepted = reply.response is CoachResponse.ACCEPTED
+            link = self.link(record.offer_id)
+            return _read(
+                "answer", content.reply_acknowledgement(accepted, record.site_short_name, link)
+            )
+
+    async def _opt_out(self, connection: Connection, phone: str, now: datetime) -> None:
+        """The coach texted STOP: nothing more goes to this number, and each open offer
+        paged to it moves to the coach's next method, or matching is told none is left."""
+        await store.block_method(
+            connection, Channel.SMS, phone, MethodState.OPTED_OUT, "stop_keyword", now
+        )
+        log.info("a coach's number opted out of texts")
+        for message in await store.open_pages_to(connection, Channel.SMS, phone):
+            record = await store.offer(connection, message.offer_id, lock=True)
+            if record is not None and record.coach_offer.still_wanted(now):
+                await self._failed(connection, message, record, PageFailure.UNSUBSCRIBED)
+
+    async def refresh_blocked_gauge(self) -> None:
+        """Set the gauge of opted-out and unreachable methods from the database."""
+        async with self.pool.acquire() as connection:
+            counts = await store.count_blocked(connection)
+        for channel in Channel:
+            for state in MethodState:
+                metrics.BLOCKED_METHODS.labels(channel.value, state.value).set(
+                    counts.get((channel, state), 0)
+                )
 
     async def _answer(
         self, connection: Connection, record: OfferRecord, response: CoachResponse, via: ResponseVia
@@ -453,3 +708,10 @@ class NotifyService:
 
 def _ids(offer_id: UUID) -> dict[str, str]:
     return {"offer_id": str(offer_id)}
+
+
+def _read(reading: str, answer: _Text) -> _Text:
+    """Count how a reply was read (never its text), and pass on the answer to it."""
+    metrics.SMS_REPLIES.labels(reading).inc()
+    log.info("sms reply read", extra={"reading": reading})
+    return answer

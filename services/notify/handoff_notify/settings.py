@@ -57,6 +57,19 @@ class NotifySettings(PlatformSettings):
     site_channel_fallback_seconds: dict[str, float] = Field(
         default_factory=dict, description='Per-site delays, e.g. {"md-mercy": 60}.'
     )
+    notify_program_name: str = Field(
+        "Handoff peer recovery paging", description="Named in the answer to HELP."
+    )
+    notify_supervisor_phone: str | None = Field(
+        None, description="The supervisor line the answer to HELP gives coaches."
+    )
+    notify_admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin API; without one it refuses every call."
+    )
+    blocked_methods_gauge_seconds: float = Field(
+        15.0, description="How often the gauge of opted-out and unreachable methods is read."
+    )
+
     notice_spacing_seconds: float = 60.0
     notices_per_15_minutes: int = 5
     offers_per_15_minutes: int = 20

@@ -4,6 +4,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from uuid import UUID
 
 import asyncpg
@@ -12,6 +13,7 @@ from handoff_notify import SCHEMA
 from handoff_notify.domain.content import MessageKind
 from handoff_notify.domain.delivery import MessageState
 from handoff_notify.domain.offer import CoachOffer, OfferState
+from handoff_notify.domain.reply_codes import REUSE_AFTER, choose_code
 from handoff_notify.domain.throttle import RecentSends
 from handoff_platform.database import Connection, migrate_database
 from handoff_schemas.events import ContactPoint, OfferBriefing, OfferMade
@@ -64,7 +66,7 @@ class MessageRecord:
 
 _OFFER_COLUMNS = """offer_id, referral_id, coach_id, correlation_id, site_id, site_short_name,
     urgency, tier, briefing, contacts, offered_at, expires_at, state, withdraw_reason,
-    arrival_deadline"""
+    arrival_deadline, page_deadline"""
 _MESSAGE_COLUMNS = """message_id, offer_id, kind, contact_index, channel, destination, state,
     attempts, sending_since, provider_ref"""
 
@@ -75,8 +77,9 @@ async def save_offer(
     """Store a new offer; False if it was already known."""
     inserted = await connection.fetchval(
         f"""INSERT INTO {SCHEMA}.offers (offer_id, referral_id, coach_id, correlation_id, site_id,
-                site_short_name, urgency, tier, briefing, contacts, offered_at, expires_at, state)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13)
+                site_short_name, urgency, tier, briefing, contacts, offered_at, expires_at, state,
+                page_deadline)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14)
             ON CONFLICT (offer_id) DO NOTHING RETURNING true""",
         offer.offer_id,
         offer.referral_id,
@@ -91,6 +94,7 @@ async def save_offer(
         offered_at,
         offer.expires_at,
         OfferState.OPEN.value,
+        offer.page_deadline,
     )
     return bool(inserted)
 
@@ -126,25 +130,6 @@ async def save_offer_state(connection: Connection, record: OfferRecord) -> None:
         state.withdraw_reason.value if state.withdraw_reason else None,
         state.arrival_deadline,
     )
-
-
-async def latest_open_offer_paged_to(
-    connection: Connection, phone: str, now: datetime
-) -> OfferRecord | None:
-    """The newest offer still open whose page went by SMS to this number."""
-    row = await connection.fetchrow(
-        f"""SELECT {", ".join("o." + c.strip() for c in _OFFER_COLUMNS.split(","))}
-            FROM {SCHEMA}.offers o
-            WHERE o.state = 'open' AND o.expires_at > $2
-              AND EXISTS (SELECT FROM {SCHEMA}.messages m
-                          WHERE m.offer_id = o.offer_id AND m.kind = 'offer'
-                            AND m.channel = 'sms' AND m.destination = $1
-                            AND m.state IN ('sent', 'delivered'))
-            ORDER BY o.offered_at DESC LIMIT 1 FOR UPDATE OF o""",
-        phone,
-        now,
-    )
-    return None if row is None else _offer(row)
 
 
 async def add_message(
@@ -379,6 +364,7 @@ def _offer(row: asyncpg.Record) -> OfferRecord:
             row["expires_at"],
             WithdrawReason(reason) if reason else None,
             row["arrival_deadline"],
+            row["page_deadline"],
         ),
     )
 
@@ -407,3 +393,211 @@ def reached(messages: Sequence[MessageRecord]) -> MessageRecord | None:
         ):
             return candidate
     return None
+
+
+# Reply codes
+
+
+@dataclass(frozen=True)
+class PhoneOffer:
+    """An offer paged by SMS to one phone within the day, with its reply code."""
+
+    record: OfferRecord
+    code: str
+    paged_at: datetime
+
+
+async def assign_reply_code(
+    connection: Connection, destination: str, offer_id: UUID, now: datetime
+) -> tuple[str, bool]:
+    """The offer's reply code on this phone, and whether its page shows it (the phone has
+    other open offers); assigned on first call. Serialised per phone, so two replicas
+    paging one coach at once cannot hand out one code twice."""
+    await lock_phones(connection, [destination])
+    existing = await reply_code(connection, destination, offer_id)
+    if existing is not None:
+        return existing
+    rows = await connection.fetch(
+        f"""SELECT r.code, max(r.assigned_at) AS used,
+                   bool_or(o.state IN ('open', 'accepted') AND o.expires_at > $2) AS held
+            FROM {SCHEMA}.reply_codes r JOIN {SCHEMA}.offers o USING (offer_id)
+            WHERE r.destination = $1 AND (r.assigned_at > $3 OR o.state IN ('open', 'accepted'))
+            GROUP BY r.code""",
+        destination,
+        now,
+        now - REUSE_AFTER,
+    )
+    held = {row["code"] for row in rows if row["held"]}
+    code = choose_code({row["code"]: row["used"] for row in rows}, held, now)
+    shown = bool(held)
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.reply_codes (destination, offer_id, code, shown, assigned_at)
+            VALUES ($1, $2, $3, $4, $5)""",
+        destination,
+        offer_id,
+        code,
+        shown,
+        now,
+    )
+    return code, shown
+
+
+async def lock_phones(connection: Connection, destinations: Sequence[str]) -> None:
+    """Hold each phone's reply-code lock to the end of the transaction, taken in sorted
+    order, so that two replicas claiming pages to the same phones cannot deadlock."""
+    if not destinations:
+        return
+    await connection.execute(
+        """SELECT pg_advisory_xact_lock(hashtext('notify-reply-code:' || phone))
+           FROM (SELECT DISTINCT unnest($1::text[]) AS phone ORDER BY 1) AS phones""",
+        sorted(set(destinations)),
+    )
+
+
+async def reply_code(
+    connection: Connection, destination: str, offer_id: UUID
+) -> tuple[str, bool] | None:
+    row = await connection.fetchrow(
+        f"""SELECT code, shown FROM {SCHEMA}.reply_codes
+            WHERE destination = $1 AND offer_id = $2""",
+        destination,
+        offer_id,
+    )
+    return None if row is None else (row["code"], row["shown"])
+
+
+async def offers_paged_to(connection: Connection, phone: str, now: datetime) -> list[PhoneOffer]:
+    """Offers whose SMS page reached a provider for this phone in the last day, oldest
+    first, locked: what a reply from the phone can be about."""
+    columns = ", ".join("o." + c.strip() for c in _OFFER_COLUMNS.split(","))
+    rows = await connection.fetch(
+        f"""SELECT {columns}, r.code, m.sent_at AS paged_at
+            FROM {SCHEMA}.reply_codes r
+            JOIN {SCHEMA}.offers o USING (offer_id)
+            JOIN {SCHEMA}.messages m ON m.offer_id = r.offer_id AND m.kind = 'offer'
+                 AND m.channel = 'sms' AND m.destination = r.destination
+            WHERE r.destination = $1 AND r.assigned_at > $2 AND m.sent_at IS NOT NULL
+            ORDER BY m.sent_at FOR UPDATE OF o""",
+        phone,
+        now - REUSE_AFTER,
+    )
+    return [PhoneOffer(_offer(row), row["code"], row["paged_at"]) for row in rows]
+
+
+async def open_pages_to(
+    connection: Connection, channel: Channel, destination: str
+) -> list[MessageRecord]:
+    """Offer pages out on this contact method whose offers are still open."""
+    rows = await connection.fetch(
+        f"""SELECT {", ".join("m." + c.strip() for c in _MESSAGE_COLUMNS.split(","))}
+            FROM {SCHEMA}.messages m JOIN {SCHEMA}.offers o USING (offer_id)
+            WHERE m.channel = $1 AND m.destination = $2 AND m.kind = 'offer'
+              AND m.state IN ('sent', 'delivered') AND o.state = 'open'
+            ORDER BY m.created_at FOR UPDATE OF m""",
+        channel.value,
+        destination,
+    )
+    return [_message(r) for r in rows]
+
+
+async def first_pages_out(connection: Connection, offer_ids: Iterable[UUID]) -> set[UUID]:
+    """Which of these offers already had a page reach a provider."""
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT offer_id FROM {SCHEMA}.messages
+            WHERE offer_id = ANY($1::uuid[]) AND kind = 'offer' AND sent_at IS NOT NULL""",
+        list(offer_ids),
+    )
+    return {row["offer_id"] for row in rows}
+
+
+# Contact methods no message may go to
+
+
+class MethodState(StrEnum):
+    OPTED_OUT = "opted_out"  # the coach texted STOP (or another carrier opt-out keyword)
+    UNREACHABLE = "unreachable"  # the provider said no message can ever be delivered
+
+
+@dataclass(frozen=True)
+class BlockedMethod:
+    channel: Channel
+    destination: str
+    state: MethodState
+    reason: str
+    since: datetime
+
+
+async def block_method(
+    connection: Connection,
+    channel: Channel,
+    destination: str,
+    state: MethodState,
+    reason: str,
+    now: datetime,
+) -> None:
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.contact_methods (channel, destination, state, reason, since)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (channel, destination) DO UPDATE
+            SET state = excluded.state, reason = excluded.reason, since = excluded.since""",
+        channel.value,
+        destination,
+        state.value,
+        reason,
+        now,
+    )
+
+
+async def unblock_method(connection: Connection, channel: Channel, destination: str) -> bool:
+    """Put the method back in good standing; False if it was not blocked."""
+    deleted = await connection.fetchval(
+        f"""DELETE FROM {SCHEMA}.contact_methods WHERE channel = $1 AND destination = $2
+            RETURNING true""",
+        channel.value,
+        destination,
+    )
+    return bool(deleted)
+
+
+async def blocked_methods(
+    connection: Connection, methods: Iterable[tuple[Channel, str]]
+) -> dict[tuple[Channel, str], BlockedMethod]:
+    """Of these (channel, destination) pairs, the blocked ones."""
+    pairs = list(methods)
+    rows = await connection.fetch(
+        f"""SELECT channel, destination, state, reason, since FROM {SCHEMA}.contact_methods
+            WHERE (channel, destination) IN
+                  (SELECT * FROM unnest($1::text[], $2::text[]))""",
+        [channel.value for channel, _ in pairs],
+        [destination for _, destination in pairs],
+    )
+    found = [_blocked(row) for row in rows]
+    return {(method.channel, method.destination): method for method in found}
+
+
+async def list_blocked(connection: Connection, state: MethodState | None) -> list[BlockedMethod]:
+    """Blocked contact methods, newest first, of one state or both."""
+    rows = await connection.fetch(
+        f"""SELECT channel, destination, state, reason, since FROM {SCHEMA}.contact_methods
+            WHERE $1::text IS NULL OR state = $1 ORDER BY since DESC""",
+        state.value if state else None,
+    )
+    return [_blocked(row) for row in rows]
+
+
+async def count_blocked(connection: Connection) -> dict[tuple[Channel, MethodState], int]:
+    rows = await connection.fetch(
+        f"""SELECT channel, state, count(*) AS methods FROM {SCHEMA}.contact_methods
+            GROUP BY channel, state"""
+    )
+    return {(Channel(row["channel"]), MethodState(row["state"])): row["methods"] for row in rows}
+
+
+def _blocked(row: asyncpg.Record) -> BlockedMethod:
+    return BlockedMethod(
+        Channel(row["channel"]),
+        row["destination"],
+        MethodState(row["state"]),
+        row["reason"],
+        row["since"],
+    )

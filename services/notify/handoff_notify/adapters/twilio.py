@@ -37,6 +37,11 @@ PERMANENT_ERRORS: Mapping[int, PageFailure] = {
     21614: PageFailure.INVALID_DESTINATION,  # 'To' is not a mobile number
 }
 
+# Codes saying no message to this number will ever be delivered: the contact method is
+# marked unreachable at once, so nothing more is sent to it until a coordinator fixes it
+# (or the coach texts START, for 21610).
+NEVER_DELIVERABLE = frozenset({21211, 21214, 21217, 21610, 21614})
+
 # Twilio's delivery statuses, from status callbacks, that end a message.
 DELIVERED_STATUSES = frozenset({"delivered", "completed"})
 FAILED_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
@@ -106,7 +111,7 @@ def outcome_of(response: httpx.Response) -> SendOutcome:
     if response.status_code >= 500:
         return Transient(f"http_{response.status_code}:{code}")
     failure = PERMANENT_ERRORS.get(code or 0, PageFailure.PROVIDER_ERROR)
-    return Permanent(failure, f"http_{response.status_code}:{code}")
+    return Permanent(failure, f"http_{response.status_code}:{code}", code in NEVER_DELIVERABLE)
 
 
 def _error_code(response: httpx.Response) -> int | None:

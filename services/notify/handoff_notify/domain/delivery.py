@@ -42,6 +42,7 @@ class Transient:
 class Permanent:
     failure: PageFailure
     code: str
+    never_deliverable: bool = False  # the destination itself is bad: block it, don't retry
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def after_send(outcome: SendOutcome, attempts: int, policy: RetryPolicy, jitter:
     match outcome:
         case Accepted(provider_ref, delivered):
             return MarkSent(provider_ref, delivered)
-        case Permanent(failure, _):
+        case Permanent(failure, _, _):
             return Fail(failure)
         case Ambiguous():
             return Reconcile()

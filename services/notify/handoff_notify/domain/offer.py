@@ -42,6 +42,7 @@ class CoachOffer:
     expires_at: datetime
     withdraw_reason: WithdrawReason | None = None
     arrival_deadline: datetime | None = None
+    page_deadline: datetime | None = None  # no first page after it (OfferMade.page_deadline)
 
     def expired(self, now: datetime) -> bool:
         return self.state is OfferState.OPEN and now >= self.expires_at
@@ -72,3 +73,11 @@ class CoachOffer:
     def still_wanted(self, now: datetime) -> bool:
         """True while paging the coach about this offer is still of use: open, not expired."""
         return self.state is OfferState.OPEN and not self.expired(now)
+
+    def may_page(self, now: datetime, *, first_page_out: bool) -> bool:
+        """Whether a page of this offer may leave now. The first page may not leave after
+        the page deadline (matching withdraws the offer as not_contacted then); pages to
+        the coach's next methods after a first one went out may, until the offer expires."""
+        if not self.still_wanted(now):
+            return False
+        return first_page_out or self.page_deadline is None or now <= self.page_deadline

@@ -127,6 +127,12 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
             return "This request was filled by another coach. No action is needed.", False
         case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.CANCELLED:
             return "The ED cancelled this request. No action is needed.", False
+        case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.AT_CAPACITY:
+            return (
+                "You are at your limit of open requests, so this one was passed to another "
+                "coach. No action is needed.",
+                False,
+            )
         case _:
             return "This request has expired. No action is needed.", False
 
@@ -160,8 +166,16 @@ def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
         if offer_id is None or response is None:
             return _twiml("<Say>No answer was recorded. Goodbye.</Say>")
         record = await service.answer(offer_id, response, ResponseVia.VOICE_KEYPAD)
-        if record is None or record.coach_offer.state.value != response.value:
+        if record is None:
             return _twiml("<Say>This request is no longer open. Goodbye.</Say>")
+        if record.coach_offer.state.value != response.value:
+            said = service.closed_text(record).removeprefix("Handoff: ")
+            return _twiml(f"<Say>{escape(said)} Goodbye.</Say>")
+        if response is CoachResponse.ACCEPTED:
+            return _twiml(
+                "<Say>Thank you. Your answer, accepted, is recorded. We are confirming you "
+                "with the emergency department, and will tell you shortly.</Say>"
+            )
         return _twiml(f"<Say>Thank you. Your answer, {response.value}, is recorded.</Say>")
 
     @router.post("/status", status_code=204)

@@ -1,0 +1,103 @@
+"""The admin API for program coordinators: the coaches' contact methods notify no longer
+sends to (opted out by STOP, or unreachable by the provider's word), to fix the roster,
+and clearing one once it is fixed.
+
+Every call needs `Authorization: Bearer <NOTIFY_ADMIN_TOKEN>`; without a token
+configured the admin API refuses everything. Destinations are staff contact data,
+shown only to an authorised coordinator.
+"""
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, SecretStr
+
+from handoff_notify.adapters import pages_store as store
+from handoff_notify.adapters.pages_store import MethodState
+from handoff_platform.http import ApiError
+from handoff_schemas.vocabulary import Channel
+
+ADMIN_TOKEN = HTTPBearer(
+    auto_error=False, scheme_name="admin_token", description="The notify service's admin token."
+)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong admin token."},
+    422: {"description": "Invalid; `fields` says where."},
+}
+
+
+class ContactMethod(BaseModel):
+    channel: Channel
+    destination: str
+    state: MethodState
+    reason: str  # stop_keyword, or provider:<HTTP status>:<provider code>
+    since: datetime  # UTC
+
+
+class ContactMethods(BaseModel):
+    contact_methods: list[ContactMethod]
+
+
+def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter:
+    async def administrator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(ADMIN_TOKEN)],
+    ) -> None:
+        if (
+            token is None
+            or credentials is None
+            or not hmac.compare_digest(
+                credentials.credentials.encode(), token.get_secret_value().encode()
+            )
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the admin token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="handoff-admin"'},
+            )
+
+    router = APIRouter(
+        prefix="/v1/admin", tags=["admin"], responses=ERRORS, dependencies=[Depends(administrator)]
+    )
+
+    @router.get("/contact-methods")
+    async def contact_methods(
+        state: Annotated[
+            MethodState | None, Query(description="Only opted_out, or only unreachable.")
+        ] = None,
+    ) -> ContactMethods:
+        """Contact methods nothing is sent to, newest first, of one state or both."""
+        async with pool.acquire() as connection:
+            blocked = await store.list_blocked(connection, state)
+        return ContactMethods(
+            contact_methods=[
+                ContactMethod(
+                    channel=m.channel,
+                    destination=m.destination,
+                    state=m.state,
+                    reason=m.reason,
+                    since=m.since,
+                )
+                for m in blocked
+            ]
+        )
+
+    @router.delete(
+        "/contact-methods", status_code=204, responses={404: {"description": "Not blocked."}}
+    )
+    async def clear_contact_method(
+        channel: Annotated[Channel, Query()],
+        destination: Annotated[str, Query(min_length=1, max_length=320)],
+    ) -> Response:
+        """Put a method back in good standing, once the roster no longer lists it or the
+        coach confirmed it works: pages go to it again and it leaves the gauge."""
+        async with pool.acquire() as connection:
+            if not await store.unblock_method(connection, channel, destination):
+                raise ApiError(404, "not_found", "that contact method is not blocked")
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,464 @@
+"""Coaches' real SMS replies, against notify as a process, a Twilio-compatible server, real
+Kafka and PostgreSQL: reply codes, typed answers, STOP / START / HELP, numbers the provider
+says are never deliverable, and an answer to every answer. Each test pages its own phone
+and names its own offers; the module fails on any message no test expected."""
+
+import asyncio
+import html
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import httpx
+import pytest
+
+from handoff_devenv import KafkaCluster
+from handoff_schemas.events import (
+    CoachResponded,
+    OfferMade,
+    OfferWithdrawn,
+    PageFailed,
+    PageSent,
+    ReferralUnassigned,
+)
+from handoff_schemas.vocabulary import (
+    Channel,
+    CoachResponse,
+    PageFailure,
+    ResponseVia,
+    UnassignedReason,
+    WithdrawReason,
+)
+from tests.support.fake_twilio import Recorded, signed_post
+from tests.support.kafka import send
+from tests.support.notify import (
+    ADMIN_TOKEN,
+    PROGRAM_NAME,
+    SUPERVISOR_PHONE,
+    NotifyHarness,
+    email,
+    link_in,
+    notify_harness,
+    sms,
+    voice,
+)
+from tests.support.waiting import eventually
+
+PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
+HELP_START = f"{PROGRAM_NAME}: reply 1 or YES to accept, 2 or NO to decline"
+
+
+@pytest.fixture(scope="module")
+async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
+    async with notify_harness(database_url, own_kafka, "notify-replies.log") as harness:
+        yield harness
+
+
+async def reply(notify: NotifyHarness, phone: str, body: str) -> str | None:
+    """Text `body` from `phone`; the text notify answered with, or None for no answer."""
+    response = await notify.twilio.send_sms(notify.url, phone, body)
+    assert response.status_code == 200
+    found = re.search(r"<Message>(.*)</Message>", response.text, re.DOTALL)
+    return None if found is None else html.unescape(found.group(1))
+
+
+async def paged(notify: NotifyHarness, *contacts: Any, **options: Any) -> tuple[OfferMade, str]:
+    """An offer paged by SMS to the first contact, once its page is recorded as sent."""
+    offer = await notify.offer(*contacts, **options)
+    phone = contacts[0].destination
+    count = len(notify.twilio.to(phone)) + 1
+    body = (await notify.sms(phone, count=count))[-1]
+    await notify.page_events(offer.offer_id)
+    return offer, body
+
+
+async def answers(notify: NotifyHarness, offer_id: UUID) -> list[tuple[CoachResponse, Any]]:
+    """What notify recorded as the coach's answers to this offer, from its database."""
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        rows = await connection.fetch(
+            "SELECT response, via FROM notify.responses WHERE offer_id = $1", offer_id
+        )
+    finally:
+        await connection.close()
+    return [(CoachResponse(r["response"]), ResponseVia(r["via"])) for r in rows]
+
+
+async def responded(notify: NotifyHarness, offer_id: UUID, at_least: int = 2) -> list[Any]:
+    events = await notify.page_events(offer_id, at_least=at_least)
+    return [(e.response, e.via) for e in events if isinstance(e, CoachResponded)]
+
+
+async def withdraw(notify: NotifyHarness, offer: OfferMade, reason: WithdrawReason) -> None:
+    withdrawn = OfferWithdrawn(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        reason=reason,
+        withdrawn_at=datetime.now(UTC),
+    )
+    await send(notify.broker, withdrawn, source="/handoff/matching")
+
+
+async def admin(notify: NotifyHarness, state: str | None, token: str = ADMIN_TOKEN) -> Any:
+    params = {"state": state} if state else {}
+    async with httpx.AsyncClient() as client:
+        return await client.get(
+            f"{notify.url}/v1/admin/contact-methods",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+async def test_a_bare_answer_with_two_open_offers_asks_which_and_a_code_takes_that_one(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    first, first_body = await paged(notify, sms(phone), site_short_name="Mercy ED")
+    second, second_body = await paged(notify, sms(phone), site_short_name="Kent ED")
+
+    assert "Reply 1 to accept, 2 to decline" in first_body  # alone, it needs no code
+    assert "Reply 1C to accept, 2C to decline" in second_body
+    question = await reply(notify, phone, "1")
+    assert question is not None
+    assert question.startswith("Handoff: which request? B Mercy ED (0 min ago), C Kent ED")
+    assert await answers(notify, first.offer_id) == []
+    assert await answers(notify, second.offer_id) == []
+
+    taken = await reply(notify, phone, "1C")
+
+    assert taken is not None
+    assert "we are confirming you for the request at Kent ED" in taken
+    assert await responded(notify, second.offer_id) == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+    assert await answers(notify, first.offer_id) == []
+    # With one offer left open, a bare answer is about it.
+    assert await reply(notify, phone, "no") == "Handoff: thank you, your decline is recorded."
+    assert await responded(notify, first.offer_id) == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+
+
+@pytest.mark.parametrize("typed", ["Accept", "OK", "yes on my way"])
+async def test_replies_people_type_accept(notify: NotifyHarness, typed: str) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer is not None
+    assert answer.startswith("Handoff: thank you, we are confirming you for the request at")
+    assert await responded(notify, offer.offer_id) == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+
+
+@pytest.mark.parametrize("typed", ["no", "Can\u2019t", "not on my way", "not ok", "no way"])
+async def test_negatives_decline_and_never_accept(notify: NotifyHarness, typed: str) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer == "Handoff: thank you, your decline is recorded."
+    assert await responded(notify, offer.offer_id) == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+
+
+async def test_text_not_understood_gets_help_and_changes_nothing_nor_is_kept(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+    nonce = uuid4().hex[:10]  # a word found nowhere else, to find the reply wherever it leaks
+    typed = f"Quentin Zebulon MRN 99887766 ({nonce}) asked for me, ok?"
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer is not None
+    assert answer.startswith(HELP_START)
+    assert await answers(notify, offer.offer_id) == []
+    # The offer is still open: an answer after the help text is taken.
+    assert (await reply(notify, phone, "1")) is not None
+    assert await responded(notify, offer.offer_id) == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+    dump = await asyncio.to_thread(
+        subprocess.run,
+        [PG_DUMP, "--data-only", notify.env["DATABASE_URL"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(offer.offer_id) in dump.stdout  # the dump is of the database notify wrote
+    for fragment in ("Quentin", "Zebulon", "99887766", nonce, "asked for me"):
+        assert fragment not in dump.stdout
+        assert fragment not in notify.log_file.read_text()
+
+
+async def test_help_names_the_program_and_the_supervisor_line(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+
+    answer = await reply(notify, phone, "HELP")
+
+    assert answer is not None
+    assert answer.startswith(HELP_START)
+    assert f"Supervisor: {SUPERVISOR_PHONE}." in answer
+    assert await answers(notify, offer.offer_id) == []
+
+
+async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
+    notify: NotifyHarness,
+) -> None:
+    phone, address = notify.phone(), notify.email()
+    with_email, _ = await paged(notify, sms(phone), email(address))
+    sms_only, _ = await paged(notify, sms(phone))
+
+    assert await reply(notify, phone, "STOP") is None  # the carrier confirms, not us
+
+    moved = await notify.page_events(with_email.offer_id, at_least=3)
+    assert [(type(e), e.channel) for e in moved] == [
+        (PageSent, Channel.SMS),
+        (PageFailed, Channel.SMS),
+        (PageSent, Channel.EMAIL),
+    ]
+    assert (moved[1].failure, moved[1].all_channels_failed) == (PageFailure.UNSUBSCRIBED, False)
+    [mail] = notify.mailbox.to(address)
+    assert "/p/" in mail.body
+    [_, failed] = await notify.page_events(sms_only.offer_id, at_least=2)
+    assert isinstance(failed, PageFailed)
+    assert (failed.failure, failed.all_channels_failed) == (PageFailure.UNSUBSCRIBED, True)
+
+    after_stop = await notify.offer(sms(phone))
+    [never_sent] = await notify.page_events(after_stop.offer_id)
+    assert isinstance(never_sent, PageFailed)
+    assert never_sent.all_channels_failed
+    await withdraw(notify, with_email, WithdrawReason.CANCELLED)  # its notice goes by email
+    notice = await eventually(
+        lambda: _mail_count(notify, address, 2), within=20, what="the cancel notice by email"
+    )
+    assert "was cancelled" in notice
+    listed = (await admin(notify, "opted_out")).json()["contact_methods"]
+    assert {"channel": "sms", "destination": phone, "state": "opted_out"}.items() <= next(
+        m for m in listed if m["destination"] == phone
+    ).items()
+    assert await reply(notify, phone, "1") is None  # nothing is texted to an opted-out number
+    assert len(notify.twilio.to(phone)) == 2  # the two pages before STOP, nothing since
+
+    assert await reply(notify, phone, "START") is None
+    restored, body = await paged(notify, sms(phone))
+    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1")
+    assert phone not in [
+        m["destination"] for m in (await admin(notify, None)).json()["contact_methods"]
+    ]
+    assert restored.offer_id != after_stop.offer_id
+
+
+async def _mail_count(notify: NotifyHarness, address: str, count: int) -> str | None:
+    mails = notify.mailbox.to(address)
+    return mails[-1].body if len(mails) >= count else None
+
+
+@pytest.mark.parametrize(
+    ("reason", "told"),
+    [
+        (WithdrawReason.CANCELLED, "Handoff: the request at Mercy ED was cancelled."),
+        (WithdrawReason.FILLED, "Handoff: the request at Mercy ED was filled by another coach."),
+    ],
+)
+async def test_a_reply_to_a_cancelled_or_filled_offer_is_told_so(
+    notify: NotifyHarness, reason: WithdrawReason, told: str
+) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+    await withdraw(notify, offer, reason)
+    [_, notice] = await notify.sms(phone, count=2)
+    assert notice.startswith(told)
+
+    answer = await reply(notify, phone, "yes")
+
+    assert answer is not None
+    assert answer.startswith(told)
+    assert await answers(notify, offer.offer_id) == []
+
+
+async def test_a_reply_to_an_expired_offer_is_told_so(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone), expires_in=3)
+
+    async def past_expiry() -> bool:
+        return datetime.now(UTC) > offer.expires_at
+
+    await eventually(past_expiry, within=10, what="the offer's expiry")
+    answer = await reply(notify, phone, "1")
+
+    assert answer == "Handoff: the request at Mercy ED has expired. No action needed."
+    assert await answers(notify, offer.offer_id) == []
+
+
+async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer, body = await paged(notify, sms(phone))
+    accepted = await reply(notify, phone, "OK")
+    assert accepted is not None
+    assert "we are confirming you" in accepted
+
+    await withdraw(notify, offer, WithdrawReason.AT_CAPACITY)
+
+    [_, notice] = await notify.sms(phone, count=2)
+    assert notice.startswith("Handoff: you are at your limit of open requests, so the request")
+    assert "passed to another coach" in notice
+    again = await reply(notify, phone, "1")
+    assert again == notice
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert "You are at your limit of open requests" in page.text
+    assert "<button" not in page.text
+
+
+async def test_a_keypad_answer_to_a_filled_offer_is_told_so_by_voice(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(voice(phone))
+
+    async def called() -> list[Recorded] | None:
+        return notify.twilio.to(phone) or None
+
+    [call] = await eventually(called, within=20, what="a call")
+    await notify.page_events(offer.offer_id)
+    await withdraw(notify, offer, WithdrawReason.FILLED)
+
+    async def told() -> list[Recorded] | None:
+        calls = notify.twilio.to(phone)
+        return calls if len(calls) == 2 else None
+
+    [_, notice] = await eventually(told, within=20, what="the filled notice by voice")
+    answer_url = re.search(r'action="([^"]+)"', call.body)
+    assert answer_url
+    answered = await signed_post(answer_url.group(1), {"Digits": "1", "CallSid": call.sid})
+
+    assert "the request at Mercy ED was filled by another coach" in answered.text
+    assert "filled by another coach" in notice.body
+    assert await answers(notify, offer.offer_id) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "failure"),
+    [(21610, PageFailure.UNSUBSCRIBED), (21211, PageFailure.INVALID_DESTINATION)],
+)
+async def test_a_never_deliverable_number_is_marked_unreachable_without_retry_and_moves_on(
+    notify: NotifyHarness, code: int, failure: PageFailure
+) -> None:
+    phone, address = notify.phone(), notify.email()
+    (notify.twilio.unsubscribed if code == 21610 else notify.twilio.invalid_numbers).add(phone)
+    offer = await notify.offer(sms(phone), email(address))
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [(type(e), e.channel) for e in events] == [
+        (PageFailed, Channel.SMS),
+        (PageSent, Channel.EMAIL),
+    ]
+    assert events[0].failure is failure
+    assert notify.twilio.attempts[phone] == 1
+    listed = (await admin(notify, "unreachable")).json()["contact_methods"]
+    [method] = [m for m in listed if m["destination"] == phone]
+    assert (method["channel"], method["reason"]) == ("sms", f"provider:http_400:{code}")
+
+    later = await notify.offer(sms(phone))
+    [failed] = await notify.page_events(later.offer_id)
+    assert isinstance(failed, PageFailed)
+    assert failed.all_channels_failed
+    assert notify.twilio.attempts[phone] == 1  # the provider was not asked again
+
+    async def gauge() -> str | None:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{notify.url}/metrics")).text
+        found = re.search(
+            r'handoff_contact_methods_blocked\{channel="sms",state="unreachable"\} ([0-9.]+)', text
+        )
+        return text if found and float(found.group(1)) >= 1 else None
+
+    metrics = await eventually(gauge, within=10, what="the blocked-methods gauge")
+    assert phone not in metrics
+
+    async with httpx.AsyncClient() as client:  # the coordinator fixed the number
+        cleared = await client.delete(
+            f"{notify.url}/v1/admin/contact-methods",
+            params={"channel": "sms", "destination": phone},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert cleared.status_code == 204
+    listed = (await admin(notify, "unreachable")).json()["contact_methods"]
+    assert phone not in [m["destination"] for m in listed]
+
+
+async def test_the_admin_api_needs_the_token_and_names_a_bad_state(notify: NotifyHarness) -> None:
+    unauthorised = await admin(notify, None, token="guessed")
+    bad_state = await admin(notify, "gone")
+
+    assert unauthorised.status_code == 401
+    assert bad_state.status_code == 422
+    assert "state" in bad_state.text
+
+
+async def test_no_first_page_leaves_after_the_page_deadline(notify: NotifyHarness) -> None:
+    phone = notify.phone()
+    offer = await notify.offer(sms(phone), page_deadline=datetime.now(UTC) - timedelta(seconds=1))
+
+    async def cancelled() -> str | None:
+        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+        try:
+            state: str | None = await connection.fetchval(
+                "SELECT state FROM notify.messages WHERE offer_id = $1", offer.offer_id
+            )
+        finally:
+            await connection.close()
+        return state if state == "cancelled" else None
+
+    await eventually(cancelled, within=20, what="the late page to be dropped")
+    assert notify.twilio.attempts[phone] == 0
+
+
+async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_each(
+    notify: NotifyHarness,
+) -> None:
+    phone, address = notify.phone(), notify.email()
+    referral_id, event_id = uuid4(), uuid4()
+    first_time = datetime(2026, 11, 30, 3, 7, tzinfo=UTC)
+
+    def unassigned(at: datetime) -> ReferralUnassigned:
+        return ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=at,
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            supervisor_contacts=(sms(phone), email(address)),
+        )
+
+    await send(notify.broker, unassigned(first_time), event_id=event_id, source="/handoff/matching")
+    await send(notify.broker, unassigned(first_time), event_id=event_id, source="/handoff/matching")
+    await send(
+        notify.broker, unassigned(first_time + timedelta(minutes=20)), source="/handoff/matching"
+    )
+
+    bodies = await notify.sms(phone, count=2)
+    assert bodies == [
+        "Handoff: a request at Mercy ED has no coach: nobody on call accepted it (03:07 UTC). "
+        "Please arrange cover.",
+        "Handoff: a request at Mercy ED has no coach: nobody on call accepted it (03:27 UTC). "
+        "Please arrange cover.",
+    ]
+    mails = await eventually(
+        lambda: _mail_count(notify, address, 2), within=20, what="two notices by email"
+    )
+    assert "Please arrange cover." in mails
+    assert [m.subject for m in notify.mailbox.to(address)] == [
+        "Handoff: unassigned request at Mercy ED"
+    ] * 2

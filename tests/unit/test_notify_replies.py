@@ -1,0 +1,294 @@
+"""Coaches' SMS replies as they type them, reply codes, and the texts that answer them."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from handoff_notify.domain import content
+from handoff_notify.domain.content import GSM7, SMS_SEGMENT, OpenOffer
+from handoff_notify.domain.offer import CoachOffer, OfferState
+from handoff_notify.domain.replies import (
+    CODE_LETTERS,
+    Answer,
+    Keyword,
+    NotUnderstood,
+    Reply,
+    parse_reply,
+)
+from handoff_notify.domain.reply_codes import choose_code
+from handoff_schemas.vocabulary import CoachResponse, Urgency, WithdrawReason
+from tests.support.patients import PHI_MARKERS
+
+NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+ACCEPT, DECLINE = CoachResponse.ACCEPTED, CoachResponse.DECLINED
+# A production-length public URL: the link is it, "/p/" and a 38-character token.
+LINK = "https://page.handoff-example.org/p/" + "x" * 38
+
+ACCEPTS = [
+    "1",
+    "y",
+    "Y.",
+    " yes ",
+    "YES!",
+    "Yes",
+    "yeah",
+    "ok",
+    "OK",
+    "Ok.",
+    "okay",
+    "Okay!!",
+    "Accept",
+    "accepted",
+    "ACCEPT.",
+    "on my way",
+    "On my way!",
+    "yes on my way",
+    "Yes, on my way.",
+    "omw",
+    "OMW 🚗",
+    "👍",
+    "👍🏽",
+    "ok 👍",
+    "\uff2f\uff2b",  # full-width OK, as some keyboards send it
+    "yes\u00a0please",  # a no-break space
+    "sure, I'll be there",
+    "I\u2019ll be there, on my way",
+    "1.",
+    "  1  ",
+]
+DECLINES = [
+    "2",
+    "n",
+    "N!",
+    "no",
+    "No.",
+    "NO",
+    "nope",
+    "decline",
+    "Declined",
+    "can't",
+    "can\u2019t",  # the curly apostrophe phones type
+    "can\u2018t",
+    "cant",
+    "cannot",
+    "can not",
+    "Can't make it",
+    "Sorry, can\u2019t make it tonight",
+    "not ok",
+    "Not OK.",
+    "no way",
+    "not on my way",
+    "I'm not on my way",
+    "can't accept",
+    "don\u2019t accept",
+    "won't",
+    "no thanks",
+    "busy",
+    "👎",
+    "2.",
+]
+NOT_UNDERSTOOD = [
+    "",
+    "   ",
+    "12",
+    "21",
+    "maybe",
+    "?",
+    "🙂",
+    "yes no",
+    "ok no",
+    "1 2",
+    "yes but the patient in bay 4 is my neighbour",
+    "ok but busy for an hour",  # "busy" is a no; "ok" a yes: neither wins
+    "call me",
+    "stop please",  # not the bare keyword: the carrier would not act on it either
+    "who is this",
+    "b",  # a code with no answer
+    "1B 2C",  # two codes
+    "yes b c",
+    "1x",  # X is no code
+    "3",
+]
+
+
+@pytest.mark.parametrize("body", ACCEPTS)
+def test_replies_people_type_to_accept_accept(body: str) -> None:
+    assert parse_reply(body) == Answer(ACCEPT)
+
+
+@pytest.mark.parametrize("body", DECLINES)
+def test_replies_people_type_to_decline_decline(body: str) -> None:
+    assert parse_reply(body) == Answer(DECLINE)
+
+
+@pytest.mark.parametrize("body", NOT_UNDERSTOOD)
+def test_replies_that_cannot_be_read_safely_are_not_understood(body: str) -> None:
+    assert parse_reply(body) == NotUnderstood()
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["no", "not ok", "can't", "can\u2019t", "no way", "not on my way", "cannot accept", "N"],
+)
+def test_a_negative_is_never_read_as_an_accept(body: str) -> None:
+    for variant in (body, body.upper(), f"{body}.", f" {body}! ", f"{body} B", f"B {body}"):
+        reply = parse_reply(variant)
+        assert not (isinstance(reply, Answer) and reply.response is ACCEPT), variant
+
+
+@pytest.mark.parametrize(
+    ("body", "reply"),
+    [
+        ("1B", Answer(ACCEPT, "B")),
+        ("1b", Answer(ACCEPT, "B")),
+        ("b1", Answer(ACCEPT, "B")),
+        ("B1", Answer(ACCEPT, "B")),
+        ("1 B", Answer(ACCEPT, "B")),
+        ("Y B", Answer(ACCEPT, "B")),
+        ("yes b", Answer(ACCEPT, "B")),
+        ("B yes", Answer(ACCEPT, "B")),
+        ("ok c", Answer(ACCEPT, "C")),
+        ("accept D.", Answer(ACCEPT, "D")),
+        ("C 👍", Answer(ACCEPT, "C")),
+        ("2C", Answer(DECLINE, "C")),
+        ("c2", Answer(DECLINE, "C")),
+        ("no c", Answer(DECLINE, "C")),
+        ("C no", Answer(DECLINE, "C")),
+        ("decline Z", Answer(DECLINE, "Z")),
+        ("can\u2019t do B", NotUnderstood()),  # "do" is not in the vocabulary
+        ("can\u2019t B", Answer(DECLINE, "B")),
+    ],
+)
+def test_an_answer_with_a_code_names_that_offer_in_either_order(body: str, reply: Reply) -> None:
+    assert parse_reply(body) == reply
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        ("STOP", Keyword.OPT_OUT),
+        ("stop", Keyword.OPT_OUT),
+        ("Stop.", Keyword.OPT_OUT),
+        ("STOPALL", Keyword.OPT_OUT),
+        ("unsubscribe", Keyword.OPT_OUT),
+        ("CANCEL", Keyword.OPT_OUT),
+        ("end", Keyword.OPT_OUT),
+        ("Quit", Keyword.OPT_OUT),
+        ("START", Keyword.OPT_IN),
+        ("unstop", Keyword.OPT_IN),
+        ("HELP", Keyword.HELP),
+        ("help?", Keyword.HELP),
+        ("info", Keyword.HELP),
+    ],
+)
+def test_carrier_keywords(body: str, keyword: Keyword) -> None:
+    assert parse_reply(body) is keyword
+    assert parse_reply(body, opted_out=True) is keyword
+
+
+def test_yes_opts_back_in_only_after_stop() -> None:
+    assert parse_reply("YES", opted_out=True) is Keyword.OPT_IN
+    assert parse_reply("YES") == Answer(ACCEPT)
+    assert parse_reply("1", opted_out=True) == Answer(ACCEPT)
+
+
+def test_codes_are_neither_answers_nor_easily_misread() -> None:
+    assert not set("AIKLNOUXY") & set(CODE_LETTERS)
+    assert len(CODE_LETTERS) == 17
+
+
+def test_a_new_code_is_one_the_phone_has_not_had_for_a_day() -> None:
+    assert choose_code({}, set(), NOW) == "B"
+    recent = {"B": NOW - timedelta(hours=2), "C": NOW - timedelta(hours=23)}
+    assert choose_code(recent, set(), NOW) == "D"
+    day_old = {"B": NOW - timedelta(hours=24), "C": NOW - timedelta(hours=1)}
+    assert choose_code(day_old, set(), NOW) == "B"
+
+
+def test_with_every_code_used_today_the_longest_unused_free_one_is_taken() -> None:
+    used = {code: NOW - timedelta(minutes=n) for n, code in enumerate(CODE_LETTERS)}
+    oldest = CODE_LETTERS[-1]
+    assert choose_code(used, set(), NOW) == oldest
+    assert choose_code(used, {oldest}, NOW) == CODE_LETTERS[-2]
+    assert choose_code(used, set(CODE_LETTERS), NOW) == oldest  # shared, not refused
+
+
+@pytest.mark.parametrize("code", [None, "B", "Z"])
+@pytest.mark.parametrize("urgency", list(Urgency))
+@pytest.mark.parametrize(
+    "site", ["Mercy ED", "Johns Hopkins Bayview Medical Center ED", "Hôpital Saint-Luc \u2013 Urg"]
+)
+def test_an_offer_sms_is_one_gsm7_segment_without_phi(
+    code: str | None, urgency: Urgency, site: str
+) -> None:
+    text = content.offer(site, urgency, LINK, code).text
+    assert len(text) <= SMS_SEGMENT, (len(text), text)
+    assert set(text) <= GSM7, set(text) - GSM7
+    assert text.endswith(LINK)
+    assert not [marker for marker in PHI_MARKERS if marker in text]
+
+
+def test_an_offer_sms_shows_its_code_only_when_it_has_one() -> None:
+    single = content.offer("Mercy ED", Urgency.URGENT, LINK).text
+    several = content.offer("Mercy ED", Urgency.URGENT, LINK, "C").text
+    head = "Handoff: urgent ED request at Mercy ED."
+    assert single == f"{head} Reply 1 to accept, 2 to decline, or open {LINK}"
+    assert several == f"{head} Reply 1C to accept, 2C to decline, or open {LINK}"
+
+
+def test_a_bare_answer_with_several_open_offers_names_each_by_code_site_and_age() -> None:
+    question = content.which_offer(
+        [
+            OpenOffer("B", "Mercy ED", NOW - timedelta(minutes=7, seconds=30)),
+            OpenOffer("C", "Kent ED", NOW - timedelta(seconds=40)),
+        ],
+        NOW,
+    )
+    assert question == (
+        "Handoff: which request? B Mercy ED (7 min ago), C Kent ED (0 min ago). "
+        "Reply 1B to accept or 2B to decline."
+    )
+    assert len(question) <= SMS_SEGMENT
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "says"),
+    [
+        (OfferState.WITHDRAWN, WithdrawReason.FILLED, "filled by another coach"),
+        (OfferState.WITHDRAWN, WithdrawReason.CANCELLED, "was cancelled"),
+        (OfferState.WITHDRAWN, WithdrawReason.EXPIRED, "has expired"),
+        (OfferState.WITHDRAWN, WithdrawReason.AT_CAPACITY, "at your limit of open requests"),
+        (OfferState.OPEN, None, "has expired"),  # open, but past its expiry
+        (OfferState.ACCEPTED, None, "we are confirming it"),
+        (OfferState.DECLINED, None, "you declined"),
+        (OfferState.ASSIGNED, None, "is yours"),
+    ],
+)
+def test_an_answer_to_a_closed_offer_says_what_became_of_it(
+    state: OfferState, reason: WithdrawReason | None, says: str
+) -> None:
+    text = content.closed("Mercy ED", state, reason)
+    assert says in text
+    assert "Mercy ED" in text
+    assert len(text) <= SMS_SEGMENT
+
+
+def test_help_names_the_program_and_the_supervisor_line_in_one_segment() -> None:
+    text = content.help_text("Handoff peer recovery paging", "+14105550100")
+    assert text.startswith("Handoff peer recovery paging: reply 1 or YES to accept, 2 or NO")
+    assert "Supervisor: +14105550100." in text
+    assert "STOP" in text
+    assert len(text) <= SMS_SEGMENT
+
+
+def test_the_first_page_may_not_leave_after_the_page_deadline_but_fallbacks_may() -> None:
+    offer = CoachOffer(
+        OfferState.OPEN, NOW + timedelta(minutes=5), page_deadline=NOW + timedelta(minutes=1)
+    )
+    assert offer.may_page(NOW, first_page_out=False)
+    assert not offer.may_page(NOW + timedelta(minutes=2), first_page_out=False)
+    assert offer.may_page(NOW + timedelta(minutes=2), first_page_out=True)
+    assert not offer.may_page(NOW + timedelta(minutes=5), first_page_out=True)
+    assert CoachOffer(OfferState.OPEN, NOW + timedelta(minutes=5)).may_page(
+        NOW, first_page_out=False
+    )
