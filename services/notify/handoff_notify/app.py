@@ -26,10 +26,8 @@ from handoff_notify.entrypoints.http import (
 from handoff_notify.service import NotifyService
 from handoff_notify.settings import Delivery, NotifySettings
 from handoff_platform.http import service_app
-from handoff_platform.runtime import (
-    BackgroundTasks,
-    EventPipeline,
-)
+from handoff_platform.runtime import EventPipeline
+from handoff_platform.supervision import BackgroundTasks
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic
 from handoff_schemas.vocabulary import Channel
@@ -65,13 +63,18 @@ class NotifyRuntime:
             {CHANNEL_FALLBACK: service.channel_fallback},
             after_commit=committed,
         )
-        tasks = BackgroundTasks()
-        pipeline.start(tasks, consumed)
-        tasks.start("timers", timer_loop.run())
-        tasks.start("delivery", worker.run())
+        tasks = pipeline.tasks
+        pipeline.start(consumed)
+        tasks.start("timers", timer_loop.run, expected_interval=3 * timer_loop.max_sleep)
+        # Cycles every `max_sleep` (1 s); a long batch of claims beats once per batch.
+        tasks.start("delivery", worker.run, expected_interval=10.0)
 
         app = service_app(
-            "Handoff notify", pipeline.readiness_checks(), docs_url=None, redoc_url=None
+            "Handoff notify",
+            pipeline.readiness_checks(),
+            liveness_checks=pipeline.liveness_checks(),
+            docs_url=None,
+            redoc_url=None,
         )
         app.include_router(build_coach_router(service))
         if settings.notify_delivery is Delivery.SANDBOX:
@@ -84,7 +87,7 @@ class NotifyRuntime:
         return cls(pipeline, app, tasks, worker)
 
     async def stop(self) -> None:
-        await self.tasks.stop()
+        await self.tasks.stop()  # the delivery loop first, before its providers close
         await self.worker.stop()
         await self.pipeline.close()
 
