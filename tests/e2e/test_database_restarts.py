@@ -306,4 +306,67 @@ async def test_ten_crash_restarts_lose_no_referral_and_double_no_page(
             assert status["status"] == "offered", status["status"]
     assert len(hospital.referrals[LADDER_SITE]) >= 3
     assert len(hospital.referrals[MAIN_SITE]) >= RESTARTS
-    assert time.monotonic() - started < 150
+    # About 70-90 s on two shared cores; the ceiling catches a run that recovers only by luck.
+    assert time.monotonic() - started < 240
+
+
+async def test_with_the_database_stopped_every_surface_answers_503_never_500(
+    system: System, postgres: PostgresCluster
+) -> None:
+    referral = await first_referral(system)
+    earlier = [*await system.inbox(COACHES["main-1"].phone)]
+    earlier += await system.inbox(COACHES["main-2"].phone)
+    page_link = link_in(earlier[0])
+    hospital = {"Authorization": f"Bearer {system.keys[MAIN_SITE]}"}
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    await asyncio.to_thread(postgres.stop)
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            answers = {
+                "referral POST": await client.post(
+                    f"{system.referral.url}/v1/referrals",
+                    json=referral_body(f"down-{uuid.uuid4().hex[:10]}"),
+                    headers=hospital,
+                ),
+                "referral GET": await client.get(
+                    f"{system.referral.url}/v1/referrals/{referral}", headers=hospital
+                ),
+                "matching admin": await client.get(
+                    f"{system.matching.url}/v1/admin/sites/{MAIN_SITE}/dispatch", headers=admin
+                ),
+                "sandbox": await client.get(f"{system.notify.url}/sandbox/messages"),
+            }
+            pages = {
+                "page GET": await client.get(page_link),
+                "page POST": await client.post(page_link, data={"answer": "accepted"}),
+            }
+            for service in (system.referral, system.matching, system.notify):
+                ready = await client.get(f"{service.url}/readyz")
+                assert ready.status_code == 503, (service.service, ready.text)
+    finally:
+        await asyncio.to_thread(postgres.start)
+    for surface, answer in answers.items():
+        assert answer.status_code == 503, (surface, answer.status_code, answer.text)
+        assert answer.headers["retry-after"].isdigit(), surface
+        assert answer.json()["error"]["code"] == "service_unavailable", surface
+    for surface, answer in pages.items():
+        assert answer.status_code == 503, (surface, answer.status_code, answer.text)
+        assert answer.headers["retry-after"].isdigit(), surface
+        assert answer.headers["content-type"].startswith("text/html"), surface
+        assert "Try again in a moment" in answer.text, surface
+    async with httpx.AsyncClient() as client:
+        await ready_again(client, system)
+
+
+async def first_referral(system: System) -> str:
+    """The id of a referral of the main site already in the database."""
+    connection = await asyncpg.connect(system.database_url)
+    try:
+        found: str = str(
+            await connection.fetchval(
+                "SELECT referral_id FROM notify.offers WHERE site_id = $1 LIMIT 1", MAIN_SITE
+            )
+        )
+    finally:
+        await connection.close()
+    return found
