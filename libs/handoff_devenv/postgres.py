@@ -97,6 +97,13 @@ class PostgresCluster:
                 [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
             )
 
+    def crash(self) -> None:
+        """`pg_ctl stop -m immediate`: every backend killed at once, as in a crash. The next
+        `start` recovers from the WAL, refusing connections until it is done."""
+        self._as_server_user(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]
+        )
+
     def running(self) -> bool:
         return (self.data_dir / "postmaster.pid").exists() and accepts_connections(self.port)
 

@@ -14,6 +14,7 @@ FastStream's nack, which seeks back at once and would spin.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -32,7 +33,9 @@ from handoff_platform import metrics
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
 from handoff_platform.outbox import EVENT_TYPE_HEADER
+from handoff_platform.supervision import beat
 from handoff_platform.tracing import span
+from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, dead_letter_topic
 from handoff_schemas.catalog import EVENT_TYPES, UnknownEventType, decode_event
 
@@ -40,16 +43,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
+RETRIED_CONFLICTS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.SerializationError,
     asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    asyncpg.exceptions.CannotConnectNowError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
 )
+"""Besides the database being unreachable (`handoff_platform.transient`): a retry succeeds."""
+
+
+def _worth_retrying(error: Exception) -> bool:
+    return is_transient_database_error(error) or isinstance(error, RETRIED_CONFLICTS)
 
 
 class IdempotentConsumer:
@@ -153,14 +155,20 @@ class IdempotentConsumer:
         self._handled.setdefault(message.consumer, {})[partition] = record.offset + 1
         self._commit_due.set()
 
-    async def commit_forever(self, every: float = 0.05) -> None:
-        """Commit the offsets of handled messages, per consumer, a batch at a time."""
+    async def commit_forever(self, every: float = 0.05, idle_beat: float = 5.0) -> None:
+        """Commit the offsets of handled messages, per consumer, a batch at a time.
+
+        A cycle ends at least every `idle_beat` seconds, with or without offsets to commit.
+        """
         try:
             while True:
-                await self._commit_due.wait()
-                await asyncio.sleep(every)  # let a burst accumulate into one commit
-                self._commit_due.clear()
-                await self._commit_handled()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._commit_due.wait(), timeout=idle_beat)
+                if self._commit_due.is_set():
+                    await asyncio.sleep(every)  # let a burst accumulate into one commit
+                    self._commit_due.clear()
+                    await self._commit_handled()
+                beat()
         finally:
             await self._commit_handled()
 
@@ -180,7 +188,14 @@ class IdempotentConsumer:
             started = time.perf_counter()
             try:
                 processed = await self._handle_once(envelope, handler)
-            except TRANSIENT_ERRORS as error:
+            except Exception as error:
+                if not _worth_retrying(error):
+                    log.exception(
+                        "event handler failed; dead-lettering",
+                        extra={"event_id": str(envelope.id), "event_type": envelope.type},
+                    )
+                    await self._dead_letter(message, "handler_error", _describe(error))
+                    return "dead_lettered"
                 metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
                 log.warning(
                     "transient failure; retrying",
@@ -193,13 +208,6 @@ class IdempotentConsumer:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            except Exception as error:
-                log.exception(
-                    "event handler failed; dead-lettering",
-                    extra={"event_id": str(envelope.id), "event_type": envelope.type},
-                )
-                await self._dead_letter(message, "handler_error", _describe(error))
-                return "dead_lettered"
             metrics.EVENT_HANDLING_SECONDS.labels(self.group_id).observe(
                 time.perf_counter() - started
             )

@@ -4,7 +4,9 @@
 - a request-size limit that answers 413 before a large body is read;
 - per-request correlation id (X-Correlation-Id in, and back out) for the JSON logs;
 - latency histograms by route template, so ids in paths do not explode the labels;
-- errors as JSON with a machine-readable code and, for validation, the offending field.
+- errors as JSON with a machine-readable code and, for validation, the offending field;
+- 503 with Retry-After, never 500, while the database cannot be reached (an HTML page
+  for routes that answer HTML, such as a coach's page).
 
 `service_app` puts them together; each service adds its own routes.
 """
@@ -22,7 +24,7 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,13 +33,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handoff_platform import metrics
 from handoff_platform.logs import correlation_id_var
+from handoff_platform.supervision import beat
 from handoff_platform.tracing import span
+from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 CORRELATION_HEADER = "x-correlation-id"
 _VALID_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+RETRY_AFTER_SECONDS = 5
+"""What a 503 for an unreachable database tells the caller to wait: about a restart's length."""
+_UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Try again in a moment</title></head>
+<body><h1>Try again in a moment</h1>
+<p>We cannot load this page right now. Please try again in a few seconds.</p></body></html>
+"""
 
 
 class ApiError(Exception):
@@ -72,9 +85,13 @@ def service_app(
     title: str,
     readiness_checks: Mapping[str, ReadinessCheck],
     max_body_bytes: int | None = None,
+    liveness_checks: Mapping[str, ReadinessCheck] | None = None,
     **options: Any,
 ) -> FastAPI:
     """A FastAPI app with the operations routes, JSON errors and `RequestContext`.
+
+    /readyz is 503 unless every readiness check passes; /healthz is 503 unless every
+    liveness check (e.g. no background loop dead or stuck) passes.
 
     FastAPI's own OpenTelemetry instrumentation stays off: `RequestContext` makes the
     one server span per request, named by route template. FastAPI's would be a second
@@ -87,7 +104,7 @@ def service_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
         **options,
     )
-    app.include_router(operations_router(readiness_checks))
+    app.include_router(operations_router(readiness_checks, liveness_checks or {}))
     install_error_handlers(app)
     if max_body_bytes is not None:
         app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
@@ -95,13 +112,20 @@ def service_app(
     return app
 
 
-def operations_router(readiness_checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+def operations_router(
+    readiness_checks: Mapping[str, ReadinessCheck], liveness_checks: Mapping[str, ReadinessCheck]
+) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """The process is up and serving: restart it if this fails."""
-        return {"status": "ok"}
+    async def healthz(response: Response) -> dict[str, object]:
+        """The process is up, serving, and none of its loops is dead or stuck: restart it
+        if this fails."""
+        results = await asyncio.gather(*(_run(check) for check in liveness_checks.values()))
+        checks = dict(zip(liveness_checks, results, strict=True))
+        healthy = all(checks.values())
+        response.status_code = 200 if healthy else 503
+        return {"status": "ok" if healthy else "unhealthy", "checks": checks}
 
     @router.get("/readyz")
     async def readyz(response: Response) -> dict[str, object]:
@@ -129,6 +153,7 @@ async def report_readiness_forever(
         results = await asyncio.gather(*(_run(check) for check in readiness_checks.values()))
         for name, passed in zip(readiness_checks, results, strict=True):
             metrics.READY.labels(name).set(1 if passed else 0)
+        beat()
         await asyncio.sleep(every)
 
 
@@ -185,6 +210,29 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body("internal_error", "something went wrong on our side"), status_code=500
         )
+
+    async def database_unavailable(request: Request, error: Exception) -> Response:
+        """503 + Retry-After while the database cannot be reached; HTML for HTML routes."""
+        if not is_transient_database_error(error):
+            return await unexpected(request, error)
+        log.warning("database unavailable; answered 503", extra={"error": type(error).__name__})
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
+        route = request.scope.get("route")
+        if isinstance(route, APIRoute) and _answers_html(route):
+            return HTMLResponse(_UNAVAILABLE_PAGE, status_code=503, headers=headers)
+        return JSONResponse(
+            error_body("service_unavailable", "the service is briefly unavailable; retry shortly"),
+            status_code=503,
+            headers=headers,
+        )
+
+    for error_class in TRANSIENT_DATABASE_ERRORS:
+        app.add_exception_handler(error_class, database_unavailable)
+
+
+def _answers_html(route: APIRoute) -> bool:
+    response_class = route.response_class
+    return isinstance(response_class, type) and issubclass(response_class, HTMLResponse)
 
 
 def _allowed_methods(request: Request) -> list[str]:

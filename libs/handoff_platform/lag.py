@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from handoff_platform import metrics
+from handoff_platform.supervision import beat
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class LagSampler:
                     log.info("consumer lag not sampled", extra={"error": type(error).__name__})
                     with contextlib.suppress(Exception):
                         await self.close()
+                beat()
                 await asyncio.sleep(interval)
         finally:
             await self.close()

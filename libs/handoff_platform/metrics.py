@@ -63,3 +63,18 @@ READY = Gauge(
     "1 while the readiness check passes (as /readyz answers), by check; measured at each scrape.",
     ["check"],
 )
+LOOP_RESTARTS = Counter(
+    "handoff_loop_restarts_total",
+    "Supervised background loops restarted after an error, by loop and error class.",
+    ["loop", "error"],
+)
+LOOP_LAST_CYCLE_AGE = Gauge(
+    "handoff_loop_last_cycle_age_seconds",
+    "Seconds since a supervised background loop last completed a cycle; measured at scrape.",
+    ["loop"],
+)
+LOOP_EXPECTED_INTERVAL = Gauge(
+    "handoff_loop_expected_interval_seconds",
+    "The longest a healthy supervised loop goes between two completed cycles.",
+    ["loop"],
+)

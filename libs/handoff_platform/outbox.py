@@ -37,7 +37,9 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection, notify
+from handoff_platform.supervision import beat
 from handoff_platform.tracing import TRACEPARENT, current_traceparent
+from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, partition_key
 
 log = logging.getLogger(__name__)
@@ -69,20 +71,25 @@ class Outbox:
         else:
             self._announcement_due.set()
 
-    async def announce_forever(self, pool: asyncpg.Pool) -> None:
-        """Send the NOTIFYs that `committed` asked for, one per burst of commits."""
+    async def announce_forever(self, pool: asyncpg.Pool, idle_beat: float = 5.0) -> None:
+        """Send the NOTIFYs that `committed` asked for, one per burst of commits.
+
+        A cycle ends at least every `idle_beat` seconds, announcement or not. A failed
+        NOTIFY raises (the supervisor restarts the loop); the relay polls meanwhile,
+        and the announcement stays due.
+        """
         while True:
-            await self._announcement_due.wait()
-            self._announcement_due.clear()
-            try:
-                async with pool.acquire() as connection:
-                    await notify(connection, NOTIFY_CHANNEL, self.schema)
-            except (asyncpg.PostgresError, OSError) as error:
-                log.warning(
-                    "outbox wake-up not sent; the relay will poll",
-                    extra={"error": type(error).__name__},
-                )
-                await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._announcement_due.wait(), timeout=idle_beat)
+            if self._announcement_due.is_set():
+                self._announcement_due.clear()  # a commit during the NOTIFY sets it again
+                try:
+                    async with pool.acquire() as connection:
+                        await notify(connection, NOTIFY_CHANNEL, self.schema)
+                except BaseException:
+                    self._announcement_due.set()
+                    raise
+            beat()
 
     async def put(self, connection: Connection, *envelopes: Envelope[Any]) -> None:
         """Add events to the caller's open transaction; they are published after it commits."""
@@ -153,27 +160,18 @@ class OutboxRelay:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        """Publish for as long as the task lives; survives database and Kafka outages."""
-        backoff = self.poll_interval
-        while True:
-            try:
-                await self._lead_when_elected()
-                backoff = self.poll_interval
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("outbox relay interrupted", extra={"error": type(error).__name__})
-                metrics.OUTBOX_IS_LEADER.set(0)
-                await asyncio.sleep(_jittered(backoff))
-                backoff = min(backoff * 2, self.max_backoff)
+        """Stand for election, then publish while leading; Kafka outages are waited out here.
 
-    async def _lead_when_elected(self) -> None:
+        Returns only by raising: on losing the database (and with it the leadership) the
+        supervisor (`handoff_platform.supervision`) starts it again after a backoff.
+        """
         # A connection of its own, not the pool's: the advisory lock lives as long as it does.
         connection: asyncpg.Connection = await asyncpg.connect(self.database_url)
         try:
             while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
                 metrics.OUTBOX_IS_LEADER.set(0)
                 await self._update_backlog_metrics(connection)
+                beat()
                 await asyncio.sleep(self.poll_interval)
             self.is_leader = True
             self.outbox.wake_local_relay = self._wake.set
@@ -198,13 +196,14 @@ class OutboxRelay:
         backoff = self.poll_interval
         while True:
             self._wake.clear()
+            beat()
             try:
                 while await self._publish_batch(connection) == self.batch_size:
-                    pass
+                    beat()
                 backoff = self.poll_interval
-            except (asyncpg.PostgresConnectionError, OSError):
-                raise  # lost the session, and with it the lock: re-elect
             except Exception as error:
+                if is_transient_database_error(error):
+                    raise  # lost the session, and with it the lock: re-elect
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
                 await self._update_backlog_metrics(connection)
                 log.warning(
@@ -263,6 +262,7 @@ class OutboxRelay:
             for acknowledgement in done:
                 acknowledgement.result()
             if pending:
+                beat()  # waiting out a Kafka outage is this loop's work, not a hang
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
                 await self._update_backlog_metrics(connection)
                 log.warning(

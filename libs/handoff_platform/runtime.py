@@ -8,9 +8,8 @@ the background and retries until Kafka answers.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 from faststream.kafka import KafkaBroker
@@ -23,6 +22,7 @@ from handoff_platform.lag import LagSampler
 from handoff_platform.logs import configure_logging
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.settings import PlatformSettings
+from handoff_platform.supervision import BackgroundTasks
 from handoff_platform.tracing import configure_tracing
 from handoff_schemas import Topic, dead_letter_topic
 
@@ -41,32 +41,6 @@ def instrumented(service: str, log_level: str) -> Iterator[None]:
     finally:
         if provider is not None:
             provider.shutdown()  # sends the spans still buffered
-
-
-class BackgroundTasks:
-    def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def start(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine, name=name)
-        task.add_done_callback(self._report_crash)
-        self._tasks.append(task)
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-
-    @staticmethod
-    def _report_crash(task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "background task stopped",
-                extra={"task": task.get_name(), "error": type(task.exception()).__name__},
-            )
 
 
 async def stop_broker(broker: KafkaBroker, within: float = 10.0) -> None:
@@ -118,18 +92,34 @@ class EventPipeline:
     outbox: Outbox
     relay: OutboxRelay
     kafka_connected: asyncio.Event
+    outbox_grace_seconds: float | None
     consumers: list[IdempotentConsumer] = field(default_factory=list)
+    tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
     @classmethod
     async def open(
-        cls, settings: PlatformSettings, schema: str, group: str, pool_size: int
+        cls,
+        settings: PlatformSettings,
+        schema: str,
+        group: str,
+        pool_size: int,
+        outbox_grace_seconds: float | None = OUTBOX_HEALTHY_AGE_SECONDS,
     ) -> "EventPipeline":
+        """`outbox_grace_seconds`: how old the oldest unpublished event may grow, with Kafka
+        away, before the service stops being ready; None: not ready as soon as Kafka is away."""
         pool = await create_pool(settings.database_url, max_size=pool_size)
         broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
         outbox = Outbox(schema)
         relay = OutboxRelay(settings.database_url, outbox, broker)
         return cls(
-            group, settings.kafka_bootstrap_servers, pool, broker, outbox, relay, asyncio.Event()
+            group,
+            settings.kafka_bootstrap_servers,
+            pool,
+            broker,
+            outbox,
+            relay,
+            asyncio.Event(),
+            outbox_grace_seconds,
         )
 
     def consumer(
@@ -147,39 +137,68 @@ class EventPipeline:
         self.consumers.append(consumer)
         return consumer
 
-    def start(self, tasks: BackgroundTasks, consumed_topics: Iterable[str]) -> None:
-        """What every service runs beside its own work: Kafka once it answers (topics and the
-        group's dead-letter topic created), the outbox relay and its wake-ups, consumer lag."""
+    def start(self, consumed_topics: Iterable[str]) -> None:
+        """What every service runs beside its own work, each under supervision (with the
+        longest a healthy cycle takes, seconds): Kafka once it answers (topics and the
+        group's dead-letter topic created), the outbox relay and its wake-ups, consumer
+        lag, readiness, offset commits."""
         topics = [*Topic, dead_letter_topic(self.group)]
+        tasks = self.tasks
         tasks.start(
             "kafka-connect",
-            connect_when_reachable(
+            lambda: connect_when_reachable(
                 self.broker, self.bootstrap_servers, topics, self.kafka_connected
             ),
+            expected_interval=None,
         )
-        tasks.start("outbox-relay", self.relay.run())
-        tasks.start("outbox-announcer", self.outbox.announce_forever(self.pool))
-        lag = LagSampler(self.bootstrap_servers, {self.group: consumed_topics})
-        tasks.start("consumer-lag", lag.run_forever())
-        tasks.start("readiness", report_readiness_forever(self.readiness_checks()))
-        for consumer in self.consumers:
-            tasks.start("offset-commits", consumer.commit_forever())
+        # Waits up to its ack timeout per round while Kafka is away, and still cycles.
+        tasks.start("outbox-relay", self.relay.run, expected_interval=15.0)
+        tasks.start("outbox-announcer", lambda: self.outbox.announce_forever(self.pool), 15.0)
+        lag = LagSampler(self.bootstrap_servers, {self.group: list(consumed_topics)})
+        # A sample waits on Kafka's request timeouts while Kafka is away.
+        tasks.start("consumer-lag", lag.run_forever, expected_interval=90.0)
+        checks = self.readiness_checks()
+        tasks.start("readiness", lambda: report_readiness_forever(checks), 15.0)
+        for number, consumer in enumerate(self.consumers):
+            name = "offset-commits" if number == 0 else f"offset-commits-{number}"
+            tasks.start(name, consumer.commit_forever, expected_interval=15.0)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
-        return readiness_checks(self.pool, self.broker, self.kafka_connected, self.relay)
+        """/readyz: the database, Kafka (or the outbox grace), and every loop cycling."""
+        return {
+            **readiness_checks(
+                self.pool,
+                self.broker,
+                self.kafka_connected,
+                self.relay,
+                self.outbox_grace_seconds,
+            ),
+            "loops": self.tasks.cycling,
+        }
+
+    def liveness_checks(self) -> dict[str, ReadinessCheck]:
+        """/healthz: no loop dead or stuck."""
+        return {"loops": self.tasks.alive}
 
     async def close(self) -> None:
+        """Stop the loops, then the broker and the pool."""
+        await self.tasks.stop()
         await stop_broker(self.broker)
         await self.pool.close()
 
 
 def readiness_checks(
-    pool: asyncpg.Pool, broker: KafkaBroker, kafka_connected: asyncio.Event, relay: OutboxRelay
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    kafka_connected: asyncio.Event,
+    relay: OutboxRelay,
+    outbox_grace_seconds: float | None = OUTBOX_HEALTHY_AGE_SECONDS,
 ) -> dict[str, ReadinessCheck]:
     """Ready: the database answers, and Kafka answers or the outbox is still young.
 
-    With Kafka away a service keeps accepting work into its outbox, so it stays ready
-    until the oldest unpublished event is a minute old.
+    With Kafka away a service that takes work from people (hospitals, coaches) keeps
+    accepting it into its outbox, so it stays ready until the oldest unpublished
+    event is `outbox_grace_seconds` old; with None, it is not ready while Kafka is away.
     """
 
     async def database_answers() -> bool:
@@ -188,6 +207,8 @@ def readiness_checks(
     async def kafka_or_outbox_healthy() -> bool:
         if kafka_connected.is_set() and await broker.ping(timeout=1.0):
             return True
-        return relay.oldest_pending_age < OUTBOX_HEALTHY_AGE_SECONDS
+        if outbox_grace_seconds is None:
+            return False
+        return relay.oldest_pending_age < outbox_grace_seconds
 
     return {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}

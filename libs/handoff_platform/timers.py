@@ -9,7 +9,8 @@ sleeps until the next due time, or until told of a nearer timer (in-process, or
 by NOTIFY from another replica), and never longer than `max_sleep`.
 
 Time is the database's: replicas with drifting clocks still agree on what is due.
-A handler that fails is retried with backoff; it is never dropped.
+A handler that fails is retried with backoff; it is never dropped. Losing the
+database ends `TimerLoop.run` with the error; its supervisor starts it again.
 """
 
 import asyncio
@@ -26,6 +27,8 @@ import asyncpg
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection, notify
+from handoff_platform.supervision import beat
+from handoff_platform.transient import is_transient_database_error
 
 log = logging.getLogger(__name__)
 
@@ -106,23 +109,22 @@ class TimerLoop:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
+        """Fire due timers until cancelled; a cycle ends at least every `max_sleep` seconds.
+
+        Raises the database's error when it cannot be reached (see
+        `handoff_platform.transient`), for the supervisor to restart the loop.
+        """
         listener: asyncpg.Connection | None = None
         self.timers.wake_local_loop = self._wake.set
         try:
             while True:
-                try:
-                    if listener is None or listener.is_closed():
-                        listener = await asyncpg.connect(self.database_url)
-                        await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                    while await self._fire_next():
-                        pass
-                    await self._sleep_until_next_due()
-                except (asyncpg.PostgresConnectionError, OSError) as error:
-                    log.warning(
-                        "timer loop lost the database; retrying",
-                        extra={"error": type(error).__name__},
-                    )
-                    await asyncio.sleep(1.0)
+                if listener is None or listener.is_closed():
+                    listener = await asyncpg.connect(self.database_url)
+                    await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                while await self._fire_next():
+                    beat()
+                await self._sleep_until_next_due()
+                beat()
         finally:
             self.timers.wake_local_loop = None
             if listener is not None:
@@ -158,10 +160,8 @@ class TimerLoop:
                         timer.timer_id,
                     )
                     await self._handle(connection, timer)
-            except (asyncpg.PostgresConnectionError, OSError):
-                raise
             except Exception as error:
-                if row is None:
+                if row is None or is_transient_database_error(error):
                     raise
                 await self._retry_later(connection, row["timer_id"], row["attempts"], error)
                 return True

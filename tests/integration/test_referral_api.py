@@ -282,10 +282,10 @@ async def test_listing_pages_through_the_sites_referrals_by_cursor(
 async def test_operations_endpoints(hospital: HospitalFactory, referral: ReferralRuntime) -> None:
     ed = await hospital()
     await ed.client.post("/v1/referrals", json=referral_body(_external_id()))
-    assert (await ed.client.get("/healthz")).json() == {"status": "ok"}
+    assert (await ed.client.get("/healthz")).json() == {"status": "ok", "checks": {"loops": True}}
     ready = await ed.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "kafka_or_outbox": True}
+    assert ready.json()["checks"] == {"database": True, "kafka_or_outbox": True, "loops": True}
     metrics = (await ed.client.get("/metrics")).text
     assert (
         f'handoff_referrals_received_total{{site="{ed.site.site_id}",state="MD",'

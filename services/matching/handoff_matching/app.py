@@ -17,11 +17,9 @@ from handoff_matching.service import (
     report_waiting_referrals_forever,
 )
 from handoff_platform.http import service_app
-from handoff_platform.runtime import (
-    BackgroundTasks,
-    EventPipeline,
-)
+from handoff_platform.runtime import EventPipeline
 from handoff_platform.settings import PlatformSettings
+from handoff_platform.supervision import BackgroundTasks
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic
 
@@ -46,8 +44,13 @@ class MatchingRuntime:
     @classmethod
     async def start(cls, settings: MatchingSettings) -> "MatchingRuntime":
         await apply_migrations(settings.database_url)
+        # Its HTTP surface is for administrators only: not ready while Kafka is away.
         pipeline = await EventPipeline.open(
-            settings, SCHEMA, settings.consumer_group, settings.database_pool_size
+            settings,
+            SCHEMA,
+            settings.consumer_group,
+            settings.database_pool_size,
+            outbox_grace_seconds=None,
         )
         pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
         service = MatchingService(outbox, timers)
@@ -64,15 +67,23 @@ class MatchingRuntime:
             },
             after_commit=outbox.committed,
         )
-        tasks = BackgroundTasks()
-        pipeline.start(tasks, consumed)
-        tasks.start("timers", timer_loop.run())
-        tasks.start("coverage", report_coverage_forever(pool, settings.coverage_interval_seconds))
-        tasks.start("waiting-referrals", report_waiting_referrals_forever(pool))
-        app = service_app("Handoff matching", pipeline.readiness_checks())
+        tasks = pipeline.tasks
+        pipeline.start(consumed)
+        tasks.start("timers", timer_loop.run, expected_interval=3 * timer_loop.max_sleep)
+        coverage_every = settings.coverage_interval_seconds
+        tasks.start(
+            "coverage",
+            lambda: report_coverage_forever(pool, coverage_every),
+            expected_interval=2 * coverage_every + 30.0,
+        )
+        tasks.start("waiting-referrals", lambda: report_waiting_referrals_forever(pool, 5.0), 15.0)
+        app = service_app(
+            "Handoff matching",
+            pipeline.readiness_checks(),
+            liveness_checks=pipeline.liveness_checks(),
+        )
         app.include_router(build_admin_router(pool, settings.matching_admin_token))
         return cls(pipeline, app, tasks)
 
     async def stop(self) -> None:
-        await self.tasks.stop()
         await self.pipeline.close()

@@ -33,6 +33,7 @@ from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool, on_call
 from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
+from handoff_platform.supervision import beat
 from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.events import (
@@ -304,43 +305,43 @@ async def coverage_gaps_ahead(
 
 
 async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> None:
-    """Export the next 24 h of coverage gaps per known site, so SREs see them before patients."""
+    """Export the next 24 h of coverage gaps per known site, so SREs see them before patients.
+
+    Every `every` seconds; a database error ends it, for its supervisor to restart it."""
     while True:
-        try:
-            async with pool.acquire() as connection:
-                now = utc_now()
-                window = Interval(now, now + timedelta(hours=24))
-                for site_id, state, time_zone in await roster_store.known_sites(connection):
-                    _, interpreter, _ = await dispatch_store.site_settings(connection, site_id)
-                    gaps = await coverage_gaps_ahead(
-                        connection, site_id, state, time_zone, window, interpreter
-                    )
-                    minutes = sum((g.end - g.start).total_seconds() for g in gaps) / 60
-                    metrics.COVERAGE_GAP_MINUTES.labels(site_id).set(minutes)
-                    metrics.UNCOVERED_NOW.labels(site_id).set(
-                        1 if any(now in gap for gap in gaps) else 0
-                    )
-                    if gaps:
-                        next_gap = max(0.0, (gaps[0].start - now).total_seconds())
-                        metrics.NEXT_GAP_SECONDS.labels(site_id).set(next_gap)
-                    else:
-                        with contextlib.suppress(KeyError):
-                            metrics.NEXT_GAP_SECONDS.remove(site_id)
-        except (asyncpg.PostgresError, OSError) as error:
-            log.warning("coverage not computed", extra={"error": type(error).__name__})
+        async with pool.acquire() as connection:
+            now = utc_now()
+            window = Interval(now, now + timedelta(hours=24))
+            for site_id, state, time_zone in await roster_store.known_sites(connection):
+                _, interpreter, _ = await dispatch_store.site_settings(connection, site_id)
+                gaps = await coverage_gaps_ahead(
+                    connection, site_id, state, time_zone, window, interpreter
+                )
+                minutes = sum((g.end - g.start).total_seconds() for g in gaps) / 60
+                metrics.COVERAGE_GAP_MINUTES.labels(site_id).set(minutes)
+                metrics.UNCOVERED_NOW.labels(site_id).set(
+                    1 if any(now in gap for gap in gaps) else 0
+                )
+                if gaps:
+                    next_gap = max(0.0, (gaps[0].start - now).total_seconds())
+                    metrics.NEXT_GAP_SECONDS.labels(site_id).set(next_gap)
+                else:
+                    with contextlib.suppress(KeyError):
+                        metrics.NEXT_GAP_SECONDS.remove(site_id)
+        beat()
         await asyncio.sleep(every)
 
 
 async def report_waiting_referrals_forever(pool: asyncpg.Pool, every: float = 5.0) -> None:
-    """Export, per site, the referrals no coach has accepted yet and the oldest one's wait."""
+    """Export, per site, the referrals no coach has accepted yet and the oldest one's wait.
+
+    Every `every` seconds; a database error ends it, for its supervisor to restart it."""
     while True:
-        try:
-            async with pool.acquire() as connection:
-                waiting = await dispatch_store.awaiting_acceptance(connection)
-                for site_id, _, _ in await roster_store.known_sites(connection):
-                    count, oldest = waiting.get(site_id, (0, 0.0))
-                    metrics.AWAITING_ACCEPTANCE.labels(site_id).set(count)
-                    metrics.OLDEST_AWAITING_SECONDS.labels(site_id).set(oldest)
-        except (asyncpg.PostgresError, OSError) as error:
-            log.warning("waiting referrals not counted", extra={"error": type(error).__name__})
+        async with pool.acquire() as connection:
+            waiting = await dispatch_store.awaiting_acceptance(connection)
+            for site_id, _, _ in await roster_store.known_sites(connection):
+                count, oldest = waiting.get(site_id, (0, 0.0))
+                metrics.AWAITING_ACCEPTANCE.labels(site_id).set(count)
+                metrics.OLDEST_AWAITING_SECONDS.labels(site_id).set(oldest)
+        beat()
         await asyncio.sleep(every)

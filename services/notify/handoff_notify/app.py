@@ -29,10 +29,8 @@ from handoff_notify.entrypoints.http import (
 from handoff_notify.service import NotifyService
 from handoff_notify.settings import Delivery, NotifySettings
 from handoff_platform.http import service_app
-from handoff_platform.runtime import (
-    BackgroundTasks,
-    EventPipeline,
-)
+from handoff_platform.runtime import EventPipeline
+from handoff_platform.supervision import BackgroundTasks
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic
 from handoff_schemas.vocabulary import Channel
@@ -70,17 +68,23 @@ class NotifyRuntime:
             {CHANNEL_FALLBACK: service.channel_fallback},
             after_commit=committed,
         )
-        tasks = BackgroundTasks()
-        pipeline.start(tasks, consumed)
-        tasks.start("timers", timer_loop.run())
-        tasks.start("delivery", worker.run())
+        tasks = pipeline.tasks
+        pipeline.start(consumed)
+        tasks.start("timers", timer_loop.run, expected_interval=3 * timer_loop.max_sleep)
+        # Cycles every `max_sleep` (1 s); a long batch of claims beats once per batch.
+        tasks.start("delivery", worker.run, expected_interval=10.0)
         tasks.start(
             "blocked-methods-gauge",
-            _watch_blocked_methods(service, settings.blocked_methods_gauge_seconds),
+            lambda: _watch_blocked_methods(service, settings.blocked_methods_gauge_seconds),
+            expected_interval=3 * settings.blocked_methods_gauge_seconds,
         )
 
         app = service_app(
-            "Handoff notify", pipeline.readiness_checks(), docs_url=None, redoc_url=None
+            "Handoff notify",
+            pipeline.readiness_checks(),
+            liveness_checks=pipeline.liveness_checks(),
+            docs_url=None,
+            redoc_url=None,
         )
         app.include_router(build_coach_router(service))
         app.include_router(build_admin_router(pool, settings.notify_admin_token))
@@ -94,7 +98,7 @@ class NotifyRuntime:
         return cls(pipeline, app, tasks, worker)
 
     async def stop(self) -> None:
-        await self.tasks.stop()
+        await self.tasks.stop()  # the delivery loop first, before its providers close
         await self.worker.stop()
         await self.pipeline.close()
 
@@ -102,12 +106,8 @@ class NotifyRuntime:
 async def _watch_blocked_methods(service: NotifyService, every: float) -> None:
     """Keep the blocked-methods gauge current: every replica reads the same table."""
     while True:
-        try:
-            await service.refresh_blocked_gauge()
-        except (asyncpg.PostgresError, OSError) as error:
-            log.warning(
-                "could not read the blocked contact methods", extra={"error": type(error).__name__}
-            )
+        await service.refresh_blocked_gauge()  # a database error restarts it, supervised
+        beat()
         await asyncio.sleep(every)
 
 

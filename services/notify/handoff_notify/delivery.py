@@ -21,11 +21,15 @@ from handoff_notify.adapters.providers import Outgoing, Provider
 from handoff_notify.service import NotifyService
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
+from handoff_platform.supervision import beat
+from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS
 from handoff_schemas.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
 LOOKUP_RETRY_SECONDS = 15.0
+_UNRECORDED: tuple[type[Exception], ...] = (asyncpg.PostgresError, *TRANSIENT_DATABASE_ERRORS)
+"""Errors that leave a send's outcome unrecorded, for the reconciler to settle."""
 
 
 class DeliveryWorker:
@@ -48,28 +52,30 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        """Send due messages until cancelled; a cycle ends at least every `max_sleep` s.
+
+        Raises the database's error when it cannot be reached, for the supervisor
+        (`handoff_platform.supervision`) to restart the loop; sends in flight carry on.
+        """
         self.service.wake_delivery = self.wake
         try:
             while True:
-                try:
-                    self._wake.clear()
-                    await self._reconcile_lost_sends()
-                    while batch := await self.service.claim_due(self.batch_size):
-                        for outgoing in batch:
-                            self._start(self._deliver(outgoing))
-                    while batch := await self.service.claim_due_notices(self.batch_size):
-                        for outgoing in batch:
-                            self._start(self._deliver_notice(outgoing))
-                    await self._sleep_until_next_due()
-                except (asyncpg.PostgresConnectionError, OSError) as error:
-                    log.warning(
-                        "delivery worker lost the database; retrying",
-                        extra={"error": type(error).__name__},
-                    )
-                    await asyncio.sleep(1.0)
-        finally:
+                self._wake.clear()
+                await self._reconcile_lost_sends()
+                while batch := await self.service.claim_due(self.batch_size):
+                    for outgoing in batch:
+                        self._start(self._deliver(outgoing))
+                    beat()
+                while batch := await self.service.claim_due_notices(self.batch_size):
+                    for outgoing in batch:
+                        self._start(self._deliver_notice(outgoing))
+                    beat()
+                await self._sleep_until_next_due()
+                beat()
+        except asyncio.CancelledError:  # stopping; on an error, sends in flight finish
             for task in list(self._sends):
                 task.cancel()
+            raise
 
     def _start(self, send: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(send)
@@ -102,7 +108,7 @@ class DeliveryWorker:
             if lost:
                 async with self.pool.acquire() as connection, connection.transaction():
                     await self._look_up(connection, outgoing)
-        except (asyncpg.PostgresError, OSError) as error:
+        except _UNRECORDED as error:
             # The row stays `sending`; the reconciler settles it after its deadline.
             log.error(
                 "outcome of a send not recorded",

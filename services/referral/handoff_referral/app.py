@@ -9,10 +9,8 @@ from fastapi import FastAPI
 from handoff_platform.database import migrate_database
 from handoff_platform.http import serve_http, service_app
 from handoff_platform.outbox import OutboxRelay
-from handoff_platform.runtime import (
-    BackgroundTasks,
-    EventPipeline,
-)
+from handoff_platform.runtime import EventPipeline
+from handoff_platform.supervision import BackgroundTasks
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.entrypoints.consumers import timeline_handlers
@@ -59,13 +57,12 @@ class ReferralRuntime:
         consumed = [Topic.DISPATCH, Topic.PAGES]
         pipeline.consumer(timeline_handlers(service)).subscribe(consumed)
         app = _http_app(settings, service, pipeline)
-        tasks = BackgroundTasks()
-        pipeline.start(tasks, consumed)
-        tasks.start("api-key-cache", keys.listen_forever())
+        tasks = pipeline.tasks
+        pipeline.start(consumed)
+        tasks.start("api-key-cache", keys.listen_forever, expected_interval=15.0)
         return cls(settings, pipeline, service, app, tasks)
 
     async def stop(self) -> None:
-        await self.tasks.stop()
         await self.pipeline.close()
 
 
@@ -75,6 +72,7 @@ def _http_app(
     app = service_app(
         "Handoff referral API",
         pipeline.readiness_checks(),
+        liveness_checks=pipeline.liveness_checks(),
         max_body_bytes=settings.max_body_bytes,
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )

@@ -11,7 +11,15 @@ import asyncpg
 
 from handoff_notify import SCHEMA
 from handoff_notify.adapters.providers import Outgoing
-from handoff_notify.domain.delivery import Accepted, Found, LookupOutcome, NotFound, SendOutcome
+from handoff_notify.domain.delivery import (
+    Accepted,
+    Found,
+    LookupOutcome,
+    NotFound,
+    SendOutcome,
+    Transient,
+)
+from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 
 
 class SandboxProvider:
@@ -19,7 +27,18 @@ class SandboxProvider:
         self.pool = pool
 
     async def send(self, message: Outgoing) -> SendOutcome:
-        sandbox_id = await self.pool.fetchval(
+        """The database is this provider's network: unreachable, the send is retried later
+        (safely: a message id is kept once, whatever the retries)."""
+        try:
+            sandbox_id = await self._keep(message)
+        except TRANSIENT_DATABASE_ERRORS as error:
+            if not is_transient_database_error(error):
+                raise
+            return Transient(type(error).__name__)
+        return Accepted(f"sandbox-{sandbox_id}", delivered=True)
+
+    async def _keep(self, message: Outgoing) -> int:
+        sandbox_id: int = await self.pool.fetchval(
             f"""INSERT INTO {SCHEMA}.sandbox_messages
                     (message_id, channel, destination, subject, body)
                 VALUES ($1, $2, $3, $4, $5)
@@ -31,7 +50,7 @@ class SandboxProvider:
             message.content.subject,
             message.content.spoken if message.channel.value == "voice" else message.content.text,
         )
-        return Accepted(f"sandbox-{sandbox_id}", delivered=True)
+        return sandbox_id
 
     async def lookup(self, message: Outgoing, since: datetime) -> LookupOutcome:
         sandbox_id = await self.pool.fetchval(

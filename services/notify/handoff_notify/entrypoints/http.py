@@ -61,7 +61,7 @@ def build_coach_router(service: NotifyService) -> APIRouter:
             raise LinkNotFound
         return _render_offer(record, service)
 
-    @router.post("/p/{token}")
+    @router.post("/p/{token}", response_class=HTMLResponse)
     async def answer_from_page(
         token: str,
         offer_id: Annotated[UUID, Depends(offer_of)],

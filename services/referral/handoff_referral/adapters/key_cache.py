@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from handoff_platform.database import Connection
+from handoff_platform.supervision import beat
 from handoff_referral.domain.referral import Site
 
 log = logging.getLogger(__name__)
@@ -53,27 +54,21 @@ class KeyCache:
             expires_at = time.monotonic() + self.ttl_seconds
             self._keys[key_id] = CachedKey(site, secret_sha256, expires_at)
 
-    async def listen_forever(self) -> None:
-        while True:
-            try:
-                await self._listen_until_disconnected()
-            except (asyncpg.PostgresError, OSError) as error:
-                log.warning(
-                    "key cache not listening; keys are checked in the database",
-                    extra={"error": type(error).__name__},
-                )
-            finally:
-                self._forget_all()
-            await asyncio.sleep(1.0)
-
-    async def _listen_until_disconnected(self) -> None:
+    async def listen_forever(self, idle_beat: float = 5.0) -> None:
+        """Listen for revocations until the connection is lost, then raise for the
+        supervisor to restart it; meanwhile keys are checked in the database.
+        A cycle ends every `idle_beat` seconds while listening."""
         connection = await asyncpg.connect(self.database_url)
         try:
             lost = asyncio.Event()
             connection.add_termination_listener(lambda _: lost.set())
             await connection.add_listener(REVOCATION_CHANNEL, self._on_revoked)
             self._listening = True
-            await lost.wait()
+            while not lost.is_set():
+                beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), timeout=idle_beat)
+            raise asyncpg.ConnectionDoesNotExistError("revocation listener lost its connection")
         finally:
             self._forget_all()
             with contextlib.suppress(Exception):

@@ -1,0 +1,188 @@
+"""Supervised background loops: restarted after any error, and watched for cycling.
+
+Every long-running task of a service (outbox relay, consumer commits, delivery,
+timers, reporters...) runs under `BackgroundTasks`. A loop that raises anything
+but cancellation is logged with its error's class, counted in
+`handoff_loop_restarts_total{loop, error}`, and started again after a capped,
+jittered exponential backoff; it never dies silently. A transient database error
+(`handoff_platform.transient`) is a warning; anything else is a bug and logged as an
+error with its traceback.
+
+Each loop calls `beat()` once per completed cycle and declares the longest a
+healthy cycle takes (`expected_interval`, seconds). From those:
+
+- `cycling()` (readiness) is false while any loop has not beaten within its
+  interval: the service cannot do its work, so send it no traffic;
+- `alive()` (liveness) is false when a loop's task has ended, or when it has
+  neither beaten nor been restarted for `stuck_factor` intervals (at least
+  `min_stuck_seconds`): it hangs, and only restarting the process helps. A loop
+  failing on an unreachable database keeps restarting and so stays alive: a new
+  process would not reach the database either.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from handoff_platform import metrics
+from handoff_platform.transient import is_transient_database_error
+
+log = logging.getLogger(__name__)
+
+LoopFactory = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class LoopState:
+    """What the supervisor knows of one loop; times are `time.monotonic()` seconds."""
+
+    name: str
+    expected_interval: float | None
+    last_beat: float = field(default_factory=time.monotonic)
+    last_restart: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    task: asyncio.Task[None] | None = None
+
+    def cycle_age(self) -> float:
+        return time.monotonic() - self.last_beat
+
+
+_current_loop: ContextVar[LoopState | None] = ContextVar("handoff_current_loop", default=None)
+
+
+def beat() -> None:
+    """Record that the calling supervised loop completed a cycle; outside one, nothing."""
+    state = _current_loop.get()
+    if state is not None:
+        state.last_beat = time.monotonic()
+
+
+class BackgroundTasks:
+    """The service's supervised loops.
+
+    `initial_backoff` and `max_backoff` (seconds) bound the wait before a restart; it
+    doubles per failure without a cycle in between and is jittered down to half.
+    """
+
+    def __init__(
+        self,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        stuck_factor: float = 4.0,
+        min_stuck_seconds: float = 120.0,
+    ) -> None:
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.stuck_factor = stuck_factor
+        self.min_stuck_seconds = min_stuck_seconds
+        self._loops: dict[str, LoopState] = {}
+
+    def start(self, name: str, run: LoopFactory, expected_interval: float | None) -> None:
+        """Run `run()` under supervision as loop `name` (unique per service).
+
+        `expected_interval` is the most seconds between two `beat()`s of a healthy loop;
+        None for a task that does its job once and returns (e.g. connecting to Kafka),
+        which is restarted only if it fails.
+        """
+        if name in self._loops:
+            raise ValueError(f"a loop named {name!r} is already running")
+        state = LoopState(name, expected_interval)
+        self._loops[name] = state
+        state.task = asyncio.create_task(self._supervise(state, run), name=name)
+        if expected_interval is not None:
+            metrics.LOOP_EXPECTED_INTERVAL.labels(name).set(expected_interval)
+            metrics.LOOP_LAST_CYCLE_AGE.labels(name).set_function(state.cycle_age)
+
+    async def _supervise(self, state: LoopState, run: LoopFactory) -> None:
+        _current_loop.set(state)  # this task's own context: `beat()` in the loop finds it
+        backoff = self.initial_backoff
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+            except asyncio.CancelledError as cancelled:
+                current = asyncio.current_task()
+                if current is None or current.cancelling():
+                    raise  # stopped by `stop()` or the event loop: end quietly
+                error: BaseException = cancelled  # a cancellation leaked from inside the loop
+            except Exception as failure:
+                error = failure
+            else:
+                if state.expected_interval is None:
+                    return
+                error = RuntimeError("loop returned")
+            self._report(state, error)
+            if state.last_beat >= started:
+                backoff = self.initial_backoff  # it cycled since its last start: a new failure
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self.max_backoff)
+            state.restarts += 1
+            state.last_restart = time.monotonic()
+
+    @staticmethod
+    def _report(state: LoopState, error: BaseException) -> None:
+        error_class = type(error).__name__
+        metrics.LOOP_RESTARTS.labels(state.name, error_class).inc()
+        details = {"loop": state.name, "error": error_class, "restarts": state.restarts}
+        if is_transient_database_error(error):
+            log.warning("background loop lost the database; restarting", extra=details)
+        else:
+            log.error(
+                "background loop failed; restarting",
+                extra=details,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+
+    def stale_loops(self) -> list[str]:
+        """Names of the loops that have not completed a cycle within their interval."""
+        return [
+            state.name
+            for state in self._loops.values()
+            if state.expected_interval is not None and state.cycle_age() > state.expected_interval
+        ]
+
+    def stuck_loops(self) -> list[str]:
+        """Names of the loops whose task ended, or that neither cycle nor restart."""
+        now = time.monotonic()
+        stuck = []
+        for state in self._loops.values():
+            if state.expected_interval is None:
+                continue  # done once it returns; restarted if it fails
+            ended = state.task is not None and state.task.done()
+            limit = max(self.stuck_factor * state.expected_interval, self.min_stuck_seconds)
+            if ended or now - max(state.last_beat, state.last_restart) > limit:
+                stuck.append(state.name)
+        return stuck
+
+    async def cycling(self) -> bool:
+        """Readiness check: every loop completed a cycle within its expected interval."""
+        stale = self.stale_loops()
+        if stale:
+            log.warning("loops not cycling", extra={"loops": stale})
+        return not stale
+
+    async def alive(self) -> bool:
+        """Liveness check: no loop has ended or hangs."""
+        stuck = self.stuck_loops()
+        if stuck:
+            log.error("loops dead or stuck", extra={"loops": stuck})
+        return not stuck
+
+    async def stop(self) -> None:
+        """Cancel every loop and wait for each to finish its cleanup."""
+        tasks = [state.task for state in self._loops.values() if state.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for name in self._loops:
+            with contextlib.suppress(KeyError):
+                metrics.LOOP_LAST_CYCLE_AGE.remove(name)
+        self._loops.clear()
