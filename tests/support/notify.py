@@ -3,9 +3,11 @@ HTTPS webhook endpoint, on its own Kafka: the harness GoAlert's smoke tests are 
 Any message a test did not expect, or a message sent twice, fails the module."""
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,11 +16,15 @@ from uuid import UUID
 from faststream.kafka import KafkaBroker
 
 from handoff_cli.demo import LINK
+from handoff_devenv import KafkaCluster
+from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import ContactPoint, OfferMade
 from handoff_schemas.vocabulary import Channel, Tier, Urgency
+from tests.integration.conftest import create_database
 from tests.support.events import BRIEFING
 from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, new_phone
 from tests.support.kafka import read_topic, send
@@ -141,6 +147,36 @@ class NotifyHarness:
         strangers = [f"to {to}: {body[:60]}" for to, body in sent if to not in self.destinations]
         twice = [f"twice to {to}: {body[:60]}" for (to, body), n in Counter(sent).items() if n > 1]
         return strangers + twice
+
+
+@contextlib.asynccontextmanager
+async def running_notify(database_url: str, kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
+    """Notify as a process on a fresh database and `kafka`, with its fake providers; on
+    leaving, fails if anything was sent that no test expected."""
+    twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
+    await twilio.start()
+    mailbox.start()
+    await webhooks.start()
+    database = await create_database(database_url)
+    bootstrap = kafka.bootstrap_servers
+    await ensure_topics(bootstrap)
+    port = free_ports(1)[0]
+    env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox, webhooks)
+    process = await asyncio.to_thread(
+        start_service, "notify", env, SERVICE_LOGS / "notify-harness.log", 60, port
+    )
+    broker = make_broker(bootstrap, client_id="notify-tests")
+    await broker.start()
+    harness = NotifyHarness(process.url, env, process, broker, bootstrap, twilio, mailbox, webhooks)
+    try:
+        yield harness
+        assert not harness.unexpected_messages(), harness.unexpected_messages()
+    finally:
+        harness.process.stop()
+        await broker.stop()
+        await twilio.stop()
+        mailbox.stop()
+        await webhooks.stop()
 
 
 def sms(phone: str) -> ContactPoint:

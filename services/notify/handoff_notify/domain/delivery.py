@@ -148,3 +148,16 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
     """The coach's next contact method after this one, or None when every one was tried."""
     following = contact_index + 1
     return following if following < contact_count else None
+
+
+def after_report(state: MessageState, delivered: bool) -> MessageState | None:
+    """The state a provider's final delivery report (delivered, or not) moves a message to;
+    None to leave it as it is.
+
+    Only a `sent` message moves. `delivered`, `failed` and the other end states are
+    final: a duplicate, or a report arriving out of order (`failed` after `delivered`),
+    never moves a message back.
+    """
+    if state is not MessageState.SENT:
+        return None
+    return MessageState.DELIVERED if delivered else MessageState.FAILED
