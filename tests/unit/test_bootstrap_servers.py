@@ -1,7 +1,10 @@
 """KAFKA_BOOTSTRAP_SERVERS is a list, parsed once: what an operator pastes either works or is
 refused at startup with the variable and the bad entry named."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from handoff_platform.settings import KafkaSettings, PlatformSettings, parse_bootstrap_servers
@@ -71,3 +74,10 @@ def test_services_read_the_whole_list_from_the_environment(
         "kafka-2:9092",
         "kafka-3:9092",
     )
+
+
+def test_every_service_in_docker_compose_is_given_a_valid_bootstrap_list() -> None:
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    for name in ("referral", "matching", "notify"):
+        configured = compose["services"][name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+        assert parse_bootstrap_servers(configured) == ("kafka:9092",), name
