@@ -27,6 +27,7 @@ from handoff_notify.domain.delivery import (
     MessageState,
     Permanent,
     Reconcile,
+    ReportOutcome,
     RetryIn,
     SendOutcome,
     Transient,
@@ -243,13 +244,12 @@ class NotifyService:
 
     async def delivery_reported(
         self, provider_ref: str, delivered: bool, error_code: str | None
-    ) -> str:
+    ) -> ReportOutcome:
         """A provider's final delivery report for the message it calls `provider_ref`.
 
-        Returns what became of it: "applied" (a `sent` message is now delivered or
-        failed), "ignored" (the message was already final: a duplicate or a report out
-        of order), or "kept" (no message has that id yet: the send's response is still
-        in flight; the report is applied when the id is stored, or expires after
+        Returns what became of it: APPLIED, IGNORED (the message was already final), or
+        KEPT (no message has that id yet: the send's response is still in flight; the
+        report is applied when the id is stored, or expires after
         EARLY_REPORTS_KEPT_SECONDS). The caller answers the provider 2xx in every case.
         """
         async with self.outbox.transaction(self.pool) as connection:
@@ -262,8 +262,14 @@ class NotifyService:
                     EarlyReport(delivered, error_code),
                     EARLY_REPORTS_KEPT_SECONDS,
                 )
-                metrics.DELIVERY_REPORTS.labels("expired").inc(expired)
-                outcome = "kept"
+                metrics.DELIVERY_REPORTS.labels(ReportOutcome.EXPIRED).inc(expired)
+                if expired:
+                    log.warning(
+                        "delivery reports for unknown messages expired",
+                        extra={"expired": expired},
+                    )
+                log.info("delivery report kept until its message's id is stored")
+                outcome = ReportOutcome.KEPT
             else:
                 outcome = await self._apply_report(connection, message, delivered, error_code)
         metrics.DELIVERY_REPORTS.labels(outcome).inc()
@@ -275,11 +281,11 @@ class NotifyService:
         message: MessageRecord,
         delivered: bool,
         error_code: str | None,
-    ) -> str:
-        """Within the caller's transaction: "applied", or "ignored" if the message is final."""
+    ) -> ReportOutcome:
+        """Within the caller's transaction: APPLIED, or IGNORED if the message is final."""
         target = after_report(message.state, delivered)
         if target is None:
-            return "ignored"
+            return ReportOutcome.IGNORED
         record = await store.offer(connection, message.offer_id)
         assert record is not None  # a message's offer_id is a foreign key
         if target is MessageState.DELIVERED:
@@ -291,7 +297,7 @@ class NotifyService:
             if error_code:
                 metrics.PROVIDER_ERRORS.labels(message.channel, f"status:{error_code}").inc()
             await self._failed(connection, message, record, PageFailure.NOT_DELIVERED)
-        return "applied"
+        return ReportOutcome.APPLIED
 
     async def channel_fallback(self, connection: Connection, timer: Timer) -> None:
         """A page went unanswered on one contact method: try the coach's next one."""
@@ -320,10 +326,9 @@ class NotifyService:
             return
         stored = await store.message(connection, message.message_id)
         assert stored is not None  # locked by the caller
-        if await self._apply_report(connection, stored, kept.delivered, kept.error_code) == (
-            "applied"
-        ):
-            metrics.DELIVERY_REPORTS.labels("applied_late").inc()
+        outcome = await self._apply_report(connection, stored, kept.delivered, kept.error_code)
+        if outcome is ReportOutcome.APPLIED:
+            metrics.DELIVERY_REPORTS.labels(ReportOutcome.APPLIED_LATE).inc()
 
     async def _record_sent(
         self, connection: Connection, message: MessageRecord, record: OfferRecord, sent: MarkSent

@@ -150,6 +150,16 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
     return following if following < contact_count else None
 
 
+class ReportOutcome(StrEnum):
+    """What became of a provider's final delivery report (the metric's `outcome` label)."""
+
+    APPLIED = "applied"  # a `sent` message is now delivered, or failed
+    IGNORED = "ignored"  # the message was already final: a duplicate, or out of order
+    KEPT = "kept"  # no message has the provider's id yet: the send's answer is in flight
+    APPLIED_LATE = "applied_late"  # a kept report, once its message's id was stored
+    EXPIRED = "expired"  # kept, and no message ever took it
+
+
 def after_report(state: MessageState, delivered: bool) -> MessageState | None:
     """The state a provider's final delivery report (delivered, or not) moves a message to;
     None to leave it as it is.
