@@ -11,16 +11,19 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from handoff_devenv.ports import free_port_block
+from handoff_devenv.ports import free_port_block, free_ports
 from handoff_devenv.service_process import running_service
-from handoff_schemas import Topic
+from handoff_platform.kafka import ensure_topics
+from handoff_schemas import Topic, dead_letter_topic
 from handoff_schemas.catalog import decode_event
 from tests.integration.conftest import HANDOFF, create_database, handoff_command
 from tests.support.kafka import read_topic
 from tests.support.patients import SERVICE_LOGS, referral_body
+from tests.support.processes import running
 from tests.support.waiting import eventually
 
 
@@ -130,3 +133,49 @@ async def test_a_service_given_all_three_brokers_becomes_ready_and_publishes(
 
             await eventually(published, within=30, what="the referral's event on the topic")
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_ops_commands_take_the_whole_list_spaces_and_all(
+    three_broker_cluster: str,
+) -> None:
+    group = f"ops-three-{uuid.uuid4().hex[:6]}"
+    spaced = ", ".join(three_broker_cluster.split(","))
+    await ensure_topics(spaced, [dead_letter_topic(group)])
+    producer = AIOKafkaProducer(bootstrap_servers=three_broker_cluster, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            dead_letter_topic(group),
+            b"{}",
+            key=b"referral-1",
+            headers=[("x-original-topic", b"handoff.referrals")],
+        )
+    finally:
+        await producer.stop()
+
+    dry_run = handoff_command(
+        "ops", "replay-dead-letters", "--group", group, "--dry-run", bootstrap_servers=spaced
+    )
+    assert f"would replay 1 from {dead_letter_topic(group)} to handoff.referrals" in dry_run
+
+    port = free_ports(1)[0]
+    exporter = [*HANDOFF, "ops", "lag-exporter", "--group", f"{group}={dead_letter_topic(group)}"]
+    with running(
+        [*exporter, "--port", str(port), "--interval", "0.5"],
+        env={"KAFKA_BOOTSTRAP_SERVERS": spaced},
+    ):
+
+        async def lag_reported() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.HTTPError:
+                return False
+            return any(
+                line.startswith("handoff_consumer_lag_messages{")
+                and f'group="{group}"' in line
+                and line.endswith(" 1.0")
+                for line in text.splitlines()
+            )
+
+        await eventually(lag_reported, within=30, what="the dead letter counted as lag")
