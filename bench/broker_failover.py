@@ -2,10 +2,10 @@
 
 A three-broker cluster (RF 3, min ISR 2) from the jars, PostgreSQL, and referral,
 matching and notify as processes given the full bootstrap list, notify paging into
-the sandbox. Referrals arrive open-loop at a steady rate; part-way through, one broker
-(not the active KRaft controller, unless --kill controller) is SIGKILLed and stays
-down. For each referral it takes the time from `POST /v1/referrals` answered to its
-first page handed to the provider. It prints, per broker setting tried:
+the sandbox. Referrals arrive open-loop at a steady rate; part-way through, the broker
+leading handoff.referrals' partition 0 (about a third of every topic's partitions) is
+SIGKILLed and stays down. For each referral it takes the time from `POST /v1/referrals`
+answered to its first page handed to the provider. It prints, per broker setting tried:
 
 - the reference, in the same run: those latencies before the kill (p50, max);
 - the pause: the worst latency of a referral posted after the kill, and how many
@@ -14,7 +14,7 @@ first page handed to the provider. It prints, per broker setting tried:
 The settings tried are Kafka's own failure detection (9 s broker session, 2 s
 heartbeat: "stock") and Handoff's dev cluster's ("tuned", libs/handoff_devenv/kafka.py).
 
-    .venv/bin/python -m bench.broker_failover [--settings stock,tuned] [--kill other|controller]
+    .venv/bin/python -m bench.broker_failover [--settings stock,tuned]
 """
 
 import argparse
@@ -37,6 +37,7 @@ from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.kafka import FAILURE_DETECTION, KAFKA_DEFAULT_FAILURE_DETECTION
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_schemas import Topic
 
 RATE = 5.0  # referrals a second: 20 coaches x 10 offers each hold 200 open offers
 SECONDS = 36.0
@@ -44,17 +45,15 @@ KILL_AFTER = 12.0
 SETTINGS = {"stock": KAFKA_DEFAULT_FAILURE_DETECTION, "tuned": FAILURE_DETECTION}
 
 
-async def _victim(cluster: KafkaCluster, kill: str) -> int:
-    """The node id to kill: the active controller, or the lowest-numbered other node."""
+async def _victim(cluster: KafkaCluster) -> int:
+    """The node id to kill: the leader of handoff.referrals' partition 0."""
     admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap_servers)
     await admin.start()
     try:
-        controller = int((await admin.describe_cluster())["controller_id"])
+        [described] = await admin.describe_topics([Topic.REFERRALS.value])
     finally:
         await admin.close()
-    if kill == "controller":
-        return controller
-    return min(n.node_id for n in cluster.nodes if n.node_id != controller)
+    return int(next(p["leader"] for p in described["partitions"] if p["partition"] == 0))
 
 
 async def _paged_latencies(database_url: str, phase: Phase, within: float) -> dict[str, float]:
@@ -81,7 +80,7 @@ async def _run(
     return phase, killed_at, await _paged_latencies(database_url, phase, 120)
 
 
-def measure(name: str, postgres_url: str, kill_which: str) -> None:
+def measure(name: str, postgres_url: str) -> None:
     directory = Path(tempfile.mkdtemp(prefix=f"handoff-failover-{name}-"))
     cluster = KafkaCluster(directory, brokers=3, properties=SETTINGS[name])
     cluster.start()
@@ -107,7 +106,7 @@ def measure(name: str, postgres_url: str, kill_which: str) -> None:
         env["NOTIFY_PUBLIC_URL"] = f"http://127.0.0.1:{notify_port}"
         for service, port in (("referral", None), ("matching", None), ("notify", notify_port)):
             services[service] = start_service(service, env, port=port)
-        victim = asyncio.run(_victim(cluster, kill_which))
+        victim = asyncio.run(_victim(cluster))
 
         def kill() -> datetime:
             node = cluster.nodes[victim - 1]
@@ -122,7 +121,7 @@ def measure(name: str, postgres_url: str, kill_which: str) -> None:
     before = [s for r, s in latencies.items() if phase.answered_at[r] < killed_at]
     after = [s for r, s in latencies.items() if phase.answered_at[r] >= killed_at]
     lost = len(phase.answered_at) - len(latencies)
-    print(f"{name}: {SETTINGS[name]}; killed node {victim} ({kill_which})")
+    print(f"{name}: {SETTINGS[name]}; killed node {victim}")
     print(
         f"  reference before the kill ({len(before)}): p50 {statistics.median(before):.3f} s,"
         f"  p99 {percentile(before, 0.99):.3f} s,  max {max(before):.3f} s"
@@ -135,7 +134,7 @@ def measure(name: str, postgres_url: str, kill_which: str) -> None:
     )
 
 
-def main(settings: list[str], kill: str) -> None:
+def main(settings: list[str]) -> None:
     directory = Path(tempfile.mkdtemp(prefix="handoff-failover-pg-"))
     directory.chmod(0o755)
     postgres = PostgresCluster(directory / "postgres", free_ports(1)[0], durable=True)
@@ -145,7 +144,7 @@ def main(settings: list[str], kill: str) -> None:
             f"{RATE:.0f} referrals/s for {SECONDS:.0f} s, a broker SIGKILLed at {KILL_AFTER:.0f} s"
         )
         for name in settings:
-            measure(name, postgres.url, kill)
+            measure(name, postgres.url)
     finally:
         postgres.destroy()
 
@@ -153,6 +152,5 @@ def main(settings: list[str], kill: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default="stock,tuned")
-    parser.add_argument("--kill", choices=("other", "controller"), default="other")
     arguments = parser.parse_args()
-    main(arguments.settings.split(","), arguments.kill)
+    main(arguments.settings.split(","))
