@@ -20,6 +20,7 @@ heartbeat: "stock") and Handoff's dev cluster's ("tuned", libs/handoff_devenv/ka
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import tempfile
@@ -118,6 +119,7 @@ def measure(name: str, postgres_url: str) -> None:
         for process in services.values():
             process.stop()
         cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
     before = [s for r, s in latencies.items() if phase.answered_at[r] < killed_at]
     after = [s for r, s in latencies.items() if phase.answered_at[r] >= killed_at]
     lost = len(phase.answered_at) - len(latencies)
@@ -147,6 +149,7 @@ def main(settings: list[str]) -> None:
             measure(name, postgres.url)
     finally:
         postgres.destroy()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
