@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated
@@ -138,4 +139,4 @@ def env() -> None:
 
 def _print_env(values: dict[str, str]) -> None:
     for key, value in values.items():
-        typer.echo(f"export {key}={value}")
+        typer.echo(f"export {key}={shlex.quote(value)}")  # eval-safe, whatever the URL holds

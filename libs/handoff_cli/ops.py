@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from handoff_platform.dead_letters import replay_dead_letters
 from handoff_platform.lag import LagSampler
@@ -14,15 +15,22 @@ from handoff_platform.settings import KafkaSettings
 app = typer.Typer(help="Operations: dead letters, consumer lag.", no_args_is_help=True)
 
 
+def _bootstrap_servers() -> tuple[str, ...]:
+    """KAFKA_BOOTSTRAP_SERVERS parsed; a malformed list is a usage error, not a traceback."""
+    try:
+        return KafkaSettings().kafka_bootstrap_servers
+    except ValidationError as error:
+        typer.echo(error.errors()[0]["msg"].removeprefix("Value error, "), err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("replay-dead-letters")
 def replay_command(
     group: Annotated[str, typer.Option(help="The consumer group, e.g. handoff-notify.")],
     dry_run: Annotated[bool, typer.Option(help="Count, send nothing.")] = False,
 ) -> None:
     """Send a group's dead-lettered events back to their topics, once the cause is fixed."""
-    summary = asyncio.run(
-        replay_dead_letters(KafkaSettings().kafka_bootstrap_servers, group, dry_run=dry_run)
-    )
+    summary = asyncio.run(replay_dead_letters(_bootstrap_servers(), group, dry_run=dry_run))
     verb = "would replay" if dry_run else "replayed"
     for topic, count in sorted(summary.replayed.items()):
         typer.echo(f"{verb} {count} from {summary.dead_letter_topic} to {topic}")
@@ -53,6 +61,6 @@ def lag_exporter_command(
         groups[name] = topics.split(",")
     start_http_server(port, addr="127.0.0.1")
     typer.echo(f"consumer lag of {', '.join(groups)} on http://127.0.0.1:{port}/metrics")
-    sampler = LagSampler(KafkaSettings().kafka_bootstrap_servers, groups)
+    sampler = LagSampler(_bootstrap_servers(), groups)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(sampler.run_forever(interval))

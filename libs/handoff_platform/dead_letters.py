@@ -7,11 +7,13 @@ consumer group `<group>.dlq-replay`, so a second replay sends only what was
 dead-lettered since the first.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from handoff_platform.settings import parse_bootstrap_servers
 from handoff_schemas import dead_letter_topic
 
 DEAD_LETTER_HEADERS = ("x-dead-letter-", "x-original-", "x-consumer-group")
@@ -25,11 +27,14 @@ class ReplaySummary:
 
 
 async def replay_dead_letters(
-    bootstrap_servers: str, group_id: str, *, dry_run: bool = False
+    bootstrap_servers: str | Iterable[str], group_id: str, *, dry_run: bool = False
 ) -> ReplaySummary:
+    """Send `group_id`'s dead letters back to their topics (counted only, if `dry_run`);
+    ValueError for a malformed `bootstrap_servers` list, KafkaError if Kafka is away."""
+    servers = list(parse_bootstrap_servers(bootstrap_servers))
     topic = dead_letter_topic(group_id)
     summary = ReplaySummary(topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -39,14 +44,12 @@ async def replay_dead_letters(
     if not partitions:
         return summary
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        bootstrap_servers=servers,
         group_id=f"{group_id}.dlq-replay",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True)
     await consumer.start()
     await producer.start()
     try:

@@ -7,6 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 
+from handoff_platform.settings import parse_bootstrap_servers
 from handoff_schemas.topics import Topic
 
 DEFAULT_PARTITIONS = 6
@@ -17,7 +18,7 @@ DEFAULT_PARTITIONS = 6
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {Topic.SITES: {"cleanup.policy": "compact"}}
 
 
-def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
+def make_broker(bootstrap_servers: str | Iterable[str], client_id: str) -> KafkaBroker:
     """A broker whose producer is idempotent with acks=all: a retried send is never doubled.
 
     Without FastStream's dependency injection (`apply_types=False`): a handler gets the
@@ -26,7 +27,7 @@ def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
     FastDepends runs in a worker thread, a thread round trip for every message.
     """
     return KafkaBroker(
-        bootstrap_servers,
+        list(parse_bootstrap_servers(bootstrap_servers)),
         client_id=client_id,
         enable_idempotence=True,
         acks="all",
@@ -37,13 +38,13 @@ def make_broker(bootstrap_servers: str, client_id: str) -> KafkaBroker:
 
 
 async def ensure_topics(
-    bootstrap_servers: str,
+    bootstrap_servers: str | Iterable[str],
     names: Iterable[str] = tuple(Topic),
     partitions: int = DEFAULT_PARTITIONS,
     replication_factor: int | None = None,
 ) -> None:
     """Create the topics if missing; replication follows the cluster (1 on one node, 3 on three)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=list(parse_bootstrap_servers(bootstrap_servers)))
     await admin.start()
     try:
         brokers = len((await admin.describe_cluster())["brokers"])

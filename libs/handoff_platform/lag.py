@@ -17,15 +17,19 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from handoff_platform import metrics
+from handoff_platform.settings import parse_bootstrap_servers
 from handoff_platform.supervision import beat
 
 log = logging.getLogger(__name__)
 
 
 class LagSampler:
-    def __init__(self, bootstrap_servers: str, groups: Mapping[str, Iterable[str]]) -> None:
-        """`groups` maps each consumer group to the topics it consumes."""
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(
+        self, bootstrap_servers: str | Iterable[str], groups: Mapping[str, Iterable[str]]
+    ) -> None:
+        """`groups` maps each consumer group to the topics it consumes; `bootstrap_servers`
+        is a `KAFKA_BOOTSTRAP_SERVERS` list (ValueError if malformed)."""
+        self.bootstrap_servers = list(parse_bootstrap_servers(bootstrap_servers))
         self.groups = {group: [str(t) for t in topics] for group, topics in groups.items()}
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None

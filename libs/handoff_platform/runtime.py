@@ -53,7 +53,7 @@ async def stop_broker(broker: KafkaBroker, within: float = 10.0) -> None:
 
 async def connect_when_reachable(
     broker: KafkaBroker,
-    bootstrap_servers: str,
+    bootstrap_servers: Iterable[str],
     topics: Iterable[str],
     connected: asyncio.Event,
     max_backoff: float = 10.0,
@@ -86,7 +86,7 @@ class EventPipeline:
     its Kafka broker, its outbox and relay, and whether Kafka has been reached yet."""
 
     group: str
-    bootstrap_servers: str
+    bootstrap_servers: tuple[str, ...]
     pool: asyncpg.Pool
     broker: KafkaBroker
     outbox: Outbox

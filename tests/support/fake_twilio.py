@@ -55,6 +55,8 @@ class FakeTwilio:
         self._failures: dict[str, deque[int]] = defaultdict(deque)
         self._held: dict[str, asyncio.Event] = {}
         self.held_requests: dict[str, int] = defaultdict(int)
+        self._report_first: dict[str, str] = {}
+        self.early_callbacks: dict[str, int] = {}  # by message sid: notify's HTTP status
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -70,6 +72,11 @@ class FakeTwilio:
 
     def release(self, to: str) -> None:
         self._held.pop(to).set()
+
+    def report_before_answering(self, to: str, status: str) -> None:
+        """Call the next message to `to`'s status callback with `status`, and answer the
+        send only after it: the report reaches notify before the message's sid does."""
+        self._report_first[to] = status
 
     # What was sent
 
@@ -131,6 +138,9 @@ class FakeTwilio:
         if to in self._held:
             self.held_requests[to] += 1
             await self._held[to].wait()
+        if reported := self._report_first.pop(to, None):
+            callback = await self.report_status(recorded, reported)
+            self.early_callbacks[recorded.sid] = callback.status_code
         return web.json_response(
             {"sid": recorded.sid, "status": "queued", "to": to, "body": recorded.body},
             status=201,

@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 
+from handoff_platform.settings import parse_bootstrap_servers
 from handoff_schemas import Envelope, EventPayload, partition_key
 
 
@@ -15,7 +16,8 @@ async def read_topic(
     bootstrap_servers: str, topic: str, within: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record on the topic now, from the beginning up to the end offsets."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    servers = list(parse_bootstrap_servers(bootstrap_servers))
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
     await admin.start()
     try:
         [description] = await admin.describe_topics([str(topic)])
@@ -24,7 +26,7 @@ async def read_topic(
     partitions = [TopicPartition(str(topic), p["partition"]) for p in description["partitions"]]
     assert partitions, f"no partitions for {topic}: {description}"
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        bootstrap_servers=servers,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

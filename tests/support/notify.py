@@ -25,6 +25,7 @@ from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import ContactPoint, OfferMade
 from handoff_schemas.vocabulary import Channel, Tier, Urgency
+from tests.integration.conftest import create_database
 from tests.support.events import BRIEFING
 from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, new_phone
 from tests.support.kafka import read_topic, send
@@ -173,7 +174,6 @@ async def notify_harness(
 ) -> AsyncIterator[NotifyHarness]:
     """Notify as a process on a database of its own, with its fake providers; on leaving,
     fails if any message went to a destination no test made, or went twice."""
-    from tests.integration.conftest import create_database
 
     twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
     await twilio.start()

@@ -30,7 +30,7 @@ from handoff_notify.service import NotifyService
 from handoff_notify.settings import Delivery, NotifySettings
 from handoff_platform.http import service_app
 from handoff_platform.runtime import EventPipeline
-from handoff_platform.supervision import BackgroundTasks
+from handoff_platform.supervision import BackgroundTasks, beat
 from handoff_platform.timers import TimerLoop, Timers
 from handoff_schemas import Topic
 from handoff_schemas.vocabulary import Channel

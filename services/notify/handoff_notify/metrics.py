@@ -35,6 +35,14 @@ RECONCILED = Counter(
     "unknowable.",
     ["channel", "finding"],
 )
+DELIVERY_REPORTS = Counter(
+    "handoff_page_delivery_reports_total",
+    "Providers' final delivery reports by what became of them: applied; ignored (the "
+    "message was already final); kept (it came before the message's provider id was "
+    "stored); applied_late (a kept one, once the id was stored); expired (kept, and no "
+    "message ever took it).",
+    ["outcome"],
+)
 THROTTLED = Counter(
     "handoff_pages_throttled_total",
     "Messages held back or refused by a contact method's throttle.",

@@ -19,6 +19,7 @@ from handoff_notify.adapters import notices_store as notices
 from handoff_notify.adapters import pages_store as store
 from handoff_notify.adapters.pages_store import (
     BlockedMethod,
+    EarlyReport,
     MessageRecord,
     MethodState,
     OfferRecord,
@@ -34,10 +35,12 @@ from handoff_notify.domain.delivery import (
     MessageState,
     Permanent,
     Reconcile,
+    ReportOutcome,
     RetryIn,
     SendOutcome,
     Transient,
     after_lookup,
+    after_report,
     after_send,
     next_contact,
 )
@@ -76,6 +79,11 @@ _Text = TypeVar("_Text", str, None)
 
 # Withdrawals the coach is told of; not_contacted and unreachable ones reached nobody.
 _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPACITY)
+
+# A delivery report that beat its send's response is kept this long for the provider's
+# id to be stored. The id lands within the provider timeout, or at the latest when the
+# lost send is reconciled after its deadline: minutes. What waits longer is not ours.
+EARLY_REPORTS_KEPT_SECONDS = 3600.0
 
 
 class NotifyService:
@@ -403,27 +411,60 @@ class NotifyService:
 
     async def delivery_reported(
         self, provider_ref: str, delivered: bool, error_code: str | None
-    ) -> bool:
-        """A provider's delivery callback, final either way; False if the message is not ours."""
+    ) -> ReportOutcome:
+        """A provider's final delivery report for the message it calls `provider_ref`.
+
+        Returns what became of it: APPLIED, IGNORED (the message was already final), or
+        KEPT (no message has that id yet: the send's response is still in flight; the
+        report is applied when the id is stored, or expires after
+        EARLY_REPORTS_KEPT_SECONDS). The caller answers the provider 2xx in every case.
+        """
         async with self.outbox.transaction(self.pool) as connection:
+            await store.lock_provider_ref(connection, provider_ref)
             message = await store.message_by_provider_ref(connection, provider_ref)
             if message is None:
-                return False
-            record = await store.offer(connection, message.offer_id)
-            assert record is not None
-            if delivered and message.state is MessageState.SENT:
-                await store.mark_delivered(connection, message.message_id)
-                metrics.PAGES.labels(message.channel, message.kind, "delivered").inc()
-                if message.kind is MessageKind.OFFER:
-                    await self._emit(connection, record, self._page_delivered(message, record))
-            elif not delivered and message.state in (
-                MessageState.SENT,
-                MessageState.DELIVERED,
-            ):
-                if error_code:
-                    metrics.PROVIDER_ERRORS.labels(message.channel, f"status:{error_code}").inc()
-                await self._failed(connection, message, record, PageFailure.NOT_DELIVERED)
-        return True
+                expired = await store.keep_early_report(
+                    connection,
+                    provider_ref,
+                    EarlyReport(delivered, error_code),
+                    EARLY_REPORTS_KEPT_SECONDS,
+                )
+                metrics.DELIVERY_REPORTS.labels(ReportOutcome.EXPIRED).inc(expired)
+                if expired:
+                    log.warning(
+                        "delivery reports for unknown messages expired",
+                        extra={"expired": expired},
+                    )
+                log.info("delivery report kept until its message's id is stored")
+                outcome = ReportOutcome.KEPT
+            else:
+                outcome = await self._apply_report(connection, message, delivered, error_code)
+        metrics.DELIVERY_REPORTS.labels(outcome).inc()
+        return outcome
+
+    async def _apply_report(
+        self,
+        connection: Connection,
+        message: MessageRecord,
+        delivered: bool,
+        error_code: str | None,
+    ) -> ReportOutcome:
+        """Within the caller's transaction: APPLIED, or IGNORED if the message is final."""
+        target = after_report(message.state, delivered)
+        if target is None:
+            return ReportOutcome.IGNORED
+        record = await store.offer(connection, message.offer_id)
+        assert record is not None  # a message's offer_id is a foreign key
+        if target is MessageState.DELIVERED:
+            await store.mark_delivered(connection, message.message_id)
+            metrics.PAGES.labels(message.channel, message.kind, "delivered").inc()
+            if message.kind is MessageKind.OFFER:
+                await self._emit(connection, record, self._page_delivered(message, record))
+        else:
+            if error_code:
+                metrics.PROVIDER_ERRORS.labels(message.channel, f"status:{error_code}").inc()
+            await self._failed(connection, message, record, PageFailure.NOT_DELIVERED)
+        return ReportOutcome.APPLIED
 
     async def channel_fallback(self, connection: Connection, timer: Timer) -> None:
         """A page went unanswered on one contact method: try the coach's next one."""
@@ -439,6 +480,24 @@ class NotifyService:
             metrics.CHANNEL_FALLBACKS.labels("not_answered").inc()
 
     async def _sent(
+        self, connection: Connection, message: MessageRecord, record: OfferRecord, sent: MarkSent
+    ) -> None:
+        """Store the provider's id for the message, then apply a report that came before it."""
+        if sent.provider_ref is None or sent.delivered:
+            await self._record_sent(connection, message, record, sent)
+            return
+        await store.lock_provider_ref(connection, sent.provider_ref)
+        await self._record_sent(connection, message, record, sent)
+        kept = await store.take_early_report(connection, sent.provider_ref)
+        if kept is None:
+            return
+        stored = await store.message(connection, message.message_id)
+        assert stored is not None  # locked by the caller
+        outcome = await self._apply_report(connection, stored, kept.delivered, kept.error_code)
+        if outcome is ReportOutcome.APPLIED:
+            metrics.DELIVERY_REPORTS.labels(ReportOutcome.APPLIED_LATE).inc()
+
+    async def _record_sent(
         self, connection: Connection, message: MessageRecord, record: OfferRecord, sent: MarkSent
     ) -> None:
         await store.mark_sent(connection, message.message_id, sent.provider_ref, sent.delivered)

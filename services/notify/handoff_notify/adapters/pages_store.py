@@ -189,6 +189,58 @@ async def message_by_provider_ref(
     return None if row is None else _message(row)
 
 
+async def lock_provider_ref(connection: Connection, provider_ref: str) -> None:
+    """Serialise, until the transaction ends, every transaction about one provider reference.
+
+    A delivery report that finds no message keeps itself; a send that stores the
+    reference takes any kept report. Both take this lock first, so whichever commits
+    second sees the other's write and the report is applied exactly once.
+    """
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"notify-ref:{provider_ref}"
+    )
+
+
+@dataclass(frozen=True)
+class EarlyReport:
+    """A provider's final delivery report kept until its message's reference is stored."""
+
+    delivered: bool
+    error_code: str | None
+
+
+async def keep_early_report(
+    connection: Connection, provider_ref: str, report: EarlyReport, keep_for_seconds: float
+) -> int:
+    """Keep the first report for `provider_ref`; drop kept reports older than
+    `keep_for_seconds`. Returns how many expired reports were dropped."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.early_delivery_reports (provider_ref, delivered, error_code)
+            VALUES ($1, $2, $3) ON CONFLICT (provider_ref) DO NOTHING""",
+        provider_ref,
+        report.delivered,
+        report.error_code,
+    )
+    expired = await connection.fetchval(
+        f"""WITH gone AS (
+                DELETE FROM {SCHEMA}.early_delivery_reports
+                WHERE received_at < now() - make_interval(secs => $1) RETURNING 1)
+            SELECT count(*) FROM gone""",
+        keep_for_seconds,
+    )
+    return int(expired)
+
+
+async def take_early_report(connection: Connection, provider_ref: str) -> EarlyReport | None:
+    """The kept report for `provider_ref`, removed; None if none was kept."""
+    row = await connection.fetchrow(
+        f"""DELETE FROM {SCHEMA}.early_delivery_reports WHERE provider_ref = $1
+            RETURNING delivered, error_code""",
+        provider_ref,
+    )
+    return None if row is None else EarlyReport(row["delivered"], row["error_code"])
+
+
 async def claim_due(connection: Connection, limit: int) -> list[MessageRecord]:
     """Lock due pending messages for this transaction; other replicas skip them."""
     rows = await connection.fetch(

@@ -149,3 +149,26 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
     """The coach's next contact method after this one, or None when every one was tried."""
     following = contact_index + 1
     return following if following < contact_count else None
+
+
+class ReportOutcome(StrEnum):
+    """What became of a provider's final delivery report (the metric's `outcome` label)."""
+
+    APPLIED = "applied"  # a `sent` message is now delivered, or failed
+    IGNORED = "ignored"  # the message was already final: a duplicate, or out of order
+    KEPT = "kept"  # no message has the provider's id yet: the send's answer is in flight
+    APPLIED_LATE = "applied_late"  # a kept report, once its message's id was stored
+    EXPIRED = "expired"  # kept, and no message ever took it
+
+
+def after_report(state: MessageState, delivered: bool) -> MessageState | None:
+    """The state a provider's final delivery report (delivered, or not) moves a message to;
+    None to leave it as it is.
+
+    Only a `sent` message moves. `delivered`, `failed` and the other end states are
+    final: a duplicate, or a report arriving out of order (`failed` after `delivered`),
+    never moves a message back.
+    """
+    if state is not MessageState.SENT:
+        return None
+    return MessageState.DELIVERED if delivered else MessageState.FAILED

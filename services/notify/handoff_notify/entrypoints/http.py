@@ -180,6 +180,8 @@ def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
 
     @router.post("/status", status_code=204)
     async def delivery_status(form: Annotated[Mapping[str, str], Depends(signed_form)]) -> Response:
+        """Twilio's status callback. Always 204 once signed: Twilio does not reliably retry
+        these, so a report for a message whose id is not stored yet is kept, not refused."""
         reference = form.get("MessageSid") or form.get("CallSid")
         status = form.get("MessageStatus") or form.get("CallStatus") or ""
         if reference and (status in DELIVERED_STATUSES or status in FAILED_STATUSES):
