@@ -36,7 +36,7 @@ def demo_roster(site_id: str) -> RosterFile:
             "languages": languages,
             # The tests share these coaches, and leave referrals open: room for them all.
             # (Load-aware dispatch is tested with coaches of its own.)
-            "max_concurrent": 100,
+            "max_concurrent": 10,
             "certifications": [{"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}],
         }
 
