@@ -275,7 +275,6 @@ class MatchingService:
         await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
         coaches = await roster_store.coaches_by_id(connection, considered)
         load = await dispatch_store.loads(connection, considered)
-        used = dispatch.offered_coaches
 
         def eligible(ids: frozenset[UUID], on_call_for_site: bool) -> Ranking:
             fit, full = [], []
@@ -287,7 +286,7 @@ class MatchingService:
                     site,
                     now,
                     load.get(coach_id, 0),
-                    coach_id in used,
+                    False,  # who was asked already is the dispatch's to judge: it may start a round
                     need.language,
                     facts.briefing.interpreter_needed,
                 )
