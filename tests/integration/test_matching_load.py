@@ -25,7 +25,7 @@ from handoff_devenv import KafkaCluster
 from handoff_matching.adapters import dispatch_store
 from handoff_matching.adapters.roster_store import apply_migrations, import_roster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
-from handoff_matching.domain.dispatch import DispatchSettings
+from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
@@ -509,3 +509,41 @@ async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_sta
     # 5 s from its page, not from the offer, and well past the page deadline it met.
     assert ended.withdrawn_at >= sent_at + timedelta(seconds=5)
     assert ended.withdrawn_at >= second.page_deadline + timedelta(seconds=2)
+
+
+async def test_a_broadcast_burst_counts_every_offer_and_an_acceptance_frees_the_others(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    settings = DispatchSettings(mode=DispatchMode.BROADCAST, broadcast_size=3)
+    world = await _world(matching_database, settings, site=3, pool=0)
+    burst = [world.referral() for _ in range(4)]
+    ids = [r.referral_id for r in burst]
+    await asyncio.gather(*(send(hospital_and_notify, r) for r in burst))
+
+    def split(ev: dict[uuid.UUID, list[Any]]) -> tuple[list[uuid.UUID], list[uuid.UUID]] | None:
+        """(broadcast to all three, waiting in line): two each, once matching is done."""
+        out = [r for r in ids if len(_of(OfferMade, ev[r])) == 3]
+        waiting = [r for r in ids if _of(ReferralWaiting, ev[r]) and not _of(OfferMade, ev[r])]
+        return (out, waiting) if len(out) == len(waiting) == 2 else None
+
+    events = await _until(bootstrap, ids, split, "two broadcasts, two in line")
+    offered, waiting = split(events) or ([], [])
+    assert _open_offers_by_coach(events) == dict.fromkeys(world.site_coaches, 2)
+
+    first_coach = world.site_coaches[0]
+    taken = next(o for o in _of(OfferMade, events[offered[0]]) if o.coach_id == first_coach)
+    await _answer(hospital_and_notify, taken, CoachResponse.ACCEPTED)
+
+    # The other two coaches' offers of that referral are withdrawn (filled): their slots
+    # go at once to the first referral in line; the accepting coach stays full.
+    def one_more_offered(ev: dict[uuid.UUID, list[Any]]) -> bool:
+        return any(_of(OfferMade, ev[r]) for r in waiting)
+
+    events = await _until(bootstrap, ids, one_more_offered, "a waiting referral offered", 5)
+    [now_offered] = [r for r in waiting if _of(OfferMade, events[r])]
+    assert {o.coach_id for o in _of(OfferMade, events[now_offered])} == set(world.site_coaches[1:])
+    assert _open_offers_by_coach(events) == dict.fromkeys(world.site_coaches, 2)
