@@ -202,7 +202,9 @@ async def load_against_capacity(connection: Connection) -> tuple[int, int, int]:
                    count(*) FILTER (WHERE l.load >= c.max_concurrent)::int AS full
             FROM {SCHEMA}.coaches c LEFT JOIN (
                 SELECT coach_id, count(*) AS load
-                FROM {SCHEMA}.dispatches, unnest(holding) AS coach_id GROUP BY coach_id
+                FROM {SCHEMA}.dispatches, unnest(holding) AS coach_id
+                WHERE state IN ('offering', 'assigned')  -- the others hold nobody
+                GROUP BY coach_id
             ) l USING (coach_id)
             WHERE c.active"""
     )
