@@ -505,9 +505,11 @@ class WaitingLine:
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
+        """Serve the line as soon as the current pass ends (call after the commit)."""
         self._wake.set()
 
     async def run(self) -> None:
+        """Serve the line until cancelled; a lost database is logged and retried."""
         listener: asyncpg.Connection | None = None
         try:
             while True:
