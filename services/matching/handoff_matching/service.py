@@ -209,23 +209,29 @@ class MatchingService:
 
     async def serve_line(self, pool: asyncpg.Pool) -> int:
         """Offer every referral in line that someone may now be asked, most urgent and
-        longest first, one transaction each; returns how many moved. Replicas may serve
-        the line at once: each skips the referrals another has locked."""
+        longest first, one transaction each; returns how many moved. A site none of whose
+        coaches on call has room is passed over for the rest of the pass (nobody there can
+        be offered anything until a slot frees, which wakes the line again). Replicas may
+        serve the line at once: each skips the referrals another has locked."""
         after: dispatch_store.LinePlace | None = None
+        full_sites: set[str] = set()
         moved = 0
         while True:
             async with pool.acquire() as connection, connection.transaction():
-                claimed = await dispatch_store.claim_next_in_line(connection, after)
+                claimed = await dispatch_store.claim_next_in_line(connection, after, full_sites)
                 if claimed is None:
                     return moved
                 after, dispatch = claimed
                 now = self.clock()
-                effects = dispatch.retry(now, await self._candidates(connection, dispatch, now))
+                candidates, room = await self._candidates_and_room(connection, dispatch, now)
+                effects = dispatch.retry(now, candidates)
                 if effects:
                     await self._apply(connection, dispatch, effects, cause=None)
             if effects:
                 moved += 1
                 self.outbox.committed()
+            if not room:
+                full_sites.add(dispatch.facts.site_id)
 
     async def arrival_deadline_passed(self, connection: Connection, timer: Timer) -> None:
         """The assigned coach has not reported arriving in time: count it, for the program."""
@@ -251,6 +257,18 @@ class MatchingService:
         """Every rung's eligible coaches with room, best first, and those merely full, as the
         roster and loads stand at `now`. Locks every coach it considers (and `also_lock`)
         until the transaction ends: call it once per transaction."""
+        candidates, _ = await self._candidates_and_room(connection, dispatch, now, also_lock)
+        return candidates
+
+    async def _candidates_and_room(
+        self,
+        connection: Connection,
+        dispatch: Dispatch,
+        now: datetime,
+        also_lock: Iterable[UUID] = (),
+    ) -> tuple[Candidates, bool]:
+        """`_candidates`, and whether any coach it considered (eligible for this referral
+        or not) has room at all."""
         facts = dispatch.facts
         _, interpreter_available, supervisors = await dispatch_store.site_settings(
             connection, facts.site_id
@@ -307,11 +325,16 @@ class MatchingService:
                 (s for s in supervisors if not room(s)),
             )
 
-        return {
+        room = any(
+            has_room(load.get(c, 0), coaches[c].max_concurrent if c in coaches else None)
+            for c in considered
+        )
+        candidates = {
             Tier.SITE: eligible(at_site, True),
             Tier.STATE_POOL: eligible(in_state, False),
             Tier.SUPERVISOR: supervising(),
         }
+        return candidates, room
 
     async def _apply(
         self, connection: Connection, dispatch: Dispatch, effects: list[Effect], cause: UUID | None

@@ -1,5 +1,6 @@
 """Dispatches and site settings in PostgreSQL, each dispatch saved whole under its row lock."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -153,19 +154,22 @@ LinePlace = tuple[int, datetime, UUID]
 
 
 async def claim_next_in_line(
-    connection: Connection, after: LinePlace | None
+    connection: Connection, after: LinePlace | None, passing_over: Iterable[str] = ()
 ) -> tuple[LinePlace, Dispatch] | None:
-    """Lock the first referral in line after `after` that no other transaction holds
-    (SKIP LOCKED: replicas serve the line side by side), most urgent and longest first."""
+    """Lock the first referral in line after `after`, of a site not in `passing_over`, that
+    no other transaction holds (SKIP LOCKED: replicas serve the line side by side), most
+    urgent and longest first."""
     row = await connection.fetchrow(
         f"""SELECT line_priority, created_at, referral_id, document
             FROM {SCHEMA}.dispatches
             WHERE state IN ('waiting', 'unassigned')
               AND ($1::smallint IS NULL
                    OR (line_priority, created_at, referral_id) > ($1, $2, $3))
+              AND NOT document->'facts'->>'site_id' = ANY($4::text[])
             ORDER BY line_priority, created_at, referral_id
             LIMIT 1 FOR UPDATE SKIP LOCKED""",
         *(after or (None, None, None)),
+        list(passing_over),
     )
     if row is None:
         return None
