@@ -28,12 +28,14 @@ from handoff_schemas.events import (
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
+    PageSent,
     ReferralCancelled,
     ReferralEscalated,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
     CancelReason,
+    Channel,
     CoachResponse,
     ResponseVia,
     Tier,
@@ -126,6 +128,20 @@ def _kinds(events: list[Any]) -> list[str]:
     return [type(event).__name__ for event in events]
 
 
+async def _paged(broker: KafkaBroker, offer: OfferMade) -> None:
+    await send(
+        broker,
+        PageSent(
+            referral_id=offer.referral_id,
+            page_id=uuid.uuid4(),
+            offer_id=offer.offer_id,
+            coach_id=offer.coach_id,
+            channel=Channel.SMS,
+            sent_at=datetime.now(UTC),
+        ),
+    )
+
+
 async def _answer(broker: KafkaBroker, offer: OfferMade, response: CoachResponse) -> None:
     await send(
         broker,
@@ -157,8 +173,12 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
     assert first.tier is Tier.SITE
     await _answer(hospital_and_notify, first, CoachResponse.DECLINED)
 
-    # The English speaker is not eligible (no interpreter): the state pool is next. Then
-    # the ack timeout (1 s) expires that offer, and the supervisor is paged.
+    # The English speaker is not eligible (no interpreter): the state pool is next. Its
+    # page goes out, then the ack timeout (1 s from the page) expires that offer, and the
+    # supervisor is paged.
+    pool_offer = (await dispatched.until(3, "the state pool's offer"))[2]
+    assert isinstance(pool_offer, OfferMade)
+    await _paged(hospital_and_notify, pool_offer)
     events = await dispatched.until(6, "escalation to the supervisor")
     assert _kinds(events) == [
         "OfferMade",
@@ -264,7 +284,8 @@ async def test_two_replicas_make_one_first_offer_perreferral_created(
     try:
         await eventually(lambda: _connected(second), within=60, what="the second replica")
         site_id = await _site(matching_database, DispatchSettings())
-        referrals = [await send(hospital_and_notify, referral_created(site_id)) for _ in range(20)]
+        # Eight: the module's coaches take ten each, and later tests need the state coach.
+        referrals = [await send(hospital_and_notify, referral_created(site_id)) for _ in range(8)]
         wanted = {str(r.data.referral_id).encode() for r in referrals}
 
         async def first_offers() -> dict[bytes, int] | None:
@@ -306,6 +327,9 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
             "broadcast_size": 2,
             "interpreter_available": False,
             "supervisors": [str(SUPERVISOR)],
+            "page_deadline_seconds": 90,
+            "reoffer_every_seconds": 600,
+            "give_up_after_minutes": 120,
         }
         assert (
             await admin.put(f"/v1/admin/sites/{site_id}/dispatch", json=settings)
@@ -316,6 +340,16 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
         )
         assert too_short.status_code == 422
         assert too_short.json()["error"]["fields"][0]["field"] == "ack_timeout_seconds"
+        for field, bad in (
+            ("page_deadline_seconds", 0),
+            ("reoffer_every_seconds", -5),
+            ("give_up_after_minutes", "soon"),
+        ):
+            refused = await admin.put(
+                f"/v1/admin/sites/{site_id}/dispatch", json={**settings, field: bad}
+            )
+            assert refused.status_code == 422
+            assert [f["field"] for f in refused.json()["error"]["fields"]] == [field]
 
         now = datetime.now(UTC)
         override_id = str(uuid.uuid4())

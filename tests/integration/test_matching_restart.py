@@ -43,7 +43,12 @@ async def test_an_offer_that_expired_while_matching_was_down_escalates_once_on_r
     try:
         await import_roster(connection, demo_roster(site_id))
         await dispatch_store.put_site_settings(
-            connection, site_id, DispatchSettings(ack_timeout=timedelta(seconds=2)), False, ()
+            connection,
+            site_id,
+            # Nobody pages here: the offer's timer is its 2 s page deadline (not_contacted).
+            DispatchSettings(ack_timeout=timedelta(seconds=2), page_deadline=timedelta(seconds=2)),
+            False,
+            (),
         )
     finally:
         await connection.close()

@@ -34,7 +34,9 @@ def demo_roster(site_id: str) -> RosterFile:
             "display_name": "Coach",
             "contact_methods": [{"channel": "sms", "destination": "+14105550199"}],
             "languages": languages,
-            "max_concurrent": 3,  # the tests share these coaches
+            # The tests share these coaches, and leave referrals open: room for them all.
+            # (Load-aware dispatch is tested with coaches of its own.)
+            "max_concurrent": 10,
             "certifications": [{"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}],
         }
 

@@ -61,15 +61,19 @@ def offered(effects: list[Effect]) -> list[uuid.UUID]:
     return [made.coach_id for made in of(OfferMade, effects)]
 
 
-def test_sequential_offers_the_best_site_coach_with_a_timer_at_the_ack_timeout() -> None:
+def test_sequential_offers_the_best_site_coach_with_a_timer_at_the_page_deadline() -> None:
     d = dispatch()
     effects = d.start(NOW, LADDER)
     [made] = of(OfferMade, effects)
     assert made.coach_id == ANA
     assert made.tier is Tier.SITE
-    assert made.expires_at == NOW + timedelta(minutes=5)
+    assert made.page_deadline == NOW + timedelta(seconds=60)
+    assert made.expires_at == NOW + timedelta(seconds=60) + timedelta(minutes=5)
     assert made.site_short_name == "Mercy ED"
-    assert of(SetTimer, effects) == [SetTimer(made.offer_id, NOW + timedelta(minutes=5))]
+    assert of(SetTimer, effects) == [
+        SetTimer(FACTS.referral_id, NOW + timedelta(hours=4), TimerKind.GIVE_UP),
+        SetTimer(made.offer_id, NOW + timedelta(seconds=60)),
+    ]
 
 
 def test_decline_and_expiry_move_to_the_next_coach_then_up_the_ladder() -> None:
@@ -80,6 +84,9 @@ def test_decline_and_expiry_move_to_the_next_coach_then_up_the_ladder() -> None:
     assert CancelTimer(first.offer_id) in after_decline
 
     second = of(OfferMade, after_decline)[0]
+    assert d.paged(second.offer_id, NOW + timedelta(minutes=1)) == [
+        SetTimer(second.offer_id, NOW + timedelta(minutes=6))
+    ]
     later = NOW + timedelta(minutes=6)
     after_expiry = d.expire(second.offer_id, later, LADDER)
     [withdrawn] = of(OfferWithdrawn, after_expiry)
@@ -109,8 +116,10 @@ def test_an_empty_rung_is_skipped_and_nobody_at_all_is_reported_as_such() -> Non
     assert offered(effects) == [CARA]
 
     nobody = dispatch().start(NOW, {})
-    assert [e.to_tier for e in of(ReferralEscalated, nobody)] == [Tier.STATE_POOL, Tier.SUPERVISOR]
-    assert of(ReferralUnassigned, nobody)[0].reason is UnassignedReason.NOBODY_ON_CALL
+    assert of(ReferralEscalated, nobody) == []  # no rung was climbed to offer anyone
+    [unassigned] = of(ReferralUnassigned, nobody)
+    assert unassigned.reason is UnassignedReason.NOBODY_ON_CALL
+    assert (unassigned.site_id, unassigned.site_short_name) == ("md-mercy", "Mercy ED")
 
 
 def test_acceptance_assigns_with_an_arrival_deadline_and_late_answers_change_nothing() -> None:
@@ -143,7 +152,10 @@ def test_cancelling_an_assigned_referral_stops_the_arrival_clock() -> None:
     d = dispatch()
     made = of(OfferMade, d.start(NOW, LADDER))[0]
     d.accept(made.offer_id, NOW)
-    assert d.cancel(NOW) == [CancelTimer(made.offer_id, TimerKind.ARRIVAL_DEADLINE)]
+    assert d.cancel(NOW) == [
+        CancelTimer(made.offer_id, TimerKind.ARRIVAL_DEADLINE),
+        CancelTimer(FACTS.referral_id, TimerKind.GIVE_UP),
+    ]
     assert not d.arrival_overdue(made.offer_id)
 
 
@@ -178,7 +190,10 @@ def test_cancel_withdraws_every_open_offer_at_once() -> None:
         (ANA, WithdrawReason.CANCELLED),
         (BEN, WithdrawReason.CANCELLED),
     }
-    assert set(of(CancelTimer, effects)) == {CancelTimer(m.offer_id) for m in made}
+    assert set(of(CancelTimer, effects)) == {
+        *(CancelTimer(m.offer_id) for m in made),
+        CancelTimer(FACTS.referral_id, TimerKind.GIVE_UP),
+    }
     assert d.state is DispatchState.CANCELLED
     assert d.accept(made[0].offer_id, NOW + timedelta(minutes=2)) == []
     assert d.cancel(NOW + timedelta(minutes=3)) == []

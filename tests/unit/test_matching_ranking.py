@@ -44,13 +44,11 @@ def coach(**changes: object) -> Coach:
 def ineligible(
     candidate: Coach,
     now: datetime = NOW,
-    open_assignments: int = 0,
+    load: int = 0,
     already_offered: bool = False,
     interpreter_needed: bool = False,
 ) -> Ineligible | None:
-    return why_ineligible(
-        candidate, MERCY, now, open_assignments, already_offered, "es", interpreter_needed
-    )
+    return why_ineligible(candidate, MERCY, now, load, already_offered, "es", interpreter_needed)
 
 
 def test_an_active_certified_coach_with_room_is_eligible() -> None:
@@ -63,7 +61,7 @@ def test_each_hard_rule_names_its_reason() -> None:
         ineligible(coach(certifications=(Certification("RI", "CPRS", date(2030, 1, 1)),)))
         is Ineligible.NOT_CERTIFIED_IN_STATE
     )
-    assert ineligible(coach(), open_assignments=2) is Ineligible.AT_CAPACITY
+    assert ineligible(coach(), load=2) is Ineligible.AT_CAPACITY
     assert ineligible(coach(), already_offered=True) is Ineligible.ALREADY_OFFERED
     assert ineligible(coach(), interpreter_needed=True) is Ineligible.NO_SHARED_LANGUAGE
     assert ineligible(coach(languages=frozenset({"es-US"})), interpreter_needed=True) is None

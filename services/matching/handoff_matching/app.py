@@ -13,8 +13,10 @@ from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
 from handoff_matching.service import (
     MatchingService,
+    WaitingLine,
     report_coverage_forever,
     report_waiting_referrals_forever,
+    wake_line_if_freed,
 )
 from handoff_platform.http import service_app
 from handoff_platform.runtime import EventPipeline
@@ -29,6 +31,7 @@ class MatchingSettings(PlatformSettings):
     database_pool_size: int = 10
     matching_admin_token: SecretStr | None = None
     coverage_interval_seconds: float = 60.0
+    line_sweep_seconds: float = 2.0  # how soon a shift start or a CLI import is found
 
 
 @dataclass
@@ -55,7 +58,13 @@ class MatchingRuntime:
         pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
         service = MatchingService(outbox, timers)
         consumed = [Topic.SITES, Topic.REFERRALS, Topic.PAGES]
-        consumer = pipeline.consumer(dispatch_handlers(service), after_commit=outbox.committed)
+        line = WaitingLine(service, pool, settings.database_url, settings.line_sweep_seconds)
+
+        def committed() -> None:
+            outbox.committed()
+            wake_line_if_freed(line)
+
+        consumer = pipeline.consumer(dispatch_handlers(service), after_commit=committed)
         consumer.subscribe(consumed)
         timer_loop = TimerLoop(
             settings.database_url,
@@ -64,12 +73,14 @@ class MatchingRuntime:
             {
                 TimerKind.OFFER_EXPIRY: service.offer_expired,
                 TimerKind.ARRIVAL_DEADLINE: service.arrival_deadline_passed,
+                TimerKind.GIVE_UP: service.give_up,
             },
-            after_commit=outbox.committed,
+            after_commit=committed,
         )
         tasks = pipeline.tasks
         pipeline.start(consumed)
         tasks.start("timers", timer_loop.run, expected_interval=3 * timer_loop.max_sleep)
+        tasks.start("waiting-line", line.run, expected_interval=3 * line.sweep_every + 15.0)
         coverage_every = settings.coverage_interval_seconds
         tasks.start(
             "coverage",

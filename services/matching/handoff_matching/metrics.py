@@ -4,7 +4,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 OFFERS = Counter(
     "handoff_offers_total",
-    "Offers by outcome: made, accepted, declined, expired, unreachable, withdrawn.",
+    "Offers by outcome: made, accepted, declined, and withdrawals by reason (expired, filled, "
+    "cancelled, at_capacity, not_contacted, unreachable).",
     ["site", "outcome"],
 )
 ESCALATIONS = Counter(
@@ -48,4 +49,39 @@ ARRIVALS_OVERDUE = Counter(
     "handoff_arrivals_overdue_total",
     "Assigned coaches who had not reported arriving by the site's arrival deadline.",
     ["site"],
+)
+IN_LINE = Gauge(
+    "handoff_referrals_in_line",
+    "Referrals in line for a coach: waiting (every coach on call is full) or unassigned.",
+    ["site", "state"],
+)
+WAITED = Counter(
+    "handoff_referrals_waited_total",
+    "Referrals that entered the waiting line because every coach on call was at capacity.",
+    ["site"],
+)
+EXPIRED = Counter(
+    "handoff_referrals_expired_total",
+    "Referrals closed unassigned when the site's give-up time passed.",
+    ["site"],
+)
+ACCEPTANCES_REFUSED_AT_CAPACITY = Counter(
+    "handoff_acceptances_refused_at_capacity_total",
+    "Acceptances refused because the coach already held max_concurrent assignments.",
+    ["site"],
+)
+NOT_CONTACTED = Counter(
+    "handoff_offers_not_contacted_total",
+    "Offers whose page reached no provider by the site's page deadline.",
+    ["site"],
+)
+COACH_SLOTS_HELD = Gauge(
+    "handoff_coach_slots_held",
+    "Open offers plus assignments held by active coaches, summed over every coach.",
+)
+COACH_SLOTS = Gauge(
+    "handoff_coach_slots", "The sum of active coaches' max_concurrent: the slots there are."
+)
+COACHES_AT_CAPACITY = Gauge(
+    "handoff_coaches_at_capacity", "Active coaches whose load has reached max_concurrent."
 )

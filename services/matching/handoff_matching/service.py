@@ -1,13 +1,18 @@
 """The matching service's use cases: each one transaction, with its outbox events and timers.
 
-A dispatch is loaded under its row lock, one domain method decides, and the
-dispatch, the events it produced and its timer changes are stored together.
+A dispatch is loaded under its row lock, the coaches it may ask are locked (advisory
+locks, one global order: loads are exact however many consumers and replicas run),
+one domain method decides, and the dispatch, the events it produced and its timer
+changes are stored together. A transaction that freed a coach's capacity wakes the
+waiting line once it commits; the line also sweeps every few seconds, which is how
+shift starts and roster imports from other processes are found.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
@@ -28,10 +33,11 @@ from handoff_matching.domain.dispatch import (
     SetTimer,
     TimerKind,
 )
-from handoff_matching.domain.eligibility import SiteProfile, why_ineligible
+from handoff_matching.domain.eligibility import Ineligible, SiteProfile, why_ineligible
+from handoff_matching.domain.load import has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool, on_call
-from handoff_platform.database import Connection
+from handoff_platform.database import Connection, notify
 from handoff_platform.outbox import Outbox
 from handoff_platform.supervision import beat
 from handoff_platform.timers import Timer, Timers
@@ -39,20 +45,34 @@ from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
+    ContactPoint,
     OfferBriefing,
     OfferMade,
     OfferWithdrawn,
     PageFailed,
+    PageSent,
     ReferralCancelled,
     ReferralCreated,
     ReferralEscalated,
+    ReferralExpired,
     ReferralUnassigned,
+    ReferralWaiting,
 )
-from handoff_schemas.vocabulary import CoachResponse, Tier
+from handoff_schemas.vocabulary import CoachResponse, Tier, WithdrawReason
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+LINE_CHANNEL = "handoff_matching_line"
+"""NOTIFY channel: the roster or the on-call changed elsewhere (a CLI import, another
+replica's admin API); every replica's waiting line looks again."""
+
+MAX_SUPERVISOR_CONTACTS = 16  # ReferralUnassigned.supervisor_contacts' limit
+
+# Set in the handler's task when its transaction freed a coach's capacity, read by the
+# after-commit hook in the same task: the line is woken only once the change is visible.
+_FREED: ContextVar[bool] = ContextVar("capacity_freed", default=False)
 
 
 def utc_now() -> datetime:
@@ -106,8 +126,21 @@ class MatchingService:
         if dispatch is None:
             return
         now = self.clock()
-        if data.response is CoachResponse.ACCEPTED:
-            effects = dispatch.accept(data.offer_id, now)
+        coach_id = dispatch.accepting_coach(data.offer_id)
+        if data.response is CoachResponse.ACCEPTED and coach_id is not None:
+            candidates = await self._candidates(connection, dispatch, now, also_lock=[coach_id])
+            held = await dispatch_store.assignments(connection, coach_id)
+            coach = (await roster_store.coaches_by_id(connection, [coach_id])).get(coach_id)
+            if may_take_assignment(held, coach.max_concurrent if coach else None):
+                effects = dispatch.accept(data.offer_id, now)
+            else:
+                log.info(
+                    "acceptance refused: coach at capacity",
+                    extra={"referral_id": str(data.referral_id), "coach_id": str(coach_id)},
+                )
+                effects = dispatch.refuse_at_capacity(data.offer_id, now, candidates)
+        elif data.response is CoachResponse.ACCEPTED:
+            effects = dispatch.accept(data.offer_id, now)  # late, repeated, or already filled
         elif data.response is CoachResponse.DECLINED:
             metrics.OFFERS.labels(dispatch.facts.site_id, "declined").inc()
             effects = dispatch.decline(
@@ -129,6 +162,18 @@ class MatchingService:
             data.offer_id, now, await self._candidates(connection, dispatch, now)
         )
         await self._apply(connection, dispatch, effects, event.id)
+
+    async def page_sent(self, connection: Connection, event: Envelope[Any]) -> None:
+        """A page reached a provider: the offer's ack clock starts; paging works again, so
+        the line looks at referrals left unassigned by an outage."""
+        data: PageSent = event.data
+        _FREED.set(True)
+        dispatch = await dispatch_store.lock(connection, data.referral_id)
+        if dispatch is None:
+            return
+        effects = dispatch.paged(data.offer_id, min(data.sent_at, self.clock()))
+        if effects:
+            await self._apply(connection, dispatch, effects, event.id)
 
     async def site_registered(self, connection: Connection, event: Envelope[Any]) -> None:
         """Keep the site's facts, so its shifts resolve and its coverage is reported from now."""
@@ -156,6 +201,39 @@ class MatchingService:
         )
         await self._apply(connection, dispatch, effects, cause=None)
 
+    async def give_up(self, connection: Connection, timer: Timer) -> None:
+        """The site's give-up time passed: a referral still without a coach expires."""
+        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        if dispatch is None:
+            return
+        await self._apply(connection, dispatch, dispatch.give_up(self.clock()), cause=None)
+
+    async def serve_line(self, pool: asyncpg.Pool) -> int:
+        """Offer every referral in line that someone may now be asked, most urgent and
+        longest first, one transaction each; returns how many moved. A site none of whose
+        coaches on call has room is passed over for the rest of the pass (nobody there can
+        be offered anything until a slot frees, which wakes the line again). Replicas may
+        serve the line at once: each skips the referrals another has locked."""
+        after: dispatch_store.LinePlace | None = None
+        full_sites: set[str] = set()
+        moved = 0
+        while True:
+            async with pool.acquire() as connection, connection.transaction():
+                claimed = await dispatch_store.claim_next_in_line(connection, after, full_sites)
+                if claimed is None:
+                    return moved
+                after, dispatch = claimed
+                now = self.clock()
+                candidates, room = await self._candidates_and_room(connection, dispatch, now)
+                effects = dispatch.retry(now, candidates)
+                if effects:
+                    await self._apply(connection, dispatch, effects, cause=None)
+            if effects:
+                moved += 1
+                self.outbox.committed()
+            if not room:
+                full_sites.add(dispatch.facts.site_id)
+
     async def arrival_deadline_passed(self, connection: Connection, timer: Timer) -> None:
         """The assigned coach has not reported arriving in time: count it, for the program."""
         dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
@@ -171,9 +249,27 @@ class MatchingService:
         )
 
     async def _candidates(
-        self, connection: Connection, dispatch: Dispatch, now: datetime
+        self,
+        connection: Connection,
+        dispatch: Dispatch,
+        now: datetime,
+        also_lock: Iterable[UUID] = (),
     ) -> Candidates:
-        """Every rung's eligible coaches, best first, as the roster stands at `now`."""
+        """Every rung's eligible coaches with room, best first, and those merely full, as the
+        roster and loads stand at `now`. Locks every coach it considers (and `also_lock`)
+        until the transaction ends: call it once per transaction."""
+        candidates, _ = await self._candidates_and_room(connection, dispatch, now, also_lock)
+        return candidates
+
+    async def _candidates_and_room(
+        self,
+        connection: Connection,
+        dispatch: Dispatch,
+        now: datetime,
+        also_lock: Iterable[UUID] = (),
+    ) -> tuple[Candidates, bool]:
+        """`_candidates`, and whether any coach it considered (eligible for this referral
+        or not) has room at all."""
         facts = dispatch.facts
         _, interpreter_available, supervisors = await dispatch_store.site_settings(
             connection, facts.site_id
@@ -194,32 +290,52 @@ class MatchingService:
         )
         at_site = on_call(site_pool, now, shifts, overrides)
         in_state = on_call(state_pool, now, shifts, overrides) - at_site
-        coaches = await roster_store.coaches_by_id(connection, [*at_site, *in_state])
-        holding = await dispatch_store.open_assignments(connection, list(coaches))
+        considered = [*at_site, *in_state, *supervisors]
+        await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
+        coaches = await roster_store.coaches_by_id(connection, considered)
+        load = await dispatch_store.loads(connection, considered)
 
         def eligible(ids: frozenset[UUID], on_call_for_site: bool) -> Ranking:
-            fit = [
-                Candidate(coaches[coach_id], on_call_for_site)
-                for coach_id in ids
-                if coach_id in coaches
-                and why_ineligible(
+            fit, full = [], []
+            for coach_id in ids:
+                if coach_id not in coaches:
+                    continue
+                why = why_ineligible(
                     coaches[coach_id],
                     site,
                     now,
-                    holding.get(coach_id, 0),
-                    coach_id in dispatch.offered_coaches,
+                    load.get(coach_id, 0),
+                    False,  # who was asked already is the dispatch's to judge: it may start a round
                     need.language,
                     facts.briefing.interpreter_needed,
                 )
-                is None
-            ]
-            return Ranking((r.coach_id, r.explanation()) for r in rank(fit, need, now))
+                if why is None:
+                    fit.append(Candidate(coaches[coach_id], on_call_for_site))
+                elif why is Ineligible.AT_CAPACITY:
+                    full.append(coach_id)
+            return Ranking(((r.coach_id, r.explanation()) for r in rank(fit, need, now)), full)
 
-        return {
+        def supervising() -> Ranking:
+            def room(coach_id: UUID) -> bool:
+                coach = coaches.get(coach_id)
+                limit = coach.max_concurrent if coach is not None else None
+                return has_room(load.get(coach_id, 0), limit)
+
+            return Ranking(
+                ((s, "on the site's escalation list") for s in supervisors if room(s)),
+                (s for s in supervisors if not room(s)),
+            )
+
+        room = any(
+            has_room(load.get(c, 0), coaches[c].max_concurrent if c in coaches else None)
+            for c in considered
+        )
+        candidates = {
             Tier.SITE: eligible(at_site, True),
             Tier.STATE_POOL: eligible(in_state, False),
-            Tier.SUPERVISOR: Ranking((s, "on the site's escalation list") for s in supervisors),
+            Tier.SUPERVISOR: supervising(),
         }
+        return candidates, room
 
     async def _apply(
         self, connection: Connection, dispatch: Dispatch, effects: list[Effect], cause: UUID | None
@@ -243,6 +359,12 @@ class MatchingService:
                 if isinstance(effect, OfferMade):
                     contacts = await roster_store.contact_points(connection, effect.coach_id)
                     effect = effect.model_copy(update={"contacts": contacts})
+                elif isinstance(effect, ReferralUnassigned):
+                    effect = effect.model_copy(
+                        update={
+                            "supervisor_contacts": await _supervisor_contacts(connection, dispatch)
+                        }
+                    )
                 events.append(
                     Envelope.wrap(
                         effect,
@@ -253,13 +375,29 @@ class MatchingService:
                 )
         if events:
             await self.outbox.put(connection, *events)
-        await dispatch_store.save(connection, dispatch)
+        held_before = await dispatch_store.save(connection, dispatch)
+        if held_before - dispatch.holding:
+            _FREED.set(True)
         for envelope in events:
             _count(dispatch, envelope.data)
             log.info(
                 "dispatch event",
                 extra={"referral_id": str(dispatch.facts.referral_id), "event_type": envelope.type},
             )
+
+
+async def _supervisor_contacts(
+    connection: Connection, dispatch: Dispatch
+) -> tuple[ContactPoint, ...]:
+    """Where the site's supervisors are told a referral is unassigned: each one's first
+    contact method (staff data from the roster), as many as the event carries."""
+    _, _, supervisors = await dispatch_store.site_settings(connection, dispatch.facts.site_id)
+    firsts = [
+        contacts[0]
+        for supervisor in supervisors
+        if (contacts := await roster_store.contact_points(connection, supervisor))
+    ]
+    return tuple(firsts[:MAX_SUPERVISOR_CONTACTS])
 
 
 def _timer_id(offer_id: UUID, kind: TimerKind) -> UUID:
@@ -279,6 +417,14 @@ def _count(dispatch: Dispatch, event: EventPayload) -> None:
             )
     elif isinstance(event, OfferWithdrawn):
         metrics.OFFERS.labels(site, event.reason.value).inc()
+        if event.reason is WithdrawReason.AT_CAPACITY:
+            metrics.ACCEPTANCES_REFUSED_AT_CAPACITY.labels(site).inc()
+        elif event.reason is WithdrawReason.NOT_CONTACTED:
+            metrics.NOT_CONTACTED.labels(site).inc()
+    elif isinstance(event, ReferralWaiting):
+        metrics.WAITED.labels(site).inc()
+    elif isinstance(event, ReferralExpired):
+        metrics.EXPIRED.labels(site).inc()
     elif isinstance(event, ReferralEscalated):
         metrics.ESCALATIONS.labels(site, event.to_tier.value).inc()
     elif isinstance(event, ReferralUnassigned):
@@ -333,15 +479,76 @@ async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> No
 
 
 async def report_waiting_referrals_forever(pool: asyncpg.Pool, every: float = 5.0) -> None:
-    """Export, per site, the referrals no coach has accepted yet and the oldest one's wait.
+    """Export, per site, the referrals no coach has accepted yet, the oldest one's wait and
+    those in line; and the coaches' load against their capacity, summed (no coach labels).
 
     Every `every` seconds; a database error ends it, for its supervisor to restart it."""
     while True:
         async with pool.acquire() as connection:
             waiting = await dispatch_store.awaiting_acceptance(connection)
+            in_line = await dispatch_store.in_line(connection)
             for site_id, _, _ in await roster_store.known_sites(connection):
                 count, oldest = waiting.get(site_id, (0, 0.0))
                 metrics.AWAITING_ACCEPTANCE.labels(site_id).set(count)
                 metrics.OLDEST_AWAITING_SECONDS.labels(site_id).set(oldest)
+                for state in ("waiting", "unassigned"):
+                    metrics.IN_LINE.labels(site_id, state).set(in_line.get((site_id, state), 0))
+            used, slots, full = await dispatch_store.load_against_capacity(connection)
+            metrics.COACH_SLOTS_HELD.set(used)
+            metrics.COACH_SLOTS.set(slots)
+            metrics.COACHES_AT_CAPACITY.set(full)
         beat()
         await asyncio.sleep(every)
+
+
+def wake_line_if_freed(line: "WaitingLine") -> None:
+    """After-commit hook: wake the line if the transaction just committed freed capacity
+    (or saw a page go out). Runs in the task that ran the handler, so it reads its flag."""
+    if _FREED.get():
+        _FREED.set(False)
+        line.wake()
+
+
+async def roster_changed(connection: Connection) -> None:
+    """Tell every replica's line that the roster or the on-call changed (after the commit)."""
+    await notify(connection, LINE_CHANNEL, "roster")
+
+
+class WaitingLine:
+    """Serves the waiting line: at once when woken (capacity freed in this process, or a
+    NOTIFY on LINE_CHANNEL), and every `sweep_every` seconds regardless (shift starts,
+    re-offers every `reoffer_every`, and any wake-up lost to a crash)."""
+
+    def __init__(
+        self, service: MatchingService, pool: asyncpg.Pool, database_url: str, sweep_every: float
+    ) -> None:
+        self.service = service
+        self.pool = pool
+        self.database_url = database_url
+        self.sweep_every = sweep_every
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Serve the line as soon as the current pass ends (call after the commit)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Serve the line until cancelled; a database error ends it, for its supervisor to
+        restart it (with a new listener)."""
+        listener: asyncpg.Connection | None = None
+        try:
+            while True:
+                self._wake.clear()
+                if listener is None or listener.is_closed():
+                    listener = await asyncpg.connect(self.database_url)
+                    await listener.add_listener(LINE_CHANNEL, self._on_notify)
+                await self.service.serve_line(self.pool)
+                beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_every)
+        finally:
+            if listener is not None:
+                listener.terminate()
+
+    def _on_notify(self, _conn: Connection, _pid: int, _channel: str, _payload: object) -> None:
+        self._wake.set()

@@ -8,9 +8,25 @@ transaction: so two acceptances at once are two calls in sequence, and exactly
 one of them assigns.
 
 The ladder: the site's on-call coaches, then the state pool (ReferralEscalated),
-then the site's supervisors (ReferralEscalated), then ReferralUnassigned.
-`sequential` offers one coach at a time; `broadcast` offers the next
-`broadcast_size` at once, and the first acceptance wins.
+then the site's supervisors (ReferralEscalated). `sequential` offers one coach at
+a time; `broadcast` offers the next `broadcast_size` at once, and the first
+acceptance wins. Candidates come with room only (load below max_concurrent,
+domain/load.py): a full rung is passed over, so a burst spreads over every coach
+on call. When no rung has a coach with room but some coach on call is merely
+full, the referral waits in line (ReferralWaiting) and is offered again the
+moment one frees up; when nobody is left to ask at all, ReferralUnassigned.
+
+Rounds: a referral's first pass up the ladder is round 0. Within a round nobody is
+asked twice. An unassigned referral is offered again (a new round) when a coach
+not yet asked in this round has room, at once if no coach of the round was ever
+reached (every offer ended not_contacted: a paging outage, not an answer), and
+otherwise every `reoffer_every`. A new round asks everyone on call again except
+the coaches who declined this referral: a decline is an answer about this
+patient; an expiry, an unreachable phone or a full caseload is not.
+
+The ack clock runs from the page: an offer first waits up to `page_deadline` for
+notify to hand a page to a provider (`paged`), then `ack_timeout` for an answer.
+An offer never paged in time ends not_contacted and the ladder moves on.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +42,9 @@ from handoff_schemas.events import (
     OfferMade,
     OfferWithdrawn,
     ReferralEscalated,
+    ReferralExpired,
     ReferralUnassigned,
+    ReferralWaiting,
 )
 from handoff_schemas.vocabulary import (
     GenderPreference,
@@ -34,6 +52,7 @@ from handoff_schemas.vocabulary import (
     Tier,
     UnassignedReason,
     Urgency,
+    WaitingReason,
     WithdrawReason,
 )
 
@@ -53,6 +72,9 @@ class DispatchSettings:
     ack_timeout: timedelta = timedelta(minutes=5)
     arrival_target: timedelta = timedelta(minutes=60)
     broadcast_size: int = 3
+    page_deadline: timedelta = timedelta(seconds=60)  # for the first page to reach a provider
+    reoffer_every: timedelta = timedelta(minutes=5)  # an unassigned referral is asked again
+    give_up_after: timedelta = timedelta(hours=4)  # from arrival, then ReferralExpired
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,8 @@ class OfferState(StrEnum):
     DECLINED = "declined"
     EXPIRED = "expired"
     UNREACHABLE = "unreachable"  # notify: every channel failed
+    NOT_CONTACTED = "not_contacted"  # no page reached a provider by the page deadline
+    AT_CAPACITY = "at_capacity"  # accepted while holding max_concurrent assignments
     WITHDRAWN = "withdrawn"
 
 
@@ -86,22 +110,32 @@ class Offer:
     coach_id: UUID
     tier: Tier
     made_at: datetime
-    expires_at: datetime
+    expires_at: datetime  # page deadline + ack timeout; once paged, paged_at + ack timeout
     state: OfferState = OfferState.OPEN
     why: str = ""  # how the coach ranked when offered, for whoever reviews the referral
+    page_deadline: datetime | None = None  # None: made before the ack clock ran from the page
+    paged_at: datetime | None = None  # the first PageSent: the ack clock starts here
+    round: int = 0
 
 
 class DispatchState(StrEnum):
     OFFERING = "offering"
+    WAITING = "waiting"  # in line: every coach on call is at capacity
     ASSIGNED = "assigned"
-    UNASSIGNED = "unassigned"
+    UNASSIGNED = "unassigned"  # nobody left to ask for now; offered again later
     CANCELLED = "cancelled"
     CLOSED = "closed"  # the coach arrived, or completed
+    EXPIRED = "expired"  # the site's give-up time passed unassigned
+
+
+IN_LINE = (DispatchState.WAITING, DispatchState.UNASSIGNED)
+NOT_YET_ASSIGNED = (DispatchState.OFFERING, *IN_LINE)
 
 
 class TimerKind(StrEnum):
-    OFFER_EXPIRY = "offer_expiry"  # fires Dispatch.expire
+    OFFER_EXPIRY = "offer_expiry"  # fires Dispatch.expire (page deadline, then ack timeout)
     ARRIVAL_DEADLINE = "arrival_deadline"  # fires Dispatch.arrival_overdue
+    GIVE_UP = "give_up"  # fires Dispatch.give_up; keyed by the referral id
 
 
 @dataclass(frozen=True)
@@ -123,17 +157,19 @@ Effect = EventPayload | SetTimer | CancelTimer
 
 
 class Ranking(list[UUID]):
-    """Coach ids best first, with the explanation of each one's place."""
+    """Coach ids with room best first, with the explanation of each one's place; `full`:
+    the rung's other eligible coaches on call, each at max_concurrent."""
 
-    def __init__(self, ranked: Iterable[tuple[UUID, str]] = ()) -> None:
+    def __init__(self, ranked: Iterable[tuple[UUID, str]] = (), full: Iterable[UUID] = ()) -> None:
         pairs = list(ranked)
         super().__init__(coach_id for coach_id, _ in pairs)
         self.why = dict(pairs)
+        self.full = frozenset(full)
 
 
 Candidates = Mapping[Tier, Sequence[UUID]]
-"""Eligible coaches per tier, best first, as ranked now (a Ranking carries why); the
-dispatch skips any already offered."""
+"""Eligible coaches with room per tier, best first, as ranked now (a Ranking carries why
+and who is full); the dispatch skips any it may not ask in this round."""
 
 
 @dataclass
@@ -145,10 +181,33 @@ class Dispatch:
     offers: list[Offer] = field(default_factory=list)
     assigned_coach: UUID | None = None
     started_at: datetime | None = None
+    round: int = 0
+    in_line_since: datetime | None = None  # entered the waiting line, or went unassigned
 
     def start(self, now: datetime, candidates: Candidates) -> list[Effect]:
+        """Make the first offers (or wait, or go unassigned) and set the give-up timer."""
         self.started_at = now
-        return self._offer_next(now, candidates)
+        give_up = SetTimer(self.facts.referral_id, now + self.settings.give_up_after)
+        return [
+            SetTimer(give_up.offer_id, give_up.due, TimerKind.GIVE_UP),
+            *self._offer_next(now, candidates),
+        ]
+
+    @property
+    def holding(self) -> frozenset[UUID]:
+        """The coaches whose capacity this referral holds: open offers and the assignment."""
+        held = {o.coach_id for o in self.offers if o.state is OfferState.OPEN}
+        if self.state is DispatchState.ASSIGNED and self.assigned_coach is not None:
+            held.add(self.assigned_coach)
+        return frozenset(held)
+
+    def accepting_coach(self, offer_id: UUID) -> UUID | None:
+        """The coach an acceptance of this offer would assign (so their capacity matters),
+        or None if it would assign nobody (late, repeated, or filled)."""
+        offer = self._offer(offer_id)
+        if offer is None or offer.state is not OfferState.OPEN:
+            return None
+        return offer.coach_id if self.state is DispatchState.OFFERING else None
 
     def accept(self, offer_id: UUID, now: datetime) -> list[Effect]:
         offer = self._offer(offer_id)
@@ -170,36 +229,116 @@ class Dispatch:
         others = [o for o in self.offers if o.state is OfferState.OPEN]
         return [
             CancelTimer(offer.offer_id),
+            CancelTimer(self.facts.referral_id, TimerKind.GIVE_UP),
             SetTimer(offer.offer_id, deadline, TimerKind.ARRIVAL_DEADLINE),
             assigned,
             *self._withdraw(others, WithdrawReason.FILLED, now),
         ]
 
-    def decline(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
-        return self._close(offer_id, OfferState.DECLINED, now, candidates, [CancelTimer(offer_id)])
-
-    def expire(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
-        """The ack timeout passed: the coach is told the offer is gone, the next one is asked."""
+    def refuse_at_capacity(
+        self, offer_id: UUID, now: datetime, candidates: Candidates
+    ) -> list[Effect]:
+        """The coach accepted while holding max_concurrent assignments: the offer is
+        withdrawn (at_capacity, so notify tells them it was passed on) and the referral
+        moves on at once."""
         offer = self._offer(offer_id)
         if offer is None or offer.state is not OfferState.OPEN:
             return []
+        withdrawn = self._withdrawal(offer, WithdrawReason.AT_CAPACITY, now)
+        return self._close(
+            offer_id, OfferState.AT_CAPACITY, now, candidates, [CancelTimer(offer_id), withdrawn]
+        )
+
+    def decline(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
+        return self._close(offer_id, OfferState.DECLINED, now, candidates, [CancelTimer(offer_id)])
+
+    def paged(self, offer_id: UUID, sent_at: datetime) -> list[Effect]:
+        """The offer's first page reached a provider: its ack clock starts at `sent_at`."""
+        offer = self._offer(offer_id)
+        if offer is None or offer.state is not OfferState.OPEN or offer.paged_at is not None:
+            return []
+        offer.paged_at = sent_at
+        offer.expires_at = sent_at + self.settings.ack_timeout
+        return [SetTimer(offer.offer_id, offer.expires_at)]
+
+    def expire(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
+        """The offer's timer fired. Never paged by its page deadline: not_contacted (not an
+        answer). Paged, and the ack timeout passed: expired; the coach is told, the next asked."""
+        offer = self._offer(offer_id)
+        if offer is None or offer.state is not OfferState.OPEN:
+            return []
+        if offer.page_deadline is not None and offer.paged_at is None:
+            withdrawn = self._withdrawal(offer, WithdrawReason.NOT_CONTACTED, now)
+            return self._close(offer_id, OfferState.NOT_CONTACTED, now, candidates, [withdrawn])
+        if now < offer.expires_at:
+            return [SetTimer(offer.offer_id, offer.expires_at)]  # paged after the timer was due
         withdrawn = self._withdrawal(offer, WithdrawReason.EXPIRED, now)
         return self._close(offer_id, OfferState.EXPIRED, now, candidates, [withdrawn])
 
     def unreachable(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
-        """Notify could not reach the coach on any channel: move on without waiting."""
+        """Notify could not reach the coach on any channel: say so, and move on without waiting."""
+        offer = self._offer(offer_id)
+        if offer is None or offer.state is not OfferState.OPEN:
+            return []
+        withdrawn = self._withdrawal(offer, WithdrawReason.UNREACHABLE, now)
         return self._close(
-            offer_id, OfferState.UNREACHABLE, now, candidates, [CancelTimer(offer_id)]
+            offer_id, OfferState.UNREACHABLE, now, candidates, [CancelTimer(offer_id), withdrawn]
         )
+
+    def retry(self, now: datetime, candidates: Candidates) -> list[Effect]:
+        """Offer a referral in line again if someone may now be asked (capacity freed, a shift
+        started, an override added a coach), from the site's rung up. Unassigned: a new round
+        once `reoffer_every` has passed, or at once if no coach of its round was ever reached
+        by a page. Nobody to ask yet: nothing changes and nothing is said."""
+        if self.state not in IN_LINE:
+            return []
+        before = (self.state, self.round, self.tier, self.in_line_since)
+        if self.state is DispatchState.UNASSIGNED and self._round_may_restart(now):
+            self.round += 1
+        self.state = DispatchState.OFFERING
+        effects = self._offer_next(now, candidates, from_tier=Tier.SITE)
+        if self.state is before[0]:
+            self.state, self.round, self.tier, self.in_line_since = before
+            return []
+        if self.state is DispatchState.OFFERING:
+            self.in_line_since = None
+        return effects
+
+    def due_for_retry(self, now: datetime) -> datetime | None:
+        """When an unassigned referral starts its next round on its own (None: not in line)."""
+        if self.state is not DispatchState.UNASSIGNED or self.in_line_since is None:
+            return None
+        return self.in_line_since + self.settings.reoffer_every
+
+    def _round_may_restart(self, now: datetime) -> bool:
+        this_round = [o for o in self.offers if o.round == self.round]
+        outage = bool(this_round) and all(o.state is OfferState.NOT_CONTACTED for o in this_round)
+        due = self.due_for_retry(now)
+        return outage or (due is not None and now >= due)
+
+    def give_up(self, now: datetime) -> list[Effect]:
+        """The give-up time passed with nobody assigned: offers withdrawn, ReferralExpired."""
+        if self.state not in NOT_YET_ASSIGNED:
+            return []
+        self.state = DispatchState.EXPIRED
+        open_offers = [o for o in self.offers if o.state is OfferState.OPEN]
+        return [
+            *self._withdraw(open_offers, WithdrawReason.EXPIRED, now),
+            ReferralExpired(referral_id=self.facts.referral_id, expired_at=now),
+        ]
 
     def cancel(self, now: datetime) -> list[Effect]:
         """The hospital withdrew the referral: every open offer is withdrawn at once."""
-        if self.state in (DispatchState.CANCELLED, DispatchState.CLOSED):
+        if self.state in (DispatchState.CANCELLED, DispatchState.CLOSED, DispatchState.EXPIRED):
             return []
         arrival = self._stop_arrival_clock()
         self.state = DispatchState.CANCELLED
         open_offers = [o for o in self.offers if o.state is OfferState.OPEN]
-        return arrival + self._withdraw(open_offers, WithdrawReason.CANCELLED, now)
+        return [
+            *arrival,
+            CancelTimer(self.facts.referral_id, TimerKind.GIVE_UP),
+            *self._withdraw(open_offers, WithdrawReason.CANCELLED, now),
+        ]
 
     def close(self) -> list[Effect]:
         """The coach arrived or completed: the assignment no longer holds the coach's capacity."""
@@ -229,7 +368,12 @@ class Dispatch:
 
     @property
     def offered_coaches(self) -> frozenset[UUID]:
-        return frozenset(offer.coach_id for offer in self.offers)
+        """Who may not be asked now: everyone asked in this round, and whoever declined."""
+        return frozenset(
+            offer.coach_id
+            for offer in self.offers
+            if offer.round == self.round or offer.state is OfferState.DECLINED
+        )
 
     def _offer(self, offer_id: UUID) -> Offer | None:
         return next((offer for offer in self.offers if offer.offer_id == offer_id), None)
@@ -252,42 +396,73 @@ class Dispatch:
             return effects  # a broadcast still has offers out: wait for them
         return [*effects, *self._offer_next(now, candidates)]
 
-    def _offer_next(self, now: datetime, candidates: Candidates) -> list[Effect]:
-        effects: list[Effect] = []
-        while True:
-            fresh = [c for c in candidates.get(self.tier, ()) if c not in self.offered_coaches]
-            if fresh:
-                sequential = self.settings.mode is DispatchMode.SEQUENTIAL
-                why = getattr(candidates[self.tier], "why", {})
-                for coach in fresh[: 1 if sequential else self.settings.broadcast_size]:
-                    effects += self._make_offer(coach, now, why.get(coach, ""))
-                return effects
-            next_rung = LADDER.index(self.tier) + 1
-            if next_rung == len(LADDER):
-                self.state = DispatchState.UNASSIGNED
-                reason = (
-                    UnassignedReason.LADDER_EXHAUSTED
-                    if self.offers
-                    else UnassignedReason.NOBODY_ON_CALL
+    def _offer_next(
+        self, now: datetime, candidates: Candidates, from_tier: Tier | None = None
+    ) -> list[Effect]:
+        """Offer the first rung from `from_tier` (default: the current one) that has coaches
+        with room; else wait in line if a coach not yet asked is merely full; else unassigned.
+        Climbing above the current rung is a ReferralEscalated."""
+        used = self.offered_coaches
+        full = False
+        for tier in LADDER[LADDER.index(from_tier or self.tier) :]:
+            ranked = candidates.get(tier, ())
+            full = full or bool(getattr(ranked, "full", frozenset()) - used)
+            fresh = [c for c in ranked if c not in used]
+            if not fresh:
+                continue
+            effects: list[Effect] = []
+            if LADDER.index(tier) > LADDER.index(self.tier):
+                effects.append(
+                    ReferralEscalated(
+                        referral_id=self.facts.referral_id,
+                        from_tier=self.tier,
+                        to_tier=tier,
+                        escalated_at=now,
+                    )
                 )
-                return [
-                    *effects,
-                    ReferralUnassigned(
-                        referral_id=self.facts.referral_id, reason=reason, unassigned_at=now
-                    ),
-                ]
-            effects.append(
-                ReferralEscalated(
+            self.tier = tier
+            sequential = self.settings.mode is DispatchMode.SEQUENTIAL
+            why = getattr(ranked, "why", {})
+            for coach in fresh[: 1 if sequential else self.settings.broadcast_size]:
+                effects += self._make_offer(coach, now, why.get(coach, ""))
+            return effects
+        if full:
+            self.state = DispatchState.WAITING
+            self.in_line_since = now
+            return [
+                ReferralWaiting(
                     referral_id=self.facts.referral_id,
-                    from_tier=self.tier,
-                    to_tier=LADDER[next_rung],
-                    escalated_at=now,
+                    reason=WaitingReason.ALL_AT_CAPACITY,
+                    waiting_since=now,
                 )
+            ]
+        self.state = DispatchState.UNASSIGNED
+        self.in_line_since = now
+        reason = (
+            UnassignedReason.LADDER_EXHAUSTED if self.offers else UnassignedReason.NOBODY_ON_CALL
+        )
+        return [
+            ReferralUnassigned(
+                referral_id=self.facts.referral_id,
+                reason=reason,
+                unassigned_at=now,
+                site_id=self.facts.site_id,
+                site_short_name=self.facts.site_short_name,
             )
-            self.tier = LADDER[next_rung]
+        ]
 
     def _make_offer(self, coach_id: UUID, now: datetime, why: str) -> list[Effect]:
-        offer = Offer(uuid4(), coach_id, self.tier, now, now + self.settings.ack_timeout, why=why)
+        page_deadline = now + self.settings.page_deadline
+        offer = Offer(
+            uuid4(),
+            coach_id,
+            self.tier,
+            now,
+            page_deadline + self.settings.ack_timeout,
+            why=why,
+            page_deadline=page_deadline,
+            round=self.round,
+        )
         self.offers.append(offer)
         made = OfferMade(
             referral_id=self.facts.referral_id,
@@ -298,9 +473,10 @@ class Dispatch:
             urgency=self.facts.urgency,
             tier=self.tier,
             expires_at=offer.expires_at,
+            page_deadline=page_deadline,
             briefing=self.facts.briefing,
         )
-        return [made, SetTimer(offer.offer_id, offer.expires_at)]
+        return [made, SetTimer(offer.offer_id, page_deadline)]
 
     def _withdraw(self, offers: list[Offer], reason: WithdrawReason, now: datetime) -> list[Effect]:
         effects: list[Effect] = []

@@ -59,12 +59,16 @@ def why_ineligible(
     coach: Coach,
     site: SiteProfile,
     now: datetime,
-    open_assignments: int,
+    load: int,
     already_offered: bool,
     language: str,
     interpreter_needed: bool,
 ) -> Ineligible | None:
-    """None if the coach may be offered this referral now, else the first rule that forbids it."""
+    """None if the coach may be offered this referral now, else the first rule that forbids it.
+
+    `load`: the referrals whose capacity the coach holds (open offers + assignments, every
+    site). AT_CAPACITY is the last rule, so it names exactly the coaches who are merely full.
+    """
     if not coach.active:
         return Ineligible.INACTIVE
     in_state = [c for c in coach.certifications if c.state == site.state]
@@ -72,12 +76,12 @@ def why_ineligible(
         return Ineligible.NOT_CERTIFIED_IN_STATE
     if all(now >= certification_expiry(c, site.zone) for c in in_state):
         return Ineligible.CERTIFICATION_EXPIRED
-    if open_assignments >= coach.max_concurrent:
-        return Ineligible.AT_CAPACITY
     if already_offered:
         return Ineligible.ALREADY_OFFERED
     if interpreter_needed and not site.interpreter_available and not speaks(coach, language):
         return Ineligible.NO_SHARED_LANGUAGE
+    if load >= coach.max_concurrent:
+        return Ineligible.AT_CAPACITY
     return None
 
 

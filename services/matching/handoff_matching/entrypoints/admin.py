@@ -18,7 +18,7 @@ from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_matching.domain.schedules import Interval, Pool, on_call
 from handoff_matching.roster_file import OverrideRow
-from handoff_matching.service import coverage_gaps_ahead
+from handoff_matching.service import coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
 
@@ -36,6 +36,9 @@ class SiteDispatch(BaseModel):
     broadcast_size: Annotated[int, Field(ge=1, le=10)] = 3
     interpreter_available: bool = True
     supervisors: list[UUID] = []
+    page_deadline_seconds: Annotated[int, Field(ge=10, le=3600)] = 60
+    reoffer_every_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
+    give_up_after_minutes: Annotated[int, Field(ge=1, le=10080)] = 240
 
 
 class Gap(BaseModel):
@@ -100,21 +103,30 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
             broadcast_size=settings.broadcast_size,
             interpreter_available=interpreter,
             supervisors=list(supervisors),
+            page_deadline_seconds=int(settings.page_deadline.total_seconds()),
+            reoffer_every_seconds=int(settings.reoffer_every.total_seconds()),
+            give_up_after_minutes=int(settings.give_up_after.total_seconds() // 60),
         )
 
     @router.put("/sites/{site_id}/dispatch", response_model=SiteDispatch)
     async def put_site_dispatch(site_id: str, body: SiteDispatch) -> SiteDispatch:
-        """Set the site's dispatch mode, ack timeout, arrival target and supervisors."""
+        """Set the site's dispatch mode, ack timeout, arrival target, supervisors, page
+        deadline (s), how often an unassigned referral is offered again (s), and when one
+        is given up (min, from its arrival)."""
         settings = DispatchSettings(
             mode=body.mode,
             ack_timeout=timedelta(seconds=body.ack_timeout_seconds),
             arrival_target=timedelta(minutes=body.arrival_target_minutes),
             broadcast_size=body.broadcast_size,
+            page_deadline=timedelta(seconds=body.page_deadline_seconds),
+            reoffer_every=timedelta(seconds=body.reoffer_every_seconds),
+            give_up_after=timedelta(minutes=body.give_up_after_minutes),
         )
         async with pool.acquire() as connection:
             await dispatch_store.put_site_settings(
                 connection, site_id, settings, body.interpreter_available, tuple(body.supervisors)
             )
+            await roster_changed(connection)  # e.g. a supervisor added: serve the line
         return body
 
     @router.get("/sites/{site_id}/coverage", response_model=Coverage)
@@ -166,6 +178,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
                 raise ApiError(
                     422, "unknown_coach", "no such coach in the roster", field="coach_id"
                 ) from None
+            await roster_changed(connection)  # an added coach may take a waiting referral
         return body
 
     @router.delete("/overrides/{override_id}", status_code=204)

@@ -12,6 +12,7 @@ from handoff_matching.adapters.roster_store import ImportSummary, apply_migratio
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.roster_csv import CsvFile, parse_roster_csv
 from handoff_matching.roster_file import RosterFile, RosterProblems, parse_roster
+from handoff_matching.service import roster_changed
 from handoff_platform.http import serve_http
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import PlatformSettings
@@ -86,6 +87,8 @@ async def _store(database_url: str, roster: RosterFile) -> ImportSummary:
     await apply_migrations(database_url)
     connection = await asyncpg.connect(database_url)
     try:
-        return await import_roster(connection, roster)
+        summary = await import_roster(connection, roster)
+        await roster_changed(connection)  # capacity or shifts may have grown: serve the line
+        return summary
     finally:
         await connection.close()

@@ -6,6 +6,7 @@ from handoff_platform.consumer import Handler
 from handoff_schemas.events import (
     CoachResponded,
     PageFailed,
+    PageSent,
     ReferralCancelled,
     ReferralCreated,
     SiteRegistered,
@@ -18,5 +19,6 @@ def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
         ReferralCreated.event_type: service.referral_created,
         ReferralCancelled.event_type: service.referral_cancelled,
         CoachResponded.event_type: service.coach_responded,
+        PageSent.event_type: service.page_sent,
         PageFailed.event_type: service.page_failed,
     }

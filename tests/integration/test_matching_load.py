@@ -1,0 +1,549 @@
+"""Load-aware dispatch on real Kafka and PostgreSQL: bursts spread over every coach with
+room, the waiting line, capacity at acceptance, the page deadline, unassigned offered
+again, and giving up.
+
+Matching runs in-process on a broker of its own, with its line sweep set to a minute: a
+referral offered within seconds of capacity freeing was woken by the commit, not found by
+the sweep. Each test has a state of its own, so its state pool is its own.
+"""
+
+import asyncio
+import itertools
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from faststream.kafka import KafkaBroker
+
+from handoff_devenv import KafkaCluster
+from handoff_matching.adapters import dispatch_store
+from handoff_matching.adapters.roster_store import apply_migrations, import_roster
+from handoff_matching.app import MatchingRuntime, MatchingSettings
+from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
+from handoff_matching.roster_file import RosterFile
+from handoff_platform.kafka import ensure_topics, make_broker
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachResponded,
+    OfferMade,
+    OfferWithdrawn,
+    PageSent,
+    ReferralCreated,
+    ReferralExpired,
+    ReferralUnassigned,
+    ReferralWaiting,
+    SiteFacts,
+)
+from handoff_schemas.vocabulary import (
+    Channel,
+    CoachResponse,
+    Consent,
+    ResponseVia,
+    Urgency,
+    WithdrawReason,
+)
+from tests.integration.conftest import create_database
+from tests.support.kafka import read_topic, send
+from tests.support.matching import always_on_call
+from tests.support.waiting import eventually
+
+ADMIN_TOKEN = "coordinator-secret"
+STATES = itertools.cycle(["DE", "PA", "VA", "NJ", "NY", "OH", "WV", "NC", "SC", "GA"])
+
+
+@pytest.fixture(scope="module")
+async def matching_database(database_url: str) -> str:
+    database = await create_database(database_url)
+    await apply_migrations(database)
+    return database
+
+
+@pytest.fixture(scope="module")
+async def matching(
+    matching_database: str, own_kafka: KafkaCluster
+) -> AsyncIterator[MatchingRuntime]:
+    await ensure_topics(own_kafka.bootstrap_servers)
+    runtime = await MatchingRuntime.start(
+        MatchingSettings(
+            database_url=matching_database,
+            kafka_bootstrap_servers=own_kafka.bootstrap_servers,
+            matching_admin_token=ADMIN_TOKEN,
+            line_sweep_seconds=60.0,
+        )
+    )
+    await eventually(_connected(runtime), within=60, what="matching on Kafka")
+    yield runtime
+    await runtime.stop()
+
+
+def _connected(runtime: MatchingRuntime) -> Any:
+    async def probe() -> bool:
+        return runtime.kafka_connected.is_set()
+
+    return probe
+
+
+@pytest.fixture(scope="module")
+async def hospital_and_notify(own_kafka: KafkaCluster) -> AsyncIterator[KafkaBroker]:
+    """Stands in for the referral and notify services, which publish these events."""
+    broker = make_broker(own_kafka.bootstrap_servers, client_id="stand-in")
+    async with broker:
+        yield broker
+
+
+@dataclass
+class World:
+    """One site in a state of its own: its coaches on call, its pool, its supervisor."""
+
+    database: str
+    site_id: str
+    state: str
+    site_coaches: list[uuid.UUID]
+    pool_coaches: list[uuid.UUID]
+    supervisor: uuid.UUID
+
+    def roster(self, max_concurrent: int = 2, on_call: bool = True) -> RosterFile:
+        def coach(coach_id: uuid.UUID, n: int) -> dict[str, Any]:
+            return {
+                "coach_id": str(coach_id),
+                "display_name": "Coach",
+                "contact_methods": [{"channel": "sms", "destination": f"+1410555{n:04d}"}],
+                "languages": ["en"],
+                "max_concurrent": max_concurrent,
+                "certifications": [
+                    {"state": self.state, "credential": "CPRS", "expires_on": "2030-01-01"}
+                ],
+            }
+
+        everyone = [*self.site_coaches, *self.pool_coaches, self.supervisor]
+        shifts = [
+            *(s for c in self.site_coaches for s in always_on_call(c, f"site:{self.site_id}")),
+            *(s for c in self.pool_coaches for s in always_on_call(c, f"state:{self.state}")),
+        ]
+        return RosterFile.model_validate(
+            {
+                "coaches": [coach(c, n) for n, c in enumerate(everyone)],
+                "shifts": shifts if on_call else [],
+            }
+        )
+
+    async def import_roster(self, roster: RosterFile) -> None:
+        connection = await asyncpg.connect(self.database)
+        try:
+            await import_roster(connection, roster)
+        finally:
+            await connection.close()
+
+    def referral(self, urgency: Urgency = Urgency.URGENT) -> ReferralCreated:
+        return ReferralCreated(
+            referral_id=uuid.uuid4(),
+            site=SiteFacts(
+                site_id=self.site_id,
+                short_name="Test ED",
+                state=self.state,
+                time_zone="America/New_York",
+            ),
+            urgency=urgency,
+            location="ED bay 4",
+            callback_phone="+14105550100",
+            preferred_language="en",
+            interpreter_needed=False,
+            substances=frozenset(),
+            consent=Consent.OBTAINED,
+            received_at=datetime.now(UTC),
+        )
+
+
+async def _world(
+    database: str,
+    settings: DispatchSettings,
+    site: int = 1,
+    pool: int = 2,
+    supervised: bool = False,
+    max_concurrent: int = 2,
+    on_call: bool = True,
+) -> World:
+    world = World(
+        database,
+        f"s-{uuid.uuid4().hex[:8]}",
+        next(STATES),
+        [uuid.uuid4() for _ in range(site)],
+        [uuid.uuid4() for _ in range(pool)],
+        uuid.uuid4(),
+    )
+    await world.import_roster(world.roster(max_concurrent, on_call))
+    connection = await asyncpg.connect(database)
+    try:
+        supervisors = (world.supervisor,) if supervised else ()
+        await dispatch_store.put_site_settings(
+            connection, world.site_id, settings, True, supervisors
+        )
+    finally:
+        await connection.close()
+    return world
+
+
+async def _dispatched(bootstrap: str, referral_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    """What matching has put on handoff.dispatch for each of these referrals, in order."""
+    wanted = {str(r).encode(): r for r in referral_ids}
+    events: dict[uuid.UUID, list[Any]] = {r: [] for r in referral_ids}
+    for record in await read_topic(bootstrap, Topic.DISPATCH):
+        if record.key in wanted:
+            events[wanted[record.key]].append(decode_event(record.value).data)
+    return events
+
+
+async def _until(
+    bootstrap: str, referral_ids: list[uuid.UUID], done: Any, what: str, within: float = 30
+) -> dict[uuid.UUID, list[Any]]:
+    async def probe() -> dict[uuid.UUID, list[Any]] | None:
+        events = await _dispatched(bootstrap, referral_ids)
+        return events if done(events) else None
+
+    return await eventually(probe, within=within, what=what)
+
+
+def _of(kind: type, events: list[Any]) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+async def _answer(broker: KafkaBroker, offer: OfferMade, response: CoachResponse) -> None:
+    await send(
+        broker,
+        CoachResponded(
+            referral_id=offer.referral_id,
+            offer_id=offer.offer_id,
+            coach_id=offer.coach_id,
+            response=response,
+            via=ResponseVia.LINK,
+            responded_at=datetime.now(UTC),
+        ),
+    )
+
+
+async def _paged(broker: KafkaBroker, offer: OfferMade) -> datetime:
+    """Say, as notify does, that the offer's first page reached a provider; returns when."""
+    sent_at = datetime.now(UTC)
+    await send(
+        broker,
+        PageSent(
+            referral_id=offer.referral_id,
+            page_id=uuid.uuid4(),
+            offer_id=offer.offer_id,
+            coach_id=offer.coach_id,
+            channel=Channel.SMS,
+            sent_at=sent_at,
+        ),
+    )
+    return sent_at
+
+
+def _open_offers_by_coach(
+    events: dict[uuid.UUID, list[Any]], declined: frozenset[uuid.UUID] = frozenset()
+) -> Counter[uuid.UUID]:
+    """Per coach: offers neither withdrawn nor `declined` (accepted ones included: held)."""
+    held: Counter[uuid.UUID] = Counter()
+    for story in events.values():
+        closed = {w.offer_id for w in _of(OfferWithdrawn, story)} | declined
+        held.update(o.coach_id for o in _of(OfferMade, story) if o.offer_id not in closed)
+    return held
+
+
+async def test_a_burst_of_six_spreads_over_three_coaches_and_the_seventh_waits_in_line(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(ack_timeout=timedelta(minutes=5)))
+    [mercy] = world.site_coaches
+    burst = [world.referral() for _ in range(6)]
+    await asyncio.gather(*(send(hospital_and_notify, r) for r in burst))  # within one second
+    ids = [r.referral_id for r in burst]
+
+    events = await _until(
+        bootstrap, ids, lambda ev: all(_of(OfferMade, s) for s in ev.values()), "six offers"
+    )
+    held = _open_offers_by_coach(events)
+    assert held == {mercy: 2, world.pool_coaches[0]: 2, world.pool_coaches[1]: 2}
+    assert all(len(_of(OfferMade, story)) == 1 for story in events.values())
+
+    # Her four "1" replies (each of her two offers answered twice, all at once).
+    hers = [o for s in events.values() for o in _of(OfferMade, s) if o.coach_id == mercy]
+    await asyncio.gather(
+        *(_answer(hospital_and_notify, o, CoachResponse.ACCEPTED) for o in hers * 2)
+    )
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: sum(len(_of(CoachAssigned, s)) for s in ev.values()) == 2,
+        "her two acceptances",
+    )
+    assigned = [a for s in events.values() for a in _of(CoachAssigned, s)]
+    assert {a.coach_id for a in assigned} == {mercy}
+    assert {a.offer_id for a in assigned} == {o.offer_id for o in hers}
+
+    seventh = world.referral()
+    await send(hospital_and_notify, seventh)
+    events = await _until(
+        bootstrap,
+        [*ids, seventh.referral_id],
+        lambda ev: _of(ReferralWaiting, ev[seventh.referral_id]),
+        "the seventh referral in line",
+    )
+    assert _of(OfferMade, events[seventh.referral_id]) == []
+
+    # A pool coach declines one of hers: her slot goes to the referral in line at once.
+    pool_coach = world.pool_coaches[0]
+    declined = next(
+        o for s in events.values() for o in _of(OfferMade, s) if o.coach_id == pool_coach
+    )
+    await _answer(hospital_and_notify, declined, CoachResponse.DECLINED)
+    events = await _until(
+        bootstrap,
+        [*ids, seventh.referral_id],
+        lambda ev: _of(OfferMade, ev[seventh.referral_id]),
+        "the waiting referral offered the freed slot",
+        within=5,  # the sweep runs once a minute: this is the commit's wake-up
+    )
+    [offer] = _of(OfferMade, events[seventh.referral_id])
+    assert offer.coach_id == pool_coach
+    # The declined referral: everyone else on call is full, so it waits in line in turn.
+    assert _of(ReferralWaiting, events[declined.referral_id])
+    # Every coach still holds exactly two (her two assignments are offers accepted).
+    held = _open_offers_by_coach(events, frozenset({declined.offer_id}))
+    assert held == {mercy: 2, world.pool_coaches[0]: 2, world.pool_coaches[1]: 2}
+
+    transport = httpx.ASGITransport(app=matching.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://matching") as client:
+
+        async def waiting_reported() -> bool:
+            text = (await client.get("/metrics")).text
+            return (
+                f'handoff_referrals_in_line{{site="{world.site_id}",state="waiting"}} 1.0' in text
+            )
+
+        await eventually(waiting_reported, within=15, what="the waiting referral in /metrics")
+        text = (await client.get("/metrics")).text
+    assert f'handoff_referrals_waited_total{{site="{world.site_id}"}} 2.0' in text
+    assert "handoff_coach_slots_held " in text
+
+
+async def test_the_line_serves_the_most_urgent_referral_first(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
+    first, routine, emergent = (
+        world.referral(),
+        world.referral(Urgency.ROUTINE),
+        world.referral(Urgency.EMERGENT),
+    )
+    ids = [first.referral_id, routine.referral_id, emergent.referral_id]
+    await send(hospital_and_notify, first)
+    events = await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "the first offer")
+    await send(hospital_and_notify, routine)
+    await _until(bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[1]]), "routine in line")
+    await send(hospital_and_notify, emergent)
+    await _until(bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[2]]), "emergent in line")
+
+    await _answer(hospital_and_notify, _of(OfferMade, events[ids[0]])[0], CoachResponse.DECLINED)
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[2]]), "the emergent referral offered", 5
+    )
+    assert _of(OfferMade, events[ids[1]]) == []  # arrived first, but routine: still in line
+
+
+async def test_a_coach_whose_capacity_was_lowered_accepting_two_at_once_is_assigned_once(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=2)
+    referrals = [world.referral(), world.referral()]
+    ids = [r.referral_id for r in referrals]
+    for referral in referrals:
+        await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap, ids, lambda ev: all(_of(OfferMade, s) for s in ev.values()), "two offers"
+    )
+    await world.import_roster(world.roster(max_concurrent=1))  # the coordinator lowers it
+    offers = [_of(OfferMade, events[r])[0] for r in ids]
+    await asyncio.gather(*(_answer(hospital_and_notify, o, CoachResponse.ACCEPTED) for o in offers))
+
+    def settled(ev: dict[uuid.UUID, list[Any]]) -> bool:
+        return all(_of(CoachAssigned, s) or _of(OfferWithdrawn, s) for s in ev.values())
+
+    events = await _until(bootstrap, ids, settled, "both acceptances decided")
+    assigned = [a for r in ids for a in _of(CoachAssigned, events[r])]
+    refused = [w for r in ids for w in _of(OfferWithdrawn, events[r])]
+    assert len(assigned) == 1
+    assert [(w.coach_id, w.reason) for w in refused] == [
+        (world.site_coaches[0], WithdrawReason.AT_CAPACITY)
+    ]
+    # The refused referral moved on at once: nobody else is on call, so it is unassigned.
+    await _until(
+        bootstrap,
+        [refused[0].referral_id],
+        lambda ev: _of(ReferralUnassigned, ev[refused[0].referral_id]),
+        "the refused referral moved on",
+    )
+
+
+async def test_an_unassigned_referral_is_offered_when_an_override_adds_a_coach(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(), supervised=True, on_call=False)
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "the supervisor")
+    [to_supervisor] = _of(OfferMade, events[ids[0]])
+    assert to_supervisor.coach_id == world.supervisor
+    await _answer(hospital_and_notify, to_supervisor, CoachResponse.DECLINED)
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(ReferralUnassigned, ev[ids[0]]), "unassigned"
+    )
+    [unassigned] = _of(ReferralUnassigned, events[ids[0]])
+    assert (unassigned.site_id, unassigned.site_short_name) == (world.site_id, "Test ED")
+    [contact] = unassigned.supervisor_contacts
+    assert (contact.channel, contact.destination) == (Channel.SMS, "+14105550003")
+
+    now = datetime.now(UTC)
+    cover = {
+        "override_id": str(uuid.uuid4()),
+        "kind": "add",
+        "pool": f"site:{world.site_id}",
+        "coach_id": str(world.site_coaches[0]),
+        "starts_at": (now - timedelta(minutes=1)).isoformat(),
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+    }
+    transport = httpx.ASGITransport(app=matching.app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://matching",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as admin:
+        assert (await admin.post("/v1/admin/overrides", json=cover)).status_code == 201
+    events = await _until(
+        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the re-offer", 5
+    )
+    assert _of(OfferMade, events[ids[0]])[1].coach_id == world.site_coaches[0]
+
+
+async def test_a_referral_nobody_takes_expires_at_the_sites_give_up_time(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(
+        matching_database, DispatchSettings(give_up_after=timedelta(seconds=3)), on_call=False
+    )
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(ReferralExpired, ev[ids[0]]), "the referral given up"
+    )
+    [unassigned, expired] = events[ids[0]]
+    assert isinstance(unassigned, ReferralUnassigned)
+    assert unassigned.reason == "nobody_on_call"
+    assert isinstance(expired, ReferralExpired)
+    assert expired.expired_at - unassigned.unassigned_at >= timedelta(seconds=2.9)
+
+
+async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_starts_at_the_page(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    settings = DispatchSettings(
+        ack_timeout=timedelta(seconds=5), page_deadline=timedelta(seconds=2)
+    )
+    world = await _world(matching_database, settings, pool=1)
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the pool's offer"
+    )
+    first, second = _of(OfferMade, events[ids[0]])
+    [not_contacted] = _of(OfferWithdrawn, events[ids[0]])
+    assert (not_contacted.offer_id, not_contacted.reason) == (
+        first.offer_id,
+        WithdrawReason.NOT_CONTACTED,
+    )
+    assert first.page_deadline is not None
+    assert not_contacted.withdrawn_at >= first.page_deadline
+    assert second.coach_id == world.pool_coaches[0]
+    assert second.page_deadline is not None
+
+    sent_at = await _paged(hospital_and_notify, second)  # within its page deadline
+    events = await _until(
+        bootstrap, ids, lambda ev: len(_of(OfferWithdrawn, ev[ids[0]])) == 2, "the second's end"
+    )
+    ended = _of(OfferWithdrawn, events[ids[0]])[1]
+    assert (ended.offer_id, ended.reason) == (second.offer_id, WithdrawReason.EXPIRED)
+    # 5 s from its page, not from the offer, and well past the page deadline it met.
+    assert ended.withdrawn_at >= sent_at + timedelta(seconds=5)
+    assert ended.withdrawn_at >= second.page_deadline + timedelta(seconds=2)
+
+
+async def test_a_broadcast_burst_counts_every_offer_and_an_acceptance_frees_the_others(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    settings = DispatchSettings(mode=DispatchMode.BROADCAST, broadcast_size=3)
+    world = await _world(matching_database, settings, site=3, pool=0)
+    burst = [world.referral() for _ in range(4)]
+    ids = [r.referral_id for r in burst]
+    await asyncio.gather(*(send(hospital_and_notify, r) for r in burst))
+
+    def split(ev: dict[uuid.UUID, list[Any]]) -> tuple[list[uuid.UUID], list[uuid.UUID]] | None:
+        """(broadcast to all three, waiting in line): two each, once matching is done."""
+        out = [r for r in ids if len(_of(OfferMade, ev[r])) == 3]
+        waiting = [r for r in ids if _of(ReferralWaiting, ev[r]) and not _of(OfferMade, ev[r])]
+        return (out, waiting) if len(out) == len(waiting) == 2 else None
+
+    events = await _until(bootstrap, ids, split, "two broadcasts, two in line")
+    offered, waiting = split(events) or ([], [])
+    assert _open_offers_by_coach(events) == dict.fromkeys(world.site_coaches, 2)
+
+    first_coach = world.site_coaches[0]
+    taken = next(o for o in _of(OfferMade, events[offered[0]]) if o.coach_id == first_coach)
+    await _answer(hospital_and_notify, taken, CoachResponse.ACCEPTED)
+
+    # The other two coaches' offers of that referral are withdrawn (filled): their slots
+    # go at once to the first referral in line; the accepting coach stays full.
+    def one_more_offered(ev: dict[uuid.UUID, list[Any]]) -> bool:
+        return any(_of(OfferMade, ev[r]) for r in waiting)
+
+    events = await _until(bootstrap, ids, one_more_offered, "a waiting referral offered", 5)
+    [now_offered] = [r for r in waiting if _of(OfferMade, events[r])]
+    assert {o.coach_id for o in _of(OfferMade, events[now_offered])} == set(world.site_coaches[1:])
+    assert _open_offers_by_coach(events) == dict.fromkeys(world.site_coaches, 2)
