@@ -137,11 +137,14 @@ def test_acceptance_assigns_with_an_arrival_deadline_and_late_answers_change_not
     assert d.expire(made.offer_id, NOW + timedelta(minutes=5), LADDER) == []
 
 
-def test_arrival_closes_the_assignment_frees_the_coach_and_stops_the_arrival_clock() -> None:
+def test_completion_closes_the_assignment_frees_the_coach_and_stops_the_clocks() -> None:
     d = dispatch()
     made = of(OfferMade, d.start(NOW, LADDER))[0]
     d.accept(made.offer_id, NOW)
-    assert d.close() == [CancelTimer(made.offer_id, TimerKind.ARRIVAL_DEADLINE)]
+    assert d.close() == [
+        CancelTimer(made.offer_id, TimerKind.ARRIVAL_DEADLINE),
+        CancelTimer(made.offer_id, TimerKind.VISIT_LIMIT),
+    ]
     assert d.state is DispatchState.CLOSED
     assert not d.arrival_overdue(made.offer_id)
     assert d.close() == []

@@ -16,6 +16,7 @@ from handoff_matching.domain.dispatch import (
     Ranking,
     ReferralFacts,
     SetTimer,
+    TimerKind,
 )
 from handoff_matching.domain.eligibility import (
     Certification,
@@ -256,3 +257,22 @@ def test_give_up_withdraws_open_offers_and_expires_the_referral_once() -> None:
     assigned.accept(offer.offer_id, NOW)
     assert assigned.give_up(NOW + timedelta(hours=4)) == []
     assert assigned.holding == {ANA}
+
+
+def test_a_coach_at_the_bedside_holds_the_slot_until_completed_or_the_visit_limit() -> None:
+    referral = dispatch()
+    made = of(OfferMade, referral.start(NOW, rungs(site=[ANA])))[0]
+    referral.accept(made.offer_id, NOW)
+    assert referral.holding == {ANA}
+
+    arrived = referral.arrived(NOW + timedelta(minutes=20))
+    assert referral.holding == {ANA}  # with the patient: not free for another referral
+    limit = [t for t in of(SetTimer, arrived) if t.kind is TimerKind.VISIT_LIMIT]
+    assert [t.due for t in limit] == [NOW + timedelta(minutes=20) + SETTINGS.visit_limit]
+    assert not referral.arrival_overdue(made.offer_id)
+    assert referral.arrived(NOW + timedelta(minutes=21)) == []  # a repeated tap
+
+    closed = referral.close()
+    assert referral.holding == frozenset()
+    assert CancelTimer(made.offer_id, TimerKind.VISIT_LIMIT) in closed
+    assert referral.close() == []  # the visit limit firing after completion changes nothing

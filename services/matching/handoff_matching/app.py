@@ -74,6 +74,7 @@ class MatchingRuntime:
                 TimerKind.OFFER_EXPIRY: service.offer_expired,
                 TimerKind.ARRIVAL_DEADLINE: service.arrival_deadline_passed,
                 TimerKind.GIVE_UP: service.give_up,
+                TimerKind.VISIT_LIMIT: service.visit_limit_passed,
             },
             after_commit=committed,
         )

@@ -146,6 +146,8 @@ class MatchingService:
             effects = dispatch.decline(
                 data.offer_id, now, await self._candidates(connection, dispatch, now)
             )
+        elif data.response is CoachResponse.ARRIVED:
+            effects = dispatch.arrived(now)
         else:
             effects = dispatch.close()
         await self._apply(connection, dispatch, effects, event.id)
@@ -233,6 +235,19 @@ class MatchingService:
                 self.outbox.committed()
             if not room:
                 full_sites.add(dispatch.facts.site_id)
+
+    async def visit_limit_passed(self, connection: Connection, timer: Timer) -> None:
+        """A coach at the bedside never reported completed: release their slot."""
+        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        if dispatch is None:
+            return
+        effects = dispatch.close()
+        if effects:
+            log.warning(
+                "visit never reported completed; the coach's slot is released",
+                extra={"referral_id": str(dispatch.facts.referral_id)},
+            )
+        await self._apply(connection, dispatch, effects, cause=None)
 
     async def arrival_deadline_passed(self, connection: Connection, timer: Timer) -> None:
         """The assigned coach has not reported arriving in time: count it, for the program."""

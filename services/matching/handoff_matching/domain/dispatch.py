@@ -75,6 +75,9 @@ class DispatchSettings:
     page_deadline: timedelta = timedelta(seconds=60)  # for the first page to reach a provider
     reoffer_every: timedelta = timedelta(minutes=5)  # an unassigned referral is asked again
     give_up_after: timedelta = timedelta(hours=4)  # from arrival, then ReferralExpired
+    # A coach at the bedside holds their slot until they report completed; one who never
+    # does is released after this long, so a forgotten tap cannot shut them out for good.
+    visit_limit: timedelta = timedelta(hours=4)
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class DispatchState(StrEnum):
     ASSIGNED = "assigned"
     UNASSIGNED = "unassigned"  # nobody left to ask for now; offered again later
     CANCELLED = "cancelled"
-    CLOSED = "closed"  # the coach arrived, or completed
+    CLOSED = "closed"  # the coach completed, or the visit limit passed
     EXPIRED = "expired"  # the site's give-up time passed unassigned
 
 
@@ -136,6 +139,7 @@ class TimerKind(StrEnum):
     OFFER_EXPIRY = "offer_expiry"  # fires Dispatch.expire (page deadline, then ack timeout)
     ARRIVAL_DEADLINE = "arrival_deadline"  # fires Dispatch.arrival_overdue
     GIVE_UP = "give_up"  # fires Dispatch.give_up; keyed by the referral id
+    VISIT_LIMIT = "visit_limit"  # fires Dispatch.close: a visit never reported completed
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ class Dispatch:
     started_at: datetime | None = None
     round: int = 0
     in_line_since: datetime | None = None  # entered the waiting line, or went unassigned
+    arrived_at: datetime | None = None  # the assigned coach reported arriving
 
     def start(self, now: datetime, candidates: Candidates) -> list[Effect]:
         """Make the first offers (or wait, or go unassigned) and set the give-up timer."""
@@ -340,19 +345,37 @@ class Dispatch:
             *self._withdraw(open_offers, WithdrawReason.CANCELLED, now),
         ]
 
-    def close(self) -> list[Effect]:
-        """The coach arrived or completed: the assignment no longer holds the coach's capacity."""
-        if self.state is not DispatchState.ASSIGNED:
+    def arrived(self, now: datetime) -> list[Effect]:
+        """The coach reached the patient: the arrival clock stops, but the coach still holds
+        the slot (they are with the patient) until completed, or `visit_limit` passes."""
+        accepted = self._accepted_offer()
+        if self.state is not DispatchState.ASSIGNED or accepted is None or self.arrived_at:
             return []
-        arrival = self._stop_arrival_clock()
+        self.arrived_at = now
+        return [
+            *self._stop_arrival_clock(),
+            SetTimer(accepted.offer_id, now + self.settings.visit_limit, TimerKind.VISIT_LIMIT),
+        ]
+
+    def close(self) -> list[Effect]:
+        """The coach completed (or the visit limit passed): the assignment no longer holds
+        the coach's capacity."""
+        accepted = self._accepted_offer()
+        if self.state is not DispatchState.ASSIGNED or accepted is None:
+            return []
+        effects = [
+            *self._stop_arrival_clock(),
+            CancelTimer(accepted.offer_id, TimerKind.VISIT_LIMIT),
+        ]
         self.state = DispatchState.CLOSED
-        return arrival
+        return effects
 
     def arrival_overdue(self, offer_id: UUID) -> bool:
         """True if the coach this offer assigned has still not arrived by the deadline."""
         accepted = self._accepted_offer()
         return (
             self.state is DispatchState.ASSIGNED
+            and self.arrived_at is None
             and accepted is not None
             and (accepted.offer_id == offer_id)
         )
