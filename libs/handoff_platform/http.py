@@ -13,21 +13,24 @@
 
 import asyncio
 import gc
+import hmac
 import logging
 import re
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -70,6 +73,42 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+
+
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or wrong admin token."},
+    422: {"description": "Invalid; `fields` says where."},
+}
+"""The OpenAPI responses every admin route shares."""
+
+
+def admin_token_required(token: SecretStr | None, description: str) -> params.Depends:
+    """A router dependency that lets a call through only with `Authorization: Bearer <token>`.
+
+    `description` documents the token in OpenAPI (scheme `admin_token`). Without a token
+    configured (None) every call is refused. The comparison takes constant time. Raises
+    `ApiError` 401 `unauthorized`, with a `WWW-Authenticate` challenge, when refused.
+    """
+    scheme = HTTPBearer(auto_error=False, scheme_name="admin_token", description=description)
+
+    async def administrator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(scheme)],
+    ) -> None:
+        if (
+            token is None
+            or credentials is None
+            or not hmac.compare_digest(
+                credentials.credentials.encode(), token.get_secret_value().encode()
+            )
+        ):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "the admin token is required",
+                headers={"WWW-Authenticate": 'Bearer realm="handoff-admin"'},
+            )
+
+    return params.Depends(administrator)
 
 
 def error_body(

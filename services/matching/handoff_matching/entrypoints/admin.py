@@ -4,14 +4,12 @@ Every call needs `Authorization: Bearer <MATCHING_ADMIN_TOKEN>`; without a token
 configured the admin API refuses everything.
 """
 
-import hmac
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
@@ -20,11 +18,7 @@ from handoff_matching.domain.schedules import Interval, Pool, on_call
 from handoff_matching.roster_file import OverrideRow
 from handoff_matching.service import coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
-from handoff_platform.http import ApiError
-
-ADMIN_TOKEN = HTTPBearer(
-    auto_error=False, scheme_name="admin_token", description="The matching service's admin token."
-)
+from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 
 
 class SiteDispatch(BaseModel):
@@ -61,32 +55,12 @@ class OnCall(BaseModel):
     state_pool: list[UUID]
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong admin token."},
-    422: {"description": "Invalid; `fields` says where."},
-}
-
-
 def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter:
-    async def administrator(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(ADMIN_TOKEN)],
-    ) -> None:
-        if (
-            token is None
-            or credentials is None
-            or not hmac.compare_digest(
-                credentials.credentials.encode(), token.get_secret_value().encode()
-            )
-        ):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "the admin token is required",
-                headers={"WWW-Authenticate": 'Bearer realm="handoff-admin"'},
-            )
-
     router = APIRouter(
-        prefix="/v1/admin", tags=["admin"], responses=ERRORS, dependencies=[Depends(administrator)]
+        prefix="/v1/admin",
+        tags=["admin"],
+        responses=ADMIN_ERRORS,
+        dependencies=[admin_token_required(token, "The matching service's admin token.")],
     )
 
     @router.get("/sites/{site_id}/dispatch", response_model=SiteDispatch)

@@ -7,27 +7,17 @@ configured the admin API refuses everything. Destinations are staff contact data
 shown only to an authorised coordinator.
 """
 
-import hmac
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, SecretStr
 
 from handoff_notify.adapters import pages_store as store
 from handoff_notify.adapters.pages_store import MethodState
-from handoff_platform.http import ApiError
+from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 from handoff_schemas.vocabulary import Channel
-
-ADMIN_TOKEN = HTTPBearer(
-    auto_error=False, scheme_name="admin_token", description="The notify service's admin token."
-)
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong admin token."},
-    422: {"description": "Invalid; `fields` says where."},
-}
 
 
 class ContactMethod(BaseModel):
@@ -43,25 +33,11 @@ class ContactMethods(BaseModel):
 
 
 def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter:
-    async def administrator(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(ADMIN_TOKEN)],
-    ) -> None:
-        if (
-            token is None
-            or credentials is None
-            or not hmac.compare_digest(
-                credentials.credentials.encode(), token.get_secret_value().encode()
-            )
-        ):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "the admin token is required",
-                headers={"WWW-Authenticate": 'Bearer realm="handoff-admin"'},
-            )
-
     router = APIRouter(
-        prefix="/v1/admin", tags=["admin"], responses=ERRORS, dependencies=[Depends(administrator)]
+        prefix="/v1/admin",
+        tags=["admin"],
+        responses=ADMIN_ERRORS,
+        dependencies=[admin_token_required(token, "The notify service's admin token.")],
     )
 
     @router.get("/contact-methods")
