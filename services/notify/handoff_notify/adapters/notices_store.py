@@ -7,6 +7,7 @@ from datetime import datetime
 from uuid import UUID, uuid4
 
 from handoff_notify import SCHEMA
+from handoff_notify.adapters.send_state import SendStates
 from handoff_platform.database import Connection
 from handoff_schemas.events import ContactPoint
 from handoff_schemas.vocabulary import Channel
@@ -26,6 +27,10 @@ class NoticeRecord:
 
 _COLUMNS = """notice_id, referral_id, correlation_id, site_short_name, unassigned_at, channel,
     destination, attempts"""
+_SENDS = SendStates(f"{SCHEMA}.notices", "notice_id")
+mark_sending = _SENDS.mark_sending
+retry_later = _SENDS.retry_later
+next_due = _SENDS.next_due
 
 
 async def add(
@@ -73,12 +78,7 @@ async def fail_lost(connection: Connection) -> list[Channel]:
 
 async def claim_due(connection: Connection, limit: int) -> list[NoticeRecord]:
     """Lock due pending notices for this transaction; other replicas skip them."""
-    rows = await connection.fetch(
-        f"""SELECT {_COLUMNS} FROM {SCHEMA}.notices
-            WHERE state = 'pending' AND due_at <= now()
-            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
-        limit,
-    )
+    rows = await _SENDS.claim_due(connection, _COLUMNS, limit)
     return [
         NoticeRecord(
             notice_id=row["notice_id"],
@@ -92,17 +92,6 @@ async def claim_due(connection: Connection, limit: int) -> list[NoticeRecord]:
         )
         for row in rows
     ]
-
-
-async def mark_sending(connection: Connection, notice_id: UUID, deadline_seconds: float) -> None:
-    await connection.execute(
-        f"""UPDATE {SCHEMA}.notices
-            SET state = 'sending', attempts = attempts + 1,
-                sending_deadline = now() + make_interval(secs => $2)
-            WHERE notice_id = $1""",
-        notice_id,
-        deadline_seconds,
-    )
 
 
 async def attempts(connection: Connection, notice_id: UUID) -> int | None:
@@ -126,25 +115,3 @@ async def finish(
         state,
         provider_ref,
     )
-
-
-async def retry_later(connection: Connection, notice_id: UUID, seconds: float) -> None:
-    await connection.execute(
-        f"""UPDATE {SCHEMA}.notices
-            SET state = 'pending', sending_deadline = NULL,
-                due_at = now() + make_interval(secs => $2)
-            WHERE notice_id = $1""",
-        notice_id,
-        seconds,
-    )
-
-
-async def next_due(connection: Connection) -> float | None:
-    """Seconds until the next pending notice or sending deadline (negative if overdue)."""
-    value = await connection.fetchval(
-        f"""SELECT extract(epoch FROM least(
-                (SELECT min(due_at) FROM {SCHEMA}.notices WHERE state = 'pending'),
-                (SELECT min(sending_deadline) FROM {SCHEMA}.notices WHERE state = 'sending')
-            ) - now())::float8"""
-    )
-    return None if value is None else float(value)

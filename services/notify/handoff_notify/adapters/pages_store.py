@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from handoff_notify import SCHEMA
+from handoff_notify.adapters.send_state import SendStates
 from handoff_notify.domain.content import MessageKind
 from handoff_notify.domain.delivery import MessageState
 from handoff_notify.domain.offer import CoachOffer, OfferState
@@ -69,6 +70,10 @@ _OFFER_COLUMNS = """offer_id, referral_id, coach_id, correlation_id, site_id, si
     arrival_deadline, page_deadline"""
 _MESSAGE_COLUMNS = """message_id, offer_id, kind, contact_index, channel, destination, state,
     attempts, sending_since, provider_ref"""
+_SENDS = SendStates(f"{SCHEMA}.messages", "message_id", on_sending="sending_since = now()")
+mark_sending = _SENDS.mark_sending
+retry_later = _SENDS.retry_later
+next_due = _SENDS.next_due
 
 
 async def save_offer(
@@ -243,13 +248,7 @@ async def take_early_report(connection: Connection, provider_ref: str) -> EarlyR
 
 async def claim_due(connection: Connection, limit: int) -> list[MessageRecord]:
     """Lock due pending messages for this transaction; other replicas skip them."""
-    rows = await connection.fetch(
-        f"""SELECT {_MESSAGE_COLUMNS} FROM {SCHEMA}.messages
-            WHERE state = 'pending' AND due_at <= now()
-            ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
-        limit,
-    )
-    return [_message(r) for r in rows]
+    return [_message(r) for r in await _SENDS.claim_due(connection, _MESSAGE_COLUMNS, limit)]
 
 
 async def claim_lost_sends(connection: Connection, limit: int) -> list[MessageRecord]:
@@ -284,17 +283,6 @@ async def recent_sends(
     return RecentSends(row["offers"], row["notices"], row["latest"])
 
 
-async def mark_sending(connection: Connection, message_id: UUID, deadline_seconds: float) -> None:
-    await connection.execute(
-        f"""UPDATE {SCHEMA}.messages
-            SET state = 'sending', attempts = attempts + 1, sending_since = now(),
-                sending_deadline = now() + make_interval(secs => $2)
-            WHERE message_id = $1""",
-        message_id,
-        deadline_seconds,
-    )
-
-
 async def postpone_deadline(connection: Connection, message_id: UUID, seconds: float) -> None:
     await connection.execute(
         f"""UPDATE {SCHEMA}.messages SET sending_deadline = now() + make_interval(secs => $2)
@@ -327,17 +315,6 @@ async def mark_delivered(connection: Connection, message_id: UUID) -> None:
     )
 
 
-async def retry_later(connection: Connection, message_id: UUID, seconds: float) -> None:
-    await connection.execute(
-        f"""UPDATE {SCHEMA}.messages
-            SET state = 'pending', sending_deadline = NULL,
-                due_at = now() + make_interval(secs => $2)
-            WHERE message_id = $1""",
-        message_id,
-        seconds,
-    )
-
-
 async def defer(connection: Connection, message_id: UUID, until: datetime) -> None:
     await connection.execute(
         f"UPDATE {SCHEMA}.messages SET due_at = $2 WHERE message_id = $1", message_id, until
@@ -366,17 +343,6 @@ async def cancel_pending(connection: Connection, offer_id: UUID) -> None:
             WHERE offer_id = $1 AND state = 'pending' AND kind = 'offer'""",
         offer_id,
     )
-
-
-async def next_due(connection: Connection) -> float | None:
-    """Seconds until the next pending message or sending deadline (negative if overdue)."""
-    value = await connection.fetchval(
-        f"""SELECT extract(epoch FROM least(
-                (SELECT min(due_at) FROM {SCHEMA}.messages WHERE state = 'pending'),
-                (SELECT min(sending_deadline) FROM {SCHEMA}.messages WHERE state = 'sending')
-            ) - now())::float8"""
-    )
-    return None if value is None else float(value)
 
 
 async def record_response(
