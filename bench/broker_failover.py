@@ -25,19 +25,18 @@ import signal
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.common import fresh_database, handoff, percentile
+from bench.common import add_site, fresh_database, percentile, service_env, start_services
 from bench.e2e import SITE, Phase, first_pages, offer_referrals, seed
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.kafka import FAILURE_DETECTION, KAFKA_DEFAULT_FAILURE_DETECTION
 from handoff_devenv.ports import free_ports
-from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_devenv.service_process import ServiceProcess
 from handoff_schemas import Topic
 
 RATE = 5.0  # referrals a second: 20 coaches x 10 offers each hold 200 open offers
@@ -88,25 +87,10 @@ def measure(name: str, postgres_url: str) -> None:
     services: dict[str, ServiceProcess] = {}
     try:
         database_url = asyncio.run(fresh_database(postgres_url))
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
-            "LOG_LEVEL": "WARNING",
-            "NOTIFY_DELIVERY": "sandbox",
-            "NOTIFY_LINK_SECRET": uuid.uuid4().hex,
-            "OFFERS_PER_15_MINUTES": "1000000",
-        }
-        handoff(
-            "referral", "site", "add", "--id", SITE, "--name", "Bench", "--short-name",
-            "Bench ED", "--state", "MD", "--time-zone", "America/New_York", env=env,
-        )  # fmt: skip
-        token = handoff("referral", "key", "create", "--site", SITE, "--label", "bench", env=env)
+        env = service_env(database_url, cluster.bootstrap_servers)
+        token = add_site(SITE, env)
         asyncio.run(seed(database_url))
-        notify_port = free_ports(1)[0]
-        env["NOTIFY_PUBLIC_URL"] = f"http://127.0.0.1:{notify_port}"
-        for service, port in (("referral", None), ("matching", None), ("notify", notify_port)):
-            services[service] = start_service(service, env, port=port)
+        start_services(env, services)
         victim = asyncio.run(_victim(cluster))
 
         def kill() -> datetime:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the servers they run on, a fresh database, the CLI, percentiles."""
+"""What the benchmarks share: the servers they run on, a fresh database, the CLI, the three
+services with a site to post to, percentiles."""
 
 import contextlib
 import os
@@ -14,6 +15,7 @@ import asyncpg
 
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
+from handoff_devenv.service_process import ServiceProcess, start_service
 
 
 @dataclass
@@ -59,6 +61,39 @@ def handoff(*args: str, env: dict[str, str]) -> str:
         capture_output=True,
         text=True,
     ).stdout.strip()
+
+
+def service_env(database_url: str, bootstrap_servers: str) -> dict[str, str]:
+    """The environment the services run in for a benchmark: notify pages into the sandbox,
+    with no per-coach throttle, and logs only warnings."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "LOG_LEVEL": "WARNING",
+        "NOTIFY_DELIVERY": "sandbox",
+        "NOTIFY_LINK_SECRET": uuid.uuid4().hex,
+        "OFFERS_PER_15_MINUTES": "1000000",
+    }
+
+
+def add_site(site: str, env: dict[str, str]) -> str:
+    """Register the benchmark's emergency department `site` (Maryland); its new API key."""
+    handoff(
+        "referral", "site", "add", "--id", site, "--name", "Bench", "--short-name",
+        "Bench ED", "--state", "MD", "--time-zone", "America/New_York", env=env,
+    )  # fmt: skip
+    return handoff("referral", "key", "create", "--site", site, "--label", "bench", env=env)
+
+
+def start_services(env: dict[str, str], services: dict[str, ServiceProcess]) -> None:
+    """Start referral, matching and notify as processes, each into `services` as it starts
+    (the caller stops those, even when a later one fails to start). Sets
+    `NOTIFY_PUBLIC_URL` in `env` to notify's own address, for the links it sends."""
+    notify_port = free_ports(1)[0]
+    env["NOTIFY_PUBLIC_URL"] = f"http://127.0.0.1:{notify_port}"
+    for service, port in (("referral", None), ("matching", None), ("notify", notify_port)):
+        services[service] = start_service(service, env, port=port)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -35,10 +35,17 @@ import asyncpg
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import Servers, fresh_database, handoff, infrastructure, percentile
+from bench.common import (
+    Servers,
+    add_site,
+    fresh_database,
+    infrastructure,
+    percentile,
+    service_env,
+    start_services,
+)
 from handoff_cli.demo import LINK, demo_referral
-from handoff_devenv.ports import free_ports
-from handoff_devenv.service_process import ServiceProcess, start_service
+from handoff_devenv.service_process import ServiceProcess
 from handoff_matching.adapters import dispatch_store
 from handoff_matching.adapters.roster_store import apply_migrations, import_roster
 from handoff_matching.domain.dispatch import DispatchSettings
@@ -354,27 +361,12 @@ async def measure(
 def main(seconds: float, sustain: float, rates: list[float]) -> None:
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,
-            "LOG_LEVEL": "WARNING",
-            "NOTIFY_DELIVERY": "sandbox",
-            "NOTIFY_LINK_SECRET": uuid.uuid4().hex,
-            "OFFERS_PER_15_MINUTES": "1000000",
-        }
-        handoff(
-            "referral", "site", "add", "--id", SITE, "--name", "Bench", "--short-name",
-            "Bench ED", "--state", "MD", "--time-zone", "America/New_York", env=env,
-        )  # fmt: skip
-        token = handoff("referral", "key", "create", "--site", SITE, "--label", "bench", env=env)
+        env = service_env(database_url, servers.bootstrap_servers)
+        token = add_site(SITE, env)
         asyncio.run(seed(database_url))
-        notify_port = free_ports(1)[0]
-        env["NOTIFY_PUBLIC_URL"] = f"http://127.0.0.1:{notify_port}"
         services: dict[str, ServiceProcess] = {}
         try:
-            for name, port in (("referral", None), ("matching", None), ("notify", notify_port)):
-                services[name] = start_service(name, env, port=port)
+            start_services(env, services)
             system = System(database_url, token, services, servers.broker_pids)
             asyncio.run(measure(system, servers, seconds, sustain, rates))
         finally:
