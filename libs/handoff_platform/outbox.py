@@ -7,13 +7,14 @@ atomically, so the state and its event still commit together, in one round trip.
 
 Relaying: one replica at a time holds a PostgreSQL advisory lock and publishes
 rows in commit position order with the idempotent producer (acks=all), then
-deletes them. A single publisher is what keeps each referral's events in order:
-two replicas claiming rows side by side could put a later event on Kafka before
-an earlier one. Rows of one referral are written after that referral's row lock
-is taken, so their positions follow their commit order. If the leader dies, its
-session ends, the lock is released and another replica takes over; anything it
-had published but not yet deleted is published again under the same event id,
-which consumers recognise as a duplicate.
+deletes each row whose record Kafka acknowledged; only a row whose record failed
+is published again (decision 0005). A single publisher is what keeps each
+referral's events in order: two replicas claiming rows side by side could put a
+later event on Kafka before an earlier one. Rows of one referral are written after
+that referral's row lock is taken, so their positions follow their commit order.
+If the leader dies, its session ends, the lock is released and another replica
+takes over; anything it had published but not yet deleted is published again
+under the same event id, which consumers recognise as a duplicate.
 
 Waking the relay: when the leading relay runs in the same process, a commit
 wakes it directly. Otherwise a NOTIFY is sent after the commit, in a small
@@ -237,30 +238,54 @@ class OutboxRelay:
             )
             for row in rows
         ]
-        await self._acknowledged(connection, acknowledgements)
+        try:
+            await self._acknowledged(connection, acknowledgements)
+        except BaseException:
+            # Forget what Kafka did acknowledge, so only the rest is published again. Not
+            # possible if the database is what failed: then those rows go out once more.
+            with contextlib.suppress(Exception):
+                await self._forget_acknowledged(connection, rows, acknowledgements)
+            raise
+        return await self._forget_acknowledged(connection, rows, acknowledgements)
+
+    async def _forget_acknowledged(
+        self,
+        connection: Connection,
+        rows: list[asyncpg.Record],
+        acknowledgements: list[asyncio.Future[Any]],
+    ) -> int:
+        """Delete the rows whose record Kafka acknowledged; how many."""
+        published = [
+            row
+            for row, acknowledgement in zip(rows, acknowledgements, strict=True)
+            if acknowledgement.done()
+            and not acknowledgement.cancelled()
+            and acknowledgement.exception() is None
+        ]
+        if not published:
+            return 0
         await connection.execute(
             f'DELETE FROM "{self.schema}".outbox WHERE position = ANY($1::bigint[])',
-            [row["position"] for row in rows],
+            [row["position"] for row in published],
         )
-        for row in rows:
+        for row in published:
             metrics.OUTBOX_PUBLISHED.labels(row["topic"]).inc()
-        return len(rows)
+        return len(published)
 
     async def _acknowledged(
         self, connection: Connection, acknowledgements: list[asyncio.Future[Any]]
     ) -> None:
-        """Wait until Kafka acknowledges the whole batch, however long it is away.
+        """Wait until Kafka has answered for every record of the batch, however long it is away.
 
         While the broker is unreachable the producer holds the batch and delivers it
         when the broker returns; sending the rows again meanwhile would put them on
-        the topic twice. So a slow batch is only reported, not resent. A send that
-        fails outright raises, and the caller publishes the batch again.
+        the topic twice. So a slow batch is only reported, not resent. Once every record
+        is answered, raises the first record's error if any failed outright (the caller
+        publishes those rows again, and only those).
         """
         pending: set[asyncio.Future[Any]] = set(acknowledgements)
         while pending:
-            done, pending = await asyncio.wait(pending, timeout=self.ack_timeout)
-            for acknowledgement in done:
-                acknowledgement.result()
+            _, pending = await asyncio.wait(pending, timeout=self.ack_timeout)
             if pending:
                 beat()  # waiting out a Kafka outage is this loop's work, not a hang
                 metrics.OUTBOX_PUBLISH_FAILURES.inc()
@@ -269,6 +294,8 @@ class OutboxRelay:
                     "Kafka has not acknowledged an outbox batch yet; still waiting",
                     extra={"unacknowledged": len(pending)},
                 )
+        for acknowledgement in acknowledgements:
+            acknowledgement.result()
 
     async def _update_backlog_metrics(self, connection: Connection) -> None:
         pending, oldest_age = await connection.fetchrow(  # type: ignore[misc]

@@ -1,4 +1,5 @@
-"""The outbox relay under stress: Kafka away, and two replicas relaying at once.
+"""The outbox relay under stress: Kafka away, two replicas relaying at once, and a batch that
+Kafka takes only in part.
 
 These tests run their own broker, so they can stop it, and their own databases.
 """
@@ -11,6 +12,8 @@ from functools import partial
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import REGISTRY
 
 from handoff_devenv import KafkaCluster
 from handoff_referral.app import ReferralRuntime
@@ -153,3 +156,70 @@ async def test_referrals_posted_while_kafka_is_down_are_accepted_and_arrive_once
             assert len(events[referral_id]) == 1, referral_id
     finally:
         await runtime.stop()
+
+
+async def test_a_record_kafka_refuses_is_published_again_alone(
+    database_url: str, own_kafka: KafkaCluster
+) -> None:
+    """One batch, three records: Kafka acknowledges two and refuses the third (too large for
+    its topic). The two are deleted from the outbox and are on their topic once, however
+    often the third is retried."""
+    suffix = uuid.uuid4().hex[:8]
+    accepting, strict = f"outbox-accepting-{suffix}", f"outbox-strict-{suffix}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=own_kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(accepting, num_partitions=1, replication_factor=1),
+                NewTopic(
+                    strict,
+                    num_partitions=1,
+                    replication_factor=1,
+                    topic_configs={"max.message.bytes": "2000"},
+                ),
+            ]
+        )
+    finally:
+        await admin.close()
+    database = await create_database(database_url)
+    runtime = await start_referral(database, own_kafka.bootstrap_servers)
+    try:
+        await eventually(lambda: _leading(runtime), within=60, what="the relay leading")
+        first, refused, last = (uuid.uuid4() for _ in range(3))
+        rows = [
+            (first, accepting, f'{{"id": "{first}"}}'),
+            (refused, strict, f'{{"id": "{refused}", "padding": "{"x" * 10_000}"}}'),
+            (last, accepting, f'{{"id": "{last}"}}'),
+        ]
+        failures_before = _publish_failures()
+        async with runtime.pipeline.outbox.transaction(runtime.pool) as connection:
+            await connection.executemany(
+                """INSERT INTO referral.outbox
+                       (event_id, topic, partition_key, event_type, correlation_id, body)
+                   VALUES ($1, $2, $3, 'test.outbox', 'tests', $4)""",
+                [(event_id, topic, event_id.bytes, body) for event_id, topic, body in rows],
+            )
+
+        async def retried_twice() -> bool:
+            return _publish_failures() >= failures_before + 2
+
+        await eventually(retried_twice, within=30, what="the refused record retried twice")
+        async with runtime.pool.acquire() as connection:
+            left = await connection.fetch("SELECT event_id FROM referral.outbox")
+            await connection.execute("DELETE FROM referral.outbox")  # stop the retries
+        assert [row["event_id"] for row in left] == [refused]
+        on_topic = Counter(
+            record.value for record in await read_topic(own_kafka.bootstrap_servers, accepting)
+        )
+        assert on_topic == Counter({rows[0][2].encode(): 1, rows[2][2].encode(): 1})
+    finally:
+        await runtime.stop()
+
+
+async def _leading(runtime: ReferralRuntime) -> bool:
+    return runtime.kafka_connected.is_set() and runtime.relay.is_leader
+
+
+def _publish_failures() -> float:
+    return REGISTRY.get_sample_value("handoff_outbox_publish_failures_total") or 0.0
