@@ -22,11 +22,9 @@ from handoff_platform.http import service_app
 from handoff_platform.supervision import BackgroundTasks, beat
 from handoff_platform.transient import is_transient_database_error
 
-CONNECTION_FAMILIES = (
-    exceptions.PostgresConnectionError,  # SQLSTATE class 08
-    exceptions.OperatorInterventionError,  # SQLSTATE class 57
-    exceptions.InterfaceError,
-)
+# SQLSTATE classes 08 (connection exception) and 57 (operator intervention: "cannot connect
+# now" while the server starts up, admin and crash shutdown).
+CONNECTION_SQLSTATE_CLASSES = ("08", "57")
 NOT_TRANSIENT_INTERFACE_ERRORS = {
     exceptions.ClientConfigurationError,
     exceptions.UnsupportedClientFeatureError,
@@ -35,20 +33,32 @@ NOT_TRANSIENT_INTERFACE_ERRORS = {
 
 
 def _connection_error_classes() -> list[type[Exception]]:
-    found = [
+    """Every asyncpg class for a lost or refused connection, read from asyncpg itself: by its
+    SQLSTATE, and the client-side `InterfaceError` family; then the few that have neither."""
+    asyncpg_classes = [
         cls
         for _, cls in inspect.getmembers(exceptions, inspect.isclass)
-        if issubclass(cls, CONNECTION_FAMILIES) and cls not in NOT_TRANSIENT_INTERFACE_ERRORS
+        if issubclass(cls, Exception)
+    ]
+    by_sqlstate = [
+        cls
+        for cls in asyncpg_classes
+        if (getattr(cls, "sqlstate", None) or "")[:2] in CONNECTION_SQLSTATE_CLASSES
+    ]
+    client_side = [
+        cls
+        for cls in asyncpg_classes
+        if issubclass(cls, exceptions.InterfaceError) and cls not in NOT_TRANSIENT_INTERFACE_ERRORS
     ]
     others = [
-        exceptions.TooManyConnectionsError,
-        exceptions.TargetServerAttributeNotMatched,
+        exceptions.TooManyConnectionsError,  # 53300: refused for now
+        exceptions.TargetServerAttributeNotMatched,  # a failover's new primary not there yet
         ConnectionRefusedError,
         ConnectionResetError,
         TimeoutError,
         OSError,
     ]
-    return sorted({*found, *others}, key=lambda cls: cls.__name__)
+    return sorted({*by_sqlstate, *client_side, *others}, key=lambda cls: cls.__name__)
 
 
 CONNECTION_ERRORS = _connection_error_classes()
@@ -56,6 +66,7 @@ CONNECTION_ERRORS = _connection_error_classes()
 
 def test_the_enumeration_covers_the_startup_and_shutdown_errors_of_a_restart() -> None:
     names = {cls.__name__ for cls in CONNECTION_ERRORS}
+    assert len(names) >= 20  # asyncpg 0.31: fifteen by SQLSTATE, one client-side, six others
     assert {
         "CannotConnectNowError",
         "AdminShutdownError",
@@ -163,13 +174,15 @@ async def test_a_bug_is_logged_with_its_class_counted_and_restarted_with_growing
 
 async def test_backoff_is_capped(caplog: pytest.LogCaptureFixture) -> None:
     supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02)
-    loop = FlakyLoop(*(ValueError(str(n)) for n in range(8)))
+    loop = FlakyLoop(*(KeyError(str(n)) for n in range(8)))
+    before = restarts("capped", "KeyError")
     try:
         with caplog.at_level(logging.CRITICAL):
             supervisor.start("capped", loop.run, expected_interval=1.0)
             starts = await started_times(loop, 9)
     finally:
         await supervisor.stop()
+    assert restarts("capped", "KeyError") == before + 8
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     assert max(gaps) < 0.2  # 0.01 doubling eight times, uncapped, would be 1.28 s
 
