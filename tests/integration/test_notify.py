@@ -34,7 +34,7 @@ from handoff_schemas.vocabulary import (
     ResponseVia,
     WithdrawReason,
 )
-from tests.support.fake_twilio import Recorded, signed_post
+from tests.support.fake_twilio import signed_post
 from tests.support.kafka import send
 from tests.support.notify import (
     QUICK_FALLBACK_SITE,
@@ -379,10 +379,7 @@ async def test_a_voice_page_takes_a_keypad_answer(notify: NotifyHarness) -> None
     phone = notify.phone()
     offer = await notify.offer(voice(phone))
 
-    async def called() -> list[Recorded] | None:
-        return notify.twilio.to(phone) or None
-
-    [call] = await eventually(called, within=20, what="a call")
+    [call] = await notify.sent_to(phone)
     assert call.kind == "call"
     assert "<Gather" in call.body
     assert "Press 1 to accept" in call.body

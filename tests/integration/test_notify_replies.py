@@ -33,7 +33,7 @@ from handoff_schemas.vocabulary import (
     UnassignedReason,
     WithdrawReason,
 )
-from tests.support.fake_twilio import Recorded, signed_post
+from tests.support.fake_twilio import signed_post
 from tests.support.kafka import send
 from tests.support.notify import (
     ADMIN_TOKEN,
@@ -327,18 +327,10 @@ async def test_a_keypad_answer_to_a_filled_offer_is_told_so_by_voice(notify: Not
     phone = notify.phone()
     offer = await notify.offer(voice(phone))
 
-    async def called() -> list[Recorded] | None:
-        return notify.twilio.to(phone) or None
-
-    [call] = await eventually(called, within=20, what="a call")
+    [call] = await notify.sent_to(phone)
     await notify.page_events(offer.offer_id)
     await withdraw(notify, offer, WithdrawReason.FILLED)
-
-    async def told() -> list[Recorded] | None:
-        calls = notify.twilio.to(phone)
-        return calls if len(calls) == 2 else None
-
-    [_, notice] = await eventually(told, within=20, what="the filled notice by voice")
+    [_, notice] = await notify.sent_to(phone, count=2)
     answer_url = re.search(r'action="([^"]+)"', call.body)
     assert answer_url
     answered = await signed_post(answer_url.group(1), {"Digits": "1", "CallSid": call.sid})

@@ -27,7 +27,14 @@ from handoff_schemas.events import ContactPoint, OfferMade
 from handoff_schemas.vocabulary import Channel, Tier, Urgency
 from tests.integration.conftest import create_database
 from tests.support.events import BRIEFING
-from tests.support.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, FakeTwilio, new_phone
+from tests.support.fake_twilio import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    FROM_NUMBER,
+    FakeTwilio,
+    Recorded,
+    new_phone,
+)
 from tests.support.kafka import read_topic, send
 from tests.support.mailbox import Mailbox
 from tests.support.patients import SERVICE_LOGS
@@ -135,12 +142,16 @@ class NotifyHarness:
 
     async def sms(self, phone: str, count: int = 1) -> list[str]:
         """The bodies sent to `phone`, once there are `count` of them."""
+        return [message.body for message in await self.sent_to(phone, count)]
 
-        async def arrived() -> list[str] | None:
-            bodies = [m.body for m in self.twilio.to(phone)]
-            return bodies if len(bodies) >= count else None
+    async def sent_to(self, phone: str, count: int = 1) -> list[Recorded]:
+        """The SMS and calls the fake Twilio took for `phone`, once there are `count`."""
 
-        return await eventually(arrived, within=20, what=f"{count} SMS to {phone}")
+        async def arrived() -> list[Recorded] | None:
+            messages = self.twilio.to(phone)
+            return messages if len(messages) >= count else None
+
+        return await eventually(arrived, within=20, what=f"{count} messages or calls to {phone}")
 
     async def page_events(self, offer_id: UUID, *, at_least: int = 1) -> list[Any]:
         """The events notify published about an offer, each once, in order."""
