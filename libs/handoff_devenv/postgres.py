@@ -97,11 +97,26 @@ class PostgresCluster:
                 [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
             )
 
-    def crash(self) -> None:
-        """`pg_ctl stop -m immediate`: every backend killed at once, as in a crash. The next
-        `start` recovers from the WAL, refusing connections until it is done."""
+    def restart(self, mode: str = "immediate", timeout: float = 30.0) -> None:
+        """`pg_ctl restart -m <mode>`, with the server's options as last started. With
+        "immediate" every backend is killed at once, as in a crash, and the server recovers
+        from the WAL as it starts, refusing connections (`CannotConnectNowError`) until it
+        is done. Returns once it accepts connections; RuntimeError if it does not within
+        `timeout` seconds."""
         self._as_server_user(
-            [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"]
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "restart",
+            ]
         )
 
     def running(self) -> bool:

@@ -99,6 +99,13 @@ class FakeTwilio:
         self.base_url = f"http://127.0.0.1:{port}"
         return self.base_url
 
+    async def __aenter__(self) -> "FakeTwilio":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         for event in self._held.values():
             event.set()
