@@ -206,9 +206,15 @@ async def start_system(
         for service in ("referral", "matching", "notify")
         for replica in range(replicas)
     ]
-    started = await asyncio.gather(
-        *(asyncio.to_thread(_start, s, env, port, r) for s, r, port in starting)
+    outcomes = await asyncio.gather(
+        *(asyncio.to_thread(_start, s, env, port, r) for s, r, port in starting),
+        return_exceptions=True,
     )
+    started = [outcome for outcome in outcomes if isinstance(outcome, ServiceProcess)]
+    if len(started) < len(outcomes):  # one did not start: stop the others, or they outlive us
+        for process in started:
+            process.stop()
+        raise next(outcome for outcome in outcomes if isinstance(outcome, BaseException))
     processes: dict[str, list[ServiceProcess]] = {"referral": [], "matching": [], "notify": []}
     for (service, _, _), process in zip(starting, started, strict=True):
         processes[service].append(process)
