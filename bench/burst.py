@@ -358,36 +358,51 @@ async def post_referrals(referral_url: str, token: str, run: Run) -> None:
 
 async def coaches(notify_url: str, run: Run) -> None:
     """The simulated coaches: each page, told by its link, is answered as drawn."""
-    seen = 0
     answering: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession() as http:
+        try:
+            await _read_pages(http, notify_url, run, answering)
+        finally:
+            # The run stopped: coaches still at a bedside stop with it, before the session
+            # closes under them.
+            stopping = list(answering)
+            for task in stopping:
+                task.cancel()
+            await asyncio.gather(*stopping, return_exceptions=True)
+
+
+async def _read_pages(
+    http: aiohttp.ClientSession, notify_url: str, run: Run, answering: set[asyncio.Task[None]]
+) -> None:
+    """Poll the sandbox for new pages, forever; each page's answer runs in `answering`."""
+    seen = 0
     pending: dict[UUID, str] = {}  # offer -> its link, until its OfferMade and 201 are known
     paged: set[UUID] = set()  # offers whose page was seen: later messages are notices
     phones = set(run.phones)
-    async with aiohttp.ClientSession() as http:
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{notify_url}/sandbox/messages?after={seen}") as found:
-                    messages = (await found.json())["messages"]
-                for message in messages:
-                    seen = max(seen, message["id"])
-                    found_link = LINK.search(message["body"])
-                    if found_link is None or message["to"] not in phones:
-                        continue
-                    offer_id = run.signer.offer_id(found_link.group(0).rsplit("/", 1)[1])
-                    if offer_id and offer_id not in paged:
-                        paged.add(offer_id)
-                        pending[offer_id] = found_link.group(0)
-            for offer_id, link in list(pending.items()):
-                offer = run.observed.offers.get(offer_id)
-                if offer is None or offer.referral_id not in run.referral_ids:
-                    continue  # its OfferMade or 201 not seen yet
-                del pending[offer_id]
-                referral = run.referral_ids[offer.referral_id]
-                coach = run.coach_ids.index(offer.coach_id)
-                task = asyncio.create_task(answer(http, run, offer, link, referral, coach))
-                answering.add(task)
-                task.add_done_callback(answering.discard)
-            await asyncio.sleep(0.1)
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"{notify_url}/sandbox/messages?after={seen}") as found:
+                messages = (await found.json())["messages"]
+            for message in messages:
+                seen = max(seen, message["id"])
+                found_link = LINK.search(message["body"])
+                if found_link is None or message["to"] not in phones:
+                    continue
+                offer_id = run.signer.offer_id(found_link.group(0).rsplit("/", 1)[1])
+                if offer_id and offer_id not in paged:
+                    paged.add(offer_id)
+                    pending[offer_id] = found_link.group(0)
+        for offer_id, link in list(pending.items()):
+            offer = run.observed.offers.get(offer_id)
+            if offer is None or offer.referral_id not in run.referral_ids:
+                continue  # its OfferMade or 201 not seen yet
+            del pending[offer_id]
+            referral = run.referral_ids[offer.referral_id]
+            coach = run.coach_ids.index(offer.coach_id)
+            task = asyncio.create_task(answer(http, run, offer, link, referral, coach))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+        await asyncio.sleep(0.1)
 
 
 async def answer(

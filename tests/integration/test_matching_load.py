@@ -8,13 +8,13 @@ the sweep. Each test has a state of its own, so its state pool is its own.
 """
 
 import asyncio
-import itertools
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -36,6 +36,7 @@ from handoff_schemas.events import (
     OfferMade,
     OfferWithdrawn,
     PageSent,
+    ReferralCancelled,
     ReferralCreated,
     ReferralExpired,
     ReferralUnassigned,
@@ -43,20 +44,25 @@ from handoff_schemas.events import (
     SiteFacts,
 )
 from handoff_schemas.vocabulary import (
+    CancelReason,
     Channel,
     CoachResponse,
     Consent,
     ResponseVia,
+    UnassignedReason,
     Urgency,
     WithdrawReason,
 )
 from tests.integration.conftest import create_database
 from tests.support.kafka import read_topic, send
-from tests.support.matching import always_on_call
+from tests.support.matching import EVERY_DAY, always_on_call
 from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "coordinator-secret"
-STATES = itertools.cycle(["DE", "PA", "VA", "NJ", "NY", "OH", "WV", "NC", "SC", "GA"])
+# One state per test: a state pool shared with another test would put its coaches on call.
+STATES = iter(
+    ["DE", "PA", "VA", "NJ", "NY", "OH", "WV", "NC", "SC", "GA", "FL", "AL", "TN", "KY", "IN"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +116,12 @@ class World:
     pool_coaches: list[uuid.UUID]
     supervisor: uuid.UUID
 
-    def roster(self, max_concurrent: int = 2, on_call: bool = True) -> RosterFile:
+    def roster(
+        self,
+        max_concurrent: int = 2,
+        on_call: bool = True,
+        extra_shifts: list[dict[str, Any]] | None = None,
+    ) -> RosterFile:
         def coach(coach_id: uuid.UUID, n: int) -> dict[str, Any]:
             return {
                 "coach_id": str(coach_id),
@@ -131,7 +142,7 @@ class World:
         return RosterFile.model_validate(
             {
                 "coaches": [coach(c, n) for n, c in enumerate(everyone)],
-                "shifts": shifts if on_call else [],
+                "shifts": [*(shifts if on_call else []), *(extra_shifts or [])],
             }
         )
 
@@ -547,3 +558,206 @@ async def test_a_broadcast_burst_counts_every_offer_and_an_acceptance_frees_the_
     [now_offered] = [r for r in waiting if _of(OfferMade, events[r])]
     assert {o.coach_id for o in _of(OfferMade, events[now_offered])} == set(world.site_coaches[1:])
     assert _open_offers_by_coach(events) == dict.fromkeys(world.site_coaches, 2)
+
+
+async def _held_at_the_bedside(
+    world: World, broker: KafkaBroker, bootstrap: str
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """Her first referral accepted and Arrived (a visit-limit timer stands for the visit),
+    then a second referral, which waits in line: (the first's id, the second's id)."""
+    first, second = world.referral(), world.referral()
+    await send(broker, first)
+    ids = [first.referral_id]
+    events = await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "her offer")
+    [offer] = _of(OfferMade, events[ids[0]])
+    await _answer(broker, offer, CoachResponse.ACCEPTED)
+    await _until(bootstrap, ids, lambda ev: _of(CoachAssigned, ev[ids[0]]), "her assignment")
+    await _answer(broker, offer, CoachResponse.ARRIVED)
+    await eventually(
+        lambda: _visit_limit_due(world.database, first.referral_id),
+        within=15,
+        what="her arrival recorded (the visit-limit timer set)",
+    )
+    await send(broker, second)
+    events = await _until(
+        bootstrap,
+        [second.referral_id],
+        lambda ev: _of(ReferralWaiting, ev[second.referral_id]),
+        "the second referral in line behind her visit",
+    )
+    assert _of(OfferMade, events[second.referral_id]) == []  # at the bedside: still full
+    return first.referral_id, second.referral_id
+
+
+async def _visit_limit_due(database: str, referral_id: uuid.UUID) -> datetime | None:
+    connection = await asyncpg.connect(database)
+    try:
+        due: datetime | None = await connection.fetchval(
+            """SELECT due_at FROM matching.timers
+               WHERE kind = 'visit_limit' AND payload->>'referral_id' = $1""",
+            str(referral_id),
+        )
+    finally:
+        await connection.close()
+    return due
+
+
+async def _dispatch_state(database: str, referral_id: uuid.UUID) -> str | None:
+    connection = await asyncpg.connect(database)
+    try:
+        state: str | None = await connection.fetchval(
+            "SELECT state FROM matching.dispatches WHERE referral_id = $1", referral_id
+        )
+    finally:
+        await connection.close()
+    return state
+
+
+async def test_a_coach_at_the_bedside_holds_the_slot_until_completed_then_the_line_moves(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
+    [coach] = world.site_coaches
+    first, second = await _held_at_the_bedside(world, hospital_and_notify, bootstrap)
+    [assigned] = _of(CoachAssigned, (await _dispatched(bootstrap, [first]))[first])
+
+    completed = CoachResponded(
+        referral_id=first,
+        offer_id=assigned.offer_id,
+        coach_id=coach,
+        response=CoachResponse.COMPLETED,
+        via=ResponseVia.LINK,
+        responded_at=datetime.now(UTC),
+    )
+    await send(hospital_and_notify, completed)
+    events = await _until(
+        bootstrap,
+        [second],
+        lambda ev: _of(OfferMade, ev[second]),
+        "the waiting referral offered her freed slot",
+        within=5,  # the sweep runs once a minute: this is the completion's wake-up
+    )
+    [offer] = _of(OfferMade, events[second])
+    assert offer.coach_id == coach
+    assert await _dispatch_state(matching_database, first) == "closed"
+    assert await _visit_limit_due(matching_database, first) is None  # the visit clock stopped
+
+
+async def test_a_visit_never_completed_releases_the_slot_at_the_visit_limit(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
+    first, second = await _held_at_the_bedside(world, hospital_and_notify, bootstrap)
+    due = await _visit_limit_due(matching_database, first)
+    assert due is not None
+    assert due - datetime.now(UTC) > timedelta(hours=3, minutes=59)  # the 4 h default
+
+    # Four hours pass without "completed": the timer's time is the database's, so its due
+    # time is brought to now, and its loop told (as a timer set by another replica is).
+    connection = await asyncpg.connect(matching_database)
+    try:
+        await connection.execute(
+            """UPDATE matching.timers SET due_at = now()
+               WHERE kind = 'visit_limit' AND payload->>'referral_id' = $1""",
+            str(first),
+        )
+        await connection.execute("SELECT pg_notify('handoff_timers', 'matching')")
+    finally:
+        await connection.close()
+    events = await _until(
+        bootstrap,
+        [second],
+        lambda ev: _of(OfferMade, ev[second]),
+        "the waiting referral offered the released slot",
+        within=5,
+    )
+    [offer] = _of(OfferMade, events[second])
+    assert offer.coach_id == world.site_coaches[0]
+    assert await _dispatch_state(matching_database, first) == "closed"
+
+
+async def test_a_cancelled_referral_frees_its_coach_for_the_referral_in_line_at_once(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
+    first, second = world.referral(), world.referral()
+    ids = [first.referral_id, second.referral_id]
+    await send(hospital_and_notify, first)
+    events = await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "her offer")
+    [held] = _of(OfferMade, events[ids[0]])
+    await send(hospital_and_notify, second)
+    await _until(bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[1]]), "second in line")
+
+    cancelled = ReferralCancelled(
+        referral_id=first.referral_id,
+        reason=CancelReason.PATIENT_LEFT,
+        cancelled_at=datetime.now(UTC),
+    )
+    await send(hospital_and_notify, cancelled)
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[1]]), "the freed slot offered", 5
+    )
+    [withdrawn] = _of(OfferWithdrawn, events[ids[0]])
+    assert (withdrawn.offer_id, withdrawn.reason) == (held.offer_id, WithdrawReason.CANCELLED)
+    assert _of(OfferMade, events[ids[1]])[0].coach_id == world.site_coaches[0]
+
+
+async def test_an_unassigned_referral_is_offered_when_a_weekly_shift_starts(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    bootstrap = own_kafka.bootstrap_servers
+    # Asked again every hour only: an offer within the next two minutes is the shift's.
+    settings = DispatchSettings(reoffer_every=timedelta(hours=1))
+    world = await _world(matching_database, settings, pool=0, on_call=False)
+    [coach] = world.site_coaches
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(bootstrap, ids, lambda ev: _of(ReferralUnassigned, ev[ids[0]]), "none")
+    assert _of(ReferralUnassigned, events[ids[0]])[0].reason is UnassignedReason.NOBODY_ON_CALL
+
+    # Her weekly shift, written as rotas are (whole minutes, the site's wall clock), starts
+    # at the next whole minute at least 10 s away: imported before it starts.
+    zone = ZoneInfo("America/New_York")
+    soon = datetime.now(UTC) + timedelta(seconds=70)
+    starts = soon.replace(second=0, microsecond=0)
+    local = starts.astimezone(zone)
+    shift = {
+        "coach_id": str(coach),
+        "pool": f"site:{world.site_id}",
+        "weekday": EVERY_DAY[local.weekday()],
+        "start": local.strftime("%H:%M"),
+        "end": (local + timedelta(hours=1)).strftime("%H:%M"),
+        "time_zone": "America/New_York",
+    }
+    await world.import_roster(world.roster(on_call=False, extra_shifts=[shift]))
+    assert datetime.now(UTC) < starts
+
+    # Found by the line's sweep (once a minute in this module; every 2 s by default).
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: _of(OfferMade, ev[ids[0]]),
+        "the referral offered at the shift's start",
+        within=(starts - datetime.now(UTC)).total_seconds() + 75,
+    )
+    [offer] = _of(OfferMade, events[ids[0]])
+    assert offer.coach_id == coach
+    assert offer.page_deadline is not None
+    made_at = offer.page_deadline - settings.page_deadline
+    assert made_at >= starts  # not before her shift began
