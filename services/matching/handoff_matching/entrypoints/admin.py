@@ -129,18 +129,22 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
         422 naming each field missing or invalid, or `supervisors` naming an unknown coach."""
         async with pool.acquire() as connection:
             await _store(connection, site_id, body)
+            await roster_changed(connection)  # e.g. a supervisor added: serve the line
         return body
 
     @router.patch("/sites/{site_id}/dispatch", response_model=SiteDispatch)
     async def patch_site_dispatch(site_id: SitePath, body: SiteDispatchChanges) -> SiteDispatch:
         """Change only the settings given (as PUT's fields); returns them all as stored."""
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('handoff_site_dispatch:' || $1))", site_id
-            )  # two coordinators patching at once both keep their change
-            current = await _current(connection, site_id)
-            merged = current.model_copy(update=body.model_dump(exclude_none=True))
-            await _store(connection, site_id, SiteDispatch.model_validate(merged.model_dump()))
+        async with pool.acquire() as connection:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('handoff_site_dispatch:' || $1))",
+                    site_id,
+                )  # two coordinators patching at once both keep their change
+                current = await _current(connection, site_id)
+                merged = current.model_copy(update=body.model_dump(exclude_none=True))
+                await _store(connection, site_id, SiteDispatch.model_validate(merged.model_dump()))
+            await roster_changed(connection)  # after the commit: NOTIFY never in a write
         return merged
 
     @router.get("/sites/{site_id}/coverage", response_model=Coverage)
@@ -232,8 +236,9 @@ async def _current(connection: Connection, site_id: str) -> SiteDispatch:
 
 
 async def _store(connection: Connection, site_id: str, body: SiteDispatch) -> None:
-    """Store the site's settings and wake every replica's line. Raises ApiError 422 naming
-    `supervisors` if one is not a coach on the roster: nobody could be paged there."""
+    """Store the site's settings (the caller wakes the line after its commit). Raises
+    ApiError 422 naming `supervisors` if one is not a coach on the roster: nobody could be
+    paged there."""
     known = await roster_store.coaches_by_id(connection, body.supervisors)
     unknown = [str(s) for s in body.supervisors if s not in known]
     if unknown:
@@ -255,4 +260,3 @@ async def _store(connection: Connection, site_id: str, body: SiteDispatch) -> No
     await dispatch_store.put_site_settings(
         connection, site_id, settings, body.interpreter_available, tuple(body.supervisors)
     )
-    await roster_changed(connection)  # e.g. a supervisor added: serve the line
