@@ -423,13 +423,16 @@ class Dispatch:
         self, now: datetime, candidates: Candidates, from_tier: Tier | None = None
     ) -> list[Effect]:
         """Offer the first rung from `from_tier` (default: the current one) that has coaches
-        with room; else wait in line if a coach not yet asked is merely full; else unassigned.
+        with room; else wait in line if a coach on any rung not yet asked is merely full;
+        else unassigned.
         Climbing above the current rung is a ReferralEscalated."""
         used = self.offered_coaches
-        full = False
+        # Any rung counts, the ones below the current one too: a referral that climbed to the
+        # supervisors past full site coaches has not been seen by them yet, so when the
+        # supervisors are done it waits for those coaches rather than going unassigned.
+        full = any(getattr(candidates.get(t, ()), "full", frozenset()) - used for t in LADDER)
         for tier in LADDER[LADDER.index(from_tier or self.tier) :]:
             ranked = candidates.get(tier, ())
-            full = full or bool(getattr(ranked, "full", frozenset()) - used)
             fresh = [c for c in ranked if c not in used]
             if not fresh:
                 continue

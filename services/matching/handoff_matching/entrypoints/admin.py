@@ -9,7 +9,7 @@ from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
@@ -21,18 +21,44 @@ from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 
 
+# A site id in a path, as the event contract spells it: a NUL byte or a 10 kB id is a 422
+# naming `site_id`, never a query that fails in PostgreSQL.
+SitePath = Annotated[
+    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The site's stable slug.")
+]
+
+
 class SiteDispatch(BaseModel):
+    """A site's whole dispatch settings: PUT replaces them all, so every field is required
+    (a field left out is a 422 naming it, never silently reset to its default)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    mode: DispatchMode = DispatchMode.SEQUENTIAL
-    ack_timeout_seconds: Annotated[int, Field(ge=15, le=3600)] = 300
-    arrival_target_minutes: Annotated[int, Field(ge=5, le=480)] = 60
-    broadcast_size: Annotated[int, Field(ge=1, le=10)] = 3
-    interpreter_available: bool = True
-    supervisors: list[UUID] = []
-    page_deadline_seconds: Annotated[int, Field(ge=10, le=3600)] = 60
-    reoffer_every_seconds: Annotated[int, Field(ge=10, le=86400)] = 300
-    give_up_after_minutes: Annotated[int, Field(ge=1, le=10080)] = 240
+    mode: DispatchMode
+    ack_timeout_seconds: Annotated[int, Field(ge=15, le=3600)]
+    arrival_target_minutes: Annotated[int, Field(ge=5, le=480)]
+    broadcast_size: Annotated[int, Field(ge=1, le=10)]
+    interpreter_available: bool
+    supervisors: list[UUID]
+    page_deadline_seconds: Annotated[int, Field(ge=10, le=3600)]
+    reoffer_every_seconds: Annotated[int, Field(ge=10, le=86400)]
+    give_up_after_minutes: Annotated[int, Field(ge=1, le=10080)]
+
+
+class SiteDispatchChanges(BaseModel):
+    """PATCH: only the fields given change; the others keep their current values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: DispatchMode | None = None
+    ack_timeout_seconds: Annotated[int, Field(ge=15, le=3600)] | None = None
+    arrival_target_minutes: Annotated[int, Field(ge=5, le=480)] | None = None
+    broadcast_size: Annotated[int, Field(ge=1, le=10)] | None = None
+    interpreter_available: bool | None = None
+    supervisors: list[UUID] | None = None
+    page_deadline_seconds: Annotated[int, Field(ge=10, le=3600)] | None = None
+    reoffer_every_seconds: Annotated[int, Field(ge=10, le=86400)] | None = None
+    give_up_after_minutes: Annotated[int, Field(ge=1, le=10080)] | None = None
 
 
 class Gap(BaseModel):
@@ -64,47 +90,41 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
     )
 
     @router.get("/sites/{site_id}/dispatch", response_model=SiteDispatch)
-    async def get_site_dispatch(site_id: str) -> SiteDispatch:
+    async def get_site_dispatch(site_id: SitePath) -> SiteDispatch:
         """How the site's referrals are dispatched (the defaults if never set)."""
         async with pool.acquire() as connection:
-            settings, interpreter, supervisors = await dispatch_store.site_settings(
-                connection, site_id
-            )
-        return SiteDispatch(
-            mode=settings.mode,
-            ack_timeout_seconds=int(settings.ack_timeout.total_seconds()),
-            arrival_target_minutes=int(settings.arrival_target.total_seconds() // 60),
-            broadcast_size=settings.broadcast_size,
-            interpreter_available=interpreter,
-            supervisors=list(supervisors),
-            page_deadline_seconds=int(settings.page_deadline.total_seconds()),
-            reoffer_every_seconds=int(settings.reoffer_every.total_seconds()),
-            give_up_after_minutes=int(settings.give_up_after.total_seconds() // 60),
-        )
+            return await _current(connection, site_id)
 
     @router.put("/sites/{site_id}/dispatch", response_model=SiteDispatch)
-    async def put_site_dispatch(site_id: str, body: SiteDispatch) -> SiteDispatch:
-        """Set the site's dispatch mode, ack timeout, arrival target, supervisors, page
-        deadline (s), how often an unassigned referral is offered again (s), and when one
-        is given up (min, from its arrival)."""
-        settings = DispatchSettings(
-            mode=body.mode,
-            ack_timeout=timedelta(seconds=body.ack_timeout_seconds),
-            arrival_target=timedelta(minutes=body.arrival_target_minutes),
-            broadcast_size=body.broadcast_size,
-            page_deadline=timedelta(seconds=body.page_deadline_seconds),
-            reoffer_every=timedelta(seconds=body.reoffer_every_seconds),
-            give_up_after=timedelta(minutes=body.give_up_after_minutes),
-        )
+    async def put_site_dispatch(site_id: SitePath, body: SiteDispatch) -> SiteDispatch:
+        """Set all of the site's dispatch settings: mode, ack timeout, arrival target,
+        supervisors (coaches on the roster), page deadline (s), how often an unassigned
+        referral is offered again (s), and when one is given up (min, from its arrival).
+        422 naming each field missing or invalid, or `supervisors` naming an unknown coach."""
         async with pool.acquire() as connection:
-            await dispatch_store.put_site_settings(
-                connection, site_id, settings, body.interpreter_available, tuple(body.supervisors)
-            )
+            await _store(connection, site_id, body)
             await roster_changed(connection)  # e.g. a supervisor added: serve the line
         return body
 
+    @router.patch("/sites/{site_id}/dispatch", response_model=SiteDispatch)
+    async def patch_site_dispatch(site_id: SitePath, body: SiteDispatchChanges) -> SiteDispatch:
+        """Change only the settings given (as PUT's fields); returns them all as stored."""
+        async with pool.acquire() as connection:
+            async with connection.transaction():
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('handoff_site_dispatch:' || $1))",
+                    site_id,
+                )  # two coordinators patching at once both keep their change
+                current = await _current(connection, site_id)
+                merged = current.model_copy(update=body.model_dump(exclude_none=True))
+                await _store(connection, site_id, SiteDispatch.model_validate(merged.model_dump()))
+            await roster_changed(connection)  # after the commit: NOTIFY never in a write
+        return merged
+
     @router.get("/sites/{site_id}/coverage", response_model=Coverage)
-    async def get_coverage(site_id: str, days: Annotated[int, Query(ge=1, le=28)] = 7) -> Coverage:
+    async def get_coverage(
+        site_id: SitePath, days: Annotated[int, Query(ge=1, le=28)] = 7
+    ) -> Coverage:
         """Windows in the next `days` with no eligible coach on call for the site or its pool."""
         now = datetime.now(UTC)
         window = Interval(now, now + timedelta(days=days))
@@ -125,7 +145,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
         )
 
     @router.get("/sites/{site_id}/on-call", response_model=OnCall)
-    async def get_on_call(site_id: str, at: AwareDatetime | None = None) -> OnCall:
+    async def get_on_call(site_id: SitePath, at: AwareDatetime | None = None) -> OnCall:
         """Who is on call for the site, and for its state pool, at `at` (default: now)."""
         instant = at or datetime.now(UTC)
         async with pool.acquire() as connection:
@@ -171,3 +191,46 @@ async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
     if facts is not None:
         return facts
     raise ApiError(404, "site_unknown", "no site with this id has been registered")
+
+
+async def _current(connection: Connection, site_id: str) -> SiteDispatch:
+    """The site's dispatch settings as stored (the defaults if never set)."""
+    settings, interpreter, supervisors = await dispatch_store.site_settings(connection, site_id)
+    return SiteDispatch(
+        mode=settings.mode,
+        ack_timeout_seconds=int(settings.ack_timeout.total_seconds()),
+        arrival_target_minutes=int(settings.arrival_target.total_seconds() // 60),
+        broadcast_size=settings.broadcast_size,
+        interpreter_available=interpreter,
+        supervisors=list(supervisors),
+        page_deadline_seconds=int(settings.page_deadline.total_seconds()),
+        reoffer_every_seconds=int(settings.reoffer_every.total_seconds()),
+        give_up_after_minutes=int(settings.give_up_after.total_seconds() // 60),
+    )
+
+
+async def _store(connection: Connection, site_id: str, body: SiteDispatch) -> None:
+    """Store the site's settings (the caller wakes the line after its commit). Raises
+    ApiError 422 naming `supervisors` if one is not a coach on the roster: nobody could be
+    paged there."""
+    known = await roster_store.coaches_by_id(connection, body.supervisors)
+    unknown = [str(s) for s in body.supervisors if s not in known]
+    if unknown:
+        raise ApiError(
+            422,
+            "unknown_coach",
+            f"no such coach in the roster: {', '.join(unknown)}",
+            field="supervisors",
+        )
+    settings = DispatchSettings(
+        mode=body.mode,
+        ack_timeout=timedelta(seconds=body.ack_timeout_seconds),
+        arrival_target=timedelta(minutes=body.arrival_target_minutes),
+        broadcast_size=body.broadcast_size,
+        page_deadline=timedelta(seconds=body.page_deadline_seconds),
+        reoffer_every=timedelta(seconds=body.reoffer_every_seconds),
+        give_up_after=timedelta(minutes=body.give_up_after_minutes),
+    )
+    await dispatch_store.put_site_settings(
+        connection, site_id, settings, body.interpreter_available, tuple(body.supervisors)
+    )
