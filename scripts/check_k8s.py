@@ -18,6 +18,7 @@ cannot be rendered.
 """
 
 import copy
+import os
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
+CACHE = Path(os.environ.get("HANDOFF_CACHE", Path.home() / ".cache" / "handoff"))
 KUBERNETES_VERSION = "1.32"
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
@@ -42,12 +44,13 @@ def render(overlay: Path) -> list[Object]:
 
     Raises RuntimeError with kustomize's own message when the overlay does not render.
     """
+    built = CACHE / "bin" / "kustomize"
     if shutil.which("kubectl"):
         command = ["kubectl", "kustomize", str(overlay)]
-    elif shutil.which("kustomize"):
-        command = ["kustomize", "build", str(overlay)]
+    elif kustomize := shutil.which("kustomize") or (str(built) if built.exists() else None):
+        command = [kustomize, "build", str(overlay)]
     else:
-        raise RuntimeError("neither kubectl nor kustomize is on PATH (scripts/bootstrap.sh)")
+        raise RuntimeError("neither kubectl nor kustomize is here: run scripts/bootstrap.sh")
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip() or f"{command[0]} exited {done.returncode}")
