@@ -11,8 +11,9 @@ from handoff_platform.kafka import client_options
 from handoff_platform.settings import KafkaSettings, configuration_problem
 
 
-def _settings(**env: str) -> KafkaSettings:
-    return KafkaSettings(_env_file=None, **env)  # type: ignore[call-arg]
+def _settings(**values: str) -> KafkaSettings:
+    """The settings from these values alone, not from this process's environment."""
+    return KafkaSettings.model_validate(values)
 
 
 def test_plaintext_by_default_adds_nothing() -> None:
