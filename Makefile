@@ -20,3 +20,4 @@ lint:
 	@promtool check config --lint=all deploy/prometheus/prometheus.yml >/dev/null
 	@promtool check rules deploy/prometheus/alerts.yml >/dev/null
 	@promtool test rules deploy/prometheus/tests/*.yml
+	@.venv/bin/python scripts/check_k8s.py

@@ -43,3 +43,10 @@ fi
 
 say "fetching the Kafka broker's jars (cached after the first time)"
 .venv/bin/handoff dev fetch
+
+# deploy/k8s is rendered by `kubectl kustomize`; without kubectl, kustomize itself is built
+# from the Go module proxy at the version kubectl 1.32 carries (scripts/check_k8s.py).
+if ! command -v kubectl >/dev/null && [ ! -x "${HANDOFF_CACHE:-$HOME/.cache/handoff}/bin/kustomize" ]; then
+  say "building kustomize v5.5.0 (no kubectl on this machine)"
+  GOBIN="${HANDOFF_CACHE:-$HOME/.cache/handoff}/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+fi

@@ -6,22 +6,17 @@ from typing import Annotated
 
 import typer
 from prometheus_client import start_http_server
-from pydantic import ValidationError
 
 from handoff_platform.dead_letters import replay_dead_letters
 from handoff_platform.lag import LagSampler
-from handoff_platform.settings import KafkaSettings
+from handoff_platform.settings import KafkaSettings, settings_or_exit
 
 app = typer.Typer(help="Operations: dead letters, consumer lag.", no_args_is_help=True)
 
 
-def _bootstrap_servers() -> tuple[str, ...]:
-    """KAFKA_BOOTSTRAP_SERVERS parsed; a malformed list is a usage error, not a traceback."""
-    try:
-        return KafkaSettings().kafka_bootstrap_servers
-    except ValidationError as error:
-        typer.echo(error.errors()[0]["msg"].removeprefix("Value error, "), err=True)
-        raise typer.Exit(2) from None
+def _kafka() -> KafkaSettings:
+    """KAFKA_BOOTSTRAP_SERVERS and the TLS/SASL settings; a bad one is a usage error (exit 2)."""
+    return settings_or_exit(KafkaSettings)
 
 
 @app.command("replay-dead-letters")
@@ -30,7 +25,12 @@ def replay_command(
     dry_run: Annotated[bool, typer.Option(help="Count, send nothing.")] = False,
 ) -> None:
     """Send a group's dead-lettered events back to their topics, once the cause is fixed."""
-    summary = asyncio.run(replay_dead_letters(_bootstrap_servers(), group, dry_run=dry_run))
+    kafka = _kafka()
+    summary = asyncio.run(
+        replay_dead_letters(
+            kafka.kafka_bootstrap_servers, group, dry_run=dry_run, security=kafka.kafka_security
+        )
+    )
     verb = "would replay" if dry_run else "replayed"
     for topic, count in sorted(summary.replayed.items()):
         typer.echo(f"{verb} {count} from {summary.dead_letter_topic} to {topic}")
@@ -61,6 +61,7 @@ def lag_exporter_command(
         groups[name] = topics.split(",")
     start_http_server(port, addr="127.0.0.1")
     typer.echo(f"consumer lag of {', '.join(groups)} on http://127.0.0.1:{port}/metrics")
-    sampler = LagSampler(_bootstrap_servers(), groups)
+    kafka = _kafka()
+    sampler = LagSampler(kafka.kafka_bootstrap_servers, groups, kafka.kafka_security)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(sampler.run_forever(interval))

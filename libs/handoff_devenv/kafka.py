@@ -9,6 +9,7 @@ here is what a reader can see in its `server.properties`.
 import asyncio
 import base64
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -56,6 +58,9 @@ rootLogger.appenderRef.console.ref = STDERR
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = INFO
 """
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+BROKER_USER = "handoff-broker"  # the brokers' own login to each other on a SCRAM listener
 
 
 def kafka_classpath() -> str:
@@ -125,13 +130,19 @@ class KafkaCluster:
         brokers: int = 1,
         controller_ports: list[int] | None = None,
         properties: Mapping[str, str | int] | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         """`properties` override the nodes' `server.properties` (e.g. a benchmark's
-        KAFKA_DEFAULT_FAILURE_DETECTION); the ports default to free ones."""
+        KAFKA_DEFAULT_FAILURE_DETECTION); the ports default to free ones. With
+        `scram_users` (name → password) the client listener is SASL_PLAINTEXT and takes
+        only those users, by SCRAM-SHA-512, as a production listener would."""
         if brokers not in (1, 3):
             raise ValueError("a dev cluster has 1 broker, or 3 for fault tests")
         self.directory = directory
         self.properties = dict(properties or {})
+        self.scram_users = dict(scram_users or {})
+        if self.scram_users:
+            self.scram_users[BROKER_USER] = secrets.token_hex(16)
         broker_ports = ports or free_ports(brokers)
         controller_ports = controller_ports or free_ports(brokers)
         if len(broker_ports) != brokers or len(controller_ports) != brokers:
@@ -157,6 +168,22 @@ class KafkaCluster:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    @property
+    def listener(self) -> str:
+        """The client listener's security protocol (and its name in server.properties)."""
+        return "SASL_PLAINTEXT" if self.scram_users else "PLAINTEXT"
+
+    def client_options(self, user: str = BROKER_USER) -> dict[str, Any]:
+        """aiokafka's arguments to log in as `user` (nothing on a plaintext cluster)."""
+        if not self.scram_users:
+            return {}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.scram_users[user],
+        }
 
     def start(self, timeout: float = 60.0, fresh: bool = True) -> None:
         """Start the nodes; `fresh=False` restarts on the storage of the previous start."""
@@ -196,6 +223,10 @@ class KafkaCluster:
                         "-c",
                         str(node.properties_file),
                         "-g",
+                        *(
+                            f"--add-scram={SCRAM_MECHANISM}=[name={name},password={password}]"
+                            for name, password in self.scram_users.items()
+                        ),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
@@ -223,18 +254,33 @@ class KafkaCluster:
             return None
         return int(node.pid_file.read_text())
 
+    def _sasl_properties(self) -> dict[str, str]:
+        if not self.scram_users:
+            return {}
+        login = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{self.scram_users[BROKER_USER]}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": login,
+        }
+
     def _properties(self, node: KafkaNode) -> str:
+        listener = self.listener
         replication = len(self.nodes)
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         settings = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.voters": voters,
-            "listeners": f"PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.port}",
+            "listeners": f"{listener}://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"{listener}://127.0.0.1:{node.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": listener,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{listener}:{listener}",
+            **self._sasl_properties(),
             "log.dirs": node.directory / "data",
             "num.partitions": 6,
             "default.replication.factor": replication,
@@ -274,7 +320,9 @@ class KafkaCluster:
 
     async def _brokers_registered(self) -> int:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000
+            bootstrap_servers=self.bootstrap_servers,
+            request_timeout_ms=2000,
+            **self.client_options(),
         )
         await admin.start()
         try:

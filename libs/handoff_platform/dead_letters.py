@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from faststream.security import BaseSecurity
 
+from handoff_platform.kafka import client_options
 from handoff_platform.settings import parse_bootstrap_servers
 from handoff_schemas import dead_letter_topic
 
@@ -27,14 +29,20 @@ class ReplaySummary:
 
 
 async def replay_dead_letters(
-    bootstrap_servers: str | Iterable[str], group_id: str, *, dry_run: bool = False
+    bootstrap_servers: str | Iterable[str],
+    group_id: str,
+    *,
+    dry_run: bool = False,
+    security: BaseSecurity | None = None,
 ) -> ReplaySummary:
     """Send `group_id`'s dead letters back to their topics (counted only, if `dry_run`);
-    ValueError for a malformed `bootstrap_servers` list, KafkaError if Kafka is away."""
+    ValueError for a malformed `bootstrap_servers` list, KafkaError if Kafka is away.
+    `security`: TLS and SASL (`KafkaSettings.kafka_security`), None for plaintext."""
     servers = list(parse_bootstrap_servers(bootstrap_servers))
+    connection = client_options(security)
     topic = dead_letter_topic(group_id)
     summary = ReplaySummary(topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, **connection)
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -48,8 +56,11 @@ async def replay_dead_letters(
         group_id=f"{group_id}.dlq-replay",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **connection,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers, acks="all", enable_idempotence=True, **connection
+    )
     await consumer.start()
     await producer.start()
     try:

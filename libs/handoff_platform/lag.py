@@ -15,8 +15,10 @@ from collections.abc import Iterable, Mapping
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from faststream.security import BaseSecurity
 
 from handoff_platform import metrics
+from handoff_platform.kafka import client_options
 from handoff_platform.settings import parse_bootstrap_servers
 from handoff_platform.supervision import beat
 
@@ -25,11 +27,16 @@ log = logging.getLogger(__name__)
 
 class LagSampler:
     def __init__(
-        self, bootstrap_servers: str | Iterable[str], groups: Mapping[str, Iterable[str]]
+        self,
+        bootstrap_servers: str | Iterable[str],
+        groups: Mapping[str, Iterable[str]],
+        security: BaseSecurity | None = None,
     ) -> None:
         """`groups` maps each consumer group to the topics it consumes; `bootstrap_servers`
-        is a `KAFKA_BOOTSTRAP_SERVERS` list (ValueError if malformed)."""
+        is a `KAFKA_BOOTSTRAP_SERVERS` list (ValueError if malformed); `security` is TLS and
+        SASL (`KafkaSettings.kafka_security`), None for plaintext."""
         self.bootstrap_servers = list(parse_bootstrap_servers(bootstrap_servers))
+        self._connection = client_options(security)
         self.groups = {group: [str(t) for t in topics] for group, topics in groups.items()}
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
@@ -67,9 +74,14 @@ class LagSampler:
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._offsets is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers, **self._connection
+            )
             offsets = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                **self._connection,
             )
             await admin.start()
             await offsets.start()

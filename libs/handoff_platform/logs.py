@@ -1,5 +1,8 @@
-"""Structured JSON logs that carry the correlation id of the referral being worked on.
+"""Structured logs that carry the correlation id of the referral being worked on.
 
+JSON lines when stderr is not a terminal (a container, a file, a test): what log
+collectors and the tests' PHI scan read. Human-readable lines, by structlog's console
+renderer, when it is a terminal (`make run`). `LOG_FORMAT=json|console` overrides.
 The correlation id lives in a context variable, so every log line written while
 one request or one event is handled carries it without being passed around.
 Log records hold identifiers and codes only: never a patient's data.
@@ -10,8 +13,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from enum import StrEnum
 from typing import TextIO
 
+import structlog
 from pythonjsonlogger.json import JsonFormatter
 
 from handoff_platform.tracing import trace_id
@@ -46,8 +51,52 @@ def json_handler(service: str, stream: TextIO = sys.stderr) -> logging.Handler:
     return handler
 
 
-def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = json_handler(service)
+def _drop_unset(
+    _: object, __: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    return {key: value for key, value in event.items() if value is not None}
+
+
+def console_handler(service: str, stream: TextIO = sys.stderr) -> logging.Handler:
+    """One line per record for a person at a terminal: time (UTC), level, message, logger,
+    then the record's fields (service, correlation id, …) as key=value; colours on a TTY."""
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_CorrelationFilter(service))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=True),
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(),
+                _drop_unset,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # A plain traceback: the rich one prints local variables, which may hold PHI.
+                structlog.dev.ConsoleRenderer(
+                    colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+                ),
+            ],
+        )
+    )
+    return handler
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # console on a terminal, JSON otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def configure_logging(
+    service: str, level: str = "INFO", log_format: LogFormat = LogFormat.AUTO
+) -> None:
+    """Route every logger to stderr, as JSON or console lines (see the module docstring)."""
+    console = log_format is LogFormat.CONSOLE or (
+        log_format is LogFormat.AUTO and sys.stderr.isatty()
+    )
+    handler = console_handler(service) if console else json_handler(service)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity
 
 from handoff_platform.consumer import Handler, IdempotentConsumer
 from handoff_platform.database import create_pool
 from handoff_platform.http import ReadinessCheck, report_readiness_forever
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_platform.lag import LagSampler
-from handoff_platform.logs import configure_logging
+from handoff_platform.logs import LogFormat, configure_logging
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.settings import PlatformSettings
 from handoff_platform.supervision import BackgroundTasks
@@ -32,9 +33,12 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def instrumented(service: str, log_level: str) -> Iterator[None]:
-    """JSON logs, and traces if an OTLP endpoint is configured, for one service process."""
-    configure_logging(service, log_level)
+def instrumented(
+    service: str, log_level: str, log_format: LogFormat = LogFormat.AUTO
+) -> Iterator[None]:
+    """Logs (JSON, or console lines on a terminal), and traces if an OTLP endpoint is
+    configured, for one service process."""
+    configure_logging(service, log_level, log_format)
     provider = configure_tracing(service)
     try:
         yield
@@ -57,13 +61,15 @@ async def connect_when_reachable(
     topics: Iterable[str],
     connected: asyncio.Event,
     max_backoff: float = 10.0,
+    security: BaseSecurity | None = None,
 ) -> None:
-    """Create the topics and start the broker (producer and subscribers) once Kafka answers."""
+    """Create the topics and start the broker (producer and subscribers) once Kafka answers;
+    `security` is the broker's own TLS and SASL, for the admin client that creates topics."""
     topics = list(topics)
     backoff = 0.5
     while True:
         try:
-            await ensure_topics(bootstrap_servers, topics)
+            await ensure_topics(bootstrap_servers, topics, security=security)
             await broker.start()
         except Exception as error:
             log.warning(
@@ -93,6 +99,7 @@ class EventPipeline:
     relay: OutboxRelay
     kafka_connected: asyncio.Event
     outbox_grace_seconds: float | None
+    kafka_security: BaseSecurity | None = None
     consumers: list[IdempotentConsumer] = field(default_factory=list)
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
 
@@ -108,7 +115,8 @@ class EventPipeline:
         """`outbox_grace_seconds`: how old the oldest unpublished event may grow, with Kafka
         away, before the service stops being ready; None: not ready as soon as Kafka is away."""
         pool = await create_pool(settings.database_url, max_size=pool_size)
-        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group)
+        security = settings.kafka_security
+        broker = make_broker(settings.kafka_bootstrap_servers, client_id=group, security=security)
         outbox = Outbox(schema)
         relay = OutboxRelay(settings.database_url, outbox, broker)
         return cls(
@@ -120,6 +128,7 @@ class EventPipeline:
             relay,
             asyncio.Event(),
             outbox_grace_seconds,
+            security,
         )
 
     def consumer(
@@ -147,14 +156,20 @@ class EventPipeline:
         tasks.start(
             "kafka-connect",
             lambda: connect_when_reachable(
-                self.broker, self.bootstrap_servers, topics, self.kafka_connected
+                self.broker,
+                self.bootstrap_servers,
+                topics,
+                self.kafka_connected,
+                security=self.kafka_security,
             ),
             expected_interval=None,
         )
         # Waits up to its ack timeout per round while Kafka is away, and still cycles.
         tasks.start("outbox-relay", self.relay.run, expected_interval=15.0)
         tasks.start("outbox-announcer", lambda: self.outbox.announce_forever(self.pool), 15.0)
-        lag = LagSampler(self.bootstrap_servers, {self.group: list(consumed_topics)})
+        lag = LagSampler(
+            self.bootstrap_servers, {self.group: list(consumed_topics)}, self.kafka_security
+        )
         # A sample waits on Kafka's request timeouts while Kafka is away.
         tasks.start("consumer-lag", lag.run_forever, expected_interval=90.0)
         checks = self.readiness_checks()

@@ -8,11 +8,24 @@ never as one string (FastStream would take the whole string for a single host).
 
 import ipaddress
 import re
+import ssl
+import sys
 from collections.abc import Iterable
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Literal, Self, TypeVar
 
-from pydantic import BeforeValidator, Field
+from faststream.security import BaseSecurity, SASLScram256, SASLScram512
+from pydantic import (
+    BeforeValidator,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from handoff_platform.logs import LogFormat
 
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 DEFAULT_KAFKA_PORT = 9092
@@ -73,19 +86,119 @@ BootstrapServers = Annotated[tuple[str, ...], NoDecode, BeforeValidator(parse_bo
 """A settings field holding the parsed `KAFKA_BOOTSTRAP_SERVERS` list."""
 
 
+class KafkaSecurityProtocol(StrEnum):
+    """Kafka's own names for how a client talks to a listener."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
 class KafkaSettings(BaseSettings):
-    """For tools that need only the broker."""
+    """How to reach Kafka: the bootstrap list, and TLS and SASL/SCRAM when the listener asks.
+
+    `KAFKA_SECURITY_PROTOCOL=SASL_SSL` with `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`
+    (SCRAM-SHA-512 unless `KAFKA_SASL_MECHANISM` says SCRAM-SHA-256) and `KAFKA_SSL_CA_FILE`
+    (PEM; the system's trusted CAs when unset) is how a Strimzi cluster is reached;
+    `KAFKA_SSL_CERT_FILE` and `KAFKA_SSL_KEY_FILE` add a client certificate (mutual TLS).
+    Raises pydantic's ValidationError naming the variable when one is missing or unreadable.
+    """
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     kafka_bootstrap_servers: BootstrapServers = ("127.0.0.1:9092",)
+    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: FilePath | None = None
+    kafka_ssl_cert_file: FilePath | None = None
+    kafka_ssl_key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD"
+            )
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise ValueError("KAFKA_SSL_CERT_FILE and KAFKA_SSL_KEY_FILE go together")
+        uses_tls = protocol in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL)
+        if not uses_tls and (self.kafka_ssl_ca_file or self.kafka_ssl_cert_file):
+            raise ValueError(f"KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL={protocol}")
+        return self
+
+    @property
+    def kafka_security(self) -> BaseSecurity | None:
+        """FastStream's description of the connection (None: plaintext, no login).
+
+        `handoff_platform.kafka.client_options` turns it into aiokafka's arguments.
+        """
+        protocol = self.kafka_security_protocol
+        if protocol is KafkaSecurityProtocol.PLAINTEXT:
+            return None
+        context = None
+        if protocol in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL):
+            context = ssl.create_default_context(cafile=self.kafka_ssl_ca_file)
+            if self.kafka_ssl_cert_file is not None:
+                context.load_cert_chain(self.kafka_ssl_cert_file, self.kafka_ssl_key_file)
+        if protocol is KafkaSecurityProtocol.SSL:
+            return BaseSecurity(ssl_context=context, use_ssl=True)
+        password = self.kafka_sasl_password  # both set: checked when the settings were read
+        scram = SASLScram512 if self.kafka_sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
+        return scram(
+            self.kafka_sasl_username or "",
+            password.get_secret_value() if password else "",
+            ssl_context=context,
+            use_ssl=context is not None,
+        )
 
 
-class PlatformSettings(BaseSettings):
-    """What every service reads from its environment; each service extends it with its own."""
+class PlatformSettings(KafkaSettings):
+    """What every service reads from its environment; each service extends it with its own.
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+    PostgreSQL's TLS and password come from libpq's variables, which asyncpg reads:
+    `PGSSLMODE` (e.g. verify-full), `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGPASSWORD`,
+    or the same as `DATABASE_URL` parameters (`?sslmode=verify-full&sslrootcert=…`).
+    """
 
     database_url: str = Field(description="postgresql://user@host:port/database")
-    kafka_bootstrap_servers: BootstrapServers = ("127.0.0.1:9092",)
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.AUTO
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def configuration_problem(error: ValidationError) -> str:
+    """One line naming each variable and what is wrong with it, from pydantic's errors.
+
+    Never quotes the value given: it may be a password or a URL that carries one.
+    """
+    problems = []
+    for detail in error.errors(include_input=False, include_url=False):
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        variable = ".".join(str(part) for part in detail["loc"]).upper()
+        if detail["type"] == "missing":
+            message = "is not set"
+        if variable and variable not in message:
+            message = (
+                f"{variable} {message}" if message == "is not set" else f"{variable}: {message}"
+            )
+        problems.append(message)
+    return "configuration error: " + "; ".join(problems)
+
+
+def settings_or_exit(settings_class: type[SettingsT]) -> SettingsT:
+    """`settings_class()` read from the environment; on a configuration error, print one line
+    naming the variable to stderr and exit with status 2 (a usage error), no traceback."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        print(configuration_problem(error), file=sys.stderr)
+        raise SystemExit(2) from None

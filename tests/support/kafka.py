@@ -1,6 +1,7 @@
 """Reading what is really on a topic, and publishing events as another service would."""
 
 import time
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -13,11 +14,16 @@ from handoff_schemas import Envelope, EventPayload, partition_key
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, within: float = 30.0
+    bootstrap_servers: str,
+    topic: str,
+    within: float = 30.0,
+    connection: Mapping[str, Any] | None = None,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on the topic now, from the beginning up to the end offsets."""
+    """Every record on the topic now, from the beginning up to the end offsets;
+    `connection`: aiokafka's security arguments (a SASL login), if the listener needs them."""
     servers = list(parse_bootstrap_servers(bootstrap_servers))
-    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    connection = connection or {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, **connection)
     await admin.start()
     try:
         [description] = await admin.describe_topics([str(topic)])
@@ -30,6 +36,7 @@ async def read_topic(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **connection,
     )
     await consumer.start()
     try:

@@ -15,7 +15,7 @@ from handoff_matching.roster_file import RosterFile, RosterProblems, parse_roste
 from handoff_matching.service import roster_changed
 from handoff_platform.http import serve_http
 from handoff_platform.runtime import instrumented
-from handoff_platform.settings import PlatformSettings
+from handoff_platform.settings import PlatformSettings, settings_or_exit
 
 app = typer.Typer(help="The matching service: roster, on-call, offers.", no_args_is_help=True)
 roster_app = typer.Typer(help="Coaches, certifications and shifts.", no_args_is_help=True)
@@ -28,8 +28,8 @@ def serve_command(
     port: Annotated[int, typer.Option()] = 8002,
 ) -> None:
     """Run the consumers, the outbox relay, the timers, and /healthz, /readyz, /metrics."""
-    settings = MatchingSettings()
-    with instrumented("matching", settings.log_level):
+    settings = settings_or_exit(MatchingSettings)
+    with instrumented("matching", settings.log_level, settings.log_format):
         uvloop.run(_serve(settings, host, port))
 
 

@@ -9,6 +9,7 @@ from handoff_notify.app import NotifyRuntime
 from handoff_notify.settings import NotifySettings
 from handoff_platform.http import serve_http
 from handoff_platform.runtime import instrumented
+from handoff_platform.settings import settings_or_exit
 
 app = typer.Typer(help="The notify service: pages and answers.", no_args_is_help=True)
 
@@ -19,8 +20,8 @@ def serve_command(
     port: Annotated[int, typer.Option()] = 8003,
 ) -> None:
     """Run the consumers, the delivery worker, the relay, the timers and the coach pages."""
-    settings = NotifySettings()
-    with instrumented("notify", settings.log_level):
+    settings = settings_or_exit(NotifySettings)
+    with instrumented("notify", settings.log_level, settings.log_format):
         uvloop.run(_serve(settings, host, port))
 
 

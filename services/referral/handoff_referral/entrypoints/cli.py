@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from handoff_platform.database import Connection
 from handoff_platform.runtime import instrumented
+from handoff_platform.settings import settings_or_exit
 from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
@@ -35,8 +36,8 @@ def serve_command(
     port: Annotated[int, typer.Option()] = 8001,
 ) -> None:
     """Run the API, the outbox relay and the timeline consumers."""
-    settings = ReferralSettings()
-    with instrumented("referral", settings.log_level):
+    settings = settings_or_exit(ReferralSettings)
+    with instrumented("referral", settings.log_level, settings.log_format):
         uvloop.run(serve(settings, host, port))
 
 
