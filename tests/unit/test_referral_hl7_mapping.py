@@ -67,6 +67,7 @@ def test_no_pid_value_survives_into_the_referral() -> None:
     assert isinstance(intent, NewOrder)
     stored = intent.request.model_dump_json()
     assert not [value for value in PID_PHI if value in stored]
+    assert intent.visit_key is not None
     assert b"V1000" not in intent.visit_key
 
 
