@@ -151,7 +151,12 @@ class Hl7Intake:
             return "replayed"
         intent = read_message(message, header, interface)
         outcome, referral_id = await self._apply(intent, site, header)
-        async with self.pool.acquire() as connection:
+        # One commit for both: a crash before it leaves the order to its resend, which
+        # finds the referral by placer number and links it then.
+        async with self.pool.acquire() as connection, connection.transaction():
+            if isinstance(intent, NewOrder) and intent.visit_key is not None:
+                assert referral_id is not None
+                await hl7_store.link_visit(connection, referral_id, site.site_id, intent.visit_key)
             await hl7_store.record_message(
                 connection,
                 header.sending_application,
@@ -200,9 +205,6 @@ class Hl7Intake:
                 )
             assert found is not None
             referral_id = found[0]
-        if order.visit_key is not None:
-            async with self.pool.acquire() as connection:
-                await hl7_store.link_visit(connection, referral_id, site.site_id, order.visit_key)
         return ("created" if created else "replayed"), referral_id
 
     async def _cancel(self, site: Site, referral_id: UUID, reason: CancelReason) -> bool:
