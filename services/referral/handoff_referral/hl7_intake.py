@@ -29,7 +29,6 @@ from handoff_referral.domain.hl7 import (
     ErrorCode,
     Header,
     Intent,
-    Interface,
     LocationChanged,
     MessageError,
     NewOrder,
@@ -103,17 +102,19 @@ class Hl7Intake:
             header = read_header(message)
             kind = header.message_type if header.message_type in HANDLED_TYPES else "other"
             async with self.pool.acquire() as connection:
-                found = await hl7_store.find_interface(
-                    connection, header.sending_application, header.sending_facility
+                sender = await hl7_store.find_sender(
+                    connection,
+                    header.sending_application,
+                    header.sending_facility,
+                    header.control_id,
                 )
-            if found is None:
+            if sender is None:
                 ack = build_ack(message, AckCode.REJECTED, _UNKNOWN_SENDER, ack_id)
                 log.warning("HL7 message from an unregistered sender", extra={"type": kind})
             else:
-                interface, registered = found
-                site = registered.site_id
+                site = sender.site.site_id
                 with correlation(_correlation_id(header) or "hl7"):
-                    outcome = await self._handle(message, header, interface, registered, raw)
+                    outcome = await self._handle(message, header, sender, raw)
                 ack = build_ack(message, AckCode.ACCEPTED, control_id=ack_id)
         except MessageError as error:
             outcome = "error"
@@ -134,29 +135,29 @@ class Hl7Intake:
         return ack
 
     async def _handle(
-        self, message: hl7.Message, header: Header, interface: Interface, site: Site, raw: bytes
+        self, message: hl7.Message, header: Header, sender: hl7_store.Sender, raw: bytes
     ) -> str:
         digest = message_digest(raw)
-        async with self.pool.acquire() as connection:
-            seen = await hl7_store.acknowledged_message(
-                connection, header.sending_application, header.sending_facility, header.control_id
-            )
-        if seen is not None:
-            if seen != digest:
+        if sender.acknowledged_sha256 is not None:
+            if sender.acknowledged_sha256 != digest:
                 raise MessageError(
                     "MSH^1^10",
                     ErrorCode.DUPLICATE_KEY,
                     "MSH-10 control id was already used for another message",
                 )
             return "replayed"
-        intent = read_message(message, header, interface)
+        site = sender.site
+        intent = read_message(message, header, sender.interface)
         outcome, referral_id = await self._apply(intent, site, header)
-        # One commit for both: a crash before it leaves the order to its resend, which
-        # finds the referral by placer number and links it then.
-        async with self.pool.acquire() as connection, connection.transaction():
-            if isinstance(intent, NewOrder) and intent.visit_key is not None:
-                assert referral_id is not None
-                await hl7_store.link_visit(connection, referral_id, site.site_id, intent.visit_key)
+        # The control id and the visit link commit together, after the referral: a crash
+        # before leaves the order to its resend, which finds the referral by placer
+        # number and links it then.
+        visit = (
+            (site.site_id, intent.visit_key)
+            if isinstance(intent, NewOrder) and intent.visit_key is not None
+            else None
+        )
+        async with self.pool.acquire() as connection:
             await hl7_store.record_message(
                 connection,
                 header.sending_application,
@@ -166,6 +167,7 @@ class Hl7Intake:
                 header.message_type,
                 referral_id,
                 self.service.clock(),
+                visit,
             )
         return outcome
 

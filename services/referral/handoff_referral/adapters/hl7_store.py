@@ -1,6 +1,7 @@
 """PostgreSQL storage of HL7 v2 interfaces, acknowledged messages and the visits of orders.
 Every function runs on the caller's connection, so the use case decides the transaction."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -49,36 +50,39 @@ async def remove_interface(connection: Connection, application: str, facility: s
     return bool(removed)
 
 
-async def find_interface(
-    connection: Connection, application: str, facility: str
-) -> tuple[Interface, Site] | None:
-    """The interface registered for MSH-3 `application` and MSH-4 `facility`, and its site."""
+@dataclass(frozen=True)
+class Sender:
+    """A registered sender, its site, and the SHA-256 of the message it already had
+    acknowledged AA under the control id asked about (None if none was)."""
+
+    interface: Interface
+    site: Site
+    acknowledged_sha256: bytes | None
+
+
+async def find_sender(
+    connection: Connection, application: str, facility: str, control_id: str
+) -> Sender | None:
+    """The interface registered for MSH-3 `application` and MSH-4 `facility`, its site, and
+    what was acknowledged under MSH-10 `control_id`: one round trip per message."""
     row = await connection.fetchrow(
-        f"""SELECT i.mapping, s.site_id, s.name, s.short_name, s.state, s.time_zone
+        f"""SELECT i.mapping, s.site_id, s.name, s.short_name, s.state, s.time_zone,
+                m.message_sha256
             FROM {SCHEMA}.hl7_interfaces i JOIN {SCHEMA}.sites s USING (site_id)
+            LEFT JOIN {SCHEMA}.hl7_messages m
+                ON m.sending_application = i.sending_application
+                AND m.sending_facility = i.sending_facility AND m.control_id = $3
             WHERE i.sending_application = $1 AND i.sending_facility = $2""",
         application,
         facility,
+        control_id,
     )
     if row is None:
         return None
     values = dict(row)
     interface = Interface.model_validate_json(values.pop("mapping"))
-    return interface, Site(**values)
-
-
-async def acknowledged_message(
-    connection: Connection, application: str, facility: str, control_id: str
-) -> bytes | None:
-    """The SHA-256 of the message acknowledged AA under this control id, if there was one."""
-    digest: bytes | None = await connection.fetchval(
-        f"""SELECT message_sha256 FROM {SCHEMA}.hl7_messages
-            WHERE sending_application = $1 AND sending_facility = $2 AND control_id = $3""",
-        application,
-        facility,
-        control_id,
-    )
-    return digest
+    digest: bytes | None = values.pop("message_sha256")
+    return Sender(interface, Site(**values), digest)
 
 
 async def record_message(
@@ -90,9 +94,16 @@ async def record_message(
     message_type: str,
     referral_id: UUID | None,
     at: datetime,
+    visit: tuple[str, bytes] | None = None,
 ) -> None:
+    """Records a message acknowledged AA and, for an order with a visit (`site_id`,
+    `visit_key`), links the referral to the visit: one statement, so one commit."""
     await connection.execute(
-        f"""INSERT INTO {SCHEMA}.hl7_messages (sending_application, sending_facility,
+        f"""WITH link AS (
+                INSERT INTO {SCHEMA}.hl7_orders (referral_id, site_id, visit_key)
+                SELECT $6, $8, $9 WHERE $9::bytea IS NOT NULL
+                ON CONFLICT DO NOTHING)
+            INSERT INTO {SCHEMA}.hl7_messages (sending_application, sending_facility,
                 control_id, message_sha256, message_type, referral_id, received_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
         application,
@@ -102,18 +113,8 @@ async def record_message(
         message_type,
         referral_id,
         at,
-    )
-
-
-async def link_visit(
-    connection: Connection, referral_id: UUID, site_id: str, visit_key: bytes
-) -> None:
-    await connection.execute(
-        f"""INSERT INTO {SCHEMA}.hl7_orders (referral_id, site_id, visit_key)
-            VALUES ($1, $2, $3) ON CONFLICT DO NOTHING""",
-        referral_id,
-        site_id,
-        visit_key,
+        visit[0] if visit else None,
+        visit[1] if visit else None,
     )
 
 
