@@ -207,3 +207,13 @@ def test_hl7_times_with_and_without_offsets() -> None:
     assert parse_timestamp("202611", "X") == datetime(2026, 11, 1, tzinfo=UTC)
     with pytest.raises(MessageError):
         parse_timestamp("20261340", "X")
+
+
+def test_segments_handoff_does_not_read_are_dropped_before_parsing() -> None:
+    """Next of kin, insurance and Z-segments carry PHI or nothing Handoff uses."""
+    raw = order(FACILITY, "C1", "O", extra=["NK1|1|Zebulon^Ann|SPO", "IN1|1|BCBS", "ZPR|1|x"])
+    message = parse(raw)
+    for name in ("NK1", "IN1", "ZPR"):
+        with pytest.raises(KeyError):
+            message.segment(name)
+    assert isinstance(read_message(message, read_header(message), INTERFACE), NewOrder)

@@ -45,6 +45,7 @@ T = TypeVar("T")
 
 ACK_APPLICATION = "HANDOFF"
 _MAX_REPETITIONS = 20
+_READ_SEGMENTS = frozenset({"MSH", "PID", "PV1", "ORC", "OBR", "OBX", "TQ1"})
 _DTM = re.compile(
     r"^(?P<year>\d{4})(?P<month>\d{2})?(?P<day>\d{2})?(?P<hour>\d{2})?(?P<minute>\d{2})?"
     r"(?P<second>\d{2})?(?:\.\d{1,4})?(?P<offset>[+-]\d{4})?$"
@@ -186,9 +187,10 @@ CANCEL_REASONS = {
 
 
 def parse(raw: bytes) -> hl7.Message:
-    """The message, whatever its line endings (`\\r`, `\\n`, `\\r\\n`: python-hl7 splits on
-    `\\r` only). Text is UTF-8; bytes that are not are read as Latin-1, which engines still
-    send. Raises MessageError if there is no MSH segment to answer."""
+    """The message's MSH, PID, PV1, ORC, OBR, OBX and TQ1 segments, whatever its line
+    endings (`\\r`, `\\n`, `\\r\\n`: python-hl7 splits on `\\r` only). Text is UTF-8;
+    bytes that are not are read as Latin-1, which engines still send. Raises MessageError
+    if there is no MSH segment to answer."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -196,8 +198,12 @@ def parse(raw: bytes) -> hl7.Message:
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     if not text.startswith("MSH") or len(text) < 8:
         raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
+    # Only the segments Handoff reads are parsed: next of kin, guarantor, insurance,
+    # diagnoses and Z-segments are PHI or noise Handoff has no use for, and parsing is
+    # most of a message's CPU.
+    kept = "\r".join(line for line in text.split("\r") if line[:3] in _READ_SEGMENTS)
     try:
-        return hl7.parse(text)
+        return hl7.parse(kept)
     except (ValueError, IndexError, KeyError):
         raise MessageError("MSH^1", ErrorCode.DATA_TYPE_ERROR, "MSH is malformed") from None
 
