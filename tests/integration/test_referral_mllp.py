@@ -488,8 +488,9 @@ async def _site_on(pool: asyncpg.Pool) -> tuple[Site, str, str]:
 @pytest.fixture(scope="module")
 def mllp_process(
     referral_database: str, kafka_topics: str
-) -> Iterator[tuple[int, str, dict[str, str]]]:
-    """`handoff referral mllp serve` as its own process; yields its MLLP port, HTTP URL, env."""
+) -> Iterator[tuple[int, str, dict[str, str], Path]]:
+    """`handoff referral mllp serve` as its own process; yields its MLLP port, HTTP URL, env
+    and log file."""
     mllp, http = free_ports(2)
     env = {**os.environ, "DATABASE_URL": referral_database, "KAFKA_BOOTSTRAP_SERVERS": kafka_topics}
     log = SERVICE_LOGS / f"referral-mllp-{uuid.uuid4().hex[:6]}.log"
@@ -501,19 +502,19 @@ def mllp_process(
             stderr=subprocess.STDOUT,
         )
     try:
-        yield mllp, f"http://127.0.0.1:{http}", env
+        yield mllp, f"http://127.0.0.1:{http}", env, log
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
 async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli(
-    mllp_process: tuple[int, str, dict[str, str]],
+    mllp_process: tuple[int, str, dict[str, str], Path],
     referral: ReferralRuntime,
     kafka_topics: str,
     tmp_path: Path,
 ) -> None:
-    port, url, env = mllp_process
+    port, url, env, log = mllp_process
     site, _, _ = await register_site(referral)
     facility = f"F{uuid.uuid4().hex[:8].upper()}"
     mapping = tmp_path / "interface.json"
@@ -566,3 +567,10 @@ async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli
         assert ack.code == "AR", ack.text
     finally:
         await connection.close()
+
+    async def rejection_logged() -> dict[str, Any] | None:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        return next((line for line in lines if line["correlation_id"] == f"hl7:{control_id}"), None)
+
+    logged = await eventually(rejection_logged, within=10, what="the rejection's log line")
+    assert logged["message"] == "HL7 message from an unregistered sender"

@@ -16,7 +16,7 @@ import asyncpg
 import hl7
 from prometheus_client import Counter, Histogram
 
-from handoff_platform.logs import correlation
+from handoff_platform.logs import correlation_id_var
 from handoff_platform.outbox import Outbox
 from handoff_platform.transient import is_transient_database_error
 from handoff_referral import SOURCE
@@ -92,7 +92,15 @@ class Hl7Intake:
 
     async def receive(self, raw: bytes) -> bytes:
         """The ACK for one message (`raw`: the bytes between MLLP's start and end blocks).
-        Never raises: every failure is an `AE` (the content) or an `AR` (try again)."""
+        Never raises: every failure is an `AE` (the content) or an `AR` (try again).
+        Log lines carry `hl7:<MSH-10>` as their correlation id once MSH is read."""
+        token = correlation_id_var.set(None)
+        try:
+            return await self._answer(raw)
+        finally:
+            correlation_id_var.reset(token)
+
+    async def _answer(self, raw: bytes) -> bytes:
         started = time.perf_counter()
         message: hl7.Message | None = None
         site, kind, outcome = "unregistered", "unknown", "rejected"
@@ -101,6 +109,7 @@ class Hl7Intake:
             message = parse(raw)
             header = read_header(message)
             kind = header.message_type if header.message_type in HANDLED_TYPES else "other"
+            correlation_id_var.set(_correlation_id(header) or "hl7")
             async with self.pool.acquire() as connection:
                 sender = await hl7_store.find_sender(
                     connection,
@@ -113,8 +122,7 @@ class Hl7Intake:
                 log.warning("HL7 message from an unregistered sender", extra={"type": kind})
             else:
                 site = sender.site.site_id
-                with correlation(_correlation_id(header) or "hl7"):
-                    outcome = await self._handle(message, header, sender, raw)
+                outcome = await self._handle(message, header, sender, raw)
                 ack = build_ack(message, AckCode.ACCEPTED, control_id=ack_id)
         except MessageError as error:
             outcome = "error"
