@@ -433,7 +433,7 @@ async def test_with_the_database_down_the_engine_gets_ar_and_then_aa_once_it_is_
     name = url.rsplit("/", 1)[1]
     await apply_migrations(url)
     pool = await create_pool(url, min_size=1, max_size=2)
-    site, _, _ = await _site_on(pool)
+    site = await _site_on(pool)
     facility = f"F{uuid.uuid4().hex[:8].upper()}"
     async with pool.acquire() as db:
         await hl7_store.save_interface(
@@ -477,12 +477,12 @@ async def test_with_the_database_down_the_engine_gets_ar_and_then_aa_once_it_is_
         await pool.close()
 
 
-async def _site_on(pool: asyncpg.Pool) -> tuple[Site, str, str]:
+async def _site_on(pool: asyncpg.Pool) -> Site:
     suffix = uuid.uuid4().hex[:8]
     site = Site(f"md-ed-{suffix}", f"Test ED {suffix}", f"ED {suffix}", "MD", "America/New_York")
     async with pool.acquire() as connection:
         await store.add_site(connection, site)
-    return site, "", ""
+    return site
 
 
 @pytest.fixture(scope="module")

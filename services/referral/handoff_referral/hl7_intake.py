@@ -14,7 +14,6 @@ from uuid import UUID
 
 import asyncpg
 import hl7
-from prometheus_client import Counter, Histogram
 
 from handoff_platform.logs import correlation_id_var
 from handoff_platform.outbox import Outbox
@@ -42,7 +41,7 @@ from handoff_referral.domain.hl7 import (
 )
 from handoff_referral.domain.referral import Site
 from handoff_referral.domain.status import FINAL, CancelRefused, Status, Step
-from handoff_referral.metrics import REFERRAL_STEPS
+from handoff_referral.metrics import HL7_ACK_SECONDS, HL7_MESSAGES, REFERRAL_STEPS
 from handoff_referral.service import ExternalIdConflict, ReferralService
 from handoff_schemas import Envelope
 from handoff_schemas.events import ReferralUpdated
@@ -52,21 +51,6 @@ log = logging.getLogger(__name__)
 
 HANDLED_TYPES = frozenset({"ORM^O01", "OMG^O19", "ADT^A03", "ADT^A08", "ADT^A11"})
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,60}$")
-
-HL7_MESSAGES = Counter(
-    "handoff_hl7_messages_total",
-    "HL7 v2 messages answered, by site (`unregistered` for unknown senders), message type "
-    "(MSH-9, `other` for types Handoff does not handle) and outcome: created, replayed, "
-    "cancelled, discharged, location_updated, ignored (AA, nothing to do), error (AE), "
-    "rejected (AR: unknown sender, database away, internal error).",
-    ["site", "message_type", "outcome"],
-)
-HL7_ACK_SECONDS = Histogram(
-    "handoff_hl7_ack_seconds",
-    "Time from a whole HL7 message read off the socket to its ACK ready, seconds, by ACK code.",
-    ["ack"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
 
 
 def message_digest(raw: bytes) -> bytes:

@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Counter, Gauge
+from handoff_referral.metrics import MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,6 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 """A larger frame closes the connection: no consult order comes near it."""
 
 Handler = Callable[[bytes], Awaitable[bytes]]
-
-MLLP_CONNECTIONS = Gauge("handoff_mllp_connections", "Open MLLP connections.")
-MLLP_FRAMING_ERRORS = Counter(
-    "handoff_mllp_framing_errors_total",
-    "MLLP frames that could not be read (no start block, or over 1 MiB), by reason.",
-    ["reason"],
-)
 
 
 class MllpServer:
