@@ -236,6 +236,33 @@ async def test_a_resent_message_or_placer_number_is_acknowledged_and_creates_not
     assert await ed.referral_count(placer + "X") == 0
 
 
+async def test_a_failure_after_the_referral_committed_is_ar_and_the_resend_completes_it(
+    engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str, monkeypatch: Any
+) -> None:
+    """The referral committed, then recording the control id and visit failed (the process
+    died there, or the database went away): no AA went out, so the engine resends."""
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    record = hl7_store.record_message
+
+    async def fails_once(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(hl7_store, "record_message", record)
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(hl7_store, "record_message", fails_once)
+    message = order(ed.facility, control_id, placer, visit=visit)
+    assert (await ed.send(message)).code == "AR"
+    assert await ed.referral_count(placer) == 1  # committed before the failure
+
+    assert (await ed.send(message)).code == "AA"
+    assert await ed.referral_count(placer) == 1
+    created = await ed.referral(placer)
+    assert len(await _events(referral, kafka_topics, created.referral_id)) == 1
+    # The resend linked the visit: a discharge finds the referral.
+    assert (await ed.send(adt(ed.facility, control_id + "D", "A03", visit=visit))).code == "AA"
+    assert (await ed.referral(placer)).status.value == "cancelled"
+
+
 async def test_an_unknown_order_code_is_ae_naming_obr_4_and_creates_nothing(
     engine: EngineFactory,
 ) -> None:
