@@ -10,6 +10,7 @@ import hashlib
 import logging
 import re
 import time
+import traceback
 from uuid import UUID
 
 import asyncpg
@@ -120,7 +121,12 @@ class Hl7Intake:
             if is_transient_database_error(error):
                 log.warning("HL7 message rejected: database unavailable", extra={"type": kind})
             else:
-                log.exception("HL7 message rejected: internal error", extra={"type": kind})
+                # The frames, not the exception's text: that can quote the message (PHI).
+                where = "".join(traceback.format_tb(error.__traceback__, limit=-4))
+                log.error(
+                    "HL7 message rejected: internal error",
+                    extra={"type": kind, "error": type(error).__name__, "traceback": where},
+                )
             ack = build_ack(message, AckCode.REJECTED, _TRY_AGAIN, ack_id)
         HL7_MESSAGES.labels(site, kind, outcome).inc()
         HL7_ACK_SECONDS.labels(_ack_code(ack)).observe(time.perf_counter() - started)
