@@ -2,6 +2,7 @@
 hospital's integration engine sends, and what it gets back."""
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -601,3 +602,31 @@ async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli
 
     logged = await eventually(rejection_logged, within=10, what="the rejection's log line")
     assert logged["message"] == "HL7 message from an unregistered sender"
+
+
+async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
+    engine: EngineFactory, mllp_port: int
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    # Bytes with no start block before the end block are dropped; the next frame is read.
+    ed.connection.writer.write(b"noise" + END_BLOCK)
+    ack = await ed.send(order(ed.facility, control_id, placer, visit=visit))
+    assert (ack.code, ack.segment("MSA")[2]) == ("AA", control_id)
+    # Garbage inside a frame is still answered, AE, so the engine does not wait forever.
+    assert (await ed.send(b"hello")).code == "AE"
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", mllp_port)
+
+    async def flood() -> bytes:
+        writer.write(b"\x0b" + b"A" * (2 * 1024 * 1024))
+        await writer.drain()
+        return await reader.read()
+
+    # Closed by Handoff: an end of stream, or a reset since the rest was never read.
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(flood(), timeout=30) == b""
+    writer.close()
+    # The listener carries on for everyone else.
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
