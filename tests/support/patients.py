@@ -18,6 +18,7 @@ PHI_MARKERS = [
     "Zebulon",
     "99887766",
     "1961-07-04",
+    "19610704",  # the same date of birth as HL7 writes it (PID-7)
     "fentanyl",
     "ex-wife",
     *SUBSTANCES,

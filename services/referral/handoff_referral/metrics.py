@@ -1,6 +1,6 @@
 """The referral service's own metrics; the shared machinery's come from handoff_platform."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 REFERRALS_RECEIVED = Counter(
     "handoff_referrals_received_total",
@@ -13,6 +13,28 @@ REFERRAL_STEPS = Counter(
     "Entries added to referral timelines after `received`: each status a referral entered "
     "(offered, waiting, unassigned, accepted, arrived, completed, cancelled, expired) and "
     "each offer that ended without a coach (coach_declined, coach_did_not_answer, "
-    "coach_not_contacted, coach_unreachable, coach_at_capacity).",
+    "coach_not_contacted, coach_unreachable, coach_at_capacity), and a discharge after the "
+    "coach arrived (discharged, from HL7).",
     ["site", "step"],
+)
+
+HL7_MESSAGES = Counter(
+    "handoff_hl7_messages_total",
+    "HL7 v2 messages answered, by site (`unregistered` for unknown senders), message type "
+    "(MSH-9, `other` for types Handoff does not handle) and outcome: created, replayed, "
+    "cancelled, discharged, location_updated, ignored (AA, nothing to do), error (AE), "
+    "rejected (AR: unknown sender, database away, internal error).",
+    ["site", "message_type", "outcome"],
+)
+HL7_ACK_SECONDS = Histogram(
+    "handoff_hl7_ack_seconds",
+    "Time from a whole HL7 message read off the socket to its ACK ready, seconds, by ACK code.",
+    ["ack"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+MLLP_CONNECTIONS = Gauge("handoff_mllp_connections", "Open MLLP connections.")
+MLLP_FRAMING_ERRORS = Counter(
+    "handoff_mllp_framing_errors_total",
+    "MLLP frames that could not be read (no start block, or over 1 MiB), by reason.",
+    ["reason"],
 )

@@ -6,3 +6,4 @@ class ReferralSettings(PlatformSettings):
     consumer_group: str = CONSUMER_GROUP
     max_body_bytes: int = 64 * 1024
     database_pool_size: int = 10
+    mllp_port: int = 2575

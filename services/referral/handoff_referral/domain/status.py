@@ -35,8 +35,9 @@ class Status(StrEnum):
 
 
 class Step(StrEnum):
-    """What a timeline entry records: a status the referral entered, or an offer that
-    ended without a coach (those last five, which change no status)."""
+    """What a timeline entry records: a status the referral entered, an offer that
+    ended without a coach (the five `coach_…`, which change no status), or the patient's
+    discharge after the coach arrived (`discharged`, no status change either)."""
 
     RECEIVED = "received"
     OFFERED = "offered"
@@ -52,6 +53,9 @@ class Step(StrEnum):
     COACH_NOT_CONTACTED = "coach_not_contacted"
     COACH_UNREACHABLE = "coach_unreachable"
     COACH_AT_CAPACITY = "coach_at_capacity"
+    # The hospital discharged the patient after the coach arrived (HL7 ADT^A03): recorded,
+    # no status change; a discharge before arrival cancels the referral instead.
+    DISCHARGED = "discharged"
 
 
 OFFER_ENDINGS = frozenset(

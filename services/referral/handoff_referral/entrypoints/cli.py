@@ -17,6 +17,7 @@ from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
+from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas.events import SiteFacts
@@ -28,6 +29,8 @@ site_app = typer.Typer(help="Sites (emergency departments).", no_args_is_help=Tr
 key_app = typer.Typer(help="API keys of a site's systems.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 app.add_typer(key_app, name="key")
+app.add_typer(interface_app, name="interface")
+app.add_typer(mllp_app, name="mllp")
 
 
 @app.command("serve")

@@ -1,0 +1,578 @@
+"""HL7 v2 messages from a hospital's integration engine, read into what the referral service
+does with them; and the ACK that answers each one. Pure: no I/O.
+
+What a message becomes (the README's mapping table says the same):
+
+- `ORM^O01` / `OMG^O19` with ORC-1 `NW` and an OBR-4 order code the interface registered for
+  "peer recovery coach consult" → `NewOrder` (a ReferralRequest, as the REST API takes it);
+- ORC-1 `CA` → `OrderCancelled` (by ORC-2, the placer order number);
+- `ADT^A11` → `VisitCancelled`, `ADT^A03` → `Discharged`, `ADT^A08` → `LocationChanged`,
+  each naming the visit by a hash of PV1-19 (or PID-18): the visit number is not kept;
+- anything else → `NotHandled`.
+
+A message that cannot be read raises `MessageError` naming the field as an HL7 ERR-2
+location (`PID^1^3`) with an HL7 table 0357 error code. PID gives only what the referral
+already holds: initials (PID-5) and an age band from the date of birth (PID-7) at the visit
+date (PV1-44, else MSH-7). Name, MRN and DOB go no further than this module, and no error
+message repeats a value from the message.
+"""
+
+import contextlib
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+import hl7
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from handoff_referral.domain.intake import AgeBand, Patient, ReferralRequest
+from handoff_schemas.vocabulary import (
+    CancelReason,
+    Consent,
+    E164Phone,
+    GenderPreference,
+    LanguageTag,
+    SiteId,
+    Substance,
+    Urgency,
+)
+
+T = TypeVar("T")
+
+ACK_APPLICATION = "HANDOFF"
+_MAX_REPETITIONS = 20
+_READ_SEGMENTS = frozenset({"MSH", "PID", "PV1", "ORC", "OBR", "OBX", "TQ1"})
+_DTM = re.compile(
+    r"^(?P<year>\d{4})(?P<month>\d{2})?(?P<day>\d{2})?(?P<hour>\d{2})?(?P<minute>\d{2})?"
+    r"(?P<second>\d{2})?(?:\.\d{1,4})?(?P<offset>[+-]\d{4})?$"
+)
+# HL7 table 0296 allows ISO 639 codes; engines commonly send the three-letter ones.
+_ISO_639_2 = {
+    "eng": "en", "spa": "es", "fre": "fr", "fra": "fr", "ger": "de", "deu": "de",
+    "por": "pt", "ita": "it", "chi": "zh", "zho": "zh", "vie": "vi", "kor": "ko",
+    "rus": "ru", "ara": "ar", "hat": "ht", "tgl": "tl", "pol": "pl", "jpn": "ja",
+}  # fmt: skip
+# HL7 table 0027 priority → urgency: stat is emergent, ASAP and timing critical urgent.
+_PRIORITIES = {"S": Urgency.EMERGENT, "A": Urgency.URGENT, "T": Urgency.URGENT}
+
+
+class ErrorCode(StrEnum):
+    """HL7 table 0357, message error condition codes (the ones this receiver uses)."""
+
+    REQUIRED_FIELD_MISSING = "101"
+    DATA_TYPE_ERROR = "102"
+    TABLE_VALUE_NOT_FOUND = "103"
+    UNSUPPORTED_VERSION = "203"
+    DUPLICATE_KEY = "205"
+    INTERNAL_ERROR = "207"
+
+
+_ERROR_TEXT = {
+    ErrorCode.REQUIRED_FIELD_MISSING: "Required field missing",
+    ErrorCode.DATA_TYPE_ERROR: "Data type error",
+    ErrorCode.TABLE_VALUE_NOT_FOUND: "Table value not found",
+    ErrorCode.UNSUPPORTED_VERSION: "Unsupported version id",
+    ErrorCode.DUPLICATE_KEY: "Duplicate key identifier",
+    ErrorCode.INTERNAL_ERROR: "Application internal error",
+}
+
+
+class AckCode(StrEnum):
+    ACCEPTED = "AA"
+    ERROR = "AE"  # the content is wrong: do not resend it unchanged
+    REJECTED = "AR"  # not now, or not from you: the engine may retry
+
+
+class MessageError(Exception):
+    """A message that cannot be taken as sent. `location` is an ERR-2 location
+    (`segment^sequence^field[^repetition^component]`), `text` names the field and never
+    repeats its value."""
+
+    def __init__(self, location: str, code: ErrorCode, text: str) -> None:
+        super().__init__(f"{location}: {text}")
+        self.location = location
+        self.code = code
+        self.text = text
+
+
+class Question(BaseModel, Generic[T]):
+    """One order-entry question sent as an OBX: its OBX-3 code, and answer codes (OBX-5)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(min_length=1, max_length=64)
+    answers: dict[str, T] = Field(min_length=1)
+
+
+class Questions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consent: Question[Consent]
+    substances: Question[Substance]
+    interpreter: Question[bool] | None = None
+    coach_preference: Question[GenderPreference | None] | None = None
+
+
+class Interface(BaseModel):
+    """A site's interface registration: which sender it is (MSH-3 and MSH-4), the order code
+    of the consult, the order-entry questions, and the ED's callback number (E.164)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site_id: SiteId
+    sending_application: str = Field(min_length=1, max_length=180)
+    sending_facility: str = Field(min_length=1, max_length=180)
+    order_codes: frozenset[str] = Field(min_length=1)
+    callback_phone: E164Phone
+    questions: Questions
+    default_language: LanguageTag = "en"
+    default_urgency: Urgency = Urgency.URGENT
+
+
+@dataclass(frozen=True)
+class Header:
+    """What MSH says about a message: who sent it, its control id, its type."""
+
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str  # e.g. "ORM^O01"; "ACK" when there is no trigger event
+    version: str
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    request: ReferralRequest
+    visit_key: bytes | None
+
+
+@dataclass(frozen=True)
+class OrderCancelled:
+    placer_number: str
+
+
+@dataclass(frozen=True)
+class VisitCancelled:
+    visit_key: bytes
+
+
+@dataclass(frozen=True)
+class Discharged:
+    visit_key: bytes
+
+
+@dataclass(frozen=True)
+class LocationChanged:
+    visit_key: bytes
+    location: str
+
+
+@dataclass(frozen=True)
+class NotHandled:
+    """A message type, or an order control, Handoff has nothing to do with."""
+
+
+Intent = NewOrder | OrderCancelled | VisitCancelled | Discharged | LocationChanged | NotHandled
+
+CANCEL_REASONS = {
+    OrderCancelled: CancelReason.NO_LONGER_NEEDED,
+    VisitCancelled: CancelReason.ENTERED_IN_ERROR,
+    Discharged: CancelReason.PATIENT_LEFT,
+}
+"""Why the referral is cancelled, by what cancelled it."""
+
+
+def parse(raw: bytes) -> hl7.Message:
+    """The message's MSH, PID, PV1, ORC, OBR, OBX and TQ1 segments, whatever its line
+    endings (`\\r`, `\\n`, `\\r\\n`: python-hl7 splits on `\\r` only). Text is UTF-8;
+    bytes that are not are read as Latin-1, which engines still send. Raises MessageError
+    if there is no MSH segment to answer."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    if not text.startswith("MSH") or len(text) < 8:
+        raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
+    # Only the segments Handoff reads are parsed: next of kin, guarantor, insurance,
+    # diagnoses and Z-segments are PHI or noise Handoff has no use for, and parsing is
+    # most of a message's CPU.
+    kept = "\r".join(line for line in text.split("\r") if line[:3] in _READ_SEGMENTS)
+    try:
+        return hl7.parse(kept)
+    except (ValueError, IndexError, KeyError):
+        raise MessageError("MSH^1", ErrorCode.DATA_TYPE_ERROR, "MSH is malformed") from None
+
+
+def read_header(message: hl7.Message) -> Header:
+    """MSH-3, MSH-4, MSH-10, MSH-9 and MSH-12. Raises MessageError for a missing control id."""
+    msh = message.segment("MSH")
+    control_id = _value(msh, 10)
+    if not control_id:
+        raise MessageError("MSH^1^10", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 control id")
+    kind, trigger = _value(msh, 9), _value(msh, 9, component=2)
+    return Header(
+        sending_application=_value(msh, 3),
+        sending_facility=_value(msh, 4),
+        control_id=control_id,
+        message_type=f"{kind}^{trigger}" if trigger else kind,
+        version=_value(msh, 12),
+    )
+
+
+def read_message(message: hl7.Message, header: Header, interface: Interface) -> Intent:
+    """What the message asks of Handoff, for a sender registered as `interface`.
+    Raises MessageError naming the first field that cannot be read."""
+    sent = _value(message.segment("MSH"), 7)
+    if not sent:
+        raise MessageError("MSH^1^7", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-7 message time")
+    sent_at = parse_timestamp(sent, "MSH^1^7")
+    if header.message_type in ("ORM^O01", "OMG^O19"):
+        return _read_order(message, interface, sent_at.date())
+    if header.message_type in ("ADT^A11", "ADT^A03", "ADT^A08"):
+        visit_key = _visit_key(message, interface.site_id, required=True)
+        assert visit_key is not None
+        if header.message_type == "ADT^A11":
+            return VisitCancelled(visit_key)
+        if header.message_type == "ADT^A03":
+            return Discharged(visit_key)
+        return LocationChanged(visit_key, _location(message))
+    return NotHandled()
+
+
+def _read_order(message: hl7.Message, interface: Interface, sent_on: date) -> Intent:
+    orc = _segment(message, "ORC")
+    control = _value(orc, 1)
+    if control == "CA":
+        return OrderCancelled(_placer_number(orc))
+    if control != "NW":
+        return NotHandled()
+    obr = _segment(message, "OBR")
+    order_code = _value(obr, 4)
+    if not order_code:
+        raise MessageError("OBR^1^4", ErrorCode.REQUIRED_FIELD_MISSING, "OBR-4 order code")
+    if order_code not in interface.order_codes:
+        raise MessageError(
+            "OBR^1^4",
+            ErrorCode.TABLE_VALUE_NOT_FOUND,
+            "OBR-4 order code is not this site's peer recovery coach consult",
+        )
+    pid = _segment(message, "PID")
+    if not _value(pid, 3):
+        raise MessageError("PID^1^3", ErrorCode.REQUIRED_FIELD_MISSING, "PID-3 patient id")
+    visit_date = _visit_date(message, sent_on)
+    patient = _patient(message, pid, interface, visit_date)
+    external_id = _placer_number(orc)
+    try:
+        request = ReferralRequest(
+            external_id=external_id,
+            urgency=_urgency(orc, obr, message, interface),
+            location=_location(message),
+            callback_phone=interface.callback_phone,
+            patient=patient,
+        )
+    except ValidationError as error:
+        if error.errors()[0]["loc"][0] == "location":
+            location_error = "PV1-3 location is not usable"
+            raise MessageError("PV1^1^3", ErrorCode.DATA_TYPE_ERROR, location_error) from None
+        raise MessageError(
+            "ORC^1^2", ErrorCode.DATA_TYPE_ERROR, "ORC-2 placer order number is not usable"
+        ) from None
+    return NewOrder(request, _visit_key(message, interface.site_id, required=False))
+
+
+def _patient(
+    message: hl7.Message, pid: hl7.Segment, interface: Interface, visit_date: date
+) -> Patient:
+    questions = interface.questions
+    answers = _answers(message)
+    consent: Consent | None = _answer_one(answers, questions.consent, "consent")
+    substances = _answer_many(answers, questions.substances, "substances")
+    language = _language(pid, interface)
+    interpreter = (
+        _answer_one(answers, questions.interpreter, "interpreter")
+        if questions.interpreter and questions.interpreter.code in answers
+        else not language.lower().startswith("en")
+    )
+    preference = (
+        _answer_one(answers, questions.coach_preference, "coach preference")
+        if questions.coach_preference and questions.coach_preference.code in answers
+        else None
+    )
+    try:
+        return Patient(
+            preferred_language=language,
+            interpreter_needed=bool(interpreter),
+            coach_gender_preference=preference,
+            substances=frozenset(substances),
+            consent=consent,
+            initials=_initials(pid),
+            age_band=_age_band(pid, visit_date),
+        )
+    except ValidationError as error:
+        field = str(error.errors()[0]["loc"][0])
+        location = {"preferred_language": "PID^1^15", "substances": "OBX"}.get(field, "OBX")
+        raise MessageError(location, ErrorCode.DATA_TYPE_ERROR, f"{field} is not usable") from None
+
+
+def _answers(message: hl7.Message) -> dict[str, tuple[int, list[str]]]:
+    """OBX-3 question code → (the OBX's position, its OBX-5 answer codes, one per repetition)."""
+    try:
+        segments = message.segments("OBX")
+    except KeyError:
+        return {}
+    answers: dict[str, tuple[int, list[str]]] = {}
+    for position, obx in enumerate(segments, start=1):
+        answers[_value(obx, 3)] = (position, _repetitions(obx, 5))
+    return answers
+
+
+def _answer_one(
+    answers: dict[str, tuple[int, list[str]]], question: Question[T], name: str
+) -> T | None:
+    if question.code not in answers:
+        raise MessageError("OBX", ErrorCode.REQUIRED_FIELD_MISSING, f"OBX for the {name} question")
+    position, codes = answers[question.code]
+    if len(codes) != 1 or codes[0] not in question.answers:
+        raise MessageError(
+            f"OBX^{position}^5",
+            ErrorCode.TABLE_VALUE_NOT_FOUND,
+            f"OBX-5 is not a known answer to the {name} question",
+        )
+    return question.answers[codes[0]]
+
+
+def _answer_many(
+    answers: dict[str, tuple[int, list[str]]], question: Question[T], name: str
+) -> list[T]:
+    if question.code not in answers:
+        raise MessageError("OBX", ErrorCode.REQUIRED_FIELD_MISSING, f"OBX for the {name} question")
+    position, codes = answers[question.code]
+    unknown = [code for code in codes if code not in question.answers]
+    if not codes or unknown:
+        raise MessageError(
+            f"OBX^{position}^5",
+            ErrorCode.TABLE_VALUE_NOT_FOUND,
+            f"OBX-5 is not a known answer to the {name} question",
+        )
+    return [question.answers[code] for code in codes]
+
+
+def _language(pid: hl7.Segment, interface: Interface) -> str:
+    code = _value(pid, 15).lower()
+    if not code:
+        return interface.default_language
+    return _ISO_639_2.get(code, code)
+
+
+def _urgency(
+    orc: hl7.Segment, obr: hl7.Segment, message: hl7.Message, interface: Interface
+) -> Urgency:
+    """v2.3/2.4: priority is component 6 of ORC-7 (or OBR-27) quantity/timing; v2.5+: TQ1-9."""
+    priority = _value(orc, 7, component=6) or _value(obr, 27, component=6)
+    if not priority:
+        try:
+            priority = _value(message.segment("TQ1"), 9)
+        except KeyError:
+            priority = ""
+    if not priority:
+        return interface.default_urgency
+    return _PRIORITIES.get(priority.upper(), Urgency.ROUTINE)
+
+
+def _location(message: hl7.Message) -> str:
+    """PV1-3 point of care, room and bed: `ED^12^B` → `ED 12 B`."""
+    pv1 = _segment(message, "PV1")
+    parts = [_value(pv1, 3, component=c) for c in (1, 2, 3)]
+    location = " ".join(p for p in parts if p)
+    if not location:
+        raise MessageError("PV1^1^3", ErrorCode.REQUIRED_FIELD_MISSING, "PV1-3 location")
+    if len(location) > 40 or any(ord(c) < 0x20 for c in location):
+        raise MessageError(
+            "PV1^1^3", ErrorCode.DATA_TYPE_ERROR, "PV1-3 location is over 40 characters"
+        )
+    return location
+
+
+def _visit_key(message: hl7.Message, site_id: str, required: bool) -> bytes | None:
+    """A hash of the visit number (PV1-19, else PID-18 account number) with the site: enough
+    to find the visit's referrals again, without keeping the number."""
+    visit = ""
+    with contextlib.suppress(KeyError):
+        visit = _value(message.segment("PV1"), 19)
+    if not visit:
+        with contextlib.suppress(KeyError):
+            visit = _value(message.segment("PID"), 18)
+    if not visit:
+        if required:
+            raise MessageError("PV1^1^19", ErrorCode.REQUIRED_FIELD_MISSING, "PV1-19 visit number")
+        return None
+    return visit_key(site_id, visit)
+
+
+def visit_key(site_id: str, visit_number: str) -> bytes:
+    """The stored key of a site's visit: SHA-256 of `site_id:visit_number`."""
+    return hashlib.sha256(f"{site_id}:{visit_number}".encode()).digest()
+
+
+def _visit_date(message: hl7.Message, sent_on: date) -> date:
+    """The visit's date, for the age band: PV1-44 admit time, else the message's date."""
+    admitted = ""
+    with contextlib.suppress(KeyError):
+        admitted = _value(message.segment("PV1"), 44)
+    if admitted:
+        return parse_timestamp(admitted, "PV1^1^44").date()
+    return sent_on
+
+
+def parse_timestamp(value: str, location: str) -> datetime:
+    """An HL7 DTM (`YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]`) as a UTC datetime; a time without
+    an offset is taken as UTC. Raises MessageError naming `location`."""
+    match = _DTM.match(value)
+    try:
+        if match is None:
+            raise ValueError(value)
+        parts = {k: int(v) for k, v in match.groupdict().items() if v and k != "offset"}
+        offset = match["offset"]
+        zone = UTC
+        if offset:
+            sign = -1 if offset[0] == "-" else 1
+            zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
+        moment = datetime(
+            parts["year"],
+            parts.get("month", 1),
+            parts.get("day", 1),
+            parts.get("hour", 0),
+            parts.get("minute", 0),
+            parts.get("second", 0),
+            tzinfo=zone,
+        )
+    except ValueError:
+        raise MessageError(
+            location, ErrorCode.DATA_TYPE_ERROR, f"{_field_name(location)} is not an HL7 time"
+        ) from None
+    return moment.astimezone(UTC)
+
+
+def _initials(pid: hl7.Segment) -> str | None:
+    """Given then family name initial from PID-5 (XPN: family^given), letters A-Z only:
+    an accented initial is folded (É → E); a name in another script gives none."""
+    family, given = _value(pid, 5), _value(pid, 5, component=2)
+    letters = ""
+    for name in (given, family):
+        if name:
+            folded = unicodedata.normalize("NFKD", name[0]).encode("ascii", "ignore").decode()
+            if not (folded.isascii() and folded.isalpha()):
+                return None
+            letters += folded.upper()
+    return letters or None
+
+
+def _age_band(pid: hl7.Segment, visit_date: date) -> AgeBand | None:
+    value = _value(pid, 7)
+    if not value:
+        return None
+    born = parse_timestamp(value, "PID^1^7").date()
+    if born > visit_date:
+        raise MessageError("PID^1^7", ErrorCode.DATA_TYPE_ERROR, "PID-7 is after the visit")
+    birthday_to_come = (visit_date.month, visit_date.day) < (born.month, born.day)
+    age = visit_date.year - born.year - birthday_to_come
+    bands: list[tuple[int, AgeBand]] = [
+        (17, "under_18"),
+        (25, "18-25"),
+        (35, "26-35"),
+        (45, "36-45"),
+        (55, "46-55"),
+        (65, "56-65"),
+    ]
+    return next((band for upper, band in bands if age <= upper), "over_65")
+
+
+def _placer_number(orc: hl7.Segment) -> str:
+    placer = _value(orc, 2)
+    if not placer:
+        raise MessageError("ORC^1^2", ErrorCode.REQUIRED_FIELD_MISSING, "ORC-2 placer order number")
+    return placer
+
+
+def _segment(message: hl7.Message, name: str) -> hl7.Segment:
+    try:
+        return message.segment(name)
+    except KeyError:
+        raise MessageError(name, ErrorCode.REQUIRED_FIELD_MISSING, f"{name} segment") from None
+
+
+def _value(segment: hl7.Segment, field: int, component: int = 1, repetition: int = 1) -> str:
+    """One component of one repetition of a field, unescaped; '' when absent."""
+    try:
+        return str(segment.extract_field(1, field, repetition, component, 1)).strip()
+    except IndexError:
+        return ""
+
+
+def _repetitions(segment: hl7.Segment, field: int) -> list[str]:
+    """The first component of each repetition of a field, empty ones dropped."""
+    values = []
+    for repetition in range(1, _MAX_REPETITIONS + 1):
+        try:
+            value = str(segment.extract_field(1, field, repetition, 1, 1)).strip()
+        except IndexError:
+            break
+        if value:
+            values.append(value)
+    return values
+
+
+def _field_name(location: str) -> str:
+    segment, _, rest = location.partition("^")
+    field = rest.rpartition("^")[2] if rest else ""
+    return f"{segment}-{field}" if field else segment
+
+
+def build_ack(
+    message: hl7.Message | None,
+    code: AckCode,
+    error: MessageError | None = None,
+    control_id: str = "",
+) -> bytes:
+    """The ACK (original mode) for `message`: MSH and MSA from python-hl7, MSA-3 and an ERR
+    segment (ERR-1 for v2.3/2.4 engines, ERR-2/3/4/8 for v2.5+) when `error` is given.
+    With no parsed message (garbage on the line) a minimal ACK is built by hand. UTF-8."""
+    if message is not None:
+        ack = message.create_ack(
+            ack_code=code.value,
+            message_id=control_id or None,
+            application=ACK_APPLICATION,
+            facility=ACK_APPLICATION,
+        )
+        text = str(ack).rstrip("\r")
+    else:
+        now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        text = f"MSH|^~\\&|{ACK_APPLICATION}|{ACK_APPLICATION}|||{now}||ACK|{control_id}|P|2.5"
+        text += f"\rMSA|{code.value}|"
+    if error is not None:
+        about = _escape(error.text)
+        name = _ERROR_TEXT[error.code]
+        segment, *positions = error.location.split("^")
+        element = "^".join([segment, *positions[:2]])
+        text += f"|{about}"
+        text += (
+            f"\rERR|{element}^{error.code.value}&{name}&HL70357"
+            f"|{error.location}|{error.code.value}^{name}^HL70357|E||||{about}"
+        )
+    return (text + "\r").encode()
+
+
+def _escape(text: str) -> str:
+    """HL7 escape sequences for the delimiters, in text Handoff writes itself."""
+    return (
+        text.replace("\\", "\\E\\")
+        .replace("|", "\\F\\")
+        .replace("^", "\\S\\")
+        .replace("&", "\\T\\")
+        .replace("~", "\\R\\")
+    )

@@ -1,0 +1,88 @@
+"""MLLP (the Minimal Lower Layer Protocol) over TCP: HL7 v2 messages framed by a start block
+(0x0B) and an end block (0x1C 0x0D), one ACK back per message, in order, on the connection
+it came in on. Many connections at once; each is read one message at a time, as engines
+send in original mode.
+
+asyncio streams rather than python-hl7's `hl7.mllp`: those classes subclass asyncio's
+internals and decode as ASCII by default; reading up to the end block is all the framing
+needs, and the bytes go to the intake undecoded.
+"""
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from handoff_referral.metrics import MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS
+
+log = logging.getLogger(__name__)
+
+START_BLOCK = b"\x0b"
+END_BLOCK = b"\x1c\x0d"
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""A larger frame closes the connection: no consult order comes near it."""
+
+Handler = Callable[[bytes], Awaitable[bytes]]
+
+
+class MllpServer:
+    """Listens for MLLP on a TCP port and answers each message with `handle(message)`, which
+    returns the ACK's bytes and never raises."""
+
+    def __init__(self, handle: Handler) -> None:
+        self.handle = handle
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host`:`port` (0: any free port); returns the port. Replicas on one host
+        may share the port (SO_REUSEPORT), as the HTTP services do."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        self._server = await asyncio.start_server(
+            self._connection, sock=sock, limit=MAX_MESSAGE_BYTES
+        )
+        bound: int = sock.getsockname()[1]
+        log.info("MLLP listening", extra={"host": host, "port": bound})
+        return bound
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        MLLP_CONNECTIONS.inc()
+        try:
+            while True:
+                try:
+                    frame = await reader.readuntil(END_BLOCK)
+                except asyncio.IncompleteReadError:
+                    return  # the engine closed the connection
+                except asyncio.LimitOverrunError:
+                    MLLP_FRAMING_ERRORS.labels("too_large").inc()
+                    log.warning("MLLP frame over 1 MiB: connection closed")
+                    return
+                start = frame.find(START_BLOCK)
+                if start < 0:
+                    MLLP_FRAMING_ERRORS.labels("no_start_block").inc()
+                    continue
+                ack = await self.handle(frame[start + 1 : -len(END_BLOCK)])
+                writer.write(START_BLOCK + ack + END_BLOCK)
+                await writer.drain()
+        except ConnectionError:
+            return  # reset by the peer: it resends what it has no ACK for
+        finally:
+            MLLP_CONNECTIONS.dec()
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+def frame(message: bytes) -> bytes:
+    """`message` in MLLP's start and end blocks, as a sender puts it on the wire."""
+    return START_BLOCK + message + END_BLOCK

@@ -1,0 +1,632 @@
+"""HL7 v2 over MLLP into the referral service, on a real socket, Kafka and PostgreSQL: what a
+hospital's integration engine sends, and what it gets back."""
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from faststream.kafka import KafkaBroker
+
+from handoff_devenv.ports import free_ports
+from handoff_platform.database import create_pool
+from handoff_platform.kafka import make_broker
+from handoff_platform.outbox import Outbox
+from handoff_referral import SCHEMA
+from handoff_referral.adapters import hl7_store
+from handoff_referral.adapters import postgres as store
+from handoff_referral.adapters.key_cache import KeyCache
+from handoff_referral.app import ReferralRuntime, apply_migrations
+from handoff_referral.domain.hl7 import Interface
+from handoff_referral.domain.referral import Referral, Site
+from handoff_referral.entrypoints.mllp import END_BLOCK, MllpServer, frame
+from handoff_referral.hl7_intake import Hl7Intake
+from handoff_referral.service import ReferralService
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachResponded,
+    ReferralCancelled,
+    ReferralCreated,
+    ReferralUpdated,
+)
+from handoff_schemas.vocabulary import CoachResponse, ResponseVia
+from tests.integration.conftest import create_database, outbox_empty, register_site
+from tests.support.hl7_messages import PID_PHI, adt, interface, order
+from tests.support.kafka import read_topic, send
+from tests.support.patients import SERVICE_LOGS
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+HANDOFF = [sys.executable, "-m", "handoff_cli"]
+
+
+class Connection:
+    """One MLLP connection of an integration engine: a message out, its ACK back."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "Connection":
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def send(self, message: bytes) -> "Ack":
+        self.writer.write(frame(message))
+        await self.writer.drain()
+        answer = await asyncio.wait_for(self.reader.readuntil(END_BLOCK), timeout=30)
+        assert answer.startswith(b"\x0b")
+        return Ack(answer[1 : -len(END_BLOCK)].decode())
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+@dataclass
+class Ack:
+    text: str
+
+    def segment(self, name: str) -> list[str]:
+        lines = [s for s in self.text.split("\r") if s.startswith(name + "|")]
+        assert lines, f"no {name} in {self.text!r}"
+        return lines[0].split("|")
+
+    @property
+    def code(self) -> str:
+        return self.segment("MSA")[1]
+
+
+@dataclass
+class Engine:
+    """A site's integration engine, registered as an interface, with an open connection."""
+
+    site: Site
+    facility: str
+    connection: Connection
+    runtime: ReferralRuntime
+
+    async def send(self, message: bytes) -> Ack:
+        return await self.connection.send(message)
+
+    async def referral(self, placer: str) -> Referral:
+        async with self.runtime.pool.acquire() as connection:
+            found = await store.find_by_external_id(connection, self.site.site_id, placer)
+        assert found is not None, f"no referral for {placer}"
+        return await self.runtime.service.get(self.site, found[0])
+
+    async def referral_count(self, placer: str) -> int:
+        async with self.runtime.pool.acquire() as connection:
+            count: int = await connection.fetchval(
+                "SELECT count(*) FROM referral.referrals WHERE site_id = $1 AND external_id = $2",
+                self.site.site_id,
+                placer,
+            )
+        return count
+
+
+EngineFactory = Callable[[], Awaitable[Engine]]
+
+
+@pytest.fixture(scope="module")
+async def mllp_port(referral: ReferralRuntime) -> AsyncIterator[int]:
+    """The MLLP listener over the running referral service's own ReferralService."""
+    server = MllpServer(Hl7Intake(referral.service).receive)
+    port = await server.start("127.0.0.1", 0)
+    yield port
+    await server.close()
+
+
+@pytest.fixture
+async def engine(referral: ReferralRuntime, mllp_port: int) -> AsyncIterator[EngineFactory]:
+    connections: list[Connection] = []
+
+    async def make() -> Engine:
+        site, _, _ = await register_site(referral)
+        facility = f"F{uuid.uuid4().hex[:10].upper()}"
+        async with referral.pool.acquire() as connection:
+            await hl7_store.save_interface(
+                connection, Interface.model_validate(interface(site.site_id, facility))
+            )
+        connections.append(await Connection.open(mllp_port))
+        return Engine(site, facility, connections[-1], referral)
+
+    yield make
+    for connection in connections:
+        await connection.close()
+
+
+def _ids() -> tuple[str, str, str]:
+    """A control id, a placer order number and a visit number of the test's own."""
+    suffix = uuid.uuid4().hex[:12].upper()
+    return f"C{suffix}", f"ORD-{suffix}", f"V{suffix}"
+
+
+async def _events(runtime: ReferralRuntime, bootstrap: str, referral_id: uuid.UUID) -> list[Any]:
+    await eventually(lambda: outbox_empty(runtime), within=30, what="the outbox to drain")
+    records = await read_topic(bootstrap, Topic.REFERRALS)
+    key = str(referral_id).encode()
+    return [(r.value.decode(), decode_event(r.value)) for r in records if r.key == key]
+
+
+async def test_a_consult_order_is_a_referral_committed_with_its_event_before_the_aa(
+    engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    ack = await ed.send(order(ed.facility, control_id, placer, visit=visit))
+    assert ack.code == "AA", ack.text
+    assert ack.segment("MSA")[2] == control_id
+    assert ack.segment("MSH")[4:6] == ["EPIC", ed.facility]
+
+    # Committed by the time the AA left: read at once, no waiting.
+    created = await ed.referral(placer)
+    assert created.request.urgency.value == "emergent"
+    assert created.request.location == "ED 12 B"
+    assert created.request.patient.initials == "QZ"
+    assert created.request.patient.age_band == "56-65"
+    assert [s.step.value for s in created.timeline] == ["received"]
+    assert created.correlation_id == f"hl7:{control_id}"
+
+    [(wire, envelope)] = await _events(referral, kafka_topics, created.referral_id)
+    assert isinstance(envelope.data, ReferralCreated)
+    assert envelope.data.site.site_id == ed.site.site_id
+    assert envelope.data.location == "ED 12 B"
+    assert envelope.data.preferred_language == "es"
+    assert {s.value for s in envelope.data.substances} == {"opioids", "alcohol"}
+    assert envelope.correlationid == f"hl7:{control_id}"
+    assert not [value for value in [*PID_PHI, visit, "QZ"] if value in wire]
+
+
+async def test_omg_o19_with_newline_endings_and_z_segments_is_a_referral(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    message = order(
+        ed.facility,
+        control_id,
+        placer,
+        kind="OMG^O19",
+        visit=visit,
+        ending="\n",
+        name="Ñúñez^Élodie",
+        extra=["ZPR|1|cust\\F\\om^x~y|more", "ZED|bay\\T\\board"],
+    )
+    ack = await ed.send(message)
+    assert ack.code == "AA", ack.text
+    created = await ed.referral(placer)
+    assert created.request.patient.initials == "EN"
+    assert created.request.patient.consent.value == "obtained"
+
+
+async def test_a_resent_message_or_placer_number_is_acknowledged_and_creates_nothing(
+    engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    message = order(ed.facility, control_id, placer, visit=visit)
+    assert (await ed.send(message)).code == "AA"
+    again = await ed.send(message)  # the engine did not see the first ACK
+    assert (again.code, again.segment("MSA")[2]) == ("AA", control_id)
+    # The same order under a new control id, and resent with \r\n: still the one referral.
+    assert (await ed.send(order(ed.facility, control_id + "B", placer, visit=visit))).code == "AA"
+    resent = order(ed.facility, control_id, placer, visit=visit, ending="\r\n")
+    assert (await ed.send(resent)).code == "AA"
+    assert await ed.referral_count(placer) == 1
+    created = await ed.referral(placer)
+    assert len(await _events(referral, kafka_topics, created.referral_id)) == 1
+
+    # The control id reused for another message is an error the engine must look at.
+    reused = await ed.send(order(ed.facility, control_id, placer + "X", visit=visit))
+    assert reused.code == "AE"
+    assert reused.segment("ERR")[2:4] == ["MSH^1^10", "205^Duplicate key identifier^HL70357"]
+    assert await ed.referral_count(placer + "X") == 0
+
+
+async def test_a_failure_after_the_referral_committed_is_ar_and_the_resend_completes_it(
+    engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str, monkeypatch: Any
+) -> None:
+    """The referral committed, then recording the control id and visit failed (the process
+    died there, or the database went away): no AA went out, so the engine resends."""
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    record = hl7_store.record_message
+
+    async def fails_once(*args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(hl7_store, "record_message", record)
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr(hl7_store, "record_message", fails_once)
+    message = order(ed.facility, control_id, placer, visit=visit)
+    assert (await ed.send(message)).code == "AR"
+    assert await ed.referral_count(placer) == 1  # committed before the failure
+
+    assert (await ed.send(message)).code == "AA"
+    assert await ed.referral_count(placer) == 1
+    created = await ed.referral(placer)
+    assert len(await _events(referral, kafka_topics, created.referral_id)) == 1
+    # The resend linked the visit: a discharge finds the referral.
+    assert (await ed.send(adt(ed.facility, control_id + "D", "A03", visit=visit))).code == "AA"
+    assert (await ed.referral(placer)).status.value == "cancelled"
+
+
+async def test_an_unknown_order_code_is_ae_naming_obr_4_and_creates_nothing(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    control_id, placer, _ = _ids()
+    ack = await ed.send(order(ed.facility, control_id, placer, order_code="LAB-CBC"))
+    assert ack.code == "AE"
+    err = ack.segment("ERR")
+    assert err[2] == "OBR^1^4"
+    assert err[3].startswith("103^")
+    assert "order code" in err[8]
+    assert await ed.referral_count(placer) == 0
+
+
+async def test_a_missing_pid_3_is_ae_naming_it(engine: EngineFactory) -> None:
+    ed = await engine()
+    control_id, placer, _ = _ids()
+    ack = await ed.send(order(ed.facility, control_id, placer, pid3=""))
+    assert (ack.code, ack.segment("ERR")[2]) == ("AE", "PID^1^3")
+    assert not [value for value in PID_PHI if value in ack.text]
+
+
+async def test_an_unknown_sender_is_rejected_so_the_engine_retries(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    control_id, placer, _ = _ids()
+    ack = await ed.send(order("NOT-REGISTERED", control_id, placer))
+    assert ack.code == "AR"
+    assert ack.segment("ERR")[2] == "MSH^1^3"
+    assert await ed.referral_count(placer) == 0
+
+
+async def test_order_cancelled_cancels_the_referral_with_its_event(
+    engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    cancel = order(ed.facility, control_id + "CA", placer, control="CA", visit=visit)
+    assert (await ed.send(cancel)).code == "AA"
+    cancelled = await ed.referral(placer)
+    assert (cancelled.status.value, cancelled.cancel_reason) == ("cancelled", "no_longer_needed")
+    events = [e for _, e in await _events(referral, kafka_topics, cancelled.referral_id)]
+    assert [type(e.data) for e in events] == [ReferralCreated, ReferralCancelled]
+    assert events[1].data.reason.value == "no_longer_needed"
+
+
+async def test_a_cancelled_visit_cancels_its_referral_as_entered_in_error(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    assert (await ed.send(adt(ed.facility, control_id + "A11", "A11", visit=visit))).code == "AA"
+    cancelled = await ed.referral(placer)
+    assert (cancelled.status.value, cancelled.cancel_reason) == ("cancelled", "entered_in_error")
+
+
+@pytest.fixture
+async def coach_side(kafka_topics: str) -> AsyncIterator[KafkaBroker]:
+    """Stands in for matching and notify: a coach accepts and arrives."""
+    broker = make_broker(kafka_topics, client_id="stand-in-for-the-coach")
+    async with broker:
+        yield broker
+
+
+async def _coach_arrives(broker: KafkaBroker, ed: Engine, referral_id: uuid.UUID) -> None:
+    coach_id, offer_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+    await send(
+        broker,
+        CoachAssigned(
+            referral_id=referral_id,
+            offer_id=offer_id,
+            coach_id=coach_id,
+            assigned_at=now,
+            arrival_deadline=now + timedelta(hours=1),
+        ),
+    )
+    await send(
+        broker,
+        CoachResponded(
+            referral_id=referral_id,
+            offer_id=offer_id,
+            coach_id=coach_id,
+            response=CoachResponse.ARRIVED,
+            via=ResponseVia.LINK,
+            responded_at=now,
+        ),
+    )
+
+    async def arrived() -> bool:
+        return (await ed.runtime.service.get(ed.site, referral_id)).status.value == "arrived"
+
+    await eventually(arrived, within=30, what="the coach's arrival on the timeline")
+
+
+async def test_a_discharge_before_the_coach_arrives_cancels_and_after_only_goes_on_the_timeline(
+    engine: EngineFactory, coach_side: KafkaBroker
+) -> None:
+    ed = await engine()
+    control_id, early, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, early, visit=visit))).code == "AA"
+    assert (await ed.send(adt(ed.facility, control_id + "D", "A03", visit=visit))).code == "AA"
+    left = await ed.referral(early)
+    assert (left.status.value, left.cancel_reason) == ("cancelled", "patient_left")
+
+    control_id, late, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, late, visit=visit))).code == "AA"
+    seen = await ed.referral(late)
+    await _coach_arrives(coach_side, ed, seen.referral_id)
+    assert (await ed.send(adt(ed.facility, control_id + "D", "A03", visit=visit))).code == "AA"
+    after = await ed.referral(late)
+    assert after.status.value == "arrived"
+    assert after.cancel_reason is None
+    steps = [s.step.value for s in after.timeline]
+    assert steps == ["received", "accepted", "arrived", "discharged"]
+
+
+async def test_a_bed_move_updates_the_location_of_the_visits_open_referral(
+    engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    _, other, other_visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id + "O", other, visit=other_visit))).code == (
+        "AA"
+    )
+    move = adt(ed.facility, control_id + "M", "A08", visit=visit, location="ED^HALL^3")
+    assert (await ed.send(move)).code == "AA"
+    moved = await ed.referral(placer)
+    assert moved.request.location == "ED HALL 3"
+    assert (await ed.referral(other)).request.location == "ED 12 B"
+    events = [e for _, e in await _events(referral, kafka_topics, moved.referral_id)]
+    assert [type(e.data) for e in events] == [ReferralCreated, ReferralUpdated]
+    assert events[1].data.location == "ED HALL 3"
+
+
+async def test_other_messages_from_a_registered_sender_are_acknowledged_and_counted(
+    engine: EngineFactory, referral: ReferralRuntime
+) -> None:
+    ed = await engine()
+    control_id, _, visit = _ids()
+    ack = await ed.send(adt(ed.facility, control_id, "A01", visit=visit))
+    assert ack.code == "AA"
+    metrics = (
+        await httpx.AsyncClient(transport=httpx.ASGITransport(app=referral.app)).get(
+            "http://referral/metrics"
+        )
+    ).text
+    labels = f'message_type="other",outcome="ignored",site="{ed.site.site_id}"'
+    assert f"handoff_hl7_messages_total{{{labels}}} 1.0" in metrics
+
+
+async def test_many_engines_at_once_each_get_their_acks(engine: EngineFactory) -> None:
+    engines = [await engine() for _ in range(8)]
+
+    async def five_orders(ed: Engine) -> list[str]:
+        codes = []
+        for _ in range(5):
+            control_id, placer, visit = _ids()
+            codes.append((await ed.send(order(ed.facility, control_id, placer, visit=visit))).code)
+        return codes
+
+    results = await asyncio.gather(*(five_orders(ed) for ed in engines))
+    assert [code for codes in results for code in codes] == ["AA"] * 40
+
+
+async def test_no_pid_value_is_stored_in_any_table(
+    engine: EngineFactory, referral: ReferralRuntime
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    assert (await ed.send(adt(ed.facility, control_id + "M", "A08", visit=visit))).code == "AA"
+    async with referral.pool.acquire() as connection:
+        tables = await connection.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", SCHEMA
+        )
+        dumped = [
+            str(dict(row))
+            for table in tables
+            for row in await connection.fetch(f'SELECT * FROM referral."{table["table_name"]}"')
+        ]
+    assert len(dumped) > 10
+    assert not [(value, row[:120]) for row in dumped for value in [*PID_PHI, visit] if value in row]
+
+
+async def test_with_the_database_down_the_engine_gets_ar_and_then_aa_once_it_is_back(
+    database_url: str,
+) -> None:
+    """A referral database of its own, which the test takes away and brings back."""
+    url = await create_database(database_url)
+    name = url.rsplit("/", 1)[1]
+    await apply_migrations(url)
+    pool = await create_pool(url, min_size=1, max_size=2)
+    site = await _site_on(pool)
+    facility = f"F{uuid.uuid4().hex[:8].upper()}"
+    async with pool.acquire() as db:
+        await hl7_store.save_interface(
+            db, Interface.model_validate(interface(site.site_id, facility))
+        )
+    intake = Hl7Intake(ReferralService(pool, Outbox(SCHEMA), KeyCache(url)))
+    server = MllpServer(intake.receive)
+    port = await server.start("127.0.0.1", 0)
+    engine_side = await Connection.open(port)
+    admin = await asyncpg.connect(database_url)
+    control_id, placer, visit = _ids()
+    message = order(facility, control_id, placer, visit=visit)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        down = await engine_side.send(message)
+        assert down.code == "AR", down.text
+        assert down.segment("ERR")[3].startswith("207^")
+
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+        async def accepted() -> Ack | None:
+            ack = await engine_side.send(message)
+            return ack if ack.code == "AA" else None
+
+        await eventually(accepted, within=30, what="AA once the database is back", interval=0.5)
+        async with pool.acquire() as db:
+            assert (
+                await db.fetchval(
+                    "SELECT count(*) FROM referral.referrals WHERE external_id = $1", placer
+                )
+                == 1
+            )
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        await engine_side.close()
+        await server.close()
+        await pool.close()
+
+
+async def _site_on(pool: asyncpg.Pool) -> Site:
+    suffix = uuid.uuid4().hex[:8]
+    site = Site(f"md-ed-{suffix}", f"Test ED {suffix}", f"ED {suffix}", "MD", "America/New_York")
+    async with pool.acquire() as connection:
+        await store.add_site(connection, site)
+    return site
+
+
+@pytest.fixture(scope="module")
+def mllp_process(
+    referral_database: str, kafka_topics: str
+) -> Iterator[tuple[int, str, dict[str, str], Path]]:
+    """`handoff referral mllp serve` as its own process; yields its MLLP port, HTTP URL, env
+    and log file."""
+    mllp, http = free_ports(2)
+    env = {**os.environ, "DATABASE_URL": referral_database, "KAFKA_BOOTSTRAP_SERVERS": kafka_topics}
+    log = SERVICE_LOGS / f"referral-mllp-{uuid.uuid4().hex[:6]}.log"
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [*HANDOFF, "referral", "mllp", "serve", "--port", str(mllp), "--http-port", str(http)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield mllp, f"http://127.0.0.1:{http}", env, log
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli(
+    mllp_process: tuple[int, str, dict[str, str], Path],
+    referral: ReferralRuntime,
+    kafka_topics: str,
+    tmp_path: Path,
+) -> None:
+    port, url, env, log = mllp_process
+    site, _, _ = await register_site(referral)
+    facility = f"F{uuid.uuid4().hex[:8].upper()}"
+    mapping = tmp_path / "interface.json"
+    mapping.write_text(json.dumps(interface(site.site_id, facility)))
+
+    def handoff(*args: str) -> str:
+        result = subprocess.run(
+            [*HANDOFF, "referral", "interface", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert "added" in handoff("add", str(mapping))
+    assert f"{site.site_id}\tEPIC\t{facility}\tPRC-PEER" in handoff("list", "--site", site.site_id)
+
+    async with httpx.AsyncClient(base_url=url) as client:
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, within=60, what="the MLLP process ready")
+        connection = await Connection.open(port)
+        control_id, placer, visit = _ids()
+        try:
+            ack = await connection.send(order(facility, control_id, placer, visit=visit))
+            assert ack.code == "AA", ack.text
+        finally:
+            await connection.close()
+        metrics = (await client.get("/metrics")).text
+    assert f'outcome="created",site="{site.site_id}"' in metrics
+    async with referral.pool.acquire() as db:
+        found = await store.find_by_external_id(db, site.site_id, placer)
+    assert found is not None
+    [(_, envelope)] = await _events(referral, kafka_topics, found[0])
+    assert isinstance(envelope.data, ReferralCreated)
+
+    assert "removed" in handoff("remove", "--application", "EPIC", "--facility", facility)
+    connection = await Connection.open(port)
+    try:
+        control_id, placer, visit = _ids()
+        ack = await connection.send(order(facility, control_id, placer, visit=visit))
+        assert ack.code == "AR", ack.text
+    finally:
+        await connection.close()
+
+    async def rejection_logged() -> dict[str, Any] | None:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        return next((line for line in lines if line["correlation_id"] == f"hl7:{control_id}"), None)
+
+    logged = await eventually(rejection_logged, within=10, what="the rejection's log line")
+    assert logged["message"] == "HL7 message from an unregistered sender"
+
+
+async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
+    engine: EngineFactory, mllp_port: int
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    # Bytes with no start block before the end block are dropped; the next frame is read.
+    ed.connection.writer.write(b"noise" + END_BLOCK)
+    ack = await ed.send(order(ed.facility, control_id, placer, visit=visit))
+    assert (ack.code, ack.segment("MSA")[2]) == ("AA", control_id)
+    # Garbage inside a frame is still answered, AE, so the engine does not wait forever.
+    assert (await ed.send(b"hello")).code == "AE"
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", mllp_port)
+
+    async def flood() -> bytes:
+        writer.write(b"\x0b" + b"A" * (2 * 1024 * 1024))
+        await writer.drain()
+        return await reader.read()
+
+    # Closed by Handoff: an end of stream, or a reset since the rest was never read.
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(flood(), timeout=30) == b""
+    writer.close()
+    # The listener carries on for everyone else.
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"

@@ -1,0 +1,219 @@
+"""HL7 v2 messages read into referrals, cancellations and moves; the ACKs that answer them."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from handoff_referral.domain.hl7 import (
+    AckCode,
+    Discharged,
+    ErrorCode,
+    Interface,
+    LocationChanged,
+    MessageError,
+    NewOrder,
+    NotHandled,
+    OrderCancelled,
+    VisitCancelled,
+    build_ack,
+    parse,
+    parse_timestamp,
+    read_header,
+    read_message,
+    visit_key,
+)
+from handoff_schemas.vocabulary import Consent, GenderPreference, Substance, Urgency
+from tests.support.hl7_messages import PID_PHI, adt, interface, order
+
+pytestmark = pytest.mark.unit
+
+SITE = "md-mercy"
+FACILITY = "MERCY"
+INTERFACE = Interface.model_validate(interface(SITE, FACILITY))
+
+
+def _read(raw: bytes) -> object:
+    message = parse(raw)
+    return read_message(message, read_header(message), INTERFACE)
+
+
+def _error(raw: bytes) -> MessageError:
+    with pytest.raises(MessageError) as raised:
+        _read(raw)
+    return raised.value
+
+
+def test_a_consult_order_becomes_the_referral_the_rest_api_would_take() -> None:
+    intent = _read(order(FACILITY, "C1", "ORD-1"))
+    assert isinstance(intent, NewOrder)
+    request = intent.request
+    assert request.external_id == "ORD-1"
+    assert request.urgency is Urgency.EMERGENT  # ORC-7.6 S (stat)
+    assert request.location == "ED 12 B"
+    assert request.callback_phone == "+14105550100"
+    patient = request.patient
+    assert patient.preferred_language == "es"  # SPA, ISO 639-2
+    assert patient.interpreter_needed is True
+    assert patient.coach_gender_preference is GenderPreference.WOMAN
+    assert patient.substances == {Substance.OPIOIDS, Substance.ALCOHOL}  # OBX-5 repetitions
+    assert patient.consent is Consent.OBTAINED
+    assert patient.initials == "QZ"
+    assert patient.age_band == "56-65"  # born 1961-07-04, admitted 2026-11-30: 65
+    assert intent.visit_key == visit_key(SITE, "V1000")
+
+
+def test_no_pid_value_survives_into_the_referral() -> None:
+    intent = _read(order(FACILITY, "C1", "ORD-1"))
+    assert isinstance(intent, NewOrder)
+    stored = intent.request.model_dump_json()
+    assert not [value for value in PID_PHI if value in stored]
+    assert intent.visit_key is not None
+    assert b"V1000" not in intent.visit_key
+
+
+@pytest.mark.parametrize("ending", ["\r", "\n", "\r\n"])
+def test_every_line_ending_reads_the_same(ending: str) -> None:
+    intent = _read(order(FACILITY, "C1", "ORD-1", ending=ending))
+    assert isinstance(intent, NewOrder)
+    assert intent.request.patient.consent is Consent.OBTAINED
+
+
+def test_omg_o19_with_z_segments_and_escapes_reads_like_an_orm() -> None:
+    raw = order(
+        FACILITY,
+        "C1",
+        "ORD-2",
+        kind="OMG^O19",
+        location="ED\\T\\Fast^7",
+        extra=["ZPR|1|anything^at~all|\\E\\", "ZZZ|more"],
+    )
+    intent = _read(raw)
+    assert isinstance(intent, NewOrder)
+    assert intent.request.location == "ED&Fast 7"
+    assert intent.request.patient.substances == {Substance.OPIOIDS, Substance.ALCOHOL}
+
+
+def test_a_placer_number_unfit_for_an_external_id_is_named() -> None:
+    assert _error(order(FACILITY, "C1", "ORD\\T\\2")).location == "ORC^1^2"
+
+
+def test_utf8_names_give_folded_initials_and_other_scripts_none() -> None:
+    accented = _read(order(FACILITY, "C1", "ORD-1", name="Ñúñez^Élodie"))
+    assert isinstance(accented, NewOrder)
+    assert accented.request.patient.initials == "EN"
+    other = _read(order(FACILITY, "C1", "ORD-1", name="王^小明"))
+    assert isinstance(other, NewOrder)
+    assert other.request.patient.initials is None
+
+
+def test_latin_1_bytes_are_read_too() -> None:
+    raw = order(FACILITY, "C1", "ORD-1").replace(b"Zebulon", "Zébulon".encode("latin-1"))
+    intent = _read(raw)
+    assert isinstance(intent, NewOrder)
+    assert intent.request.patient.initials == "QZ"
+
+
+@pytest.mark.parametrize(
+    ("priority", "urgency"),
+    [("S", Urgency.EMERGENT), ("A", Urgency.URGENT), ("R", Urgency.ROUTINE), ("", Urgency.URGENT)],
+)
+def test_priority_gives_urgency_and_none_gives_the_sites_default(
+    priority: str, urgency: Urgency
+) -> None:
+    intent = _read(order(FACILITY, "C1", "ORD-1", priority=priority))
+    assert isinstance(intent, NewOrder)
+    assert intent.request.urgency is urgency
+
+
+def test_without_an_interpreter_answer_a_language_other_than_english_needs_one() -> None:
+    spanish = _read(order(FACILITY, "C1", "O", answers={"PRC-INTERP": ""}))
+    english = _read(order(FACILITY, "C1", "O", answers={"PRC-INTERP": ""}, language="ENG"))
+    assert isinstance(spanish, NewOrder)
+    assert isinstance(english, NewOrder)
+    assert spanish.request.patient.interpreter_needed is True
+    assert english.request.patient.interpreter_needed is False
+    assert english.request.patient.preferred_language == "en"
+
+
+@pytest.mark.parametrize(
+    ("raw", "location", "code"),
+    [
+        (order(FACILITY, "C1", "O", pid3=""), "PID^1^3", ErrorCode.REQUIRED_FIELD_MISSING),
+        (order(FACILITY, "C1", "O", order_code="LAB-CBC"), "OBR^1^4", "103"),
+        (order(FACILITY, "C1", "O", dob="1961-07-04"), "PID^1^7", ErrorCode.DATA_TYPE_ERROR),
+        (order(FACILITY, "C1", "O", sent_at="yesterday"), "MSH^1^7", "102"),
+        (order(FACILITY, "C1", ""), "ORC^1^2", "101"),
+        (order(FACILITY, "C1", "O", location=""), "PV1^1^3", "101"),
+        (order(FACILITY, "C1", "O", answers={"PRC-SUBST": "OPI~HEROIN"}), "OBX^2^5", "103"),
+        (order(FACILITY, "C1", "O", answers={"PRC-CONSENT": ""}), "OBX", "101"),
+    ],
+    ids=["pid3", "order-code", "dob", "msh7", "placer", "location", "substance", "consent"],
+)
+def test_a_message_that_cannot_be_taken_names_the_field_and_never_its_value(
+    raw: bytes, location: str, code: str
+) -> None:
+    error = _error(raw)
+    assert (error.location, error.code.value) == (location, code)
+    ack = build_ack(parse(raw), AckCode.ERROR, error, "ACK1").decode()
+    msa, err = ack.split("\r")[1:3]
+    assert msa.startswith("MSA|AE|C1|")
+    assert err.split("|")[2] == location
+    assert err.split("|")[3].startswith(f"{code}^")
+    assert not [value for value in [*PID_PHI, "HEROIN", "yesterday"] if value in ack]
+
+
+def test_a_bad_admit_time_is_named() -> None:
+    raw = order(FACILITY, "C1", "O").replace(b"20261130140000-0500", b"2026-11-30")
+    assert _error(raw).location == "PV1^1^44"
+
+
+def test_cancel_discharge_visit_cancel_and_move() -> None:
+    assert _read(order(FACILITY, "C2", "ORD-1", control="CA")) == OrderCancelled("ORD-1")
+    key = visit_key(SITE, "V9")
+    assert _read(adt(FACILITY, "C3", "A11", visit="V9")) == VisitCancelled(key)
+    assert _read(adt(FACILITY, "C4", "A03", visit="V9")) == Discharged(key)
+    assert _read(adt(FACILITY, "C5", "A08", visit="V9", location="ED^3")) == LocationChanged(
+        key, "ED 3"
+    )
+
+
+def test_other_types_and_order_controls_are_not_handled() -> None:
+    assert _read(adt(FACILITY, "C1", "A01")) == NotHandled()
+    assert _read(order(FACILITY, "C1", "ORD-1", control="SC")) == NotHandled()
+
+
+def test_an_adt_without_a_visit_number_names_pv1_19() -> None:
+    assert _error(adt(FACILITY, "C1", "A03", visit="")).location == "PV1^1^19"
+
+
+def test_garbage_gets_an_ack_anyway() -> None:
+    with pytest.raises(MessageError) as raised:
+        parse(b"hello")
+    ack = build_ack(None, AckCode.ERROR, raised.value).decode()
+    assert ack.split("\r")[1].startswith("MSA|AE|")
+
+
+def test_accepted_ack_echoes_the_control_id_and_swaps_sender_and_receiver() -> None:
+    message = parse(order(FACILITY, "CTRL-77", "ORD-1"))
+    msh, msa = build_ack(message, AckCode.ACCEPTED, control_id="A1").decode().split("\r")[:2]
+    fields = msh.split("|")
+    assert fields[2:6] == ["HANDOFF", "HANDOFF", "EPIC", FACILITY]
+    assert fields[9] == "A1"
+    assert msa == "MSA|AA|CTRL-77"
+
+
+def test_hl7_times_with_and_without_offsets() -> None:
+    assert parse_timestamp("20261130143000-0500", "X") == datetime(2026, 11, 30, 19, 30, tzinfo=UTC)
+    assert parse_timestamp("202611", "X") == datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(MessageError):
+        parse_timestamp("20261340", "X")
+
+
+def test_segments_handoff_does_not_read_are_dropped_before_parsing() -> None:
+    """Next of kin, insurance and Z-segments carry PHI or nothing Handoff uses."""
+    raw = order(FACILITY, "C1", "O", extra=["NK1|1|Zebulon^Ann|SPO", "IN1|1|BCBS", "ZPR|1|x"])
+    message = parse(raw)
+    for name in ("NK1", "IN1", "ZPR"):
+        with pytest.raises(KeyError):
+            message.segment(name)
+    assert isinstance(read_message(message, read_header(message), INTERFACE), NewOrder)
