@@ -16,3 +16,11 @@ REFERRAL_STEPS = Counter(
     "coach_not_contacted, coach_unreachable, coach_at_capacity).",
     ["site", "step"],
 )
+
+FHIR_TOKENS = Counter(
+    "handoff_fhir_token_requests_total",
+    "SMART Backend Services token requests by outcome: `issued`, or why one was refused "
+    "(unknown_client, unknown_kid, bad_signature, expired, far_future, wrong_audience, "
+    "wrong_issuer, jti_reused, no_scope, malformed, …).",
+    ["outcome"],
+)

@@ -16,6 +16,7 @@ from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
+from handoff_referral.entrypoints import fhir_cli
 from handoff_referral.service import register_site
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas.events import SiteFacts
@@ -27,6 +28,7 @@ site_app = typer.Typer(help="Sites (emergency departments).", no_args_is_help=Tr
 key_app = typer.Typer(help="API keys of a site's systems.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 app.add_typer(key_app, name="key")
+app.add_typer(fhir_cli.app, name="fhir-client")
 
 
 @app.command("serve")
