@@ -14,8 +14,7 @@ from handoff_platform.supervision import BackgroundTasks
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.entrypoints.consumers import timeline_handlers
-from handoff_referral.entrypoints.fhir_http import PREFIX as FHIR_PREFIX
-from handoff_referral.entrypoints.fhir_http import fhir_app
+from handoff_referral.entrypoints.fhir_http import mount_fhir
 from handoff_referral.entrypoints.http import build_router
 from handoff_referral.fhir_service import FhirReferrals, SmartAuthority
 from handoff_referral.service import ReferralService
@@ -80,7 +79,7 @@ def _http_app(
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
     app.include_router(build_router(service))
-    app.mount(FHIR_PREFIX, fhir_app(FhirReferrals(service), SmartAuthority(pipeline.pool)))
+    mount_fhir(app, FhirReferrals(service), SmartAuthority(pipeline.pool))
     return app
 
 

@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from handoff_platform.http import RETRY_AFTER_SECONDS
 from handoff_platform.logs import correlation_id_var
@@ -235,6 +237,26 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
         return FhirResponse(await referrals.cancel_task(grant, task_id, patch))
 
     return app
+
+
+def mount_fhir(app: FastAPI, referrals: FhirReferrals, authority: SmartAuthority) -> None:
+    """Serve the FHIR API under PREFIX of `app`, the base URL itself included: a transaction
+    Bundle is POSTed to `/fhir/r4`, which a mount alone would redirect."""
+    fhir = fhir_app(referrals, authority)
+    app.router.routes.append(
+        Route(PREFIX, _AtBase(fhir), methods=["POST"], include_in_schema=False)
+    )
+    app.mount(PREFIX, fhir)
+
+
+class _AtBase:
+    """The FHIR app, for a request to the base URL without its trailing slash."""
+
+    def __init__(self, fhir: FastAPI) -> None:
+        self.fhir = fhir
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.fhir({**scope, "path": f"{PREFIX}/", "root_path": PREFIX}, receive, send)
 
 
 class _Unauthorized(Exception):
