@@ -16,6 +16,7 @@ from handoff_referral.adapters import fhir_store as store
 from handoff_referral.adapters.fhir_store import AccessGrant, JwksUnavailable
 from handoff_referral.domain import fhir
 from handoff_referral.domain.fhir import FhirError, Issue
+from handoff_referral.domain.intake import storable_text
 from handoff_referral.domain.referral import Referral
 from handoff_referral.domain.smart import (
     ACCESS_TOKEN_LIFETIME,
@@ -274,6 +275,8 @@ class FhirReferrals:
     async def search_tasks(self, grant: AccessGrant, identifier: str) -> dict[str, Any]:
         """GET Task?identifier=[system]|value: a searchset Bundle of the site's Tasks whose
         ServiceRequest carries that identifier."""
+        if not storable_text(identifier) or len(identifier) > 512:
+            raise FhirError([Issue("value", "identifier", "not a usable identifier")], 400)
         system, value = fhir.parse_identifier_search(identifier)
         async with self.service.pool.acquire() as connection:
             found = await store.tasks_by_identifier(connection, grant.site.site_id, system, value)
@@ -331,7 +334,7 @@ def _check_bundle_entry_types(body: object) -> None:
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         kind = resource.get("resourceType") if isinstance(resource, dict) else None
-        if resource is not None and kind not in allowed:
+        if resource is not None and not (isinstance(kind, str) and kind in allowed):
             raise FhirError(
                 [
                     Issue(

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
-from handoff_referral.domain.intake import ReferralRequest
+from handoff_referral.domain.intake import ReferralRequest, storable_text
 from handoff_referral.domain.referral import Referral
 from handoff_referral.domain.status import Status
 from handoff_schemas.vocabulary import CancelReason, Consent, Substance, Urgency
@@ -163,7 +163,7 @@ def parse_resource(data: object, resource_type: str, where: str | None = None) -
         )
     for index, contained in enumerate(data.get("contained") or []):
         kind = contained.get("resourceType") if isinstance(contained, dict) else None
-        if kind not in SUPPORTING:
+        if not (isinstance(kind, str) and kind in SUPPORTING):
             raise FhirError(
                 [
                     Issue(
@@ -277,6 +277,13 @@ def referral_request(service_request: dict[str, Any], references: References) ->
     location = _location(issues, references, sr)
     phone = _collect_phone(issues, references, sr.get("requester"))
     language = _preferred_language(issues, patient)
+    system = identifier.get("system", "") if identifier else ""
+    check(
+        storable_text(system) and len(system) <= 255,
+        f"ServiceRequest.identifier[{identifier_index}].system",
+        "must be text of at most 255 characters",
+        "value",
+    )
     if issues:
         raise FhirError(issues)
     assert identifier is not None
@@ -304,7 +311,7 @@ def referral_request(service_request: dict[str, Any], references: References) ->
                 for item in error.errors()
             ]
         ) from None
-    return IntakeMapping(request, str(identifier.get("system", "")))
+    return IntakeMapping(request, system)
 
 
 def _element_of(location: tuple[int | str, ...], identifier_index: int) -> str:

@@ -17,6 +17,8 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
+from handoff_referral.domain.intake import storable_text
+
 ALGORITHMS = ("RS384", "ES384")
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_ASSERTION_LIFETIME = timedelta(minutes=5)
@@ -66,8 +68,8 @@ def asserted_client_id(assertion: str) -> str:
     except (JoseError, ValueError, UnicodeError):
         raise AssertionRefused("malformed", "client_assertion is not a signed JWT") from None
     issuer = decoded.get("iss") if isinstance(decoded, dict) else None
-    if not isinstance(issuer, str) or not issuer:
-        raise AssertionRefused("malformed", "client_assertion has no iss")
+    if not isinstance(issuer, str) or not 0 < len(issuer) <= 255 or not storable_text(issuer):
+        raise AssertionRefused("malformed", "client_assertion has no usable iss")
     return issuer
 
 
@@ -113,7 +115,7 @@ def verify_assertion(
     if expires_at > now + MAX_ASSERTION_LIFETIME + CLOCK_SKEW:
         raise AssertionRefused("far_future", "exp may be at most 5 minutes ahead")
     jti = claims.get("jti")
-    if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+    if not isinstance(jti, str) or not 0 < len(jti) <= 255 or not storable_text(jti):
         raise AssertionRefused("no_jti", "client_assertion needs a jti")
     return VerifiedAssertion(client_id=client_id, jti=jti, expires_at=expires_at)
 

@@ -275,7 +275,7 @@ async def _json_body(request: Request, media_types: tuple[str, ...], what: str) 
         )
     try:
         return json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise FhirError([Issue("structure", "", f"the {what} is not valid JSON")], 400) from None
 
 
