@@ -23,10 +23,11 @@ async def test_two_replicas_migrating_at_once_apply_each_file_once(database_url:
                 "handoff_platform.migrations:0003_outbox_trace_context.sql",
                 "handoff_referral.adapters.migrations:0001_referrals.sql",
                 "handoff_referral.adapters.migrations:0002_timeline_occurrences.sql",
+                "handoff_referral.adapters.migrations:0004_fhir_clients.sql",
             ],
         ]
         ledger = await connections[0].fetchval("SELECT count(*) FROM referral.schema_migrations")
-        assert ledger == 5
+        assert ledger == 6
         assert await migrate(connections[0], "referral", MIGRATIONS) == []
 
         await connections[0].execute(

@@ -398,6 +398,7 @@ async def test_replayed_expired_far_future_misaddressed_and_unknown_key_assertio
     assert "signature" in (await _token_error(client, stranger))["error_description"]
 
     metrics = (await client.http.get("/metrics")).text
+    assert 'route="/fhir/r4/token",status="401"' in metrics
     for outcome in ("jti_reused", "expired", "far_future", "wrong_audience", "unknown_kid"):
         assert f'handoff_fhir_token_requests_total{{outcome="{outcome}"}}' in metrics
 
