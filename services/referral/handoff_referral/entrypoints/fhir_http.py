@@ -65,12 +65,12 @@ def _refusal(status: int, code: str, diagnostics: str, expression: str = "") -> 
     return FhirResponse(outcome([Issue(code, expression, diagnostics)]), status_code=status)
 
 
-def _body_schema(media_type: str, description: str) -> dict[str, Any]:
+def _body_schema(media_type: str, description: str, kind: str = "object") -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
             "description": description,
-            "content": {media_type: {"schema": {"type": "object"}}},
+            "content": {media_type: {"schema": {"type": kind}}},
         }
     }
 
@@ -226,7 +226,9 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
         "/Task/{task_id}",
         response_class=FhirResponse,
         openapi_extra=_body_schema(
-            JSON_PATCH, 'JSON Patch: [{"op": "replace", "path": "/status", "value": "cancelled"}]'
+            JSON_PATCH,
+            'JSON Patch: [{"op": "replace", "path": "/status", "value": "cancelled"}]',
+            "array",
         ),
     )
     async def patch_task(task_id: str, request: Request) -> FhirResponse:
