@@ -1,6 +1,7 @@
 """A hospital's FHIR client against the referral service on real Kafka and PostgreSQL:
 SMART Backend Services tokens, BSeR ServiceRequest + Task in, the Task's status back."""
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -9,8 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from faststream.kafka import KafkaBroker
 
+from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import make_broker
 from handoff_referral.adapters import fhir_store
 from handoff_referral.app import ReferralRuntime
@@ -195,11 +198,13 @@ async def test_service_request_and_task_follow_the_referral_to_completion(
 
     # What matching receives is what the REST intake would have sent.
     await eventually(lambda: outbox_empty(referral), within=30, what="the outbox to drain")
-    events = [
-        decode_event(r.value)
-        for r in await read_topic(kafka_topics, Topic.REFERRALS)
-        if r.key == referral_id.encode()
+    records = [
+        r for r in await read_topic(kafka_topics, Topic.REFERRALS) if r.key == referral_id.encode()
     ]
+    for record in records:
+        for phi in ("Quentin", "Zebulon", "1961-07-04", NOTES):
+            assert phi not in record.value.decode()
+    events = [decode_event(r.value) for r in records]
     [event] = [e for e in events if isinstance(e.data, ReferralCreated)]
     assert event.data.site.site_id == client.site_id
     assert (event.data.urgency, event.data.location) == (Urgency.URGENT, "ED bay 4")
@@ -290,6 +295,15 @@ async def test_a_transaction_bundle_makes_the_referral_and_a_patch_cancels_it(
     assert statuses == ["200 OK", "200 OK", "201 Created", "201 Created"]
     task_view = answer["entry"][3]["resource"]
     referral_id = task_view["id"]
+    # Minimum necessary: of the Patient entry only the language and interpreter need stay.
+    async with referral.pool.acquire() as connection:
+        stored = await connection.fetchval(
+            "SELECT patient::text FROM referral.referrals WHERE referral_id = $1",
+            uuid.UUID(referral_id),
+        )
+    assert json.loads(stored)["preferred_language"] == "es"
+    for phi in ("Quentin", "Zebulon", "1961-07-04"):
+        assert phi not in stored
     assert answer["entry"][2]["response"]["location"] == f"ServiceRequest/{referral_id}"
 
     # The same Bundle again: the same referral, nothing new.
@@ -435,3 +449,50 @@ async def test_bad_resources_get_an_operation_outcome_naming_the_element(
     )
     assert no_token.status_code == 401
     assert no_token.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_keys_published_at_a_jwks_url_are_fetched_when_a_token_is_asked(
+    referral: ReferralRuntime,
+) -> None:
+    keys = ClientKeys()
+    served: list[str] = []
+
+    async def jwks(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.json_response(keys.public_jwks())
+
+    app = web.Application()
+    app.router.add_get("/.well-known/jwks.json", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_ports(1)[0]
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stopped = False
+    try:
+        site, _, _ = await register_site(referral)
+        client_id = f"hfc_{uuid.uuid4().hex[:16]}"
+        async with referral.pool.acquire() as connection:
+            await fhir_store.add_client(
+                connection,
+                client_id,
+                site.site_id,
+                "tests",
+                None,
+                f"http://127.0.0.1:{port}/.well-known/jwks.json",
+            )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=referral.app), base_url="http://referral"
+        ) as http:
+            assertion = keys.assertion(client_id, TOKEN_URL, alg="ES384")
+            response = await http.post("/fhir/r4/token", data=token_form(assertion))
+            assert response.status_code == 200, response.text
+            assert served == ["/.well-known/jwks.json"]
+
+            await runner.cleanup()  # the site's key server is down: no token, and no 5xx
+            stopped = True
+            assertion = keys.assertion(client_id, TOKEN_URL, alg="ES384")
+            response = await http.post("/fhir/r4/token", data=token_form(assertion))
+            assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+    finally:
+        if not stopped:
+            await runner.cleanup()
