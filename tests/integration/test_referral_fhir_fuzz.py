@@ -21,12 +21,12 @@ from tests.support.fhir import (
     transaction_bundle,
 )
 
-EXAMPLES = 300
+EXAMPLES = 800
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 
 
-class Hospital:
+class FhirSite:
     """A site and its FHIR client, registered with the CLI, with a token kept fresh."""
 
     def __init__(self, url: str, database_url: str, tmp: Path) -> None:
@@ -76,14 +76,14 @@ class Hospital:
 @pytest.fixture(scope="module")
 def hospital(
     referral_process: str, referral_database: str, tmp_path_factory: pytest.TempPathFactory
-) -> Hospital:
-    return Hospital(referral_process, referral_database, tmp_path_factory.mktemp("fhir"))
+) -> FhirSite:
+    return FhirSite(referral_process, referral_database, tmp_path_factory.mktemp("fhir"))
 
 
 def test_a_client_added_by_the_cli_gets_tokens_until_revoked(
     referral_process: str, referral_database: str, tmp_path: Path
 ) -> None:
-    hospital = Hospital(referral_process, referral_database, tmp_path)
+    hospital = FhirSite(referral_process, referral_database, tmp_path)
     listed = handoff_command(
         "referral",
         "fhir-client",
@@ -222,7 +222,7 @@ def _text(value: object) -> str:
     return str(value).encode("utf-8", "replace").decode()
 
 
-def test_no_broken_resource_gets_a_server_error(hospital: Hospital) -> None:
+def test_no_broken_resource_gets_a_server_error(hospital: FhirSite) -> None:
     """A property run over every FHIR route: valid requests with one to three elements
     broken. Each answer is below 500, and every refusal of a resource is an
     OperationOutcome with an issue; derandomized, so every run sends the same requests."""

@@ -34,6 +34,10 @@ def test_a_well_formed_assertion_is_verified(alg: str) -> None:
     verified = verify_assertion(assertion, KEYS.public_jwks(), "client-1", AUD, _now())
     assert (verified.client_id, verified.jti) == ("client-1", "j-1")
     assert _now() + timedelta(seconds=190) < verified.expires_at <= _now() + timedelta(seconds=201)
+    # Taken up to 30 s past exp (clock skew), so its jti is kept that long too.
+    assert verified.remember_until == verified.expires_at + timedelta(seconds=30)
+    late = KEYS.assertion("client-1", AUD, expires_in=-20)
+    assert verify_assertion(late, KEYS.public_jwks(), "client-1", AUD, _now()).jti
     assert asserted_client_id(assertion) == "client-1"
 
 

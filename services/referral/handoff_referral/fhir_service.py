@@ -98,10 +98,14 @@ class SmartAuthority:
             )
             now = self.clock()
             verified = verify_assertion(assertion, jwks, client_id, token_url, now)
-        except (AssertionRefused, InvalidJwks, JwksUnavailable) as refused:
-            reason = getattr(refused, "reason", "jwks_unusable")
-            self._refused(client_id, reason)
-            raise TokenRefused(401, "invalid_client", str(refused) or reason) from None
+        except AssertionRefused as refused:
+            self._refused(client_id, refused.reason)
+            raise TokenRefused(401, "invalid_client", str(refused)) from None
+        except (InvalidJwks, JwksUnavailable):
+            self._refused(client_id, "jwks_unusable")
+            raise TokenRefused(
+                401, "invalid_client", "the client's registered keys could not be fetched or used"
+            ) from None
         scopes = granted_scopes(form.get("scope", ""))
         if not scopes:
             self._refused(client_id, "no_scope")
@@ -110,7 +114,7 @@ class SmartAuthority:
         expires_at = now + ACCESS_TOKEN_LIFETIME
         async with self.pool.acquire() as connection, connection.transaction():
             if not await store.use_assertion(
-                connection, client_id, verified.jti, verified.expires_at, now
+                connection, client_id, verified.jti, verified.remember_until, now
             ):
                 self._refused(client_id, "jti_reused")
                 raise TokenRefused(401, "invalid_client", "this assertion's jti was already used")

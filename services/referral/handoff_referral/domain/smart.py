@@ -50,12 +50,17 @@ class InvalidJwks(ValueError):
 
 @dataclass(frozen=True)
 class VerifiedAssertion:
-    """A client assertion whose signature and claims held: its `jti`, kept until `expires_at`
-    (UTC) so it cannot be used twice."""
+    """A client assertion whose signature and claims held, expiring at `expires_at` (UTC).
+    Its `jti` must be kept until `remember_until`: the assertion is taken for the clock
+    skew past its expiry, and must not be taken twice then either."""
 
     client_id: str
     jti: str
     expires_at: datetime
+
+    @property
+    def remember_until(self) -> datetime:
+        return self.expires_at + CLOCK_SKEW
 
 
 def asserted_client_id(assertion: str) -> str:
