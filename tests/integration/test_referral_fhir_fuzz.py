@@ -2,6 +2,9 @@
 by the CLI an operator uses, and a property run of broken resources that never gets a 5xx."""
 
 import json
+import os
+import subprocess
+import sys
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -265,3 +268,31 @@ def test_no_broken_resource_gets_a_server_error(hospital: FhirSite) -> None:
     no_server_error()
     assert len(statuses) >= EXAMPLES
     assert {200, 400, 404, 422} <= set(statuses)
+
+
+def test_the_cli_refuses_a_jwks_with_a_private_key(referral_database: str, tmp_path: Path) -> None:
+    keys = ClientKeys()
+    jwks = tmp_path / "private.json"
+    jwks.write_text(json.dumps({"keys": [keys.ec.as_dict(private=True)]}))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "handoff_cli",
+            "referral",
+            "fhir-client",
+            "add",
+            "--site",
+            "any-site",
+            "--jwks",
+            str(jwks),
+        ],
+        env={**os.environ, "DATABASE_URL": referral_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "private key" in result.stderr
+    assert result.stdout == ""
