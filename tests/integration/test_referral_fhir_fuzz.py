@@ -23,7 +23,9 @@ from tests.support.fhir import (
     token_form,
     transaction_bundle,
 )
+from tests.support.patients import ARTIFACTS
 
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 800
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -296,3 +298,45 @@ def test_the_cli_refuses_a_jwks_with_a_private_key(referral_database: str, tmp_p
     assert result.returncode == 2
     assert "private key" in result.stderr
     assert result.stdout == ""
+
+
+def test_schemathesis_over_the_fhir_openapi_finds_no_server_error(hospital: FhirSite) -> None:
+    """schemathesis generates requests from /fhir/r4/openapi.json (bodies there are any
+    JSON object: FHIR's own structure is checked by the property run above)."""
+    hospital.refresh()  # a token for the whole run: well under its five minutes
+    har = ARTIFACTS / "schemathesis-fhir.har"
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{hospital.url}/fhir/r4/openapi.json",
+            "-H",
+            f"Authorization: {hospital.http.headers['Authorization']}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "20261201",
+            "--report",
+            "har",
+            "--report-har-path",
+            str(har),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:]
+    entries = json.loads(har.read_text())["log"]["entries"]
+    statuses = [entry["response"]["status"] for entry in entries]
+    assert len(statuses) >= 300
+    assert [status for status in statuses if status >= 500] == []
+    assert {entry["request"]["url"].split("/fhir/r4")[1].split("?")[0] for entry in entries} >= {
+        "/metadata",
+        "/token",
+        "/ServiceRequest",
+        "/Task",
+    }

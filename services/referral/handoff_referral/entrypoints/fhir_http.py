@@ -41,6 +41,32 @@ SCOPES_SUPPORTED = [
 ]
 
 
+_OUTCOME = {FHIR_JSON: {"schema": {"type": "object"}}}
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": f"{meaning}: an OperationOutcome naming the element",
+        "content": _OUTCOME,
+    }
+    for status, meaning in (
+        (400, "malformed: not JSON, or fails FHIR R4's structure"),
+        (401, "no valid access token"),
+        (403, "the token's scopes do not allow it"),
+        (404, "no such Task for this site"),
+        (409, "identifier reused with another body, or the referral is over"),
+        (415, "wrong Content-Type"),
+        (422, "breaks a BSeR or Handoff rule"),
+        (503, "briefly unavailable; retry after Retry-After"),
+    )
+}
+REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the same request again: the original", "content": _OUTCOME}
+}
+OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "OAuth error: invalid_request, unsupported_grant_type, invalid_scope"},
+    401: {"description": "OAuth error: invalid_client (the assertion is not trusted)"},
+}
+
+
 class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
@@ -115,6 +141,7 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
 
     @app.post(
         "/token",
+        responses=OAUTH_ERRORS,
         openapi_extra=_body_schema(
             "application/x-www-form-urlencoded",
             "grant_type=client_credentials, client_assertion_type (jwt-bearer), "
@@ -159,6 +186,7 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
         "/ServiceRequest",
         status_code=201,
         response_class=FhirResponse,
+        responses=REFUSALS | REPLAYED,
         openapi_extra=_body_schema(FHIR_JSON, "A BSeR ServiceRequest."),
     )
     async def create_service_request(request: Request) -> FhirResponse:
@@ -178,6 +206,7 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
         "/Task",
         status_code=201,
         response_class=FhirResponse,
+        responses=REFUSALS | REPLAYED,
         openapi_extra=_body_schema(FHIR_JSON, "A BSeR Task whose focus is the ServiceRequest."),
     )
     async def create_task(request: Request) -> FhirResponse:
@@ -193,6 +222,7 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
     @app.post(
         "/",
         response_class=FhirResponse,
+        responses=REFUSALS,
         openapi_extra=_body_schema(FHIR_JSON, "A transaction Bundle: ServiceRequest + Task."),
     )
     async def transaction(request: Request) -> FhirResponse:
@@ -203,13 +233,13 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
         body = await _resource_body(request)
         return FhirResponse(await referrals.transaction(grant, body, correlation_id_var.get()))
 
-    @app.get("/Task/{task_id}", response_class=FhirResponse)
+    @app.get("/Task/{task_id}", response_class=FhirResponse, responses=REFUSALS)
     async def read_task(task_id: str, request: Request) -> FhirResponse:
         """The Task: Task.status and businessStatus follow the referral's timeline."""
         grant = await granted(request, "Task", "r")
         return FhirResponse(await referrals.read_task(grant, task_id))
 
-    @app.get("/Task", response_class=FhirResponse)
+    @app.get("/Task", response_class=FhirResponse, responses=REFUSALS)
     async def search_tasks(request: Request, identifier: str | None = None) -> FhirResponse:
         """Tasks by their ServiceRequest's identifier: `system|value`, `|value` or `value`."""
         grant = await granted(request, "Task", "s")
@@ -225,6 +255,7 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
     @app.patch(
         "/Task/{task_id}",
         response_class=FhirResponse,
+        responses=REFUSALS,
         openapi_extra=_body_schema(
             JSON_PATCH,
             'JSON Patch: [{"op": "replace", "path": "/status", "value": "cancelled"}]',
