@@ -413,8 +413,14 @@ class RequestContext:
 
 
 def _route(scope: Scope) -> str:
-    """The matched route's template (`/p/{token}`), or `unmatched`."""
-    return str(getattr(scope.get("route"), "path", "unmatched"))
+    """The matched route's template (`/p/{token}`), or `unmatched`. A mounted app's routes
+    are relative to its mount: the part of root_path the mount added is put back."""
+    path = getattr(scope.get("route"), "path", None)
+    if path is None:
+        return "unmatched"
+    root_path = str(scope.get("root_path", ""))
+    mount = root_path[len(str(scope.get("app_root_path", root_path))) :]
+    return mount + str(path)
 
 
 async def serve_http(app: ASGIApp, host: str, port: int) -> None:

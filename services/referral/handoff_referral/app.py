@@ -14,7 +14,9 @@ from handoff_platform.supervision import BackgroundTasks
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.entrypoints.consumers import timeline_handlers
+from handoff_referral.entrypoints.fhir_http import mount_fhir
 from handoff_referral.entrypoints.http import build_router
+from handoff_referral.fhir_service import FhirReferrals, SmartAuthority
 from handoff_referral.service import ReferralService
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas import Topic
@@ -77,6 +79,7 @@ def _http_app(
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
     app.include_router(build_router(service))
+    mount_fhir(app, FhirReferrals(service), SmartAuthority(pipeline.pool))
     return app
 
 

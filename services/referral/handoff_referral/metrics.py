@@ -38,3 +38,10 @@ MLLP_FRAMING_ERRORS = Counter(
     "MLLP frames that could not be read (no start block, or over 1 MiB), by reason.",
     ["reason"],
 )
+FHIR_TOKENS = Counter(
+    "handoff_fhir_token_requests_total",
+    "SMART Backend Services token requests by outcome: `issued`, or why one was refused "
+    "(unknown_client, unknown_kid, bad_signature, expired, far_future, wrong_audience, "
+    "wrong_issuer, jti_reused, no_scope, malformed, …).",
+    ["outcome"],
+)

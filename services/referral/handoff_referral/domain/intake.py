@@ -17,14 +17,18 @@ from handoff_schemas.vocabulary import (
 )
 
 
-def _storable_text(value: str) -> str:
-    """Text PostgreSQL can store: no NUL character, no lone UTF-16 surrogate."""
-    if "\x00" in value:
-        raise ValueError("the NUL character is not allowed")
+def storable_text(value: str) -> bool:
+    """Whether PostgreSQL can store the text: no NUL character, no lone UTF-16 surrogate."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("not valid Unicode text") from None
+        return False
+    return "\x00" not in value
+
+
+def _storable_text(value: str) -> str:
+    if not storable_text(value):
+        raise ValueError("the NUL character and lone surrogates are not allowed")
     return value
 
 
