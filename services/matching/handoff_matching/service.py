@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from handoff_matching import SOURCE, metrics
-from handoff_matching.adapters import dispatch_store, roster_store
+from handoff_matching.adapters import dispatch_store, roster_store, schedule_store
 from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.dispatch import (
     CancelTimer,
@@ -36,7 +36,8 @@ from handoff_matching.domain.dispatch import (
 from handoff_matching.domain.eligibility import Ineligible, SiteProfile, why_ineligible
 from handoff_matching.domain.load import has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
-from handoff_matching.domain.schedules import Interval, Pool, on_call
+from handoff_matching.domain.schedules import Interval, Pool
+from handoff_matching.on_call import OnCall
 from handoff_platform.database import Connection, notify
 from handoff_platform.outbox import Outbox
 from handoff_platform.supervision import beat
@@ -84,6 +85,7 @@ class MatchingService:
         self.outbox = outbox
         self.timers = timers
         self.clock = clock
+        self.on_call = OnCall()
 
     async def referral_created(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCreated = event.data
@@ -299,12 +301,9 @@ class MatchingService:
             facts.substances,
         )
         site_pool, state_pool = Pool.site(site.site_id), Pool.state(site.state)
-        shifts = await roster_store.shifts_for(connection, [site_pool, state_pool])
-        overrides = await roster_store.overrides_for(
-            connection, [site_pool, state_pool], Interval(now, now + timedelta(microseconds=1))
-        )
-        at_site = on_call(site_pool, now, shifts, overrides)
-        in_state = on_call(state_pool, now, shifts, overrides) - at_site
+        on_call = await self.on_call(connection, [site_pool, state_pool], now)
+        at_site = on_call[site_pool]
+        in_state = on_call[state_pool] - at_site
         considered = [*at_site, *in_state, *supervisors]
         await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
         coaches = await roster_store.coaches_by_id(connection, considered)
@@ -456,13 +455,12 @@ async def coverage_gaps_ahead(
 ) -> list[Interval]:
     """The windows in which no eligible coach is on call for the site (or its state pool)."""
     pools = [Pool.site(site_id), Pool.state(state)]
-    shifts = await roster_store.shifts_for(connection, pools)
-    overrides = await roster_store.overrides_for(connection, pools, window)
+    schedules = await schedule_store.pool_schedules(connection, pools, window)
     coaches = await roster_store.coaches_by_id(
-        connection, await roster_store.all_coaches(connection, pools)
+        connection, await schedule_store.scheduled_coaches(connection, pools)
     )
     site = SiteProfile(site_id, state, ZoneInfo(time_zone), interpreter_available)
-    return coverage_gaps(site, window, shifts, overrides, coaches)
+    return coverage_gaps(site, window, list(schedules.values()), coaches)
 
 
 async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> None:
