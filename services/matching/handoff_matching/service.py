@@ -45,6 +45,7 @@ from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.events import (
     CoachAssigned,
+    CoachAvailabilityChanged,
     CoachResponded,
     ContactPoint,
     OfferBriefing,
@@ -185,6 +186,26 @@ class MatchingService:
         await roster_store.remember_site(
             connection, site.site_id, site.short_name, site.state, site.time_zone
         )
+
+    async def coach_availability_changed(
+        self, connection: Connection, event: Envelope[Any]
+    ) -> None:
+        """A coach texted OFF or ON: an override removing them from every pool until ON (or
+        its end), or the end of that override. A number on no coach's roster entry changes
+        nothing."""
+        data: CoachAvailabilityChanged = event.data
+        for coach_id in await schedule_store.coaches_with_phone(connection, data.phone):
+            if data.available:
+                await schedule_store.mark_available(connection, coach_id, data.changed_at)
+            else:
+                until = data.until or data.changed_at + timedelta(hours=24)
+                await schedule_store.mark_unavailable(connection, coach_id, data.changed_at, until)
+            metrics.SCHEDULE_CHANGES.labels("coach_on" if data.available else "coach_off").inc()
+            log.info(
+                "coach availability changed",
+                extra={"coach_id": str(coach_id), "available": data.available},
+            )
+        await roster_changed(connection)  # heard after the commit: an ON may take a waiting one
 
     async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCancelled = event.data

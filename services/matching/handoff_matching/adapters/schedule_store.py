@@ -446,3 +446,14 @@ async def _end_own_off(connection: Connection, coach_id: UUID, at: datetime) -> 
         at,
     )
     return int(ended.split()[-1])
+
+
+async def coaches_with_phone(connection: Connection, phone: str) -> list[UUID]:
+    """The coaches with this number among their contact methods (SMS or voice)."""
+    rows = await connection.fetch(
+        f"""SELECT coach_id FROM {SCHEMA}.coaches
+            WHERE contact_methods @> jsonb_build_array(jsonb_build_object('destination', $1::text))
+            ORDER BY coach_id""",
+        phone,
+    )
+    return [row["coach_id"] for row in rows]
