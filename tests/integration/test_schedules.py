@@ -15,11 +15,13 @@ import asyncpg
 import httpx
 import pytest
 from faststream.kafka import KafkaBroker
+from icalendar import Calendar
 
 from handoff_devenv import KafkaCluster
 from handoff_matching.adapters import dispatch_store
 from handoff_matching.adapters.roster_store import apply_migrations, import_roster, remember_site
 from handoff_matching.app import MatchingRuntime, MatchingSettings
+from handoff_matching.domain.calendars import COACH_PROPERTY
 from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics, make_broker
@@ -103,7 +105,7 @@ class Site:
                 "coaches": [
                     {
                         "coach_id": str(coach_id),
-                        "display_name": f"Coach {n}",
+                        "display_name": f"Coach {n} of {self.site_id}",
                         "contact_methods": [{"channel": "sms", "destination": phone}],
                         "languages": ["en"],
                         "max_concurrent": 5,
@@ -279,6 +281,101 @@ async def test_a_coach_who_texts_off_is_not_offered_the_next_referral_and_the_ga
 
     await eventually(back, within=30, what="the coach on call again")
     assert (await admin.get(coverage)).json()["gaps"] == []
+
+
+async def test_calendar_feeds_with_stable_uids_an_import_above_the_rotation_and_a_temporary(
+    matching: MatchingRuntime, admin: httpx.AsyncClient, database: str
+) -> None:
+    site = Site("MD", 2)
+    await site.register(database)
+    first, second = site.coaches
+    today = datetime.now(NEW_YORK).date()
+    daily = {
+        "pool": f"site:{site.site_id}",
+        "name": "24 h at 00:00",
+        "time_zone": NEW_YORK.key,
+        "start_date": (today - timedelta(days=2)).isoformat(),
+        "handoff": "00:00",
+        "shift_length": 1,
+        "shift_unit": "days",
+        "participants": [str(first), str(second)],
+    }
+    assert (await admin.post("/v1/admin/rotations", json=daily)).status_code == 201
+    assert await on_call_at_site(admin, site.site_id) == [str(first)]  # day 2: the first again
+
+    site_token = await admin.post("/v1/admin/calendar-tokens", json={"site_id": site.site_id})
+    coach_token = await admin.post("/v1/admin/calendar-tokens", json={"coach_id": str(second)})
+    assert site_token.status_code == coach_token.status_code == 201
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matching.app), base_url="http://matching"
+    ) as subscriber:
+        feed = await subscriber.get(site_token.json()["path"])
+        assert feed.status_code == 200
+        assert feed.headers["content-type"].startswith("text/calendar")
+        events = Calendar.from_ical(feed.text).walk("VEVENT")
+        assert 60 <= len(events) <= 61  # a shift a day for the next 60 days
+        assert {str(e["summary"]) for e in events} == {
+            f"Coach 0 of {site.site_id}",
+            f"Coach 1 of {site.site_id}",
+        }
+        again = Calendar.from_ical((await subscriber.get(site_token.json()["path"])).text)
+        assert [str(e["uid"]) for e in again.walk("VEVENT")] == [str(e["uid"]) for e in events]
+        mine = Calendar.from_ical((await subscriber.get(coach_token.json()["path"])).text)
+        assert {str(e[COACH_PROPERTY]) for e in mine.walk("VEVENT")} == {str(second)}
+        assert 30 <= len(mine.walk("VEVENT")) <= 31
+
+        token_id = site_token.json()["token_id"]
+        assert (await admin.delete(f"/v1/admin/calendar-tokens/{token_id}")).status_code == 204
+        assert (await subscriber.get(site_token.json()["path"])).status_code == 404
+
+    now = datetime.now(UTC)
+    ics = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Tests//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:cover@tests\r\nDTSTAMP:{now:%Y%m%dT%H%M%SZ}\r\n"
+        f"DTSTART:{now - timedelta(hours=1):%Y%m%dT%H%M%SZ}\r\n"
+        f"DTEND:{now + timedelta(hours=1):%Y%m%dT%H%M%SZ}\r\n"
+        f"SUMMARY:Coach 1 of {site.site_id}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    params = {"pool": f"site:{site.site_id}", "name": "cover", "priority": "5"}
+    imported = await admin.post("/v1/admin/calendars/import", params=params, content=ics)
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["shifts"] == 1
+    assert await on_call_at_site(admin, site.site_id) == [str(second)]  # the higher layer
+    unknown = await admin.post(
+        "/v1/admin/calendars/import", params=params, content=ics.replace("Coach 1", "Nobody")
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["fields"][0]["field"] == "body"
+    layers = (await admin.get("/v1/admin/layers", params={"pool": f"site:{site.site_id}"})).json()
+    assert [(layer["name"], layer["priority"]) for layer in layers] == [
+        ("cover", 5),
+        ("24 h at 00:00", 0),
+    ]
+
+    strike = {
+        "pool": f"site:{site.site_id}",
+        "start": (now - timedelta(minutes=1)).isoformat(),
+        "end": (now + timedelta(hours=1)).isoformat(),
+        "shifts": [],
+    }
+    temporary = await admin.post("/v1/admin/temporary-schedules", json=strike)
+    assert temporary.status_code == 201
+    assert await on_call_at_site(admin, site.site_id) == []
+    outside = {
+        **strike,
+        "shifts": [
+            {
+                "coach_id": str(first),
+                "start": strike["start"],
+                "end": (now + timedelta(hours=2)).isoformat(),
+            }
+        ],
+    }
+    refused = await admin.post("/v1/admin/temporary-schedules", json=outside)
+    assert refused.status_code == 422
+    temporary_id = temporary.json()["temporary_id"]
+    assert (await admin.delete(f"/v1/admin/temporary-schedules/{temporary_id}")).status_code == 204
+    assert await on_call_at_site(admin, site.site_id) == [str(second)]
 
 
 async def _publish(broker: KafkaBroker, change: CoachAvailabilityChanged) -> None:

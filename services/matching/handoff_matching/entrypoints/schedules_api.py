@@ -28,6 +28,7 @@ from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
 
 FEED_DAYS = 60  # how far ahead a calendar feed shows computed shifts
+FEED_LOOKBACK = timedelta(days=31)  # a shift longer than this may change its UID daily
 MAX_ICS_BYTES = 1_048_576
 LayerName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f]+$")]
 Priority = Annotated[int, Field(ge=-100, le=100)]
@@ -379,7 +380,10 @@ def build_calendar_router(pool: asyncpg.Pool) -> APIRouter:
     )
     async def feed(token: Annotated[str, Path(max_length=100)]) -> Response:
         now = datetime.now(UTC)
-        window = Interval(now, now + timedelta(days=FEED_DAYS))
+        # Computed from a fixed point well before now, so a shift under way keeps its true
+        # start, hence its UID, from one refresh to the next (shifts over already are left out).
+        since = now.replace(hour=0, minute=0, second=0, microsecond=0) - FEED_LOOKBACK
+        window = Interval(since, now + timedelta(days=FEED_DAYS))
         async with pool.acquire() as connection:
             subject = await schedule_store.calendar_subject(connection, token)
             if subject is None:
@@ -389,8 +393,9 @@ def build_calendar_router(pool: asyncpg.Pool) -> APIRouter:
             else:
                 assert subject.coach_id is not None
                 name, entries, zone = await _coach_feed(connection, subject.coach_id, window)
+        current = [entry for entry in entries if entry.shift.interval.end > now]
         return Response(
-            export_ics(name, entries, zone, now),
+            export_ics(name, current, zone, now),
             media_type="text/calendar",
             headers={"Cache-Control": "private, max-age=300"},
         )
