@@ -5,9 +5,13 @@ the coverage report shows the gap at once; calendar feeds and imports over HTTP.
 A broker and a database of its own; each test has its own site and coaches.
 """
 
+import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -376,6 +380,78 @@ async def test_calendar_feeds_with_stable_uids_an_import_above_the_rotation_and_
     temporary_id = temporary.json()["temporary_id"]
     assert (await admin.delete(f"/v1/admin/temporary-schedules/{temporary_id}")).status_code == 204
     assert await on_call_at_site(admin, site.site_id) == [str(second)]
+
+
+def handoff_cli(database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [".venv/bin/handoff", "matching", *args],
+        env={**os.environ, "DATABASE_URL": database},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_coordinators_keep_rotations_layers_calendars_from_the_command_line(
+    admin: httpx.AsyncClient, database: str, tmp_path: Path
+) -> None:
+    site = Site("MD", 2)
+    await site.register(database)
+    first, second = site.coaches
+    pool = f"site:{site.site_id}"
+    rotation = [
+        *("rotation", "add", "--pool", pool, "--name", "nights", "--time-zone", NEW_YORK.key),
+        *("--start-date", "2026-10-05", "--handoff", "20:00", "--every", "1", "--unit", "days"),
+        *("--participant", str(first), "--participant", str(second), "--priority", "3"),
+    ]
+    added = await asyncio.to_thread(handoff_cli, database, *rotation)
+    assert added.returncode == 0, added.stderr
+    listed = await asyncio.to_thread(handoff_cli, database, "rotation", "list", "--pool", pool)
+    assert f"{pool}  'nights'  priority 3  every 1 days from 2026-10-05 20:00" in listed.stdout
+    unknown = [*rotation[:-3], str(uuid.uuid4())]
+    refused = await asyncio.to_thread(handoff_cli, database, *unknown)
+    assert refused.returncode == 2
+    assert "participants: no such coach in the roster" in refused.stderr
+
+    layer_id = added.stdout.split()[1]
+    lowered = await asyncio.to_thread(handoff_cli, database, "schedule", "priority", layer_id, "1")
+    assert lowered.returncode == 0, lowered.stderr
+    layers = (await admin.get("/v1/admin/layers", params={"pool": pool})).json()
+    assert [(layer["name"], layer["priority"]) for layer in layers] == [("nights", 1)]
+
+    token = await asyncio.to_thread(
+        handoff_cli, database, "calendar", "token", "--coach", str(first)
+    )
+    assert token.returncode == 0, token.stderr
+    assert "GET /v1/calendars/" in token.stdout
+    exported = tmp_path / "rota.ics"
+    now = datetime.now(UTC)
+    exported.write_text(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Tests//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:days@tests\r\nDTSTAMP:{now:%Y%m%dT%H%M%SZ}\r\nDTSTART:20261005T080000\r\n"
+        "DTEND:20261005T200000\r\nRRULE:FREQ=DAILY\r\n"
+        f"SUMMARY:Coach 0 of {site.site_id}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    imported = await asyncio.to_thread(
+        handoff_cli,
+        database,
+        "ics",
+        "import",
+        str(exported),
+        "--pool",
+        pool,
+        "--name",
+        "days",
+        "--days",
+        "30",
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert ": 31 shifts until" in imported.stdout or ": 30 shifts until" in imported.stdout
+    removed = await asyncio.to_thread(handoff_cli, database, "schedule", "remove", layer_id)
+    assert removed.returncode == 0, removed.stderr
+    layers = (await admin.get("/v1/admin/layers", params={"pool": pool})).json()
+    assert [layer["name"] for layer in layers] == ["days"]
 
 
 async def _publish(broker: KafkaBroker, change: CoachAvailabilityChanged) -> None:

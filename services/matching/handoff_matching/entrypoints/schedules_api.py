@@ -182,6 +182,58 @@ async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
     return facts
 
 
+async def store_rotation(connection: Connection, body: RotationIn) -> RotationOut:
+    """Store a rotation layer (the API's and the CLI's way); raises ApiError 422 for a
+    participant not in the roster, 409 for a layer name the pool already has."""
+    await _known_coaches(connection, body.participants, "participants")
+    try:
+        layer_id = await schedule_store.add_rotation(
+            connection, _pool(body.pool), body.name, body.priority, body.to_rotation()
+        )
+    except NameTaken:
+        raise ApiError(409, "name_taken", "the pool has a layer of this name") from None
+    await roster_changed(connection)  # someone may be on call now: serve the line
+    metrics.SCHEDULE_CHANGES.labels("rotation").inc()
+    return RotationOut(layer_id=layer_id, **body.model_dump())
+
+
+async def store_calendar(
+    connection: Connection,
+    target: Pool,
+    name: str,
+    priority: int,
+    text: str,
+    time_zone: str | None,
+    days: int,
+) -> CalendarImported:
+    """Import an .ics as the pool's calendar layer `name`, expanded over the next `days`
+    (the API's and the CLI's way); raises ApiError 422 (a state pool without `time_zone`,
+    a calendar that cannot be read or names an unknown coach), 404 (an unknown site),
+    409 (a layer of another kind has the name)."""
+    if time_zone is None and target.kind is PoolKind.STATE:
+        raise ApiError(422, "time_zone_needed", "a state pool needs time_zone", "time_zone")
+    zone = time_zone or (await _site_facts(connection, target.key))[1]
+    now = datetime.now(UTC)
+    window = Interval(now - timedelta(days=1), now + timedelta(days=days))
+    try:
+        shifts = import_ics(
+            text, window, ZoneInfo(zone), await schedule_store.coach_keys(connection)
+        )
+    except CalendarProblems as problems:
+        raise ApiError(422, "calendar_invalid", str(problems), "body") from None
+    try:
+        layer_id = await schedule_store.put_calendar_layer(
+            connection, target, name, priority, shifts
+        )
+    except NameTaken:
+        raise ApiError(409, "name_taken", "a layer of another kind has this name") from None
+    await roster_changed(connection)
+    metrics.SCHEDULE_CHANGES.labels("calendar_import").inc()
+    return CalendarImported(
+        layer_id=layer_id, shifts=len(shifts), start=window.start, end=window.end
+    )
+
+
 def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
     """Adds the coordinators' schedule routes to the admin router (which checks the token)."""
 
@@ -189,16 +241,7 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
     async def add_rotation(body: RotationIn) -> RotationOut:
         """A new rotation layer for a site or a state pool."""
         async with pool.acquire() as connection:
-            await _known_coaches(connection, body.participants, "participants")
-            try:
-                layer_id = await schedule_store.add_rotation(
-                    connection, _pool(body.pool), body.name, body.priority, body.to_rotation()
-                )
-            except NameTaken:
-                raise ApiError(409, "name_taken", "the pool has a layer of this name") from None
-            await roster_changed(connection)  # someone may be on call now: serve the line
-        metrics.SCHEDULE_CHANGES.labels("rotation").inc()
-        return RotationOut(layer_id=layer_id, **body.model_dump())
+            return await store_rotation(connection, body)
 
     @router.get("/rotations", response_model=list[RotationOut])
     async def list_rotations(
@@ -289,30 +332,10 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
             text = body.decode()
         except UnicodeDecodeError:
             raise ApiError(422, "not_utf8", "the .ics file must be UTF-8", "body") from None
-        target = _pool(pool_name)
         async with pool.acquire() as connection:
-            if time_zone is None and target.kind is PoolKind.STATE:
-                raise ApiError(422, "time_zone_needed", "a state pool needs time_zone", "time_zone")
-            zone = time_zone or (await _site_facts(connection, target.key))[1]
-            now = datetime.now(UTC)
-            window = Interval(now - timedelta(days=1), now + timedelta(days=days))
-            try:
-                shifts = import_ics(
-                    text, window, ZoneInfo(zone), await schedule_store.coach_keys(connection)
-                )
-            except CalendarProblems as problems:
-                raise ApiError(422, "calendar_invalid", str(problems), "body") from None
-            try:
-                layer_id = await schedule_store.put_calendar_layer(
-                    connection, target, name, priority, shifts
-                )
-            except NameTaken:
-                raise ApiError(409, "name_taken", "a layer of another kind has this name") from None
-            await roster_changed(connection)
-        metrics.SCHEDULE_CHANGES.labels("calendar_import").inc()
-        return CalendarImported(
-            layer_id=layer_id, shifts=len(shifts), start=window.start, end=window.end
-        )
+            return await store_calendar(
+                connection, _pool(pool_name), name, priority, text, time_zone, days
+            )
 
     @router.post("/calendar-tokens", status_code=201, response_model=TokenOut)
     async def create_token(body: TokenFor) -> TokenOut:
