@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from handoff_schemas.envelope import Envelope, Payload, envelope_for
 from handoff_schemas.events import (
     CoachAssigned,
+    CoachAvailabilityChanged,
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
@@ -43,6 +44,7 @@ EVENT_TYPES: Mapping[str, type[Payload]] = {
         PageFailed,
         CoachResponded,
         SiteRegistered,
+        CoachAvailabilityChanged,
     )
 }
 

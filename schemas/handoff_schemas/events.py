@@ -7,7 +7,7 @@ consent) only on OfferMade, for notify.
 """
 
 from typing import ClassVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from pydantic import Field
 
@@ -283,3 +283,25 @@ class CoachResponded(EventPayload):
     response: CoachResponse
     via: ResponseVia
     responded_at: UtcDateTime
+
+
+COACH_PHONE_SUBJECTS = UUID("0b7a4f0e-2d4c-4f65-8f3e-5a1d9c6b2e47")
+
+
+class CoachAvailabilityChanged(Payload):
+    """A coach texted OFF (unavailable from `changed_at` until ON, or `until`) or ON
+    (available again), from `phone`. Notify does not know whose number it is; matching
+    does (its roster), and makes it an override in every pool the coach is on call in.
+    Keyed by a UUID derived from the phone, so one coach's OFF and ON stay in order."""
+
+    event_type: ClassVar[str] = "org.handoff.pages.coach_availability_changed"
+    topic: ClassVar[Topic] = Topic.PAGES
+
+    phone: E164Phone
+    available: bool
+    changed_at: UtcDateTime
+    until: UtcDateTime | None = None
+
+    @property
+    def subject_id(self) -> UUID:
+        return uuid5(COACH_PHONE_SUBJECTS, self.phone)

@@ -17,7 +17,10 @@ import httpx
 import pytest
 
 from handoff_devenv import KafkaCluster
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
+    CoachAvailabilityChanged,
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
@@ -33,8 +36,8 @@ from handoff_schemas.vocabulary import (
     UnassignedReason,
     WithdrawReason,
 )
-from tests.support.fake_twilio import signed_post
-from tests.support.kafka import send
+from tests.support.fake_twilio import Recorded, signed_post
+from tests.support.kafka import read_topic, send
 from tests.support.notify import (
     ADMIN_TOKEN,
     PROGRAM_NAME,
@@ -200,6 +203,43 @@ async def test_text_not_understood_gets_help_and_changes_nothing_nor_is_kept(
     for fragment in ("Quentin", "Zebulon", "99887766", nonce, "asked for me"):
         assert fragment not in dump.stdout
         assert fragment not in notify.log_file.read_text()
+
+
+async def availability_changes(notify: NotifyHarness, phone: str, count: int) -> list[Any]:
+    """The CoachAvailabilityChanged events notify published for this phone, in order."""
+
+    async def published() -> list[Any] | None:
+        records = await read_topic(notify.bootstrap_servers, Topic.PAGES)
+        events = [decode_event(r.value).data for r in records]
+        mine = [e for e in events if isinstance(e, CoachAvailabilityChanged) and e.phone == phone]
+        return mine if len(mine) >= count else None
+
+    return await eventually(published, within=20, what=f"{count} availability changes")
+
+
+async def test_off_and_on_are_answered_with_what_changed_and_told_to_matching(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+    before = datetime.now(UTC)
+
+    off = await reply(notify, phone, "OFF")
+
+    assert (
+        off == f"{PROGRAM_NAME}: you are off for 24 h or until you text ON; no requests meanwhile."
+    )
+    [change] = await availability_changes(notify, phone, 1)
+    assert change.available is False
+    assert before <= change.changed_at <= datetime.now(UTC)
+    assert change.until == change.changed_at + timedelta(hours=24)
+
+    on = await reply(notify, phone, "on")
+
+    assert on == f"{PROGRAM_NAME}: you are available again; requests come on your shifts."
+    [_, back] = await availability_changes(notify, phone, 2)
+    assert (back.available, back.until) == (True, None)
+    assert await answers(notify, offer.offer_id) == []  # neither was an answer to the offer
 
 
 async def test_help_names_the_program_and_the_supervisor_line(notify: NotifyHarness) -> None:

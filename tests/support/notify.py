@@ -160,7 +160,7 @@ class NotifyHarness:
             records = await read_topic(self.bootstrap_servers, Topic.PAGES)
             events = [decode_event(r.value) for r in records]
             mine = [e.data for e in {e.id: e for e in events}.values()]
-            mine = [e for e in mine if e.offer_id == offer_id]
+            mine = [e for e in mine if getattr(e, "offer_id", None) == offer_id]
             return mine if len(mine) >= at_least else None
 
         return await eventually(published, within=20, what=f"{at_least} page events", interval=0.3)

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.eligibility import Certification, Coach, SiteProfile
+from handoff_matching.domain.layers import Layer, PoolSchedule
 from handoff_matching.domain.schedules import Interval, Override, OverrideKind, Pool, WeeklyShift
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -37,6 +38,16 @@ def nights(coach_id: uuid.UUID, pool: Pool) -> list[WeeklyShift]:
     return [WeeklyShift(coach_id, pool, day, time(20), time(8), NEW_YORK) for day in range(7)]
 
 
+def weekly(shifts: list[WeeklyShift], overrides: list[Override]) -> list[PoolSchedule]:
+    """The site's and the state pool's schedules: one layer of weekly shifts each."""
+    return [
+        PoolSchedule(
+            pool, (Layer(0, tuple(s for s in shifts if s.pool == pool)),), tuple(overrides)
+        )
+        for pool in (Pool.site("md-mercy"), Pool.state("MD"))
+    ]
+
+
 def hours(instant: datetime) -> float:
     return (instant - MONDAY).total_seconds() / 3600
 
@@ -44,7 +55,7 @@ def hours(instant: datetime) -> float:
 def test_a_site_covered_only_by_day_has_a_gap_every_night() -> None:
     window = Interval(MONDAY, MONDAY + timedelta(days=2))
     gaps = coverage_gaps(
-        MERCY, window, weekday_days(DAY, Pool.site("md-mercy")), [], {DAY: coach(DAY)}
+        MERCY, window, weekly(weekday_days(DAY, Pool.site("md-mercy")), []), {DAY: coach(DAY)}
     )
     assert [(hours(g.start), hours(g.end)) for g in gaps] == [(0, 8), (20, 32), (44, 48)]
 
@@ -53,31 +64,31 @@ def test_the_state_pool_fills_the_nights_and_an_override_can_open_a_gap() -> Non
     window = Interval(MONDAY, MONDAY + timedelta(days=2))
     shifts = weekday_days(DAY, Pool.site("md-mercy")) + nights(NIGHT, Pool.state("MD"))
     coaches = {DAY: coach(DAY), NIGHT: coach(NIGHT)}
-    assert coverage_gaps(MERCY, window, shifts, [], coaches) == []
+    assert coverage_gaps(MERCY, window, weekly(shifts, []), coaches) == []
     sick = Override(
         OverrideKind.REMOVE,
         Pool.state("MD"),
         Interval(MONDAY + timedelta(hours=22), MONDAY + timedelta(hours=26)),
         NIGHT,
     )
-    gaps = coverage_gaps(MERCY, window, shifts, [sick], coaches)
+    gaps = coverage_gaps(MERCY, window, weekly(shifts, [sick]), coaches)
     assert [(hours(g.start), hours(g.end)) for g in gaps] == [(22, 26)]
     other_state = Override(OverrideKind.REMOVE, Pool.state("RI"), sick.window, NIGHT)
-    assert coverage_gaps(MERCY, window, shifts, [other_state], coaches) == []
+    assert coverage_gaps(MERCY, window, weekly(shifts, [other_state]), coaches) == []
 
 
 def test_an_expiring_certification_or_an_inactive_coach_leaves_a_gap() -> None:
     window = Interval(MONDAY, MONDAY + timedelta(days=2))
     shifts = weekday_days(DAY, Pool.site("md-mercy")) + nights(NIGHT, Pool.site("md-mercy"))
     expiring = {DAY: coach(DAY), NIGHT: coach(NIGHT, expires_on=date(2026, 11, 30))}
-    gaps = coverage_gaps(MERCY, window, shifts, [], expiring)
+    gaps = coverage_gaps(MERCY, window, weekly(shifts, []), expiring)
     # NIGHT's certification ends at Tuesday 00:00 local, mid-shift; DAY is back at 08:00.
     assert [(hours(g.start), hours(g.end)) for g in gaps] == [(24, 32), (44, 48)]
     inactive = {DAY: coach(DAY), NIGHT: coach(NIGHT, active=False)}
     every_night = [(0, 8), (20, 32), (44, 48)]
-    gaps = coverage_gaps(MERCY, window, shifts, [], inactive)
+    gaps = coverage_gaps(MERCY, window, weekly(shifts, []), inactive)
     assert [(hours(g.start), hours(g.end)) for g in gaps] == every_night
     out_of_state = {DAY: coach(DAY), NIGHT: coach(NIGHT, state="RI")}
-    assert coverage_gaps(MERCY, window, shifts, [], out_of_state) == coverage_gaps(
-        MERCY, window, shifts, [], inactive
+    assert coverage_gaps(MERCY, window, weekly(shifts, []), out_of_state) == coverage_gaps(
+        MERCY, window, weekly(shifts, []), inactive
     )

@@ -186,6 +186,20 @@ def test_carrier_keywords(body: str, keyword: Keyword) -> None:
     assert parse_reply(body, opted_out=True) is keyword
 
 
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [("OFF", Keyword.UNAVAILABLE), ("off.", Keyword.UNAVAILABLE), ("On", Keyword.AVAILABLE)],
+)
+def test_off_and_on_alone_mark_a_coach_unavailable_and_available(
+    body: str, keyword: Keyword
+) -> None:
+    assert parse_reply(body) is keyword
+
+
+def test_on_inside_an_answer_is_still_the_answer() -> None:
+    assert parse_reply("on my way") == Answer(ACCEPT)
+
+
 def test_yes_opts_back_in_only_after_stop() -> None:
     assert parse_reply("YES", opted_out=True) is Keyword.OPT_IN
     assert parse_reply("YES") == Answer(ACCEPT)

@@ -11,6 +11,7 @@ from handoff_matching.adapters.roster_store import apply_migrations
 from handoff_matching.domain.dispatch import TimerKind
 from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
+from handoff_matching.entrypoints.schedules_api import build_calendar_router
 from handoff_matching.service import (
     MatchingService,
     WaitingLine,
@@ -94,7 +95,8 @@ class MatchingRuntime:
             pipeline.readiness_checks(),
             liveness_checks=pipeline.liveness_checks(),
         )
-        app.include_router(build_admin_router(pool, settings.matching_admin_token))
+        app.include_router(build_admin_router(pool, settings.matching_admin_token, service.on_call))
+        app.include_router(build_calendar_router(pool))
         return cls(pipeline, app, tasks)
 
     async def stop(self) -> None:

@@ -85,3 +85,12 @@ COACH_SLOTS = Gauge(
 COACHES_AT_CAPACITY = Gauge(
     "handoff_coaches_at_capacity", "Active coaches whose load has reached max_concurrent."
 )
+ON_CALL_RECOMPUTED = Counter(
+    "handoff_on_call_recomputed_total",
+    "Pools whose on-call timeline was recomputed (a schedule changed, or the horizon passed).",
+)
+SCHEDULE_CHANGES = Counter(
+    "handoff_schedule_changes_total",
+    "Schedule changes by kind: rotation, layer, calendar_import, temporary, coach_off, coach_on.",
+    ["kind"],
+)

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from handoff_matching import SOURCE, metrics
-from handoff_matching.adapters import dispatch_store, roster_store
+from handoff_matching.adapters import dispatch_store, roster_store, schedule_store
 from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.dispatch import (
     CancelTimer,
@@ -36,7 +36,8 @@ from handoff_matching.domain.dispatch import (
 from handoff_matching.domain.eligibility import Ineligible, SiteProfile, why_ineligible
 from handoff_matching.domain.load import has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
-from handoff_matching.domain.schedules import Interval, Pool, on_call
+from handoff_matching.domain.schedules import Interval, Pool
+from handoff_matching.on_call import OnCall
 from handoff_platform.database import Connection, notify
 from handoff_platform.outbox import Outbox
 from handoff_platform.supervision import beat
@@ -44,6 +45,7 @@ from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.events import (
     CoachAssigned,
+    CoachAvailabilityChanged,
     CoachResponded,
     ContactPoint,
     OfferBriefing,
@@ -84,6 +86,7 @@ class MatchingService:
         self.outbox = outbox
         self.timers = timers
         self.clock = clock
+        self.on_call = OnCall()
 
     async def referral_created(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCreated = event.data
@@ -183,6 +186,26 @@ class MatchingService:
         await roster_store.remember_site(
             connection, site.site_id, site.short_name, site.state, site.time_zone
         )
+
+    async def coach_availability_changed(
+        self, connection: Connection, event: Envelope[Any]
+    ) -> None:
+        """A coach texted OFF or ON: an override removing them from every pool until ON (or
+        its end), or the end of that override. A number on no coach's roster entry changes
+        nothing."""
+        data: CoachAvailabilityChanged = event.data
+        for coach_id in await schedule_store.coaches_with_phone(connection, data.phone):
+            if data.available:
+                await schedule_store.mark_available(connection, coach_id, data.changed_at)
+            else:
+                until = data.until or data.changed_at + timedelta(hours=24)
+                await schedule_store.mark_unavailable(connection, coach_id, data.changed_at, until)
+            metrics.SCHEDULE_CHANGES.labels("coach_on" if data.available else "coach_off").inc()
+            log.info(
+                "coach availability changed",
+                extra={"coach_id": str(coach_id), "available": data.available},
+            )
+        await roster_changed(connection)  # heard after the commit: an ON may take a waiting one
 
     async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCancelled = event.data
@@ -299,12 +322,9 @@ class MatchingService:
             facts.substances,
         )
         site_pool, state_pool = Pool.site(site.site_id), Pool.state(site.state)
-        shifts = await roster_store.shifts_for(connection, [site_pool, state_pool])
-        overrides = await roster_store.overrides_for(
-            connection, [site_pool, state_pool], Interval(now, now + timedelta(microseconds=1))
-        )
-        at_site = on_call(site_pool, now, shifts, overrides)
-        in_state = on_call(state_pool, now, shifts, overrides) - at_site
+        on_call = await self.on_call(connection, [site_pool, state_pool], now)
+        at_site = on_call[site_pool]
+        in_state = on_call[state_pool] - at_site
         considered = [*at_site, *in_state, *supervisors]
         await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
         coaches = await roster_store.coaches_by_id(connection, considered)
@@ -456,13 +476,12 @@ async def coverage_gaps_ahead(
 ) -> list[Interval]:
     """The windows in which no eligible coach is on call for the site (or its state pool)."""
     pools = [Pool.site(site_id), Pool.state(state)]
-    shifts = await roster_store.shifts_for(connection, pools)
-    overrides = await roster_store.overrides_for(connection, pools, window)
+    schedules = await schedule_store.pool_schedules(connection, pools, window)
     coaches = await roster_store.coaches_by_id(
-        connection, await roster_store.all_coaches(connection, pools)
+        connection, await schedule_store.scheduled_coaches(connection, pools)
     )
     site = SiteProfile(site_id, state, ZoneInfo(time_zone), interpreter_available)
-    return coverage_gaps(site, window, shifts, overrides, coaches)
+    return coverage_gaps(site, window, list(schedules.values()), coaches)
 
 
 async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> None:

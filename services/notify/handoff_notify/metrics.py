@@ -74,6 +74,7 @@ SMS_REPLIES = Counter(
     "handoff_sms_replies_total",
     "Coaches' SMS replies by what they were read as: answer, ambiguous (several open "
     "offers, no code), unknown_code, closed (the offer was no longer open), not_understood, "
-    "help, opt_out, opt_in, ignored (an opted-out or unknown sender).",
+    "help, opt_out, opt_in, unavailable (OFF), available (ON), ignored (an opted-out or unknown "
+    "sender).",
     ["reading"],
 )

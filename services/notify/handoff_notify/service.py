@@ -56,6 +56,7 @@ from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.envelope import utc_now
 from handoff_schemas.events import (
     CoachAssigned,
+    CoachAvailabilityChanged,
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
@@ -666,6 +667,8 @@ class NotifyService:
             if reply is Keyword.OPT_OUT:
                 await self._opt_out(connection, phone, now)
                 return _read("opt_out", None)  # the carrier confirms an opt-out itself
+            if reply in (Keyword.UNAVAILABLE, Keyword.AVAILABLE):
+                return await self._availability(connection, phone, reply is Keyword.AVAILABLE, now)
             help_text = content.help_text(
                 self.settings.notify_program_name, self.settings.notify_supervisor_phone
             )
@@ -705,6 +708,22 @@ class NotifyService:
             return _read(
                 "answer", content.reply_acknowledgement(accepted, record.site_short_name, link)
             )
+
+    async def _availability(
+        self, connection: Connection, phone: str, available: bool, now: datetime
+    ) -> str:
+        """OFF / ON: matching, which knows whose number it is, makes it an override."""
+        change = CoachAvailabilityChanged(
+            phone=phone,
+            available=available,
+            changed_at=now,
+            until=None if available else now + content.OFF_FOR,
+        )
+        await self.outbox.put(
+            connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
+        )
+        answer = content.availability_changed(self.settings.notify_program_name, available)
+        return _read("available" if available else "unavailable", answer)
 
     async def _opt_out(self, connection: Connection, phone: str, now: datetime) -> None:
         """The coach texted STOP: nothing more goes to this number, and each open offer

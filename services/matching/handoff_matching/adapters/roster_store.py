@@ -3,7 +3,7 @@
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 from handoff_matching import SCHEMA
@@ -108,6 +108,12 @@ async def import_roster(connection: Connection, roster: RosterFile) -> ImportSum
                 for s in shifts
             ],
         )
+        # Each pool's weekly shifts are one schedule layer (decision 0017), priority 0 at first.
+        await connection.executemany(
+            f"""INSERT INTO {SCHEMA}.layers (layer_id, pool_kind, pool_key, name, priority, kind)
+                VALUES ($1, $2, $3, 'weekly shifts', 0, 'weekly') ON CONFLICT DO NOTHING""",
+            [(uuid4(), pool.kind.value, pool.key) for pool in {s.pool for s in shifts}],
+        )
         for override in roster.overrides:
             await put_override(connection, override)
     return ImportSummary(
@@ -176,11 +182,12 @@ async def contact_points(connection: Connection, coach_id: UUID) -> tuple[Contac
 async def overrides_for(
     connection: Connection, pools: Iterable[Pool], window: Interval
 ) -> list[Override]:
-    """The pools' overrides in force at some time in the window, in the order they were made."""
+    """The pools' overrides in force at some time in the window, in the order they were made,
+    with those applying to every pool (a coach's own OFF)."""
     rows = await connection.fetch(
         f"""SELECT kind, pool_kind, pool_key, coach_id, replaces, starts_at, ends_at
             FROM {SCHEMA}.overrides
-            WHERE {_IN_POOLS} AND starts_at < $4 AND $3 < ends_at
+            WHERE ({_IN_POOLS} OR pool_kind IS NULL) AND starts_at < $4 AND $3 < ends_at
             ORDER BY created_at""",
         *_pools(pools),
         window.start,
@@ -189,7 +196,7 @@ async def overrides_for(
     return [
         Override(
             OverrideKind(row["kind"]),
-            Pool(PoolKind(row["pool_kind"]), row["pool_key"]),
+            Pool(PoolKind(row["pool_kind"]), row["pool_key"]) if row["pool_kind"] else None,
             Interval(row["starts_at"], row["ends_at"]),
             row["coach_id"],
             row["replaces"],
@@ -255,12 +262,3 @@ async def known_sites(connection: Connection) -> list[tuple[str, str, str]]:
         f"SELECT site_id, state, time_zone FROM {SCHEMA}.site_facts ORDER BY site_id"
     )
     return [(row["site_id"], row["state"], row["time_zone"]) for row in rows]
-
-
-async def all_coaches(connection: Connection, pools: Iterable[Pool]) -> list[UUID]:
-    rows = await connection.fetch(
-        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.shifts WHERE {_IN_POOLS}
-            UNION SELECT coach_id FROM {SCHEMA}.overrides WHERE {_IN_POOLS}""",
-        *_pools(pools),
-    )
-    return [row["coach_id"] for row in rows]

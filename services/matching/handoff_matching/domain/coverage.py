@@ -6,26 +6,24 @@ own and its state pool's), the overrides, and who will still be eligible then
 (active, certified in the site's state through that moment).
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from uuid import UUID
 
 from handoff_matching.domain.eligibility import Coach, SiteProfile, certification_expiry
-from handoff_matching.domain.schedules import Interval, Override, Pool, WeeklyShift, boundaries
-from handoff_matching.domain.schedules import on_call as on_call_in
+from handoff_matching.domain.layers import PoolSchedule, merged_on_call
+from handoff_matching.domain.schedules import Interval
 
 
 def coverage_gaps(
     site: SiteProfile,
     window: Interval,
-    shifts: Iterable[WeeklyShift],
-    overrides: Iterable[Override],
+    schedules: Sequence[PoolSchedule],
     coaches: Mapping[UUID, Coach],
 ) -> list[Interval]:
-    pools = (Pool.site(site.site_id), Pool.state(site.state))
-    shifts = [shift for shift in shifts if shift.pool in pools]
-    overrides = [override for override in overrides if override.pool in pools]
-    points = set(boundaries(window, shifts, overrides))
+    """The windows (UTC, in order, joined where adjacent) in which nobody eligible is on
+    call in any of `schedules` (the site's and its state pool's)."""
+    points = {point for schedule in schedules for point in schedule.boundaries(window)}
     points |= {
         expiry
         for coach in coaches.values()
@@ -36,8 +34,10 @@ def coverage_gaps(
     starts = sorted(points)
     gaps: list[Interval] = []
     for start, end in zip(starts, [*starts[1:], window.end], strict=True):
-        on_call = set().union(*(on_call_in(pool, start, shifts, overrides) for pool in pools))
-        if any(_eligible(coaches.get(coach_id), site, start) for coach_id in on_call):
+        if any(
+            _eligible(coaches.get(coach_id), site, start)
+            for coach_id in merged_on_call(schedules, start)
+        ):
             continue
         if gaps and gaps[-1].end == start:
             gaps[-1] = Interval(gaps[-1].start, end)

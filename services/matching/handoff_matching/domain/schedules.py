@@ -1,5 +1,8 @@
 """On-call schedules: weekly shifts in a site's wall-clock time, and overrides.
 
+Rotations, layers and temporary schedules build on these (`domain/rotations.py`,
+`domain/layers.py`); how overrides combine is decided here, once.
+
 A shift is written as people write rotas: "Saturday 20:00 to 08:00" in the
 site's time zone. Its start and end are wall-clock times, so a night shift is
 13 hours long on the night clocks fall back and 11 on the night they spring
@@ -46,6 +49,22 @@ class Interval:
         return self.start <= instant < self.end
 
 
+@dataclass(frozen=True)
+class Shift:
+    """One coach on call for one interval: an occurrence of a rotation or a weekly shift,
+    an imported calendar event, or a shift of a temporary schedule."""
+
+    coach_id: UUID
+    interval: Interval
+
+    def covering(self, instant: datetime) -> frozenset[UUID]:
+        return frozenset((self.coach_id,)) if instant in self.interval else frozenset()
+
+    def shifts(self, window: Interval) -> Iterator["Shift"]:
+        if self.interval.start < window.end and window.start < self.interval.end:
+            yield self
+
+
 def wall_time_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
     """The instant a wall clock in `zone` shows `wall` on `day` (see the module's rules)."""
     # fold=0: of two 01:30s the first; a time in the gap is read with the offset before
@@ -88,6 +107,13 @@ class WeeklyShift:
                 yield occurrence
             day += timedelta(days=7)
 
+    def covering(self, instant: datetime) -> frozenset[UUID]:
+        """The coach, if this shift covers the instant (the layers' common interface)."""
+        return frozenset((self.coach_id,)) if self.covers(instant) else frozenset()
+
+    def shifts(self, window: Interval) -> Iterator[Shift]:
+        return (Shift(self.coach_id, occurrence) for occurrence in self.occurrences(window))
+
     def covers(self, instant: datetime) -> bool:
         # A shift lasts at most a day, so only one starting today or yesterday can cover now.
         today = instant.astimezone(self.zone).date()
@@ -106,10 +132,12 @@ class OverrideKind(StrEnum):
 
 @dataclass(frozen=True)
 class Override:
-    """A change to the rota for a window: add a coach, remove one, or one replacing another."""
+    """A change to the rota for a window: add a coach, remove one, or one replacing another.
+
+    `pool` None means every pool (a coach who texted OFF is off everywhere)."""
 
     kind: OverrideKind
-    pool: Pool
+    pool: Pool | None
     window: Interval
     coach_id: UUID
     replaces: UUID | None = None
@@ -117,24 +145,47 @@ class Override:
     def __post_init__(self) -> None:
         if (self.kind is OverrideKind.REPLACE) != (self.replaces is not None):
             raise ValueError("a replace override, and only it, names the coach it replaces")
+        if self.pool is None and self.kind is not OverrideKind.REMOVE:
+            raise ValueError("only a remove override may apply to every pool")
+
+    def applies(self, pool: Pool, instant: datetime) -> bool:
+        return (self.pool is None or self.pool == pool) and instant in self.window
+
+
+def apply_overrides(
+    pool: Pool, instant: datetime, scheduled: Iterable[UUID], overrides: Iterable[Override]
+) -> frozenset[UUID]:
+    """Who is on call once the overrides in force at the instant change `scheduled`.
+
+    `overrides` in the order they were made. The rules, so that two overlapping overrides
+    have one documented winner (docs/decisions/0017):
+    - a replace applies only where the coach it replaces is scheduled (a cover spanning
+      several shifts adds nobody in the gaps between them); of two replacing the same
+      coach, the one made last wins;
+    - adds then add;
+    - removes win over everything: a coach removed for an interval is not on call in it,
+      however they got there (a replacement, an add, the schedule).
+    """
+    base = frozenset(scheduled)
+    in_force = [o for o in overrides if o.applies(pool, instant)]
+    replaced_by = {
+        o.replaces: o.coach_id
+        for o in in_force
+        if o.kind is OverrideKind.REPLACE and o.replaces in base
+    }
+    coaches = {replaced_by.get(coach_id, coach_id) for coach_id in base}
+    coaches.update(o.coach_id for o in in_force if o.kind is OverrideKind.ADD)
+    coaches.difference_update(o.coach_id for o in in_force if o.kind is OverrideKind.REMOVE)
+    return frozenset(coaches)
 
 
 def on_call(
     pool: Pool, instant: datetime, shifts: Iterable[WeeklyShift], overrides: Iterable[Override]
 ) -> frozenset[UUID]:
-    """Who is on call for the pool at the instant; overrides apply in the order given."""
-    coaches = {shift.coach_id for shift in shifts if shift.pool == pool and shift.covers(instant)}
-    for override in overrides:
-        if override.pool != pool or instant not in override.window:
-            continue
-        if override.kind is OverrideKind.ADD:
-            coaches.add(override.coach_id)
-        elif override.kind is OverrideKind.REMOVE:
-            coaches.discard(override.coach_id)
-        elif override.replaces in coaches:
-            coaches.discard(override.replaces)
-            coaches.add(override.coach_id)
-    return frozenset(coaches)
+    """Who is on call for the pool at the instant from weekly shifts alone (one layer);
+    overrides as `apply_overrides` combines them."""
+    scheduled = (shift.coach_id for shift in shifts if shift.pool == pool and shift.covers(instant))
+    return apply_overrides(pool, instant, scheduled, overrides)
 
 
 def boundaries(

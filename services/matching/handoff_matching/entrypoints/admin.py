@@ -14,7 +14,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
-from handoff_matching.domain.schedules import Interval, Pool, on_call
+from handoff_matching.domain.schedules import Interval, Pool
+from handoff_matching.entrypoints.schedules_api import add_schedule_routes
+from handoff_matching.on_call import OnCall
 from handoff_matching.roster_file import OverrideRow
 from handoff_matching.service import coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
@@ -74,14 +76,18 @@ class Coverage(BaseModel):
     gaps: list[Gap]
 
 
-class OnCall(BaseModel):
+class OnCallNow(BaseModel):
     site_id: str
     at: datetime
     site: list[UUID]
     state_pool: list[UUID]
 
 
-def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter:
+def build_admin_router(
+    pool: asyncpg.Pool, token: SecretStr | None, on_call: OnCall | None = None
+) -> APIRouter:
+    """The admin routes; `on_call` is the service's (one per process), or a new one."""
+    who_is_on_call = on_call or OnCall()
     router = APIRouter(
         prefix="/v1/admin",
         tags=["admin"],
@@ -144,22 +150,19 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
             ],
         )
 
-    @router.get("/sites/{site_id}/on-call", response_model=OnCall)
-    async def get_on_call(site_id: SitePath, at: AwareDatetime | None = None) -> OnCall:
+    @router.get("/sites/{site_id}/on-call", response_model=OnCallNow)
+    async def get_on_call(site_id: SitePath, at: AwareDatetime | None = None) -> OnCallNow:
         """Who is on call for the site, and for its state pool, at `at` (default: now)."""
         instant = at or datetime.now(UTC)
         async with pool.acquire() as connection:
             state, _ = await _site_facts(connection, site_id)
             pools = [Pool.site(site_id), Pool.state(state)]
-            shifts = await roster_store.shifts_for(connection, pools)
-            overrides = await roster_store.overrides_for(
-                connection, pools, Interval(instant, instant + timedelta(microseconds=1))
-            )
-        return OnCall(
+            found = await who_is_on_call(connection, pools, instant)
+        return OnCallNow(
             site_id=site_id,
             at=instant,
-            site=sorted(on_call(pools[0], instant, shifts, overrides), key=str),
-            state_pool=sorted(on_call(pools[1], instant, shifts, overrides), key=str),
+            site=sorted(found[pools[0]], key=str),
+            state_pool=sorted(found[pools[1]], key=str),
         )
 
     @router.post("/overrides", status_code=201, response_model=OverrideRow)
@@ -182,6 +185,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
                 raise ApiError(404, "not_found", "no such override")
         return Response(status_code=204)
 
+    add_schedule_routes(router, pool)
     return router
 
 

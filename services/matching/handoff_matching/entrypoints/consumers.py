@@ -1,9 +1,10 @@
 """Events that move a referral's dispatch (new and cancelled referrals, coaches' answers),
-and the sites they come from."""
+the sites they come from, and coaches' own OFF / ON."""
 
 from handoff_matching.service import MatchingService
 from handoff_platform.consumer import Handler
 from handoff_schemas.events import (
+    CoachAvailabilityChanged,
     CoachResponded,
     PageFailed,
     PageSent,
@@ -21,4 +22,5 @@ def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
         CoachResponded.event_type: service.coach_responded,
         PageSent.event_type: service.page_sent,
         PageFailed.event_type: service.page_failed,
+        CoachAvailabilityChanged.event_type: service.coach_availability_changed,
     }

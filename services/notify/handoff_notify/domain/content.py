@@ -9,7 +9,7 @@ site's short name shortened if the link leaves it no room.
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from math import ceil
 
@@ -158,6 +158,18 @@ def which_offer(offers: Sequence[OpenOffer], now: datetime) -> str:
 
 def unknown_code(code: str) -> str:
     return f"Handoff: you have no request with code {code}. Reply HELP for help."
+
+
+OFF_FOR = timedelta(hours=24)
+"""How long a coach's OFF lasts unless they text ON sooner: a forgotten ON must not
+take a coach off every rota for good."""
+
+
+def availability_changed(program_name: str, available: bool) -> str:
+    """The answer to OFF and ON: what it changed (one GSM-7 segment)."""
+    if available:
+        return f"{program_name}: you are available again; requests come on your shifts."
+    return f"{program_name}: you are off for 24 h or until you text ON; no requests meanwhile."
 
 
 def help_text(program_name: str, supervisor_phone: str | None) -> str:

@@ -25,11 +25,14 @@ CODE_LETTERS = "BCDEFGHJMPQRSTVWZ"
 
 
 class Keyword(StrEnum):
-    """Carrier keywords (CTIA): the carrier answers STOP itself; we answer HELP."""
+    """Carrier keywords (CTIA): the carrier answers STOP itself; we answer HELP. And the
+    coach's own OFF / ON: unavailable for now, available again (decision 0017)."""
 
     OPT_OUT = "opt_out"
     OPT_IN = "opt_in"
     HELP = "help"
+    UNAVAILABLE = "unavailable"
+    AVAILABLE = "available"
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,10 @@ def _keyword(word: str, opted_out: bool) -> Keyword | None:
         return Keyword.OPT_OUT
     if word in _OPT_IN or (opted_out and word == "yes"):
         return Keyword.OPT_IN
+    if word == "off":
+        return Keyword.UNAVAILABLE
+    if word == "on":
+        return Keyword.AVAILABLE
     if word in _HELP:
         return Keyword.HELP
     return None

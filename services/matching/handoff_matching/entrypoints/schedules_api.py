@@ -1,0 +1,466 @@
+"""Schedules for coordinators (behind the admin token) and calendar feeds (behind a token
+in the path): rotations, layers, temporary schedules, calendar import and tokens, and
+the computed timeline a console draws. JSON in and out, so a console can drive it."""
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import AwareDatetime, Field, model_validator
+
+from handoff_matching import metrics
+from handoff_matching.adapters import roster_store, schedule_store
+from handoff_matching.adapters.schedule_store import CalendarSubject, LayerRow, NameTaken
+from handoff_matching.domain.calendars import (
+    CalendarEntry,
+    CalendarProblems,
+    export_ics,
+    import_ics,
+)
+from handoff_matching.domain.rotations import Rotation, ShiftUnit
+from handoff_matching.domain.schedules import Interval, Pool, PoolKind, Shift
+from handoff_matching.roster_file import PoolName, Strict, TimeZone, _pool
+from handoff_matching.service import roster_changed
+from handoff_platform.database import Connection
+from handoff_platform.http import ApiError
+
+FEED_DAYS = 60  # how far ahead a calendar feed shows computed shifts
+FEED_LOOKBACK = timedelta(days=31)  # a shift longer than this may change its UID daily
+MAX_ICS_BYTES = 1_048_576
+LayerName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f]+$")]
+Priority = Annotated[int, Field(ge=-100, le=100)]
+
+
+class RotationIn(Strict):
+    """A rotation layer: shifts of `shift_length` `shift_unit`s handed over at `handoff`
+    (wall clock in `time_zone`) from `start_date`, taken in turn by `participants`."""
+
+    pool: PoolName
+    name: LayerName
+    priority: Priority = 0
+    time_zone: TimeZone
+    start_date: date
+    handoff: time
+    shift_length: Annotated[int, Field(ge=1, le=1000)]
+    shift_unit: ShiftUnit
+    participants: Annotated[list[UUID], Field(min_length=1, max_length=100)]
+
+    def to_rotation(self) -> Rotation:
+        return Rotation(
+            ZoneInfo(self.time_zone),
+            self.start_date,
+            self.handoff,
+            self.shift_length,
+            self.shift_unit,
+            tuple(self.participants),
+        )
+
+
+class RotationOut(RotationIn):
+    layer_id: UUID
+
+
+class LayerOut(Strict):
+    layer_id: UUID
+    pool: str
+    name: str
+    priority: int
+    kind: str
+
+
+class LayerPriority(Strict):
+    priority: Priority
+
+
+class ShiftIn(Strict):
+    coach_id: UUID
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class TemporaryIn(Strict):
+    """For [start, end), exactly `shifts` (none: nobody on call, before overrides)."""
+
+    pool: PoolName
+    start: AwareDatetime
+    end: AwareDatetime
+    shifts: Annotated[list[ShiftIn], Field(default_factory=list, max_length=1000)]
+
+    @model_validator(mode="after")
+    def _inside(self) -> "TemporaryIn":
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        for shift in self.shifts:
+            if not self.start <= shift.start < shift.end <= self.end:
+                raise ValueError("each shift must end after it starts, inside the window")
+        return self
+
+
+class TemporaryOut(TemporaryIn):
+    temporary_id: UUID
+
+
+class CalendarImported(Strict):
+    layer_id: UUID
+    shifts: int
+    start: datetime
+    end: datetime
+
+
+class TokenFor(Strict):
+    """Exactly one of a coach and a site."""
+
+    coach_id: UUID | None = None
+    site_id: Annotated[str | None, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")] = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "TokenFor":
+        if (self.coach_id is None) == (self.site_id is None):
+            raise ValueError("name exactly one of coach_id and site_id")
+        return self
+
+
+class TokenOut(Strict):
+    token_id: UUID
+    path: str  # the feed's path on this service; the token in it is shown only now
+
+
+class Segment(Strict):
+    start: datetime
+    end: datetime
+    site: list[UUID]
+    state_pool: list[UUID]
+
+
+class ScheduleOut(Strict):
+    site_id: str
+    start: datetime
+    end: datetime
+    segments: list[Segment]
+
+
+def _layer_out(row: LayerRow) -> LayerOut:
+    return LayerOut(
+        layer_id=row.layer_id,
+        pool=f"{row.pool.kind.value}:{row.pool.key}",
+        name=row.name,
+        priority=row.priority,
+        kind=row.kind,
+    )
+
+
+def _rotation_out(row: LayerRow) -> RotationOut:
+    assert row.rotation is not None
+    rotation = row.rotation
+    return RotationOut(
+        layer_id=row.layer_id,
+        pool=f"{row.pool.kind.value}:{row.pool.key}",
+        name=row.name,
+        priority=row.priority,
+        time_zone=rotation.zone.key,
+        start_date=rotation.start_date,
+        handoff=rotation.handoff,
+        shift_length=rotation.shift_length,
+        shift_unit=rotation.unit,
+        participants=list(rotation.participants),
+    )
+
+
+async def _known_coaches(connection: Connection, coach_ids: list[UUID], field: str) -> None:
+    unknown = await schedule_store.unknown_coaches(connection, coach_ids)
+    if unknown:
+        raise ApiError(422, "unknown_coach", f"no such coach in the roster: {unknown[0]}", field)
+
+
+async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
+    facts = await roster_store.site_facts(connection, site_id)
+    if facts is None:
+        raise ApiError(404, "site_unknown", "no site with this id has been registered")
+    return facts
+
+
+async def store_rotation(connection: Connection, body: RotationIn) -> RotationOut:
+    """Store a rotation layer (the API's and the CLI's way); raises ApiError 422 for a
+    participant not in the roster, 409 for a layer name the pool already has."""
+    await _known_coaches(connection, body.participants, "participants")
+    try:
+        layer_id = await schedule_store.add_rotation(
+            connection, _pool(body.pool), body.name, body.priority, body.to_rotation()
+        )
+    except NameTaken:
+        raise ApiError(409, "name_taken", "the pool has a layer of this name") from None
+    await roster_changed(connection)  # someone may be on call now: serve the line
+    metrics.SCHEDULE_CHANGES.labels("rotation").inc()
+    return RotationOut(layer_id=layer_id, **body.model_dump())
+
+
+async def store_calendar(
+    connection: Connection,
+    target: Pool,
+    name: str,
+    priority: int,
+    text: str,
+    time_zone: str | None,
+    days: int,
+) -> CalendarImported:
+    """Import an .ics as the pool's calendar layer `name`, expanded over the next `days`
+    (the API's and the CLI's way); raises ApiError 422 (a state pool without `time_zone`,
+    a calendar that cannot be read or names an unknown coach), 404 (an unknown site),
+    409 (a layer of another kind has the name)."""
+    if time_zone is None and target.kind is PoolKind.STATE:
+        raise ApiError(422, "time_zone_needed", "a state pool needs time_zone", "time_zone")
+    zone = time_zone or (await _site_facts(connection, target.key))[1]
+    now = datetime.now(UTC)
+    window = Interval(now - timedelta(days=1), now + timedelta(days=days))
+    try:
+        shifts = import_ics(
+            text, window, ZoneInfo(zone), await schedule_store.coach_keys(connection)
+        )
+    except CalendarProblems as problems:
+        raise ApiError(422, "calendar_invalid", str(problems), "body") from None
+    try:
+        layer_id = await schedule_store.put_calendar_layer(
+            connection, target, name, priority, shifts
+        )
+    except NameTaken:
+        raise ApiError(409, "name_taken", "a layer of another kind has this name") from None
+    await roster_changed(connection)
+    metrics.SCHEDULE_CHANGES.labels("calendar_import").inc()
+    return CalendarImported(
+        layer_id=layer_id, shifts=len(shifts), start=window.start, end=window.end
+    )
+
+
+def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
+    """Adds the coordinators' schedule routes to the admin router (which checks the token)."""
+
+    @router.post("/rotations", status_code=201, response_model=RotationOut)
+    async def add_rotation(body: RotationIn) -> RotationOut:
+        """A new rotation layer for a site or a state pool."""
+        async with pool.acquire() as connection:
+            return await store_rotation(connection, body)
+
+    @router.get("/rotations", response_model=list[RotationOut])
+    async def list_rotations(
+        pool_name: Annotated[PoolName | None, Query(alias="pool")] = None,
+    ) -> list[RotationOut]:
+        """Rotations (of one pool, or all), highest priority first."""
+        async with pool.acquire() as connection:
+            rows = await schedule_store.list_layers(
+                connection, _pool(pool_name) if pool_name else None
+            )
+        return [_rotation_out(row) for row in rows if row.kind == "rotation"]
+
+    @router.get("/layers", response_model=list[LayerOut])
+    async def list_layers(
+        pool_name: Annotated[PoolName | None, Query(alias="pool")] = None,
+    ) -> list[LayerOut]:
+        """Every layer (weekly shifts, rotations, imported calendars) by pool and priority."""
+        async with pool.acquire() as connection:
+            rows = await schedule_store.list_layers(
+                connection, _pool(pool_name) if pool_name else None
+            )
+        return [_layer_out(row) for row in rows]
+
+    @router.patch("/layers/{layer_id}", response_model=LayerPriority)
+    async def set_priority(layer_id: UUID, body: LayerPriority) -> LayerPriority:
+        """Move a layer up or down: the highest with someone on call wins."""
+        async with pool.acquire() as connection:
+            if not await schedule_store.set_layer_priority(connection, layer_id, body.priority):
+                raise ApiError(404, "not_found", "no such layer")
+            await roster_changed(connection)
+        metrics.SCHEDULE_CHANGES.labels("layer").inc()
+        return body
+
+    @router.delete("/layers/{layer_id}", status_code=204)
+    async def delete_layer(layer_id: UUID) -> Response:
+        """Remove a rotation or an imported calendar (weekly shifts change by roster import)."""
+        async with pool.acquire() as connection:
+            if not await schedule_store.delete_layer(connection, layer_id):
+                raise ApiError(404, "not_found", "no such rotation or calendar layer")
+        metrics.SCHEDULE_CHANGES.labels("layer").inc()
+        return Response(status_code=204)
+
+    @router.post("/temporary-schedules", status_code=201, response_model=TemporaryOut)
+    async def add_temporary(body: TemporaryIn) -> TemporaryOut:
+        """For a window (a holiday, a strike), these shifts replace every layer."""
+        async with pool.acquire() as connection:
+            await _known_coaches(connection, [s.coach_id for s in body.shifts], "shifts")
+            temporary_id = await schedule_store.add_temporary(
+                connection,
+                _pool(body.pool),
+                Interval(body.start, body.end),
+                [Shift(s.coach_id, Interval(s.start, s.end)) for s in body.shifts],
+            )
+            await roster_changed(connection)
+        metrics.SCHEDULE_CHANGES.labels("temporary").inc()
+        return TemporaryOut(temporary_id=temporary_id, **body.model_dump())
+
+    @router.delete("/temporary-schedules/{temporary_id}", status_code=204)
+    async def delete_temporary(temporary_id: UUID) -> Response:
+        async with pool.acquire() as connection:
+            if not await schedule_store.delete_temporary(connection, temporary_id):
+                raise ApiError(404, "not_found", "no such temporary schedule")
+            await roster_changed(connection)
+        metrics.SCHEDULE_CHANGES.labels("temporary").inc()
+        return Response(status_code=204)
+
+    @router.post(
+        "/calendars/import",
+        status_code=201,
+        response_model=CalendarImported,
+        openapi_extra={"requestBody": {"content": {"text/calendar": {}}, "required": True}},
+    )
+    async def import_calendar(
+        request: Request,
+        pool_name: Annotated[PoolName, Query(alias="pool")],
+        name: Annotated[LayerName, Query()],
+        priority: Annotated[Priority, Query()] = 0,
+        time_zone: Annotated[TimeZone | None, Query()] = None,
+        days: Annotated[int, Query(ge=1, le=730)] = 365,
+    ) -> CalendarImported:
+        """A layer from an `.ics` body (RRULE, EXDATE, RECURRENCE-ID, time zones), expanded
+        over the next `days`; importing again under the same name replaces it. Floating
+        times are read in `time_zone` (default: the site's)."""
+        body = await request.body()
+        if len(body) > MAX_ICS_BYTES:
+            raise ApiError(413, "too_large", "an .ics file is at most 1 MiB")
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise ApiError(422, "not_utf8", "the .ics file must be UTF-8", "body") from None
+        async with pool.acquire() as connection:
+            return await store_calendar(
+                connection, _pool(pool_name), name, priority, text, time_zone, days
+            )
+
+    @router.post("/calendar-tokens", status_code=201, response_model=TokenOut)
+    async def create_token(body: TokenFor) -> TokenOut:
+        """A private iCalendar feed URL for a coach or a site (the next 60 days)."""
+        async with pool.acquire() as connection:
+            if body.coach_id is not None:
+                await _known_coaches(connection, [body.coach_id], "coach_id")
+            else:
+                assert body.site_id is not None
+                await _site_facts(connection, body.site_id)
+            token_id, token = await schedule_store.create_calendar_token(
+                connection, CalendarSubject(body.coach_id, body.site_id)
+            )
+        return TokenOut(token_id=token_id, path=f"/v1/calendars/{token}.ics")
+
+    @router.delete("/calendar-tokens/{token_id}", status_code=204)
+    async def revoke_token(token_id: UUID) -> Response:
+        """The feed stops answering at once."""
+        async with pool.acquire() as connection:
+            if not await schedule_store.revoke_calendar_token(connection, token_id):
+                raise ApiError(404, "not_found", "no such calendar token")
+        return Response(status_code=204)
+
+    @router.get("/sites/{site_id}/schedule", response_model=ScheduleOut)
+    async def get_schedule(
+        site_id: str, days: Annotated[int, Query(ge=1, le=28)] = 14
+    ) -> ScheduleOut:
+        """Who is on call for the site and its state pool over the next `days`, as segments
+        (what a coverage timeline draws; eligibility is the coverage report's)."""
+        now = datetime.now(UTC)
+        window = Interval(now, now + timedelta(days=days))
+        async with pool.acquire() as connection:
+            state, _ = await _site_facts(connection, site_id)
+            site_pool, state_pool = Pool.site(site_id), Pool.state(state)
+            schedules = await schedule_store.pool_schedules(
+                connection, [site_pool, state_pool], window
+            )
+        site_line, state_line = (schedules[p].timeline(window) for p in (site_pool, state_pool))
+        points = sorted({*site_line.starts, *state_line.starts})
+        return ScheduleOut(
+            site_id=site_id,
+            start=window.start,
+            end=window.end,
+            segments=[
+                Segment(
+                    start=start,
+                    end=end,
+                    site=sorted(site_line.at(start), key=str),
+                    state_pool=sorted(state_line.at(start), key=str),
+                )
+                for start, end in zip(points, [*points[1:], window.end], strict=True)
+            ],
+        )
+
+
+def build_calendar_router(pool: asyncpg.Pool) -> APIRouter:
+    """GET /v1/calendars/{token}.ics: the feed a calendar app subscribes to (no other auth:
+    the token is the secret; revoking it ends the feed)."""
+    router = APIRouter(tags=["calendars"])
+
+    @router.get(
+        "/v1/calendars/{token}.ics",
+        response_class=Response,
+        responses={200: {"content": {"text/calendar": {}}}, 404: {"description": "No feed."}},
+    )
+    async def feed(token: Annotated[str, Path(max_length=100)]) -> Response:
+        now = datetime.now(UTC)
+        # Computed from a fixed point well before now, so a shift under way keeps its true
+        # start, hence its UID, from one refresh to the next (shifts over already are left out).
+        since = now.replace(hour=0, minute=0, second=0, microsecond=0) - FEED_LOOKBACK
+        window = Interval(since, now + timedelta(days=FEED_DAYS))
+        async with pool.acquire() as connection:
+            subject = await schedule_store.calendar_subject(connection, token)
+            if subject is None:
+                raise ApiError(404, "not_found", "no such calendar")
+            if subject.site_id is not None:
+                name, entries, zone = await _site_feed(connection, subject.site_id, window)
+            else:
+                assert subject.coach_id is not None
+                name, entries, zone = await _coach_feed(connection, subject.coach_id, window)
+        current = [entry for entry in entries if entry.shift.interval.end > now]
+        return Response(
+            export_ics(name, current, zone, now),
+            media_type="text/calendar",
+            headers={"Cache-Control": "private, max-age=300"},
+        )
+
+    return router
+
+
+async def _site_feed(
+    connection: Connection, site_id: str, window: Interval
+) -> tuple[str, list[CalendarEntry], ZoneInfo]:
+    state, time_zone = await _site_facts(connection, site_id)
+    pools = [Pool.site(site_id), Pool.state(state)]
+    schedules = await schedule_store.pool_schedules(connection, pools, window)
+    timelines = {pool: schedules[pool].timeline(window).shifts() for pool in pools}
+    coach_ids = {shift.coach_id for shifts in timelines.values() for shift in shifts}
+    coaches = await roster_store.coaches_by_id(connection, coach_ids)
+    entries = [
+        CalendarEntry(
+            pool,
+            shift,
+            (coaches[shift.coach_id].display_name if shift.coach_id in coaches else "a coach")
+            + (" (state pool)" if pool.kind is PoolKind.STATE else ""),
+        )
+        for pool, shifts in timelines.items()
+        for shift in shifts
+    ]
+    return f"On call: {site_id}", entries, ZoneInfo(time_zone)
+
+
+async def _coach_feed(
+    connection: Connection, coach_id: UUID, window: Interval
+) -> tuple[str, list[CalendarEntry], ZoneInfo]:
+    pools = await schedule_store.coach_pools(connection, coach_id)
+    schedules = await schedule_store.pool_schedules(connection, pools, window)
+    entries = [
+        CalendarEntry(
+            pool,
+            shift,
+            f"On call: {pool.key}" + (" state pool" if pool.kind is PoolKind.STATE else ""),
+        )
+        for pool in pools
+        for shift in schedules[pool].timeline(window).shifts()
+        if shift.coach_id == coach_id
+    ]
+    return "My on-call shifts", entries, ZoneInfo("UTC")

@@ -1,0 +1,462 @@
+"""Schedules on real Kafka and PostgreSQL: a referral goes to the coach a rotation has on
+call, before and after a handoff; a coach who texted OFF is not offered the next one and
+the coverage report shows the gap at once; calendar feeds and imports over HTTP.
+
+A broker and a database of its own; each test has its own site and coaches.
+"""
+
+import asyncio
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import pytest
+from faststream.kafka import KafkaBroker
+from icalendar import Calendar
+
+from handoff_devenv import KafkaCluster
+from handoff_matching.adapters import dispatch_store
+from handoff_matching.adapters.roster_store import apply_migrations, import_roster, remember_site
+from handoff_matching.app import MatchingRuntime, MatchingSettings
+from handoff_matching.domain.calendars import COACH_PROPERTY
+from handoff_matching.domain.dispatch import DispatchSettings
+from handoff_matching.roster_file import RosterFile
+from handoff_platform.kafka import ensure_topics, make_broker
+from handoff_schemas import Envelope, Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import (
+    CoachAvailabilityChanged,
+    OfferMade,
+    ReferralCreated,
+    ReferralUnassigned,
+    SiteFacts,
+)
+from handoff_schemas.topics import partition_key
+from handoff_schemas.vocabulary import Consent, Substance, UnassignedReason, Urgency
+from tests.integration.conftest import create_database
+from tests.support.kafka import read_topic, send
+from tests.support.waiting import eventually
+
+ADMIN_TOKEN = "coordinator-secret"
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+@pytest.fixture(scope="module")
+async def database(database_url: str) -> str:
+    created = await create_database(database_url)
+    await apply_migrations(created)
+    return created
+
+
+@pytest.fixture(scope="module")
+async def matching(database: str, own_kafka: KafkaCluster) -> AsyncIterator[MatchingRuntime]:
+    await ensure_topics(own_kafka.bootstrap_servers)
+    runtime = await MatchingRuntime.start(
+        MatchingSettings(
+            database_url=database,
+            kafka_bootstrap_servers=own_kafka.bootstrap_servers,
+            matching_admin_token=ADMIN_TOKEN,
+        )
+    )
+
+    async def connected() -> bool:
+        return runtime.kafka_connected.is_set()
+
+    await eventually(connected, within=60, what="matching on Kafka")
+    yield runtime
+    await runtime.stop()
+
+
+@pytest.fixture(scope="module")
+async def stand_in(own_kafka: KafkaCluster) -> AsyncIterator[KafkaBroker]:
+    """Publishes as the referral and notify services would."""
+    broker = make_broker(own_kafka.bootstrap_servers, client_id="stand-in")
+    async with broker:
+        yield broker
+
+
+@pytest.fixture
+async def admin(matching: MatchingRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matching.app),
+        base_url="http://matching",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ) as client:
+        yield client
+
+
+class Site:
+    """A site of its own in `state`, with coaches of its own (each with its own phone)."""
+
+    def __init__(self, state: str, coaches: int) -> None:
+        self.site_id = f"{state.lower()}-{uuid.uuid4().hex[:8]}"
+        self.state = state
+        self.coaches = [uuid.uuid4() for _ in range(coaches)]
+        self.phones = [f"+1802555{uuid.uuid4().int % 10_000:04d}" for _ in range(coaches)]
+
+    async def register(self, database: str, weekly: bool = False) -> None:
+        """Coaches in the roster (around the clock in weekly shifts if `weekly`), the site's
+        facts as its registration brings them, and sequential dispatch with no supervisors."""
+        roster = RosterFile.model_validate(
+            {
+                "coaches": [
+                    {
+                        "coach_id": str(coach_id),
+                        "display_name": f"Coach {n} of {self.site_id}",
+                        "contact_methods": [{"channel": "sms", "destination": phone}],
+                        "languages": ["en"],
+                        "max_concurrent": 5,
+                        "certifications": [
+                            {"state": self.state, "credential": "CPRS", "expires_on": "2030-01-01"}
+                        ],
+                    }
+                    for n, (coach_id, phone) in enumerate(
+                        zip(self.coaches, self.phones, strict=True)
+                    )
+                ],
+                "shifts": [
+                    {
+                        "coach_id": str(coach_id),
+                        "pool": f"site:{self.site_id}",
+                        "weekday": day,
+                        "start": "00:00",
+                        "end": "00:00",
+                        "time_zone": "America/New_York",
+                    }
+                    for coach_id in (self.coaches if weekly else [])
+                    for day in (
+                        "monday",
+                        "tuesday",
+                        "wednesday",
+                        "thursday",
+                        "friday",
+                        "saturday",
+                        "sunday",
+                    )
+                ],
+            }
+        )
+        connection = await asyncpg.connect(database)
+        try:
+            await import_roster(connection, roster)
+            await remember_site(connection, self.site_id, "Test ED", self.state, NEW_YORK.key)
+            await dispatch_store.put_site_settings(
+                connection, self.site_id, DispatchSettings(), False, ()
+            )
+        finally:
+            await connection.close()
+
+    def referral(self) -> ReferralCreated:
+        return ReferralCreated(
+            referral_id=uuid.uuid4(),
+            site=SiteFacts(
+                site_id=self.site_id, short_name="Test ED", state=self.state, time_zone=NEW_YORK.key
+            ),
+            urgency=Urgency.URGENT,
+            location="ED bay 4",
+            callback_phone="+14105550100",
+            preferred_language="en",
+            interpreter_needed=False,
+            substances=frozenset({Substance.OPIOIDS}),
+            consent=Consent.OBTAINED,
+            received_at=datetime.now(UTC),
+        )
+
+
+async def dispatched(bootstrap: str, referral_id: uuid.UUID, what: str) -> Any:
+    """The first event matching published about this referral."""
+    key = str(referral_id).encode()
+
+    async def first() -> Any:
+        records = await read_topic(bootstrap, Topic.DISPATCH)
+        events = [decode_event(r.value).data for r in records if r.key == key]
+        return events[0] if events else None
+
+    return await eventually(first, within=30, what=what)
+
+
+async def on_call_at_site(admin: httpx.AsyncClient, site_id: str) -> list[str]:
+    response = await admin.get(f"/v1/admin/sites/{site_id}/on-call")
+    assert response.status_code == 200
+    on_call: list[str] = response.json()["site"]
+    return on_call
+
+
+async def test_a_referral_goes_to_the_coach_the_rotation_has_on_call_before_and_after_a_handoff(
+    matching: MatchingRuntime,
+    admin: httpx.AsyncClient,
+    stand_in: KafkaBroker,
+    database: str,
+    own_kafka: KafkaCluster,
+) -> None:
+    site = Site("MD", 2)
+    await site.register(database)
+    first, second = site.coaches
+    # Hourly shifts, the next handoff 15 s from now: shift 0 (first) began 59 min 45 s ago.
+    handoff = (
+        (datetime.now(UTC) + timedelta(seconds=15)).astimezone(NEW_YORK).replace(microsecond=0)
+    )
+    start = handoff - timedelta(hours=1)
+    rotation = {
+        "pool": f"site:{site.site_id}",
+        "name": "hourly",
+        "time_zone": NEW_YORK.key,
+        "start_date": start.date().isoformat(),
+        "handoff": start.time().isoformat(),
+        "shift_length": 1,
+        "shift_unit": "hours",
+        "participants": [str(first), str(second)],
+    }
+    created = await admin.post("/v1/admin/rotations", json=rotation)
+    assert created.status_code == 201, created.text
+    listed = (
+        await admin.get("/v1/admin/rotations", params={"pool": f"site:{site.site_id}"})
+    ).json()
+    assert [r["layer_id"] for r in listed] == [created.json()["layer_id"]]
+    assert (await admin.post("/v1/admin/rotations", json=rotation)).status_code == 409
+
+    before = await send(stand_in, site.referral())
+    offer = await dispatched(own_kafka.bootstrap_servers, before.data.referral_id, "first offer")
+    assert isinstance(offer, OfferMade)
+    assert datetime.now(UTC) < handoff, "the first referral was dispatched after the handoff"
+    assert offer.coach_id == first
+
+    async def handed_over() -> bool:
+        return await on_call_at_site(admin, site.site_id) == [str(second)]
+
+    await eventually(handed_over, within=30, what="the handoff to the second coach")
+    after = await send(stand_in, site.referral())
+    offer = await dispatched(own_kafka.bootstrap_servers, after.data.referral_id, "second offer")
+    assert isinstance(offer, OfferMade)
+    assert offer.coach_id == second
+
+    schedule = (await admin.get(f"/v1/admin/sites/{site.site_id}/schedule?days=1")).json()
+    assert [s["site"] for s in schedule["segments"][:2]] == [[str(second)], [str(first)]]
+    assert schedule["segments"][1]["start"] == (handoff + timedelta(hours=1)).astimezone(
+        UTC
+    ).isoformat().replace("+00:00", "Z")
+
+
+async def test_a_coach_who_texts_off_is_not_offered_the_next_referral_and_the_gap_shows(
+    matching: MatchingRuntime,
+    admin: httpx.AsyncClient,
+    stand_in: KafkaBroker,
+    database: str,
+    own_kafka: KafkaCluster,
+) -> None:
+    site = Site("VT", 1)
+    await site.register(database, weekly=True)
+    [coach], [phone] = site.coaches, site.phones
+    coverage = f"/v1/admin/sites/{site.site_id}/coverage?days=1"
+    assert (await admin.get(coverage)).json()["gaps"] == []
+    off_at = datetime.now(UTC)
+    off = CoachAvailabilityChanged(
+        phone=phone, available=False, changed_at=off_at, until=off_at + timedelta(hours=24)
+    )
+    await _publish(stand_in, off)
+
+    async def off_call() -> bool:
+        return await on_call_at_site(admin, site.site_id) == []
+
+    await eventually(off_call, within=30, what="the coach off call")
+    report = (await admin.get(coverage)).json()
+    [gap] = report["gaps"]
+    assert gap["start"] == report["start"]  # the gap is there at once
+    assert datetime.fromisoformat(gap["end"]) == off.until  # the site's only coach, off 24 h
+    referral = await send(stand_in, site.referral())
+    event = await dispatched(own_kafka.bootstrap_servers, referral.data.referral_id, "no offer")
+    assert isinstance(event, ReferralUnassigned)
+    assert event.reason is UnassignedReason.NOBODY_ON_CALL
+
+    await _publish(
+        stand_in,
+        CoachAvailabilityChanged(phone=phone, available=True, changed_at=datetime.now(UTC)),
+    )
+
+    async def back() -> bool:
+        return await on_call_at_site(admin, site.site_id) == [str(coach)]
+
+    await eventually(back, within=30, what="the coach on call again")
+    assert (await admin.get(coverage)).json()["gaps"] == []
+
+
+async def test_calendar_feeds_with_stable_uids_an_import_above_the_rotation_and_a_temporary(
+    matching: MatchingRuntime, admin: httpx.AsyncClient, database: str
+) -> None:
+    site = Site("MD", 2)
+    await site.register(database)
+    first, second = site.coaches
+    today = datetime.now(NEW_YORK).date()
+    daily = {
+        "pool": f"site:{site.site_id}",
+        "name": "24 h at 00:00",
+        "time_zone": NEW_YORK.key,
+        "start_date": (today - timedelta(days=2)).isoformat(),
+        "handoff": "00:00",
+        "shift_length": 1,
+        "shift_unit": "days",
+        "participants": [str(first), str(second)],
+    }
+    assert (await admin.post("/v1/admin/rotations", json=daily)).status_code == 201
+    assert await on_call_at_site(admin, site.site_id) == [str(first)]  # day 2: the first again
+
+    site_token = await admin.post("/v1/admin/calendar-tokens", json={"site_id": site.site_id})
+    coach_token = await admin.post("/v1/admin/calendar-tokens", json={"coach_id": str(second)})
+    assert site_token.status_code == coach_token.status_code == 201
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matching.app), base_url="http://matching"
+    ) as subscriber:
+        feed = await subscriber.get(site_token.json()["path"])
+        assert feed.status_code == 200
+        assert feed.headers["content-type"].startswith("text/calendar")
+        events = Calendar.from_ical(feed.text).walk("VEVENT")
+        assert 60 <= len(events) <= 61  # a shift a day for the next 60 days
+        assert {str(e["summary"]) for e in events} == {
+            f"Coach 0 of {site.site_id}",
+            f"Coach 1 of {site.site_id}",
+        }
+        again = Calendar.from_ical((await subscriber.get(site_token.json()["path"])).text)
+        assert [str(e["uid"]) for e in again.walk("VEVENT")] == [str(e["uid"]) for e in events]
+        mine = Calendar.from_ical((await subscriber.get(coach_token.json()["path"])).text)
+        assert {str(e[COACH_PROPERTY]) for e in mine.walk("VEVENT")} == {str(second)}
+        assert 30 <= len(mine.walk("VEVENT")) <= 31
+
+        token_id = site_token.json()["token_id"]
+        assert (await admin.delete(f"/v1/admin/calendar-tokens/{token_id}")).status_code == 204
+        assert (await subscriber.get(site_token.json()["path"])).status_code == 404
+
+    now = datetime.now(UTC)
+    ics = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Tests//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:cover@tests\r\nDTSTAMP:{now:%Y%m%dT%H%M%SZ}\r\n"
+        f"DTSTART:{now - timedelta(hours=1):%Y%m%dT%H%M%SZ}\r\n"
+        f"DTEND:{now + timedelta(hours=1):%Y%m%dT%H%M%SZ}\r\n"
+        f"SUMMARY:Coach 1 of {site.site_id}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    params = {"pool": f"site:{site.site_id}", "name": "cover", "priority": "5"}
+    imported = await admin.post("/v1/admin/calendars/import", params=params, content=ics)
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["shifts"] == 1
+    assert await on_call_at_site(admin, site.site_id) == [str(second)]  # the higher layer
+    unknown = await admin.post(
+        "/v1/admin/calendars/import", params=params, content=ics.replace("Coach 1", "Nobody")
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["fields"][0]["field"] == "body"
+    layers = (await admin.get("/v1/admin/layers", params={"pool": f"site:{site.site_id}"})).json()
+    assert [(layer["name"], layer["priority"]) for layer in layers] == [
+        ("cover", 5),
+        ("24 h at 00:00", 0),
+    ]
+
+    strike = {
+        "pool": f"site:{site.site_id}",
+        "start": (now - timedelta(minutes=1)).isoformat(),
+        "end": (now + timedelta(hours=1)).isoformat(),
+        "shifts": [],
+    }
+    temporary = await admin.post("/v1/admin/temporary-schedules", json=strike)
+    assert temporary.status_code == 201
+    assert await on_call_at_site(admin, site.site_id) == []
+    outside = {
+        **strike,
+        "shifts": [
+            {
+                "coach_id": str(first),
+                "start": strike["start"],
+                "end": (now + timedelta(hours=2)).isoformat(),
+            }
+        ],
+    }
+    refused = await admin.post("/v1/admin/temporary-schedules", json=outside)
+    assert refused.status_code == 422
+    temporary_id = temporary.json()["temporary_id"]
+    assert (await admin.delete(f"/v1/admin/temporary-schedules/{temporary_id}")).status_code == 204
+    assert await on_call_at_site(admin, site.site_id) == [str(second)]
+
+
+def handoff_cli(database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [".venv/bin/handoff", "matching", *args],
+        env={**os.environ, "DATABASE_URL": database},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_coordinators_keep_rotations_layers_calendars_from_the_command_line(
+    admin: httpx.AsyncClient, database: str, tmp_path: Path
+) -> None:
+    site = Site("MD", 2)
+    await site.register(database)
+    first, second = site.coaches
+    pool = f"site:{site.site_id}"
+    rotation = [
+        *("rotation", "add", "--pool", pool, "--name", "nights", "--time-zone", NEW_YORK.key),
+        *("--start-date", "2026-10-05", "--handoff", "20:00", "--every", "1", "--unit", "days"),
+        *("--participant", str(first), "--participant", str(second), "--priority", "3"),
+    ]
+    added = await asyncio.to_thread(handoff_cli, database, *rotation)
+    assert added.returncode == 0, added.stderr
+    listed = await asyncio.to_thread(handoff_cli, database, "rotation", "list", "--pool", pool)
+    assert f"{pool}  'nights'  priority 3  every 1 days from 2026-10-05 20:00" in listed.stdout
+    unknown = [*rotation[:-3], str(uuid.uuid4())]
+    refused = await asyncio.to_thread(handoff_cli, database, *unknown)
+    assert refused.returncode == 2
+    assert "participants: no such coach in the roster" in refused.stderr
+
+    layer_id = added.stdout.split()[1]
+    lowered = await asyncio.to_thread(handoff_cli, database, "schedule", "priority", layer_id, "1")
+    assert lowered.returncode == 0, lowered.stderr
+    layers = (await admin.get("/v1/admin/layers", params={"pool": pool})).json()
+    assert [(layer["name"], layer["priority"]) for layer in layers] == [("nights", 1)]
+
+    token = await asyncio.to_thread(
+        handoff_cli, database, "calendar", "token", "--coach", str(first)
+    )
+    assert token.returncode == 0, token.stderr
+    assert "GET /v1/calendars/" in token.stdout
+    exported = tmp_path / "rota.ics"
+    now = datetime.now(UTC)
+    exported.write_text(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Tests//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:days@tests\r\nDTSTAMP:{now:%Y%m%dT%H%M%SZ}\r\nDTSTART:20261005T080000\r\n"
+        "DTEND:20261005T200000\r\nRRULE:FREQ=DAILY\r\n"
+        f"SUMMARY:Coach 0 of {site.site_id}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    imported = await asyncio.to_thread(
+        handoff_cli,
+        database,
+        "ics",
+        "import",
+        str(exported),
+        "--pool",
+        pool,
+        "--name",
+        "days",
+        "--days",
+        "30",
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert ": 31 shifts until" in imported.stdout or ": 30 shifts until" in imported.stdout
+    removed = await asyncio.to_thread(handoff_cli, database, "schedule", "remove", layer_id)
+    assert removed.returncode == 0, removed.stderr
+    layers = (await admin.get("/v1/admin/layers", params={"pool": pool})).json()
+    assert [layer["name"] for layer in layers] == ["days"]
+
+
+async def _publish(broker: KafkaBroker, change: CoachAvailabilityChanged) -> None:
+    """As notify publishes a coach's OFF or ON."""
+    envelope = Envelope.wrap(change, source="/handoff/notify", correlation_id="tests")
+    await broker.publish(
+        envelope.model_dump_json().encode(), Topic.PAGES.value, key=partition_key(envelope.subject)
+    )
