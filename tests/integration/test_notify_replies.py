@@ -36,7 +36,7 @@ from handoff_schemas.vocabulary import (
     UnassignedReason,
     WithdrawReason,
 )
-from tests.support.fake_twilio import Recorded, signed_post
+from tests.support.fake_twilio import signed_post
 from tests.support.kafka import read_topic, send
 from tests.support.notify import (
     ADMIN_TOKEN,

@@ -22,7 +22,6 @@ from handoff_matching.service import coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 
-
 # A site id in a path, as the event contract spells it: a NUL byte or a 10 kB id is a 422
 # naming `site_id`, never a query that fails in PostgreSQL.
 SitePath = Annotated[

@@ -17,8 +17,8 @@ from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
-from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.entrypoints import fhir_cli
+from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas.events import SiteFacts
