@@ -1,15 +1,18 @@
 """What the benchmarks share: the servers they run on, a fresh database, the CLI, the three
 services with a site to post to, percentiles."""
 
+import argparse
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -43,6 +46,17 @@ def infrastructure() -> Iterator[Servers]:
     finally:
         kafka.stop()
         postgres.destroy()
+
+
+def lookup_bench(measure: Callable[[str, int], Coroutine[Any, Any, None]], doc: str) -> None:
+    """The command line of a bench that times `--referrals` (default 2,000) lookups:
+    `measure(database_url, referrals)` runs on a fresh database of the benchmark servers."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--referrals", type=int, default=2000)
+    referrals = parser.parse_args().referrals
+    with infrastructure() as servers:
+        database_url = asyncio.run(fresh_database(servers.database_url))
+        asyncio.run(measure(database_url, referrals))
 
 
 async def fresh_database(server_url: str) -> str:

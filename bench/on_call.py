@@ -16,8 +16,6 @@ pool is read:
     .venv/bin/python -m bench.on_call [--referrals 2000]
 """
 
-import argparse
-import asyncio
 import random
 import statistics
 import time
@@ -25,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench.common import fresh_database, infrastructure, percentile
+from bench.common import lookup_bench, percentile
 from bench.roster_queries import SITES, STATES, seed
 from handoff_matching.adapters import roster_store
 from handoff_matching.domain.schedules import Interval, Pool, on_call
@@ -124,13 +122,5 @@ async def measure(database_url: str, referrals: int) -> None:
     print(summary("reference: weekly-shift lookup (before)", reference))
 
 
-def main(referrals: int) -> None:
-    with infrastructure() as servers:
-        database_url = asyncio.run(fresh_database(servers.database_url))
-        asyncio.run(measure(database_url, referrals))
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--referrals", type=int, default=2000)
-    main(parser.parse_args().referrals)
+    lookup_bench(measure, __doc__ or "")

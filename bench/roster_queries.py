@@ -11,8 +11,6 @@ shift by its primary key, the floor for any indexed read.
     .venv/bin/python -m bench.roster_queries [--referrals 2000]
 """
 
-import argparse
-import asyncio
 import random
 import statistics
 import time
@@ -20,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench.common import fresh_database, infrastructure, percentile
+from bench.common import lookup_bench, percentile
 from handoff_matching.adapters import roster_store
 from handoff_matching.domain.schedules import Interval, Pool
 
@@ -87,13 +85,5 @@ async def measure(database_url: str, referrals: int) -> None:
         )
 
 
-def main(referrals: int) -> None:
-    with infrastructure() as servers:
-        database_url = asyncio.run(fresh_database(servers.database_url))
-        asyncio.run(measure(database_url, referrals))
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--referrals", type=int, default=2000)
-    main(parser.parse_args().referrals)
+    lookup_bench(measure, __doc__ or "")
