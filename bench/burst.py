@@ -55,7 +55,7 @@ import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from bench.common import fresh_database, handoff, infrastructure, percentile
+from bench.common import fresh_database, handoff, infrastructure, percentile, sandbox_messages
 from handoff_cli.demo import LINK, demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
@@ -380,18 +380,15 @@ async def _read_pages(
     paged: set[UUID] = set()  # offers whose page was seen: later messages are notices
     phones = set(run.phones)
     while True:
-        with contextlib.suppress(aiohttp.ClientError):
-            async with http.get(f"{notify_url}/sandbox/messages?after={seen}") as found:
-                messages = (await found.json())["messages"]
-            for message in messages:
-                seen = max(seen, message["id"])
-                found_link = LINK.search(message["body"])
-                if found_link is None or message["to"] not in phones:
-                    continue
-                offer_id = run.signer.offer_id(found_link.group(0).rsplit("/", 1)[1])
-                if offer_id and offer_id not in paged:
-                    paged.add(offer_id)
-                    pending[offer_id] = found_link.group(0)
+        messages, seen = await sandbox_messages(http, notify_url, seen)
+        for message in messages:
+            found_link = LINK.search(message["body"])
+            if found_link is None or message["to"] not in phones:
+                continue
+            offer_id = run.signer.offer_id(found_link.group(0).rsplit("/", 1)[1])
+            if offer_id and offer_id not in paged:
+                paged.add(offer_id)
+                pending[offer_id] = found_link.group(0)
         for offer_id, link in list(pending.items()):
             offer = run.observed.offers.get(offer_id)
             if offer is None or offer.referral_id not in run.referral_ids:

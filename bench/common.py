@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 
 from handoff_devenv import KafkaCluster, PostgresCluster
@@ -57,6 +58,18 @@ def lookup_bench(measure: Callable[[str, int], Coroutine[Any, Any, None]], doc: 
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         asyncio.run(measure(database_url, referrals))
+
+
+async def sandbox_messages(
+    http: aiohttp.ClientSession, notify_url: str, after: int
+) -> tuple[list[dict[str, Any]], int]:
+    """One poll of notify's sandbox: the messages with an id above `after` (dicts with id, to,
+    body, ...), and the highest id seen so far. A connection error reads as no new message."""
+    with contextlib.suppress(aiohttp.ClientError):
+        async with http.get(f"{notify_url}/sandbox/messages?after={after}") as found:
+            messages: list[dict[str, Any]] = (await found.json())["messages"]
+        return messages, max([after, *(message["id"] for message in messages)])
+    return [], after
 
 
 async def fresh_database(server_url: str) -> str:

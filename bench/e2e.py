@@ -41,6 +41,7 @@ from bench.common import (
     fresh_database,
     infrastructure,
     percentile,
+    sandbox_messages,
     service_env,
     start_services,
 )
@@ -201,16 +202,13 @@ async def coach_bot(notify_url: str) -> None:
                     await asyncio.sleep(0.2)
 
         while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{notify_url}/sandbox/messages?after={seen}") as found:
-                    messages = (await found.json())["messages"]
-                for message in messages:
-                    seen = max(seen, message["id"])
-                    page = LINK.search(message["body"])
-                    if page and "Reply 1" in message["body"] and message["id"] % 10 == 0:
-                        task = asyncio.create_task(visit(page.group(0)))
-                        visits.add(task)
-                        task.add_done_callback(visits.discard)
+            messages, seen = await sandbox_messages(http, notify_url, seen)
+            for message in messages:
+                page = LINK.search(message["body"])
+                if page and "Reply 1" in message["body"] and message["id"] % 10 == 0:
+                    task = asyncio.create_task(visit(page.group(0)))
+                    visits.add(task)
+                    task.add_done_callback(visits.discard)
             await asyncio.sleep(0.5)
 
 
