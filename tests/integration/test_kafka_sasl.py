@@ -8,7 +8,6 @@ and lag sampler all log in with them.
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,10 +20,9 @@ from handoff_referral.app import ReferralRuntime
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
-from handoff_schemas.events import OfferMade, ReferralCreated
-from handoff_schemas.vocabulary import Tier, Urgency
+from handoff_schemas.events import ReferralCreated
 from tests.integration.conftest import HospitalFactory, create_database
-from tests.support.events import BRIEFING
+from tests.support.events import offer_made
 from tests.support.kafka import read_topic, send
 from tests.support.patients import referral_body
 from tests.support.waiting import eventually
@@ -75,20 +73,6 @@ async def _connected(runtime: ReferralRuntime) -> bool:
     return runtime.kafka_connected.is_set()
 
 
-def _offer(referral_id: uuid.UUID) -> OfferMade:
-    return OfferMade(
-        referral_id=referral_id,
-        offer_id=uuid.uuid4(),
-        coach_id=uuid.uuid4(),
-        site_id="md-test",
-        site_short_name="Test ED",
-        urgency=Urgency.URGENT,
-        tier=Tier.SITE,
-        expires_at=datetime.now(UTC) + timedelta(minutes=5),
-        briefing=BRIEFING,
-    )
-
-
 async def test_the_service_publishes_and_consumes_over_a_scram_listener(
     scram_kafka: KafkaCluster, referral_on_scram: ReferralRuntime, hospital: HospitalFactory
 ) -> None:
@@ -114,7 +98,7 @@ async def test_the_service_publishes_and_consumes_over_a_scram_listener(
 
     security = _settings(scram_kafka, STAND_IN_USER, PASSWORDS[STAND_IN_USER]).kafka_security
     async with make_broker(scram_kafka.bootstrap_servers, "stand-in", security) as matching:
-        await send(matching, _offer(referral_id))
+        await send(matching, offer_made(referral_id))
 
     async def offered() -> bool:
         body = (await ed.client.get(f"/v1/referrals/{referral_id}")).json()

@@ -20,15 +20,12 @@ from handoff_referral.app import ReferralRuntime
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
-    CoachAssigned,
-    CoachResponded,
-    OfferMade,
     ReferralCancelled,
     ReferralCreated,
 )
-from handoff_schemas.vocabulary import CoachResponse, ResponseVia, Tier, Urgency
+from handoff_schemas.vocabulary import CoachResponse, Urgency
 from tests.integration.conftest import outbox_empty, register_site
-from tests.support.events import BRIEFING
+from tests.support.events import coach_assigned, coach_responded, offer_made
 from tests.support.fhir import ClientKeys, service_request, task, token_form, transaction_bundle
 from tests.support.kafka import read_topic, send
 from tests.support.patients import NOTES
@@ -215,34 +212,19 @@ async def test_service_request_and_task_follow_the_referral_to_completion(
 
     coach_id, offer_id, now = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
     rid = uuid.UUID(referral_id)
-    await send(
-        other_services,
-        OfferMade(
-            referral_id=rid,
-            offer_id=offer_id,
-            coach_id=coach_id,
-            site_id=client.site_id,
-            site_short_name="Test ED",
-            urgency=Urgency.URGENT,
-            tier=Tier.SITE,
-            expires_at=now + timedelta(minutes=5),
-            briefing=BRIEFING,
-        ),
-    )
-    await send(
-        other_services,
-        CoachAssigned(
-            referral_id=rid,
-            offer_id=offer_id,
-            coach_id=coach_id,
-            assigned_at=now + timedelta(seconds=1),
-            arrival_deadline=now + timedelta(hours=1),
-        ),
-    )
+    offer = offer_made(rid, coach_id=coach_id, offer_id=offer_id, site_id=client.site_id)
+    await send(other_services, offer)
+    await send(other_services, coach_assigned(rid, offer_id, coach_id, now + timedelta(seconds=1)))
     await _task_is(client, referral_id, "accepted", "3.0")
-    await _responded(other_services, rid, offer_id, coach_id, CoachResponse.ARRIVED, now, 2)
+    arrived = now + timedelta(seconds=2)
+    await send(
+        other_services, coach_responded(rid, offer_id, coach_id, CoachResponse.ARRIVED, arrived)
+    )
     await _task_is(client, referral_id, "in-progress", "5.1.1")
-    await _responded(other_services, rid, offer_id, coach_id, CoachResponse.COMPLETED, now, 3)
+    completed = now + timedelta(seconds=3)
+    await send(
+        other_services, coach_responded(rid, offer_id, coach_id, CoachResponse.COMPLETED, completed)
+    )
     done = await _task_is(client, referral_id, "completed", "7.0")
     steps = [o["type"]["coding"][0]["code"] for o in done["output"]]
     assert steps == ["received", "offered", "accepted", "arrived", "completed"]
@@ -255,28 +237,6 @@ async def test_service_request_and_task_follow_the_referral_to_completion(
     )
     assert late.status_code == 409
     assert late.json()["issue"][0]["expression"] == ["Task.status"]
-
-
-async def _responded(
-    broker: KafkaBroker,
-    referral_id: uuid.UUID,
-    offer_id: uuid.UUID,
-    coach_id: uuid.UUID,
-    response: CoachResponse,
-    now: datetime,
-    second: int,
-) -> None:
-    await send(
-        broker,
-        CoachResponded(
-            referral_id=referral_id,
-            offer_id=offer_id,
-            coach_id=coach_id,
-            response=response,
-            via=ResponseVia.LINK,
-            responded_at=now + timedelta(seconds=second),
-        ),
-    )
 
 
 async def test_a_transaction_bundle_makes_the_referral_and_a_patch_cancels_it(

@@ -36,14 +36,13 @@ from handoff_referral.service import ReferralService
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
-    CoachAssigned,
-    CoachResponded,
     ReferralCancelled,
     ReferralCreated,
     ReferralUpdated,
 )
-from handoff_schemas.vocabulary import CoachResponse, ResponseVia
+from handoff_schemas.vocabulary import CoachResponse
 from tests.integration.conftest import create_database, outbox_empty, register_site
+from tests.support.events import coach_assigned, coach_responded
 from tests.support.hl7_messages import PID_PHI, adt, interface, order
 from tests.support.kafka import read_topic, send
 from tests.support.patients import SERVICE_LOGS
@@ -337,27 +336,12 @@ async def _coach_arrives(broker: KafkaBroker, ed: Engine, referral_id: uuid.UUID
     # accepted just after the referral was received, at the bedside just after that, both
     # before the discharge the test sends next.
     received = (await ed.runtime.service.get(ed.site, referral_id)).timeline[0].at
-    now = received + timedelta(milliseconds=1)
+    accepted = received + timedelta(milliseconds=1)
+    await send(broker, coach_assigned(referral_id, offer_id, coach_id, accepted))
+    arrived_at = accepted + timedelta(milliseconds=1)
     await send(
         broker,
-        CoachAssigned(
-            referral_id=referral_id,
-            offer_id=offer_id,
-            coach_id=coach_id,
-            assigned_at=now,
-            arrival_deadline=now + timedelta(hours=1),
-        ),
-    )
-    await send(
-        broker,
-        CoachResponded(
-            referral_id=referral_id,
-            offer_id=offer_id,
-            coach_id=coach_id,
-            response=CoachResponse.ARRIVED,
-            via=ResponseVia.LINK,
-            responded_at=now + timedelta(milliseconds=1),
-        ),
+        coach_responded(referral_id, offer_id, coach_id, CoachResponse.ARRIVED, arrived_at),
     )
 
     async def arrived() -> bool:

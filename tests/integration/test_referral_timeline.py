@@ -14,8 +14,6 @@ from handoff_referral.app import ReferralRuntime
 from handoff_schemas import dead_letter_topic
 from handoff_schemas.events import (
     CoachAssigned,
-    CoachResponded,
-    OfferMade,
     OfferWithdrawn,
     ReferralEscalated,
     ReferralExpired,
@@ -25,14 +23,12 @@ from handoff_schemas.events import (
 from handoff_schemas.vocabulary import (
     CoachResponse,
     ResponseVia,
-    Tier,
     UnassignedReason,
-    Urgency,
     WaitingReason,
     WithdrawReason,
 )
 from tests.integration.conftest import Hospital, HospitalFactory
-from tests.support.events import BRIEFING
+from tests.support.events import coach_assigned, coach_responded, offer_made
 from tests.support.kafka import read_topic, send
 from tests.support.patients import referral_body
 from tests.support.waiting import eventually
@@ -64,20 +60,6 @@ async def _timeline_is(
     return await eventually(probe, within=30, what=f"timeline {statuses} and status {status}")
 
 
-def _offer(referral_id: uuid.UUID, coach_id: uuid.UUID, offer_id: uuid.UUID) -> OfferMade:
-    return OfferMade(
-        referral_id=referral_id,
-        offer_id=offer_id,
-        coach_id=coach_id,
-        site_id="md-test",
-        site_short_name="Test ED",
-        urgency=Urgency.URGENT,
-        tier=Tier.SITE,
-        expires_at=datetime.now(UTC) + timedelta(minutes=5),
-        briefing=BRIEFING,
-    )
-
-
 async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     hospital: HospitalFactory, other_services: KafkaBroker
 ) -> None:
@@ -86,33 +68,18 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     coach_id, offer_id = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
 
-    offer = await send(other_services, _offer(referral_id, coach_id, offer_id))
+    offer = await send(
+        other_services, offer_made(referral_id, coach_id=coach_id, offer_id=offer_id)
+    )
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
 
-    await send(
-        other_services,
-        CoachAssigned(
-            referral_id=referral_id,
-            offer_id=offer_id,
-            coach_id=coach_id,
-            assigned_at=now + timedelta(seconds=1),
-            arrival_deadline=now + timedelta(hours=1),
-        ),
-    )
+    assigned = coach_assigned(referral_id, offer_id, coach_id, now + timedelta(seconds=1))
+    await send(other_services, assigned)
     await _timeline_is(ed, referral_id, ["received", "offered", "accepted"], "accepted")
 
     for response, second in ((CoachResponse.ARRIVED, 2), (CoachResponse.COMPLETED, 3)):
-        await send(
-            other_services,
-            CoachResponded(
-                referral_id=referral_id,
-                offer_id=offer_id,
-                coach_id=coach_id,
-                response=response,
-                via=ResponseVia.LINK,
-                responded_at=now + timedelta(seconds=second),
-            ),
-        )
+        at = now + timedelta(seconds=second)
+        await send(other_services, coach_responded(referral_id, offer_id, coach_id, response, at))
     body = await _timeline_is(
         ed, referral_id, ["received", "offered", "accepted", "arrived", "completed"], "completed"
     )
@@ -122,7 +89,7 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
 
     # The same OfferMade again (same event id) and a second offer change nothing now.
     await send(other_services, offer.data, event_id=offer.id)
-    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, offer_made(referral_id))
     cancel = await ed.client.post(
         f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
     )
@@ -135,7 +102,7 @@ async def test_nobody_accepting_shows_unassigned(
 ) -> None:
     ed = await hospital()
     referral_id = await _new_referral(ed)
-    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, offer_made(referral_id))
     await send(
         other_services,
         ReferralUnassigned(
@@ -154,13 +121,7 @@ async def _listed(ed: Hospital, status: str) -> set[str]:
 
 
 def _assigned(referral_id: uuid.UUID, offer_id: uuid.UUID, at: datetime) -> CoachAssigned:
-    return CoachAssigned(
-        referral_id=referral_id,
-        offer_id=offer_id,
-        coach_id=uuid.uuid4(),
-        assigned_at=at,
-        arrival_deadline=at + timedelta(hours=1),
-    )
+    return coach_assigned(referral_id, offer_id, uuid.uuid4(), at)
 
 
 async def test_a_referral_waits_in_line_then_is_offered_again_and_accepted(
@@ -183,7 +144,7 @@ async def test_a_referral_waits_in_line_then_is_offered_again_and_accepted(
     assert str(referral_id) not in await _listed(ed, "offered")
 
     first_offer, second_offer = uuid.uuid4(), uuid.uuid4()
-    await send(other_services, _offer(referral_id, uuid.uuid4(), first_offer))
+    await send(other_services, offer_made(referral_id, offer_id=first_offer))
     await send(
         other_services,
         OfferWithdrawn(
@@ -202,7 +163,7 @@ async def test_a_referral_waits_in_line_then_is_offered_again_and_accepted(
             waiting_since=datetime.now(UTC),
         ),
     )
-    await send(other_services, _offer(referral_id, uuid.uuid4(), second_offer))
+    await send(other_services, offer_made(referral_id, offer_id=second_offer))
     await send(other_services, _assigned(referral_id, second_offer, datetime.now(UTC)))
     await _timeline_is(
         ed,
@@ -231,7 +192,7 @@ async def test_offers_that_never_reached_the_coach_are_not_shown_as_no_answer(
     ]
     for reason, _ in endings:
         offer_id, coach_id = uuid.uuid4(), uuid.uuid4()
-        await send(other_services, _offer(referral_id, coach_id, offer_id))
+        await send(other_services, offer_made(referral_id, coach_id=coach_id, offer_id=offer_id))
         await send(
             other_services,
             OfferWithdrawn(
@@ -243,16 +204,12 @@ async def test_offers_that_never_reached_the_coach_are_not_shown_as_no_answer(
             ),
         )
     declined = uuid.uuid4()
-    await send(other_services, _offer(referral_id, uuid.uuid4(), declined))
+    await send(other_services, offer_made(referral_id, offer_id=declined))
+    no = CoachResponse.DECLINED
     await send(
         other_services,
-        CoachResponded(
-            referral_id=referral_id,
-            offer_id=declined,
-            coach_id=uuid.uuid4(),
-            response=CoachResponse.DECLINED,
-            via=ResponseVia.SMS_REPLY,
-            responded_at=datetime.now(UTC),
+        coach_responded(
+            referral_id, declined, uuid.uuid4(), no, datetime.now(UTC), ResponseVia.SMS_REPLY
         ),
     )
     await send(
@@ -295,7 +252,7 @@ async def test_an_unassigned_referral_offered_again_can_be_accepted(
     assert str(referral_id) in await _listed(ed, "unassigned")
 
     offer_id = uuid.uuid4()
-    await send(other_services, _offer(referral_id, uuid.uuid4(), offer_id))
+    await send(other_services, offer_made(referral_id, offer_id=offer_id))
     await _timeline_is(ed, referral_id, ["received", "unassigned", "offered"], "offered")
     await send(other_services, _assigned(referral_id, offer_id, datetime.now(UTC)))
     await _timeline_is(
@@ -321,7 +278,7 @@ async def test_an_expired_referral_is_final_and_cannot_be_cancelled(
         ReferralExpired(referral_id=referral_id, expired_at=datetime.now(UTC)),
     )
     # Nothing after expiry moves it: the last event is applied before the check below.
-    late_offer = await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    late_offer = await send(other_services, offer_made(referral_id))
     await _timeline_is(ed, referral_id, ["received", "waiting", "expired"], "expired")
     await _consumed(referral, late_offer.id)
     await _timeline_is(ed, referral_id, ["received", "waiting", "expired"], "expired")
@@ -365,8 +322,8 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_c
     for value in poison:
         await other_services.publish(value, "handoff.dispatch", key=str(referral_id).encode())
     # A well-formed event for a referral this service never received is a bug elsewhere.
-    stray = await send(other_services, _offer(uuid.uuid4(), uuid.uuid4(), uuid.uuid4()))
-    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    stray = await send(other_services, offer_made(uuid.uuid4()))
+    await send(other_services, offer_made(referral_id))
 
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
 
@@ -407,7 +364,7 @@ async def test_another_groups_event_is_skipped_by_its_type_header_even_if_malfor
         key=str(referral_id).encode(),  # the offer below follows it on the same partition
         headers={EVENT_TYPE_HEADER: ReferralEscalated.event_type},
     )
-    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, offer_made(referral_id))
 
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
     letters = await read_topic(kafka_topics, dead_letter_topic("handoff-referral"))
@@ -424,7 +381,7 @@ async def test_consumer_lag_is_exported_per_partition_and_drains_to_zero(
 ) -> None:
     ed = await hospital()
     referral_id = await _new_referral(ed)
-    await send(other_services, _offer(referral_id, uuid.uuid4(), uuid.uuid4()))
+    await send(other_services, offer_made(referral_id))
     await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
 
     async def all_partitions_caught_up() -> bool:
