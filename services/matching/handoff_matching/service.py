@@ -66,12 +66,15 @@ from handoff_schemas.events import (
     ReferralUnassigned,
     ReferralWaiting,
 )
-from handoff_schemas.vocabulary import CoachResponse, Tier, WithdrawReason
+from handoff_schemas.vocabulary import CoachResponse, PageFailure, Tier, WithdrawReason
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+
+BLOCKED_FAILURES = (PageFailure.UNSUBSCRIBED, PageFailure.INVALID_DESTINATION)
+"""Page failures that mean the coach's method is blocked, not that paging is down."""
 
 MAX_SUPERVISOR_CONTACTS = 16  # ReferralUnassigned.supervisor_contacts' limit
 
@@ -170,6 +173,11 @@ class MatchingService:
             data.offer_id, now, await self._candidates(connection, dispatch, now)
         )
         await self._apply(connection, dispatch, effects, event.id)
+        if data.failure in BLOCKED_FAILURES:
+            # The slot freed is a blocked coach's: waking the line for it would offer the
+            # next referral to the same coach if notify's ContactMethodReachabilityChanged
+            # (another partition) is not in yet; that was the storm (decision 0019).
+            _FREED.set(False)
 
     async def page_sent(self, connection: Connection, event: Envelope[Any]) -> None:
         """A page reached a provider: the offer's ack clock starts; paging works again, so

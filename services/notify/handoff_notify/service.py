@@ -372,6 +372,13 @@ class NotifyService:
                         f"provider:{outcome.code}",
                         self.clock(),
                     )
+                    await self._reachability(
+                        connection,
+                        outgoing.channel,
+                        outgoing.destination,
+                        False,
+                        f"provider:{outcome.code}",
+                    )
                 await notices.finish(connection, outgoing.message_id, "failed")
                 outcome_label = "failed"
         if outcome_label != "retried":
@@ -717,7 +724,10 @@ class NotifyService:
     async def _availability(
         self, connection: Connection, phone: str, available: bool, now: datetime
     ) -> str:
-        """OFF / ON: matching, which knows whose number it is, makes it an override."""
+        """OFF / ON: matching, which knows whose number it is, makes it an override. OFF
+        also answers each request still open on this phone with a decline, so it moves to
+        the next coach at once instead of waiting out its ack timeout (decision 0019); the
+        answer says so."""
         change = CoachAvailabilityChanged(
             phone=phone,
             available=available,
@@ -727,7 +737,19 @@ class NotifyService:
         await self.outbox.put(
             connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
         )
-        answer = content.availability_changed(self.settings.notify_program_name, available)
+        passed_on = 0
+        if not available:
+            for paged in await store.offers_paged_to(connection, phone, now):
+                record = paged.record
+                if record.coach_offer.still_wanted(now):
+                    with correlation(record.correlation_id):
+                        await self._answer(
+                            connection, record, CoachResponse.DECLINED, ResponseVia.SMS_REPLY
+                        )
+                    passed_on += 1
+        answer = content.availability_changed(
+            self.settings.notify_program_name, available, passed_on
+        )
         return _read("available" if available else "unavailable", answer)
 
     async def _opt_out(self, connection: Connection, phone: str, now: datetime) -> None:
