@@ -402,3 +402,38 @@ async def test_a_coach_texting_off_with_an_open_offer_passes_it_on_at_once_and_i
     assert (declined.response, declined.via) == (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
     await notify.sent_to(backup.phone, 1)
     assert len(notify.twilio.to(going_off.phone)) == 1  # nothing more to the coach who is off
+
+
+async def test_a_block_matching_never_heard_of_is_learned_from_the_first_bounce(
+    matching: MatchingRuntime, matching_database: str, notify: NotifyHarness
+) -> None:
+    world = World(matching_database, notify)
+    site = world.site()
+    await world.settle(site)
+    coach = world.coach(f"site:{site}")
+    await world.import_roster()
+    # Opted out before matching heard of opt-outs: in notify's table, no event ever sent.
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        await connection.execute(
+            """INSERT INTO notify.contact_methods (channel, destination, state, reason, since)
+               VALUES ('sms', $1, 'opted_out', 'stop_keyword', now())""",
+            coach.phone,
+        )
+    finally:
+        await connection.close()
+
+    bounced = await world.refer(site)
+    await until(
+        notify, [bounced], lambda ev: isinstance(last(ev[bounced]), ReferralUnassigned), "bounce"
+    )
+    await matching_knows(matching_database, coach, reachable=False)
+    later = await world.refer(site)
+    events = await until(
+        notify,
+        [bounced, later],
+        lambda ev: isinstance(last(ev[later]), ReferralUnassigned),
+        "the next referral unassigned",
+    )
+    assert [o.referral_id for o in offers_to(coach, events)] == [bounced]
+    assert notify.twilio.to(coach.phone) == []

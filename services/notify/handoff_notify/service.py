@@ -264,6 +264,11 @@ class NotifyService:
             if method.state is MethodState.OPTED_OUT
             else PageFailure.INVALID_DESTINATION
         )
+        # Matching offered to a blocked method: it missed the block (made before it heard
+        # of blocks, decision 0019), so it is told again.
+        await self._reachability(
+            connection, message.channel, message.destination, False, method.reason
+        )
         await self._failed(connection, message, record, failure)
 
     async def record_send(self, outgoing: Outgoing, outcome: SendOutcome) -> bool:
