@@ -10,6 +10,7 @@ from handoff_schemas.events import (
     CoachAssigned,
     CoachAvailabilityChanged,
     CoachResponded,
+    ContactMethodReachabilityChanged,
     OfferMade,
     OfferWithdrawn,
     PageDelivered,
@@ -45,6 +46,7 @@ EVENT_TYPES: Mapping[str, type[Payload]] = {
         CoachResponded,
         SiteRegistered,
         CoachAvailabilityChanged,
+        ContactMethodReachabilityChanged,
     )
 }
 

@@ -305,3 +305,36 @@ class CoachAvailabilityChanged(Payload):
     @property
     def subject_id(self) -> UUID:
         return uuid5(COACH_PHONE_SUBJECTS, self.phone)
+
+
+CONTACT_METHOD_SUBJECTS = UUID("6f1c2a7e-94d3-4b0e-8c55-2e7d0a9b3f61")
+
+
+class ContactMethodReachabilityChanged(Payload):
+    """A contact method notify sends to went out of good standing (`reachable` false: the
+    coach texted STOP, or the provider said it can never be delivered to) or back into it
+    (START, or a coordinator cleared it). Notify knows methods, not whose they are; matching
+    (the roster) knows each coach's methods, and asks nobody all of whose methods are
+    blocked (decision 0019). Keyed by a UUID derived from the method, so its changes stay
+    in order. `destination` is staff contact data, as on OfferMade.contacts."""
+
+    event_type: ClassVar[str] = "org.handoff.pages.contact_method_reachability_changed"
+    topic: ClassVar[Topic] = Topic.PAGES
+
+    channel: Channel
+    destination: str = Field(
+        max_length=320,
+        pattern=r"^(\+[1-9][0-9]{7,14}|[^\s@]+@[^\s@]+|https://\S+)$",
+        description="As on ContactPoint: a phone (E.164), an email address or a URL.",
+    )
+    reachable: bool
+    reason: str = Field(
+        max_length=64,
+        pattern=r"^[a-z_]+(:[A-Za-z0-9_.-]+)*$",
+        description="stop_keyword, start_keyword, provider:<status>:<code>, or admin.",
+    )
+    changed_at: UtcDateTime
+
+    @property
+    def subject_id(self) -> UUID:
+        return uuid5(CONTACT_METHOD_SUBJECTS, f"{self.channel.value}:{self.destination}")

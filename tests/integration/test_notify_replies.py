@@ -226,8 +226,9 @@ async def test_off_and_on_are_answered_with_what_changed_and_told_to_matching(
 
     off = await reply(notify, phone, "OFF")
 
-    assert (
-        off == f"{PROGRAM_NAME}: you are off for 24 h or until you text ON; no requests meanwhile."
+    assert off == (
+        f"{PROGRAM_NAME}: you are off for 24 h or until you text ON; no requests meanwhile."
+        " 1 open request(s) passed on."
     )
     [change] = await availability_changes(notify, phone, 1)
     assert change.available is False
@@ -239,7 +240,10 @@ async def test_off_and_on_are_answered_with_what_changed_and_told_to_matching(
     assert on == f"{PROGRAM_NAME}: you are available again; requests come on your shifts."
     [_, back] = await availability_changes(notify, phone, 2)
     assert (back.available, back.until) == (True, None)
-    assert await answers(notify, offer.offer_id) == []  # neither was an answer to the offer
+    # OFF passed the open request on (a decline, decision 0019); ON answered nothing.
+    assert await answers(notify, offer.offer_id) == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
 
 
 async def test_help_names_the_program_and_the_supervisor_line(notify: NotifyHarness) -> None:

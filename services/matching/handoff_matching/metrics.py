@@ -94,3 +94,9 @@ SCHEDULE_CHANGES = Counter(
     "Schedule changes by kind: rotation, layer, calendar_import, temporary, coach_off, coach_on.",
     ["kind"],
 )
+REACHABILITY_CHANGES = Counter(
+    "handoff_matching_contact_method_changes_total",
+    "Contact methods notify reported out of good standing (blocked: STOP, never deliverable) "
+    "or back in it (reachable: START, cleared by a coordinator).",
+    ["change"],
+)

@@ -21,7 +21,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from handoff_matching import SOURCE, metrics
-from handoff_matching.adapters import dispatch_store, roster_store, schedule_store
+from handoff_matching.adapters import (
+    dispatch_store,
+    reachability_store,
+    roster_store,
+    schedule_store,
+)
 from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.dispatch import (
     CancelTimer,
@@ -38,7 +43,7 @@ from handoff_matching.domain.load import has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool
 from handoff_matching.on_call import OnCall
-from handoff_platform.database import Connection, notify
+from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
 from handoff_platform.supervision import beat
 from handoff_platform.timers import Timer, Timers
@@ -47,6 +52,7 @@ from handoff_schemas.events import (
     CoachAssigned,
     CoachAvailabilityChanged,
     CoachResponded,
+    ContactMethodReachabilityChanged,
     ContactPoint,
     OfferBriefing,
     OfferMade,
@@ -60,15 +66,15 @@ from handoff_schemas.events import (
     ReferralUnassigned,
     ReferralWaiting,
 )
-from handoff_schemas.vocabulary import CoachResponse, Tier, WithdrawReason
+from handoff_schemas.vocabulary import CoachResponse, PageFailure, Tier, WithdrawReason
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-LINE_CHANNEL = "handoff_matching_line"
-"""NOTIFY channel: the roster or the on-call changed elsewhere (a CLI import, another
-replica's admin API); every replica's waiting line looks again."""
+
+BLOCKED_FAILURES = (PageFailure.UNSUBSCRIBED, PageFailure.INVALID_DESTINATION)
+"""Page failures that mean the coach's method is blocked, not that paging is down."""
 
 MAX_SUPERVISOR_CONTACTS = 16  # ReferralUnassigned.supervisor_contacts' limit
 
@@ -167,6 +173,11 @@ class MatchingService:
             data.offer_id, now, await self._candidates(connection, dispatch, now)
         )
         await self._apply(connection, dispatch, effects, event.id)
+        if data.failure in BLOCKED_FAILURES:
+            # The slot freed is a blocked coach's: waking the line for it would offer the
+            # next referral to the same coach if notify's ContactMethodReachabilityChanged
+            # (another partition) is not in yet; that was the storm (decision 0019).
+            _FREED.set(False)
 
     async def page_sent(self, connection: Connection, event: Envelope[Any]) -> None:
         """A page reached a provider: the offer's ack clock starts; paging works again, so
@@ -206,6 +217,35 @@ class MatchingService:
                 extra={"coach_id": str(coach_id), "available": data.available},
             )
         await roster_changed(connection)  # heard after the commit: an ON may take a waiting one
+
+    async def contact_method_reachability_changed(
+        self, connection: Connection, event: Envelope[Any]
+    ) -> None:
+        """A contact method went out of good standing (STOP, never deliverable) or back into
+        it (START, a coordinator cleared it). A coach none of whose methods is reachable is
+        asked nothing; one reachable again frees a slot: the line is served at once
+        (decision 0019). A method on no coach's roster entry is kept all the same, for a
+        roster that adds it later."""
+        data: ContactMethodReachabilityChanged = event.data
+        kept = await reachability_store.record(
+            connection, data.channel, data.destination, data.reachable, data.reason, data.changed_at
+        )
+        if not kept:
+            return  # an older change, heard after a newer one
+        coaches = await reachability_store.coaches_with_method(
+            connection, data.channel, data.destination
+        )
+        metrics.REACHABILITY_CHANGES.labels("reachable" if data.reachable else "blocked").inc()
+        log.info(
+            "contact method reachability changed",
+            extra={
+                "coach_ids": [str(c) for c in coaches],
+                "reachable": data.reachable,
+                "reason": data.reason,
+            },
+        )
+        if data.reachable and coaches:
+            await roster_changed(connection)  # heard after the commit: serve the line
 
     async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralCancelled = event.data
@@ -329,6 +369,9 @@ class MatchingService:
         await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
         coaches = await roster_store.coaches_by_id(connection, considered)
         load = await dispatch_store.loads(connection, considered)
+        reach = await reachability_store.of_coaches(connection, considered)
+        unreachable = {c for c, r in reach.items() if not r.reachable}
+        again = {c: r.again_at for c, r in reach.items() if r.again_at is not None}
 
         def eligible(ids: frozenset[UUID], on_call_for_site: bool) -> Ranking:
             fit, full = [], []
@@ -343,34 +386,35 @@ class MatchingService:
                     False,  # who was asked already is the dispatch's to judge: it may start a round
                     need.language,
                     facts.briefing.interpreter_needed,
+                    coach_id not in unreachable,
                 )
                 if why is None:
                     fit.append(Candidate(coaches[coach_id], on_call_for_site))
                 elif why is Ineligible.AT_CAPACITY:
                     full.append(coach_id)
-            return Ranking(((r.coach_id, r.explanation()) for r in rank(fit, need, now)), full)
+            ranked = ((r.coach_id, r.explanation()) for r in rank(fit, need, now))
+            return Ranking(ranked, full, {c: again[c] for c in ids if c in again})
+
+        def room(coach_id: UUID) -> bool:
+            coach = coaches.get(coach_id)
+            limit = coach.max_concurrent if coach is not None else None
+            return coach_id not in unreachable and has_room(load.get(coach_id, 0), limit)
 
         def supervising() -> Ranking:
-            def room(coach_id: UUID) -> bool:
-                coach = coaches.get(coach_id)
-                limit = coach.max_concurrent if coach is not None else None
-                return has_room(load.get(coach_id, 0), limit)
-
+            reachable = [s for s in supervisors if s not in unreachable]
             return Ranking(
-                ((s, "on the site's escalation list") for s in supervisors if room(s)),
-                (s for s in supervisors if not room(s)),
+                ((s, "on the site's escalation list") for s in reachable if room(s)),
+                (s for s in reachable if not room(s)),
+                {s: again[s] for s in supervisors if s in again},
             )
 
-        room = any(
-            has_room(load.get(c, 0), coaches[c].max_concurrent if c in coaches else None)
-            for c in considered
-        )
+        any_room = any(room(c) for c in considered)
         candidates = {
             Tier.SITE: eligible(at_site, True),
             Tier.STATE_POOL: eligible(in_state, False),
             Tier.SUPERVISOR: supervising(),
         }
-        return candidates, room
+        return candidates, any_room
 
     async def _apply(
         self, connection: Connection, dispatch: Dispatch, effects: list[Effect], cause: UUID | None
@@ -545,12 +589,12 @@ def wake_line_if_freed(line: "WaitingLine") -> None:
 
 async def roster_changed(connection: Connection) -> None:
     """Tell every replica's line that the roster or the on-call changed (after the commit)."""
-    await notify(connection, LINE_CHANNEL, "roster")
+    await roster_store.tell_line(connection)
 
 
 class WaitingLine:
     """Serves the waiting line: at once when woken (capacity freed in this process, or a
-    NOTIFY on LINE_CHANNEL), and every `sweep_every` seconds regardless (shift starts,
+    NOTIFY on roster_store.LINE_CHANNEL), and every `sweep_every` seconds regardless (shift starts,
     re-offers every `reoffer_every`, and any wake-up lost to a crash)."""
 
     def __init__(
@@ -575,7 +619,7 @@ class WaitingLine:
                 self._wake.clear()
                 if listener is None or listener.is_closed():
                     listener = await asyncpg.connect(self.database_url)
-                    await listener.add_listener(LINE_CHANNEL, self._on_notify)
+                    await listener.add_listener(roster_store.LINE_CHANNEL, self._on_notify)
                 await self.service.serve_line(self.pool)
                 beat()
                 with contextlib.suppress(TimeoutError):

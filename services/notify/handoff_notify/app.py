@@ -87,7 +87,9 @@ class NotifyRuntime:
             redoc_url=None,
         )
         app.include_router(build_coach_router(service))
-        app.include_router(build_admin_router(pool, settings.notify_admin_token))
+        app.include_router(
+            build_admin_router(pool, settings.notify_admin_token, service.clear_method)
+        )
         if settings.notify_delivery is Delivery.SANDBOX:
             app.include_router(build_sandbox_router(service))
         if settings.twilio_auth_token is not None:

@@ -58,6 +58,7 @@ from handoff_schemas.events import (
     CoachAssigned,
     CoachAvailabilityChanged,
     CoachResponded,
+    ContactMethodReachabilityChanged,
     OfferMade,
     OfferWithdrawn,
     PageDelivered,
@@ -263,6 +264,11 @@ class NotifyService:
             if method.state is MethodState.OPTED_OUT
             else PageFailure.INVALID_DESTINATION
         )
+        # Matching offered to a blocked method: it missed the block (made before it heard
+        # of blocks, decision 0019), so it is told again.
+        await self._reachability(
+            connection, message.channel, message.destination, False, method.reason
+        )
         await self._failed(connection, message, record, failure)
 
     async def record_send(self, outgoing: Outgoing, outcome: SendOutcome) -> bool:
@@ -303,6 +309,9 @@ class NotifyService:
             MethodState.UNREACHABLE,
             f"provider:{code}",
             self.clock(),
+        )
+        await self._reachability(
+            connection, message.channel, message.destination, False, f"provider:{code}"
         )
         log.warning(
             "a contact method is unreachable; nothing more is sent to it",
@@ -367,6 +376,13 @@ class NotifyService:
                         MethodState.UNREACHABLE,
                         f"provider:{outcome.code}",
                         self.clock(),
+                    )
+                    await self._reachability(
+                        connection,
+                        outgoing.channel,
+                        outgoing.destination,
+                        False,
+                        f"provider:{outcome.code}",
                     )
                 await notices.finish(connection, outgoing.message_id, "failed")
                 outcome_label = "failed"
@@ -660,6 +676,7 @@ class NotifyService:
             if reply is Keyword.OPT_IN:
                 if method is not None:
                     await store.unblock_method(connection, Channel.SMS, phone)
+                    await self._reachability(connection, Channel.SMS, phone, True, "start_keyword")
                     log.info("a coach's number opted back in to texts")
                 return _read("opt_in", None)  # the carrier confirms an opt-in itself
             if method is not None:
@@ -712,7 +729,10 @@ class NotifyService:
     async def _availability(
         self, connection: Connection, phone: str, available: bool, now: datetime
     ) -> str:
-        """OFF / ON: matching, which knows whose number it is, makes it an override."""
+        """OFF / ON: matching, which knows whose number it is, makes it an override. OFF
+        also answers each request still open on this phone with a decline, so it moves to
+        the next coach at once instead of waiting out its ack timeout (decision 0019); the
+        answer says so."""
         change = CoachAvailabilityChanged(
             phone=phone,
             available=available,
@@ -722,7 +742,19 @@ class NotifyService:
         await self.outbox.put(
             connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
         )
-        answer = content.availability_changed(self.settings.notify_program_name, available)
+        passed_on = 0
+        if not available:
+            for paged in await store.offers_paged_to(connection, phone, now):
+                record = paged.record
+                if record.coach_offer.still_wanted(now):
+                    with correlation(record.correlation_id):
+                        await self._answer(
+                            connection, record, CoachResponse.DECLINED, ResponseVia.SMS_REPLY
+                        )
+                    passed_on += 1
+        answer = content.availability_changed(
+            self.settings.notify_program_name, available, passed_on
+        )
         return _read("available" if available else "unavailable", answer)
 
     async def _opt_out(self, connection: Connection, phone: str, now: datetime) -> None:
@@ -731,11 +763,43 @@ class NotifyService:
         await store.block_method(
             connection, Channel.SMS, phone, MethodState.OPTED_OUT, "stop_keyword", now
         )
+        await self._reachability(connection, Channel.SMS, phone, False, "stop_keyword")
         log.info("a coach's number opted out of texts")
         for message in await store.open_pages_to(connection, Channel.SMS, phone):
             record = await store.offer(connection, message.offer_id, lock=True)
             if record is not None and record.coach_offer.still_wanted(now):
                 await self._failed(connection, message, record, PageFailure.UNSUBSCRIBED)
+
+    async def clear_method(self, channel: Channel, destination: str) -> bool:
+        """A coordinator put a method back in good standing: pages go to it again, and
+        matching may ask its coach again. False if it was not blocked."""
+        async with self.outbox.transaction(self.pool) as connection:
+            if not await store.unblock_method(connection, channel, destination):
+                return False
+            await self._reachability(connection, channel, destination, True, "admin")
+        return True
+
+    async def _reachability(
+        self,
+        connection: Connection,
+        channel: Channel,
+        destination: str,
+        reachable: bool,
+        reason: str,
+    ) -> None:
+        """Tell matching, which knows whose method it is, that it went out of good standing
+        or back into it (decision 0019): a coach none of whose methods is reachable is not
+        offered anything, and one reachable again frees a slot."""
+        change = ContactMethodReachabilityChanged(
+            channel=channel,
+            destination=destination,
+            reachable=reachable,
+            reason=reason,
+            changed_at=self.clock(),
+        )
+        await self.outbox.put(
+            connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
+        )
 
     async def refresh_blocked_gauge(self) -> None:
         """Set the gauge of opted-out and unreachable methods from the database."""

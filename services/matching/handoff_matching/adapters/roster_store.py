@@ -17,7 +17,7 @@ from handoff_matching.domain.schedules import (
     WeeklyShift,
 )
 from handoff_matching.roster_file import OverrideRow, RosterFile
-from handoff_platform.database import Connection, migrate_database
+from handoff_platform.database import Connection, migrate_database, notify
 from handoff_schemas.events import ContactPoint
 from handoff_schemas.vocabulary import GenderPreference, Substance
 
@@ -47,8 +47,20 @@ class ImportSummary:
     overrides: int
 
 
+LINE_CHANNEL = "handoff_matching_line"
+"""NOTIFY channel: the roster or the on-call changed (a CLI import, another replica's
+admin API, a coach reachable again); every replica's waiting line looks again."""
+
+
+async def tell_line(connection: Connection) -> None:
+    """Wake every replica's waiting line; inside a transaction, once it commits."""
+    await notify(connection, LINE_CHANNEL, "roster")
+
+
 async def import_roster(connection: Connection, roster: RosterFile) -> ImportSummary:
-    """Upsert the file's coaches; their certifications and shifts become exactly the file's."""
+    """Upsert the file's coaches; their certifications and shifts become exactly the file's.
+    Every replica's waiting line is woken once it commits: a coach added, activated or
+    given a higher max_concurrent may take a waiting referral at once, whoever imports."""
     coach_ids = [coach.coach_id for coach in roster.coaches]
     async with connection.transaction():
         await connection.executemany(
@@ -116,6 +128,7 @@ async def import_roster(connection: Connection, roster: RosterFile) -> ImportSum
         )
         for override in roster.overrides:
             await put_override(connection, override)
+    await tell_line(connection)
     return ImportSummary(
         len(roster.coaches), len(certifications), len(shifts), len(roster.overrides)
     )

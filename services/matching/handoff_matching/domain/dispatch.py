@@ -22,7 +22,10 @@ not yet asked in this round has room, at once if no coach of the round was ever
 reached (every offer ended not_contacted: a paging outage, not an answer), and
 otherwise every `reoffer_every`. A new round asks everyone on call again except
 the coaches who declined this referral: a decline is an answer about this
-patient; an expiry, an unreachable phone or a full caseload is not.
+patient; an expiry, an unreachable phone or a full caseload is not. An offer that
+bounced (unreachable, not_contacted) does not count as asked once its coach is
+reachable again after it (START, a coordinator's fix; decision 0019): the coach may
+be asked again in the same round.
 
 The ack clock runs from the page: an offer first waits up to `page_deadline` for
 notify to hand a page to a provider (`paged`), then `ack_timeout` for an answer.
@@ -131,6 +134,9 @@ class DispatchState(StrEnum):
     EXPIRED = "expired"  # the site's give-up time passed unassigned
 
 
+BOUNCED = (OfferState.UNREACHABLE, OfferState.NOT_CONTACTED)
+"""Offers that reached nobody: no answer about the referral."""
+
 IN_LINE = (DispatchState.WAITING, DispatchState.UNASSIGNED)
 NOT_YET_ASSIGNED = (DispatchState.OFFERING, *IN_LINE)
 
@@ -162,13 +168,21 @@ Effect = EventPayload | SetTimer | CancelTimer
 
 class Ranking(list[UUID]):
     """Coach ids with room best first, with the explanation of each one's place; `full`:
-    the rung's other eligible coaches on call, each at max_concurrent."""
+    the rung's other eligible coaches on call, each at max_concurrent; `reachable_again`:
+    for coaches of the rung, when (UTC) one of their contact methods last came back into
+    good standing, so offers that bounced before it do not count as asked."""
 
-    def __init__(self, ranked: Iterable[tuple[UUID, str]] = (), full: Iterable[UUID] = ()) -> None:
+    def __init__(
+        self,
+        ranked: Iterable[tuple[UUID, str]] = (),
+        full: Iterable[UUID] = (),
+        reachable_again: Mapping[UUID, datetime] | None = None,
+    ) -> None:
         pairs = list(ranked)
         super().__init__(coach_id for coach_id, _ in pairs)
         self.why = dict(pairs)
         self.full = frozenset(full)
+        self.reachable_again = dict(reachable_again or {})
 
 
 Candidates = Mapping[Tier, Sequence[UUID]]
@@ -389,14 +403,21 @@ class Dispatch:
     def _accepted_offer(self) -> Offer | None:
         return next((o for o in self.offers if o.state is OfferState.ACCEPTED), None)
 
-    @property
-    def offered_coaches(self) -> frozenset[UUID]:
-        """Who may not be asked now: everyone asked in this round, and whoever declined."""
-        return frozenset(
-            offer.coach_id
-            for offer in self.offers
-            if offer.round == self.round or offer.state is OfferState.DECLINED
-        )
+    def asked(self, candidates: Candidates) -> frozenset[UUID]:
+        """Who may not be asked now: everyone asked in this round, and whoever declined;
+        but not for an offer that bounced (unreachable, not_contacted) before its coach
+        became reachable again (a Ranking's `reachable_again`)."""
+        again: dict[UUID, datetime] = {}
+        for tier in LADDER:
+            again.update(getattr(candidates.get(tier, ()), "reachable_again", {}))
+
+        def counts(offer: Offer) -> bool:
+            at = again.get(offer.coach_id)
+            if offer.state in BOUNCED and at is not None and at > offer.made_at:
+                return False
+            return offer.round == self.round or offer.state is OfferState.DECLINED
+
+        return frozenset(offer.coach_id for offer in self.offers if counts(offer))
 
     def _offer(self, offer_id: UUID) -> Offer | None:
         return next((offer for offer in self.offers if offer.offer_id == offer_id), None)
@@ -426,7 +447,7 @@ class Dispatch:
         with room; else wait in line if a coach on any rung not yet asked is merely full;
         else unassigned.
         Climbing above the current rung is a ReferralEscalated."""
-        used = self.offered_coaches
+        used = self.asked(candidates)
         # Any rung counts, the ones below the current one too: a referral that climbed to the
         # supervisors past full site coaches has not been seen by them yet, so when the
         # supervisors are done it waits for those coaches rather than going unassigned.

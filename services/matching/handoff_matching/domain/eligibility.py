@@ -47,6 +47,7 @@ class Ineligible(StrEnum):
     CERTIFICATION_EXPIRED = "certification_expired"
     AT_CAPACITY = "at_capacity"
     ALREADY_OFFERED = "already_offered"
+    UNREACHABLE = "unreachable"  # every contact method opted out or never deliverable
     NO_SHARED_LANGUAGE = "no_shared_language"
 
 
@@ -63,11 +64,14 @@ def why_ineligible(
     already_offered: bool,
     language: str,
     interpreter_needed: bool,
+    reachable: bool = True,
 ) -> Ineligible | None:
     """None if the coach may be offered this referral now, else the first rule that forbids it.
 
     `load`: the referrals whose capacity the coach holds (open offers + assignments, every
-    site). AT_CAPACITY is the last rule, so it names exactly the coaches who are merely full.
+    site). `reachable`: False when notify can reach none of the coach's contact methods
+    (decision 0019): an offer would only bounce, and a referral must not wait for them.
+    AT_CAPACITY is the last rule, so it names exactly the coaches who are merely full.
     """
     if not coach.active:
         return Ineligible.INACTIVE
@@ -80,6 +84,8 @@ def why_ineligible(
         return Ineligible.ALREADY_OFFERED
     if interpreter_needed and not site.interpreter_available and not speaks(coach, language):
         return Ineligible.NO_SHARED_LANGUAGE
+    if not reachable:
+        return Ineligible.UNREACHABLE
     if load >= coach.max_concurrent:
         return Ineligible.AT_CAPACITY
     return None

@@ -114,9 +114,7 @@ async def _store(database_url: str, roster: RosterFile) -> ImportSummary:
     await apply_migrations(database_url)
     connection = await asyncpg.connect(database_url)
     try:
-        summary = await import_roster(connection, roster)
-        await roster_changed(connection)  # capacity or shifts may have grown: serve the line
-        return summary
+        return await import_roster(connection, roster)  # wakes the line itself
     finally:
         await connection.close()
 

@@ -6,6 +6,7 @@ from handoff_platform.consumer import Handler
 from handoff_schemas.events import (
     CoachAvailabilityChanged,
     CoachResponded,
+    ContactMethodReachabilityChanged,
     PageFailed,
     PageSent,
     ReferralCancelled,
@@ -23,4 +24,5 @@ def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
         PageSent.event_type: service.page_sent,
         PageFailed.event_type: service.page_failed,
         CoachAvailabilityChanged.event_type: service.coach_availability_changed,
+        ContactMethodReachabilityChanged.event_type: (service.contact_method_reachability_changed),
     }

@@ -165,11 +165,15 @@ OFF_FOR = timedelta(hours=24)
 take a coach off every rota for good."""
 
 
-def availability_changed(program_name: str, available: bool) -> str:
-    """The answer to OFF and ON: what it changed (one GSM-7 segment)."""
+def availability_changed(program_name: str, available: bool, passed_on: int = 0) -> str:
+    """The answer to OFF and ON: what it changed (one GSM-7 segment); `passed_on`: the
+    open requests OFF passed to other coaches."""
     if available:
         return f"{program_name}: you are available again; requests come on your shifts."
-    return f"{program_name}: you are off for 24 h or until you text ON; no requests meanwhile."
+    off = f"{program_name}: you are off for 24 h or until you text ON; no requests meanwhile."
+    if passed_on:
+        return f"{off} {passed_on} open request(s) passed on."
+    return off
 
 
 def help_text(program_name: str, supervisor_phone: str | None) -> str:

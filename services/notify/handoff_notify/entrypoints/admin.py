@@ -7,6 +7,7 @@ configured the admin API refuses everything. Destinations are staff contact data
 shown only to an authorised coordinator.
 """
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -32,7 +33,13 @@ class ContactMethods(BaseModel):
     contact_methods: list[ContactMethod]
 
 
-def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter:
+def build_admin_router(
+    pool: asyncpg.Pool,
+    token: SecretStr | None,
+    clear_method: Callable[[Channel, str], Awaitable[bool]],
+) -> APIRouter:
+    """`clear_method(channel, destination)` puts a method back in good standing (and tells
+    matching); False if it was not blocked."""
     router = APIRouter(
         prefix="/v1/admin",
         tags=["admin"],
@@ -71,9 +78,8 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
     ) -> Response:
         """Put a method back in good standing, once the roster no longer lists it or the
         coach confirmed it works: pages go to it again and it leaves the gauge."""
-        async with pool.acquire() as connection:
-            if not await store.unblock_method(connection, channel, destination):
-                raise ApiError(404, "not_found", "that contact method is not blocked")
+        if not await clear_method(channel, destination):
+            raise ApiError(404, "not_found", "that contact method is not blocked")
         return Response(status_code=204)
 
     return router

@@ -1,0 +1,98 @@
+"""Coaches notify cannot reach (every contact method opted out or never deliverable) are
+asked nothing, and an offer that bounced off a blocked number is not an answer: once the
+coach is reachable again, they may be asked in the same round (decision 0019). The pure
+domain, with chosen instants and rosters."""
+
+import uuid
+from datetime import datetime, timedelta
+
+from handoff_matching.domain.dispatch import Candidates, DispatchState, Ranking
+from handoff_matching.domain.eligibility import (
+    Certification,
+    Coach,
+    Ineligible,
+    SiteProfile,
+    why_ineligible,
+)
+from handoff_schemas.events import OfferMade, ReferralUnassigned, ReferralWaiting
+from handoff_schemas.vocabulary import Tier
+from tests.unit.test_matching_load_rules import ANA, BEN, NOW, dispatch, of, offered
+
+
+def rungs_reachable_again(
+    site: list[uuid.UUID], full: set[uuid.UUID], again: dict[uuid.UUID, datetime]
+) -> Candidates:
+    """The site rung as the service hands it over, with when each coach was reachable again."""
+    ranked = Ranking(
+        ((c, "") for c in site if c not in full), (c for c in site if c in full), again
+    )
+    return {Tier.SITE: ranked, Tier.STATE_POOL: Ranking(), Tier.SUPERVISOR: Ranking()}
+
+
+def test_a_coach_with_no_reachable_method_is_unreachable_not_merely_full() -> None:
+    coach = Coach(
+        ANA,
+        "Ana",
+        frozenset({"en"}),
+        None,
+        frozenset(),
+        2,
+        (Certification("MD", "CPRS", NOW.date() + timedelta(days=9)),),
+    )
+    site = SiteProfile("md-mercy", "MD", NOW.tzinfo)  # type: ignore[arg-type]
+    assert why_ineligible(coach, site, NOW, 1, False, "en", False, False) is Ineligible.UNREACHABLE
+    # Full and unreachable: unreachable, so no referral waits in line for them.
+    assert why_ineligible(coach, site, NOW, 2, False, "en", False, False) is Ineligible.UNREACHABLE
+    assert why_ineligible(coach, site, NOW, 1, False, "en", False, True) is None
+
+
+def test_a_bounce_before_the_coach_was_reachable_again_does_not_count_as_asked() -> None:
+    d = dispatch()
+    [first] = of(OfferMade, d.start(NOW, rungs_reachable_again([ANA], set(), {})))
+    bounced_at = NOW + timedelta(seconds=1)
+    # ANA's only number was blocked: the offer bounces; nobody else to ask, so unassigned.
+    effects = d.unreachable(first.offer_id, bounced_at, rungs_reachable_again([], set(), {}))
+    assert of(ReferralUnassigned, effects)
+    assert d.asked(rungs_reachable_again([ANA], set(), {})) == {ANA}
+
+    # Still blocked as far as matching knows: the line does not ask ANA again this round.
+    assert d.retry(NOW + timedelta(seconds=2), rungs_reachable_again([ANA], set(), {})) == []
+
+    # ANA texted START after the bounce: asked again at once, in the same round.
+    start = {ANA: NOW + timedelta(seconds=30)}
+    effects = d.retry(NOW + timedelta(seconds=31), rungs_reachable_again([ANA], set(), start))
+    assert offered(effects) == [ANA]
+    assert (d.state, d.round) == (DispatchState.OFFERING, 0)
+
+
+def test_a_decline_or_an_expiry_still_counts_after_the_coach_is_reachable_again() -> None:
+    d = dispatch()
+    [first] = of(OfferMade, d.start(NOW, rungs_reachable_again([ANA, BEN], set(), {})))
+    assert first.coach_id == ANA
+    d.decline(
+        first.offer_id, NOW + timedelta(seconds=5), rungs_reachable_again([ANA, BEN], set(), {})
+    )
+    later = {ANA: NOW + timedelta(seconds=30)}
+    assert ANA in d.asked(rungs_reachable_again([ANA, BEN], set(), later))
+
+
+def test_a_bounce_after_the_coach_was_last_reachable_again_still_counts() -> None:
+    d = dispatch()
+    long_ago = {ANA: NOW - timedelta(hours=1)}
+    [first] = of(OfferMade, d.start(NOW, rungs_reachable_again([ANA, BEN], set(), long_ago)))
+    effects = d.unreachable(
+        first.offer_id,
+        NOW + timedelta(seconds=1),
+        rungs_reachable_again([ANA, BEN], set(), long_ago),
+    )
+    assert offered(effects) == [BEN]  # the ladder moves on, it does not loop on ANA
+
+
+def test_a_referral_waits_for_a_full_coach_but_not_for_an_unreachable_one() -> None:
+    d = dispatch()
+    # The service leaves unreachable coaches out of both lists: nobody left, unassigned.
+    effects = d.start(NOW, rungs_reachable_again([], set(), {}))
+    assert of(ReferralUnassigned, effects)
+    d2 = dispatch()
+    effects = d2.start(NOW, rungs_reachable_again([BEN], {BEN}, {}))
+    assert of(ReferralWaiting, effects)
