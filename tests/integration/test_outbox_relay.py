@@ -144,7 +144,8 @@ async def test_referrals_posted_while_kafka_is_down_are_accepted_and_arrive_once
             )
             assert float(failures.split()[1]) >= 1
 
-            await asyncio.to_thread(own_kafka.start, 60.0, False)
+            # A broker's start takes seconds, minutes on a loaded two-core machine.
+            await asyncio.to_thread(own_kafka.start, 240.0, False)
             await eventually(
                 lambda: outbox_empty(runtime),
                 within=90,

@@ -345,9 +345,12 @@ async def _coach_arrives(broker: KafkaBroker, ed: Engine, referral_id: uuid.UUID
     )
 
     async def arrived() -> bool:
-        return (await ed.runtime.service.get(ed.site, referral_id)).status.value == "arrived"
+        # Both steps, not the status alone: the arrival can be read before the acceptance.
+        referral = await ed.runtime.service.get(ed.site, referral_id)
+        steps = [step.step.value for step in referral.timeline]
+        return steps == ["received", "accepted", "arrived"]
 
-    await eventually(arrived, within=30, what="the coach's arrival on the timeline")
+    await eventually(arrived, within=30, what="the coach's acceptance and arrival on the timeline")
 
 
 async def test_a_discharge_before_the_coach_arrives_cancels_and_after_only_goes_on_the_timeline(
