@@ -42,6 +42,7 @@ from handoff_notify.domain.delivery import (
     after_lookup,
     after_report,
     after_send,
+    coach_unreachable,
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
@@ -561,7 +562,14 @@ class NotifyService:
             coach_id=record.coach_id,
             channel=message.channel,
             failure=failure,
-            all_channels_failed=following is None,
+            all_channels_failed=coach_unreachable(
+                following,
+                (
+                    m.state
+                    for m in await store.messages_of(connection, record.offer_id)
+                    if m.kind is MessageKind.OFFER
+                ),
+            ),
             failed_at=now,
         )
         await self._emit(connection, record, page_failed)
