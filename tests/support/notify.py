@@ -89,7 +89,6 @@ class NotifyHarness:
             "SSL_CERT_FILE": str(webhooks.ca_file),  # trusts the local endpoint's test CA
             "PROVIDER_TIMEOUT_SECONDS": "2",
             "SENDING_DEADLINE_SECONDS": "3",
-            "NOTICE_SPACING_SECONDS": "0.2",
             "SITE_CHANNEL_FALLBACK_SECONDS": f'{{"{QUICK_FALLBACK_SITE}": 1}}',
             "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
             "NOTIFY_PROGRAM_NAME": PROGRAM_NAME,
