@@ -127,6 +127,7 @@ class NotifyHarness:
         site_short_name: str = "Mercy ED",
         expires_in: float = 300,
         page_deadline: datetime | None = None,
+        site_time_zone: str | None = None,
     ) -> OfferMade:
         offer = offer_made(
             *contacts,
@@ -135,6 +136,7 @@ class NotifyHarness:
             site_short_name=site_short_name,
             expires_in=expires_in,
             page_deadline=page_deadline,
+            site_time_zone=site_time_zone,
         )
         await send(self.broker, offer, event_id=event_id, source="/handoff/matching")
         return offer
@@ -180,10 +182,14 @@ class NotifyHarness:
 
 @asynccontextmanager
 async def notify_harness(
-    database_url: str, kafka: KafkaCluster, log_name: str = "notify-harness.log"
+    database_url: str,
+    kafka: KafkaCluster,
+    log_name: str = "notify-harness.log",
+    overrides: dict[str, str] | None = None,
 ) -> AsyncIterator[NotifyHarness]:
-    """Notify as a process on a database of its own, with its fake providers; on leaving,
-    fails if any message went to a destination no test made, or went twice."""
+    """Notify as a process on a database of its own, with its fake providers and any
+    environment `overrides`; on leaving, fails if any message went to a destination no
+    test made, or went twice."""
 
     twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
     await twilio.start()
@@ -194,6 +200,7 @@ async def notify_harness(
     await ensure_topics(bootstrap)
     port = free_ports(1)[0]
     env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox, webhooks)
+    env.update(overrides or {})
     log_file = SERVICE_LOGS / log_name
     process = await asyncio.to_thread(start_service, "notify", env, log_file, 60, port)
     broker = make_broker(bootstrap, client_id="notify-tests")
@@ -235,6 +242,7 @@ def offer_made(
     site_id: str = "md-mercy",
     site_short_name: str = "Mercy ED",
     page_deadline: datetime | None = None,
+    site_time_zone: str | None = None,
 ) -> OfferMade:
     return OfferMade(
         referral_id=referral_id or uuid.uuid4(),
@@ -244,6 +252,7 @@ def offer_made(
         site_short_name=site_short_name,
         urgency=Urgency.URGENT,
         tier=Tier.SITE,
+        site_time_zone=site_time_zone,
         expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         page_deadline=page_deadline,
         briefing=BRIEFING,

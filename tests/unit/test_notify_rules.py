@@ -135,9 +135,10 @@ def test_answers_about_offers_stop_only_at_the_flood_ceiling() -> None:
     assert throttle(MessageKind.WITHDRAWN, RecentSends(notices=20), NOW, RULES) == Refuse()
 
 
-def test_supervisor_notices_go_singly_up_to_the_limit() -> None:
+def test_supervisor_notices_go_singly_until_the_windows_last_slot() -> None:
     assert plan_notices(3, 0, None, RULES) == NoticePlan(3, False)
-    assert plan_notices(1, 4, NOW - timedelta(minutes=3), RULES) == NoticePlan(1, False)
+    assert plan_notices(1, 3, NOW - timedelta(minutes=3), RULES) == NoticePlan(1, False)
+    assert plan_notices(1, 4, NOW - timedelta(minutes=3), RULES) == NoticePlan(0, True)
 
 
 def test_past_the_limit_the_last_slot_carries_a_digest_of_all_the_rest() -> None:

@@ -180,8 +180,9 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
     latest = max(notices, key=lambda n: n.unassigned_at)
     references = " ".join(n.reference for n in notices[:8])
     more = f" +{len(notices) - 8}" if len(notices) > 8 else ""
+    requests = "1 more request" if len(notices) == 1 else f"{len(notices)} more requests"
     text = (
-        f"Handoff: {len(notices)} more requests{where} have no coach "
+        f"Handoff: {requests}{where} {'has' if len(notices) == 1 else 'have'} no coach "
         f"(latest {local_time(latest.unassigned_at, latest.time_zone)}): "
         f"{references}{more}. Please arrange cover."
     )

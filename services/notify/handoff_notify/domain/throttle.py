@@ -9,10 +9,10 @@ something is looping. A refused message is recorded and counted, never dropped
 silently. The provider's own rate limits (429, Retry-After) are honoured by the
 delivery retries, not here (decision 0020).
 
-Supervisors' notices are counted per destination and quarter hour: up to the limit
-they go one by one; the last slot of the window carries a digest of every notice
-still held, and what arrives after waits for the window to free a slot, then leaves
-as the next digest. Nothing is dropped.
+Supervisors' notices are counted per destination and quarter hour: until the last
+slot of the window they go one by one; the last slot always carries a digest of
+every notice then due, and what arrives after waits for the window to free a slot,
+then leaves in the next digest. Nothing is dropped.
 """
 
 from dataclasses import dataclass
@@ -83,6 +83,5 @@ def plan_notices(
     if room <= 0:
         assert oldest_send is not None  # a full window holds at least one send
         return NoticePlan(0, False, oldest_send + rules.window)
-    if due <= room:
-        return NoticePlan(due, False)
-    return NoticePlan(room - 1, True)
+    singles = min(due, room - 1)  # the window's last slot is always a digest
+    return NoticePlan(singles, due > singles)
