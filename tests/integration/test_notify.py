@@ -249,7 +249,7 @@ async def test_forged_and_unknown_webhooks_get_nothing(notify: NotifyHarness) ->
     assert "<Message>" not in stranger.text
     # The coach's own reply still works: the forgeries did not consume the offer.
     reply = await notify.twilio.send_sms(notify.url, phone, "2")
-    assert "decline is recorded" in reply.text
+    assert "your decline of the request B at Mercy ED is recorded" in reply.text
     events = await notify.page_events(offer.offer_id, at_least=2)
     assert [e.response for e in events if isinstance(e, CoachResponded)] == [CoachResponse.DECLINED]
 

@@ -4,6 +4,7 @@ Any message a test did not expect, or a message sent twice, fails the module."""
 
 import asyncio
 import os
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -264,3 +265,11 @@ def link_in(body: str) -> str:
     found = LINK.search(body)
     assert found, f"no link in {body!r}"
     return found.group(0)
+
+
+def reply_code_in(body: str) -> str:
+    """The reply code an offer SMS states ("Reply 1B to accept"), which every text about
+    that offer then names it by."""
+    found = re.search(r"Reply 1([A-Z]) to accept", body)
+    assert found, f"no reply code in {body!r}"
+    return found.group(1)
