@@ -202,7 +202,7 @@ async def test_a_night_of_unassigned_referrals_reaches_a_supervisor_as_a_handful
 ) -> None:
     """Fresh-eyes finding 2: 14 identical texts for 10 referrals in 11 minutes. Now at most
     `notices_per_15_minutes` (5) texts per quarter hour, each naming its requests, the
-    last a digest; every referral is told or held for the next digest, never dropped."""
+    last carrying all then due; every referral is told once or held, never dropped."""
     supervisor = notify.phone()
     referrals = [uuid4() for _ in range(10)]
     at = datetime(2026, 12, 1, 5, 6, tzinfo=UTC)  # 00:06 EST
@@ -228,15 +228,19 @@ async def test_a_night_of_unassigned_referrals_reaches_a_supervisor_as_a_handful
     texts = [m.body for m in notify.twilio.to(supervisor)]
 
     assert len(texts) == 5, texts
+    # Sends leave concurrently, and how many notices are due at each claim depends on
+    # timing: the window's last slot carries every notice then due, one or several.
     digest_start = re.compile(r"Handoff: \d+ more requests? at Mercy ED ha(s|ve) no coach \(latest")
-    [digest] = [t for t in texts if digest_start.match(t)]  # sends leave concurrently
-    singles = [t for t in texts if t != digest]
+    digests = [t for t in texts if digest_start.match(t)]
+    singles = [t for t in texts if t not in digests]
+    assert len(digests) <= 1, digests
     assert all("has no coach: nobody on call accepted it (00:" in t for t in singles), singles
     assert all(" EST). Please arrange cover." in t for t in singles), singles
     assert len(set(singles)) == len(singles)
     told = [r for r in rows if r["state"] == "sent"]
-    named = {ref for text in texts for ref in re.findall(r"\b[0-9A-F]{6}\b", text)}
-    assert named == {_reference(r["referral_id"]) for r in told}
     held = [r for r in rows if r["state"] == "pending"]
-    assert len(told) + len(held) == len(referrals)
-    assert f"Handoff: {len(told) - len(singles)} more request" in digest
+    named = [ref for text in texts for ref in re.findall(r"\b[0-9A-F]{6}\b", text)]
+    assert sorted(named) == sorted(_reference(r["referral_id"]) for r in told)  # each once
+    assert len(told) + len(held) == len(referrals)  # the rest wait for the next digest
+    if digests:
+        assert f"Handoff: {len(told) - len(singles)} more request" in digests[0]
