@@ -322,6 +322,7 @@ class NotifyService:
             blocked = await store.blocked_methods(
                 connection, {(notice.channel, notice.destination) for notice in claimed}
             )
+            await notices.lock_destinations(connection, [n.destination for n in claimed])
             by_destination: dict[tuple[Channel, str], list[notices.NoticeRecord]] = {}
             for notice in claimed:
                 by_destination.setdefault((notice.channel, notice.destination), []).append(notice)

@@ -78,6 +78,18 @@ async def add(
     )
 
 
+async def lock_destinations(connection: Connection, destinations: list[str]) -> None:
+    """Hold each destination's notice lock to the end of the transaction, in sorted order
+    (no deadlock): two replicas planning notices to one supervisor count each other's."""
+    if not destinations:
+        return
+    await connection.execute(
+        """SELECT pg_advisory_xact_lock(hashtext('notify-notices:' || destination))
+           FROM (SELECT DISTINCT unnest($1::text[]) AS destination ORDER BY 1) AS d""",
+        sorted(set(destinations)),
+    )
+
+
 async def sends_in_window(
     connection: Connection, channel: Channel, destination: str, since: datetime
 ) -> tuple[int, datetime | None]:

@@ -14,7 +14,8 @@ accept beside a decline ("yes no").
 
 Codes are single letters that are neither answers (Y, N) nor easily misread
 (I, L, O look like digits; A, K, U and X are words or sign-offs in a text).
-The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md.
+The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md and
+docs/decisions/0020-what-coaches-and-supervisors-read.md.
 """
 
 import re
