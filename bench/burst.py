@@ -578,7 +578,6 @@ def main(seed_value: int, compression: float, max_wall: float) -> None:
             # Many pages to few phones in minutes: the per-phone throttles would hold them.
             "OFFERS_PER_15_MINUTES": "1000000",
             "NOTICES_PER_15_MINUTES": "1000000",
-            "NOTICE_SPACING_SECONDS": "0.1",
         }
         handoff(
             "referral", "site", "add", "--id", SITE, "--name", "Burst", "--short-name",

@@ -147,6 +147,10 @@ class OfferMade(EventPayload):
     site_short_name: ShortLabel
     urgency: Urgency
     tier: Tier
+    site_time_zone: TimeZoneName | None = Field(
+        default=None,
+        description="The site's IANA zone, so that texts give its wall-clock time.",
+    )
     expires_at: UtcDateTime = Field(
         description="The latest the offer can stay open: the page deadline plus the site's "
         "ack timeout. The ack clock itself starts when the first page reaches a provider."
@@ -206,6 +210,14 @@ class ReferralUnassigned(EventPayload):
     unassigned_at: UtcDateTime
     site_id: SiteId | None = None
     site_short_name: ShortLabel | None = None
+    site_time_zone: TimeZoneName | None = Field(
+        default=None,
+        description="The site's IANA zone, so that the supervisors' notice gives its "
+        "wall-clock time.",
+    )
+    urgency: Urgency | None = Field(
+        default=None, description="The referral's urgency, to tell notices apart."
+    )
     supervisor_contacts: tuple[ContactPoint, ...] = Field(
         default=(),
         max_length=16,

@@ -198,7 +198,6 @@ async def start_system(
         "NOTIFY_DELIVERY": "sandbox",
         "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{notify_ports[0]}",
         "NOTIFY_LINK_SECRET": "e2e-link-secret",
-        "NOTICE_SPACING_SECONDS": "0.2",
         **settings,
     }
     starting = [

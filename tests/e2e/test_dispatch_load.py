@@ -37,7 +37,7 @@ from tests.e2e.conftest import System, start_system, stop_system
 from tests.integration.conftest import handoff_command
 from tests.support.kafka import read_topic
 from tests.support.matching import always_on_call
-from tests.support.notify import link_in
+from tests.support.notify import link_in, reply_code_in
 from tests.support.waiting import eventually
 
 
@@ -336,7 +336,10 @@ async def test_two_coaches_accepting_one_broadcast_at_once_one_wins_and_the_othe
     assert filled.reason == WithdrawReason.FILLED
     assert filled.coach_id != assigned.coach_id
     # The one who lost the race is told in plain words, by text and on the link she used.
-    told = "Handoff: the request at Mercy ED was filled by another coach. No action needed."
+    told = (
+        f"Handoff: the request {reply_code_in(bodies[filled.coach_id])} at Mercy ED was "
+        "filled by another coach. No action needed."
+    )
     loser = site.phone_of(filled.coach_id)
 
     async def notice() -> list[str] | None:
@@ -371,9 +374,10 @@ async def test_a_coach_accepting_two_offers_at_once_for_her_last_slot_gets_one_a
     [refused] = [w for s in stories.values() for w in _of(OfferWithdrawn, s)]
     assert refused.reason == WithdrawReason.AT_CAPACITY
     assert assigned.coach_id == refused.coach_id == site.coach_ids[site.site_coach]
+    refused_body = bodies[[o.offer_id for o in offers].index(refused.offer_id)]
     told = (
-        "Handoff: you are at your limit of open requests, so the request at Mercy ED "
-        "was passed to another coach. No action needed."
+        "Handoff: you are at your limit of open requests, so the request "
+        f"{reply_code_in(refused_body)} at Mercy ED was passed to another coach. No action needed."
     )
 
     async def notice() -> list[str] | None:
@@ -381,7 +385,6 @@ async def test_a_coach_accepting_two_offers_at_once_for_her_last_slot_gets_one_a
         return inbox if told in inbox else None
 
     await eventually(notice, within=10, what="the at-capacity notice to her")
-    refused_body = bodies[[o.offer_id for o in offers].index(refused.offer_id)]
     assert "You are at your limit of open requests" in await _link_page(refused_body)
 
     # The refused referral moved on at once, to the pool coach.

@@ -23,7 +23,7 @@ from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import OfferMade
 from tests.e2e.conftest import COACHES, LADDER_SITE, MAIN_SITE, System
 from tests.support.kafka import read_topic
-from tests.support.notify import link_in
+from tests.support.notify import link_in, reply_code_in
 from tests.support.otlp import SPAN_KIND_SERVER, OtlpCollector, ReceivedSpan
 from tests.support.patients import SERVICE_LOGS, referral_body
 from tests.support.processes import running
@@ -31,7 +31,6 @@ from tests.support.waiting import eventually
 
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml"
 MAIN_PHONES = {COACHES["main-1"].phone, COACHES["main-2"].phone}
-CANCEL_NOTICE = "Handoff: the request at Mercy ED was cancelled. No action needed."
 
 
 async def _status_becomes(
@@ -154,7 +153,11 @@ async def test_a_cancelled_referral_tells_the_paged_coach_and_the_link_says_so(
             # This module cancels no other referral, so a cancellation notice to the paged
             # phone after this referral's page is this referral's.
             bodies = await system.inbox(page.phone)
-            return CANCEL_NOTICE in bodies[bodies.index(page.body) + 1 :]
+            told = (
+                f"Handoff: the request {reply_code_in(page.body)} at Mercy ED was cancelled. "
+                "No action needed."
+            )
+            return told in bodies[bodies.index(page.body) + 1 :]
 
         await eventually(notice_after_the_page, within=10, what="the cancellation notice")
         opened = await client.get(link_in(page.body))

@@ -64,7 +64,7 @@ async def test_an_offer_pages_the_coach_once_by_sms_with_a_working_link(
     offer = await notify.offer(sms(phone))
 
     [body] = await notify.sms(phone)
-    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1 to accept")
+    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1B to accept")
     async with httpx.AsyncClient() as client:
         page = await client.get(link_in(body))
     assert page.status_code == 200
@@ -88,8 +88,8 @@ async def test_replying_1_accepts_the_senders_open_offer(notify: NotifyHarness) 
     again = await notify.twilio.send_sms(notify.url, phone, "1")
 
     assert reply.status_code == 200
-    assert "we are confirming you for the request at Mercy ED" in reply.text
-    assert "you accepted the request at Mercy ED; we are confirming it" in again.text
+    assert "we are confirming you for the request B at Mercy ED" in reply.text
+    assert "you accepted the request B at Mercy ED; we are confirming it" in again.text
     events = await notify.page_events(offer.offer_id, at_least=2)
     answers = [e for e in events if isinstance(e, CoachResponded)]
     assert [(a.response, a.via) for a in answers] == [
@@ -217,7 +217,7 @@ async def test_a_filled_offer_tells_the_coach_and_its_link_says_so(notify: Notif
     bodies = await notify.sms(phone, count=2)
     assert (
         bodies[1]
-        == "Handoff: the request at Mercy ED was filled by another coach. No action needed."
+        == "Handoff: the request B at Mercy ED was filled by another coach. No action needed."
     )
     async with httpx.AsyncClient() as client:
         page = await client.get(link_in(body))
@@ -249,7 +249,7 @@ async def test_forged_and_unknown_webhooks_get_nothing(notify: NotifyHarness) ->
     assert "<Message>" not in stranger.text
     # The coach's own reply still works: the forgeries did not consume the offer.
     reply = await notify.twilio.send_sms(notify.url, phone, "2")
-    assert "decline is recorded" in reply.text
+    assert "your decline of the request B at Mercy ED is recorded" in reply.text
     events = await notify.page_events(offer.offer_id, at_least=2)
     assert [e.response for e in events if isinstance(e, CoachResponded)] == [CoachResponse.DECLINED]
 
@@ -324,8 +324,8 @@ async def test_after_assignment_the_coach_reports_arrival_and_completion(
         completed = await client.post(link, data={"answer": "completed"})
         late_decline = await client.post(link, data={"answer": "declined"})
 
-    assert confirmation.startswith("Handoff: confirmed, you have the request at Mercy ED.")
-    assert "within 45 min" in confirmation
+    assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
+    assert "(within 45 min)" in confirmation
     assert "Tap Completed" in arrived.text
     assert "Completed. Thank you." in completed.text
     assert late_decline.status_code == 200
@@ -371,7 +371,9 @@ async def test_an_unanswered_page_moves_to_the_next_method_after_the_sites_delay
         (PageSent, Channel.EMAIL),
     ]
     [mail] = notify.mailbox.to(address)
-    assert "Reply 1 to accept" in mail.body
+    # Nothing reads an email reply: the page asks for the link, not for "1".
+    assert "Open this link to accept or decline: http" in mail.body
+    assert "Reply" not in mail.body
     assert len(notify.twilio.to(phone)) == 1
 
 

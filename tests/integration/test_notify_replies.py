@@ -34,6 +34,7 @@ from handoff_schemas.vocabulary import (
     PageFailure,
     ResponseVia,
     UnassignedReason,
+    Urgency,
     WithdrawReason,
 )
 from tests.support.fake_twilio import signed_post
@@ -124,30 +125,54 @@ async def test_a_bare_answer_with_two_open_offers_asks_which_and_a_code_takes_th
     first, first_body = await paged(notify, sms(phone), site_short_name="Mercy ED")
     second, second_body = await paged(notify, sms(phone), site_short_name="Kent ED")
 
-    assert "Reply 1 to accept, 2 to decline" in first_body  # alone, it needs no code
+    assert "Reply 1B to accept, 2B to decline" in first_body  # every page states its code
     assert "Reply 1C to accept, 2C to decline" in second_body
     question = await reply(notify, phone, "1")
     assert question is not None
-    assert question.startswith("Handoff: which request? B Mercy ED (0 min ago), C Kent ED")
+    assert re.match(
+        r"Handoff: which request\? B urgent Mercy ED \d\d:\d\d UTC \(0 min ago\), "
+        r"C urgent Kent ED \d\d:\d\d UTC",
+        question,
+    ), question
     assert await answers(notify, first.offer_id) == []
     assert await answers(notify, second.offer_id) == []
 
     taken = await reply(notify, phone, "1C")
 
     assert taken is not None
-    assert "we are confirming you for the request at Kent ED" in taken
+    assert "we are confirming you for the request C at Kent ED" in taken
     assert await responded(notify, second.offer_id) == [
         (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
     ]
     assert await answers(notify, first.offer_id) == []
     # With one offer left open, a bare answer is about it.
-    assert await reply(notify, phone, "no") == "Handoff: thank you, your decline is recorded."
+    assert await reply(notify, phone, "no") == (
+        "Handoff: thank you, your decline of the request B at Mercy ED is recorded."
+    )
     assert await responded(notify, first.offer_id) == [
         (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
     ]
 
 
-@pytest.mark.parametrize("typed", ["Accept", "OK", "yes on my way"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "Accept",
+        "OK",
+        "yes on my way",
+        # What a fresh-eyes tester typed and was refused (decision 0020)
+        "I'll be there",
+        "i am on my way",
+        "k",
+        "yea",
+        "Yes sir",
+        "sure thing",
+        "\u2705",
+        "\U0001f197",
+        "\U0001f44c",
+        "okey",
+    ],
+)
 async def test_replies_people_type_accept(notify: NotifyHarness, typed: str) -> None:
     phone = notify.phone()
     offer, _ = await paged(notify, sms(phone))
@@ -155,7 +180,7 @@ async def test_replies_people_type_accept(notify: NotifyHarness, typed: str) -> 
     answer = await reply(notify, phone, typed)
 
     assert answer is not None
-    assert answer.startswith("Handoff: thank you, we are confirming you for the request at")
+    assert answer.startswith("Handoff: thank you, we are confirming you for the request B at")
     assert await responded(notify, offer.offer_id) == [
         (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
     ]
@@ -168,9 +193,28 @@ async def test_negatives_decline_and_never_accept(notify: NotifyHarness, typed: 
 
     answer = await reply(notify, phone, typed)
 
-    assert answer == "Handoff: thank you, your decline is recorded."
+    assert answer == "Handoff: thank you, your decline of the request B at Mercy ED is recorded."
     assert await responded(notify, offer.offer_id) == [
         (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+
+
+@pytest.mark.parametrize("typed", ["not declining", "don't decline", "no ok", "no yes"])
+async def test_mixed_signals_are_asked_about_and_change_nothing(
+    notify: NotifyHarness, typed: str
+) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer == (
+        "Handoff: was that a yes or a no? Nothing was changed. Reply 1B to accept or 2B to decline."
+    )
+    assert await answers(notify, offer.offer_id) == []
+    assert await reply(notify, phone, "1B") is not None  # the offer is still open
+    assert await responded(notify, offer.offer_id) == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
     ]
 
 
@@ -246,11 +290,14 @@ async def test_off_and_on_are_answered_with_what_changed_and_told_to_matching(
     ]
 
 
-async def test_help_names_the_program_and_the_supervisor_line(notify: NotifyHarness) -> None:
+@pytest.mark.parametrize("typed", ["HELP", "HELP ME", "info"])
+async def test_help_names_the_program_and_the_supervisor_line(
+    notify: NotifyHarness, typed: str
+) -> None:
     phone = notify.phone()
     offer, _ = await paged(notify, sms(phone))
 
-    answer = await reply(notify, phone, "HELP")
+    answer = await reply(notify, phone, typed)
 
     assert answer is not None
     assert answer.startswith(HELP_START)
@@ -305,6 +352,22 @@ async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
     assert restored.offer_id != after_stop.offer_id
 
 
+@pytest.mark.parametrize("typed", ["STOP ALL", "stopall", "Unsubscribe me"])
+async def test_carrier_opt_out_phrasings_opt_the_number_out(
+    notify: NotifyHarness, typed: str
+) -> None:
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone))
+
+    assert await reply(notify, phone, typed) is None  # the carrier confirms, not us
+
+    [_, failed] = await notify.page_events(offer.offer_id, at_least=2)
+    assert isinstance(failed, PageFailed)
+    assert failed.failure is PageFailure.UNSUBSCRIBED
+    listed = (await admin(notify, "opted_out")).json()["contact_methods"]
+    assert phone in [m["destination"] for m in listed]
+
+
 async def _mail_count(notify: NotifyHarness, address: str, count: int) -> str | None:
     mails = notify.mailbox.to(address)
     return mails[-1].body if len(mails) >= count else None
@@ -313,8 +376,8 @@ async def _mail_count(notify: NotifyHarness, address: str, count: int) -> str | 
 @pytest.mark.parametrize(
     ("reason", "told"),
     [
-        (WithdrawReason.CANCELLED, "Handoff: the request at Mercy ED was cancelled."),
-        (WithdrawReason.FILLED, "Handoff: the request at Mercy ED was filled by another coach."),
+        (WithdrawReason.CANCELLED, "Handoff: the request B at Mercy ED was cancelled."),
+        (WithdrawReason.FILLED, "Handoff: the request B at Mercy ED was filled by another coach."),
     ],
 )
 async def test_a_reply_to_a_cancelled_or_filled_offer_is_told_so(
@@ -343,7 +406,7 @@ async def test_a_reply_to_an_expired_offer_is_told_so(notify: NotifyHarness) -> 
     await eventually(past_expiry, within=10, what="the offer's expiry")
     answer = await reply(notify, phone, "1")
 
-    assert answer == "Handoff: the request at Mercy ED has expired. No action needed."
+    assert answer == "Handoff: the request B at Mercy ED has expired. No action needed."
     assert await answers(notify, offer.offer_id) == []
 
 
@@ -357,7 +420,9 @@ async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarn
     await withdraw(notify, offer, WithdrawReason.AT_CAPACITY)
 
     [_, notice] = await notify.sms(phone, count=2)
-    assert notice.startswith("Handoff: you are at your limit of open requests, so the request")
+    assert notice.startswith(
+        "Handoff: you are at your limit of open requests, so the request B at Mercy ED"
+    )
     assert "passed to another coach" in notice
     again = await reply(notify, phone, "1")
     assert again == notice
@@ -475,6 +540,8 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
             unassigned_at=at,
             site_id="md-mercy",
             site_short_name="Mercy ED",
+            site_time_zone="America/New_York",
+            urgency=Urgency.URGENT,
             supervisor_contacts=(sms(phone), email(address)),
         )
 
@@ -485,16 +552,16 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
     )
 
     bodies = await notify.sms(phone, count=2)
-    assert bodies == [
-        "Handoff: a request at Mercy ED has no coach: nobody on call accepted it (03:07 UTC). "
-        "Please arrange cover.",
-        "Handoff: a request at Mercy ED has no coach: nobody on call accepted it (03:27 UTC). "
-        "Please arrange cover.",
+    reference = str(referral_id).replace("-", "")[:6].upper()
+    said = f"Handoff: urgent request {reference} at Mercy ED has no coach: nobody on call"
+    assert bodies == [  # the site's wall clock: 03:07 UTC is 22:07 EST the evening before
+        f"{said} accepted it (22:07 EST). Please arrange cover.",
+        f"{said} accepted it (22:27 EST). Please arrange cover.",
     ]
     mails = await eventually(
         lambda: _mail_count(notify, address, 2), within=20, what="two notices by email"
     )
     assert "Please arrange cover." in mails
     assert [m.subject for m in notify.mailbox.to(address)] == [
-        "Handoff: unassigned request at Mercy ED"
+        f"Handoff: unassigned request {reference} at Mercy ED"
     ] * 2

@@ -4,6 +4,7 @@ Any message a test did not expect, or a message sent twice, fails the module."""
 
 import asyncio
 import os
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -89,7 +90,6 @@ class NotifyHarness:
             "SSL_CERT_FILE": str(webhooks.ca_file),  # trusts the local endpoint's test CA
             "PROVIDER_TIMEOUT_SECONDS": "2",
             "SENDING_DEADLINE_SECONDS": "3",
-            "NOTICE_SPACING_SECONDS": "0.2",
             "SITE_CHANNEL_FALLBACK_SECONDS": f'{{"{QUICK_FALLBACK_SITE}": 1}}',
             "NOTIFY_ADMIN_TOKEN": ADMIN_TOKEN,
             "NOTIFY_PROGRAM_NAME": PROGRAM_NAME,
@@ -128,6 +128,7 @@ class NotifyHarness:
         site_short_name: str = "Mercy ED",
         expires_in: float = 300,
         page_deadline: datetime | None = None,
+        site_time_zone: str | None = None,
     ) -> OfferMade:
         offer = offer_made(
             *contacts,
@@ -136,6 +137,7 @@ class NotifyHarness:
             site_short_name=site_short_name,
             expires_in=expires_in,
             page_deadline=page_deadline,
+            site_time_zone=site_time_zone,
         )
         await send(self.broker, offer, event_id=event_id, source="/handoff/matching")
         return offer
@@ -181,10 +183,14 @@ class NotifyHarness:
 
 @asynccontextmanager
 async def notify_harness(
-    database_url: str, kafka: KafkaCluster, log_name: str = "notify-harness.log"
+    database_url: str,
+    kafka: KafkaCluster,
+    log_name: str = "notify-harness.log",
+    overrides: dict[str, str] | None = None,
 ) -> AsyncIterator[NotifyHarness]:
-    """Notify as a process on a database of its own, with its fake providers; on leaving,
-    fails if any message went to a destination no test made, or went twice."""
+    """Notify as a process on a database of its own, with its fake providers and any
+    environment `overrides`; on leaving, fails if any message went to a destination no
+    test made, or went twice."""
 
     twilio, mailbox, webhooks = FakeTwilio(), Mailbox(), WebhookReceiver()
     await twilio.start()
@@ -195,6 +201,7 @@ async def notify_harness(
     await ensure_topics(bootstrap)
     port = free_ports(1)[0]
     env = NotifyHarness.environment(database, bootstrap, port, twilio, mailbox, webhooks)
+    env.update(overrides or {})
     log_file = SERVICE_LOGS / log_name
     process = await asyncio.to_thread(start_service, "notify", env, log_file, 60, port)
     broker = make_broker(bootstrap, client_id="notify-tests")
@@ -236,6 +243,7 @@ def offer_made(
     site_id: str = "md-mercy",
     site_short_name: str = "Mercy ED",
     page_deadline: datetime | None = None,
+    site_time_zone: str | None = None,
 ) -> OfferMade:
     return OfferMade(
         referral_id=referral_id or uuid.uuid4(),
@@ -245,6 +253,7 @@ def offer_made(
         site_short_name=site_short_name,
         urgency=Urgency.URGENT,
         tier=Tier.SITE,
+        site_time_zone=site_time_zone,
         expires_at=datetime.now(UTC) + timedelta(seconds=expires_in),
         page_deadline=page_deadline,
         briefing=BRIEFING,
@@ -256,3 +265,11 @@ def link_in(body: str) -> str:
     found = LINK.search(body)
     assert found, f"no link in {body!r}"
     return found.group(0)
+
+
+def reply_code_in(body: str) -> str:
+    """The reply code an offer SMS states ("Reply 1B to accept"), which every text about
+    that offer then names it by."""
+    found = re.search(r"Reply 1([A-Z]) to accept", body)
+    assert found, f"no reply code in {body!r}"
+    return found.group(1)

@@ -3,6 +3,8 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handoff_notify.domain import content
 from handoff_notify.domain.content import GSM7, SMS_SEGMENT, OpenOffer
@@ -13,6 +15,7 @@ from handoff_notify.domain.replies import (
     Keyword,
     NotUnderstood,
     Reply,
+    Unclear,
     parse_reply,
 )
 from handoff_notify.domain.reply_codes import choose_code
@@ -20,6 +23,7 @@ from handoff_schemas.vocabulary import CoachResponse, Urgency, WithdrawReason
 from tests.support.patients import PHI_MARKERS
 
 NOW = datetime(2026, 11, 30, 21, 0, tzinfo=UTC)
+NY = "America/New_York"
 ACCEPT, DECLINE = CoachResponse.ACCEPTED, CoachResponse.DECLINED
 # A production-length public URL: the link is it, "/p/" and a 38-character token.
 LINK = "https://page.handoff-example.org/p/" + "x" * 38
@@ -55,6 +59,21 @@ ACCEPTS = [
     "I\u2019ll be there, on my way",
     "1.",
     "  1  ",
+    # What the fresh-eyes tester typed (decision 0020)
+    "I'll be there",
+    "i am on my way",
+    "I will be there",
+    "k",
+    "K.",
+    "kk",
+    "yea",
+    "Yes sir",
+    "sure thing",
+    "\u2705",  # ✅
+    "\U0001f197",  # 🆗
+    "\U0001f44c",  # 👌
+    "okey",
+    "got it, omw",
 ]
 DECLINES = [
     "2",
@@ -86,6 +105,21 @@ DECLINES = [
     "busy",
     "👎",
     "2.",
+    "\u274c",  # ❌
+    "no no",
+]
+UNCLEAR = [
+    "not declining",
+    "don't decline",
+    "don\u2019t decline",
+    "no ok",
+    "no yes",
+    "No, OK",
+    "yes no",
+    "ok no",
+    "1 2",
+    "👍 👎",
+    "never decline",
 ]
 NOT_UNDERSTOOD = [
     "",
@@ -95,13 +129,9 @@ NOT_UNDERSTOOD = [
     "maybe",
     "?",
     "🙂",
-    "yes no",
-    "ok no",
-    "1 2",
     "yes but the patient in bay 4 is my neighbour",
     "ok but busy for an hour",  # "busy" is a no; "ok" a yes: neither wins
     "call me",
-    "stop please",  # not the bare keyword: the carrier would not act on it either
     "who is this",
     "b",  # a code with no answer
     "1B 2C",  # two codes
@@ -121,6 +151,16 @@ def test_replies_people_type_to_decline_decline(body: str) -> None:
     assert parse_reply(body) == Answer(DECLINE)
 
 
+@pytest.mark.parametrize("body", UNCLEAR)
+def test_mixed_signals_and_negated_declines_are_asked_about_never_guessed(body: str) -> None:
+    assert parse_reply(body) == Unclear()
+
+
+def test_an_unclear_reply_keeps_the_code_it_named() -> None:
+    assert parse_reply("no ok B") == Unclear("B")
+    assert parse_reply("not declining 2C") == Unclear("C")
+
+
 @pytest.mark.parametrize("body", NOT_UNDERSTOOD)
 def test_replies_that_cannot_be_read_safely_are_not_understood(body: str) -> None:
     assert parse_reply(body) == NotUnderstood()
@@ -128,7 +168,24 @@ def test_replies_that_cannot_be_read_safely_are_not_understood(body: str) -> Non
 
 @pytest.mark.parametrize(
     "body",
-    ["no", "not ok", "can't", "can\u2019t", "no way", "not on my way", "cannot accept", "N"],
+    [
+        "no",
+        "not ok",
+        "can't",
+        "can\u2019t",
+        "no way",
+        "not on my way",
+        "cannot accept",
+        "N",
+        "no ok",
+        "no yes",
+        "not declining",
+        "don't decline",
+        "👎",
+        "\u274c",
+        "no 👍",
+        "won't be there",
+    ],
 )
 def test_a_negative_is_never_read_as_an_accept(body: str) -> None:
     for variant in (body, body.upper(), f"{body}.", f" {body}! ", f"{body} B", f"B {body}"):
@@ -179,6 +236,15 @@ def test_an_answer_with_a_code_names_that_offer_in_either_order(body: str, reply
         ("HELP", Keyword.HELP),
         ("help?", Keyword.HELP),
         ("info", Keyword.HELP),
+        ("STOP ALL", Keyword.OPT_OUT),
+        ("Stop all.", Keyword.OPT_OUT),
+        ("stopall", Keyword.OPT_OUT),
+        ("stop please", Keyword.OPT_OUT),
+        ("Stop texting me", Keyword.OPT_OUT),
+        ("UNSUBSCRIBE ME", Keyword.OPT_OUT),
+        ("HELP ME", Keyword.HELP),
+        ("Help me please", Keyword.HELP),
+        ("INFO please", Keyword.HELP),
     ],
 )
 def test_carrier_keywords(body: str, keyword: Keyword) -> None:
@@ -242,27 +308,52 @@ def test_an_offer_sms_is_one_gsm7_segment_without_phi(
     assert not [marker for marker in PHI_MARKERS if marker in text]
 
 
-def test_an_offer_sms_shows_its_code_only_when_it_has_one() -> None:
-    single = content.offer("Mercy ED", Urgency.URGENT, LINK).text
+def test_an_offer_sms_shows_its_code() -> None:
     several = content.offer("Mercy ED", Urgency.URGENT, LINK, "C").text
     head = "Handoff: urgent ED request at Mercy ED."
-    assert single == f"{head} Reply 1 to accept, 2 to decline, or open {LINK}"
     assert several == f"{head} Reply 1C to accept, 2C to decline, or open {LINK}"
 
 
-def test_a_bare_answer_with_several_open_offers_names_each_by_code_site_and_age() -> None:
+def test_an_email_page_asks_for_the_link_not_a_reply_nobody_reads() -> None:
+    email = content.offer("Mercy ED", Urgency.URGENT, LINK, replies_read=False)
+    assert email.text == (
+        f"Handoff: urgent ED request at Mercy ED. Open this link to accept or decline: {LINK}"
+    )
+    assert "Reply" not in email.text
+    assert "Press 1" in email.spoken  # a call still takes the keypad
+
+
+def test_a_bare_answer_with_several_open_offers_names_each_so_they_differ() -> None:
+    """Two requests at one site a minute apart: urgency and local time tell them apart."""
     question = content.which_offer(
         [
-            OpenOffer("B", "Mercy ED", NOW - timedelta(minutes=7, seconds=30)),
-            OpenOffer("C", "Kent ED", NOW - timedelta(seconds=40)),
+            OpenOffer("B", "Mercy ED", NOW - timedelta(minutes=1, seconds=30), Urgency.URGENT, NY),
+            OpenOffer("C", "Mercy ED", NOW - timedelta(seconds=40), Urgency.ROUTINE, NY),
         ],
         NOW,
     )
     assert question == (
-        "Handoff: which request? B Mercy ED (7 min ago), C Kent ED (0 min ago). "
-        "Reply 1B to accept or 2B to decline."
+        "Handoff: which request? B urgent Mercy ED 15:58 EST (1 min ago), "
+        "C routine Mercy ED 15:59 EST (0 min ago). Reply 1B to accept or 2B to decline."
     )
     assert len(question) <= SMS_SEGMENT
+
+
+def test_an_unclear_reply_is_asked_about_with_the_code_to_use() -> None:
+    assert content.unclear(["B", "C"]) == (
+        "Handoff: was that a yes or a no? Nothing was changed. Reply 1B to accept or 2B to decline."
+    )
+    assert "Nothing was changed" in content.unclear([])
+
+
+@pytest.mark.parametrize("reason", [WithdrawReason.CANCELLED, WithdrawReason.AT_CAPACITY])
+def test_a_notice_about_an_offer_names_it_by_its_code(reason: WithdrawReason) -> None:
+    text = content.closed("Mercy ED", OfferState.WITHDRAWN, reason, "B")
+    assert "request B at Mercy ED" in text
+    assert len(text) <= SMS_SEGMENT
+    thanks = content.reply_acknowledgement(True, "Mercy ED", LINK, "B")
+    assert "confirming you for the request B at Mercy ED" in thanks
+    assert "request B at Mercy ED" in content.reply_acknowledgement(False, "Mercy ED", LINK, "B")
 
 
 @pytest.mark.parametrize(
@@ -306,3 +397,26 @@ def test_the_first_page_may_not_leave_after_the_page_deadline_but_fallbacks_may(
     assert CoachOffer(OfferState.OPEN, NOW + timedelta(minutes=5)).may_page(
         NOW, first_page_out=False
     )
+
+
+_NEGATIVE_PIECES = ["no", "not", "can't", "cannot", "don't", "won't", "never", "2", "n", "nope"]
+_NEGATIVE_PIECES += ["decline", "busy", "👎", "\u274c", "no way", "no thanks", "nah", "unable"]
+_ANY_PIECES = [*_NEGATIVE_PIECES, "1", "y", "yes", "ok", "k", "okey", "accept", "omw", "B"]
+_ANY_PIECES += ["on my way", "I'll be there", "sure thing", "👍", "\u2705", "\U0001f197", "sir"]
+_ANY_PIECES += ["thanks", "please", "I'm", ",", ".", "!", "STOP", "help", "all", "me"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    before=st.lists(st.sampled_from(_ANY_PIECES), max_size=4),
+    negative=st.sampled_from(_NEGATIVE_PIECES),
+    after=st.lists(st.sampled_from(_ANY_PIECES), max_size=4),
+    upper=st.booleans(),
+)
+def test_no_reply_with_a_negative_in_it_is_ever_read_as_an_accept(
+    before: list[str], negative: str, after: list[str], upper: bool
+) -> None:
+    body = " ".join([*before, negative, *after])
+    body = body.upper() if upper else body
+    reply = parse_reply(body)
+    assert not (isinstance(reply, Answer) and reply.response is ACCEPT), body

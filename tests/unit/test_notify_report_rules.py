@@ -2,7 +2,7 @@
 
 import pytest
 
-from handoff_notify.domain.delivery import MessageState, after_report
+from handoff_notify.domain.delivery import MessageState, after_report, coach_unreachable
 
 
 @pytest.mark.parametrize("delivered", [True, False])
@@ -25,3 +25,16 @@ def test_a_sent_message_takes_the_report(delivered: bool) -> None:
 @pytest.mark.parametrize("delivered", [True, False])
 def test_any_other_state_is_left_alone(state: MessageState, delivered: bool) -> None:
     assert after_report(state, delivered) is None
+
+
+def test_an_email_failing_after_the_sms_went_out_leaves_the_coach_reached() -> None:
+    """Found by a new user: SMS sent, email (the last method) failed after the fallback,
+    and the offer was withdrawn as unreachable two minutes into a five-minute window."""
+    assert not coach_unreachable(None, [MessageState.SENT, MessageState.FAILED])
+    assert not coach_unreachable(None, [MessageState.DELIVERED, MessageState.FAILED])
+
+
+def test_the_coach_is_unreached_only_when_no_page_reached_a_provider_and_none_is_left() -> None:
+    assert coach_unreachable(None, [MessageState.FAILED, MessageState.FAILED])
+    assert coach_unreachable(None, [MessageState.THROTTLED, MessageState.FAILED])
+    assert not coach_unreachable(1, [MessageState.FAILED])

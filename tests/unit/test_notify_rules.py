@@ -34,10 +34,11 @@ from handoff_notify.domain.links import LinkSigner
 from handoff_notify.domain.offer import CoachOffer, OfferState
 from handoff_notify.domain.throttle import (
     Allow,
-    Defer,
+    NoticePlan,
     RecentSends,
     Refuse,
     ThrottleRules,
+    plan_notices,
     throttle,
 )
 from handoff_notify.settings import NotifySettings
@@ -113,26 +114,53 @@ RULES = ThrottleRules()
 
 
 def test_new_offers_pass_the_throttle_until_a_flood() -> None:
-    one = RecentSends(offers=1, latest=NOW - timedelta(seconds=5))
+    one = RecentSends(offers=1)
     assert throttle(MessageKind.OFFER, one, NOW, RULES) == Allow()
-    flood = RecentSends(offers=20, latest=NOW)
+    flood = RecentSends(offers=20)
     assert throttle(MessageKind.OFFER, flood, NOW, RULES) == Refuse()
 
 
-def test_a_notice_waits_a_minute_after_the_last_message_to_that_destination() -> None:
-    last = NOW - timedelta(seconds=20)
-    verdict = throttle(MessageKind.WITHDRAWN, RecentSends(offers=1, latest=last), NOW, RULES)
-    assert verdict == Defer(last + timedelta(minutes=1))
-    old = RecentSends(offers=1, latest=NOW - timedelta(minutes=2))
-    assert throttle(MessageKind.WITHDRAWN, old, NOW, RULES) == Allow()
-    assert throttle(MessageKind.WITHDRAWN, RecentSends(), NOW, RULES) == Allow()
+@pytest.mark.parametrize("kind", [MessageKind.WITHDRAWN, MessageKind.ASSIGNED])
+def test_answers_about_an_offer_go_at_once_however_recent_the_last_text(
+    kind: MessageKind,
+) -> None:
+    """A cancellation a minute late can send a coach out for nothing: no spacing."""
+    just_paged = RecentSends(offers=3, notices=4)
+    assert throttle(kind, just_paged, NOW, RULES) == Allow()
+    assert throttle(kind, RecentSends(), NOW, RULES) == Allow()
 
 
-def test_only_a_handful_of_notices_per_quarter_hour() -> None:
-    five = RecentSends(notices=5, latest=NOW - timedelta(minutes=2))
-    assert throttle(MessageKind.WITHDRAWN, five, NOW, RULES) == Refuse()
-    four = RecentSends(notices=4, latest=NOW - timedelta(minutes=2))
-    assert throttle(MessageKind.WITHDRAWN, four, NOW, RULES) == Allow()
+def test_answers_about_offers_stop_only_at_the_flood_ceiling() -> None:
+    assert throttle(MessageKind.WITHDRAWN, RecentSends(notices=19), NOW, RULES) == Allow()
+    assert throttle(MessageKind.WITHDRAWN, RecentSends(notices=20), NOW, RULES) == Refuse()
+
+
+def test_supervisor_notices_go_singly_until_the_windows_last_slot() -> None:
+    assert plan_notices(3, 0, None, RULES) == NoticePlan(3, False)
+    assert plan_notices(1, 3, NOW - timedelta(minutes=3), RULES) == NoticePlan(1, False)
+    assert plan_notices(1, 4, NOW - timedelta(minutes=3), RULES) == NoticePlan(0, True)
+
+
+def test_past_the_limit_the_last_slot_carries_a_digest_of_all_the_rest() -> None:
+    assert plan_notices(10, 0, None, RULES) == NoticePlan(4, True)
+    assert plan_notices(3, 3, NOW - timedelta(minutes=3), RULES) == NoticePlan(1, True)
+    assert plan_notices(2, 4, NOW - timedelta(minutes=3), RULES) == NoticePlan(0, True)
+
+
+def test_with_the_window_full_notices_wait_for_its_oldest_send_to_leave_it() -> None:
+    oldest = NOW - timedelta(minutes=11)
+    assert plan_notices(6, 5, oldest, RULES) == NoticePlan(0, False, oldest + timedelta(minutes=15))
+
+
+def test_no_supervisor_notice_is_ever_dropped() -> None:
+    """Every due notice is either sent singly, folded into the digest, or held."""
+    for due in range(1, 30):
+        for sends in range(0, 8):
+            plan = plan_notices(due, sends, NOW - timedelta(minutes=1), RULES)
+            assert plan.singles <= due
+            handled = plan.singles + (due - plan.singles if plan.digest else 0)
+            assert handled == due or (plan.hold_until is not None and plan.singles == 0)
+            assert sends + plan.singles + plan.digest <= max(RULES.notices_per_window, sends)
 
 
 POLICY = RetryPolicy(max_attempts=3, first_delay=1.0, max_delay=10.0)

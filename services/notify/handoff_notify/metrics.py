@@ -45,7 +45,7 @@ DELIVERY_REPORTS = Counter(
 )
 THROTTLED = Counter(
     "handoff_pages_throttled_total",
-    "Messages held back or refused by a contact method's throttle.",
+    "Messages held back, folded into a digest, or refused by a contact method's throttle.",
     ["channel", "kind", "action"],
 )
 CHANNEL_FALLBACKS = Counter(

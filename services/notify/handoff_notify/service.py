@@ -42,11 +42,12 @@ from handoff_notify.domain.delivery import (
     after_lookup,
     after_report,
     after_send,
+    coach_unreachable,
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
-from handoff_notify.domain.replies import Answer, Keyword, parse_reply
-from handoff_notify.domain.throttle import Defer, Refuse, throttle
+from handoff_notify.domain.replies import Answer, Keyword, Unclear, parse_reply
+from handoff_notify.domain.throttle import Refuse, plan_notices, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
@@ -78,6 +79,10 @@ log = logging.getLogger(__name__)
 
 Wake = Callable[[], None]
 _Text = TypeVar("_Text", str, None)
+
+# Channels whose answers reach us (SMS replies, keypad presses); email and webhooks have
+# only the link.
+_REPLIES_READ = (Channel.SMS, Channel.VOICE)
 
 # Withdrawals the coach is told of; not_contacted and unreachable ones reached nobody.
 _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPACITY)
@@ -152,15 +157,7 @@ class NotifyService:
     async def referral_unassigned(self, connection: Connection, event: Envelope[Any]) -> None:
         """Nobody took the referral: one short notice to each of the site's supervisors."""
         data: ReferralUnassigned = event.data
-        await notices.add(
-            connection,
-            event.id,
-            data.referral_id,
-            event.correlationid,
-            data.site_short_name,
-            data.unassigned_at,
-            data.supervisor_contacts,
-        )
+        await notices.add(connection, event.id, event.correlationid, data)
 
     async def _offer_settled(self, connection: Connection, record: OfferRecord) -> None:
         """The offer needs no more paging: drop what has not left, stop channel fallbacks."""
@@ -221,10 +218,6 @@ class NotifyService:
                     connection, message.channel, message.destination, now - rules.window
                 )
                 verdict = throttle(message.kind, recent, now, rules)
-                if isinstance(verdict, Defer):
-                    await store.defer(connection, message.message_id, verdict.until)
-                    metrics.THROTTLED.labels(message.channel, message.kind, "deferred").inc()
-                    continue
                 if isinstance(verdict, Refuse):
                     metrics.THROTTLED.labels(message.channel, message.kind, "refused").inc()
                     log.warning(
@@ -239,9 +232,15 @@ class NotifyService:
                     connection, message.message_id, self.settings.sending_deadline_seconds
                 )
                 code = None
-                if message.kind is MessageKind.OFFER and message.channel is Channel.SMS:
-                    code = await store.assign_reply_code(
-                        connection, message.destination, record.offer_id, now
+                if message.channel is Channel.SMS:
+                    code = (
+                        await store.assign_reply_code(
+                            connection, message.destination, record.offer_id, now
+                        )
+                        if message.kind is MessageKind.OFFER
+                        else await store.reply_code(
+                            connection, message.destination, record.offer_id
+                        )
                     )
                 outgoing.append(self._outgoing(message, record, now, code))
         return outgoing
@@ -319,33 +318,67 @@ class NotifyService:
         )
 
     async def claim_due_notices(self, limit: int) -> list[Outgoing]:
-        """Due supervisor notices, committed as `sending`; lost ones failed first."""
+        """Due supervisor notices, committed as `sending`; lost ones failed first. Per
+        destination, past the quarter hour's limit the rest leave as one digest, or wait
+        for the window to free a slot (`plan_notices`)."""
         outgoing: list[Outgoing] = []
         async with self.pool.acquire() as connection, connection.transaction():
+            now = self.clock()
+            rules = self.settings.throttle_rules
             for channel in await notices.fail_lost(connection):
                 metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "failed").inc()
             claimed = await notices.claim_due(connection, limit)
             blocked = await store.blocked_methods(
                 connection, {(notice.channel, notice.destination) for notice in claimed}
             )
+            await notices.lock_destinations(connection, [n.destination for n in claimed])
+            by_destination: dict[tuple[Channel, str], list[notices.NoticeRecord]] = {}
             for notice in claimed:
-                if (notice.channel, notice.destination) in blocked:
-                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
-                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
+                by_destination.setdefault((notice.channel, notice.destination), []).append(notice)
+            for (channel, destination), due in by_destination.items():
+                if (channel, destination) in blocked:
+                    for notice in due:
+                        await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+                        metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "cancelled").inc()
                     continue
-                await notices.mark_sending(
-                    connection, notice.notice_id, self.settings.sending_deadline_seconds
+                sends, oldest = await notices.sends_in_window(
+                    connection, channel, destination, now - rules.window
                 )
-                outgoing.append(
-                    Outgoing(
-                        message_id=notice.notice_id,
-                        channel=notice.channel,
-                        destination=notice.destination,
-                        content=content.unassigned(notice.site_short_name, notice.unassigned_at),
-                        answer_url=self._no_answer_url,
-                        correlation_id=notice.correlation_id,
+                plan = plan_notices(len(due), sends, oldest, rules)
+                if plan.hold_until is not None:
+                    await notices.hold(connection, [n.notice_id for n in due], plan.hold_until)
+                    metrics.THROTTLED.labels(channel, MessageKind.UNASSIGNED, "deferred").inc(
+                        len(due)
                     )
-                )
+                    continue
+                batches = [[n] for n in due[: plan.singles]]
+                if plan.digest:
+                    batches.append(due[plan.singles :])
+                    metrics.THROTTLED.labels(channel, MessageKind.UNASSIGNED, "digested").inc(
+                        len(due) - plan.singles
+                    )
+                for carrier, *folded in batches:
+                    await notices.mark_leaving(
+                        connection,
+                        carrier.notice_id,
+                        [n.notice_id for n in folded],
+                        self.settings.sending_deadline_seconds,
+                    )
+                    told = [_unassigned(n) for n in (carrier, *folded)]
+                    outgoing.append(
+                        Outgoing(
+                            message_id=carrier.notice_id,
+                            channel=channel,
+                            destination=destination,
+                            content=(
+                                content.unassigned_digest(told)
+                                if folded
+                                else content.unassigned(told[0])
+                            ),
+                            answer_url=self._no_answer_url,
+                            correlation_id=carrier.correlation_id,
+                        )
+                    )
         return outgoing
 
     async def record_notice(self, outgoing: Outgoing, outcome: SendOutcome) -> None:
@@ -398,7 +431,7 @@ class NotifyService:
             record = await store.offer(connection, message.offer_id)
             assert record is not None
             code = None
-            if message.kind is MessageKind.OFFER and message.channel is Channel.SMS:
+            if message.channel is Channel.SMS:
                 code = await store.reply_code(connection, message.destination, record.offer_id)
             outgoing.append(self._outgoing(message, record, self.clock(), code))
         return outgoing
@@ -577,7 +610,14 @@ class NotifyService:
             coach_id=record.coach_id,
             channel=message.channel,
             failure=failure,
-            all_channels_failed=following is None,
+            all_channels_failed=coach_unreachable(
+                following,
+                (
+                    m.state
+                    for m in await store.messages_of(connection, record.offer_id)
+                    if m.kind is MessageKind.OFFER
+                ),
+            ),
             failed_at=now,
         )
         await self._emit(connection, record, page_failed)
@@ -613,29 +653,41 @@ class NotifyService:
         now: datetime,
         code: tuple[str, bool] | None = None,
     ) -> Outgoing:
-        """The message as handed to its provider; `code` is an SMS page's reply code and
-        whether it is shown."""
-        shown = code[0] if code is not None and code[1] else None
+        """The message as handed to its provider; `code` is the offer's reply code on an SMS
+        and whether its page showed it (a notice names the offer by it either way)."""
+        shown = (
+            code[0]
+            if code is not None and (code[1] or message.kind is not MessageKind.OFFER)
+            else None
+        )
         return Outgoing(
             message_id=message.message_id,
             channel=message.channel,
             destination=message.destination,
-            content=self._content(message.kind, record, now, shown),
+            content=self._content(message, record, now, shown),
             answer_url=self.answer_url(record.offer_id),
             correlation_id=record.correlation_id,
         )
 
     def _content(
-        self, kind: MessageKind, record: OfferRecord, now: datetime, code: str | None
+        self, message: MessageRecord, record: OfferRecord, now: datetime, code: str | None
     ) -> Content:
         link = self.link(record.offer_id)
-        if kind is MessageKind.OFFER:
-            return content.offer(record.site_short_name, record.urgency, link, code)
-        if kind is MessageKind.WITHDRAWN:
+        if message.kind is MessageKind.OFFER:
+            return content.offer(
+                record.site_short_name,
+                record.urgency,
+                link,
+                code,
+                replies_read=message.channel in _REPLIES_READ,
+            )
+        if message.kind is MessageKind.WITHDRAWN:
             reason = record.coach_offer.withdraw_reason or WithdrawReason.CANCELLED
-            return content.withdrawn(record.site_short_name, reason)
+            return content.withdrawn(record.site_short_name, reason, code)
         deadline = record.coach_offer.arrival_deadline or now
-        return content.assigned(record.site_short_name, deadline, now, link)
+        return content.assigned(
+            record.site_short_name, deadline, now, link, code, record.site_time_zone
+        )
 
     # Answers
 
@@ -654,10 +706,11 @@ class NotifyService:
             await self._answer(connection, record, response, via)
             return record
 
-    def closed_text(self, record: OfferRecord) -> str:
-        """What became of an offer that takes no accept or decline now."""
+    def closed_text(self, record: OfferRecord, code: str | None = None) -> str:
+        """What became of an offer that takes no accept or decline now; `code` names it
+        as its SMS did."""
         offer = record.coach_offer
-        return content.closed(record.site_short_name, offer.state, offer.withdraw_reason)
+        return content.closed(record.site_short_name, offer.state, offer.withdraw_reason, code)
 
     async def sms_reply(self, phone: str, body: str) -> str | None:
         """A coach's SMS reply; the text to answer them with, or None to say nothing.
@@ -694,6 +747,11 @@ class NotifyService:
             offers = await store.offers_paged_to(connection, phone, now)
             if not offers:
                 return _read("ignored", None)  # not a coach we paged: say nothing
+            if isinstance(reply, Unclear):
+                codes = [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
+                return _read(
+                    "unclear", content.unclear(codes or ([reply.code] if reply.code else []))
+                )
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
             return await self._sms_answer(connection, reply, offers, now)
@@ -706,7 +764,14 @@ class NotifyService:
         if reply.code is None:
             if len(still_open) > 1:
                 named = [
-                    OpenOffer(o.code, o.record.site_short_name, o.paged_at) for o in still_open
+                    OpenOffer(
+                        o.code,
+                        o.record.site_short_name,
+                        o.paged_at,
+                        o.record.urgency,
+                        o.record.site_time_zone,
+                    )
+                    for o in still_open
                 ]
                 return _read("ambiguous", content.which_offer(named, now))
             target = still_open[0] if still_open else offers[-1]
@@ -718,12 +783,13 @@ class NotifyService:
         record = target.record
         with correlation(record.correlation_id):  # from here the reply is about one referral
             if not record.coach_offer.still_wanted(now):
-                return _read("closed", self.closed_text(record))
+                return _read("closed", self.closed_text(record, target.code))
             await self._answer(connection, record, reply.response, ResponseVia.SMS_REPLY)
             accepted = reply.response is CoachResponse.ACCEPTED
             link = self.link(record.offer_id)
             return _read(
-                "answer", content.reply_acknowledgement(accepted, record.site_short_name, link)
+                "answer",
+                content.reply_acknowledgement(accepted, record.site_short_name, link, target.code),
             )
 
     async def _availability(
@@ -846,6 +912,16 @@ class NotifyService:
                 for e in events
             ),
         )
+
+
+def _unassigned(notice: notices.NoticeRecord) -> content.Unassigned:
+    return content.Unassigned(
+        site_short_name=notice.site_short_name,
+        unassigned_at=notice.unassigned_at,
+        reference=content.short_reference(str(notice.referral_id)),
+        urgency=notice.urgency,
+        time_zone=notice.site_time_zone,
+    )
 
 
 def _ids(offer_id: UUID) -> dict[str, str]:

@@ -70,8 +70,9 @@ class NotifySettings(PlatformSettings):
         15.0, description="How often the gauge of opted-out and unreachable methods is read."
     )
 
-    notice_spacing_seconds: float = 60.0
-    notices_per_15_minutes: int = 5
+    notices_per_15_minutes: int = Field(
+        5, description="Supervisor notices (a digest counting once) per destination."
+    )
     offers_per_15_minutes: int = 20
 
     @model_validator(mode="after")
@@ -109,7 +110,6 @@ class NotifySettings(PlatformSettings):
     @property
     def throttle_rules(self) -> ThrottleRules:
         return ThrottleRules(
-            notice_spacing=timedelta(seconds=self.notice_spacing_seconds),
             notices_per_window=self.notices_per_15_minutes,
             offers_per_window=self.offers_per_15_minutes,
         )

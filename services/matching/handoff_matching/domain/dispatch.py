@@ -495,6 +495,8 @@ class Dispatch:
                 unassigned_at=now,
                 site_id=self.facts.site_id,
                 site_short_name=self.facts.site_short_name,
+                site_time_zone=self.facts.site_time_zone,
+                urgency=self.facts.urgency,
             )
         ]
 
@@ -519,6 +521,7 @@ class Dispatch:
             site_short_name=self.facts.site_short_name,
             urgency=self.facts.urgency,
             tier=self.tier,
+            site_time_zone=self.facts.site_time_zone,
             expires_at=offer.expires_at,
             page_deadline=page_deadline,
             briefing=self.facts.briefing,

@@ -1,6 +1,6 @@
 """PostgreSQL: notices that belong to no offer (a referral gone unassigned, told to the
 site's supervisors), with a small state machine of their own: pending → sending → sent |
-failed | cancelled."""
+failed | cancelled. Notices folded into a digest follow their carrier's state."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,8 +9,8 @@ from uuid import UUID, uuid4
 from handoff_notify import SCHEMA
 from handoff_notify.adapters.send_state import SendStates
 from handoff_platform.database import Connection
-from handoff_schemas.events import ContactPoint
-from handoff_schemas.vocabulary import Channel
+from handoff_schemas.events import ReferralUnassigned
+from handoff_schemas.vocabulary import Channel, Urgency
 
 
 @dataclass(frozen=True)
@@ -23,45 +23,118 @@ class NoticeRecord:
     channel: Channel
     destination: str
     attempts: int
+    urgency: Urgency | None = None
+    site_time_zone: str | None = None  # IANA
 
 
 _COLUMNS = """notice_id, referral_id, correlation_id, site_short_name, unassigned_at, channel,
-    destination, attempts"""
+    destination, attempts, urgency, site_time_zone"""
 _SENDS = SendStates(f"{SCHEMA}.notices", "notice_id")
 mark_sending = _SENDS.mark_sending
-retry_later = _SENDS.retry_later
 next_due = _SENDS.next_due
 
 
+async def retry_later(connection: Connection, notice_id: UUID, seconds: float) -> None:
+    """The send failed for now: the notice is due again in `seconds`, and a digest's
+    folded notices go back to pending, to be planned again with whatever came since."""
+    await _SENDS.retry_later(connection, notice_id, seconds)
+    await connection.execute(
+        f"UPDATE {SCHEMA}.notices SET sent_at = NULL WHERE notice_id = $1", notice_id
+    )
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.notices
+            SET state = 'pending', digest_of = NULL, sending_deadline = NULL
+            WHERE digest_of = $1""",
+        notice_id,
+    )
+
+
 async def add(
-    connection: Connection,
-    event_id: UUID,
-    referral_id: UUID,
-    correlation_id: str,
-    site_short_name: str | None,
-    unassigned_at: datetime,
-    contacts: tuple[ContactPoint, ...],
+    connection: Connection, event_id: UUID, correlation_id: str, event: ReferralUnassigned
 ) -> None:
-    """Queue one notice per contact; an event seen before queues nothing more."""
+    """Queue one notice per supervisor contact; an event seen before queues nothing more."""
     await connection.executemany(
         f"""INSERT INTO {SCHEMA}.notices (notice_id, event_id, contact_index, referral_id,
-                correlation_id, site_short_name, unassigned_at, channel, destination, state)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')
+                correlation_id, site_short_name, unassigned_at, channel, destination, state,
+                urgency, site_time_zone)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)
             ON CONFLICT (event_id, contact_index) DO NOTHING""",
         [
             (
                 uuid4(),
                 event_id,
                 index,
-                referral_id,
+                event.referral_id,
                 correlation_id,
-                site_short_name,
-                unassigned_at,
+                event.site_short_name,
+                event.unassigned_at,
                 contact.channel.value,
                 contact.destination,
+                event.urgency.value if event.urgency else None,
+                event.site_time_zone,
             )
-            for index, contact in enumerate(contacts)
+            for index, contact in enumerate(event.supervisor_contacts)
         ],
+    )
+
+
+async def lock_destinations(connection: Connection, destinations: list[str]) -> None:
+    """Hold each destination's notice lock to the end of the transaction, in sorted order
+    (no deadlock): two replicas planning notices to one supervisor count each other's."""
+    if not destinations:
+        return
+    await connection.execute(
+        """SELECT pg_advisory_xact_lock(hashtext('notify-notices:' || destination))
+           FROM (SELECT DISTINCT unnest($1::text[]) AS destination ORDER BY 1) AS d""",
+        sorted(set(destinations)),
+    )
+
+
+async def sends_in_window(
+    connection: Connection, channel: Channel, destination: str, since: datetime
+) -> tuple[int, datetime | None]:
+    """Sends (a digest counts once) that left for a destination after `since`, and when
+    the oldest of them left."""
+    row = await connection.fetchrow(
+        f"""SELECT count(*) AS sends, min(sent_at) AS oldest FROM {SCHEMA}.notices
+            WHERE channel = $1 AND destination = $2 AND sent_at > $3 AND digest_of IS NULL
+              AND state IN ('sending', 'sent')""",
+        channel.value,
+        destination,
+        since,
+    )
+    assert row is not None  # an aggregate always answers one row
+    return int(row["sends"]), row["oldest"]
+
+
+async def mark_leaving(
+    connection: Connection, notice_id: UUID, folded: list[UUID], deadline_seconds: float
+) -> None:
+    """The notice is being sent now, carrying the `folded` ones (a digest): all of them
+    `sending` with one deadline, the send counted from now."""
+    await mark_sending(connection, notice_id, deadline_seconds)
+    await connection.execute(
+        f"UPDATE {SCHEMA}.notices SET sent_at = now() WHERE notice_id = $1", notice_id
+    )
+    if folded:
+        await connection.execute(
+            f"""UPDATE {SCHEMA}.notices
+                SET state = 'sending', attempts = attempts + 1, digest_of = $1,
+                    sending_deadline = now() + make_interval(secs => $3)
+                WHERE notice_id = ANY($2::uuid[])""",
+            notice_id,
+            folded,
+            deadline_seconds,
+        )
+
+
+async def hold(connection: Connection, notice_ids: list[UUID], until: datetime) -> None:
+    """Back to `pending`, due at `until`: the destination's window is full."""
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.notices SET state = 'pending', sending_deadline = NULL, due_at = $2
+            WHERE notice_id = ANY($1::uuid[])""",
+        notice_ids,
+        until,
     )
 
 
@@ -89,6 +162,8 @@ async def claim_due(connection: Connection, limit: int) -> list[NoticeRecord]:
             channel=Channel(row["channel"]),
             destination=row["destination"],
             attempts=row["attempts"],
+            urgency=Urgency(row["urgency"]) if row["urgency"] else None,
+            site_time_zone=row["site_time_zone"],
         )
         for row in rows
     ]
@@ -107,10 +182,11 @@ async def attempts(connection: Connection, notice_id: UUID) -> int | None:
 async def finish(
     connection: Connection, notice_id: UUID, state: str, provider_ref: str | None = None
 ) -> None:
+    """End a notice, and the notices its digest carried, in `state`."""
     await connection.execute(
         f"""UPDATE {SCHEMA}.notices
             SET state = $2, provider_ref = $3, sending_deadline = NULL, finished_at = now()
-            WHERE notice_id = $1""",
+            WHERE notice_id = $1 OR digest_of = $1""",
         notice_id,
         state,
         provider_ref,

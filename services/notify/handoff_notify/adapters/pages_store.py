@@ -49,6 +49,7 @@ class OfferRecord:
     contacts: tuple[ContactPoint, ...]
     offered_at: datetime
     coach_offer: CoachOffer
+    site_time_zone: str | None = None  # IANA; None for offers made before sites had one
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class MessageRecord:
 
 _OFFER_COLUMNS = """offer_id, referral_id, coach_id, correlation_id, site_id, site_short_name,
     urgency, tier, briefing, contacts, offered_at, expires_at, state, withdraw_reason,
-    arrival_deadline, page_deadline"""
+    arrival_deadline, page_deadline, site_time_zone"""
 _MESSAGE_COLUMNS = """message_id, offer_id, kind, contact_index, channel, destination, state,
     attempts, sending_since, provider_ref"""
 _SENDS = SendStates(f"{SCHEMA}.messages", "message_id", on_sending="sending_since = now()")
@@ -83,8 +84,9 @@ async def save_offer(
     inserted = await connection.fetchval(
         f"""INSERT INTO {SCHEMA}.offers (offer_id, referral_id, coach_id, correlation_id, site_id,
                 site_short_name, urgency, tier, briefing, contacts, offered_at, expires_at, state,
-                page_deadline)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14)
+                page_deadline, site_time_zone)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12, $13, $14,
+                    $15)
             ON CONFLICT (offer_id) DO NOTHING RETURNING true""",
         offer.offer_id,
         offer.referral_id,
@@ -100,6 +102,7 @@ async def save_offer(
         offer.expires_at,
         OfferState.OPEN.value,
         offer.page_deadline,
+        offer.site_time_zone,
     )
     return bool(inserted)
 
@@ -269,8 +272,7 @@ async def recent_sends(
     claimed earlier in the same batch is one), summed up here rather than in Python."""
     row = await connection.fetchrow(
         f"""SELECT count(*) FILTER (WHERE kind = 'offer') AS offers,
-                   count(*) FILTER (WHERE kind <> 'offer') AS notices,
-                   max(coalesce(sent_at, sending_since)) AS latest
+                   count(*) FILTER (WHERE kind <> 'offer') AS notices
             FROM {SCHEMA}.messages
             WHERE channel = $1 AND destination = $2 AND created_at >= $3
               AND state IN ('sending', 'sent', 'delivered')
@@ -280,7 +282,7 @@ async def recent_sends(
         since,
     )
     assert row is not None  # an aggregate always answers one row
-    return RecentSends(row["offers"], row["notices"], row["latest"])
+    return RecentSends(row["offers"], row["notices"])
 
 
 async def postpone_deadline(connection: Connection, message_id: UUID, seconds: float) -> None:
@@ -312,12 +314,6 @@ async def mark_delivered(connection: Connection, message_id: UUID) -> None:
         f"""UPDATE {SCHEMA}.messages SET state = 'delivered', finished_at = now()
             WHERE message_id = $1""",
         message_id,
-    )
-
-
-async def defer(connection: Connection, message_id: UUID, until: datetime) -> None:
-    await connection.execute(
-        f"UPDATE {SCHEMA}.messages SET due_at = $2 WHERE message_id = $1", message_id, until
     )
 
 
@@ -384,6 +380,7 @@ def _offer(row: asyncpg.Record) -> OfferRecord:
             row["arrival_deadline"],
             row["page_deadline"],
         ),
+        site_time_zone=row["site_time_zone"],
     )
 
 
@@ -428,8 +425,8 @@ class PhoneOffer:
 async def assign_reply_code(
     connection: Connection, destination: str, offer_id: UUID, now: datetime
 ) -> tuple[str, bool]:
-    """The offer's reply code on this phone, and whether its page shows it (the phone has
-    other open offers); assigned on first call. Serialised per phone, so two replicas
+    """The offer's reply code on this phone, and whether its page shows it (always, since
+    decision 0020); assigned on first call. Serialised per phone, so two replicas
     paging one coach at once cannot hand out one code twice."""
     await lock_phones(connection, [destination])
     existing = await reply_code(connection, destination, offer_id)
@@ -447,7 +444,7 @@ async def assign_reply_code(
     )
     held = {row["code"] for row in rows if row["held"]}
     code = choose_code({row["code"]: row["used"] for row in rows}, held, now)
-    shown = bool(held)
+    shown = True  # every offer SMS names its code (decision 0020); older rows may not
     await connection.execute(
         f"""INSERT INTO {SCHEMA}.reply_codes (destination, offer_id, code, shown, assigned_at)
             VALUES ($1, $2, $3, $4, $5)""",

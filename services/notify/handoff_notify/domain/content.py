@@ -3,7 +3,9 @@
 A body carries only the product name, the site's short name, the urgency, a reply
 code and the link; what the coach needs beyond that is behind the signed link. An
 offer SMS is one segment: GSM-7 characters only and at most 160 of them, the
-site's short name shortened if the link leaves it no room.
+site's short name shortened if the link leaves it no room. Every SMS about an
+offer names it by its reply code ("request B at Mercy ED"), and times are the
+site's wall clock with its zone's abbreviation ("20:03 EST"), decision 0020.
 """
 
 import unicodedata
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from math import ceil
+from zoneinfo import ZoneInfo
 
 from handoff_notify.domain.offer import OfferState
 from handoff_schemas.vocabulary import Urgency, WithdrawReason
@@ -43,11 +46,27 @@ class Content:
 
 @dataclass(frozen=True)
 class OpenOffer:
-    """One of a phone's open offers, as a reply asking "which one?" names it."""
+    """One of a phone's open offers, as a reply asking "which one?" names it; `time_zone`
+    is the site's IANA zone (None: UTC)."""
 
     code: str
     site_short_name: str
     paged_at: datetime
+    urgency: Urgency
+    time_zone: str | None = None
+
+
+def local_time(moment: datetime, time_zone: str | None) -> str:
+    """`moment` (aware) on the site's wall clock with its zone's abbreviation, "20:03 EST";
+    in UTC when the site's zone is not known (offers made before sites carried one)."""
+    zone = ZoneInfo(time_zone) if time_zone else ZoneInfo("UTC")
+    return moment.astimezone(zone).strftime("%H:%M %Z")
+
+
+def request(site_short_name: str, code: str | None) -> str:
+    """How a text names one request: "request B at Mercy ED", or without a code (a page
+    that went by email or voice only) "request at Mercy ED"."""
+    return f"request {code} at {site_short_name}" if code else f"request at {site_short_name}"
 
 
 def gsm7(text: str) -> str:
@@ -63,12 +82,22 @@ def gsm7(text: str) -> str:
     return "".join(kept)
 
 
-def offer(site_short_name: str, urgency: Urgency, link: str, code: str | None = None) -> Content:
-    """An offer's page. `code` is the offer's reply code when the phone has other open
-    offers (the SMS then says "Reply 1B …"); None says plain "Reply 1 …"."""
+def offer(
+    site_short_name: str,
+    urgency: Urgency,
+    link: str,
+    code: str | None = None,
+    *,
+    replies_read: bool = True,
+) -> Content:
+    """An offer's page. `code` is the offer's reply code on an SMS ("Reply 1B …"); None
+    says plain "Reply 1 …" (a page read aloud). `replies_read` False (email, webhook:
+    nothing reads an answer there) asks for the link instead of a reply."""
     answer = "1" if code is None else f"1{code}"
     decline = "2" if code is None else f"2{code}"
     replies = f" Reply {answer} to accept, {decline} to decline, or open {link}"
+    if not replies_read:
+        replies = f" Open this link to accept or decline: {link}"
     head = f"Handoff: {urgency.value} ED request at "
     site = gsm7(site_short_name)
     room = SMS_SEGMENT - len(head) - len(replies) - 1
@@ -85,75 +114,146 @@ def offer(site_short_name: str, urgency: Urgency, link: str, code: str | None = 
     )
 
 
-def withdrawn(site_short_name: str, reason: WithdrawReason) -> Content:
-    """The notice that an offer the coach was paged for was taken away."""
-    text = closed(site_short_name, OfferState.WITHDRAWN, reason)
+def withdrawn(site_short_name: str, reason: WithdrawReason, code: str | None = None) -> Content:
+    """The notice that an offer the coach was paged for was taken away, naming it by
+    `code` (its reply code on the coach's phone, if it had one)."""
+    text = closed(site_short_name, OfferState.WITHDRAWN, reason, code)
     return Content(subject=text, text=text, spoken=text)
 
 
-def assigned(site_short_name: str, arrival_deadline: datetime, now: datetime, link: str) -> Content:
+def assigned(
+    site_short_name: str,
+    arrival_deadline: datetime,
+    now: datetime,
+    link: str,
+    code: str | None = None,
+    time_zone: str | None = None,
+) -> Content:
+    """The confirmation of an accepted offer: the latest arrival on the site's clock
+    (`time_zone`, IANA) and the minutes left until then."""
     minutes = max(0, ceil((arrival_deadline - now).total_seconds() / 60))
     text = (
-        f"Handoff: confirmed, you have the request at {site_short_name}. "
-        f"Please arrive within {minutes} min. Details: {link}"
+        f"Handoff: confirmed, the {request(site_short_name, code)} is yours. Please arrive "
+        f"by {local_time(arrival_deadline, time_zone)} (within {minutes} min). Details: {link}"
     )
     return Content(subject=f"Handoff: confirmed at {site_short_name}", text=text, spoken=text)
 
 
-def unassigned(site_short_name: str | None, unassigned_at: datetime) -> Content:
-    """The supervisors' notice that a referral went unassigned: the site and the time
-    (UTC), nothing of the patient. Matching keeps offering it as coaches free up."""
-    where = f"at {site_short_name} " if site_short_name else ""
+@dataclass(frozen=True)
+class Unassigned:
+    """One referral gone unassigned, as a supervisor's notice names it: `reference` is a
+    short id of the referral (no patient data), `time_zone` the site's IANA zone."""
+
+    site_short_name: str | None
+    unassigned_at: datetime
+    reference: str
+    urgency: Urgency | None = None
+    time_zone: str | None = None
+
+
+def short_reference(referral_id: str) -> str:
+    """A referral's short id for texts: the first six hex digits of its UUID, upper case.
+    Enough to tell a night's requests apart and to find one on the referral's timeline."""
+    return referral_id.replace("-", "")[:6].upper()
+
+
+def unassigned(notice: Unassigned) -> Content:
+    """The supervisors' notice that a referral went unassigned: urgency, site, reference
+    and local time, nothing of the patient. Matching keeps offering it as coaches free up."""
+    where = f" at {notice.site_short_name}" if notice.site_short_name else ""
+    urgency = f"{notice.urgency.value} " if notice.urgency else ""
     text = (
-        f"Handoff: a request {where}has no coach: nobody on call accepted it "
-        f"({unassigned_at:%H:%M} UTC). Please arrange cover."
+        f"Handoff: {urgency}request {notice.reference}{where} has no coach: nobody on call "
+        f"accepted it ({local_time(notice.unassigned_at, notice.time_zone)}). "
+        "Please arrange cover."
     )
-    subject = f"Handoff: unassigned request {where}".rstrip()
+    subject = f"Handoff: unassigned request {notice.reference}{where}"
     return Content(subject=subject, text=text, spoken=text)
 
 
-def reply_acknowledgement(accepted: bool, site_short_name: str, link: str) -> str:
+def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
+    """One notice for several unassigned referrals, once a supervisor's notice limit for
+    the quarter hour is reached: how many, at which sites, their references and the
+    latest time. Nothing is dropped: every held notice is counted in one of these."""
+    sites = sorted({n.site_short_name for n in notices if n.site_short_name})
+    where = f" at {', '.join(sites)}" if sites else ""
+    latest = max(notices, key=lambda n: n.unassigned_at)
+    references = " ".join(n.reference for n in notices[:8])
+    more = f" +{len(notices) - 8}" if len(notices) > 8 else ""
+    requests = "1 more request" if len(notices) == 1 else f"{len(notices)} more requests"
+    text = (
+        f"Handoff: {requests}{where} {'has' if len(notices) == 1 else 'have'} no coach "
+        f"(latest {local_time(latest.unassigned_at, latest.time_zone)}): "
+        f"{references}{more}. Please arrange cover."
+    )
+    subject = f"Handoff: {len(notices)} unassigned requests{where}"
+    return Content(subject=subject, text=text, spoken=text)
+
+
+def reply_acknowledgement(
+    accepted: bool, site_short_name: str, link: str, code: str | None = None
+) -> str:
     """The answer to an accept or decline just recorded. An accept is a request: matching
     confirms it (CoachAssigned) or passes it on (at capacity), and a text follows."""
     if accepted:
         return (
-            f"Handoff: thank you, we are confirming you for the request at {site_short_name}. "
-            f"A text follows. Details: {link}"
+            f"Handoff: thank you, we are confirming you for the "
+            f"{request(site_short_name, code)}. A text follows. Details: {link}"
         )
-    return "Handoff: thank you, your decline is recorded."
+    return f"Handoff: thank you, your decline of the {request(site_short_name, code)} is recorded."
 
 
-def closed(site_short_name: str, state: OfferState, reason: WithdrawReason | None) -> str:
-    """What became of an offer the coach can no longer accept or decline."""
-    site = site_short_name
+def closed(
+    site_short_name: str,
+    state: OfferState,
+    reason: WithdrawReason | None,
+    code: str | None = None,
+) -> str:
+    """What became of an offer the coach can no longer accept or decline, naming it by its
+    reply `code` when it has one."""
+    it = request(site_short_name, code)
     match state, reason:
         case OfferState.WITHDRAWN, WithdrawReason.FILLED:
-            return f"Handoff: the request at {site} was filled by another coach. No action needed."
+            return f"Handoff: the {it} was filled by another coach. No action needed."
         case OfferState.WITHDRAWN, WithdrawReason.CANCELLED:
-            return f"Handoff: the request at {site} was cancelled. No action needed."
+            return f"Handoff: the {it} was cancelled. No action needed."
         case OfferState.WITHDRAWN, WithdrawReason.AT_CAPACITY:
             return (
-                f"Handoff: you are at your limit of open requests, so the request at {site} "
+                f"Handoff: you are at your limit of open requests, so the {it} "
                 "was passed to another coach. No action needed."
             )
         case OfferState.ACCEPTED, _:
-            return f"Handoff: you accepted the request at {site}; we are confirming it."
+            return f"Handoff: you accepted the {it}; we are confirming it."
         case OfferState.DECLINED, _:
-            return f"Handoff: you declined the request at {site}. No action needed."
+            return f"Handoff: you declined the {it}. No action needed."
         case OfferState.ASSIGNED | OfferState.ARRIVED | OfferState.COMPLETED, _:
-            return f"Handoff: the request at {site} is yours; see the link in its confirmation."
+            return f"Handoff: the {it} is yours; see the link in its confirmation."
         case _:
-            return f"Handoff: the request at {site} has expired. No action needed."
+            return f"Handoff: the {it} has expired. No action needed."
 
 
 def which_offer(offers: Sequence[OpenOffer], now: datetime) -> str:
     """The question to a bare answer when the phone has several open offers: each named
-    by its code, site and how many minutes ago it was paged, oldest first."""
+    by its code, urgency, site, local time paged and minutes ago, oldest first."""
     named = ", ".join(
-        f"{o.code} {o.site_short_name} ({_minutes_ago(o.paged_at, now)} min ago)" for o in offers
+        f"{o.code} {o.urgency.value} {o.site_short_name} {local_time(o.paged_at, o.time_zone)} "
+        f"({_minutes_ago(o.paged_at, now)} min ago)"
+        for o in offers
     )
     first = offers[0].code
     return f"Handoff: which request? {named}. Reply 1{first} to accept or 2{first} to decline."
+
+
+def unclear(codes: Sequence[str]) -> str:
+    """The question to a reply holding both a yes and a no ("no ok", "not declining"):
+    nothing was changed. `codes`: the phone's open offers' codes, oldest first."""
+    if not codes:
+        return "Handoff: was that a yes or a no? Nothing was changed."
+    first = codes[0]
+    return (
+        f"Handoff: was that a yes or a no? Nothing was changed. Reply 1{first} to accept "
+        f"or 2{first} to decline."
+    )
 
 
 def unknown_code(code: str) -> str:

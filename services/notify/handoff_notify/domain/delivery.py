@@ -7,6 +7,7 @@ send whose outcome is unknown is never repeated on the same channel; the page
 moves to the coach's next contact method instead.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -149,6 +150,16 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
     """The coach's next contact method after this one, or None when every one was tried."""
     following = contact_index + 1
     return following if following < contact_count else None
+
+
+def coach_unreachable(following: int | None, page_states: Iterable[MessageState]) -> bool:
+    """Whether a failed page leaves the coach unreached: no contact method is left to try
+    AND none of the offer's pages (`page_states`, every channel's) reached a provider.
+
+    An SMS that went out keeps the offer open until its ack timeout even when the email
+    sent after the channel fallback then fails: the coach may be reading the SMS."""
+    reached = {MessageState.SENT, MessageState.DELIVERED}
+    return following is None and not any(state in reached for state in page_states)
 
 
 class ReportOutcome(StrEnum):

@@ -6,12 +6,16 @@ word must be one this module knows: an answer word, a code letter, a carrier
 keyword or a little filler ("thanks", "I'm"). Anything else makes the reply not
 understood, because a reply with an unknown word in it ("ok but busy") cannot be
 read safely. A negation never becomes an accept: a reply with both an accept and
-a decline in it is a decline when the negation governs the accept ("not ok",
-"not on my way", "can't accept") and not understood otherwise ("yes no").
+a decline in it is a decline when a negation word governs the accept ("not ok",
+"not on my way", "can't accept"). Every other mix is unclear and answered with a
+question, never a guess: a bare "no" before an accept ("no ok", "no yes": "no, ok"
+or "no problem, ok"?), a negated decline ("not declining", "don't decline"), or an
+accept beside a decline ("yes no").
 
 Codes are single letters that are neither answers (Y, N) nor easily misread
 (I, L, O look like digits; A, K, U and X are words or sign-offs in a text).
-The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md.
+The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md and
+docs/decisions/0020-what-coaches-and-supervisors-read.md.
 """
 
 import re
@@ -48,17 +52,36 @@ class NotUnderstood:
     """Nothing in the reply may be acted on: the coach gets the help text."""
 
 
-Reply = Answer | Keyword | NotUnderstood
+@dataclass(frozen=True)
+class Unclear:
+    """The reply holds both a yes and a no, or a negated no: nothing is changed and the
+    coach is asked to answer 1 or 2. `code` as in `Answer`."""
+
+    code: str | None = None
+
+
+Reply = Answer | Keyword | NotUnderstood | Unclear
 
 _OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit"})
 _OPT_IN = frozenset({"start", "unstop"})
 _HELP = frozenset({"help", "info"})
+# Words a keyword may come with ("STOP ALL", "HELP ME", "stop texting me please"): CTIA
+# asks that opt-outs be honoured however they are phrased, and so is a call for help.
+_KEYWORD_COMPANIONS = frozenset(
+    {"all", "me", "please", "now", "texting", "texts", "messages", "us", "pls", "plz"}
+)
 
 _ACCEPT, _DECLINE, _NEGATOR, _FILLER = "accept", "decline", "negator", "filler"
+_BARE_NO = "bare_no"  # a no on its own, or one that leaves what it denies unclear
 
 # Longest phrases first; a phrase is words after normalisation (apostrophes dropped).
 _PHRASES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("on", "my", "way"), _ACCEPT),
+    (("ill", "be", "there"), _ACCEPT),
+    (("will", "be", "there"), _ACCEPT),
+    (("be", "right", "there"), _ACCEPT),
+    (("sure", "thing"), _ACCEPT),
+    (("got", "it"), _ACCEPT),
     (("can", "not"), _NEGATOR),
     (("no", "way"), _DECLINE),
     (("no", "thanks"), _DECLINE),
@@ -71,10 +94,17 @@ _WORDS: dict[str, str] = {
             "y",
             "yes",
             "yeah",
+            "yea",
+            "ya",
             "yep",
             "yup",
             "ok",
             "okay",
+            "okey",
+            "oki",
+            "okie",
+            "k",
+            "kk",
             "sure",
             "accept",
             "accepted",
@@ -98,16 +128,21 @@ _WORDS: dict[str, str] = {
             "busy",
             "pass",
             "thumbsdown",
+            "cross",
         ),
         _DECLINE,
     ),
     # A negator on its own is a decline too; before an accept it turns it into one.
-    **dict.fromkeys(("no", "not", "cant", "cannot", "dont", "wont", "never"), _NEGATOR),
+    **dict.fromkeys(("not", "cant", "cannot", "dont", "wont", "never"), _NEGATOR),
+    "no": _BARE_NO,
     **dict.fromkeys(
         (
             "i",
             "im",
             "ill",
+            "am",
+            "sir",
+            "maam",
             "will",
             "be",
             "there",
@@ -132,8 +167,17 @@ _WORDS: dict[str, str] = {
         _FILLER,
     ),
 }
-# 👍 and 👎 (any skin tone) are answers; every other emoji and symbol is dropped.
-_EMOJI_ANSWERS = {"\U0001f44d": " thumbsup ", "\U0001f44e": " thumbsdown "}
+# 👍 ✅ 🆗 👌 and 👎 ❌ 🚫 (any skin tone) are answers; every other emoji and symbol is
+# dropped. ✔ is left out: NFKC keeps it, and some keyboards send it for "done".
+_EMOJI_ANSWERS = {
+    "\U0001f44d": " thumbsup ",
+    "\u2705": " thumbsup ",
+    "\U0001f197": " thumbsup ",
+    "\U0001f44c": " thumbsup ",
+    "\U0001f44e": " thumbsdown ",
+    "\u274c": " cross ",
+    "\U0001f6ab": " cross ",
+}
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\u2032\u0060\u00b4", "'"))
 _NOT_A_WORD = re.compile(r"[^0-9a-z]+")
 _CODED = re.compile(r"^(?:([12])([a-z])|([a-z])([12]))$")
@@ -162,9 +206,9 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
     """What an SMS reply says. `opted_out`: the sender's number is opted out, so a bare
     YES is the carrier's opt-in word rather than an accept."""
     tokens = words(body)
-    if len(tokens) == 1:
+    if tokens and all(token in _KEYWORD_COMPANIONS for token in tokens[1:]):
         keyword = _keyword(tokens[0], opted_out)
-        if keyword is not None:
+        if keyword is not None and (len(tokens) == 1 or keyword in _PHRASED_KEYWORDS):
             return keyword
     codes: set[str] = set()
     kinds: list[str] = []
@@ -187,10 +231,16 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
                 return NotUnderstood()
     if len(codes) > 1:
         return NotUnderstood()
+    code = codes.pop() if codes else None
+    if not kinds:
+        return NotUnderstood()
     response = _response(kinds)
     if response is None:
-        return NotUnderstood()
-    return Answer(response, codes.pop() if codes else None)
+        return Unclear(code)
+    return Answer(response, code)
+
+
+_PHRASED_KEYWORDS = (Keyword.OPT_OUT, Keyword.HELP)
 
 
 def _keyword(word: str, opted_out: bool) -> Keyword | None:
@@ -208,19 +258,26 @@ def _keyword(word: str, opted_out: bool) -> Keyword | None:
 
 
 def _response(kinds: list[str]) -> CoachResponse | None:
-    """Accept only with no negation anywhere; decline when every accept is negated."""
-    accepts = negated = 0
-    declines = 0
+    """Accept only with no negation anywhere; decline when every signal is negative and
+    no decline is negated; None (ask) for any other mix."""
+    accepts = declines = 0
     for position, kind in enumerate(kinds):
+        before = kinds[position - 1] if position > 0 else None
         if kind == _ACCEPT:
-            if position > 0 and kinds[position - 1] == _NEGATOR:
-                negated += 1
+            if before == _NEGATOR:
+                declines += 1  # "not ok", "can't accept": the negation governs the accept
+            elif before == _BARE_NO:
+                return None  # "no ok": "no, ok" or "no problem, ok"?
             else:
                 accepts += 1
-        elif kind in (_DECLINE, _NEGATOR):
+        elif kind == _DECLINE:
+            if before in (_NEGATOR, _BARE_NO):
+                return None  # "not declining", "don't decline": a no to a no
             declines += 1
-    if accepts and not declines and not negated:
+        elif kind in (_NEGATOR, _BARE_NO):
+            declines += 1
+    if accepts and declines:
+        return None
+    if accepts:
         return CoachResponse.ACCEPTED
-    if (declines or negated) and not accepts:
-        return CoachResponse.DECLINED
-    return None
+    return CoachResponse.DECLINED

@@ -1,10 +1,18 @@
-"""Throttles per contact method, so that a bug cannot flood a coach's phone.
+"""Throttles per contact method, so that a bug cannot flood a phone, and so that a
+night of unassigned referrals reaches a supervisor as a handful of texts.
 
-A new offer is let through: it is why the coach carries the phone. Notices
-(filled, cancelled, confirmed) wait until a minute after the previous message to
-the same destination, and only a handful go out per quarter hour. Past a high
-ceiling even offers stop: at that point something is looping. A refused message
-is recorded and counted, never dropped silently.
+A coach's messages are never paced: a new offer is why the coach carries the phone,
+and a confirmation, cancellation or passed-on notice answers an offer the coach may
+be acting on this minute (a cancelled request reaching the coach a minute late can
+send them out for nothing). Only a high ceiling stops either kind, at which point
+something is looping. A refused message is recorded and counted, never dropped
+silently. The provider's own rate limits (429, Retry-After) are honoured by the
+delivery retries, not here (decision 0020).
+
+Supervisors' notices are counted per destination and quarter hour: until the last
+slot of the window they go one by one; the last slot always carries a digest of
+every notice then due, and what arrives after waits for the window to free a slot,
+then leaves in the next digest. Nothing is dropped.
 """
 
 from dataclasses import dataclass
@@ -15,7 +23,10 @@ from handoff_notify.domain.content import MessageKind
 
 @dataclass(frozen=True)
 class ThrottleRules:
-    notice_spacing: timedelta = timedelta(minutes=1)
+    """`window`: the counting period; `offers_per_window` the ceiling of offers, and
+    separately of notices about offers, per coach destination; `notices_per_window` the
+    supervisors' notices (sends, a digest counting once) per destination."""
+
     window: timedelta = timedelta(minutes=15)
     notices_per_window: int = 5
     offers_per_window: int = 20
@@ -28,7 +39,6 @@ class RecentSends:
 
     offers: int = 0
     notices: int = 0
-    latest: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -37,26 +47,41 @@ class Allow:
 
 
 @dataclass(frozen=True)
-class Defer:
-    until: datetime
-
-
-@dataclass(frozen=True)
 class Refuse:
     pass
 
 
-ThrottleDecision = Allow | Defer | Refuse
+ThrottleDecision = Allow | Refuse
 
 
 def throttle(
     kind: MessageKind, recent: RecentSends, now: datetime, rules: ThrottleRules
 ) -> ThrottleDecision:
-    """May a message of `kind` go to a destination that was sent `recent` messages?"""
-    if kind is MessageKind.OFFER:
-        return Allow() if recent.offers < rules.offers_per_window else Refuse()
-    if recent.notices >= rules.notices_per_window:
-        return Refuse()
-    if recent.latest is not None and now - recent.latest < rules.notice_spacing:
-        return Defer(recent.latest + rules.notice_spacing)
-    return Allow()
+    """May a coach's message of `kind` go to a destination that was sent `recent` ones?
+    Offers and notices about offers each have their own flood ceiling; neither waits."""
+    sent = recent.offers if kind is MessageKind.OFFER else recent.notices
+    return Allow() if sent < rules.offers_per_window else Refuse()
+
+
+@dataclass(frozen=True)
+class NoticePlan:
+    """What to do with a destination's due supervisor notices, oldest first: send the
+    first `singles` one by one, then (if `digest`) all the rest in one digest; with
+    neither, hold them all until `hold_until` (UTC)."""
+
+    singles: int
+    digest: bool
+    hold_until: datetime | None = None
+
+
+def plan_notices(
+    due: int, sends: int, oldest_send: datetime | None, rules: ThrottleRules
+) -> NoticePlan:
+    """A plan for `due` (> 0) notices to a destination that had `sends` sends in the
+    current window, the oldest at `oldest_send` (UTC, None with no sends)."""
+    room = rules.notices_per_window - sends
+    if room <= 0:
+        assert oldest_send is not None  # a full window holds at least one send
+        return NoticePlan(0, False, oldest_send + rules.window)
+    singles = min(due, room - 1)  # the window's last slot is always a digest
+    return NoticePlan(singles, due > singles)

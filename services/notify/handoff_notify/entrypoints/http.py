@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
 from handoff_notify.adapters.twilio import DELIVERED_STATUSES, FAILED_STATUSES, signature_valid
+from handoff_notify.domain import content
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.service import NotifyService
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
@@ -89,7 +90,7 @@ def _render_offer(record: OfferRecord, service: NotifyService) -> HTMLResponse:
     state = offer.state
     message, briefing = _situation(record, now)
     deadline = (
-        offer.arrival_deadline.strftime("%H:%M UTC")
+        content.local_time(offer.arrival_deadline, record.site_time_zone)
         if offer.arrival_deadline and state in (OfferState.ASSIGNED, OfferState.ARRIVED)
         else None
     )

@@ -1,0 +1,246 @@
+"""What the phone actually receives (decision 0020), against notify as a process, a
+Twilio-compatible server, real Kafka and PostgreSQL, and an SMTP relay that cannot be
+reached: offers kept open when a later email fails, notices that name the request by its
+code and go at once, the site's wall-clock time, and a night of unassigned referrals
+reaching a supervisor as a handful of texts. Each test pages its own phone."""
+
+import html
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import pytest
+
+from handoff_devenv import KafkaCluster
+from handoff_devenv.ports import free_ports
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachResponded,
+    OfferMade,
+    OfferWithdrawn,
+    PageFailed,
+    ReferralUnassigned,
+)
+from handoff_schemas.vocabulary import (
+    Channel,
+    CoachResponse,
+    PageFailure,
+    ResponseVia,
+    UnassignedReason,
+    Urgency,
+    WithdrawReason,
+)
+from tests.support.kafka import send
+from tests.support.notify import (
+    QUICK_FALLBACK_SITE,
+    NotifyHarness,
+    email,
+    link_in,
+    notify_harness,
+    sms,
+)
+from tests.support.waiting import eventually
+
+NEW_YORK = "America/New_York"
+
+
+@pytest.fixture(scope="module")
+async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
+    # Nothing listens on this port: every email fails to connect, as with a relay down.
+    unreachable_smtp = {"SMTP_PORT": str(free_ports(1)[0])}
+    async with notify_harness(
+        database_url, own_kafka, "notify-texts.log", unreachable_smtp
+    ) as harness:
+        yield harness
+
+
+async def reply(notify: NotifyHarness, phone: str, body: str) -> str | None:
+    """Text `body` from `phone`; the text notify answered with, or None for no answer."""
+    response = await notify.twilio.send_sms(notify.url, phone, body)
+    assert response.status_code == 200
+    found = re.search(r"<Message>(.*)</Message>", response.text, re.DOTALL)
+    return None if found is None else html.unescape(found.group(1))
+
+
+async def paged(notify: NotifyHarness, phone: str, **options: Any) -> tuple[OfferMade, str]:
+    """An offer paged by SMS to `phone`, once its page is recorded as sent."""
+    count = len(notify.twilio.to(phone)) + 1
+    offer = await notify.offer(sms(phone), **options)
+    body = (await notify.sms(phone, count=count))[-1]
+    await notify.page_events(offer.offer_id)
+    return offer, body
+
+
+async def withdraw(notify: NotifyHarness, offer: OfferMade, reason: WithdrawReason) -> None:
+    withdrawn = OfferWithdrawn(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        reason=reason,
+        withdrawn_at=datetime.now(UTC),
+    )
+    await send(notify.broker, withdrawn, source="/handoff/matching")
+
+
+@pytest.mark.parametrize("sms_outcome", ["queued", "delivered"])
+async def test_an_email_failing_after_the_sms_went_out_keeps_the_offer_open(
+    notify: NotifyHarness, sms_outcome: str
+) -> None:
+    """Fresh-eyes finding 1: SMS accepted, SMTP unreachable; after the site's channel
+    fallback the email fails, and the coach's later "1" must still accept the offer."""
+    phone, address = notify.phone(), notify.email()
+    offer = await notify.offer(sms(phone), email(address), site_id=QUICK_FALLBACK_SITE)
+    [message] = await notify.sent_to(phone)
+    if sms_outcome == "delivered":
+        assert (await notify.twilio.report_status(message, "delivered")).status_code == 204
+
+    events = await notify.page_events(
+        offer.offer_id, at_least=3 if sms_outcome == "delivered" else 2
+    )
+    failed = [e for e in events if isinstance(e, PageFailed)]
+    assert [(f.channel, f.failure, f.all_channels_failed) for f in failed] == [
+        (Channel.EMAIL, PageFailure.PROVIDER_ERROR, False)
+    ]
+    assert notify.mailbox.to(address) == []
+
+    answer = await reply(notify, phone, "1")
+
+    assert answer is not None
+    assert answer.startswith("Handoff: thank you, we are confirming you for the request B at")
+    answered = await notify.page_events(offer.offer_id, at_least=len(events) + 1)
+    assert [(e.response, e.via) for e in answered if isinstance(e, CoachResponded)] == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+
+
+async def test_notices_about_offers_name_their_code_and_go_at_once(notify: NotifyHarness) -> None:
+    """Fresh-eyes finding 3: two requests at one site; the coach must be able to tell which
+    was passed on and which cancelled, and hear of it now, not after a minute's spacing."""
+    phone = notify.phone()
+    first, first_body = await paged(notify, phone)
+    second, second_body = await paged(notify, phone)
+    assert "Reply 1B to accept, 2B to decline" in first_body
+    assert "Reply 1C to accept, 2C to decline" in second_body
+
+    taken = await reply(notify, phone, "1C")
+    assert taken is not None
+    assert taken.startswith("Handoff: thank you, we are confirming you for the request C at")
+    started = time.monotonic()
+    await withdraw(notify, second, WithdrawReason.AT_CAPACITY)
+    await withdraw(notify, first, WithdrawReason.CANCELLED)
+
+    notices = (await notify.sms(phone, count=4))[2:]
+    took = time.monotonic() - started
+
+    # Two referrals: the two notices may leave in either order.
+    assert sorted(notices) == [
+        "Handoff: the request B at Mercy ED was cancelled. No action needed.",
+        "Handoff: you are at your limit of open requests, so the request C at Mercy ED "
+        "was passed to another coach. No action needed.",
+    ]
+    # Notices used to wait a minute after the previous text to the phone; now neither
+    # waits for the other. The margin is for a loaded machine, far below that minute.
+    assert took < 20, took
+
+
+async def test_a_confirmation_and_its_link_give_the_sites_local_time(
+    notify: NotifyHarness,
+) -> None:
+    """Fresh-eyes finding 4: "Arrive by 01:03 UTC" for a New York site."""
+    phone = notify.phone()
+    offer, body = await paged(notify, phone, site_time_zone=NEW_YORK)
+    assert await reply(notify, phone, "yes") is not None
+    deadline = (datetime.now(UTC) + timedelta(minutes=45)).replace(second=0, microsecond=0)
+    assigned = CoachAssigned(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        assigned_at=datetime.now(UTC),
+        arrival_deadline=deadline,
+    )
+    await send(notify.broker, assigned, source="/handoff/matching")
+
+    [_, confirmation] = await notify.sms(phone, count=2)
+
+    local = deadline.astimezone(ZoneInfo(NEW_YORK)).strftime("%H:%M %Z")
+    assert local.endswith((" EST", " EDT"))
+    assert f"Please arrive by {local} (within " in confirmation
+    assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
+    assert "UTC" not in confirmation
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert local in page.text
+    assert "UTC" not in page.text
+
+
+async def _notices_to(notify: NotifyHarness, phone: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        return list(
+            await connection.fetch(
+                """SELECT referral_id, state, digest_of, due_at > now() + interval '10 minutes'
+                          AS held FROM notify.notices WHERE destination = $1""",
+                phone,
+            )
+        )
+    finally:
+        await connection.close()
+
+
+def _reference(referral_id: UUID) -> str:
+    return str(referral_id).replace("-", "")[:6].upper()
+
+
+async def test_a_night_of_unassigned_referrals_reaches_a_supervisor_as_a_handful_of_texts(
+    notify: NotifyHarness,
+) -> None:
+    """Fresh-eyes finding 2: 14 identical texts for 10 referrals in 11 minutes. Now at most
+    `notices_per_15_minutes` (5) texts per quarter hour, each naming its requests, the
+    last carrying all then due; every referral is told once or held, never dropped."""
+    supervisor = notify.phone()
+    referrals = [uuid4() for _ in range(10)]
+    at = datetime(2026, 12, 1, 5, 6, tzinfo=UTC)  # 00:06 EST
+    for n, referral_id in enumerate(referrals):
+        unassigned = ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=at + timedelta(minutes=n),
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            site_time_zone=NEW_YORK,
+            urgency=Urgency.URGENT,
+            supervisor_contacts=(sms(supervisor),),
+        )
+        await send(notify.broker, unassigned, source="/handoff/matching")
+
+    async def settled() -> list[asyncpg.Record] | None:
+        rows = await _notices_to(notify, supervisor)
+        done = all(r["state"] == "sent" or (r["state"] == "pending" and r["held"]) for r in rows)
+        return rows if len(rows) == len(referrals) and done else None
+
+    rows = await eventually(settled, within=30, what="every notice sent or held")
+    texts = [m.body for m in notify.twilio.to(supervisor)]
+
+    assert len(texts) == 5, texts
+    # Sends leave concurrently, and how many notices are due at each claim depends on
+    # timing: the window's last slot carries every notice then due, one or several.
+    digest_start = re.compile(r"Handoff: \d+ more requests? at Mercy ED ha(s|ve) no coach \(latest")
+    digests = [t for t in texts if digest_start.match(t)]
+    singles = [t for t in texts if t not in digests]
+    assert len(digests) <= 1, digests
+    assert all("has no coach: nobody on call accepted it (00:" in t for t in singles), singles
+    assert all(" EST). Please arrange cover." in t for t in singles), singles
+    assert len(set(singles)) == len(singles)
+    told = [r for r in rows if r["state"] == "sent"]
+    held = [r for r in rows if r["state"] == "pending"]
+    named = [ref for text in texts for ref in re.findall(r"\b[0-9A-F]{6}\b", text)]
+    assert sorted(named) == sorted(_reference(r["referral_id"]) for r in told)  # each once
+    assert len(told) + len(held) == len(referrals)  # the rest wait for the next digest
+    if digests:
+        assert f"Handoff: {len(told) - len(singles)} more request" in digests[0]

@@ -1,0 +1,91 @@
+"""What coaches and supervisors read (decision 0020): site-local times, requests named
+by their reply code, supervisor notices told apart and folded into a digest."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from handoff_notify.domain import content
+from handoff_notify.domain.content import GSM7, SMS_SEGMENT, Unassigned
+from handoff_schemas.vocabulary import Urgency
+from tests.support.patients import PHI_MARKERS
+
+NY = "America/New_York"
+LINK = "https://page.handoff-example.org/p/" + "x" * 38
+# 01:03 UTC on 1 December is 20:03 the evening before in New York (EST, UTC-5).
+ARRIVE_BY = datetime(2026, 12, 1, 1, 3, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"),
+    [
+        (NY, "20:03 EST"),
+        ("America/Chicago", "19:03 CST"),
+        ("America/Los_Angeles", "17:03 PST"),
+        ("Pacific/Honolulu", "15:03 HST"),
+        (None, "01:03 UTC"),
+    ],
+)
+def test_times_are_the_sites_wall_clock_with_its_zone(zone: str | None, shown: str) -> None:
+    assert content.local_time(ARRIVE_BY, zone) == shown
+
+
+def test_daylight_saving_time_shows_its_own_abbreviation() -> None:
+    summer = datetime(2026, 7, 1, 1, 3, tzinfo=UTC)
+    assert content.local_time(summer, NY) == "21:03 EDT"
+
+
+def test_a_confirmation_names_the_request_by_code_and_the_local_arrival_time() -> None:
+    text = content.assigned(
+        "Mercy ED", ARRIVE_BY, ARRIVE_BY - timedelta(minutes=30), LINK, "B", NY
+    ).text
+    assert text == (
+        f"Handoff: confirmed, the request B at Mercy ED is yours. Please arrive by 20:03 EST "
+        f"(within 30 min). Details: {LINK}"
+    )
+    assert "UTC" not in text
+
+
+def _unassigned(reference: str, minute: int, urgency: Urgency = Urgency.URGENT) -> Unassigned:
+    at = datetime(2026, 12, 1, 5, minute, tzinfo=UTC)  # 00:minute EST
+    return Unassigned("Mercy ED", at, reference, urgency, NY)
+
+
+def test_a_supervisor_notice_names_urgency_reference_site_and_local_time() -> None:
+    notice = content.unassigned(_unassigned("3F2A9C", 6))
+    assert notice.text == (
+        "Handoff: urgent request 3F2A9C at Mercy ED has no coach: nobody on call accepted it "
+        "(00:06 EST). Please arrange cover."
+    )
+    assert notice.subject == "Handoff: unassigned request 3F2A9C at Mercy ED"
+    assert len(notice.text) <= SMS_SEGMENT
+    assert set(notice.text) <= GSM7
+
+
+def test_two_notices_a_minute_apart_at_one_site_read_differently() -> None:
+    first = content.unassigned(_unassigned("3F2A9C", 6)).text
+    second = content.unassigned(_unassigned("81D0E4", 6, Urgency.ROUTINE)).text
+    assert first != second
+
+
+def test_a_referral_reference_is_six_hex_digits_of_its_id() -> None:
+    assert content.short_reference("3f2a9c41-0d5e-4c1b-9a0e-2b7f6c8d9e01") == "3F2A9C"
+
+
+def test_a_digest_counts_every_held_notice_and_names_them() -> None:
+    held = [_unassigned(f"A0000{n}", 6 + n) for n in range(6)]
+    digest = content.unassigned_digest(held)
+    assert digest.text == (
+        "Handoff: 6 more requests at Mercy ED have no coach (latest 00:11 EST): "
+        "A00000 A00001 A00002 A00003 A00004 A00005. Please arrange cover."
+    )
+    assert not [marker for marker in PHI_MARKERS if marker in digest.text]
+
+
+def test_a_digest_of_one_reads_in_the_singular_and_a_long_one_is_cut_with_a_count() -> None:
+    assert content.unassigned_digest([_unassigned("A00000", 6)]).text.startswith(
+        "Handoff: 1 more request at Mercy ED has no coach (latest 00:06 EST): A00000."
+    )
+    many = content.unassigned_digest([_unassigned(f"B{n:05d}", 6) for n in range(11)]).text
+    assert "B00007 +3. Please arrange cover." in many
+    assert many.startswith("Handoff: 11 more requests")
