@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -103,6 +103,25 @@ async def hospital_and_notify(own_kafka: KafkaCluster) -> AsyncIterator[KafkaBro
     broker = make_broker(own_kafka.bootstrap_servers, client_id="stand-in")
     async with broker:
         yield broker
+
+
+class Line(NamedTuple):
+    """What every test here works with, matching running: its database, the broker's bootstrap
+    list, and a producer standing in for the referral and notify services."""
+
+    database: str
+    bootstrap: str
+    hospital_and_notify: KafkaBroker
+
+
+@pytest.fixture
+def line(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> Line:
+    return Line(matching_database, own_kafka.bootstrap_servers, hospital_and_notify)
 
 
 @dataclass
@@ -269,12 +288,9 @@ def _open_offers_by_coach(
 
 
 async def test_a_burst_of_six_spreads_over_three_coaches_and_the_seventh_waits_in_line(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line, matching: MatchingRuntime
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(ack_timeout=timedelta(minutes=5)))
     [mercy] = world.site_coaches
     burst = [world.referral() for _ in range(6)]
@@ -350,12 +366,9 @@ async def test_a_burst_of_six_spreads_over_three_coaches_and_the_seventh_waits_i
 
 
 async def test_the_line_serves_the_most_urgent_referral_first(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
     first, routine, emergent = (
         world.referral(),
@@ -378,12 +391,9 @@ async def test_the_line_serves_the_most_urgent_referral_first(
 
 
 async def test_a_coach_whose_capacity_was_lowered_accepting_two_at_once_is_assigned_once(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=2)
     referrals = [world.referral(), world.referral()]
     ids = [r.referral_id for r in referrals]
@@ -416,12 +426,9 @@ async def test_a_coach_whose_capacity_was_lowered_accepting_two_at_once_is_assig
 
 
 async def test_an_unassigned_referral_is_offered_when_an_override_adds_a_coach(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line, matching: MatchingRuntime
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(), supervised=True, on_call=False)
     referral = world.referral()
     ids = [referral.referral_id]
@@ -461,12 +468,9 @@ async def test_an_unassigned_referral_is_offered_when_an_override_adds_a_coach(
 
 
 async def test_a_referral_nobody_takes_expires_at_the_sites_give_up_time(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(
         matching_database, DispatchSettings(give_up_after=timedelta(seconds=3)), on_call=False
     )
@@ -484,12 +488,9 @@ async def test_a_referral_nobody_takes_expires_at_the_sites_give_up_time(
 
 
 async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_starts_at_the_page(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     settings = DispatchSettings(
         ack_timeout=timedelta(seconds=5), page_deadline=timedelta(seconds=2)
     )
@@ -523,12 +524,9 @@ async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_sta
 
 
 async def test_a_broadcast_burst_counts_every_offer_and_an_acceptance_frees_the_others(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     settings = DispatchSettings(mode=DispatchMode.BROADCAST, broadcast_size=3)
     world = await _world(matching_database, settings, site=3, pool=0)
     burst = [world.referral() for _ in range(4)]
@@ -614,12 +612,9 @@ async def _dispatch_state(database: str, referral_id: uuid.UUID) -> str | None:
 
 
 async def test_a_coach_at_the_bedside_holds_the_slot_until_completed_then_the_line_moves(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
     [coach] = world.site_coaches
     first, second = await _held_at_the_bedside(world, hospital_and_notify, bootstrap)
@@ -648,12 +643,9 @@ async def test_a_coach_at_the_bedside_holds_the_slot_until_completed_then_the_li
 
 
 async def test_a_visit_never_completed_releases_the_slot_at_the_visit_limit(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
     first, second = await _held_at_the_bedside(world, hospital_and_notify, bootstrap)
     due = await _visit_limit_due(matching_database, first)
@@ -685,12 +677,9 @@ async def test_a_visit_never_completed_releases_the_slot_at_the_visit_limit(
 
 
 async def test_a_cancelled_referral_frees_its_coach_for_the_referral_in_line_at_once(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
     first, second = world.referral(), world.referral()
     ids = [first.referral_id, second.referral_id]
@@ -715,12 +704,9 @@ async def test_a_cancelled_referral_frees_its_coach_for_the_referral_in_line_at_
 
 
 async def test_an_unassigned_referral_is_offered_when_a_weekly_shift_starts(
-    matching: MatchingRuntime,
-    matching_database: str,
-    own_kafka: KafkaCluster,
-    hospital_and_notify: KafkaBroker,
+    line: Line,
 ) -> None:
-    bootstrap = own_kafka.bootstrap_servers
+    matching_database, bootstrap, hospital_and_notify = line
     # Asked again every hour only: an offer within the next two minutes is the shift's.
     settings = DispatchSettings(reoffer_every=timedelta(hours=1))
     world = await _world(matching_database, settings, pool=0, on_call=False)
