@@ -39,6 +39,8 @@ class StatusReceiver:
         self.url = ""
         self._failures: dict[tuple[str, str], deque[int]] = defaultdict(deque)
         self._runner: web.AppRunner | None = None
+        self.refuse_all: int | None = None
+        """While set, every verified call is answered with this status."""
 
     def fail_next(self, referral_id: str, step: str, *statuses: int) -> None:
         """Answer the next calls for this referral's step with `statuses`, then 200."""
@@ -70,6 +72,6 @@ class StatusReceiver:
             self.calls.append(StatusCall(headers, body, False, 401, time.monotonic()))
             return web.Response(status=401)
         failures = self._failures[(data["referral_id"], data["step"])]
-        status = failures.popleft() if failures else 200
+        status = failures.popleft() if failures else (self.refuse_all or 200)
         self.calls.append(StatusCall(headers, body, True, status, time.monotonic()))
         return web.Response(status=status)
