@@ -75,7 +75,15 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
         dependencies=[admin_token_required(token, "The referral service's admin token.")],
     )
 
-    @router.put("/sites/{site_id}/webhook", response_model=CallbackOut, status_code=200)
+    @router.put(
+        "/sites/{site_id}/webhook",
+        response_model=CallbackOut,
+        status_code=200,
+        responses={
+            201: {"model": CallbackOut, "description": "Created: `secret` shown this once."},
+            404: {"description": "No such site."},
+        },
+    )
     async def put_callback(site_id: str, body: CallbackIn, response: Response) -> CallbackOut:
         """Set or change the site's callback URL. `201` with the new signing secret when the
         site had none; `200` (secret unchanged, not shown) when only the URL changed."""
@@ -90,7 +98,11 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
             response.status_code = 201
         return CallbackOut(site_id=site_id, url=result.url, secret=result.secret)
 
-    @router.get("/sites/{site_id}/webhook", response_model=CallbackState)
+    @router.get(
+        "/sites/{site_id}/webhook",
+        response_model=CallbackState,
+        responses={404: {"description": "The site has no callback."}},
+    )
     async def get_callback(site_id: str) -> CallbackState:
         """The site's callback (never its secret)."""
         async with pool.acquire() as connection:
