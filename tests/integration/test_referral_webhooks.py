@@ -29,7 +29,7 @@ from tests.support.status_receiver import StatusReceiver
 from tests.support.waiting import eventually
 
 STEPS = ["received", "offered", "accepted", "arrived", "completed"]
-RETRY_INITIAL_SECONDS = 2.0  # the 2nd retry waits 3.2-4 s: time to SIGKILL the service in it
+RETRY_INITIAL_SECONDS = 3.0  # the 2nd retry waits 4.8-6 s: time to SIGKILL the service in it
 
 
 @pytest.fixture
