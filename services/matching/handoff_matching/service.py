@@ -27,6 +27,7 @@ from handoff_matching.adapters import (
     roster_store,
     schedule_store,
 )
+from handoff_matching.domain.briefing import apply_update
 from handoff_matching.domain.coverage import coverage_gaps
 from handoff_matching.domain.dispatch import (
     CancelTimer,
@@ -64,6 +65,7 @@ from handoff_schemas.events import (
     ReferralEscalated,
     ReferralExpired,
     ReferralUnassigned,
+    ReferralUpdated,
     ReferralWaiting,
 )
 from handoff_schemas.vocabulary import CoachResponse, PageFailure, Tier, WithdrawReason
@@ -253,6 +255,20 @@ class MatchingService:
         if dispatch is None:
             return
         await self._apply(connection, dispatch, dispatch.cancel(self.clock()), event.id)
+
+    async def referral_updated(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The ED changed the referral (a bed move from HL7 ADT^A08/A02): offers made from
+        now on carry the new location, call-back number or consent (domain/briefing.py)."""
+        data: ReferralUpdated = event.data
+        dispatch = await dispatch_store.lock(connection, data.referral_id)
+        if dispatch is None:
+            return
+        if changed := apply_update(dispatch, data):
+            await dispatch_store.save(connection, dispatch)
+            log.info(
+                "referral briefing updated",
+                extra={"referral_id": str(data.referral_id), "fields": changed},
+            )
 
     async def offer_expired(self, connection: Connection, timer: Timer) -> None:
         dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))

@@ -13,12 +13,15 @@ from handoff_platform.runtime import EventPipeline
 from handoff_platform.supervision import BackgroundTasks
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
+from handoff_referral.domain.webhooks import RetryPolicy
+from handoff_referral.entrypoints.admin import build_admin_router
 from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.fhir_http import mount_fhir
 from handoff_referral.entrypoints.http import build_router
 from handoff_referral.fhir_service import FhirReferrals, SmartAuthority
 from handoff_referral.service import ReferralService
 from handoff_referral.settings import ReferralSettings
+from handoff_referral.webhooks import WebhookSender
 from handoff_schemas import Topic
 
 MIGRATIONS = "handoff_referral.adapters.migrations"
@@ -35,6 +38,7 @@ class ReferralRuntime:
     service: ReferralService
     app: FastAPI
     tasks: BackgroundTasks
+    webhooks: WebhookSender
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -62,10 +66,26 @@ class ReferralRuntime:
         tasks = pipeline.tasks
         pipeline.start(consumed)
         tasks.start("api-key-cache", keys.listen_forever, expected_interval=15.0)
-        return cls(settings, pipeline, service, app, tasks)
+        webhooks = webhook_sender(settings, pipeline.pool)
+        tasks.start(
+            "webhooks", webhooks.run_forever, expected_interval=15.0 + settings.webhook_poll_seconds
+        )
+        return cls(settings, pipeline, service, app, tasks, webhooks)
 
     async def stop(self) -> None:
         await self.pipeline.close()
+        await self.webhooks.close()
+
+
+def webhook_sender(settings: ReferralSettings, pool: asyncpg.Pool) -> WebhookSender:
+    policy = RetryPolicy(
+        initial=settings.webhook_retry_initial_seconds,
+        maximum=settings.webhook_retry_max_seconds,
+        window=settings.webhook_retry_window_seconds,
+    )
+    return WebhookSender(
+        pool, policy, settings.webhook_timeout_seconds, settings.webhook_poll_seconds
+    )
 
 
 def _http_app(
@@ -80,6 +100,11 @@ def _http_app(
     )
     app.include_router(build_router(service))
     mount_fhir(app, FhirReferrals(service), SmartAuthority(pipeline.pool))
+    app.include_router(
+        build_admin_router(
+            pipeline.pool, settings.referral_admin_token, not settings.webhook_allow_http
+        )
+    )
     return app
 
 

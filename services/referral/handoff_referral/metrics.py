@@ -45,3 +45,26 @@ FHIR_TOKENS = Counter(
     "wrong_issuer, jti_reused, no_scope, malformed, …).",
     ["outcome"],
 )
+WEBHOOK_DELIVERIES = Counter(
+    "handoff_webhook_deliveries_total",
+    "Status webhook attempts by site and outcome: `delivered` (the site answered 2xx), "
+    "`retry` (it did not: an HTTP status other than 2xx, a timeout or a connection error; "
+    "tried again with backoff), `failed` (the retry window passed: given up, replayable).",
+    ["site", "outcome"],
+)
+WEBHOOK_PENDING = Gauge(
+    "handoff_webhook_pending",
+    "Status webhook deliveries not yet acknowledged, by site (sites with a callback).",
+    ["site"],
+)
+WEBHOOK_OLDEST_PENDING_SECONDS = Gauge(
+    "handoff_webhook_oldest_pending_seconds",
+    "Age of the site's oldest unacknowledged status webhook, seconds since it became due "
+    "(0 when none is pending).",
+    ["site"],
+)
+WEBHOOK_SECONDS = Histogram(
+    "handoff_webhook_attempt_seconds",
+    "Time for one webhook POST to be answered (or to fail), seconds.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)

@@ -1,3 +1,5 @@
+from pydantic import Field, SecretStr
+
 from handoff_platform.settings import PlatformSettings
 from handoff_referral import CONSUMER_GROUP
 
@@ -7,3 +9,15 @@ class ReferralSettings(PlatformSettings):
     max_body_bytes: int = 64 * 1024
     database_pool_size: int = 10
     mllp_port: int = 2575
+    referral_admin_token: SecretStr | None = Field(
+        default=None,
+        description="Opens /v1/admin (site webhooks); without it every admin call is refused.",
+    )
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// callback URLs (development and tests only)."
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_window_seconds: float = Field(default=24 * 3600.0, gt=0)
+    webhook_poll_seconds: float = Field(default=0.25, gt=0)

@@ -1,5 +1,5 @@
-"""Events that move a referral's dispatch (new and cancelled referrals, coaches' answers),
-the sites they come from, and coaches' own OFF / ON."""
+"""Events that move a referral's dispatch (new, updated and cancelled referrals, coaches'
+answers), the sites they come from, and coaches' own OFF / ON."""
 
 from handoff_matching.service import MatchingService
 from handoff_platform.consumer import Handler
@@ -11,6 +11,7 @@ from handoff_schemas.events import (
     PageSent,
     ReferralCancelled,
     ReferralCreated,
+    ReferralUpdated,
     SiteRegistered,
 )
 
@@ -20,6 +21,7 @@ def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
         SiteRegistered.event_type: service.site_registered,
         ReferralCreated.event_type: service.referral_created,
         ReferralCancelled.event_type: service.referral_cancelled,
+        ReferralUpdated.event_type: service.referral_updated,
         CoachResponded.event_type: service.coach_responded,
         PageSent.event_type: service.page_sent,
         PageFailed.event_type: service.page_failed,

@@ -10,6 +10,7 @@ import asyncpg
 from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
 from handoff_referral import SCHEMA
+from handoff_referral.adapters import webhook_store
 from handoff_referral.adapters.key_cache import REVOCATION_CHANNEL
 from handoff_referral.domain.api_keys import IssuedKey
 from handoff_referral.domain.intake import Patient, ReferralRequest
@@ -91,8 +92,9 @@ async def insert_referral(
     now: datetime,
 ) -> bool:
     """Stores a new referral at status received, with that first timeline step, and queues
-    its ReferralCreated: one statement, so atomic without a transaction block, and one
-    round trip on the API's busiest path instead of four.
+    its ReferralCreated and the site's webhook delivery of the step: one statement, so
+    atomic without a transaction block, and one round trip on the API's busiest path
+    instead of five.
 
     False, storing nothing, if the site already has a referral with this external id.
     """
@@ -103,10 +105,11 @@ async def insert_referral(
                     notes, correlation_id, received_at, updated_at)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
                 ON CONFLICT (site_id, external_id) DO NOTHING
-                RETURNING referral_id, status, received_at),
+                RETURNING referral_id, site_id, status, received_at),
             first_step AS (
                 INSERT INTO {SCHEMA}.timeline (referral_id, status, at)
                 SELECT referral_id, status, received_at FROM referral),
+            webhook AS ({webhook_store.queue_step("referral", "$5", "$12")}),
             event AS ({outbox.queue_for_each("referral", first_parameter=13)})
             SELECT count(*) = 1 FROM referral""",
         referral_id,
@@ -209,19 +212,21 @@ async def record_step(
     now: datetime,
     cancel_reason: str | None = None,
 ) -> None:
-    """Adds one timeline entry and sets the referral's status; the caller holds the
-    referral's row lock (lock_status), so entries are decided one at a time."""
+    """Adds one timeline entry, sets the referral's status and queues the site's webhook
+    delivery of the step (if it has a callback), in one statement; the caller holds the
+    referral's row lock (lock_status), so entries are decided, and queued, one at a time."""
     await connection.execute(
-        f"INSERT INTO {SCHEMA}.timeline (referral_id, status, at) VALUES ($1, $2, $3)",
+        f"""WITH entry AS (
+                INSERT INTO {SCHEMA}.timeline (referral_id, status, at) VALUES ($1, $2, $3)),
+            referral AS (
+                UPDATE {SCHEMA}.referrals
+                SET status = $4, updated_at = $5, cancel_reason = coalesce($6, cancel_reason)
+                WHERE referral_id = $1
+                RETURNING referral_id, site_id, status)
+            {webhook_store.queue_step("referral", "$2", "$3")}""",
         referral_id,
         step.value,
         at,
-    )
-    await connection.execute(
-        f"""UPDATE {SCHEMA}.referrals
-            SET status = $2, updated_at = $3, cancel_reason = coalesce($4, cancel_reason)
-            WHERE referral_id = $1""",
-        referral_id,
         new_status.value,
         now,
         cancel_reason,

@@ -17,7 +17,7 @@ from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
-from handoff_referral.entrypoints import fhir_cli
+from handoff_referral.entrypoints import fhir_cli, webhooks_cli
 from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site
 from handoff_referral.settings import ReferralSettings
@@ -33,6 +33,7 @@ app.add_typer(key_app, name="key")
 app.add_typer(interface_app, name="interface")
 app.add_typer(mllp_app, name="mllp")
 app.add_typer(fhir_cli.app, name="fhir-client")
+app.add_typer(webhooks_cli.app, name="webhooks")
 
 
 @app.command("serve")

@@ -1,0 +1,177 @@
+"""The referral service's admin API: a site's status webhook and its deliveries.
+
+Every call needs `Authorization: Bearer <REFERRAL_ADMIN_TOKEN>`; without a token
+configured every call is refused.
+"""
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr
+
+from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
+from handoff_referral import webhook_admin
+from handoff_referral.domain.webhooks import BadCallbackUrl
+
+
+class CallbackIn(BaseModel):
+    url: str = Field(max_length=2048, description="Where every timeline step is POSTed.")
+
+
+class CallbackOut(BaseModel):
+    site_id: str
+    url: str
+    secret: str | None = Field(
+        default=None,
+        description="The signing secret (`whsec_…`), only in the answer that created it.",
+    )
+
+
+class SecretOut(BaseModel):
+    site_id: str
+    secret: str = Field(description="The new signing secret, shown this once.")
+    previous_valid_until: datetime = Field(description="The old secret also signs until then.")
+
+
+class CallbackState(BaseModel):
+    site_id: str
+    url: str
+    created_at: datetime
+    updated_at: datetime
+    previous_secret_valid_until: datetime | None
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: UUID = Field(description="The `webhook-id` header of each attempt.")
+    site_id: str
+    referral_id: UUID
+    step: str
+    state: str = Field(description="pending, delivered or failed")
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+class ReplayIn(BaseModel):
+    site_id: str | None = None
+    referral_id: UUID | None = None
+    since: AwareDatetime | None = None
+    failed_only: bool = False
+
+
+class ReplayOut(BaseModel):
+    replayed: int
+
+
+def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: bool) -> APIRouter:
+    router = APIRouter(
+        prefix="/v1/admin",
+        tags=["admin"],
+        responses=ADMIN_ERRORS,
+        dependencies=[admin_token_required(token, "The referral service's admin token.")],
+    )
+
+    @router.put(
+        "/sites/{site_id}/webhook",
+        response_model=CallbackOut,
+        status_code=200,
+        responses={
+            201: {"model": CallbackOut, "description": "Created: `secret` shown this once."},
+            404: {"description": "No such site."},
+        },
+    )
+    async def put_callback(site_id: str, body: CallbackIn, response: Response) -> CallbackOut:
+        """Set or change the site's callback URL. `201` with the new signing secret when the
+        site had none; `200` (secret unchanged, not shown) when only the URL changed."""
+        try:
+            async with pool.acquire() as connection:
+                result = await webhook_admin.set_callback(connection, site_id, body.url, https_only)
+        except BadCallbackUrl as error:
+            raise ApiError(422, "invalid_url", str(error), field="url") from None
+        except webhook_admin.UnknownSite:
+            raise ApiError(404, "not_found", f"no site {site_id}") from None
+        if result.secret is not None:
+            response.status_code = 201
+        return CallbackOut(site_id=site_id, url=result.url, secret=result.secret)
+
+    @router.get(
+        "/sites/{site_id}/webhook",
+        response_model=CallbackState,
+        responses={404: {"description": "The site has no callback."}},
+    )
+    async def get_callback(site_id: str) -> CallbackState:
+        """The site's callback (never its secret)."""
+        async with pool.acquire() as connection:
+            found = await webhook_admin.callbacks(connection, site_id)
+        if not found:
+            raise ApiError(404, "not_found", f"site {site_id} has no callback")
+        endpoint = found[0]
+        return CallbackState(
+            site_id=endpoint.site_id,
+            url=endpoint.url,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at,
+            previous_secret_valid_until=endpoint.rotating_until,
+        )
+
+    @router.post("/sites/{site_id}/webhook/rotate-secret", response_model=SecretOut)
+    async def rotate(site_id: str) -> SecretOut:
+        """A new signing secret; the previous one also signs for 24 hours."""
+        try:
+            async with pool.acquire() as connection:
+                secret, until = await webhook_admin.rotate_secret(connection, site_id)
+        except webhook_admin.NoCallback:
+            raise ApiError(404, "not_found", f"site {site_id} has no callback") from None
+        return SecretOut(site_id=site_id, secret=secret, previous_valid_until=until)
+
+    @router.delete("/sites/{site_id}/webhook", status_code=204)
+    async def remove(site_id: str) -> Response:
+        """Stop the site's webhooks; steps not yet delivered are failed (replayable)."""
+        try:
+            async with pool.acquire() as connection:
+                await webhook_admin.remove_callback(connection, site_id)
+        except webhook_admin.NoCallback:
+            raise ApiError(404, "not_found", f"site {site_id} has no callback") from None
+        return Response(status_code=204)
+
+    @router.get("/webhook-deliveries", response_model=list[DeliveryOut])
+    async def list_deliveries(
+        site_id: Annotated[str | None, Query(max_length=64)] = None,
+        referral_id: UUID | None = None,
+        failing: Annotated[bool, Query(description="Only failed or being retried.")] = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[DeliveryOut]:
+        """Deliveries, newest first."""
+        async with pool.acquire() as connection:
+            rows = await webhook_admin.deliveries(connection, site_id, referral_id, failing, limit)
+        return [
+            DeliveryOut(
+                delivery_id=row.delivery_id,
+                site_id=row.site_id,
+                referral_id=row.referral_id,
+                step=row.step,
+                state=row.state,
+                attempts=row.attempts,
+                created_at=row.created_at,
+                next_attempt_at=row.next_attempt_at if row.state == "pending" else None,
+                last_error=row.last_error,
+            )
+            for row in rows
+        ]
+
+    @router.post("/webhook-deliveries/replay", response_model=ReplayOut)
+    async def replay(body: ReplayIn) -> ReplayOut:
+        """Send a site's (since a time) or a referral's settled deliveries again, in order."""
+        if body.site_id is None and body.referral_id is None:
+            raise ApiError(422, "missing", "name site_id or referral_id", field="site_id")
+        async with pool.acquire() as connection:
+            count = await webhook_admin.replay(
+                connection, body.site_id, body.referral_id, body.since, body.failed_only
+            )
+        return ReplayOut(replayed=count)
+
+    return router

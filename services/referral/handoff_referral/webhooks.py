@@ -1,0 +1,186 @@
+"""Sends the status webhooks the timeline queued (adapters/webhook_store), signed, in order
+per referral, at least once (decision 0022).
+
+One supervised loop per process claims due deliveries (each the oldest pending of its
+referral) under a lease, POSTs each from its own task, and settles it: delivered on 2xx,
+else tried again with backoff until the retry window ends, then failed. Replicas share the
+work through the leases; a process killed mid-send leaves a lease that runs out, and the
+delivery goes again with the same `webhook-id`.
+"""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+
+from handoff_platform.logs import correlation
+from handoff_platform.supervision import beat
+from handoff_referral.adapters import webhook_store as store
+from handoff_referral.adapters.webhook_store import ClaimedDelivery
+from handoff_referral.domain.webhooks import RetryPolicy, StatusStep, signed_headers
+from handoff_referral.metrics import (
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_OLDEST_PENDING_SECONDS,
+    WEBHOOK_PENDING,
+    WEBHOOK_SECONDS,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+BACKLOG_REPORT_SECONDS = 5.0
+LEASE_MARGIN_SECONDS = 5.0
+"""A claim outlives the request's timeout by this much, so a live sender settles first."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WebhookSender:
+    """Delivers queued status webhooks from `pool`'s referral schema.
+
+    `timeout` (seconds) bounds one POST; `poll_interval` (seconds) is the longest a new
+    step waits to be picked up; at most `max_in_flight` POSTs are open at once.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        policy: RetryPolicy,
+        timeout: float,
+        poll_interval: float,
+        max_in_flight: int = 32,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.poll_interval = poll_interval
+        self.max_in_flight = max_in_flight
+        self.clock = clock
+        self.lease = timedelta(seconds=timeout + LEASE_MARGIN_SECONDS)
+        self.client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, headers={"user-agent": "Handoff-Webhooks/1"}
+        )
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._reported_sites: set[str] = set()
+
+    async def run_forever(self) -> None:
+        """Claim, send, settle, report the backlog; beats once per pass. Raises what the
+        database raises (the supervisor restarts it); sends in flight are cancelled then,
+        and go again when their lease ends."""
+        reported = 0.0
+        try:
+            while True:
+                room = self.max_in_flight - len(self._in_flight)
+                claimed = await self._claim(room) if room > 0 else []
+                for delivery in claimed:
+                    task = asyncio.create_task(self._send(delivery))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                if time.monotonic() - reported >= BACKLOG_REPORT_SECONDS:
+                    await self.report_backlog()
+                    reported = time.monotonic()
+                beat()
+                if len(claimed) < room or room == 0:
+                    await asyncio.sleep(self.poll_interval)
+        finally:
+            for task in self._in_flight:
+                task.cancel()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _claim(self, room: int) -> list[ClaimedDelivery]:
+        now = self.clock()
+        async with self.pool.acquire() as connection:
+            return await store.claim_due(connection, now, now + self.lease, room)
+
+    async def _send(self, delivery: ClaimedDelivery) -> None:
+        with correlation(delivery.correlation_id):
+            try:
+                await self.deliver(delivery)
+            except Exception as error:  # the lease runs out and the delivery goes again
+                log.warning(
+                    "webhook delivery not settled",
+                    extra={"delivery_id": str(delivery.delivery_id), "error": type(error).__name__},
+                )
+
+    async def deliver(self, delivery: ClaimedDelivery) -> str:
+        """POSTs one claimed delivery and records the outcome; returns it (`delivered`,
+        `retry` or `failed`). Raises only database errors."""
+        step = StatusStep(
+            delivery.delivery_id,
+            delivery.referral_id,
+            delivery.external_id,
+            delivery.step,
+            delivery.status,
+            delivery.at,
+        )
+        body = step.body()
+        headers = signed_headers(delivery.delivery_id, body, self.clock(), delivery.signing_secrets)
+        error = await self._post(delivery.url, body, headers)
+        now = self.clock()
+        async with self.pool.acquire() as connection:
+            if error is None:
+                outcome = "delivered"
+                await store.delivered(connection, delivery.delivery_id, now)
+            elif (
+                next_at := self.policy.next_attempt(
+                    delivery.attempts + 1, now, delivery.due_since, random.random()
+                )
+            ) is not None:
+                outcome = "retry"
+                await store.retry_at(connection, delivery.delivery_id, now, next_at, error)
+            else:
+                outcome = "failed"
+                await store.failed(connection, delivery.delivery_id, now, error)
+        WEBHOOK_DELIVERIES.labels(delivery.site_id, outcome).inc()
+        log.log(
+            logging.WARNING if outcome == "failed" else logging.INFO,
+            f"webhook {outcome}",
+            extra={
+                "referral_id": str(delivery.referral_id),
+                "site_id": delivery.site_id,
+                "delivery_id": str(delivery.delivery_id),
+                "step": delivery.step,
+                "attempts": delivery.attempts + 1,
+                "error": error,
+            },
+        )
+        return outcome
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> str | None:
+        """None when the site acknowledged (2xx), else what went wrong, in a few words (never
+        the answer's body)."""
+        started = time.monotonic()
+        try:
+            response = await self.client.post(url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return "timeout"
+        except httpx.HTTPError as error:
+            return f"no answer: {type(error).__name__}"
+        finally:
+            WEBHOOK_SECONDS.observe(time.monotonic() - started)
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}"
+
+    async def report_backlog(self) -> None:
+        """Sets the pending and oldest-pending gauges of every site with a callback."""
+        async with self.pool.acquire() as connection:
+            backlog = await store.backlog(connection)
+        now = self.clock()
+        for site_id, (pending, oldest) in backlog.items():
+            WEBHOOK_PENDING.labels(site_id).set(pending)
+            age = (now - oldest).total_seconds() if oldest is not None else 0.0
+            WEBHOOK_OLDEST_PENDING_SECONDS.labels(site_id).set(max(age, 0.0))
+        for site_id in self._reported_sites - backlog.keys():  # its callback was removed
+            WEBHOOK_PENDING.remove(site_id)
+            WEBHOOK_OLDEST_PENDING_SECONDS.remove(site_id)
+        self._reported_sites = set(backlog)

@@ -1,0 +1,204 @@
+"""A site's callback through the admin API and the CLI, a delivery the site never takes
+(failed after its retry window, listed, replayed), and a secret rotation, on real Kafka and
+PostgreSQL with the referral service in-process."""
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from standardwebhooks.webhooks import Webhook
+
+from handoff_referral.app import ReferralRuntime
+from handoff_referral.settings import ReferralSettings
+from tests.integration.conftest import HANDOFF, create_database, register_site
+from tests.support.patients import record_page_body, referral_body
+from tests.support.status_receiver import StatusReceiver
+from tests.support.waiting import eventually
+
+ADMIN_TOKEN = "referral-admin-secret"
+WINDOW_SECONDS = 3.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[StatusReceiver]:
+    receiver = StatusReceiver()
+    await receiver.start()
+    try:
+        yield receiver
+    finally:
+        for call in receiver.calls:
+            record_page_body(call.body.decode(errors="replace"))  # for the PHI scan
+        await receiver.stop()
+
+
+@pytest.fixture
+async def runtime(database_url: str, kafka_topics: str) -> AsyncIterator[ReferralRuntime]:
+    settings = ReferralSettings(
+        database_url=await create_database(database_url),
+        kafka_bootstrap_servers=kafka_topics,
+        consumer_group=f"handoff-referral-admin-{uuid.uuid4().hex[:6]}",
+        referral_admin_token=ADMIN_TOKEN,
+        webhook_allow_http=True,
+        webhook_retry_initial_seconds=0.2,
+        webhook_retry_max_seconds=0.5,
+        webhook_retry_window_seconds=WINDOW_SECONDS,
+        webhook_poll_seconds=0.05,
+    )
+    runtime = await ReferralRuntime.start(settings)
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
+def _client(runtime: ReferralRuntime, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=runtime.app),
+        base_url="http://referral",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def _cli(database_url: str, *args: str) -> str:
+    result = subprocess.run(
+        [*HANDOFF, "referral", "webhooks", *args],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+async def _states(runtime: ReferralRuntime, referral_id: str) -> list[tuple[str, str]]:
+    async with runtime.pool.acquire() as connection:
+        rows = await connection.fetch(
+            """SELECT step, state FROM referral.webhook_deliveries
+               WHERE referral_id = $1 ORDER BY seq""",
+            uuid.UUID(referral_id),
+        )
+    return [(row["step"], row["state"]) for row in rows]
+
+
+def _metric(name: str, site_id: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"site": site_id, **labels}) or 0.0
+
+
+async def test_a_callback_set_by_the_admin_api_fails_lists_replays_and_rotates(
+    runtime: ReferralRuntime, receiver: StatusReceiver
+) -> None:
+    site, _, token = await register_site(runtime)
+    path = f"/v1/admin/sites/{site.site_id}/webhook"
+    async with _client(runtime, ADMIN_TOKEN) as admin, _client(runtime, token) as hospital:
+        async with _client(runtime, "not-the-token") as stranger:
+            assert (await stranger.put(path, json={"url": receiver.url})).status_code == 401
+        refused = await admin.put(path, json={"url": "ftp://ehr.example/hook"})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["fields"][0]["field"] == "url"
+        unknown = await admin.put("/v1/admin/sites/no-such-site/webhook", json={"url": "http://x"})
+        assert unknown.status_code == 404
+
+        created = await admin.put(path, json={"url": receiver.url})
+        assert created.status_code == 201
+        secret = created.json()["secret"]
+        assert secret.startswith("whsec_")
+        again = await admin.put(path, json={"url": receiver.url})
+        assert (again.status_code, again.json()["secret"]) == (200, None)  # shown once
+        receiver.secret = secret
+
+        # The hospital's endpoint answers 500 to everything: the steps are retried, in order,
+        # and failed once their window passes.
+        receiver.refuse_all = 500
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        posted = await hospital.post("/v1/referrals", json=referral_body(f"ED-{uuid.uuid4()}"))
+        referral_id = posted.json()["id"]
+        await eventually(lambda: _called(receiver, referral_id, 1), within=10, what="a try")
+        await runtime.webhooks.report_backlog()
+        assert _metric("handoff_webhook_pending", site.site_id) >= 1
+        assert _metric("handoff_webhook_oldest_pending_seconds", site.site_id) > 0
+        cancel = await hospital.post(
+            f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
+        )
+        assert cancel.status_code == 200
+        failed = [("received", "failed"), ("cancelled", "failed")]
+
+        async def both_failed() -> bool:
+            return await _states(runtime, referral_id) == failed
+
+        await eventually(both_failed, within=4 * WINDOW_SECONDS + 10, what="both steps failed")
+        steps = [c.data["step"] for c in receiver.of(referral_id)]
+        assert {"received", "cancelled"} == set(steps)
+        assert steps == sorted(steps, key=["received", "cancelled"].index)  # never interleaved
+        assert _metric("handoff_webhook_deliveries_total", site.site_id, outcome="retry") >= 2
+        assert _metric("handoff_webhook_deliveries_total", site.site_id, outcome="failed") >= 2
+
+        listed = await admin.get(
+            "/v1/admin/webhook-deliveries", params={"site_id": site.site_id, "failing": "true"}
+        )
+        assert [(d["step"], d["state"], d["last_error"]) for d in listed.json()] == [
+            ("cancelled", "failed", "HTTP 500"),
+            ("received", "failed", "HTTP 500"),
+        ]
+        ids = [d["delivery_id"] for d in reversed(listed.json())]
+        database_url = runtime.settings.database_url
+        failing = _cli(database_url, "list", "--failing", "--site", site.site_id)
+        assert [line.split("\t")[0] for line in failing.splitlines()] == ids[::-1]
+
+        # Fixed: the operator replays the site's failed steps from the CLI.
+        receiver.refuse_all = None
+        since = before.isoformat()
+        replayed = _cli(
+            database_url, "replay", "--site", site.site_id, "--since", since, "--failed-only"
+        )
+        assert replayed.strip() == "2 deliveries queued again"
+        await eventually(lambda: _taken(receiver, referral_id, 2), within=10, what="replayed")
+        taken = [c for c in receiver.of(referral_id) if c.answered == 200]
+        assert [c.data["step"] for c in taken] == ["received", "cancelled"]
+        assert [c.headers["webhook-id"] for c in taken] == ids  # the same messages again
+        assert (await admin.get(
+            "/v1/admin/webhook-deliveries", params={"site_id": site.site_id, "failing": "true"}
+        )).json() == []  # fmt: skip
+
+        # A rotation: the next deliveries verify with the new secret and, for a day, the old.
+        rotated = await admin.post(f"{path}/rotate-secret")
+        new_secret = rotated.json()["secret"]
+        assert new_secret not in (secret, None)
+        second = await hospital.post("/v1/referrals", json=referral_body(f"ED-{uuid.uuid4()}"))
+        second_id = second.json()["id"]
+        await eventually(lambda: _taken(receiver, second_id, 1), within=10, what="after rotation")
+        [call] = receiver.of(second_id)  # the receiver still verifies with the old secret
+        Webhook(new_secret).verify(call.body, call.headers)
+
+        assert (await admin.delete(path)).status_code == 204
+        assert (await admin.get(path)).status_code == 404
+
+
+async def _called(receiver: StatusReceiver, referral_id: str, count: int) -> bool:
+    return len(receiver.of(referral_id)) >= count
+
+
+async def _taken(receiver: StatusReceiver, referral_id: str, count: int) -> bool:
+    return len([c for c in receiver.of(referral_id) if c.answered == 200]) >= count
+
+
+async def test_no_step_is_queued_for_a_site_without_a_callback(runtime: ReferralRuntime) -> None:
+    site, _, token = await register_site(runtime)
+    async with _client(runtime, token) as hospital:
+        posted = await hospital.post("/v1/referrals", json=referral_body(f"ED-{uuid.uuid4()}"))
+    assert posted.status_code == 201
+    connection: asyncpg.Connection = await asyncpg.connect(runtime.settings.database_url)
+    try:
+        queued = await connection.fetchval(
+            "SELECT count(*) FROM referral.webhook_deliveries WHERE site_id = $1", site.site_id
+        )
+    finally:
+        await connection.close()
+    assert queued == 0
