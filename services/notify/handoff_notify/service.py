@@ -411,19 +411,31 @@ class NotifyService:
             await self._failed(connection, message, record, decision.failure)
 
     async def delivery_reported(
-        self, provider_ref: str, delivered: bool, error_code: str | None
+        self,
+        provider_ref: str,
+        delivered: bool | None,
+        error_code: str | None,
+        message_id: UUID | None = None,
     ) -> ReportOutcome:
-        """A provider's final delivery report for the message it calls `provider_ref`.
+        """A provider's report for the message it calls `provider_ref`: final (`delivered`
+        True or False) or not yet (None: queued, sent...). `message_id` is notify's id for the
+        message when the report names it (Twilio's StatusCallback carries it).
 
-        Returns what became of it: APPLIED, IGNORED (the message was already final), or
-        KEPT (no message has that id yet: the send's response is still in flight; the
-        report is applied when the id is stored, or expires after
+        A report naming a message still `sending` stores `provider_ref` for it first: the
+        send's own answer was lost (a database outage, a crash), and the provider has just
+        said it holds the message. Returns what became of a final report: APPLIED, IGNORED
+        (already final, or not a final report), or KEPT (no message has that id yet: the
+        send's response is still in flight; applied when the id is stored, or expires after
         EARLY_REPORTS_KEPT_SECONDS). The caller answers the provider 2xx in every case.
         """
         async with self.outbox.transaction(self.pool) as connection:
+            if message_id is not None:
+                await self._sent_by_report(connection, message_id, provider_ref)
             await store.lock_provider_ref(connection, provider_ref)
             message = await store.message_by_provider_ref(connection, provider_ref)
-            if message is None:
+            if delivered is None:
+                outcome = ReportOutcome.IGNORED
+            elif message is None:
                 expired = await store.keep_early_report(
                     connection,
                     provider_ref,
@@ -440,8 +452,34 @@ class NotifyService:
                 outcome = ReportOutcome.KEPT
             else:
                 outcome = await self._apply_report(connection, message, delivered, error_code)
-        metrics.DELIVERY_REPORTS.labels(outcome).inc()
+        if delivered is not None:
+            metrics.DELIVERY_REPORTS.labels(outcome).inc()
         return outcome
+
+    async def _sent_by_report(
+        self, connection: Connection, message_id: UUID, provider_ref: str
+    ) -> None:
+        """Within the caller's transaction: a message still `sending` that the provider
+        reports on is sent, as `provider_ref`. Takes the message's lock before the
+        reference's, the order `record_send` takes them in."""
+        message = await store.message(connection, message_id, lock=True)
+        if message is None:
+            if await notices.reported(connection, message_id, provider_ref):
+                log.info(
+                    "a notice's provider id stored from the provider's report",
+                    extra={"message_id": str(message_id)},
+                )
+            return
+        if message.state is not MessageState.SENDING:
+            return  # recorded already
+        record = await store.offer(connection, message.offer_id, lock=True)
+        assert record is not None  # a message's offer_id is a foreign key
+        metrics.RECONCILED.labels(message.channel, "reported").inc()
+        log.info(
+            "a send's provider id stored from the provider's report",
+            extra={"message_id": str(message_id), "channel": message.channel.value},
+        )
+        await self._sent(connection, message, record, MarkSent(provider_ref, delivered=False))
 
     async def _apply_report(
         self,

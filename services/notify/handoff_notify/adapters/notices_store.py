@@ -115,3 +115,18 @@ async def finish(
         state,
         provider_ref,
     )
+
+
+async def reported(connection: Connection, notice_id: UUID, provider_ref: str) -> bool:
+    """The provider reports on a notice whose send's answer was lost: it is sent, as
+    `provider_ref`, even if already failed as lost. False if no such notice was waiting
+    for its answer (unknown id, or its reference stored already)."""
+    status = await connection.execute(
+        f"""UPDATE {SCHEMA}.notices
+            SET state = 'sent', provider_ref = $2, sending_deadline = NULL,
+                finished_at = coalesce(finished_at, now())
+            WHERE notice_id = $1 AND state IN ('sending', 'failed') AND provider_ref IS NULL""",
+        notice_id,
+        provider_ref,
+    )
+    return bool(status == "UPDATE 1")

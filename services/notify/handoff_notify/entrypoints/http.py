@@ -21,7 +21,12 @@ from pydantic import BaseModel
 
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
-from handoff_notify.adapters.twilio import DELIVERED_STATUSES, FAILED_STATUSES, signature_valid
+from handoff_notify.adapters.twilio import (
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    PAGE_PARAM,
+    signature_valid,
+)
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.service import NotifyService
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
@@ -179,14 +184,24 @@ def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
         return _twiml(f"<Say>Thank you. Your answer, {response.value}, is recorded.</Say>")
 
     @router.post("/status", status_code=204)
-    async def delivery_status(form: Annotated[Mapping[str, str], Depends(signed_form)]) -> Response:
+    async def delivery_status(
+        form: Annotated[Mapping[str, str], Depends(signed_form)],
+        page: Annotated[str | None, Query(alias=PAGE_PARAM)] = None,
+    ) -> Response:
         """Twilio's status callback. Always 204 once signed: Twilio does not reliably retry
-        these, so a report for a message whose id is not stored yet is kept, not refused."""
+        these, so a report for a message whose id is not stored yet is kept, not refused.
+        The callback URL names notify's message (`?page=`): any status, final or not,
+        stores the provider's id of a send whose own answer was lost."""
         reference = form.get("MessageSid") or form.get("CallSid")
         status = form.get("MessageStatus") or form.get("CallStatus") or ""
-        if reference and (status in DELIVERED_STATUSES or status in FAILED_STATUSES):
+        message_id = _uuid(page)
+        final = status in DELIVERED_STATUSES or status in FAILED_STATUSES
+        if reference and (final or message_id is not None):
             await service.delivery_reported(
-                reference, status in DELIVERED_STATUSES, form.get("ErrorCode") or None
+                reference,
+                status in DELIVERED_STATUSES if final else None,
+                form.get("ErrorCode") or None,
+                message_id,
             )
         return Response(status_code=204)
 
@@ -199,6 +214,15 @@ class UnsignedWebhookError(Exception):
 
 def unsigned_webhook_response(_: Request, __: Exception) -> Response:
     return Response(status_code=403)
+
+
+def _uuid(text: str | None) -> UUID | None:
+    """The id in a callback URL's query; None if absent or not one (a URL of an older
+    version, or tampered with: the signature covers the query, so not from Twilio)."""
+    try:
+        return None if text is None else UUID(text)
+    except ValueError:
+        return None
 
 
 def _twiml(inner: str) -> Response:
