@@ -166,7 +166,8 @@ class NotifyService:
         await store.save_offer_state(connection, record)
         await store.cancel_pending(connection, record.offer_id)
         for message in await store.messages_of(connection, record.offer_id):
-            await self.timers.cancel(connection, message.message_id)
+            # A fallback timer being fired finds the offer settled once this commits.
+            await self.timers.cancel_unless_firing(connection, message.message_id)
 
     async def _follow_up(
         self, connection: Connection, record: OfferRecord, kind: MessageKind
@@ -190,7 +191,11 @@ class NotifyService:
             rules = self.settings.throttle_rules
             claimed = await store.claim_due(connection, limit)
             offer_ids = {message.offer_id for message in claimed}
-            offers = await store.offers(connection, offer_ids)
+            # Offers are locked before their messages everywhere else; here the messages
+            # came first, so take only the offers nobody holds, and leave the messages of
+            # the others pending for the next cycle rather than wait (decision 0021).
+            offers = await store.lock_free_offers(connection, offer_ids)
+            claimed = [message for message in claimed if message.offer_id in offers]
             paged = await store.first_pages_out(connection, offer_ids)
             blocked = await store.blocked_methods(
                 connection, {(message.channel, message.destination) for message in claimed}
@@ -273,7 +278,9 @@ class NotifyService:
             message = await store.message(connection, outgoing.message_id, lock=True)
             if message is None or message.state is not MessageState.SENDING:
                 return False  # reconciled meanwhile by another replica
-            record = await store.offer(connection, message.offer_id)
+            # The offer's lock before any write: its consumer, holding it, waits for
+            # this message's timer (decision 0021).
+            record = await store.offer(connection, message.offer_id, lock=True)
             assert record is not None
             decision = after_send(
                 outcome, message.attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
@@ -393,7 +400,7 @@ class NotifyService:
         message = await store.message(connection, outgoing.message_id, lock=True)
         if message is None or message.state is not MessageState.SENDING:
             return
-        record = await store.offer(connection, message.offer_id)
+        record = await store.offer(connection, message.offer_id, lock=True)
         assert record is not None
         metrics.RECONCILED.labels(message.channel, type(outcome).__name__.lower()).inc()
         log.warning(
@@ -492,7 +499,7 @@ class NotifyService:
         target = after_report(message.state, delivered)
         if target is None:
             return ReportOutcome.IGNORED
-        record = await store.offer(connection, message.offer_id)
+        record = await store.offer(connection, message.offer_id, lock=True)
         assert record is not None  # a message's offer_id is a foreign key
         if target is MessageState.DELIVERED:
             await store.mark_delivered(connection, message.message_id)
@@ -582,7 +589,7 @@ class NotifyService:
     ) -> None:
         """This contact method is done for; page the next one, or tell matching none is left."""
         await store.finish(connection, message.message_id, state, failure)
-        await self.timers.cancel(connection, message.message_id)
+        await self.timers.cancel_unless_firing(connection, message.message_id)
         metrics.PAGES.labels(message.channel, message.kind, state.value).inc()
         if message.kind is not MessageKind.OFFER:
             return

@@ -68,10 +68,15 @@ async def add(
 async def fail_lost(connection: Connection) -> list[Channel]:
     """Notices left `sending` past their deadline, failed and never sent again (the send
     may have gone out; a supervisor told twice is worse than a notice lost to a crash);
-    the channel of each."""
+    the channel of each. Skips notices another transaction holds: replicas failing the
+    same lost notices at once would otherwise lock them in different orders."""
     rows = await connection.fetch(
         f"""UPDATE {SCHEMA}.notices SET state = 'failed', finished_at = now()
-            WHERE state = 'sending' AND sending_deadline <= now() RETURNING channel"""
+            WHERE notice_id IN (
+                SELECT notice_id FROM {SCHEMA}.notices
+                WHERE state = 'sending' AND sending_deadline <= now()
+                ORDER BY notice_id FOR UPDATE SKIP LOCKED)
+            RETURNING channel"""
     )
     return [Channel(row["channel"]) for row in rows]
 
