@@ -7,6 +7,7 @@ Twilio's webhooks are refused unless their `X-Twilio-Signature` checks out, and 
 unknown sender is answered with nothing at all.
 """
 
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,8 +20,10 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
+from handoff_notify import metrics
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
+from handoff_notify.adapters.report_spool import ReportSpool, SpooledReport
 from handoff_notify.adapters.twilio import (
     DELIVERED_STATUSES,
     FAILED_STATUSES,
@@ -29,6 +32,7 @@ from handoff_notify.adapters.twilio import (
 )
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.service import NotifyService
+from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
 
 LABELS = {
@@ -37,6 +41,7 @@ LABELS = {
     CoachResponse.ARRIVED: "Arrived",
     CoachResponse.COMPLETED: "Completed",
 }
+log = logging.getLogger(__name__)
 TWIML = "application/xml"
 _URL = re.compile(r"https?://\S+")
 
@@ -142,8 +147,9 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
             return "This request has expired. No action is needed.", False
 
 
-def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
-    """Twilio's webhooks: inbound SMS, keypad answers on a call, delivery status."""
+def build_twilio_router(service: NotifyService, auth_token: str, spool: ReportSpool) -> APIRouter:
+    """Twilio's webhooks: inbound SMS, keypad answers on a call, delivery status (kept in
+    `spool` while the database is away)."""
     router = APIRouter(prefix="/v1/twilio", include_in_schema=False)
     public_url = service.settings.notify_public_url.rstrip("/")
 
@@ -197,12 +203,21 @@ def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
         message_id = _uuid(page)
         final = status in DELIVERED_STATUSES or status in FAILED_STATUSES
         if reference and (final or message_id is not None):
-            await service.delivery_reported(
-                reference,
-                status in DELIVERED_STATUSES if final else None,
-                form.get("ErrorCode") or None,
-                message_id,
-            )
+            delivered = status in DELIVERED_STATUSES if final else None
+            error_code = form.get("ErrorCode") or None
+            try:
+                await service.delivery_reported(reference, delivered, error_code, message_id)
+            except TRANSIENT_DATABASE_ERRORS as error:
+                if not is_transient_database_error(error):
+                    raise
+                # Twilio would not send it again: keep it on disk, apply it once back.
+                page_id = None if message_id is None else str(message_id)
+                await spool.keep(SpooledReport(reference, delivered, error_code, page_id))
+                metrics.DELIVERY_REPORTS.labels("spooled").inc()
+                log.warning(
+                    "delivery report spooled while the database is away",
+                    extra={"error": type(error).__name__},
+                )
         return Response(status_code=204)
 
     return router
