@@ -196,7 +196,7 @@ async def report_readiness_forever(
         await asyncio.sleep(every)
 
 
-READY_CHECK_SECONDS = 0.8
+READY_CHECK_SECONDS = 0.9
 """The longest one health check may take (seconds); they run at once, so a probe answers
 in under a second even while a dependency hangs (a probe's own timeout is often 1 s)."""
 

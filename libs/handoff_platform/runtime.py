@@ -17,7 +17,7 @@ from faststream.security import BaseSecurity
 
 from handoff_platform.consumer import Handler, IdempotentConsumer
 from handoff_platform.database import DatabaseProbe, create_pool
-from handoff_platform.http import READY_CHECK_SECONDS, ReadinessCheck, report_readiness_forever
+from handoff_platform.http import ReadinessCheck, report_readiness_forever
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_platform.lag import LagSampler
 from handoff_platform.logs import LogFormat, configure_logging
@@ -205,6 +205,10 @@ class EventPipeline:
         await self.pool.close()
 
 
+KAFKA_PING_SECONDS = 0.6
+"""The longest readiness waits for Kafka's answer to a ping (seconds)."""
+
+
 def readiness_checks(
     database: DatabaseProbe,
     broker: KafkaBroker,
@@ -217,12 +221,14 @@ def readiness_checks(
     With Kafka away a service that takes work from people (hospitals, coaches) keeps
     accepting it into its outbox, so it stays ready until the oldest unpublished
     event is `outbox_grace_seconds` old; with None, it is not ready while Kafka is away.
-    Each check answers within READY_CHECK_SECONDS: the database is asked on the probe's
-    own connection, so a saturated pool does not slow a probe.
+    Each check answers within `handoff_platform.http.READY_CHECK_SECONDS`: the database
+    is asked on the probe's own connection, so a saturated pool does not slow a probe, and
+    Kafka's ping is given less than that, so a ping that times out still leaves time to
+    fall back to the outbox's age.
     """
 
     async def kafka_or_outbox_healthy() -> bool:
-        if kafka_connected.is_set() and await broker.ping(timeout=READY_CHECK_SECONDS):
+        if kafka_connected.is_set() and await broker.ping(timeout=KAFKA_PING_SECONDS):
             return True
         if outbox_grace_seconds is None:
             return False
