@@ -1,4 +1,4 @@
-"""`handoff dev up|down|status|env`: Kafka and PostgreSQL for local work, without Docker."""
+"""`handoff dev up|down|status|env|pg`: Kafka and PostgreSQL for local work, without Docker."""
 
 import json
 import os
@@ -15,6 +15,12 @@ from handoff_devenv.kafka import KAFKA_VERSION, REPO_ROOT, kafka_classpath
 app = typer.Typer(
     help="Local Kafka and PostgreSQL for development, without Docker.", no_args_is_help=True
 )
+
+pg = typer.Typer(
+    help="Stop, start or restart the dev PostgreSQL, keeping its port and settings.",
+    no_args_is_help=True,
+)
+app.add_typer(pg, name="pg")
 
 STATE_DIR = Path(os.environ.get("HANDOFF_DEV_DIR", REPO_ROOT / ".handoff" / "dev"))
 STATE_FILE = STATE_DIR / "state.json"
@@ -140,3 +146,41 @@ def env() -> None:
 def _print_env(values: dict[str, str]) -> None:
     for key, value in values.items():
         typer.echo(f"export {key}={shlex.quote(value)}")  # eval-safe, whatever the URL holds
+
+
+def _dev_postgres() -> PostgresCluster:
+    _, postgres = _load()
+    if postgres is None:
+        typer.echo("no dev PostgreSQL: handoff dev up first (without DATABASE_URL)", err=True)
+        raise typer.Exit(1)
+    return postgres
+
+
+_IMMEDIATE = typer.Option(
+    "--immediate", help="Kill every backend at once, as a crash does; recovery runs on start."
+)
+
+
+@pg.command("restart")
+def pg_restart(immediate: Annotated[bool, _IMMEDIATE] = False) -> None:
+    """Restart the dev PostgreSQL (`pg_ctl restart -m fast`, or `-m immediate`) on its port."""
+    postgres = _dev_postgres()
+    postgres.write_settings()
+    postgres.restart("immediate" if immediate else "fast")
+    typer.echo(f"postgres restarted  {postgres.url}")
+
+
+@pg.command("stop")
+def pg_stop(immediate: Annotated[bool, _IMMEDIATE] = False) -> None:
+    """Stop the dev PostgreSQL, keeping its data (`handoff dev pg start` brings it back)."""
+    postgres = _dev_postgres()
+    postgres.stop("immediate" if immediate else "fast")
+    typer.echo("postgres stopped")
+
+
+@pg.command("start")
+def pg_start() -> None:
+    """Start the stopped dev PostgreSQL again, with its data, port and settings."""
+    postgres = _dev_postgres()
+    postgres.start()
+    typer.echo(f"postgres up  {postgres.url}")

@@ -2,6 +2,12 @@
 
 PostgreSQL refuses to run as root, so when we are root the server and initdb run
 as the `postgres` system user and the data directory is handed to that user.
+
+The cluster's settings (its port, listen address...) live in its own configuration,
+`handoff.conf` in the data directory, included from `postgresql.conf`; not in `pg_ctl -o`
+options. So any start keeps them: an operator's plain `pg_ctl -D <data> start` after a
+crash or `pg_ctl -m immediate stop` comes up on the cluster's port, not on 5432 with the
+defaults (issue 13).
 """
 
 import os
@@ -22,6 +28,8 @@ SERVER_SETTINGS = {
 }
 # Throwaway test clusters trade crash safety for speed; `handoff dev up` keeps the defaults.
 NON_DURABLE_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+SETTINGS_FILE = "handoff.conf"
+_INCLUDE = f"include_if_exists = '{SETTINGS_FILE}'  # written by handoff_devenv"
 
 
 class PostgresCluster:
@@ -66,13 +74,7 @@ class PostgresCluster:
                     "--no-sync",
                 ]
             )
-        settings = {**SERVER_SETTINGS, "port": str(self.port)}
-        if not self.durable:
-            settings |= NON_DURABLE_SETTINGS
-        options = " ".join(
-            f"-c {key}={value!r}" if value == "" else f"-c {key}={value}"
-            for key, value in settings.items()
-        )
+        self.write_settings()
         self._as_server_user(
             [
                 str(PG_BIN / "pg_ctl"),
@@ -80,8 +82,6 @@ class PostgresCluster:
                 str(self.data_dir),
                 "-l",
                 str(self.log_file),
-                "-o",
-                options,
                 "-w",
                 "-t",
                 str(int(timeout)),
@@ -91,10 +91,33 @@ class PostgresCluster:
         wait_until(lambda: accepts_connections(self.port), timeout, "PostgreSQL")
         self._create_database()
 
-    def stop(self) -> None:
+    def settings(self) -> dict[str, str]:
+        """The server settings this cluster runs with, by name."""
+        settings = {**SERVER_SETTINGS, "port": str(self.port)}
+        if not self.durable:
+            settings |= NON_DURABLE_SETTINGS
+        return settings
+
+    def write_settings(self) -> None:
+        """Write `settings()` to the data directory's SETTINGS_FILE and include it from
+        postgresql.conf (once), so that every start of the server, however made, keeps them."""
+        lines = [f"{key} = '{value}'" for key, value in self.settings().items()]
+        self._write_as_server_user(
+            self.data_dir / SETTINGS_FILE,
+            "# The cluster's own settings, from handoff_devenv.postgres. Rewritten on start.\n"
+            + "\n".join(lines)
+            + "\n",
+        )
+        main = self.data_dir / "postgresql.conf"
+        text = main.read_text()
+        if _INCLUDE not in text:
+            self._write_as_server_user(main, f"{text.rstrip()}\n{_INCLUDE}\n")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`pg_ctl stop -m <mode>` ("smart", "fast" or "immediate": a crash) if it runs."""
         if (self.data_dir / "postmaster.pid").exists():
             self._as_server_user(
-                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]
             )
 
     def restart(self, mode: str = "immediate", timeout: float = 30.0) -> None:
@@ -145,6 +168,13 @@ class PostgresCluster:
                 f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}{log_tail}"
             )
         return result.stdout
+
+    @staticmethod
+    def _write_as_server_user(path: Path, text: str) -> None:
+        path.write_text(text)
+        if os.geteuid() == 0:
+            server_user = pwd.getpwnam("postgres")
+            os.chown(path, server_user.pw_uid, server_user.pw_gid)
 
     @staticmethod
     def _hand_to_server_user(directory: Path) -> None:

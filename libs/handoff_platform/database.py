@@ -5,6 +5,7 @@ its own package. They are applied in order inside one transaction per file,
 under an advisory lock, so two replicas starting together apply each file once.
 """
 
+import asyncio
 import hashlib
 import logging
 import zlib
@@ -35,6 +36,46 @@ async def _nothing_to_reset(_: asyncpg.Connection) -> None:
     Safe because pooled connections never keep session state: settings are
     `SET LOCAL`, and LISTEN and advisory locks live on connections of their own.
     """
+
+
+PROBE_TIMEOUT_SECONDS = 0.8
+"""The longest a readiness probe of the database waits, connecting or asking (seconds)."""
+
+
+class DatabaseProbe:
+    """Whether PostgreSQL answers, asked on a connection of the probe's own, never the
+    pool's: a probe must not queue behind a pool every connection of which is busy (a
+    loaded replica is not an unready one). One `SELECT true` per call, at most
+    `timeout` seconds to connect and as long to answer; probes run one at a time. The
+    answer is never older than the call: no cache to bound."""
+
+    def __init__(self, database_url: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+        self.database_url = database_url
+        self.timeout = timeout
+        self._connection: asyncpg.Connection | None = None
+        self._one_at_a_time = asyncio.Lock()
+
+    async def answers(self) -> bool:
+        """True if the database answered within the timeout; never raises."""
+        async with self._one_at_a_time:
+            try:
+                if self._connection is None or self._connection.is_closed():
+                    self._connection = await asyncpg.connect(
+                        self.database_url, timeout=self.timeout
+                    )
+                return bool(await self._connection.fetchval("SELECT true", timeout=self.timeout))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                self._drop()
+                return False
+
+    def _drop(self) -> None:
+        """Forget the connection: the next probe connects anew (a restarted server)."""
+        if self._connection is not None:
+            self._connection.terminate()
+            self._connection = None
+
+    async def close(self) -> None:
+        self._drop()
 
 
 async def notify(connection: Connection, channel: str, payload: str) -> None:

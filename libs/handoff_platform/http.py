@@ -196,9 +196,14 @@ async def report_readiness_forever(
         await asyncio.sleep(every)
 
 
+READY_CHECK_SECONDS = 0.9
+"""The longest one health check may take (seconds); they run at once, so a probe answers
+in under a second even while a dependency hangs (a probe's own timeout is often 1 s)."""
+
+
 async def _run(check: ReadinessCheck) -> bool:
     try:
-        return await asyncio.wait_for(check(), timeout=2.0)
+        return await asyncio.wait_for(check(), timeout=READY_CHECK_SECONDS)
     except Exception:
         return False
 

@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from faststream.security import BaseSecurity
 
 from handoff_platform.consumer import Handler, IdempotentConsumer
-from handoff_platform.database import create_pool
+from handoff_platform.database import DatabaseProbe, create_pool
 from handoff_platform.http import ReadinessCheck, report_readiness_forever
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_platform.lag import LagSampler
@@ -99,6 +99,7 @@ class EventPipeline:
     relay: OutboxRelay
     kafka_connected: asyncio.Event
     outbox_grace_seconds: float | None
+    database_probe: DatabaseProbe  # readiness asks on a connection of its own, not the pool's
     kafka_security: BaseSecurity | None = None
     consumers: list[IdempotentConsumer] = field(default_factory=list)
     tasks: BackgroundTasks = field(default_factory=BackgroundTasks)
@@ -128,6 +129,7 @@ class EventPipeline:
             relay,
             asyncio.Event(),
             outbox_grace_seconds,
+            DatabaseProbe(settings.database_url),
             security,
         )
 
@@ -182,7 +184,7 @@ class EventPipeline:
         """/readyz: the database, Kafka (or the outbox grace), and every loop cycling."""
         return {
             **readiness_checks(
-                self.pool,
+                self.database_probe,
                 self.broker,
                 self.kafka_connected,
                 self.relay,
@@ -199,11 +201,16 @@ class EventPipeline:
         """Stop the loops, then the broker and the pool."""
         await self.tasks.stop()
         await stop_broker(self.broker)
+        await self.database_probe.close()
         await self.pool.close()
 
 
+KAFKA_PING_SECONDS = 0.6
+"""The longest readiness waits for Kafka's answer to a ping (seconds)."""
+
+
 def readiness_checks(
-    pool: asyncpg.Pool,
+    database: DatabaseProbe,
     broker: KafkaBroker,
     kafka_connected: asyncio.Event,
     relay: OutboxRelay,
@@ -214,16 +221,17 @@ def readiness_checks(
     With Kafka away a service that takes work from people (hospitals, coaches) keeps
     accepting it into its outbox, so it stays ready until the oldest unpublished
     event is `outbox_grace_seconds` old; with None, it is not ready while Kafka is away.
+    Each check answers within `handoff_platform.http.READY_CHECK_SECONDS`: the database
+    is asked on the probe's own connection, so a saturated pool does not slow a probe, and
+    Kafka's ping is given less than that, so a ping that times out still leaves time to
+    fall back to the outbox's age.
     """
 
-    async def database_answers() -> bool:
-        return bool(await pool.fetchval("SELECT true"))
-
     async def kafka_or_outbox_healthy() -> bool:
-        if kafka_connected.is_set() and await broker.ping(timeout=1.0):
+        if kafka_connected.is_set() and await broker.ping(timeout=KAFKA_PING_SECONDS):
             return True
         if outbox_grace_seconds is None:
             return False
         return relay.oldest_pending_age < outbox_grace_seconds
 
-    return {"database": database_answers, "kafka_or_outbox": kafka_or_outbox_healthy}
+    return {"database": database.answers, "kafka_or_outbox": kafka_or_outbox_healthy}

@@ -8,8 +8,11 @@ jittered exponential backoff; it never dies silently. A transient database error
 (`handoff_platform.transient`) is a warning; anything else is a bug and logged as an
 error with its traceback.
 
-Each loop calls `beat()` once per completed cycle and declares the longest a
-healthy cycle takes (`expected_interval`, seconds). From those:
+Each loop calls `beat()`, a heartbeat, once per completed cycle and within a long
+cycle at each step of it (each referral of a long waiting-line pass), and declares the
+longest a healthy loop goes between two beats (`expected_interval`, seconds). A beat
+says "alive and making progress", not "finished a pass": a loaded replica whose pass
+runs long is still serving. From those:
 
 - `cycling()` (readiness) is false while any loop has not beaten within its
   interval: the service cannot do its work, so send it no traffic;

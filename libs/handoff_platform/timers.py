@@ -81,6 +81,19 @@ class Timers:
             f'DELETE FROM "{self.schema}".timers WHERE timer_id = $1', timer_id
         )
 
+    async def cancel_unless_firing(self, connection: Connection, timer_id: UUID) -> None:
+        """Cancel a timer unless another transaction holds it (a loop is firing it, or
+        another cancels it): never waits for its lock. For a caller that holds other locks
+        the timer's handler takes after the timer (an offer's row, say), which would
+        deadlock waiting for it; the handler must then find, under those locks, that it
+        has nothing left to do."""
+        await connection.execute(
+            f"""DELETE FROM "{self.schema}".timers WHERE timer_id IN (
+                    SELECT timer_id FROM "{self.schema}".timers WHERE timer_id = $1
+                    FOR UPDATE SKIP LOCKED)""",
+            timer_id,
+        )
+
     async def changed(self, connection: Connection) -> None:
         """Tell the loops a timer may now be nearer than they planned to sleep."""
         if self.wake_local_loop is not None:

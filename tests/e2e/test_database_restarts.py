@@ -287,6 +287,22 @@ async def offers_and_pages(system: System, twilio: FakeTwilio) -> Sent:
     return sent
 
 
+async def sids_notify_never_stored(system: System, twilio: FakeTwilio) -> list[str]:
+    """SIDs of messages the provider accepted that no page (notify.messages) or supervisor
+    notice (notify.notices) holds: a send whose outcome a restart lost and that was never
+    reconciled, or was failed as "not found" though it reached a phone."""
+    connection = await asyncpg.connect(system.database_url)
+    try:
+        rows = await connection.fetch(
+            """SELECT provider_ref FROM notify.messages WHERE provider_ref IS NOT NULL
+               UNION SELECT provider_ref FROM notify.notices WHERE provider_ref IS NOT NULL"""
+        )
+    finally:
+        await connection.close()
+    stored = {row["provider_ref"] for row in rows}
+    return [message.sid for message in twilio.accepted if message.sid not in stored]
+
+
 def first_page_link(twilio: FakeTwilio) -> str:
     """The link of the page of the referral `start_system` waited for: a coach's page to probe."""
     main = {COACHES["main-1"].phone, COACHES["main-2"].phone}
@@ -326,6 +342,8 @@ async def test_ten_crash_restarts_lose_no_referral_and_double_no_page(
         for referral_id in hospital.referrals[LADDER_SITE]:
             await unassigned(system, referral_id)
         await eventually(lambda: settled(system), within=30, what="pages sent, timers fired")
+        unrecorded = await sids_notify_never_stored(system, twilio)
+        assert not unrecorded, f"sends at the provider notify holds no record of: {unrecorded}"
         sent = await offers_and_pages(system, twilio)
         for referral_id in hospital.referrals[MAIN_SITE]:
             # One offer, to one of the two coaches, paged once at the provider.

@@ -13,7 +13,9 @@ import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from aiohttp import web
@@ -57,6 +59,8 @@ class FakeTwilio:
         self.held_requests: dict[str, int] = defaultdict(int)
         self._report_first: dict[str, str] = {}
         self.early_callbacks: dict[str, int] = {}  # by message sid: notify's HTTP status
+        self.list_requests = 0
+        self._drop_answer: set[str] = set()
         self.base_url = ""
         self._runner: web.AppRunner | None = None
 
@@ -77,6 +81,12 @@ class FakeTwilio:
         """Call the next message to `to`'s status callback with `status`, and answer the
         send only after it: the report reaches notify before the message's sid does."""
         self._report_first[to] = status
+
+    def lose_answer(self, to: str, status: str) -> None:
+        """Take the next message to `to`, call its status callback with `status`, then drop
+        the connection unanswered: the sender never learns the SID from the send itself."""
+        self._report_first[to] = status
+        self._drop_answer.add(to)
 
     # What was sent
 
@@ -148,18 +158,41 @@ class FakeTwilio:
         if reported := self._report_first.pop(to, None):
             callback = await self.report_status(recorded, reported)
             self.early_callbacks[recorded.sid] = callback.status_code
+        if to in self._drop_answer:
+            self._drop_answer.discard(to)
+            assert request.transport is not None
+            request.transport.close()
         return web.json_response(
             {"sid": recorded.sid, "status": "queued", "to": to, "body": recorded.body},
             status=201,
         )
 
     def _list(self, kind: str, key: str) -> Any:
+        """Twilio's list: newest first, `PageSize` (default 50) a page, `next_page_uri`."""
+
         async def handler(request: web.Request) -> web.StreamResponse:
             to = request.query.get("To")
+            size = int(request.query.get("PageSize", "50"))
+            page = int(request.query.get("Page", "0"))
             found = [m for m in self.accepted if m.kind == kind and (to is None or m.to == to)]
-            return web.json_response(
-                {key: [{"sid": m.sid, "to": m.to, "body": m.body, "status": "sent"} for m in found]}
-            )
+            found.reverse()
+            shown = found[page * size : (page + 1) * size]
+            following = None
+            if len(found) > (page + 1) * size:
+                query = urlencode({**request.query, "Page": str(page + 1)})
+                following = f"{request.path}?{query}"
+            self.list_requests += 1
+            records = [
+                {
+                    "sid": m.sid,
+                    "to": m.to,
+                    "body": m.body,
+                    "status": "sent",
+                    "date_created": format_datetime(m.created_at, usegmt=True),
+                }
+                for m in shown
+            ]
+            return web.json_response({key: records, "next_page_uri": following})
 
         return handler
 

@@ -95,6 +95,8 @@ class NotifyHarness:
             "NOTIFY_PROGRAM_NAME": PROGRAM_NAME,
             "NOTIFY_SUPERVISOR_PHONE": SUPERVISOR_PHONE,
             "BLOCKED_METHODS_GAUGE_SECONDS": "0.5",
+            # Its own spool: another test's notify must not replay this one's reports.
+            "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS.parent}/spool/notify-{port}.jsonl",
         }
 
     async def restart(self, kill: bool = False) -> None:

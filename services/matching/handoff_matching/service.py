@@ -314,6 +314,7 @@ class MatchingService:
                 self.outbox.committed()
             if not room:
                 full_sites.add(dispatch.facts.site_id)
+            beat()  # a pass over hundreds waiting is long: it heartbeats, it is not stale
 
     async def visit_limit_passed(self, connection: Connection, timer: Timer) -> None:
         """A coach at the bedside never reported completed: release their slot."""

@@ -11,6 +11,7 @@ from handoff_notify import CHANNEL_FALLBACK, SCHEMA
 from handoff_notify.adapters.email import SmtpProvider
 from handoff_notify.adapters.pages_store import apply_migrations
 from handoff_notify.adapters.providers import Provider
+from handoff_notify.adapters.report_spool import ReportSpool, SpooledReport
 from handoff_notify.adapters.sandbox import SandboxProvider
 from handoff_notify.adapters.twilio import TwilioProvider
 from handoff_notify.adapters.webhook import WebhookProvider
@@ -73,6 +74,9 @@ class NotifyRuntime:
         tasks.start("timers", timer_loop.run, expected_interval=3 * timer_loop.max_sleep)
         # Cycles every `max_sleep` (1 s); a long batch of claims beats once per batch.
         tasks.start("delivery", worker.run, expected_interval=10.0)
+        spool = ReportSpool(settings.notify_report_spool)
+        # Idle while nothing is spooled; a replay after an outage beats per report applied.
+        tasks.start("report-spool", lambda: _apply_spooled_reports(service, spool), 15.0)
         tasks.start(
             "blocked-methods-gauge",
             lambda: _watch_blocked_methods(service, settings.blocked_methods_gauge_seconds),
@@ -94,7 +98,7 @@ class NotifyRuntime:
             app.include_router(build_sandbox_router(service))
         if settings.twilio_auth_token is not None:
             token = settings.twilio_auth_token.get_secret_value()
-            app.include_router(build_twilio_router(service, token))
+            app.include_router(build_twilio_router(service, token, spool))
         app.add_exception_handler(LinkNotFound, link_not_found_page)
         app.add_exception_handler(UnsignedWebhookError, unsigned_webhook_response)
         return cls(pipeline, app, tasks, worker)
@@ -103,6 +107,25 @@ class NotifyRuntime:
         await self.tasks.stop()  # the delivery loop first, before its providers close
         await self.worker.stop()
         await self.pipeline.close()
+
+
+async def _apply_spooled_reports(service: NotifyService, spool: ReportSpool) -> None:
+    """Apply the delivery reports spooled during a database outage, once it answers again;
+    a database error ends it, for its supervisor to restart it (the rest stay spooled)."""
+
+    async def apply(report: SpooledReport) -> None:
+        await service.delivery_reported(
+            report.provider_ref, report.delivered, report.error_code, report.message_uuid
+        )
+        beat()
+
+    while True:
+        if spool.waiting():
+            applied = await spool.replay(apply)
+            if applied:
+                log.info("spooled delivery reports applied", extra={"reports": applied})
+        beat()
+        await asyncio.sleep(1.0)
 
 
 async def _watch_blocked_methods(service: NotifyService, every: float) -> None:

@@ -32,7 +32,7 @@ SEND_RETRIES = Counter(
 RECONCILED = Counter(
     "handoff_page_sends_reconciled_total",
     "Sends whose outcome was lost, by what the provider said of them: found, not_found, "
-    "unknowable.",
+    "unknowable, or reported (its status callback named it before a lookup was needed).",
     ["channel", "finding"],
 )
 DELIVERY_REPORTS = Counter(
@@ -40,7 +40,7 @@ DELIVERY_REPORTS = Counter(
     "Providers' final delivery reports by what became of them: applied; ignored (the "
     "message was already final); kept (it came before the message's provider id was "
     "stored); applied_late (a kept one, once the id was stored); expired (kept, and no "
-    "message ever took it).",
+    "message ever took it); spooled (taken while the database was away, applied after).",
     ["outcome"],
 )
 THROTTLED = Counter(

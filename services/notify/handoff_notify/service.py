@@ -164,7 +164,8 @@ class NotifyService:
         await store.save_offer_state(connection, record)
         await store.cancel_pending(connection, record.offer_id)
         for message in await store.messages_of(connection, record.offer_id):
-            await self.timers.cancel(connection, message.message_id)
+            # A fallback timer being fired finds the offer settled once this commits.
+            await self.timers.cancel_unless_firing(connection, message.message_id)
 
     async def _follow_up(
         self, connection: Connection, record: OfferRecord, kind: MessageKind
@@ -188,7 +189,11 @@ class NotifyService:
             rules = self.settings.throttle_rules
             claimed = await store.claim_due(connection, limit)
             offer_ids = {message.offer_id for message in claimed}
-            offers = await store.offers(connection, offer_ids)
+            # Offers are locked before their messages everywhere else; here the messages
+            # came first, so take only the offers nobody holds, and leave the messages of
+            # the others pending for the next cycle rather than wait (decision 0021).
+            offers = await store.lock_free_offers(connection, offer_ids)
+            claimed = [message for message in claimed if message.offer_id in offers]
             paged = await store.first_pages_out(connection, offer_ids)
             blocked = await store.blocked_methods(
                 connection, {(message.channel, message.destination) for message in claimed}
@@ -278,7 +283,9 @@ class NotifyService:
             message = await store.message(connection, outgoing.message_id, lock=True)
             if message is None or message.state is not MessageState.SENDING:
                 return False  # reconciled meanwhile by another replica
-            record = await store.offer(connection, message.offer_id)
+            # The offer's lock before any write: its consumer, holding it, waits for
+            # this message's timer (decision 0021).
+            record = await store.offer(connection, message.offer_id, lock=True)
             assert record is not None
             decision = after_send(
                 outcome, message.attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
@@ -442,7 +449,7 @@ class NotifyService:
         message = await store.message(connection, outgoing.message_id, lock=True)
         if message is None or message.state is not MessageState.SENDING:
             return
-        record = await store.offer(connection, message.offer_id)
+        record = await store.offer(connection, message.offer_id, lock=True)
         assert record is not None
         metrics.RECONCILED.labels(message.channel, type(outcome).__name__.lower()).inc()
         log.warning(
@@ -460,19 +467,31 @@ class NotifyService:
             await self._failed(connection, message, record, decision.failure)
 
     async def delivery_reported(
-        self, provider_ref: str, delivered: bool, error_code: str | None
+        self,
+        provider_ref: str,
+        delivered: bool | None,
+        error_code: str | None,
+        message_id: UUID | None = None,
     ) -> ReportOutcome:
-        """A provider's final delivery report for the message it calls `provider_ref`.
+        """A provider's report for the message it calls `provider_ref`: final (`delivered`
+        True or False) or not yet (None: queued, sent...). `message_id` is notify's id for the
+        message when the report names it (Twilio's StatusCallback carries it).
 
-        Returns what became of it: APPLIED, IGNORED (the message was already final), or
-        KEPT (no message has that id yet: the send's response is still in flight; the
-        report is applied when the id is stored, or expires after
+        A report naming a message still `sending` stores `provider_ref` for it first: the
+        send's own answer was lost (a database outage, a crash), and the provider has just
+        said it holds the message. Returns what became of a final report: APPLIED, IGNORED
+        (already final, or not a final report), or KEPT (no message has that id yet: the
+        send's response is still in flight; applied when the id is stored, or expires after
         EARLY_REPORTS_KEPT_SECONDS). The caller answers the provider 2xx in every case.
         """
         async with self.outbox.transaction(self.pool) as connection:
+            if message_id is not None:
+                await self._sent_by_report(connection, message_id, provider_ref)
             await store.lock_provider_ref(connection, provider_ref)
             message = await store.message_by_provider_ref(connection, provider_ref)
-            if message is None:
+            if delivered is None:
+                outcome = ReportOutcome.IGNORED
+            elif message is None:
                 expired = await store.keep_early_report(
                     connection,
                     provider_ref,
@@ -489,8 +508,34 @@ class NotifyService:
                 outcome = ReportOutcome.KEPT
             else:
                 outcome = await self._apply_report(connection, message, delivered, error_code)
-        metrics.DELIVERY_REPORTS.labels(outcome).inc()
+        if delivered is not None:
+            metrics.DELIVERY_REPORTS.labels(outcome).inc()
         return outcome
+
+    async def _sent_by_report(
+        self, connection: Connection, message_id: UUID, provider_ref: str
+    ) -> None:
+        """Within the caller's transaction: a message still `sending` that the provider
+        reports on is sent, as `provider_ref`. Takes the message's lock before the
+        reference's, the order `record_send` takes them in."""
+        message = await store.message(connection, message_id, lock=True)
+        if message is None:
+            if await notices.reported(connection, message_id, provider_ref):
+                log.info(
+                    "a notice's provider id stored from the provider's report",
+                    extra={"message_id": str(message_id)},
+                )
+            return
+        if message.state is not MessageState.SENDING:
+            return  # recorded already
+        record = await store.offer(connection, message.offer_id, lock=True)
+        assert record is not None  # a message's offer_id is a foreign key
+        metrics.RECONCILED.labels(message.channel, "reported").inc()
+        log.info(
+            "a send's provider id stored from the provider's report",
+            extra={"message_id": str(message_id), "channel": message.channel.value},
+        )
+        await self._sent(connection, message, record, MarkSent(provider_ref, delivered=False))
 
     async def _apply_report(
         self,
@@ -503,7 +548,7 @@ class NotifyService:
         target = after_report(message.state, delivered)
         if target is None:
             return ReportOutcome.IGNORED
-        record = await store.offer(connection, message.offer_id)
+        record = await store.offer(connection, message.offer_id, lock=True)
         assert record is not None  # a message's offer_id is a foreign key
         if target is MessageState.DELIVERED:
             await store.mark_delivered(connection, message.message_id)
@@ -593,7 +638,7 @@ class NotifyService:
     ) -> None:
         """This contact method is done for; page the next one, or tell matching none is left."""
         await store.finish(connection, message.message_id, state, failure)
-        await self.timers.cancel(connection, message.message_id)
+        await self.timers.cancel_unless_firing(connection, message.message_id)
         metrics.PAGES.labels(message.channel, message.kind, state.value).inc()
         if message.kind is not MessageKind.OFFER:
             return

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -68,6 +69,13 @@ class NotifySettings(PlatformSettings):
     )
     blocked_methods_gauge_seconds: float = Field(
         15.0, description="How often the gauge of opted-out and unreachable methods is read."
+    )
+
+    notify_report_spool: Path = Field(
+        Path(".handoff/notify/delivery-reports.jsonl"),
+        description="Where this replica keeps delivery reports taken while PostgreSQL is "
+        "away, until applied; relative to the working directory. On a disk that outlives "
+        "the process (decision 0021).",
     )
 
     notices_per_15_minutes: int = Field(

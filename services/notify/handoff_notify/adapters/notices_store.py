@@ -141,10 +141,15 @@ async def hold(connection: Connection, notice_ids: list[UUID], until: datetime) 
 async def fail_lost(connection: Connection) -> list[Channel]:
     """Notices left `sending` past their deadline, failed and never sent again (the send
     may have gone out; a supervisor told twice is worse than a notice lost to a crash);
-    the channel of each."""
+    the channel of each. Skips notices another transaction holds: replicas failing the
+    same lost notices at once would otherwise lock them in different orders."""
     rows = await connection.fetch(
         f"""UPDATE {SCHEMA}.notices SET state = 'failed', finished_at = now()
-            WHERE state = 'sending' AND sending_deadline <= now() RETURNING channel"""
+            WHERE notice_id IN (
+                SELECT notice_id FROM {SCHEMA}.notices
+                WHERE state = 'sending' AND sending_deadline <= now()
+                ORDER BY notice_id FOR UPDATE SKIP LOCKED)
+            RETURNING channel"""
     )
     return [Channel(row["channel"]) for row in rows]
 
@@ -191,3 +196,18 @@ async def finish(
         state,
         provider_ref,
     )
+
+
+async def reported(connection: Connection, notice_id: UUID, provider_ref: str) -> bool:
+    """The provider reports on a notice whose send's answer was lost: it is sent, as
+    `provider_ref`, even if already failed as lost. False if no such notice was waiting
+    for its answer (unknown id, or its reference stored already)."""
+    status = await connection.execute(
+        f"""UPDATE {SCHEMA}.notices
+            SET state = 'sent', provider_ref = $2, sending_deadline = NULL,
+                finished_at = coalesce(finished_at, now())
+            WHERE notice_id = $1 AND state IN ('sending', 'failed') AND provider_ref IS NULL""",
+        notice_id,
+        provider_ref,
+    )
+    return bool(status == "UPDATE 1")

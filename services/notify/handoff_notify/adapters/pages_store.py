@@ -127,6 +127,20 @@ async def offers(connection: Connection, offer_ids: Iterable[UUID]) -> dict[UUID
     return {row["offer_id"]: _offer(row) for row in rows}
 
 
+async def lock_free_offers(
+    connection: Connection, offer_ids: Iterable[UUID]
+) -> dict[UUID, OfferRecord]:
+    """Lock, for this transaction, those of these offers no other transaction holds, and
+    return them by id; never waits. For a caller already holding its messages' rows: a
+    transaction holding an offer may be waiting for those (see docs/decisions/0021)."""
+    rows = await connection.fetch(
+        f"""SELECT {_OFFER_COLUMNS} FROM {SCHEMA}.offers WHERE offer_id = ANY($1::uuid[])
+            ORDER BY offer_id FOR UPDATE SKIP LOCKED""",
+        list(offer_ids),
+    )
+    return {row["offer_id"]: _offer(row) for row in rows}
+
+
 async def save_offer_state(connection: Connection, record: OfferRecord) -> None:
     state = record.coach_offer
     await connection.execute(

@@ -6,8 +6,10 @@ with Twilio's own request validator.
 """
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 from xml.sax.saxutils import escape, quoteattr
 
 import httpx
@@ -42,6 +44,17 @@ PERMANENT_ERRORS: Mapping[int, PageFailure] = {
 # (or the coach texts START, for 21610).
 NEVER_DELIVERABLE = frozenset({21211, 21214, 21217, 21610, 21614})
 
+# The query parameter of a send's StatusCallback URL naming notify's message: Twilio calls
+# the URL as given, signed, so every report names the message even when the send's own
+# answer (its SID) was never stored.
+PAGE_PARAM = "page"
+
+# A lookup reads Twilio's list newest first, a page at a time, back to this long before the
+# send began (clocks differ), and at most this many pages.
+LOOKUP_CLOCK_SKEW = timedelta(minutes=5)
+LOOKUP_MAX_PAGES = 20
+LOOKUP_PAGE_SIZE = 100
+
 # Twilio's delivery statuses, from status callbacks, that end a message.
 DELIVERED_STATUSES = frozenset({"delivered", "completed"})
 FAILED_STATUSES = frozenset({"failed", "undelivered", "busy", "no-answer", "canceled"})
@@ -68,7 +81,7 @@ class TwilioProvider:
 
     async def send(self, message: Outgoing) -> SendOutcome:
         form = {"To": message.destination, "From": self.from_number}
-        form["StatusCallback"] = self.status_callback_url
+        form["StatusCallback"] = status_callback(self.status_callback_url, message)
         if message.channel is Channel.VOICE:
             resource, form["Twiml"] = "Calls.json", _call_script(message)
         else:
@@ -82,24 +95,56 @@ class TwilioProvider:
         return outcome_of(response)
 
     async def lookup(self, message: Outgoing, since: datetime) -> LookupOutcome:
-        if message.channel is Channel.VOICE:
-            resource, params, key = "Calls.json", {"To": message.destination}, "calls"
-            params["StartTime>"] = since.date().isoformat()
-        else:
-            resource, params, key = "Messages.json", {"To": message.destination}, "messages"
-            params["DateSent>"] = since.date().isoformat()
-        response = await self._client.get(resource, params=params)
-        response.raise_for_status()
-        for record in response.json().get(key, []):
-            same_text = message.channel is Channel.VOICE or record.get("body") == (
-                message.content.text
-            )
-            if same_text:
-                return Found(record["sid"], record.get("status") in DELIVERED_STATUSES)
+        """Find the send begun at `since` (UTC) in Twilio's list of messages (or calls) to
+        its destination. An SMS is the one with its exact body, which carries the offer's
+        own link; a call (Twilio keeps no body for one) is any call to the number since.
+        Reads every page, newest first, back to `since` less LOOKUP_CLOCK_SKEW, not only the
+        first: a busy coach's phone has many.
+
+        Raises httpx.HTTPError when Twilio cannot be asked."""
+        resource, key = (
+            ("Calls.json", "calls")
+            if message.channel is Channel.VOICE
+            else ("Messages.json", "messages")
+        )
+        oldest = since - LOOKUP_CLOCK_SKEW
+        url = resource
+        params: dict[str, str] | None = {
+            "To": message.destination,
+            "PageSize": str(LOOKUP_PAGE_SIZE),
+        }
+        for _ in range(LOOKUP_MAX_PAGES):
+            response = await self._client.get(url, params=params)
+            response.raise_for_status()
+            body = response.json()
+            for record in body.get(key, []):
+                created = _created(record)
+                if created < oldest:
+                    return NotFound()
+                if message.channel is Channel.VOICE or record.get("body") == message.content.text:
+                    return Found(record["sid"], record.get("status") in DELIVERED_STATUSES)
+            following = body.get("next_page_uri")  # an absolute path with its own query
+            if not following:
+                break
+            # None, not {}: httpx replaces a URL's query with any params given.
+            url, params = str(self._client.base_url.join(str(following))), None
         return NotFound()
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def status_callback(base_url: str, message: Outgoing) -> str:
+    """The StatusCallback URL of one send: `base_url` naming the message in PAGE_PARAM."""
+    return f"{base_url}?{urlencode({PAGE_PARAM: str(message.message_id)})}"
+
+
+def _created(record: Mapping[str, Any]) -> datetime:
+    """When Twilio created the record (RFC 2822 `date_created`, UTC)."""
+    try:
+        return parsedate_to_datetime(str(record["date_created"]))
+    except (KeyError, TypeError, ValueError):
+        return datetime.max.replace(tzinfo=UTC)  # undated: never ends the search early
 
 
 def outcome_of(response: httpx.Response) -> SendOutcome:

@@ -7,6 +7,7 @@ Twilio's webhooks are refused unless their `X-Twilio-Signature` checks out, and 
 unknown sender is answered with nothing at all.
 """
 
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -19,12 +20,20 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
+from handoff_notify import metrics
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
-from handoff_notify.adapters.twilio import DELIVERED_STATUSES, FAILED_STATUSES, signature_valid
+from handoff_notify.adapters.report_spool import ReportSpool, SpooledReport
+from handoff_notify.adapters.twilio import (
+    DELIVERED_STATUSES,
+    FAILED_STATUSES,
+    PAGE_PARAM,
+    signature_valid,
+)
 from handoff_notify.domain import content
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.service import NotifyService
+from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
 
 LABELS = {
@@ -33,6 +42,7 @@ LABELS = {
     CoachResponse.ARRIVED: "Arrived",
     CoachResponse.COMPLETED: "Completed",
 }
+log = logging.getLogger(__name__)
 TWIML = "application/xml"
 _URL = re.compile(r"https?://\S+")
 
@@ -138,8 +148,9 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
             return "This request has expired. No action is needed.", False
 
 
-def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
-    """Twilio's webhooks: inbound SMS, keypad answers on a call, delivery status."""
+def build_twilio_router(service: NotifyService, auth_token: str, spool: ReportSpool) -> APIRouter:
+    """Twilio's webhooks: inbound SMS, keypad answers on a call, delivery status (kept in
+    `spool` while the database is away)."""
     router = APIRouter(prefix="/v1/twilio", include_in_schema=False)
     public_url = service.settings.notify_public_url.rstrip("/")
 
@@ -180,15 +191,34 @@ def build_twilio_router(service: NotifyService, auth_token: str) -> APIRouter:
         return _twiml(f"<Say>Thank you. Your answer, {response.value}, is recorded.</Say>")
 
     @router.post("/status", status_code=204)
-    async def delivery_status(form: Annotated[Mapping[str, str], Depends(signed_form)]) -> Response:
+    async def delivery_status(
+        form: Annotated[Mapping[str, str], Depends(signed_form)],
+        page: Annotated[str | None, Query(alias=PAGE_PARAM)] = None,
+    ) -> Response:
         """Twilio's status callback. Always 204 once signed: Twilio does not reliably retry
-        these, so a report for a message whose id is not stored yet is kept, not refused."""
+        these, so a report for a message whose id is not stored yet is kept, not refused.
+        The callback URL names notify's message (`?page=`): any status, final or not,
+        stores the provider's id of a send whose own answer was lost."""
         reference = form.get("MessageSid") or form.get("CallSid")
         status = form.get("MessageStatus") or form.get("CallStatus") or ""
-        if reference and (status in DELIVERED_STATUSES or status in FAILED_STATUSES):
-            await service.delivery_reported(
-                reference, status in DELIVERED_STATUSES, form.get("ErrorCode") or None
-            )
+        message_id = _uuid(page)
+        final = status in DELIVERED_STATUSES or status in FAILED_STATUSES
+        if reference and (final or message_id is not None):
+            delivered = status in DELIVERED_STATUSES if final else None
+            error_code = form.get("ErrorCode") or None
+            try:
+                await service.delivery_reported(reference, delivered, error_code, message_id)
+            except TRANSIENT_DATABASE_ERRORS as error:
+                if not is_transient_database_error(error):
+                    raise
+                # Twilio would not send it again: keep it on disk, apply it once back.
+                page_id = None if message_id is None else str(message_id)
+                await spool.keep(SpooledReport(reference, delivered, error_code, page_id))
+                metrics.DELIVERY_REPORTS.labels("spooled").inc()
+                log.warning(
+                    "delivery report spooled while the database is away",
+                    extra={"error": type(error).__name__},
+                )
         return Response(status_code=204)
 
     return router
@@ -200,6 +230,15 @@ class UnsignedWebhookError(Exception):
 
 def unsigned_webhook_response(_: Request, __: Exception) -> Response:
     return Response(status_code=403)
+
+
+def _uuid(text: str | None) -> UUID | None:
+    """The id in a callback URL's query; None if absent or not one (a URL of an older
+    version, or tampered with: the signature covers the query, so not from Twilio)."""
+    try:
+        return None if text is None else UUID(text)
+    except ValueError:
+        return None
 
 
 def _twiml(inner: str) -> Response:

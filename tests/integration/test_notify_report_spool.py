@@ -1,0 +1,80 @@
+"""Delivery reports during a database outage (issue 13): Twilio does not reliably retry a
+status callback, so notify no longer answers one 503 while PostgreSQL is down. It keeps the
+report in its spool file, answers 204, and applies it once the database is back: the page
+ends delivered or undelivered as the provider said."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from handoff_devenv import KafkaCluster, PostgresCluster
+from handoff_devenv.ports import free_ports
+from handoff_schemas.events import PageDelivered, PageFailed, PageSent
+from tests.support.notify import NotifyHarness, notify_harness, sms
+
+
+@pytest.fixture(scope="module")
+def postgres(infrastructure_dir: Path) -> Iterator[PostgresCluster]:
+    """A server of this module's own: stopping the session's would fail other tests."""
+    cluster = PostgresCluster(
+        infrastructure_dir / f"pg-spool-{uuid.uuid4().hex[:6]}", free_ports(1)[0]
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+async def notify(
+    postgres: PostgresCluster, own_kafka: KafkaCluster
+) -> AsyncIterator[NotifyHarness]:
+    async with notify_harness(postgres.url, own_kafka, "notify-report-spool.log") as harness:
+        yield harness
+
+
+async def _state(notify: NotifyHarness, offer_id: UUID) -> list[str]:
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        rows = await connection.fetch(
+            "SELECT state FROM notify.messages WHERE offer_id = $1", offer_id
+        )
+    finally:
+        await connection.close()
+    return [row["state"] for row in rows]
+
+
+async def test_status_callbacks_posted_while_the_database_is_down_are_applied_after(
+    notify: NotifyHarness, postgres: PostgresCluster
+) -> None:
+    reached, missed = notify.phone(), notify.phone()
+    reached_offer = await notify.offer(sms(reached))
+    missed_offer = await notify.offer(sms(missed))
+    for offer in (reached_offer, missed_offer):
+        [sent] = await notify.page_events(offer.offer_id)
+        assert isinstance(sent, PageSent)
+    [reached_page] = notify.twilio.to(reached)
+    [missed_page] = notify.twilio.to(missed)
+
+    await asyncio.to_thread(postgres.stop)
+    try:
+        answers = [
+            await notify.twilio.report_status(reached_page, "delivered"),
+            await notify.twilio.report_status(missed_page, "undelivered", "30003"),
+        ]
+    finally:
+        await asyncio.to_thread(postgres.start)
+
+    assert [answer.status_code for answer in answers] == [204, 204]
+    reached_events = await notify.page_events(reached_offer.offer_id, at_least=2)
+    missed_events = await notify.page_events(missed_offer.offer_id, at_least=2)
+    assert [e.event_type for e in reached_events] == [PageSent.event_type, PageDelivered.event_type]
+    assert [e.event_type for e in missed_events] == [PageSent.event_type, PageFailed.event_type]
+    assert await _state(notify, reached_offer.offer_id) == ["delivered"]
+    assert await _state(notify, missed_offer.offer_id) == ["failed"]
