@@ -1,11 +1,9 @@
 """`handoff referral …`: run the service, migrate its schema, administer sites and keys."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import asyncpg
 import typer
 import uvloop
 from pydantic import ValidationError
@@ -18,12 +16,11 @@ from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
 from handoff_referral.entrypoints import fhir_cli, webhooks_cli
+from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site
 from handoff_referral.settings import ReferralSettings
 from handoff_schemas.events import SiteFacts
-
-T = TypeVar("T")
 
 app = typer.Typer(help="The referral service: the API hospitals talk to.", no_args_is_help=True)
 site_app = typer.Typer(help="Sites (emergency departments).", no_args_is_help=True)
@@ -76,7 +73,7 @@ def add_site(
         state=facts.state,
         time_zone=facts.time_zone,
     )
-    added = asyncio.run(_with_connection(lambda c: register_site(c, site)))
+    added = asyncio.run(with_connection(lambda c: register_site(c, site)))
     typer.echo(f"site {site_id} {'added' if added else 'already exists'}")
 
 
@@ -94,7 +91,7 @@ def create_key(
         await store.add_key(connection, site_id, key, label)
         return True
 
-    if not asyncio.run(_with_connection(create)):
+    if not asyncio.run(with_connection(create)):
         typer.echo(f"no site {site_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"key id: {key.key_id}", err=True)
@@ -104,17 +101,7 @@ def create_key(
 @key_app.command("revoke")
 def revoke_key(key_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke a key; requests with it are refused from now on."""
-    if not asyncio.run(_with_connection(lambda c: store.revoke_key(c, key_id))):
+    if not asyncio.run(with_connection(lambda c: store.revoke_key(c, key_id))):
         typer.echo(f"no active key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
-
-
-async def _with_connection(work: Callable[[Connection], Awaitable[T]]) -> T:
-    settings = ReferralSettings()
-    await apply_migrations(settings.database_url)
-    connection = await asyncpg.connect(settings.database_url)
-    try:
-        return await work(connection)
-    finally:
-        await connection.close()

@@ -4,21 +4,16 @@ by their public keys, list them, revoke them."""
 import asyncio
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import asyncpg
 import typer
 
 from handoff_platform.database import Connection
 from handoff_referral.adapters import fhir_store as store
 from handoff_referral.adapters import postgres as referral_store
-from handoff_referral.app import apply_migrations
 from handoff_referral.domain.smart import InvalidJwks, load_public_jwks
-from handoff_referral.settings import ReferralSettings
-
-T = TypeVar("T")
+from handoff_referral.entrypoints.database import with_connection
 
 app = typer.Typer(
     help="FHIR clients of a site: systems that get access tokens with signed assertions.",
@@ -59,7 +54,7 @@ def add_client(
         await store.add_client(connection, client_id, site_id, label, jwks, jwks_url)
         return True
 
-    if not asyncio.run(_with_connection(add)):
+    if not asyncio.run(with_connection(add)):
         typer.echo(f"no site {site_id}", err=True)
         raise typer.Exit(1)
     typer.echo(client_id)
@@ -70,7 +65,7 @@ def list_clients(
     site_id: Annotated[str | None, typer.Option("--site", help="Only this site's.")] = None,
 ) -> None:
     """Every client: id, site, label, where its keys are, and whether it is revoked."""
-    for client in asyncio.run(_with_connection(lambda c: store.list_clients(c, site_id))):
+    for client in asyncio.run(with_connection(lambda c: store.list_clients(c, site_id))):
         keys = client.jwks_url or f"{len((client.jwks or {}).get('keys', []))} key(s) stored"
         state = f"revoked {client.revoked_at:%Y-%m-%dT%H:%M:%SZ}" if client.revoked_at else "active"
         typer.echo(f"{client.client_id}\t{client.site_id}\t{client.label}\t{keys}\t{state}")
@@ -79,17 +74,7 @@ def list_clients(
 @app.command("revoke")
 def revoke_client(client_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke a client: no new tokens, and its current ones stop working at once."""
-    if not asyncio.run(_with_connection(lambda c: store.revoke_client(c, client_id))):
+    if not asyncio.run(with_connection(lambda c: store.revoke_client(c, client_id))):
         typer.echo(f"no active client {client_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {client_id}")
-
-
-async def _with_connection(work: Callable[[Connection], Awaitable[T]]) -> T:
-    settings = ReferralSettings()
-    await apply_migrations(settings.database_url)
-    connection = await asyncpg.connect(settings.database_url)
-    try:
-        return await work(connection)
-    finally:
-        await connection.close()

@@ -2,11 +2,9 @@
 interface registrations of the sites whose integration engines talk to it."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
-import asyncpg
 import typer
 import uvloop
 from pydantic import ValidationError
@@ -15,12 +13,10 @@ from handoff_platform.database import Connection
 from handoff_platform.runtime import instrumented
 from handoff_referral.adapters import hl7_store
 from handoff_referral.adapters import postgres as store
-from handoff_referral.app import apply_migrations
 from handoff_referral.domain.hl7 import Interface
+from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.mllp_app import serve
 from handoff_referral.settings import ReferralSettings
-
-T = TypeVar("T")
 
 mllp_app = typer.Typer(help="The HL7 v2 listener (MLLP over TCP).", no_args_is_help=True)
 interface_app = typer.Typer(
@@ -94,13 +90,3 @@ def remove_interface(
         typer.echo(f"no interface {application}/{facility}", err=True)
         raise typer.Exit(1)
     typer.echo(f"removed {application}/{facility}")
-
-
-async def with_connection(work: Callable[[Connection], Awaitable[T]]) -> T:
-    settings = ReferralSettings()
-    await apply_migrations(settings.database_url)
-    connection = await asyncpg.connect(settings.database_url)
-    try:
-        return await work(connection)
-    finally:
-        await connection.close()

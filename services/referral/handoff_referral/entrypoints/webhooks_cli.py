@@ -2,21 +2,16 @@
 and its deliveries: list the failing ones, replay them (decision 0022)."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 from uuid import UUID
 
-import asyncpg
 import typer
 
-from handoff_platform.database import Connection
 from handoff_referral import webhook_admin
-from handoff_referral.app import apply_migrations
 from handoff_referral.domain.webhooks import BadCallbackUrl
+from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.settings import ReferralSettings
-
-T = TypeVar("T")
 
 app = typer.Typer(
     help="Status webhooks: every timeline step POSTed, signed, to the site's callback URL.",
@@ -36,7 +31,7 @@ def set_callback(
     settings = ReferralSettings()
     try:
         result = asyncio.run(
-            _with_connection(
+            with_connection(
                 lambda c: webhook_admin.set_callback(
                     c, site_id, url, https_only=not settings.webhook_allow_http
                 )
@@ -60,7 +55,7 @@ def rotate_secret(site_id: SiteOption) -> None:
     """A new signing secret, printed once; the old one also signs for 24 hours."""
     try:
         secret, until = asyncio.run(
-            _with_connection(lambda c: webhook_admin.rotate_secret(c, site_id))
+            with_connection(lambda c: webhook_admin.rotate_secret(c, site_id))
         )
     except webhook_admin.NoCallback:
         typer.echo(f"site {site_id} has no callback", err=True)
@@ -73,7 +68,7 @@ def rotate_secret(site_id: SiteOption) -> None:
 def remove_callback(site_id: SiteOption) -> None:
     """Stop the site's webhooks; steps not yet delivered are marked failed."""
     try:
-        asyncio.run(_with_connection(lambda c: webhook_admin.remove_callback(c, site_id)))
+        asyncio.run(with_connection(lambda c: webhook_admin.remove_callback(c, site_id)))
     except webhook_admin.NoCallback:
         typer.echo(f"site {site_id} has no callback", err=True)
         raise typer.Exit(1) from None
@@ -85,7 +80,7 @@ def list_callbacks(
     site_id: Annotated[str | None, typer.Option("--site", help="Only this site's.")] = None,
 ) -> None:
     """Each site's callback URL (never its secret)."""
-    for endpoint in asyncio.run(_with_connection(lambda c: webhook_admin.callbacks(c, site_id))):
+    for endpoint in asyncio.run(with_connection(lambda c: webhook_admin.callbacks(c, site_id))):
         rotating = (
             f"previous secret valid until {endpoint.rotating_until:%Y-%m-%dT%H:%M:%SZ}"
             if endpoint.rotating_until
@@ -108,9 +103,7 @@ def list_deliveries(
     """Deliveries, newest first: id, site, referral, step, state, attempts, created, next
     attempt, last error."""
     rows = asyncio.run(
-        _with_connection(
-            lambda c: webhook_admin.deliveries(c, site_id, referral_id, failing, limit)
-        )
+        with_connection(lambda c: webhook_admin.deliveries(c, site_id, referral_id, failing, limit))
     )
     for row in rows:
         next_attempt = f"{row.next_attempt_at:%Y-%m-%dT%H:%M:%SZ}" if row.state == "pending" else ""
@@ -143,18 +136,6 @@ def replay(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     count = asyncio.run(
-        _with_connection(
-            lambda c: webhook_admin.replay(c, site_id, referral_id, since, failed_only)
-        )
+        with_connection(lambda c: webhook_admin.replay(c, site_id, referral_id, since, failed_only))
     )
     typer.echo(f"{count} deliveries queued again")
-
-
-async def _with_connection(work: Callable[[Connection], Awaitable[T]]) -> T:
-    settings = ReferralSettings()
-    await apply_migrations(settings.database_url)
-    connection = await asyncpg.connect(settings.database_url)
-    try:
-        return await work(connection)
-    finally:
-        await connection.close()
