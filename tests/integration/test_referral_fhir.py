@@ -432,7 +432,7 @@ async def test_every_refusal_under_the_fhir_base_is_an_operation_outcome(
 
 
 async def test_a_loose_boolean_is_refused_and_an_over_long_location_cut(
-    fhir_client: FhirClientFactory,
+    fhir_client: FhirClientFactory, referral: ReferralRuntime
 ) -> None:
     client = await fhir_client()
     await client.authorised()
@@ -443,10 +443,18 @@ async def test_a_loose_boolean_is_refused_and_an_over_long_location_cut(
     [issue] = refused.json()["issue"]
     assert issue["expression"] == ["ServiceRequest.contained[0].extension[0].valueBoolean"]
 
-    long = service_request(_external_id())
+    external_id = _external_id()
+    long = service_request(external_id)
     long["contained"][3]["name"] = "N" * 5000
     created = await client.http.post("/fhir/r4/ServiceRequest", json=long, headers=FHIR_JSON)
     assert created.status_code == 201, created.text
+    async with referral.pool.acquire() as connection:
+        location = await connection.fetchval(
+            "SELECT location FROM referral.referrals WHERE site_id = $1 AND external_id = $2",
+            client.site_id,
+            external_id,
+        )
+    assert location == "N" * 40
 
 
 async def test_keys_published_at_a_jwks_url_are_fetched_when_a_token_is_asked(

@@ -206,7 +206,7 @@ def parse(raw: bytes) -> hl7.Message:
     if not text.startswith("MSH") or len(text) < 8:
         raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
     lines = text.split("\r")
-    messages = sum(1 for line in lines if line.startswith("MSH"))
+    messages = sum(1 for line in lines if line.startswith(text[:4]))  # "MSH" + its separator
     if messages > 1:
         raise SeveralMessages(
             "MSH^2",
@@ -579,7 +579,10 @@ def build_ack(
     def field(position: int, components: int = 1) -> str:
         if msh is None:
             return ""
-        parts = [_escape(_value(msh, position, component=c)) for c in range(1, components + 1)]
+        try:
+            parts = [_escape(_value(msh, position, component=c)) for c in range(1, components + 1)]
+        except (IndexError, KeyError, ValueError, TypeError):
+            return ""  # whatever python-hl7 makes of a broken field, the ACK goes out
         return "^".join(parts).rstrip("^")
 
     trigger = field(9, components=2).partition("^")[2]
