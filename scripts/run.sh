@@ -2,6 +2,10 @@
 # `make run`: Kafka and PostgreSQL as local processes, the referral, matching and notify
 # services, demo data (six emergency departments in three states, twenty coaches). Pages go to
 # the sandbox provider, whose inbox is a local web page. Ctrl-C stops all of it.
+# Ports from the environment, to run beside another instance: KAFKA_PORT (9092),
+# POSTGRES_PORT (5433), REFERRAL_PORT (8001), MATCHING_PORT (referral + 1), NOTIFY_PORT
+# (referral + 2), MLLP_PORT (2575) and MLLP_HTTP_PORT (referral + 3) for the HL7 listener;
+# HANDOFF_DEV_DIR for the state directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HANDOFF=.venv/bin/handoff
@@ -10,15 +14,17 @@ PORT=${REFERRAL_PORT:-8001}
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 say "starting Apache Kafka and PostgreSQL 15"
-$HANDOFF dev up
+$HANDOFF dev up --kafka-port "${KAFKA_PORT:-9092}" --postgres-port "${POSTGRES_PORT:-5433}"
 eval "$($HANDOFF dev env)"
 trap 'echo; say "stopping"; $HANDOFF dev down' EXIT
 
 say "seeding the demo: six emergency departments in MD, RI and VT, twenty coaches, their shifts"
 KEY=$($HANDOFF demo seed)
 
-MATCHING_PORT=$((PORT + 1))
-NOTIFY_PORT=$((PORT + 2))
+MATCHING_PORT=${MATCHING_PORT:-$((PORT + 1))}
+NOTIFY_PORT=${NOTIFY_PORT:-$((PORT + 2))}
+MLLP_PORT=${MLLP_PORT:-2575}
+MLLP_HTTP_PORT=${MLLP_HTTP_PORT:-$((PORT + 3))}
 PIDS=()
 stop_all() {
   echo; say "stopping"
@@ -36,6 +42,10 @@ say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
   $HANDOFF notify serve --port "$NOTIFY_PORT" &
+PIDS+=($!)
+
+say "starting the HL7 v2 MLLP listener on port $MLLP_PORT (operations on $MLLP_HTTP_PORT)"
+$HANDOFF referral mllp serve --port "$MLLP_PORT" --http-port "$MLLP_HTTP_PORT" &
 PIDS+=($!)
 
 cat <<INFO
@@ -67,6 +77,7 @@ cat <<INFO
   Sandbox inbox       http://127.0.0.1:$NOTIFY_PORT/sandbox
   Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
+  HL7 v2 over MLLP    127.0.0.1:$MLLP_PORT (metrics http://127.0.0.1:$MLLP_HTTP_PORT/metrics)
   Ctrl-C stops the services, Kafka and PostgreSQL.
 
 INFO

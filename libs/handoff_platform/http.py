@@ -125,9 +125,13 @@ def service_app(
     readiness_checks: Mapping[str, ReadinessCheck],
     max_body_bytes: int | None = None,
     liveness_checks: Mapping[str, ReadinessCheck] | None = None,
+    too_large_by_prefix: Mapping[str, Callable[[int], Response]] | None = None,
     **options: Any,
 ) -> FastAPI:
     """A FastAPI app with the operations routes, JSON errors and `RequestContext`.
+
+    `too_large_by_prefix` maps a path prefix to the 413 answered under it (given
+    `max_body_bytes`), for an API mounted there with its own error shape (FHIR).
 
     /readyz is 503 unless every readiness check passes; /healthz is 503 unless every
     liveness check (e.g. no background loop dead or stuck) passes.
@@ -146,7 +150,9 @@ def service_app(
     app.include_router(operations_router(readiness_checks, liveness_checks or {}))
     install_error_handlers(app)
     if max_body_bytes is not None:
-        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+        app.add_middleware(
+            BodySizeLimit, max_bytes=max_body_bytes, by_prefix=too_large_by_prefix or {}
+        )
     app.add_middleware(RequestContext)  # outermost: times, logs and traces even a 413
     return app
 
@@ -302,11 +308,18 @@ def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:
 
 
 class BodySizeLimit:
-    """Answers 413 for a request body over `max_bytes`, declared or streamed."""
+    """Answers 413 for a request body over `max_bytes`, declared or streamed: the JSON error
+    shape, or under a path prefix of `by_prefix` the response it builds from `max_bytes`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        by_prefix: Mapping[str, Callable[[int], Response]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.by_prefix = dict(by_prefix or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -314,7 +327,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(send)
+            await self._too_large(scope, send)
             return
         received = 0
         response_started = False
@@ -330,7 +343,7 @@ class BodySizeLimit:
                 if received > self.max_bytes:
                     if not response_started and not rejected:
                         rejected = True
-                        await self._too_large(send)
+                        await self._too_large(scope, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -343,10 +356,18 @@ class BodySizeLimit:
 
         await self.app(scope, counting_receive, guarded_send)
 
-    async def _too_large(self, send: Send) -> None:
-        response = JSONResponse(
-            error_body("payload_too_large", f"request body over {self.max_bytes} bytes"),
-            status_code=413,
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        path: str = scope.get("path", "")
+        build = next(
+            (build for prefix, build in self.by_prefix.items() if path.startswith(prefix)), None
+        )
+        response = (
+            build(self.max_bytes)
+            if build is not None
+            else JSONResponse(
+                error_body("payload_too_large", f"request body over {self.max_bytes} bytes"),
+                status_code=413,
+            )
         )
         await response({"type": "http"}, _no_receive, send)
 

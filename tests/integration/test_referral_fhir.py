@@ -411,6 +411,52 @@ async def test_bad_resources_get_an_operation_outcome_naming_the_element(
     assert no_token.json()["resourceType"] == "OperationOutcome"
 
 
+async def test_every_refusal_under_the_fhir_base_is_an_operation_outcome(
+    fhir_client: FhirClientFactory,
+) -> None:
+    client = await fhir_client()
+    await client.authorised()
+    huge = service_request(_external_id())
+    huge["note"] = [{"text": "x" * (2 * 1024 * 1024)}]
+    too_large = await client.http.post("/fhir/r4/ServiceRequest", json=huge, headers=FHIR_JSON)
+    assert too_large.status_code == 413
+    assert too_large.json()["resourceType"] == "OperationOutcome"
+    assert "65536 bytes" in too_large.json()["issue"][0]["diagnostics"]
+    for method, path in [("GET", "/fhir/r4"), ("GET", "/fhir/r4/Nope"), ("DELETE", "/fhir/r4/")]:
+        refused = await client.http.request(method, path)
+        assert refused.status_code in (404, 405), (method, path, refused.text)
+        assert refused.json()["resourceType"] == "OperationOutcome", (method, path)
+    # The REST API keeps its own shape.
+    rest = await client.http.post("/v1/referrals", content=b"x" * 70000)
+    assert rest.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_a_loose_boolean_is_refused_and_an_over_long_location_cut(
+    fhir_client: FhirClientFactory, referral: ReferralRuntime
+) -> None:
+    client = await fhir_client()
+    await client.authorised()
+    loose = service_request(_external_id())
+    loose["contained"][0]["extension"][0]["valueBoolean"] = "yes"
+    refused = await client.http.post("/fhir/r4/ServiceRequest", json=loose, headers=FHIR_JSON)
+    assert refused.status_code == 422
+    [issue] = refused.json()["issue"]
+    assert issue["expression"] == ["ServiceRequest.contained[0].extension[0].valueBoolean"]
+
+    external_id = _external_id()
+    long = service_request(external_id)
+    long["contained"][3]["name"] = "N" * 5000
+    created = await client.http.post("/fhir/r4/ServiceRequest", json=long, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    async with referral.pool.acquire() as connection:
+        location = await connection.fetchval(
+            "SELECT location FROM referral.referrals WHERE site_id = $1 AND external_id = $2",
+            client.site_id,
+            external_id,
+        )
+    assert location == "N" * 40
+
+
 async def test_keys_published_at_a_jwks_url_are_fetched_when_a_token_is_asked(
     referral: ReferralRuntime,
 ) -> None:

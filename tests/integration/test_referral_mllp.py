@@ -374,6 +374,15 @@ async def test_a_discharge_before_the_coach_arrives_cancels_and_after_only_goes_
     steps = [s.step.value for s in after.timeline]
     assert steps == ["received", "accepted", "arrived", "discharged"]
 
+    # A03 again, then the EHR cleaning up its orders with CA: the coach is at the bedside,
+    # so both are acknowledged and change nothing, and the discharge is on the timeline once.
+    assert (await ed.send(adt(ed.facility, control_id + "D2", "A03", visit=visit))).code == "AA"
+    cancel = order(ed.facility, control_id + "CA", late, control="CA", visit=visit)
+    assert (await ed.send(cancel)).code == "AA"
+    final = await ed.referral(late)
+    assert (final.status.value, final.cancel_reason) == ("arrived", None)
+    assert [s.step.value for s in final.timeline] == steps
+
 
 async def test_a_bed_move_updates_the_location_of_the_visits_open_referral(
     engine: EngineFactory, referral: ReferralRuntime, kafka_topics: str
@@ -409,6 +418,108 @@ async def test_other_messages_from_a_registered_sender_are_acknowledged_and_coun
     ).text
     labels = f'message_type="other",outcome="ignored",site="{ed.site.site_id}"'
     assert f"handoff_hl7_messages_total{{{labels}}} 1.0" in metrics
+
+
+async def _metrics(referral: ReferralRuntime) -> str:
+    transport = httpx.ASGITransport(app=referral.app)
+    async with httpx.AsyncClient(transport=transport) as client:
+        return (await client.get("http://referral/metrics")).text
+
+
+def _sample(metrics: str, name: str, labels: str) -> float:
+    prefix = f"{name}{{{labels}}} "
+    found = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(found[0][len(prefix) :]) if found else 0.0
+
+
+@pytest.mark.parametrize("kind", ["ACK", "ORM", "ADT"])
+async def test_a_message_type_without_a_trigger_event_is_acknowledged_and_counted(
+    engine: EngineFactory, referral: ReferralRuntime, kind: str
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    ack = await ed.send(order(ed.facility, control_id, placer, kind=kind, visit=visit))
+    assert (ack.code, ack.segment("MSA")[2]) == ("AA", control_id)
+    assert await ed.referral_count(placer) == 0
+    # The connection stays open: the next order is answered on it.
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    labels = f'message_type="other",outcome="ignored",site="{ed.site.site_id}"'
+    assert _sample(await _metrics(referral), "handoff_hl7_messages_total", labels) == 1.0
+
+
+async def test_an_empty_msh_9_or_msh_10_is_ae_naming_it_counted_under_the_senders_site(
+    engine: EngineFactory, referral: ReferralRuntime
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    no_type = await ed.send(order(ed.facility, control_id, placer, kind="", visit=visit))
+    assert no_type.code == "AE"
+    assert no_type.segment("ERR")[2] == "MSH^1^9"
+    no_id = await ed.send(order(ed.facility, "", placer, visit=visit))
+    assert no_id.code == "AE"
+    assert no_id.segment("ERR")[2] == "MSH^1^10"
+    assert await ed.referral_count(placer) == 0
+    metrics = await _metrics(referral)
+    site = ed.site.site_id
+    unknown = f'message_type="unknown",outcome="error",site="{site}"'
+    assert _sample(metrics, "handoff_hl7_messages_total", unknown) == 1.0
+    order_type = f'message_type="ORM^O01",outcome="error",site="{site}"'
+    assert _sample(metrics, "handoff_hl7_messages_total", order_type) == 1.0
+
+
+async def test_two_messages_in_one_frame_are_refused_with_ae_and_neither_is_taken(
+    engine: EngineFactory, referral: ReferralRuntime
+) -> None:
+    ed = await engine()
+    first, second = _ids(), _ids()
+    before = _sample(
+        await _metrics(referral), "handoff_mllp_framing_errors_total", 'reason="several_messages"'
+    )
+    both = order(ed.facility, first[0], first[1], visit=first[2]) + order(
+        ed.facility, second[0], second[1], visit=second[2]
+    )
+    ack = await ed.send(both)
+    assert ack.code == "AE"
+    assert "one message per frame" in ack.segment("MSA")[3]
+    assert await ed.referral_count(first[1]) == 0
+    assert await ed.referral_count(second[1]) == 0
+    after = _sample(
+        await _metrics(referral), "handoff_mllp_framing_errors_total", 'reason="several_messages"'
+    )
+    assert after == before + 1
+    # Sent again one per frame, both are taken.
+    for control_id, placer, visit in (first, second):
+        assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+        assert await ed.referral_count(placer) == 1
+
+
+async def test_a_changed_order_under_a_used_placer_number_is_ae_naming_orc_2(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    changed = order(ed.facility, control_id + "B", placer, visit=visit, location="XX^1^1")
+    ack = await ed.send(changed)
+    assert ack.code == "AE"
+    assert ack.segment("ERR")[2:4] == ["ORC^1^2", "205^Duplicate key identifier^HL70357"]
+    assert "send changes as ADT\\S\\A08" in ack.segment("MSA")[3]  # ^ escaped, as HL7 does
+    assert (await ed.referral(placer)).request.location == "ED 12 B"
+
+
+async def test_an_over_long_location_is_cut_and_the_consult_taken(
+    engine: EngineFactory, referral: ReferralRuntime
+) -> None:
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    long = "EMERGENCYDEPARTMENTNORTHWING^ROOM12345678901234^BED-A-WINDOW"
+    ack = await ed.send(order(ed.facility, control_id, placer, visit=visit, location=long))
+    assert ack.code == "AA"
+    taken = await ed.referral(placer)
+    assert taken.request.location == "EMERGENCYDEPARTMENTNORTHWING ROOM1234567"
+    metrics = await _metrics(referral)
+    assert _sample(metrics, "handoff_referral_locations_cut_total", 'intake="hl7"') >= 1
 
 
 async def test_many_engines_at_once_each_get_their_acks(engine: EngineFactory) -> None:
@@ -608,9 +719,29 @@ async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli
 
 
 async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
-    engine: EngineFactory, mllp_port: int
+    engine: EngineFactory, mllp_port: int, referral: ReferralRuntime
 ) -> None:
     ed = await engine()
+    unframed = 'reason="no_start_block"'
+    before = _sample(await _metrics(referral), "handoff_mllp_framing_errors_total", unframed)
+    # Unframed bytes, then the engine hangs up: counted, and the listener carries on.
+    reader, writer = await asyncio.open_connection("127.0.0.1", mllp_port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    async def counted() -> bool:
+        metrics = await _metrics(referral)
+        return _sample(metrics, "handoff_mllp_framing_errors_total", unframed) == before + 1
+
+    await eventually(counted, within=10, what="the unframed bytes to be counted")
+    # A frame ending 0x1C without its 0x0D is answered, not left waiting.
+    control_id, placer, visit = _ids()
+    ed.connection.writer.write(b"\x0b" + order(ed.facility, control_id, placer, visit=visit))
+    ed.connection.writer.write(b"\x1c")
+    answer = await asyncio.wait_for(ed.connection.reader.readuntil(END_BLOCK), timeout=30)
+    assert f"MSA|AA|{control_id}" in answer.decode()
     control_id, placer, visit = _ids()
     # Bytes with no start block before the end block are dropped; the next frame is read.
     ed.connection.writer.write(b"noise" + END_BLOCK)

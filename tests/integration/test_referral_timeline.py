@@ -97,6 +97,29 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     assert cancel.json()["error"]["code"] == "referral_closed"
 
 
+async def test_once_the_coach_arrived_a_cancel_is_refused_and_the_visit_goes_on(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    coach_id, offer_id = uuid.uuid4(), uuid.uuid4()
+    now = datetime.now(UTC)
+    await send(other_services, coach_assigned(referral_id, offer_id, coach_id, now))
+    at = now + timedelta(seconds=1)
+    await send(
+        other_services,
+        coach_responded(referral_id, offer_id, coach_id, CoachResponse.ARRIVED, at),
+    )
+    await _timeline_is(ed, referral_id, ["received", "accepted", "arrived"], "arrived")
+    cancel = await ed.client.post(
+        f"/v1/referrals/{referral_id}/cancel", json={"reason": "no_longer_needed"}
+    )
+    assert cancel.status_code == 409
+    assert "arrived" in cancel.json()["error"]["message"]
+    body = (await ed.client.get(f"/v1/referrals/{referral_id}")).json()
+    assert body["status"] == "arrived"
+
+
 async def test_nobody_accepting_shows_unassigned(
     hospital: HospitalFactory, other_services: KafkaBroker
 ) -> None:

@@ -181,6 +181,36 @@ def test_structure_errors_are_400_naming_the_element(
     assert expression in _expressions(refused)
 
 
+@pytest.mark.parametrize("element", ["code", "subject"])
+def test_an_element_sent_as_a_string_is_named_as_such_not_as_invalid_json(element: str) -> None:
+    resource = service_request("ORD-7") | {element: "opioid use"}
+    with pytest.raises(FhirError) as refused:
+        fhir.parse_resource(resource, "ServiceRequest")
+    issues = [i for i in refused.value.issues if i.expression == f"ServiceRequest.{element}"]
+    assert issues, refused.value.issues
+    assert issues[0].diagnostics == "must be a JSON object (a FHIR element), not a string"
+
+
+@pytest.mark.parametrize("loose", ["yes", 1, "true"])
+def test_a_boolean_must_be_json_true_or_false(loose: object) -> None:
+    resource = service_request("ORD-8")
+    resource["contained"][0]["extension"][0]["valueBoolean"] = loose
+    with pytest.raises(FhirError) as refused:
+        fhir.parse_resource(resource, "ServiceRequest")
+    assert refused.value.status == 422
+    assert _expressions(refused) == {"ServiceRequest.contained[0].extension[0].valueBoolean"}
+
+
+def test_an_over_long_location_is_cut_to_40_characters_not_refused() -> None:
+    resource = service_request("ORD-9")
+    resource["contained"][3]["name"] = "EMERGENCY DEPARTMENT NORTH WING ROOM 1234 BED A " * 100
+    mapping = _map(resource)
+    assert mapping.request.location == "EMERGENCY DEPARTMENT NORTH WING ROOM 1234"[:40].rstrip()
+    assert len(mapping.request.location) <= 40
+    assert mapping.location_cut is True
+    assert _map(service_request("ORD-10")).location_cut is False
+
+
 def test_a_task_must_be_a_bser_fulfil_request_of_the_service_request() -> None:
     fhir.check_task(task("ServiceRequest/abc"), "ServiceRequest/abc")
     wrong = task("ServiceRequest/other") | {"status": "accepted", "intent": "plan"}

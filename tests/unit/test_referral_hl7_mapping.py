@@ -14,8 +14,10 @@ from handoff_referral.domain.hl7 import (
     NewOrder,
     NotHandled,
     OrderCancelled,
+    SeveralMessages,
     VisitCancelled,
     build_ack,
+    check_header,
     parse,
     parse_timestamp,
     read_header,
@@ -217,3 +219,81 @@ def test_segments_handoff_does_not_read_are_dropped_before_parsing() -> None:
         with pytest.raises(KeyError):
             message.segment(name)
     assert isinstance(read_message(message, read_header(message), INTERFACE), NewOrder)
+
+
+@pytest.mark.parametrize("kind", ["ACK", "ORM", "ADT", ""])
+def test_an_msh_9_without_a_trigger_event_still_gets_its_ack(kind: str) -> None:
+    raw = order(FACILITY, "C9", "ORD-9", kind=kind)
+    message = parse(raw)
+    header = read_header(message)
+    assert header.message_type == kind
+    for code in AckCode:
+        msh, msa = build_ack(message, code, control_id="A9").decode().split("\r")[:2]
+        assert msh.split("|")[8] == "ACK"
+        assert msa == f"MSA|{code.value}|C9"
+    if kind:
+        check_header(header)  # a type Handoff does not handle: AA, ignored
+        assert isinstance(read_message(message, header, INTERFACE), NotHandled)
+    else:
+        with pytest.raises(MessageError) as raised:
+            check_header(header)
+        assert raised.value.location == "MSH^1^9"
+
+
+def test_the_ack_echoes_the_trigger_event_and_survives_an_msh_cut_short() -> None:
+    message = parse(adt(FACILITY, "C10", "A08"))
+    assert build_ack(message, AckCode.ACCEPTED).decode().split("\r")[0].split("|")[8] == (
+        "ACK^A08^ACK"
+    )
+    short = parse(b"MSH|^~\\&|EPIC")
+    msh, msa = build_ack(short, AckCode.REJECTED, control_id="A1").decode().split("\r")[:2]
+    assert msh.split("|")[4:6] == ["EPIC", ""]
+    assert msa == "MSA|AR|"
+
+
+def test_an_empty_control_id_is_refused_after_the_sender_is_known() -> None:
+    header = read_header(parse(order(FACILITY, "", "ORD-11")))
+    assert (header.sending_application, header.sending_facility) == ("EPIC", FACILITY)
+    with pytest.raises(MessageError) as raised:
+        check_header(header)
+    assert raised.value.location == "MSH^1^10"
+
+
+def test_two_messages_in_one_frame_are_refused_whole_naming_the_problem() -> None:
+    raw = order(FACILITY, "C12", "ORD-12") + order(FACILITY, "C13", "ORD-13")
+    with pytest.raises(SeveralMessages) as raised:
+        parse(raw)
+    assert "one message per frame" in raised.value.text
+    ack = build_ack(None, AckCode.ERROR, raised.value).decode()
+    assert ack.split("\r")[1].startswith("MSA|AE|")
+
+
+def test_an_over_long_location_is_cut_to_40_characters_not_refused() -> None:
+    long = "EMERGENCYDEPARTMENTNORTHWING^ROOM12345678901234^BED-A-WINDOW"
+    intent = _read(order(FACILITY, "C14", "ORD-14", location=long))
+    assert isinstance(intent, NewOrder)
+    assert intent.request.location == "EMERGENCYDEPARTMENTNORTHWING ROOM1234567"
+    assert intent.location_cut is True
+    moved = _read(adt(FACILITY, "C15", "A08", location=long))
+    assert isinstance(moved, LocationChanged)
+    assert (len(moved.location), moved.location_cut) == (40, True)
+    short = _read(order(FACILITY, "C16", "ORD-16"))
+    assert isinstance(short, NewOrder)
+    assert short.location_cut is False
+
+
+@pytest.mark.parametrize(
+    ("name", "initials"),
+    [
+        ("O\\T\\Brien^Mary", "MO"),
+        ("Ωmega^Ψi", None),  # Greek: no Latin initial, so none
+        ("Øster^Åse", None),  # Ø has no decomposition to a Latin letter: none at all
+        ("Doe^Jane~Roe^Janet", "JD"),  # the first repetition
+    ],
+)
+def test_initials_are_kept_only_when_both_letters_have_a_latin_initial(
+    name: str, initials: str | None
+) -> None:
+    intent = _read(order(FACILITY, "C17", "ORD-17", name=name))
+    assert isinstance(intent, NewOrder)
+    assert intent.request.patient.initials == initials

@@ -138,3 +138,27 @@ def test_permissions_follow_the_granted_scopes(
     scopes: list[str], resource: str, action: str, allowed: bool
 ) -> None:
     assert permits(scopes, resource, action) is allowed
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_an_assertion_not_yet_valid_is_refused_beyond_30_s_of_clock_skew(claim: str) -> None:
+    def signed(ahead: int) -> str:
+        claims = {
+            "iss": "c",
+            "sub": "c",
+            "aud": AUD,
+            "exp": int(time.time()) + 120,
+            "jti": f"j-{claim}-{ahead}",
+            claim: int(time.time()) + ahead,
+        }
+        header = {"alg": "ES384", "kid": "ec-1"}
+        return jwt.encode(header, claims, KEYS.ec, algorithms=["ES384"])
+
+    with pytest.raises(AssertionRefused) as refused:
+        verify_assertion(signed(3600), KEYS.public_jwks(), "c", AUD, _now())
+    assert refused.value.reason == "not_yet_valid"
+    assert claim in str(refused.value)
+    with pytest.raises(AssertionRefused):
+        verify_assertion(signed(45), KEYS.public_jwks(), "c", AUD, _now())
+    # A clock a little ahead of Handoff's is no reason to refuse.
+    assert verify_assertion(signed(20), KEYS.public_jwks(), "c", AUD, _now()).jti

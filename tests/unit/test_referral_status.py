@@ -122,9 +122,7 @@ def test_not_contacted_is_a_step_of_its_own_not_a_missed_answer() -> None:
     assert {s.value for s in Status} < {s.value for s in Step}
 
 
-@pytest.mark.parametrize(
-    "status", [S.RECEIVED, S.OFFERED, S.WAITING, S.UNASSIGNED, S.ACCEPTED, S.ARRIVED]
-)
+@pytest.mark.parametrize("status", [S.RECEIVED, S.OFFERED, S.WAITING, S.UNASSIGNED, S.ACCEPTED])
 def test_an_open_referral_can_be_cancelled(status: Status) -> None:
     assert check_cancellable(status) is True
 
@@ -134,3 +132,10 @@ def test_cancelling_twice_is_a_no_op_and_a_finished_referral_refuses() -> None:
     for final in (S.COMPLETED, S.EXPIRED):
         with pytest.raises(CancelRefused, match=final.value):
             check_cancellable(final)
+
+
+def test_once_the_coach_arrived_a_hospital_cancel_is_refused() -> None:
+    # The coach is at the bedside: a late cancel (orders cleaned up at discharge) must not
+    # end the visit; REST and FHIR answer 409, HL7 CA is AA and changes nothing.
+    with pytest.raises(CancelRefused, match="arrived"):
+        check_cancellable(S.ARRIVED)

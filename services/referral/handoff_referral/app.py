@@ -16,7 +16,7 @@ from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.domain.webhooks import RetryPolicy
 from handoff_referral.entrypoints.admin import build_admin_router
 from handoff_referral.entrypoints.consumers import timeline_handlers
-from handoff_referral.entrypoints.fhir_http import mount_fhir
+from handoff_referral.entrypoints.fhir_http import PREFIX, fhir_too_large, mount_fhir
 from handoff_referral.entrypoints.http import build_router
 from handoff_referral.fhir_service import FhirReferrals, SmartAuthority
 from handoff_referral.service import ReferralService
@@ -96,6 +96,7 @@ def _http_app(
         pipeline.readiness_checks(),
         liveness_checks=pipeline.liveness_checks(),
         max_body_bytes=settings.max_body_bytes,
+        too_large_by_prefix={PREFIX: fhir_too_large},
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
     app.include_router(build_router(service))

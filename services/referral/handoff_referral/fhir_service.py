@@ -28,7 +28,7 @@ from handoff_referral.domain.smart import (
     verify_assertion,
 )
 from handoff_referral.domain.status import CancelRefused
-from handoff_referral.metrics import FHIR_TOKENS
+from handoff_referral.metrics import FHIR_TOKENS, LOCATIONS_CUT
 from handoff_referral.service import (
     Clock,
     ExternalIdConflict,
@@ -258,7 +258,9 @@ class FhirReferrals:
         self, grant: AccessGrant, mapping: fhir.IntakeMapping, correlation_id: str | None
     ) -> tuple[Referral, bool]:
         try:
-            return await self.service.submit(grant.site, mapping.request, correlation_id)
+            referral, created = await self.service.submit(
+                grant.site, mapping.request, correlation_id
+            )
         except ExternalIdConflict:
             raise FhirError(
                 [
@@ -270,6 +272,13 @@ class FhirReferrals:
                 ],
                 409,
             ) from None
+        if mapping.location_cut:
+            LOCATIONS_CUT.labels("fhir").inc()
+            log.warning(
+                "ServiceRequest location over 40 characters: cut to 40",
+                extra={"referral_id": str(referral.referral_id)},
+            )
+        return referral, created
 
     async def read_task(self, grant: AccessGrant, task_id: str) -> dict[str, Any]:
         """GET Task/{id}: the Task of one of the site's referrals. Raises FhirError 404."""

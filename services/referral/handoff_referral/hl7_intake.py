@@ -34,15 +34,23 @@ from handoff_referral.domain.hl7 import (
     NewOrder,
     NotHandled,
     OrderCancelled,
+    SeveralMessages,
     VisitCancelled,
     build_ack,
+    check_header,
     parse,
     read_header,
     read_message,
 )
 from handoff_referral.domain.referral import Site
 from handoff_referral.domain.status import FINAL, CancelRefused, Status, Step
-from handoff_referral.metrics import HL7_ACK_SECONDS, HL7_MESSAGES, REFERRAL_STEPS
+from handoff_referral.metrics import (
+    HL7_ACK_SECONDS,
+    HL7_MESSAGES,
+    LOCATIONS_CUT,
+    MLLP_FRAMING_ERRORS,
+    REFERRAL_STEPS,
+)
 from handoff_referral.service import ExternalIdConflict, ReferralService
 from handoff_schemas import Envelope
 from handoff_schemas.events import ReferralUpdated
@@ -94,6 +102,8 @@ class Hl7Intake:
             message = parse(raw)
             header = read_header(message)
             kind = header.message_type if header.message_type in HANDLED_TYPES else "other"
+            if not header.message_type:
+                kind = "unknown"
             correlation_id_var.set(_correlation_id(header) or "hl7")
             async with self.pool.acquire() as connection:
                 sender = await hl7_store.find_sender(
@@ -107,8 +117,15 @@ class Hl7Intake:
                 log.warning("HL7 message from an unregistered sender", extra={"type": kind})
             else:
                 site = sender.site.site_id
+                check_header(header)
                 outcome = await self._handle(message, header, sender, raw)
                 ack = build_ack(message, AckCode.ACCEPTED, control_id=ack_id)
+        except SeveralMessages as error:
+            # Answering only the first would lose the others without a trace.
+            outcome = "error"
+            ack = build_ack(message, AckCode.ERROR, error, ack_id)
+            MLLP_FRAMING_ERRORS.labels("several_messages").inc()
+            log.warning("HL7 frame with more than one message refused", extra={"type": kind})
         except MessageError as error:
             outcome = "error"
             ack = build_ack(message, AckCode.ERROR, error, ack_id)
@@ -196,15 +213,17 @@ class Hl7Intake:
             )
             referral_id = referral.referral_id
         except ExternalIdConflict:
-            # The same placer order number again, changed (a resend with another MSH-7 is
-            # not changed): the first order stands; a change is CA, then a new NW.
-            created = False
-            async with self.pool.acquire() as connection:
-                found = await store.find_by_external_id(
-                    connection, site.site_id, order.request.external_id
-                )
-            assert found is not None
-            referral_id = found[0]
+            # The same placer order number with other content (a resend with another MSH-7
+            # or MSH-10 is not other content): the first order stands, and the engine must
+            # hear that the correction was not taken, as REST and FHIR answer 409.
+            raise MessageError(
+                "ORC^1^2",
+                ErrorCode.DUPLICATE_KEY,
+                "placer number already used for a different order; send changes as ADT^A08 "
+                "or cancel with ORC-1 CA",
+            ) from None
+        if order.location_cut:
+            _location_cut(referral_id)
         return ("created" if created else "replayed"), referral_id
 
     async def _cancel(self, site: Site, referral_id: UUID, reason: CancelReason) -> bool:
@@ -213,7 +232,11 @@ class Hl7Intake:
             if before.status in FINAL:
                 return False
             await self.service.cancel(site, referral_id, reason)
-        except CancelRefused:
+        except CancelRefused as refused:
+            log.info(
+                "HL7 cancel refused: referral unchanged",
+                extra={"referral_id": str(referral_id), "status": refused.status.value},
+            )
             return False
         return True
 
@@ -237,6 +260,8 @@ class Hl7Intake:
             locked = await store.lock_status(connection, referral_id)
             if locked is None or locked[1] is not Status.ARRIVED:
                 return False
+            if await hl7_store.has_step(connection, referral_id, Step.DISCHARGED):
+                return True  # A03 again: the discharge is on the timeline once
             now = self.service.clock()
             await store.record_step(
                 connection, referral_id, Step.DISCHARGED, now, Status.ARRIVED, now
@@ -271,6 +296,8 @@ class Hl7Intake:
                 )
             outcome = "location_updated"
             log.info("referral moved", extra={"referral_id": str(referral_id)})
+            if intent.location_cut:
+                _location_cut(referral_id)
         return outcome
 
 
@@ -289,6 +316,13 @@ def _correlation_id(header: Header) -> str | None:
     referral id stands in)."""
     candidate = f"hl7:{header.control_id}"
     return candidate if _CORRELATION.match(candidate) else None
+
+
+def _location_cut(referral_id: UUID) -> None:
+    LOCATIONS_CUT.labels("hl7").inc()
+    log.warning(
+        "PV1-3 location over 40 characters: cut to 40", extra={"referral_id": str(referral_id)}
+    )
 
 
 def _ack_code(ack: bytes) -> str:

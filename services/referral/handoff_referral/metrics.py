@@ -35,7 +35,9 @@ HL7_ACK_SECONDS = Histogram(
 MLLP_CONNECTIONS = Gauge("handoff_mllp_connections", "Open MLLP connections.")
 MLLP_FRAMING_ERRORS = Counter(
     "handoff_mllp_framing_errors_total",
-    "MLLP frames that could not be read (no start block, or over 1 MiB), by reason.",
+    "MLLP frames that could not be read, by reason: no_start_block (bytes outside MLLP "
+    "framing, e.g. an engine without MLLP wrapping), too_large (over 1 MiB: connection "
+    "closed), several_messages (more than one message in a frame: refused with AE).",
     ["reason"],
 )
 FHIR_TOKENS = Counter(
@@ -67,4 +69,11 @@ WEBHOOK_SECONDS = Histogram(
     "handoff_webhook_attempt_seconds",
     "Time for one webhook POST to be answered (or to fail), seconds.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+LOCATIONS_CUT = Counter(
+    "handoff_referral_locations_cut_total",
+    "Locations over 40 characters cut to 40 rather than refusing the consult, by intake "
+    "(hl7, fhir).",
+    ["intake"],
 )

@@ -9,7 +9,7 @@ from handoff_platform.database import Connection
 from handoff_referral import SCHEMA
 from handoff_referral.domain.hl7 import Interface
 from handoff_referral.domain.referral import Site
-from handoff_referral.domain.status import FINAL
+from handoff_referral.domain.status import FINAL, Step
 
 
 async def save_interface(connection: Connection, interface: Interface) -> bool:
@@ -146,3 +146,13 @@ async def set_location(
         now,
     )
     return bool(changed)
+
+
+async def has_step(connection: Connection, referral_id: UUID, step: Step) -> bool:
+    """Whether the referral's timeline already holds an entry for `step`."""
+    found: bool = await connection.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.timeline WHERE referral_id = $1 AND status = $2)",
+        referral_id,
+        step.value,
+    )
+    return found

@@ -20,7 +20,7 @@ from typing import Any
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
-from handoff_referral.domain.intake import ReferralRequest, storable_text
+from handoff_referral.domain.intake import ReferralRequest, fit_location, storable_text
 from handoff_referral.domain.referral import Referral
 from handoff_referral.domain.status import Status
 from handoff_schemas.vocabulary import CancelReason, Consent, Substance, Urgency
@@ -146,6 +146,7 @@ class IntakeMapping:
 
     request: ReferralRequest
     identifier_system: str
+    location_cut: bool = False  # the location was over MAX_LOCATION_CHARS and was cut
 
 
 def parse_resource(data: object, resource_type: str, where: str | None = None) -> dict[str, Any]:
@@ -161,6 +162,10 @@ def parse_resource(data: object, resource_type: str, where: str | None = None) -
         raise FhirError(
             [Issue("structure", f"{at}.resourceType", f"expected a {resource_type}")], 400
         )
+    loose = list(_loose_booleans(data, at))
+    if loose:
+        # fhir.resources would read "yes" or 1 as true: FHIR JSON booleans are true or false.
+        raise FhirError([Issue("value", path, "must be JSON true or false") for path in loose])
     for index, contained in enumerate(data.get("contained") or []):
         kind = contained.get("resourceType") if isinstance(contained, dict) else None
         if not (isinstance(kind, str) and kind in SUPPORTING):
@@ -188,6 +193,22 @@ def parse_resource(data: object, resource_type: str, where: str | None = None) -
     return resource
 
 
+def _loose_booleans(value: object, path: str, depth: int = 0) -> Iterator[str]:
+    """The paths of `valueBoolean` elements in `value` that are not JSON true or false
+    (searched 32 levels deep: extensions nest, not that far)."""
+    if depth > 32:
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "valueBoolean" and not isinstance(item, bool):
+                yield f"{path}.{key}"
+            else:
+                yield from _loose_booleans(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _loose_booleans(item, f"{path}[{index}]", depth + 1)
+
+
 def _structure_issues(at: str, error: pydantic.ValidationError) -> Iterator[Issue]:
     for item in error.errors()[:20]:
         path = at
@@ -197,7 +218,14 @@ def _structure_issues(at: str, error: pydantic.ValidationError) -> Iterator[Issu
             elif part not in ("root", "resource_type", "__root__"):
                 path += f".{part}"
         code = "required" if "missing" in item["type"] else "structure"
-        yield Issue(code, path, str(item["msg"]).split("\n")[0][:300])
+        message = str(item["msg"]).split("\n")[0][:300]
+        if item["type"] == "json_invalid" or message.startswith("Invalid JSON"):
+            # fhir.resources reads a string where an element is due as JSON text: its message
+            # is about that text, not about the element.
+            sent = type(item.get("input")).__name__
+            kind = {"str": "a string", "int": "a number", "float": "a number"}.get(sent, sent)
+            message = f"must be a JSON object (a FHIR element), not {kind}"
+        yield Issue(code, path, message)
 
 
 class References:
@@ -288,6 +316,7 @@ def referral_request(service_request: dict[str, Any], references: References) ->
         raise FhirError(issues)
     assert identifier is not None
     assert patient is not None
+    location, location_cut = fit_location(location) if location else ("", False)
     fields = {
         "external_id": identifier.get("value"),
         "urgency": PRIORITY_URGENCY[sr.get("priority", "routine")],
@@ -311,7 +340,7 @@ def referral_request(service_request: dict[str, Any], references: References) ->
                 for item in error.errors()
             ]
         ) from None
-    return IntakeMapping(request, system)
+    return IntakeMapping(request, system, location_cut)
 
 
 def _element_of(location: tuple[int | str, ...], identifier_index: int) -> str:

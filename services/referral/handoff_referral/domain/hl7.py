@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 import hl7
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from handoff_referral.domain.intake import AgeBand, Patient, ReferralRequest
+from handoff_referral.domain.intake import AgeBand, Patient, ReferralRequest, fit_location
 from handoff_schemas.vocabulary import (
     CancelReason,
     Consent,
@@ -99,6 +99,11 @@ class MessageError(Exception):
         self.text = text
 
 
+class SeveralMessages(MessageError):
+    """A frame holding more than one message (a second MSH): refused whole, with an AE,
+    rather than answering the first and losing the rest."""
+
+
 class Question(BaseModel, Generic[T]):
     """One order-entry question sent as an OBX: its OBX-3 code, and answer codes (OBX-5)."""
 
@@ -148,6 +153,7 @@ class Header:
 class NewOrder:
     request: ReferralRequest
     visit_key: bytes | None
+    location_cut: bool = False  # PV1-3 was over MAX_LOCATION_CHARS and was cut
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,7 @@ class Discharged:
 class LocationChanged:
     visit_key: bytes
     location: str
+    location_cut: bool = False  # PV1-3 was over MAX_LOCATION_CHARS and was cut
 
 
 @dataclass(frozen=True)
@@ -198,10 +205,19 @@ def parse(raw: bytes) -> hl7.Message:
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     if not text.startswith("MSH") or len(text) < 8:
         raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
+    lines = text.split("\r")
+    messages = sum(1 for line in lines if line.startswith(text[:4]))  # "MSH" + its separator
+    if messages > 1:
+        raise SeveralMessages(
+            "MSH^2",
+            ErrorCode.DATA_TYPE_ERROR,
+            f"{messages} messages in one MLLP frame: send one message per frame, as MLLP "
+            "requires; none of them was taken",
+        )
     # Only the segments Handoff reads are parsed: next of kin, guarantor, insurance,
     # diagnoses and Z-segments are PHI or noise Handoff has no use for, and parsing is
     # most of a message's CPU.
-    kept = "\r".join(line for line in text.split("\r") if line[:3] in _READ_SEGMENTS)
+    kept = "\r".join(line for line in lines if line[:3] in _READ_SEGMENTS)
     try:
         return hl7.parse(kept)
     except (ValueError, IndexError, KeyError):
@@ -209,19 +225,26 @@ def parse(raw: bytes) -> hl7.Message:
 
 
 def read_header(message: hl7.Message) -> Header:
-    """MSH-3, MSH-4, MSH-10, MSH-9 and MSH-12. Raises MessageError for a missing control id."""
+    """MSH-3, MSH-4, MSH-10, MSH-9 and MSH-12, as sent (empty when absent). Does not raise:
+    the sender is found first, so that `check_header`'s refusal is counted under its site."""
     msh = message.segment("MSH")
-    control_id = _value(msh, 10)
-    if not control_id:
-        raise MessageError("MSH^1^10", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 control id")
     kind, trigger = _value(msh, 9), _value(msh, 9, component=2)
     return Header(
         sending_application=_value(msh, 3),
         sending_facility=_value(msh, 4),
-        control_id=control_id,
+        control_id=_value(msh, 10),
         message_type=f"{kind}^{trigger}" if trigger else kind,
         version=_value(msh, 12),
     )
+
+
+def check_header(header: Header) -> None:
+    """Raises MessageError for an empty MSH-10 control id or MSH-9 message type: nothing
+    can be done with such a message, and resending it unchanged would not help."""
+    if not header.control_id:
+        raise MessageError("MSH^1^10", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 control id")
+    if not header.message_type:
+        raise MessageError("MSH^1^9", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-9 message type")
 
 
 def read_message(message: hl7.Message, header: Header, interface: Interface) -> Intent:
@@ -240,7 +263,7 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
             return VisitCancelled(visit_key)
         if header.message_type == "ADT^A03":
             return Discharged(visit_key)
-        return LocationChanged(visit_key, _location(message))
+        return LocationChanged(visit_key, *fit_location(_location(message)))
     return NotHandled()
 
 
@@ -267,11 +290,12 @@ def _read_order(message: hl7.Message, interface: Interface, sent_on: date) -> In
     visit_date = _visit_date(message, sent_on)
     patient = _patient(message, pid, interface, visit_date)
     external_id = _placer_number(orc)
+    location, location_cut = fit_location(_location(message))
     try:
         request = ReferralRequest(
             external_id=external_id,
             urgency=_urgency(orc, obr, message, interface),
-            location=_location(message),
+            location=location,
             callback_phone=interface.callback_phone,
             patient=patient,
         )
@@ -282,7 +306,7 @@ def _read_order(message: hl7.Message, interface: Interface, sent_on: date) -> In
         raise MessageError(
             "ORC^1^2", ErrorCode.DATA_TYPE_ERROR, "ORC-2 placer order number is not usable"
         ) from None
-    return NewOrder(request, _visit_key(message, interface.site_id, required=False))
+    return NewOrder(request, _visit_key(message, interface.site_id, required=False), location_cut)
 
 
 def _patient(
@@ -385,15 +409,15 @@ def _urgency(
 
 
 def _location(message: hl7.Message) -> str:
-    """PV1-3 point of care, room and bed: `ED^12^B` → `ED 12 B`."""
+    """PV1-3 point of care, room and bed: `ED^12^B` → `ED 12 B`, uncut (see `fit_location`)."""
     pv1 = _segment(message, "PV1")
     parts = [_value(pv1, 3, component=c) for c in (1, 2, 3)]
     location = " ".join(p for p in parts if p)
     if not location:
         raise MessageError("PV1^1^3", ErrorCode.REQUIRED_FIELD_MISSING, "PV1-3 location")
-    if len(location) > 40 or any(ord(c) < 0x20 for c in location):
+    if any(ord(c) < 0x20 for c in location):
         raise MessageError(
-            "PV1^1^3", ErrorCode.DATA_TYPE_ERROR, "PV1-3 location is over 40 characters"
+            "PV1^1^3", ErrorCode.DATA_TYPE_ERROR, "PV1-3 location holds control characters"
         )
     return location
 
@@ -538,22 +562,37 @@ def build_ack(
     code: AckCode,
     error: MessageError | None = None,
     control_id: str = "",
+    now: datetime | None = None,
 ) -> bytes:
-    """The ACK (original mode) for `message`: MSH and MSA from python-hl7, MSA-3 and an ERR
+    """The ACK (original mode) for `message`: MSH (sender and receiver swapped, MSH-9
+    `ACK^<trigger>^ACK`, MSH-11 and MSH-12 echoed), MSA echoing MSH-10, and MSA-3 plus an ERR
     segment (ERR-1 for v2.3/2.4 engines, ERR-2/3/4/8 for v2.5+) when `error` is given.
-    With no parsed message (garbage on the line) a minimal ACK is built by hand. UTF-8."""
+
+    Built field by field from whatever MSH holds, so a broken MSH (no trigger event, no
+    control id, no MSH at all: `message` None) still gets its ACK: every message is answered.
+    `now` (UTC) is MSH-7, the current time by default. Never raises. UTF-8."""
+    msh: hl7.Segment | None = None
     if message is not None:
-        ack = message.create_ack(
-            ack_code=code.value,
-            message_id=control_id or None,
-            application=ACK_APPLICATION,
-            facility=ACK_APPLICATION,
-        )
-        text = str(ack).rstrip("\r")
-    else:
-        now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        text = f"MSH|^~\\&|{ACK_APPLICATION}|{ACK_APPLICATION}|||{now}||ACK|{control_id}|P|2.5"
-        text += f"\rMSA|{code.value}|"
+        with contextlib.suppress(KeyError, IndexError):
+            msh = message.segment("MSH")
+
+    def field(position: int, components: int = 1) -> str:
+        if msh is None:
+            return ""
+        try:
+            parts = [_escape(_value(msh, position, component=c)) for c in range(1, components + 1)]
+        except (IndexError, KeyError, ValueError, TypeError):
+            return ""  # whatever python-hl7 makes of a broken field, the ACK goes out
+        return "^".join(parts).rstrip("^")
+
+    trigger = field(9, components=2).partition("^")[2]
+    sent = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    text = (
+        f"MSH|^~\\&|{ACK_APPLICATION}|{ACK_APPLICATION}|{field(3, 3)}|{field(4, 3)}|{sent}||"
+        f"{f'ACK^{trigger}^ACK' if trigger else 'ACK'}|{_escape(control_id)}|"
+        f"{field(11) or 'P'}|{field(12) or '2.5'}"
+        f"\rMSA|{code.value}|{field(10)}"
+    )
     if error is not None:
         about = _escape(error.text)
         name = _ERROR_TEXT[error.code]

@@ -36,11 +36,28 @@ ExternalId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"),
 ]
+MAX_LOCATION_CHARS = 40
+"""What Handoff keeps of where the patient is: enough for `ED 12 B`, short enough for a text."""
+
+
+def fit_location(text: str) -> tuple[str, bool]:
+    """`text` with whitespace stripped and cut to MAX_LOCATION_CHARS, and whether it was cut.
+    A consult is worth more than the end of an over-long bed name: HL7 and FHIR cut rather
+    than refuse (the REST API, whose caller can fix it, still refuses)."""
+    stripped = text.strip()
+    if len(stripped) <= MAX_LOCATION_CHARS:
+        return stripped, False
+    return stripped[:MAX_LOCATION_CHARS].rstrip(), True
+
+
 Location = Annotated[
     str,
     AfterValidator(_storable_text),
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=40, pattern=r"^[^\x00-\x1f]+$"
+        strip_whitespace=True,
+        min_length=1,
+        max_length=MAX_LOCATION_CHARS,
+        pattern=r"^[^\x00-\x1f]+$",
     ),
 ]
 Initials = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{1,3}$")]

@@ -85,8 +85,9 @@ def verify_assertion(
 
     `audience` is the token endpoint's URL; `now` is UTC. The assertion must be signed
     RS384 or ES384 by the key its `kid` names, have `iss` = `sub` = `client_id`,
-    `aud` = `audience`, an `exp` in the future but at most 5 minutes away (30 s of clock
-    skew allowed) and a `jti`. Raises AssertionRefused saying which rule failed.
+    `aud` = `audience`, an `exp` in the future but at most 5 minutes away, `nbf` and `iat`
+    (when given) not in the future (RFC 7523 §3), each with CLOCK_SKEW (30 s) of leeway, and a
+    `jti`. Raises AssertionRefused saying which rule failed.
     """
     try:
         header = jws.extract_compact(assertion.encode()).headers()
@@ -119,6 +120,16 @@ def verify_assertion(
         raise AssertionRefused("expired", "client_assertion has expired")
     if expires_at > now + MAX_ASSERTION_LIFETIME + CLOCK_SKEW:
         raise AssertionRefused("far_future", "exp may be at most 5 minutes ahead")
+    for claim in ("nbf", "iat"):
+        moment = claims.get(claim)
+        if moment is None:
+            continue
+        if not isinstance(moment, int | float) or isinstance(moment, bool):
+            raise AssertionRefused(f"bad_{claim}", f"{claim} must be a number of seconds")
+        if moment > (now + CLOCK_SKEW).timestamp():
+            raise AssertionRefused(
+                "not_yet_valid", f"{claim} is in the future (30 s of clock skew allowed)"
+            )
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 0 < len(jti) <= 255 or not storable_text(jti):
         raise AssertionRefused("no_jti", "client_assertion needs a jti")

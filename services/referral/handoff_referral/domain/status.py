@@ -120,11 +120,14 @@ class CancelRefused(Exception):
 def check_cancellable(current: Status) -> bool:
     """True if cancelling changes the referral, False if it is already cancelled.
 
-    Raises CancelRefused for a completed or expired referral: there is nothing to withdraw.
-    A waiting or unassigned referral can be cancelled: matching would offer it again.
+    Raises CancelRefused for a completed or expired referral: there is nothing to withdraw;
+    and for an arrived one: the coach is at the bedside, and a late cancel from the hospital
+    (orders cleaned up at discharge) must not end the visit (REST and FHIR answer 409, an
+    HL7 ORC-1 CA is acknowledged AA and changes nothing). A waiting or unassigned referral
+    can be cancelled: matching would offer it again.
     """
     if current is Status.CANCELLED:
         return False
-    if current in FINAL:
+    if current in FINAL or current is Status.ARRIVED:
         raise CancelRefused(current)
     return True

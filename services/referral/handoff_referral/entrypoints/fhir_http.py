@@ -91,6 +91,11 @@ def _refusal(status: int, code: str, diagnostics: str, expression: str = "") -> 
     return FhirResponse(outcome([Issue(code, expression, diagnostics)]), status_code=status)
 
 
+def fhir_too_large(max_bytes: int) -> Response:
+    """The 413 OperationOutcome for a FHIR request body over `max_bytes` bytes."""
+    return _refusal(413, "too-costly", f"the request body is over {max_bytes} bytes")
+
+
 def _body_schema(media_type: str, description: str, kind: str = "object") -> dict[str, Any]:
     return {
         "requestBody": {
@@ -276,9 +281,8 @@ def mount_fhir(app: FastAPI, referrals: FhirReferrals, authority: SmartAuthority
     """Serve the FHIR API under PREFIX of `app`, the base URL itself included: a transaction
     Bundle is POSTed to `/fhir/r4`, which a mount alone would redirect."""
     fhir = fhir_app(referrals, authority)
-    app.router.routes.append(
-        Route(PREFIX, _AtBase(fhir), methods=["POST"], include_in_schema=False)
-    )
+    # Every method: a GET on the base is the FHIR app's 405 OperationOutcome, not the REST shape.
+    app.router.routes.append(Route(PREFIX, _AtBase(fhir), include_in_schema=False))
     app.mount(PREFIX, fhir)
 
 

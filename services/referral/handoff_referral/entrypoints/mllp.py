@@ -23,6 +23,9 @@ END_BLOCK = b"\x1c\x0d"
 MAX_MESSAGE_BYTES = 1024 * 1024
 """A larger frame closes the connection: no consult order comes near it."""
 
+_FRAME_END = b"\x1c"
+_FILLER = (b"\r", b"\n")  # the end block's 0x0D, and newlines some engines put between frames
+
 Handler = Callable[[bytes], Awaitable[bytes]]
 
 
@@ -58,20 +61,8 @@ class MllpServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         MLLP_CONNECTIONS.inc()
         try:
-            while True:
-                try:
-                    frame = await reader.readuntil(END_BLOCK)
-                except asyncio.IncompleteReadError:
-                    return  # the engine closed the connection
-                except asyncio.LimitOverrunError:
-                    MLLP_FRAMING_ERRORS.labels("too_large").inc()
-                    log.warning("MLLP frame over 1 MiB: connection closed")
-                    return
-                start = frame.find(START_BLOCK)
-                if start < 0:
-                    MLLP_FRAMING_ERRORS.labels("no_start_block").inc()
-                    continue
-                ack = await self.handle(frame[start + 1 : -len(END_BLOCK)])
+            while (message := await _next_message(reader)) is not None:
+                ack = await self.handle(message)
                 writer.write(START_BLOCK + ack + END_BLOCK)
                 await writer.drain()
         except ConnectionError:
@@ -81,6 +72,32 @@ class MllpServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+async def _next_message(reader: asyncio.StreamReader) -> bytes | None:
+    """The bytes of the next framed message; None when the connection is to end (closed by the
+    engine, or a frame over MAX_MESSAGE_BYTES).
+
+    The frame ends at 0x1C: the 0x0D after it is read as filler before the next start block,
+    so an engine that leaves the 0x0D out is answered rather than left waiting. Bytes outside
+    a frame (an engine without MLLP wrapping, an HTTP request) are logged, without their
+    content, and counted, once per run of them; reading resumes at the next start block."""
+    try:
+        while (byte := await reader.read(1)) != START_BLOCK:
+            if not byte:
+                return None
+            if byte not in _FILLER:
+                MLLP_FRAMING_ERRORS.labels("no_start_block").inc()
+                log.warning("MLLP bytes outside a frame (no start block) skipped")
+                await reader.readuntil(START_BLOCK)
+                break
+        return (await reader.readuntil(_FRAME_END))[:-1]
+    except asyncio.IncompleteReadError:
+        return None  # the engine closed the connection, mid-frame or not: it resends
+    except asyncio.LimitOverrunError:
+        MLLP_FRAMING_ERRORS.labels("too_large").inc()
+        log.warning("MLLP frame over 1 MiB: connection closed")
+        return None
 
 
 def frame(message: bytes) -> bytes:
