@@ -13,6 +13,7 @@ from handoff_platform.runtime import EventPipeline
 from handoff_platform.supervision import BackgroundTasks
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
+from handoff_referral.entrypoints.admin import build_admin_router
 from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.fhir_http import mount_fhir
 from handoff_referral.entrypoints.http import build_router
@@ -79,6 +80,7 @@ def _http_app(
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
     app.include_router(build_router(service))
+    app.include_router(build_admin_router(pipeline.pool, settings.referral_admin_token))
     mount_fhir(app, FhirReferrals(service), SmartAuthority(pipeline.pool))
     return app
 
