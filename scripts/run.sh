@@ -19,6 +19,21 @@ KEY=$($HANDOFF demo seed)
 
 MATCHING_PORT=$((PORT + 1))
 NOTIFY_PORT=$((PORT + 2))
+CONSOLE_PORT=$((PORT + 4))  # PORT + 3 is the MLLP listener's HTTP port
+
+# The services' admin APIs, which the coordinator console drives: fresh tokens every run.
+export REFERRAL_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+export MATCHING_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+export NOTIFY_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+say "adding the console's demo accounts"
+DEMO_PASSWORD="demo-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
+for account in "md-coordinator coordinator --state MD" "md-reader read_only --state MD" \
+    "supervisor supervisor --state MD --state RI --state VT"; do
+  read -r user role scope <<<"$account"
+  # shellcheck disable=SC2086  # the scope is several options
+  $HANDOFF console users add --username "$user" --role "$role" $scope --password-stdin \
+    <<<"$DEMO_PASSWORD" >/dev/null
+done
 PIDS=()
 stop_all() {
   echo; say "stopping"
@@ -36,6 +51,14 @@ say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
   $HANDOFF notify serve --port "$NOTIFY_PORT" &
+PIDS+=($!)
+
+say "starting the coordinator console on port $CONSOLE_PORT"
+CONSOLE_SECURE_COOKIES=false \
+  CONSOLE_REFERRAL_URL="http://127.0.0.1:$PORT" \
+  CONSOLE_MATCHING_URL="http://127.0.0.1:$MATCHING_PORT" \
+  CONSOLE_NOTIFY_URL="http://127.0.0.1:$NOTIFY_PORT" \
+  $HANDOFF console serve --port "$CONSOLE_PORT" &
 PIDS+=($!)
 
 cat <<INFO
@@ -65,6 +88,9 @@ cat <<INFO
       --referral-url http://127.0.0.1:$PORT --notify-url http://127.0.0.1:$NOTIFY_PORT
 
   Sandbox inbox       http://127.0.0.1:$NOTIFY_PORT/sandbox
+  Coordinator console http://127.0.0.1:$CONSOLE_PORT  (plain HTTP: a demo only)
+      sign in as md-coordinator (Maryland's schedules), md-reader (read-only, Maryland)
+      or supervisor (MD, RI, VT; dispatch settings too), password: $DEMO_PASSWORD
   Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
   Ctrl-C stops the services, Kafka and PostgreSQL.

@@ -128,7 +128,7 @@ async def test_an_open_referral_appears_on_the_board_without_patient_data(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
     created = await stack.system.post_referral(MAIN_SITE, location="ED bay 17")
-    referral_id = created["referral_id"]
+    referral_id = created["id"]
     page = await signed_in("md-reader")
     row = page.locator(f"#board tr[data-referral='{referral_id}']")
 
@@ -229,6 +229,7 @@ async def test_a_coordinator_of_one_state_cannot_reach_another_states_sites(
         assert response is not None
         assert response.status == 404, path
     await screenshot(page, request, "not-found")
+    await page.goto(f"{stack.url}/")
     token = await csrf_token(page)
     refused = await page.request.post(
         f"{stack.url}/pools/site:{MAIN_SITE}/overrides", form={"csrf_token": token}
