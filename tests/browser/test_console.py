@@ -272,3 +272,25 @@ async def test_the_coverage_gap_report_as_a_page_and_as_csv(
     assert (await response.text()).splitlines() == [
         "site_id,start_utc,end_utc,start_local,end_local,minutes"
     ]
+
+
+async def test_a_temporary_schedule_with_nobody_leaves_a_gap_in_the_state_pool(
+    stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
+) -> None:
+    page = await signed_in("md-coordinator")
+    await page.goto(f"{stack.url}/pools/state:MD")
+    assert await lanes(page) == ["state"]  # on the state pool's weekly shifts, always
+    assert await gap_count(page) == 0
+    start = (datetime.now(ZONE) + timedelta(hours=3)).replace(second=0, microsecond=0)
+    end = start + timedelta(hours=1)
+    await page.fill("#temporary-form input[name=start]", start.strftime("%Y-%m-%dT%H:%M"))
+    await page.fill("#temporary-form input[name=end]", end.strftime("%Y-%m-%dT%H:%M"))
+    await page.click("#temporary-form button[type=submit]")  # nobody chosen: a strike
+    await page.wait_for_url(f"{stack.url}/pools/state:MD")
+    gap = await page.locator("svg.timeline").first.locator("rect.gap title").text_content()
+    assert gap == f"nobody on call: {start:%a %d %b %H:%M} to {end:%a %d %b %H:%M}"
+    await screenshot(page, request, "temporary")
+
+    await page.fill("#temporary-form input[name=start]", "")
+    await page.click("#temporary-form button[type=submit]")
+    assert await page.inner_text("#error-temporary-start") == "required"
