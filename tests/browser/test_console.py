@@ -60,7 +60,7 @@ async def test_a_wrong_password_is_refused_with_a_message(stack: Stack, signed_i
     await page.fill("input[name=username]", "md-reader")
     await page.fill("input[name=password]", "not the password at all")
     await page.click("button[type=submit]")
-    assert "Wrong username or password." in await page.inner_text("[role=alert]")
+    assert "Wrong username, password or code." in await page.inner_text("[role=alert]")
     response = await page.goto(f"{stack.url}/")
     assert response is not None
     assert page.url.endswith("/sign-in"), "signed out: the session is gone"

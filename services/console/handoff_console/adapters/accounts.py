@@ -2,6 +2,7 @@
 the change log and the audit of referral views."""
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Iterable
@@ -11,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -111,6 +113,47 @@ async def check_password(connection: Connection, username: str, password: str) -
             _hasher.hash(password),
         )
     return _account(row)
+
+
+async def enable_totp(connection: Connection, username: str) -> str | None:
+    """Give the account a new TOTP secret (RFC 6238: 6 digits, 30 s); returns its
+    provisioning URI for an authenticator app, shown once, or None for no such account."""
+    secret = pyotp.random_base32()
+    changed = await connection.fetchval(
+        f"""UPDATE {SCHEMA}.accounts SET totp_secret = $2, totp_last_step = NULL
+            WHERE username = $1 RETURNING true""",
+        username,
+        secret,
+    )
+    if not changed:
+        return None
+    return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Handoff console")
+
+
+async def second_factor_ok(
+    connection: Connection, account: Account, code: str, now: datetime
+) -> bool:
+    """True for an account without TOTP. With it: the code of the 30 s step at `now` (or
+    the one either side, for clock drift), and a step later than any used before, so a
+    code signs in once."""
+    secret = await connection.fetchval(
+        f"SELECT totp_secret FROM {SCHEMA}.accounts WHERE account_id = $1", account.account_id
+    )
+    if secret is None:
+        return True
+    totp = pyotp.TOTP(secret)
+    step = totp.timecode(now)
+    for candidate in (step - 1, step, step + 1):
+        if hmac.compare_digest(totp.generate_otp(candidate), code.strip()):
+            used_now = await connection.fetchval(
+                f"""UPDATE {SCHEMA}.accounts SET totp_last_step = $2
+                    WHERE account_id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)
+                    RETURNING true""",
+                account.account_id,
+                candidate,
+            )
+            return bool(used_now)
+    return False
 
 
 def _digest(token: str) -> bytes:

@@ -47,6 +47,9 @@ def add_user(
     password_stdin: Annotated[
         bool, typer.Option(help="Read the password from stdin (else asked twice).")
     ] = False,
+    totp: Annotated[
+        bool, typer.Option(help="Also ask for a code from an authenticator app (TOTP).")
+    ] = False,
 ) -> None:
     """Add an account. Its scope is at least one state or site."""
     states = [s.upper() for s in state or []]
@@ -68,13 +71,15 @@ def add_user(
         raise typer.Exit(2)
     database_url = settings_or_exit(PlatformSettings).database_url
     try:
-        asyncio.run(
-            _add(database_url, username, name or username, password, role, states, site or [])
+        uri = asyncio.run(
+            _add(database_url, username, name or username, password, role, states, site or [], totp)
         )
     except UsernameTaken:
         typer.echo(f"an account named {username!r} exists", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"added {username} ({role.value}; {', '.join([*states, *(site or [])])})")
+    if uri:
+        typer.echo(f"authenticator app (shown once): {uri}")
 
 
 async def _add(
@@ -85,10 +90,13 @@ async def _add(
     role: Role,
     states: list[str],
     sites: list[str],
-) -> None:
+    totp: bool,
+) -> str | None:
     await accounts.apply_migrations(database_url)
     connection = await asyncpg.connect(database_url)
     try:
-        await accounts.add_account(connection, username, name, password, role, states, sites)
+        async with connection.transaction():
+            await accounts.add_account(connection, username, name, password, role, states, sites)
+            return await accounts.enable_totp(connection, username) if totp else None
     finally:
         await connection.close()

@@ -200,6 +200,10 @@ def build_console(console: Console) -> APIRouter:
             account = await accounts.check_password(
                 connection, form.get("username", ""), form.get("password", "")
             )
+            if account is not None and not await accounts.second_factor_ok(
+                connection, account, form.get("code", ""), datetime.now(UTC)
+            ):
+                account = None
             if account is None:
                 log.info("console sign-in refused")
                 response = console.render(
@@ -207,7 +211,7 @@ def build_console(console: Console) -> APIRouter:
                     "sign_in.html",
                     status=401,
                     csrf_token=expected,
-                    error="Wrong username or password.",
+                    error="Wrong username, password or code.",
                     username=form.get("username", ""),
                 )
                 return response
