@@ -290,6 +290,12 @@ async def test_a_temporary_schedule_with_nobody_leaves_a_gap_in_the_state_pool(
     gap = await page.locator("svg.timeline").first.locator("rect.gap title").text_content()
     assert gap == f"nobody on call: {start:%a %d %b %H:%M} to {end:%a %d %b %H:%M}"
     await screenshot(page, request, "temporary")
+    assert "nobody" in await page.inner_text("#temporaries")
+
+    await page.click("#temporaries button")  # removed: the state pool is covered again
+    await page.wait_for_url(f"{stack.url}/pools/state:MD")
+    assert await gap_count(page) == 0
+    assert "None in force or ahead." in await page.inner_text("#temporaries")
 
     await page.fill("#temporary-form input[name=start]", "")
     await page.click("#temporary-form button[type=submit]")

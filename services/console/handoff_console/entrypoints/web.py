@@ -478,6 +478,9 @@ def build_console(console: Console) -> APIRouter:
         layers = await matching.call("GET", "/v1/admin/layers", params={"pool": pool.name})
         rotations = await matching.call("GET", "/v1/admin/rotations", params={"pool": pool.name})
         overrides = await matching.call("GET", "/v1/admin/overrides", params={"pool": pool.name})
+        temporaries = await matching.call(
+            "GET", "/v1/admin/temporary-schedules", params={"pool": pool.name}
+        )
         coaches = await matching.call("GET", "/v1/admin/coaches")
         names = {UUID(c["coach_id"]): c["display_name"] for c in coaches}
         schedule = await matching.call(
@@ -507,6 +510,9 @@ def build_console(console: Console) -> APIRouter:
             overrides=[
                 {**o, "starts_at": _aware(o["starts_at"]), "ends_at": _aware(o["ends_at"])}
                 for o in overrides
+            ],
+            temporaries=[
+                {**t, "start": _aware(t["start"]), "end": _aware(t["end"])} for t in temporaries
             ],
             names={str(k): v for k, v in names.items()},
             coaches=coaches,
@@ -692,6 +698,27 @@ def build_console(console: Console) -> APIRouter:
             "layer removed",
             pool.name,
             {"layer_id": str(layer_id), "name": layer["name"], "kind": layer["kind"]},
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    @router.post("/pools/{pool_name}/temporary-schedules/{temporary_id}/remove")
+    async def remove_temporary(pool_name: str, temporary_id: UUID, session: Changing) -> Response:
+        pool, _, state = await _changeable_pool(session, pool_name)
+        temporaries = await console.services.matching.call(
+            "GET", "/v1/admin/temporary-schedules", params={"pool": pool.name}
+        )
+        if not any(t["temporary_id"] == str(temporary_id) for t in temporaries):
+            raise NotFound  # another pool's, or already ended
+        await console.services.matching.call(
+            "DELETE", f"/v1/admin/temporary-schedules/{temporary_id}"
+        )
+        await record(
+            session,
+            "temporary schedule removed",
+            pool.name,
+            {"temporary_id": str(temporary_id)},
             pool.key if pool.kind == "site" else None,
             state,
         )

@@ -65,6 +65,14 @@ class PoolScheduleOut(BaseModel):
     segments: list[PoolSegment]
 
 
+class TemporaryListed(BaseModel):
+    temporary_id: UUID
+    pool: str
+    start: datetime
+    end: datetime
+    coaches: list[UUID]  # on call for some of the window; none: nobody
+
+
 class OpenDispatch(BaseModel):
     referral_id: UUID
     state: str  # the dispatch's state: offering, waiting, unassigned, assigned…
@@ -177,6 +185,35 @@ def add_overview_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
                 for span, coaches in line.segments()
             ],
         )
+
+    @router.get("/temporary-schedules", response_model=list[TemporaryListed])
+    async def list_temporary(
+        pool_name: Annotated[PoolName, Query(alias="pool")],
+    ) -> list[TemporaryListed]:
+        """The pool's temporary schedules not yet ended, in the order made."""
+        target = _pool(pool_name)
+        async with pool.acquire() as connection:
+            rows = await connection.fetch(
+                f"""SELECT t.temporary_id, t.starts_at, t.ends_at,
+                           coalesce(array_agg(DISTINCT s.coach_id)
+                                    FILTER (WHERE s.coach_id IS NOT NULL), '{{}}') AS coaches
+                    FROM {SCHEMA}.temporary_schedules t
+                        LEFT JOIN {SCHEMA}.temporary_shifts s USING (temporary_id)
+                    WHERE t.pool_kind = $1 AND t.pool_key = $2 AND t.ends_at > now()
+                    GROUP BY t.temporary_id ORDER BY t.created_at""",
+                target.kind.value,
+                target.key,
+            )
+        return [
+            TemporaryListed(
+                temporary_id=r["temporary_id"],
+                pool=pool_name,
+                start=r["starts_at"],
+                end=r["ends_at"],
+                coaches=r["coaches"],
+            )
+            for r in rows
+        ]
 
     @router.get("/sites/{site_id}/open-dispatches", response_model=list[OpenDispatch])
     async def open_dispatches(
