@@ -13,7 +13,7 @@ need_apt=()
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 [ -x /usr/bin/promtool ] || need_apt+=(prometheus)  # alert rule tests; scrape test
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the coach page's browser test
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the coach page's and the console's browser tests
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing ${need_apt[*]} from Debian's packages"

@@ -4,7 +4,8 @@
 # the sandbox provider, whose inbox is a local web page. Ctrl-C stops all of it.
 # Ports from the environment, to run beside another instance: KAFKA_PORT (9092),
 # POSTGRES_PORT (5433), REFERRAL_PORT (8001), MATCHING_PORT (referral + 1), NOTIFY_PORT
-# (referral + 2), MLLP_PORT (2575) and MLLP_HTTP_PORT (referral + 3) for the HL7 listener;
+# (referral + 2), MLLP_PORT (2575), MLLP_HTTP_PORT (referral + 3) for the HL7 listener and
+# CONSOLE_PORT (referral + 4) for the coordinator console;
 # HANDOFF_DEV_DIR for the state directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,21 @@ MATCHING_PORT=${MATCHING_PORT:-$((PORT + 1))}
 NOTIFY_PORT=${NOTIFY_PORT:-$((PORT + 2))}
 MLLP_PORT=${MLLP_PORT:-2575}
 MLLP_HTTP_PORT=${MLLP_HTTP_PORT:-$((PORT + 3))}
+CONSOLE_PORT=${CONSOLE_PORT:-$((PORT + 4))}  # PORT + 3 is the MLLP listener's HTTP port
+
+# The services' admin APIs, which the coordinator console drives: fresh tokens every run.
+export REFERRAL_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+export MATCHING_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+export NOTIFY_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+say "adding the console's demo accounts"
+DEMO_PASSWORD="demo-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
+for account in "md-coordinator coordinator --state MD" "md-reader read_only --state MD" \
+    "supervisor supervisor --state MD --state RI --state VT"; do
+  read -r user role scope <<<"$account"
+  # shellcheck disable=SC2086  # the scope is several options
+  $HANDOFF console users add --username "$user" --role "$role" $scope --password-stdin \
+    <<<"$DEMO_PASSWORD" >/dev/null
+done
 PIDS=()
 stop_all() {
   echo; say "stopping"
@@ -46,6 +62,14 @@ PIDS+=($!)
 
 say "starting the HL7 v2 MLLP listener on port $MLLP_PORT (operations on $MLLP_HTTP_PORT)"
 $HANDOFF referral mllp serve --port "$MLLP_PORT" --http-port "$MLLP_HTTP_PORT" &
+PIDS+=($!)
+
+say "starting the coordinator console on port $CONSOLE_PORT"
+CONSOLE_SECURE_COOKIES=false \
+  CONSOLE_REFERRAL_URL="http://127.0.0.1:$PORT" \
+  CONSOLE_MATCHING_URL="http://127.0.0.1:$MATCHING_PORT" \
+  CONSOLE_NOTIFY_URL="http://127.0.0.1:$NOTIFY_PORT" \
+  $HANDOFF console serve --port "$CONSOLE_PORT" &
 PIDS+=($!)
 
 cat <<INFO
@@ -75,6 +99,9 @@ cat <<INFO
       --referral-url http://127.0.0.1:$PORT --notify-url http://127.0.0.1:$NOTIFY_PORT
 
   Sandbox inbox       http://127.0.0.1:$NOTIFY_PORT/sandbox
+  Coordinator console http://127.0.0.1:$CONSOLE_PORT  (plain HTTP: a demo only)
+      sign in as md-coordinator (Maryland's schedules), md-reader (read-only, Maryland)
+      or supervisor (MD, RI, VT; dispatch settings too), password: $DEMO_PASSWORD
   Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
   HL7 v2 over MLLP    127.0.0.1:$MLLP_PORT (metrics http://127.0.0.1:$MLLP_HTTP_PORT/metrics)

@@ -1,6 +1,7 @@
 import typer
 
 from handoff_cli import demo, dev, ops, schemas
+from handoff_console.entrypoints import cli as console
 from handoff_matching.entrypoints import cli as matching
 from handoff_notify.entrypoints import cli as notify
 from handoff_referral.entrypoints import cli as referral
@@ -16,3 +17,4 @@ app.add_typer(matching.app, name="matching")
 app.add_typer(notify.app, name="notify")
 app.add_typer(demo.app, name="demo")
 app.add_typer(ops.app, name="ops")
+app.add_typer(console.app, name="console")

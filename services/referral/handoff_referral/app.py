@@ -15,6 +15,7 @@ from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.domain.webhooks import RetryPolicy
 from handoff_referral.entrypoints.admin import build_admin_router
+from handoff_referral.entrypoints.board_admin import build_board_router
 from handoff_referral.entrypoints.consumers import timeline_handlers
 from handoff_referral.entrypoints.fhir_http import PREFIX, fhir_too_large, mount_fhir
 from handoff_referral.entrypoints.http import build_router
@@ -100,6 +101,7 @@ def _http_app(
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
     app.include_router(build_router(service))
+    app.include_router(build_board_router(pipeline.pool, settings.referral_admin_token))
     mount_fhir(app, FhirReferrals(service), SmartAuthority(pipeline.pool))
     app.include_router(
         build_admin_router(

@@ -11,7 +11,8 @@ class ReferralSettings(PlatformSettings):
     mllp_port: int = 2575
     referral_admin_token: SecretStr | None = Field(
         default=None,
-        description="Opens /v1/admin (site webhooks); without it every admin call is refused.",
+        description="Opens /v1/admin (site webhooks, the console's sites and board); without "
+        "it every admin call is refused.",
     )
     webhook_allow_http: bool = Field(
         default=False, description="Accept http:// callback URLs (development and tests only)."

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_matching.domain.schedules import Interval, Pool
+from handoff_matching.entrypoints.overview_api import add_overview_routes
 from handoff_matching.entrypoints.schedules_api import add_schedule_routes
 from handoff_matching.on_call import OnCall
 from handoff_matching.roster_file import OverrideRow
@@ -185,6 +186,7 @@ def build_admin_router(
         return Response(status_code=204)
 
     add_schedule_routes(router, pool)
+    add_overview_routes(router, pool)
     return router
 
 

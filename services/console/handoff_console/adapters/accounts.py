@@ -1,0 +1,273 @@
+"""The console's own tables: accounts (Argon2id password hashes), server-side sessions,
+the change log and the audit of referral views."""
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from handoff_console import SCHEMA
+from handoff_console.domain.access import Account, Role, new_token
+from handoff_platform.database import Connection, migrate_database
+
+MIGRATIONS = "handoff_console.adapters.migrations"
+_hasher = PasswordHasher()  # argon2-cffi's defaults: Argon2id, RFC 9106 low-memory profile
+# Verified against when the username is unknown, so a wrong name costs as long as a wrong
+# password and the answer's timing does not tell which names exist.
+_DUMMY_HASH = _hasher.hash(new_token())
+
+
+async def apply_migrations(database_url: str) -> list[str]:
+    return await migrate_database(database_url, SCHEMA, MIGRATIONS)
+
+
+class UsernameTaken(Exception):
+    """An account with this username exists."""
+
+
+@dataclass(frozen=True)
+class Session:
+    account: Account
+    csrf_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Change:
+    at: datetime
+    username: str
+    action: str
+    site_id: str | None
+    state: str | None
+    target: str
+    detail: dict[str, Any]
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(
+        account_id=row["account_id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        role=Role(row["role"]),
+        states=frozenset(row["states"]),
+        sites=frozenset(row["sites"]),
+    )
+
+
+async def add_account(
+    connection: Connection,
+    username: str,
+    display_name: str,
+    password: str,
+    role: Role,
+    states: Iterable[str] = (),
+    sites: Iterable[str] = (),
+) -> Account:
+    """A new account with the password hashed by Argon2id; raises UsernameTaken."""
+    try:
+        row = await connection.fetchrow(
+            f"""INSERT INTO {SCHEMA}.accounts (account_id, username, display_name,
+                    password_hash, role, states, sites)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *""",
+            uuid.uuid4(),
+            username,
+            display_name,
+            _hasher.hash(password),
+            role.value,
+            sorted(set(states)),
+            sorted(set(sites)),
+        )
+    except asyncpg.UniqueViolationError:
+        raise UsernameTaken(username) from None
+    assert row is not None
+    return _account(row)
+
+
+async def check_password(connection: Connection, username: str, password: str) -> Account | None:
+    """The active account if the password is right, else None (same work either way).
+    Rehashes a password whose hash used older parameters."""
+    row = await connection.fetchrow(
+        f"SELECT * FROM {SCHEMA}.accounts WHERE username = $1 AND active", username
+    )
+    stored = row["password_hash"] if row else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    if _hasher.check_needs_rehash(stored):
+        await connection.execute(
+            f"UPDATE {SCHEMA}.accounts SET password_hash = $2 WHERE account_id = $1",
+            row["account_id"],
+            _hasher.hash(password),
+        )
+    return _account(row)
+
+
+async def enable_totp(connection: Connection, username: str) -> str | None:
+    """Give the account a new TOTP secret (RFC 6238: 6 digits, 30 s); returns its
+    provisioning URI for an authenticator app, shown once, or None for no such account."""
+    secret = pyotp.random_base32()
+    changed = await connection.fetchval(
+        f"""UPDATE {SCHEMA}.accounts SET totp_secret = $2, totp_last_step = NULL
+            WHERE username = $1 RETURNING true""",
+        username,
+        secret,
+    )
+    if not changed:
+        return None
+    return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Handoff console")
+
+
+async def second_factor_ok(
+    connection: Connection, account: Account, code: str, now: datetime
+) -> bool:
+    """True for an account without TOTP. With it: the code of the 30 s step at `now` (or
+    the one either side, for clock drift), and a step later than any used before, so a
+    code signs in once."""
+    secret = await connection.fetchval(
+        f"SELECT totp_secret FROM {SCHEMA}.accounts WHERE account_id = $1", account.account_id
+    )
+    if secret is None:
+        return True
+    totp = pyotp.TOTP(secret)
+    step = totp.timecode(now)
+    for candidate in (step - 1, step, step + 1):
+        if hmac.compare_digest(totp.generate_otp(candidate), code.strip()):
+            used_now = await connection.fetchval(
+                f"""UPDATE {SCHEMA}.accounts SET totp_last_step = $2
+                    WHERE account_id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)
+                    RETURNING true""",
+                account.account_id,
+                candidate,
+            )
+            return bool(used_now)
+    return False
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def open_session(
+    connection: Connection, account: Account, lifetime: timedelta
+) -> tuple[str, str]:
+    """A new session for `lifetime`; returns (cookie value, CSRF token). Only the cookie
+    value's SHA-256 is stored."""
+    token, csrf = new_token(), new_token()
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.sessions (session_hash, account_id, csrf_token, expires_at)
+            VALUES ($1, $2, $3, now() + $4::interval)""",
+        _digest(token),
+        account.account_id,
+        csrf,
+        lifetime,
+    )
+    return token, csrf
+
+
+async def session_for(connection: Connection, token: str, idle: timedelta) -> Session | None:
+    """The live session of this cookie value (not expired, used within `idle`, account
+    active), its last use moved to now; None otherwise."""
+    row = await connection.fetchrow(
+        f"""UPDATE {SCHEMA}.sessions s SET last_seen = now()
+            FROM {SCHEMA}.accounts a
+            WHERE s.session_hash = $1 AND a.account_id = s.account_id AND a.active
+              AND s.expires_at > now() AND s.last_seen > now() - $2::interval
+            RETURNING a.*, s.csrf_token, s.expires_at""",
+        _digest(token),
+        idle,
+    )
+    if row is None:
+        return None
+    return Session(_account(row), row["csrf_token"], row["expires_at"])
+
+
+async def close_session(connection: Connection, token: str) -> None:
+    await connection.execute(
+        f"DELETE FROM {SCHEMA}.sessions WHERE session_hash = $1", _digest(token)
+    )
+
+
+async def forget_expired_sessions(connection: Connection) -> int:
+    """Delete sessions past their expiry; returns how many."""
+    result: str = await connection.execute(
+        f"DELETE FROM {SCHEMA}.sessions WHERE expires_at <= now()"
+    )
+    return int(result.split()[-1])
+
+
+async def record_change(
+    connection: Connection,
+    account: Account,
+    action: str,
+    target: str,
+    detail: dict[str, Any],
+    site_id: str | None = None,
+    state: str | None = None,
+) -> None:
+    """One line of the change log: who, when (the database's now), what, on which site or state."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.changes (account_id, username, action, site_id, state,
+                target, detail)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)""",
+        account.account_id,
+        account.username,
+        action,
+        site_id,
+        state,
+        target,
+        json.dumps(detail, default=str),
+    )
+
+
+async def changes(
+    connection: Connection, sites: Iterable[str], states: Iterable[str], limit: int = 200
+) -> list[Change]:
+    """The newest changes touching these sites or states (or their sites' states)."""
+    rows = await connection.fetch(
+        f"""SELECT at, username, action, site_id, state, target, detail
+            FROM {SCHEMA}.changes
+            WHERE site_id = ANY($1::text[]) OR state = ANY($2::text[])
+            ORDER BY at DESC, change_id DESC LIMIT $3""",
+        list(sites),
+        list(states),
+        limit,
+    )
+    return [
+        Change(
+            at=r["at"],
+            username=r["username"],
+            action=r["action"],
+            site_id=r["site_id"],
+            state=r["state"].strip() if r["state"] else None,
+            target=r["target"],
+            detail=json.loads(r["detail"]),
+        )
+        for r in rows
+    ]
+
+
+async def record_referral_view(
+    connection: Connection, account: Account, site_id: str, referral_ids: Iterable[UUID]
+) -> None:
+    """Audit: this person was shown these referrals of the site, now."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.referral_views (account_id, username, site_id, referral_ids)
+            VALUES ($1, $2, $3, $4)""",
+        account.account_id,
+        account.username,
+        site_id,
+        list(referral_ids),
+    )

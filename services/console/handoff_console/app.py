@@ -1,0 +1,54 @@
+"""Composition root: the console's web app over its database and the services' admin APIs."""
+
+import httpx
+from fastapi import FastAPI
+
+from handoff_console.adapters import accounts
+from handoff_console.adapters.services import Endpoint, Services
+from handoff_console.entrypoints.web import (
+    Console,
+    build_console,
+    install_console_errors,
+    templates,
+)
+from handoff_console.settings import ConsoleSettings
+from handoff_platform.database import create_pool
+from handoff_platform.http import serve_http, service_app
+
+
+def console_app(console: Console) -> FastAPI:
+    """The console's pages plus /healthz, /readyz (its database answers) and /metrics."""
+
+    async def database_answers() -> bool:
+        async with console.pool.acquire() as connection:
+            return bool(await connection.fetchval("SELECT true"))
+
+    app = service_app(
+        "Handoff coordinator console",
+        {"database": database_answers},
+        max_body_bytes=256 * 1024,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(build_console(console))
+    install_console_errors(app, console)
+    return app
+
+
+async def serve(settings: ConsoleSettings, host: str, port: int) -> None:
+    """Apply the console's migrations, then serve until stopped."""
+    await accounts.apply_migrations(settings.database_url)
+    pool = await create_pool(settings.database_url, max_size=5)
+    try:
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            services = Services.over(
+                client,
+                Endpoint("referral", settings.console_referral_url, settings.referral_admin_token),
+                Endpoint("matching", settings.console_matching_url, settings.matching_admin_token),
+                Endpoint("notify", settings.console_notify_url, settings.notify_admin_token),
+            )
+            console = Console(pool, services, settings, templates())
+            await serve_http(console_app(console), host, port)
+    finally:
+        await pool.close()

@@ -1,0 +1,887 @@
+"""The console's pages: server-rendered HTML forms that work without JavaScript.
+
+Every page needs a session (else a redirect to sign in); every POST but sign-in carries
+the session's CSRF token and is refused 403 without it, or from a read-only account. A
+site or pool outside the account's scope is 404, as if it did not exist.
+"""
+
+import csv
+import io
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from typing import Annotated, Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from handoff_console.adapters import accounts
+from handoff_console.adapters.accounts import Session
+from handoff_console.adapters.services import Refused, Services, ServiceUnavailable
+from handoff_console.domain.access import (
+    Account,
+    PoolRef,
+    csrf_matches,
+    may_change_dispatch,
+    may_change_pool,
+    may_view_pool,
+    may_view_site,
+    new_token,
+)
+from handoff_console.domain.roster import certification_warning
+from handoff_console.domain.timeline import Picture, Segment, lay_out
+from handoff_console.settings import ConsoleSettings
+
+log = logging.getLogger(__name__)
+SESSION_COOKIE = "handoff_console_session"
+SIGN_IN_COOKIE = "handoff_console_sign_in"  # the sign-in form's own CSRF token
+TIMELINE_DAYS = 14
+DISPATCH_FIELDS = (
+    "ack_timeout_seconds",
+    "arrival_target_minutes",
+    "broadcast_size",
+    "page_deadline_seconds",
+    "reoffer_every_seconds",
+    "give_up_after_minutes",
+)
+
+
+class SignInNeeded(Exception):
+    """No live session: answered with a redirect to the sign-in page."""
+
+
+class NotFound(Exception):
+    """Unknown, or outside the account's scope: the same 404 either way."""
+
+
+class Forbidden(Exception):
+    """Signed in but not allowed (read-only, or a missing/wrong CSRF token): 403."""
+
+
+@dataclass(frozen=True)
+class Site:
+    site_id: str
+    name: str
+    short_name: str
+    state: str
+    time_zone: str
+
+
+@dataclass
+class Console:
+    """What every page needs: the console's database, the services, the settings."""
+
+    pool: asyncpg.Pool
+    services: Services
+    settings: ConsoleSettings
+    templates: Environment
+
+    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        template = self.templates.get_template(name)
+        body = template.render(request=request, **context)
+        return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+    async def sites(self) -> dict[str, Site]:
+        """Every registered site, from the referral service, by id."""
+        rows = await self.services.referral.call("GET", "/v1/admin/sites")
+        return {r["site_id"]: Site(**r) for r in rows}
+
+    async def visible_site(self, account: Account, site_id: str) -> Site:
+        """Raises NotFound for an unknown site or one outside the account's scope."""
+        site = (await self.sites()).get(site_id)
+        if site is None or not may_view_site(account, site.site_id, site.state):
+            raise NotFound
+        return site
+
+    async def coach_names(self) -> dict[UUID, str]:
+        coaches = await self.services.matching.call("GET", "/v1/admin/coaches")
+        return {UUID(c["coach_id"]): c["display_name"] for c in coaches}
+
+
+def templates() -> Environment:
+    folder = resources.files("handoff_console") / "templates"
+    environment = Environment(
+        loader=FileSystemLoader(str(folder)),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["local"] = _local
+    environment.filters["duration"] = _duration
+    return environment
+
+
+def _local(instant: datetime, zone: str, fmt: str = "%a %d %b %H:%M") -> str:
+    return instant.astimezone(ZoneInfo(zone)).strftime(fmt)
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def build_console(console: Console) -> APIRouter:
+    """The console's routes over `console`; `install_console_errors` renders its errors."""
+    router = APIRouter(include_in_schema=False)
+    settings = console.settings
+
+    async def current_session(request: Request) -> Session:
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token:
+            raise SignInNeeded
+        async with console.pool.acquire() as connection:
+            session = await accounts.session_for(
+                connection, token, timedelta(minutes=settings.console_idle_minutes)
+            )
+        if session is None:
+            raise SignInNeeded
+        return session
+
+    SignedIn = Annotated[Session, Depends(current_session)]
+
+    async def changing(request: Request, session: SignedIn) -> Session:
+        """A POST that changes something: CSRF token checked, read-only refused."""
+        form = await request.form()
+        given = form.get("csrf_token")
+        if not csrf_matches(session.csrf_token, given if isinstance(given, str) else None):
+            log.warning("console form refused: CSRF token missing or wrong")
+            raise Forbidden("This form has expired or did not come from the console.")
+        if not session.account.changes_anything:
+            raise Forbidden("Your account is read-only.")
+        return session
+
+    Changing = Annotated[Session, Depends(changing)]
+
+    async def form_of(request: Request) -> dict[str, str]:
+        form = await request.form()
+        return {k: v.strip() for k, v in form.items() if isinstance(v, str)}
+
+    async def record(
+        session: Session,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        site_id: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        async with console.pool.acquire() as connection:
+            await accounts.record_change(
+                connection, session.account, action, target, detail, site_id, state
+            )
+        log.info(
+            "console change",
+            extra={"action": action, "target": target, "account": session.account.username},
+        )
+
+    # --- signing in and out ---------------------------------------------------------------
+
+    @router.get("/sign-in", response_class=HTMLResponse)
+    async def sign_in_page(request: Request) -> Response:
+        token = new_token()
+        response = console.render(request, "sign_in.html", csrf_token=token, error=None)
+        _set_cookie(response, SIGN_IN_COOKIE, token, settings, max_age=3600)
+        return response
+
+    @router.post("/sign-in", response_class=HTMLResponse)
+    async def sign_in(request: Request) -> Response:
+        form = await form_of(request)
+        expected = request.cookies.get(SIGN_IN_COOKIE, "")
+        if not csrf_matches(expected, form.get("csrf_token")):
+            raise Forbidden("This form has expired: reload the sign-in page.")
+        async with console.pool.acquire() as connection:
+            account = await accounts.check_password(
+                connection, form.get("username", ""), form.get("password", "")
+            )
+            if account is not None and not await accounts.second_factor_ok(
+                connection, account, form.get("code", ""), datetime.now(UTC)
+            ):
+                account = None
+            if account is None:
+                log.info("console sign-in refused")
+                response = console.render(
+                    request,
+                    "sign_in.html",
+                    status=401,
+                    csrf_token=expected,
+                    error="Wrong username, password or code.",
+                    username=form.get("username", ""),
+                )
+                return response
+            lifetime = timedelta(hours=settings.console_session_hours)
+            token, _ = await accounts.open_session(connection, account, lifetime)
+        log.info("console sign-in", extra={"account": account.username})
+        response = RedirectResponse("/", status_code=303)
+        _set_cookie(response, SESSION_COOKIE, token, settings, int(lifetime.total_seconds()))
+        response.delete_cookie(SIGN_IN_COOKIE)
+        return response
+
+    @router.post("/sign-out")
+    async def sign_out(request: Request, session: SignedIn) -> Response:
+        form = await form_of(request)
+        if not csrf_matches(session.csrf_token, form.get("csrf_token")):
+            raise Forbidden("This form has expired or did not come from the console.")
+        async with console.pool.acquire() as connection:
+            await accounts.close_session(connection, request.cookies.get(SESSION_COOKIE, ""))
+        response = RedirectResponse("/sign-in", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    # --- sites -------------------------------------------------------------------------------
+
+    @router.get("/", response_class=HTMLResponse)
+    async def home(request: Request, session: SignedIn) -> Response:
+        account = session.account
+        sites = [
+            s
+            for s in (await console.sites()).values()
+            if may_view_site(account, s.site_id, s.state)
+        ]
+        states = sorted({s.state for s in sites})
+        return console.render(
+            request,
+            "sites.html",
+            session=session,
+            states=[(state, [s for s in sites if s.state == state]) for state in states],
+        )
+
+    @router.get("/sites/{site_id}", response_class=HTMLResponse)
+    async def site_page(request: Request, site_id: str, session: SignedIn) -> Response:
+        return await _site_page(request, session, site_id, {}, None)
+
+    async def _site_page(
+        request: Request,
+        session: Session,
+        site_id: str,
+        errors: dict[str, str],
+        submitted: dict[str, Any] | None,
+        status: int = 200,
+    ) -> Response:
+        site = await console.visible_site(session.account, site_id)
+        dispatch = await console.services.matching.call(
+            "GET", f"/v1/admin/sites/{site_id}/dispatch"
+        )
+        coaches = await console.services.matching.call("GET", "/v1/admin/coaches")
+        names = {UUID(c["coach_id"]): c["display_name"] for c in coaches}
+        schedule = await console.services.matching.call(
+            "GET", f"/v1/admin/sites/{site_id}/schedule", params={"days": TIMELINE_DAYS}
+        )
+        zone = ZoneInfo(site.time_zone)
+        start, end = _aware(schedule["start"]), _aware(schedule["end"])
+        now = datetime.now(UTC)
+
+        def picture(key: str) -> Picture:
+            return lay_out(
+                [
+                    Segment(_aware(s["start"]), _aware(s["end"]), frozenset(map(UUID, s[key])))
+                    for s in schedule["segments"]
+                ],
+                start,
+                end,
+                names,
+                zone,
+                now,
+            )
+
+        both = lay_out(
+            [
+                Segment(
+                    _aware(s["start"]),
+                    _aware(s["end"]),
+                    frozenset(map(UUID, [*s["site"], *s["state_pool"]])),
+                )
+                for s in schedule["segments"]
+            ],
+            start,
+            end,
+            names,
+            zone,
+            now,
+        )
+        return console.render(
+            request,
+            "site.html",
+            status=status,
+            session=session,
+            site=site,
+            dispatch=submitted or dispatch,
+            coaches=coaches,
+            errors=errors,
+            may_change=may_change_dispatch(session.account, site.site_id, site.state),
+            site_picture=picture("site"),
+            state_picture=picture("state_pool"),
+            gaps=both.gaps,
+        )
+
+    @router.post("/sites/{site_id}/dispatch", response_class=HTMLResponse)
+    async def change_dispatch(request: Request, site_id: str, session: Changing) -> Response:
+        site = await console.visible_site(session.account, site_id)
+        if not may_change_dispatch(session.account, site.site_id, site.state):
+            raise Forbidden("Only a supervisor changes a site's dispatch settings.")
+        form = await request.form()
+        body: dict[str, Any] = {
+            "mode": str(form.get("mode", "")),
+            "interpreter_available": form.get("interpreter_available") == "on",
+            "supervisors": [str(v) for v in form.getlist("supervisors")],
+        }
+        errors: dict[str, str] = {}
+        for name in DISPATCH_FIELDS:
+            raw = str(form.get(name, "")).strip()
+            try:
+                body[name] = int(raw)
+            except ValueError:
+                body[name] = raw
+                errors[name] = "a whole number"
+        if not errors:
+            try:
+                await console.services.matching.call(
+                    "PUT", f"/v1/admin/sites/{site_id}/dispatch", json=body
+                )
+            except Refused as refused:
+                errors = refused.fields or {"form": refused.message}
+        if errors:
+            return await _site_page(request, session, site_id, errors, body, status=422)
+        await record(session, "dispatch settings changed", site_id, body, site_id, site.state)
+        return RedirectResponse(f"/sites/{site_id}", status_code=303)
+
+    # --- coverage-gap report -----------------------------------------------------------------
+
+    async def _coverage(session: Session, site_id: str, days: int) -> tuple[Site, dict[str, Any]]:
+        site = await console.visible_site(session.account, site_id)
+        report = await console.services.matching.call(
+            "GET", f"/v1/admin/sites/{site_id}/coverage", params={"days": days}
+        )
+        return site, report
+
+    @router.get("/sites/{site_id}/coverage", response_class=HTMLResponse)
+    async def coverage_page(
+        request: Request, site_id: str, session: SignedIn, days: int = TIMELINE_DAYS
+    ) -> Response:
+        days = min(max(days, 1), 28)
+        site, report = await _coverage(session, site_id, days)
+        gaps = [{**g, "start": _aware(g["start"]), "end": _aware(g["end"])} for g in report["gaps"]]
+        return console.render(
+            request, "coverage.html", session=session, site=site, gaps=gaps, days=days
+        )
+
+    @router.get("/sites/{site_id}/coverage.csv")
+    async def coverage_csv(site_id: str, session: SignedIn, days: int = TIMELINE_DAYS) -> Response:
+        days = min(max(days, 1), 28)
+        site, report = await _coverage(session, site_id, days)
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["site_id", "start_utc", "end_utc", "start_local", "end_local", "minutes"])
+        for gap in report["gaps"]:
+            writer.writerow(
+                [
+                    site.site_id,
+                    gap["start"],
+                    gap["end"],
+                    _local(_aware(gap["start"]), site.time_zone, "%Y-%m-%d %H:%M"),
+                    _local(_aware(gap["end"]), site.time_zone, "%Y-%m-%d %H:%M"),
+                    gap["minutes"],
+                ]
+            )
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="coverage-{site.site_id}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+    # --- the live board ----------------------------------------------------------------------
+
+    @router.get("/sites/{site_id}/board", response_class=HTMLResponse)
+    async def board(request: Request, site_id: str, session: SignedIn) -> Response:
+        site = await console.visible_site(session.account, site_id)
+        referrals = await console.services.referral.call(
+            "GET", f"/v1/admin/sites/{site_id}/open-referrals"
+        )
+        dispatches = await console.services.matching.call(
+            "GET", f"/v1/admin/sites/{site_id}/open-dispatches"
+        )
+        names = await console.coach_names()
+        holding = {
+            d["referral_id"]: [
+                names.get(UUID(c), "a coach no longer on the roster") for c in d["holding"]
+            ]
+            for d in dispatches
+        }
+        now = datetime.now(UTC)
+        rows = [
+            {
+                **r,
+                "received_at": _aware(r["received_at"]),
+                "waiting_seconds": (now - _aware(r["received_at"])).total_seconds(),
+                "holding": holding.get(r["referral_id"], []),
+            }
+            for r in referrals
+        ]
+        async with console.pool.acquire() as connection:
+            await accounts.record_referral_view(
+                connection, session.account, site_id, [UUID(r["referral_id"]) for r in rows]
+            )
+        log.info(
+            "console board viewed",
+            extra={"site_id": site_id, "referrals": len(rows), "account": session.account.username},
+        )
+        return console.render(
+            request,
+            "board.html",
+            session=session,
+            site=site,
+            rows=rows,
+            refresh=settings.console_board_refresh_seconds,
+            now=now,
+        )
+
+    # --- schedules of a pool -----------------------------------------------------------------
+
+    async def _pool(account: Account, pool_name: str) -> tuple[PoolRef, str, dict[str, Site]]:
+        """The pool, its time zone and the site directory; NotFound outside the scope."""
+        try:
+            pool = PoolRef.parse(pool_name)
+        except ValueError:
+            raise NotFound from None
+        sites = await console.sites()
+        site_states = {s.site_id: s.state for s in sites.values()}
+        if not may_view_pool(account, pool, site_states):
+            raise NotFound
+        if pool.kind == "site":
+            zone = sites[pool.key].time_zone
+        else:
+            zone = next(
+                (s.time_zone for s in sites.values() if s.state == pool.key), "America/New_York"
+            )
+        return pool, zone, sites
+
+    async def _pool_page(
+        request: Request,
+        session: Session,
+        pool_name: str,
+        errors: dict[str, dict[str, str]] | None = None,
+        submitted: dict[str, dict[str, str]] | None = None,
+        status: int = 200,
+    ) -> Response:
+        pool, zone, sites = await _pool(session.account, pool_name)
+        site_states = {s.site_id: s.state for s in sites.values()}
+        matching = console.services.matching
+        layers = await matching.call("GET", "/v1/admin/layers", params={"pool": pool.name})
+        rotations = await matching.call("GET", "/v1/admin/rotations", params={"pool": pool.name})
+        overrides = await matching.call("GET", "/v1/admin/overrides", params={"pool": pool.name})
+        temporaries = await matching.call(
+            "GET", "/v1/admin/temporary-schedules", params={"pool": pool.name}
+        )
+        coaches = await matching.call("GET", "/v1/admin/coaches")
+        names = {UUID(c["coach_id"]): c["display_name"] for c in coaches}
+        schedule = await matching.call(
+            "GET", f"/v1/admin/pools/{pool.name}/schedule", params={"days": TIMELINE_DAYS}
+        )
+        picture = lay_out(
+            [
+                Segment(_aware(s["start"]), _aware(s["end"]), frozenset(map(UUID, s["coaches"])))
+                for s in schedule["segments"]
+            ],
+            _aware(schedule["start"]),
+            _aware(schedule["end"]),
+            names,
+            ZoneInfo(zone),
+            datetime.now(UTC),
+        )
+        by_rotation = {r["layer_id"]: r for r in rotations}
+        return console.render(
+            request,
+            "pool.html",
+            status=status,
+            session=session,
+            pool=pool,
+            zone=zone,
+            site=sites.get(pool.key) if pool.kind == "site" else None,
+            layers=[{**layer, "rotation": by_rotation.get(layer["layer_id"])} for layer in layers],
+            overrides=[
+                {**o, "starts_at": _aware(o["starts_at"]), "ends_at": _aware(o["ends_at"])}
+                for o in overrides
+            ],
+            temporaries=[
+                {**t, "start": _aware(t["start"]), "end": _aware(t["end"])} for t in temporaries
+            ],
+            names={str(k): v for k, v in names.items()},
+            coaches=coaches,
+            picture=picture,
+            may_change=may_change_pool(session.account, pool, site_states),
+            errors=errors or {},
+            submitted=submitted or {},
+            today=datetime.now(ZoneInfo(zone)).date(),
+        )
+
+    async def _changeable_pool(session: Session, pool_name: str) -> tuple[PoolRef, str, str]:
+        """(pool, zone, state) if the account may change the pool; NotFound / Forbidden."""
+        pool, zone, sites = await _pool(session.account, pool_name)
+        site_states = {s.site_id: s.state for s in sites.values()}
+        if not may_change_pool(session.account, pool, site_states):
+            raise Forbidden("A state pool's schedule is changed with the whole state in scope.")
+        state = site_states[pool.key] if pool.kind == "site" else pool.key
+        return pool, zone, state
+
+    @router.get("/pools/{pool_name}", response_class=HTMLResponse)
+    async def pool_page(request: Request, pool_name: str, session: SignedIn) -> Response:
+        return await _pool_page(request, session, pool_name)
+
+    @router.post("/pools/{pool_name}/rotations", response_class=HTMLResponse)
+    async def add_rotation(request: Request, pool_name: str, session: Changing) -> Response:
+        pool, zone, state = await _changeable_pool(session, pool_name)
+        form = await form_of(request)
+        names = await console.coach_names()
+        errors: dict[str, str] = {}
+        by_name = {name.casefold(): coach for coach, name in names.items()}
+        participants: list[str] = []
+        for written in _lines(form.get("participants", "")):
+            coach = by_name.get(written.casefold())
+            if coach is None:
+                errors["participants"] = f"no coach named {written!r} on the roster"
+                break
+            participants.append(str(coach))
+        if not participants and "participants" not in errors:
+            errors["participants"] = "name at least one coach, one per line, in turn"
+        body = {
+            "pool": pool.name,
+            "name": form.get("name", ""),
+            "priority": form.get("priority", "0") or "0",
+            "time_zone": form.get("time_zone", "") or zone,
+            "start_date": form.get("start_date", ""),
+            "handoff": form.get("handoff", ""),
+            "shift_length": form.get("shift_length", ""),
+            "shift_unit": form.get("shift_unit", ""),
+            "participants": participants,
+        }
+        if not errors:
+            try:
+                created = await console.services.matching.call(
+                    "POST", "/v1/admin/rotations", json=body
+                )
+            except Refused as refused:
+                errors = refused.fields or {"name": refused.message}
+        if errors:
+            return await _pool_page(
+                request, session, pool_name, {"rotation": errors}, {"rotation": form}, 422
+            )
+        site_id = pool.key if pool.kind == "site" else None
+        await record(
+            session,
+            "rotation created",
+            pool.name,
+            {**body, "layer_id": created["layer_id"], "participants": _names(participants, names)},
+            site_id,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    @router.post("/pools/{pool_name}/overrides", response_class=HTMLResponse)
+    async def add_override(request: Request, pool_name: str, session: Changing) -> Response:
+        pool, zone, state = await _changeable_pool(session, pool_name)
+        form = await form_of(request)
+        errors: dict[str, str] = {}
+        starts = _wall_clock(form.get("starts_at", ""), zone, "starts_at", errors)
+        ends = _wall_clock(form.get("ends_at", ""), zone, "ends_at", errors)
+        if starts and ends and ends <= starts:
+            errors["ends_at"] = "must be after the start"
+        kind = form.get("kind", "")
+        body = {
+            "override_id": str(uuid.uuid4()),
+            "kind": kind,
+            "pool": pool.name,
+            "coach_id": form.get("coach_id", ""),
+            "replaces": (form.get("replaces") or None) if kind == "replace" else None,
+            "starts_at": starts.isoformat() if starts else None,
+            "ends_at": ends.isoformat() if ends else None,
+        }
+        if kind == "replace" and not body["replaces"]:
+            errors["replaces"] = "a replace names the coach it replaces"
+        if not errors:
+            try:
+                await console.services.matching.call("POST", "/v1/admin/overrides", json=body)
+            except Refused as refused:
+                errors = refused.fields or {"kind": refused.message}
+        if errors:
+            return await _pool_page(
+                request, session, pool_name, {"override": errors}, {"override": form}, 422
+            )
+        names = await console.coach_names()
+        await record(
+            session,
+            "override added",
+            pool.name,
+            {
+                **body,
+                "coach": names.get(UUID(body["coach_id"] or "")),
+                "replaces_coach": names.get(UUID(body["replaces"])) if body["replaces"] else None,
+            },
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    @router.post("/pools/{pool_name}/temporary-schedules", response_class=HTMLResponse)
+    async def add_temporary(request: Request, pool_name: str, session: Changing) -> Response:
+        pool, zone, state = await _changeable_pool(session, pool_name)
+        raw = await request.form()
+        form = {k: v.strip() for k, v in raw.items() if isinstance(v, str)}
+        errors: dict[str, str] = {}
+        starts = _wall_clock(form.get("start", ""), zone, "start", errors)
+        ends = _wall_clock(form.get("end", ""), zone, "end", errors)
+        if starts and ends and ends <= starts:
+            errors["end"] = "must be after the start"
+        coaches = [str(v) for v in raw.getlist("coaches")]
+        body = {
+            "pool": pool.name,
+            "start": starts.isoformat() if starts else None,
+            "end": ends.isoformat() if ends else None,
+            "shifts": [
+                {"coach_id": c, "start": starts.isoformat(), "end": ends.isoformat()}
+                for c in coaches
+                if starts and ends
+            ],
+        }
+        if not errors:
+            try:
+                created = await console.services.matching.call(
+                    "POST", "/v1/admin/temporary-schedules", json=body
+                )
+            except Refused as refused:
+                errors = refused.fields or {"start": refused.message}
+        if errors:
+            return await _pool_page(
+                request, session, pool_name, {"temporary": errors}, {"temporary": form}, 422
+            )
+        names = await console.coach_names()
+        await record(
+            session,
+            "temporary schedule added",
+            pool.name,
+            {
+                "temporary_id": created["temporary_id"],
+                "start": body["start"],
+                "end": body["end"],
+                "on_call": _names(coaches, names),
+            },
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    @router.post("/pools/{pool_name}/layers/{layer_id}/remove")
+    async def remove_layer(pool_name: str, layer_id: UUID, session: Changing) -> Response:
+        pool, _, state = await _changeable_pool(session, pool_name)
+        layers = await console.services.matching.call(
+            "GET", "/v1/admin/layers", params={"pool": pool.name}
+        )
+        layer = next((la for la in layers if la["layer_id"] == str(layer_id)), None)
+        if layer is None:
+            raise NotFound
+        try:
+            await console.services.matching.call("DELETE", f"/v1/admin/layers/{layer_id}")
+        except Refused as refused:
+            if refused.status == 404:
+                raise NotFound from None
+            raise
+        await record(
+            session,
+            "layer removed",
+            pool.name,
+            {"layer_id": str(layer_id), "name": layer["name"], "kind": layer["kind"]},
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    @router.post("/pools/{pool_name}/temporary-schedules/{temporary_id}/remove")
+    async def remove_temporary(pool_name: str, temporary_id: UUID, session: Changing) -> Response:
+        pool, _, state = await _changeable_pool(session, pool_name)
+        temporaries = await console.services.matching.call(
+            "GET", "/v1/admin/temporary-schedules", params={"pool": pool.name}
+        )
+        if not any(t["temporary_id"] == str(temporary_id) for t in temporaries):
+            raise NotFound  # another pool's, or already ended
+        await console.services.matching.call(
+            "DELETE", f"/v1/admin/temporary-schedules/{temporary_id}"
+        )
+        await record(
+            session,
+            "temporary schedule removed",
+            pool.name,
+            {"temporary_id": str(temporary_id)},
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    @router.post("/pools/{pool_name}/overrides/{override_id}/remove")
+    async def remove_override(pool_name: str, override_id: UUID, session: Changing) -> Response:
+        pool, _, state = await _changeable_pool(session, pool_name)
+        overrides = await console.services.matching.call(
+            "GET", "/v1/admin/overrides", params={"pool": pool.name}
+        )
+        if not any(o["override_id"] == str(override_id) and o["pool"] for o in overrides):
+            raise NotFound  # another pool's, or a coach's own OFF (theirs to end with ON)
+        await console.services.matching.call("DELETE", f"/v1/admin/overrides/{override_id}")
+        await record(
+            session,
+            "override removed",
+            pool.name,
+            {"override_id": str(override_id)},
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
+    # --- coaches and the change log ----------------------------------------------------------
+
+    @router.get("/coaches", response_class=HTMLResponse)
+    async def coaches_page(request: Request, session: SignedIn) -> Response:
+        account = session.account
+        sites = await console.sites()
+        visible = {s.site_id for s in sites.values() if may_view_site(account, s.site_id, s.state)}
+        states = account.states | {sites[s].state for s in visible}
+        coaches = [
+            c
+            for c in await console.services.matching.call("GET", "/v1/admin/coaches")
+            if set(c["home_sites"]) & visible
+            or {cert["state"] for cert in c["certifications"]} & states
+        ]
+        blocked = {
+            (m["channel"], m["destination"]): m
+            for m in (await console.services.notify.call("GET", "/v1/admin/contact-methods"))[
+                "contact_methods"
+            ]
+        }
+        today = datetime.now(UTC).date()
+        for coach in coaches:
+            for method in coach["contact_methods"]:
+                found = blocked.get((method["channel"], method["destination"]))
+                method["state"] = found["state"] if found else "reachable"
+                method["reason"] = found["reason"] if found else ""
+            for cert in coach["certifications"]:
+                cert["warning"] = certification_warning(
+                    date.fromisoformat(cert["expires_on"]), today
+                )
+        return console.render(request, "coaches.html", session=session, coaches=coaches)
+
+    @router.get("/changes", response_class=HTMLResponse)
+    async def change_log(request: Request, session: SignedIn) -> Response:
+        account = session.account
+        sites = await console.sites()
+        visible = [s.site_id for s in sites.values() if may_view_site(account, s.site_id, s.state)]
+        async with console.pool.acquire() as connection:
+            found = await accounts.changes(connection, visible, account.states)
+        return console.render(request, "changes.html", session=session, changes=found)
+
+    return router
+
+
+def install_console_errors(app: FastAPI, console: Console) -> None:
+    """The console's errors as pages: sign in, 403, 404, a service away (503), never a 500
+    for something a person did."""
+
+    @app.exception_handler(SignInNeeded)
+    async def sign_in_needed(request: Request, _: SignInNeeded) -> Response:
+        return RedirectResponse("/sign-in", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, error: Forbidden) -> Response:
+        return console.render(
+            request, "error.html", status=403, title="Not allowed", message=str(error)
+        )
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, _: NotFound) -> Response:
+        return _not_found_page(request, console)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(request: Request, error: ServiceUnavailable) -> Response:
+        log.warning("console: a service is not answering", extra={"service": error.service})
+        response = console.render(
+            request,
+            "error.html",
+            status=503,
+            title="Try again in a moment",
+            message=f"The {error.service} service is not answering right now.",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, error: Refused) -> Response:
+        if error.status == 404:
+            return _not_found_page(request, console)
+        return console.render(
+            request, "error.html", status=422, title="Refused", message=error.message
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 404:
+            return _not_found_page(request, console)
+        return console.render(
+            request,
+            "error.html",
+            status=error.status_code,
+            title="Error",
+            message=str(error.detail),
+        )
+
+
+def _not_found_page(request: Request, console: Console) -> Response:
+    return console.render(
+        request, "error.html", status=404, title="Not found", message="There is no such page."
+    )
+
+
+def _set_cookie(
+    response: Response, name: str, value: str, settings: ConsoleSettings, max_age: int
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        secure=settings.console_secure_cookies,
+        samesite="strict",
+        path="/",
+    )
+
+
+def _aware(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _lines(text: str) -> list[str]:
+    return [part.strip() for line in text.splitlines() for part in line.split(",") if part.strip()]
+
+
+def _names(coach_ids: list[str], names: Mapping[UUID, str]) -> list[str]:
+    return [names.get(UUID(c), c) for c in coach_ids]
+
+
+def _wall_clock(value: str, zone: str, field: str, errors: dict[str, str]) -> datetime | None:
+    """A `datetime-local` field (wall clock in `zone`) as an aware datetime; records an error
+    naming `field` when it is empty or not a date and time."""
+    if not value:
+        errors[field] = "required"
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        errors[field] = "a date and time, such as 2026-12-24T08:00"
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(zone))
+    return parsed
