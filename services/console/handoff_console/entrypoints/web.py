@@ -181,6 +181,14 @@ def build_console(console: Console) -> APIRouter:
             extra={"action": action, "target": target, "account": session.account.username},
         )
 
+    async def changed_pool(
+        session: Session, action: str, pool: PoolRef, state: str, detail: dict[str, Any]
+    ) -> Response:
+        """Record a change to the pool's schedule and send the browser back to its page."""
+        site_id = pool.key if pool.kind == "site" else None
+        await record(session, action, pool.name, detail, site_id, state)
+        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
+
     # --- signing in and out ---------------------------------------------------------------
 
     @router.get("/sign-in", response_class=HTMLResponse)
@@ -574,16 +582,13 @@ def build_console(console: Console) -> APIRouter:
             return await _pool_page(
                 request, session, pool_name, {"rotation": errors}, {"rotation": form}, 422
             )
-        site_id = pool.key if pool.kind == "site" else None
-        await record(
+        return await changed_pool(
             session,
             "rotation created",
-            pool.name,
-            {**body, "layer_id": created["layer_id"], "participants": _names(participants, names)},
-            site_id,
+            pool,
             state,
+            {**body, "layer_id": created["layer_id"], "participants": _names(participants, names)},
         )
-        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
 
     @router.post("/pools/{pool_name}/overrides", response_class=HTMLResponse)
     async def add_override(request: Request, pool_name: str, session: Changing) -> Response:
@@ -616,19 +621,17 @@ def build_console(console: Console) -> APIRouter:
                 request, session, pool_name, {"override": errors}, {"override": form}, 422
             )
         names = await console.coach_names()
-        await record(
+        return await changed_pool(
             session,
             "override added",
-            pool.name,
+            pool,
+            state,
             {
                 **body,
                 "coach": names.get(UUID(body["coach_id"] or "")),
                 "replaces_coach": names.get(UUID(body["replaces"])) if body["replaces"] else None,
             },
-            pool.key if pool.kind == "site" else None,
-            state,
         )
-        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
 
     @router.post("/pools/{pool_name}/temporary-schedules", response_class=HTMLResponse)
     async def add_temporary(request: Request, pool_name: str, session: Changing) -> Response:
@@ -663,20 +666,18 @@ def build_console(console: Console) -> APIRouter:
                 request, session, pool_name, {"temporary": errors}, {"temporary": form}, 422
             )
         names = await console.coach_names()
-        await record(
+        return await changed_pool(
             session,
             "temporary schedule added",
-            pool.name,
+            pool,
+            state,
             {
                 "temporary_id": created["temporary_id"],
                 "start": body["start"],
                 "end": body["end"],
                 "on_call": _names(coaches, names),
             },
-            pool.key if pool.kind == "site" else None,
-            state,
         )
-        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
 
     @router.post("/pools/{pool_name}/layers/{layer_id}/remove")
     async def remove_layer(pool_name: str, layer_id: UUID, session: Changing) -> Response:
@@ -693,15 +694,13 @@ def build_console(console: Console) -> APIRouter:
             if refused.status == 404:
                 raise NotFound from None
             raise
-        await record(
+        return await changed_pool(
             session,
             "layer removed",
-            pool.name,
-            {"layer_id": str(layer_id), "name": layer["name"], "kind": layer["kind"]},
-            pool.key if pool.kind == "site" else None,
+            pool,
             state,
+            {"layer_id": str(layer_id), "name": layer["name"], "kind": layer["kind"]},
         )
-        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
 
     @router.post("/pools/{pool_name}/temporary-schedules/{temporary_id}/remove")
     async def remove_temporary(pool_name: str, temporary_id: UUID, session: Changing) -> Response:
@@ -714,15 +713,13 @@ def build_console(console: Console) -> APIRouter:
         await console.services.matching.call(
             "DELETE", f"/v1/admin/temporary-schedules/{temporary_id}"
         )
-        await record(
+        return await changed_pool(
             session,
             "temporary schedule removed",
-            pool.name,
-            {"temporary_id": str(temporary_id)},
-            pool.key if pool.kind == "site" else None,
+            pool,
             state,
+            {"temporary_id": str(temporary_id)},
         )
-        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
 
     @router.post("/pools/{pool_name}/overrides/{override_id}/remove")
     async def remove_override(pool_name: str, override_id: UUID, session: Changing) -> Response:
@@ -733,15 +730,13 @@ def build_console(console: Console) -> APIRouter:
         if not any(o["override_id"] == str(override_id) and o["pool"] for o in overrides):
             raise NotFound  # another pool's, or a coach's own OFF (theirs to end with ON)
         await console.services.matching.call("DELETE", f"/v1/admin/overrides/{override_id}")
-        await record(
+        return await changed_pool(
             session,
             "override removed",
-            pool.name,
-            {"override_id": str(override_id)},
-            pool.key if pool.kind == "site" else None,
+            pool,
             state,
+            {"override_id": str(override_id)},
         )
-        return RedirectResponse(f"/pools/{pool.name}", status_code=303)
 
     # --- coaches and the change log ----------------------------------------------------------
 
