@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from handoff_devenv.service_process import running_service
+from handoff_matching.adapters.roster_store import apply_migrations as apply_matching_migrations
 from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import ReferralRuntime
 from handoff_referral.domain.api_keys import issue_key
@@ -53,6 +54,14 @@ class Hospital:
 
 
 HospitalFactory = Callable[..., Awaitable[Hospital]]
+
+
+@pytest.fixture(scope="module")
+async def matching_database(database_url: str) -> str:
+    """A migrated matching database of the test module's own: its roster meets no other's."""
+    database = await create_database(database_url)
+    await apply_matching_migrations(database)
+    return database
 
 
 @pytest.fixture(scope="session")

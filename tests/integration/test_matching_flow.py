@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_devenv import KafkaCluster
 from handoff_matching.adapters import dispatch_store
-from handoff_matching.adapters.roster_store import apply_migrations, import_roster
+from handoff_matching.adapters.roster_store import import_roster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_platform.kafka import ensure_topics, make_broker
@@ -40,7 +40,6 @@ from handoff_schemas.vocabulary import (
     ResponseVia,
     Tier,
 )
-from tests.integration.conftest import create_database
 from tests.support.kafka import read_topic, send
 from tests.support.matching import (
     ENGLISH_SPEAKER,
@@ -53,13 +52,6 @@ from tests.support.matching import (
 from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "coordinator-secret"
-
-
-@pytest.fixture(scope="module")
-async def matching_database(database_url: str) -> str:
-    database = await create_database(database_url)
-    await apply_migrations(database)
-    return database
 
 
 @pytest.fixture(scope="module")

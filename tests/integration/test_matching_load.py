@@ -23,13 +23,11 @@ from faststream.kafka import KafkaBroker
 
 from handoff_devenv import KafkaCluster
 from handoff_matching.adapters import dispatch_store
-from handoff_matching.adapters.roster_store import apply_migrations, import_roster
+from handoff_matching.adapters.roster_store import import_roster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics, make_broker
-from handoff_schemas import Topic
-from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
@@ -41,21 +39,18 @@ from handoff_schemas.events import (
     ReferralExpired,
     ReferralUnassigned,
     ReferralWaiting,
-    SiteFacts,
 )
 from handoff_schemas.vocabulary import (
     CancelReason,
     Channel,
     CoachResponse,
-    Consent,
     ResponseVia,
     UnassignedReason,
     Urgency,
     WithdrawReason,
 )
-from tests.integration.conftest import create_database
-from tests.support.kafka import read_topic, send
-from tests.support.matching import EVERY_DAY, always_on_call
+from tests.support.kafka import send
+from tests.support.matching import EVERY_DAY, always_on_call, dispatched, referral_created
 from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "coordinator-secret"
@@ -63,13 +58,6 @@ ADMIN_TOKEN = "coordinator-secret"
 STATES = iter(
     ["DE", "PA", "VA", "NJ", "NY", "OH", "WV", "NC", "SC", "GA", "FL", "AL", "TN", "KY", "IN"]
 )
-
-
-@pytest.fixture(scope="module")
-async def matching_database(database_url: str) -> str:
-    database = await create_database(database_url)
-    await apply_migrations(database)
-    return database
 
 
 @pytest.fixture(scope="module")
@@ -173,22 +161,8 @@ class World:
             await connection.close()
 
     def referral(self, urgency: Urgency = Urgency.URGENT) -> ReferralCreated:
-        return ReferralCreated(
-            referral_id=uuid.uuid4(),
-            site=SiteFacts(
-                site_id=self.site_id,
-                short_name="Test ED",
-                state=self.state,
-                time_zone="America/New_York",
-            ),
-            urgency=urgency,
-            location="ED bay 4",
-            callback_phone="+14105550100",
-            preferred_language="en",
-            interpreter_needed=False,
-            substances=frozenset(),
-            consent=Consent.OBTAINED,
-            received_at=datetime.now(UTC),
+        return referral_created(
+            self.site_id, "en", False, state=self.state, urgency=urgency, substances=frozenset()
         )
 
 
@@ -221,21 +195,11 @@ async def _world(
     return world
 
 
-async def _dispatched(bootstrap: str, referral_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
-    """What matching has put on handoff.dispatch for each of these referrals, in order."""
-    wanted = {str(r).encode(): r for r in referral_ids}
-    events: dict[uuid.UUID, list[Any]] = {r: [] for r in referral_ids}
-    for record in await read_topic(bootstrap, Topic.DISPATCH):
-        if record.key in wanted:
-            events[wanted[record.key]].append(decode_event(record.value).data)
-    return events
-
-
 async def _until(
     bootstrap: str, referral_ids: list[uuid.UUID], done: Any, what: str, within: float = 30
 ) -> dict[uuid.UUID, list[Any]]:
     async def probe() -> dict[uuid.UUID, list[Any]] | None:
-        events = await _dispatched(bootstrap, referral_ids)
+        events = await dispatched(bootstrap, referral_ids)
         return events if done(events) else None
 
     return await eventually(probe, within=within, what=what)
@@ -618,7 +582,7 @@ async def test_a_coach_at_the_bedside_holds_the_slot_until_completed_then_the_li
     world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
     [coach] = world.site_coaches
     first, second = await _held_at_the_bedside(world, hospital_and_notify, bootstrap)
-    [assigned] = _of(CoachAssigned, (await _dispatched(bootstrap, [first]))[first])
+    [assigned] = _of(CoachAssigned, (await dispatched(bootstrap, [first]))[first])
 
     completed = CoachResponded(
         referral_id=first,

@@ -14,7 +14,7 @@ import html
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -23,31 +23,25 @@ import pytest
 
 from handoff_devenv import KafkaCluster
 from handoff_matching.adapters import dispatch_store
-from handoff_matching.adapters.roster_store import apply_migrations, import_roster
+from handoff_matching.adapters.roster_store import import_roster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import RosterFile
-from handoff_schemas import Topic
-from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
-    ReferralCreated,
     ReferralUnassigned,
     ReferralWaiting,
-    SiteFacts,
 )
 from handoff_schemas.vocabulary import (
     CoachResponse,
-    Consent,
     ResponseVia,
     Urgency,
     WithdrawReason,
 )
-from tests.integration.conftest import create_database
-from tests.support.kafka import read_topic, send
-from tests.support.matching import always_on_call
+from tests.support.kafka import send
+from tests.support.matching import always_on_call, dispatched, referral_created
 from tests.support.notify import ADMIN_TOKEN, NotifyHarness, notify_harness
 from tests.support.waiting import eventually
 
@@ -59,13 +53,6 @@ SETTINGS = DispatchSettings(ack_timeout=timedelta(minutes=5), page_deadline=time
 async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
     async with notify_harness(database_url, own_kafka, "notify-reachability.log") as harness:
         yield harness
-
-
-@pytest.fixture(scope="module")
-async def matching_database(database_url: str) -> str:
-    database = await create_database(database_url)
-    await apply_migrations(database)
-    return database
 
 
 @pytest.fixture(scope="module")
@@ -152,33 +139,12 @@ class World:
     async def refer(self, site: str, urgency: Urgency = Urgency.URGENT) -> uuid.UUID:
         """Post a referral and wait until matching has dispatched it (so arrival order is
         the order of these calls)."""
-        referral = ReferralCreated(
-            referral_id=uuid.uuid4(),
-            site=SiteFacts(
-                site_id=site, short_name="Test ED", state=self.state, time_zone="America/New_York"
-            ),
-            urgency=urgency,
-            location="ED bay 4",
-            callback_phone="+14105550100",
-            preferred_language="en",
-            interpreter_needed=False,
-            substances=frozenset(),
-            consent=Consent.OBTAINED,
-            received_at=datetime.now(UTC),
+        referral = referral_created(
+            site, "en", False, state=self.state, urgency=urgency, substances=frozenset()
         )
         await send(self.notify.broker, referral, source="/handoff/referral")
         await until(self.notify, [referral.referral_id], lambda ev: all(ev.values()), "dispatched")
         return referral.referral_id
-
-
-async def dispatched(bootstrap: str, referral_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
-    """What matching has put on handoff.dispatch for each of these referrals, in order."""
-    wanted = {str(r).encode(): r for r in referral_ids}
-    events: dict[uuid.UUID, list[Any]] = {r: [] for r in referral_ids}
-    for record in await read_topic(bootstrap, Topic.DISPATCH):
-        if record.key in wanted:
-            events[wanted[record.key]].append(decode_event(record.value).data)
-    return events
 
 
 async def until(

@@ -18,13 +18,12 @@ from tests.integration.test_matching_flow import (  # the same matching and brok
     _site,
     hospital_and_notify,
     matching,
-    matching_database,
 )
 from tests.support.kafka import send
 from tests.support.matching import referral_created
 from tests.support.waiting import eventually
 
-FIXTURES = (hospital_and_notify, matching, matching_database)
+FIXTURES = (hospital_and_notify, matching)
 
 
 async def test_a_bed_move_reaches_the_next_coach_offered(

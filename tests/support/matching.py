@@ -5,8 +5,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handoff_matching.roster_file import RosterFile
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import ReferralCreated, SiteFacts
 from handoff_schemas.vocabulary import Consent, Substance, Urgency
+from tests.support.kafka import read_topic
 
 SPANISH_SPEAKER, ENGLISH_SPEAKER, STATE_COACH, SUPERVISOR = (uuid.uuid4() for _ in range(4))
 EVERY_DAY = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
@@ -58,19 +61,37 @@ def demo_roster(site_id: str) -> RosterFile:
 
 
 def referral_created(
-    site_id: str, language: str = "es", interpreter_needed: bool = True
+    site_id: str,
+    language: str = "es",
+    interpreter_needed: bool = True,
+    *,
+    state: str = "MD",
+    urgency: Urgency = Urgency.URGENT,
+    substances: frozenset[Substance] = frozenset({Substance.OPIOIDS}),
 ) -> ReferralCreated:
+    """A new referral at the site ("Test ED", America/New_York), received now."""
     return ReferralCreated(
         referral_id=uuid.uuid4(),
         site=SiteFacts(
-            site_id=site_id, short_name="Test ED", state="MD", time_zone="America/New_York"
+            site_id=site_id, short_name="Test ED", state=state, time_zone="America/New_York"
         ),
-        urgency=Urgency.URGENT,
+        urgency=urgency,
         location="ED bay 4",
         callback_phone="+14105550100",
         preferred_language=language,
         interpreter_needed=interpreter_needed,
-        substances=frozenset({Substance.OPIOIDS}),
+        substances=substances,
         consent=Consent.OBTAINED,
         received_at=datetime.now(UTC),
     )
+
+
+async def dispatched(bootstrap: str, referral_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Any]]:
+    """What matching has put on handoff.dispatch for each of these referrals, in order (the
+    events' data)."""
+    wanted = {str(r).encode(): r for r in referral_ids}
+    events: dict[uuid.UUID, list[Any]] = {r: [] for r in referral_ids}
+    for record in await read_topic(bootstrap, Topic.DISPATCH):
+        if record.key in wanted:
+            events[wanted[record.key]].append(decode_event(record.value).data)
+    return events
