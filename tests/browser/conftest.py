@@ -8,8 +8,6 @@ summary prints the folder.
 
 import asyncio
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from playwright.async_api import BrowserContext, Page, Playwright, async_playwri
 from handoff_devenv import KafkaCluster
 from handoff_devenv.service_process import ServiceProcess, start_service
 from tests.e2e.conftest import System, start_system, stop_system
+from tests.integration.conftest import handoff_command
 from tests.support.patients import ARTIFACTS, SERVICE_LOGS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -67,17 +66,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def _handoff(*args: str, env: dict[str, str], stdin: str | None = None) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "handoff_cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return handoff_command(*args, env=env, stdin=stdin)
 
 
 @pytest.fixture(scope="module")

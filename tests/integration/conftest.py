@@ -124,13 +124,21 @@ async def outbox_empty(runtime: ReferralRuntime) -> bool:
 
 
 def handoff_command(
-    *args: str, database_url: str | None = None, bootstrap_servers: str | None = None
+    *args: str,
+    database_url: str | None = None,
+    bootstrap_servers: str | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> str:
-    """Run the `handoff` CLI as an operator would; returns its standard output."""
+    """Run the `handoff` CLI as an operator would, with these servers and further `env`
+    variables over the test's environment, `stdin` typed in; returns its standard output.
+    A non-zero exit fails the test with the command's output."""
     servers = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
+    chosen = {name: url for name, url in servers.items() if url is not None}
     result = subprocess.run(
         [*HANDOFF, *args],
-        env={**os.environ, **{name: url for name, url in servers.items() if url is not None}},
+        env={**os.environ, **chosen, **(env or {})},
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,8 +2,6 @@
 (failed after its retry window, listed, replayed), and a secret rotation, on real Kafka and
 PostgreSQL with the referral service in-process."""
 
-import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from handoff_referral.app import ReferralRuntime
 from handoff_referral.settings import ReferralSettings
-from tests.integration.conftest import HANDOFF, create_database, register_site
+from tests.integration.conftest import create_database, handoff_command, register_site
 from tests.support.patients import record_page_body, referral_body
 from tests.support.status_receiver import StatusReceiver
 from tests.support.waiting import eventually
@@ -66,16 +64,7 @@ def _client(runtime: ReferralRuntime, token: str) -> httpx.AsyncClient:
 
 
 def _cli(database_url: str, *args: str) -> str:
-    result = subprocess.run(
-        [*HANDOFF, "referral", "webhooks", *args],
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return handoff_command("referral", "webhooks", *args, database_url=database_url)
 
 
 async def _states(runtime: ReferralRuntime, referral_id: str) -> list[tuple[str, str]]:

@@ -4,7 +4,6 @@ call's signature with the `standardwebhooks` library."""
 
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ from handoff_platform.kafka import make_broker
 from handoff_schemas import EventPayload
 from handoff_schemas.events import CoachAssigned, CoachResponded, OfferMade
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, Tier, Urgency
-from tests.integration.conftest import HANDOFF, create_database, handoff_command
+from tests.integration.conftest import create_database, handoff_command
 from tests.support.events import BRIEFING
 from tests.support.kafka import send
 from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
@@ -105,16 +104,7 @@ def _site_with_callback(database_url: str, receiver: StatusReceiver) -> tuple[st
 
 def _cli(database_url: str, *args: str) -> str:
     """`handoff …` as an operator runs it, allowed an http:// callback (the local receiver)."""
-    result = subprocess.run(
-        [*HANDOFF, *args],
-        env={**os.environ, "DATABASE_URL": database_url, "WEBHOOK_ALLOW_HTTP": "true"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return handoff_command(*args, database_url=database_url, env={"WEBHOOK_ALLOW_HTTP": "true"})
 
 
 async def _post_referral(url: str, token: str) -> tuple[str, str]:
