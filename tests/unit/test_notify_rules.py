@@ -181,6 +181,15 @@ def test_a_lost_send_is_looked_up_never_resent_on_the_same_channel() -> None:
     assert after_lookup(Found("SM1", delivered=True)) == MarkSent("SM1", True)
     assert after_lookup(NotFound()) == Fail(PageFailure.PROVIDER_ERROR)
     assert after_lookup(Unknowable()) == Fail(PageFailure.NOT_DELIVERED)
+
+
+def test_a_lookup_that_finds_another_messages_text_has_not_found_this_one() -> None:
+    """Two identical texts to one phone (a fresh-eyes operator's restarts): the provider's
+    match for the lost one was the earlier one's. Taking its id broke the unique index and
+    stopped every send behind it; it is a send not found."""
+    found = Found("SM-earlier", delivered=True)
+    assert after_lookup(found, held_elsewhere=True) == Fail(PageFailure.PROVIDER_ERROR)
+    assert after_lookup(found, held_elsewhere=False) == MarkSent("SM-earlier", True)
     assert next_contact(0, 2) == 1
     assert next_contact(1, 2) is None
 

@@ -119,7 +119,22 @@ class DeliveryWorker:
         async with self.service.outbox.transaction(self.pool) as connection:
             for outgoing in await self.service.claim_lost_sends(connection, self.batch_size):
                 with correlation(outgoing.correlation_id):
-                    await self._look_up(connection, outgoing)
+                    try:
+                        async with connection.transaction():  # a savepoint per send
+                            await self._look_up(connection, outgoing)
+                    except asyncpg.IntegrityConstraintViolationError as error:
+                        # One send the data refuses must not hold up every send behind it
+                        # (the loop would restart on the same row for ever): set it aside.
+                        log.error(
+                            "a lost send could not be settled; set aside",
+                            extra={
+                                "message_id": str(outgoing.message_id),
+                                "error": type(error).__name__,
+                            },
+                        )
+                        await pages_store.postpone_deadline(
+                            connection, outgoing.message_id, LOOKUP_RETRY_SECONDS
+                        )
 
     async def _look_up(self, connection: Connection, outgoing: Outgoing) -> None:
         message = await pages_store.message(connection, outgoing.message_id)

@@ -32,7 +32,8 @@ SEND_RETRIES = Counter(
 RECONCILED = Counter(
     "handoff_page_sends_reconciled_total",
     "Sends whose outcome was lost, by what the provider said of them: found, not_found, "
-    "unknowable, or reported (its status callback named it before a lookup was needed).",
+    "unknowable, held_elsewhere (what it found is another message's: counted as not "
+    "found), or reported (its status callback named it before a lookup was needed).",
     ["channel", "finding"],
 )
 DELIVERY_REPORTS = Counter(

@@ -30,15 +30,18 @@ from handoff_notify.domain import content
 from handoff_notify.domain.content import Content, MessageKind, OpenOffer
 from handoff_notify.domain.delivery import (
     Ambiguous,
+    Found,
     LookupOutcome,
     MarkSent,
     MessageState,
+    NotFound,
     Permanent,
     Reconcile,
     ReportOutcome,
     RetryIn,
     SendOutcome,
     Transient,
+    Unknowable,
     after_lookup,
     after_report,
     after_send,
@@ -76,6 +79,9 @@ from handoff_schemas.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
+
+# The `finding` label of handoff_page_sends_reconciled_total, as the runbook names them.
+FINDINGS = {Found: "found", NotFound: "not_found", Unknowable: "unknowable"}
 
 Wake = Callable[[], None]
 _Text = TypeVar("_Text", str, None)
@@ -451,16 +457,21 @@ class NotifyService:
             return
         record = await store.offer(connection, message.offer_id, lock=True)
         assert record is not None
-        metrics.RECONCILED.labels(message.channel, type(outcome).__name__.lower()).inc()
+        held_elsewhere = False
+        if isinstance(outcome, Found):
+            holder = await store.message_by_provider_ref(connection, outcome.provider_ref)
+            held_elsewhere = holder is not None and holder.message_id != message.message_id
+        finding = "held_elsewhere" if held_elsewhere else FINDINGS[type(outcome)]
+        metrics.RECONCILED.labels(message.channel, finding).inc()
         log.warning(
             "a send with a lost outcome was reconciled",
             extra={
                 "message_id": str(message.message_id),
                 "channel": message.channel.value,
-                "finding": type(outcome).__name__,
+                "finding": finding,
             },
         )
-        decision = after_lookup(outcome)
+        decision = after_lookup(outcome, held_elsewhere)
         if isinstance(decision, MarkSent):
             await self._sent(connection, message, record, decision)
         else:

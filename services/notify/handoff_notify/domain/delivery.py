@@ -134,11 +134,17 @@ def after_send(outcome: SendOutcome, attempts: int, policy: RetryPolicy, jitter:
             return RetryIn(policy.delay(attempts, jitter))
 
 
-def after_lookup(outcome: LookupOutcome) -> MarkSent | Fail:
+def after_lookup(outcome: LookupOutcome, held_elsewhere: bool = False) -> MarkSent | Fail:
     """A lost send, once the provider was asked. Not found is not resent on this channel
-    either: the message may yet surface, and the coach's next method is a safer bet."""
+    either: the message may yet surface, and the coach's next method is a safer bet.
+
+    `held_elsewhere`: the provider's message found is already another message's (an
+    earlier text of the same words to the same phone, such as two "cancelled" notices), so
+    this send was not found: what was found proves nothing about it."""
     match outcome:
         case Found(provider_ref, delivered):
+            if held_elsewhere:
+                return Fail(PageFailure.PROVIDER_ERROR)
             return MarkSent(provider_ref, delivered)
         case NotFound():
             return Fail(PageFailure.PROVIDER_ERROR)
