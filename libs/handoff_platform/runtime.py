@@ -8,6 +8,7 @@ the background and retries until Kafka answers.
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -37,11 +38,20 @@ def instrumented(
     service: str, log_level: str, log_format: LogFormat = LogFormat.AUTO
 ) -> Iterator[None]:
     """Logs (JSON, or console lines on a terminal), and traces if an OTLP endpoint is
-    configured, for one service process."""
+    configured, for one service process. A database or role that does not exist ends the
+    process with one line naming DATABASE_URL and exit status 2, like any setting."""
     configure_logging(service, log_level, log_format)
     provider = configure_tracing(service)
     try:
         yield
+    except (
+        asyncpg.InvalidCatalogNameError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+    ) as error:
+        # The database named, or the role, does not exist: a setting to correct, not an
+        # outage to wait out (class 3D, 28: PostgreSQL's SQLSTATE appendix).
+        print(f"configuration error: DATABASE_URL: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         if provider is not None:
             provider.shutdown()  # sends the spans still buffered
@@ -65,7 +75,7 @@ async def connect_when_reachable(
 ) -> None:
     """Create the topics and start the broker (producer and subscribers) once Kafka answers;
     `security` is the broker's own TLS and SASL, for the admin client that creates topics."""
-    topics = list(topics)
+    topics, bootstrap_servers = list(topics), list(bootstrap_servers)
     backoff = 0.5
     while True:
         try:
@@ -74,7 +84,11 @@ async def connect_when_reachable(
         except Exception as error:
             log.warning(
                 "Kafka not reachable yet; retrying",
-                extra={"error": type(error).__name__, "retry_in_s": backoff},
+                extra={
+                    "error": type(error).__name__,
+                    "bootstrap_servers": ",".join(bootstrap_servers),
+                    "retry_in_s": backoff,
+                },
             )
             with contextlib.suppress(Exception):
                 await broker.stop()

@@ -21,6 +21,7 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -170,6 +171,18 @@ class PlatformSettings(KafkaSettings):
     database_url: str = Field(description="postgresql://user@host:port/database")
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.AUTO
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, url: str) -> str:
+        """A libpq URL (postgresql:// or postgres://) naming a database; the value itself is
+        never quoted back (it may carry a password)."""
+        scheme, separator, rest = url.partition("://")
+        if scheme not in ("postgresql", "postgres") or not separator:
+            raise ValueError("must start with postgresql:// (postgresql://user@host:port/database)")
+        if not rest.partition("?")[0].partition("/")[2]:
+            raise ValueError("names no database (postgresql://user@host:port/database)")
+        return url
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -66,6 +66,19 @@ CASES = [
         id="live without providers",
     ),
     pytest.param("notify", {"LOG_FORMAT": "xml"}, "LOG_FORMAT: Input should be", id="log format"),
+    # A new operator's typos (fresh-eyes run): both were 140 lines of traceback and exit 1.
+    pytest.param(
+        "referral",
+        {"DATABASE_URL": f"postgresq://handoff:{SECRET}@127.0.0.1:1/handoff"},
+        "DATABASE_URL: must start with postgresql://",
+        id="db scheme typo",
+    ),
+    pytest.param(
+        "matching",
+        {"DATABASE_URL": f"postgresql://handoff:{SECRET}@127.0.0.1:1"},
+        "DATABASE_URL: names no database",
+        id="db url without database",
+    ),
 ]
 
 
@@ -151,3 +164,25 @@ def test_log_lines_are_readable_on_a_terminal_and_json_when_asked() -> None:
     forced = _run_on_a_terminal(LOG_ONE_LINE.format(log_format="JSON"), _environment())
     (json_line,) = [line for line in forced.splitlines() if line.strip()]
     assert json.loads(json_line)["correlation_id"] == "corr-42"
+
+
+@pytest.mark.parametrize("service", ["referral", "matching", "notify"])
+def test_a_database_that_does_not_exist_is_one_line_and_exit_code_2(
+    service: str, database_url: str
+) -> None:
+    """The server answers, but the database named is not there (a typo such as `handof`):
+    a setting to correct, not an outage to wait out."""
+    server = database_url.rsplit("/", 1)[0]
+    done = subprocess.run(
+        [*HANDOFF, service, "serve", "--port", "1"],
+        env=_environment(DATABASE_URL=f"{server}/handof_{service}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("configuration error: DATABASE_URL: "), done.stderr
+    assert f'"handof_{service}" does not exist' in lines[-1]
+    assert "Traceback" not in done.stderr
