@@ -92,6 +92,10 @@ _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPA
 # lost send is reconciled after its deadline: minutes. What waits longer is not ours.
 EARLY_REPORTS_KEPT_SECONDS = 3600.0
 
+# A page held back by the offer throttle looks again this often: a slot of the quarter
+# hour's window frees within minutes, and the page deadline bounds the wait anyway.
+THROTTLED_PAGE_RETRY_SECONDS = 15.0
+
 
 class NotifyService:
     def __init__(
@@ -223,6 +227,19 @@ class NotifyService:
                     connection, message.channel, message.destination, now - rules.window
                 )
                 verdict = throttle(message.kind, recent, now, rules)
+                if isinstance(verdict, Refuse) and message.kind is MessageKind.OFFER:
+                    # Our own ceiling says nothing of the coach: the page waits for the
+                    # window to free a slot, and past its page deadline is dropped above,
+                    # so matching ends the offer not_contacted, not unreachable.
+                    metrics.THROTTLED.labels(message.channel, message.kind, "deferred").inc()
+                    log.warning(
+                        "page held back by its contact method's throttle",
+                        extra={**_ids(record.offer_id), "channel": message.channel.value},
+                    )
+                    await store.retry_later(
+                        connection, message.message_id, THROTTLED_PAGE_RETRY_SECONDS
+                    )
+                    continue
                 if isinstance(verdict, Refuse):
                     metrics.THROTTLED.labels(message.channel, message.kind, "refused").inc()
                     log.warning(
@@ -288,7 +305,11 @@ class NotifyService:
             record = await store.offer(connection, message.offer_id, lock=True)
             assert record is not None
             decision = after_send(
-                outcome, message.attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+                outcome,
+                message.attempts,
+                self.settings.retry_policy,
+                random.uniform(0.5, 1.0),
+                await self._retry_for(connection, message, record),
             )
             if isinstance(decision, Reconcile):
                 return True
@@ -304,6 +325,21 @@ class NotifyService:
         if isinstance(decision, RetryIn):
             self.wake_delivery()
         return False
+
+    async def _retry_for(
+        self, connection: Connection, message: MessageRecord, record: OfferRecord
+    ) -> float | None:
+        """Seconds an offer's page may still be retried through a provider's outage: until
+        its page deadline while no page of the offer is out, else until the offer expires.
+        None for the coach's other messages (retried `send_attempts` times)."""
+        if message.kind is not MessageKind.OFFER:
+            return None
+        offer = record.coach_offer
+        first_out = record.offer_id in await store.first_pages_out(connection, {record.offer_id})
+        until = offer.expires_at
+        if not first_out and offer.page_deadline is not None:
+            until = min(until, offer.page_deadline)
+        return (until - self.clock()).total_seconds()
 
     async def _mark_unreachable(
         self, connection: Connection, message: MessageRecord, code: str
@@ -662,6 +698,7 @@ class NotifyService:
                     for m in await store.messages_of(connection, record.offer_id)
                     if m.kind is MessageKind.OFFER
                 ),
+                failure,
             ),
             failed_at=now,
         )
