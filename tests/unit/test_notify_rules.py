@@ -181,7 +181,8 @@ def test_with_a_deadline_transient_errors_are_retried_until_it_whatever_the_atte
     through a 30 s provider outage."""
     outage = Transient("http_503:20500")
     assert after_send(outage, 40, POLICY, 1.0, retry_for=30.0) == RetryIn(10.0)
-    assert after_send(outage, 1, POLICY, 1.0, retry_for=0.5) == Fail(PageFailure.PROVIDER_ERROR)
+    assert after_send(outage, 3, POLICY, 1.0, retry_for=0.5) == Fail(PageFailure.PROVIDER_ERROR)
+    assert after_send(outage, 1, POLICY, 1.0, retry_for=-5.0) == RetryIn(1.0)
     slow_down = Transient("http_429", retry_after=7)
     assert after_send(slow_down, 9, POLICY, 1.0, retry_for=8.0) == RetryIn(7)
     invalid = Permanent(PageFailure.INVALID_DESTINATION, "21211", never_deliverable=True)

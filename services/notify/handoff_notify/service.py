@@ -8,7 +8,7 @@ link, an SMS reply or a keypad, become CoachResponded events exactly once.
 import logging
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -29,6 +29,7 @@ from handoff_notify.adapters.providers import Outgoing
 from handoff_notify.domain import content
 from handoff_notify.domain.content import Content, MessageKind, OpenOffer
 from handoff_notify.domain.delivery import (
+    Accepted,
     Ambiguous,
     LookupOutcome,
     MarkSent,
@@ -430,11 +431,19 @@ class NotifyService:
         if isinstance(outcome, Transient | Permanent | Ambiguous):
             metrics.PROVIDER_ERRORS.labels(outgoing.channel, outcome.code).inc()
         async with self.pool.acquire() as connection, connection.transaction():
-            attempts = await notices.attempts(connection, outgoing.message_id)
-            if attempts is None:
+            sending = await notices.attempts(connection, outgoing.message_id)
+            if sending is None:
                 return  # failed meanwhile as lost
+            attempts, unassigned_at = sending
+            # Retried through a provider outage like a page (issue #12 F3): five tries in
+            # six seconds lost every notice of a 30 s outage.
+            retry_until = unassigned_at + timedelta(seconds=self.settings.notice_retry_seconds)
             decision = after_send(
-                outcome, attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+                outcome,
+                attempts,
+                self.settings.retry_policy,
+                random.uniform(0.5, 1.0),
+                (retry_until - self.clock()).total_seconds(),
             )
             if isinstance(decision, RetryIn):
                 metrics.SEND_RETRIES.labels(outgoing.channel).inc()
@@ -462,6 +471,14 @@ class NotifyService:
                     )
                 await notices.finish(connection, outgoing.message_id, "failed")
                 outcome_label = "failed"
+                log.error(
+                    "a supervisor's notice could not be sent",
+                    extra={
+                        "notice_id": str(outgoing.message_id),
+                        "channel": outgoing.channel.value,
+                        "code": outcome.code if not isinstance(outcome, Accepted) else "",
+                    },
+                )
         if outcome_label != "retried":
             metrics.PAGES.labels(outgoing.channel, MessageKind.UNASSIGNED, outcome_label).inc()
         else:

@@ -52,6 +52,11 @@ class NotifySettings(PlatformSettings):
     provider_timeout_seconds: float = 10.0
     sending_deadline_seconds: float = 30.0
     send_attempts: int = 5
+    notice_retry_seconds: float = Field(
+        900.0,
+        description="How long a supervisor's notice is retried through a provider outage "
+        "(5xx, timeouts), from the referral going unassigned.",
+    )
     channel_fallback_seconds: float = Field(
         120.0, description="Page the next contact method if one is not answered by then."
     )

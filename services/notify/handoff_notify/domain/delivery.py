@@ -131,7 +131,7 @@ def after_send(
     more use, e.g. an offer's page deadline) it is retried with backoff for as long as the
     next try still lands before then, however many attempts that takes, so a provider
     outage shorter than the deadline costs nothing (decision 0019, "provider outages");
-    without it, up to `policy.max_attempts`."""
+    and in any case up to `policy.max_attempts`."""
     match outcome:
         case Accepted(provider_ref, delivered):
             return MarkSent(provider_ref, delivered)
@@ -145,11 +145,9 @@ def after_send(
                 if retry_after is not None
                 else policy.delay(attempts, jitter)
             )
-            if retry_for is not None:
-                return RetryIn(delay) if delay < retry_for else Fail(PageFailure.PROVIDER_ERROR)
-            if attempts >= policy.max_attempts:
-                return Fail(PageFailure.PROVIDER_ERROR)
-            return RetryIn(delay)
+            if attempts < policy.max_attempts or (retry_for is not None and delay < retry_for):
+                return RetryIn(delay)
+            return Fail(PageFailure.PROVIDER_ERROR)
 
 
 def after_lookup(outcome: LookupOutcome) -> MarkSent | Fail:
