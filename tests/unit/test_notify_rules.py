@@ -249,3 +249,29 @@ def test_the_sandbox_cannot_be_selected_in_production() -> None:
         )
     with pytest.raises(ValidationError, match="needs TWILIO_ACCOUNT_SID"):
         NotifySettings(database_url="postgresql://x/y", notify_link_secret="s")
+
+
+def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() -> None:
+    """Found by a new user (#12 F6): a 56-character NOTIFY_PUBLIC_URL made every offer SMS
+    180 characters, two segments, and notify started without a word."""
+    longest = "https://" + "h" * 28  # 36 characters: the most that fits
+    settings = NotifySettings(
+        database_url="postgresql://x/y",
+        notify_link_secret="s",
+        notify_delivery="sandbox",
+        notify_public_url=longest + "/",
+    )
+    link = f"{longest}/p/{LinkSigner('s').token(uuid4())}"
+    page = content.offer("Miriam Hospital ED", Urgency.EMERGENT, link, "W")
+    assert len(page.text) <= content.SMS_SEGMENT
+    assert link in page.text
+    assert settings.notify_public_url == longest + "/"
+
+    production_like = "https://handoff-notify.peer-recovery-network.example.org"
+    with pytest.raises(ValidationError, match="NOTIFY_PUBLIC_URL is 56 characters; at most 36"):
+        NotifySettings(
+            database_url="postgresql://x/y",
+            notify_link_secret="s",
+            notify_delivery="sandbox",
+            notify_public_url=production_like,
+        )
