@@ -15,9 +15,9 @@ from handoff_devenv import KafkaCluster
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import PageFailed, PageSent, ReferralUnassigned
-from handoff_schemas.vocabulary import PageFailure, UnassignedReason, Urgency
+from handoff_schemas.vocabulary import Channel, PageFailure, UnassignedReason, Urgency
 from tests.support.kafka import read_topic, send
-from tests.support.notify import NotifyHarness, notify_harness, sms
+from tests.support.notify import NotifyHarness, email, notify_harness, sms
 from tests.support.waiting import eventually
 
 # Two attempts used to be all a page got; the outage below outlasts them.
@@ -72,6 +72,31 @@ async def test_a_provider_outage_longer_than_the_send_attempts_still_pages_the_c
     assert "Reply 1" in body
     events = await notify.page_events(offer.offer_id)
     assert [type(e) for e in events] == [PageSent]
+
+
+async def test_a_provider_outage_moves_the_page_to_the_coachs_next_method_after_its_tries(
+    notify: NotifyHarness,
+) -> None:
+    """The deadline-long retries are for the coach's last method: with an email behind the
+    SMS, an SMS outage reaches the coach by email after SEND_ATTEMPTS tries."""
+    phone, address = notify.phone(), notify.email()
+    notify.twilio.fail_next(phone, *[503] * 50)
+    offer = await notify.offer(
+        sms(phone), email(address), page_deadline=datetime.now(UTC) + timedelta(seconds=60)
+    )
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [type(e) for e in events] == [PageFailed, PageSent]
+    failed, sent = events
+    assert (failed.channel, failed.failure, failed.all_channels_failed) == (
+        Channel.SMS,
+        PageFailure.PROVIDER_ERROR,
+        False,
+    )
+    assert sent.channel is Channel.EMAIL
+    [mail] = notify.mailbox.to(address)
+    assert "/p/" in mail.body
+    assert notify.twilio.to(phone) == []
 
 
 async def test_a_provider_down_past_the_page_deadline_never_calls_the_coach_unreachable(

@@ -330,16 +330,19 @@ class NotifyService:
     async def _retry_for(
         self, connection: Connection, message: MessageRecord, record: OfferRecord
     ) -> float | None:
-        """Seconds an offer's page may still be retried through a provider's outage: until
-        its page deadline while no page of the offer is out, else until the offer expires.
-        None for the coach's other messages (retried `send_attempts` times)."""
+        """Seconds an offer's page to the coach's last contact method may still be retried
+        through a provider's outage: until its page deadline (else its expiry) while no
+        page of the offer is out. None (`send_attempts`, then the next step) while the
+        coach has a next method to fall back to, once a page is out (the coach was
+        reached), and for the coach's other messages."""
         if message.kind is not MessageKind.OFFER:
             return None
+        if next_contact(message.contact_index, len(record.contacts)) is not None:
+            return None
+        if record.offer_id in await store.first_pages_out(connection, {record.offer_id}):
+            return None
         offer = record.coach_offer
-        first_out = record.offer_id in await store.first_pages_out(connection, {record.offer_id})
-        until = offer.expires_at
-        if not first_out and offer.page_deadline is not None:
-            until = min(until, offer.page_deadline)
+        until = offer.page_deadline or offer.expires_at
         return (until - self.clock()).total_seconds()
 
     async def _mark_unreachable(

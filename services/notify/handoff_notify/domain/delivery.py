@@ -130,7 +130,7 @@ def after_send(
     trouble, not the destination's: with `retry_for` (seconds until the message is of no
     more use, e.g. an offer's page deadline) it is retried with backoff for as long as the
     next try still lands before then, however many attempts that takes, so a provider
-    outage shorter than the deadline costs nothing (decision 0019, "provider outages");
+    outage shorter than the deadline costs nothing (decision 0019's addendum);
     and in any case up to `policy.max_attempts`."""
     match outcome:
         case Accepted(provider_ref, delivered):
@@ -171,7 +171,7 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
 NOT_THE_COACH = (PageFailure.PROVIDER_ERROR, PageFailure.THROTTLED)
 """Failures that say nothing of the coach's contact method: the provider's outage, or our
 own flood ceiling. An offer they end is not_contacted (matching's page deadline), never
-unreachable, and its coach is not spent for the round (decision 0019)."""
+unreachable (decision 0019's addendum)."""
 
 
 def coach_unreachable(
