@@ -28,10 +28,17 @@ MLLP_PORT=${MLLP_PORT:-2575}
 MLLP_HTTP_PORT=${MLLP_HTTP_PORT:-$((PORT + 3))}
 CONSOLE_PORT=${CONSOLE_PORT:-$((PORT + 4))}  # PORT + 3 is the MLLP listener's HTTP port
 
-# The services' admin APIs, which the coordinator console drives: fresh tokens every run.
-export REFERRAL_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
-export MATCHING_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
-export NOTIFY_ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64)"
+# The services' admin APIs, which the coordinator console drives: fresh tokens every run
+# unless given (the banner prints them, for curl).
+export REFERRAL_ADMIN_TOKEN="${REFERRAL_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+export MATCHING_ADMIN_TOKEN="${MATCHING_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+export NOTIFY_ADMIN_TOKEN="${NOTIFY_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+# Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
+if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
+  SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"
+else
+  SMS_REPLIES="off: start with TWILIO_AUTH_TOKEN=<any secret> make run to take signed replies"
+fi
 say "adding the console's demo accounts"
 DEMO_PASSWORD="demo-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
 for account in "md-coordinator coordinator --state MD" "md-reader read_only --state MD" \
@@ -102,6 +109,10 @@ cat <<INFO
   Coordinator console http://127.0.0.1:$CONSOLE_PORT  (plain HTTP: a demo only)
       sign in as md-coordinator (Maryland's schedules), md-reader (read-only, Maryland)
       or supervisor (MD, RI, VT; dispatch settings too), password: $DEMO_PASSWORD
+  SMS replies         $SMS_REPLIES
+  Admin API tokens    referral $REFERRAL_ADMIN_TOKEN
+      (Bearer)        matching $MATCHING_ADMIN_TOKEN  (/v1/admin/sites/<id>/dispatch …)
+                      notify   $NOTIFY_ADMIN_TOKEN  (/v1/admin/contact-methods: opted-out numbers)
   Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
   HL7 v2 over MLLP    127.0.0.1:$MLLP_PORT (metrics http://127.0.0.1:$MLLP_HTTP_PORT/metrics)

@@ -113,6 +113,41 @@ async def test_an_unknown_supervisor_is_refused_by_put_and_patch(
     assert (await client.get(url)).json()["supervisors"] == [str(SUPERVISOR)]
 
 
+async def test_dispatch_settings_of_a_site_never_registered_are_refused_as_unknown(
+    admin: tuple[httpx.AsyncClient, str],
+) -> None:
+    """Found by a new user (#12 F7): a mistyped site id ("md-mercey") was told its
+    settings were stored."""
+    client, site_id = admin
+    url = f"/v1/admin/sites/{site_id}x/dispatch"
+    for answer in (
+        await client.get(url),
+        await client.put(url, json=FULL),
+        await client.patch(url, json={"reoffer_every_seconds": 30}),
+    ):
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "site_unknown"
+    assert (await client.get(f"/v1/admin/sites/{site_id}/dispatch")).status_code == 200
+
+
+async def test_a_supervisor_named_twice_is_refused_naming_supervisors(
+    admin: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, site_id = admin
+    url = f"/v1/admin/sites/{site_id}/dispatch"
+    assert (await client.put(url, json=FULL)).status_code == 200
+    twice = [str(SUPERVISOR), str(SUPERVISOR)]
+    for answer in (
+        await client.put(url, json={**FULL, "supervisors": twice}),
+        await client.patch(url, json={"supervisors": twice}),
+    ):
+        assert answer.status_code == 422
+        [field] = answer.json()["error"]["fields"]
+        assert field["field"] == "supervisors"
+        assert str(SUPERVISOR) in field["message"]
+    assert (await client.get(url)).json()["supervisors"] == [str(SUPERVISOR)]
+
+
 @pytest.mark.parametrize(
     ("path", "field"),
     [

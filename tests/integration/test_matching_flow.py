@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_devenv import KafkaCluster
 from handoff_matching.adapters import dispatch_store
-from handoff_matching.adapters.roster_store import import_roster
+from handoff_matching.adapters.roster_store import import_roster, remember_site
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
 from handoff_platform.kafka import ensure_topics, make_broker
@@ -300,6 +300,11 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
     hospital_and_notify: KafkaBroker,
 ) -> None:
     site_id = await _site(matching_database, DispatchSettings())
+    connection = await asyncpg.connect(matching_database)
+    try:  # registered, as the referral service does: settings of unknown sites are refused
+        await remember_site(connection, site_id, "Mercy ED", "MD", "America/New_York")
+    finally:
+        await connection.close()
     transport = httpx.ASGITransport(app=matching.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://matching") as anonymous:
         assert (await anonymous.get(f"/v1/admin/sites/{site_id}/dispatch")).status_code == 401

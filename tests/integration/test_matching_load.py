@@ -451,6 +451,50 @@ async def test_a_referral_nobody_takes_expires_at_the_sites_give_up_time(
     assert expired.expired_at - unassigned.unassigned_at >= timedelta(seconds=2.9)
 
 
+async def test_the_give_up_time_lets_an_open_offer_run_its_course_then_ends_the_referral(
+    line: Line,
+) -> None:
+    """Found by a new user (#12 F4): give-up withdrew an offer 23 s into its window as
+    "coach_did_not_answer", and the coach was never told."""
+    matching_database, bootstrap, hospital_and_notify = line
+    give_up_after = timedelta(seconds=2)
+    settings = DispatchSettings(give_up_after=give_up_after, ack_timeout=timedelta(minutes=5))
+    world = await _world(matching_database, settings)
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "the offer")
+    [offer] = _of(OfferMade, events[ids[0]])
+    await _paged(hospital_and_notify, offer)
+
+    async def deferred() -> datetime | None:
+        due = await _give_up_due(matching_database, referral.referral_id)
+        return due if due is not None and due > datetime.now(UTC) + timedelta(minutes=1) else None
+
+    await eventually(deferred, within=20, what="the give-up deferred past the open offer")
+    assert _of(OfferWithdrawn, (await _dispatched(bootstrap, ids))[ids[0]]) == []
+    assert await _dispatch_state(matching_database, referral.referral_id) == "offering"
+
+    await _answer(hospital_and_notify, offer, CoachResponse.DECLINED)
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(ReferralExpired, ev[ids[0]]), "the referral given up"
+    )
+    assert [type(e) for e in events[ids[0]]] == [OfferMade, ReferralExpired]
+    assert await _give_up_due(matching_database, referral.referral_id) is None
+
+
+async def _give_up_due(database: str, referral_id: uuid.UUID) -> datetime | None:
+    connection = await asyncpg.connect(database)
+    try:
+        due: datetime | None = await connection.fetchval(
+            "SELECT due_at FROM matching.timers WHERE kind = 'give_up' AND timer_id = $1",
+            uuid.uuid5(referral_id, "give_up"),
+        )
+    finally:
+        await connection.close()
+    return due
+
+
 async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_starts_at_the_page(
     line: Line,
 ) -> None:

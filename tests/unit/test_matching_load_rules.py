@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from handoff_matching.domain.dispatch import (
+    GIVE_UP_RECHECK,
     CancelTimer,
     Candidates,
     Dispatch,
@@ -77,6 +78,11 @@ def rungs(
 
 def of(kind: type, effects: list[Effect]) -> list[Any]:
     return [effect for effect in effects if isinstance(effect, kind)]
+
+
+def state_of(d: Dispatch) -> DispatchState:
+    """The dispatch's state, unnarrowed: a test reads it again after each step."""
+    return d.state
 
 
 def offered(effects: list[Effect]) -> list[uuid.UUID]:
@@ -239,18 +245,33 @@ def test_broadcast_offers_only_coaches_with_room() -> None:
     assert d.holding == {ANA, CARA}
 
 
-def test_give_up_withdraws_open_offers_and_expires_the_referral_once() -> None:
+def test_give_up_lets_an_open_offer_run_its_course_then_expires_the_referral_once() -> None:
+    """Found by a new user (#12 F4): give-up withdrew an offer 23 s into its 300 s window,
+    as "coach_did_not_answer", and the coach was never told."""
     d = dispatch()
     made = of(OfferMade, d.start(NOW, rungs(site=[ANA])))[0]
-    effects = d.give_up(NOW + timedelta(hours=4))
-    [withdrawn] = of(OfferWithdrawn, effects)
-    assert withdrawn.offer_id == made.offer_id
+    late = NOW + timedelta(hours=4)
+    effects = d.give_up(late)
+    assert effects == [SetTimer(d.facts.referral_id, late + GIVE_UP_RECHECK, TimerKind.GIVE_UP)]
+    assert state_of(d) is DispatchState.OFFERING
+    assert d.holding == {ANA}
+
+    # The coach declines after the give-up time: the referral ends then, nobody else asked.
+    effects = d.decline(made.offer_id, late + timedelta(seconds=30), rungs(site=[ANA, BEN]))
+    assert offered(effects) == []
     [expired] = of(ReferralExpired, effects)
-    assert expired.expired_at == NOW + timedelta(hours=4)
-    assert d.state is DispatchState.EXPIRED
+    assert expired.expired_at == late + timedelta(seconds=30)
+    assert CancelTimer(d.facts.referral_id, TimerKind.GIVE_UP) in effects
+    assert state_of(d) is DispatchState.EXPIRED
     assert d.holding == frozenset()
-    assert d.give_up(NOW + timedelta(hours=5)) == []
+    assert d.give_up(late + GIVE_UP_RECHECK) == []
     assert d.retry(NOW + timedelta(hours=5), rungs(site=[ANA])) == []
+
+    in_line = dispatch()
+    in_line.start(NOW, rungs())
+    assert state_of(in_line) is DispatchState.UNASSIGNED
+    [expired] = of(ReferralExpired, in_line.give_up(late))
+    assert state_of(in_line) is DispatchState.EXPIRED
 
     assigned = dispatch()
     offer = of(OfferMade, assigned.start(NOW, rungs(site=[ANA])))[0]

@@ -3,6 +3,9 @@
 import pytest
 
 from handoff_notify.domain.delivery import MessageState, after_report, coach_unreachable
+from handoff_schemas.vocabulary import PageFailure
+
+GONE = PageFailure.INVALID_DESTINATION
 
 
 @pytest.mark.parametrize("delivered", [True, False])
@@ -30,11 +33,20 @@ def test_any_other_state_is_left_alone(state: MessageState, delivered: bool) -> 
 def test_an_email_failing_after_the_sms_went_out_leaves_the_coach_reached() -> None:
     """Found by a new user: SMS sent, email (the last method) failed after the fallback,
     and the offer was withdrawn as unreachable two minutes into a five-minute window."""
-    assert not coach_unreachable(None, [MessageState.SENT, MessageState.FAILED])
-    assert not coach_unreachable(None, [MessageState.DELIVERED, MessageState.FAILED])
+    assert not coach_unreachable(None, [MessageState.SENT, MessageState.FAILED], GONE)
+    assert not coach_unreachable(None, [MessageState.DELIVERED, MessageState.FAILED], GONE)
 
 
 def test_the_coach_is_unreached_only_when_no_page_reached_a_provider_and_none_is_left() -> None:
-    assert coach_unreachable(None, [MessageState.FAILED, MessageState.FAILED])
-    assert coach_unreachable(None, [MessageState.THROTTLED, MessageState.FAILED])
-    assert not coach_unreachable(1, [MessageState.FAILED])
+    assert coach_unreachable(None, [MessageState.FAILED, MessageState.FAILED], GONE)
+    assert coach_unreachable(None, [MessageState.THROTTLED, MessageState.FAILED], GONE)
+    assert not coach_unreachable(1, [MessageState.FAILED], GONE)
+
+
+@pytest.mark.parametrize("failure", [PageFailure.PROVIDER_ERROR, PageFailure.THROTTLED])
+def test_a_provider_outage_or_our_throttle_never_makes_the_coach_unreachable(
+    failure: PageFailure,
+) -> None:
+    """Found by a new user (#12 F1, F2): a 503 outage and the offer throttle closed offers
+    as coach_unreachable; the coach's phone was fine."""
+    assert not coach_unreachable(None, [MessageState.FAILED, MessageState.FAILED], failure)

@@ -176,6 +176,21 @@ def test_transient_errors_back_off_then_fail_permanent_ones_fail_at_once() -> No
     assert after_send(Accepted("SM1"), 1, POLICY, 1.0) == MarkSent("SM1", False)
 
 
+def test_with_a_deadline_transient_errors_are_retried_until_it_whatever_the_attempts() -> None:
+    """Found by a new user (#12 F1): five tries in six seconds, then a page given up,
+    through a 30 s provider outage."""
+    outage = Transient("http_503:20500")
+    assert after_send(outage, 40, POLICY, 1.0, retry_for=30.0) == RetryIn(10.0)
+    assert after_send(outage, 3, POLICY, 1.0, retry_for=0.5) == Fail(PageFailure.PROVIDER_ERROR)
+    assert after_send(outage, 1, POLICY, 1.0, retry_for=-5.0) == RetryIn(1.0)
+    slow_down = Transient("http_429", retry_after=7)
+    assert after_send(slow_down, 9, POLICY, 1.0, retry_for=8.0) == RetryIn(7)
+    invalid = Permanent(PageFailure.INVALID_DESTINATION, "21211", never_deliverable=True)
+    assert after_send(invalid, 1, POLICY, 1.0, retry_for=30.0) == Fail(
+        PageFailure.INVALID_DESTINATION
+    )
+
+
 def test_a_lost_send_is_looked_up_never_resent_on_the_same_channel() -> None:
     assert after_send(Ambiguous("ReadTimeout"), 1, POLICY, 1.0) == Reconcile()
     assert after_lookup(Found("SM1", delivered=True)) == MarkSent("SM1", True)
@@ -243,3 +258,29 @@ def test_the_sandbox_cannot_be_selected_in_production() -> None:
         )
     with pytest.raises(ValidationError, match="needs TWILIO_ACCOUNT_SID"):
         NotifySettings(database_url="postgresql://x/y", notify_link_secret="s")
+
+
+def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() -> None:
+    """Found by a new user (#12 F6): a 56-character NOTIFY_PUBLIC_URL made every offer SMS
+    180 characters, two segments, and notify started without a word."""
+    longest = "https://" + "h" * 28  # 36 characters: the most that fits
+    settings = NotifySettings(
+        database_url="postgresql://x/y",
+        notify_link_secret="s",
+        notify_delivery="sandbox",
+        notify_public_url=longest + "/",
+    )
+    link = f"{longest}/p/{LinkSigner('s').token(uuid4())}"
+    page = content.offer("Miriam Hospital ED", Urgency.EMERGENT, link, "W")
+    assert len(page.text) <= content.SMS_SEGMENT
+    assert link in page.text
+    assert settings.notify_public_url == longest + "/"
+
+    production_like = "https://handoff-notify.peer-recovery-network.example.org"
+    with pytest.raises(ValidationError, match="NOTIFY_PUBLIC_URL is 56 characters; at most 36"):
+        NotifySettings(
+            database_url="postgresql://x/y",
+            notify_link_secret="s",
+            notify_delivery="sandbox",
+            notify_public_url=production_like,
+        )

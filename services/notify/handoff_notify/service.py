@@ -8,7 +8,7 @@ link, an SMS reply or a keypad, become CoachResponded events exactly once.
 import logging
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -29,6 +29,7 @@ from handoff_notify.adapters.providers import Outgoing
 from handoff_notify.domain import content
 from handoff_notify.domain.content import Content, MessageKind, OpenOffer
 from handoff_notify.domain.delivery import (
+    Accepted,
     Ambiguous,
     Found,
     LookupOutcome,
@@ -97,6 +98,10 @@ _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPA
 # id to be stored. The id lands within the provider timeout, or at the latest when the
 # lost send is reconciled after its deadline: minutes. What waits longer is not ours.
 EARLY_REPORTS_KEPT_SECONDS = 3600.0
+
+# A page held back by the offer throttle looks again this often: a slot of the quarter
+# hour's window frees within minutes, and the page deadline bounds the wait anyway.
+THROTTLED_PAGE_RETRY_SECONDS = 15.0
 
 
 class NotifyService:
@@ -229,6 +234,19 @@ class NotifyService:
                     connection, message.channel, message.destination, now - rules.window
                 )
                 verdict = throttle(message.kind, recent, now, rules)
+                if isinstance(verdict, Refuse) and message.kind is MessageKind.OFFER:
+                    # Our own ceiling says nothing of the coach: the page waits for the
+                    # window to free a slot, and past its page deadline is dropped above,
+                    # so matching ends the offer not_contacted, not unreachable.
+                    metrics.THROTTLED.labels(message.channel, message.kind, "deferred").inc()
+                    log.warning(
+                        "page held back by its contact method's throttle",
+                        extra={**_ids(record.offer_id), "channel": message.channel.value},
+                    )
+                    await store.retry_later(
+                        connection, message.message_id, THROTTLED_PAGE_RETRY_SECONDS
+                    )
+                    continue
                 if isinstance(verdict, Refuse):
                     metrics.THROTTLED.labels(message.channel, message.kind, "refused").inc()
                     log.warning(
@@ -294,7 +312,11 @@ class NotifyService:
             record = await store.offer(connection, message.offer_id, lock=True)
             assert record is not None
             decision = after_send(
-                outcome, message.attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+                outcome,
+                message.attempts,
+                self.settings.retry_policy,
+                random.uniform(0.5, 1.0),
+                await self._retry_for(connection, message, record),
             )
             if isinstance(decision, Reconcile):
                 return True
@@ -310,6 +332,24 @@ class NotifyService:
         if isinstance(decision, RetryIn):
             self.wake_delivery()
         return False
+
+    async def _retry_for(
+        self, connection: Connection, message: MessageRecord, record: OfferRecord
+    ) -> float | None:
+        """Seconds an offer's page to the coach's last contact method may still be retried
+        through a provider's outage: until its page deadline (else its expiry) while no
+        page of the offer is out. None (`send_attempts`, then the next step) while the
+        coach has a next method to fall back to, once a page is out (the coach was
+        reached), and for the coach's other messages."""
+        if message.kind is not MessageKind.OFFER:
+            return None
+        if next_contact(message.contact_index, len(record.contacts)) is not None:
+            return None
+        if record.offer_id in await store.first_pages_out(connection, {record.offer_id}):
+            return None
+        offer = record.coach_offer
+        until = offer.page_deadline or offer.expires_at
+        return (until - self.clock()).total_seconds()
 
     async def _mark_unreachable(
         self, connection: Connection, message: MessageRecord, code: str
@@ -400,11 +440,19 @@ class NotifyService:
         if isinstance(outcome, Transient | Permanent | Ambiguous):
             metrics.PROVIDER_ERRORS.labels(outgoing.channel, outcome.code).inc()
         async with self.pool.acquire() as connection, connection.transaction():
-            attempts = await notices.attempts(connection, outgoing.message_id)
-            if attempts is None:
+            sending = await notices.attempts(connection, outgoing.message_id)
+            if sending is None:
                 return  # failed meanwhile as lost
+            attempts, unassigned_at = sending
+            # Retried through a provider outage like a page (issue #12 F3): five tries in
+            # six seconds lost every notice of a 30 s outage.
+            retry_until = unassigned_at + timedelta(seconds=self.settings.notice_retry_seconds)
             decision = after_send(
-                outcome, attempts, self.settings.retry_policy, random.uniform(0.5, 1.0)
+                outcome,
+                attempts,
+                self.settings.retry_policy,
+                random.uniform(0.5, 1.0),
+                (retry_until - self.clock()).total_seconds(),
             )
             if isinstance(decision, RetryIn):
                 metrics.SEND_RETRIES.labels(outgoing.channel).inc()
@@ -432,6 +480,14 @@ class NotifyService:
                     )
                 await notices.finish(connection, outgoing.message_id, "failed")
                 outcome_label = "failed"
+                log.error(
+                    "a supervisor's notice could not be sent",
+                    extra={
+                        "notice_id": str(outgoing.message_id),
+                        "channel": outgoing.channel.value,
+                        "code": outcome.code if not isinstance(outcome, Accepted) else "",
+                    },
+                )
         if outcome_label != "retried":
             metrics.PAGES.labels(outgoing.channel, MessageKind.UNASSIGNED, outcome_label).inc()
         else:
@@ -673,6 +729,7 @@ class NotifyService:
                     for m in await store.messages_of(connection, record.offer_id)
                     if m.kind is MessageKind.OFFER
                 ),
+                failure,
             ),
             failed_at=now,
         )

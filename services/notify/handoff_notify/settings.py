@@ -5,10 +5,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from handoff_notify import CONSUMER_GROUP
+from handoff_notify.domain.content import link_room
 from handoff_notify.domain.delivery import RetryPolicy
+from handoff_notify.domain.links import LINK_PATH_CHARACTERS
 from handoff_notify.domain.throttle import ThrottleRules
 from handoff_platform.settings import PlatformSettings
 
@@ -52,6 +54,11 @@ class NotifySettings(PlatformSettings):
     provider_timeout_seconds: float = 10.0
     sending_deadline_seconds: float = 30.0
     send_attempts: int = 5
+    notice_retry_seconds: float = Field(
+        900.0,
+        description="How long a supervisor's notice is retried through a provider outage "
+        "(5xx, timeouts), from the referral going unassigned.",
+    )
     channel_fallback_seconds: float = Field(
         120.0, description="Page the next contact method if one is not answered by then."
     )
@@ -82,6 +89,19 @@ class NotifySettings(PlatformSettings):
         5, description="Supervisor notices (a digest counting once) per destination."
     )
     offers_per_15_minutes: int = 20
+
+    @field_validator("notify_public_url")
+    @classmethod
+    def _links_fit_one_segment(cls, url: str) -> str:
+        """An offer SMS is one GSM-7 segment; a long public URL would make every page two
+        (issue #12 F6), so it is refused at start-up rather than found on a coach's phone."""
+        longest = link_room() - LINK_PATH_CHARACTERS
+        if len(url.rstrip("/")) > longest:
+            raise ValueError(
+                f"NOTIFY_PUBLIC_URL is {len(url.rstrip('/'))} characters; at most {longest} "
+                "keep an offer SMS with its link in one 160-character segment"
+            )
+        return url
 
     @model_validator(mode="after")
     def _sandbox_never_in_production(self) -> Self:

@@ -134,6 +134,10 @@ class DispatchState(StrEnum):
     EXPIRED = "expired"  # the site's give-up time passed unassigned
 
 
+GIVE_UP_RECHECK = timedelta(seconds=5)
+"""How long after an open offer's expiry a deferred give-up looks again: time for the
+offer's own expiry timer, due at the same moment, to close it first."""
+
 BOUNCED = (OfferState.UNREACHABLE, OfferState.NOT_CONTACTED)
 """Offers that reached nobody: no answer about the referral."""
 
@@ -336,15 +340,20 @@ class Dispatch:
         return outage or (due is not None and now >= due)
 
     def give_up(self, now: datetime) -> list[Effect]:
-        """The give-up time passed with nobody assigned: offers withdrawn, ReferralExpired."""
+        """The give-up time passed with nobody assigned: ReferralExpired. It ends only a
+        referral in line (waiting, unassigned): an offer still open runs its course, since
+        its coach may be on the way to say yes (issue #12 F4). Once the last open offer ends
+        without an acceptance the referral expires then (`_close`); the give-up is also
+        looked at again `GIVE_UP_RECHECK` after that offer's expiry."""
         if self.state not in NOT_YET_ASSIGNED:
             return []
-        self.state = DispatchState.EXPIRED
         open_offers = [o for o in self.offers if o.state is OfferState.OPEN]
-        return [
-            *self._withdraw(open_offers, WithdrawReason.EXPIRED, now),
-            ReferralExpired(referral_id=self.facts.referral_id, expired_at=now),
-        ]
+        if open_offers:
+            latest = max(o.expires_at for o in open_offers)
+            due = max(latest, now) + GIVE_UP_RECHECK
+            return [SetTimer(self.facts.referral_id, due, TimerKind.GIVE_UP)]
+        self.state = DispatchState.EXPIRED
+        return [ReferralExpired(referral_id=self.facts.referral_id, expired_at=now)]
 
     def cancel(self, now: datetime) -> list[Effect]:
         """The hospital withdrew the referral: every open offer is withdrawn at once."""
@@ -438,6 +447,14 @@ class Dispatch:
             return effects
         if any(o.state is OfferState.OPEN for o in self.offers):
             return effects  # a broadcast still has offers out: wait for them
+        if self.started_at is not None and now >= self.started_at + self.settings.give_up_after:
+            # The give-up time passed while the offer ran its course (give_up deferred).
+            self.state = DispatchState.EXPIRED
+            return [
+                *effects,
+                CancelTimer(self.facts.referral_id, TimerKind.GIVE_UP),
+                ReferralExpired(referral_id=self.facts.referral_id, expired_at=now),
+            ]
         return [*effects, *self._offer_next(now, candidates)]
 
     def _offer_next(

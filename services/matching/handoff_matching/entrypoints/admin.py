@@ -97,8 +97,10 @@ def build_admin_router(
 
     @router.get("/sites/{site_id}/dispatch", response_model=SiteDispatch)
     async def get_site_dispatch(site_id: SitePath) -> SiteDispatch:
-        """How the site's referrals are dispatched (the defaults if never set)."""
+        """How the site's referrals are dispatched (the defaults if never set); 404
+        `site_unknown` for a site never registered."""
         async with pool.acquire() as connection:
+            await _site_facts(connection, site_id)
             return await _current(connection, site_id)
 
     @router.put("/sites/{site_id}/dispatch", response_model=SiteDispatch)
@@ -106,16 +108,20 @@ def build_admin_router(
         """Set all of the site's dispatch settings: mode, ack timeout, arrival target,
         supervisors (coaches on the roster), page deadline (s), how often an unassigned
         referral is offered again (s), and when one is given up (min, from its arrival).
-        422 naming each field missing or invalid, or `supervisors` naming an unknown coach."""
+        422 naming each field missing or invalid, or `supervisors` naming an unknown coach
+        or one twice; 404 `site_unknown` for a site never registered (a mistyped id)."""
         async with pool.acquire() as connection:
+            await _site_facts(connection, site_id)
             await _store(connection, site_id, body)
             await roster_changed(connection)  # e.g. a supervisor added: serve the line
         return body
 
     @router.patch("/sites/{site_id}/dispatch", response_model=SiteDispatch)
     async def patch_site_dispatch(site_id: SitePath, body: SiteDispatchChanges) -> SiteDispatch:
-        """Change only the settings given (as PUT's fields); returns them all as stored."""
+        """Change only the settings given (as PUT's fields); returns them all as stored.
+        Refused as PUT is."""
         async with pool.acquire() as connection:
+            await _site_facts(connection, site_id)
             async with connection.transaction():
                 await connection.execute(
                     "SELECT pg_advisory_xact_lock(hashtext('handoff_site_dispatch:' || $1))",
@@ -216,8 +222,16 @@ async def _current(connection: Connection, site_id: str) -> SiteDispatch:
 
 async def _store(connection: Connection, site_id: str, body: SiteDispatch) -> None:
     """Store the site's settings (the caller wakes the line after its commit). Raises
-    ApiError 422 naming `supervisors` if one is not a coach on the roster: nobody could be
-    paged there."""
+    ApiError 422 naming `supervisors` if one is not a coach on the roster (nobody could be
+    paged there) or is named twice."""
+    twice = sorted({str(s) for s in body.supervisors if body.supervisors.count(s) > 1})
+    if twice:
+        raise ApiError(
+            422,
+            "duplicate_supervisor",
+            f"a supervisor named more than once: {', '.join(twice)}",
+            field="supervisors",
+        )
     known = await roster_store.coaches_by_id(connection, body.supervisors)
     unknown = [str(s) for s in body.supervisors if s not in known]
     if unknown:

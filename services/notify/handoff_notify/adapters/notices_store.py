@@ -174,14 +174,15 @@ async def claim_due(connection: Connection, limit: int) -> list[NoticeRecord]:
     ]
 
 
-async def attempts(connection: Connection, notice_id: UUID) -> int | None:
-    """The notice's send attempts, if it is still `sending` (locked); None otherwise."""
-    value = await connection.fetchval(
-        f"""SELECT attempts FROM {SCHEMA}.notices
+async def attempts(connection: Connection, notice_id: UUID) -> tuple[int, datetime] | None:
+    """The notice's send attempts and when its referral went unassigned (UTC), if it is
+    still `sending` (locked); None otherwise."""
+    row = await connection.fetchrow(
+        f"""SELECT attempts, unassigned_at FROM {SCHEMA}.notices
             WHERE notice_id = $1 AND state = 'sending' FOR UPDATE""",
         notice_id,
     )
-    return None if value is None else int(value)
+    return None if row is None else (int(row["attempts"]), row["unassigned_at"])
 
 
 async def finish(

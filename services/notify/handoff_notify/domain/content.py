@@ -114,6 +114,13 @@ def offer(
     )
 
 
+def link_room() -> int:
+    """The longest link (characters) an offer SMS carries within one segment: with the
+    longest urgency, a reply code, and the site's short name cut to its shortest."""
+    urgency = max(Urgency, key=lambda u: len(u.value))
+    return SMS_SEGMENT - len(offer("x" * _MIN_SITE, urgency, "", "X").text)
+
+
 def withdrawn(site_short_name: str, reason: WithdrawReason, code: str | None = None) -> Content:
     """The notice that an offer the coach was paged for was taken away, naming it by
     `code` (its reply code on the coach's phone, if it had one)."""

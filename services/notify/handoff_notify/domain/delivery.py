@@ -117,8 +117,21 @@ class RetryPolicy:
         return min(backoff, self.max_delay) * jitter
 
 
-def after_send(outcome: SendOutcome, attempts: int, policy: RetryPolicy, jitter: float) -> Decision:
-    """The next step for a message whose `attempts`-th send ended in `outcome`."""
+def after_send(
+    outcome: SendOutcome,
+    attempts: int,
+    policy: RetryPolicy,
+    jitter: float,
+    retry_for: float | None = None,
+) -> Decision:
+    """The next step for a message whose `attempts`-th send ended in `outcome`.
+
+    A transient failure (5xx, 429, a connection that never opened) is the provider's
+    trouble, not the destination's: with `retry_for` (seconds until the message is of no
+    more use, e.g. an offer's page deadline) it is retried with backoff for as long as the
+    next try still lands before then, however many attempts that takes, so a provider
+    outage shorter than the deadline costs nothing (decision 0019's addendum);
+    and in any case up to `policy.max_attempts`."""
     match outcome:
         case Accepted(provider_ref, delivered):
             return MarkSent(provider_ref, delivered)
@@ -127,11 +140,14 @@ def after_send(outcome: SendOutcome, attempts: int, policy: RetryPolicy, jitter:
         case Ambiguous():
             return Reconcile()
         case Transient(_, retry_after):
-            if attempts >= policy.max_attempts:
-                return Fail(PageFailure.PROVIDER_ERROR)
-            if retry_after is not None:
-                return RetryIn(min(retry_after, policy.max_delay))
-            return RetryIn(policy.delay(attempts, jitter))
+            delay = (
+                min(retry_after, policy.max_delay)
+                if retry_after is not None
+                else policy.delay(attempts, jitter)
+            )
+            if attempts < policy.max_attempts or (retry_for is not None and delay < retry_for):
+                return RetryIn(delay)
+            return Fail(PageFailure.PROVIDER_ERROR)
 
 
 def after_lookup(outcome: LookupOutcome, held_elsewhere: bool = False) -> MarkSent | Fail:
@@ -158,13 +174,25 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
     return following if following < contact_count else None
 
 
-def coach_unreachable(following: int | None, page_states: Iterable[MessageState]) -> bool:
+NOT_THE_COACH = (PageFailure.PROVIDER_ERROR, PageFailure.THROTTLED)
+"""Failures that say nothing of the coach's contact method: the provider's outage, or our
+own flood ceiling. An offer they end is not_contacted (matching's page deadline), never
+unreachable (decision 0019's addendum)."""
+
+
+def coach_unreachable(
+    following: int | None, page_states: Iterable[MessageState], failure: PageFailure
+) -> bool:
     """Whether a failed page leaves the coach unreached: no contact method is left to try
-    AND none of the offer's pages (`page_states`, every channel's) reached a provider.
+    AND none of the offer's pages (`page_states`, every channel's) reached a provider
+    AND the last `failure` was the destination's, not the provider's or ours
+    (NOT_THE_COACH).
 
     An SMS that went out keeps the offer open until its ack timeout even when the email
     sent after the channel fallback then fails: the coach may be reading the SMS."""
     reached = {MessageState.SENT, MessageState.DELIVERED}
+    if failure in NOT_THE_COACH:
+        return False
     return following is None and not any(state in reached for state in page_states)
 
 

@@ -20,6 +20,8 @@ from uuid import UUID
 _PURPOSE = b"handoff-offer-link\x00"  # the same secret signs nothing else this way
 _MAC_BYTES = 12
 _TOKEN_BYTES = 16 + _MAC_BYTES
+LINK_PATH_CHARACTERS = len("/p/") + -(-_TOKEN_BYTES * 4 // 3)
+"""What a page's link adds to the public URL: the path and the unpadded base64 token."""
 
 
 class LinkSigner:

@@ -5,9 +5,11 @@ A coach's messages are never paced: a new offer is why the coach carries the pho
 and a confirmation, cancellation or passed-on notice answers an offer the coach may
 be acting on this minute (a cancelled request reaching the coach a minute late can
 send them out for nothing). Only a high ceiling stops either kind, at which point
-something is looping. A refused message is recorded and counted, never dropped
-silently. The provider's own rate limits (429, Retry-After) are honoured by the
-delivery retries, not here (decision 0020).
+something is looping: an offer's page then waits for a slot until its page deadline
+(the offer ends not_contacted, never unreachable: decision 0019's addendum), a notice
+about an offer is refused. Either is recorded and counted, never dropped silently.
+The provider's own rate limits (429, Retry-After) are honoured by the delivery
+retries, not here (decision 0020).
 
 Supervisors' notices are counted per destination and quarter hour: until the last
 slot of the window they go one by one; the last slot always carries a digest of

@@ -1,0 +1,172 @@
+"""A provider outage and notify's own offer throttle are not the coach being unreachable
+(issue #12, F1 and F2): pages are retried, or held, until the offer's page deadline, and
+matching is never told the coach could not be reached. Notify as a process against the
+fake Twilio, on real Kafka and PostgreSQL."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from handoff_devenv import KafkaCluster
+from handoff_schemas import Topic
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import PageFailed, PageSent, ReferralUnassigned
+from handoff_schemas.vocabulary import Channel, PageFailure, UnassignedReason, Urgency
+from tests.support.kafka import read_topic, send
+from tests.support.notify import NotifyHarness, email, notify_harness, sms
+from tests.support.waiting import eventually
+
+# Two attempts used to be all a page got; the outage below outlasts them.
+SEND_ATTEMPTS = 2
+OFFERS_PER_WINDOW = 2
+
+
+@pytest.fixture(scope="module")
+async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
+    overrides = {
+        "SEND_ATTEMPTS": str(SEND_ATTEMPTS),
+        "OFFERS_PER_15_MINUTES": str(OFFERS_PER_WINDOW),
+    }
+    async with notify_harness(
+        database_url, own_kafka, "notify-outage.log", overrides=overrides
+    ) as harness:
+        yield harness
+
+
+async def _rows(notify: NotifyHarness, query: str, *args: object) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
+async def _message_states(notify: NotifyHarness, offer_id: UUID) -> list[str]:
+    rows = await _rows(
+        notify,
+        "SELECT state FROM notify.messages WHERE offer_id = $1 ORDER BY created_at",
+        offer_id,
+    )
+    return [row["state"] for row in rows]
+
+
+async def _page_events(notify: NotifyHarness, offer_id: UUID) -> list[Any]:
+    """What notify has published about the offer so far (possibly nothing)."""
+    records = await read_topic(notify.bootstrap_servers, Topic.PAGES)
+    events = {e.id: e for e in (decode_event(r.value) for r in records)}.values()
+    return [e.data for e in events if getattr(e.data, "offer_id", None) == offer_id]
+
+
+async def test_a_provider_outage_longer_than_the_send_attempts_still_pages_the_coach_once(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    notify.twilio.fail_next(phone, *[503] * (SEND_ATTEMPTS + 2))
+    offer = await notify.offer(sms(phone), page_deadline=datetime.now(UTC) + timedelta(seconds=60))
+
+    [body] = await notify.sms(phone)
+    assert "Reply 1" in body
+    events = await notify.page_events(offer.offer_id)
+    assert [type(e) for e in events] == [PageSent]
+
+
+async def test_a_provider_outage_moves_the_page_to_the_coachs_next_method_after_its_tries(
+    notify: NotifyHarness,
+) -> None:
+    """The deadline-long retries are for the coach's last method: with an email behind the
+    SMS, an SMS outage reaches the coach by email after SEND_ATTEMPTS tries."""
+    phone, address = notify.phone(), notify.email()
+    notify.twilio.fail_next(phone, *[503] * 50)
+    offer = await notify.offer(
+        sms(phone), email(address), page_deadline=datetime.now(UTC) + timedelta(seconds=60)
+    )
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [type(e) for e in events] == [PageFailed, PageSent]
+    failed, sent = events
+    assert (failed.channel, failed.failure, failed.all_channels_failed) == (
+        Channel.SMS,
+        PageFailure.PROVIDER_ERROR,
+        False,
+    )
+    assert sent.channel is Channel.EMAIL
+    [mail] = notify.mailbox.to(address)
+    assert "/p/" in mail.body
+    assert notify.twilio.to(phone) == []
+
+
+async def test_a_provider_down_past_the_page_deadline_never_calls_the_coach_unreachable(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    notify.twilio.fail_next(phone, *[503] * 50)
+    offer = await notify.offer(sms(phone), page_deadline=datetime.now(UTC) + timedelta(seconds=4))
+
+    async def given_up() -> list[str] | None:
+        states = await _message_states(notify, offer.offer_id)
+        return states if states and states[-1] in ("failed", "cancelled") else None
+
+    # Failed by the last retry that fitted the deadline, or dropped by the next claim
+    # past it: either way the coach's number stays in good standing, and matching ends
+    # the offer not_contacted at its page deadline.
+    [state] = await eventually(given_up, within=30, what="the page given up")
+    if state == "failed":
+        [failed] = await notify.page_events(offer.offer_id)
+        assert isinstance(failed, PageFailed)
+        assert (failed.failure, failed.all_channels_failed) == (PageFailure.PROVIDER_ERROR, False)
+    assert notify.twilio.to(phone) == []
+    assert (
+        await _rows(
+            notify, "SELECT state FROM notify.contact_methods WHERE destination = $1", phone
+        )
+        == []
+    )
+
+
+async def test_a_supervisors_notice_outlasts_a_provider_outage_and_is_sent_once(
+    notify: NotifyHarness,
+) -> None:
+    """Found by a new user (#12 F3): a 30 s outage failed every "no coach" notice in six
+    seconds, and none was sent again."""
+    supervisor = notify.phone()
+    notify.twilio.fail_next(supervisor, *[503] * (SEND_ATTEMPTS + 2))
+    referral_id = uuid4()
+    unassigned = ReferralUnassigned(
+        referral_id=referral_id,
+        reason=UnassignedReason.LADDER_EXHAUSTED,
+        unassigned_at=datetime.now(UTC),
+        site_id="md-mercy",
+        site_short_name="Mercy ED",
+        urgency=Urgency.EMERGENT,
+        supervisor_contacts=(sms(supervisor),),
+    )
+    await send(notify.broker, unassigned, source="/handoff/matching")
+
+    [text] = await notify.sms(supervisor)
+    assert str(referral_id).replace("-", "")[:6].upper() in text
+    assert "has no coach" in text
+
+
+async def test_a_page_over_the_offer_throttle_waits_and_is_dropped_at_its_deadline_unsent(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    first = [await notify.offer(sms(phone), page_deadline=deadline) for _ in range(2)]
+    await notify.sms(phone, OFFERS_PER_WINDOW)
+    held = await notify.offer(sms(phone), page_deadline=datetime.now(UTC) + timedelta(seconds=3))
+
+    async def dropped() -> list[str] | None:
+        states = await _message_states(notify, held.offer_id)
+        return states if states and states[-1] == "cancelled" else None
+
+    assert await eventually(dropped, within=30, what="the held page dropped") == ["cancelled"]
+    for offer in first:
+        assert [type(e) for e in await notify.page_events(offer.offer_id)] == [PageSent]
+    # Nothing said the coach was unreachable: matching ends the offer not_contacted.
+    assert await _page_events(notify, held.offer_id) == []
+    assert len(notify.twilio.to(phone)) == OFFERS_PER_WINDOW
