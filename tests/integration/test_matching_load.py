@@ -472,7 +472,7 @@ async def test_the_give_up_time_lets_an_open_offer_run_its_course_then_ends_the_
         return due if due is not None and due > datetime.now(UTC) + timedelta(minutes=1) else None
 
     await eventually(deferred, within=20, what="the give-up deferred past the open offer")
-    assert _of(OfferWithdrawn, (await _dispatched(bootstrap, ids))[ids[0]]) == []
+    assert _of(OfferWithdrawn, (await dispatched(bootstrap, ids))[ids[0]]) == []
     assert await _dispatch_state(matching_database, referral.referral_id) == "offering"
 
     await _answer(hospital_and_notify, offer, CoachResponse.DECLINED)
