@@ -2,6 +2,9 @@
 (failed after its retry window, listed, replayed), and a secret rotation, on real Kafka and
 PostgreSQL with the referral service in-process."""
 
+import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,9 +15,11 @@ import pytest
 from prometheus_client import REGISTRY
 from standardwebhooks.webhooks import Webhook
 
+from handoff_referral.adapters import postgres as store
 from handoff_referral.app import ReferralRuntime
+from handoff_referral.domain.status import Status, Step
 from handoff_referral.settings import ReferralSettings
-from tests.integration.conftest import create_database, handoff_command, register_site
+from tests.integration.conftest import HANDOFF, create_database, handoff_command, register_site
 from tests.support.patients import record_page_body, referral_body
 from tests.support.status_receiver import StatusReceiver
 from tests.support.waiting import eventually
@@ -191,3 +196,58 @@ async def test_no_step_is_queued_for_a_site_without_a_callback(runtime: Referral
     finally:
         await connection.close()
     assert queued == 0
+
+
+async def test_an_earlier_step_recorded_a_moment_later_is_still_sent_first(
+    runtime: ReferralRuntime, receiver: StatusReceiver
+) -> None:
+    """The coach's acceptance comes on handoff.dispatch and the arrival on handoff.pages, so
+    the acceptance can be recorded second (a new integrator saw `arrived, completed,
+    accepted`): the steps go out in timeline order."""
+    site, _, token = await register_site(runtime)
+    async with _client(runtime, ADMIN_TOKEN) as admin, _client(runtime, token) as hospital:
+        created = await admin.put(
+            f"/v1/admin/sites/{site.site_id}/webhook", json={"url": receiver.url}
+        )
+        receiver.secret = created.json()["secret"]
+        posted = await hospital.post("/v1/referrals", json=referral_body(f"ED-{uuid.uuid4()}"))
+    referral_id = posted.json()["id"]
+    accepted_at = datetime.now(UTC)
+    for step, at in ((Step.ARRIVED, 2), (Step.ACCEPTED, 1)):  # recorded out of order
+        async with runtime.pool.acquire() as connection:
+            await store.record_step(
+                connection,
+                uuid.UUID(referral_id),
+                step,
+                accepted_at + timedelta(seconds=at),
+                Status.ARRIVED,
+                datetime.now(UTC),
+            )
+        await asyncio.sleep(0.5)  # the two topics' consumers half a second apart
+    await eventually(lambda: _taken(receiver, referral_id, 3), within=20, what="three steps")
+    taken = [c.data["step"] for c in receiver.of(referral_id) if c.answered == 200]
+    assert taken == ["received", "accepted", "arrived"]
+
+
+async def test_a_replay_naming_no_site_or_referral_says_so(runtime: ReferralRuntime) -> None:
+    """A mistyped id must not read as "0 deliveries queued again" (a new integrator's run)."""
+    database_url = runtime.settings.database_url
+    for args, said in (
+        (["--site", "no-such-site", "--since", "2026-01-01T00:00:00Z"], "no site no-such-site"),
+        (["--referral", str(uuid.UUID(int=0))], f"no referral {uuid.UUID(int=0)}"),
+    ):
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*HANDOFF, "referral", "webhooks", "replay", *args],
+            env={**os.environ, "DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stderr.strip()) == (1, said)
+    async with _client(runtime, ADMIN_TOKEN) as admin:
+        answer = await admin.post(
+            "/v1/admin/webhook-deliveries/replay", json={"site_id": "no-such-site"}
+        )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (404, "site_unknown")

@@ -85,7 +85,11 @@ def webhook_sender(settings: ReferralSettings, pool: asyncpg.Pool) -> WebhookSen
         window=settings.webhook_retry_window_seconds,
     )
     return WebhookSender(
-        pool, policy, settings.webhook_timeout_seconds, settings.webhook_poll_seconds
+        pool,
+        policy,
+        settings.webhook_timeout_seconds,
+        settings.webhook_poll_seconds,
+        settle=settings.webhook_settle_seconds,
     )
 
 

@@ -22,3 +22,9 @@ class ReferralSettings(PlatformSettings):
     webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
     webhook_retry_window_seconds: float = Field(default=24 * 3600.0, gt=0)
     webhook_poll_seconds: float = Field(default=0.25, gt=0)
+    webhook_settle_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long a recorded step waits before it is sent, so an earlier step "
+        "recorded a moment later (steps come from two topics) still goes first.",
+    )

@@ -24,6 +24,10 @@ class NoCallback(Exception):
     """The site has no callback URL."""
 
 
+class UnknownReferral(Exception):
+    """No referral has this id."""
+
+
 @dataclass(frozen=True)
 class CallbackSet:
     """`secret` is the new signing secret, shown once; None when an existing callback only
@@ -89,9 +93,14 @@ async def replay(
 ) -> int:
     """Sends a site's (or a referral's) settled deliveries since `since` (UTC) again, in order,
     with their ids; returns how many. Raises ValueError when neither a site nor a referral
-    is named (a replay of everything is never what is meant)."""
+    is named (a replay of everything is never what is meant), UnknownSite or UnknownReferral
+    for an id that names nothing (a typo must not read as "nothing to replay")."""
     if site_id is None and referral_id is None:
         raise ValueError("name a site or a referral to replay")
+    if site_id is not None and await referral_store.get_site(connection, site_id) is None:
+        raise UnknownSite(site_id)
+    if referral_id is not None and not await store.referral_exists(connection, referral_id):
+        raise UnknownReferral(str(referral_id))
     return await store.replay(
         connection, datetime.now(UTC), site_id, referral_id, since, failed_only
     )

@@ -46,7 +46,8 @@ class WebhookSender:
     """Delivers queued status webhooks from `pool`'s referral schema.
 
     `timeout` (seconds) bounds one POST; `poll_interval` (seconds) is the longest a new
-    step waits to be picked up; at most `max_in_flight` POSTs are open at once.
+    step waits to be picked up once it has waited `settle` seconds (store.claim_due); at
+    most `max_in_flight` POSTs are open at once.
     """
 
     def __init__(
@@ -57,12 +58,14 @@ class WebhookSender:
         poll_interval: float,
         max_in_flight: int = 32,
         clock: Clock = utc_now,
+        settle: float = 0.0,
     ) -> None:
         self.pool = pool
         self.policy = policy
         self.poll_interval = poll_interval
         self.max_in_flight = max_in_flight
         self.clock = clock
+        self.settle = settle
         self.lease = timedelta(seconds=timeout + LEASE_MARGIN_SECONDS)
         self.client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, headers={"user-agent": "Handoff-Webhooks/1"}
@@ -99,7 +102,7 @@ class WebhookSender:
     async def _claim(self, room: int) -> list[ClaimedDelivery]:
         now = self.clock()
         async with self.pool.acquire() as connection:
-            return await store.claim_due(connection, now, now + self.lease, room)
+            return await store.claim_due(connection, now, now + self.lease, room, self.settle)
 
     async def _send(self, delivery: ClaimedDelivery) -> None:
         with correlation(delivery.correlation_id):

@@ -125,20 +125,33 @@ async def endpoints(connection: Connection, site_id: str | None = None) -> list[
 
 
 async def claim_due(
-    connection: Connection, now: datetime, lease_until: datetime, limit: int
+    connection: Connection,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    settle_seconds: float = 0.0,
 ) -> list[ClaimedDelivery]:
-    """Claims up to `limit` deliveries due at `now`, each the oldest still pending of its
-    referral (so a referral's steps go one at a time, in order), not claimed by another
-    process, of a site with a callback; leased until `lease_until`. A process that dies
-    mid-send loses the lease and the delivery is sent again: at least once."""
+    """Claims up to `limit` deliveries due at `now`, each the first still pending of its
+    referral in timeline order (the step's time, then the order recorded), so a referral's
+    steps go one at a time, in order; not claimed by another process, of a site with a
+    callback; leased until `lease_until`. A step waits `settle_seconds` after it was recorded:
+    the steps come from two topics, and an earlier step recorded a moment later (an
+    acceptance behind the coach's arrival) still goes first. A process that dies mid-send
+    loses the lease and the delivery is sent again: at least once."""
     rows = await connection.fetch(
         f"""WITH heads AS (
-                SELECT DISTINCT ON (referral_id) delivery_id, next_attempt_at, claimed_until
+                SELECT DISTINCT ON (referral_id)
+                    delivery_id, referral_id, next_attempt_at, claimed_until, created_at
                 FROM {SCHEMA}.webhook_deliveries WHERE state = 'pending'
-                ORDER BY referral_id, seq),
+                ORDER BY referral_id, at, seq),
             due AS (
-                SELECT delivery_id FROM heads
+                SELECT delivery_id FROM heads h
                 WHERE next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+                  AND h.created_at <= now() - make_interval(secs => $4)
+                  AND NOT EXISTS (  -- a later step of it already on its way: wait for it
+                      SELECT 1 FROM {SCHEMA}.webhook_deliveries x
+                      WHERE x.referral_id = h.referral_id AND x.state = 'pending'
+                        AND x.claimed_until > $1)
                 ORDER BY next_attempt_at LIMIT $3)
             UPDATE {SCHEMA}.webhook_deliveries d SET claimed_until = $2
             FROM due, {SCHEMA}.referrals r, {SCHEMA}.webhook_endpoints e
@@ -151,6 +164,7 @@ async def claim_due(
         now,
         lease_until,
         limit,
+        settle_seconds,
     )
     claimed = []
     for row in rows:
@@ -268,3 +282,11 @@ async def replay(
         failed_only,
     )
     return int(replayed)
+
+
+async def referral_exists(connection: Connection, referral_id: UUID) -> bool:
+    """Whether a referral has this id."""
+    found = await connection.fetchval(
+        f"SELECT true FROM {SCHEMA}.referrals WHERE referral_id = $1", referral_id
+    )
+    return bool(found)

@@ -169,9 +169,14 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
         if body.site_id is None and body.referral_id is None:
             raise ApiError(422, "missing", "name site_id or referral_id", field="site_id")
         async with pool.acquire() as connection:
-            count = await webhook_admin.replay(
-                connection, body.site_id, body.referral_id, body.since, body.failed_only
-            )
+            try:
+                count = await webhook_admin.replay(
+                    connection, body.site_id, body.referral_id, body.since, body.failed_only
+                )
+            except webhook_admin.UnknownSite:
+                raise ApiError(404, "site_unknown", "no site with this id") from None
+            except webhook_admin.UnknownReferral:
+                raise ApiError(404, "referral_unknown", "no referral with this id") from None
         return ReplayOut(replayed=count)
 
     return router

@@ -135,7 +135,16 @@ def replay(
         raise typer.Exit(2)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    count = asyncio.run(
-        with_connection(lambda c: webhook_admin.replay(c, site_id, referral_id, since, failed_only))
-    )
+    try:
+        count = asyncio.run(
+            with_connection(
+                lambda c: webhook_admin.replay(c, site_id, referral_id, since, failed_only)
+            )
+        )
+    except webhook_admin.UnknownSite:
+        typer.echo(f"no site {site_id}", err=True)
+        raise typer.Exit(1) from None
+    except webhook_admin.UnknownReferral:
+        typer.echo(f"no referral {referral_id}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"{count} deliveries queued again")
