@@ -460,3 +460,69 @@ async def _publish(broker: KafkaBroker, change: CoachAvailabilityChanged) -> Non
     await broker.publish(
         envelope.model_dump_json().encode(), Topic.PAGES.value, key=partition_key(envelope.subject)
     )
+
+
+async def test_a_coach_not_certified_in_the_pools_state_cannot_be_scheduled_there(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """A new coordinator put a Vermont-only coach on a Maryland rota: the timeline showed
+    cover that matching never pages. Rotations, overrides, temporary schedules and imported
+    calendars now refuse such a coach, naming the field."""
+    maryland, vermont = Site("MD", 1), Site("VT", 1)
+    await maryland.register(database)
+    await vermont.register(database)
+    [outsider] = vermont.coaches
+    now = datetime.now(UTC)
+    pool = f"site:{maryland.site_id}"
+    attempts = [
+        (
+            "/v1/admin/rotations",
+            {
+                "pool": pool,
+                "name": "with an outsider",
+                "time_zone": NEW_YORK.key,
+                "start_date": now.date().isoformat(),
+                "handoff": "08:00:00",
+                "shift_length": 1,
+                "shift_unit": "days",
+                "participants": [str(maryland.coaches[0]), str(outsider)],
+            },
+            "participants",
+        ),
+        (
+            "/v1/admin/overrides",
+            {
+                "override_id": str(uuid.uuid4()),
+                "kind": "add",
+                "pool": pool,
+                "coach_id": str(outsider),
+                "starts_at": now.isoformat(),
+                "ends_at": (now + timedelta(hours=8)).isoformat(),
+            },
+            "coach_id",
+        ),
+        (
+            "/v1/admin/temporary-schedules",
+            {
+                "pool": pool,
+                "start": now.isoformat(),
+                "end": (now + timedelta(days=1)).isoformat(),
+                "shifts": [
+                    {
+                        "coach_id": str(outsider),
+                        "start": now.isoformat(),
+                        "end": (now + timedelta(days=1)).isoformat(),
+                    }
+                ],
+            },
+            "shifts",
+        ),
+    ]
+    for path, body, field in attempts:
+        refused = await admin.post(path, json=body)
+        assert refused.status_code == 422, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "not_certified"
+        assert error["fields"][0]["field"] == field
+        assert "holds no current certification in MD" in error["message"]
+    assert await on_call_at_site(admin, maryland.site_id) == []

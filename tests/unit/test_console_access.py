@@ -2,6 +2,7 @@
 
 import uuid
 from collections.abc import Iterable
+from datetime import date
 
 import pytest
 
@@ -9,6 +10,7 @@ from handoff_console.domain.access import (
     Account,
     PoolRef,
     Role,
+    certified_in,
     csrf_matches,
     may_change_dispatch,
     may_change_pool,
@@ -94,3 +96,18 @@ def test_tokens_are_fresh_and_long() -> None:
     tokens = {new_token() for _ in range(100)}
     assert len(tokens) == 100
     assert all(len(t) >= 43 for t in tokens)  # 256 bits in URL-safe base64
+
+
+def test_the_forms_offer_only_coaches_certified_in_the_pools_state_today() -> None:
+    """A new coordinator could pick a Vermont-only coach for a Maryland rota."""
+    coaches = [
+        {"coach_id": "md", "certifications": [{"state": "MD", "expires_on": "2030-01-01"}]},
+        {"coach_id": "vt", "certifications": [{"state": "VT", "expires_on": "2030-01-01"}]},
+        {"coach_id": "lapsed", "certifications": [{"state": "MD", "expires_on": "2026-11-30"}]},
+        {"coach_id": "both", "certifications": [
+            {"state": "VT", "expires_on": "2030-01-01"},
+            {"state": "MD", "expires_on": "2026-12-01"},
+        ]},
+    ]  # fmt: skip
+    offered = certified_in(coaches, "MD", date(2026, 12, 1))
+    assert [c["coach_id"] for c in offered] == ["md", "both"]

@@ -15,7 +15,9 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 
@@ -103,3 +105,17 @@ def csrf_matches(expected: str, given: str | None) -> bool:
     if not given or not expected:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def certified_in(coaches: list[dict[str, Any]], state: str, on: date) -> list[dict[str, Any]]:
+    """The coaches (as matching's admin API lists them, each with `certifications` of
+    `state` and ISO `expires_on`) holding a certification in `state` valid on `on`: the only
+    ones matching pages for that state's sites and pool, so the only ones a form offers."""
+    return [
+        coach
+        for coach in coaches
+        if any(
+            cert["state"] == state and date.fromisoformat(cert["expires_on"]) >= on
+            for cert in coach["certifications"]
+        )
+    ]

@@ -29,6 +29,7 @@ from handoff_console.adapters.services import Refused, Services, ServiceUnavaila
 from handoff_console.domain.access import (
     Account,
     PoolRef,
+    certified_in,
     csrf_matches,
     may_change_dispatch,
     may_change_pool,
@@ -506,6 +507,8 @@ def build_console(console: Console) -> APIRouter:
             datetime.now(UTC),
         )
         by_rotation = {r["layer_id"]: r for r in rotations}
+        today = datetime.now(ZoneInfo(zone)).date()
+        state = sites[pool.key].state if pool.kind == "site" else pool.key
         return console.render(
             request,
             "pool.html",
@@ -523,12 +526,12 @@ def build_console(console: Console) -> APIRouter:
                 {**t, "start": _aware(t["start"]), "end": _aware(t["end"])} for t in temporaries
             ],
             names={str(k): v for k, v in names.items()},
-            coaches=coaches,
+            coaches=certified_in(coaches, state, today),
             picture=picture,
             may_change=may_change_pool(session.account, pool, site_states),
             errors=errors or {},
             submitted=submitted or {},
-            today=datetime.now(ZoneInfo(zone)).date(),
+            today=today,
         )
 
     async def _changeable_pool(session: Session, pool_name: str) -> tuple[PoolRef, str, str]:

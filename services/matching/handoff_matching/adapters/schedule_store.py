@@ -7,7 +7,7 @@ import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
@@ -341,6 +341,23 @@ async def unknown_coaches(connection: Connection, coach_ids: Iterable[UUID]) -> 
     )
     known = {row["coach_id"] for row in rows}
     return [c for c in wanted if c not in known]
+
+
+async def uncertified_coaches(
+    connection: Connection, coach_ids: Iterable[UUID], state: str, on: date
+) -> list[UUID]:
+    """Those of the coaches with no certification in `state` (USPS code) valid on `on`:
+    matching never offers them a referral there."""
+    wanted = list(dict.fromkeys(coach_ids))
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.certifications
+            WHERE coach_id = ANY($1::uuid[]) AND state = $2 AND expires_on >= $3""",
+        wanted,
+        state,
+        on,
+    )
+    certified = {row["coach_id"] for row in rows}
+    return [c for c in wanted if c not in certified]
 
 
 async def coach_keys(connection: Connection) -> dict[str, UUID]:

@@ -14,11 +14,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
-from handoff_matching.domain.schedules import Interval, Pool
+from handoff_matching.domain.schedules import Interval, OverrideKind, Pool
 from handoff_matching.entrypoints.overview_api import add_overview_routes
-from handoff_matching.entrypoints.schedules_api import add_schedule_routes
+from handoff_matching.entrypoints.schedules_api import add_schedule_routes, coaches_for
 from handoff_matching.on_call import OnCall
-from handoff_matching.roster_file import OverrideRow
+from handoff_matching.roster_file import OverrideRow, _pool
 from handoff_matching.service import coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
@@ -175,6 +175,8 @@ def build_admin_router(
     async def add_override(body: OverrideRow) -> OverrideRow:
         """Add a coach to a pool, remove one, or have one replace another, for a window."""
         async with pool.acquire() as connection:
+            if body.kind is not OverrideKind.REMOVE:
+                await coaches_for(connection, _pool(body.pool), [body.coach_id], "coach_id")
             try:
                 await roster_store.put_override(connection, body)
             except asyncpg.ForeignKeyViolationError:

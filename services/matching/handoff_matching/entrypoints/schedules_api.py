@@ -175,6 +175,34 @@ async def _known_coaches(connection: Connection, coach_ids: list[UUID], field: s
         raise ApiError(422, "unknown_coach", f"no such coach in the roster: {unknown[0]}", field)
 
 
+async def coaches_for(
+    connection: Connection, target: Pool, coach_ids: list[UUID], field: str
+) -> None:
+    """Checks the coaches a schedule of `target` names: raises ApiError 422 `unknown_coach`
+    for one not in the roster, `not_certified` for one with no certification in the pool's
+    state valid today (matching would never page them there, so the schedule would show
+    cover that does not exist). A site not registered yet has no known state: not checked."""
+    await _known_coaches(connection, coach_ids, field)
+    if target.kind is PoolKind.STATE:
+        state: str | None = target.key
+    else:
+        facts = await roster_store.site_facts(connection, target.key)
+        state = facts[0] if facts else None
+    if state is None:
+        return
+    uncertified = await schedule_store.uncertified_coaches(
+        connection, coach_ids, state, datetime.now(UTC).date()
+    )
+    if uncertified:
+        raise ApiError(
+            422,
+            "not_certified",
+            f"coach {uncertified[0]} holds no current certification in {state}, so is never "
+            "paged there",
+            field,
+        )
+
+
 async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
     facts = await roster_store.site_facts(connection, site_id)
     if facts is None:
@@ -185,7 +213,7 @@ async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
 async def store_rotation(connection: Connection, body: RotationIn) -> RotationOut:
     """Store a rotation layer (the API's and the CLI's way); raises ApiError 422 for a
     participant not in the roster, 409 for a layer name the pool already has."""
-    await _known_coaches(connection, body.participants, "participants")
+    await coaches_for(connection, _pool(body.pool), body.participants, "participants")
     try:
         layer_id = await schedule_store.add_rotation(
             connection, _pool(body.pool), body.name, body.priority, body.to_rotation()
@@ -221,6 +249,7 @@ async def store_calendar(
         )
     except CalendarProblems as problems:
         raise ApiError(422, "calendar_invalid", str(problems), "body") from None
+    await coaches_for(connection, target, [shift.coach_id for shift in shifts], "body")
     try:
         layer_id = await schedule_store.put_calendar_layer(
             connection, target, name, priority, shifts
@@ -288,7 +317,8 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
     async def add_temporary(body: TemporaryIn) -> TemporaryOut:
         """For a window (a holiday, a strike), these shifts replace every layer."""
         async with pool.acquire() as connection:
-            await _known_coaches(connection, [s.coach_id for s in body.shifts], "shifts")
+            coaches = [s.coach_id for s in body.shifts]
+            await coaches_for(connection, _pool(body.pool), coaches, "shifts")
             temporary_id = await schedule_store.add_temporary(
                 connection,
                 _pool(body.pool),
