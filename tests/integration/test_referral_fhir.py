@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import make_broker
+from handoff_referral import SCHEMA
 from handoff_referral.adapters import fhir_store
 from handoff_referral.app import ReferralRuntime
 from handoff_schemas import Topic
@@ -29,6 +30,7 @@ from tests.support.events import coach_assigned, coach_responded, offer_made
 from tests.support.fhir import ClientKeys, service_request, task, token_form, transaction_bundle
 from tests.support.kafka import read_topic, send
 from tests.support.patients import NOTES
+from tests.support.stored_rows import leaks, stored_rows
 from tests.support.waiting import eventually
 
 BASE = "http://referral/fhir/r4"
@@ -429,6 +431,53 @@ async def test_every_refusal_under_the_fhir_base_is_an_operation_outcome(
     # The REST API keeps its own shape.
     rest = await client.http.post("/v1/referrals", content=b"x" * 70000)
     assert rest.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_the_service_requests_note_is_stored_nowhere(
+    fhir_client: FhirClientFactory, referral: ReferralRuntime
+) -> None:
+    """ServiceRequest.note is free text the ED may fill with PHI: no row of any table of the
+    referral schema holds it, whether the ServiceRequest comes alone or in a Bundle."""
+    client = await fhir_client()
+    await client.authorised()
+    note = f"Free text {uuid.uuid4().hex}: Quentin Zebulon's sister, 410 555 0199"
+    alone, bundled = _external_id(), _external_id()
+    resource = service_request(alone) | {"note": [{"text": note}, {"text": note + " again"}]}
+    created = await client.http.post("/fhir/r4/ServiceRequest", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    bundle = transaction_bundle(bundled)
+    bundle["entry"][2]["resource"]["note"] = [{"text": note}]
+    assert (await client.http.post("/fhir/r4", json=bundle, headers=FHIR_JSON)).status_code == 200
+
+    async with referral.pool.acquire() as connection:
+        rows = await stored_rows(connection, SCHEMA)
+    # The scan sees both referrals (it reads what was stored), and no note in any table.
+    assert [table for table, *_ in leaks(rows, [alone, bundled])].count("referrals") == 2
+    assert not leaks(rows, [note, note[:40]])
+    assert note not in created.text
+
+
+async def test_a_service_request_by_id_answers_405_for_every_method(
+    fhir_client: FhirClientFactory,
+) -> None:
+    """Only create is offered on ServiceRequest (the Task is what is read and patched): any
+    method on ServiceRequest/{id}, the Location a create answers with, is a 405
+    OperationOutcome saying so, not a 404 that reads as a lost referral."""
+    client = await fhir_client()
+    await client.authorised()
+    created = await client.http.post(
+        "/fhir/r4/ServiceRequest", json=service_request(_external_id()), headers=FHIR_JSON
+    )
+    location = created.headers["location"]
+    for method in ("GET", "PUT", "PATCH", "DELETE", "POST"):
+        for path in (location, "/fhir/r4/ServiceRequest/not-a-uuid"):
+            refused = await client.http.request(method, path, json={}, headers=FHIR_JSON)
+            assert refused.status_code == 405, (method, path, refused.text)
+            assert refused.headers["content-type"].startswith("application/fhir+json")
+            [issue] = refused.json()["issue"]
+            assert (issue["code"], issue["expression"]) == ("not-supported", ["ServiceRequest"])
+            assert "Task" in issue["diagnostics"]
+            assert refused.headers["allow"] == ""
 
 
 async def test_a_loose_boolean_is_refused_and_an_over_long_location_cut(

@@ -51,6 +51,23 @@ async def test_unknown_routes_and_methods_are_operation_outcomes(client: httpx.A
     wrong_method = await client.delete("/Task/1")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["resourceType"] == "OperationOutcome"
+    assert "GET" in wrong_method.headers["allow"]  # Starlette names the first route's methods
     no_token = await client.get("/Task/1")
     assert no_token.status_code == 401
     assert no_token.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "PATCH", "DELETE", "POST"])
+async def test_a_service_request_by_id_is_405_for_every_method_not_404(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    """Only create is offered on ServiceRequest; its Location is not a dead end that reads
+    as a lost referral, and the answer names what to use instead."""
+    refused = await client.request(method, "/ServiceRequest/7f1c5a0e-0000-4000-8000-000000000003")
+    assert refused.status_code == 405
+    assert refused.headers["content-type"].startswith("application/fhir+json")
+    assert refused.headers["allow"] == ""
+    if method != "HEAD":
+        [issue] = refused.json()["issue"]
+        assert (issue["code"], issue["expression"]) == ("not-supported", ["ServiceRequest"])
+        assert "Task" in issue["diagnostics"]

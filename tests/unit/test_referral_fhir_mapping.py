@@ -42,12 +42,13 @@ def test_a_bser_service_request_becomes_the_same_request_the_rest_api_takes() ->
                 "substances": ["opioids", "alcohol"],
                 "consent": "obtained",
             },
-            "notes": NOTES,
         }
     )
-    # Minimum necessary: the Patient's name and birth date are not taken.
+    # Minimum necessary: the Patient's name and birth date are not taken, nor the note.
     assert mapping.request.patient.initials is None
     assert mapping.request.patient.age_band is None
+    assert mapping.request.notes is None
+    assert NOTES not in str(mapping)
 
 
 @pytest.mark.parametrize(

@@ -329,7 +329,9 @@ def referral_request(service_request: dict[str, Any], references: References) ->
             "substances": sorted(substances),
             "consent": consent,
         },
-        "notes": _notes(sr.get("note", [])),
+        # ServiceRequest.note is not read: free text, where an ED writes names, history and
+        # who to call, is more than a coach needs to be sent (minimum necessary).
+        "notes": None,
     }
     try:
         request = ReferralRequest.model_validate(fields)
@@ -352,7 +354,6 @@ def _element_of(location: tuple[int | str, ...], identifier_index: int) -> str:
         "urgency": "ServiceRequest.priority",
         "location": "ServiceRequest.locationReference",
         "callback_phone": "ServiceRequest.requester",
-        "notes": "ServiceRequest.note",
     }.get(top) or {
         "preferred_language": "Patient.communication.language",
         "coach_gender_preference": f"ServiceRequest.extension('{COACH_GENDER_PREFERENCE}')",
@@ -503,11 +504,6 @@ def _extension_code(resource: dict[str, Any], url: str) -> str | None:
             code = extension.get("valueCode")
             return str(code) if code is not None else ""
     return None
-
-
-def _notes(notes: list[dict[str, Any]]) -> str | None:
-    texts = [str(note["text"]) for note in notes if isinstance(note.get("text"), str)]
-    return "\n".join(texts) if texts else None
 
 
 def check_task(task: dict[str, Any], service_request: str, where: str = "Task") -> None:

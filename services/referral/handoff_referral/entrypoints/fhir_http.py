@@ -207,6 +207,25 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
             headers={"Location": f"{PREFIX}/ServiceRequest/{view['id']}"},
         )
 
+    @app.api_route(
+        "/ServiceRequest/{request_id}",
+        methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "POST"],
+        include_in_schema=False,
+    )
+    async def service_request_by_id(request_id: str) -> FhirResponse:
+        """The Location a create answers with, where nothing is served (the CapabilityStatement
+        offers create only): 405 for every method, pointing at the Task, rather than a 404
+        that reads as a lost referral. Before authentication: it says nothing of a referral."""
+        response = _refusal(
+            405,
+            "not-supported",
+            "ServiceRequest supports create only; read and cancel the referral through its "
+            "Task (GET or PATCH Task/{id}, the same id)",
+            "ServiceRequest",
+        )
+        response.headers["Allow"] = ""
+        return response
+
     @app.post(
         "/Task",
         status_code=201,
@@ -409,7 +428,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, error: StarletteHTTPException) -> Response:
         code = "not-found" if error.status_code == 404 else "not-supported"
-        return _refusal(error.status_code, code, str(error.detail))
+        response = _refusal(error.status_code, code, str(error.detail))
+        response.headers.update(error.headers or {})  # a 405's Allow
+        return response
 
     async def unexpected(_: Request, error: Exception) -> Response:
         if is_transient_database_error(error):
