@@ -46,6 +46,7 @@ from tests.support.events import coach_assigned, coach_responded
 from tests.support.hl7_messages import PID_PHI, adt, interface, order
 from tests.support.kafka import read_topic, send
 from tests.support.patients import SERVICE_LOGS
+from tests.support.stored_rows import leaks, stored_rows, written_since
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -479,19 +480,79 @@ async def test_two_messages_in_one_frame_are_refused_with_ae_and_neither_is_take
     both = order(ed.facility, first[0], first[1], visit=first[2]) + order(
         ed.facility, second[0], second[1], visit=second[2]
     )
-    ack = await ed.send(both)
-    assert ack.code == "AE"
-    assert "one message per frame" in ack.segment("MSA")[3]
-    assert await ed.referral_count(first[1]) == 0
-    assert await ed.referral_count(second[1]) == 0
+    # An engine that left out the end block between them sends the second behind a start
+    # block: that is two messages as well, not one with a stray segment.
+    glued = (
+        order(ed.facility, first[0], first[1], visit=first[2])
+        + b"\x0b"
+        + order(ed.facility, second[0], second[1], visit=second[2])
+    )
+    for frame_with_two in (both, glued):
+        ack = await ed.send(frame_with_two)
+        assert ack.code == "AE"
+        assert ack.segment("MSA")[2] == first[0]  # the control id the engine waits on
+        assert "one message per frame" in ack.segment("MSA")[3]
+        assert await ed.referral_count(first[1]) == 0
+        assert await ed.referral_count(second[1]) == 0
     after = _sample(
         await _metrics(referral), "handoff_mllp_framing_errors_total", 'reason="several_messages"'
     )
-    assert after == before + 1
+    assert after == before + 2
     # Sent again one per frame, both are taken.
     for control_id, placer, visit in (first, second):
         assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
         assert await ed.referral_count(placer) == 1
+
+
+async def test_a_cancel_or_update_of_an_unknown_order_or_visit_is_aa_with_a_warning(
+    engine: EngineFactory, referral: ReferralRuntime
+) -> None:
+    """The engine must not resend it for ever (AA), and the site must hear that nothing was
+    done (ERR-4 W naming it, MSA-3), and it is counted. A cancel of a known order or visit
+    whose referral is already over is a plain AA."""
+    ed = await engine()
+    control_id, placer, visit = _ids()
+    sent = [
+        (order(ed.facility, control_id + "CA", placer, control="CA", visit=visit), "unknown_order"),
+        *(
+            (adt(ed.facility, f"{control_id}{trigger}", trigger, visit=visit), "unknown_visit")
+            for trigger in ("A11", "A03", "A08")
+        ),
+    ]
+    for message, code in sent:
+        ack = await ed.send(message)
+        assert ack.code == "AA"
+        err = ack.segment("ERR")
+        assert (err[2], err[3].split("^")[0], err[4], err[5]) == (
+            "ORC^1^2" if code == "unknown_order" else "PV1^1^19",
+            "204",
+            "W",
+            code,
+        )
+        assert "nothing was" in ack.segment("MSA")[3]
+    metrics = await _metrics(referral)
+    site = ed.site.site_id
+    for kind, outcome, count in (
+        ("ORM^O01", "unknown_order", 1.0),
+        ("ADT^A11", "unknown_visit", 1.0),
+        ("ADT^A03", "unknown_visit", 1.0),
+        ("ADT^A08", "unknown_visit", 1.0),
+    ):
+        labels = f'message_type="{kind}",outcome="{outcome}",site="{site}"'
+        assert _sample(metrics, "handoff_hl7_messages_total", labels) == count, labels
+    assert await ed.referral_count(placer) == 0
+
+    # Known, but over: the order was taken and cancelled; cancelling again is a plain AA.
+    assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
+    assert (await ed.send(adt(ed.facility, control_id + "X", "A11", visit=visit))).code == "AA"
+    assert (await ed.referral(placer)).status.value == "cancelled"
+    for message in (
+        order(ed.facility, control_id + "CA2", placer, control="CA", visit=visit),
+        adt(ed.facility, control_id + "A03B", "A03", visit=visit),
+    ):
+        ack = await ed.send(message)
+        assert ack.code == "AA"
+        assert "ERR|" not in ack.text
 
 
 async def test_a_changed_order_under_a_used_placer_number_is_ae_naming_orc_2(
@@ -539,32 +600,28 @@ async def test_many_engines_at_once_each_get_their_acks(engine: EngineFactory) -
 async def test_no_pid_value_is_stored_in_any_table(
     engine: EngineFactory, referral: ReferralRuntime
 ) -> None:
-    """Every row the message wrote or changed, in every table of the referral schema, is free
-    of the PID values and the visit number. Rows of other sites are left out: a REST referral
-    keeps the ED's free-text notes, which name the same test patient."""
+    """Every row the messages wrote or changed, in every table of the referral schema, is
+    free of PID's name, MRN and date of birth and of the visit number. Rows of other sites
+    are left out: a REST referral keeps the ED's free-text notes, which name the same test
+    patient."""
     ed = await engine()
 
-    async def rows() -> set[str]:
+    async def rows() -> dict[str, list[str]]:
         async with referral.pool.acquire() as connection:
-            tables = await connection.fetch(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
-                SCHEMA,
-            )
-            return {
-                str(dict(row))
-                for table in tables
-                for row in await connection.fetch(f'SELECT * FROM referral."{table["table_name"]}"')
-                if row.get("site_id", ed.site.site_id) == ed.site.site_id
-            }
+            return await stored_rows(connection, SCHEMA, ed.site.site_id)
 
     before = await rows()
     control_id, placer, visit = _ids()
     assert (await ed.send(order(ed.facility, control_id, placer, visit=visit))).code == "AA"
     assert (await ed.send(adt(ed.facility, control_id + "M", "A08", visit=visit))).code == "AA"
-    written = await rows() - before
-    assert len(written) >= 3  # the referral, its outbox event and the message log at least
-    leaks = [(value, row[:120]) for row in written for value in [*PID_PHI, visit] if value in row]
-    assert not leaks
+    cancel = order(ed.facility, control_id + "CA", placer, control="CA", visit=visit)
+    assert (await ed.send(cancel)).code == "AA"
+    written = written_since(before, await rows())
+    # The referral, the message log and the visit link at least (the outbox drains).
+    assert {"referrals", "timeline", "hl7_messages", "hl7_orders"} <= {
+        table for table, lines in written.items() if lines
+    }
+    assert not leaks(written, [*PID_PHI, visit])
 
 
 async def test_with_the_database_down_the_engine_gets_ar_and_then_aa_once_it_is_back(

@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from handoff_referral.domain.hl7 import (
+    UNKNOWN_ORDER,
+    UNKNOWN_VISIT,
     AckCode,
     Discharged,
     ErrorCode,
@@ -264,8 +266,48 @@ def test_two_messages_in_one_frame_are_refused_whole_naming_the_problem() -> Non
     with pytest.raises(SeveralMessages) as raised:
         parse(raw)
     assert "one message per frame" in raised.value.text
-    ack = build_ack(None, AckCode.ERROR, raised.value).decode()
-    assert ack.split("\r")[1].startswith("MSA|AE|")
+    ack = build_ack(raised.value.first, AckCode.ERROR, raised.value).decode()
+    assert ack.split("\r")[1].startswith("MSA|AE|C12|")  # the control id the engine waits on
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # An engine that left out the end block: the second message behind a start block.
+        order(FACILITY, "C12", "ORD-12") + b"\x0b" + order(FACILITY, "C13", "ORD-13"),
+        # \n endings, and the second message with other encoding characters.
+        (
+            order(FACILITY, "C12", "ORD-12") + adt(FACILITY, "C13", "A08").replace(b"|", b"#")
+        ).replace(b"\r", b"\n"),
+        # An HL7 batch of one message.
+        b"FHS|^~\\&|EPIC\rBHS|^~\\&|EPIC\r" + order(FACILITY, "C12", "ORD-12") + b"BTS|1\rFTS|1\r",
+    ],
+    ids=["stray-start-block", "other-separators", "batch"],
+)
+def test_every_way_of_two_messages_in_a_frame_is_refused_whole(raw: bytes) -> None:
+    with pytest.raises(SeveralMessages) as raised:
+        parse(raw)
+    assert "one message per frame" in raised.value.text
+    assert "none of them was taken" in raised.value.text
+    ack = build_ack(raised.value.first, AckCode.ERROR, raised.value).decode()
+    assert ack.split("\r")[1].startswith("MSA|AE|C12|")
+
+
+@pytest.mark.parametrize(
+    ("warning", "location", "code"),
+    [(UNKNOWN_ORDER, "ORC^1^2", "unknown_order"), (UNKNOWN_VISIT, "PV1^1^19", "unknown_visit")],
+)
+def test_an_unknown_order_or_visit_is_accepted_with_a_warning_naming_it(
+    warning: MessageError, location: str, code: str
+) -> None:
+    message = parse(order(FACILITY, "C20", "ORD-20", control="CA"))
+    msh, msa, err = build_ack(message, AckCode.ACCEPTED, warning, "A1").decode().split("\r")[:3]
+    assert msa.split("|")[:3] == ["MSA", "AA", "C20"]
+    assert "nothing was" in msa.split("|")[3]  # MSA-3 says so to engines reading only MSA
+    fields = err.split("|")
+    assert fields[2] == location
+    assert fields[3] == "204^Unknown key identifier^HL70357"
+    assert (fields[4], fields[5]) == ("W", code)  # ERR-4 severity, ERR-5 application code
 
 
 def test_an_over_long_location_is_cut_to_40_characters_not_refused() -> None:

@@ -24,6 +24,8 @@ from handoff_referral.adapters import hl7_store
 from handoff_referral.adapters import postgres as store
 from handoff_referral.domain.hl7 import (
     CANCEL_REASONS,
+    UNKNOWN_ORDER,
+    UNKNOWN_VISIT,
     AckCode,
     Discharged,
     ErrorCode,
@@ -118,12 +120,18 @@ class Hl7Intake:
             else:
                 site = sender.site.site_id
                 check_header(header)
-                outcome = await self._handle(message, header, sender, raw)
-                ack = build_ack(message, AckCode.ACCEPTED, control_id=ack_id)
+                outcome, warning = await self._handle(message, header, sender, raw)
+                ack = build_ack(message, AckCode.ACCEPTED, warning, ack_id)
+                if warning is not None:
+                    log.info(
+                        "HL7 message accepted with a warning",
+                        extra={"site_id": site, "type": kind, "warning": outcome},
+                    )
         except SeveralMessages as error:
-            # Answering only the first would lose the others without a trace.
+            # Answering only the first would lose the others without a trace. The ACK echoes
+            # the first message's control id, which is what the engine waits for.
             outcome = "error"
-            ack = build_ack(message, AckCode.ERROR, error, ack_id)
+            ack = build_ack(error.first or message, AckCode.ERROR, error, ack_id)
             MLLP_FRAMING_ERRORS.labels("several_messages").inc()
             log.warning("HL7 frame with more than one message refused", extra={"type": kind})
         except MessageError as error:
@@ -151,7 +159,8 @@ class Hl7Intake:
 
     async def _handle(
         self, message: hl7.Message, header: Header, sender: hl7_store.Sender, raw: bytes
-    ) -> str:
+    ) -> tuple[str, MessageError | None]:
+        """The outcome (a metric label) and the warning the AA carries, if any."""
         digest = message_digest(raw)
         if sender.acknowledged_sha256 is not None:
             if sender.acknowledged_sha256 != digest:
@@ -160,10 +169,14 @@ class Hl7Intake:
                     ErrorCode.DUPLICATE_KEY,
                     "MSH-10 control id was already used for another message",
                 )
-            return "replayed"
+            return "replayed", None
         site = sender.site
         intent = read_message(message, header, sender.interface)
         outcome, referral_id = await self._apply(intent, site, header)
+        # Acknowledged AA, so the engine does not resend it for ever, with a warning saying
+        # nothing was done: an order or visit Handoff never heard of (sent to the wrong
+        # interface, or before it was registered) is for the site to look into.
+        warning = {"unknown_order": UNKNOWN_ORDER, "unknown_visit": UNKNOWN_VISIT}.get(outcome)
         # The control id and the visit link commit together, after the referral: a crash
         # before leaves the order to its resend, which finds the referral by placer
         # number and links it then.
@@ -184,7 +197,7 @@ class Hl7Intake:
                 self.service.clock(),
                 visit,
             )
-        return outcome
+        return outcome, warning
 
     async def _apply(self, intent: Intent, site: Site, header: Header) -> tuple[str, UUID | None]:
         if isinstance(intent, NewOrder):
@@ -195,7 +208,7 @@ class Hl7Intake:
                     connection, site.site_id, intent.placer_number
                 )
             if found is None:
-                return "ignored", None
+                return "unknown_order", None
             cancelled = await self._cancel(site, found[0], CANCEL_REASONS[OrderCancelled])
             return ("cancelled" if cancelled else "ignored"), found[0]
         if isinstance(intent, VisitCancelled | Discharged):
@@ -247,6 +260,8 @@ class Hl7Intake:
             referral_ids = await hl7_store.open_referrals_of_visit(
                 connection, site.site_id, intent.visit_key
             )
+        if not referral_ids and not await self._visit_known(site, intent.visit_key):
+            return "unknown_visit"
         outcome = "ignored"
         for referral_id in referral_ids:
             if isinstance(intent, Discharged) and await self._discharged_after_arrival(referral_id):
@@ -254,6 +269,10 @@ class Hl7Intake:
             elif await self._cancel(site, referral_id, CANCEL_REASONS[type(intent)]):
                 outcome = "cancelled"
         return outcome
+
+    async def _visit_known(self, site: Site, visit_key: bytes) -> bool:
+        async with self.pool.acquire() as connection:
+            return await hl7_store.visit_known(connection, site.site_id, visit_key)
 
     async def _discharged_after_arrival(self, referral_id: UUID) -> bool:
         async with self.outbox.transaction(self.pool) as connection:
@@ -276,6 +295,8 @@ class Hl7Intake:
             referral_ids = await hl7_store.open_referrals_of_visit(
                 connection, site.site_id, intent.visit_key
             )
+        if not referral_ids and not await self._visit_known(site, intent.visit_key):
+            return "unknown_visit"
         outcome = "ignored"
         for referral_id in referral_ids:
             async with self.outbox.transaction(self.pool) as connection:

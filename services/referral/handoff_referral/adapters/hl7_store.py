@@ -134,6 +134,16 @@ async def open_referrals_of_visit(
     return [row["referral_id"] for row in rows]
 
 
+async def visit_known(connection: Connection, site_id: str, visit_key: bytes) -> bool:
+    """Whether any referral, open or not, was ordered over HL7 for this visit of the site."""
+    found = await connection.fetchval(
+        f"SELECT true FROM {SCHEMA}.hl7_orders WHERE site_id = $1 AND visit_key = $2 LIMIT 1",
+        site_id,
+        visit_key,
+    )
+    return bool(found)
+
+
 async def set_location(
     connection: Connection, referral_id: UUID, location: str, now: datetime
 ) -> bool:

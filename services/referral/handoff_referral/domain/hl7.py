@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     DATA_TYPE_ERROR = "102"
     TABLE_VALUE_NOT_FOUND = "103"
     UNSUPPORTED_VERSION = "203"
+    UNKNOWN_KEY = "204"
     DUPLICATE_KEY = "205"
     INTERNAL_ERROR = "207"
 
@@ -76,6 +77,7 @@ _ERROR_TEXT = {
     ErrorCode.DATA_TYPE_ERROR: "Data type error",
     ErrorCode.TABLE_VALUE_NOT_FOUND: "Table value not found",
     ErrorCode.UNSUPPORTED_VERSION: "Unsupported version id",
+    ErrorCode.UNKNOWN_KEY: "Unknown key identifier",
     ErrorCode.DUPLICATE_KEY: "Duplicate key identifier",
     ErrorCode.INTERNAL_ERROR: "Application internal error",
 }
@@ -87,21 +89,62 @@ class AckCode(StrEnum):
     REJECTED = "AR"  # not now, or not from you: the engine may retry
 
 
+class Severity(StrEnum):
+    """HL7 table 0516, ERR-4: how bad an ERR segment is."""
+
+    ERROR = "E"
+    WARNING = "W"  # accepted (AA), but the sender should look at it
+
+
 class MessageError(Exception):
     """A message that cannot be taken as sent. `location` is an ERR-2 location
     (`segment^sequence^field[^repetition^component]`), `text` names the field and never
-    repeats its value."""
+    repeats its value; `severity` is ERR-4 and `application_code` (ERR-5, empty for none)
+    a short code of Handoff's own for what happened."""
 
-    def __init__(self, location: str, code: ErrorCode, text: str) -> None:
+    def __init__(
+        self,
+        location: str,
+        code: ErrorCode,
+        text: str,
+        severity: Severity = Severity.ERROR,
+        application_code: str = "",
+    ) -> None:
         super().__init__(f"{location}: {text}")
         self.location = location
         self.code = code
         self.text = text
+        self.severity = severity
+        self.application_code = application_code
+
+
+UNKNOWN_ORDER = MessageError(
+    "ORC^1^2",
+    ErrorCode.UNKNOWN_KEY,
+    "no referral has this ORC-2 placer order number: nothing was cancelled",
+    Severity.WARNING,
+    "unknown_order",
+)
+"""The warning on the AA to an order cancel (ORC-1 CA) Handoff never had the order of."""
+
+UNKNOWN_VISIT = MessageError(
+    "PV1^1^19",
+    ErrorCode.UNKNOWN_KEY,
+    "no referral was ordered for this PV1-19 visit: nothing was changed",
+    Severity.WARNING,
+    "unknown_visit",
+)
+"""The warning on the AA to an A03, A08 or A11 about a visit no referral was ordered for."""
 
 
 class SeveralMessages(MessageError):
-    """A frame holding more than one message (a second MSH): refused whole, with an AE,
-    rather than answering the first and losing the rest."""
+    """A frame holding more than one message (a second MSH, or an HL7 batch): refused whole,
+    with an AE, rather than answering the first and losing the rest. `first` is the first
+    message's MSH, for the ACK to echo its control id (None when it cannot be read)."""
+
+    def __init__(self, location: str, code: ErrorCode, text: str, first: hl7.Message | None):
+        super().__init__(location, code, text)
+        self.first = first
 
 
 class Question(BaseModel, Generic[T]):
@@ -203,17 +246,21 @@ def parse(raw: bytes) -> hl7.Message:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
+    lines = text.split("\r")
+    # A second MSH anywhere, even behind a stray start block (an engine that left out the end
+    # block between two messages) or with other separators, is a second message.
+    headers = [line.lstrip(_STRAY) for line in lines if _MSH.match(line.lstrip(_STRAY))]
+    batch = text[:3] in ("FHS", "BHS")
+    if len(headers) > 1 or batch:
+        raise SeveralMessages(
+            "MSH^2" if not batch else text[:3],
+            ErrorCode.DATA_TYPE_ERROR,
+            f"{'an HL7 batch' if batch else f'{len(headers)} messages'} in one MLLP frame: "
+            "send one message per frame, as MLLP requires; none of them was taken",
+            _header_only(headers[0]) if headers else None,
+        )
     if not text.startswith("MSH") or len(text) < 8:
         raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
-    lines = text.split("\r")
-    messages = sum(1 for line in lines if line.startswith(text[:4]))  # "MSH" + its separator
-    if messages > 1:
-        raise SeveralMessages(
-            "MSH^2",
-            ErrorCode.DATA_TYPE_ERROR,
-            f"{messages} messages in one MLLP frame: send one message per frame, as MLLP "
-            "requires; none of them was taken",
-        )
     # Only the segments Handoff reads are parsed: next of kin, guarantor, insurance,
     # diagnoses and Z-segments are PHI or noise Handoff has no use for, and parsing is
     # most of a message's CPU.
@@ -222,6 +269,18 @@ def parse(raw: bytes) -> hl7.Message:
         return hl7.parse(kept)
     except (ValueError, IndexError, KeyError):
         raise MessageError("MSH^1", ErrorCode.DATA_TYPE_ERROR, "MSH is malformed") from None
+
+
+_MSH = re.compile(r"^MSH[^A-Za-z0-9]")
+_STRAY = "\x0b \t"  # a start block or blanks before a segment
+
+
+def _header_only(msh: str) -> hl7.Message | None:
+    """One MSH segment as a message, for an ACK to echo; None if it cannot be parsed."""
+    try:
+        return hl7.parse(msh)
+    except (ValueError, IndexError, KeyError):
+        return None
 
 
 def read_header(message: hl7.Message) -> Header:
@@ -566,7 +625,8 @@ def build_ack(
 ) -> bytes:
     """The ACK (original mode) for `message`: MSH (sender and receiver swapped, MSH-9
     `ACK^<trigger>^ACK`, MSH-11 and MSH-12 echoed), MSA echoing MSH-10, and MSA-3 plus an ERR
-    segment (ERR-1 for v2.3/2.4 engines, ERR-2/3/4/8 for v2.5+) when `error` is given.
+    segment (ERR-1 for v2.3/2.4 engines, ERR-2/3/4/5/8 for v2.5+) when `error` is given; an
+    `AA` may carry one too, a warning (ERR-4 `W`).
 
     Built field by field from whatever MSH holds, so a broken MSH (no trigger event, no
     control id, no MSH at all: `message` None) still gets its ACK: every message is answered.
@@ -601,7 +661,8 @@ def build_ack(
         text += f"|{about}"
         text += (
             f"\rERR|{element}^{error.code.value}&{name}&HL70357"
-            f"|{error.location}|{error.code.value}^{name}^HL70357|E||||{about}"
+            f"|{error.location}|{error.code.value}^{name}^HL70357|{error.severity.value}"
+            f"|{_escape(error.application_code)}|||{about}"
         )
     return (text + "\r").encode()
 
