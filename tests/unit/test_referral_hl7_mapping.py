@@ -301,7 +301,7 @@ def test_an_unknown_order_or_visit_is_accepted_with_a_warning_naming_it(
     warning: MessageError, location: str, code: str
 ) -> None:
     message = parse(order(FACILITY, "C20", "ORD-20", control="CA"))
-    msh, msa, err = build_ack(message, AckCode.ACCEPTED, warning, "A1").decode().split("\r")[:3]
+    _, msa, err = build_ack(message, AckCode.ACCEPTED, warning, "A1").decode().split("\r")[:3]
     assert msa.split("|")[:3] == ["MSA", "AA", "C20"]
     assert "nothing was" in msa.split("|")[3]  # MSA-3 says so to engines reading only MSA
     fields = err.split("|")
