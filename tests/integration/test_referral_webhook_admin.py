@@ -60,6 +60,28 @@ async def runtime(database_url: str, kafka_topics: str) -> AsyncIterator[Referra
         await runtime.stop()
 
 
+@pytest.fixture
+async def patient_runtime(database_url: str, kafka_topics: str) -> AsyncIterator[ReferralRuntime]:
+    """Retries every half second for ten minutes: a failing step stays pending for the
+    whole test."""
+    settings = ReferralSettings(
+        database_url=await create_database(database_url),
+        kafka_bootstrap_servers=kafka_topics,
+        consumer_group=f"handoff-referral-admin-{uuid.uuid4().hex[:6]}",
+        referral_admin_token=ADMIN_TOKEN,
+        webhook_allow_http=True,
+        webhook_retry_initial_seconds=0.2,
+        webhook_retry_max_seconds=0.5,
+        webhook_retry_window_seconds=600,
+        webhook_poll_seconds=0.05,
+    )
+    runtime = await ReferralRuntime.start(settings)
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
+
+
 def _client(runtime: ReferralRuntime, token: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=runtime.app),
@@ -128,6 +150,12 @@ async def test_a_callback_set_by_the_admin_api_fails_lists_replays_and_rotates(
             return await _states(runtime, referral_id) == failed
 
         await eventually(both_failed, within=4 * WINDOW_SECONDS + 10, what="both steps failed")
+        # Each step's window runs from its own first attempt: `cancelled`, held behind the
+        # failing `received`, gets its whole window after `received` was given up, not the
+        # remains of one that started when the referral first failed.
+        received_at, cancelled_at, cancelled_first = await _settled_times(runtime, referral_id)
+        assert cancelled_first >= received_at
+        assert (cancelled_at - received_at).total_seconds() >= WINDOW_SECONDS - 0.5
         steps = [c.data["step"] for c in receiver.of(referral_id)]
         assert {"received", "cancelled"} == set(steps)
         assert steps == sorted(steps, key=["received", "cancelled"].index)  # never interleaved
@@ -173,6 +201,25 @@ async def test_a_callback_set_by_the_admin_api_fails_lists_replays_and_rotates(
 
         assert (await admin.delete(path)).status_code == 204
         assert (await admin.get(path)).status_code == 404
+
+
+async def _settled_times(
+    runtime: ReferralRuntime, referral_id: str
+) -> tuple[datetime, datetime, datetime]:
+    """When `received` was given up, when `cancelled` was, and when `cancelled`'s window
+    began."""
+    async with runtime.pool.acquire() as connection:
+        rows = await connection.fetch(
+            """SELECT step, finished_at, due_since FROM referral.webhook_deliveries
+               WHERE referral_id = $1""",
+            uuid.UUID(referral_id),
+        )
+    by_step = {row["step"]: row for row in rows}
+    return (
+        by_step["received"]["finished_at"],
+        by_step["cancelled"]["finished_at"],
+        by_step["cancelled"]["due_since"],
+    )
 
 
 async def _called(receiver: StatusReceiver, referral_id: str, count: int) -> bool:
@@ -251,3 +298,70 @@ async def test_a_replay_naming_no_site_or_referral_says_so(runtime: ReferralRunt
             "/v1/admin/webhook-deliveries/replay", json={"site_id": "no-such-site"}
         )
     assert (answer.status_code, answer.json()["error"]["code"]) == (404, "site_unknown")
+
+
+async def test_steps_held_behind_a_failing_one_are_listed_and_a_removed_callback_abandons_them(
+    patient_runtime: ReferralRuntime, receiver: StatusReceiver
+) -> None:
+    """A new integrator's findings: `list --failing` left out the steps waiting behind the
+    failing one; `webhooks remove` dropped deliveries no metric counted; a site's outcome
+    series appeared only at their first increment, which `increase()` does not see."""
+    runtime = patient_runtime
+    database_url = runtime.settings.database_url
+    site, _, token = await register_site(runtime)
+    async with _client(runtime, ADMIN_TOKEN) as admin, _client(runtime, token) as hospital:
+        path = f"/v1/admin/sites/{site.site_id}/webhook"
+        receiver.secret = (await admin.put(path, json={"url": receiver.url})).json()["secret"]
+        await runtime.webhooks.report_backlog()
+        exported = {
+            outcome: REGISTRY.get_sample_value(
+                "handoff_webhook_deliveries_total", {"site": site.site_id, "outcome": outcome}
+            )
+            for outcome in ("delivered", "retry", "failed", "abandoned")
+        }
+        assert exported == dict.fromkeys(exported, 0.0)  # exported before anything happened
+
+        receiver.refuse_all = 503
+        posted = await hospital.post("/v1/referrals", json=referral_body(f"ED-{uuid.uuid4()}"))
+        referral_id = posted.json()["id"]
+        await eventually(lambda: _called(receiver, referral_id, 1), within=15, what="a try")
+        cancel = await hospital.post(
+            f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
+        )
+        assert cancel.status_code == 200
+
+        failing = _cli(database_url, "list", "--failing", "--site", site.site_id).splitlines()
+        rows = {line.split("\t")[3]: line.split("\t") for line in failing}
+        assert set(rows) == {"received", "cancelled"}
+        assert (rows["received"][4], rows["received"][8]) == ("pending", "HTTP 503")
+        assert (rows["cancelled"][4], rows["cancelled"][5]) == ("pending", "0")
+        assert rows["cancelled"][8] == f"waiting behind {rows['received'][0]}"
+        listed = await admin.get(
+            "/v1/admin/webhook-deliveries", params={"site_id": site.site_id, "failing": "true"}
+        )
+        assert [d["waiting_behind"] for d in listed.json()] == [rows["received"][0], None]
+
+        # The site no longer wants webhooks: what was pending is abandoned, and counted once
+        # by the serving process although the CLI removed it.
+        assert _cli(database_url, "remove", "--site", site.site_id).strip() == (
+            f"callback of {site.site_id} removed"
+        )
+        abandoned = [("received", "abandoned"), ("cancelled", "abandoned")]
+        assert await _states(runtime, referral_id) == abandoned
+        await runtime.webhooks.report_backlog()
+        await runtime.webhooks.report_backlog()
+        assert _metric("handoff_webhook_deliveries_total", site.site_id, outcome="abandoned") == 2
+        assert _metric("handoff_webhook_deliveries_total", site.site_id, outcome="failed") == 0
+        listed = await admin.get(
+            "/v1/admin/webhook-deliveries", params={"site_id": site.site_id, "failing": "true"}
+        )
+        assert [(d["step"], d["state"]) for d in listed.json()] == abandoned[::-1]
+
+        # Back: a callback again, and the abandoned steps replayed in order.
+        receiver.refuse_all = None
+        receiver.secret = (await admin.put(path, json={"url": receiver.url})).json()["secret"]
+        replayed = _cli(database_url, "replay", "--referral", referral_id, "--failed-only")
+        assert replayed.strip() == "2 deliveries queued again"
+        await eventually(lambda: _taken(receiver, referral_id, 2), within=15, what="replayed")
+        taken = [c.data["step"] for c in receiver.of(referral_id) if c.answered == 200]
+        assert taken == ["received", "cancelled"]

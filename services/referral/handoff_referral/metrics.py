@@ -22,8 +22,10 @@ HL7_MESSAGES = Counter(
     "handoff_hl7_messages_total",
     "HL7 v2 messages answered, by site (`unregistered` for unknown senders), message type "
     "(MSH-9, `other` for types Handoff does not handle) and outcome: created, replayed, "
-    "cancelled, discharged, location_updated, ignored (AA, nothing to do), error (AE), "
-    "rejected (AR: unknown sender, database away, internal error).",
+    "cancelled, discharged, location_updated, ignored (AA, nothing to do), unknown_order "
+    "and unknown_visit (AA with a warning: a cancel, A03, A08 or A11 about an order or visit "
+    "no referral was made for), error (AE), rejected (AR: unknown sender, database away, "
+    "internal error).",
     ["site", "message_type", "outcome"],
 )
 HL7_ACK_SECONDS = Histogram(
@@ -47,11 +49,14 @@ FHIR_TOKENS = Counter(
     "wrong_issuer, jti_reused, no_scope, malformed, …).",
     ["outcome"],
 )
+WEBHOOK_OUTCOMES = ("delivered", "retry", "failed", "abandoned")
 WEBHOOK_DELIVERIES = Counter(
     "handoff_webhook_deliveries_total",
     "Status webhook attempts by site and outcome: `delivered` (the site answered 2xx), "
     "`retry` (it did not: an HTTP status other than 2xx, a timeout or a connection error; "
-    "tried again with backoff), `failed` (the retry window passed: given up, replayable).",
+    "tried again with backoff), `failed` (the step's retry window passed: given up, "
+    "replayable); and deliveries `abandoned` unsent because the site's callback was removed "
+    "(replayable). Every outcome is exported at 0 for each site with a callback.",
     ["site", "outcome"],
 )
 WEBHOOK_PENDING = Gauge(

@@ -64,7 +64,8 @@ async def rotate_secret(
 
 
 async def remove_callback(connection: Connection, site_id: str) -> None:
-    """Stops the site's webhooks; undelivered steps are failed. Raises NoCallback."""
+    """Stops the site's webhooks; undelivered steps are abandoned (replayable, counted by
+    the serving processes). Raises NoCallback."""
     if not await store.remove_endpoint(connection, site_id, datetime.now(UTC)):
         raise NoCallback(site_id)
 
@@ -80,7 +81,8 @@ async def deliveries(
     failing: bool = False,
     limit: int = 100,
 ) -> list[DeliveryRow]:
-    """Newest first; `failing`: failed, or still being retried."""
+    """Newest first; `failing`: failed, abandoned, still being retried, or waiting behind a
+    step of their referral that is being retried."""
     return await store.list_deliveries(connection, site_id, referral_id, failing, limit)
 
 

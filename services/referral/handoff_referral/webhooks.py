@@ -3,7 +3,8 @@ per referral, at least once (decision 0022).
 
 One supervised loop per process claims due deliveries (each the oldest pending of its
 referral) under a lease, POSTs each from its own task, and settles it: delivered on 2xx,
-else tried again with backoff until the retry window ends, then failed. Replicas share the
+else tried again with backoff until the step's retry window (from its first attempt) ends,
+then failed. Replicas share the
 work through the leases; a process killed mid-send leaves a lease that runs out, and the
 delivery goes again with the same `webhook-id`.
 """
@@ -26,6 +27,7 @@ from handoff_referral.domain.webhooks import RetryPolicy, StatusStep, signed_hea
 from handoff_referral.metrics import (
     WEBHOOK_DELIVERIES,
     WEBHOOK_OLDEST_PENDING_SECONDS,
+    WEBHOOK_OUTCOMES,
     WEBHOOK_PENDING,
     WEBHOOK_SECONDS,
 )
@@ -72,12 +74,16 @@ class WebhookSender:
         )
         self._in_flight: set[asyncio.Task[None]] = set()
         self._reported_sites: set[str] = set()
+        self._exported_sites: set[str] = set()
 
     async def run_forever(self) -> None:
         """Claim, send, settle, report the backlog; beats once per pass. Raises what the
         database raises (the supervisor restarts it); sends in flight are cancelled then,
         and go again when their lease ends."""
-        reported = 0.0
+        # Before anything is sent: every site's outcome series exist at 0 from the start, so
+        # the first failure is an increase an alert sees, not a series that appears at 1.
+        await self.report_backlog()
+        reported = time.monotonic()
         try:
             while True:
                 room = self.max_in_flight - len(self._in_flight)
@@ -143,6 +149,7 @@ class WebhookSender:
             else:
                 outcome = "failed"
                 await store.failed(connection, delivery.delivery_id, now, error)
+        self._export_outcomes(delivery.site_id)
         WEBHOOK_DELIVERIES.labels(delivery.site_id, outcome).inc()
         log.log(
             logging.WARNING if outcome == "failed" else logging.INFO,
@@ -175,11 +182,23 @@ class WebhookSender:
         return f"HTTP {response.status_code}"
 
     async def report_backlog(self) -> None:
-        """Sets the pending and oldest-pending gauges of every site with a callback."""
+        """Sets the pending and oldest-pending gauges of every site with a callback, exports
+        each outcome of its deliveries counter (at 0 until something happens), and counts
+        the deliveries abandoned since the last report (a callback removed, perhaps by the
+        CLI in another process) under `abandoned`."""
         async with self.pool.acquire() as connection:
             backlog = await store.backlog(connection)
+            abandoned = await store.count_abandoned(connection)
+        for site_id, count in abandoned.items():
+            self._export_outcomes(site_id)
+            WEBHOOK_DELIVERIES.labels(site_id, "abandoned").inc(count)
+            log.warning(
+                "webhooks abandoned: the site's callback was removed",
+                extra={"site_id": site_id, "count": count},
+            )
         now = self.clock()
         for site_id, (pending, oldest) in backlog.items():
+            self._export_outcomes(site_id)
             WEBHOOK_PENDING.labels(site_id).set(pending)
             age = (now - oldest).total_seconds() if oldest is not None else 0.0
             WEBHOOK_OLDEST_PENDING_SECONDS.labels(site_id).set(max(age, 0.0))
@@ -187,3 +206,9 @@ class WebhookSender:
             WEBHOOK_PENDING.remove(site_id)
             WEBHOOK_OLDEST_PENDING_SECONDS.remove(site_id)
         self._reported_sites = set(backlog)
+
+    def _export_outcomes(self, site_id: str) -> None:
+        if site_id not in self._exported_sites:
+            for outcome in WEBHOOK_OUTCOMES:
+                WEBHOOK_DELIVERIES.labels(site_id, outcome)
+            self._exported_sites.add(site_id)

@@ -1,4 +1,4 @@
-"""PostgreSQL storage of site callbacks and their deliveries (migration 0005).
+"""PostgreSQL storage of site callbacks and their deliveries (migrations 0005, 0007).
 
 Deliveries are queued by `postgres.record_step` and `postgres.insert_referral`, in the
 transaction that records the timeline step; this module claims, settles, lists and
@@ -61,6 +61,8 @@ class DeliveryRow:
     created_at: datetime
     next_attempt_at: datetime
     last_error: str | None
+    waiting_behind: UUID | None = None
+    """A pending step not tried yet because this earlier step of its referral is failing."""
 
 
 async def set_endpoint(connection: Connection, site_id: str, url: str, secret: str) -> bool:
@@ -95,16 +97,17 @@ async def rotate_secret(
 
 
 async def remove_endpoint(connection: Connection, site_id: str, now: datetime) -> bool:
-    """Removes the site's callback; what was still to send to it is failed (replayable once
-    a callback is set again). False if it had none."""
+    """Removes the site's callback; what was still to send to it is abandoned (replayable
+    once a callback is set again), to be counted by a sender (`count_abandoned`). False if
+    it had none."""
     async with connection.transaction():
         removed = await connection.fetchval(
             f"DELETE FROM {SCHEMA}.webhook_endpoints WHERE site_id = $1 RETURNING true", site_id
         )
         await connection.execute(
             f"""UPDATE {SCHEMA}.webhook_deliveries
-                SET state = 'failed', finished_at = $2, claimed_until = NULL,
-                    last_error = 'callback removed'
+                SET state = 'abandoned', finished_at = $2, claimed_until = NULL,
+                    last_error = 'callback removed', abandon_counted = false
                 WHERE site_id = $1 AND state = 'pending'""",
             site_id,
             now,
@@ -153,7 +156,10 @@ async def claim_due(
                       WHERE x.referral_id = h.referral_id AND x.state = 'pending'
                         AND x.claimed_until > $1)
                 ORDER BY next_attempt_at LIMIT $3)
-            UPDATE {SCHEMA}.webhook_deliveries d SET claimed_until = $2
+            UPDATE {SCHEMA}.webhook_deliveries d SET claimed_until = $2,
+                -- A step's retry window runs from its first attempt: a step that waited
+                -- behind a failing one gets its own 24 h, not what the other one left.
+                due_since = CASE WHEN d.attempts = 0 THEN $1 ELSE d.due_since END
             FROM due, {SCHEMA}.referrals r, {SCHEMA}.webhook_endpoints e
             WHERE d.delivery_id = due.delivery_id AND r.referral_id = d.referral_id
               AND e.site_id = d.site_id AND d.state = 'pending'
@@ -228,6 +234,18 @@ async def backlog(connection: Connection) -> dict[str, tuple[int, datetime | Non
     return {row["site_id"]: (row["pending"], row["oldest"]) for row in rows}
 
 
+async def count_abandoned(connection: Connection) -> dict[str, int]:
+    """Marks the deliveries abandoned since the last call as counted; returns how many per
+    site. Each row is returned to one caller only, whichever replica asks first."""
+    rows = await connection.fetch(
+        f"""WITH counted AS (
+                UPDATE {SCHEMA}.webhook_deliveries SET abandon_counted = true
+                WHERE NOT abandon_counted RETURNING site_id)
+            SELECT site_id, count(*) AS abandoned FROM counted GROUP BY site_id"""
+    )
+    return {row["site_id"]: int(row["abandoned"]) for row in rows}
+
+
 async def list_deliveries(
     connection: Connection,
     site_id: str | None,
@@ -235,16 +253,26 @@ async def list_deliveries(
     failing: bool,
     limit: int,
 ) -> list[DeliveryRow]:
-    """Deliveries newest first; `failing`: only failed ones and pending ones that have
-    failed at least once."""
+    """Deliveries newest first, each pending one with the failing step of its referral it
+    waits behind, if any. `failing`: only failed and abandoned ones, pending ones that have
+    failed at least once, and pending ones waiting behind those (their referral's failure
+    holds them too)."""
     rows = await connection.fetch(
-        f"""SELECT delivery_id, site_id, referral_id, step, state, attempts, created_at,
-                   next_attempt_at, last_error
-            FROM {SCHEMA}.webhook_deliveries
-            WHERE ($1::text IS NULL OR site_id = $1)
-              AND ($2::uuid IS NULL OR referral_id = $2)
-              AND (NOT $3 OR state = 'failed' OR (state = 'pending' AND attempts > 0))
-            ORDER BY created_at DESC, seq DESC LIMIT $4""",
+        f"""SELECT d.delivery_id, d.site_id, d.referral_id, d.step, d.state, d.attempts,
+                   d.created_at, d.next_attempt_at, d.last_error,
+                   b.delivery_id AS waiting_behind
+            FROM {SCHEMA}.webhook_deliveries d
+            LEFT JOIN LATERAL (
+                SELECT x.delivery_id FROM {SCHEMA}.webhook_deliveries x
+                WHERE d.state = 'pending' AND x.referral_id = d.referral_id
+                  AND x.state = 'pending' AND x.attempts > 0
+                  AND x.delivery_id <> d.delivery_id
+                ORDER BY x.at, x.seq LIMIT 1) b ON true
+            WHERE ($1::text IS NULL OR d.site_id = $1)
+              AND ($2::uuid IS NULL OR d.referral_id = $2)
+              AND (NOT $3 OR d.state IN ('failed', 'abandoned')
+                   OR (d.state = 'pending' AND (d.attempts > 0 OR b.delivery_id IS NOT NULL)))
+            ORDER BY d.created_at DESC, d.seq DESC LIMIT $4""",
         site_id,
         referral_id,
         failing,
@@ -272,7 +300,7 @@ async def replay(
                 WHERE ($2::text IS NULL OR site_id = $2)
                   AND ($3::uuid IS NULL OR referral_id = $3)
                   AND ($4::timestamptz IS NULL OR created_at >= $4)
-                  AND state <> 'pending' AND (NOT $5 OR state = 'failed')
+                  AND state <> 'pending' AND (NOT $5 OR state IN ('failed', 'abandoned'))
                 RETURNING 1)
             SELECT count(*) FROM replayed""",
         now,

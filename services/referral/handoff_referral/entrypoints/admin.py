@@ -49,11 +49,16 @@ class DeliveryOut(BaseModel):
     site_id: str
     referral_id: UUID
     step: str
-    state: str = Field(description="pending, delivered or failed")
+    state: str = Field(description="pending, delivered, failed or abandoned")
     attempts: int
     created_at: datetime
     next_attempt_at: datetime | None
     last_error: str | None
+    waiting_behind: UUID | None = Field(
+        default=None,
+        description="For a pending step not tried yet: the failing step of its referral "
+        "it waits behind.",
+    )
 
 
 class ReplayIn(BaseModel):
@@ -130,7 +135,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
 
     @router.delete("/sites/{site_id}/webhook", status_code=204)
     async def remove(site_id: str) -> Response:
-        """Stop the site's webhooks; steps not yet delivered are failed (replayable)."""
+        """Stop the site's webhooks; steps not yet delivered are abandoned (replayable)."""
         try:
             async with pool.acquire() as connection:
                 await webhook_admin.remove_callback(connection, site_id)
@@ -142,7 +147,10 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
     async def list_deliveries(
         site_id: Annotated[str | None, Query(max_length=64)] = None,
         referral_id: UUID | None = None,
-        failing: Annotated[bool, Query(description="Only failed or being retried.")] = False,
+        failing: Annotated[
+            bool,
+            Query(description="Only failed, abandoned, being retried or waiting behind those."),
+        ] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[DeliveryOut]:
         """Deliveries, newest first."""
@@ -159,6 +167,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
                 created_at=row.created_at,
                 next_attempt_at=row.next_attempt_at if row.state == "pending" else None,
                 last_error=row.last_error,
+                waiting_behind=row.waiting_behind,
             )
             for row in rows
         ]

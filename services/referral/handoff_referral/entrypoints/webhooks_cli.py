@@ -66,7 +66,8 @@ def rotate_secret(site_id: SiteOption) -> None:
 
 @app.command("remove")
 def remove_callback(site_id: SiteOption) -> None:
-    """Stop the site's webhooks; steps not yet delivered are marked failed."""
+    """Stop the site's webhooks; steps not yet delivered are marked abandoned (replayable
+    once a callback is set again)."""
     try:
         asyncio.run(with_connection(lambda c: webhook_admin.remove_callback(c, site_id)))
     except webhook_admin.NoCallback:
@@ -96,21 +97,28 @@ def list_deliveries(
         UUID | None, typer.Option("--referral", help="Only this referral's.")
     ] = None,
     failing: Annotated[
-        bool, typer.Option("--failing", help="Only failed ones and ones being retried.")
+        bool,
+        typer.Option(
+            "--failing",
+            help="Only failed and abandoned ones, ones being retried, and ones waiting "
+            "behind those.",
+        ),
     ] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
     """Deliveries, newest first: id, site, referral, step, state, attempts, created, next
-    attempt, last error."""
+    attempt, last error (or `waiting behind <id>`: the failing step of its referral that
+    holds it)."""
     rows = asyncio.run(
         with_connection(lambda c: webhook_admin.deliveries(c, site_id, referral_id, failing, limit))
     )
     for row in rows:
+        behind = f"waiting behind {row.waiting_behind}" if row.waiting_behind else ""
         next_attempt = f"{row.next_attempt_at:%Y-%m-%dT%H:%M:%SZ}" if row.state == "pending" else ""
         typer.echo(
             f"{row.delivery_id}\t{row.site_id}\t{row.referral_id}\t{row.step}\t{row.state}\t"
             f"{row.attempts}\t{row.created_at:%Y-%m-%dT%H:%M:%SZ}\t{next_attempt}\t"
-            f"{row.last_error or ''}"
+            f"{row.last_error or behind}"
         )
 
 
@@ -125,7 +133,8 @@ def replay(
         typer.Option(help="Steps queued at or after this time (ISO 8601, UTC if no offset)."),
     ] = None,
     failed_only: Annotated[
-        bool, typer.Option("--failed-only", help="Only failed ones, not delivered ones.")
+        bool,
+        typer.Option("--failed-only", help="Only failed or abandoned ones, not delivered ones."),
     ] = False,
 ) -> None:
     """Send delivered or failed steps again, in order, with their original webhook-id, and
