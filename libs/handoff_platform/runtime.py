@@ -145,6 +145,7 @@ class EventPipeline:
             outbox_grace_seconds,
             DatabaseProbe(settings.database_url),
             security,
+            tasks=BackgroundTasks(failing_stuck_seconds=settings.loop_stuck_seconds),
         )
 
     def consumer(
