@@ -39,16 +39,8 @@ def start_service(
     port: int | None = None,
 ) -> ServiceProcess:
     """Start `handoff <service> serve` on `port` (or a free one); return once /readyz says ready."""
-    port = port or free_ports(1)[0]
-    with contextlib.ExitStack() as files:
-        output: IO[bytes] | int = files.enter_context(log.open("ab")) if log else subprocess.DEVNULL
-        process = subprocess.Popen(
-            [sys.executable, "-m", "handoff_cli", service, "serve", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    running = ServiceProcess(service, f"http://127.0.0.1:{port}", process)
+    running = launch_service(service, env, log, port)
+    process = running.process
     deadline = time.monotonic() + ready_within
     while not _ready(running.url):
         if process.poll() is not None:
@@ -58,6 +50,23 @@ def start_service(
             raise TimeoutError(f"the {service} service was not ready in {ready_within:.0f} s")
         time.sleep(0.2)
     return running
+
+
+def launch_service(
+    service: str, env: dict[str, str], log: Path | None = None, port: int | None = None
+) -> ServiceProcess:
+    """Start `handoff <service> serve` on `port` (or a free one) and return at once, ready or
+    not; its output (stdout and stderr) is appended to `log`, or discarded."""
+    port = port or free_ports(1)[0]
+    with contextlib.ExitStack() as files:
+        output: IO[bytes] | int = files.enter_context(log.open("ab")) if log else subprocess.DEVNULL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "handoff_cli", service, "serve", "--port", str(port)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return ServiceProcess(service, f"http://127.0.0.1:{port}", process)
 
 
 @contextlib.contextmanager

@@ -12,14 +12,17 @@
 """
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import logging
 import re
+import signal
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Annotated, Any
 
 import uvicorn
@@ -471,4 +474,28 @@ async def serve_http(app: ASGIApp, host: str, port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     config = uvicorn.Config(app, log_config=None, access_log=False)
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await _Server(config).serve(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM or SIGINT makes `serve()` return.
+
+    uvicorn re-raises the signal it caught once it has stopped serving, with the process's
+    previous handler back in place; for SIGTERM that is the default action, which kills the
+    process there and then, so the caller's orderly stop (loops, outbox, Kafka producer,
+    pool) never ran and the process ended with status -15. Here the signal only asks the
+    server to stop, and the caller's `finally` does the rest.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach only the main thread's handlers
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

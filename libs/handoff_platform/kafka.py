@@ -1,6 +1,9 @@
 """The Kafka side every service shares: a correctly configured broker, and the topics."""
 
+import asyncio
 import contextlib
+import ssl
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -84,3 +87,64 @@ async def ensure_topics(
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+_CORRELATION_ID = 0x4A6F
+_CLIENT_ID = b"handoff-probe"
+_API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, _CORRELATION_ID, len(_CLIENT_ID)) + _CLIENT_ID
+"""ApiVersions v0 (api key 18), correlation id 0x4A6F, client id `handoff-probe`: the one
+request every broker answers before authentication, whatever its version."""
+
+
+async def broker_answers(address: str, ssl_context: ssl.SSLContext | None = None) -> bool:
+    """True if the broker at `address` (host:port) answers an ApiVersions request with its
+    correlation id; raises OSError (and subclasses) if it cannot be reached or hangs up."""
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(
+        host.strip("[]"), int(port), ssl=ssl_context, server_hostname=host if ssl_context else None
+    )
+    try:
+        writer.write(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
+        await writer.drain()
+        size: int = struct.unpack(">i", await reader.readexactly(4))[0]
+        if size < 4:
+            return False
+        correlation: int = struct.unpack(">i", await reader.readexactly(4))[0]
+        return correlation == _CORRELATION_ID
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def any_broker_answers(
+    bootstrap_servers: str | Iterable[str],
+    within: float,
+    security: BaseSecurity | None = None,
+) -> bool:
+    """True as soon as any broker of the bootstrap list answers (`broker_answers`), False
+    if none does within `within` seconds.
+
+    All are asked at once: a client's own ping asks one broker, and when that one is paused
+    or partitioned away it times out while the other two serve, so readiness flapped with
+    one broker of three down. The cluster is usable while any broker answers, since clients
+    follow the metadata to the partitions' leaders. `security` gives the TLS context of a
+    TLS listener; SASL is not needed (ApiVersions precedes authentication).
+    """
+    ssl_context = client_options(security).get("ssl_context")
+    asks = [
+        asyncio.create_task(broker_answers(address, ssl_context))
+        for address in parse_bootstrap_servers(bootstrap_servers)
+    ]
+    try:
+        for finished in asyncio.as_completed(asks, timeout=within):
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError, ssl.SSLError):
+                if await finished:
+                    return True
+    except TimeoutError:
+        return False
+    finally:
+        for ask in asks:
+            ask.cancel()
+        await asyncio.gather(*asks, return_exceptions=True)
+    return False

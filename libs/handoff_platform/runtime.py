@@ -19,7 +19,7 @@ from faststream.security import BaseSecurity
 from handoff_platform.consumer import Handler, IdempotentConsumer
 from handoff_platform.database import DatabaseProbe, create_pool
 from handoff_platform.http import ReadinessCheck, report_readiness_forever
-from handoff_platform.kafka import ensure_topics, make_broker
+from handoff_platform.kafka import any_broker_answers, ensure_topics, make_broker
 from handoff_platform.lag import LagSampler
 from handoff_platform.logs import LogFormat, configure_logging
 from handoff_platform.outbox import Outbox, OutboxRelay
@@ -145,6 +145,7 @@ class EventPipeline:
             outbox_grace_seconds,
             DatabaseProbe(settings.database_url),
             security,
+            tasks=BackgroundTasks(failing_stuck_seconds=settings.loop_stuck_seconds),
         )
 
     def consumer(
@@ -199,10 +200,11 @@ class EventPipeline:
         return {
             **readiness_checks(
                 self.database_probe,
-                self.broker,
+                self.bootstrap_servers,
                 self.kafka_connected,
                 self.relay,
                 self.outbox_grace_seconds,
+                self.kafka_security,
             ),
             "loops": self.tasks.cycling,
         }
@@ -225,10 +227,11 @@ KAFKA_PING_SECONDS = 0.6
 
 def readiness_checks(
     database: DatabaseProbe,
-    broker: KafkaBroker,
+    bootstrap_servers: Iterable[str],
     kafka_connected: asyncio.Event,
     relay: OutboxRelay,
     outbox_grace_seconds: float | None = OUTBOX_HEALTHY_AGE_SECONDS,
+    kafka_security: BaseSecurity | None = None,
 ) -> dict[str, ReadinessCheck]:
     """Ready: the database answers, and Kafka answers or the outbox is still young.
 
@@ -238,11 +241,15 @@ def readiness_checks(
     Each check answers within `handoff_platform.http.READY_CHECK_SECONDS`: the database
     is asked on the probe's own connection, so a saturated pool does not slow a probe, and
     Kafka's ping is given less than that, so a ping that times out still leaves time to
-    fall back to the outbox's age.
+    fall back to the outbox's age. Kafka answers if any broker of the bootstrap list does
+    (`any_broker_answers`): one paused broker of three is not an outage.
     """
+    servers = tuple(bootstrap_servers)
 
     async def kafka_or_outbox_healthy() -> bool:
-        if kafka_connected.is_set() and await broker.ping(timeout=KAFKA_PING_SECONDS):
+        if kafka_connected.is_set() and await any_broker_answers(
+            servers, KAFKA_PING_SECONDS, kafka_security
+        ):
             return True
         if outbox_grace_seconds is None:
             return False

@@ -171,6 +171,11 @@ class PlatformSettings(KafkaSettings):
     database_url: str = Field(description="postgresql://user@host:port/database")
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.AUTO
+    loop_stuck_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="how long a loop may fail every pass with a bug before /healthz is 503",
+    )
 
     @field_validator("database_url")
     @classmethod

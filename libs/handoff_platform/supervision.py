@@ -18,9 +18,13 @@ runs long is still serving. From those:
   interval: the service cannot do its work, so send it no traffic;
 - `alive()` (liveness) is false when a loop's task has ended, or when it has
   neither beaten nor been restarted for `stuck_factor` intervals (at least
-  `min_stuck_seconds`): it hangs, and only restarting the process helps. A loop
-  failing on an unreachable database keeps restarting and so stays alive: a new
-  process would not reach the database either.
+  `min_stuck_seconds`): it hangs, and only restarting the process helps; or when it
+  has failed on every pass with a bug (any error but a transient one), without a beat
+  in between, for `failing_stuck_seconds` (`LOOP_STUCK_SECONDS`, 120 s): a restart of
+  the process may clear a state the bug feeds on, and the orchestrator should know.
+  A loop failing on an unreachable database (or Kafka: an `OSError`) keeps restarting
+  and stays alive however long the outage lasts: a new process would not reach the
+  database either, and restarting every replica at once only adds to the outage.
 """
 
 import asyncio
@@ -32,6 +36,8 @@ from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from handoff_platform import metrics
 from handoff_platform.transient import is_transient_database_error
@@ -51,6 +57,8 @@ class LoopState:
     last_restart: float = field(default_factory=time.monotonic)
     restarts: int = 0
     task: asyncio.Task[None] | None = None
+    failing_since: float | None = None
+    """When the current run of non-transient failures began (no beat since); None: none."""
 
     def cycle_age(self) -> float:
         return time.monotonic() - self.last_beat
@@ -66,11 +74,23 @@ def beat() -> None:
         state.last_beat = time.monotonic()
 
 
+def is_outage(error: BaseException) -> bool:
+    """True for an error that says a dependency is away for now (the database, or Kafka: a
+    retriable Kafka error or a timeout), not that the loop's code is wrong."""
+    if is_transient_database_error(error):
+        return True
+    return isinstance(error, KafkaTimeoutError) or (
+        isinstance(error, KafkaError) and bool(error.retriable)
+    )
+
+
 class BackgroundTasks:
     """The service's supervised loops.
 
     `initial_backoff` and `max_backoff` (seconds) bound the wait before a restart; it
     doubles per failure without a cycle in between and is jittered down to half.
+    `failing_stuck_seconds`: how long a loop may fail every pass with a bug before
+    `alive()` says it is stuck (seconds).
     """
 
     def __init__(
@@ -79,11 +99,13 @@ class BackgroundTasks:
         max_backoff: float = 10.0,
         stuck_factor: float = 4.0,
         min_stuck_seconds: float = 120.0,
+        failing_stuck_seconds: float = 120.0,
     ) -> None:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.stuck_factor = stuck_factor
         self.min_stuck_seconds = min_stuck_seconds
+        self.failing_stuck_seconds = failing_stuck_seconds
         self._loops: dict[str, LoopState] = {}
 
     def start(self, name: str, run: LoopFactory, expected_interval: float | None) -> None:
@@ -121,12 +143,22 @@ class BackgroundTasks:
                     return
                 error = RuntimeError("loop returned")
             self._report(state, error)
+            self._track_failing(state, error)
             if state.last_beat >= started:
                 backoff = self.initial_backoff  # it cycled since its last start: a new failure
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self.max_backoff)
             state.restarts += 1
             state.last_restart = time.monotonic()
+
+    @staticmethod
+    def _track_failing(state: LoopState, error: BaseException) -> None:
+        """Start or continue a run of bug failures; a transient error ends it (an outage is
+        never "stuck"), and so does a beat since it began."""
+        if is_outage(error):
+            state.failing_since = None
+        elif state.failing_since is None or state.last_beat > state.failing_since:
+            state.failing_since = time.monotonic()
 
     @staticmethod
     def _report(state: LoopState, error: BaseException) -> None:
@@ -151,15 +183,23 @@ class BackgroundTasks:
         ]
 
     def stuck_loops(self) -> list[str]:
-        """Names of the loops whose task ended, or that neither cycle nor restart."""
+        """Names of the loops whose task ended, that neither cycle nor restart, or that have
+        failed every pass with a bug (not a transient error) for `failing_stuck_seconds`."""
         now = time.monotonic()
         stuck = []
         for state in self._loops.values():
+            failing = (
+                state.failing_since is not None
+                and state.last_beat <= state.failing_since
+                and now - state.failing_since > self.failing_stuck_seconds
+            )
             if state.expected_interval is None:
+                if failing:
+                    stuck.append(state.name)
                 continue  # done once it returns; restarted if it fails
             ended = state.task is not None and state.task.done()
             limit = max(self.stuck_factor * state.expected_interval, self.min_stuck_seconds)
-            if ended or now - max(state.last_beat, state.last_restart) > limit:
+            if ended or failing or now - max(state.last_beat, state.last_restart) > limit:
                 stuck.append(state.name)
         return stuck
 

@@ -1,6 +1,7 @@
 """/readyz asks the database on a connection of its own (issue 13): under load every pool
 connection can be busy for seconds, and a probe that queued behind them timed out (the
-operator's ReadTimeout at 3 s) and flapped the replica out of its load balancer."""
+operator's ReadTimeout at 3 s) and flapped the replica out of its load balancer. Kafka is
+asked at every bootstrap broker at once, and one answer is enough."""
 
 import asyncio
 import time
@@ -13,6 +14,8 @@ import pytest
 from handoff_devenv import PostgresCluster
 from handoff_devenv.ports import free_ports
 from handoff_platform.database import DatabaseProbe
+from handoff_platform.kafka import any_broker_answers
+from handoff_platform.runtime import KAFKA_PING_SECONDS
 
 
 async def test_a_probe_answers_within_a_second_while_the_pool_is_saturated(
@@ -60,3 +63,14 @@ async def test_a_probe_says_no_at_once_while_the_database_is_down_and_yes_after(
         await asyncio.to_thread(cluster.destroy)
     assert (down, back) == (False, True)
     assert took < 1.0, f"the probe took {took:.2f} s"
+
+
+async def test_the_kafka_probe_gets_an_answer_from_a_real_broker_beside_a_dead_one(
+    kafka_bootstrap_servers: str,
+) -> None:
+    """The fake brokers of tests/unit/test_kafka_probe.py answer as the protocol says; this
+    checks a real broker answers the probe's ApiVersions request the same way."""
+    (dead,) = free_ports(1)
+    servers = [f"127.0.0.1:{dead}", *kafka_bootstrap_servers.split(",")]
+    assert await any_broker_answers(servers, within=KAFKA_PING_SECONDS)
+    assert not await any_broker_answers([f"127.0.0.1:{dead}"], within=KAFKA_PING_SECONDS)

@@ -146,3 +146,37 @@ def test_each_service_logs_in_to_postgresql_as_its_own_role_owning_its_own_schem
         (deployment,) = _documents(f"base/{service}/deployment.yaml")
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["DATABASE_URL"]["value"].startswith(f"postgresql://{service}@handoff-db-rw:")
+
+
+def _container(service: str) -> dict[str, Any]:
+    (deployment,) = _documents(f"base/{service}/deployment.yaml")
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+@pytest.mark.parametrize("service", ["referral", "notify"])
+def test_people_facing_services_stay_in_service_through_a_database_outage(service: str) -> None:
+    """Decision 0021 §6: they answer 503 + Retry-After (notify spools) themselves, so once
+    started their readiness is /healthz; a new replica still waits for /readyz to start."""
+    container = _container(service)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_matching_leaves_service_while_its_dependencies_are_away() -> None:
+    container = _container("matching")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_notify_spools_onto_a_volume_of_its_own() -> None:
+    (deployment,) = _documents("base/notify/deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    spool = Path(env["NOTIFY_REPORT_SPOOL"])
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volume = mounts[str(spool.parent)]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[volume]
+    assert str(spool.parent) == "/var/spool/handoff/notify"

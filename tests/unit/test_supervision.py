@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from asyncpg import exceptions
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -336,3 +337,104 @@ async def test_a_bug_that_looks_like_a_database_error_is_still_500() -> None:
         answer = await client.get("/bug")
     assert answer.status_code == 500
     assert answer.json()["error"]["code"] == "internal_error"
+
+
+class AlwaysFailing:
+    """A loop that raises `error()` on every pass until `fixed` is set, then cycles; it
+    records when each pass failed."""
+
+    def __init__(self, error: Callable[[], Exception]) -> None:
+        self.error = error
+        self.fixed = asyncio.Event()
+        self.failures: list[float] = []
+
+    async def run(self) -> None:
+        if not self.fixed.is_set():
+            self.failures.append(time.monotonic())
+            raise self.error()
+        while True:
+            beat()
+            await asyncio.sleep(0.01)
+
+
+async def failed_after(loop: AlwaysFailing, moment: float) -> None:
+    """Wait until the loop has failed again after `moment` (time.monotonic())."""
+    deadline = time.monotonic() + 5.0
+    while not (loop.failures and loop.failures[-1] > moment):
+        assert time.monotonic() < deadline, "the loop was not restarted"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_loop_failing_every_pass_with_a_bug_makes_healthz_503_until_it_cycles(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A long expected interval: not stale, so only the run of failures can make it stuck.
+    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=0.3)
+    loop = AlwaysFailing(lambda: KeyError("coach"))
+    app = health_app(supervisor)
+    try:
+        with caplog.at_level(logging.CRITICAL):
+            started = time.monotonic()
+            supervisor.start("bug", loop.run, expected_interval=60.0)
+            await failed_after(loop, started)
+            assert await status_of(app, "/healthz") == 200  # failing, not yet for long
+            await wait_for_status(app, "/healthz", 503)
+            assert time.monotonic() - loop.failures[0] > 0.3
+            assert await status_of(app, "/readyz") == 200  # it still restarts: not stale
+            loop.fixed.set()
+            await wait_for_status(app, "/healthz", 200)
+    finally:
+        await supervisor.stop()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: exceptions.CannotConnectNowError("the database system is starting up"),
+        lambda: exceptions.ConnectionDoesNotExistError("connection was closed"),
+        lambda: ConnectionRefusedError(111, "Connection refused"),
+        lambda: KafkaConnectionError("no broker answers"),
+        lambda: KafkaTimeoutError(),
+    ],
+    ids=["cannot-connect-now", "connection-gone", "refused", "kafka-connection", "kafka-timeout"],
+)
+async def test_a_loop_failing_through_an_outage_never_makes_healthz_503(
+    error: Callable[[], Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=0.2)
+    loop = AlwaysFailing(error)
+    app = health_app(supervisor)
+    try:
+        with caplog.at_level(logging.CRITICAL):
+            started = time.monotonic()
+            supervisor.start("outage", loop.run, expected_interval=60.0)
+            await failed_after(loop, started + 0.5)  # failing for over twice the limit
+            assert await status_of(app, "/healthz") == 200
+            assert supervisor.stuck_loops() == []
+    finally:
+        await supervisor.stop()
+
+
+async def test_an_outage_between_bugs_starts_the_count_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=0.3)
+    errors: list[Exception] = []
+
+    def next_error() -> Exception:
+        return errors.pop(0) if errors else KeyError("coach")
+
+    loop = AlwaysFailing(next_error)
+    try:
+        with caplog.at_level(logging.CRITICAL):
+            supervisor.start("mixed", loop.run, expected_interval=60.0)
+            deadline = time.monotonic() + 5.0
+            while supervisor.stuck_loops() != ["mixed"]:
+                assert time.monotonic() < deadline, "a loop failing with a bug never got stuck"
+                await asyncio.sleep(0.01)
+            errors.append(exceptions.CannotConnectNowError("starting up"))
+            await failed_after(loop, time.monotonic())
+            await failed_after(loop, loop.failures[-1])  # a bug again, counted from here
+            assert supervisor.stuck_loops() == []
+    finally:
+        await supervisor.stop()

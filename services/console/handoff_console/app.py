@@ -13,7 +13,8 @@ from handoff_console.entrypoints.web import (
 )
 from handoff_console.settings import ConsoleSettings
 from handoff_platform.database import create_pool
-from handoff_platform.http import serve_http, service_app
+from handoff_platform.http import service_app
+from handoff_platform.startup import serve_when_started
 
 
 def console_app(console: Console) -> FastAPI:
@@ -37,18 +38,22 @@ def console_app(console: Console) -> FastAPI:
 
 
 async def serve(settings: ConsoleSettings, host: str, port: int) -> None:
-    """Apply the console's migrations, then serve until stopped."""
-    await accounts.apply_migrations(settings.database_url)
-    pool = await create_pool(settings.database_url, max_size=5)
-    try:
-        async with httpx.AsyncClient(timeout=10.0) as client:
-            services = Services.over(
-                client,
-                Endpoint("referral", settings.console_referral_url, settings.referral_admin_token),
-                Endpoint("matching", settings.console_matching_url, settings.matching_admin_token),
-                Endpoint("notify", settings.console_notify_url, settings.notify_admin_token),
-            )
-            console = Console(pool, services, settings, templates())
-            await serve_http(console_app(console), host, port)
-    finally:
-        await pool.close()
+    """Listen at once; once the database answers, apply the console's migrations and serve
+    its pages until stopped."""
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        services = Services.over(
+            client,
+            Endpoint("referral", settings.console_referral_url, settings.referral_admin_token),
+            Endpoint("matching", settings.console_matching_url, settings.matching_admin_token),
+            Endpoint("notify", settings.console_notify_url, settings.notify_admin_token),
+        )
+
+        async def start() -> Console:
+            await accounts.apply_migrations(settings.database_url)
+            pool = await create_pool(settings.database_url, max_size=5)
+            return Console(pool, services, settings, templates())
+
+        async def stop(console: Console) -> None:
+            await console.pool.close()
+
+        await serve_when_started(start, console_app, stop, host, port)

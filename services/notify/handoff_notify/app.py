@@ -2,20 +2,25 @@
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from fastapi import FastAPI
 
-from handoff_notify import CHANNEL_FALLBACK, SCHEMA
+from handoff_notify import CHANNEL_FALLBACK, SCHEMA, metrics
 from handoff_notify.adapters.email import SmtpProvider
 from handoff_notify.adapters.pages_store import apply_migrations
-from handoff_notify.adapters.providers import Provider
+from handoff_notify.adapters.providers import Outgoing, Provider
+from handoff_notify.adapters.reply_spool import ReplySpool, SpooledReply
 from handoff_notify.adapters.report_spool import ReportSpool, SpooledReport
 from handoff_notify.adapters.sandbox import SandboxProvider
 from handoff_notify.adapters.twilio import TwilioProvider
 from handoff_notify.adapters.webhook import WebhookProvider
 from handoff_notify.delivery import DeliveryWorker
+from handoff_notify.domain.content import Content
+from handoff_notify.domain.delivery import Accepted
 from handoff_notify.entrypoints.admin import build_admin_router
 from handoff_notify.entrypoints.consumers import dispatch_handlers
 from handoff_notify.entrypoints.http import (
@@ -77,6 +82,9 @@ class NotifyRuntime:
         spool = ReportSpool(settings.notify_report_spool)
         # Idle while nothing is spooled; a replay after an outage beats per report applied.
         tasks.start("report-spool", lambda: _apply_spooled_reports(service, spool), 15.0)
+        replies = ReplySpool(reply_spool_path(settings))
+        sms = worker.providers.get(Channel.SMS)
+        tasks.start("reply-spool", lambda: _apply_spooled_replies(service, replies, sms), 15.0)
         tasks.start(
             "blocked-methods-gauge",
             lambda: _watch_blocked_methods(service, settings.blocked_methods_gauge_seconds),
@@ -98,7 +106,7 @@ class NotifyRuntime:
             app.include_router(build_sandbox_router(service))
         if settings.twilio_auth_token is not None:
             token = settings.twilio_auth_token.get_secret_value()
-            app.include_router(build_twilio_router(service, token, spool))
+            app.include_router(build_twilio_router(service, token, spool, replies))
         app.add_exception_handler(LinkNotFound, link_not_found_page)
         app.add_exception_handler(UnsignedWebhookError, unsigned_webhook_response)
         return cls(pipeline, app, tasks, worker)
@@ -124,6 +132,49 @@ async def _apply_spooled_reports(service: NotifyService, spool: ReportSpool) -> 
             applied = await spool.replay(apply)
             if applied:
                 log.info("spooled delivery reports applied", extra={"reports": applied})
+        beat()
+        await asyncio.sleep(1.0)
+
+
+def reply_spool_path(settings: NotifySettings) -> Path:
+    """Where SMS replies taken during a database outage wait: beside the report spool."""
+    return settings.notify_report_spool.with_name("sms-replies.jsonl")
+
+
+async def _apply_spooled_replies(
+    service: NotifyService, spool: ReplySpool, sms: Provider | None
+) -> None:
+    """Apply the SMS replies spooled during a database outage once it answers again, and
+    text each coach the answer they would have had at once (one attempt: their answer is
+    recorded whether or not that text goes). A database error ends it, for its supervisor
+    to restart it; the replies not yet applied stay spooled."""
+
+    async def apply(reply: SpooledReply) -> None:
+        text = await service.sms_reading(reply.phone, reply.reading)
+        metrics.SPOOLED_REPLIES.labels("applied").inc()
+        if text is not None and sms is not None:
+            outgoing = Outgoing(
+                uuid.uuid4(),
+                Channel.SMS,
+                reply.phone,
+                Content(subject="Handoff", text=text, spoken=text),
+                answer_url="",
+                correlation_id=str(uuid.uuid4()),
+            )
+            outcome = await sms.send(outgoing)
+            if not isinstance(outcome, Accepted):
+                metrics.SPOOLED_REPLIES.labels("answer_failed").inc()
+                log.warning(
+                    "the answer to a spooled SMS reply was not sent",
+                    extra={"outcome": type(outcome).__name__},
+                )
+        beat()
+
+    while True:
+        if spool.waiting():
+            applied = await spool.replay(apply)
+            if applied:
+                log.info("spooled SMS replies applied", extra={"replies": applied})
         beat()
         await asyncio.sleep(1.0)
 

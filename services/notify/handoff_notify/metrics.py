@@ -79,3 +79,10 @@ SMS_REPLIES = Counter(
     "sender).",
     ["reading"],
 )
+SPOOLED_REPLIES = Counter(
+    "handoff_sms_replies_spooled_total",
+    "Coaches' SMS replies taken while the database was away: spooled (kept on the "
+    "replica's disk), applied (once the database answered; the coach texted the answer), "
+    "answer_failed (applied, but the text answering it could not be sent).",
+    ["outcome"],
+)

@@ -50,7 +50,7 @@ from handoff_notify.domain.delivery import (
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
-from handoff_notify.domain.replies import Answer, Keyword, Unclear, parse_reply
+from handoff_notify.domain.replies import Answer, Keyword, ReplyReading, Unclear, read_reply
 from handoff_notify.domain.throttle import Refuse, plan_notices, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform.database import Connection
@@ -831,13 +831,19 @@ class NotifyService:
         `body` is read here and forgotten: only what it was read as is kept or logged
         (a coach may type patient details). An opted-out or unreachable number is never
         answered, and a number we never paged only gets an answer to HELP."""
+        return await self.sms_reading(phone, read_reply(body))
+
+    async def sms_reading(self, phone: str, reading: ReplyReading) -> str | None:
+        """`sms_reply` for a reply already read (one spooled during a database outage is
+        applied this way once the database is back). Raises a transient database error
+        while the database is away."""
         async with self.outbox.transaction(self.pool) as connection:
             now = self.clock()
             method = (await store.blocked_methods(connection, [(Channel.SMS, phone)])).get(
                 (Channel.SMS, phone)
             )
-            reply = parse_reply(
-                body, opted_out=method is not None and method.state is MethodState.OPTED_OUT
+            reply = reading.for_standing(
+                method is not None and method.state is MethodState.OPTED_OUT
             )
             if reply is Keyword.OPT_IN:
                 if method is not None:

@@ -1,5 +1,7 @@
 """The notify service's configuration, from its environment."""
 
+import os
+import tempfile
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -82,13 +84,37 @@ class NotifySettings(PlatformSettings):
         Path(".handoff/notify/delivery-reports.jsonl"),
         description="Where this replica keeps delivery reports taken while PostgreSQL is "
         "away, until applied; relative to the working directory. On a disk that outlives "
-        "the process (decision 0021).",
+        "the process (decision 0021). SMS replies taken then wait beside it, in "
+        "sms-replies.jsonl. Its directory must be writable at start (else exit 2).",
     )
 
     notices_per_15_minutes: int = Field(
         5, description="Supervisor notices (a digest counting once) per destination."
     )
     offers_per_15_minutes: int = 20
+
+    @field_validator("notify_report_spool")
+    @classmethod
+    def _spool_writable(cls, path: Path) -> Path:
+        """The spools (delivery reports, and SMS replies beside them) must be writable from
+        the start: found unwritable during an outage, what they should keep is lost."""
+        directory = path.parent
+        existing = directory
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"{existing} is not a directory, so {directory} cannot be made")
+        if existing == directory:
+            try:
+                with tempfile.TemporaryFile(dir=directory):
+                    pass
+            except OSError as error:
+                raise ValueError(f"cannot write in {directory}: {error.strerror}") from None
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot make {directory}: {existing} is not writable")
+        if path.exists() and not os.access(path, os.W_OK):
+            raise ValueError(f"cannot append to {path}")
+        return path
 
     @field_validator("notify_public_url")
     @classmethod

@@ -7,9 +7,10 @@ import asyncpg
 from fastapi import FastAPI
 
 from handoff_platform.database import migrate_database
-from handoff_platform.http import serve_http, service_app
+from handoff_platform.http import service_app
 from handoff_platform.outbox import OutboxRelay
 from handoff_platform.runtime import EventPipeline
+from handoff_platform.startup import serve_when_started
 from handoff_platform.supervision import BackgroundTasks
 from handoff_referral import SCHEMA
 from handoff_referral.adapters.key_cache import KeyCache
@@ -116,8 +117,11 @@ def _http_app(
 
 
 async def serve(settings: ReferralSettings, host: str, port: int) -> None:
-    runtime = await ReferralRuntime.start(settings)
-    try:
-        await serve_http(runtime.app, host, port)
-    finally:
-        await runtime.stop()
+    """Listen at once, start once the database answers, serve until SIGTERM, stop in order."""
+    await serve_when_started(
+        lambda: ReferralRuntime.start(settings),
+        lambda runtime: runtime.app,
+        ReferralRuntime.stop,
+        host,
+        port,
+    )

@@ -24,9 +24,10 @@ from handoff_matching.entrypoints.schedules_api import (
 from handoff_matching.roster_csv import CsvFile, parse_roster_csv
 from handoff_matching.roster_file import RosterFile, RosterProblems, _pool, parse_roster
 from handoff_matching.service import roster_changed
-from handoff_platform.http import ApiError, serve_http
+from handoff_platform.http import ApiError
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import PlatformSettings, settings_or_exit
+from handoff_platform.startup import serve_when_started
 
 T = TypeVar("T")
 
@@ -61,11 +62,13 @@ def serve_command(
 
 
 async def _serve(settings: MatchingSettings, host: str, port: int) -> None:
-    runtime = await MatchingRuntime.start(settings)
-    try:
-        await serve_http(runtime.app, host, port)
-    finally:
-        await runtime.stop()
+    await serve_when_started(
+        lambda: MatchingRuntime.start(settings),
+        lambda runtime: runtime.app,
+        MatchingRuntime.stop,
+        host,
+        port,
+    )
 
 
 @roster_app.command("import")

@@ -281,3 +281,65 @@ def _response(kinds: list[str]) -> CoachResponse | None:
     if accepts:
         return CoachResponse.ACCEPTED
     return CoachResponse.DECLINED
+
+
+@dataclass(frozen=True)
+class ReplyReading:
+    """What a reply says, read both ways the sender's standing may ask for (`usual`, and
+    `if_opted_out`: a bare YES is then the carrier's opt-in word). Enough to act on the
+    reply later without its text: what a reply taken during a database outage keeps."""
+
+    usual: Reply
+    if_opted_out: Reply
+
+    def for_standing(self, opted_out: bool) -> Reply:
+        """The reading for a sender whose number is (or is not) opted out."""
+        return self.if_opted_out if opted_out else self.usual
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict of the two readings (no text of the reply)."""
+        return {"usual": _reply_json(self.usual), "if_opted_out": _reply_json(self.if_opted_out)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> "ReplyReading":
+        """The reading `to_json` wrote; raises ValueError or KeyError for anything else."""
+        usual, if_opted_out = data["usual"], data["if_opted_out"]
+        if not isinstance(usual, dict) or not isinstance(if_opted_out, dict):
+            raise ValueError("a reading is an object")
+        return cls(_reply_from_json(usual), _reply_from_json(if_opted_out))
+
+
+def read_reply(body: str) -> ReplyReading:
+    """`parse_reply` both ways; `body` itself is not kept."""
+    return ReplyReading(parse_reply(body), parse_reply(body, opted_out=True))
+
+
+def _reply_json(reply: Reply) -> dict[str, object]:
+    if isinstance(reply, Keyword):
+        return {"kind": "keyword", "keyword": reply.value}
+    if isinstance(reply, Answer):
+        return {"kind": "answer", "response": reply.response.value, "code": reply.code}
+    if isinstance(reply, Unclear):
+        return {"kind": "unclear", "code": reply.code}
+    return {"kind": "not_understood"}
+
+
+def _code(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in CODE_LETTERS or len(value) != 1:
+        raise ValueError("not a reply code")
+    return value
+
+
+def _reply_from_json(data: dict[str, object]) -> Reply:
+    kind = data["kind"]
+    if kind == "keyword":
+        return Keyword(str(data["keyword"]))
+    if kind == "answer":
+        return Answer(CoachResponse(str(data["response"])), _code(data.get("code")))
+    if kind == "unclear":
+        return Unclear(_code(data.get("code")))
+    if kind == "not_understood":
+        return NotUnderstood()
+    raise ValueError(f"unknown reply kind {kind!r}")

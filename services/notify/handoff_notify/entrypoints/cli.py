@@ -7,9 +7,9 @@ import uvloop
 
 from handoff_notify.app import NotifyRuntime
 from handoff_notify.settings import NotifySettings
-from handoff_platform.http import serve_http
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import settings_or_exit
+from handoff_platform.startup import serve_when_started
 
 app = typer.Typer(help="The notify service: pages and answers.", no_args_is_help=True)
 
@@ -26,8 +26,10 @@ def serve_command(
 
 
 async def _serve(settings: NotifySettings, host: str, port: int) -> None:
-    runtime = await NotifyRuntime.start(settings)
-    try:
-        await serve_http(runtime.app, host, port)
-    finally:
-        await runtime.stop()
+    await serve_when_started(
+        lambda: NotifyRuntime.start(settings),
+        lambda runtime: runtime.app,
+        NotifyRuntime.stop,
+        host,
+        port,
+    )

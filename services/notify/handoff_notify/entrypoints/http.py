@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from handoff_notify import metrics
 from handoff_notify.adapters import sandbox
 from handoff_notify.adapters.pages_store import OfferRecord
+from handoff_notify.adapters.reply_spool import ReplySpool, SpooledReply
 from handoff_notify.adapters.report_spool import ReportSpool, SpooledReport
 from handoff_notify.adapters.twilio import (
     DELIVERED_STATUSES,
@@ -32,6 +33,7 @@ from handoff_notify.adapters.twilio import (
 )
 from handoff_notify.domain import content
 from handoff_notify.domain.offer import OfferState
+from handoff_notify.domain.replies import read_reply
 from handoff_notify.service import NotifyService
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
@@ -148,9 +150,12 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
             return "This request has expired. No action is needed.", False
 
 
-def build_twilio_router(service: NotifyService, auth_token: str, spool: ReportSpool) -> APIRouter:
-    """Twilio's webhooks: inbound SMS, keypad answers on a call, delivery status (kept in
-    `spool` while the database is away)."""
+def build_twilio_router(
+    service: NotifyService, auth_token: str, spool: ReportSpool, replies: ReplySpool
+) -> APIRouter:
+    """Twilio's webhooks: inbound SMS (kept in `replies` while the database is away, read
+    and without their text), keypad answers on a call, delivery status (kept in `spool`
+    while the database is away)."""
     router = APIRouter(prefix="/v1/twilio", include_in_schema=False)
     public_url = service.settings.notify_public_url.rstrip("/")
 
@@ -164,7 +169,21 @@ def build_twilio_router(service: NotifyService, auth_token: str, spool: ReportSp
 
     @router.post("/sms")
     async def inbound_sms(form: Annotated[Mapping[str, str], Depends(signed_form)]) -> Response:
-        reply = await service.sms_reply(form.get("From", ""), form.get("Body", ""))
+        phone, body = form.get("From", ""), form.get("Body", "")
+        try:
+            reply = await service.sms_reply(phone, body)
+        except TRANSIENT_DATABASE_ERRORS as error:
+            if not is_transient_database_error(error):
+                raise
+            # Twilio does not retry a 5xx here: keep what the reply says (never its text),
+            # apply it and text the coach the answer once the database is back.
+            await replies.keep(SpooledReply(phone, read_reply(body), service.clock()))
+            metrics.SPOOLED_REPLIES.labels("spooled").inc()
+            log.warning(
+                "SMS reply spooled while the database is away",
+                extra={"error": type(error).__name__},
+            )
+            return _twiml("")
         return _twiml("" if reply is None else f"<Message>{escape(reply)}</Message>")
 
     @router.post("/voice/{token}")
