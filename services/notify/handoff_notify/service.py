@@ -7,6 +7,7 @@ link, an SMS reply or a keypad, become CoachResponded events exactly once.
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -80,6 +81,9 @@ from handoff_schemas.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
+
+# What a coach's number looks like (Twilio's `From` for a phone): anything else is no coach.
+_E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 
 # The `finding` label of handoff_page_sends_reconciled_total, as the runbook names them.
 FINDINGS = {Found: "found", NotFound: "not_found", Unknowable: "unknowable"}
@@ -831,6 +835,10 @@ class NotifyService:
         `body` is read here and forgotten: only what it was read as is kept or logged
         (a coach may type patient details). An opted-out or unreachable number is never
         answered, and a number we never paged only gets an answer to HELP."""
+        if not _E164.match(phone):
+            # A short code, an alphanumeric sender or a forged form: no coach's number, and
+            # nothing we could answer or pass on (matching names coaches by E.164 phones).
+            return _read("not_e164", None)
         async with self.outbox.transaction(self.pool) as connection:
             now = self.clock()
             method = (await store.blocked_methods(connection, [(Channel.SMS, phone)])).get(
@@ -839,6 +847,13 @@ class NotifyService:
             reply = parse_reply(
                 body, opted_out=method is not None and method.state is MethodState.OPTED_OUT
             )
+            help_text = content.help_text(
+                self.settings.notify_program_name, self.settings.notify_supervisor_phone
+            )
+            if reply is Keyword.HELP:
+                # CTIA: HELP is answered even on an opted-out number (the carrier lets it
+                # through, and it sends nothing we were told not to send: no offer).
+                return _read("help", help_text)
             if reply is Keyword.OPT_IN:
                 if method is not None:
                     await store.unblock_method(connection, Channel.SMS, phone)
@@ -852,19 +867,14 @@ class NotifyService:
                 return _read("opt_out", None)  # the carrier confirms an opt-out itself
             if reply in (Keyword.UNAVAILABLE, Keyword.AVAILABLE):
                 return await self._availability(connection, phone, reply is Keyword.AVAILABLE, now)
-            help_text = content.help_text(
-                self.settings.notify_program_name, self.settings.notify_supervisor_phone
-            )
-            if reply is Keyword.HELP:
-                return _read("help", help_text)
             offers = await store.offers_paged_to(connection, phone, now)
             if not offers:
                 return _read("ignored", None)  # not a coach we paged: say nothing
             if isinstance(reply, Unclear):
-                codes = [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
-                return _read(
-                    "unclear", content.unclear(codes or ([reply.code] if reply.code else []))
-                )
+                # "yes no C" names C: the question names it back, whatever else is open.
+                codes = [reply.code] if reply.code else []
+                codes = codes or [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
+                return _read("unclear", content.unclear(codes))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
             return await self._sms_answer(connection, reply, offers, now)

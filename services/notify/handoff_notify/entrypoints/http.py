@@ -140,7 +140,7 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
             return "The ED cancelled this request. No action is needed.", False
         case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.AT_CAPACITY:
             return (
-                "You are at your limit of open requests, so this one was passed to another "
+                "You are at your limit of open requests, so this one was passed on to another "
                 "coach. No action is needed.",
                 False,
             )
