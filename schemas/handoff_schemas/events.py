@@ -167,6 +167,17 @@ class OfferMade(EventPayload):
         description="The coach's contact methods in order of preference, as the roster "
         "stood when the offer was made; notify pages them in this order.",
     )
+    batch_id: UUID | None = Field(
+        default=None,
+        description="Offers made together (a broadcast asks several coaches at once) share "
+        "it; the referral's timeline shows one `offered` step per batch. None: an offer on "
+        "its own.",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many offers the batch holds: the coaches asked at once.",
+    )
 
 
 class OfferWithdrawn(EventPayload):

@@ -377,7 +377,8 @@ async def test_a_coach_accepting_two_offers_at_once_for_her_last_slot_gets_one_a
     refused_body = bodies[[o.offer_id for o in offers].index(refused.offer_id)]
     told = (
         "Handoff: you are at your limit of open requests, so the request "
-        f"{reply_code_in(refused_body)} at Mercy ED was passed on to another coach. No action needed."
+        f"{reply_code_in(refused_body)} at Mercy ED was passed on to another coach. "
+        "No action needed."
     )
 
     async def notice() -> list[str] | None:

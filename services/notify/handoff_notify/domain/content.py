@@ -311,5 +311,3 @@ def help_text(program_name: str, supervisor_phone: str | None) -> str:
         f"{program_name}: reply 1 or YES to accept, 2 or NO to decline; with several "
         f"requests add the code (1B).{supervisor} STOP to opt out."
     )
-
-
