@@ -21,6 +21,7 @@ from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     CoachAvailabilityChanged,
+    CoachPhonesChanged,
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
@@ -647,3 +648,67 @@ async def test_bad_bodies_on_notify_routes_are_refused_never_a_server_error(
     assert "answer" in answers_sent[0].text
     assert "body" in broken_form.text or "answer" in broken_form.text
     assert await answers(notify, offer.offer_id) == []
+
+
+async def phones_of(
+    notify: NotifyHarness, coach_id: UUID, *phones: str, active: bool = True
+) -> None:
+    """Matching's word that the roster lists `phones` for the coach; once notify holds it."""
+    changed = CoachPhonesChanged(
+        coach_id=coach_id, phones=phones, active=active, changed_at=datetime.now(UTC)
+    )
+    await send(notify.broker, changed, source="/handoff/matching")
+
+    async def stored() -> bool:
+        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+        try:
+            held = {
+                r["phone"]
+                for r in await connection.fetch(
+                    "SELECT phone FROM notify.coach_phones WHERE coach_id = $1", coach_id
+                )
+            }
+        finally:
+            await connection.close()
+        return held == (set(phones) if active else set())
+
+    await eventually(stored, within=20, what="the coach's phones in notify")
+
+
+@pytest.mark.parametrize("typed", ["OFF", "ON", "1", "no", "hello there"])
+async def test_a_number_on_no_coachs_roster_is_told_it_is_not_registered(
+    notify: NotifyHarness, typed: str
+) -> None:
+    phone = notify.phone()
+    registered = notify.phone()
+    await phones_of(notify, uuid4(), registered)
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer == (
+        f"{PROGRAM_NAME}: this number is not registered with {PROGRAM_NAME}, so nothing was "
+        "changed. A coordinator can add it to the roster."
+    )
+    assert "you are off" not in answer
+    helped = await reply(notify, phone, "HELP")  # HELP is answered whoever asks
+    assert helped is not None
+    assert helped.startswith(HELP_START)
+    if typed == "OFF":  # a registered coach never paged is still off at once
+        off = await reply(notify, registered, "OFF")
+        assert off is not None
+        assert off.startswith(f"{PROGRAM_NAME}: you are off for 24 h")
+        [change] = await availability_changes(notify, registered, 1)
+        assert change.available is False
+
+
+async def test_a_coach_taken_off_the_roster_is_no_longer_registered(notify: NotifyHarness) -> None:
+    phone, coach_id = notify.phone(), uuid4()
+    await phones_of(notify, coach_id, phone)
+    on = await reply(notify, phone, "ON")
+    assert on == f"{PROGRAM_NAME}: you are available again; requests come on your shifts."
+
+    await phones_of(notify, coach_id, phone, active=False)
+
+    answer = await reply(notify, phone, "ON")
+    assert answer is not None
+    assert "this number is not registered with" in answer

@@ -63,6 +63,7 @@ from handoff_schemas.envelope import utc_now
 from handoff_schemas.events import (
     CoachAssigned,
     CoachAvailabilityChanged,
+    CoachPhonesChanged,
     CoachResponded,
     ContactMethodReachabilityChanged,
     OfferMade,
@@ -173,6 +174,12 @@ class NotifyService:
         """Nobody took the referral: one short notice to each of the site's supervisors."""
         data: ReferralUnassigned = event.data
         await notices.add(connection, event.id, event.correlationid, data)
+
+    async def coach_phones_changed(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The roster's phones for one coach, as they now stand: who may text as a coach."""
+        data: CoachPhonesChanged = event.data
+        phones = data.phones if data.active else ()
+        await store.replace_coach_phones(connection, data.coach_id, phones, data.changed_at)
 
     async def _offer_settled(self, connection: Connection, record: OfferRecord) -> None:
         """The offer needs no more paging: drop what has not left, stop channel fallbacks."""
@@ -833,8 +840,10 @@ class NotifyService:
         """A coach's SMS reply; the text to answer them with, or None to say nothing.
 
         `body` is read here and forgotten: only what it was read as is kept or logged
-        (a coach may type patient details). An opted-out or unreachable number is never
-        answered, and a number we never paged only gets an answer to HELP."""
+        (a coach may type patient details). HELP is answered from any number; a sender
+        that is not an E.164 number gets nothing; an opted-out or unreachable number gets
+        nothing else; a number on no coach's roster (CoachPhonesChanged) and never paged
+        is told it is not registered, whatever it texted (STOP and START aside)."""
         if not _E164.match(phone):
             # A short code, an alphanumeric sender or a forged form: no coach's number, and
             # nothing we could answer or pass on (matching names coaches by E.164 phones).
@@ -865,11 +874,16 @@ class NotifyService:
             if reply is Keyword.OPT_OUT:
                 await self._opt_out(connection, phone, now)
                 return _read("opt_out", None)  # the carrier confirms an opt-out itself
+            if not await store.is_coach_phone(connection, phone):
+                # OFF, ON, an answer or anything else from a number on no coach's roster:
+                # nothing is changed, and the sender is told why rather than "you are off".
+                program = self.settings.notify_program_name
+                return _read("not_registered", content.not_registered(program))
             if reply in (Keyword.UNAVAILABLE, Keyword.AVAILABLE):
                 return await self._availability(connection, phone, reply is Keyword.AVAILABLE, now)
             offers = await store.offers_paged_to(connection, phone, now)
             if not offers:
-                return _read("ignored", None)  # not a coach we paged: say nothing
+                return _read("ignored", None)  # a coach's number we paged nothing in a day
             if isinstance(reply, Unclear):
                 # "yes no C" names C: the question names it back, whatever else is open.
                 codes = [reply.code] if reply.code else []

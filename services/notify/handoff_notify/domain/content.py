@@ -304,6 +304,14 @@ def availability_changed(program_name: str, available: bool, passed_on: int = 0)
     return off
 
 
+def not_registered(program_name: str) -> str:
+    """The answer to any text but STOP / START / HELP from a number on no coach's roster."""
+    return (
+        f"{program_name}: this number is not registered with {program_name}, so nothing was "
+        "changed. A coordinator can add it to the roster."
+    )
+
+
 def help_text(program_name: str, supervisor_phone: str | None) -> str:
     """The answer to HELP, INFO and any reply not understood."""
     supervisor = f" Supervisor: {supervisor_phone}." if supervisor_phone else ""

@@ -4,7 +4,7 @@ delivery callbacks; and, in the sandbox, the local inbox.
 The offer page is server-rendered and works without JavaScript. Whatever the
 link's offer became, the page says so plainly; only a link we did not sign is a 404.
 Twilio's webhooks are refused unless their `X-Twilio-Signature` checks out, and an
-unknown sender is answered with nothing at all.
+sender on no coach's roster is told its number is not registered (decision 0013).
 """
 
 import logging
