@@ -51,7 +51,8 @@ STEP_DOC = (
     "(Handoff could not get the page to the coach's phone in time; the coach never saw "
     "it), `coach_unreachable` (every way of reaching the coach failed), `coach_at_capacity` "
     "(the coach accepted but was already with as many patients as they can take). A "
-    "referral offered, then waiting, then offered again shows each occurrence. "
+    "referral offered, then waiting, then offered again shows each occurrence; one "
+    "`offered` step stands for every coach asked at once (`coaches`). "
     "`discharged`: the hospital discharged the patient after the coach arrived (HL7)."
 )
 
