@@ -9,6 +9,7 @@ from handoff_schemas.envelope import Envelope, Payload, envelope_for
 from handoff_schemas.events import (
     CoachAssigned,
     CoachAvailabilityChanged,
+    CoachPhonesChanged,
     CoachResponded,
     ContactMethodReachabilityChanged,
     OfferMade,
@@ -47,6 +48,7 @@ EVENT_TYPES: Mapping[str, type[Payload]] = {
         SiteRegistered,
         CoachAvailabilityChanged,
         ContactMethodReachabilityChanged,
+        CoachPhonesChanged,
     )
 }
 

@@ -167,6 +167,17 @@ class OfferMade(EventPayload):
         description="The coach's contact methods in order of preference, as the roster "
         "stood when the offer was made; notify pages them in this order.",
     )
+    batch_id: UUID | None = Field(
+        default=None,
+        description="Offers made together (a broadcast asks several coaches at once) share "
+        "it; the referral's timeline shows one `offered` step per batch. None: an offer on "
+        "its own.",
+    )
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="How many offers the batch holds: the coaches asked at once.",
+    )
 
 
 class OfferWithdrawn(EventPayload):
@@ -317,6 +328,27 @@ class CoachAvailabilityChanged(Payload):
     @property
     def subject_id(self) -> UUID:
         return uuid5(COACH_PHONE_SUBJECTS, self.phone)
+
+
+class CoachPhonesChanged(Payload):
+    """The phones (SMS and voice destinations, E.164) the roster lists for a coach, as they
+    now stand; `active` false (or no phones): the coach's numbers are no coach's any more.
+    Matching publishes one per coach on each roster import, and every coach's at start.
+    Notify keeps them, so a text from a number on no coach's roster is told it is not
+    registered instead of being answered as a coach. Staff contact data, as on
+    OfferMade.contacts. Keyed by the coach id."""
+
+    event_type: ClassVar[str] = "org.handoff.dispatch.coach_phones_changed"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    coach_id: UUID
+    phones: tuple[E164Phone, ...] = Field(default=(), max_length=16)
+    active: bool
+    changed_at: UtcDateTime
+
+    @property
+    def subject_id(self) -> UUID:
+        return self.coach_id
 
 
 CONTACT_METHOD_SUBJECTS = UUID("6f1c2a7e-94d3-4b0e-8c55-2e7d0a9b3f61")

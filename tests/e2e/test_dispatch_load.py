@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -350,6 +350,18 @@ async def test_two_coaches_accepting_one_broadcast_at_once_one_wins_and_the_othe
     assert "filled by another coach" in await _link_page(bodies[filled.coach_id])
     assert "filled by another coach" not in await _link_page(bodies[assigned.coach_id])
 
+    # The hospital reads one offered step for the broadcast, and who accepted by when.
+    async def accepted() -> list[Any] | None:
+        found = await system.referral_status(site.site_id, referral)
+        steps = found["timeline"]
+        return steps if [s["status"] for s in steps][-1:] == ["accepted"] else None
+
+    steps = await eventually(accepted, within=20, what="the accepted step on the timeline")
+    assert [s["status"] for s in steps] == ["received", "offered", "accepted"]
+    assert steps[1]["coaches"] == 2
+    assert steps[2]["coach_id"] == str(assigned.coach_id)
+    assert datetime.fromisoformat(steps[2]["arrive_by"]) == assigned.arrival_deadline
+
 
 async def test_a_coach_accepting_two_offers_at_once_for_her_last_slot_gets_one_and_is_told(
     system: System,
@@ -377,7 +389,8 @@ async def test_a_coach_accepting_two_offers_at_once_for_her_last_slot_gets_one_a
     refused_body = bodies[[o.offer_id for o in offers].index(refused.offer_id)]
     told = (
         "Handoff: you are at your limit of open requests, so the request "
-        f"{reply_code_in(refused_body)} at Mercy ED was passed to another coach. No action needed."
+        f"{reply_code_in(refused_body)} at Mercy ED was passed on to another coach. "
+        "No action needed."
     )
 
     async def notice() -> list[str] | None:

@@ -403,3 +403,28 @@ async def test_a_block_matching_never_heard_of_is_learned_from_the_first_bounce(
     )
     assert [o.referral_id for o in offers_to(coach, events)] == [bounced]
     assert notify.twilio.to(coach.phone) == []
+
+
+async def test_a_roster_coach_never_paged_may_text_off_and_a_stranger_is_told_not_registered(
+    matching: MatchingRuntime, matching_database: str, notify: NotifyHarness
+) -> None:
+    """The roster import reaches notify (CoachPhonesChanged): whose numbers are a coach's."""
+    world = World(matching_database, notify)
+    coach = world.coach(f"site:{world.site()}")
+    stranger = notify.phone()
+    await world.import_roster()
+
+    async def off_answered() -> str | None:
+        response = await notify.twilio.send_sms(notify.url, coach.phone, "ON")
+        answer = html.unescape(response.text)
+        return answer if "you are available again" in answer else None
+
+    # Until matching's announcement is consumed the number is a stranger's: ON changes
+    # nothing either way, so it is safe to ask until it is answered as a coach.
+    await eventually(off_answered, within=30, what="the coach's number known to notify")
+    off = html.unescape((await notify.twilio.send_sms(notify.url, coach.phone, "OFF")).text)
+    refused = html.unescape((await notify.twilio.send_sms(notify.url, stranger, "OFF")).text)
+
+    assert "you are off for 24 h" in off
+    assert "this number is not registered with" in refused
+    assert "you are off" not in refused

@@ -21,6 +21,7 @@ from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     CoachAvailabilityChanged,
+    CoachPhonesChanged,
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
@@ -129,11 +130,10 @@ async def test_a_bare_answer_with_two_open_offers_asks_which_and_a_code_takes_th
     assert "Reply 1C to accept, 2C to decline" in second_body
     question = await reply(notify, phone, "1")
     assert question is not None
-    assert re.match(
-        r"Handoff: which request\? B urgent Mercy ED \d\d:\d\d UTC \(0 min ago\), "
-        r"C urgent Kent ED \d\d:\d\d UTC",
-        question,
+    assert question.startswith(
+        "Handoff: which request? B = urgent, Mercy ED, just now; C = urgent, Kent ED, just now."
     ), question
+    assert "0 min" not in question
     assert await answers(notify, first.offer_id) == []
     assert await answers(notify, second.offer_id) == []
 
@@ -152,6 +152,41 @@ async def test_a_bare_answer_with_two_open_offers_asks_which_and_a_code_takes_th
     assert await responded(notify, first.offer_id) == [
         (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
     ]
+
+
+async def test_two_requests_at_one_site_are_told_apart_by_code_in_one_segment(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    first, _ = await paged(notify, sms(phone))
+    second, _ = await paged(notify, sms(phone))
+
+    question = await reply(notify, phone, "yes")
+
+    assert question == (
+        "Handoff: which request? B = urgent, Mercy ED, just now; C = urgent, Mercy ED, just "
+        "now. Reply 1B to accept or 2B to decline; use the code you mean."
+    )
+    assert len(question) <= 160
+    assert await answers(notify, first.offer_id) == []
+    assert await answers(notify, second.offer_id) == []
+
+
+@pytest.mark.parametrize("typed", ["yes no C", "C yes no", "not declining C"])
+async def test_a_contradictory_reply_naming_a_code_asks_again_about_that_code(
+    notify: NotifyHarness, typed: str
+) -> None:
+    phone = notify.phone()
+    first, _ = await paged(notify, sms(phone))
+    second, _ = await paged(notify, sms(phone))
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer == (
+        "Handoff: was that a yes or a no? Nothing was changed. Reply 1C to accept or 2C to decline."
+    )
+    assert await answers(notify, first.offer_id) == []
+    assert await answers(notify, second.offer_id) == []
 
 
 @pytest.mark.parametrize(
@@ -332,6 +367,7 @@ async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
     assert isinstance(never_sent, PageFailed)
     assert never_sent.all_channels_failed
     await withdraw(notify, with_email, WithdrawReason.CANCELLED)  # its notice goes by email
+    assert "Reply" not in mail.body  # nothing reads an email reply: the link is the way
     notice = await eventually(
         lambda: _mail_count(notify, address, 2), within=20, what="the cancel notice by email"
     )
@@ -342,6 +378,11 @@ async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
     ).items()
     assert await reply(notify, phone, "1") is None  # nothing is texted to an opted-out number
     assert len(notify.twilio.to(phone)) == 2  # the two pages before STOP, nothing since
+    helped = await reply(notify, phone, "HELP")  # CTIA: HELP is answered, opted out or not
+    assert helped is not None
+    assert helped.startswith(HELP_START)
+    listed = (await admin(notify, "opted_out")).json()["contact_methods"]
+    assert phone in [m["destination"] for m in listed]  # HELP opted nothing back in
 
     assert await reply(notify, phone, "START") is None
     restored, body = await paged(notify, sms(phone))
@@ -352,7 +393,7 @@ async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
     assert restored.offer_id != after_stop.offer_id
 
 
-@pytest.mark.parametrize("typed", ["STOP ALL", "stopall", "Unsubscribe me"])
+@pytest.mark.parametrize("typed", ["STOP ALL", "stop all", "stopall", "Unsubscribe me"])
 async def test_carrier_opt_out_phrasings_opt_the_number_out(
     notify: NotifyHarness, typed: str
 ) -> None:
@@ -423,7 +464,7 @@ async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarn
     assert notice.startswith(
         "Handoff: you are at your limit of open requests, so the request B at Mercy ED"
     )
-    assert "passed to another coach" in notice
+    assert "request B at Mercy ED was passed on to another coach" in notice
     again = await reply(notify, phone, "1")
     assert again == notice
     async with httpx.AsyncClient() as client:
@@ -565,3 +606,109 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
     assert [m.subject for m in notify.mailbox.to(address)] == [
         f"Handoff: unassigned request {reference} at Mercy ED"
     ] * 2
+
+
+@pytest.mark.parametrize("sender", ["12345", "HANDOFF", "", "+0123", "555-0100"])
+@pytest.mark.parametrize("typed", ["OFF", "1", "HELP"])
+async def test_a_sender_that_is_not_a_phone_number_gets_nothing_and_changes_nothing(
+    notify: NotifyHarness, sender: str, typed: str
+) -> None:
+    response = await notify.twilio.send_sms(notify.url, sender, typed)
+
+    assert response.status_code == 200
+    assert "<Message>" not in response.text
+
+
+async def test_bad_bodies_on_notify_routes_are_refused_never_a_server_error(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer, body = await paged(notify, sms(phone))
+    link = link_in(body)
+    admin_headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient() as client:
+        answers_sent = [
+            await client.post(link, content=b"{not json", headers={"Content-Type": kind})
+            for kind in ("application/json", "application/x-www-form-urlencoded", "text/plain")
+        ]
+        broken_form = await client.post(
+            link,
+            content=b"--x\r\nContent-Disposition: form-data; name=answer\r\n\r\naccepted",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        admin_body = await client.request(
+            "DELETE",
+            f"{notify.url}/v1/admin/contact-methods",
+            content=b"\xff\xfe{",
+            headers={**admin_headers, "Content-Type": "application/json"},
+        )
+
+    for response in [*answers_sent, broken_form, admin_body]:
+        assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert "answer" in answers_sent[0].text
+    assert "body" in broken_form.text or "answer" in broken_form.text
+    assert await answers(notify, offer.offer_id) == []
+
+
+async def phones_of(
+    notify: NotifyHarness, coach_id: UUID, *phones: str, active: bool = True
+) -> None:
+    """Matching's word that the roster lists `phones` for the coach; once notify holds it."""
+    changed = CoachPhonesChanged(
+        coach_id=coach_id, phones=phones, active=active, changed_at=datetime.now(UTC)
+    )
+    await send(notify.broker, changed, source="/handoff/matching")
+
+    async def stored() -> bool:
+        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+        try:
+            held = {
+                r["phone"]
+                for r in await connection.fetch(
+                    "SELECT phone FROM notify.coach_phones WHERE coach_id = $1", coach_id
+                )
+            }
+        finally:
+            await connection.close()
+        return held == (set(phones) if active else set())
+
+    await eventually(stored, within=20, what="the coach's phones in notify")
+
+
+@pytest.mark.parametrize("typed", ["OFF", "ON", "1", "no", "hello there"])
+async def test_a_number_on_no_coachs_roster_is_told_it_is_not_registered(
+    notify: NotifyHarness, typed: str
+) -> None:
+    phone = notify.phone()
+    registered = notify.phone()
+    await phones_of(notify, uuid4(), registered)
+
+    answer = await reply(notify, phone, typed)
+
+    assert answer == (
+        f"{PROGRAM_NAME}: this number is not registered with {PROGRAM_NAME}, so nothing was "
+        "changed. A coordinator can add it to the roster."
+    )
+    assert "you are off" not in answer
+    helped = await reply(notify, phone, "HELP")  # HELP is answered whoever asks
+    assert helped is not None
+    assert helped.startswith(HELP_START)
+    if typed == "OFF":  # a registered coach never paged is still off at once
+        off = await reply(notify, registered, "OFF")
+        assert off is not None
+        assert off.startswith(f"{PROGRAM_NAME}: you are off for 24 h")
+        [change] = await availability_changes(notify, registered, 1)
+        assert change.available is False
+
+
+async def test_a_coach_taken_off_the_roster_is_no_longer_registered(notify: NotifyHarness) -> None:
+    phone, coach_id = notify.phone(), uuid4()
+    await phones_of(notify, coach_id, phone)
+    on = await reply(notify, phone, "ON")
+    assert on == f"{PROGRAM_NAME}: you are available again; requests come on your shifts."
+
+    await phones_of(notify, coach_id, phone, active=False)
+
+    answer = await reply(notify, phone, "ON")
+    assert answer is not None
+    assert "this number is not registered with" in answer

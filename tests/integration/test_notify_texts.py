@@ -142,7 +142,7 @@ async def test_notices_about_offers_name_their_code_and_go_at_once(notify: Notif
     assert sorted(notices) == [
         "Handoff: the request B at Mercy ED was cancelled. No action needed.",
         "Handoff: you are at your limit of open requests, so the request C at Mercy ED "
-        "was passed to another coach. No action needed.",
+        "was passed on to another coach. No action needed.",
     ]
     # Notices used to wait a minute after the previous text to the phone; now neither
     # waits for the other. The margin is for a loaded machine, far below that minute.

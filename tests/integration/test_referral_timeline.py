@@ -97,6 +97,44 @@ async def test_offer_acceptance_arrival_and_completion_fill_the_timeline(
     assert cancel.json()["error"]["code"] == "referral_closed"
 
 
+async def test_a_broadcast_is_one_offered_step_and_the_acceptance_names_coach_and_time(
+    hospital: HospitalFactory, other_services: KafkaBroker
+) -> None:
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    coaches = [uuid.uuid4() for _ in range(3)]
+    batch = uuid.uuid4()
+    offers = [
+        offer_made(referral_id, coach_id=coach).model_copy(
+            update={"batch_id": batch, "batch_size": 3}
+        )
+        for coach in coaches
+    ]
+    for offer in offers:
+        await send(other_services, offer)
+    # A second batch (the first one all declined) is a step of its own.
+    await send(
+        other_services,
+        offer_made(referral_id).model_copy(update={"batch_id": uuid.uuid4(), "batch_size": 1}),
+    )
+    await _timeline_is(ed, referral_id, ["received", "offered", "offered"], "offered")
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    assigned = coach_assigned(referral_id, offers[1].offer_id, coaches[1], at)
+    await send(other_services, assigned)
+
+    body = await _timeline_is(
+        ed, referral_id, ["received", "offered", "offered", "accepted"], "accepted"
+    )
+    received, broadcast, single, accepted = body["timeline"]
+    assert (broadcast["coaches"], single["coaches"]) == (3, 1)
+    assert accepted["coach_id"] == str(coaches[1])
+    assert datetime.fromisoformat(accepted["arrive_by"]) == assigned.arrival_deadline
+    assert received["coaches"] is None
+    assert accepted["coaches"] is None
+    schema = (await ed.client.get("/openapi.json")).json()["components"]["schemas"]
+    assert {"coaches", "coach_id", "arrive_by"} <= set(schema["TimelineStepOut"]["properties"])
+
+
 async def test_once_the_coach_arrived_a_cancel_is_refused_and_the_visit_goes_on(
     hospital: HospitalFactory, other_services: KafkaBroker
 ) -> None:

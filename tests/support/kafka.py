@@ -10,7 +10,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 
 from handoff_platform.settings import parse_bootstrap_servers
-from handoff_schemas import Envelope, EventPayload, partition_key
+from handoff_schemas import Envelope, partition_key
+from handoff_schemas.envelope import Payload
 
 
 async def read_topic(
@@ -57,7 +58,7 @@ async def read_topic(
 
 async def send(
     broker: KafkaBroker,
-    payload: EventPayload,
+    payload: Payload,
     event_id: UUID | None = None,
     source: str = "/handoff/tests",
 ) -> Envelope[Any]:

@@ -184,6 +184,20 @@ def test_a_broadcast_waits_for_every_open_offer_before_the_next_batch() -> None:
     assert offered(d.decline(made[1].offer_id, NOW, {Tier.SITE: [ANA, BEN, DEV]})) == [DEV]
 
 
+def test_a_broadcasts_offers_share_one_batch_and_the_next_batch_gets_its_own() -> None:
+    """The referral's timeline shows one `offered` step per batch, with its size."""
+    d = dispatch(DispatchMode.BROADCAST)
+    made = of(OfferMade, d.start(NOW, {Tier.SITE: [ANA, BEN, DEV]}))
+    assert [(m.batch_size, m.batch_id) for m in made] == [(2, made[0].batch_id)] * 2
+    assert made[0].batch_id is not None
+    d.decline(made[0].offer_id, NOW, {Tier.SITE: [ANA, BEN, DEV]})
+    [then] = of(OfferMade, d.decline(made[1].offer_id, NOW, {Tier.SITE: [ANA, BEN, DEV]}))
+    assert then.batch_size == 1
+    assert then.batch_id not in (None, made[0].batch_id)
+    [single] = of(OfferMade, dispatch().start(NOW, LADDER))
+    assert single.batch_size == 1
+
+
 def test_cancel_withdraws_every_open_offer_at_once() -> None:
     d = dispatch(DispatchMode.BROADCAST)
     made = of(OfferMade, d.start(NOW, LADDER))

@@ -324,7 +324,8 @@ def test_an_email_page_asks_for_the_link_not_a_reply_nobody_reads() -> None:
 
 
 def test_a_bare_answer_with_several_open_offers_names_each_so_they_differ() -> None:
-    """Two requests at one site a minute apart: urgency and local time tell them apart."""
+    """Two requests at one site a minute apart: code, urgency and age tell them apart, and
+    one paged under a minute ago is "just now", never "0 min ago"."""
     question = content.which_offer(
         [
             OpenOffer("B", "Mercy ED", NOW - timedelta(minutes=1, seconds=30), Urgency.URGENT, NY),
@@ -333,10 +334,28 @@ def test_a_bare_answer_with_several_open_offers_names_each_so_they_differ() -> N
         NOW,
     )
     assert question == (
-        "Handoff: which request? B urgent Mercy ED 15:58 EST (1 min ago), "
-        "C routine Mercy ED 15:59 EST (0 min ago). Reply 1B to accept or 2B to decline."
+        "Handoff: which request? B = urgent, Mercy ED, 1 min ago; C = routine, Mercy ED, "
+        "just now. Reply 1B to accept or 2B to decline; use the code you mean."
     )
     assert len(question) <= SMS_SEGMENT
+
+
+def test_which_request_stays_one_segment_by_shortening_what_it_can() -> None:
+    """Three requests with long site names: the urgency goes, then the sites shorten; every
+    request is still named by code and age."""
+    offers = [
+        OpenOffer(code, "St. Bartholomew's Regional ED", NOW - timedelta(minutes=m), u)
+        for code, m, u in (
+            ("B", 3, Urgency.URGENT),
+            ("C", 0, Urgency.URGENT),
+            ("D", 200, Urgency.ROUTINE),
+        )
+    ]
+    question = content.which_offer(offers, NOW)
+    assert len(question) <= SMS_SEGMENT, question
+    for named in ("B = ", "C = ", "D = ", "3 min ago", "just now", "3 h ago"):
+        assert named in question
+    assert "0 min" not in question
 
 
 def test_an_unclear_reply_is_asked_about_with_the_code_to_use() -> None:

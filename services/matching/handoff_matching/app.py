@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from handoff_matching import CONSUMER_GROUP, SCHEMA
-from handoff_matching.adapters.roster_store import apply_migrations
+from handoff_matching.adapters.roster_store import announce_phones, apply_migrations
 from handoff_matching.domain.dispatch import TimerKind
 from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
@@ -57,6 +57,10 @@ class MatchingRuntime:
             outbox_grace_seconds=None,
         )
         pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
+        async with pool.acquire() as connection, connection.transaction():
+            # Notify learns whose numbers are a coach's from these (a roster imported
+            # before they existed too); each replica's start says it again, harmlessly.
+            await announce_phones(connection)
         service = MatchingService(outbox, timers)
         consumed = [Topic.SITES, Topic.REFERRALS, Topic.PAGES]
         line = WaitingLine(service, pool, settings.database_url, settings.line_sweep_seconds)

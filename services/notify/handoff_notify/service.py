@@ -7,6 +7,7 @@ link, an SMS reply or a keypad, become CoachResponded events exactly once.
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -62,6 +63,7 @@ from handoff_schemas.envelope import utc_now
 from handoff_schemas.events import (
     CoachAssigned,
     CoachAvailabilityChanged,
+    CoachPhonesChanged,
     CoachResponded,
     ContactMethodReachabilityChanged,
     OfferMade,
@@ -80,6 +82,9 @@ from handoff_schemas.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
+
+# What a coach's number looks like (Twilio's `From` for a phone): anything else is no coach.
+_E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 
 # The `finding` label of handoff_page_sends_reconciled_total, as the runbook names them.
 FINDINGS = {Found: "found", NotFound: "not_found", Unknowable: "unknowable"}
@@ -169,6 +174,12 @@ class NotifyService:
         """Nobody took the referral: one short notice to each of the site's supervisors."""
         data: ReferralUnassigned = event.data
         await notices.add(connection, event.id, event.correlationid, data)
+
+    async def coach_phones_changed(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The roster's phones for one coach, as they now stand: who may text as a coach."""
+        data: CoachPhonesChanged = event.data
+        phones = data.phones if data.active else ()
+        await store.replace_coach_phones(connection, data.coach_id, phones, data.changed_at)
 
     async def _offer_settled(self, connection: Connection, record: OfferRecord) -> None:
         """The offer needs no more paging: drop what has not left, stop channel fallbacks."""
@@ -829,14 +840,20 @@ class NotifyService:
         """A coach's SMS reply; the text to answer them with, or None to say nothing.
 
         `body` is read here and forgotten: only what it was read as is kept or logged
-        (a coach may type patient details). An opted-out or unreachable number is never
-        answered, and a number we never paged only gets an answer to HELP."""
+        (a coach may type patient details). HELP is answered from any number; a sender
+        that is not an E.164 number gets nothing; an opted-out or unreachable number gets
+        nothing else; a number on no coach's roster (CoachPhonesChanged) and never paged
+        is told it is not registered, whatever it texted (STOP and START aside)."""
         return await self.sms_reading(phone, read_reply(body))
 
     async def sms_reading(self, phone: str, reading: ReplyReading) -> str | None:
         """`sms_reply` for a reply already read (one spooled during a database outage is
         applied this way once the database is back). Raises a transient database error
         while the database is away."""
+        if not _E164.match(phone):
+            # A short code, an alphanumeric sender or a forged form: no coach's number, and
+            # nothing we could answer or pass on (matching names coaches by E.164 phones).
+            return _read("not_e164", None)
         async with self.outbox.transaction(self.pool) as connection:
             now = self.clock()
             method = (await store.blocked_methods(connection, [(Channel.SMS, phone)])).get(
@@ -845,6 +862,13 @@ class NotifyService:
             reply = reading.for_standing(
                 method is not None and method.state is MethodState.OPTED_OUT
             )
+            help_text = content.help_text(
+                self.settings.notify_program_name, self.settings.notify_supervisor_phone
+            )
+            if reply is Keyword.HELP:
+                # CTIA: HELP is answered even on an opted-out number (the carrier lets it
+                # through, and it sends nothing we were told not to send: no offer).
+                return _read("help", help_text)
             if reply is Keyword.OPT_IN:
                 if method is not None:
                     await store.unblock_method(connection, Channel.SMS, phone)
@@ -856,21 +880,21 @@ class NotifyService:
             if reply is Keyword.OPT_OUT:
                 await self._opt_out(connection, phone, now)
                 return _read("opt_out", None)  # the carrier confirms an opt-out itself
+            if not await store.is_coach_phone(connection, phone):
+                # OFF, ON, an answer or anything else from a number on no coach's roster:
+                # nothing is changed, and the sender is told why rather than "you are off".
+                program = self.settings.notify_program_name
+                return _read("not_registered", content.not_registered(program))
             if reply in (Keyword.UNAVAILABLE, Keyword.AVAILABLE):
                 return await self._availability(connection, phone, reply is Keyword.AVAILABLE, now)
-            help_text = content.help_text(
-                self.settings.notify_program_name, self.settings.notify_supervisor_phone
-            )
-            if reply is Keyword.HELP:
-                return _read("help", help_text)
             offers = await store.offers_paged_to(connection, phone, now)
             if not offers:
-                return _read("ignored", None)  # not a coach we paged: say nothing
+                return _read("ignored", None)  # a coach's number we paged nothing in a day
             if isinstance(reply, Unclear):
-                codes = [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
-                return _read(
-                    "unclear", content.unclear(codes or ([reply.code] if reply.code else []))
-                )
+                # "yes no C" names C: the question names it back, whatever else is open.
+                codes = [reply.code] if reply.code else []
+                codes = codes or [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
+                return _read("unclear", content.unclear(codes))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
             return await self._sms_answer(connection, reply, offers, now)

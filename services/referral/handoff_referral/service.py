@@ -14,7 +14,14 @@ from handoff_referral.adapters import postgres as store
 from handoff_referral.adapters.key_cache import KeyCache
 from handoff_referral.domain.api_keys import parse_key, secret_matches
 from handoff_referral.domain.intake import ReferralRequest
-from handoff_referral.domain.referral import Referral, Site, TimelineStep, referral_created
+from handoff_referral.domain.referral import (
+    NO_DETAILS,
+    Referral,
+    Site,
+    StepDetails,
+    TimelineStep,
+    referral_created,
+)
 from handoff_referral.domain.status import (
     Status,
     Step,
@@ -173,15 +180,32 @@ class ReferralService:
         return cancelled
 
     async def observe_step(
-        self, connection: Connection, referral_id: UUID, step: Status, at: datetime
+        self,
+        connection: Connection,
+        referral_id: UUID,
+        step: Status,
+        at: datetime,
+        details: StepDetails = NO_DETAILS,
     ) -> None:
         """A status step reported by matching or notify, at `at` (UTC), inside the consumer's
-        transaction. Raises UnknownReferral for a referral this service never received."""
+        transaction, with what it says beyond its name. An offer of a batch whose step is
+        recorded adds nothing: a broadcast is one `offered` step for all its coaches.
+        Raises UnknownReferral for a referral this service never received."""
         site_id, status, recorded = await self._lock(connection, referral_id)
+        if details.batch_id is not None and await store.batch_recorded(
+            connection, referral_id, details.batch_id
+        ):
+            return
         outcome = observe(status, recorded, step)
         if outcome.record:
             await store.record_step(
-                connection, referral_id, Step(step), at, outcome.new_status, self.clock()
+                connection,
+                referral_id,
+                Step(step),
+                at,
+                outcome.new_status,
+                self.clock(),
+                details=details,
             )
             self._recorded(referral_id, site_id, Step(step), outcome.new_status)
 

@@ -3,10 +3,11 @@
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
-from handoff_matching import SCHEMA
+from handoff_matching import SCHEMA, SOURCE
 from handoff_matching.domain.eligibility import Certification, Coach
 from handoff_matching.domain.schedules import (
     Interval,
@@ -18,8 +19,10 @@ from handoff_matching.domain.schedules import (
 )
 from handoff_matching.roster_file import OverrideRow, RosterFile
 from handoff_platform.database import Connection, migrate_database, notify
-from handoff_schemas.events import ContactPoint
-from handoff_schemas.vocabulary import GenderPreference, Substance
+from handoff_platform.outbox import Outbox
+from handoff_schemas import Envelope
+from handoff_schemas.events import CoachPhonesChanged, ContactPoint
+from handoff_schemas.vocabulary import Channel, GenderPreference, Substance
 
 MIGRATIONS = "handoff_matching.adapters.migrations"
 
@@ -128,10 +131,40 @@ async def import_roster(connection: Connection, roster: RosterFile) -> ImportSum
         )
         for override in roster.overrides:
             await put_override(connection, override)
+        await announce_phones(connection, coach_ids)
     await tell_line(connection)
     return ImportSummary(
         len(roster.coaches), len(certifications), len(shifts), len(roster.overrides)
     )
+
+
+async def announce_phones(connection: Connection, coach_ids: list[UUID] | None = None) -> int:
+    """Put a CoachPhonesChanged for each of these coaches (None: every coach) in the outbox,
+    within the caller's transaction: the phones their roster entry lists now, so notify
+    knows which numbers are a coach's. Returns how many were put."""
+    rows = await connection.fetch(
+        f"""SELECT coach_id, contact_methods, active FROM {SCHEMA}.coaches
+            WHERE $1::uuid[] IS NULL OR coach_id = ANY($1::uuid[])""",
+        coach_ids,
+    )
+    now = datetime.now(UTC)
+    events = []
+    for row in rows:
+        methods = json.loads(row["contact_methods"])
+        phones = tuple(
+            dict.fromkeys(
+                m["destination"] for m in methods if m["channel"] in (Channel.SMS, Channel.VOICE)
+            )
+        )
+        changed = CoachPhonesChanged(
+            coach_id=row["coach_id"], phones=phones, active=row["active"], changed_at=now
+        )
+        events.append(
+            Envelope.wrap(changed, source=SOURCE, correlation_id=f"coach:{row['coach_id']}")
+        )
+    if events:
+        await Outbox(SCHEMA).put(connection, *events)
+    return len(events)
 
 
 async def shifts_for(connection: Connection, pools: Iterable[Pool]) -> list[WeeklyShift]:

@@ -487,8 +487,10 @@ class Dispatch:
             self.tier = tier
             sequential = self.settings.mode is DispatchMode.SEQUENTIAL
             why = getattr(ranked, "why", {})
-            for coach in fresh[: 1 if sequential else self.settings.broadcast_size]:
-                effects += self._make_offer(coach, now, why.get(coach, ""))
+            batch = fresh[: 1 if sequential else self.settings.broadcast_size]
+            batch_id = uuid4()  # the referral's timeline shows the batch as one step
+            for coach in batch:
+                effects += self._make_offer(coach, now, why.get(coach, ""), batch_id, len(batch))
             return effects
         if full:
             self.state = DispatchState.WAITING
@@ -517,7 +519,9 @@ class Dispatch:
             )
         ]
 
-    def _make_offer(self, coach_id: UUID, now: datetime, why: str) -> list[Effect]:
+    def _make_offer(
+        self, coach_id: UUID, now: datetime, why: str, batch_id: UUID, batch_size: int
+    ) -> list[Effect]:
         page_deadline = now + self.settings.page_deadline
         offer = Offer(
             uuid4(),
@@ -542,6 +546,8 @@ class Dispatch:
             expires_at=offer.expires_at,
             page_deadline=page_deadline,
             briefing=self.facts.briefing,
+            batch_id=batch_id,
+            batch_size=batch_size,
         )
         return [made, SetTimer(offer.offer_id, page_deadline)]
 

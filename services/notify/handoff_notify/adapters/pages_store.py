@@ -630,3 +630,29 @@ def _blocked(row: asyncpg.Record) -> BlockedMethod:
         row["reason"],
         row["since"],
     )
+
+
+# Whose numbers are a coach's
+
+
+async def replace_coach_phones(
+    connection: Connection, coach_id: UUID, phones: Sequence[str], changed_at: datetime
+) -> None:
+    """The coach's phones are now exactly `phones` (none: no longer a coach's)."""
+    await connection.execute(f"DELETE FROM {SCHEMA}.coach_phones WHERE coach_id = $1", coach_id)
+    await connection.executemany(
+        f"""INSERT INTO {SCHEMA}.coach_phones (coach_id, phone, changed_at) VALUES ($1, $2, $3)
+            ON CONFLICT DO NOTHING""",
+        [(coach_id, phone, changed_at) for phone in phones],
+    )
+
+
+async def is_coach_phone(connection: Connection, phone: str) -> bool:
+    """Whether the roster lists `phone` for a coach, or an offer was paged to it by SMS (an
+    offer's contacts are the roster's as matching made it)."""
+    found: bool = await connection.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM {SCHEMA}.coach_phones WHERE phone = $1)
+                OR EXISTS (SELECT 1 FROM {SCHEMA}.reply_codes WHERE destination = $1)""",
+        phone,
+    )
+    return found

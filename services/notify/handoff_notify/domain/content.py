@@ -227,7 +227,7 @@ def closed(
         case OfferState.WITHDRAWN, WithdrawReason.AT_CAPACITY:
             return (
                 f"Handoff: you are at your limit of open requests, so the {it} "
-                "was passed to another coach. No action needed."
+                "was passed on to another coach. No action needed."
             )
         case OfferState.ACCEPTED, _:
             return f"Handoff: you accepted the {it}; we are confirming it."
@@ -240,15 +240,36 @@ def closed(
 
 
 def which_offer(offers: Sequence[OpenOffer], now: datetime) -> str:
-    """The question to a bare answer when the phone has several open offers: each named
-    by its code, urgency, site, local time paged and minutes ago, oldest first."""
-    named = ", ".join(
-        f"{o.code} {o.urgency.value} {o.site_short_name} {local_time(o.paged_at, o.time_zone)} "
-        f"({_minutes_ago(o.paged_at, now)} min ago)"
-        for o in offers
-    )
+    """The question to a bare answer when the phone has several open offers, oldest first:
+    each named by its code, urgency, site and age ("just now" under a minute, else "N min
+    ago"), so two requests at one site still read apart by code and age. One segment
+    (160 GSM-7 characters) when it fits: the urgency goes first, then the sites are
+    shortened; with more offers than fit, the text runs to a second segment rather than
+    leave one out."""
     first = offers[0].code
-    return f"Handoff: which request? {named}. Reply 1{first} to accept or 2{first} to decline."
+    ask = f" Reply 1{first} to accept or 2{first} to decline; use the code you mean."
+    for urgency, site_length in ((True, None), (False, None), (False, 12), (False, _MIN_SITE)):
+        named = "; ".join(
+            f"{o.code} = "
+            + (f"{o.urgency.value}, " if urgency else "")
+            + f"{gsm7(o.site_short_name)[:site_length].rstrip()}, {age(o.paged_at, now)}"
+            for o in offers
+        )
+        text = f"Handoff: which request? {named}.{ask}"
+        if len(text) <= SMS_SEGMENT:
+            return text
+    return text
+
+
+def age(then: datetime, now: datetime) -> str:
+    """How long ago `then` was, as a text says it: "just now" under a minute, else "N min
+    ago" (whole minutes), "N h ago" from two hours on."""
+    minutes = int((now - then).total_seconds() // 60)
+    if minutes < 1:
+        return "just now"
+    if minutes < 120:
+        return f"{minutes} min ago"
+    return f"{minutes // 60} h ago"
 
 
 def unclear(codes: Sequence[str]) -> str:
@@ -283,6 +304,14 @@ def availability_changed(program_name: str, available: bool, passed_on: int = 0)
     return off
 
 
+def not_registered(program_name: str) -> str:
+    """The answer to any text but STOP / START / HELP from a number on no coach's roster."""
+    return (
+        f"{program_name}: this number is not registered with {program_name}, so nothing was "
+        "changed. A coordinator can add it to the roster."
+    )
+
+
 def help_text(program_name: str, supervisor_phone: str | None) -> str:
     """The answer to HELP, INFO and any reply not understood."""
     supervisor = f" Supervisor: {supervisor_phone}." if supervisor_phone else ""
@@ -290,7 +319,3 @@ def help_text(program_name: str, supervisor_phone: str | None) -> str:
         f"{program_name}: reply 1 or YES to accept, 2 or NO to decline; with several "
         f"requests add the code (1B).{supervisor} STOP to opt out."
     )
-
-
-def _minutes_ago(then: datetime, now: datetime) -> int:
-    return max(0, int((now - then).total_seconds() // 60))

@@ -2,7 +2,13 @@
 
 from handoff_notify.service import NotifyService
 from handoff_platform.consumer import Handler
-from handoff_schemas.events import CoachAssigned, OfferMade, OfferWithdrawn, ReferralUnassigned
+from handoff_schemas.events import (
+    CoachAssigned,
+    CoachPhonesChanged,
+    OfferMade,
+    OfferWithdrawn,
+    ReferralUnassigned,
+)
 
 
 def dispatch_handlers(service: NotifyService) -> dict[str, Handler]:
@@ -11,4 +17,5 @@ def dispatch_handlers(service: NotifyService) -> dict[str, Handler]:
         OfferWithdrawn.event_type: service.offer_withdrawn,
         CoachAssigned.event_type: service.coach_assigned,
         ReferralUnassigned.event_type: service.referral_unassigned,
+        CoachPhonesChanged.event_type: service.coach_phones_changed,
     }

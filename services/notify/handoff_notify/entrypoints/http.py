@@ -4,7 +4,7 @@ delivery callbacks; and, in the sandbox, the local inbox.
 The offer page is server-rendered and works without JavaScript. Whatever the
 link's offer became, the page says so plainly; only a link we did not sign is a 404.
 Twilio's webhooks are refused unless their `X-Twilio-Signature` checks out, and an
-unknown sender is answered with nothing at all.
+sender on no coach's roster is told its number is not registered (decision 0013).
 """
 
 import logging
@@ -142,7 +142,7 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
             return "The ED cancelled this request. No action is needed.", False
         case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.AT_CAPACITY:
             return (
-                "You are at your limit of open requests, so this one was passed to another "
+                "You are at your limit of open requests, so this one was passed on to another "
                 "coach. No action is needed.",
                 False,
             )

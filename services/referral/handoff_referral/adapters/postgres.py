@@ -14,7 +14,13 @@ from handoff_referral.adapters import webhook_store
 from handoff_referral.adapters.key_cache import REVOCATION_CHANNEL
 from handoff_referral.domain.api_keys import IssuedKey
 from handoff_referral.domain.intake import Patient, ReferralRequest
-from handoff_referral.domain.referral import Referral, Site, TimelineStep
+from handoff_referral.domain.referral import (
+    NO_DETAILS,
+    Referral,
+    Site,
+    StepDetails,
+    TimelineStep,
+)
 from handoff_referral.domain.status import Status, Step
 from handoff_schemas import Envelope
 from handoff_schemas.events import ReferralCreated
@@ -211,13 +217,16 @@ async def record_step(
     new_status: Status,
     now: datetime,
     cancel_reason: str | None = None,
+    details: StepDetails = NO_DETAILS,
 ) -> None:
     """Adds one timeline entry, sets the referral's status and queues the site's webhook
     delivery of the step (if it has a callback), in one statement; the caller holds the
     referral's row lock (lock_status), so entries are decided, and queued, one at a time."""
     await connection.execute(
         f"""WITH entry AS (
-                INSERT INTO {SCHEMA}.timeline (referral_id, status, at) VALUES ($1, $2, $3)),
+                INSERT INTO {SCHEMA}.timeline
+                    (referral_id, status, at, coaches, batch_id, coach_id, arrive_by)
+                VALUES ($1, $2, $3, $7, $8, $9, $10)),
             referral AS (
                 UPDATE {SCHEMA}.referrals
                 SET status = $4, updated_at = $5, cancel_reason = coalesce($6, cancel_reason)
@@ -230,20 +239,37 @@ async def record_step(
         new_status.value,
         now,
         cancel_reason,
+        details.coaches,
+        details.batch_id,
+        details.coach_id,
+        details.arrive_by,
     )
+
+
+async def batch_recorded(connection: Connection, referral_id: UUID, batch_id: UUID) -> bool:
+    """Whether the referral's timeline has the `offered` step of this batch of offers."""
+    found: bool = await connection.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM {SCHEMA}.timeline
+                           WHERE referral_id = $1 AND batch_id = $2)""",
+        referral_id,
+        batch_id,
+    )
+    return found
 
 
 async def _timelines(
     connection: Connection, referral_ids: list[UUID]
 ) -> dict[UUID, list[TimelineStep]]:
     rows = await connection.fetch(
-        f"""SELECT referral_id, status, at FROM {SCHEMA}.timeline
+        f"""SELECT referral_id, status, at, coaches, batch_id, coach_id, arrive_by
+            FROM {SCHEMA}.timeline
             WHERE referral_id = ANY($1::uuid[]) ORDER BY at, seq""",
         referral_ids,
     )
     timelines: dict[UUID, list[TimelineStep]] = defaultdict(list)
     for row in rows:
-        timelines[row["referral_id"]].append(TimelineStep(Step(row["status"]), row["at"]))
+        details = StepDetails(row["coaches"], row["coach_id"], row["arrive_by"], row["batch_id"])
+        timelines[row["referral_id"]].append(TimelineStep(Step(row["status"]), row["at"], details))
     return timelines
 
 

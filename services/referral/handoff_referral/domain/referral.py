@@ -27,11 +27,28 @@ class Site:
 
 
 @dataclass(frozen=True)
+class StepDetails:
+    """What a step says beyond its name: `coaches` asked at once (an `offered` step, one
+    per batch of offers), and who accepted and by when the ED expects them (`coach_id`,
+    `arrive_by` UTC, an `accepted` step). None where it does not apply or was not known
+    (steps recorded before these were kept). `batch_id` finds an offered step's batch."""
+
+    coaches: int | None = None
+    coach_id: UUID | None = None
+    arrive_by: datetime | None = None
+    batch_id: UUID | None = None
+
+
+@dataclass(frozen=True)
 class TimelineStep:
-    """One timeline entry: `step` happened `at` (UTC)."""
+    """One timeline entry: `step` happened `at` (UTC), with its details."""
 
     step: Step
     at: datetime
+    details: StepDetails = StepDetails()
+
+
+NO_DETAILS = StepDetails()
 
 
 @dataclass(frozen=True)

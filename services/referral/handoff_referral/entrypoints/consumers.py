@@ -4,6 +4,7 @@ from typing import Any
 
 from handoff_platform.consumer import Handler
 from handoff_platform.database import Connection
+from handoff_referral.domain.referral import StepDetails
 from handoff_referral.domain.status import Status, Step
 from handoff_referral.service import ReferralService
 from handoff_schemas import Envelope
@@ -31,7 +32,11 @@ WITHDRAWAL_STEPS = {
 def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
     async def offer_made(connection: Connection, event: Envelope[Any]) -> None:
         data: OfferMade = event.data
-        await service.observe_step(connection, data.referral_id, Status.OFFERED, event.time)
+        # An offer from before batches were named is a batch of its own, of one coach.
+        details = StepDetails(coaches=data.batch_size or 1, batch_id=data.batch_id)
+        await service.observe_step(
+            connection, data.referral_id, Status.OFFERED, event.time, details
+        )
 
     async def offer_withdrawn(connection: Connection, event: Envelope[Any]) -> None:
         data: OfferWithdrawn = event.data
@@ -42,7 +47,10 @@ def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
 
     async def coach_assigned(connection: Connection, event: Envelope[Any]) -> None:
         data: CoachAssigned = event.data
-        await service.observe_step(connection, data.referral_id, Status.ACCEPTED, data.assigned_at)
+        details = StepDetails(coach_id=data.coach_id, arrive_by=data.arrival_deadline)
+        await service.observe_step(
+            connection, data.referral_id, Status.ACCEPTED, data.assigned_at, details
+        )
 
     async def waiting(connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralWaiting = event.data

@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from handoff_platform.http import ApiError
 from handoff_platform.logs import correlation_id_var
 from handoff_referral.domain.intake import CancelRequest, Patient, ReferralRequest
-from handoff_referral.domain.referral import Referral, Site
+from handoff_referral.domain.referral import Referral, Site, TimelineStep
 from handoff_referral.domain.status import CancelRefused, Status, Step
 from handoff_referral.service import ExternalIdConflict, ReferralNotFound, ReferralService
 
@@ -51,7 +51,8 @@ STEP_DOC = (
     "(Handoff could not get the page to the coach's phone in time; the coach never saw "
     "it), `coach_unreachable` (every way of reaching the coach failed), `coach_at_capacity` "
     "(the coach accepted but was already with as many patients as they can take). A "
-    "referral offered, then waiting, then offered again shows each occurrence. "
+    "referral offered, then waiting, then offered again shows each occurrence; one "
+    "`offered` step stands for every coach asked at once (`coaches`). "
     "`discharged`: the hospital discharged the patient after the coach arrived (HL7)."
 )
 
@@ -59,6 +60,29 @@ STEP_DOC = (
 class TimelineStepOut(BaseModel):
     status: Step = Field(description=STEP_DOC)
     at: datetime
+    coaches: int | None = Field(
+        default=None,
+        description="On an `offered` step: how many coaches were asked at once (a "
+        "broadcast asks several; one step per batch of offers).",
+    )
+    coach_id: UUID | None = Field(
+        default=None, description="On an `accepted` step: the coach who accepted."
+    )
+    arrive_by: datetime | None = Field(
+        default=None,
+        description="On an `accepted` step: the latest time (UTC) the ED expects the coach.",
+    )
+
+    @classmethod
+    def of(cls, step: TimelineStep) -> "TimelineStepOut":
+        details = step.details
+        return cls(
+            status=step.step,
+            at=step.at,
+            coaches=details.coaches,
+            coach_id=details.coach_id,
+            arrive_by=details.arrive_by,
+        )
 
 
 class ReferralOut(BaseModel):
@@ -92,7 +116,7 @@ class ReferralOut(BaseModel):
             cancel_reason=referral.cancel_reason,
             received_at=referral.received_at,
             updated_at=referral.updated_at,
-            timeline=[TimelineStepOut(status=s.step, at=s.at) for s in referral.timeline],
+            timeline=[TimelineStepOut.of(s) for s in referral.timeline],
         )
 
 
