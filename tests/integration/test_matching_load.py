@@ -8,11 +8,15 @@ the sweep. Each test has a state of its own, so its state pool is its own.
 """
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -1005,3 +1009,35 @@ async def test_an_outage_cycling_the_ladder_texts_the_supervisors_once(
     assert len(told[0]) == 1  # the supervisor, at the start of the spell
     assert all(contacts == () for contacts in told[1:])  # the same spell: nobody texted
     assert {w.reason for w in _of(OfferWithdrawn, events[ids[0]])} == {WithdrawReason.NOT_CONTACTED}
+
+
+async def test_a_roster_import_from_the_cli_raising_capacity_serves_the_line_at_once(
+    line: Line, tmp_path: Path
+) -> None:
+    """Found by a new user: the waiting line heard of a capacity raised by `handoff matching
+    roster import` ~10 s late. The sweep runs once a minute here: within 3 s is the import's."""
+    matching_database, bootstrap, hospital_and_notify = line
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
+    first, waiting = world.referral(), world.referral()
+    ids = [first.referral_id, waiting.referral_id]
+    await send(hospital_and_notify, first)
+    await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "her offer")
+    await send(hospital_and_notify, waiting)
+    await _until(bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[1]]), "second in line")
+
+    roster = tmp_path / "roster.json"
+    roster.write_text(world.roster(max_concurrent=2).model_dump_json())
+    imported = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "handoff_cli", "matching", "roster", "import", str(roster)],
+        env={**os.environ, "DATABASE_URL": matching_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[1]]), "the raised slot offered", 3
+    )
+    assert _of(OfferMade, events[ids[1]])[0].coach_id == world.site_coaches[0]
