@@ -22,10 +22,19 @@ not yet asked in this round has room, at once if no coach of the round was ever
 reached (every offer ended not_contacted: a paging outage, not an answer), and
 otherwise every `reoffer_every`. A new round asks everyone on call again except
 the coaches who declined this referral: a decline is an answer about this
-patient; an expiry, an unreachable phone or a full caseload is not. An offer that
-bounced (unreachable, not_contacted) does not count as asked once its coach is
-reachable again after it (START, a coordinator's fix; decision 0019): the coach may
-be asked again in the same round.
+patient; an expiry, an unreachable phone or a full caseload is not. Two offers never
+count as asked at all: a yes refused at capacity (the coach wanted it; the referral
+waits for her slot) and one not contacted (no page went out). Their coaches are asked
+again after every coach not yet tried: at once if they have room, and for
+not_contacted only once a page of the round reached someone (paging works); in a
+total outage the round ends unassigned and restarts at once. An offer that bounced
+unreachable does not count as asked once its coach is reachable again after it
+(START, a coordinator's fix; decision 0019).
+
+Unassigned spells: the supervisors are texted when a referral goes unassigned, and
+not again until a page has reached a coach since (an outage cycling the ladder is one
+spell, one notice). A new referral of a state where an older one, as urgent or more,
+waits in line for capacity joins the line behind it (`join_line`).
 
 The ack clock runs from the page: an offer first waits up to `page_deadline` for
 notify to hand a page to a provider (`paged`), then `ack_timeout` for an answer.
