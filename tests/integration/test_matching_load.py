@@ -410,13 +410,15 @@ async def test_a_coach_whose_capacity_was_lowered_accepting_two_at_once_is_assig
     assert [(w.coach_id, w.reason) for w in refused] == [
         (world.site_coaches[0], WithdrawReason.AT_CAPACITY)
     ]
-    # The refused referral moved on at once: nobody else is on call, so it is unassigned.
-    await _until(
+    # The refused referral moved on at once: nobody else is on call, and her yes at capacity
+    # does not use her up (#12 F8), so it waits in line for her slot.
+    events = await _until(
         bootstrap,
         [refused[0].referral_id],
-        lambda ev: _of(ReferralUnassigned, ev[refused[0].referral_id]),
+        lambda ev: _of(ReferralWaiting, ev[refused[0].referral_id]),
         "the refused referral moved on",
     )
+    assert _of(ReferralUnassigned, events[refused[0].referral_id]) == []
 
 
 async def test_an_unassigned_referral_is_offered_when_an_override_adds_a_coach(
