@@ -8,11 +8,15 @@ the sweep. Each test has a state of its own, so its state pool is its own.
 """
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -56,7 +60,33 @@ from tests.support.waiting import eventually
 ADMIN_TOKEN = "coordinator-secret"
 # One state per test: a state pool shared with another test would put its coaches on call.
 STATES = iter(
-    ["DE", "PA", "VA", "NJ", "NY", "OH", "WV", "NC", "SC", "GA", "FL", "AL", "TN", "KY", "IN"]
+    [
+        "DE",
+        "PA",
+        "VA",
+        "NJ",
+        "NY",
+        "OH",
+        "WV",
+        "NC",
+        "SC",
+        "GA",
+        "FL",
+        "AL",
+        "TN",
+        "KY",
+        "IN",
+        "MS",
+        "LA",
+        "TX",
+        "AZ",
+        "CO",
+        "UT",
+        "NV",
+        "OR",
+        "WA",
+        "ID",
+    ]
 )
 
 
@@ -380,13 +410,15 @@ async def test_a_coach_whose_capacity_was_lowered_accepting_two_at_once_is_assig
     assert [(w.coach_id, w.reason) for w in refused] == [
         (world.site_coaches[0], WithdrawReason.AT_CAPACITY)
     ]
-    # The refused referral moved on at once: nobody else is on call, so it is unassigned.
-    await _until(
+    # The refused referral moved on at once: nobody else is on call, and her yes at capacity
+    # does not use her up (#12 F8), so it waits in line for her slot.
+    events = await _until(
         bootstrap,
         [refused[0].referral_id],
-        lambda ev: _of(ReferralUnassigned, ev[refused[0].referral_id]),
+        lambda ev: _of(ReferralWaiting, ev[refused[0].referral_id]),
         "the refused referral moved on",
     )
+    assert _of(ReferralUnassigned, events[refused[0].referral_id]) == []
 
 
 async def test_an_unassigned_referral_is_offered_when_an_override_adds_a_coach(
@@ -755,3 +787,259 @@ async def test_an_unassigned_referral_is_offered_when_a_weekly_shift_starts(
     assert offer.page_deadline is not None
     made_at = offer.page_deadline - settings.page_deadline
     assert made_at >= starts  # not before her shift began
+
+
+async def test_a_coach_who_said_yes_at_capacity_is_offered_that_referral_when_her_slot_frees(
+    line: Line,
+) -> None:
+    """Found by a new user (#12 F8): her yes at capacity counted as her having been asked,
+    so the referral she wanted went unassigned and was never offered her freed slot."""
+    matching_database, bootstrap, hospital_and_notify = line
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=2)
+    [coach] = world.site_coaches
+    first, wanted = world.referral(), world.referral()
+    ids = [first.referral_id, wanted.referral_id]
+    for referral in (first, wanted):
+        await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap, ids, lambda ev: all(_of(OfferMade, s) for s in ev.values()), "two offers"
+    )
+    await world.import_roster(world.roster(max_concurrent=1))  # the coordinator lowers it
+    held, refused = (_of(OfferMade, events[r])[0] for r in ids)
+    await _answer(hospital_and_notify, held, CoachResponse.ACCEPTED)
+    await _until(bootstrap, ids, lambda ev: _of(CoachAssigned, ev[ids[0]]), "her assignment")
+    await _answer(hospital_and_notify, refused, CoachResponse.ACCEPTED)  # yes, at capacity
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[1]]), "the refused one in line"
+    )
+    [withdrawn] = _of(OfferWithdrawn, events[ids[1]])
+    assert (withdrawn.offer_id, withdrawn.reason) == (refused.offer_id, WithdrawReason.AT_CAPACITY)
+    assert _of(ReferralUnassigned, events[ids[1]]) == []  # she is not used up: it waits for her
+
+    await _answer(hospital_and_notify, held, CoachResponse.COMPLETED)
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: len(_of(OfferMade, ev[ids[1]])) == 2,
+        "the referral she said yes to offered her freed slot",
+        within=5,  # reoffer_every is 5 minutes, the sweep a minute: this is the completion's
+    )
+    again = _of(OfferMade, events[ids[1]])[1]
+    assert again.coach_id == coach
+    await _answer(hospital_and_notify, again, CoachResponse.ACCEPTED)
+    events = await _until(bootstrap, ids, lambda ev: _of(CoachAssigned, ev[ids[1]]), "her yes")
+    assert _of(CoachAssigned, events[ids[1]])[0].offer_id == again.offer_id
+
+
+async def test_a_broadcast_round_with_a_page_that_never_went_out_asks_that_coach_again_at_once(
+    line: Line,
+) -> None:
+    """Found by a new user: in a round where one offer ended not_contacted and another with
+    no answer, the coach never paged waited the site's reoffer_every (5 minutes)."""
+    matching_database, bootstrap, hospital_and_notify = line
+    settings = DispatchSettings(
+        mode=DispatchMode.BROADCAST,
+        broadcast_size=2,
+        page_deadline=timedelta(seconds=2),
+        ack_timeout=timedelta(seconds=3),
+    )
+    world = await _world(matching_database, settings, site=2, pool=0)
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the broadcast"
+    )
+    never_paged, paged = _of(OfferMade, events[ids[0]])
+    await _paged(hospital_and_notify, paged)  # only one phone is reached
+
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: len(_of(OfferWithdrawn, ev[ids[0]])) == 2,
+        "both offers of the round ended",
+    )
+    reasons = {w.offer_id: w.reason for w in _of(OfferWithdrawn, events[ids[0]])}
+    assert reasons == {
+        never_paged.offer_id: WithdrawReason.NOT_CONTACTED,
+        paged.offer_id: WithdrawReason.EXPIRED,
+    }
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: len(_of(OfferMade, ev[ids[0]])) == 3,
+        "the coach never paged asked again",
+        within=5,  # not after reoffer_every (5 minutes)
+    )
+    again = _of(OfferMade, events[ids[0]])[2]
+    assert again.coach_id == never_paged.coach_id  # not the one who did not answer
+    assert _of(ReferralUnassigned, events[ids[0]]) == []
+
+
+async def test_a_ladder_whose_next_coach_was_reached_asks_the_coach_never_paged_again_at_once(
+    line: Line,
+) -> None:
+    matching_database, bootstrap, hospital_and_notify = line
+    settings = DispatchSettings(
+        page_deadline=timedelta(seconds=2), ack_timeout=timedelta(seconds=3)
+    )
+    world = await _world(matching_database, settings, site=1, pool=1)
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the pool's offer"
+    )
+    never_paged, pool_offer = _of(OfferMade, events[ids[0]])
+    assert never_paged.coach_id == world.site_coaches[0]
+    await _paged(hospital_and_notify, pool_offer)
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: len(_of(OfferMade, ev[ids[0]])) == 3,
+        "the site coach asked again when the pool coach did not answer",
+        within=15,
+    )
+    withdrawn = _of(OfferWithdrawn, events[ids[0]])
+    assert [(w.offer_id, w.reason) for w in withdrawn] == [
+        (never_paged.offer_id, WithdrawReason.NOT_CONTACTED),
+        (pool_offer.offer_id, WithdrawReason.EXPIRED),
+    ]
+    again = _of(OfferMade, events[ids[0]])[2]
+    assert again.coach_id == world.site_coaches[0]
+    assert _of(ReferralUnassigned, events[ids[0]]) == []
+
+
+async def _fill_then_wait(world: World, line: Line) -> tuple[list[OfferMade], ReferralCreated]:
+    """Every coach of the world (capacity 1) holds one offer, then A waits in line:
+    (the filling offers, A)."""
+    _, bootstrap, broker = line
+    fillers = [world.referral() for _ in [*world.site_coaches, *world.pool_coaches]]
+    for filler in fillers:
+        await send(broker, filler)
+    ids = [f.referral_id for f in fillers]
+    events = await _until(
+        bootstrap, ids, lambda ev: all(_of(OfferMade, s) for s in ev.values()), "coaches full"
+    )
+    waiting = world.referral()
+    await send(broker, waiting)
+    await _until(
+        bootstrap,
+        [waiting.referral_id],
+        lambda ev: _of(ReferralWaiting, ev[waiting.referral_id]),
+        "A in line",
+    )
+    return [_of(OfferMade, events[r])[0] for r in ids], waiting
+
+
+async def test_an_arrival_while_a_slot_frees_queues_behind_the_referral_already_in_line(
+    line: Line,
+) -> None:
+    """Found by a new user: a referral arriving as a slot freed took it ahead of the one
+    that had waited for it."""
+    matching_database, bootstrap, hospital_and_notify = line
+    world = await _world(matching_database, DispatchSettings(), site=1, pool=1, max_concurrent=1)
+    _, a = await _fill_then_wait(world, line)
+    # A slot frees that the line has not heard of yet (the moment before its wake-up): the
+    # site coach's capacity raised in the database, then B arrives.
+    connection = await asyncpg.connect(matching_database)
+    try:
+        await connection.execute(
+            "UPDATE matching.coaches SET max_concurrent = 2 WHERE coach_id = $1",
+            world.site_coaches[0],
+        )
+    finally:
+        await connection.close()
+    b = world.referral()
+    await send(hospital_and_notify, b)
+    ids = [a.referral_id, b.referral_id]
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: _of(OfferMade, ev[ids[0]]) and _of(ReferralWaiting, ev[ids[1]]),
+        "A offered the free slot, B in line behind it",
+        within=10,
+    )
+    assert _of(OfferMade, events[ids[0]])[0].coach_id == world.site_coaches[0]
+    assert _of(OfferMade, events[ids[1]]) == []
+
+
+async def test_an_arrival_in_line_does_not_take_a_slot_that_frees_later_ahead_of_the_older_one(
+    line: Line,
+) -> None:
+    matching_database, bootstrap, hospital_and_notify = line
+    world = await _world(matching_database, DispatchSettings(), site=1, pool=1, max_concurrent=1)
+    fillers, a = await _fill_then_wait(world, line)
+    b = world.referral()
+    await send(hospital_and_notify, b)
+    ids = [a.referral_id, b.referral_id]
+    await _until(bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[1]]), "B in line")
+
+    pool_offer = next(o for o in fillers if o.coach_id == world.pool_coaches[0])
+    await send(
+        hospital_and_notify,
+        ReferralCancelled(
+            referral_id=pool_offer.referral_id,
+            reason=CancelReason.PATIENT_LEFT,
+            cancelled_at=datetime.now(UTC),
+        ),
+    )
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "A offered the freed slot", 5
+    )
+    assert _of(OfferMade, events[ids[0]])[0].coach_id == world.pool_coaches[0]
+    assert _of(OfferMade, events[ids[1]]) == []
+
+
+async def test_an_outage_cycling_the_ladder_texts_the_supervisors_once(
+    line: Line,
+) -> None:
+    """Found by a new user: each cycle of a paging outage was a new "no coach" notice."""
+    matching_database, bootstrap, hospital_and_notify = line
+    settings = DispatchSettings(page_deadline=timedelta(seconds=1))
+    world = await _world(matching_database, settings, site=1, pool=0, supervised=True)
+    referral = world.referral()
+    ids = [referral.referral_id]
+    await send(hospital_and_notify, referral)
+    events = await _until(
+        bootstrap,
+        ids,
+        lambda ev: len(_of(ReferralUnassigned, ev[ids[0]])) >= 3,
+        "three cycles of the outage",
+    )
+    told = [u.supervisor_contacts for u in _of(ReferralUnassigned, events[ids[0]])]
+    assert len(told[0]) == 1  # the supervisor, at the start of the spell
+    assert all(contacts == () for contacts in told[1:])  # the same spell: nobody texted
+    assert {w.reason for w in _of(OfferWithdrawn, events[ids[0]])} == {WithdrawReason.NOT_CONTACTED}
+
+
+async def test_a_roster_import_from_the_cli_raising_capacity_serves_the_line_at_once(
+    line: Line, tmp_path: Path
+) -> None:
+    """Found by a new user: the waiting line heard of a capacity raised by `handoff matching
+    roster import` ~10 s late. The sweep runs once a minute here: within 3 s is the import's."""
+    matching_database, bootstrap, hospital_and_notify = line
+    world = await _world(matching_database, DispatchSettings(), pool=0, max_concurrent=1)
+    first, waiting = world.referral(), world.referral()
+    ids = [first.referral_id, waiting.referral_id]
+    await send(hospital_and_notify, first)
+    await _until(bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[0]]), "her offer")
+    await send(hospital_and_notify, waiting)
+    await _until(bootstrap, ids, lambda ev: _of(ReferralWaiting, ev[ids[1]]), "second in line")
+
+    roster = tmp_path / "roster.json"
+    roster.write_text(world.roster(max_concurrent=2).model_dump_json())
+    imported = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "handoff_cli", "matching", "roster", "import", str(roster)],
+        env={**os.environ, "DATABASE_URL": matching_database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    events = await _until(
+        bootstrap, ids, lambda ev: _of(OfferMade, ev[ids[1]]), "the raised slot offered", 3
+    )
+    assert _of(OfferMade, events[ids[1]])[0].coach_id == world.site_coaches[0]

@@ -17,6 +17,7 @@ from handoff_matching.domain.dispatch import (
     Ranking,
     ReferralFacts,
     SetTimer,
+    TellSupervisors,
     TimerKind,
 )
 from handoff_matching.domain.eligibility import (
@@ -297,3 +298,50 @@ def test_a_coach_at_the_bedside_holds_the_slot_until_completed_or_the_visit_limi
     assert referral.holding == frozenset()
     assert CancelTimer(made.offer_id, TimerKind.VISIT_LIMIT) in closed
     assert referral.close() == []  # the visit limit firing after completion changes nothing
+
+
+def test_a_yes_at_capacity_does_not_use_the_coach_up_the_referral_waits_for_her() -> None:
+    d = dispatch()
+    made = of(OfferMade, d.start(NOW, rungs(site=[ANA])))[0]
+    effects = d.refuse_at_capacity(made.offer_id, NOW, rungs(site=[ANA], full={ANA}))
+    assert of(ReferralWaiting, effects)
+    assert ANA not in d.asked(rungs(site=[ANA]))
+    again = d.retry(NOW + timedelta(seconds=30), rungs(site=[ANA]))  # her slot freed
+    assert offered(again) == [ANA]
+
+
+def test_a_coach_never_paged_in_a_round_where_paging_worked_is_asked_again_at_once() -> None:
+    d = dispatch(DispatchMode.BROADCAST)
+    roster = rungs(site=[ANA, BEN])
+    ana, ben = of(OfferMade, d.start(NOW, roster))
+    d.paged(ben.offer_id, NOW + timedelta(seconds=1))
+    assert d.expire(ana.offer_id, NOW + timedelta(seconds=60), roster)  # not_contacted
+    effects = d.expire(ben.offer_id, NOW + timedelta(seconds=61), roster)  # no answer
+    assert offered(effects) == [ANA]
+    assert of(ReferralUnassigned, effects) == []
+
+
+def test_an_outage_is_one_unassigned_spell_told_once_until_a_page_reaches_a_coach() -> None:
+    d = dispatch()
+    roster = rungs(site=[ANA])
+    made = of(OfferMade, d.start(NOW, roster))[0]
+    first = d.expire(made.offer_id, NOW + timedelta(seconds=60), roster)
+    assert of(ReferralUnassigned, first)
+    assert of(TellSupervisors, first)
+    made = of(OfferMade, d.retry(NOW + timedelta(seconds=61), roster))[0]  # a new round at once
+    second = d.expire(made.offer_id, NOW + timedelta(seconds=121), roster)
+    assert of(ReferralUnassigned, second)
+    assert of(TellSupervisors, second) == []  # the same spell: nobody is texted again
+    made = of(OfferMade, d.retry(NOW + timedelta(seconds=122), roster))[0]
+    d.paged(made.offer_id, NOW + timedelta(seconds=123))  # paging works: she was reached
+    third = d.expire(made.offer_id, NOW + timedelta(seconds=140), roster)
+    assert of(TellSupervisors, third)
+
+
+def test_an_arrival_behind_the_line_waits_with_its_give_up_timer_set() -> None:
+    d = dispatch()
+    effects = d.join_line(NOW)
+    assert of(ReferralWaiting, effects)
+    assert SetTimer(d.facts.referral_id, NOW + SETTINGS.give_up_after, TimerKind.GIVE_UP) in effects
+    assert d.state is DispatchState.WAITING
+    assert offered(d.retry(NOW + timedelta(seconds=1), rungs(site=[ANA]))) == [ANA]

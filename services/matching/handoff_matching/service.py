@@ -37,10 +37,11 @@ from handoff_matching.domain.dispatch import (
     Ranking,
     ReferralFacts,
     SetTimer,
+    TellSupervisors,
     TimerKind,
 )
 from handoff_matching.domain.eligibility import Ineligible, SiteProfile, why_ineligible
-from handoff_matching.domain.load import has_room, may_take_assignment
+from handoff_matching.domain.load import PRIORITY, has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool
 from handoff_matching.on_call import OnCall
@@ -128,6 +129,14 @@ class MatchingService:
         if not await dispatch_store.insert(connection, dispatch):
             return  # already dispatching this referral
         now = self.clock()
+        if await dispatch_store.waiting_ahead(
+            connection, facts.site_state, PRIORITY[facts.urgency], facts.referral_id
+        ):
+            # An older referral, as urgent or more, waits for the coaches of this state: this
+            # one queues behind it and the line, woken after the commit, offers them in order.
+            await self._apply(connection, dispatch, dispatch.join_line(now), event.id)
+            _FREED.set(True)
+            return
         candidates = await self._candidates(connection, dispatch, now)
         await self._apply(connection, dispatch, dispatch.start(now, candidates), event.id)
 
@@ -437,6 +446,7 @@ class MatchingService:
         self, connection: Connection, dispatch: Dispatch, effects: list[Effect], cause: UUID | None
     ) -> None:
         events: list[Envelope[Any]] = []
+        tell_supervisors = any(isinstance(effect, TellSupervisors) for effect in effects)
         for effect in effects:
             if isinstance(effect, SetTimer):
                 await self.timers.set(
@@ -455,7 +465,9 @@ class MatchingService:
                 if isinstance(effect, OfferMade):
                     contacts = await roster_store.contact_points(connection, effect.coach_id)
                     effect = effect.model_copy(update={"contacts": contacts})
-                elif isinstance(effect, ReferralUnassigned):
+                elif isinstance(effect, ReferralUnassigned) and tell_supervisors:
+                    # Only a new unassigned spell is texted; the same one again (nobody
+                    # reached since) goes out with no contacts, so notify tells nobody.
                     effect = effect.model_copy(
                         update={
                             "supervisor_contacts": await _supervisor_contacts(connection, dispatch)

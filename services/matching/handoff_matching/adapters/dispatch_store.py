@@ -149,6 +149,24 @@ async def assignments(connection: Connection, coach_id: UUID) -> int:
     return held
 
 
+async def waiting_ahead(
+    connection: Connection, state: str, priority: int, referral_id: UUID
+) -> bool:
+    """True if a referral of a site in `state` other than `referral_id` waits in line for
+    capacity (state `waiting`) with a line priority of `priority` or more urgent (lower):
+    a referral arriving now queues behind it."""
+    found: bool = await connection.fetchval(
+        f"""SELECT EXISTS (
+                SELECT 1 FROM {SCHEMA}.dispatches
+                WHERE state = 'waiting' AND line_priority <= $2 AND referral_id <> $3
+                  AND document->'facts'->>'site_state' = $1)""",
+        state,
+        priority,
+        referral_id,
+    )
+    return found
+
+
 LinePlace = tuple[int, datetime, UUID]
 """(priority, arrival, referral id): a referral's place in the waiting line."""
 

@@ -22,10 +22,19 @@ not yet asked in this round has room, at once if no coach of the round was ever
 reached (every offer ended not_contacted: a paging outage, not an answer), and
 otherwise every `reoffer_every`. A new round asks everyone on call again except
 the coaches who declined this referral: a decline is an answer about this
-patient; an expiry, an unreachable phone or a full caseload is not. An offer that
-bounced (unreachable, not_contacted) does not count as asked once its coach is
-reachable again after it (START, a coordinator's fix; decision 0019): the coach may
-be asked again in the same round.
+patient; an expiry, an unreachable phone or a full caseload is not. Two offers never
+count as asked at all: a yes refused at capacity (the coach wanted it; the referral
+waits for her slot) and one not contacted (no page went out). Their coaches are asked
+again after every coach not yet tried: at once if they have room, and for
+not_contacted only once a page of the round reached someone (paging works); in a
+total outage the round ends unassigned and restarts at once. An offer that bounced
+unreachable does not count as asked once its coach is reachable again after it
+(START, a coordinator's fix; decision 0019).
+
+Unassigned spells: the supervisors are texted when a referral goes unassigned, and
+not again until a page has reached a coach since (an outage cycling the ladder is one
+spell, one notice). A new referral of a state where an older one, as urgent or more,
+waits in line for capacity joins the line behind it (`join_line`).
 
 The ack clock runs from the page: an offer first waits up to `page_deadline` for
 notify to hand a page to a provider (`paged`), then `ack_timeout` for an answer.
@@ -141,6 +150,10 @@ offer's own expiry timer, due at the same moment, to close it first."""
 BOUNCED = (OfferState.UNREACHABLE, OfferState.NOT_CONTACTED)
 """Offers that reached nobody: no answer about the referral."""
 
+NOT_AN_ANSWER = (OfferState.AT_CAPACITY, OfferState.NOT_CONTACTED)
+"""Offers that never make their coach count as asked: a yes refused for want of a slot,
+and a page that never went out."""
+
 IN_LINE = (DispatchState.WAITING, DispatchState.UNASSIGNED)
 NOT_YET_ASSIGNED = (DispatchState.OFFERING, *IN_LINE)
 
@@ -167,7 +180,14 @@ class CancelTimer:
     kind: TimerKind = TimerKind.OFFER_EXPIRY
 
 
-Effect = EventPayload | SetTimer | CancelTimer
+@dataclass(frozen=True)
+class TellSupervisors:
+    """Goes with a ReferralUnassigned that opens an unassigned spell: the site's supervisors
+    are told (the service fills in their contacts). A ReferralUnassigned without it is the
+    same spell again (nobody was reached since): the timeline hears it, nobody is texted."""
+
+
+Effect = EventPayload | SetTimer | CancelTimer | TellSupervisors
 
 
 class Ranking(list[UUID]):
@@ -206,6 +226,10 @@ class Dispatch:
     round: int = 0
     in_line_since: datetime | None = None  # entered the waiting line, or went unassigned
     arrived_at: datetime | None = None  # the assigned coach reported arriving
+    # The supervisors were told of the current unassigned spell: not again until a page
+    # reaches a coach (or the referral is assigned), so an outage that cycles the ladder
+    # is one notice, not one per cycle.
+    supervisors_told: bool = False
 
     def start(self, now: datetime, candidates: Candidates) -> list[Effect]:
         """Make the first offers (or wait, or go unassigned) and set the give-up timer."""
@@ -214,6 +238,22 @@ class Dispatch:
         return [
             SetTimer(give_up.offer_id, give_up.due, TimerKind.GIVE_UP),
             *self._offer_next(now, candidates),
+        ]
+
+    def join_line(self, now: datetime) -> list[Effect]:
+        """Start in the waiting line instead of offering: an older referral, as urgent or
+        more, already waits there for coaches this one would ask (the service finds it). The
+        line offers them in order, so this one never takes a slot ahead of it."""
+        self.started_at = now
+        self.state = DispatchState.WAITING
+        self.in_line_since = now
+        return [
+            SetTimer(self.facts.referral_id, now + self.settings.give_up_after, TimerKind.GIVE_UP),
+            ReferralWaiting(
+                referral_id=self.facts.referral_id,
+                reason=WaitingReason.ALL_AT_CAPACITY,
+                waiting_since=now,
+            ),
         ]
 
     @property
@@ -282,6 +322,7 @@ class Dispatch:
             return []
         offer.paged_at = sent_at
         offer.expires_at = sent_at + self.settings.ack_timeout
+        self.supervisors_told = False  # a coach was reached: a later unassigned is news
         return [SetTimer(offer.offer_id, offer.expires_at)]
 
     def expire(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
@@ -315,13 +356,13 @@ class Dispatch:
         by a page. Nobody to ask yet: nothing changes and nothing is said."""
         if self.state not in IN_LINE:
             return []
-        before = (self.state, self.round, self.tier, self.in_line_since)
+        before = (self.state, self.round, self.tier, self.in_line_since, self.supervisors_told)
         if self.state is DispatchState.UNASSIGNED and self._round_may_restart(now):
             self.round += 1
         self.state = DispatchState.OFFERING
         effects = self._offer_next(now, candidates, from_tier=Tier.SITE)
         if self.state is before[0]:
-            self.state, self.round, self.tier, self.in_line_since = before
+            (self.state, self.round, self.tier, self.in_line_since, self.supervisors_told) = before
             return []
         if self.state is DispatchState.OFFERING:
             self.in_line_since = None
@@ -413,20 +454,38 @@ class Dispatch:
         return next((o for o in self.offers if o.state is OfferState.ACCEPTED), None)
 
     def asked(self, candidates: Candidates) -> frozenset[UUID]:
-        """Who may not be asked now: everyone asked in this round, and whoever declined;
-        but not for an offer that bounced (unreachable, not_contacted) before its coach
-        became reachable again (a Ranking's `reachable_again`)."""
+        """Who may not be asked now: everyone asked in this round, and whoever declined.
+        An offer that was no answer about the referral never counts: one refused at
+        capacity (the coach said yes, and is offered the referral again when a slot of
+        theirs frees; issue #12 F8), one not contacted (no page went out), and one that
+        bounced unreachable before its coach became reachable again (a Ranking's
+        `reachable_again`)."""
         again: dict[UUID, datetime] = {}
         for tier in LADDER:
             again.update(getattr(candidates.get(tier, ()), "reachable_again", {}))
 
         def counts(offer: Offer) -> bool:
+            if offer.state in NOT_AN_ANSWER:
+                return False
             at = again.get(offer.coach_id)
             if offer.state in BOUNCED and at is not None and at > offer.made_at:
                 return False
             return offer.round == self.round or offer.state is OfferState.DECLINED
 
         return frozenset(offer.coach_id for offer in self.offers if counts(offer))
+
+    def _no_answer_this_round(self, states: tuple[OfferState, ...]) -> frozenset[UUID]:
+        """Coaches of this round whose offer ended in one of `states` (NOT_AN_ANSWER): asked
+        again, but after every coach not yet tried (the ladder moves on first)."""
+        return frozenset(
+            o.coach_id for o in self.offers if o.round == self.round and o.state in states
+        )
+
+    def _paging_works(self) -> bool:
+        """True if a page of this round reached a provider: a coach whose offer ended
+        not_contacted is then asked again at once (a mixed round) rather than the round
+        ending unassigned and waiting `reoffer_every`."""
+        return any(o.round == self.round and o.paged_at is not None for o in self.offers)
 
     def _offer(self, offer_id: UUID) -> Offer | None:
         return next((offer for offer in self.offers if offer.offer_id == offer_id), None)
@@ -469,9 +528,55 @@ class Dispatch:
         # supervisors past full site coaches has not been seen by them yet, so when the
         # supervisors are done it waits for those coaches rather than going unassigned.
         full = any(getattr(candidates.get(t, ()), "full", frozenset()) - used for t in LADDER)
-        for tier in LADDER[LADDER.index(from_tier or self.tier) :]:
+        # First everyone not yet tried; then, from the site's rung, coaches who said yes at
+        # capacity (they have room again) and, if paging works, those whose page never went
+        # out this round: asked again at once, not after reoffer_every.
+        later = self._no_answer_this_round(NOT_AN_ANSWER)
+        not_yet = frozenset() if self._paging_works() else self._no_answer_this_round(BOUNCED)
+        passes = [(used | later, from_tier or self.tier), (used | not_yet, Tier.SITE)]
+        for excluded, first_tier in passes:
+            if offers := self._offer_rung(now, candidates, excluded, first_tier):
+                return offers
+        if full:
+            self.state = DispatchState.WAITING
+            self.in_line_since = now
+            return [
+                ReferralWaiting(
+                    referral_id=self.facts.referral_id,
+                    reason=WaitingReason.ALL_AT_CAPACITY,
+                    waiting_since=now,
+                )
+            ]
+        self.state = DispatchState.UNASSIGNED
+        self.in_line_since = now
+        reason = (
+            UnassignedReason.LADDER_EXHAUSTED if self.offers else UnassignedReason.NOBODY_ON_CALL
+        )
+        unassigned: list[Effect] = [
+            ReferralUnassigned(
+                referral_id=self.facts.referral_id,
+                reason=reason,
+                unassigned_at=now,
+                site_id=self.facts.site_id,
+                site_short_name=self.facts.site_short_name,
+                site_time_zone=self.facts.site_time_zone,
+                urgency=self.facts.urgency,
+            )
+        ]
+        if not self.supervisors_told:
+            self.supervisors_told = True
+            unassigned.append(TellSupervisors())
+        return unassigned
+
+    def _offer_rung(
+        self, now: datetime, candidates: Candidates, excluded: frozenset[UUID], first_tier: Tier
+    ) -> list[Effect]:
+        """Offer the first rung from `first_tier` with coaches with room not in `excluded`
+        (one, or a broadcast's batch); [] if there is none. Climbing above the current
+        rung is a ReferralEscalated."""
+        for tier in LADDER[LADDER.index(first_tier) :]:
             ranked = candidates.get(tier, ())
-            fresh = [c for c in ranked if c not in used]
+            fresh = [c for c in ranked if c not in excluded]
             if not fresh:
                 continue
             effects: list[Effect] = []
@@ -492,32 +597,7 @@ class Dispatch:
             for coach in batch:
                 effects += self._make_offer(coach, now, why.get(coach, ""), batch_id, len(batch))
             return effects
-        if full:
-            self.state = DispatchState.WAITING
-            self.in_line_since = now
-            return [
-                ReferralWaiting(
-                    referral_id=self.facts.referral_id,
-                    reason=WaitingReason.ALL_AT_CAPACITY,
-                    waiting_since=now,
-                )
-            ]
-        self.state = DispatchState.UNASSIGNED
-        self.in_line_since = now
-        reason = (
-            UnassignedReason.LADDER_EXHAUSTED if self.offers else UnassignedReason.NOBODY_ON_CALL
-        )
-        return [
-            ReferralUnassigned(
-                referral_id=self.facts.referral_id,
-                reason=reason,
-                unassigned_at=now,
-                site_id=self.facts.site_id,
-                site_short_name=self.facts.site_short_name,
-                site_time_zone=self.facts.site_time_zone,
-                urgency=self.facts.urgency,
-            )
-        ]
+        return []
 
     def _make_offer(
         self, coach_id: UUID, now: datetime, why: str, batch_id: UUID, batch_size: int
