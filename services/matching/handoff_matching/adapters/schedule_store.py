@@ -301,12 +301,41 @@ async def delete_layer(connection: Connection, layer_id: UUID) -> bool:
     return bool(deleted)
 
 
+class TemporaryOverlaps(Exception):
+    """The pool already has a temporary schedule over part of the window: two would leave
+    which one holds undefined."""
+
+    def __init__(self, temporary_id: UUID, window: Interval) -> None:
+        super().__init__(f"temporary schedule {temporary_id} overlaps")
+        self.temporary_id = temporary_id
+        self.window = window
+
+
 async def add_temporary(
     connection: Connection, pool: Pool, window: Interval, shifts: Sequence[Shift]
 ) -> UUID:
-    """A temporary schedule: for the window, exactly these shifts."""
+    """A temporary schedule: for the window, exactly these shifts. Raises TemporaryOverlaps
+    if one of the pool's temporary schedules overlaps the window (checked under a lock per
+    pool, so two at once cannot both pass)."""
     temporary_id = uuid4()
     async with connection.transaction():
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('handoff_temporary:' || $1))",
+            f"{pool.kind.value}:{pool.key}",
+        )
+        clash = await connection.fetchrow(
+            f"""SELECT temporary_id, starts_at, ends_at FROM {SCHEMA}.temporary_schedules
+                WHERE pool_kind = $1 AND pool_key = $2 AND starts_at < $4 AND ends_at > $3
+                ORDER BY starts_at LIMIT 1""",
+            pool.kind.value,
+            pool.key,
+            window.start,
+            window.end,
+        )
+        if clash is not None:
+            raise TemporaryOverlaps(
+                clash["temporary_id"], Interval(clash["starts_at"], clash["ends_at"])
+            )
         await connection.execute(
             f"""INSERT INTO {SCHEMA}.temporary_schedules
                     (temporary_id, pool_kind, pool_key, starts_at, ends_at)

@@ -83,7 +83,11 @@ def import_ics(
         calendar = Calendar.from_ical(text)
     except ValueError as error:
         raise CalendarProblems([f"not an iCalendar file: {error}"]) from None
-    problems: list[str] = []
+    # recurring-ical-events quietly swaps a DTEND before DTSTART, so a typo would become a
+    # shift the coordinator never wrote: the events are checked as written, first.
+    problems = _backwards_events(calendar, zone)
+    if problems:
+        raise CalendarProblems(problems)
     shifts: list[Shift] = []
     try:
         occurrences = recurring_ical_events.of(calendar).between(window.start, window.end)
@@ -105,6 +109,21 @@ def import_ics(
     if problems:
         raise CalendarProblems(sorted(set(problems)))
     return sorted(shifts, key=lambda s: (s.interval.start, str(s.coach_id)))
+
+
+def _backwards_events(calendar: Calendar, zone: ZoneInfo) -> list[str]:
+    """One line per VEVENT whose DTEND is not after its DTSTART (by UID, with both times)."""
+    found: list[str] = []
+    for event in calendar.walk("VEVENT"):
+        start, end = event.get("dtstart"), event.get("dtend")
+        if start is None or end is None:
+            continue
+        if _instant(end.dt, zone) <= _instant(start.dt, zone):
+            found.append(
+                f"event {event.get('uid', '?')}: DTEND {end.dt.isoformat()} is not after "
+                f"DTSTART {start.dt.isoformat()}"
+            )
+    return sorted(found)
 
 
 def _coach_of(event: Event, coaches: Mapping[str, UUID]) -> UUID | None:
