@@ -684,3 +684,33 @@ async def test_the_same_override_twice_is_409_and_supervisors_must_be_certified(
         json={**settings, "supervisors": [str(coach)]},
     )
     assert certified.status_code == 200, certified.text
+
+
+async def test_calendar_feeds_are_listed_by_coach_and_site_without_their_secret(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """What the console's feed list reads: a pool's feeds by site and coach, who and since
+    when; a revoked one is gone from the list; a malformed site id is a 422."""
+    site = Site("MD", 1)
+    await site.register(database)
+    [coach] = site.coaches
+    made_site = await admin.post("/v1/admin/calendar-tokens", json={"site_id": site.site_id})
+    made_coach = await admin.post("/v1/admin/calendar-tokens", json={"coach_id": str(coach)})
+    assert made_site.status_code == made_coach.status_code == 201
+    listed = await admin.get(
+        "/v1/admin/calendar-tokens", params={"site_id": site.site_id, "coach_id": str(coach)}
+    )
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()
+    assert {(r["site_id"], r["coach_id"]) for r in rows} == {
+        (site.site_id, None),
+        (None, str(coach)),
+    }
+    secret = made_site.json()["path"].removeprefix("/v1/calendars/").removesuffix(".ics")
+    assert secret not in listed.text
+    revoked = await admin.delete(f"/v1/admin/calendar-tokens/{made_site.json()['token_id']}")
+    assert revoked.status_code == 204
+    after = await admin.get("/v1/admin/calendar-tokens", params={"site_id": site.site_id})
+    assert after.json() == []
+    bad = await admin.get("/v1/admin/calendar-tokens", params={"site_id": "NOT A\x00SITE"})
+    assert bad.status_code == 422

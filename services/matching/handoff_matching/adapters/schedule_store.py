@@ -437,6 +437,35 @@ async def create_calendar_token(
     return token_id, token
 
 
+@dataclass(frozen=True)
+class CalendarToken:
+    """A feed as coordinators list it (never the secret: only its hash is kept)."""
+
+    token_id: UUID
+    subject: CalendarSubject
+    created_at: datetime
+
+
+async def list_calendar_tokens(
+    connection: Connection, coach_ids: Sequence[UUID], site_ids: Sequence[str]
+) -> list[CalendarToken]:
+    """The feeds of these coaches and sites (both empty: every feed), newest first."""
+    rows = await connection.fetch(
+        f"""SELECT token_id, coach_id, site_id, created_at FROM {SCHEMA}.calendar_tokens
+            WHERE (cardinality($1::uuid[]) = 0 AND cardinality($2::text[]) = 0)
+               OR coach_id = ANY($1::uuid[]) OR site_id = ANY($2::text[])
+            ORDER BY created_at DESC, token_id""",
+        list(coach_ids),
+        list(site_ids),
+    )
+    return [
+        CalendarToken(
+            row["token_id"], CalendarSubject(row["coach_id"], row["site_id"]), row["created_at"]
+        )
+        for row in rows
+    ]
+
+
 async def revoke_calendar_token(connection: Connection, token_id: UUID) -> bool:
     """The feed stops answering at once; False when there is no such token."""
     deleted = await connection.fetchval(

@@ -43,6 +43,7 @@ FEED_DAYS = 60  # how far ahead a calendar feed shows computed shifts
 FEED_LOOKBACK = timedelta(days=31)  # a shift longer than this may change its UID daily
 MAX_ICS_BYTES = 1_048_576
 LayerName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f]+$")]
+SiteId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]
 Priority = Annotated[int, Field(ge=0, le=100)]  # higher wins
 
 
@@ -138,6 +139,13 @@ class TokenFor(Strict):
 class TokenOut(Strict):
     token_id: UUID
     path: str  # the feed's path on this service; the token in it is shown only now
+
+
+class TokenListed(Strict):
+    token_id: UUID
+    coach_id: UUID | None
+    site_id: str | None
+    created_at: datetime
 
 
 class Segment(Strict):
@@ -402,6 +410,25 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
                 connection, CalendarSubject(body.coach_id, body.site_id)
             )
         return TokenOut(token_id=token_id, path=f"/v1/calendars/{token}.ics")
+
+    @router.get("/calendar-tokens", response_model=list[TokenListed])
+    async def list_tokens(
+        coach_id: Annotated[list[UUID], Query(max_length=1000)] = [],  # noqa: B006
+        site_id: Annotated[list[SiteId], Query(max_length=1000)] = [],  # noqa: B006
+    ) -> list[TokenListed]:
+        """The calendar feeds of these coaches and sites (none named: every feed), newest
+        first: who and since when, never the secret (shown only at creation)."""
+        async with pool.acquire() as connection:
+            found = await schedule_store.list_calendar_tokens(connection, coach_id, site_id)
+        return [
+            TokenListed(
+                token_id=t.token_id,
+                coach_id=t.subject.coach_id,
+                site_id=t.subject.site_id,
+                created_at=t.created_at,
+            )
+            for t in found
+        ]
 
     @router.delete("/calendar-tokens/{token_id}", status_code=204)
     async def revoke_token(token_id: UUID) -> Response:
