@@ -782,6 +782,8 @@ def build_console(console: Console) -> APIRouter:
                 await console.services.matching.call("POST", "/v1/admin/overrides", json=body)
             except Refused as refused:
                 errors = refused.fields or {"kind": refused.message}
+                if "override_id" in errors:  # the same change exists: said at the top
+                    errors["kind"] = errors.pop("override_id")
         if errors:
             return await _pool_page(
                 request, session, pool_name, {"override": errors}, {"override": form}, 422
