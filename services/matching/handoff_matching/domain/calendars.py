@@ -11,7 +11,7 @@ Pure computation: parsing and writing text, no I/O.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from icalendar import Calendar, Event
 from handoff_matching.domain.schedules import Interval, Pool, Shift
 
 COACH_PROPERTY = "X-HANDOFF-COACH"
+EDGE_MARGIN = timedelta(days=1)  # more than any UTC offset
 UID_NAMESPACE = UUID("8b0f8f39-5c2e-4a53-a0a4-0e6a6c1f3d17")
 
 
@@ -90,7 +91,11 @@ def import_ics(
         raise CalendarProblems(problems)
     shifts: list[Shift] = []
     try:
-        occurrences = recurring_ical_events.of(calendar).between(window.start, window.end)
+        # Widened by a day: the library places floating times without our zone, so an
+        # occurrence near an edge may be kept or dropped wrongly; clipped below, in `zone`.
+        occurrences = recurring_ical_events.of(calendar).between(
+            window.start - EDGE_MARGIN, window.end + EDGE_MARGIN
+        )
     except ValueError as error:
         raise CalendarProblems([f"the recurrences cannot be expanded: {error}"]) from None
     for event in occurrences:
@@ -105,6 +110,8 @@ def import_ics(
         if end <= start:
             problems.append(f"event {uid}: ends before it starts")
             continue
+        if end <= window.start or start >= window.end:
+            continue  # outside the window once read in `zone`
         shifts.append(Shift(coach_id, Interval(start, end)))
     if problems:
         raise CalendarProblems(sorted(set(problems)))
