@@ -526,3 +526,191 @@ async def test_a_coach_not_certified_in_the_pools_state_cannot_be_scheduled_ther
         assert error["fields"][0]["field"] == field
         assert "holds no current certification in MD" in error["message"]
     assert await on_call_at_site(admin, maryland.site_id) == []
+
+
+async def test_out_of_range_dates_priorities_backwards_events_and_overlaps_are_named(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """A fresh coordinator's typos: year 9999 (was a 500), a priority of 500, an .ics event
+    ending before it starts (was quietly swapped), and a second temporary schedule over the
+    first (was silently accepted): each a 422 naming the field, and nothing stored."""
+    site = Site("MD", 1)
+    await site.register(database)
+    [coach] = site.coaches
+    pool = f"site:{site.site_id}"
+    now = datetime.now(UTC)
+    rotation = {
+        "pool": pool,
+        "name": "typos",
+        "time_zone": NEW_YORK.key,
+        "start_date": "9999-12-31",
+        "handoff": "08:00:00",
+        "shift_length": 1,
+        "shift_unit": "days",
+        "participants": [str(coach)],
+    }
+    far = await admin.post("/v1/admin/rotations", json=rotation)
+    assert far.status_code == 422, far.text
+    assert far.json()["error"]["fields"][0]["field"] == "start_date"
+    assert "2000 to 2100" in far.json()["error"]["fields"][0]["message"]
+    high = await admin.post(
+        "/v1/admin/rotations", json={**rotation, "start_date": "2026-12-01", "priority": 500}
+    )
+    assert high.status_code == 422, high.text
+    assert high.json()["error"]["fields"][0]["field"] == "priority"
+    negative = await admin.post(
+        "/v1/admin/rotations", json={**rotation, "start_date": "2026-12-01", "priority": -1}
+    )
+    assert negative.status_code == 422, negative.text
+    override = {
+        "override_id": str(uuid.uuid4()),
+        "kind": "add",
+        "pool": pool,
+        "coach_id": str(coach),
+        "starts_at": now.isoformat(),
+        "ends_at": "9999-12-31T23:59:59+00:00",
+    }
+    far_override = await admin.post("/v1/admin/overrides", json=override)
+    assert far_override.status_code == 422, far_override.text
+    assert far_override.json()["error"]["fields"][0]["field"] == "ends_at"
+    far_on_call = await admin.get(
+        f"/v1/admin/sites/{site.site_id}/on-call", params={"at": "9999-12-31T00:00:00Z"}
+    )
+    assert far_on_call.status_code == 422, far_on_call.text
+
+    backwards = "\r\n".join(
+        [
+            "BEGIN:VCALENDAR",
+            "VERSION:2.0",
+            "PRODID:-//test//EN",
+            "BEGIN:VEVENT",
+            "UID:backwards@test",
+            "DTSTAMP:20261201T000000Z",
+            (now + timedelta(days=2)).strftime("DTSTART:%Y%m%dT180000Z"),
+            (now + timedelta(days=2)).strftime("DTEND:%Y%m%dT080000Z"),
+            f"{COACH_PROPERTY}:{coach}",
+            "END:VEVENT",
+            "END:VCALENDAR",
+            "",
+        ]
+    )
+    refused = await admin.post(
+        "/v1/admin/calendars/import",
+        params={"pool": pool, "name": "backwards"},
+        content=backwards,
+        headers={"Content-Type": "text/calendar"},
+    )
+    assert refused.status_code == 422, refused.text
+    assert "backwards@test" in refused.json()["error"]["message"]
+    assert "is not after DTSTART" in refused.json()["error"]["message"]
+    layers = await admin.get("/v1/admin/layers", params={"pool": pool})
+    assert [la["name"] for la in layers.json() if la["kind"] == "calendar"] == []
+
+    first = {
+        "pool": pool,
+        "start": (now + timedelta(days=1)).isoformat(),
+        "end": (now + timedelta(days=3)).isoformat(),
+        "shifts": [],
+    }
+    created = await admin.post("/v1/admin/temporary-schedules", json=first)
+    assert created.status_code == 201, created.text
+    overlapping = {
+        **first,
+        "start": (now + timedelta(days=2)).isoformat(),
+        "end": (now + timedelta(days=4)).isoformat(),
+    }
+    clash = await admin.post("/v1/admin/temporary-schedules", json=overlapping)
+    assert clash.status_code == 422, clash.text
+    assert clash.json()["error"]["code"] == "temporary_overlaps"
+    assert clash.json()["error"]["fields"][0]["field"] == "start"
+    assert created.json()["temporary_id"] in clash.json()["error"]["message"]
+    after = {
+        **first,
+        "start": (now + timedelta(days=3)).isoformat(),
+        "end": (now + timedelta(days=4)).isoformat(),
+    }
+    adjacent = await admin.post("/v1/admin/temporary-schedules", json=after)
+    assert adjacent.status_code == 201, adjacent.text  # touching is not overlapping
+    listed = await admin.get("/v1/admin/temporary-schedules", params={"pool": pool})
+    assert len(listed.json()) == 2
+
+
+async def test_the_same_override_twice_is_409_and_supervisors_must_be_certified(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """A double submit of one override (new id, same change) is refused 409 naming the one
+    kept; the same id again is an idempotent replay. A supervisor from another state is a
+    422 naming `supervisors`, as a scheduled coach is."""
+    maryland, vermont = Site("MD", 1), Site("VT", 1)
+    await maryland.register(database)
+    await vermont.register(database)
+    [coach] = maryland.coaches
+    now = datetime.now(UTC).replace(microsecond=0)
+    override = {
+        "override_id": str(uuid.uuid4()),
+        "kind": "add",
+        "pool": f"site:{maryland.site_id}",
+        "coach_id": str(coach),
+        "starts_at": now.isoformat(),
+        "ends_at": (now + timedelta(hours=8)).isoformat(),
+    }
+    assert (await admin.post("/v1/admin/overrides", json=override)).status_code == 201
+    replay = await admin.post("/v1/admin/overrides", json=override)
+    assert replay.status_code == 201, replay.text
+    twice = await admin.post(
+        "/v1/admin/overrides", json={**override, "override_id": str(uuid.uuid4())}
+    )
+    assert twice.status_code == 409, twice.text
+    assert twice.json()["error"]["code"] == "duplicate_override"
+    assert override["override_id"] in twice.json()["error"]["message"]
+    stored = await admin.get("/v1/admin/overrides", params={"pool": override["pool"]})
+    assert [o["override_id"] for o in stored.json()] == [override["override_id"]]
+
+    settings = (await admin.get(f"/v1/admin/sites/{maryland.site_id}/dispatch")).json()
+    outsider = await admin.put(
+        f"/v1/admin/sites/{maryland.site_id}/dispatch",
+        json={**settings, "supervisors": [str(vermont.coaches[0])]},
+    )
+    assert outsider.status_code == 422, outsider.text
+    assert outsider.json()["error"]["code"] == "not_certified"
+    assert outsider.json()["error"]["fields"][0]["field"] == "supervisors"
+    patched = await admin.patch(
+        f"/v1/admin/sites/{maryland.site_id}/dispatch",
+        json={"supervisors": [str(vermont.coaches[0])]},
+    )
+    assert patched.status_code == 422, patched.text
+    certified = await admin.put(
+        f"/v1/admin/sites/{maryland.site_id}/dispatch",
+        json={**settings, "supervisors": [str(coach)]},
+    )
+    assert certified.status_code == 200, certified.text
+
+
+async def test_calendar_feeds_are_listed_by_coach_and_site_without_their_secret(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """What the console's feed list reads: a pool's feeds by site and coach, who and since
+    when; a revoked one is gone from the list; a malformed site id is a 422."""
+    site = Site("MD", 1)
+    await site.register(database)
+    [coach] = site.coaches
+    made_site = await admin.post("/v1/admin/calendar-tokens", json={"site_id": site.site_id})
+    made_coach = await admin.post("/v1/admin/calendar-tokens", json={"coach_id": str(coach)})
+    assert made_site.status_code == made_coach.status_code == 201
+    listed = await admin.get(
+        "/v1/admin/calendar-tokens", params={"site_id": site.site_id, "coach_id": str(coach)}
+    )
+    assert listed.status_code == 200, listed.text
+    rows = listed.json()
+    assert {(r["site_id"], r["coach_id"]) for r in rows} == {
+        (site.site_id, None),
+        (None, str(coach)),
+    }
+    secret = made_site.json()["path"].removeprefix("/v1/calendars/").removesuffix(".ics")
+    assert secret not in listed.text
+    revoked = await admin.delete(f"/v1/admin/calendar-tokens/{made_site.json()['token_id']}")
+    assert revoked.status_code == 204
+    after = await admin.get("/v1/admin/calendar-tokens", params={"site_id": site.site_id})
+    assert after.json() == []
+    bad = await admin.get("/v1/admin/calendar-tokens", params={"site_id": "NOT A\x00SITE"})
+    assert bad.status_code == 422

@@ -111,3 +111,30 @@ def test_an_event_naming_nobody_known_or_a_broken_file_is_refused_with_the_reaso
     ]
     with pytest.raises(CalendarProblems, match="not an iCalendar file"):
         import_ics("hello", MARCH, NEW_YORK, COACHES)
+
+
+def _daily(start: str, end: str) -> str:
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Tests//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:daily@tests\r\nDTSTAMP:20261201T000000Z\r\nDTSTART:{start}\r\n"
+        f"DTEND:{end}\r\nRRULE:FREQ=DAILY\r\nSUMMARY:Ana R.\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def test_floating_times_are_clipped_to_the_window_as_read_in_the_zone() -> None:
+    """Floating 08:00-20:00 daily, window ending 11:23 UTC (06:23 in New York): the 08:00
+    of the last day starts after the window in New York, so it is not imported (the
+    library, reading floating times without our zone, used to keep it)."""
+    window = Interval(
+        datetime(2026, 12, 1, 11, 23, tzinfo=UTC), datetime(2026, 12, 4, 11, 23, tzinfo=UTC)
+    )
+    shifts = import_ics(_daily("20261005T080000", "20261005T200000"), window, NEW_YORK, COACHES)
+    assert [s.interval.start.astimezone(NEW_YORK).day for s in shifts] == [1, 2, 3]
+
+
+def test_an_event_ending_before_it_starts_is_refused_not_swapped() -> None:
+    with pytest.raises(CalendarProblems) as refused:
+        import_ics(_daily("20261005T200000", "20261005T080000"), MARCH, NEW_YORK, COACHES)
+    assert refused.value.problems == [
+        "event daily@tests: DTEND 2026-10-05T08:00:00 is not after DTSTART 2026-10-05T20:00:00"
+    ]

@@ -1,7 +1,8 @@
 """Composition root: the console's web app over its database and the services' admin APIs."""
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from fastapi.responses import HTMLResponse
 
 from handoff_console.adapters import accounts
 from handoff_console.adapters.services import Endpoint, Services
@@ -16,6 +17,21 @@ from handoff_platform.database import create_pool
 from handoff_platform.http import service_app
 from handoff_platform.startup import serve_when_started
 
+MAX_BODY_BYTES = 256 * 1024  # far above any form the console has; an .ics is not one
+
+
+def _too_large_page(max_bytes: int) -> Response:
+    """The 413 a person sees (not the services' JSON): what was too large, and what to do."""
+    return HTMLResponse(
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Too large</title></head><body><h1>Too large</h1>"
+        f"<p>What you sent is over {max_bytes // 1024} KiB, more than any console form "
+        "needs. Nothing was saved. Go back and shorten it.</p>"
+        '<p><a href="/">Back to the sites</a></p></body></html>\n',
+        status_code=413,
+        headers={"Cache-Control": "no-store"},
+    )
+
 
 def console_app(console: Console) -> FastAPI:
     """The console's pages plus /healthz, /readyz (its database answers) and /metrics."""
@@ -27,7 +43,8 @@ def console_app(console: Console) -> FastAPI:
     app = service_app(
         "Handoff coordinator console",
         {"database": database_answers},
-        max_body_bytes=256 * 1024,
+        max_body_bytes=MAX_BODY_BYTES,
+        too_large_by_prefix={"/": _too_large_page},
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

@@ -18,3 +18,6 @@ class ConsoleSettings(PlatformSettings):
     console_session_hours: float = 12.0  # absolute lifetime of a session
     console_idle_minutes: float = 60.0  # a session unused this long ends
     console_board_refresh_seconds: int = 15
+    # Where calendar apps reach the matching service's feeds (its public address); by
+    # default the address the console itself calls.
+    console_calendar_base_url: str | None = None

@@ -6,7 +6,7 @@ can fix a file of hundreds of rows in one pass.
 """
 
 import json
-from datetime import date, time
+from datetime import date, datetime, time
 from typing import Annotated, Literal, get_args
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,6 +47,26 @@ def _time_zone(name: str) -> str:
 
 
 TimeZone = Annotated[str, AfterValidator(_time_zone)]
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+"""The years a schedule may name: beyond them a date is a typo (9999), and arithmetic on
+it would overflow far from the field that caused it."""
+
+
+def _in_years(value: date) -> date:
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must be in the years {FIRST_YEAR} to {LAST_YEAR}")
+    return value
+
+
+def _moment_in_years(value: datetime) -> datetime:
+    _in_years(value.date())
+    return value
+
+
+ScheduleDate = Annotated[date, AfterValidator(_in_years)]
+"""A date a schedule names, in the years 2000 to 2100."""
+ScheduleMoment = Annotated[AwareDatetime, AfterValidator(_moment_in_years)]
+"""An instant with its offset that a schedule names, in the years 2000 to 2100."""
 PoolName = Annotated[str, Field(pattern=r"^(site:[a-z0-9][a-z0-9-]{1,39}|state:[A-Z]{2})$")]
 
 
@@ -147,8 +167,8 @@ class OverrideRow(Strict):
     pool: PoolName
     coach_id: UUID
     replaces: UUID | None = None
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: ScheduleMoment
+    ends_at: ScheduleMoment
 
     @model_validator(mode="after")
     def _consistent(self) -> "OverrideRow":

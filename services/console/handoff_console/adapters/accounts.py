@@ -200,6 +200,56 @@ async def close_session(connection: Connection, token: str) -> None:
     )
 
 
+async def claim_form_token(connection: Connection, account: Account, nonce: str) -> bool:
+    """Mark a form's one-time nonce used; False when it was used already (the same form
+    sent again: the caller saves nothing). Nonces older than a day are forgotten here:
+    they belong to sessions that have ended, whose CSRF token no longer signs anything."""
+    await connection.execute(
+        f"DELETE FROM {SCHEMA}.used_form_tokens WHERE used_at < now() - interval '1 day'"
+    )
+    claimed = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.used_form_tokens (nonce_hash, account_id) VALUES ($1, $2)
+            ON CONFLICT DO NOTHING RETURNING true""",
+        _digest(nonce),
+        account.account_id,
+    )
+    return bool(claimed)
+
+
+async def release_form_token(connection: Connection, nonce: str) -> None:
+    """The form was not saved after all (refused, or a service away): it may be sent again."""
+    await connection.execute(
+        f"DELETE FROM {SCHEMA}.used_form_tokens WHERE nonce_hash = $1", _digest(nonce)
+    )
+
+
+async def recent_sign_in_failures(connection: Connection, username: str, within: timedelta) -> int:
+    """How many sign-ins failed for this username (case-folded) within `within`."""
+    count: int = await connection.fetchval(
+        f"""SELECT count(*) FROM {SCHEMA}.sign_in_failures
+            WHERE username_key = $1 AND at > now() - $2::interval""",
+        username.casefold(),
+        within,
+    )
+    return count
+
+
+async def record_sign_in_failure(connection: Connection, username: str) -> None:
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.sign_in_failures (username_key) VALUES ($1)",
+        username.casefold(),
+    )
+
+
+async def clear_sign_in_failures(connection: Connection, username: str) -> None:
+    """A successful sign-in: earlier failures stop counting (and old ones are dropped)."""
+    await connection.execute(
+        f"""DELETE FROM {SCHEMA}.sign_in_failures
+            WHERE username_key = $1 OR at < now() - interval '1 day'""",
+        username.casefold(),
+    )
+
+
 async def forget_expired_sessions(connection: Connection) -> int:
     """Delete sessions past their expiry; returns how many."""
     result: str = await connection.execute(

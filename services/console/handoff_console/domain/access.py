@@ -11,6 +11,7 @@ account's sites. A state pool is seen by anyone with a site in that state in sco
 changed only with the whole state in scope (a state pool serves every site of the state).
 """
 
+import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -105,6 +106,29 @@ def csrf_matches(expected: str, given: str | None) -> bool:
     if not given or not expected:
         return False
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def new_form_token(csrf_token: str) -> str:
+    """A one-time token for one rendering of a page's forms: a fresh nonce and its HMAC
+    under the session's CSRF token, so only the session's own pages can mint one and the
+    console need store nothing until a form is saved."""
+    nonce = new_token()
+    return f"{nonce}.{_form_mac(csrf_token, nonce)}"
+
+
+def form_token_nonce(csrf_token: str, given: str | None) -> str | None:
+    """The nonce of a form token minted by `new_form_token` for this session; None for a
+    missing, malformed or foreign one."""
+    if not given or not csrf_token or given.count(".") != 1:
+        return None
+    nonce, mac = given.split(".")
+    if not nonce or not hmac.compare_digest(mac.encode(), _form_mac(csrf_token, nonce).encode()):
+        return None
+    return nonce
+
+
+def _form_mac(csrf_token: str, nonce: str) -> str:
+    return hmac.new(csrf_token.encode(), nonce.encode(), hashlib.sha256).hexdigest()
 
 
 def certified_in(coaches: list[dict[str, Any]], state: str, on: date) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import csv
 import io
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -31,10 +31,12 @@ from handoff_console.domain.access import (
     PoolRef,
     certified_in,
     csrf_matches,
+    form_token_nonce,
     may_change_dispatch,
     may_change_pool,
     may_view_pool,
     may_view_site,
+    new_form_token,
     new_token,
 )
 from handoff_console.domain.roster import certification_warning
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "handoff_console_session"
 SIGN_IN_COOKIE = "handoff_console_sign_in"  # the sign-in form's own CSRF token
 TIMELINE_DAYS = 14
+SIGN_IN_ATTEMPTS = 5  # failures per username within SIGN_IN_WINDOW before a pause
+SIGN_IN_WINDOW = timedelta(minutes=15)
 DISPATCH_FIELDS = (
     "ack_timeout_seconds",
     "arrival_target_minutes",
@@ -67,6 +71,11 @@ class Forbidden(Exception):
     """Signed in but not allowed (read-only, or a missing/wrong CSRF token): 403."""
 
 
+class AlreadySaved(Exception):
+    """The same form (its one-time token) came again: nothing more is done; a 409 page
+    says it was saved the first time."""
+
+
 @dataclass(frozen=True)
 class Site:
     site_id: str
@@ -87,6 +96,11 @@ class Console:
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         template = self.templates.get_template(name)
+        session = context.get("session")
+        if isinstance(session, Session) and "form_token" not in context:
+            # One token per rendering, shared by the page's forms: saving one sends the
+            # browser to a fresh page, so a second send of the same form is a repeat.
+            context["form_token"] = new_form_token(session.csrf_token)
         body = template.render(request=request, **context)
         return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
@@ -148,8 +162,11 @@ def build_console(console: Console) -> APIRouter:
 
     SignedIn = Annotated[Session, Depends(current_session)]
 
-    async def changing(request: Request, session: SignedIn) -> Session:
-        """A POST that changes something: CSRF token checked, read-only refused."""
+    async def changing(request: Request, session: SignedIn) -> AsyncIterator[Session]:
+        """A POST that changes something: CSRF token checked, read-only refused. The route
+        then claims the form's one-time token (`claim_once`, once it knows the target is in
+        scope); if the change fails (an exception, or a page re-rendered with errors through
+        `release`), the token is given back so the same form may be sent again."""
         form = await request.form()
         given = form.get("csrf_token")
         if not csrf_matches(session.csrf_token, given if isinstance(given, str) else None):
@@ -157,7 +174,34 @@ def build_console(console: Console) -> APIRouter:
             raise Forbidden("This form has expired or did not come from the console.")
         if not session.account.changes_anything:
             raise Forbidden("Your account is read-only.")
-        return session
+        try:
+            yield session
+        except Exception:
+            await release(request)
+            raise
+
+    async def claim_once(request: Request, session: Session) -> None:
+        """Claim the form's one-time token: Forbidden without a valid one, AlreadySaved if
+        this form was saved before (so nothing is done twice)."""
+        form = await request.form()
+        once = form.get("form_token")
+        nonce = form_token_nonce(session.csrf_token, once if isinstance(once, str) else None)
+        if nonce is None:
+            log.warning("console form refused: one-time form token missing or wrong")
+            raise Forbidden("This form has expired or did not come from the console.")
+        async with console.pool.acquire() as connection:
+            if not await accounts.claim_form_token(connection, session.account, nonce):
+                log.info("console form sent again", extra={"path": request.url.path})
+                raise AlreadySaved
+        request.state.form_nonce = nonce
+
+    async def release(request: Request) -> None:
+        """Give the request's form token back: its change was not saved."""
+        nonce = getattr(request.state, "form_nonce", None)
+        if nonce is not None:
+            request.state.form_nonce = None
+            async with console.pool.acquire() as connection:
+                await accounts.release_form_token(connection, nonce)
 
     Changing = Annotated[Session, Depends(changing)]
 
@@ -205,7 +249,23 @@ def build_console(console: Console) -> APIRouter:
         expected = request.cookies.get(SIGN_IN_COOKIE, "")
         if not csrf_matches(expected, form.get("csrf_token")):
             raise Forbidden("This form has expired: reload the sign-in page.")
+        username = form.get("username", "")[:200]
         async with console.pool.acquire() as connection:
+            failures = await accounts.recent_sign_in_failures(connection, username, SIGN_IN_WINDOW)
+            if failures >= SIGN_IN_ATTEMPTS:
+                # Checked before the password, so a guesser learns nothing more, and
+                # Argon2 is not made to run for them.
+                log.warning("console sign-in throttled")
+                response = console.render(
+                    request,
+                    "error.html",
+                    status=429,
+                    title="Too many attempts",
+                    message="Too many failed sign-ins for this username. Wait "
+                    f"{int(SIGN_IN_WINDOW.total_seconds() // 60)} minutes and try again.",
+                )
+                response.headers["Retry-After"] = str(int(SIGN_IN_WINDOW.total_seconds()))
+                return response
             account = await accounts.check_password(
                 connection, form.get("username", ""), form.get("password", "")
             )
@@ -214,6 +274,7 @@ def build_console(console: Console) -> APIRouter:
             ):
                 account = None
             if account is None:
+                await accounts.record_sign_in_failure(connection, username)
                 log.info("console sign-in refused")
                 response = console.render(
                     request,
@@ -224,6 +285,7 @@ def build_console(console: Console) -> APIRouter:
                     username=form.get("username", ""),
                 )
                 return response
+            await accounts.clear_sign_in_failures(connection, username)
             lifetime = timedelta(hours=settings.console_session_hours)
             token, _ = await accounts.open_session(connection, account, lifetime)
         log.info("console sign-in", extra={"account": account.username})
@@ -273,6 +335,8 @@ def build_console(console: Console) -> APIRouter:
         submitted: dict[str, Any] | None,
         status: int = 200,
     ) -> Response:
+        if status >= 400:
+            await release(request)
         site = await console.visible_site(session.account, site_id)
         dispatch = await console.services.matching.call(
             "GET", f"/v1/admin/sites/{site_id}/dispatch"
@@ -321,7 +385,10 @@ def build_console(console: Console) -> APIRouter:
             session=session,
             site=site,
             dispatch=submitted or dispatch,
-            coaches=coaches,
+            coaches=certified_in(
+                coaches, site.state, datetime.now(ZoneInfo(site.time_zone)).date()
+            ),
+            names={str(k): v for k, v in names.items()},
             errors=errors,
             may_change=may_change_dispatch(session.account, site.site_id, site.state),
             site_picture=picture("site"),
@@ -334,6 +401,7 @@ def build_console(console: Console) -> APIRouter:
         site = await console.visible_site(session.account, site_id)
         if not may_change_dispatch(session.account, site.site_id, site.state):
             raise Forbidden("Only a supervisor changes a site's dispatch settings.")
+        await claim_once(request, session)
         form = await request.form()
         body: dict[str, Any] = {
             "mode": str(form.get("mode", "")),
@@ -480,7 +548,10 @@ def build_console(console: Console) -> APIRouter:
         errors: dict[str, dict[str, str]] | None = None,
         submitted: dict[str, dict[str, str]] | None = None,
         status: int = 200,
+        new_feed: str | None = None,
     ) -> Response:
+        if status >= 400:
+            await release(request)
         pool, zone, sites = await _pool(session.account, pool_name)
         site_states = {s.site_id: s.state for s in sites.values()}
         matching = console.services.matching
@@ -509,6 +580,8 @@ def build_console(console: Console) -> APIRouter:
         by_rotation = {r["layer_id"]: r for r in rotations}
         today = datetime.now(ZoneInfo(zone)).date()
         state = sites[pool.key].state if pool.kind == "site" else pool.key
+        certified = certified_in(coaches, state, today)
+        feeds = await _pool_feeds(pool, certified)
         return console.render(
             request,
             "pool.html",
@@ -526,7 +599,9 @@ def build_console(console: Console) -> APIRouter:
                 {**t, "start": _aware(t["start"]), "end": _aware(t["end"])} for t in temporaries
             ],
             names={str(k): v for k, v in names.items()},
-            coaches=certified_in(coaches, state, today),
+            coaches=certified,
+            feeds=feeds,
+            new_feed=new_feed,
             picture=picture,
             may_change=may_change_pool(session.account, pool, site_states),
             errors=errors or {},
@@ -534,12 +609,100 @@ def build_console(console: Console) -> APIRouter:
             today=today,
         )
 
-    async def _changeable_pool(session: Session, pool_name: str) -> tuple[PoolRef, str, str]:
-        """(pool, zone, state) if the account may change the pool; NotFound / Forbidden."""
+    async def _pool_feeds(pool: PoolRef, certified: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The calendar feeds a pool's page lists: the site's own (a site pool) and those of
+        the coaches who may be scheduled in it, each with `whose` for the table."""
+        names = {c["coach_id"]: c["display_name"] for c in certified}
+        params: dict[str, Any] = {"coach_id": list(names)}
+        if pool.kind == "site":
+            params["site_id"] = pool.key
+        if not names and pool.kind != "site":
+            return []
+        found = await console.services.matching.call(
+            "GET", "/v1/admin/calendar-tokens", params=params
+        )
+        return [
+            {
+                **feed,
+                "created_at": _aware(feed["created_at"]),
+                "whose": names.get(feed["coach_id"], "a coach")
+                if feed["coach_id"]
+                else "the whole site",
+            }
+            for feed in found
+        ]
+
+    @router.post("/pools/{pool_name}/calendar-feeds", response_class=HTMLResponse)
+    async def add_feed(request: Request, pool_name: str, session: Changing) -> Response:
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
+        form = await form_of(request)
+        whose = form.get("whose", "")
+        coaches = await console.services.matching.call("GET", "/v1/admin/coaches")
+        certified = {
+            c["coach_id"]: c["display_name"]
+            for c in certified_in(coaches, state, datetime.now(ZoneInfo(zone)).date())
+        }
+        if whose == "site" and pool.kind == "site":
+            body: dict[str, str] = {"site_id": pool.key}
+            label = "the whole site"
+        elif whose in certified:
+            body = {"coach_id": whose}
+            label = certified[whose]
+        else:
+            return await _pool_page(
+                request,
+                session,
+                pool_name,
+                {"feed": {"whose": "choose the site or a coach of this pool"}},
+                {"feed": form},
+                422,
+            )
+        created = await console.services.matching.call(
+            "POST", "/v1/admin/calendar-tokens", json=body
+        )
+        await record(
+            session,
+            "calendar feed created",
+            pool.name,
+            {"token_id": created["token_id"], "for": label},
+            pool.key if pool.kind == "site" else None,
+            state,
+        )
+        base = (settings.console_calendar_base_url or settings.console_matching_url).rstrip("/")
+        # Shown this once, not after a redirect: only its hash is kept anywhere.
+        return await _pool_page(request, session, pool_name, new_feed=base + created["path"])
+
+    @router.post("/pools/{pool_name}/calendar-feeds/{token_id}/revoke")
+    async def revoke_feed(
+        request: Request, pool_name: str, token_id: UUID, session: Changing
+    ) -> Response:
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
+        coaches = await console.services.matching.call("GET", "/v1/admin/coaches")
+        feeds = await _pool_feeds(
+            pool, certified_in(coaches, state, datetime.now(ZoneInfo(zone)).date())
+        )
+        feed = next((f for f in feeds if f["token_id"] == str(token_id)), None)
+        if feed is None:
+            raise NotFound  # another pool's, or revoked already
+        await console.services.matching.call("DELETE", f"/v1/admin/calendar-tokens/{token_id}")
+        return await changed_pool(
+            session,
+            "calendar feed revoked",
+            pool,
+            state,
+            {"token_id": str(token_id), "for": feed["whose"]},
+        )
+
+    async def _changeable_pool(
+        request: Request, session: Session, pool_name: str
+    ) -> tuple[PoolRef, str, str]:
+        """(pool, zone, state) if the account may change the pool, its form's one-time
+        token claimed; NotFound / Forbidden / AlreadySaved."""
         pool, zone, sites = await _pool(session.account, pool_name)
         site_states = {s.site_id: s.state for s in sites.values()}
         if not may_change_pool(session.account, pool, site_states):
             raise Forbidden("A state pool's schedule is changed with the whole state in scope.")
+        await claim_once(request, session)
         state = site_states[pool.key] if pool.kind == "site" else pool.key
         return pool, zone, state
 
@@ -549,7 +712,7 @@ def build_console(console: Console) -> APIRouter:
 
     @router.post("/pools/{pool_name}/rotations", response_class=HTMLResponse)
     async def add_rotation(request: Request, pool_name: str, session: Changing) -> Response:
-        pool, zone, state = await _changeable_pool(session, pool_name)
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
         form = await form_of(request)
         names = await console.coach_names()
         errors: dict[str, str] = {}
@@ -595,7 +758,7 @@ def build_console(console: Console) -> APIRouter:
 
     @router.post("/pools/{pool_name}/overrides", response_class=HTMLResponse)
     async def add_override(request: Request, pool_name: str, session: Changing) -> Response:
-        pool, zone, state = await _changeable_pool(session, pool_name)
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
         form = await form_of(request)
         errors: dict[str, str] = {}
         starts = _wall_clock(form.get("starts_at", ""), zone, "starts_at", errors)
@@ -619,6 +782,8 @@ def build_console(console: Console) -> APIRouter:
                 await console.services.matching.call("POST", "/v1/admin/overrides", json=body)
             except Refused as refused:
                 errors = refused.fields or {"kind": refused.message}
+                if "override_id" in errors:  # the same change exists: said at the top
+                    errors["kind"] = errors.pop("override_id")
         if errors:
             return await _pool_page(
                 request, session, pool_name, {"override": errors}, {"override": form}, 422
@@ -638,7 +803,7 @@ def build_console(console: Console) -> APIRouter:
 
     @router.post("/pools/{pool_name}/temporary-schedules", response_class=HTMLResponse)
     async def add_temporary(request: Request, pool_name: str, session: Changing) -> Response:
-        pool, zone, state = await _changeable_pool(session, pool_name)
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
         raw = await request.form()
         form = {k: v.strip() for k, v in raw.items() if isinstance(v, str)}
         errors: dict[str, str] = {}
@@ -683,8 +848,10 @@ def build_console(console: Console) -> APIRouter:
         )
 
     @router.post("/pools/{pool_name}/layers/{layer_id}/remove")
-    async def remove_layer(pool_name: str, layer_id: UUID, session: Changing) -> Response:
-        pool, _, state = await _changeable_pool(session, pool_name)
+    async def remove_layer(
+        request: Request, pool_name: str, layer_id: UUID, session: Changing
+    ) -> Response:
+        pool, _, state = await _changeable_pool(request, session, pool_name)
         layers = await console.services.matching.call(
             "GET", "/v1/admin/layers", params={"pool": pool.name}
         )
@@ -706,8 +873,10 @@ def build_console(console: Console) -> APIRouter:
         )
 
     @router.post("/pools/{pool_name}/temporary-schedules/{temporary_id}/remove")
-    async def remove_temporary(pool_name: str, temporary_id: UUID, session: Changing) -> Response:
-        pool, _, state = await _changeable_pool(session, pool_name)
+    async def remove_temporary(
+        request: Request, pool_name: str, temporary_id: UUID, session: Changing
+    ) -> Response:
+        pool, _, state = await _changeable_pool(request, session, pool_name)
         temporaries = await console.services.matching.call(
             "GET", "/v1/admin/temporary-schedules", params={"pool": pool.name}
         )
@@ -725,8 +894,10 @@ def build_console(console: Console) -> APIRouter:
         )
 
     @router.post("/pools/{pool_name}/overrides/{override_id}/remove")
-    async def remove_override(pool_name: str, override_id: UUID, session: Changing) -> Response:
-        pool, _, state = await _changeable_pool(session, pool_name)
+    async def remove_override(
+        request: Request, pool_name: str, override_id: UUID, session: Changing
+    ) -> Response:
+        pool, _, state = await _changeable_pool(request, session, pool_name)
         overrides = await console.services.matching.call(
             "GET", "/v1/admin/overrides", params={"pool": pool.name}
         )
@@ -797,6 +968,17 @@ def install_console_errors(app: FastAPI, console: Console) -> None:
     async def forbidden(request: Request, error: Forbidden) -> Response:
         return console.render(
             request, "error.html", status=403, title="Not allowed", message=str(error)
+        )
+
+    @app.exception_handler(AlreadySaved)
+    async def already_saved(request: Request, _: AlreadySaved) -> Response:
+        return console.render(
+            request,
+            "error.html",
+            status=409,
+            title="Already saved",
+            message="This form was already saved; nothing was changed the second time. "
+            "Reload the page to see it.",
         )
 
     @app.exception_handler(NotFound)
@@ -881,5 +1063,16 @@ def _wall_clock(value: str, zone: str, field: str, errors: dict[str, str]) -> da
         errors[field] = "a date and time, such as 2026-12-24T08:00"
         return None
     if parsed.tzinfo is None:
+        wall = parsed
         parsed = parsed.replace(tzinfo=ZoneInfo(zone))
+        if parsed.astimezone(UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None) != wall:
+            # Skipped when the clocks went forward: any instant we chose would surprise.
+            errors[field] = (
+                f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone} "
+                "(the clocks go forward then)"
+            )
+            return None
+    if not 2000 <= parsed.year <= 2100:
+        errors[field] = "must be in the years 2000 to 2100"
+        return None
     return parsed

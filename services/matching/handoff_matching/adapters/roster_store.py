@@ -272,6 +272,26 @@ async def put_override(connection: Connection, override: OverrideRow) -> None:
     )
 
 
+async def same_override(connection: Connection, override: OverrideRow) -> UUID | None:
+    """The id of another override with exactly the same kind, pool, coaches and window,
+    if one is stored (a form or a script that sent it twice)."""
+    found: UUID | None = await connection.fetchval(
+        f"""SELECT override_id FROM {SCHEMA}.overrides
+            WHERE override_id <> $1 AND kind = $2 AND pool_kind = $3 AND pool_key = $4
+              AND coach_id = $5 AND replaces IS NOT DISTINCT FROM $6
+              AND starts_at = $7 AND ends_at = $8
+            LIMIT 1""",
+        override.override_id,
+        override.kind.value,
+        *override.pool.split(":", 1),
+        override.coach_id,
+        override.replaces,
+        override.starts_at,
+        override.ends_at,
+    )
+    return found
+
+
 async def delete_override(connection: Connection, override_id: UUID) -> bool:
     deleted = await connection.fetchval(
         f"DELETE FROM {SCHEMA}.overrides WHERE override_id = $1 RETURNING true", override_id

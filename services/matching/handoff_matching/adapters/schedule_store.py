@@ -301,12 +301,41 @@ async def delete_layer(connection: Connection, layer_id: UUID) -> bool:
     return bool(deleted)
 
 
+class TemporaryOverlaps(Exception):
+    """The pool already has a temporary schedule over part of the window: two would leave
+    which one holds undefined."""
+
+    def __init__(self, temporary_id: UUID, window: Interval) -> None:
+        super().__init__(f"temporary schedule {temporary_id} overlaps")
+        self.temporary_id = temporary_id
+        self.window = window
+
+
 async def add_temporary(
     connection: Connection, pool: Pool, window: Interval, shifts: Sequence[Shift]
 ) -> UUID:
-    """A temporary schedule: for the window, exactly these shifts."""
+    """A temporary schedule: for the window, exactly these shifts. Raises TemporaryOverlaps
+    if one of the pool's temporary schedules overlaps the window (checked under a lock per
+    pool, so two at once cannot both pass)."""
     temporary_id = uuid4()
     async with connection.transaction():
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('handoff_temporary:' || $1))",
+            f"{pool.kind.value}:{pool.key}",
+        )
+        clash = await connection.fetchrow(
+            f"""SELECT temporary_id, starts_at, ends_at FROM {SCHEMA}.temporary_schedules
+                WHERE pool_kind = $1 AND pool_key = $2 AND starts_at < $4 AND ends_at > $3
+                ORDER BY starts_at LIMIT 1""",
+            pool.kind.value,
+            pool.key,
+            window.start,
+            window.end,
+        )
+        if clash is not None:
+            raise TemporaryOverlaps(
+                clash["temporary_id"], Interval(clash["starts_at"], clash["ends_at"])
+            )
         await connection.execute(
             f"""INSERT INTO {SCHEMA}.temporary_schedules
                     (temporary_id, pool_kind, pool_key, starts_at, ends_at)
@@ -406,6 +435,35 @@ async def create_calendar_token(
         subject.site_id,
     )
     return token_id, token
+
+
+@dataclass(frozen=True)
+class CalendarToken:
+    """A feed as coordinators list it (never the secret: only its hash is kept)."""
+
+    token_id: UUID
+    subject: CalendarSubject
+    created_at: datetime
+
+
+async def list_calendar_tokens(
+    connection: Connection, coach_ids: Sequence[UUID], site_ids: Sequence[str]
+) -> list[CalendarToken]:
+    """The feeds of these coaches and sites (both empty: every feed), newest first."""
+    rows = await connection.fetch(
+        f"""SELECT token_id, coach_id, site_id, created_at FROM {SCHEMA}.calendar_tokens
+            WHERE (cardinality($1::uuid[]) = 0 AND cardinality($2::text[]) = 0)
+               OR coach_id = ANY($1::uuid[]) OR site_id = ANY($2::text[])
+            ORDER BY created_at DESC, token_id""",
+        list(coach_ids),
+        list(site_ids),
+    )
+    return [
+        CalendarToken(
+            row["token_id"], CalendarSubject(row["coach_id"], row["site_id"]), row["created_at"]
+        )
+        for row in rows
+    ]
 
 
 async def revoke_calendar_token(connection: Connection, token_id: UUID) -> bool:

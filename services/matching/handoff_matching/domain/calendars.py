@@ -11,7 +11,7 @@ Pure computation: parsing and writing text, no I/O.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from icalendar import Calendar, Event
 from handoff_matching.domain.schedules import Interval, Pool, Shift
 
 COACH_PROPERTY = "X-HANDOFF-COACH"
+EDGE_MARGIN = timedelta(days=1)  # more than any UTC offset
 UID_NAMESPACE = UUID("8b0f8f39-5c2e-4a53-a0a4-0e6a6c1f3d17")
 
 
@@ -83,10 +84,18 @@ def import_ics(
         calendar = Calendar.from_ical(text)
     except ValueError as error:
         raise CalendarProblems([f"not an iCalendar file: {error}"]) from None
-    problems: list[str] = []
+    # recurring-ical-events quietly swaps a DTEND before DTSTART, so a typo would become a
+    # shift the coordinator never wrote: the events are checked as written, first.
+    problems = _backwards_events(calendar, zone)
+    if problems:
+        raise CalendarProblems(problems)
     shifts: list[Shift] = []
     try:
-        occurrences = recurring_ical_events.of(calendar).between(window.start, window.end)
+        # Widened by a day: the library places floating times without our zone, so an
+        # occurrence near an edge may be kept or dropped wrongly; clipped below, in `zone`.
+        occurrences = recurring_ical_events.of(calendar).between(
+            window.start - EDGE_MARGIN, window.end + EDGE_MARGIN
+        )
     except ValueError as error:
         raise CalendarProblems([f"the recurrences cannot be expanded: {error}"]) from None
     for event in occurrences:
@@ -101,10 +110,27 @@ def import_ics(
         if end <= start:
             problems.append(f"event {uid}: ends before it starts")
             continue
+        if end <= window.start or start >= window.end:
+            continue  # outside the window once read in `zone`
         shifts.append(Shift(coach_id, Interval(start, end)))
     if problems:
         raise CalendarProblems(sorted(set(problems)))
     return sorted(shifts, key=lambda s: (s.interval.start, str(s.coach_id)))
+
+
+def _backwards_events(calendar: Calendar, zone: ZoneInfo) -> list[str]:
+    """One line per VEVENT whose DTEND is not after its DTSTART (by UID, with both times)."""
+    found: list[str] = []
+    for event in calendar.walk("VEVENT"):
+        start, end = event.get("dtstart"), event.get("dtend")
+        if start is None or end is None:
+            continue
+        if _instant(end.dt, zone) <= _instant(start.dt, zone):
+            found.append(
+                f"event {event.get('uid', '?')}: DTEND {end.dt.isoformat()} is not after "
+                f"DTSTART {start.dt.isoformat()}"
+            )
+    return sorted(found)
 
 
 def _coach_of(event: Event, coaches: Mapping[str, UUID]) -> UUID | None:

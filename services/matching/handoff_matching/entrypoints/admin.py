@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
@@ -18,7 +18,7 @@ from handoff_matching.domain.schedules import Interval, OverrideKind, Pool
 from handoff_matching.entrypoints.overview_api import add_overview_routes
 from handoff_matching.entrypoints.schedules_api import add_schedule_routes, coaches_for
 from handoff_matching.on_call import OnCall
-from handoff_matching.roster_file import OverrideRow, _pool
+from handoff_matching.roster_file import OverrideRow, ScheduleMoment, _pool
 from handoff_matching.service import coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
@@ -157,7 +157,7 @@ def build_admin_router(
         )
 
     @router.get("/sites/{site_id}/on-call", response_model=OnCallNow)
-    async def get_on_call(site_id: SitePath, at: AwareDatetime | None = None) -> OnCallNow:
+    async def get_on_call(site_id: SitePath, at: ScheduleMoment | None = None) -> OnCallNow:
         """Who is on call for the site, and for its state pool, at `at` (default: now)."""
         instant = at or datetime.now(UTC)
         async with pool.acquire() as connection:
@@ -177,6 +177,16 @@ def build_admin_router(
         async with pool.acquire() as connection:
             if body.kind is not OverrideKind.REMOVE:
                 await coaches_for(connection, _pool(body.pool), [body.coach_id], "coach_id")
+            twin = await roster_store.same_override(connection, body)
+            if twin is not None:
+                # The same change sent twice (a double click, a retried script) under a new
+                # id: a second row would show twice and need removing twice.
+                raise ApiError(
+                    409,
+                    "duplicate_override",
+                    f"override {twin} already makes exactly this change",
+                    field="override_id",
+                )
             try:
                 await roster_store.put_override(connection, body)
             except asyncpg.ForeignKeyViolationError:
@@ -243,6 +253,9 @@ async def _store(connection: Connection, site_id: str, body: SiteDispatch) -> No
             f"no such coach in the roster: {', '.join(unknown)}",
             field="supervisors",
         )
+    # A supervisor is paged about the site's referrals, which only a coach certified in its
+    # state may take on: the same rule as a schedule's coaches.
+    await coaches_for(connection, Pool.site(site_id), body.supervisors, "supervisors")
     settings = DispatchSettings(
         mode=body.mode,
         ack_timeout=timedelta(seconds=body.ack_timeout_seconds),

@@ -160,7 +160,7 @@ def rotation_add(
     every: Annotated[int, typer.Option(help="Shift length, in --unit.")],
     unit: Annotated[ShiftUnit, typer.Option()],
     participant: Annotated[list[str], typer.Option(help="Coach id, in turn; repeat.")],
-    priority: Annotated[int, typer.Option(help="Higher layers win.")] = 0,
+    priority: Annotated[int, typer.Option(help="Higher layers win (0-100).", min=0, max=100)] = 0,
 ) -> None:
     """Add a rotation layer: `--every 1 --unit days --handoff 08:00` is 24-hour on-call."""
 
@@ -213,7 +213,9 @@ def schedule_layers(
 
 
 @schedule_app.command("priority")
-def schedule_priority(layer_id: UUID, priority: int) -> None:
+def schedule_priority(
+    layer_id: UUID, priority: Annotated[int, typer.Argument(help="0-100.", min=0, max=100)]
+) -> None:
     """Move a layer up or down: the highest with someone on call wins."""
 
     async def work(connection: asyncpg.Connection) -> bool:
@@ -264,7 +266,7 @@ def ics_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     pool: PoolOption,
     name: Annotated[str, typer.Option(help="The layer's name; importing again replaces it.")],
-    priority: Annotated[int, typer.Option(help="Higher layers win.")] = 0,
+    priority: Annotated[int, typer.Option(help="Higher layers win (0-100).", min=0, max=100)] = 0,
     time_zone: Annotated[
         str | None, typer.Option(help="For floating times (default: the site's zone).")
     ] = None,

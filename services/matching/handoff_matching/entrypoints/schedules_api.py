@@ -2,18 +2,23 @@
 in the path): rotations, layers, temporary schedules, calendar import and tokens, and
 the computed timeline a console draws. JSON in and out, so a console can drive it."""
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
 from handoff_matching import metrics
 from handoff_matching.adapters import roster_store, schedule_store
-from handoff_matching.adapters.schedule_store import CalendarSubject, LayerRow, NameTaken
+from handoff_matching.adapters.schedule_store import (
+    CalendarSubject,
+    LayerRow,
+    NameTaken,
+    TemporaryOverlaps,
+)
 from handoff_matching.domain.calendars import (
     CalendarEntry,
     CalendarProblems,
@@ -22,7 +27,14 @@ from handoff_matching.domain.calendars import (
 )
 from handoff_matching.domain.rotations import Rotation, ShiftUnit
 from handoff_matching.domain.schedules import Interval, Pool, PoolKind, Shift
-from handoff_matching.roster_file import PoolName, Strict, TimeZone, _pool
+from handoff_matching.roster_file import (
+    PoolName,
+    ScheduleDate,
+    ScheduleMoment,
+    Strict,
+    TimeZone,
+    _pool,
+)
 from handoff_matching.service import roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
@@ -31,7 +43,8 @@ FEED_DAYS = 60  # how far ahead a calendar feed shows computed shifts
 FEED_LOOKBACK = timedelta(days=31)  # a shift longer than this may change its UID daily
 MAX_ICS_BYTES = 1_048_576
 LayerName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f]+$")]
-Priority = Annotated[int, Field(ge=-100, le=100)]
+SiteId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]
+Priority = Annotated[int, Field(ge=0, le=100)]  # higher wins
 
 
 class RotationIn(Strict):
@@ -42,7 +55,7 @@ class RotationIn(Strict):
     name: LayerName
     priority: Priority = 0
     time_zone: TimeZone
-    start_date: date
+    start_date: ScheduleDate
     handoff: time
     shift_length: Annotated[int, Field(ge=1, le=1000)]
     shift_unit: ShiftUnit
@@ -77,16 +90,16 @@ class LayerPriority(Strict):
 
 class ShiftIn(Strict):
     coach_id: UUID
-    start: AwareDatetime
-    end: AwareDatetime
+    start: ScheduleMoment
+    end: ScheduleMoment
 
 
 class TemporaryIn(Strict):
     """For [start, end), exactly `shifts` (none: nobody on call, before overrides)."""
 
     pool: PoolName
-    start: AwareDatetime
-    end: AwareDatetime
+    start: ScheduleMoment
+    end: ScheduleMoment
     shifts: Annotated[list[ShiftIn], Field(default_factory=list, max_length=1000)]
 
     @model_validator(mode="after")
@@ -126,6 +139,13 @@ class TokenFor(Strict):
 class TokenOut(Strict):
     token_id: UUID
     path: str  # the feed's path on this service; the token in it is shown only now
+
+
+class TokenListed(Strict):
+    token_id: UUID
+    coach_id: UUID | None
+    site_id: str | None
+    created_at: datetime
 
 
 class Segment(Strict):
@@ -319,12 +339,22 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
         async with pool.acquire() as connection:
             coaches = [s.coach_id for s in body.shifts]
             await coaches_for(connection, _pool(body.pool), coaches, "shifts")
-            temporary_id = await schedule_store.add_temporary(
-                connection,
-                _pool(body.pool),
-                Interval(body.start, body.end),
-                [Shift(s.coach_id, Interval(s.start, s.end)) for s in body.shifts],
-            )
+            try:
+                temporary_id = await schedule_store.add_temporary(
+                    connection,
+                    _pool(body.pool),
+                    Interval(body.start, body.end),
+                    [Shift(s.coach_id, Interval(s.start, s.end)) for s in body.shifts],
+                )
+            except TemporaryOverlaps as clash:
+                raise ApiError(
+                    422,
+                    "temporary_overlaps",
+                    f"the pool's temporary schedule {clash.temporary_id} already holds "
+                    f"{clash.window.start.isoformat()} to {clash.window.end.isoformat()}; "
+                    "change or remove it first",
+                    "start",
+                ) from None
             await roster_changed(connection)
         metrics.SCHEDULE_CHANGES.labels("temporary").inc()
         return TemporaryOut(temporary_id=temporary_id, **body.model_dump())
@@ -380,6 +410,25 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
                 connection, CalendarSubject(body.coach_id, body.site_id)
             )
         return TokenOut(token_id=token_id, path=f"/v1/calendars/{token}.ics")
+
+    @router.get("/calendar-tokens", response_model=list[TokenListed])
+    async def list_tokens(
+        coach_id: Annotated[list[UUID], Query(max_length=1000)] = [],  # noqa: B006
+        site_id: Annotated[list[SiteId], Query(max_length=1000)] = [],  # noqa: B006
+    ) -> list[TokenListed]:
+        """The calendar feeds of these coaches and sites (none named: every feed), newest
+        first: who and since when, never the secret (shown only at creation)."""
+        async with pool.acquire() as connection:
+            found = await schedule_store.list_calendar_tokens(connection, coach_id, site_id)
+        return [
+            TokenListed(
+                token_id=t.token_id,
+                coach_id=t.subject.coach_id,
+                site_id=t.subject.site_id,
+                created_at=t.created_at,
+            )
+            for t in found
+        ]
 
     @router.delete("/calendar-tokens/{token_id}", status_code=204)
     async def revoke_token(token_id: UUID) -> Response:
