@@ -8,7 +8,7 @@ import typer
 from prometheus_client import start_http_server
 
 from handoff_platform.dead_letters import replay_dead_letters
-from handoff_platform.lag import LagSampler
+from handoff_platform.lag import LagSampler, export_lag_forever, exporter_registry
 from handoff_platform.settings import KafkaSettings, settings_or_exit
 
 app = typer.Typer(help="Operations: dead letters, consumer lag.", no_args_is_help=True)
@@ -52,16 +52,17 @@ def lag_exporter_command(
     interval: Annotated[float, typer.Option(help="Seconds between samples.")] = 5.0,
 ) -> None:
     """Serve consumer lag per group and partition on /metrics, read from the broker alone:
-    it keeps reporting while every consumer of a group is stopped."""
+    it keeps reporting while every consumer of a group is stopped, and through a Kafka outage
+    (the sampler is a supervised loop, restarted after any error but cancellation)."""
     groups: dict[str, list[str]] = {}
     for spec in group:
         name, _, topics = spec.partition("=")
         if not topics:
             raise typer.BadParameter(f"{spec!r}: expected GROUP=TOPIC[,TOPIC…]")
         groups[name] = topics.split(",")
-    start_http_server(port, addr="127.0.0.1")
+    start_http_server(port, addr="127.0.0.1", registry=exporter_registry())
     typer.echo(f"consumer lag of {', '.join(groups)} on http://127.0.0.1:{port}/metrics")
     kafka = _kafka()
     sampler = LagSampler(kafka.kafka_bootstrap_servers, groups, kafka.kafka_security)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(sampler.run_forever(interval))
+        asyncio.run(export_lag_forever(sampler, interval))

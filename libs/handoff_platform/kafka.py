@@ -67,8 +67,8 @@ async def ensure_topics(
         bootstrap_servers=list(parse_bootstrap_servers(bootstrap_servers)),
         **client_options(security),
     )
-    await admin.start()
     try:
+        await admin.start()  # inside: a client that failed to start is closed too
         brokers = len((await admin.describe_cluster())["brokers"])
         factor = replication_factor or min(3, brokers)
         existing = set(await admin.list_topics())

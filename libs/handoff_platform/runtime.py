@@ -20,7 +20,7 @@ from handoff_platform.consumer import Handler, IdempotentConsumer
 from handoff_platform.database import DatabaseProbe, create_pool
 from handoff_platform.http import ReadinessCheck, report_readiness_forever
 from handoff_platform.kafka import any_broker_answers, ensure_topics, make_broker
-from handoff_platform.lag import LagSampler
+from handoff_platform.lag import EXPECTED_INTERVAL_SECONDS, LagSampler
 from handoff_platform.logs import LogFormat, configure_logging
 from handoff_platform.outbox import Outbox, OutboxRelay
 from handoff_platform.settings import PlatformSettings
@@ -188,7 +188,7 @@ class EventPipeline:
             self.bootstrap_servers, {self.group: list(consumed_topics)}, self.kafka_security
         )
         # A sample waits on Kafka's request timeouts while Kafka is away.
-        tasks.start("consumer-lag", lag.run_forever, expected_interval=90.0)
+        tasks.start("consumer-lag", lag.run_forever, expected_interval=EXPECTED_INTERVAL_SECONDS)
         checks = self.readiness_checks()
         tasks.start("readiness", lambda: report_readiness_forever(checks), 15.0)
         for number, consumer in enumerate(self.consumers):
