@@ -28,8 +28,6 @@ from handoff_platform.supervision import BackgroundTasks
 from handoff_platform.tracing import configure_tracing
 from handoff_schemas import Topic, dead_letter_topic
 
-OUTBOX_HEALTHY_AGE_SECONDS = 60.0
-
 log = logging.getLogger(__name__)
 
 
@@ -112,7 +110,6 @@ class EventPipeline:
     outbox: Outbox
     relay: OutboxRelay
     kafka_connected: asyncio.Event
-    outbox_grace_seconds: float | None
     database_probe: DatabaseProbe  # readiness asks on a connection of its own, not the pool's
     kafka_security: BaseSecurity | None = None
     consumers: list[IdempotentConsumer] = field(default_factory=list)
@@ -125,10 +122,9 @@ class EventPipeline:
         schema: str,
         group: str,
         pool_size: int,
-        outbox_grace_seconds: float | None = OUTBOX_HEALTHY_AGE_SECONDS,
     ) -> "EventPipeline":
-        """`outbox_grace_seconds`: how old the oldest unpublished event may grow, with Kafka
-        away, before the service stops being ready; None: not ready as soon as Kafka is away."""
+        """The service's pool (`pool_size` connections), broker, outbox and relay, for
+        consumer group `group` and database schema `schema`; the loops start in `start`."""
         pool = await create_pool(settings.database_url, max_size=pool_size)
         security = settings.kafka_security
         broker = make_broker(settings.kafka_bootstrap_servers, client_id=group, security=security)
@@ -142,7 +138,6 @@ class EventPipeline:
             outbox,
             relay,
             asyncio.Event(),
-            outbox_grace_seconds,
             DatabaseProbe(settings.database_url),
             security,
             tasks=BackgroundTasks(failing_stuck_seconds=settings.loop_stuck_seconds),
@@ -196,14 +191,12 @@ class EventPipeline:
             tasks.start(name, consumer.commit_forever, expected_interval=15.0)
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
-        """/readyz: the database, Kafka (or the outbox grace), and every loop cycling."""
+        """/readyz: the database, Kafka, and every loop cycling."""
         return {
             **readiness_checks(
                 self.database_probe,
                 self.bootstrap_servers,
                 self.kafka_connected,
-                self.relay,
-                self.outbox_grace_seconds,
                 self.kafka_security,
             ),
             "loops": self.tasks.cycling,
@@ -229,30 +222,24 @@ def readiness_checks(
     database: DatabaseProbe,
     bootstrap_servers: Iterable[str],
     kafka_connected: asyncio.Event,
-    relay: OutboxRelay,
-    outbox_grace_seconds: float | None = OUTBOX_HEALTHY_AGE_SECONDS,
     kafka_security: BaseSecurity | None = None,
 ) -> dict[str, ReadinessCheck]:
-    """Ready: the database answers, and Kafka answers or the outbox is still young.
+    """Ready: the database answers, and Kafka answers (`database`, `kafka`).
 
-    With Kafka away a service that takes work from people (hospitals, coaches) keeps
-    accepting it into its outbox, so it stays ready until the oldest unpublished
-    event is `outbox_grace_seconds` old; with None, it is not ready while Kafka is away.
-    Each check answers within `handoff_platform.http.READY_CHECK_SECONDS`: the database
-    is asked on the probe's own connection, so a saturated pool does not slow a probe, and
-    Kafka's ping is given less than that, so a ping that times out still leaves time to
-    fall back to the outbox's age. Kafka answers if any broker of the bootstrap list does
-    (`any_broker_answers`): one paused broker of three is not an outage.
+    Kafka answers once the service has connected to it (`kafka_connected`) and while any
+    broker of the bootstrap list answers a ping within `KAFKA_PING_SECONDS`
+    (`any_broker_answers`): one paused broker of three is not an outage, so readiness does
+    not flap with it. Every service is judged alike (issue 13): an earlier fallback kept
+    referral, notify and MLLP ready while their outbox's oldest event was under 60 s old,
+    but an empty outbox is always young, so an idle notify stayed ready against a dead
+    cluster. Each check answers within `handoff_platform.http.READY_CHECK_SECONDS`: the
+    database is asked on the probe's own connection, so a saturated pool does not slow it.
     """
     servers = tuple(bootstrap_servers)
 
-    async def kafka_or_outbox_healthy() -> bool:
-        if kafka_connected.is_set() and await any_broker_answers(
+    async def kafka_answers() -> bool:
+        return kafka_connected.is_set() and await any_broker_answers(
             servers, KAFKA_PING_SECONDS, kafka_security
-        ):
-            return True
-        if outbox_grace_seconds is None:
-            return False
-        return relay.oldest_pending_age < outbox_grace_seconds
+        )
 
-    return {"database": database.answers, "kafka_or_outbox": kafka_or_outbox_healthy}
+    return {"database": database.answers, "kafka": kafka_answers}

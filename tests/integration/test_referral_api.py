@@ -285,7 +285,7 @@ async def test_operations_endpoints(hospital: HospitalFactory, referral: Referra
     assert (await ed.client.get("/healthz")).json() == {"status": "ok", "checks": {"loops": True}}
     ready = await ed.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "kafka_or_outbox": True, "loops": True}
+    assert ready.json()["checks"] == {"database": True, "kafka": True, "loops": True}
     metrics = (await ed.client.get("/metrics")).text
     assert (
         f'handoff_referrals_received_total{{site="{ed.site.site_id}",state="MD",'

@@ -1,4 +1,4 @@
-"""Kafka readiness asks every bootstrap broker, and is satisfied by any one (issue 13).
+"""Kafka readiness asks every bootstrap broker, any one answering is enough (issue 13).
 
 With one broker of three paused, a client's ping that happened to ask that one timed out, so
 matching's /readyz flapped while the cluster served. Brokers are faked here at the socket:
@@ -12,10 +12,14 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 import pytest
 
 from handoff_devenv.ports import free_ports
+from handoff_platform.database import DatabaseProbe
+from handoff_platform.http import service_app
 from handoff_platform.kafka import any_broker_answers
+from handoff_platform.runtime import readiness_checks
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -74,3 +78,39 @@ async def test_a_listener_that_is_not_kafka_is_not_an_answer() -> None:
 
     async with broker(wrong) as server:
         assert not await any_broker_answers([server], within=0.3)
+
+
+class AnsweringDatabase(DatabaseProbe):
+    """PostgreSQL up: only Kafka is in question here."""
+
+    def __init__(self) -> None:
+        super().__init__("postgresql://unused")
+
+    async def answers(self) -> bool:
+        return True
+
+
+async def readyz(servers: list[str]) -> tuple[int, object]:
+    connected = asyncio.Event()
+    connected.set()  # the service reached Kafka at start; the brokers went afterwards
+    app = service_app("idle", readiness_checks(AnsweringDatabase(), servers, connected))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get("/readyz")
+    return response.status_code, response.json()["checks"]
+
+
+async def test_an_idle_service_is_not_ready_while_no_broker_answers() -> None:
+    # fresh13 finding 2: notify, its outbox empty, stayed ready against a dead cluster
+    # because an empty outbox counted as young; now every service asks Kafka itself.
+    async with broker(_paused) as paused:
+        (dead,) = (f"127.0.0.1:{port}" for port in free_ports(1))
+        status, checks = await readyz([paused, dead])
+    assert (status, checks) == (503, {"database": True, "kafka": False})
+
+
+async def test_a_service_is_ready_while_one_broker_of_the_list_answers() -> None:
+    async with broker(_answering) as up, broker(_paused) as paused:
+        (dead,) = (f"127.0.0.1:{port}" for port in free_ports(1))
+        status, checks = await readyz([dead, paused, up])
+    assert (status, checks) == (200, {"database": True, "kafka": True})

@@ -48,13 +48,8 @@ class MatchingRuntime:
     @classmethod
     async def start(cls, settings: MatchingSettings) -> "MatchingRuntime":
         await apply_migrations(settings.database_url)
-        # Its HTTP surface is for administrators only: not ready while Kafka is away.
         pipeline = await EventPipeline.open(
-            settings,
-            SCHEMA,
-            settings.consumer_group,
-            settings.database_pool_size,
-            outbox_grace_seconds=None,
+            settings, SCHEMA, settings.consumer_group, settings.database_pool_size
         )
         pool, outbox, timers = pipeline.pool, pipeline.outbox, Timers(SCHEMA)
         async with pool.acquire() as connection, connection.transaction():
