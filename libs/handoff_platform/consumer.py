@@ -33,7 +33,7 @@ from handoff_platform import metrics
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
 from handoff_platform.outbox import EVENT_TYPE_HEADER
-from handoff_platform.supervision import beat
+from handoff_platform.supervision import beat, waiting_on_dependency
 from handoff_platform.tracing import span
 from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, dead_letter_topic
@@ -42,6 +42,9 @@ from handoff_schemas.catalog import EVENT_TYPES, UnknownEventType, decode_event
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
+
+FINAL_COMMIT_SECONDS = 5.0
+"""The longest the commit loop's last commit, on stop, may wait for Kafka (seconds)."""
 
 RETRIED_CONFLICTS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.SerializationError,
@@ -158,7 +161,8 @@ class IdempotentConsumer:
     async def commit_forever(self, every: float = 0.05, idle_beat: float = 5.0) -> None:
         """Commit the offsets of handled messages, per consumer, a batch at a time.
 
-        A cycle ends at least every `idle_beat` seconds, with or without offsets to commit.
+        A cycle ends at least every `idle_beat` seconds, with or without offsets to commit,
+        except while a commit waits for Kafka (`waiting_on_dependency`): late, not stuck.
         """
         try:
             while True:
@@ -170,13 +174,21 @@ class IdempotentConsumer:
                     await self._commit_handled()
                 beat()
         finally:
-            await self._commit_handled()
+            # On stop, a last commit; bounded, since with Kafka away it would wait for a
+            # coordinator forever and hold up shutdown. Offsets left uncommitted are
+            # delivered again and skipped as duplicates.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FINAL_COMMIT_SECONDS):
+                    await self._commit_handled()
 
     async def _commit_handled(self) -> None:
         handled, self._handled = self._handled, {}
         for consumer, offsets in handled.items():
             try:
-                await consumer.commit(offsets)
+                # aiokafka waits for a group coordinator as long as Kafka has none (2 brokers
+                # of 3 dead): an outage, for readiness, not a hang that a restart would cure.
+                with waiting_on_dependency():
+                    await consumer.commit(offsets)
             except KafkaError as error:  # e.g. partitions revoked by a rebalance
                 log.info("offsets not committed", extra={"error": type(error).__name__})
 

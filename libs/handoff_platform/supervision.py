@@ -25,6 +25,10 @@ runs long is still serving. From those:
   A loop failing on an unreachable database (or Kafka: an `OSError`) keeps restarting
   and stays alive however long the outage lasts: a new process would not reach the
   database either, and restarting every replica at once only adds to the outage.
+  Likewise a loop blocked in a call that waits out an outage by itself (aiokafka's offset
+  commit waits for a group coordinator as long as Kafka has none) declares it with
+  `waiting_on_dependency()`: however long it waits it is late for readiness, never
+  stuck for liveness (issue 13: matching's `/healthz` went 503 with 2 brokers of 3 dead).
 """
 
 import asyncio
@@ -32,7 +36,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +63,8 @@ class LoopState:
     task: asyncio.Task[None] | None = None
     failing_since: float | None = None
     """When the current run of non-transient failures began (no beat since); None: none."""
+    waiting: bool = False
+    """Inside `waiting_on_dependency()`: blocked on Kafka or the database, not hanging."""
 
     def cycle_age(self) -> float:
         return time.monotonic() - self.last_beat
@@ -72,6 +78,23 @@ def beat() -> None:
     state = _current_loop.get()
     if state is not None:
         state.last_beat = time.monotonic()
+
+
+@contextlib.contextmanager
+def waiting_on_dependency() -> Iterator[None]:
+    """Mark the calling supervised loop as waiting on Kafka or the database, in a call that
+    retries by itself for as long as an outage lasts, until the block ends: it is then
+    never judged stuck by `alive()`, only late by `cycling()`. For calls that cannot hang
+    on a bug of ours; outside a supervised loop, nothing."""
+    state = _current_loop.get()
+    if state is None:
+        yield
+        return
+    state.waiting = True
+    try:
+        yield
+    finally:
+        state.waiting = False
 
 
 def is_outage(error: BaseException) -> bool:
@@ -183,8 +206,9 @@ class BackgroundTasks:
         ]
 
     def stuck_loops(self) -> list[str]:
-        """Names of the loops whose task ended, that neither cycle nor restart, or that have
-        failed every pass with a bug (not a transient error) for `failing_stuck_seconds`."""
+        """Names of the loops whose task ended, that neither cycle nor restart (unless
+        `waiting_on_dependency()`), or that have failed every pass with a bug (not a
+        transient error) for `failing_stuck_seconds`."""
         now = time.monotonic()
         stuck = []
         for state in self._loops.values():
@@ -199,7 +223,8 @@ class BackgroundTasks:
                 continue  # done once it returns; restarted if it fails
             ended = state.task is not None and state.task.done()
             limit = max(self.stuck_factor * state.expected_interval, self.min_stuck_seconds)
-            if ended or failing or now - max(state.last_beat, state.last_restart) > limit:
+            silent = now - max(state.last_beat, state.last_restart) > limit
+            if ended or failing or (silent and not state.waiting):
                 stuck.append(state.name)
         return stuck
 
