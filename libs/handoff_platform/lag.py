@@ -33,6 +33,9 @@ sample given up after `SAMPLE_TIMEOUT_SECONDS`, plus the interval, plus slack (s
 
 
 class LagSampler:
+    """Reads each group's lag per partition from the broker into `handoff_consumer_lag_messages`,
+    with an admin client and an offsets consumer of its own, reopened after a failure."""
+
     def __init__(
         self,
         bootstrap_servers: str | Iterable[str],
