@@ -775,6 +775,50 @@ async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli
     assert logged["message"] == "HL7 message from an unregistered sender"
 
 
+async def test_a_sender_is_not_moved_to_another_site_without_move(
+    referral: ReferralRuntime, referral_database: str, tmp_path: Path
+) -> None:
+    # A copied interface file with only site_id changed: refused, naming the sender's site,
+    # so one hospital's orders never silently become another's referrals.
+    mercy, _, _ = await register_site(referral)
+    bayview, _, _ = await register_site(referral)
+    facility = f"F{uuid.uuid4().hex[:8].upper()}"
+    own, copied = tmp_path / "own.json", tmp_path / "copied.json"
+    own.write_text(json.dumps(interface(mercy.site_id, facility)))
+    copied.write_text(json.dumps(interface(bayview.site_id, facility)))
+    env = {**os.environ, "DATABASE_URL": referral_database}
+
+    def handoff(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HANDOFF, "referral", "interface", "add", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    async def site_of_sender() -> str:
+        async with referral.pool.acquire() as connection:
+            sender = await hl7_store.find_sender(connection, "EPIC", facility, "none")
+        assert sender is not None
+        return sender.site.site_id
+
+    assert handoff(str(own)).returncode == 0
+    refused = handoff(str(copied))
+    assert refused.returncode == 3, refused.stderr
+    assert f"belongs to site {mercy.site_id}" in refused.stderr
+    assert "--move" in refused.stderr
+    assert await site_of_sender() == mercy.site_id
+    # The same site again is an ordinary update.
+    again = handoff(str(own))
+    assert (again.returncode, again.stdout.split()[-1]) == (0, "updated"), again.stderr
+    moved = handoff(str(copied), "--move")
+    assert moved.returncode == 0, moved.stderr
+    assert f"moved from {mercy.site_id} to {bayview.site_id}" in moved.stdout
+    assert await site_of_sender() == bayview.site_id
+
+
 async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
     engine: EngineFactory, mllp_port: int, referral: ReferralRuntime
 ) -> None:
