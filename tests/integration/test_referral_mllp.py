@@ -819,6 +819,47 @@ async def test_a_sender_is_not_moved_to_another_site_without_move(
     assert await site_of_sender() == bayview.site_id
 
 
+async def test_silent_and_half_sent_connections_are_closed_and_counted(
+    referral: ReferralRuntime,
+) -> None:
+    # A listener of the test's own with short budgets: 1 s idle, 0.5 s for a begun frame.
+    server = MllpServer(Hl7Intake(referral.service).receive, idle_seconds=1.0, frame_seconds=0.5)
+    port = await server.start("127.0.0.1", 0)
+    site, _, _ = await register_site(referral)
+    facility = f"F{uuid.uuid4().hex[:10].upper()}"
+    async with referral.pool.acquire() as connection:
+        await hl7_store.save_interface(
+            connection, Interface.model_validate(interface(site.site_id, facility))
+        )
+    metric = "handoff_mllp_connections_timed_out_total"
+    before = await _metrics(referral)
+
+    async def closed_by_handoff(reader: asyncio.StreamReader) -> bytes:
+        # An end of stream within the deadline: the listener hung up, not the test.
+        return await asyncio.wait_for(reader.read(), timeout=10)
+
+    try:
+        # Half a frame, then nothing (a stuck engine): closed without an ACK.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x0bMSH|^~\\&|EPIC|" + facility.encode())
+        await writer.drain()
+        assert await closed_by_handoff(reader) == b""
+        writer.close()
+        # A whole message is answered; then silence for longer than the idle budget closes it.
+        engine_side = await Connection.open(port)
+        control_id, placer, visit = _ids()
+        ack = await engine_side.send(order(facility, control_id, placer, visit=visit))
+        assert ack.code == "AA", ack.text
+        assert await closed_by_handoff(engine_side.reader) == b""
+        await engine_side.close()
+    finally:
+        await server.close()
+    after = await _metrics(referral)
+    for phase in ("partial_frame", "idle"):
+        label = f'phase="{phase}"'
+        assert _sample(after, metric, label) == _sample(before, metric, label) + 1, phase
+
+
 async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
     engine: EngineFactory, mllp_port: int, referral: ReferralRuntime
 ) -> None:
