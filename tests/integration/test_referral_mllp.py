@@ -860,6 +860,25 @@ async def test_silent_and_half_sent_connections_are_closed_and_counted(
         assert _sample(after, metric, label) == _sample(before, metric, label) + 1, phase
 
 
+async def test_a_byte_order_mark_and_other_delimiters_are_taken_and_answered_in_kind(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    # A Windows engine's UTF-8 BOM before MSH: taken, and the ACK ties to its MSH-10.
+    control_id, placer, visit = _ids()
+    ack = await ed.send(b"\xef\xbb\xbf" + order(ed.facility, control_id, placer, visit=visit))
+    assert (ack.code, ack.segment("MSA")[2]) == ("AA", control_id), ack.text
+    assert (await ed.referral(placer)).request.location == "ED 12 B"
+    # `#` as the field separator: the ACK comes back in `#`, MSH-9 as v2.3 has it.
+    control_id, placer, visit = _ids()
+    hashed = order(ed.facility, control_id, placer, visit=visit).replace(b"|", b"#")
+    msh, msa = (await ed.send(hashed)).text.split("\r")[:2]
+    assert msh.startswith("MSH#^~\\&#HANDOFF#")
+    assert msh.split("#")[8] == "ACK^O01"
+    assert msa == f"MSA#AA#{control_id}"
+    assert await ed.referral_count(placer) == 1
+
+
 async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
     engine: EngineFactory, mllp_port: int, referral: ReferralRuntime
 ) -> None:

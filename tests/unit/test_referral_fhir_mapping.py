@@ -68,9 +68,7 @@ def test_interpreter_need_is_derived_as_over_hl7(
     patient = request["contained"][0]
     patient["communication"][0]["language"]["coding"][0]["code"] = language
     patient["extension"] = (
-        []
-        if extension is None
-        else [{"url": fhir.INTERPRETER_REQUIRED, "valueBoolean": extension}]
+        [] if extension is None else [{"url": fhir.INTERPRETER_REQUIRED, "valueBoolean": extension}]
     )
     assert _map(request).request.patient.interpreter_needed is needed
 
