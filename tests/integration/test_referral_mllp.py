@@ -775,6 +775,110 @@ async def test_the_listener_runs_as_its_own_process_with_interfaces_from_the_cli
     assert logged["message"] == "HL7 message from an unregistered sender"
 
 
+async def test_a_sender_is_not_moved_to_another_site_without_move(
+    referral: ReferralRuntime, referral_database: str, tmp_path: Path
+) -> None:
+    # A copied interface file with only site_id changed: refused, naming the sender's site,
+    # so one hospital's orders never silently become another's referrals.
+    mercy, _, _ = await register_site(referral)
+    bayview, _, _ = await register_site(referral)
+    facility = f"F{uuid.uuid4().hex[:8].upper()}"
+    own, copied = tmp_path / "own.json", tmp_path / "copied.json"
+    own.write_text(json.dumps(interface(mercy.site_id, facility)))
+    copied.write_text(json.dumps(interface(bayview.site_id, facility)))
+    env = {**os.environ, "DATABASE_URL": referral_database}
+
+    def handoff(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*HANDOFF, "referral", "interface", "add", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    async def site_of_sender() -> str:
+        async with referral.pool.acquire() as connection:
+            sender = await hl7_store.find_sender(connection, "EPIC", facility, "none")
+        assert sender is not None
+        return sender.site.site_id
+
+    assert handoff(str(own)).returncode == 0
+    refused = handoff(str(copied))
+    assert refused.returncode == 3, refused.stderr
+    assert f"belongs to site {mercy.site_id}" in refused.stderr
+    assert "--move" in refused.stderr
+    assert await site_of_sender() == mercy.site_id
+    # The same site again is an ordinary update.
+    again = handoff(str(own))
+    assert (again.returncode, again.stdout.split()[-1]) == (0, "updated"), again.stderr
+    moved = handoff(str(copied), "--move")
+    assert moved.returncode == 0, moved.stderr
+    assert f"moved from {mercy.site_id} to {bayview.site_id}" in moved.stdout
+    assert await site_of_sender() == bayview.site_id
+
+
+async def test_silent_and_half_sent_connections_are_closed_and_counted(
+    referral: ReferralRuntime,
+) -> None:
+    # A listener of the test's own with short budgets: 1 s idle, 0.5 s for a begun frame.
+    server = MllpServer(Hl7Intake(referral.service).receive, idle_seconds=1.0, frame_seconds=0.5)
+    port = await server.start("127.0.0.1", 0)
+    site, _, _ = await register_site(referral)
+    facility = f"F{uuid.uuid4().hex[:10].upper()}"
+    async with referral.pool.acquire() as connection:
+        await hl7_store.save_interface(
+            connection, Interface.model_validate(interface(site.site_id, facility))
+        )
+    metric = "handoff_mllp_connections_timed_out_total"
+    before = await _metrics(referral)
+
+    async def closed_by_handoff(reader: asyncio.StreamReader) -> bytes:
+        # An end of stream within the deadline: the listener hung up, not the test.
+        return await asyncio.wait_for(reader.read(), timeout=10)
+
+    try:
+        # Half a frame, then nothing (a stuck engine): closed without an ACK.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"\x0bMSH|^~\\&|EPIC|" + facility.encode())
+        await writer.drain()
+        assert await closed_by_handoff(reader) == b""
+        writer.close()
+        # A whole message is answered; then silence for longer than the idle budget closes it.
+        engine_side = await Connection.open(port)
+        control_id, placer, visit = _ids()
+        ack = await engine_side.send(order(facility, control_id, placer, visit=visit))
+        assert ack.code == "AA", ack.text
+        assert await closed_by_handoff(engine_side.reader) == b""
+        await engine_side.close()
+    finally:
+        await server.close()
+    after = await _metrics(referral)
+    for phase in ("partial_frame", "idle"):
+        label = f'phase="{phase}"'
+        assert _sample(after, metric, label) == _sample(before, metric, label) + 1, phase
+
+
+async def test_a_byte_order_mark_and_other_delimiters_are_taken_and_answered_in_kind(
+    engine: EngineFactory,
+) -> None:
+    ed = await engine()
+    # A Windows engine's UTF-8 BOM before MSH: taken, and the ACK ties to its MSH-10.
+    control_id, placer, visit = _ids()
+    ack = await ed.send(b"\xef\xbb\xbf" + order(ed.facility, control_id, placer, visit=visit))
+    assert (ack.code, ack.segment("MSA")[2]) == ("AA", control_id), ack.text
+    assert (await ed.referral(placer)).request.location == "ED 12 B"
+    # `#` as the field separator: the ACK comes back in `#`, MSH-9 as v2.3 has it.
+    control_id, placer, visit = _ids()
+    hashed = order(ed.facility, control_id, placer, visit=visit).replace(b"|", b"#")
+    msh, msa = (await ed.send(hashed)).text.split("\r")[:2]
+    assert msh.startswith("MSH#^~\\&#HANDOFF#")
+    assert msh.split("#")[8] == "ACK^O01"
+    assert msa == f"MSA#AA#{control_id}"
+    assert await ed.referral_count(placer) == 1
+
+
 async def test_framing_garbage_is_skipped_and_an_oversized_frame_closes_the_connection(
     engine: EngineFactory, mllp_port: int, referral: ReferralRuntime
 ) -> None:

@@ -52,6 +52,28 @@ def test_a_bser_service_request_becomes_the_same_request_the_rest_api_takes() ->
 
 
 @pytest.mark.parametrize(
+    ("language", "extension", "needed"),
+    [
+        ("es", None, True),  # as over HL7: a language other than English, no answer
+        ("es-MX", None, True),
+        ("en-US", None, False),
+        ("es", False, False),  # the extension, when there, is the answer
+        ("en", True, True),
+    ],
+)
+def test_interpreter_need_is_derived_as_over_hl7(
+    language: str, extension: bool | None, needed: bool
+) -> None:
+    request = service_request("ORD-INTERP")
+    patient = request["contained"][0]
+    patient["communication"][0]["language"]["coding"][0]["code"] = language
+    patient["extension"] = (
+        [] if extension is None else [{"url": fhir.INTERPRETER_REQUIRED, "valueBoolean": extension}]
+    )
+    assert _map(request).request.patient.interpreter_needed is needed
+
+
+@pytest.mark.parametrize(
     ("system", "code", "substance"),
     [
         (fhir.ICD10CM, "F11.20", Substance.OPIOIDS),

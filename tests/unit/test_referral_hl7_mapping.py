@@ -190,6 +190,33 @@ def test_an_adt_without_a_visit_number_names_pv1_19() -> None:
     assert _error(adt(FACILITY, "C1", "A03", visit="")).location == "PV1^1^19"
 
 
+def test_a_utf8_byte_order_mark_before_msh_is_dropped() -> None:
+    # Some Windows engines write one; it is not content, and the ACK must echo MSH-10.
+    raw = order(FACILITY, "C-BOM", "ORD-BOM")
+    assert _read(b"\xef\xbb\xbf" + raw) == _read(raw)
+    ack = build_ack(parse(b"\xef\xbb\xbf" + raw), AckCode.ACCEPTED, control_id="A1").decode()
+    assert ack.split("\r")[1] == "MSA|AA|C-BOM"
+
+
+def test_the_ack_answers_in_the_senders_own_delimiters() -> None:
+    raw = order(FACILITY, "C-HASH", "ORD-HASH").replace(b"|", b"#")
+    message = parse(raw)
+    assert read_header(message).control_id == "C-HASH"
+    error = MessageError("OBX^2^5", ErrorCode.DATA_TYPE_ERROR, "a # and a | in the text")
+    msh, msa, err = build_ack(message, AckCode.ERROR, error, "A1").decode().split("\r")[:3]
+    assert msh.startswith("MSH#^~\\&#HANDOFF#HANDOFF#EPIC#" + FACILITY + "#")
+    assert msh.split("#")[8:12] == ["ACK^O01", "A1", "P", "2.3"]
+    # The sender's field separator in Handoff's own text is escaped; `|` is plain text.
+    assert msa == "MSA#AE#C-HASH#a \\F\\ and a | in the text"
+    assert err.split("#")[2] == "OBX^2^5"
+    # Delimiters that are not five distinct punctuation characters: the standard ones; and
+    # python-hl7's assertion on repeated ones is an AE "MSH is malformed", not a crash.
+    odd = parse(order(FACILITY, "C-ODD", "ORD-ODD").replace(b"^~\\&", b"^~\\A", 1))
+    assert build_ack(odd, AckCode.ACCEPTED).decode().startswith("MSH|^~\\&|HANDOFF")
+    with pytest.raises(MessageError, match="malformed"):
+        parse(order(FACILITY, "C-DUP", "ORD-DUP").replace(b"^~\\&", b"^^\\&", 1))
+
+
 def test_garbage_gets_an_ack_anyway() -> None:
     with pytest.raises(MessageError) as raised:
         parse(b"hello")
@@ -242,11 +269,28 @@ def test_an_msh_9_without_a_trigger_event_still_gets_its_ack(kind: str) -> None:
         assert raised.value.location == "MSH^1^9"
 
 
-def test_the_ack_echoes_the_trigger_event_and_survives_an_msh_cut_short() -> None:
-    message = parse(adt(FACILITY, "C10", "A08"))
-    assert build_ack(message, AckCode.ACCEPTED).decode().split("\r")[0].split("|")[8] == (
-        "ACK^A08^ACK"
-    )
+@pytest.mark.parametrize(
+    ("version", "kind"),
+    [
+        # MSH-9.3, the message structure, exists from v2.3.1 on: a v2.3 parser sees a
+        # third component as an error.
+        ("2.3", "ACK^A08"),
+        ("2.2", "ACK^A08"),
+        ("2.3.1", "ACK^A08^ACK"),
+        ("2.4", "ACK^A08^ACK"),
+        ("2.5.1", "ACK^A08^ACK"),
+        ("", "ACK^A08^ACK"),  # no MSH-12: the ACK says 2.5
+    ],
+)
+def test_the_ack_echoes_the_trigger_event_in_the_shape_of_the_version(
+    version: str, kind: str
+) -> None:
+    raw = adt(FACILITY, "C10", "A08").replace(b"|P|2.3\r", f"|P|{version}\r".encode(), 1)
+    msh = build_ack(parse(raw), AckCode.ACCEPTED).decode().split("\r")[0].split("|")
+    assert (msh[8], msh[11]) == (kind, version or "2.5")
+
+
+def test_an_msh_cut_short_still_gets_its_ack() -> None:
     short = parse(b"MSH|^~\\&|EPIC")
     msh, msa = build_ack(short, AckCode.REJECTED, control_id="A1").decode().split("\r")[:2]
     assert msh.split("|")[4:6] == ["EPIC", ""]

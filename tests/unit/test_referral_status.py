@@ -134,6 +134,19 @@ def test_cancelling_twice_is_a_no_op_and_a_finished_referral_refuses() -> None:
             check_cancellable(final)
 
 
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        (S.ARRIVED, "an arrived referral cannot be cancelled"),
+        (S.EXPIRED, "an expired referral cannot be cancelled"),
+        (S.COMPLETED, "a completed referral cannot be cancelled"),
+    ],
+)
+def test_the_refusal_reads_as_english(status: Status, text: str) -> None:
+    # The text is the REST/FHIR 409 body and the HL7 ERR-8 an operator reads.
+    assert str(CancelRefused(status)) == text
+
+
 def test_once_the_coach_arrived_a_hospital_cancel_is_refused() -> None:
     # The coach is at the bedside: a late cancel (orders cleaned up at discharge) must not
     # end the visit; REST and FHIR answer 409, HL7 CA is AA and changes nothing.

@@ -347,5 +347,7 @@ def _location_cut(referral_id: UUID) -> None:
 
 
 def _ack_code(ack: bytes) -> str:
-    start = ack.index(b"\rMSA|") + 5
+    """MSA-1 of an ACK build_ack wrote: the two bytes after `\rMSA` and the field separator,
+    whichever the sender's (the ACK answers in its delimiters)."""
+    start = ack.index(b"\rMSA") + 5
     return ack[start : start + 2].decode()

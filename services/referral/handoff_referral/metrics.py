@@ -35,6 +35,13 @@ HL7_ACK_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 MLLP_CONNECTIONS = Gauge("handoff_mllp_connections", "Open MLLP connections.")
+MLLP_TIMEOUTS = Counter(
+    "handoff_mllp_connections_timed_out_total",
+    "MLLP connections Handoff closed for silence, by phase: idle (no message begun within "
+    "MLLP_IDLE_SECONDS), partial_frame (a frame begun and not ended within "
+    "MLLP_FRAME_SECONDS).",
+    ["phase"],
+)
 MLLP_FRAMING_ERRORS = Counter(
     "handoff_mllp_framing_errors_total",
     "MLLP frames that could not be read, by reason: no_start_block (bytes outside MLLP "

@@ -37,7 +37,11 @@ class MllpRuntime:
         service = ReferralService(pipeline.pool, pipeline.outbox, KeyCache(settings.database_url))
         intake = Hl7Intake(service)
         pipeline.start([])
-        server = MllpServer(intake.receive)
+        server = MllpServer(
+            intake.receive,
+            idle_seconds=settings.mllp_idle_seconds,
+            frame_seconds=settings.mllp_frame_seconds,
+        )
         bound = await server.start(host, port)
         app = service_app(
             "Handoff referral MLLP listener",

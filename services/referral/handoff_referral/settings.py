@@ -9,6 +9,18 @@ class ReferralSettings(PlatformSettings):
     max_body_bytes: int = 64 * 1024
     database_pool_size: int = 10
     mllp_port: int = 2575
+    mllp_idle_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="An MLLP connection on which no message begins for this long is closed "
+        "(engines reconnect); stuck peers and port scanners cannot hold sockets for ever.",
+    )
+    mllp_frame_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A frame begun (start block read) must end within this long, or the "
+        "connection is closed without an ACK (the engine resends).",
+    )
     referral_admin_token: SecretStr | None = Field(
         default=None,
         description="Opens /v1/admin (site webhooks, the console's sites and board); without "

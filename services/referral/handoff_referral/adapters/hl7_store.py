@@ -12,22 +12,61 @@ from handoff_referral.domain.referral import Site
 from handoff_referral.domain.status import FINAL, Step
 
 
-async def save_interface(connection: Connection, interface: Interface) -> bool:
+class SenderOfAnotherSite(Exception):
+    """The sender (MSH-3, MSH-4) is already registered for another site, and the caller did
+    not ask to move it: `site_id` is the site it belongs to."""
+
+    def __init__(self, application: str, facility: str, site_id: str) -> None:
+        super().__init__(f"interface {application}/{facility} belongs to site {site_id}")
+        self.site_id = site_id
+
+
+@dataclass(frozen=True)
+class SavedInterface:
+    """What save_interface did: `created` if the sender was new; `previous_site` the site it
+    was registered for before (None if new), another one than now only when moved."""
+
+    created: bool
+    previous_site: str | None
+
+
+async def save_interface(
+    connection: Connection, interface: Interface, *, move: bool = False
+) -> SavedInterface:
     """Registers the interface, or replaces the mapping of one already registered for the
-    same sender; True if it is new."""
-    created = await connection.fetchval(
-        f"""INSERT INTO {SCHEMA}.hl7_interfaces
-                (sending_application, sending_facility, site_id, mapping)
-            VALUES ($1, $2, $3, $4)
-            ON CONFLICT (sending_application, sending_facility) DO UPDATE
-                SET site_id = excluded.site_id, mapping = excluded.mapping, updated_at = now()
-            RETURNING xmax = 0""",
-        interface.sending_application,
-        interface.sending_facility,
-        interface.site_id,
-        interface.model_dump_json(),
-    )
-    return bool(created)
+    same sender.
+
+    The sender is how a message is tied to a hospital, so a registration that names another
+    site than the one the sender has is refused with SenderOfAnotherSite unless `move`:
+    a copied file with a slipped site_id would otherwise route one hospital's orders, cancels
+    and callback phone to another's coaches.
+    """
+    async with connection.transaction():
+        # FOR UPDATE: two registrations of the same sender at once see each other's site.
+        current: str | None = await connection.fetchval(
+            f"""SELECT site_id FROM {SCHEMA}.hl7_interfaces
+                WHERE sending_application = $1 AND sending_facility = $2 FOR UPDATE""",
+            interface.sending_application,
+            interface.sending_facility,
+        )
+        if current is not None and current != interface.site_id and not move:
+            raise SenderOfAnotherSite(
+                interface.sending_application, interface.sending_facility, current
+            )
+        created = await connection.fetchval(
+            f"""INSERT INTO {SCHEMA}.hl7_interfaces
+                    (sending_application, sending_facility, site_id, mapping)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (sending_application, sending_facility) DO UPDATE
+                    SET site_id = excluded.site_id, mapping = excluded.mapping,
+                        updated_at = now()
+                RETURNING xmax = 0""",
+            interface.sending_application,
+            interface.sending_facility,
+            interface.site_id,
+            interface.model_dump_json(),
+        )
+    return SavedInterface(bool(created), current)
 
 
 async def list_interfaces(connection: Connection, site_id: str | None) -> list[Interface]:

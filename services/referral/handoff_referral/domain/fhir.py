@@ -324,7 +324,7 @@ def referral_request(service_request: dict[str, Any], references: References) ->
         "callback_phone": phone,
         "patient": {
             "preferred_language": language,
-            "interpreter_needed": _interpreter_needed(patient),
+            "interpreter_needed": _interpreter_needed(patient, language or ""),
             "coach_gender_preference": _extension_code(sr, COACH_GENDER_PREFERENCE),
             "substances": sorted(substances),
             "consent": consent,
@@ -491,11 +491,16 @@ def _preferred_language(issues: list[Issue], patient: dict[str, Any] | None) -> 
     return None
 
 
-def _interpreter_needed(patient: dict[str, Any]) -> bool:
-    return any(
-        extension.get("url") == INTERPRETER_REQUIRED and extension.get("valueBoolean") is True
-        for extension in patient.get("extension", [])
-    )
+def _interpreter_needed(patient: dict[str, Any], language: str) -> bool:
+    """The `patient-interpreterRequired` extension's valueBoolean if the Patient carries one;
+    without it, a language other than English means one is needed, as over HL7 v2 without
+    an interpreter answer: the same patient gets the same flag whichever way the ED sends."""
+    for extension in patient.get("extension", []):
+        if extension.get("url") == INTERPRETER_REQUIRED and isinstance(
+            extension.get("valueBoolean"), bool
+        ):
+            return bool(extension["valueBoolean"])
+    return not language.lower().startswith("en")
 
 
 def _extension_code(resource: dict[str, Any], url: str) -> str | None:

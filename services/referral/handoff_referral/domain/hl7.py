@@ -17,6 +17,7 @@ date (PV1-44, else MSH-7). Name, MRN and DOB go no further than this module, and
 message repeats a value from the message.
 """
 
+import codecs
 import contextlib
 import hashlib
 import re
@@ -239,8 +240,10 @@ CANCEL_REASONS = {
 def parse(raw: bytes) -> hl7.Message:
     """The message's MSH, PID, PV1, ORC, OBR, OBX and TQ1 segments, whatever its line
     endings (`\\r`, `\\n`, `\\r\\n`: python-hl7 splits on `\\r` only). Text is UTF-8;
-    bytes that are not are read as Latin-1, which engines still send. Raises MessageError
-    if there is no MSH segment to answer."""
+    bytes that are not are read as Latin-1, which engines still send. A UTF-8 byte order
+    mark before MSH (Windows engines write one) is dropped. Raises MessageError if there is
+    no MSH segment to answer."""
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -267,7 +270,8 @@ def parse(raw: bytes) -> hl7.Message:
     kept = "\r".join(line for line in lines if line[:3] in _READ_SEGMENTS)
     try:
         return hl7.parse(kept)
-    except (ValueError, IndexError, KeyError):
+    # python-hl7 asserts its separators are distinct: MSH-2 `^^\\&` must be an AE, not a crash.
+    except (ValueError, IndexError, KeyError, AssertionError):
         raise MessageError("MSH^1", ErrorCode.DATA_TYPE_ERROR, "MSH is malformed") from None
 
 
@@ -279,7 +283,7 @@ def _header_only(msh: str) -> hl7.Message | None:
     """One MSH segment as a message, for an ACK to echo; None if it cannot be parsed."""
     try:
         return hl7.parse(msh)
-    except (ValueError, IndexError, KeyError):
+    except (ValueError, IndexError, KeyError, AssertionError):
         return None
 
 
@@ -616,6 +620,55 @@ def _field_name(location: str) -> str:
     return f"{segment}-{field}" if field else segment
 
 
+@dataclass(frozen=True)
+class Delimiters:
+    """A message's MSH-1 field separator and MSH-2 encoding characters: component,
+    repetition, escape, subcomponent, and from v2.7 an optional truncation character."""
+
+    field: str = "|"
+    component: str = "^"
+    repetition: str = "~"
+    escape: str = "\\"
+    subcomponent: str = "&"
+    truncation: str = ""
+
+    @property
+    def encoding(self) -> str:
+        """MSH-2 as written."""
+        return f"{self.component}{self.repetition}{self.escape}{self.subcomponent}{self.truncation}"
+
+
+STANDARD_DELIMITERS = Delimiters()
+
+
+def delimiters_of(message: hl7.Message | None) -> Delimiters:
+    """The sender's delimiters, for an ACK to answer in them; the standard `|^~\\&` when
+    there is no MSH or its characters are not five distinct non-alphanumeric ones."""
+    if message is None:
+        return STANDARD_DELIMITERS
+    try:
+        msh = message.segment("MSH")
+        field, encoding = str(msh[1]), str(msh[2])
+    except (KeyError, IndexError, ValueError, TypeError):
+        return STANDARD_DELIMITERS
+    chars = field + encoding
+    if not 5 <= len(chars) <= 6 or len(set(chars)) != len(chars):
+        return STANDARD_DELIMITERS
+    if any(c.isalnum() or c.isspace() for c in chars):
+        return STANDARD_DELIMITERS
+    return Delimiters(field, *encoding)
+
+
+def _has_message_structure(version: str) -> bool:
+    """Whether MSH-9 has its third component (message structure) in `version`: from v2.3.1
+    on; v2.1 to v2.3 have type and trigger only. An unreadable version counts as new."""
+    try:
+        numbers = tuple(int(part) for part in version.strip().split("."))
+    except ValueError:
+        return True
+    return numbers >= (2, 3, 1)
+
+
 def build_ack(
     message: hl7.Message | None,
     code: AckCode,
@@ -624,9 +677,11 @@ def build_ack(
     now: datetime | None = None,
 ) -> bytes:
     """The ACK (original mode) for `message`: MSH (sender and receiver swapped, MSH-9
-    `ACK^<trigger>^ACK`, MSH-11 and MSH-12 echoed), MSA echoing MSH-10, and MSA-3 plus an ERR
-    segment (ERR-1 for v2.3/2.4 engines, ERR-2/3/4/5/8 for v2.5+) when `error` is given; an
-    `AA` may carry one too, a warning (ERR-4 `W`).
+    `ACK^<trigger>^ACK` from v2.3.1 on and `ACK^<trigger>` before, MSH-11 and MSH-12 echoed),
+    MSA echoing MSH-10, and MSA-3 plus an ERR segment (ERR-1 for v2.3/2.4 engines,
+    ERR-2/3/4/5/8 for v2.5+) when `error` is given; an `AA` may carry one too, a warning
+    (ERR-4 `W`). Written in the sender's own delimiters (MSH-1, MSH-2), as engines match
+    ACKs with the parser they sent with.
 
     Built field by field from whatever MSH holds, so a broken MSH (no trigger event, no
     control id, no MSH at all: `message` None) still gets its ACK: every message is answered.
@@ -635,44 +690,77 @@ def build_ack(
     if message is not None:
         with contextlib.suppress(KeyError, IndexError):
             msh = message.segment("MSH")
+    d = delimiters_of(message if msh is not None else None)
+
+    def esc(text: str) -> str:
+        return _escape(text, d)
 
     def field(position: int, components: int = 1) -> str:
         if msh is None:
             return ""
         try:
-            parts = [_escape(_value(msh, position, component=c)) for c in range(1, components + 1)]
+            parts = [esc(_value(msh, position, component=c)) for c in range(1, components + 1)]
         except (IndexError, KeyError, ValueError, TypeError):
             return ""  # whatever python-hl7 makes of a broken field, the ACK goes out
-        return "^".join(parts).rstrip("^")
+        return d.component.join(parts).rstrip(d.component)
 
-    trigger = field(9, components=2).partition("^")[2]
+    f, c, sub = d.field, d.component, d.subcomponent
+    trigger = field(9, components=2).partition(c)[2]
+    version = field(12) or "2.5"
+    kind = "ACK"
+    if trigger:
+        kind = f"ACK{c}{trigger}"
+        if _has_message_structure(version):
+            kind += f"{c}ACK"
     sent = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
-    text = (
-        f"MSH|^~\\&|{ACK_APPLICATION}|{ACK_APPLICATION}|{field(3, 3)}|{field(4, 3)}|{sent}||"
-        f"{f'ACK^{trigger}^ACK' if trigger else 'ACK'}|{_escape(control_id)}|"
-        f"{field(11) or 'P'}|{field(12) or '2.5'}"
-        f"\rMSA|{code.value}|{field(10)}"
+    text = f"{f}".join(
+        [
+            f"MSH{f}{d.encoding}",
+            ACK_APPLICATION,
+            ACK_APPLICATION,
+            field(3, 3),
+            field(4, 3),
+            sent,
+            "",
+            kind,
+            esc(control_id),
+            field(11) or "P",
+            version,
+        ]
     )
+    text += f"\rMSA{f}{code.value}{f}{field(10)}"
     if error is not None:
-        about = _escape(error.text)
+        about = esc(error.text)
         name = _ERROR_TEXT[error.code]
         segment, *positions = error.location.split("^")
-        element = "^".join([segment, *positions[:2]])
-        text += f"|{about}"
-        text += (
-            f"\rERR|{element}^{error.code.value}&{name}&HL70357"
-            f"|{error.location}|{error.code.value}^{name}^HL70357|{error.severity.value}"
-            f"|{_escape(error.application_code)}|||{about}"
+        element = c.join([segment, *positions[:2]])
+        location = c.join([segment, *positions])
+        text += f"{f}{about}"
+        text += f.join(
+            [
+                "\rERR",
+                f"{element}{c}{error.code.value}{sub}{name}{sub}HL70357",
+                location,
+                f"{error.code.value}{c}{name}{c}HL70357",
+                error.severity.value,
+                esc(error.application_code),
+                "",
+                "",
+                about,
+            ]
         )
     return (text + "\r").encode()
 
 
-def _escape(text: str) -> str:
+def _escape(text: str, d: Delimiters = STANDARD_DELIMITERS) -> str:
     """HL7 escape sequences for the delimiters, in text Handoff writes itself."""
-    return (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("&", "\\T\\")
-        .replace("~", "\\R\\")
-    )
+    e = d.escape
+    text = text.replace(e, f"{e}E{e}")
+    for delimiter, name in (
+        (d.field, "F"),
+        (d.component, "S"),
+        (d.subcomponent, "T"),
+        (d.repetition, "R"),
+    ):
+        text = text.replace(delimiter, f"{e}{name}{e}")
+    return text

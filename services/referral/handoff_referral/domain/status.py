@@ -112,8 +112,15 @@ def record_offer_ending(current: Status) -> bool:
 
 
 class CancelRefused(Exception):
+    """A cancel that must not change a referral at `status` (see check_cancellable).
+
+    Its text is shown to callers (REST and FHIR 409 bodies, HL7 ERR-8), so it reads as
+    English: "an arrived referral …", "a completed referral …".
+    """
+
     def __init__(self, status: Status) -> None:
-        super().__init__(f"a {status.value} referral cannot be cancelled")
+        article = "an" if status.value[:1] in "aeiou" else "a"
+        super().__init__(f"{article} {status.value} referral cannot be cancelled")
         self.status = status
 
 

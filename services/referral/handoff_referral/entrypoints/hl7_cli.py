@@ -42,25 +42,49 @@ def serve_command(
 @interface_app.command("add")
 def add_interface(
     mapping: Annotated[Path, typer.Argument(help="The interface's JSON file (see README).")],
+    move: Annotated[
+        bool,
+        typer.Option(
+            "--move",
+            help="The sender is registered for another site: move it to this file's site_id.",
+        ),
+    ] = False,
 ) -> None:
-    """Register a site's interface, or replace the mapping of one already registered."""
+    """Register a site's interface, or replace the mapping of one already registered.
+
+    Exit 1 if the site does not exist, 3 if the sender (MSH-3/MSH-4) belongs to another site
+    and --move was not given (nothing changed), 2 if the file cannot be read."""
     try:
         interface = Interface.model_validate_json(mapping.read_bytes())
     except (OSError, ValidationError) as error:
         typer.echo(f"invalid interface file: {error}", err=True)
         raise typer.Exit(2) from None
+    sender = f"{interface.sending_application}/{interface.sending_facility}"
 
-    async def add(connection: Connection) -> bool | None:
+    async def add(connection: Connection) -> hl7_store.SavedInterface | None:
         if await store.get_site(connection, interface.site_id) is None:
             return None
-        return await hl7_store.save_interface(connection, interface)
+        return await hl7_store.save_interface(connection, interface, move=move)
 
-    added = asyncio.run(with_connection(add))
-    if added is None:
+    try:
+        saved = asyncio.run(with_connection(add))
+    except hl7_store.SenderOfAnotherSite as taken:
+        typer.echo(
+            f"interface {sender} belongs to site {taken.site_id}, not {interface.site_id}; "
+            f"nothing changed. Check the file's site_id, or pass --move to route this "
+            f"sender's messages to {interface.site_id} from now on.",
+            err=True,
+        )
+        raise typer.Exit(3) from None
+    if saved is None:
         typer.echo(f"no site {interface.site_id}", err=True)
         raise typer.Exit(1)
-    sender = f"{interface.sending_application}/{interface.sending_facility}"
-    typer.echo(f"interface {sender} for {interface.site_id} {'added' if added else 'updated'}")
+    previous = saved.previous_site
+    if previous is not None and previous != interface.site_id:
+        typer.echo(f"interface {sender} moved from {previous} to {interface.site_id}")
+    else:
+        done = "added" if saved.created else "updated"
+        typer.echo(f"interface {sender} for {interface.site_id} {done}")
 
 
 @interface_app.command("list")

@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 
-from handoff_referral.metrics import MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS
+from handoff_referral.metrics import MLLP_CONNECTIONS, MLLP_FRAMING_ERRORS, MLLP_TIMEOUTS
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,29 @@ _FILLER = (b"\r", b"\n")  # the end block's 0x0D, and newlines some engines put 
 Handler = Callable[[bytes], Awaitable[bytes]]
 
 
+IDLE_SECONDS = 300.0
+FRAME_SECONDS = 30.0
+
+
 class MllpServer:
     """Listens for MLLP on a TCP port and answers each message with `handle(message)`, which
-    returns the ACK's bytes and never raises."""
+    returns the ACK's bytes and never raises.
 
-    def __init__(self, handle: Handler) -> None:
+    A connection on which no message begins within `idle_seconds`, or whose begun frame does
+    not end within `frame_seconds`, is closed (counted in MLLP_TIMEOUTS): half-sent frames
+    and silent peers would otherwise hold a socket each until the listener runs out of
+    file descriptors and refuses every hospital."""
+
+    def __init__(
+        self,
+        handle: Handler,
+        *,
+        idle_seconds: float = IDLE_SECONDS,
+        frame_seconds: float = FRAME_SECONDS,
+    ) -> None:
         self.handle = handle
+        self.idle_seconds = idle_seconds
+        self.frame_seconds = frame_seconds
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -61,7 +78,9 @@ class MllpServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         MLLP_CONNECTIONS.inc()
         try:
-            while (message := await _next_message(reader)) is not None:
+            while (
+                message := await _next_message(reader, self.idle_seconds, self.frame_seconds)
+            ) is not None:
                 ack = await self.handle(message)
                 writer.write(START_BLOCK + ack + END_BLOCK)
                 await writer.drain()
@@ -74,24 +93,37 @@ class MllpServer:
                 await writer.wait_closed()
 
 
-async def _next_message(reader: asyncio.StreamReader) -> bytes | None:
+async def _next_message(
+    reader: asyncio.StreamReader, idle_seconds: float, frame_seconds: float
+) -> bytes | None:
     """The bytes of the next framed message; None when the connection is to end (closed by the
-    engine, or a frame over MAX_MESSAGE_BYTES).
+    engine, a frame over MAX_MESSAGE_BYTES, no start block within `idle_seconds`, or no end
+    of the frame within `frame_seconds` of its start block).
 
     The frame ends at 0x1C: the 0x0D after it is read as filler before the next start block,
     so an engine that leaves the 0x0D out is answered rather than left waiting. Bytes outside
     a frame (an engine without MLLP wrapping, an HTTP request) are logged, without their
     content, and counted, once per run of them; reading resumes at the next start block."""
     try:
-        while (byte := await reader.read(1)) != START_BLOCK:
-            if not byte:
-                return None
-            if byte not in _FILLER:
-                MLLP_FRAMING_ERRORS.labels("no_start_block").inc()
-                log.warning("MLLP bytes outside a frame (no start block) skipped")
-                await reader.readuntil(START_BLOCK)
-                break
-        return (await reader.readuntil(_FRAME_END))[:-1]
+        phase = "idle"
+        async with asyncio.timeout(idle_seconds) as deadline:
+            while (byte := await reader.read(1)) != START_BLOCK:
+                if not byte:
+                    return None
+                if byte not in _FILLER:
+                    MLLP_FRAMING_ERRORS.labels("no_start_block").inc()
+                    log.warning("MLLP bytes outside a frame (no start block) skipped")
+                    await reader.readuntil(START_BLOCK)
+                    break
+            # The whole frame within its own, shorter, budget: a peer trickling a byte now
+            # and then cannot keep a socket by never finishing.
+            phase = "partial_frame"
+            deadline.reschedule(asyncio.get_running_loop().time() + frame_seconds)
+            return (await reader.readuntil(_FRAME_END))[:-1]
+    except TimeoutError:
+        MLLP_TIMEOUTS.labels(phase).inc()
+        log.warning("MLLP connection closed: nothing read in time", extra={"phase": phase})
+        return None
     except asyncio.IncompleteReadError:
         return None  # the engine closed the connection, mid-frame or not: it resends
     except asyncio.LimitOverrunError:
