@@ -64,7 +64,7 @@ async def test_an_offer_pages_the_coach_once_by_sms_with_a_working_link(
     offer = await notify.offer(sms(phone))
 
     [body] = await notify.sms(phone)
-    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1B to accept")
+    assert body.startswith("Handoff: urgent request at Mercy ED. Reply 1B to accept")
     async with httpx.AsyncClient() as client:
         page = await client.get(link_in(body))
     assert page.status_code == 200
@@ -127,7 +127,7 @@ async def test_an_invalid_number_falls_back_to_email(notify: NotifyHarness) -> N
     assert isinstance(sent, PageSent)
     assert sent.channel is Channel.EMAIL
     [mail] = notify.mailbox.to(address)
-    assert mail.subject == "Handoff: urgent ED request at Mercy ED."
+    assert mail.subject == "Handoff: urgent request at Mercy ED."
     assert "/p/" in mail.body
     assert notify.twilio.to(phone) == []
 
@@ -149,7 +149,7 @@ async def test_a_webhook_page_is_one_signed_https_post_with_a_working_link(
     assert call.headers[SIGNATURE_HEADER] == signature(WEBHOOK_SECRET, timestamp, call.body)
     assert abs(time.time() - int(timestamp)) < 60
     page = json.loads(call.body)
-    assert page["title"] == "Handoff: urgent ED request at Mercy ED."
+    assert page["title"] == "Handoff: urgent request at Mercy ED."
     async with httpx.AsyncClient() as client:
         assert (await client.get(link_in(page["text"]))).status_code == 200
     assert [c.answered for c in notify.webhooks.calls if c.path == call.path] == [503, 200]

@@ -172,6 +172,34 @@ async def test_two_requests_at_one_site_are_told_apart_by_code_in_one_segment(
     assert await answers(notify, second.offer_id) == []
 
 
+async def test_past_seventeen_offers_a_phone_gets_two_letter_codes_never_a_reused_one(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: the 18th offer on one phone within the day wrapped to "B", so a late
+    "2B" answered it. It gets "BB", still in one segment, and a late "2B" is about B."""
+    phone = notify.phone()
+    offers = [await paged(notify, sms(phone)) for _ in range(18)]
+    codes = [re.search(r"Reply 1([A-Z]+) to accept", body) for _, body in offers]
+
+    assert [found[1] if found else None for found in codes] == [*"BCDEFGHJMPQRSTVWZ", "BB"]
+    newest, newest_body = offers[-1]
+    assert f"Reply 1BB to accept, 2BB to decline, or open {notify.url}" in newest_body
+    assert len(newest_body) <= 160
+    assert await reply(notify, phone, "2B") == (
+        "Handoff: thank you, your decline of the request B at Mercy ED is recorded."
+    )
+    assert await responded(notify, offers[0][0].offer_id) == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+    taken = await reply(notify, phone, "BB 1")
+    assert taken is not None
+    assert "we are confirming you for the request BB at Mercy ED" in taken
+    assert await responded(notify, newest.offer_id) == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+    assert await answers(notify, offers[1][0].offer_id) == []
+
+
 @pytest.mark.parametrize("typed", ["yes no C", "C yes no", "not declining C"])
 async def test_a_contradictory_reply_naming_a_code_asks_again_about_that_code(
     notify: NotifyHarness, typed: str
@@ -386,7 +414,7 @@ async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
 
     assert await reply(notify, phone, "START") is None
     restored, body = await paged(notify, sms(phone))
-    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1")
+    assert body.startswith("Handoff: urgent request at Mercy ED. Reply 1")
     assert phone not in [
         m["destination"] for m in (await admin(notify, None)).json()["contact_methods"]
     ]

@@ -52,7 +52,7 @@ LINK = "https://handoff.example/p/abc"
 def test_an_sms_body_says_only_product_site_urgency_reply_code_and_link() -> None:
     page = content.offer("Mercy ED", Urgency.EMERGENT, LINK)
     assert page.text == (
-        f"Handoff: emergent ED request at Mercy ED. Reply 1 to accept, 2 to decline, or open {LINK}"
+        f"Handoff: emergent request at Mercy ED. Reply 1 to accept, 2 to decline, or open {LINK}"
     )
     bodies = [
         page.text,
@@ -263,7 +263,7 @@ def test_the_sandbox_cannot_be_selected_in_production() -> None:
 def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() -> None:
     """Found by a new user (#12 F6): a 56-character NOTIFY_PUBLIC_URL made every offer SMS
     180 characters, two segments, and notify started without a word."""
-    longest = "https://" + "h" * 28  # 36 characters: the most that fits
+    longest = "https://" + "h" * 29  # 37 characters: the most that fits
     settings = NotifySettings(
         database_url="postgresql://x/y",
         notify_link_secret="s",
@@ -271,13 +271,13 @@ def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() ->
         notify_public_url=longest + "/",
     )
     link = f"{longest}/p/{LinkSigner('s').token(uuid4())}"
-    page = content.offer("Miriam Hospital ED", Urgency.EMERGENT, link, "W")
+    page = content.offer("Miriam Hospital ED", Urgency.EMERGENT, link, "ZW")  # longest code
     assert len(page.text) <= content.SMS_SEGMENT
     assert link in page.text
     assert settings.notify_public_url == longest + "/"
 
     production_like = "https://handoff-notify.peer-recovery-network.example.org"
-    with pytest.raises(ValidationError, match="NOTIFY_PUBLIC_URL is 56 characters; at most 36"):
+    with pytest.raises(ValidationError, match="NOTIFY_PUBLIC_URL is 56 characters; at most 37"):
         NotifySettings(
             database_url="postgresql://x/y",
             notify_link_secret="s",

@@ -17,6 +17,7 @@ from math import ceil
 from zoneinfo import ZoneInfo
 
 from handoff_notify.domain.offer import OfferState
+from handoff_notify.domain.replies import CODES
 from handoff_schemas.vocabulary import Urgency, WithdrawReason
 
 SMS_SEGMENT = 160  # GSM-7 characters in one SMS segment
@@ -98,14 +99,16 @@ def offer(
     replies = f" Reply {answer} to accept, {decline} to decline, or open {link}"
     if not replies_read:
         replies = f" Open this link to accept or decline: {link}"
-    head = f"Handoff: {urgency.value} ED request at "
+    # No "ED" before "request": the site's short name says it ("Mercy ED"), and the
+    # characters pay for two-letter reply codes (issue #12).
+    head = f"Handoff: {urgency.value} request at "
     site = gsm7(site_short_name)
     room = SMS_SEGMENT - len(head) - len(replies) - 1
     if len(site) > room:
         site = site[: max(room, _MIN_SITE)].rstrip()
     headline = f"{head}{site}."
     return Content(
-        subject=f"Handoff: {urgency.value} ED request at {site_short_name}.",
+        subject=f"Handoff: {urgency.value} request at {site_short_name}.",
         text=f"{headline}{replies}",
         spoken=(
             f"This is Handoff. An {urgency.value} request for a peer recovery coach at "
@@ -116,9 +119,10 @@ def offer(
 
 def link_room() -> int:
     """The longest link (characters) an offer SMS carries within one segment: with the
-    longest urgency, a reply code, and the site's short name cut to its shortest."""
+    longest urgency, the longest reply code, and the site's short name cut to its shortest."""
     urgency = max(Urgency, key=lambda u: len(u.value))
-    return SMS_SEGMENT - len(offer("x" * _MIN_SITE, urgency, "", "X").text)
+    code = max(CODES, key=len)
+    return SMS_SEGMENT - len(offer("x" * _MIN_SITE, urgency, "", code).text)
 
 
 def withdrawn(site_short_name: str, reason: WithdrawReason, code: str | None = None) -> Content:
