@@ -61,7 +61,7 @@ def test_an_sms_body_says_only_product_site_urgency_reply_code_and_link() -> Non
         content.assigned("Mercy ED", NOW + timedelta(minutes=30), NOW, LINK).text,
     ]
     assert not [m for m in PHI_MARKERS for body in bodies if m in body]
-    assert "within 30 min" in bodies[3]
+    assert "(30 min)" in bodies[3]
 
 
 def test_a_link_names_its_offer_and_a_changed_token_names_nothing() -> None:

@@ -141,12 +141,24 @@ def assigned(
     time_zone: str | None = None,
 ) -> Content:
     """The confirmation of an accepted offer: the latest arrival on the site's clock
-    (`time_zone`, IANA) and the minutes left until then."""
+    (`time_zone`, IANA) and the minutes left until then. One SMS segment (issue #12: it
+    was 171-173 characters): the wording tightens step by step to fit the link, and last
+    the site's short name is shortened (never below 6 characters), as on the offer."""
     minutes = max(0, ceil((arrival_deadline - now).total_seconds() / 60))
-    text = (
-        f"Handoff: confirmed, the {request(site_short_name, code)} is yours. Please arrive "
-        f"by {local_time(arrival_deadline, time_zone)} (within {minutes} min). Details: {link}"
+    by = local_time(arrival_deadline, time_zone)
+    site = gsm7(site_short_name)
+    wordings = (
+        "Handoff: confirmed, the {it} is yours. Arrive by {by} ({minutes} min): {link}",
+        "Handoff: the {it} is yours. Arrive by {by} ({minutes} min): {link}",
     )
+    for wording in wordings:
+        text = wording.format(it=request(site, code), by=by, minutes=minutes, link=link)
+        if len(text) <= SMS_SEGMENT:
+            break
+    else:
+        room = max(_MIN_SITE, len(site) - (len(text) - SMS_SEGMENT))
+        short = site[:room].rstrip()
+        text = wordings[-1].format(it=request(short, code), by=by, minutes=minutes, link=link)
     return Content(subject=f"Handoff: confirmed at {site_short_name}", text=text, spoken=text)
 
 
