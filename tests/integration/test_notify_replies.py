@@ -20,6 +20,7 @@ from handoff_devenv import KafkaCluster
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
+    CoachAssigned,
     CoachAvailabilityChanged,
     CoachPhonesChanged,
     CoachResponded,
@@ -27,9 +28,11 @@ from handoff_schemas.events import (
     OfferWithdrawn,
     PageFailed,
     PageSent,
+    ReferralCancelled,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
+    CancelReason,
     Channel,
     CoachResponse,
     PageFailure,
@@ -634,6 +637,77 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
     assert [m.subject for m in notify.mailbox.to(address)] == [
         f"Handoff: unassigned request {reference} at Mercy ED"
     ] * 2
+
+
+async def _notice_state(notify: NotifyHarness, referral_id: UUID) -> str | None:
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        state = await connection.fetchval(
+            "SELECT state FROM notify.notices WHERE referral_id = $1", referral_id
+        )
+    finally:
+        await connection.close()
+    return None if state is None else str(state)
+
+
+@pytest.mark.parametrize("resolution", ["cancelled", "assigned"])
+async def test_a_held_supervisor_notice_is_dropped_once_the_request_is_cancelled_or_assigned(
+    notify: NotifyHarness, resolution: str
+) -> None:
+    """Issue #12: a notice held back (here by a provider outage; the quarter-hour limit and
+    a restart hold it the same way) went out after the ED had cancelled the request."""
+    phone = notify.phone()
+    referral_id, later_id = uuid4(), uuid4()
+
+    def unassigned(referral: UUID) -> ReferralUnassigned:
+        return ReferralUnassigned(
+            referral_id=referral,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC),
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            urgency=Urgency.URGENT,
+            supervisor_contacts=(sms(phone),),
+        )
+
+    async def tried() -> int | None:
+        return notify.twilio.attempts[phone] or None
+
+    notify.twilio.fail_next(phone, *[503] * 50)
+    await send(notify.broker, unassigned(referral_id), source="/handoff/matching")
+    await eventually(tried, within=20, what="the notice tried and held back")
+    resolved: Any = (
+        ReferralCancelled(
+            referral_id=referral_id,
+            reason=CancelReason.PATIENT_LEFT,
+            cancelled_at=datetime.now(UTC),
+        )
+        if resolution == "cancelled"
+        else CoachAssigned(
+            referral_id=referral_id,
+            offer_id=uuid4(),
+            coach_id=uuid4(),
+            assigned_at=datetime.now(UTC),
+            arrival_deadline=datetime.now(UTC) + timedelta(hours=1),
+        )
+    )
+    await send(notify.broker, resolved, source="/handoff/tests")
+
+    async def dropped() -> str | None:
+        state = await _notice_state(notify, referral_id)
+        return state if state == "cancelled" else None
+
+    assert await eventually(dropped, within=40, what="the held notice dropped") == "cancelled"
+    notify.twilio.stop_failing(phone)
+    # The line works again: a request still unassigned is told, the resolved one never.
+    await send(notify.broker, unassigned(later_id), source="/handoff/matching")
+    [body] = await notify.sms(phone, count=1)
+    assert content_reference(later_id) in body
+    assert not [m for m in notify.twilio.to(phone) if content_reference(referral_id) in m.body]
+
+
+def content_reference(referral_id: UUID) -> str:
+    return str(referral_id).replace("-", "")[:6].upper()
 
 
 @pytest.mark.parametrize("sender", ["12345", "HANDOFF", "", "+0123", "555-0100"])

@@ -65,7 +65,8 @@ class NotifyRuntime:
             outbox.committed()
             worker.wake()
 
-        consumed = [Topic.DISPATCH]
+        # handoff.referrals for ReferralCancelled only (held supervisor notices, issue #12).
+        consumed = [Topic.DISPATCH, Topic.REFERRALS]
         pipeline.consumer(dispatch_handlers(service), after_commit=committed).subscribe(consumed)
         timer_loop = TimerLoop(
             settings.database_url,

@@ -71,6 +71,7 @@ from handoff_schemas.events import (
     PageDelivered,
     PageFailed,
     PageSent,
+    ReferralCancelled,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
@@ -163,6 +164,7 @@ class NotifyService:
 
     async def coach_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
         data: CoachAssigned = event.data
+        await notices.record_outcome(connection, data.referral_id, "assigned", data.assigned_at)
         record = await store.offer(connection, data.offer_id, lock=True)
         if record is None:
             return
@@ -174,6 +176,12 @@ class NotifyService:
         """Nobody took the referral: one short notice to each of the site's supervisors."""
         data: ReferralUnassigned = event.data
         await notices.add(connection, event.id, event.correlationid, data)
+
+    async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The ED cancelled the referral: a supervisor's notice about it not yet sent (held
+        by the quarter-hour limit, retried, or due at a restart) is dropped, not sent."""
+        data: ReferralCancelled = event.data
+        await notices.record_outcome(connection, data.referral_id, "cancelled", data.cancelled_at)
 
     async def coach_phones_changed(self, connection: Connection, event: Envelope[Any]) -> None:
         """The roster's phones for one coach, as they now stand: who may text as a coach."""
@@ -392,6 +400,14 @@ class NotifyService:
             for channel in await notices.fail_lost(connection):
                 metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "failed").inc()
             claimed = await notices.claim_due(connection, limit)
+            # Held back (quarter-hour limit, retry, restart): still true? A request assigned
+            # or cancelled since it went unassigned needs no cover (issue #12).
+            stale = await notices.resolved(connection, claimed)
+            for notice in claimed:
+                if notice.notice_id in stale:
+                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
+            claimed = [notice for notice in claimed if notice.notice_id not in stale]
             blocked = await store.blocked_methods(
                 connection, {(notice.channel, notice.destination) for notice in claimed}
             )
