@@ -100,6 +100,23 @@ def test_an_open_offer_takes_accept_or_decline_until_it_expires() -> None:
     assert offer.answers(NOW) == ()
 
 
+def test_a_paged_offer_ends_its_ack_timeout_after_the_first_page_not_at_expires_at() -> None:
+    """Issue #12: matching ends an offer the ack timeout (expires_at - page_deadline) after
+    its first page; notify, down meanwhile, must not page it on until expires_at."""
+    page_deadline = NOW + timedelta(seconds=60)
+    offer = CoachOffer(
+        OfferState.OPEN, page_deadline + timedelta(seconds=90), page_deadline=page_deadline
+    )
+    assert offer.answer_deadline() == page_deadline + timedelta(seconds=90)  # not paged yet
+    offer.paged_at = NOW + timedelta(seconds=5)
+    assert offer.answer_deadline() == NOW + timedelta(seconds=95)
+    assert offer.may_page(NOW + timedelta(seconds=94), first_page_out=True)
+    assert not offer.may_page(NOW + timedelta(seconds=95), first_page_out=True)
+    assert offer.answers(NOW + timedelta(seconds=95)) == ()
+    made_before = CoachOffer(OfferState.OPEN, NOW + timedelta(minutes=5), paged_at=NOW)
+    assert made_before.answer_deadline() == NOW + timedelta(minutes=5)
+
+
 def test_a_withdrawn_offer_takes_no_answer_and_an_assignment_is_not_withdrawn() -> None:
     filled = CoachOffer(OfferState.ACCEPTED, NOW + timedelta(minutes=5))
     filled.withdraw(WithdrawReason.FILLED)

@@ -696,6 +696,9 @@ class NotifyService:
         if message.kind is not MessageKind.OFFER:
             return
         now = self.clock()
+        if record.coach_offer.paged_at is None:
+            record.coach_offer.paged_at = now  # the ack clock's start, as matching reads it
+            await store.mark_paged(connection, record.offer_id, now)
         metrics.OFFER_TO_PAGE.labels(message.channel).observe(
             max(0.0, (now - record.offered_at).total_seconds())
         )

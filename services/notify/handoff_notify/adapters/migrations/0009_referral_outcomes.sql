@@ -7,3 +7,12 @@ CREATE TABLE notify.referral_outcomes (
     outcome     text NOT NULL,  -- assigned | cancelled
     at          timestamptz NOT NULL
 );
+
+-- When the offer's first page reached a provider (PageSent.sent_at): matching's ack clock
+-- runs from it, so the offer ends at paged_at + (expires_at - page_deadline), before the
+-- expires_at notify was given. A channel fallback due after that, e.g. one overdue at a
+-- restart before the offer's end is consumed, must not page (issue #12).
+ALTER TABLE notify.offers ADD COLUMN paged_at timestamptz;
+UPDATE notify.offers o SET paged_at = (
+    SELECT min(m.sent_at) FROM notify.messages m
+    WHERE m.offer_id = o.offer_id AND m.kind = 'offer' AND m.sent_at IS NOT NULL);
