@@ -2,7 +2,10 @@
 
 import base64
 import hmac
+import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -301,3 +304,33 @@ def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() ->
             notify_delivery="sandbox",
             notify_public_url=production_like,
         )
+
+
+def test_live_paging_without_a_supervisor_line_warns_at_start_up() -> None:
+    """Issue #12: HELP had no supervisor line and nothing said so."""
+    live = {
+        "database_url": "postgresql://x/y",
+        "notify_link_secret": "s",
+        "twilio_account_sid": "AC1",
+        "twilio_auth_token": "t",
+        "twilio_from_number": "+14105550100",
+        "smtp_host": "127.0.0.1",
+        "webhook_secret": "w",
+    }
+    [warning] = NotifySettings(**live).start_up_warnings()
+    assert "NOTIFY_SUPERVISOR_PHONE" in warning
+    assert NotifySettings(**live, notify_supervisor_phone="+14105550199").start_up_warnings() == []
+
+
+def test_the_demo_gives_help_the_demo_rosters_supervisor_line() -> None:
+    root = Path(__file__).resolve().parents[2]
+    run = (root / "scripts/run.sh").read_text()
+    found = re.search(r'NOTIFY_SUPERVISOR_PHONE="\$\{NOTIFY_SUPERVISOR_PHONE:-(\+\d+)\}"', run)
+    assert found, "scripts/run.sh sets no NOTIFY_SUPERVISOR_PHONE"
+    roster = json.loads((root / "deploy/demo/roster.json").read_text())
+    phones = {
+        method["destination"]: coach["display_name"]
+        for coach in roster["coaches"]
+        for method in coach["contact_methods"]
+    }
+    assert phones[found[1]] == "Rita O."

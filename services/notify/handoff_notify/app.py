@@ -53,6 +53,8 @@ class NotifyRuntime:
 
     @classmethod
     async def start(cls, settings: NotifySettings) -> "NotifyRuntime":
+        for warning in settings.start_up_warnings():
+            log.warning(warning)
         await apply_migrations(settings.database_url)
         pipeline = await EventPipeline.open(
             settings, SCHEMA, settings.consumer_group, settings.database_pool_size
