@@ -478,8 +478,80 @@ async def test_a_reply_to_an_expired_offer_is_told_so(notify: NotifyHarness) -> 
     await eventually(past_expiry, within=10, what="the offer's expiry")
     answer = await reply(notify, phone, "1")
 
-    assert answer == "Handoff: the request B at Mercy ED has expired. No action needed."
+    assert answer == "Handoff: the request B at Mercy ED has expired; your answer was not recorded."
     assert await answers(notify, offer.offer_id) == []
+
+
+async def test_a_supervisor_answering_an_expired_offer_of_an_uncovered_request_is_asked_to_cover(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: told "has no coach … Please arrange cover", then told "No action needed"
+    on answering their own timed-out offer of the same request."""
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone), expires_in=3)
+    await send(
+        notify.broker,
+        ReferralUnassigned(
+            referral_id=offer.referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC),
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            urgency=Urgency.URGENT,
+            supervisor_contacts=(sms(phone),),
+        ),
+        source="/handoff/matching",
+    )
+    [_, notice] = await notify.sms(phone, count=2)
+    assert notice.endswith("Please arrange cover.")
+
+    async def past_expiry() -> bool:
+        return datetime.now(UTC) > offer.expires_at
+
+    await eventually(past_expiry, within=10, what="the offer's expiry")
+
+    assert await reply(notify, phone, "1B") == (
+        "Handoff: the request B at Mercy ED has expired, and it still has no coach. "
+        "Please arrange cover."
+    )
+    cancelled = ReferralCancelled(
+        referral_id=offer.referral_id,
+        reason=CancelReason.NO_LONGER_NEEDED,
+        cancelled_at=datetime.now(UTC),
+    )
+    await send(notify.broker, cancelled, source="/handoff/referral")
+
+    async def told_plainly() -> str | None:
+        answer = await reply(notify, phone, "yes")
+        return answer if answer and "still has no coach" not in answer else None
+
+    assert await eventually(told_plainly, within=20, what="the cancel heard") == (
+        "Handoff: the request B at Mercy ED has expired; your answer was not recorded."
+    )
+    assert await answers(notify, offer.offer_id) == []
+
+
+async def test_an_offer_passed_on_after_stop_is_not_said_to_have_expired(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: matching passes an offer on (`unreachable`) once STOP left the coach no
+    method; a later reply and the link said "expired"."""
+    phone = notify.phone()
+    offer, body = await paged(notify, sms(phone))
+    await withdraw(notify, offer, WithdrawReason.UNREACHABLE)
+
+    async def passed_on() -> str | None:
+        answer = await reply(notify, phone, "1")
+        return answer if answer and "passed on" in answer else None
+
+    assert await eventually(passed_on, within=20, what="the withdrawal heard") == (
+        "Handoff: the request B at Mercy ED was passed on to another coach because texts "
+        "to this number were stopped or could not be delivered."
+    )
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert "passed on to another coach because texts to your number were stopped" in page.text
+    assert "expired" not in page.text
 
 
 async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarness) -> None:

@@ -427,6 +427,8 @@ def test_a_notice_about_an_offer_names_it_by_its_code(reason: WithdrawReason) ->
         (OfferState.WITHDRAWN, WithdrawReason.EXPIRED, "has expired"),
         (OfferState.WITHDRAWN, WithdrawReason.AT_CAPACITY, "at your limit of open requests"),
         (OfferState.OPEN, None, "has expired"),  # open, but past its expiry
+        # Passed on after a STOP (issue #12): not "expired".
+        (OfferState.WITHDRAWN, WithdrawReason.UNREACHABLE, "because texts to this number were"),
         (OfferState.ACCEPTED, None, "we are confirming it"),
         (OfferState.DECLINED, None, "you declined"),
         (OfferState.ASSIGNED, None, "is yours"),
@@ -439,6 +441,23 @@ def test_an_answer_to_a_closed_offer_says_what_became_of_it(
     assert says in text
     assert "Mercy ED" in text
     assert len(text) <= SMS_SEGMENT
+
+
+def test_an_expired_offer_is_not_no_action_needed_when_cover_is_still_wanted() -> None:
+    """Issue #12: a supervisor answering their own expired offer of a request they were
+    just told has no coach was told "No action needed"."""
+    plain = content.closed("Mercy ED", OfferState.OPEN, None, "ZZ")
+    assert plain == "Handoff: the request ZZ at Mercy ED has expired; your answer was not recorded."
+    cover = content.closed("Mercy ED", OfferState.OPEN, None, "ZZ", still_unassigned=True)
+    assert cover == (
+        "Handoff: the request ZZ at Mercy ED has expired, and it still has no coach. "
+        "Please arrange cover."
+    )
+    assert len(cover) <= SMS_SEGMENT
+    filled = content.closed(
+        "Mercy ED", OfferState.WITHDRAWN, WithdrawReason.FILLED, "B", still_unassigned=True
+    )
+    assert "filled by another coach" in filled
 
 
 def test_help_names_the_program_and_the_supervisor_line_in_one_segment() -> None:

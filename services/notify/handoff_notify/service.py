@@ -849,11 +849,19 @@ class NotifyService:
             await self._answer(connection, record, response, via)
             return record
 
-    def closed_text(self, record: OfferRecord, code: str | None = None) -> str:
+    def closed_text(
+        self, record: OfferRecord, code: str | None = None, *, still_unassigned: bool = False
+    ) -> str:
         """What became of an offer that takes no accept or decline now; `code` names it
-        as its SMS did."""
+        as its SMS did; `still_unassigned` as in `content.closed`."""
         offer = record.coach_offer
-        return content.closed(record.site_short_name, offer.state, offer.withdraw_reason, code)
+        return content.closed(
+            record.site_short_name,
+            offer.state,
+            offer.withdraw_reason,
+            code,
+            still_unassigned=still_unassigned,
+        )
 
     async def sms_reply(self, phone: str, body: str) -> str | None:
         """A coach's SMS reply; the text to answer them with, or None to say nothing.
@@ -916,10 +924,15 @@ class NotifyService:
                 return _read("unclear", content.unclear(codes))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
-            return await self._sms_answer(connection, reply, offers, now)
+            return await self._sms_answer(connection, reply, offers, now, phone)
 
     async def _sms_answer(
-        self, connection: Connection, reply: Answer, offers: list[PhoneOffer], now: datetime
+        self,
+        connection: Connection,
+        reply: Answer,
+        offers: list[PhoneOffer],
+        now: datetime,
+        phone: str,
     ) -> str:
         """Apply an accept or decline to the offer it names; the text that answers it."""
         still_open = [o for o in offers if o.record.coach_offer.still_wanted(now)]
@@ -945,7 +958,12 @@ class NotifyService:
         record = target.record
         with correlation(record.correlation_id):  # from here the reply is about one referral
             if not record.coach_offer.still_wanted(now):
-                return _read("closed", self.closed_text(record, target.code))
+                # A supervisor answering their own expired offer of a request they were
+                # told has no coach: cover is still needed (issue #12).
+                unassigned = await notices.still_unassigned(connection, record.referral_id, phone)
+                return _read(
+                    "closed", self.closed_text(record, target.code, still_unassigned=unassigned)
+                )
             await self._answer(connection, record, reply.response, ResponseVia.SMS_REPLY)
             accepted = reply.response is CoachResponse.ACCEPTED
             link = self.link(record.offer_id)

@@ -245,3 +245,20 @@ async def resolved(connection: Connection, claimed: list[NoticeRecord]) -> set[U
         [n.unassigned_at for n in claimed],
     )
     return {row["notice_id"] for row in rows}
+
+
+async def still_unassigned(connection: Connection, referral_id: UUID, destination: str) -> bool:
+    """Whether `destination` was told (or is to be told) the referral has no coach, and
+    no assignment or cancel has been heard of since."""
+    told = await connection.fetchval(
+        f"""SELECT EXISTS (
+                SELECT 1 FROM {SCHEMA}.notices n
+                WHERE n.referral_id = $1 AND n.destination = $2
+                  AND n.state IN ('pending', 'sending', 'sent')
+                  AND NOT EXISTS (
+                      SELECT 1 FROM {SCHEMA}.referral_outcomes o
+                      WHERE o.referral_id = n.referral_id AND o.at >= n.unassigned_at))""",
+        referral_id,
+        destination,
+    )
+    return bool(told)

@@ -231,9 +231,13 @@ def closed(
     state: OfferState,
     reason: WithdrawReason | None,
     code: str | None = None,
+    *,
+    still_unassigned: bool = False,
 ) -> str:
     """What became of an offer the coach can no longer accept or decline, naming it by its
-    reply `code` when it has one."""
+    reply `code` when it has one. `still_unassigned`: the one replying is a supervisor
+    told this request has no coach, and nothing since says otherwise, so an expired offer
+    is not "no action needed" (issue #12)."""
     it = request(site_short_name, code)
     match state, reason:
         case OfferState.WITHDRAWN, WithdrawReason.FILLED:
@@ -251,8 +255,18 @@ def closed(
             return f"Handoff: you declined the {it}. No action needed."
         case OfferState.ASSIGNED | OfferState.ARRIVED | OfferState.COMPLETED, _:
             return f"Handoff: the {it} is yours; see the link in its confirmation."
+        case OfferState.WITHDRAWN, WithdrawReason.UNREACHABLE:
+            # Mostly a STOP (decision 0013): the offer was passed on, it did not expire.
+            return (
+                f"Handoff: the {it} was passed on to another coach because texts to this "
+                "number were stopped or could not be delivered."
+            )
+        case _ if still_unassigned:
+            return (
+                f"Handoff: the {it} has expired, and it still has no coach. Please arrange cover."
+            )
         case _:
-            return f"Handoff: the {it} has expired. No action needed."
+            return f"Handoff: the {it} has expired; your answer was not recorded."
 
 
 def which_offer(offers: Sequence[OpenOffer], now: datetime) -> str:
