@@ -440,6 +440,34 @@ async def test_carrier_opt_out_phrasings_opt_the_number_out(
     assert phone in [m["destination"] for m in listed]
 
 
+async def test_an_accept_texted_after_stop_and_start_is_confirmed_by_text(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: STOP moved the page to email; after START the coach texted "(b) OK!", was
+    told "A text follows", and the confirmation went only by email."""
+    phone, address = notify.phone(), notify.email()
+    offer, _ = await paged(notify, sms(phone), email(address))
+    assert await reply(notify, phone, "STOP") is None
+    await notify.page_events(offer.offer_id, at_least=3)  # SMS sent, SMS failed, email sent
+    assert await reply(notify, phone, "START") is None  # opted back in; the carrier says so
+
+    thanks = await reply(notify, phone, "(b) OK!")
+
+    assert thanks is not None
+    assert "A text follows" in thanks
+    assigned = CoachAssigned(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        assigned_at=datetime.now(UTC),
+        arrival_deadline=datetime.now(UTC) + timedelta(minutes=45),
+    )
+    await send(notify.broker, assigned, source="/handoff/matching")
+    bodies = await notify.sms(phone, count=2)
+    assert bodies[-1].startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
+    assert len(notify.mailbox.to(address)) == 1  # the page only, no confirmation by email
+
+
 async def _mail_count(notify: NotifyHarness, address: str, count: int) -> str | None:
     mails = notify.mailbox.to(address)
     return mails[-1].body if len(mails) >= count else None

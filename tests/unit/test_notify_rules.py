@@ -306,20 +306,24 @@ def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() ->
         )
 
 
+def _live(supervisor_phone: str | None = None) -> NotifySettings:
+    return NotifySettings(
+        database_url="postgresql://x/y",
+        notify_link_secret="s",
+        twilio_account_sid="AC1",
+        twilio_auth_token="t",
+        twilio_from_number="+14105550100",
+        smtp_host="127.0.0.1",
+        webhook_secret="w",
+        notify_supervisor_phone=supervisor_phone,
+    )
+
+
 def test_live_paging_without_a_supervisor_line_warns_at_start_up() -> None:
     """Issue #12: HELP had no supervisor line and nothing said so."""
-    live = {
-        "database_url": "postgresql://x/y",
-        "notify_link_secret": "s",
-        "twilio_account_sid": "AC1",
-        "twilio_auth_token": "t",
-        "twilio_from_number": "+14105550100",
-        "smtp_host": "127.0.0.1",
-        "webhook_secret": "w",
-    }
-    [warning] = NotifySettings(**live).start_up_warnings()
+    [warning] = _live().start_up_warnings()
     assert "NOTIFY_SUPERVISOR_PHONE" in warning
-    assert NotifySettings(**live, notify_supervisor_phone="+14105550199").start_up_warnings() == []
+    assert _live("+14105550199").start_up_warnings() == []
 
 
 def test_the_demo_gives_help_the_demo_rosters_supervisor_line() -> None:

@@ -200,13 +200,28 @@ class NotifyService:
     async def _follow_up(
         self, connection: Connection, record: OfferRecord, kind: MessageKind
     ) -> None:
-        """Tell the coach, the way the offer reached them; a coach never paged hears nothing."""
+        """Tell the coach, the way the offer reached them; a coach never paged hears nothing.
+        An accept texted back is answered by text, on the phone that carried it, though the
+        page reached them last another way (issue #12: STOP moved the page to email, START,
+        then "1B": "a text follows" promised a text, and the confirmation went by email)."""
         reached = store.reached(await store.messages_of(connection, record.offer_id))
         if reached is None:
             return
-        contact = record.contacts[reached.contact_index]
+        index = reached.contact_index
+        if await store.accepted_via(connection, record.offer_id) is ResponseVia.SMS_REPLY:
+            for position, point in enumerate(record.contacts):
+                if (
+                    point.channel is Channel.SMS
+                    and await store.reply_code(connection, point.destination, record.offer_id)
+                    and not await store.blocked_methods(
+                        connection, {(Channel.SMS, point.destination)}
+                    )
+                ):
+                    index = position
+                    break
+        contact = record.contacts[index]
         await store.add_message(
-            connection, uuid4(), record.offer_id, kind, reached.contact_index, contact, self.clock()
+            connection, uuid4(), record.offer_id, kind, index, contact, self.clock()
         )
 
     # Delivery (called by the delivery worker)

@@ -423,6 +423,16 @@ def _message(row: asyncpg.Record) -> MessageRecord:
     )
 
 
+async def accepted_via(connection: Connection, offer_id: UUID) -> ResponseVia | None:
+    """How the coach accepted the offer, if they did."""
+    via = await connection.fetchval(
+        f"SELECT via FROM {SCHEMA}.responses WHERE offer_id = $1 AND response = $2",
+        offer_id,
+        CoachResponse.ACCEPTED.value,
+    )
+    return None if via is None else ResponseVia(via)
+
+
 def reached(messages: Sequence[MessageRecord]) -> MessageRecord | None:
     """The offer page that most recently reached the coach, to send its follow-ups the same way."""
     for candidate in reversed(messages):
