@@ -326,7 +326,7 @@ async def test_after_assignment_the_coach_reports_arrival_and_completion(
         late_decline = await client.post(link, data={"answer": "declined"})
 
     assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
-    assert "(within 45 min)" in confirmation
+    assert "(45 min)" in confirmation
     assert "Tap Completed" in arrived.text
     assert "Completed. Thank you." in completed.text
     assert late_decline.status_code == 200
