@@ -62,7 +62,9 @@ $HANDOFF matching serve --port "$MATCHING_PORT" &
 PIDS+=($!)
 
 say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
+# HELP gives coaches a supervisor line: the demo roster's supervisor, Rita O. (issue #12).
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
+  NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
   $HANDOFF notify serve --port "$NOTIFY_PORT" &
 PIDS+=($!)

@@ -39,7 +39,7 @@ SERVICE_TOPICS: Mapping[str, ServiceTopics] = {
     "matching": ServiceTopics(
         sends=(Topic.DISPATCH,), receives=(Topic.SITES, Topic.REFERRALS, Topic.PAGES)
     ),
-    "notify": ServiceTopics(sends=(Topic.PAGES,), receives=(Topic.DISPATCH,)),
+    "notify": ServiceTopics(sends=(Topic.PAGES,), receives=(Topic.DISPATCH, Topic.REFERRALS)),
 }
 
 

@@ -114,7 +114,7 @@ async def test_a_referral_is_paged_within_2_s_and_accepted_from_the_link(system:
     paged_after = page.seen_at - answered
     assert paged_after < 2.0, f"the first page took {paged_after:.2f} s"
     assert page.phone in MAIN_PHONES
-    assert page.body.startswith("Handoff: urgent ED request at Mercy ED.")
+    assert page.body.startswith("Handoff: urgent request at Mercy ED.")
     async with httpx.AsyncClient(follow_redirects=True) as client:
         accepted = await client.post(link_in(page.body), data={"answer": "accepted"})
     assert "You accepted" in accepted.text or "Confirmed" in accepted.text

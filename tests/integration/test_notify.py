@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -64,7 +65,7 @@ async def test_an_offer_pages_the_coach_once_by_sms_with_a_working_link(
     offer = await notify.offer(sms(phone))
 
     [body] = await notify.sms(phone)
-    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1B to accept")
+    assert body.startswith("Handoff: urgent request at Mercy ED. Reply 1B to accept")
     async with httpx.AsyncClient() as client:
         page = await client.get(link_in(body))
     assert page.status_code == 200
@@ -127,7 +128,7 @@ async def test_an_invalid_number_falls_back_to_email(notify: NotifyHarness) -> N
     assert isinstance(sent, PageSent)
     assert sent.channel is Channel.EMAIL
     [mail] = notify.mailbox.to(address)
-    assert mail.subject == "Handoff: urgent ED request at Mercy ED."
+    assert mail.subject == "Handoff: urgent request at Mercy ED."
     assert "/p/" in mail.body
     assert notify.twilio.to(phone) == []
 
@@ -149,7 +150,7 @@ async def test_a_webhook_page_is_one_signed_https_post_with_a_working_link(
     assert call.headers[SIGNATURE_HEADER] == signature(WEBHOOK_SECRET, timestamp, call.body)
     assert abs(time.time() - int(timestamp)) < 60
     page = json.loads(call.body)
-    assert page["title"] == "Handoff: urgent ED request at Mercy ED."
+    assert page["title"] == "Handoff: urgent request at Mercy ED."
     async with httpx.AsyncClient() as client:
         assert (await client.get(link_in(page["text"]))).status_code == 200
     assert [c.answered for c in notify.webhooks.calls if c.path == call.path] == [503, 200]
@@ -325,7 +326,7 @@ async def test_after_assignment_the_coach_reports_arrival_and_completion(
         late_decline = await client.post(link, data={"answer": "declined"})
 
     assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
-    assert "(within 45 min)" in confirmation
+    assert "(45 min)" in confirmation
     assert "Tap Completed" in arrived.text
     assert "Completed. Thank you." in completed.text
     assert late_decline.status_code == 200
@@ -375,6 +376,44 @@ async def test_an_unanswered_page_moves_to_the_next_method_after_the_sites_delay
     assert "Open this link to accept or decline: http" in mail.body
     assert "Reply" not in mail.body
     assert len(notify.twilio.to(phone)) == 1
+
+
+async def test_after_a_restart_no_fallback_page_goes_out_for_an_offer_whose_window_passed(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: notify was killed after an SMS page; the offer's answer window (the site's
+    ack timeout from the page) passed while it was down; at the restart the overdue
+    fallback emailed the coach a page for an offer matching had already ended. The offer's
+    own deadline, from its first page, is checked before the fallback sends."""
+    phone, address = notify.phone(), notify.email()
+    other_phone, other_address = notify.phone(), notify.email()
+    page_deadline = datetime.now(UTC) + timedelta(seconds=60)
+    # Ack timeout 0.2 s (expires_at - page_deadline): over before the 1 s fallback is due.
+    ended = await notify.offer(
+        sms(phone),
+        email(address),
+        site_id=QUICK_FALLBACK_SITE,
+        page_deadline=page_deadline,
+        expires_in=(page_deadline - datetime.now(UTC)).total_seconds() + 0.2,
+    )
+    still_open = await notify.offer(
+        sms(other_phone), email(other_address), site_id=QUICK_FALLBACK_SITE, expires_in=300
+    )
+    await notify.page_events(ended.offer_id)
+    await notify.page_events(still_open.offer_id)
+
+    await notify.restart(kill=True)
+
+    # The still-open offer's fallback goes out after the restart: the timers have run.
+    await eventually(
+        lambda: _mails(notify, other_address), within=30, what="the open offer's fallback"
+    )
+    assert notify.mailbox.to(address) == []
+    assert len(notify.twilio.to(phone)) == 1
+
+
+async def _mails(notify: NotifyHarness, address: str) -> list[Any] | None:
+    return notify.mailbox.to(address) or None
 
 
 async def test_a_voice_page_takes_a_keypad_answer(notify: NotifyHarness) -> None:

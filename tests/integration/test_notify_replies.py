@@ -20,6 +20,7 @@ from handoff_devenv import KafkaCluster
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
+    CoachAssigned,
     CoachAvailabilityChanged,
     CoachPhonesChanged,
     CoachResponded,
@@ -27,9 +28,11 @@ from handoff_schemas.events import (
     OfferWithdrawn,
     PageFailed,
     PageSent,
+    ReferralCancelled,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
+    CancelReason,
     Channel,
     CoachResponse,
     PageFailure,
@@ -170,6 +173,34 @@ async def test_two_requests_at_one_site_are_told_apart_by_code_in_one_segment(
     assert len(question) <= 160
     assert await answers(notify, first.offer_id) == []
     assert await answers(notify, second.offer_id) == []
+
+
+async def test_past_seventeen_offers_a_phone_gets_two_letter_codes_never_a_reused_one(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: the 18th offer on one phone within the day wrapped to "B", so a late
+    "2B" answered it. It gets "BB", still in one segment, and a late "2B" is about B."""
+    phone = notify.phone()
+    offers = [await paged(notify, sms(phone)) for _ in range(18)]
+    codes = [re.search(r"Reply 1([A-Z]+) to accept", body) for _, body in offers]
+
+    assert [found[1] if found else None for found in codes] == [*"BCDEFGHJMPQRSTVWZ", "BB"]
+    newest, newest_body = offers[-1]
+    assert f"Reply 1BB to accept, 2BB to decline, or open {notify.url}" in newest_body
+    assert len(newest_body) <= 160
+    assert await reply(notify, phone, "2B") == (
+        "Handoff: thank you, your decline of the request B at Mercy ED is recorded."
+    )
+    assert await responded(notify, offers[0][0].offer_id) == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+    taken = await reply(notify, phone, "BB 1")
+    assert taken is not None
+    assert "we are confirming you for the request BB at Mercy ED" in taken
+    assert await responded(notify, newest.offer_id) == [
+        (CoachResponse.ACCEPTED, ResponseVia.SMS_REPLY)
+    ]
+    assert await answers(notify, offers[1][0].offer_id) == []
 
 
 @pytest.mark.parametrize("typed", ["yes no C", "C yes no", "not declining C"])
@@ -386,7 +417,7 @@ async def test_stop_moves_open_offers_on_sends_nothing_more_and_start_restores(
 
     assert await reply(notify, phone, "START") is None
     restored, body = await paged(notify, sms(phone))
-    assert body.startswith("Handoff: urgent ED request at Mercy ED. Reply 1")
+    assert body.startswith("Handoff: urgent request at Mercy ED. Reply 1")
     assert phone not in [
         m["destination"] for m in (await admin(notify, None)).json()["contact_methods"]
     ]
@@ -407,6 +438,34 @@ async def test_carrier_opt_out_phrasings_opt_the_number_out(
     assert failed.failure is PageFailure.UNSUBSCRIBED
     listed = (await admin(notify, "opted_out")).json()["contact_methods"]
     assert phone in [m["destination"] for m in listed]
+
+
+async def test_an_accept_texted_after_stop_and_start_is_confirmed_by_text(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: STOP moved the page to email; after START the coach texted "(b) OK!", was
+    told "A text follows", and the confirmation went only by email."""
+    phone, address = notify.phone(), notify.email()
+    offer, _ = await paged(notify, sms(phone), email(address))
+    assert await reply(notify, phone, "STOP") is None
+    await notify.page_events(offer.offer_id, at_least=3)  # SMS sent, SMS failed, email sent
+    assert await reply(notify, phone, "START") is None  # opted back in; the carrier says so
+
+    thanks = await reply(notify, phone, "(b) OK!")
+
+    assert thanks is not None
+    assert "A text follows" in thanks
+    assigned = CoachAssigned(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        assigned_at=datetime.now(UTC),
+        arrival_deadline=datetime.now(UTC) + timedelta(minutes=45),
+    )
+    await send(notify.broker, assigned, source="/handoff/matching")
+    bodies = await notify.sms(phone, count=2)
+    assert bodies[-1].startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
+    assert len(notify.mailbox.to(address)) == 1  # the page only, no confirmation by email
 
 
 async def _mail_count(notify: NotifyHarness, address: str, count: int) -> str | None:
@@ -447,8 +506,80 @@ async def test_a_reply_to_an_expired_offer_is_told_so(notify: NotifyHarness) -> 
     await eventually(past_expiry, within=10, what="the offer's expiry")
     answer = await reply(notify, phone, "1")
 
-    assert answer == "Handoff: the request B at Mercy ED has expired. No action needed."
+    assert answer == "Handoff: the request B at Mercy ED has expired; your answer was not recorded."
     assert await answers(notify, offer.offer_id) == []
+
+
+async def test_a_supervisor_answering_an_expired_offer_of_an_uncovered_request_is_asked_to_cover(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: told "has no coach … Please arrange cover", then told "No action needed"
+    on answering their own timed-out offer of the same request."""
+    phone = notify.phone()
+    offer, _ = await paged(notify, sms(phone), expires_in=3)
+    await send(
+        notify.broker,
+        ReferralUnassigned(
+            referral_id=offer.referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC),
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            urgency=Urgency.URGENT,
+            supervisor_contacts=(sms(phone),),
+        ),
+        source="/handoff/matching",
+    )
+    [_, notice] = await notify.sms(phone, count=2)
+    assert notice.endswith("Please arrange cover.")
+
+    async def past_expiry() -> bool:
+        return datetime.now(UTC) > offer.expires_at
+
+    await eventually(past_expiry, within=10, what="the offer's expiry")
+
+    assert await reply(notify, phone, "1B") == (
+        "Handoff: the request B at Mercy ED has expired, and it still has no coach. "
+        "Please arrange cover."
+    )
+    cancelled = ReferralCancelled(
+        referral_id=offer.referral_id,
+        reason=CancelReason.NO_LONGER_NEEDED,
+        cancelled_at=datetime.now(UTC),
+    )
+    await send(notify.broker, cancelled, source="/handoff/referral")
+
+    async def told_plainly() -> str | None:
+        answer = await reply(notify, phone, "yes")
+        return answer if answer and "still has no coach" not in answer else None
+
+    assert await eventually(told_plainly, within=20, what="the cancel heard") == (
+        "Handoff: the request B at Mercy ED has expired; your answer was not recorded."
+    )
+    assert await answers(notify, offer.offer_id) == []
+
+
+async def test_an_offer_passed_on_after_stop_is_not_said_to_have_expired(
+    notify: NotifyHarness,
+) -> None:
+    """Issue #12: matching passes an offer on (`unreachable`) once STOP left the coach no
+    method; a later reply and the link said "expired"."""
+    phone = notify.phone()
+    offer, body = await paged(notify, sms(phone))
+    await withdraw(notify, offer, WithdrawReason.UNREACHABLE)
+
+    async def passed_on() -> str | None:
+        answer = await reply(notify, phone, "1")
+        return answer if answer and "passed on" in answer else None
+
+    assert await eventually(passed_on, within=20, what="the withdrawal heard") == (
+        "Handoff: the request B at Mercy ED was passed on to another coach because texts "
+        "to this number were stopped or could not be delivered."
+    )
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert "passed on to another coach because texts to your number were stopped" in page.text
+    assert "expired" not in page.text
 
 
 async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarness) -> None:
@@ -606,6 +737,77 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
     assert [m.subject for m in notify.mailbox.to(address)] == [
         f"Handoff: unassigned request {reference} at Mercy ED"
     ] * 2
+
+
+async def _notice_state(notify: NotifyHarness, referral_id: UUID) -> str | None:
+    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+    try:
+        state = await connection.fetchval(
+            "SELECT state FROM notify.notices WHERE referral_id = $1", referral_id
+        )
+    finally:
+        await connection.close()
+    return None if state is None else str(state)
+
+
+@pytest.mark.parametrize("resolution", ["cancelled", "assigned"])
+async def test_a_held_supervisor_notice_is_dropped_once_the_request_is_cancelled_or_assigned(
+    notify: NotifyHarness, resolution: str
+) -> None:
+    """Issue #12: a notice held back (here by a provider outage; the quarter-hour limit and
+    a restart hold it the same way) went out after the ED had cancelled the request."""
+    phone = notify.phone()
+    referral_id, later_id = uuid4(), uuid4()
+
+    def unassigned(referral: UUID) -> ReferralUnassigned:
+        return ReferralUnassigned(
+            referral_id=referral,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=datetime.now(UTC),
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            urgency=Urgency.URGENT,
+            supervisor_contacts=(sms(phone),),
+        )
+
+    async def tried() -> int | None:
+        return notify.twilio.attempts[phone] or None
+
+    notify.twilio.fail_next(phone, *[503] * 50)
+    await send(notify.broker, unassigned(referral_id), source="/handoff/matching")
+    await eventually(tried, within=20, what="the notice tried and held back")
+    resolved: Any = (
+        ReferralCancelled(
+            referral_id=referral_id,
+            reason=CancelReason.PATIENT_LEFT,
+            cancelled_at=datetime.now(UTC),
+        )
+        if resolution == "cancelled"
+        else CoachAssigned(
+            referral_id=referral_id,
+            offer_id=uuid4(),
+            coach_id=uuid4(),
+            assigned_at=datetime.now(UTC),
+            arrival_deadline=datetime.now(UTC) + timedelta(hours=1),
+        )
+    )
+    await send(notify.broker, resolved, source="/handoff/tests")
+
+    async def dropped() -> str | None:
+        state = await _notice_state(notify, referral_id)
+        return state if state == "cancelled" else None
+
+    assert await eventually(dropped, within=40, what="the held notice dropped") == "cancelled"
+    notify.twilio.stop_failing(phone)
+    # The line works again: a request still unassigned is told, the resolved one never.
+    await send(notify.broker, unassigned(later_id), source="/handoff/matching")
+    [body] = await notify.sms(phone, count=1)
+    assert content_reference(later_id) in body
+    assert not [m for m in notify.twilio.to(phone) if content_reference(referral_id) in m.body]
+
+
+def content_reference(referral_id: UUID) -> str:
+    return str(referral_id).replace("-", "")[:6].upper()
 
 
 @pytest.mark.parametrize("sender", ["12345", "HANDOFF", "", "+0123", "555-0100"])

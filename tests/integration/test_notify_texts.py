@@ -170,7 +170,7 @@ async def test_a_confirmation_and_its_link_give_the_sites_local_time(
 
     local = deadline.astimezone(ZoneInfo(NEW_YORK)).strftime("%H:%M %Z")
     assert local.endswith((" EST", " EDT"))
-    assert f"Please arrive by {local} (within " in confirmation
+    assert f"Arrive by {local} (" in confirmation
     assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
     assert "UTC" not in confirmation
     async with httpx.AsyncClient() as client:

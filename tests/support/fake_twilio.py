@@ -70,6 +70,10 @@ class FakeTwilio:
         """Answer the next requests for `to` with these HTTP errors, in order."""
         self._failures[to].extend(statuses)
 
+    def stop_failing(self, to: str) -> None:
+        """Drop the failures `fail_next` scripted for `to` and not yet used."""
+        self._failures[to].clear()
+
     def hold(self, to: str) -> None:
         """Accept messages to `to` but never answer: as if the sender died mid-request."""
         self._held[to] = asyncio.Event()

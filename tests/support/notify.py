@@ -272,6 +272,6 @@ def link_in(body: str) -> str:
 def reply_code_in(body: str) -> str:
     """The reply code an offer SMS states ("Reply 1B to accept"), which every text about
     that offer then names it by."""
-    found = re.search(r"Reply 1([A-Z]) to accept", body)
+    found = re.search(r"Reply 1([A-Z]{1,2}) to accept", body)
     assert found, f"no reply code in {body!r}"
     return found.group(1)

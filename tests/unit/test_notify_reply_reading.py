@@ -11,12 +11,15 @@ from handoff_notify.domain.content import GSM7, SMS_SEGMENT, OpenOffer
 from handoff_notify.domain.offer import CoachOffer, OfferState
 from handoff_notify.domain.replies import (
     CODE_LETTERS,
+    CODES,
     Answer,
     Keyword,
     NotUnderstood,
     Reply,
+    ReplyReading,
     Unclear,
     parse_reply,
+    read_reply,
 )
 from handoff_notify.domain.reply_codes import choose_code
 from handoff_schemas.vocabulary import CoachResponse, Urgency, WithdrawReason
@@ -285,15 +288,56 @@ def test_a_new_code_is_one_the_phone_has_not_had_for_a_day() -> None:
     assert choose_code(day_old, set(), NOW) == "B"
 
 
-def test_with_every_code_used_today_the_longest_unused_free_one_is_taken() -> None:
+def test_past_the_seventeen_letters_a_phone_gets_two_letter_codes_not_a_reused_one() -> None:
+    """Issue #12: the 18th offer of the day wrapped to "B" (the 17 letters in 19 minutes)."""
     used = {code: NOW - timedelta(minutes=n) for n, code in enumerate(CODE_LETTERS)}
-    oldest = CODE_LETTERS[-1]
+    assert choose_code(used, set(), NOW) == "BB"
+    given: dict[str, datetime] = {}
+    for minute in range(len(CODES)):
+        given[choose_code(given, set(), NOW + timedelta(minutes=minute))] = NOW
+    assert sorted(given) == sorted(CODES)  # every code once before any comes back
+
+
+def test_two_letter_codes_are_easy_to_type_and_never_a_word_a_reply_holds() -> None:
+    pairs = [code for code in CODES if len(code) == 2]
+    assert len(CODES) == len(set(CODES)) == 17 + len(pairs) > 300
+    assert all(set(code) <= set(CODE_LETTERS) for code in pairs)
+    assert "BE" not in CODES  # "I'll be there"
+    assert "ME" not in CODES  # "HELP ME"
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("1BC", Answer(ACCEPT, "BC")),
+        ("BC 1", Answer(ACCEPT, "BC")),
+        ("Y BC", Answer(ACCEPT, "BC")),
+        ("bc1", Answer(ACCEPT, "BC")),
+        ("(bc) OK!", Answer(ACCEPT, "BC")),
+        ("2zz", Answer(DECLINE, "ZZ")),
+        ("no thanks ZW", Answer(DECLINE, "ZW")),
+        ("yes no BC", Unclear("BC")),
+        ("1B", Answer(ACCEPT, "B")),
+        ("1 be there", Answer(ACCEPT)),
+        ("1BE", NotUnderstood()),
+        ("ok1", NotUnderstood()),
+        ("1 B C", NotUnderstood()),  # two codes: which one?
+    ],
+)
+def test_two_letter_codes_read_in_either_order(typed: str, expected: object) -> None:
+    assert parse_reply(typed) == expected
+    assert ReplyReading.from_json(read_reply(typed).to_json()) == read_reply(typed)
+
+
+def test_with_every_code_used_today_the_longest_unused_free_one_is_taken() -> None:
+    used = {code: NOW - timedelta(minutes=n) for n, code in enumerate(CODES)}
+    oldest = CODES[-1]
     assert choose_code(used, set(), NOW) == oldest
-    assert choose_code(used, {oldest}, NOW) == CODE_LETTERS[-2]
-    assert choose_code(used, set(CODE_LETTERS), NOW) == oldest  # shared, not refused
+    assert choose_code(used, {oldest}, NOW) == CODES[-2]
+    assert choose_code(used, set(CODES), NOW) == oldest  # shared, not refused
 
 
-@pytest.mark.parametrize("code", [None, "B", "Z"])
+@pytest.mark.parametrize("code", [None, "B", "Z", "ZZ"])
 @pytest.mark.parametrize("urgency", list(Urgency))
 @pytest.mark.parametrize(
     "site", ["Mercy ED", "Johns Hopkins Bayview Medical Center ED", "Hôpital Saint-Luc \u2013 Urg"]
@@ -310,14 +354,14 @@ def test_an_offer_sms_is_one_gsm7_segment_without_phi(
 
 def test_an_offer_sms_shows_its_code() -> None:
     several = content.offer("Mercy ED", Urgency.URGENT, LINK, "C").text
-    head = "Handoff: urgent ED request at Mercy ED."
+    head = "Handoff: urgent request at Mercy ED."
     assert several == f"{head} Reply 1C to accept, 2C to decline, or open {LINK}"
 
 
 def test_an_email_page_asks_for_the_link_not_a_reply_nobody_reads() -> None:
     email = content.offer("Mercy ED", Urgency.URGENT, LINK, replies_read=False)
     assert email.text == (
-        f"Handoff: urgent ED request at Mercy ED. Open this link to accept or decline: {LINK}"
+        f"Handoff: urgent request at Mercy ED. Open this link to accept or decline: {LINK}"
     )
     assert "Reply" not in email.text
     assert "Press 1" in email.spoken  # a call still takes the keypad
@@ -383,6 +427,8 @@ def test_a_notice_about_an_offer_names_it_by_its_code(reason: WithdrawReason) ->
         (OfferState.WITHDRAWN, WithdrawReason.EXPIRED, "has expired"),
         (OfferState.WITHDRAWN, WithdrawReason.AT_CAPACITY, "at your limit of open requests"),
         (OfferState.OPEN, None, "has expired"),  # open, but past its expiry
+        # Passed on after a STOP (issue #12): not "expired".
+        (OfferState.WITHDRAWN, WithdrawReason.UNREACHABLE, "because texts to this number were"),
         (OfferState.ACCEPTED, None, "we are confirming it"),
         (OfferState.DECLINED, None, "you declined"),
         (OfferState.ASSIGNED, None, "is yours"),
@@ -395,6 +441,23 @@ def test_an_answer_to_a_closed_offer_says_what_became_of_it(
     assert says in text
     assert "Mercy ED" in text
     assert len(text) <= SMS_SEGMENT
+
+
+def test_an_expired_offer_is_not_no_action_needed_when_cover_is_still_wanted() -> None:
+    """Issue #12: a supervisor answering their own expired offer of a request they were
+    just told has no coach was told "No action needed"."""
+    plain = content.closed("Mercy ED", OfferState.OPEN, None, "ZZ")
+    assert plain == "Handoff: the request ZZ at Mercy ED has expired; your answer was not recorded."
+    cover = content.closed("Mercy ED", OfferState.OPEN, None, "ZZ", still_unassigned=True)
+    assert cover == (
+        "Handoff: the request ZZ at Mercy ED has expired, and it still has no coach. "
+        "Please arrange cover."
+    )
+    assert len(cover) <= SMS_SEGMENT
+    filled = content.closed(
+        "Mercy ED", OfferState.WITHDRAWN, WithdrawReason.FILLED, "B", still_unassigned=True
+    )
+    assert "filled by another coach" in filled
 
 
 def test_help_names_the_program_and_the_supervisor_line_in_one_segment() -> None:

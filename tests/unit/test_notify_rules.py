@@ -2,7 +2,10 @@
 
 import base64
 import hmac
+import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -52,7 +55,7 @@ LINK = "https://handoff.example/p/abc"
 def test_an_sms_body_says_only_product_site_urgency_reply_code_and_link() -> None:
     page = content.offer("Mercy ED", Urgency.EMERGENT, LINK)
     assert page.text == (
-        f"Handoff: emergent ED request at Mercy ED. Reply 1 to accept, 2 to decline, or open {LINK}"
+        f"Handoff: emergent request at Mercy ED. Reply 1 to accept, 2 to decline, or open {LINK}"
     )
     bodies = [
         page.text,
@@ -61,7 +64,7 @@ def test_an_sms_body_says_only_product_site_urgency_reply_code_and_link() -> Non
         content.assigned("Mercy ED", NOW + timedelta(minutes=30), NOW, LINK).text,
     ]
     assert not [m for m in PHI_MARKERS for body in bodies if m in body]
-    assert "within 30 min" in bodies[3]
+    assert "(30 min)" in bodies[3]
 
 
 def test_a_link_names_its_offer_and_a_changed_token_names_nothing() -> None:
@@ -98,6 +101,23 @@ def test_an_open_offer_takes_accept_or_decline_until_it_expires() -> None:
     assert offer.answer(CoachResponse.ARRIVED, NOW)
     assert offer.answer(CoachResponse.COMPLETED, NOW)
     assert offer.answers(NOW) == ()
+
+
+def test_a_paged_offer_ends_its_ack_timeout_after_the_first_page_not_at_expires_at() -> None:
+    """Issue #12: matching ends an offer the ack timeout (expires_at - page_deadline) after
+    its first page; notify, down meanwhile, must not page it on until expires_at."""
+    page_deadline = NOW + timedelta(seconds=60)
+    offer = CoachOffer(
+        OfferState.OPEN, page_deadline + timedelta(seconds=90), page_deadline=page_deadline
+    )
+    assert offer.answer_deadline() == page_deadline + timedelta(seconds=90)  # not paged yet
+    offer.paged_at = NOW + timedelta(seconds=5)
+    assert offer.answer_deadline() == NOW + timedelta(seconds=95)
+    assert offer.may_page(NOW + timedelta(seconds=94), first_page_out=True)
+    assert not offer.may_page(NOW + timedelta(seconds=95), first_page_out=True)
+    assert offer.answers(NOW + timedelta(seconds=95)) == ()
+    made_before = CoachOffer(OfferState.OPEN, NOW + timedelta(minutes=5), paged_at=NOW)
+    assert made_before.answer_deadline() == NOW + timedelta(minutes=5)
 
 
 def test_a_withdrawn_offer_takes_no_answer_and_an_assignment_is_not_withdrawn() -> None:
@@ -263,7 +283,7 @@ def test_the_sandbox_cannot_be_selected_in_production() -> None:
 def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() -> None:
     """Found by a new user (#12 F6): a 56-character NOTIFY_PUBLIC_URL made every offer SMS
     180 characters, two segments, and notify started without a word."""
-    longest = "https://" + "h" * 28  # 36 characters: the most that fits
+    longest = "https://" + "h" * 29  # 37 characters: the most that fits
     settings = NotifySettings(
         database_url="postgresql://x/y",
         notify_link_secret="s",
@@ -271,16 +291,50 @@ def test_a_public_url_too_long_for_one_segment_pages_is_refused_at_start_up() ->
         notify_public_url=longest + "/",
     )
     link = f"{longest}/p/{LinkSigner('s').token(uuid4())}"
-    page = content.offer("Miriam Hospital ED", Urgency.EMERGENT, link, "W")
+    page = content.offer("Miriam Hospital ED", Urgency.EMERGENT, link, "ZW")  # longest code
     assert len(page.text) <= content.SMS_SEGMENT
     assert link in page.text
     assert settings.notify_public_url == longest + "/"
 
     production_like = "https://handoff-notify.peer-recovery-network.example.org"
-    with pytest.raises(ValidationError, match="NOTIFY_PUBLIC_URL is 56 characters; at most 36"):
+    with pytest.raises(ValidationError, match="NOTIFY_PUBLIC_URL is 56 characters; at most 37"):
         NotifySettings(
             database_url="postgresql://x/y",
             notify_link_secret="s",
             notify_delivery="sandbox",
             notify_public_url=production_like,
         )
+
+
+def _live(supervisor_phone: str | None = None) -> NotifySettings:
+    return NotifySettings(
+        database_url="postgresql://x/y",
+        notify_link_secret="s",
+        twilio_account_sid="AC1",
+        twilio_auth_token="t",
+        twilio_from_number="+14105550100",
+        smtp_host="127.0.0.1",
+        webhook_secret="w",
+        notify_supervisor_phone=supervisor_phone,
+    )
+
+
+def test_live_paging_without_a_supervisor_line_warns_at_start_up() -> None:
+    """Issue #12: HELP had no supervisor line and nothing said so."""
+    [warning] = _live().start_up_warnings()
+    assert "NOTIFY_SUPERVISOR_PHONE" in warning
+    assert _live("+14105550199").start_up_warnings() == []
+
+
+def test_the_demo_gives_help_the_demo_rosters_supervisor_line() -> None:
+    root = Path(__file__).resolve().parents[2]
+    run = (root / "scripts/run.sh").read_text()
+    found = re.search(r'NOTIFY_SUPERVISOR_PHONE="\$\{NOTIFY_SUPERVISOR_PHONE:-(\+\d+)\}"', run)
+    assert found, "scripts/run.sh sets no NOTIFY_SUPERVISOR_PHONE"
+    roster = json.loads((root / "deploy/demo/roster.json").read_text())
+    phones = {
+        method["destination"]: coach["display_name"]
+        for coach in roster["coaches"]
+        for method in coach["contact_methods"]
+    }
+    assert phones[found[1]] == "Rita O."

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from handoff_notify.domain import content
-from handoff_notify.domain.content import GSM7, SMS_SEGMENT, Unassigned
+from handoff_notify.domain.content import GSM7, SMS_SEGMENT, Unassigned, link_room
+from handoff_notify.domain.links import LINK_PATH_CHARACTERS
 from handoff_schemas.vocabulary import Urgency
 from tests.support.patients import PHI_MARKERS
 
@@ -40,10 +41,31 @@ def test_a_confirmation_names_the_request_by_code_and_the_local_arrival_time() -
         "Mercy ED", ARRIVE_BY, ARRIVE_BY - timedelta(minutes=30), LINK, "B", NY
     ).text
     assert text == (
-        f"Handoff: confirmed, the request B at Mercy ED is yours. Please arrive by 20:03 EST "
-        f"(within 30 min). Details: {LINK}"
+        f"Handoff: confirmed, the request B at Mercy ED is yours. Arrive by 20:03 EST "
+        f"(30 min): {LINK}"
     )
     assert "UTC" not in text
+
+
+@pytest.mark.parametrize("code", [None, "B", "ZZ"])
+@pytest.mark.parametrize("zone", [NY, "Asia/Kathmandu", None])
+@pytest.mark.parametrize(
+    "site", ["Mercy ED", "Johns Hopkins Bayview Medical Center ED", "Hôpital Saint-Luc \u2013 Urg"]
+)
+def test_a_confirmation_is_one_segment_with_the_longest_link_allowed(
+    code: str | None, zone: str | None, site: str
+) -> None:
+    """Issue #12: confirmations were 171-173 characters, two segments. With the longest
+    public URL settings allow, the longest code and a far arrival they fit in 160."""
+    longest_url = "https://" + "h" * (link_room() - LINK_PATH_CHARACTERS - len("https://"))
+    link = f"{longest_url}/p/" + "x" * (LINK_PATH_CHARACTERS - len("/p/"))
+    text = content.assigned(site, ARRIVE_BY, ARRIVE_BY - timedelta(minutes=999), link, code, zone)
+    assert len(text.text) <= SMS_SEGMENT, (len(text.text), text.text)
+    assert set(text.text) <= GSM7
+    assert text.text.endswith(link)
+    assert " is yours. Arrive by " in text.text
+    if code:
+        assert f"request {code} at " in text.text
 
 
 def _unassigned(reference: str, minute: int, urgency: Urgency = Urgency.URGENT) -> Unassigned:

@@ -53,6 +53,8 @@ class NotifyRuntime:
 
     @classmethod
     async def start(cls, settings: NotifySettings) -> "NotifyRuntime":
+        for warning in settings.start_up_warnings():
+            log.warning(warning)
         await apply_migrations(settings.database_url)
         pipeline = await EventPipeline.open(
             settings, SCHEMA, settings.consumer_group, settings.database_pool_size
@@ -65,7 +67,8 @@ class NotifyRuntime:
             outbox.committed()
             worker.wake()
 
-        consumed = [Topic.DISPATCH]
+        # handoff.referrals for ReferralCancelled only (held supervisor notices, issue #12).
+        consumed = [Topic.DISPATCH, Topic.REFERRALS]
         pipeline.consumer(dispatch_handlers(service), after_commit=committed).subscribe(consumed)
         timer_loop = TimerLoop(
             settings.database_url,

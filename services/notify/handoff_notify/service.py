@@ -71,6 +71,7 @@ from handoff_schemas.events import (
     PageDelivered,
     PageFailed,
     PageSent,
+    ReferralCancelled,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
@@ -163,6 +164,7 @@ class NotifyService:
 
     async def coach_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
         data: CoachAssigned = event.data
+        await notices.record_outcome(connection, data.referral_id, "assigned", data.assigned_at)
         record = await store.offer(connection, data.offer_id, lock=True)
         if record is None:
             return
@@ -174,6 +176,12 @@ class NotifyService:
         """Nobody took the referral: one short notice to each of the site's supervisors."""
         data: ReferralUnassigned = event.data
         await notices.add(connection, event.id, event.correlationid, data)
+
+    async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The ED cancelled the referral: a supervisor's notice about it not yet sent (held
+        by the quarter-hour limit, retried, or due at a restart) is dropped, not sent."""
+        data: ReferralCancelled = event.data
+        await notices.record_outcome(connection, data.referral_id, "cancelled", data.cancelled_at)
 
     async def coach_phones_changed(self, connection: Connection, event: Envelope[Any]) -> None:
         """The roster's phones for one coach, as they now stand: who may text as a coach."""
@@ -192,13 +200,28 @@ class NotifyService:
     async def _follow_up(
         self, connection: Connection, record: OfferRecord, kind: MessageKind
     ) -> None:
-        """Tell the coach, the way the offer reached them; a coach never paged hears nothing."""
+        """Tell the coach, the way the offer reached them; a coach never paged hears nothing.
+        An accept texted back is answered by text, on the phone that carried it, though the
+        page reached them last another way (issue #12: STOP moved the page to email, START,
+        then "1B": "a text follows" promised a text, and the confirmation went by email)."""
         reached = store.reached(await store.messages_of(connection, record.offer_id))
         if reached is None:
             return
-        contact = record.contacts[reached.contact_index]
+        index = reached.contact_index
+        if await store.accepted_via(connection, record.offer_id) is ResponseVia.SMS_REPLY:
+            for position, point in enumerate(record.contacts):
+                if (
+                    point.channel is Channel.SMS
+                    and await store.reply_code(connection, point.destination, record.offer_id)
+                    and not await store.blocked_methods(
+                        connection, {(Channel.SMS, point.destination)}
+                    )
+                ):
+                    index = position
+                    break
+        contact = record.contacts[index]
         await store.add_message(
-            connection, uuid4(), record.offer_id, kind, reached.contact_index, contact, self.clock()
+            connection, uuid4(), record.offer_id, kind, index, contact, self.clock()
         )
 
     # Delivery (called by the delivery worker)
@@ -392,6 +415,14 @@ class NotifyService:
             for channel in await notices.fail_lost(connection):
                 metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "failed").inc()
             claimed = await notices.claim_due(connection, limit)
+            # Held back (quarter-hour limit, retry, restart): still true? A request assigned
+            # or cancelled since it went unassigned needs no cover (issue #12).
+            stale = await notices.resolved(connection, claimed)
+            for notice in claimed:
+                if notice.notice_id in stale:
+                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
+            claimed = [notice for notice in claimed if notice.notice_id not in stale]
             blocked = await store.blocked_methods(
                 connection, {(notice.channel, notice.destination) for notice in claimed}
             )
@@ -680,6 +711,9 @@ class NotifyService:
         if message.kind is not MessageKind.OFFER:
             return
         now = self.clock()
+        if record.coach_offer.paged_at is None:
+            record.coach_offer.paged_at = now  # the ack clock's start, as matching reads it
+            await store.mark_paged(connection, record.offer_id, now)
         metrics.OFFER_TO_PAGE.labels(message.channel).observe(
             max(0.0, (now - record.offered_at).total_seconds())
         )
@@ -830,11 +864,19 @@ class NotifyService:
             await self._answer(connection, record, response, via)
             return record
 
-    def closed_text(self, record: OfferRecord, code: str | None = None) -> str:
+    def closed_text(
+        self, record: OfferRecord, code: str | None = None, *, still_unassigned: bool = False
+    ) -> str:
         """What became of an offer that takes no accept or decline now; `code` names it
-        as its SMS did."""
+        as its SMS did; `still_unassigned` as in `content.closed`."""
         offer = record.coach_offer
-        return content.closed(record.site_short_name, offer.state, offer.withdraw_reason, code)
+        return content.closed(
+            record.site_short_name,
+            offer.state,
+            offer.withdraw_reason,
+            code,
+            still_unassigned=still_unassigned,
+        )
 
     async def sms_reply(self, phone: str, body: str) -> str | None:
         """A coach's SMS reply; the text to answer them with, or None to say nothing.
@@ -897,10 +939,15 @@ class NotifyService:
                 return _read("unclear", content.unclear(codes))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
-            return await self._sms_answer(connection, reply, offers, now)
+            return await self._sms_answer(connection, reply, offers, now, phone)
 
     async def _sms_answer(
-        self, connection: Connection, reply: Answer, offers: list[PhoneOffer], now: datetime
+        self,
+        connection: Connection,
+        reply: Answer,
+        offers: list[PhoneOffer],
+        now: datetime,
+        phone: str,
     ) -> str:
         """Apply an accept or decline to the offer it names; the text that answers it."""
         still_open = [o for o in offers if o.record.coach_offer.still_wanted(now)]
@@ -926,7 +973,12 @@ class NotifyService:
         record = target.record
         with correlation(record.correlation_id):  # from here the reply is about one referral
             if not record.coach_offer.still_wanted(now):
-                return _read("closed", self.closed_text(record, target.code))
+                # A supervisor answering their own expired offer of a request they were
+                # told has no coach: cover is still needed (issue #12).
+                unassigned = await notices.still_unassigned(connection, record.referral_id, phone)
+                return _read(
+                    "closed", self.closed_text(record, target.code, still_unassigned=unassigned)
+                )
             await self._answer(connection, record, reply.response, ResponseVia.SMS_REPLY)
             accepted = reply.response is CoachResponse.ACCEPTED
             link = self.link(record.offer_id)

@@ -157,6 +157,17 @@ class NotifySettings(PlatformSettings):
         seconds = self.site_channel_fallback_seconds.get(site_id, self.channel_fallback_seconds)
         return timedelta(seconds=seconds)
 
+    def start_up_warnings(self) -> list[str]:
+        """What a deployment likely forgot, logged once at start-up (no secrets): live
+        paging without NOTIFY_SUPERVISOR_PHONE answers HELP with no supervisor line."""
+        warnings = []
+        if self.notify_delivery is Delivery.LIVE and not self.notify_supervisor_phone:
+            warnings.append(
+                "NOTIFY_SUPERVISOR_PHONE is not set: the answer to HELP gives coaches no "
+                "supervisor line"
+            )
+        return warnings
+
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_attempts=self.send_attempts)

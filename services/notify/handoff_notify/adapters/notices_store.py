@@ -212,3 +212,53 @@ async def reported(connection: Connection, notice_id: UUID, provider_ref: str) -
         provider_ref,
     )
     return bool(status == "UPDATE 1")
+
+
+async def record_outcome(
+    connection: Connection, referral_id: UUID, outcome: str, at: datetime
+) -> None:
+    """The referral was `outcome` ("assigned" or "cancelled") at `at` (UTC): notices of
+    its unassigned spells before then are no longer true. The latest outcome is kept."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.referral_outcomes (referral_id, outcome, at)
+            VALUES ($1, $2, $3)
+            ON CONFLICT (referral_id) DO UPDATE SET outcome = excluded.outcome, at = excluded.at
+            WHERE referral_outcomes.at < excluded.at""",
+        referral_id,
+        outcome,
+        at,
+    )
+
+
+async def resolved(connection: Connection, claimed: list[NoticeRecord]) -> set[UUID]:
+    """The notices among `claimed` whose referral was assigned or cancelled since it went
+    unassigned (a later outcome than the notice's `unassigned_at`)."""
+    if not claimed:
+        return set()
+    rows = await connection.fetch(
+        f"""SELECT n.notice_id FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+                AS n(notice_id, referral_id, unassigned_at)
+            JOIN {SCHEMA}.referral_outcomes o USING (referral_id)
+            WHERE o.at >= n.unassigned_at""",
+        [n.notice_id for n in claimed],
+        [n.referral_id for n in claimed],
+        [n.unassigned_at for n in claimed],
+    )
+    return {row["notice_id"] for row in rows}
+
+
+async def still_unassigned(connection: Connection, referral_id: UUID, destination: str) -> bool:
+    """Whether `destination` was told (or is to be told) the referral has no coach, and
+    no assignment or cancel has been heard of since."""
+    told = await connection.fetchval(
+        f"""SELECT EXISTS (
+                SELECT 1 FROM {SCHEMA}.notices n
+                WHERE n.referral_id = $1 AND n.destination = $2
+                  AND n.state IN ('pending', 'sending', 'sent')
+                  AND NOT EXISTS (
+                      SELECT 1 FROM {SCHEMA}.referral_outcomes o
+                      WHERE o.referral_id = n.referral_id AND o.at >= n.unassigned_at))""",
+        referral_id,
+        destination,
+    )
+    return bool(told)

@@ -68,7 +68,7 @@ class MessageRecord:
 
 _OFFER_COLUMNS = """offer_id, referral_id, coach_id, correlation_id, site_id, site_short_name,
     urgency, tier, briefing, contacts, offered_at, expires_at, state, withdraw_reason,
-    arrival_deadline, page_deadline, site_time_zone"""
+    arrival_deadline, page_deadline, site_time_zone, paged_at"""
 _MESSAGE_COLUMNS = """message_id, offer_id, kind, contact_index, channel, destination, state,
     attempts, sending_since, provider_ref"""
 _SENDS = SendStates(f"{SCHEMA}.messages", "message_id", on_sending="sending_since = now()")
@@ -373,6 +373,15 @@ async def record_response(
     return bool(inserted)
 
 
+async def mark_paged(connection: Connection, offer_id: UUID, at: datetime) -> None:
+    """The offer's first page reached a provider at `at` (a later page changes nothing)."""
+    await connection.execute(
+        f"UPDATE {SCHEMA}.offers SET paged_at = coalesce(paged_at, $2) WHERE offer_id = $1",
+        offer_id,
+        at,
+    )
+
+
 def _offer(row: asyncpg.Record) -> OfferRecord:
     reason = row["withdraw_reason"]
     return OfferRecord(
@@ -393,6 +402,7 @@ def _offer(row: asyncpg.Record) -> OfferRecord:
             WithdrawReason(reason) if reason else None,
             row["arrival_deadline"],
             row["page_deadline"],
+            row["paged_at"],
         ),
         site_time_zone=row["site_time_zone"],
     )
@@ -411,6 +421,16 @@ def _message(row: asyncpg.Record) -> MessageRecord:
         sending_since=row["sending_since"],
         provider_ref=row["provider_ref"],
     )
+
+
+async def accepted_via(connection: Connection, offer_id: UUID) -> ResponseVia | None:
+    """How the coach accepted the offer, if they did."""
+    via = await connection.fetchval(
+        f"SELECT via FROM {SCHEMA}.responses WHERE offer_id = $1 AND response = $2",
+        offer_id,
+        CoachResponse.ACCEPTED.value,
+    )
+    return None if via is None else ResponseVia(via)
 
 
 def reached(messages: Sequence[MessageRecord]) -> MessageRecord | None:
@@ -500,7 +520,7 @@ async def offers_paged_to(connection: Connection, phone: str, now: datetime) -> 
     first, locked: what a reply from the phone can be about."""
     columns = ", ".join("o." + c.strip() for c in _OFFER_COLUMNS.split(","))
     rows = await connection.fetch(
-        f"""SELECT {columns}, r.code, m.sent_at AS paged_at
+        f"""SELECT {columns}, r.code, m.sent_at AS sms_paged_at
             FROM {SCHEMA}.reply_codes r
             JOIN {SCHEMA}.offers o USING (offer_id)
             JOIN {SCHEMA}.messages m ON m.offer_id = r.offer_id AND m.kind = 'offer'
@@ -510,7 +530,7 @@ async def offers_paged_to(connection: Connection, phone: str, now: datetime) -> 
         phone,
         now - REUSE_AFTER,
     )
-    return [PhoneOffer(_offer(row), row["code"], row["paged_at"]) for row in rows]
+    return [PhoneOffer(_offer(row), row["code"], row["sms_paged_at"]) for row in rows]
 
 
 async def open_pages_to(

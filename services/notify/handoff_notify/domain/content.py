@@ -17,6 +17,7 @@ from math import ceil
 from zoneinfo import ZoneInfo
 
 from handoff_notify.domain.offer import OfferState
+from handoff_notify.domain.replies import CODES
 from handoff_schemas.vocabulary import Urgency, WithdrawReason
 
 SMS_SEGMENT = 160  # GSM-7 characters in one SMS segment
@@ -98,14 +99,16 @@ def offer(
     replies = f" Reply {answer} to accept, {decline} to decline, or open {link}"
     if not replies_read:
         replies = f" Open this link to accept or decline: {link}"
-    head = f"Handoff: {urgency.value} ED request at "
+    # No "ED" before "request": the site's short name says it ("Mercy ED"), and the
+    # characters pay for two-letter reply codes (issue #12).
+    head = f"Handoff: {urgency.value} request at "
     site = gsm7(site_short_name)
     room = SMS_SEGMENT - len(head) - len(replies) - 1
     if len(site) > room:
         site = site[: max(room, _MIN_SITE)].rstrip()
     headline = f"{head}{site}."
     return Content(
-        subject=f"Handoff: {urgency.value} ED request at {site_short_name}.",
+        subject=f"Handoff: {urgency.value} request at {site_short_name}.",
         text=f"{headline}{replies}",
         spoken=(
             f"This is Handoff. An {urgency.value} request for a peer recovery coach at "
@@ -116,9 +119,10 @@ def offer(
 
 def link_room() -> int:
     """The longest link (characters) an offer SMS carries within one segment: with the
-    longest urgency, a reply code, and the site's short name cut to its shortest."""
+    longest urgency, the longest reply code, and the site's short name cut to its shortest."""
     urgency = max(Urgency, key=lambda u: len(u.value))
-    return SMS_SEGMENT - len(offer("x" * _MIN_SITE, urgency, "", "X").text)
+    code = max(CODES, key=len)
+    return SMS_SEGMENT - len(offer("x" * _MIN_SITE, urgency, "", code).text)
 
 
 def withdrawn(site_short_name: str, reason: WithdrawReason, code: str | None = None) -> Content:
@@ -137,12 +141,24 @@ def assigned(
     time_zone: str | None = None,
 ) -> Content:
     """The confirmation of an accepted offer: the latest arrival on the site's clock
-    (`time_zone`, IANA) and the minutes left until then."""
+    (`time_zone`, IANA) and the minutes left until then. One SMS segment (issue #12: it
+    was 171-173 characters): the wording tightens step by step to fit the link, and last
+    the site's short name is shortened (never below 6 characters), as on the offer."""
     minutes = max(0, ceil((arrival_deadline - now).total_seconds() / 60))
-    text = (
-        f"Handoff: confirmed, the {request(site_short_name, code)} is yours. Please arrive "
-        f"by {local_time(arrival_deadline, time_zone)} (within {minutes} min). Details: {link}"
+    by = local_time(arrival_deadline, time_zone)
+    site = gsm7(site_short_name)
+    wordings = (
+        "Handoff: confirmed, the {it} is yours. Arrive by {by} ({minutes} min): {link}",
+        "Handoff: the {it} is yours. Arrive by {by} ({minutes} min): {link}",
     )
+    for wording in wordings:
+        text = wording.format(it=request(site, code), by=by, minutes=minutes, link=link)
+        if len(text) <= SMS_SEGMENT:
+            break
+    else:
+        room = max(_MIN_SITE, len(site) - (len(text) - SMS_SEGMENT))
+        short = site[:room].rstrip()
+        text = wordings[-1].format(it=request(short, code), by=by, minutes=minutes, link=link)
     return Content(subject=f"Handoff: confirmed at {site_short_name}", text=text, spoken=text)
 
 
@@ -215,9 +231,13 @@ def closed(
     state: OfferState,
     reason: WithdrawReason | None,
     code: str | None = None,
+    *,
+    still_unassigned: bool = False,
 ) -> str:
     """What became of an offer the coach can no longer accept or decline, naming it by its
-    reply `code` when it has one."""
+    reply `code` when it has one. `still_unassigned`: the one replying is a supervisor
+    told this request has no coach, and nothing since says otherwise, so an expired offer
+    is not "no action needed" (issue #12)."""
     it = request(site_short_name, code)
     match state, reason:
         case OfferState.WITHDRAWN, WithdrawReason.FILLED:
@@ -235,8 +255,18 @@ def closed(
             return f"Handoff: you declined the {it}. No action needed."
         case OfferState.ASSIGNED | OfferState.ARRIVED | OfferState.COMPLETED, _:
             return f"Handoff: the {it} is yours; see the link in its confirmation."
+        case OfferState.WITHDRAWN, WithdrawReason.UNREACHABLE:
+            # Mostly a STOP (decision 0013): the offer was passed on, it did not expire.
+            return (
+                f"Handoff: the {it} was passed on to another coach because texts to this "
+                "number were stopped or could not be delivered."
+            )
+        case _ if still_unassigned:
+            return (
+                f"Handoff: the {it} has expired, and it still has no coach. Please arrange cover."
+            )
         case _:
-            return f"Handoff: the {it} has expired. No action needed."
+            return f"Handoff: the {it} has expired; your answer was not recorded."
 
 
 def which_offer(offers: Sequence[OpenOffer], now: datetime) -> str:

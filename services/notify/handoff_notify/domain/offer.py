@@ -43,9 +43,19 @@ class CoachOffer:
     withdraw_reason: WithdrawReason | None = None
     arrival_deadline: datetime | None = None
     page_deadline: datetime | None = None  # no first page after it (OfferMade.page_deadline)
+    paged_at: datetime | None = None  # the first page reached a provider (PageSent.sent_at)
+
+    def answer_deadline(self) -> datetime:
+        """When the offer ends unanswered, as notify can know it: matching's ack clock runs
+        from the first page (`paged_at`) for the site's ack timeout, which is `expires_at -
+        page_deadline`; `expires_at` (the page deadline plus that) is the bound before a
+        page left, and for offers made before the ack clock ran from the page."""
+        if self.paged_at is None or self.page_deadline is None:
+            return self.expires_at
+        return min(self.expires_at, self.paged_at + (self.expires_at - self.page_deadline))
 
     def expired(self, now: datetime) -> bool:
-        return self.state is OfferState.OPEN and now >= self.expires_at
+        return self.state is OfferState.OPEN and now >= self.answer_deadline()
 
     def answers(self, now: datetime) -> tuple[CoachResponse, ...]:
         """What the coach may answer now, in the order the page offers them."""

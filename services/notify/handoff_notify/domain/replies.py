@@ -13,7 +13,10 @@ or "no problem, ok"?), a negated decline ("not declining", "don't decline"), or 
 accept beside a decline ("yes no").
 
 Codes are single letters that are neither answers (Y, N) nor easily misread
-(I, L, O look like digits; A, K, U and X are words or sign-offs in a text).
+(I, L, O look like digits; A, K, U and X are words or sign-offs in a text), then,
+once a phone has had all 17 within a day, two of those letters ("BC"), read in
+either order beside the answer ("1BC", "BC 1", "Y BC"); a pair that is a word a
+reply may hold ("be", "me") is never a code.
 The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md and
 docs/decisions/0020-what-coaches-and-supervisors-read.md.
 """
@@ -180,21 +183,36 @@ _EMOJI_ANSWERS = {
 }
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\u2032\u0060\u00b4", "'"))
 _NOT_A_WORD = re.compile(r"[^0-9a-z]+")
-_CODED = re.compile(r"^(?:([12])([a-z])|([a-z])([12]))$")
+_CODED = re.compile(r"^(?:([12])([a-z]{1,2})|([a-z]{1,2})([12]))$")
+
+# Every reply code in the order a phone is given them: the 17 letters, then pairs of
+# them (287 once the pairs that are words are left out), so a phone gets 304 offers in
+# a day before a code comes back (issue #12: 17 wrapped within 20 minutes).
+_WORDS_A_REPLY_HOLDS = (
+    set(_WORDS) | _KEYWORD_COMPANIONS | _OPT_OUT | _OPT_IN | _HELP | {"on", "off"}
+)
+CODES: tuple[str, ...] = tuple(CODE_LETTERS) + tuple(
+    first + second
+    for first in CODE_LETTERS
+    for second in CODE_LETTERS
+    if (first + second).lower() not in _WORDS_A_REPLY_HOLDS
+)
+_CODE_SET = frozenset(CODES)
 
 
 def words(body: str) -> list[str]:
     """The reply's words after normalisation: NFKC, case-folded, curly apostrophes made
-    straight then dropped ("can\u2019t" → "cant"), punctuation and emoji removed, "1B" and
-    "b1" split in two."""
+    straight then dropped ("can\u2019t" → "cant"), punctuation and emoji removed, "1B",
+    "b1", "1BC" and "bc1" split in two (two letters only when they are a code)."""
     text = unicodedata.normalize("NFKC", body).translate(_APOSTROPHES).casefold()
     for emoji, word in _EMOJI_ANSWERS.items():
         text = text.replace(emoji, word)
     tokens: list[str] = []
     for token in _NOT_A_WORD.sub(" ", text.replace("'", "")).split():
         coded = _CODED.match(token)
-        if coded is None:
-            tokens.append(token)
+        letters = "" if coded is None else coded[2] or coded[3]
+        if coded is None or (len(letters) == 2 and letters.upper() not in _CODE_SET):
+            tokens.append(token)  # "ok1" stays one (not understood): "ok" is no code
         elif coded[1]:
             tokens += [coded[1], coded[2]]
         else:
@@ -222,7 +240,7 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
         else:
             token = tokens[index]
             index += 1
-            if len(token) == 1 and token.upper() in CODE_LETTERS:
+            if token.upper() in _CODE_SET:
                 codes.add(token.upper())
             elif token in _WORDS:
                 if _WORDS[token] != _FILLER:
@@ -327,7 +345,7 @@ def _reply_json(reply: Reply) -> dict[str, object]:
 def _code(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or value not in CODE_LETTERS or len(value) != 1:
+    if not isinstance(value, str) or value not in _CODE_SET:
         raise ValueError("not a reply code")
     return value
 

@@ -123,7 +123,7 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
     offer = record.coach_offer
     match offer.state:
         case OfferState.OPEN if offer.expired(now):
-            return "This request has expired. No action is needed.", False
+            return "This request has expired; your answer can no longer be taken.", False
         case OfferState.OPEN:
             return None, True
         case OfferState.ACCEPTED:
@@ -146,8 +146,14 @@ def _situation(record: OfferRecord, now: datetime) -> tuple[str | None, bool]:
                 "coach. No action is needed.",
                 False,
             )
+        case OfferState.WITHDRAWN if offer.withdraw_reason is WithdrawReason.UNREACHABLE:
+            return (
+                "This request was passed on to another coach because texts to your number "
+                "were stopped (STOP) or none of your contact methods could be reached.",
+                False,
+            )
         case _:
-            return "This request has expired. No action is needed.", False
+            return "This request has expired; your answer can no longer be taken.", False
 
 
 def build_twilio_router(
