@@ -714,3 +714,77 @@ async def test_calendar_feeds_are_listed_by_coach_and_site_without_their_secret(
     assert after.json() == []
     bad = await admin.get("/v1/admin/calendar-tokens", params={"site_id": "NOT A\x00SITE"})
     assert bad.status_code == 422
+
+
+async def test_a_rotation_is_changed_in_place_with_the_checks_of_create(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """A coordinator edits a rotation: same layer id (calendar UIDs and history stay), every
+    setting replaced, the on-call follows; a bad edit is a 422 or 409 naming the field and
+    changes nothing."""
+    site, vermont = Site("MD", 2), Site("VT", 1)
+    await site.register(database)
+    await vermont.register(database)
+    first, second = site.coaches
+    pool = f"site:{site.site_id}"
+    yesterday = (datetime.now(NEW_YORK) - timedelta(days=1)).date().isoformat()
+    rotation = {
+        "pool": pool,
+        "name": "weeks",
+        "time_zone": NEW_YORK.key,
+        "start_date": yesterday,
+        "handoff": "00:00:00",
+        "shift_length": 1,
+        "shift_unit": "weeks",
+        "participants": [str(first)],
+    }
+    created = await admin.post("/v1/admin/rotations", json=rotation)
+    assert created.status_code == 201, created.text
+    layer_id = created.json()["layer_id"]
+    other = await admin.post("/v1/admin/rotations", json={**rotation, "name": "other"})
+    assert other.status_code == 201, other.text
+    assert sorted(await on_call_at_site(admin, site.site_id)) == [str(first)]
+
+    edited = {**rotation, "name": "weeks, edited", "priority": 7, "participants": [str(second)]}
+    changed = await admin.put(f"/v1/admin/rotations/{layer_id}", json=edited)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["layer_id"] == layer_id
+    listed = {
+        r["layer_id"]: r
+        for r in (await admin.get("/v1/admin/rotations", params={"pool": pool})).json()
+    }
+    assert listed[layer_id]["name"] == "weeks, edited"
+    assert listed[layer_id]["priority"] == 7
+    assert listed[layer_id]["participants"] == [str(second)]
+    assert await on_call_at_site(admin, site.site_id) == [str(second)], "the top layer wins"
+
+    refusals = [
+        ({**edited, "name": "other"}, 409, "name"),
+        ({**edited, "participants": [str(vermont.coaches[0])]}, 422, "participants"),
+        ({**edited, "participants": [str(uuid.uuid4())]}, 422, "participants"),
+        ({**edited, "pool": f"site:{vermont.site_id}"}, 422, "pool"),
+        ({**edited, "priority": 101}, 422, "priority"),
+        ({**edited, "shift_unit": "fortnights"}, 422, "shift_unit"),
+    ]
+    for body, status, field in refusals:
+        refused = await admin.put(f"/v1/admin/rotations/{layer_id}", json=body)
+        assert refused.status_code == status, (field, refused.text)
+        assert refused.json()["error"]["fields"][0]["field"] == field, refused.text
+    after = {
+        r["layer_id"]: r
+        for r in (await admin.get("/v1/admin/rotations", params={"pool": pool})).json()
+    }
+    assert after[layer_id] == listed[layer_id], "a refused edit changes nothing"
+
+    missing = await admin.put(f"/v1/admin/rotations/{uuid.uuid4()}", json=edited)
+    assert missing.status_code == 404
+    weekly = Site("MD", 1)
+    await weekly.register(database, weekly=True)
+    [weekly_layer] = (
+        await admin.get("/v1/admin/layers", params={"pool": f"site:{weekly.site_id}"})
+    ).json()
+    not_rotation = await admin.put(
+        f"/v1/admin/rotations/{weekly_layer['layer_id']}",
+        json={**edited, "pool": f"site:{weekly.site_id}", "participants": [str(weekly.coaches[0])]},
+    )
+    assert not_rotation.status_code == 404, "weekly shifts change by roster import"

@@ -60,3 +60,31 @@ async def test_a_service_that_does_not_answer_is_unavailable() -> None:
 async def test_no_content_is_none() -> None:
     transport = httpx.MockTransport(lambda _: httpx.Response(204))
     assert await api(transport).call("DELETE", "/v1/admin/layers/x") is None
+
+
+async def test_an_answer_that_is_not_json_is_unavailable_not_a_500() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, text="<html>proxy</html>"))
+    with pytest.raises(ServiceUnavailable):
+        await api(transport).call("GET", "/v1/admin/coaches")
+
+
+async def test_a_file_goes_as_its_own_bytes_and_type() -> None:
+    seen: list[httpx.Request] = []
+
+    def take(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"layer_id": "x", "shifts": 1})
+
+    answer = await api(httpx.MockTransport(take)).call(
+        "POST",
+        "/v1/admin/calendars/import",
+        params={"pool": "state:MD", "name": "cover"},
+        content=b"BEGIN:VCALENDAR\r\n",
+        content_type="text/calendar",
+    )
+    assert answer == {"layer_id": "x", "shifts": 1}
+    [request] = seen
+    assert request.content == b"BEGIN:VCALENDAR\r\n"
+    assert request.headers["content-type"] == "text/calendar"
+    assert request.headers["authorization"] == "Bearer t0ken"
+    assert request.url.params["pool"] == "state:MD"

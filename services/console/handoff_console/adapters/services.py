@@ -42,11 +42,21 @@ class AdminApi:
         self._endpoint = endpoint
 
     async def call(
-        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
     ) -> Any:
-        """The decoded answer (None for 204). Raises ServiceUnavailable (no answer, 5xx),
-        Refused (4xx, with the fields the service named)."""
+        """The decoded answer (None for 204): a JSON body (`json`) or raw bytes (`content`,
+        sent as `content_type`, e.g. an .ics file). Raises ServiceUnavailable (no answer,
+        5xx), Refused (4xx, with the fields the service named)."""
         headers = {}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         if self._endpoint.token is not None:
             headers["Authorization"] = f"Bearer {self._endpoint.token.get_secret_value()}"
         try:
@@ -55,6 +65,7 @@ class AdminApi:
                 f"{self._endpoint.url.rstrip('/')}{path}",
                 json=json,
                 params=params,
+                content=content,
                 headers=headers,
             )
         except httpx.HTTPError:
@@ -63,7 +74,12 @@ class AdminApi:
             raise ServiceUnavailable(self._endpoint.service)
         if response.status_code >= 400:
             raise _refusal(response)
-        return response.json() if response.status_code != 204 else None
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError:  # a proxy's page, a half-written answer: not an answer to use
+            raise ServiceUnavailable(self._endpoint.service) from None
 
 
 def _refusal(response: httpx.Response) -> Refused:

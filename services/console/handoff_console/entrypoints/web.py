@@ -10,7 +10,7 @@ import io
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any
@@ -21,6 +21,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from handoff_console.adapters import accounts
@@ -104,10 +105,22 @@ class Console:
         body = template.render(request=request, **context)
         return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
+    # The site directory as referral last gave it: while referral is away, pages that need
+    # only the directory (for scope, names, zones) keep working from it; sites change rarely.
+    known_sites: dict[str, Site] | None = field(default=None, init=False)
+
     async def sites(self) -> dict[str, Site]:
-        """Every registered site, from the referral service, by id."""
-        rows = await self.services.referral.call("GET", "/v1/admin/sites")
-        return {r["site_id"]: Site(**r) for r in rows}
+        """Every registered site, from the referral service, by id; while it does not answer,
+        the directory as it last answered (ServiceUnavailable if it never has)."""
+        try:
+            rows = await self.services.referral.call("GET", "/v1/admin/sites")
+        except ServiceUnavailable:
+            if self.known_sites is None:
+                raise
+            log.warning("console: referral away, using the last known site directory")
+            return dict(self.known_sites)
+        self.known_sites = {r["site_id"]: Site(**r) for r in rows}
+        return dict(self.known_sites)
 
     async def visible_site(self, account: Account, site_id: str) -> Site:
         """Raises NotFound for an unknown site or one outside the account's scope."""
@@ -715,28 +728,7 @@ def build_console(console: Console) -> APIRouter:
         pool, zone, state = await _changeable_pool(request, session, pool_name)
         form = await form_of(request)
         names = await console.coach_names()
-        errors: dict[str, str] = {}
-        by_name = {name.casefold(): coach for coach, name in names.items()}
-        participants: list[str] = []
-        for written in _lines(form.get("participants", "")):
-            coach = by_name.get(written.casefold())
-            if coach is None:
-                errors["participants"] = f"no coach named {written!r} on the roster"
-                break
-            participants.append(str(coach))
-        if not participants and "participants" not in errors:
-            errors["participants"] = "name at least one coach, one per line, in turn"
-        body = {
-            "pool": pool.name,
-            "name": form.get("name", ""),
-            "priority": form.get("priority", "0") or "0",
-            "time_zone": form.get("time_zone", "") or zone,
-            "start_date": form.get("start_date", ""),
-            "handoff": form.get("handoff", ""),
-            "shift_length": form.get("shift_length", ""),
-            "shift_unit": form.get("shift_unit", ""),
-            "participants": participants,
-        }
+        body, errors = _rotation_body(form, pool, zone, names)
         if not errors:
             try:
                 created = await console.services.matching.call(
@@ -753,7 +745,214 @@ def build_console(console: Console) -> APIRouter:
             "rotation created",
             pool,
             state,
-            {**body, "layer_id": created["layer_id"], "participants": _names(participants, names)},
+            {
+                **body,
+                "layer_id": created["layer_id"],
+                "participants": _names(body["participants"], names),
+            },
+        )
+
+    async def _rotation_of(pool: PoolRef, layer_id: UUID) -> dict[str, Any]:
+        """The pool's rotation `layer_id` as matching lists it; NotFound when the pool has
+        no such rotation (another pool's, a weekly or calendar layer, or removed)."""
+        rotations = await console.services.matching.call(
+            "GET", "/v1/admin/rotations", params={"pool": pool.name}
+        )
+        found = next((r for r in rotations if r["layer_id"] == str(layer_id)), None)
+        if found is None:
+            raise NotFound
+        return dict(found)
+
+    async def _rotation_page(
+        request: Request,
+        session: Session,
+        pool_name: str,
+        layer_id: UUID,
+        errors: dict[str, str] | None = None,
+        submitted: dict[str, str] | None = None,
+        status: int = 200,
+    ) -> Response:
+        """The edit form of one rotation, filled from matching (or from what was sent, with
+        the errors next to their fields)."""
+        if status >= 400:
+            await release(request)
+        pool, zone, sites = await _pool(session.account, pool_name)
+        site_states = {s.site_id: s.state for s in sites.values()}
+        if not may_change_pool(session.account, pool, site_states):
+            raise Forbidden("Your account does not change this pool's schedule.")
+        rotation = await _rotation_of(pool, layer_id)
+        coaches = await console.services.matching.call("GET", "/v1/admin/coaches")
+        names = {c["coach_id"]: c["display_name"] for c in coaches}
+        state = site_states[pool.key] if pool.kind == "site" else pool.key
+        current = {
+            "name": rotation["name"],
+            "priority": str(rotation["priority"]),
+            "time_zone": rotation["time_zone"],
+            "start_date": rotation["start_date"],
+            "handoff": rotation["handoff"][:5],
+            "shift_length": str(rotation["shift_length"]),
+            "shift_unit": rotation["shift_unit"],
+            "participants": "\n".join(names.get(p, p) for p in rotation["participants"]),
+        }
+        return console.render(
+            request,
+            "rotation.html",
+            status=status,
+            session=session,
+            pool=pool,
+            zone=zone,
+            site=sites.get(pool.key) if pool.kind == "site" else None,
+            layer_id=str(layer_id),
+            errors={"rotation": errors or {}},
+            submitted={"rotation": submitted or current},
+            coaches=certified_in(coaches, state, datetime.now(ZoneInfo(zone)).date()),
+        )
+
+    @router.get("/pools/{pool_name}/rotations/{layer_id}", response_class=HTMLResponse)
+    async def rotation_page(
+        request: Request, pool_name: str, layer_id: UUID, session: SignedIn
+    ) -> Response:
+        return await _rotation_page(request, session, pool_name, layer_id)
+
+    @router.post("/pools/{pool_name}/rotations/{layer_id}", response_class=HTMLResponse)
+    async def change_rotation(
+        request: Request, pool_name: str, layer_id: UUID, session: Changing
+    ) -> Response:
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
+        before = await _rotation_of(pool, layer_id)
+        form = await form_of(request)
+        names = await console.coach_names()
+        body, errors = _rotation_body(form, pool, zone, names)
+        if not errors:
+            try:
+                await console.services.matching.call(
+                    "PUT", f"/v1/admin/rotations/{layer_id}", json=body
+                )
+            except Refused as refused:
+                if refused.status == 404:
+                    raise NotFound from None  # removed meanwhile
+                errors = refused.fields or {"name": refused.message}
+        if errors:
+            return await _rotation_page(
+                request, session, pool_name, layer_id, errors, form, status=422
+            )
+        return await changed_pool(
+            session,
+            "rotation changed",
+            pool,
+            state,
+            {
+                **body,
+                "layer_id": str(layer_id),
+                "participants": _names(body["participants"], names),
+                "before": {
+                    **{k: v for k, v in before.items() if k not in ("pool", "layer_id")},
+                    "participants": _names(before["participants"], names),
+                },
+            },
+        )
+
+    @router.post("/pools/{pool_name}/layers/{layer_id}/priority", response_class=HTMLResponse)
+    async def change_priority(
+        request: Request, pool_name: str, layer_id: UUID, session: Changing
+    ) -> Response:
+        pool, _, state = await _changeable_pool(request, session, pool_name)
+        layers = await console.services.matching.call(
+            "GET", "/v1/admin/layers", params={"pool": pool.name}
+        )
+        layer = next((la for la in layers if la["layer_id"] == str(layer_id)), None)
+        if layer is None:
+            raise NotFound  # another pool's, or removed
+        form = await form_of(request)
+        raw = form.get("priority", "")
+        error = None
+        if not raw.isdigit() or not 0 <= int(raw) <= 100:
+            error = "a whole number from 0 to 100 (higher wins)"
+        else:
+            try:
+                await console.services.matching.call(
+                    "PATCH", f"/v1/admin/layers/{layer_id}", json={"priority": int(raw)}
+                )
+            except Refused as refused:
+                if refused.status == 404:
+                    raise NotFound from None
+                error = refused.fields.get("priority", refused.message)
+        if error is not None:
+            return await _pool_page(
+                request,
+                session,
+                pool_name,
+                {"priority": {str(layer_id): error}},
+                {"priority": {str(layer_id): raw}},
+                422,
+            )
+        return await changed_pool(
+            session,
+            "layer priority changed",
+            pool,
+            state,
+            {
+                "layer_id": str(layer_id),
+                "name": layer["name"],
+                "kind": layer["kind"],
+                "priority": int(raw),
+                "before": layer["priority"],
+            },
+        )
+
+    @router.post("/pools/{pool_name}/calendars", response_class=HTMLResponse)
+    async def import_calendar(request: Request, pool_name: str, session: Changing) -> Response:
+        pool, zone, state = await _changeable_pool(request, session, pool_name)
+        raw = await request.form()
+        form = {k: v.strip() for k, v in raw.items() if isinstance(v, str)}
+        upload = raw.get("calendar")
+        errors: dict[str, str] = {}
+        content = await upload.read() if isinstance(upload, StarletteUploadFile) else b""
+        if not content:
+            errors["calendar"] = "choose an .ics file"
+        name = form.get("name", "")
+        if not name:
+            errors["name"] = "required"
+        priority = form.get("priority", "0") or "0"
+        if not priority.isdigit() or not 0 <= int(priority) <= 100:
+            errors["priority"] = "a whole number from 0 to 100 (higher wins)"
+        imported: dict[str, Any] = {}
+        if not errors:
+            try:
+                imported = await console.services.matching.call(
+                    "POST",
+                    "/v1/admin/calendars/import",
+                    params={
+                        "pool": pool.name,
+                        "name": name,
+                        "priority": int(priority),
+                        "time_zone": zone,  # floating times are read in the pool's zone
+                    },
+                    content=content,
+                    content_type="text/calendar",
+                )
+            except Refused as refused:
+                errors = {
+                    # matching names the body (the file) and query fields; name_taken none
+                    ("calendar" if field in ("body", "") else field): message
+                    for field, message in refused.fields.items()
+                } or {"name" if refused.status == 409 else "calendar": refused.message}
+        if errors:
+            return await _pool_page(
+                request, session, pool_name, {"calendar": errors}, {"calendar": form}, 422
+            )
+        return await changed_pool(
+            session,
+            "calendar imported",
+            pool,
+            state,
+            {
+                "layer_id": imported["layer_id"],
+                "name": name,
+                "priority": int(priority),
+                "shifts": imported["shifts"],
+                "file_bytes": len(content),
+            },
         )
 
     @router.post("/pools/{pool_name}/overrides", response_class=HTMLResponse)
@@ -993,7 +1192,9 @@ def install_console_errors(app: FastAPI, console: Console) -> None:
             "error.html",
             status=503,
             title="Try again in a moment",
-            message=f"The {error.service} service is not answering right now.",
+            message=f"The {error.service} service is not answering, try again in a moment. "
+            f"Pages that do not need {error.service} still work; after a form, reload its "
+            "page to see whether it was saved.",
         )
         response.headers["Retry-After"] = "5"
         return response
@@ -1049,6 +1250,37 @@ def _lines(text: str) -> list[str]:
 
 def _names(coach_ids: list[str], names: Mapping[UUID, str]) -> list[str]:
     return [names.get(UUID(c), c) for c in coach_ids]
+
+
+def _rotation_body(
+    form: Mapping[str, str], pool: PoolRef, zone: str, names: Mapping[UUID, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The admin API's rotation body from the rotation form (participants written by name,
+    one per line or comma-separated, in turn) and the errors found before sending it, by
+    field. Numbers and dates are left as written: matching names what it refuses."""
+    errors: dict[str, str] = {}
+    by_name = {name.casefold(): coach for coach, name in names.items()}
+    participants: list[str] = []
+    for written in _lines(form.get("participants", "")):
+        coach = by_name.get(written.casefold())
+        if coach is None:
+            errors["participants"] = f"no coach named {written!r} on the roster"
+            break
+        participants.append(str(coach))
+    if not participants and "participants" not in errors:
+        errors["participants"] = "name at least one coach, one per line, in turn"
+    body = {
+        "pool": pool.name,
+        "name": form.get("name", ""),
+        "priority": form.get("priority", "0") or "0",
+        "time_zone": form.get("time_zone", "") or zone,
+        "start_date": form.get("start_date", ""),
+        "handoff": form.get("handoff", ""),
+        "shift_length": form.get("shift_length", ""),
+        "shift_unit": form.get("shift_unit", ""),
+        "participants": participants,
+    }
+    return body, errors
 
 
 def _wall_clock(value: str, zone: str, field: str, errors: dict[str, str]) -> datetime | None:

@@ -204,6 +204,68 @@ async def add_rotation(
     return layer_id
 
 
+class NotARotation(LookupError):
+    """No rotation layer has this id (none at all, or a weekly or calendar layer)."""
+
+
+class OtherPool(ValueError):
+    """The rotation belongs to another pool than the one named: a layer stays in its pool."""
+
+
+async def layer_at(connection: Connection, layer_id: UUID) -> tuple[Pool, str] | None:
+    """(pool, kind) of the layer, or None when there is no such layer."""
+    row = await connection.fetchrow(
+        f"SELECT pool_kind, pool_key, kind FROM {SCHEMA}.layers WHERE layer_id = $1", layer_id
+    )
+    return (_pool(row["pool_kind"], row["pool_key"]), row["kind"]) if row else None
+
+
+async def replace_rotation(
+    connection: Connection,
+    layer_id: UUID,
+    pool: Pool,
+    name: str,
+    priority: int,
+    rotation: Rotation,
+) -> None:
+    """Rewrite the rotation layer `layer_id` in place (same id, so calendar UIDs and the
+    change history stay): its name, priority and every rotation setting. Raises
+    NotARotation, OtherPool (the layer is in another pool), NameTaken (another layer of the
+    pool has `name`)."""
+    async with connection.transaction():
+        row = await connection.fetchrow(
+            f"""SELECT pool_kind, pool_key, kind FROM {SCHEMA}.layers
+                WHERE layer_id = $1 FOR UPDATE""",
+            layer_id,
+        )
+        if row is None or row["kind"] != "rotation":
+            raise NotARotation(layer_id)
+        if _pool(row["pool_kind"], row["pool_key"]) != pool:
+            raise OtherPool(layer_id)
+        try:
+            async with connection.transaction():  # a savepoint: the name clash is ours to say
+                await connection.execute(
+                    f"UPDATE {SCHEMA}.layers SET name = $2, priority = $3 WHERE layer_id = $1",
+                    layer_id,
+                    name,
+                    priority,
+                )
+        except asyncpg.UniqueViolationError:
+            raise NameTaken(name) from None
+        await connection.execute(
+            f"""UPDATE {SCHEMA}.rotations SET time_zone = $2, start_date = $3, handoff = $4,
+                    shift_length = $5, shift_unit = $6, participants = $7
+                WHERE layer_id = $1""",
+            layer_id,
+            rotation.zone.key,
+            rotation.start_date,
+            rotation.handoff,
+            rotation.shift_length,
+            rotation.unit.value,
+            list(rotation.participants),
+        )
+
+
 async def _insert_layer(
     connection: Connection, layer_id: UUID, pool: Pool, name: str, priority: int, kind: str
 ) -> None:

@@ -17,6 +17,8 @@ from handoff_matching.adapters.schedule_store import (
     CalendarSubject,
     LayerRow,
     NameTaken,
+    NotARotation,
+    OtherPool,
     TemporaryOverlaps,
 )
 from handoff_matching.domain.calendars import (
@@ -245,6 +247,39 @@ async def store_rotation(connection: Connection, body: RotationIn) -> RotationOu
     return RotationOut(layer_id=layer_id, **body.model_dump())
 
 
+async def change_rotation(connection: Connection, layer_id: UUID, body: RotationIn) -> RotationOut:
+    """Rewrite a rotation in place (same layer id, so calendar UIDs and history stay), with
+    the checks of `store_rotation`; raises ApiError 404 (no such rotation), 422 `other_pool`
+    naming `pool` (a layer stays in its pool), 422 `unknown_coach` / `not_certified` naming
+    `participants`, 409 `name_taken` naming `name`."""
+    # Where the layer is first: a coach is checked against the pool it would serve.
+    found = await schedule_store.layer_at(connection, layer_id)
+    if found is None or found[1] != "rotation":
+        raise ApiError(404, "not_found", "no such rotation")
+    if found[0] != _pool(body.pool):
+        raise ApiError(
+            422, "other_pool", "this rotation belongs to another pool; a layer stays in its pool",
+            "pool",
+        )  # fmt: skip
+    await coaches_for(connection, _pool(body.pool), body.participants, "participants")
+    try:
+        await schedule_store.replace_rotation(
+            connection, layer_id, _pool(body.pool), body.name, body.priority, body.to_rotation()
+        )
+    except NotARotation:
+        raise ApiError(404, "not_found", "no such rotation") from None
+    except OtherPool:
+        raise ApiError(
+            422, "other_pool", "this rotation belongs to another pool; a layer stays in its pool",
+            "pool",
+        ) from None  # fmt: skip
+    except NameTaken:
+        raise ApiError(409, "name_taken", "the pool has a layer of this name", "name") from None
+    await roster_changed(connection)  # someone else may be on call now: serve the line
+    metrics.SCHEDULE_CHANGES.labels("rotation").inc()
+    return RotationOut(layer_id=layer_id, **body.model_dump())
+
+
 async def store_calendar(
     connection: Connection,
     target: Pool,
@@ -291,6 +326,13 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
         """A new rotation layer for a site or a state pool."""
         async with pool.acquire() as connection:
             return await store_rotation(connection, body)
+
+    @router.put("/rotations/{layer_id}", response_model=RotationOut)
+    async def replace_rotation(layer_id: UUID, body: RotationIn) -> RotationOut:
+        """Change a rotation in place: every setting, as on create; the layer keeps its id
+        (and so its calendar UIDs) and its pool."""
+        async with pool.acquire() as connection:
+            return await change_rotation(connection, layer_id, body)
 
     @router.get("/rotations", response_model=list[RotationOut])
     async def list_rotations(
