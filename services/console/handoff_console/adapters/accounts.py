@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from handoff_console import SCHEMA
 from handoff_console.domain.access import Account, Role, new_token
+from handoff_console.domain.account_rules import username_key
 from handoff_platform.database import Connection, migrate_database
 
 MIGRATIONS = "handoff_console.adapters.migrations"
@@ -53,6 +54,21 @@ class Change:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class AccountSummary:
+    """An account as `handoff console users list` shows it: never its hashes or secrets."""
+
+    username: str
+    display_name: str
+    role: Role
+    states: tuple[str, ...]
+    sites: tuple[str, ...]
+    totp: bool
+    active: bool
+    last_sign_in_at: datetime | None  # UTC; None: never signed in
+    created_at: datetime
+
+
 def _account(row: asyncpg.Record) -> Account:
     return Account(
         account_id=row["account_id"],
@@ -73,7 +89,9 @@ async def add_account(
     states: Iterable[str] = (),
     sites: Iterable[str] = (),
 ) -> Account:
-    """A new account with the password hashed by Argon2id; raises UsernameTaken."""
+    """A new account with the password hashed by Argon2id, its username lower-cased
+    (usernames are case-insensitive); raises UsernameTaken, InvalidAccount (the username)."""
+    username = username_key(username)
     try:
         row = await connection.fetchrow(
             f"""INSERT INTO {SCHEMA}.accounts (account_id, username, display_name,
@@ -97,7 +115,8 @@ async def check_password(connection: Connection, username: str, password: str) -
     """The active account if the password is right, else None (same work either way).
     Rehashes a password whose hash used older parameters."""
     row = await connection.fetchrow(
-        f"SELECT * FROM {SCHEMA}.accounts WHERE username = $1 AND active", username
+        f"SELECT * FROM {SCHEMA}.accounts WHERE username = $1 AND active",
+        username.strip().lower(),
     )
     stored = row["password_hash"] if row else _DUMMY_HASH
     try:
@@ -122,12 +141,101 @@ async def enable_totp(connection: Connection, username: str) -> str | None:
     changed = await connection.fetchval(
         f"""UPDATE {SCHEMA}.accounts SET totp_secret = $2, totp_last_step = NULL
             WHERE username = $1 RETURNING true""",
-        username,
+        username.strip().lower(),
         secret,
     )
     if not changed:
         return None
-    return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Handoff console")
+    return pyotp.TOTP(secret).provisioning_uri(
+        name=username.strip().lower(), issuer_name="Handoff console"
+    )
+
+
+async def list_accounts(connection: Connection) -> list[AccountSummary]:
+    """Every account, by username."""
+    rows = await connection.fetch(
+        f"""SELECT username, display_name, role, states, sites, totp_secret IS NOT NULL AS totp,
+                   active, last_sign_in_at, created_at
+            FROM {SCHEMA}.accounts ORDER BY username"""
+    )
+    return [
+        AccountSummary(
+            username=r["username"],
+            display_name=r["display_name"],
+            role=Role(r["role"]),
+            states=tuple(r["states"]),
+            sites=tuple(r["sites"]),
+            totp=r["totp"],
+            active=r["active"],
+            last_sign_in_at=r["last_sign_in_at"],
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]
+
+
+async def _end_sessions(connection: Connection, account_id: UUID) -> int:
+    result: str = await connection.execute(
+        f"DELETE FROM {SCHEMA}.sessions WHERE account_id = $1", account_id
+    )
+    return int(result.split()[-1])
+
+
+async def _account_id(connection: Connection, username: str) -> UUID | None:
+    account_id: UUID | None = await connection.fetchval(
+        f"SELECT account_id FROM {SCHEMA}.accounts WHERE username = $1 FOR UPDATE",
+        username.strip().lower(),
+    )
+    return account_id
+
+
+async def set_active(connection: Connection, username: str, active: bool) -> int | None:
+    """Enable or disable an account; disabling ends its sessions at once. Returns how many
+    sessions ended, or None for no such account."""
+    account_id = await _account_id(connection, username)
+    if account_id is None:
+        return None
+    await connection.execute(
+        f"UPDATE {SCHEMA}.accounts SET active = $2 WHERE account_id = $1", account_id, active
+    )
+    return 0 if active else await _end_sessions(connection, account_id)
+
+
+async def remove_account(connection: Connection, username: str) -> int | None:
+    """Delete an account and its sessions; the change log and the audit of referral views
+    keep its username (their account id becomes NULL). Returns how many sessions ended, or
+    None for no such account."""
+    account_id = await _account_id(connection, username)
+    if account_id is None:
+        return None
+    ended = await _end_sessions(connection, account_id)
+    await connection.execute(f"DELETE FROM {SCHEMA}.accounts WHERE account_id = $1", account_id)
+    return ended
+
+
+async def set_password(connection: Connection, username: str, password: str) -> int | None:
+    """A new password (Argon2id); every session of the account ends. Returns how many
+    ended, or None for no such account."""
+    account_id = await _account_id(connection, username)
+    if account_id is None:
+        return None
+    await connection.execute(
+        f"UPDATE {SCHEMA}.accounts SET password_hash = $2 WHERE account_id = $1",
+        account_id,
+        _hasher.hash(password),
+    )
+    return await _end_sessions(connection, account_id)
+
+
+async def reset_totp(connection: Connection, username: str) -> str | None:
+    """A new TOTP secret (the old authenticator's codes stop working) and every session
+    ended, as a lost phone may be in someone else's hands. Returns the new provisioning URI
+    (shown once), or None for no such account."""
+    account_id = await _account_id(connection, username)
+    if account_id is None:
+        return None
+    await _end_sessions(connection, account_id)
+    return await enable_totp(connection, username)
 
 
 async def second_factor_ok(
@@ -173,6 +281,10 @@ async def open_session(
         account.account_id,
         csrf,
         lifetime,
+    )
+    await connection.execute(
+        f"UPDATE {SCHEMA}.accounts SET last_sign_in_at = now() WHERE account_id = $1",
+        account.account_id,
     )
     return token, csrf
 
@@ -282,6 +394,44 @@ async def record_change(
     )
 
 
+async def record_operator_change(
+    connection: Connection, operator: str, action: str, target: str, detail: dict[str, Any]
+) -> None:
+    """One line of the change log made from the CLI: `operator` is who ran it (their $USER,
+    or "cli"); there is no console account behind it."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.changes (account_id, username, action, target, detail)
+            VALUES (NULL, $1, $2, $3, $4::jsonb)""",
+        operator,
+        action,
+        target,
+        json.dumps(detail, default=str),
+    )
+
+
+async def account_changes(connection: Connection, limit: int = 200) -> list[Change]:
+    """The newest changes to accounts (targets `account:<username>`), newest first."""
+    rows = await connection.fetch(
+        f"""SELECT at, username, action, site_id, state, target, detail
+            FROM {SCHEMA}.changes WHERE target LIKE 'account:%'
+            ORDER BY at DESC, change_id DESC LIMIT $1""",
+        limit,
+    )
+    return [_change(r) for r in rows]
+
+
+def _change(r: asyncpg.Record) -> Change:
+    return Change(
+        at=r["at"],
+        username=r["username"],
+        action=r["action"],
+        site_id=r["site_id"],
+        state=r["state"].strip() if r["state"] else None,
+        target=r["target"],
+        detail=json.loads(r["detail"]),
+    )
+
+
 async def changes(
     connection: Connection, sites: Iterable[str], states: Iterable[str], limit: int = 200
 ) -> list[Change]:
@@ -295,18 +445,7 @@ async def changes(
         list(states),
         limit,
     )
-    return [
-        Change(
-            at=r["at"],
-            username=r["username"],
-            action=r["action"],
-            site_id=r["site_id"],
-            state=r["state"].strip() if r["state"] else None,
-            target=r["target"],
-            detail=json.loads(r["detail"]),
-        )
-        for r in rows
-    ]
+    return [_change(r) for r in rows]
 
 
 async def record_referral_view(
