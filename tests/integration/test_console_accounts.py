@@ -419,6 +419,11 @@ async def test_accounts_are_listed_disabled_enabled_reset_and_removed_from_the_c
             ("ops-oliver", "totp reset", "account:dana"),
             ("ops-oliver", "account removed", "account:eli"),
         ]
+        printed = (await cli("users", "log", "--limit", "2")).stdout.splitlines()
+        assert [line.split()[1:4] for line in printed] == [
+            ["ops-oliver", "account", "removed"],
+            ["ops-oliver", "totp", "reset"],
+        ]
         assert log[-1].detail == {
             "role": "coordinator", "states": ["MD"], "sites": [], "totp": True
         }  # fmt: skip

@@ -5,6 +5,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from typing import Annotated, TypeVar
 
 import asyncpg
@@ -190,6 +191,19 @@ def list_users() -> None:
     for row in table:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         typer.echo("  ".join(cells).rstrip())
+
+
+@users_app.command("log")
+def account_log(
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="How many, newest first.")] = 50,
+) -> None:
+    """The change log's account changes: when (UTC), who (a CLI operator's $USER), what."""
+    settings = settings_or_exit(ConsoleSettings)
+    for change in _in_transaction(settings, lambda c: accounts.account_changes(c, limit)):
+        detail = " ".join(f"{k}={v}" for k, v in sorted(change.detail.items()))
+        when = change.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        line = f"{when}  {change.username}  {change.action}  {change.target}  {detail}"
+        typer.echo(line.rstrip())
 
 
 UserArgument = Annotated[str, typer.Argument(help="The account's username.", show_default=False)]
