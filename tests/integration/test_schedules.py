@@ -625,7 +625,7 @@ async def test_out_of_range_dates_priorities_backwards_events_and_overlaps_are_n
     assert clash.json()["error"]["code"] == "temporary_overlaps"
     assert clash.json()["error"]["fields"][0]["field"] == "start"
     # Named in the site's clock, as typed, by its window: no UTC, no raw id.
-    local = [datetime.fromisoformat(first[k]).astimezone(NEW_YORK) for k in ("start", "end")]
+    local = [(now + timedelta(days=d)).astimezone(NEW_YORK) for d in (1, 3)]
     assert clash.json()["error"]["message"] == (
         f"the pool already has a temporary schedule from {local[0]:%a %d %b %Y %H:%M} to "
         f"{local[1]:%a %d %b %Y %H:%M} (America/New_York); change or remove it first"
@@ -899,8 +899,9 @@ async def test_a_rotations_first_handoff_the_clocks_skip_or_repeat_is_named(
     either is a 422 naming `handoff`, as the console's forms name such a time."""
     site = Site("MD", 1)
     await site.register(database)
-    rotation = {
-        "pool": f"site:{site.site_id}",
+    pool = f"site:{site.site_id}"
+    rotation: dict[str, Any] = {
+        "pool": pool,
         "name": "nights",
         "time_zone": NEW_YORK.key,
         "start_date": "2027-03-14",
@@ -922,7 +923,7 @@ async def test_a_rotations_first_handoff_the_clocks_skip_or_repeat_is_named(
     assert twice.status_code == 422, twice.text
     assert twice.json()["error"]["code"] == "time_happens_twice"
     assert twice.json()["error"]["fields"][0]["field"] == "handoff"
-    listed = await admin.get("/v1/admin/rotations", params={"pool": rotation["pool"]})
+    listed = await admin.get("/v1/admin/rotations", params={"pool": pool})
     assert listed.json() == []
     next_day = await admin.post(
         "/v1/admin/rotations", json={**rotation, "start_date": "2026-11-02", "handoff": "01:30"}
