@@ -51,6 +51,9 @@ class Upstream:
 
     writes: list[tuple[str, str, Any]] = field(default_factory=list)
     feeds: list[dict[str, Any]] = field(default_factory=list)
+    overrides: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # both schedule shapes
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path, method = request.url.path, request.method
@@ -70,8 +73,11 @@ class Upstream:
             )
         if path in ("/v1/admin/layers", "/v1/admin/rotations", "/v1/admin/temporary-schedules"):
             return httpx.Response(200, json=[])
+        if path == "/v1/admin/overrides" and method == "POST":
+            self.overrides.append({**body, "source": "admin"})
+            return httpx.Response(201, json=body)
         if path == "/v1/admin/overrides":
-            return httpx.Response(201 if method == "POST" else 200, json=body if body else [])
+            return httpx.Response(200, json=self.overrides)
         if path.endswith("/schedule"):
             end = now + timedelta(days=14)
             return httpx.Response(
@@ -79,7 +85,8 @@ class Upstream:
                 json={
                     "start": now.isoformat(),
                     "end": end.isoformat(),
-                    "segments": [],
+                    "segments": self.segments,
+                    "gaps": self.gaps,
                     "site_id": SITE["site_id"],
                 },
             )
@@ -311,3 +318,94 @@ async def test_repeated_failed_sign_ins_are_throttled_with_a_429_page(guarded: G
     assert "Too many failed sign-ins" in throttled.text
     assert int(throttled.headers["retry-after"]) > 0
     assert (await guarded.sign_in("sam")).status_code == 303, "another account is not held up"
+
+
+async def test_the_site_page_draws_a_coach_who_is_not_cover_and_counts_matchings_gaps(
+    guarded: Guarded,
+) -> None:
+    """Issue #15: matching says Mara's turn does not count (certification expired) and the
+    report has that gap: the bar is hatched red with the reason, and the summary counts it."""
+    assert (await guarded.sign_in("cora")).status_code == 303
+    now = datetime.now(UTC)
+    start, end = now + timedelta(days=3), now + timedelta(days=4)
+    guarded.upstream.segments = [
+        {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "site": [MARYLAND_COACH],
+            "state_pool": [],
+            "coaches": [MARYLAND_COACH],
+            "not_covering": {MARYLAND_COACH: "certification expired"},
+        }
+    ]
+    guarded.upstream.gaps = [
+        {"start": now.isoformat(), "end": start.isoformat(), "minutes": 4320},
+        {"start": start.isoformat(), "end": end.isoformat(), "minutes": 1440},
+    ]
+    page = await guarded.client.get(f"/sites/{SITE['site_id']}")
+    assert page.status_code == 200, page.text
+    assert 'class="not-covering"' in page.text
+    assert "Mara Maryland on call" in page.text
+    assert "(not covering: certification expired)" in page.text
+    assert "for 2 stretch(es)" in page.text
+    assert "for the whole of the next 14 days" not in page.text
+    pool_page = await guarded.client.get(POOL)
+    assert 'class="not-covering"' in pool_page.text
+
+
+async def test_the_rotation_form_names_a_first_handoff_the_clocks_skip_or_repeat(
+    guarded: Guarded,
+) -> None:
+    assert (await guarded.sign_in("cora")).status_code == 303
+    for day, wall, said in [
+        ("2027-03-14", "02:30", "02:30 does not exist on 2027-03-14 in America/New_York"),
+        ("2026-11-01", "01:30", "01:30 happens twice on 2026-11-01 in America/New_York"),
+    ]:
+        page = await guarded.client.get(POOL)
+        refused = await guarded.client.post(
+            f"{POOL}/rotations",
+            data={
+                "csrf_token": _hidden(page.text, "csrf_token", "rotation-form"),
+                "form_token": _hidden(page.text, "form_token", "rotation-form"),
+                "name": "nights",
+                "priority": "0",
+                "time_zone": "America/New_York",
+                "start_date": day,
+                "handoff": wall,
+                "shift_length": "1",
+                "shift_unit": "days",
+                "participants": "Mara Maryland",
+            },
+        )
+        assert refused.status_code == 422, refused.text
+        assert said in refused.text
+    assert not [w for w in guarded.upstream.writes if w[1] == "/v1/admin/rotations"]
+
+
+async def test_a_coach_covering_herself_is_named_and_an_override_shows_who_made_it(
+    guarded: Guarded,
+) -> None:
+    assert (await guarded.sign_in("cora")).status_code == 303
+    page = await guarded.client.get(POOL)
+    form = {
+        "csrf_token": _hidden(page.text, "csrf_token", "override-form"),
+        "form_token": _hidden(page.text, "form_token", "override-form"),
+        "kind": "replace",
+        "coach_id": MARYLAND_COACH,
+        "replaces": MARYLAND_COACH,
+        "starts_at": "2030-01-01T10:00",
+        "ends_at": "2030-01-01T11:00",
+    }
+    herself = await guarded.client.post(f"{POOL}/overrides", data=form)
+    assert herself.status_code == 422
+    assert "a coach cannot cover herself" in herself.text
+    assert not [w for w in guarded.upstream.writes if w[1] == "/v1/admin/overrides"]
+
+    added = await guarded.client.post(f"{POOL}/overrides", data=form | {"kind": "add"})
+    assert added.status_code == 303, added.text
+    listed = await guarded.client.get(POOL)
+    rows = listed.text[listed.text.index('id="overrides"') :]
+    rows = rows[: rows.index("</table>")]
+    assert "Mara Maryland added" in rows
+    assert "<td>Cora</td>" in rows
+    assert "a coordinator" not in rows

@@ -22,6 +22,7 @@ from faststream.kafka import KafkaBroker
 from icalendar import Calendar
 
 from handoff_devenv import KafkaCluster
+from handoff_matching import SCHEMA
 from handoff_matching.adapters import dispatch_store
 from handoff_matching.adapters.roster_store import apply_migrations, import_roster, remember_site
 from handoff_matching.app import MatchingRuntime, MatchingSettings
@@ -623,7 +624,13 @@ async def test_out_of_range_dates_priorities_backwards_events_and_overlaps_are_n
     assert clash.status_code == 422, clash.text
     assert clash.json()["error"]["code"] == "temporary_overlaps"
     assert clash.json()["error"]["fields"][0]["field"] == "start"
-    assert created.json()["temporary_id"] in clash.json()["error"]["message"]
+    # Named in the site's clock, as typed, by its window: no UTC, no raw id.
+    local = [(now + timedelta(days=d)).astimezone(NEW_YORK) for d in (1, 3)]
+    assert clash.json()["error"]["message"] == (
+        f"the pool already has a temporary schedule from {local[0]:%a %d %b %Y %H:%M} to "
+        f"{local[1]:%a %d %b %Y %H:%M} (America/New_York); change or remove it first"
+    )
+    assert created.json()["temporary_id"] not in clash.json()["error"]["message"]
     after = {
         **first,
         "start": (now + timedelta(days=3)).isoformat(),
@@ -788,3 +795,143 @@ async def test_a_rotation_is_changed_in_place_with_the_checks_of_create(
         json={**edited, "pool": f"site:{weekly.site_id}", "participants": [str(weekly.coaches[0])]},
     )
     assert not_rotation.status_code == 404, "weekly shifts change by roster import"
+
+
+async def test_a_coach_whose_certification_expired_is_not_cover_anywhere(
+    matching: MatchingRuntime, admin: httpx.AsyncClient, database: str
+) -> None:
+    """Issue #15: a rotation still names a coach whose certification in the state expired.
+    The gap report, on-call?at=, the timeline's data (site and pool) and the site's feed all
+    read her turns as nobody by one rule; her own feed shows them flagged."""
+    site = Site("MD", 2)
+    await site.register(database)
+    current, lapsed = site.coaches
+    today = datetime.now(NEW_YORK).date()
+    rotation = {
+        "pool": f"site:{site.site_id}",
+        "name": "Mercy days",
+        "time_zone": NEW_YORK.key,
+        "start_date": (today - timedelta(days=1)).isoformat(),
+        "handoff": "08:00",
+        "shift_length": 1,
+        "shift_unit": "days",
+        "participants": [str(current), str(lapsed)],
+    }
+    assert (await admin.post("/v1/admin/rotations", json=rotation)).status_code == 201
+    connection = await asyncpg.connect(database)
+    try:  # as a roster re-import with her certification through yesterday would leave it
+        await connection.execute(
+            f"UPDATE {SCHEMA}.certifications SET expires_on = $2 WHERE coach_id = $1",
+            lapsed,
+            today - timedelta(days=1),
+        )
+    finally:
+        await connection.close()
+
+    schedule = (await admin.get(f"/v1/admin/sites/{site.site_id}/schedule")).json()
+    theirs = [s for s in schedule["segments"] if str(lapsed) in s["site"]]
+    assert theirs, "the rotation gives her turns in the next 14 days"
+    assert all(s["not_covering"] == {str(lapsed): "certification expired"} for s in theirs)
+    assert all(s["not_covering"] == {} for s in schedule["segments"] if str(current) in s["site"])
+    # The timeline's gaps are the report's: her turns (clipped to the window), nothing else.
+    report = (await admin.get(f"/v1/admin/sites/{site.site_id}/coverage?days=14")).json()
+    assert len(schedule["gaps"]) == len(report["gaps"]) == len(theirs)
+    inner = [(g["start"], g["end"]) for g in schedule["gaps"][1:-1]]
+    assert inner == [(g["start"], g["end"]) for g in report["gaps"][1:-1]]
+    assert inner == [(s["start"], s["end"]) for s in theirs[1:-1]]
+    pool_line = (await admin.get(f"/v1/admin/pools/site:{site.site_id}/schedule")).json()
+    assert any(
+        s["not_covering"] == {str(lapsed): "certification expired"} for s in pool_line["segments"]
+    )
+
+    middle = datetime.fromisoformat(theirs[1]["start"]) + timedelta(hours=1)
+    on_call = await admin.get(
+        f"/v1/admin/sites/{site.site_id}/on-call", params={"at": middle.isoformat()}
+    )
+    assert on_call.status_code == 200, on_call.text
+    assert on_call.json()["site"] == []
+    assert on_call.json()["not_covering"] == [
+        {"coach_id": str(lapsed), "reason": "certification expired"}
+    ]
+
+    site_token = await admin.post("/v1/admin/calendar-tokens", json={"site_id": site.site_id})
+    own_token = await admin.post("/v1/admin/calendar-tokens", json={"coach_id": str(lapsed)})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=matching.app), base_url="http://matching"
+    ) as subscriber:
+        feed = Calendar.from_ical((await subscriber.get(site_token.json()["path"])).text)
+        assert {str(e["summary"]) for e in feed.walk("VEVENT")} == {f"Coach 0 of {site.site_id}"}
+        own = Calendar.from_ical((await subscriber.get(own_token.json()["path"])).text)
+        titles = {str(e["summary"]) for e in own.walk("VEVENT")}
+        assert titles == {f"On call: {site.site_id} (not counted as cover: certification expired)"}
+
+
+async def test_a_coach_covering_herself_is_refused_naming_replaces(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    site = Site("MD", 1)
+    await site.register(database)
+    [maya] = site.coaches
+    now = datetime.now(UTC).replace(microsecond=0)
+    herself = await admin.post(
+        "/v1/admin/overrides",
+        json={
+            "override_id": str(uuid.uuid4()),
+            "kind": "replace",
+            "pool": f"site:{site.site_id}",
+            "coach_id": str(maya),
+            "replaces": str(maya),
+            "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(hours=8)).isoformat(),
+        },
+    )
+    assert herself.status_code == 422, herself.text
+    assert herself.json()["error"]["code"] == "covers_self"
+    assert herself.json()["error"]["fields"][0]["field"] == "replaces"
+    listed = await admin.get("/v1/admin/overrides", params={"pool": f"site:{site.site_id}"})
+    assert listed.json() == []
+
+
+async def test_a_rotations_first_handoff_the_clocks_skip_or_repeat_is_named(
+    admin: httpx.AsyncClient, database: str
+) -> None:
+    """02:30 on 2027-03-14 never happens in New York, 01:30 on 2026-11-01 happens twice:
+    either is a 422 naming `handoff`, as the console's forms name such a time."""
+    site = Site("MD", 1)
+    await site.register(database)
+    pool = f"site:{site.site_id}"
+    rotation: dict[str, Any] = {
+        "pool": pool,
+        "name": "nights",
+        "time_zone": NEW_YORK.key,
+        "start_date": "2027-03-14",
+        "handoff": "02:30",
+        "shift_length": 1,
+        "shift_unit": "days",
+        "participants": [str(site.coaches[0])],
+    }
+    skipped = await admin.post("/v1/admin/rotations", json=rotation)
+    assert skipped.status_code == 422, skipped.text
+    assert skipped.json()["error"]["code"] == "time_does_not_exist"
+    assert skipped.json()["error"]["fields"][0]["field"] == "handoff"
+    assert skipped.json()["error"]["message"] == (
+        "02:30 does not exist on 2027-03-14 in America/New_York (the clocks go forward then)"
+    )
+    twice = await admin.post(
+        "/v1/admin/rotations", json={**rotation, "start_date": "2026-11-01", "handoff": "01:30"}
+    )
+    assert twice.status_code == 422, twice.text
+    assert twice.json()["error"]["code"] == "time_happens_twice"
+    assert twice.json()["error"]["fields"][0]["field"] == "handoff"
+    listed = await admin.get("/v1/admin/rotations", params={"pool": pool})
+    assert listed.json() == []
+    next_day = await admin.post(
+        "/v1/admin/rotations", json={**rotation, "start_date": "2026-11-02", "handoff": "01:30"}
+    )
+    assert next_day.status_code == 201, next_day.text
+    moved = await admin.put(
+        f"/v1/admin/rotations/{next_day.json()['layer_id']}",
+        json={**rotation, "start_date": "2027-03-14", "handoff": "02:30"},
+    )
+    assert moved.status_code == 422, moved.text
+    assert moved.json()["error"]["fields"][0]["field"] == "handoff"

@@ -90,3 +90,28 @@ def test_certification_warnings(expires_on: str, warning: str | None) -> None:
     from datetime import date
 
     assert certification_warning(date.fromisoformat(expires_on), date(2026, 12, 1)) == warning
+
+
+def test_a_coach_who_does_not_count_as_cover_is_a_hatched_bar_and_a_gap() -> None:
+    """Ana on call from 8 to 20, her certification expired from 10: her bar is cut there,
+    the rest is marked not covering with the reason, and the gaps row is red from 10."""
+    expired = {ANA: "certification expired"}
+    segments = [
+        Segment(at(0), at(8), frozenset({BEN})),
+        Segment(at(8), at(10), frozenset({ANA, BEN})),
+        Segment(at(10), at(12), frozenset({ANA, BEN}), expired),
+        Segment(at(12), at(20), frozenset({ANA}), expired),
+        Segment(at(20), at(48), frozenset({BEN})),
+    ]
+    picture = lay_out(segments, START, END, NAMES, NEW_YORK, at(1))
+
+    ana = next(lane for lane in picture.lanes if lane.name == "Ana")
+    assert [(b.start, b.end, b.not_covering) for b in ana.bars] == [
+        (at(8), at(10), None),
+        (at(10), at(20), "certification expired"),
+    ]
+    assert ana.bars[1].label == (
+        "Ana on call: Tue 01 Dec 10:00 to Tue 01 Dec 20:00 (not covering: certification expired)"
+    )
+    assert [(g.start, g.end) for g in picture.gaps] == [(at(12), at(20))]
+    assert [(o.start, o.end) for o in picture.overlaps] == [(at(8), at(10))]

@@ -4,10 +4,23 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from handoff_matching.domain.coverage import coverage_gaps
+from handoff_matching.domain.coverage import (
+    NotCover,
+    coverage_gaps,
+    not_covering,
+    split_by_cover,
+    why_not_cover,
+)
 from handoff_matching.domain.eligibility import Certification, Coach, SiteProfile
 from handoff_matching.domain.layers import Layer, PoolSchedule
-from handoff_matching.domain.schedules import Interval, Override, OverrideKind, Pool, WeeklyShift
+from handoff_matching.domain.schedules import (
+    Interval,
+    Override,
+    OverrideKind,
+    Pool,
+    Shift,
+    WeeklyShift,
+)
 
 NEW_YORK = ZoneInfo("America/New_York")
 MERCY = SiteProfile("md-mercy", "MD", NEW_YORK)
@@ -92,3 +105,41 @@ def test_an_expiring_certification_or_an_inactive_coach_leaves_a_gap() -> None:
     assert coverage_gaps(MERCY, window, weekly(shifts, []), out_of_state) == coverage_gaps(
         MERCY, window, weekly(shifts, []), inactive
     )
+
+
+def test_one_rule_says_who_counts_as_cover_and_why_not() -> None:
+    """The rule the gap report, on-call?at=, the timeline's data and the feeds share."""
+    expired_sunday = coach(DAY, expires_on=date(2026, 11, 29))
+    assert why_not_cover(coach(DAY), MERCY, MONDAY) is None
+    assert why_not_cover(None, MERCY, MONDAY) is NotCover.NOT_ON_ROSTER
+    assert why_not_cover(coach(DAY, active=False), MERCY, MONDAY) is NotCover.INACTIVE
+    assert why_not_cover(coach(DAY, state="RI"), MERCY, MONDAY) is NotCover.NOT_CERTIFIED
+    assert why_not_cover(expired_sunday, MERCY, MONDAY) is NotCover.CERTIFICATION_EXPIRED
+    assert why_not_cover(coach(DAY), MERCY, MONDAY, reachable=False) is NotCover.UNREACHABLE
+    assert NotCover.CERTIFICATION_EXPIRED.value == "certification expired"
+    on_call = [DAY, NIGHT]
+    found = not_covering(on_call, MERCY, MONDAY, {DAY: expired_sunday, NIGHT: coach(NIGHT)})
+    assert found == {DAY: NotCover.CERTIFICATION_EXPIRED}
+
+
+def test_a_coach_reachable_on_no_contact_method_leaves_a_gap() -> None:
+    window = Interval(MONDAY, MONDAY + timedelta(days=1))
+    schedules = weekly(weekday_days(DAY, Pool.site("md-mercy")), [])
+    reachable = coverage_gaps(MERCY, window, schedules, {DAY: coach(DAY)})
+    unreachable = coverage_gaps(MERCY, window, schedules, {DAY: coach(DAY)}, {DAY})
+    assert [(hours(g.start), hours(g.end)) for g in reachable] == [(0, 8), (20, 24)]
+    assert [(hours(g.start), hours(g.end)) for g in unreachable] == [(0, 24)]
+
+
+def test_a_shift_is_cut_where_the_certification_expires() -> None:
+    # Expires through Monday: from Tuesday 00:00 in New York she no longer counts.
+    ana = coach(DAY, expires_on=date(2026, 11, 30))
+    shift = Shift(DAY, Interval(MONDAY + timedelta(hours=20), MONDAY + timedelta(hours=32)))
+    pieces = split_by_cover(shift, MERCY, ana)
+    assert [(hours(p.interval.start), hours(p.interval.end), why) for p, why in pieces] == [
+        (20, 24, None),
+        (24, 32, NotCover.CERTIFICATION_EXPIRED),
+    ]
+    assert split_by_cover(shift, MERCY, coach(DAY), reachable=False) == [
+        (shift, NotCover.UNREACHABLE)
+    ]

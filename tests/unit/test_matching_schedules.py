@@ -1,7 +1,7 @@
 """On-call schedules in wall-clock time: midnight-crossing shifts, both DST changes, overrides."""
 
 import uuid
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,6 +14,7 @@ from handoff_matching.domain.schedules import (
     WeeklyShift,
     boundaries,
     on_call,
+    wall_time_problem,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -118,3 +119,23 @@ def test_boundaries_are_every_instant_the_rota_can_change() -> None:
         utc(2026, 11, 1, 3),
         utc(2026, 11, 1, 13),
     ]
+
+
+def test_a_wall_time_the_clocks_skip_or_repeat_is_named() -> None:
+    new_york = ZoneInfo("America/New_York")
+    assert wall_time_problem(date(2027, 3, 14), time(2, 30), new_york) == (
+        "time_does_not_exist",
+        "02:30 does not exist on 2027-03-14 in America/New_York (the clocks go forward then)",
+    )
+    assert wall_time_problem(date(2026, 11, 1), time(1, 30), new_york) == (
+        "time_happens_twice",
+        "01:30 happens twice on 2026-11-01 in America/New_York (the clocks go back then): "
+        "choose a time outside the repeated hour",
+    )
+    for day, wall in [
+        (date(2027, 3, 14), time(1, 59)),
+        (date(2027, 3, 14), time(3, 0)),
+        (date(2026, 11, 1), time(2, 0)),
+        (date(2026, 11, 2), time(1, 30)),
+    ]:
+        assert wall_time_problem(day, wall, new_york) is None, (day, wall)

@@ -204,6 +204,8 @@ class RosterFile(Strict):
         for index, override in enumerate(self.overrides):
             if not {override.coach_id, override.replaces or override.coach_id} <= known:
                 raise ValueError(f"overrides[{index}]: names a coach not in this file")
+            if override.replaces == override.coach_id:
+                raise ValueError(f"overrides[{index}].replaces: a coach cannot cover herself")
         return self
 
 

@@ -11,7 +11,7 @@ shift starts and roster imports from other processes are found.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,7 +40,7 @@ from handoff_matching.domain.dispatch import (
     TellSupervisors,
     TimerKind,
 )
-from handoff_matching.domain.eligibility import Ineligible, SiteProfile, why_ineligible
+from handoff_matching.domain.eligibility import Coach, Ineligible, SiteProfile, why_ineligible
 from handoff_matching.domain.load import PRIORITY, has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool
@@ -539,6 +539,17 @@ def _count(dispatch: Dispatch, event: EventPayload) -> None:
         metrics.UNASSIGNED.labels(site, event.reason.value).inc()
 
 
+async def cover_facts(
+    connection: Connection, pools: Sequence[Pool]
+) -> tuple[dict[UUID, Coach], frozenset[UUID]]:
+    """What `domain.coverage.why_not_cover` needs of the coaches the pools' schedules name:
+    their roster entries, and those notify can reach on no contact method."""
+    coach_ids = await schedule_store.scheduled_coaches(connection, pools)
+    coaches = await roster_store.coaches_by_id(connection, coach_ids)
+    reach = await reachability_store.of_coaches(connection, coach_ids)
+    return coaches, frozenset(c for c, r in reach.items() if not r.reachable)
+
+
 async def coverage_gaps_ahead(
     connection: Connection,
     site_id: str,
@@ -547,14 +558,12 @@ async def coverage_gaps_ahead(
     window: Interval,
     interpreter_available: bool = True,
 ) -> list[Interval]:
-    """The windows in which no eligible coach is on call for the site (or its state pool)."""
+    """The windows in which nobody on call for the site (or its state pool) counts as cover."""
     pools = [Pool.site(site_id), Pool.state(state)]
     schedules = await schedule_store.pool_schedules(connection, pools, window)
-    coaches = await roster_store.coaches_by_id(
-        connection, await schedule_store.scheduled_coaches(connection, pools)
-    )
+    coaches, unreachable = await cover_facts(connection, pools)
     site = SiteProfile(site_id, state, ZoneInfo(time_zone), interpreter_available)
-    return coverage_gaps(site, window, list(schedules.values()), coaches)
+    return coverage_gaps(site, window, list(schedules.values()), coaches, unreachable)
 
 
 async def report_coverage_forever(pool: asyncpg.Pool, every: float = 60.0) -> None:

@@ -460,3 +460,17 @@ async def record_referral_view(
         site_id,
         list(referral_ids),
     )
+
+
+async def override_authors(connection: Connection, override_ids: Iterable[str]) -> dict[str, str]:
+    """Who added each of these overrides through the console, by override id: the person's
+    name as their account has it (the change log's "override added" line names them)."""
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT ON (c.detail->>'override_id') c.detail->>'override_id' AS id,
+                   a.display_name
+            FROM {SCHEMA}.changes c JOIN {SCHEMA}.accounts a USING (account_id)
+            WHERE c.action = 'override added' AND c.detail->>'override_id' = ANY($1::text[])
+            ORDER BY c.detail->>'override_id', c.at""",
+        list(override_ids),
+    )
+    return {row["id"]: row["display_name"] for row in rows}

@@ -1,21 +1,31 @@
 """The coverage timeline's picture, laid out: one lane per coach, bars where they are on
 call, red where nobody is, amber where two or more overlap, and the current moment.
+A coach on the rota who does not count as cover (matching's rule: inactive, certification
+expired, reachable on no contact method) is drawn as a hatched red bar with the reason, and
+is not cover: where only such coaches are on call, the gaps row is red too.
 Pure: segments in, lanes of bars (in fractions of the window) out; the template draws them.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from uuid import UUID
 
 
 @dataclass(frozen=True)
 class Segment:
-    """From `start` to `end` (aware datetimes), these coaches are on call."""
+    """From `start` to `end` (aware datetimes), these coaches are on call; those in
+    `not_covering` (a subset) do not count as cover, for the reason given."""
 
     start: datetime
     end: datetime
     coaches: frozenset[UUID]
+    not_covering: Mapping[UUID, str] = field(default_factory=dict)
+
+    @property
+    def cover(self) -> frozenset[UUID]:
+        """The coaches who count as cover."""
+        return self.coaches - self.not_covering.keys()
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,7 @@ class Bar:
     start: datetime
     end: datetime
     label: str  # what a reader sees on hover or in the text listing
+    not_covering: str | None = None  # why this bar is not cover (None: it is)
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,7 @@ def lay_out(
         raise ValueError("the window must end after it starts")
     total = (end - start).total_seconds()
 
-    def bar(span_start: datetime, span_end: datetime, what: str) -> Bar:
+    def bar(span_start: datetime, span_end: datetime, what: str, why: str | None = None) -> Bar:
         left = max(span_start, start)
         right = min(span_end, end)
         return Bar(
@@ -89,31 +100,44 @@ def lay_out(
             width=(right - left).total_seconds() / total,
             start=left,
             end=right,
-            label=f"{what}: {_when(left, zone)} to {_when(right, zone)}",
+            label=f"{what}: {_when(left, zone)} to {_when(right, zone)}"
+            + (f" (not covering: {why})" if why else ""),
+            not_covering=why,
         )
 
     inside = [s for s in segments if s.end > start and s.start < end]
-    per_coach: dict[UUID, list[tuple[datetime, datetime]]] = {}
+    # Per coach and reason (None: cover), so a bar changes where the coach stops covering.
+    per_coach: dict[UUID, dict[str | None, list[tuple[datetime, datetime]]]] = {}
     for segment in inside:
         for coach in segment.coaches:
-            per_coach.setdefault(coach, []).append((segment.start, segment.end))
+            why = segment.not_covering.get(coach)
+            per_coach.setdefault(coach, {}).setdefault(why, []).append((segment.start, segment.end))
     lanes = sorted(
         (
             Lane(
                 name=(name := names.get(coach, str(coach))),
-                bars=tuple(bar(a, b, f"{name} on call") for a, b in _joined(spans)),
+                bars=tuple(
+                    sorted(
+                        (
+                            bar(a, b, f"{name} on call", why)
+                            for why, spans in by_reason.items()
+                            for a, b in _joined(spans)
+                        ),
+                        key=lambda b: b.start,
+                    )
+                ),
             )
-            for coach, spans in per_coach.items()
+            for coach, by_reason in per_coach.items()
         ),
         key=lambda lane: (lane.bars[0].start, lane.name),
     )
-    covered = [(s.start, s.end) for s in inside if s.coaches]
+    covered = [(s.start, s.end) for s in inside if s.cover]
     gaps = [
         bar(a, b, "nobody on call") for a, b in _uncovered(_joined(covered), start, end) if b > a
     ]
     overlaps = [
         bar(a, b, "overlap")
-        for a, b in _joined((s.start, s.end) for s in inside if len(s.coaches) > 1)
+        for a, b in _joined((s.start, s.end) for s in inside if len(s.cover) > 1)
     ]
     return Picture(
         start=start,

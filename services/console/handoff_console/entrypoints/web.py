@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from importlib import resources
 from typing import Annotated, Any
 from uuid import UUID
@@ -149,6 +149,17 @@ def templates() -> Environment:
 
 def _local(instant: datetime, zone: str, fmt: str = "%a %d %b %H:%M") -> str:
     return instant.astimezone(ZoneInfo(zone)).strftime(fmt)
+
+
+def _iso_minute(instant: datetime, zone: tzinfo, up: bool = False) -> str:
+    """ISO 8601 to the minute with the offset, e.g. 2026-12-04T10:00-05:00 (the CSV's form:
+    a spreadsheet reads it, and a fall-back hour is never ambiguous). A gap that starts or
+    ends mid-minute (at the moment the report was made) is widened to whole minutes: its
+    start down, its end `up`, so it never reads shorter than it is."""
+    whole = instant.replace(second=0, microsecond=0)
+    if up and whole != instant:
+        whole += timedelta(minutes=1)
+    return whole.astimezone(zone).isoformat("T", "minutes")
 
 
 def _duration(seconds: float) -> str:
@@ -366,7 +377,12 @@ def build_console(console: Console) -> APIRouter:
         def picture(key: str) -> Picture:
             return lay_out(
                 [
-                    Segment(_aware(s["start"]), _aware(s["end"]), frozenset(map(UUID, s[key])))
+                    Segment(
+                        _aware(s["start"]),
+                        _aware(s["end"]),
+                        frozenset(map(UUID, s[key])),
+                        {UUID(c): why for c, why in s.get("not_covering", {}).items()},
+                    )
                     for s in schedule["segments"]
                 ],
                 start,
@@ -376,21 +392,13 @@ def build_console(console: Console) -> APIRouter:
                 now,
             )
 
-        both = lay_out(
-            [
-                Segment(
-                    _aware(s["start"]),
-                    _aware(s["end"]),
-                    frozenset(map(UUID, [*s["site"], *s["state_pool"]])),
-                )
-                for s in schedule["segments"]
-            ],
-            start,
-            end,
-            names,
-            zone,
-            now,
-        )
+        # The summary names matching's gaps (the coverage report's rule and window), so the
+        # page never counts stretches differently from the report.
+        gaps = [
+            f"nobody on call: {_local(_aware(g['start']), site.time_zone)} to "
+            f"{_local(_aware(g['end']), site.time_zone)}"
+            for g in schedule.get("gaps", [])
+        ]
         return console.render(
             request,
             "site.html",
@@ -406,7 +414,7 @@ def build_console(console: Console) -> APIRouter:
             may_change=may_change_dispatch(session.account, site.site_id, site.state),
             site_picture=picture("site"),
             state_picture=picture("state_pool"),
-            gaps=both.gaps,
+            gaps=gaps,
         )
 
     @router.post("/sites/{site_id}/dispatch", response_class=HTMLResponse)
@@ -472,10 +480,10 @@ def build_console(console: Console) -> APIRouter:
             writer.writerow(
                 [
                     site.site_id,
-                    gap["start"],
-                    gap["end"],
-                    _local(_aware(gap["start"]), site.time_zone, "%Y-%m-%d %H:%M"),
-                    _local(_aware(gap["end"]), site.time_zone, "%Y-%m-%d %H:%M"),
+                    _iso_minute(_aware(gap["start"]), UTC),
+                    _iso_minute(_aware(gap["end"]), UTC, up=True),
+                    _iso_minute(_aware(gap["start"]), ZoneInfo(site.time_zone)),
+                    _iso_minute(_aware(gap["end"]), ZoneInfo(site.time_zone), up=True),
                     gap["minutes"],
                 ]
             )
@@ -581,7 +589,12 @@ def build_console(console: Console) -> APIRouter:
         )
         picture = lay_out(
             [
-                Segment(_aware(s["start"]), _aware(s["end"]), frozenset(map(UUID, s["coaches"])))
+                Segment(
+                    _aware(s["start"]),
+                    _aware(s["end"]),
+                    frozenset(map(UUID, s["coaches"])),
+                    {UUID(c): why for c, why in s.get("not_covering", {}).items()},
+                )
                 for s in schedule["segments"]
             ],
             _aware(schedule["start"]),
@@ -590,6 +603,10 @@ def build_console(console: Console) -> APIRouter:
             ZoneInfo(zone),
             datetime.now(UTC),
         )
+        async with console.pool.acquire() as connection:
+            authors = await accounts.override_authors(
+                connection, [o["override_id"] for o in overrides]
+            )
         by_rotation = {r["layer_id"]: r for r in rotations}
         today = datetime.now(ZoneInfo(zone)).date()
         state = sites[pool.key].state if pool.kind == "site" else pool.key
@@ -605,7 +622,12 @@ def build_console(console: Console) -> APIRouter:
             site=sites.get(pool.key) if pool.kind == "site" else None,
             layers=[{**layer, "rotation": by_rotation.get(layer["layer_id"])} for layer in layers],
             overrides=[
-                {**o, "starts_at": _aware(o["starts_at"]), "ends_at": _aware(o["ends_at"])}
+                {
+                    **o,
+                    "starts_at": _aware(o["starts_at"]),
+                    "ends_at": _aware(o["ends_at"]),
+                    "by": authors.get(o["override_id"]),
+                }
                 for o in overrides
             ],
             temporaries=[
@@ -976,6 +998,8 @@ def build_console(console: Console) -> APIRouter:
         }
         if kind == "replace" and not body["replaces"]:
             errors["replaces"] = "a replace names the coach it replaces"
+        elif kind == "replace" and body["replaces"] == body["coach_id"]:
+            errors["replaces"] = "a coach cannot cover herself: choose another coach to replace"
         if not errors:
             try:
                 await console.services.matching.call("POST", "/v1/admin/overrides", json=body)
@@ -1269,6 +1293,13 @@ def _rotation_body(
         participants.append(str(coach))
     if not participants and "participants" not in errors:
         errors["participants"] = "name at least one coach, one per line, in turn"
+    try:  # the first handoff, read as a wall clock; what matching refuses, named here too
+        first = datetime.fromisoformat(f"{form.get('start_date', '')}T{form.get('handoff', '')}")
+        problem = _wall_time_problem(first, form.get("time_zone", "") or zone)
+    except (ValueError, KeyError):
+        problem = None  # a bad date, time or zone: matching names the field
+    if problem is not None:
+        errors["handoff"] = problem
     body = {
         "pool": pool.name,
         "name": form.get("name", ""),
@@ -1283,6 +1314,24 @@ def _rotation_body(
     return body, errors
 
 
+def _wall_time_problem(wall: datetime, zone: str) -> str | None:
+    """None if a clock in `zone` shows the naive `wall` exactly once; else what the form
+    says: a time the clocks skip, or one they show twice (which one was meant, a form
+    cannot say). Either would be a guess, so it is named, never read (matching's rule for
+    a rotation's first handoff too)."""
+    local = wall.replace(tzinfo=ZoneInfo(zone))
+    if local.astimezone(UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None) != wall:
+        return (
+            f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone} (the clocks go forward then)"
+        )
+    if local.utcoffset() != local.replace(fold=1).utcoffset():
+        return (
+            f"{wall:%H:%M} happens twice on {wall:%Y-%m-%d} in {zone} (the clocks go back "
+            "then): choose a time outside the repeated hour"
+        )
+    return None
+
+
 def _wall_clock(value: str, zone: str, field: str, errors: dict[str, str]) -> datetime | None:
     """A `datetime-local` field (wall clock in `zone`) as an aware datetime; records an error
     naming `field` when it is empty or not a date and time."""
@@ -1295,15 +1344,11 @@ def _wall_clock(value: str, zone: str, field: str, errors: dict[str, str]) -> da
         errors[field] = "a date and time, such as 2026-12-24T08:00"
         return None
     if parsed.tzinfo is None:
-        wall = parsed
-        parsed = parsed.replace(tzinfo=ZoneInfo(zone))
-        if parsed.astimezone(UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None) != wall:
-            # Skipped when the clocks went forward: any instant we chose would surprise.
-            errors[field] = (
-                f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone} "
-                "(the clocks go forward then)"
-            )
+        problem = _wall_time_problem(parsed, zone)
+        if problem is not None:
+            errors[field] = problem
             return None
+        parsed = parsed.replace(tzinfo=ZoneInfo(zone))
     if not 2000 <= parsed.year <= 2100:
         errors[field] = "must be in the years 2000 to 2100"
         return None

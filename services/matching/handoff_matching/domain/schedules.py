@@ -72,6 +72,27 @@ def wall_time_to_utc(day: date, wall: time, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, wall, tzinfo=zone).astimezone(UTC)
 
 
+def wall_time_problem(day: date, wall: time, zone: ZoneInfo) -> tuple[str, str] | None:
+    """None if a wall clock in `zone` shows `wall` on `day` exactly once; else a code and
+    what a coordinator reads: `time_does_not_exist` (skipped when the clocks go forward)
+    or `time_happens_twice` (repeated when they go back). Where a person names such a time
+    to start something (a rotation's first handoff), it is refused rather than guessed."""
+    first = datetime.combine(day, wall, tzinfo=zone)
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != first.replace(tzinfo=None):
+        return (
+            "time_does_not_exist",
+            f"{wall:%H:%M} does not exist on {day:%Y-%m-%d} in {zone.key} "
+            "(the clocks go forward then)",
+        )
+    if first.utcoffset() != first.replace(fold=1).utcoffset():
+        return (
+            "time_happens_twice",
+            f"{wall:%H:%M} happens twice on {day:%Y-%m-%d} in {zone.key} (the clocks go back "
+            "then): choose a time outside the repeated hour",
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class WeeklyShift:
     coach_id: UUID

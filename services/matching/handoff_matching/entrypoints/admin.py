@@ -7,19 +7,26 @@ configured the admin API refuses everything.
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
+from handoff_matching.domain.coverage import not_covering
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
-from handoff_matching.domain.schedules import Interval, OverrideKind, Pool
+from handoff_matching.domain.eligibility import SiteProfile
+from handoff_matching.domain.schedules import OverrideKind, Pool
 from handoff_matching.entrypoints.overview_api import add_overview_routes
-from handoff_matching.entrypoints.schedules_api import add_schedule_routes, coaches_for
+from handoff_matching.entrypoints.schedules_api import (
+    add_schedule_routes,
+    coaches_for,
+    window_ahead,
+)
 from handoff_matching.on_call import OnCall
 from handoff_matching.roster_file import OverrideRow, ScheduleMoment, _pool
-from handoff_matching.service import coverage_gaps_ahead, roster_changed
+from handoff_matching.service import cover_facts, coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 
@@ -76,11 +83,23 @@ class Coverage(BaseModel):
     gaps: list[Gap]
 
 
+class NotCovering(BaseModel):
+    """A coach the rota has on call who does not count as cover (`why_not_cover`)."""
+
+    coach_id: UUID
+    reason: str  # e.g. "certification expired"
+
+
 class OnCallNow(BaseModel):
+    """Who counts as cover at `at` for the site and for its state pool; coaches the rota
+    has on call there who do not count (inactive, no current certification in the state,
+    reachable on no contact method) are listed only in `not_covering`."""
+
     site_id: str
     at: datetime
     site: list[UUID]
     state_pool: list[UUID]
+    not_covering: list[NotCovering] = []
 
 
 def build_admin_router(
@@ -138,8 +157,7 @@ def build_admin_router(
         site_id: SitePath, days: Annotated[int, Query(ge=1, le=28)] = 7
     ) -> Coverage:
         """Windows in the next `days` with no eligible coach on call for the site or its pool."""
-        now = datetime.now(UTC)
-        window = Interval(now, now + timedelta(days=days))
+        window = window_ahead(days)
         async with pool.acquire() as connection:
             state, time_zone = await _site_facts(connection, site_id)
             _, interpreter, _ = await dispatch_store.site_settings(connection, site_id)
@@ -161,19 +179,35 @@ def build_admin_router(
         """Who is on call for the site, and for its state pool, at `at` (default: now)."""
         instant = at or datetime.now(UTC)
         async with pool.acquire() as connection:
-            state, _ = await _site_facts(connection, site_id)
+            state, time_zone = await _site_facts(connection, site_id)
             pools = [Pool.site(site_id), Pool.state(state)]
             found = await who_is_on_call(connection, pools, instant)
+            coaches, unreachable = await cover_facts(connection, pools)
+        site = SiteProfile(site_id, state, ZoneInfo(time_zone))
+        rota = found[pools[0]] | found[pools[1]]
+        out = not_covering(rota, site, instant, coaches, unreachable)
         return OnCallNow(
             site_id=site_id,
             at=instant,
-            site=sorted(found[pools[0]], key=str),
-            state_pool=sorted(found[pools[1]], key=str),
+            site=sorted(found[pools[0]] - out.keys(), key=str),
+            state_pool=sorted(found[pools[1]] - out.keys(), key=str),
+            not_covering=[
+                NotCovering(coach_id=c, reason=out[c].value) for c in sorted(out, key=str)
+            ],
         )
 
     @router.post("/overrides", status_code=201, response_model=OverrideRow)
     async def add_override(body: OverrideRow) -> OverrideRow:
-        """Add a coach to a pool, remove one, or have one replace another, for a window."""
+        """Add a coach to a pool, remove one, or have one replace another, for a window.
+        422 `covers_self` naming `replaces` for a coach replacing herself."""
+        if body.replaces is not None and body.replaces == body.coach_id:
+            # "Maya covers Maya" changes nothing, yet would be listed as if it did.
+            raise ApiError(
+                422,
+                "covers_self",
+                "a coach cannot cover herself: name another coach to replace",
+                field="replaces",
+            )
         async with pool.acquire() as connection:
             if body.kind is not OverrideKind.REMOVE:
                 await coaches_for(connection, _pool(body.pool), [body.coach_id], "coach_id")

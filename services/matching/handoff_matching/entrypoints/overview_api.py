@@ -3,18 +3,20 @@ matching knows them, the roster's coaches, overrides, a pool's timeline, and the
 each open referral of a site holds. Nothing here carries patient data."""
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from handoff_matching import SCHEMA
 from handoff_matching.adapters import schedule_store
-from handoff_matching.domain.schedules import Interval
+from handoff_matching.domain.coverage import cover_changes, not_covering
+from handoff_matching.entrypoints.schedules_api import pool_site, window_ahead
 from handoff_matching.roster_file import PoolName, _pool
+from handoff_matching.service import cover_facts
 
 
 class SiteOut(BaseModel):
@@ -56,6 +58,7 @@ class PoolSegment(BaseModel):
     start: datetime
     end: datetime
     coaches: list[UUID]
+    not_covering: dict[UUID, str] = Field(default_factory=dict)  # of `coaches`: why
 
 
 class PoolScheduleOut(BaseModel):
@@ -169,28 +172,39 @@ def add_overview_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
         pool_name: Annotated[PoolName, Path()],
         days: Annotated[int, Query(ge=1, le=28)] = 14,
     ) -> PoolScheduleOut:
-        """Who is on call in one pool (a site's or a state's) over the next `days`."""
+        """Who is on call in one pool (a site's or a state's) over the next `days`; each
+        segment names the coaches who do not count as cover there, and why (a state pool is
+        judged in the zone of its first registered site)."""
         target = _pool(pool_name)
-        now = datetime.now(UTC)
-        window = Interval(now, now + timedelta(days=days))
+        window = window_ahead(days)
         async with pool.acquire() as connection:
             schedules = await schedule_store.pool_schedules(connection, [target], window)
+            coaches, unreachable = await cover_facts(connection, [target])
+            site = await pool_site(connection, target)
         line = schedules[target].timeline(window)
+        points = sorted({*line.starts, *cover_changes(site, window, coaches)})
+        segments = []
+        for start, end in zip(points, [*points[1:], window.end], strict=True):
+            on_call = line.at(start)
+            out = not_covering(on_call, site, start, coaches, unreachable)
+            segments.append(
+                PoolSegment(
+                    start=start,
+                    end=end,
+                    coaches=sorted(on_call, key=str),
+                    not_covering={c: out[c].value for c in sorted(out, key=str)},
+                )
+            )
         return PoolScheduleOut(
-            pool=pool_name,
-            start=window.start,
-            end=window.end,
-            segments=[
-                PoolSegment(start=span.start, end=span.end, coaches=sorted(coaches, key=str))
-                for span, coaches in line.segments()
-            ],
+            pool=pool_name, start=window.start, end=window.end, segments=segments
         )
 
     @router.get("/temporary-schedules", response_model=list[TemporaryListed])
     async def list_temporary(
         pool_name: Annotated[PoolName, Query(alias="pool")],
     ) -> list[TemporaryListed]:
-        """The pool's temporary schedules not yet ended, in the order made."""
+        """The pool's temporary schedules not yet ended, by start (as a coordinator reads a
+        calendar; at most one holds any moment, so the order is the windows' order)."""
         target = _pool(pool_name)
         async with pool.acquire() as connection:
             rows = await connection.fetch(
@@ -200,7 +214,7 @@ def add_overview_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
                     FROM {SCHEMA}.temporary_schedules t
                         LEFT JOIN {SCHEMA}.temporary_shifts s USING (temporary_id)
                     WHERE t.pool_kind = $1 AND t.pool_key = $2 AND t.ends_at > now()
-                    GROUP BY t.temporary_id ORDER BY t.created_at""",
+                    GROUP BY t.temporary_id ORDER BY t.starts_at, t.created_at""",
                 target.kind.value,
                 target.key,
             )

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import Field, model_validator
 
 from handoff_matching import metrics
-from handoff_matching.adapters import roster_store, schedule_store
+from handoff_matching.adapters import reachability_store, roster_store, schedule_store
 from handoff_matching.adapters.schedule_store import (
     CalendarSubject,
     LayerRow,
@@ -27,8 +27,21 @@ from handoff_matching.domain.calendars import (
     export_ics,
     import_ics,
 )
+from handoff_matching.domain.coverage import (
+    cover_changes,
+    coverage_gaps,
+    not_covering,
+    split_by_cover,
+)
+from handoff_matching.domain.eligibility import SiteProfile
 from handoff_matching.domain.rotations import Rotation, ShiftUnit
-from handoff_matching.domain.schedules import Interval, Pool, PoolKind, Shift
+from handoff_matching.domain.schedules import (
+    Interval,
+    Pool,
+    PoolKind,
+    Shift,
+    wall_time_problem,
+)
 from handoff_matching.roster_file import (
     PoolName,
     ScheduleDate,
@@ -37,7 +50,7 @@ from handoff_matching.roster_file import (
     TimeZone,
     _pool,
 )
-from handoff_matching.service import roster_changed
+from handoff_matching.service import cover_facts, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
 
@@ -62,6 +75,13 @@ class RotationIn(Strict):
     shift_length: Annotated[int, Field(ge=1, le=1000)]
     shift_unit: ShiftUnit
     participants: Annotated[list[UUID], Field(min_length=1, max_length=100)]
+
+    def check_first_handoff(self) -> None:
+        """Raises ApiError 422 naming `handoff` when the first handoff's wall time does not
+        exist (a spring-forward gap) or happens twice (a fall-back fold) on `start_date`."""
+        problem = wall_time_problem(self.start_date, self.handoff, ZoneInfo(self.time_zone))
+        if problem is not None:
+            raise ApiError(422, problem[0], problem[1], "handoff")
 
     def to_rotation(self) -> Rotation:
         return Rotation(
@@ -151,17 +171,41 @@ class TokenListed(Strict):
 
 
 class Segment(Strict):
+    """From `start` to `end`, the coaches the rota has on call at the site and in its state
+    pool; of them, those who do not count as cover, with the reason (`why_not_cover`)."""
+
     start: datetime
     end: datetime
     site: list[UUID]
     state_pool: list[UUID]
+    not_covering: dict[UUID, str] = Field(default_factory=dict)
+
+
+class Stretch(Strict):
+    start: datetime
+    end: datetime
+    minutes: int
 
 
 class ScheduleOut(Strict):
+    """A site's timeline; `gaps` are exactly the coverage report's over the same window."""
+
     site_id: str
     start: datetime
     end: datetime
     segments: list[Segment]
+    gaps: list[Stretch] = Field(default_factory=list)
+
+
+def _local(instant: datetime, zone: ZoneInfo) -> str:
+    return instant.astimezone(zone).strftime("%a %d %b %Y %H:%M")
+
+
+def window_ahead(days: int) -> Interval:
+    """The next `days` from now (UTC), as every coverage view reads them: the report and
+    the timeline's segments and gaps."""
+    now = datetime.now(UTC)
+    return Interval(now, now + timedelta(days=days))
 
 
 def _layer_out(row: LayerRow) -> LayerOut:
@@ -234,7 +278,9 @@ async def _site_facts(connection: Connection, site_id: str) -> tuple[str, str]:
 
 async def store_rotation(connection: Connection, body: RotationIn) -> RotationOut:
     """Store a rotation layer (the API's and the CLI's way); raises ApiError 422 for a
-    participant not in the roster, 409 for a layer name the pool already has."""
+    participant not in the roster or a first handoff that does not exist or happens twice
+    (naming `handoff`), 409 for a layer name the pool already has."""
+    body.check_first_handoff()
     await coaches_for(connection, _pool(body.pool), body.participants, "participants")
     try:
         layer_id = await schedule_store.add_rotation(
@@ -252,6 +298,7 @@ async def change_rotation(connection: Connection, layer_id: UUID, body: Rotation
     the checks of `store_rotation`; raises ApiError 404 (no such rotation), 422 `other_pool`
     naming `pool` (a layer stays in its pool), 422 `unknown_coach` / `not_certified` naming
     `participants`, 409 `name_taken` naming `name`."""
+    body.check_first_handoff()
     # Where the layer is first: a coach is checked against the pool it would serve.
     found = await schedule_store.layer_at(connection, layer_id)
     if found is None or found[1] != "rotation":
@@ -389,12 +436,15 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
                     [Shift(s.coach_id, Interval(s.start, s.end)) for s in body.shifts],
                 )
             except TemporaryOverlaps as clash:
+                # In the pool's own clock, as the coordinator typed her times; the schedule
+                # has no name, so it is named by its window (its id means nothing to her).
+                zone = (await pool_site(connection, _pool(body.pool))).zone
                 raise ApiError(
                     422,
                     "temporary_overlaps",
-                    f"the pool's temporary schedule {clash.temporary_id} already holds "
-                    f"{clash.window.start.isoformat()} to {clash.window.end.isoformat()}; "
-                    "change or remove it first",
+                    "the pool already has a temporary schedule from "
+                    f"{_local(clash.window.start, zone)} to {_local(clash.window.end, zone)} "
+                    f"({zone.key}); change or remove it first",
                     "start",
                 ) from None
             await roster_changed(connection)
@@ -485,31 +535,48 @@ def add_schedule_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
         site_id: str, days: Annotated[int, Query(ge=1, le=28)] = 14
     ) -> ScheduleOut:
         """Who is on call for the site and its state pool over the next `days`, as segments
-        (what a coverage timeline draws; eligibility is the coverage report's)."""
-        now = datetime.now(UTC)
-        window = Interval(now, now + timedelta(days=days))
+        (what a coverage timeline draws), each naming the coaches who do not count as cover
+        and why, and the gaps by the coverage report's rule."""
+        window = window_ahead(days)
         async with pool.acquire() as connection:
-            state, _ = await _site_facts(connection, site_id)
+            state, time_zone = await _site_facts(connection, site_id)
             site_pool, state_pool = Pool.site(site_id), Pool.state(state)
             schedules = await schedule_store.pool_schedules(
                 connection, [site_pool, state_pool], window
             )
+            coaches, unreachable = await cover_facts(connection, [site_pool, state_pool])
+        site = SiteProfile(site_id, state, ZoneInfo(time_zone))
         site_line, state_line = (schedules[p].timeline(window) for p in (site_pool, state_pool))
-        points = sorted({*site_line.starts, *state_line.starts})
+        points = sorted(
+            {*site_line.starts, *state_line.starts, *cover_changes(site, window, coaches)}
+        )
+        segments = []
+        for start, end in zip(points, [*points[1:], window.end], strict=True):
+            at_site, in_state = site_line.at(start), state_line.at(start)
+            out = not_covering(at_site | in_state, site, start, coaches, unreachable)
+            segments.append(
+                Segment(
+                    start=start,
+                    end=end,
+                    site=sorted(at_site, key=str),
+                    state_pool=sorted(in_state, key=str),
+                    not_covering={c: out[c].value for c in sorted(out, key=str)},
+                )
+            )
+        gaps = coverage_gaps(site, window, list(schedules.values()), coaches, unreachable)
         return ScheduleOut(
             site_id=site_id,
             start=window.start,
             end=window.end,
-            segments=[
-                Segment(
-                    start=start,
-                    end=end,
-                    site=sorted(site_line.at(start), key=str),
-                    state_pool=sorted(state_line.at(start), key=str),
-                )
-                for start, end in zip(points, [*points[1:], window.end], strict=True)
+            segments=segments,
+            gaps=[
+                Stretch(start=g.start, end=g.end, minutes=round((g.end - g.start) / _MINUTE))
+                for g in gaps
             ],
         )
+
+
+_MINUTE = timedelta(minutes=1)
 
 
 def build_calendar_router(pool: asyncpg.Pool) -> APIRouter:
@@ -550,38 +617,61 @@ def build_calendar_router(pool: asyncpg.Pool) -> APIRouter:
 async def _site_feed(
     connection: Connection, site_id: str, window: Interval
 ) -> tuple[str, list[CalendarEntry], ZoneInfo]:
+    """The site's cover: shifts (or the parts of them) in which the coach does not count as
+    cover (`why_not_cover`) are left out, as the timeline and the gap report leave them."""
     state, time_zone = await _site_facts(connection, site_id)
     pools = [Pool.site(site_id), Pool.state(state)]
     schedules = await schedule_store.pool_schedules(connection, pools, window)
-    timelines = {pool: schedules[pool].timeline(window).shifts() for pool in pools}
-    coach_ids = {shift.coach_id for shifts in timelines.values() for shift in shifts}
-    coaches = await roster_store.coaches_by_id(connection, coach_ids)
+    coaches, unreachable = await cover_facts(connection, pools)
+    site = SiteProfile(site_id, state, ZoneInfo(time_zone))
     entries = [
         CalendarEntry(
             pool,
-            shift,
+            piece,
             (coaches[shift.coach_id].display_name if shift.coach_id in coaches else "a coach")
             + (" (state pool)" if pool.kind is PoolKind.STATE else ""),
         )
-        for pool, shifts in timelines.items()
-        for shift in shifts
+        for pool in pools
+        for shift in schedules[pool].timeline(window).shifts()
+        for piece, why in split_by_cover(
+            shift, site, coaches.get(shift.coach_id), shift.coach_id not in unreachable
+        )
+        if why is None
     ]
     return f"On call: {site_id}", entries, ZoneInfo(time_zone)
+
+
+async def pool_site(connection: Connection, pool: Pool) -> SiteProfile:
+    """The site whose rule `why_not_cover` applies in the pool: the site itself, or for a
+    state pool the state in the zone of its first registered site (UTC if none)."""
+    if pool.kind is PoolKind.SITE:
+        state, time_zone = await _site_facts(connection, pool.key)
+        return SiteProfile(pool.key, state, ZoneInfo(time_zone))
+    zones = [z for _, s, z in await roster_store.known_sites(connection) if s.strip() == pool.key]
+    return SiteProfile(f"state:{pool.key}", pool.key, ZoneInfo(zones[0] if zones else "UTC"))
 
 
 async def _coach_feed(
     connection: Connection, coach_id: UUID, window: Interval
 ) -> tuple[str, list[CalendarEntry], ZoneInfo]:
+    """The coach's own shifts, every one of them; a shift (or part) in which she does not
+    count as cover is titled with why, so she knows she will not be paged then."""
     pools = await schedule_store.coach_pools(connection, coach_id)
     schedules = await schedule_store.pool_schedules(connection, pools, window)
-    entries = [
-        CalendarEntry(
-            pool,
-            shift,
-            f"On call: {pool.key}" + (" state pool" if pool.kind is PoolKind.STATE else ""),
-        )
-        for pool in pools
-        for shift in schedules[pool].timeline(window).shifts()
-        if shift.coach_id == coach_id
-    ]
+    coach = (await roster_store.coaches_by_id(connection, [coach_id])).get(coach_id)
+    reach = await reachability_store.of_coaches(connection, [coach_id])
+    reachable = coach_id not in reach or reach[coach_id].reachable
+    entries = []
+    for pool in pools:
+        site = await pool_site(connection, pool)
+        for shift in schedules[pool].timeline(window).shifts():
+            if shift.coach_id != coach_id:
+                continue
+            for piece, why in split_by_cover(shift, site, coach, reachable):
+                title = f"On call: {pool.key}" + (
+                    " state pool" if pool.kind is PoolKind.STATE else ""
+                )
+                if why is not None:
+                    title += f" (not counted as cover: {why.value})"
+                entries.append(CalendarEntry(pool, piece, title))
     return "My on-call shifts", entries, ZoneInfo("UTC")
