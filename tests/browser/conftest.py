@@ -149,6 +149,17 @@ async def signed_in(
             shutil.rmtree(profile, ignore_errors=True)
 
 
+async def on_pool_page(
+    signed_in: Browse, stack: Stack, pool: str, username: str = "md-coordinator"
+) -> tuple[Page, str]:
+    """Signed in as `username` (a fresh profile) and on the schedule page of `pool`
+    (`site:<site id>` or `state:<state>`); returns (the page, that page's URL)."""
+    page = await signed_in(username)
+    url = f"{stack.url}/pools/{pool}"
+    await page.goto(url)
+    return page, url
+
+
 async def screenshot(page: Page, request: pytest.FixtureRequest, step: str) -> Path:
     """Save the whole page as test-artifacts/browser/<test>-<step>.png."""
     path = SCREENSHOTS / f"{request.node.name}-{step}.png"

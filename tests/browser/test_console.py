@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from playwright.async_api import Page
 
-from tests.browser.conftest import OTHER_STATE_SITE, Browse, Stack, screenshot
+from tests.browser.conftest import OTHER_STATE_SITE, Browse, Stack, on_pool_page, screenshot
 from tests.e2e.conftest import LADDER_SITE, MAIN_SITE
 from tests.support.patients import INITIALS, NOTES
 from tests.support.waiting import eventually
@@ -69,8 +69,7 @@ async def test_a_wrong_password_is_refused_with_a_message(stack: Stack, signed_i
 async def test_a_rotation_and_an_override_change_the_coverage_timeline(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    await page.goto(f"{stack.url}/pools/site:{LADDER_SITE}")
+    page, _ = await on_pool_page(signed_in, stack, f"site:{LADDER_SITE}")
     assert sorted(await lanes(page)) == ["ladder-1", "ladder-2"]  # their weekly shifts, always
     assert await gap_count(page) == 0
     await screenshot(page, request, "before")
@@ -163,8 +162,7 @@ async def test_an_open_referral_appears_on_the_board_without_patient_data(
 async def test_a_read_only_account_cannot_change_anything(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-reader")
-    await page.goto(f"{stack.url}/pools/site:{MAIN_SITE}")
+    page, _ = await on_pool_page(signed_in, stack, f"site:{MAIN_SITE}", "md-reader")
     assert await page.locator("form[action*='/rotations'], form[action*='/overrides']").count() == 0
     assert await page.locator("button", has_text="Remove").count() == 0
     await screenshot(page, request, "schedule")
@@ -277,8 +275,7 @@ async def test_the_coverage_gap_report_as_a_page_and_as_csv(
 async def test_a_temporary_schedule_with_nobody_leaves_a_gap_in_the_state_pool(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    await page.goto(f"{stack.url}/pools/state:MD")
+    page, _ = await on_pool_page(signed_in, stack, "state:MD")
     assert await lanes(page) == ["state"]  # on the state pool's weekly shifts, always
     assert await gap_count(page) == 0
     start = (datetime.now(ZONE) + timedelta(hours=3)).replace(second=0, microsecond=0)

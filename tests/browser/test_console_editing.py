@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import FilePayload, Page
 
 from handoff_devenv.service_process import start_service
-from tests.browser.conftest import Browse, Stack, screenshot
+from tests.browser.conftest import Browse, Stack, on_pool_page, screenshot
 from tests.e2e.conftest import LADDER_SITE, MAIN_SITE
 from tests.support.patients import SERVICE_LOGS
 
@@ -50,9 +50,7 @@ async def create_rotation(page: Page, name: str, priority: int, participants: st
 async def test_a_rotation_is_edited_in_place_in_a_pre_filled_form(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    pool = f"{stack.url}/pools/site:{MAIN_SITE}"
-    await page.goto(pool)
+    page, pool = await on_pool_page(signed_in, stack, f"site:{MAIN_SITE}")
     layer_id = await create_rotation(page, "Main days", 5, "main-1")
     assert await lanes(page) == ["main-1"]
 
@@ -121,9 +119,7 @@ async def test_a_rotation_is_edited_in_place_in_a_pre_filled_form(
 async def test_a_layers_priority_is_changed_from_the_pool_page(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    pool = f"{stack.url}/pools/site:{LADDER_SITE}"
-    await page.goto(pool)
+    page, pool = await on_pool_page(signed_in, stack, f"site:{LADDER_SITE}")
     layer_id = await create_rotation(page, "Ladder backup", 0, "supervisor")
     assert sorted(await lanes(page)) == ["ladder-1", "ladder-2", "supervisor"], "equal layers add"
 
@@ -158,9 +154,7 @@ def _ics(summary: str, start: datetime, end: datetime) -> FilePayload:
 async def test_an_ics_calendar_is_imported_as_a_layer_from_the_pool_page(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    pool = f"{stack.url}/pools/state:MD"
-    await page.goto(pool)
+    page, pool = await on_pool_page(signed_in, stack, "state:MD")
     assert await lanes(page) == ["state"]
     form = "#calendar-form"
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -288,15 +282,18 @@ async def test_a_service_that_does_not_answer_is_a_503_page_and_other_pages_stil
             assert response.headers["retry-after"] == "5", path
         return response.status, await page.inner_text("main")
 
+    async def the_site_list_and_change_log_still_shown() -> None:
+        status, text = await status_of("/")
+        assert status == 200
+        assert "Mercy ED" in text
+        assert (await status_of("/changes"))[0] == 200
+
     for path in (f"/pools/site:{MAIN_SITE}", f"/sites/{MAIN_SITE}", "/coaches"):
         status, text = await status_of(path)
         assert status == 503, path
         assert "The matching service is not answering, try again in a moment." in text
     await screenshot(page, request, "matching-away")
-    status, text = await status_of("/")
-    assert status == 200
-    assert "Mercy ED" in text
-    assert (await status_of("/changes"))[0] == 200
+    await the_site_list_and_change_log_still_shown()
 
     # A form sent while matching is away: the same 503 page, never a 500, nothing recorded.
     await page.goto(f"{stack.url}/pools/site:{MAIN_SITE}")
@@ -319,7 +316,4 @@ async def test_a_service_that_does_not_answer_is_a_503_page_and_other_pages_stil
     assert status == 503
     assert "The referral service is not answering, try again in a moment." in text
     await screenshot(page, request, "referral-away")
-    status, text = await status_of("/")
-    assert status == 200
-    assert "Mercy ED" in text
-    assert (await status_of("/changes"))[0] == 200
+    await the_site_list_and_change_log_still_shown()

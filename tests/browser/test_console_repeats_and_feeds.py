@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.async_api import Page
 
-from tests.browser.conftest import PASSWORD, Browse, Stack, screenshot
+from tests.browser.conftest import PASSWORD, Browse, Stack, on_pool_page, screenshot
 from tests.e2e.conftest import MAIN_SITE
 
 ZONE = ZoneInfo("America/New_York")
@@ -32,9 +32,7 @@ async def override_rows(page: Page, text: str) -> int:
 async def test_an_override_sent_twice_is_saved_once_and_a_fresh_copy_is_refused(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    pool = f"{stack.url}/pools/site:{MAIN_SITE}"
-    await page.goto(pool)
+    page, pool = await on_pool_page(signed_in, stack, f"site:{MAIN_SITE}")
     start = (datetime.now(ZONE) + timedelta(days=3)).replace(
         hour=10, minute=0, second=0, microsecond=0
     )
@@ -73,8 +71,7 @@ async def test_an_override_sent_twice_is_saved_once_and_a_fresh_copy_is_refused(
 async def test_a_time_the_clocks_skip_is_named_next_to_the_field(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    await page.goto(f"{stack.url}/pools/site:{MAIN_SITE}")
+    page, _ = await on_pool_page(signed_in, stack, f"site:{MAIN_SITE}")
     await page.select_option("#override-form select[name=kind]", "add")
     await page.fill("#override-form input[name=starts_at]", "2027-03-14T02:30")
     await page.fill("#override-form input[name=ends_at]", "2027-03-14T06:00")
@@ -87,9 +84,7 @@ async def test_a_time_the_clocks_skip_is_named_next_to_the_field(
 async def test_a_calendar_link_is_created_shown_once_and_revoked(
     stack: Stack, signed_in: Browse, request: pytest.FixtureRequest
 ) -> None:
-    page = await signed_in("md-coordinator")
-    pool = f"{stack.url}/pools/site:{MAIN_SITE}"
-    await page.goto(pool)
+    page, pool = await on_pool_page(signed_in, stack, f"site:{MAIN_SITE}")
     before = await page.locator("#feeds form").count()
     await page.select_option("#feed-form select[name=whose]", "site")
     await page.click("#feed-form button[type=submit]")

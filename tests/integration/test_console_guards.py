@@ -175,6 +175,11 @@ def _hidden(html: str, name: str, form_id: str | None = None) -> str:
     return found.group(1)
 
 
+def _tokens(html: str, form_id: str | None = None) -> dict[str, str]:
+    """The CSRF and one-time form tokens of the form `form_id` (else the page's first)."""
+    return {name: _hidden(html, name, form_id) for name in ("csrf_token", "form_token")}
+
+
 POOL = f"/pools/site:{SITE['site_id']}"
 
 
@@ -183,8 +188,7 @@ async def test_an_override_form_sent_twice_is_saved_once(guarded: Guarded) -> No
     page = await guarded.client.get(POOL)
     assert page.status_code == 200
     form = {
-        "csrf_token": _hidden(page.text, "csrf_token", "override-form"),
-        "form_token": _hidden(page.text, "form_token", "override-form"),
+        **_tokens(page.text, "override-form"),
         "kind": "add",
         "coach_id": MARYLAND_COACH,
         "starts_at": "2030-01-01T10:00",
@@ -211,8 +215,7 @@ async def test_an_override_form_sent_twice_is_saved_once(guarded: Guarded) -> No
     # A form refused for its values may be corrected and sent again with the same token.
     page = await guarded.client.get(POOL)
     retry = form | {
-        "csrf_token": _hidden(page.text, "csrf_token", "override-form"),
-        "form_token": _hidden(page.text, "form_token", "override-form"),
+        **_tokens(page.text, "override-form"),
         "ends_at": "2030-01-01T09:00",
     }
     refused = await guarded.client.post(f"{POOL}/overrides", data=retry)
@@ -227,8 +230,7 @@ async def test_a_time_the_clocks_skip_is_named_with_its_field(guarded: Guarded) 
     assert (await guarded.sign_in("cora")).status_code == 303
     page = await guarded.client.get(POOL)
     form = {
-        "csrf_token": _hidden(page.text, "csrf_token", "override-form"),
-        "form_token": _hidden(page.text, "form_token", "override-form"),
+        **_tokens(page.text, "override-form"),
         "kind": "add",
         "coach_id": MARYLAND_COACH,
         "starts_at": "2027-03-14T02:30",
@@ -253,8 +255,7 @@ async def test_calendar_links_are_created_shown_once_listed_and_revoked(guarded:
     created = await guarded.client.post(
         f"{POOL}/calendar-feeds",
         data={
-            "csrf_token": _hidden(page.text, "csrf_token", "feed-form"),
-            "form_token": _hidden(page.text, "form_token", "feed-form"),
+            **_tokens(page.text, "feed-form"),
             "whose": MARYLAND_COACH,
         },
     )
@@ -267,8 +268,7 @@ async def test_calendar_links_are_created_shown_once_listed_and_revoked(guarded:
     outsider = await guarded.client.post(
         f"{POOL}/calendar-feeds",
         data={
-            "csrf_token": _hidden(listed.text, "csrf_token", "feed-form"),
-            "form_token": _hidden(listed.text, "form_token", "feed-form"),
+            **_tokens(listed.text, "feed-form"),
             "whose": VERMONT_COACH,
         },
     )
@@ -277,8 +277,7 @@ async def test_calendar_links_are_created_shown_once_listed_and_revoked(guarded:
     revoked = await guarded.client.post(
         f"{POOL}/calendar-feeds/{feed['token_id']}/revoke",
         data={
-            "csrf_token": _hidden(listed.text, "csrf_token"),
-            "form_token": _hidden(listed.text, "form_token"),
+            **_tokens(listed.text),
         },
     )
     assert revoked.status_code == 303, revoked.text

@@ -239,6 +239,23 @@ def _of(kind: type, events: list[Any]) -> list[Any]:
     return [e for e in events if isinstance(e, kind)]
 
 
+async def _sent(broker: KafkaBroker, world: World) -> uuid.UUID:
+    """A new referral of `world` published, as the hospital does; its id."""
+    referral = world.referral()
+    await send(broker, referral)
+    return referral.referral_id
+
+
+async def _once(
+    bootstrap: str, referral_id: uuid.UUID, kind: type, count: int, what: str, within: float = 30
+) -> list[Any]:
+    """The referral's dispatch events, once `count` of them are a `kind` (e.g. 2 OfferMade)."""
+    events = await _until(
+        bootstrap, [referral_id], lambda ev: len(_of(kind, ev[referral_id])) == count, what, within
+    )
+    return events[referral_id]
+
+
 async def _answer(broker: KafkaBroker, offer: OfferMade, response: CoachResponse) -> None:
     await send(
         broker,
@@ -535,14 +552,10 @@ async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_sta
         ack_timeout=timedelta(seconds=5), page_deadline=timedelta(seconds=2)
     )
     world = await _world(matching_database, settings, pool=1)
-    referral = world.referral()
-    ids = [referral.referral_id]
-    await send(hospital_and_notify, referral)
-    events = await _until(
-        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the pool's offer"
-    )
-    first, second = _of(OfferMade, events[ids[0]])
-    [not_contacted] = _of(OfferWithdrawn, events[ids[0]])
+    referral_id = await _sent(hospital_and_notify, world)
+    events = await _once(bootstrap, referral_id, OfferMade, 2, "the pool's offer")
+    first, second = _of(OfferMade, events)
+    [not_contacted] = _of(OfferWithdrawn, events)
     assert (not_contacted.offer_id, not_contacted.reason) == (
         first.offer_id,
         WithdrawReason.NOT_CONTACTED,
@@ -553,10 +566,8 @@ async def test_an_offer_not_paged_in_time_is_not_contacted_and_the_ack_clock_sta
     assert second.page_deadline is not None
 
     sent_at = await _paged(hospital_and_notify, second)  # within its page deadline
-    events = await _until(
-        bootstrap, ids, lambda ev: len(_of(OfferWithdrawn, ev[ids[0]])) == 2, "the second's end"
-    )
-    ended = _of(OfferWithdrawn, events[ids[0]])[1]
+    events = await _once(bootstrap, referral_id, OfferWithdrawn, 2, "the second's end")
+    ended = _of(OfferWithdrawn, events)[1]
     assert (ended.offer_id, ended.reason) == (second.offer_id, WithdrawReason.EXPIRED)
     # 5 s from its page, not from the offer, and well past the page deadline it met.
     assert ended.withdrawn_at >= sent_at + timedelta(seconds=5)
@@ -844,36 +855,30 @@ async def test_a_broadcast_round_with_a_page_that_never_went_out_asks_that_coach
         ack_timeout=timedelta(seconds=3),
     )
     world = await _world(matching_database, settings, site=2, pool=0)
-    referral = world.referral()
-    ids = [referral.referral_id]
-    await send(hospital_and_notify, referral)
-    events = await _until(
-        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the broadcast"
-    )
-    never_paged, paged = _of(OfferMade, events[ids[0]])
+    referral_id = await _sent(hospital_and_notify, world)
+    events = await _once(bootstrap, referral_id, OfferMade, 2, "the broadcast")
+    never_paged, paged = _of(OfferMade, events)
     await _paged(hospital_and_notify, paged)  # only one phone is reached
 
-    events = await _until(
-        bootstrap,
-        ids,
-        lambda ev: len(_of(OfferWithdrawn, ev[ids[0]])) == 2,
-        "both offers of the round ended",
+    events = await _once(
+        bootstrap, referral_id, OfferWithdrawn, 2, "both offers of the round ended"
     )
-    reasons = {w.offer_id: w.reason for w in _of(OfferWithdrawn, events[ids[0]])}
+    reasons = {w.offer_id: w.reason for w in _of(OfferWithdrawn, events)}
     assert reasons == {
         never_paged.offer_id: WithdrawReason.NOT_CONTACTED,
         paged.offer_id: WithdrawReason.EXPIRED,
     }
-    events = await _until(
+    events = await _once(
         bootstrap,
-        ids,
-        lambda ev: len(_of(OfferMade, ev[ids[0]])) == 3,
+        referral_id,
+        OfferMade,
+        3,
         "the coach never paged asked again",
         within=5,  # not after reoffer_every (5 minutes)
     )
-    again = _of(OfferMade, events[ids[0]])[2]
+    again = _of(OfferMade, events)[2]
     assert again.coach_id == never_paged.coach_id  # not the one who did not answer
-    assert _of(ReferralUnassigned, events[ids[0]]) == []
+    assert _of(ReferralUnassigned, events) == []
 
 
 async def test_a_ladder_whose_next_coach_was_reached_asks_the_coach_never_paged_again_at_once(
@@ -884,30 +889,27 @@ async def test_a_ladder_whose_next_coach_was_reached_asks_the_coach_never_paged_
         page_deadline=timedelta(seconds=2), ack_timeout=timedelta(seconds=3)
     )
     world = await _world(matching_database, settings, site=1, pool=1)
-    referral = world.referral()
-    ids = [referral.referral_id]
-    await send(hospital_and_notify, referral)
-    events = await _until(
-        bootstrap, ids, lambda ev: len(_of(OfferMade, ev[ids[0]])) == 2, "the pool's offer"
-    )
-    never_paged, pool_offer = _of(OfferMade, events[ids[0]])
+    referral_id = await _sent(hospital_and_notify, world)
+    events = await _once(bootstrap, referral_id, OfferMade, 2, "the pool's offer")
+    never_paged, pool_offer = _of(OfferMade, events)
     assert never_paged.coach_id == world.site_coaches[0]
     await _paged(hospital_and_notify, pool_offer)
-    events = await _until(
+    events = await _once(
         bootstrap,
-        ids,
-        lambda ev: len(_of(OfferMade, ev[ids[0]])) == 3,
+        referral_id,
+        OfferMade,
+        3,
         "the site coach asked again when the pool coach did not answer",
         within=15,
     )
-    withdrawn = _of(OfferWithdrawn, events[ids[0]])
+    withdrawn = _of(OfferWithdrawn, events)
     assert [(w.offer_id, w.reason) for w in withdrawn] == [
         (never_paged.offer_id, WithdrawReason.NOT_CONTACTED),
         (pool_offer.offer_id, WithdrawReason.EXPIRED),
     ]
-    again = _of(OfferMade, events[ids[0]])[2]
+    again = _of(OfferMade, events)[2]
     assert again.coach_id == world.site_coaches[0]
-    assert _of(ReferralUnassigned, events[ids[0]]) == []
+    assert _of(ReferralUnassigned, events) == []
 
 
 async def _fill_then_wait(world: World, line: Line) -> tuple[list[OfferMade], ReferralCreated]:

@@ -3,6 +3,7 @@
 PostgreSQL with the referral service in-process."""
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import uuid
@@ -40,8 +41,12 @@ async def receiver() -> AsyncIterator[StatusReceiver]:
         await receiver.stop()
 
 
-@pytest.fixture
-async def runtime(database_url: str, kafka_topics: str) -> AsyncIterator[ReferralRuntime]:
+@contextlib.asynccontextmanager
+async def _started(
+    database_url: str, kafka_topics: str, window_seconds: float
+) -> AsyncIterator[ReferralRuntime]:
+    """The referral service in-process on a fresh database, retrying a failing delivery
+    every 0.2 to 0.5 s for `window_seconds`."""
     settings = ReferralSettings(
         database_url=await create_database(database_url),
         kafka_bootstrap_servers=kafka_topics,
@@ -50,7 +55,7 @@ async def runtime(database_url: str, kafka_topics: str) -> AsyncIterator[Referra
         webhook_allow_http=True,
         webhook_retry_initial_seconds=0.2,
         webhook_retry_max_seconds=0.5,
-        webhook_retry_window_seconds=WINDOW_SECONDS,
+        webhook_retry_window_seconds=window_seconds,
         webhook_poll_seconds=0.05,
     )
     runtime = await ReferralRuntime.start(settings)
@@ -58,28 +63,20 @@ async def runtime(database_url: str, kafka_topics: str) -> AsyncIterator[Referra
         yield runtime
     finally:
         await runtime.stop()
+
+
+@pytest.fixture
+async def runtime(database_url: str, kafka_topics: str) -> AsyncIterator[ReferralRuntime]:
+    async with _started(database_url, kafka_topics, WINDOW_SECONDS) as started:
+        yield started
 
 
 @pytest.fixture
 async def patient_runtime(database_url: str, kafka_topics: str) -> AsyncIterator[ReferralRuntime]:
     """Retries every half second for ten minutes: a failing step stays pending for the
     whole test."""
-    settings = ReferralSettings(
-        database_url=await create_database(database_url),
-        kafka_bootstrap_servers=kafka_topics,
-        consumer_group=f"handoff-referral-admin-{uuid.uuid4().hex[:6]}",
-        referral_admin_token=ADMIN_TOKEN,
-        webhook_allow_http=True,
-        webhook_retry_initial_seconds=0.2,
-        webhook_retry_max_seconds=0.5,
-        webhook_retry_window_seconds=600,
-        webhook_poll_seconds=0.05,
-    )
-    runtime = await ReferralRuntime.start(settings)
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()
+    async with _started(database_url, kafka_topics, 600) as started:
+        yield started
 
 
 def _client(runtime: ReferralRuntime, token: str) -> httpx.AsyncClient:

@@ -9,7 +9,7 @@ import csv
 import io
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from importlib import resources
@@ -165,6 +165,15 @@ def _iso_minute(instant: datetime, zone: tzinfo, up: bool = False) -> str:
 def _duration(seconds: float) -> str:
     minutes = int(seconds // 60)
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def _priority(raw: str) -> int | None:
+    """A layer priority typed in a form: a whole number 0-100 in ASCII digits, else None
+    (`str.isdigit` also passes "²", which `int` then refuses)."""
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    value = int(raw)
+    return value if 0 <= value <= 100 else None
 
 
 def build_console(console: Console) -> APIRouter:
@@ -417,6 +426,31 @@ def build_console(console: Console) -> APIRouter:
             gaps=gaps,
         )
 
+    async def _send_form(
+        errors: dict[str, str],
+        refused_as: Callable[[Refused], dict[str, str]],
+        method: str,
+        path: str,
+        *,
+        gone_is_not_found: bool = False,
+        **call: Any,
+    ) -> tuple[Any, dict[str, str]]:
+        """What a form handler does once it has read its form: sends `method path` (with
+        `call`: json, params, content...) to matching's admin API unless the form already
+        had `errors`. Returns (matching's answer, or None when not sent or refused; the
+        errors by field, empty when saved): a refusal becomes field errors by `refused_as`,
+        for the handler to show on its page again with 422 (which gives the form's one-time
+        token back). With `gone_is_not_found`, a 404 (the thing removed meanwhile) raises
+        NotFound instead. ServiceUnavailable propagates (the 503 page)."""
+        if errors:
+            return None, errors
+        try:
+            return await console.services.matching.call(method, path, **call), {}
+        except Refused as refused:
+            if gone_is_not_found and refused.status == 404:
+                raise NotFound from None
+            return None, refused_as(refused)
+
     @router.post("/sites/{site_id}/dispatch", response_class=HTMLResponse)
     async def change_dispatch(request: Request, site_id: str, session: Changing) -> Response:
         site = await console.visible_site(session.account, site_id)
@@ -437,13 +471,9 @@ def build_console(console: Console) -> APIRouter:
             except ValueError:
                 body[name] = raw
                 errors[name] = "a whole number"
-        if not errors:
-            try:
-                await console.services.matching.call(
-                    "PUT", f"/v1/admin/sites/{site_id}/dispatch", json=body
-                )
-            except Refused as refused:
-                errors = refused.fields or {"form": refused.message}
+        _, errors = await _send_form(
+            errors, _fields_or("form"), "PUT", f"/v1/admin/sites/{site_id}/dispatch", json=body
+        )
         if errors:
             return await _site_page(request, session, site_id, errors, body, status=422)
         await record(session, "dispatch settings changed", site_id, body, site_id, site.state)
@@ -751,13 +781,9 @@ def build_console(console: Console) -> APIRouter:
         form = await form_of(request)
         names = await console.coach_names()
         body, errors = _rotation_body(form, pool, zone, names)
-        if not errors:
-            try:
-                created = await console.services.matching.call(
-                    "POST", "/v1/admin/rotations", json=body
-                )
-            except Refused as refused:
-                errors = refused.fields or {"name": refused.message}
+        created, errors = await _send_form(
+            errors, _fields_or("name"), "POST", "/v1/admin/rotations", json=body
+        )
         if errors:
             return await _pool_page(
                 request, session, pool_name, {"rotation": errors}, {"rotation": form}, 422
@@ -781,6 +807,17 @@ def build_console(console: Console) -> APIRouter:
             "GET", "/v1/admin/rotations", params={"pool": pool.name}
         )
         found = next((r for r in rotations if r["layer_id"] == str(layer_id)), None)
+        if found is None:
+            raise NotFound
+        return dict(found)
+
+    async def _layer_of(pool: PoolRef, layer_id: UUID) -> dict[str, Any]:
+        """The pool's layer `layer_id` (any kind) as matching lists it; NotFound when the
+        pool has no such layer (another pool's, or removed)."""
+        layers = await console.services.matching.call(
+            "GET", "/v1/admin/layers", params={"pool": pool.name}
+        )
+        found = next((la for la in layers if la["layer_id"] == str(layer_id)), None)
         if found is None:
             raise NotFound
         return dict(found)
@@ -845,15 +882,14 @@ def build_console(console: Console) -> APIRouter:
         form = await form_of(request)
         names = await console.coach_names()
         body, errors = _rotation_body(form, pool, zone, names)
-        if not errors:
-            try:
-                await console.services.matching.call(
-                    "PUT", f"/v1/admin/rotations/{layer_id}", json=body
-                )
-            except Refused as refused:
-                if refused.status == 404:
-                    raise NotFound from None  # removed meanwhile
-                errors = refused.fields or {"name": refused.message}
+        _, errors = await _send_form(
+            errors,
+            _fields_or("name"),
+            "PUT",
+            f"/v1/admin/rotations/{layer_id}",
+            gone_is_not_found=True,  # removed meanwhile
+            json=body,
+        )
         if errors:
             return await _rotation_page(
                 request, session, pool_name, layer_id, errors, form, status=422
@@ -879,32 +915,24 @@ def build_console(console: Console) -> APIRouter:
         request: Request, pool_name: str, layer_id: UUID, session: Changing
     ) -> Response:
         pool, _, state = await _changeable_pool(request, session, pool_name)
-        layers = await console.services.matching.call(
-            "GET", "/v1/admin/layers", params={"pool": pool.name}
-        )
-        layer = next((la for la in layers if la["layer_id"] == str(layer_id)), None)
-        if layer is None:
-            raise NotFound  # another pool's, or removed
+        layer = await _layer_of(pool, layer_id)
         form = await form_of(request)
         raw = form.get("priority", "")
-        error = None
-        if not raw.isdigit() or not 0 <= int(raw) <= 100:
-            error = "a whole number from 0 to 100 (higher wins)"
-        else:
-            try:
-                await console.services.matching.call(
-                    "PATCH", f"/v1/admin/layers/{layer_id}", json={"priority": int(raw)}
-                )
-            except Refused as refused:
-                if refused.status == 404:
-                    raise NotFound from None
-                error = refused.fields.get("priority", refused.message)
-        if error is not None:
+        valid = _priority(raw) is not None
+        _, errors = await _send_form(
+            {} if valid else {"priority": "a whole number from 0 to 100 (higher wins)"},
+            lambda refused: {"priority": refused.fields.get("priority", refused.message)},
+            "PATCH",
+            f"/v1/admin/layers/{layer_id}",
+            gone_is_not_found=True,
+            json={"priority": int(raw) if valid else None},
+        )
+        if errors:
             return await _pool_page(
                 request,
                 session,
                 pool_name,
-                {"priority": {str(layer_id): error}},
+                {"priority": {str(layer_id): errors["priority"]}},
                 {"priority": {str(layer_id): raw}},
                 422,
             )
@@ -936,29 +964,22 @@ def build_console(console: Console) -> APIRouter:
         if not name:
             errors["name"] = "required"
         priority = form.get("priority", "0") or "0"
-        if not priority.isdigit() or not 0 <= int(priority) <= 100:
+        if _priority(priority) is None:
             errors["priority"] = "a whole number from 0 to 100 (higher wins)"
-        imported: dict[str, Any] = {}
-        if not errors:
-            try:
-                imported = await console.services.matching.call(
-                    "POST",
-                    "/v1/admin/calendars/import",
-                    params={
-                        "pool": pool.name,
-                        "name": name,
-                        "priority": int(priority),
-                        "time_zone": zone,  # floating times are read in the pool's zone
-                    },
-                    content=content,
-                    content_type="text/calendar",
-                )
-            except Refused as refused:
-                errors = {
-                    # matching names the body (the file) and query fields; name_taken none
-                    ("calendar" if field in ("body", "") else field): message
-                    for field, message in refused.fields.items()
-                } or {"name" if refused.status == 409 else "calendar": refused.message}
+        imported, errors = await _send_form(
+            errors,
+            _calendar_refused,
+            "POST",
+            "/v1/admin/calendars/import",
+            params={
+                "pool": pool.name,
+                "name": name,
+                "priority": int(priority) if not errors else None,
+                "time_zone": zone,  # floating times are read in the pool's zone
+            },
+            content=content,
+            content_type="text/calendar",
+        )
         if errors:
             return await _pool_page(
                 request, session, pool_name, {"calendar": errors}, {"calendar": form}, 422
@@ -1000,13 +1021,9 @@ def build_console(console: Console) -> APIRouter:
             errors["replaces"] = "a replace names the coach it replaces"
         elif kind == "replace" and body["replaces"] == body["coach_id"]:
             errors["replaces"] = "a coach cannot cover herself: choose another coach to replace"
-        if not errors:
-            try:
-                await console.services.matching.call("POST", "/v1/admin/overrides", json=body)
-            except Refused as refused:
-                errors = refused.fields or {"kind": refused.message}
-                if "override_id" in errors:  # the same change exists: said at the top
-                    errors["kind"] = errors.pop("override_id")
+        _, errors = await _send_form(
+            errors, _override_refused, "POST", "/v1/admin/overrides", json=body
+        )
         if errors:
             return await _pool_page(
                 request, session, pool_name, {"override": errors}, {"override": form}, 422
@@ -1045,13 +1062,9 @@ def build_console(console: Console) -> APIRouter:
                 if starts and ends
             ],
         }
-        if not errors:
-            try:
-                created = await console.services.matching.call(
-                    "POST", "/v1/admin/temporary-schedules", json=body
-                )
-            except Refused as refused:
-                errors = refused.fields or {"start": refused.message}
+        created, errors = await _send_form(
+            errors, _fields_or("start"), "POST", "/v1/admin/temporary-schedules", json=body
+        )
         if errors:
             return await _pool_page(
                 request, session, pool_name, {"temporary": errors}, {"temporary": form}, 422
@@ -1075,12 +1088,7 @@ def build_console(console: Console) -> APIRouter:
         request: Request, pool_name: str, layer_id: UUID, session: Changing
     ) -> Response:
         pool, _, state = await _changeable_pool(request, session, pool_name)
-        layers = await console.services.matching.call(
-            "GET", "/v1/admin/layers", params={"pool": pool.name}
-        )
-        layer = next((la for la in layers if la["layer_id"] == str(layer_id)), None)
-        if layer is None:
-            raise NotFound
+        layer = await _layer_of(pool, layer_id)
         try:
             await console.services.matching.call("DELETE", f"/v1/admin/layers/{layer_id}")
         except Refused as refused:
@@ -1274,6 +1282,29 @@ def _lines(text: str) -> list[str]:
 
 def _names(coach_ids: list[str], names: Mapping[UUID, str]) -> list[str]:
     return [names.get(UUID(c), c) for c in coach_ids]
+
+
+def _fields_or(field: str) -> Callable[[Refused], dict[str, str]]:
+    """A refusal as the fields the service named, or its message on `field` if it named none."""
+    return lambda refused: dict(refused.fields) or {field: refused.message}
+
+
+def _calendar_refused(refused: Refused) -> dict[str, str]:
+    """A refused calendar import by form field: matching names the body (the file) and
+    query fields; a taken name (409) names none."""
+    return {
+        ("calendar" if field in ("body", "") else field): message
+        for field, message in refused.fields.items()
+    } or {"name" if refused.status == 409 else "calendar": refused.message}
+
+
+def _override_refused(refused: Refused) -> dict[str, str]:
+    """A refused override by form field; the same change existing (override_id) is said at
+    the top of the form, on `kind`."""
+    errors = _fields_or("kind")(refused)
+    if "override_id" in errors:
+        errors["kind"] = errors.pop("override_id")
+    return errors
 
 
 def _rotation_body(

@@ -13,19 +13,14 @@ is answered twice), so each line leaves the file as soon as it is applied: the f
 rewritten without it (write, fsync, rename) before the next one is taken.
 """
 
-import asyncio
 import json
-import logging
-import os
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from handoff_notify.adapters.jsonl_spool import JsonlSpool
 from handoff_notify.domain.replies import ReplyReading
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,61 +54,16 @@ class SpooledReply:
         )
 
 
-class ReplySpool:
-    """The reply spool file at `path` (one per replica: each appends and applies its own)."""
+class ReplySpool(JsonlSpool[SpooledReply]):
+    """The reply spool file at `path` (one per replica: each appends and applies its own).
+    Each applied reply leaves the file before the next is applied (not idempotent)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._applying = path.with_name(path.name + ".applying")
-
-    async def keep(self, reply: SpooledReply) -> None:
-        """Append `reply` durably (fsynced) before the caller answers the provider.
-        Raises OSError if the disk refuses it."""
-        await asyncio.to_thread(self._append, reply.to_line())
-
-    def _append(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as spool:
-            spool.write(line)
-            spool.flush()
-            os.fsync(spool.fileno())
-
-    def waiting(self) -> bool:
-        """Whether any reply waits to be applied."""
-        return self._applying.exists() or self.path.exists()
-
-    async def replay(self, apply: Callable[[SpooledReply], Awaitable[object]]) -> int:
-        """Apply every spooled reply, oldest first; returns how many. Each applied line is
-        removed before the next is applied; an error from `apply` (the database away again)
-        propagates and leaves that reply and the later ones spooled."""
-        if not self._applying.exists():
-            try:
-                os.replace(self.path, self._applying)  # new replies go to a fresh file
-            except FileNotFoundError:
-                return 0
-        try:
-            text = await asyncio.to_thread(self._applying.read_text, "utf-8")
-        except FileNotFoundError:
-            return 0
-        lines = [line for line in text.splitlines() if line.strip()]
-        applied = 0
-        while lines:
-            try:
-                reply = SpooledReply.from_line(lines[0])
-            except (ValueError, KeyError, TypeError):
-                log.error("unreadable line in the SMS reply spool skipped")
-            else:
-                await apply(reply)
-                applied += 1
-            lines = lines[1:]
-            await asyncio.to_thread(self._rewrite, lines)
-        self._applying.unlink(missing_ok=True)
-        return applied
-
-    def _rewrite(self, lines: list[str]) -> None:
-        partial = self._applying.with_name(self._applying.name + ".tmp")
-        with partial.open("w", encoding="utf-8") as rest:
-            rest.writelines(line + "\n" for line in lines)
-            rest.flush()
-            os.fsync(rest.fileno())
-        os.replace(partial, self._applying)
+        super().__init__(
+            path,
+            write=SpooledReply.to_line,
+            read=SpooledReply.from_line,
+            replay_suffix=".applying",
+            what="SMS reply",
+            forget_each_applied=True,
+        )
