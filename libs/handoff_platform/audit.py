@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,6 +30,7 @@ from pydantic import AwareDatetime, BaseModel, SecretStr
 
 from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
+from handoff_platform.settings import PlatformSettings, settings_or_exit
 
 MAX_EXPORT = 10_000
 """The most entries one admin call returns; `truncated` says when the range held more."""
@@ -221,8 +222,10 @@ def _parse_time(text: str, option: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def audit_cli(schema: str, database_url: Callable[[], str]) -> typer.Typer:
-    """`… audit export --from --to [--format csv|json]`: the schema's entries on stdout."""
+def audit_cli(schema: str) -> typer.Typer:
+    """`… audit export --from --to [--format csv|json]`: the schema's entries on stdout.
+    Reads only `DATABASE_URL` (and libpq's variables): an auditor needs none of the
+    service's other settings."""
     app = typer.Typer(help="The audit trail of looks at patient data.", no_args_is_help=True)
 
     @app.command("export")
@@ -240,7 +243,8 @@ def audit_cli(schema: str, database_url: Callable[[], str]) -> typer.Typer:
         if end <= start:
             typer.echo("--to must be after --from", err=True)
             raise typer.Exit(2)
-        found = asyncio.run(_read(database_url(), schema, start, end))
+        database_url = settings_or_exit(PlatformSettings).database_url
+        found = asyncio.run(_read(database_url, schema, start, end))
         typer.echo(to_csv(found) if output is ExportFormat.CSV else to_json(found), nl=False)
 
     return app

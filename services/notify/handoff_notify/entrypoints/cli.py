@@ -14,7 +14,7 @@ from handoff_platform.settings import settings_or_exit
 from handoff_platform.startup import serve_when_started
 
 app = typer.Typer(help="The notify service: pages and answers.", no_args_is_help=True)
-app.add_typer(audit_cli(SCHEMA, lambda: NotifySettings().database_url), name="audit")
+app.add_typer(audit_cli(SCHEMA), name="audit")
 
 
 @app.command("serve")

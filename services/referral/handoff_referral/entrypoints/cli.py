@@ -33,7 +33,7 @@ app.add_typer(interface_app, name="interface")
 app.add_typer(mllp_app, name="mllp")
 app.add_typer(fhir_cli.app, name="fhir-client")
 app.add_typer(webhooks_cli.app, name="webhooks")
-app.add_typer(audit_cli(SCHEMA, lambda: ReferralSettings().database_url), name="audit")
+app.add_typer(audit_cli(SCHEMA), name="audit")
 
 
 @app.command("serve")
