@@ -518,7 +518,11 @@ def build_console(console: Console) -> APIRouter:
         ]
         async with console.pool.acquire() as connection:
             await accounts.record_referral_view(
-                connection, session.account, site_id, [UUID(r["referral_id"]) for r in rows]
+                connection,
+                session.account,
+                site_id,
+                [UUID(r["referral_id"]) for r in rows],
+                request.client.host if request.client else None,
             )
         log.info(
             "console board viewed",
