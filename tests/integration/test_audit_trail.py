@@ -90,6 +90,27 @@ async def test_a_hospital_get_is_one_entry_with_its_key_and_a_miss_is_none(
     assert await _entries_of(runtime, missing_id) == []
 
 
+async def test_a_list_is_one_entry_per_referral_on_the_page_only(
+    runtime: ReferralRuntime,
+) -> None:
+    _, key_id, token = await register_site(runtime)
+    async with _client(runtime, token) as client:
+        first, second = [await _post_referral(client) for _ in range(2)]
+        page = await client.get("/v1/referrals", params={"limit": 1})
+        assert page.status_code == 200, page.text
+        assert [r["id"] for r in page.json()["items"]] == [first]
+        assert await _entries_of(runtime, second) == [], "the look-ahead row is not shown"
+        rest = await client.get(
+            "/v1/referrals", params={"limit": 1, "cursor": page.json()["next_cursor"]}
+        )
+        assert [r["id"] for r in rest.json()["items"]] == [second]
+
+    for referral_id in (first, second):
+        [entry] = await _entries_of(runtime, referral_id)
+        assert (entry.actor_kind, entry.actor_id, entry.purpose) == ("api_key", key_id, "treatment")
+        assert "patient" in entry.fields
+
+
 async def test_a_fhir_read_and_a_search_are_one_entry_each_with_the_client(
     runtime: ReferralRuntime,
 ) -> None:

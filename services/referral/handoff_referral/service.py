@@ -153,9 +153,20 @@ class ReferralService:
         since: datetime | None,
         after: tuple[datetime, UUID] | None,
         limit: int,
-    ) -> list[Referral]:
-        async with self.pool.acquire() as connection:
-            return await store.list_referrals(connection, site.site_id, status, since, after, limit)
+        audit: Callable[[Referral], AuditEntry] | None = None,
+    ) -> tuple[list[Referral], bool]:
+        """Up to `limit` of the site's referrals in the order received, and whether more
+        follow. With `audit`, each referral returned is one entry of the audit trail,
+        written in the read's own transaction."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            found = await store.list_referrals(
+                connection, site.site_id, status, since, after, limit + 1
+            )
+            page = found[:limit]
+            if audit is not None:
+                for referral in page:
+                    await audit_log.record(connection, SCHEMA, audit(referral))
+        return page, len(found) > limit
 
     async def cancel(self, site: Site, referral_id: UUID, reason: CancelReason) -> Referral:
         """Withdraws the request; cancelling a cancelled referral again changes nothing."""

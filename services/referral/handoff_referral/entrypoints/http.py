@@ -218,15 +218,23 @@ def build_router(service: ReferralService) -> APIRouter:
     @router.get("", response_model=ReferralPage)
     async def list_referrals(
         site: CurrentSite,
+        reader: Annotated[Accessor, Depends(hospital_reader)],
         status: Annotated[Status | None, Query(description="Only referrals now in it.")] = None,
         since: Annotated[IsoDateTime | None, Query(description="Received at or after.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> ReferralPage:
-        """The site's referrals in the order received; follow `next_cursor` for more."""
+        """The site's referrals in the order received; follow `next_cursor` for more. Each
+        referral listed is one entry of the audit trail."""
         after = _decode_cursor(cursor) if cursor else None
-        referrals = await service.list(site, status, since, after, limit + 1)
-        page, more = referrals[:limit], len(referrals) > limit
+        page, more = await service.list(
+            site,
+            status,
+            since,
+            after,
+            limit,
+            lambda r: reader.saw("referral", r.referral_id, REFERRAL_FIELDS),
+        )
         return ReferralPage(
             items=[ReferralOut.of(r) for r in page],
             next_cursor=_encode_cursor(page[-1]) if more else None,
