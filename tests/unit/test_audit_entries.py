@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
+from typer.testing import CliRunner
 
 from handoff_platform.audit import (
     COLUMNS,
@@ -17,6 +18,7 @@ from handoff_platform.audit import (
     AuditRecord,
     InvalidAuditEntry,
     Purpose,
+    audit_cli,
     to_csv,
     to_json,
 )
@@ -129,3 +131,15 @@ def test_the_json_is_one_object_an_entry_with_utc_times() -> None:
     assert entry["at"] == "2026-12-01T11:30:00Z"
     assert entry["fields"] == ["location", "callback_phone"]
     assert set(entry) == set(COLUMNS)
+
+
+def test_the_export_command_names_a_bad_option_and_exits_2() -> None:
+    runner = CliRunner()
+    cli = audit_cli("referral")
+    env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    bad = runner.invoke(cli, ["--from", "yesterday", "--to", "2026-12-02"], env=env)
+    assert bad.exit_code == 2
+    assert "--from: not an ISO 8601 date-time" in bad.output
+    backwards = runner.invoke(cli, ["--from", "2026-12-02", "--to", "2026-12-01"], env=env)
+    assert backwards.exit_code == 2
+    assert "--to must be after --from" in backwards.output

@@ -9,17 +9,20 @@ import asyncpg
 import typer
 import uvloop
 
+from handoff_console import SCHEMA
 from handoff_console.adapters import accounts
 from handoff_console.adapters.accounts import UsernameTaken
 from handoff_console.app import serve
 from handoff_console.domain.access import Role
 from handoff_console.settings import ConsoleSettings
+from handoff_platform.audit import audit_cli
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import PlatformSettings, settings_or_exit
 
 app = typer.Typer(help="The coordinator console (a web app).", no_args_is_help=True)
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(audit_cli(SCHEMA), name="audit")
 
 
 @app.command("serve")
