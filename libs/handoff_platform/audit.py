@@ -65,6 +65,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9.:_\[\]%-]{1,255}$")
 
 
+def address_of(host: str | None) -> str | None:
+    """`host` (a socket's peer, a URL's host name) when it is shaped like an address, else
+    None: where a look came from is worth recording, never worth refusing the look for."""
+    return host if host is not None and _ADDRESS.match(host) else None
+
+
 @dataclass(frozen=True)
 class Accessor:
     """Who is looking, why, and from where (`client_address`: an IP address or host name;

@@ -18,6 +18,7 @@ from handoff_platform.audit import (
     AuditRecord,
     InvalidAuditEntry,
     Purpose,
+    address_of,
     audit_cli,
     to_csv,
     to_json,
@@ -143,3 +144,11 @@ def test_the_export_command_names_a_bad_option_and_exits_2() -> None:
     backwards = runner.invoke(cli, ["--from", "2026-12-02", "--to", "2026-12-01"], env=env)
     assert backwards.exit_code == 2
     assert "--to must be after --from" in backwards.output
+
+
+def test_a_peer_that_is_not_an_address_is_recorded_as_unknown_not_refused() -> None:
+    assert address_of("10.0.0.7") == "10.0.0.7"
+    assert address_of("ehr.mercy.example") == "ehr.mercy.example"
+    assert address_of("bücher.example") is None
+    assert address_of("a b") is None
+    assert address_of(None) is None

@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 
 from handoff_platform import audit as audit_log
-from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose
+from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose, address_of
 from handoff_platform.logs import correlation
 from handoff_platform.supervision import beat
 from handoff_referral import SCHEMA
@@ -53,7 +53,7 @@ def disclosed_to(delivery: ClaimedDelivery) -> AuditEntry:
     """The audit entry of one delivery attempt: the site's callback (by site id, and the
     host the body went to, never the URL's path or query) was sent these fields of the
     referral."""
-    host = urlsplit(delivery.url).hostname or None
+    host = address_of(urlsplit(delivery.url).hostname or None)
     to = Accessor(ActorKind.SITE_CALLBACK, delivery.site_id, Purpose.DISCLOSURE, host)
     return to.saw("referral", delivery.referral_id, DISCLOSED_FIELDS)
 

@@ -35,6 +35,7 @@ from handoff_notify.domain import content
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import read_reply
 from handoff_notify.service import NotifyService
+from handoff_platform.audit import address_of
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 from handoff_schemas.events import OfferBriefing
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
@@ -72,7 +73,7 @@ def build_coach_router(service: NotifyService) -> APIRouter:
     async def offer_page(
         offer_id: Annotated[UUID, Depends(offer_of)], request: Request
     ) -> Response:
-        address = request.client.host if request.client else None
+        address = address_of(request.client.host if request.client else None)
         record = await service.offer_seen(offer_id, address, lambda r: _shown(r, service))
         if record is None:
             raise LinkNotFound

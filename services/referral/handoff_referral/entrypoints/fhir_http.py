@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from handoff_platform.audit import Accessor, ActorKind, Purpose
+from handoff_platform.audit import Accessor, ActorKind, Purpose, address_of
 from handoff_platform.http import RETRY_AFTER_SECONDS
 from handoff_platform.logs import correlation_id_var
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
@@ -324,7 +324,7 @@ class _Unauthorized(Exception):
 def _reader(grant: AccessGrant, request: Request) -> Accessor:
     """The audit trail's who, why and from where of a FHIR read: the SMART client, reading
     its hospital's referrals for treatment."""
-    address = request.client.host if request.client else None
+    address = address_of(request.client.host if request.client else None)
     return Accessor(ActorKind.FHIR_CLIENT, grant.client_id, Purpose.TREATMENT, address)
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
-from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose
+from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose, address_of
 from handoff_platform.http import ApiError
 from handoff_platform.logs import correlation_id_var
 from handoff_referral.domain.api_keys import parse_key
@@ -175,7 +175,7 @@ def build_router(service: ReferralService) -> APIRouter:
         was checked; the hospital reads its own patient's referral for treatment."""
         parsed = parse_key(credentials.credentials) if credentials else None
         assert parsed is not None  # authenticated_site let only a well-formed key through
-        address = request.client.host if request.client else None
+        address = address_of(request.client.host if request.client else None)
         return Accessor(ActorKind.API_KEY, parsed[0], Purpose.TREATMENT, address)
 
     @router.post(
