@@ -40,6 +40,7 @@ from tests.integration.conftest import handoff_command
 from tests.support.fake_twilio import signed_post
 from tests.support.kafka import send
 from tests.support.notify import (
+    ADMIN_TOKEN,
     QUICK_FALLBACK_SITE,
     WEBHOOK_SECRET,
     NotifyHarness,
@@ -307,6 +308,15 @@ async def test_opening_the_page_is_one_audit_entry_of_the_coach_and_the_cli_expo
     )
     [listed] = [e for e in json.loads(exported) if e["record_id"] == str(referral_id)]
     assert listed["entry_id"] == entry["entry_id"]
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(
+            f"{notify.url}/v1/admin/audit",
+            params={"from": (now - day).isoformat(), "to": (now + day).isoformat()},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert answer.status_code == 200, answer.text
+    [served] = [e for e in answer.json()["entries"] if e["record_id"] == str(referral_id)]
+    assert served == listed
 
 
 async def test_a_send_interrupted_by_a_crash_is_reconciled_not_resent(
