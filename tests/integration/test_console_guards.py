@@ -33,6 +33,14 @@ SITE = {
     "time_zone": "America/New_York",
 }
 MARYLAND_COACH, VERMONT_COACH = str(uuid.uuid4()), str(uuid.uuid4())
+BOARD_REFERRAL = {
+    "referral_id": str(uuid.uuid4()),
+    "status": "offered",
+    "urgency": "urgent",
+    "location": "ED bay 4",
+    "received_at": "2026-12-01T11:00:00Z",
+    "updated_at": "2026-12-01T11:01:00Z",
+}
 
 
 def _coach(coach_id: str, name: str, state: str) -> dict[str, Any]:
@@ -105,6 +113,10 @@ class Upstream:
                     "give_up_after_minutes": 240,
                 },
             )
+        if path.endswith("/open-referrals"):
+            return httpx.Response(200, json=[BOARD_REFERRAL])
+        if path.endswith("/open-dispatches"):
+            return httpx.Response(200, json=[])
         if path == "/v1/admin/calendar-tokens" and method == "GET":
             return httpx.Response(200, json=self.feeds)
         if path == "/v1/admin/calendar-tokens" and method == "POST":
@@ -297,6 +309,24 @@ async def test_the_supervisor_choice_offers_only_coaches_certified_in_the_sites_
     choices = choices[: choices.index("</select>")]
     assert "Mara Maryland" in choices
     assert "Vern Vermont" not in choices
+
+
+async def test_a_board_view_is_one_audit_entry_per_referral_shown(guarded: Guarded) -> None:
+    assert (await guarded.sign_in("cora")).status_code == 303
+    board = await guarded.client.get(f"/sites/{SITE['site_id']}/board")
+    assert board.status_code == 200, board.text
+    assert "ED bay 4" in board.text
+    async with guarded.pool.acquire() as connection:
+        cora = await connection.fetchval(
+            "SELECT account_id FROM console.accounts WHERE username = 'cora'"
+        )
+        rows = await connection.fetch("SELECT * FROM console.audit_log")
+    [entry] = rows
+    assert (entry["actor_kind"], entry["actor_id"]) == ("console_user", str(cora))
+    assert (entry["record_kind"], entry["record_id"]) == ("referral", BOARD_REFERRAL["referral_id"])
+    assert entry["purpose"] == "operations"
+    assert {"status", "urgency", "location"} <= set(entry["fields"])
+    assert "ED bay 4" not in str(dict(entry))
 
 
 async def test_an_oversized_body_is_a_413_page(guarded: Guarded) -> None:

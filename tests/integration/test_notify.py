@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import httpx
 import pytest
 from selenium import webdriver
@@ -35,9 +36,11 @@ from handoff_schemas.vocabulary import (
     ResponseVia,
     WithdrawReason,
 )
+from tests.integration.conftest import handoff_command
 from tests.support.fake_twilio import signed_post
 from tests.support.kafka import send
 from tests.support.notify import (
+    ADMIN_TOKEN,
     QUICK_FALLBACK_SITE,
     WEBHOOK_SECRET,
     NotifyHarness,
@@ -264,6 +267,56 @@ async def test_a_tampered_link_is_not_found(notify: NotifyHarness) -> None:
         tampered = await client.get(link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"))
     assert tampered.status_code == 404
     assert "This link is not valid" in tampered.text
+
+
+async def test_opening_the_page_is_one_audit_entry_of_the_coach_and_the_cli_exports_it(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    referral_id = uuid4()
+    offer = await notify.offer(sms(phone), referral_id=referral_id)
+    [body] = await notify.sms(phone)
+    link = link_in(body)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(link)).status_code == 200
+        tampered = link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB")
+        assert (await client.get(tampered)).status_code == 404
+
+    database = notify.env["DATABASE_URL"]
+    connection = await asyncpg.connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT * FROM notify.audit_log WHERE record_id = $1", str(referral_id)
+        )
+    finally:
+        await connection.close()
+    [entry] = rows
+    assert (entry["actor_kind"], entry["actor_id"]) == ("coach", str(offer.coach_id))
+    assert (entry["record_kind"], entry["purpose"]) == ("referral", "treatment")
+    assert {"location", "callback_phone", "consent"} <= set(entry["fields"])
+    assert entry["client_address"] == "127.0.0.1"
+    stored = str(dict(entry))
+    assert phone not in stored
+    assert "ED bay 4" not in stored
+
+    day = timedelta(days=1)
+    now = datetime.now(UTC)
+    exported = handoff_command(
+        *("notify", "audit", "export", "--format", "json"),
+        *("--from", (now - day).isoformat(), "--to", (now + day).isoformat()),
+        database_url=database,
+    )
+    [listed] = [e for e in json.loads(exported) if e["record_id"] == str(referral_id)]
+    assert listed["entry_id"] == entry["entry_id"]
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(
+            f"{notify.url}/v1/admin/audit",
+            params={"from": (now - day).isoformat(), "to": (now + day).isoformat()},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert answer.status_code == 200, answer.text
+    [served] = [e for e in answer.json()["entries"] if e["record_id"] == str(referral_id)]
+    assert served == listed
 
 
 async def test_a_send_interrupted_by_a_crash_is_reconciled_not_resent(

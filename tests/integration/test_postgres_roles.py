@@ -15,6 +15,8 @@ import yaml
 
 from handoff_matching.adapters.roster_store import apply_migrations as migrate_matching
 from handoff_notify.adapters.pages_store import apply_migrations as migrate_notify
+from handoff_platform import audit
+from handoff_platform.audit import Accessor, ActorKind, Purpose
 from handoff_referral.app import apply_migrations as migrate_referral
 
 CLUSTER = Path(__file__).resolve().parents[2] / "deploy/k8s/base/postgres/cluster.yaml"
@@ -89,8 +91,32 @@ async def test_each_service_role_migrates_its_own_schema_and_reads_no_other(
                 await referral.fetchval(f"SELECT count(*) FROM {other}.outbox")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await referral.execute("CREATE TABLE public.stray (id int)")
+        await _audit_trail_is_append_only_for(referral)
     finally:
         await referral.close()
+
+
+async def _audit_trail_is_append_only_for(service: asyncpg.Connection) -> None:
+    """The service's role writes its audit trail but can neither change nor remove an entry,
+    not even after granting itself the privileges back (it owns the table): the trigger
+    refuses."""
+    entry = Accessor(ActorKind.API_KEY, "hok_test", Purpose.TREATMENT).saw(
+        "referral", uuid.uuid4(), ["status"]
+    )
+    await audit.record(service, "referral", entry)
+    changes = [
+        "UPDATE referral.audit_log SET actor_id = 'someone-else'",
+        "DELETE FROM referral.audit_log",
+        "TRUNCATE referral.audit_log",
+    ]
+    for change in changes:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await service.execute(change)
+    await service.execute("GRANT UPDATE, DELETE, TRUNCATE ON referral.audit_log TO CURRENT_USER")
+    for change in changes:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await service.execute(change)
+    assert await service.fetchval("SELECT count(*) FROM referral.audit_log") == 1
 
 
 def _admin_login(server_url: str) -> tuple[str, str]:

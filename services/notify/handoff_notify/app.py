@@ -34,6 +34,7 @@ from handoff_notify.entrypoints.http import (
 )
 from handoff_notify.service import NotifyService
 from handoff_notify.settings import Delivery, NotifySettings
+from handoff_platform.audit import build_audit_router
 from handoff_platform.http import service_app
 from handoff_platform.runtime import EventPipeline
 from handoff_platform.supervision import BackgroundTasks, beat
@@ -105,6 +106,7 @@ class NotifyRuntime:
         app.include_router(
             build_admin_router(pool, settings.notify_admin_token, service.clear_method)
         )
+        app.include_router(build_audit_router(pool, SCHEMA, settings.notify_admin_token))
         if settings.notify_delivery is Delivery.SANDBOX:
             app.include_router(build_sandbox_router(service))
         if settings.twilio_auth_token is not None:

@@ -15,7 +15,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from handoff_notify import CHANNEL_FALLBACK, SOURCE, metrics
+from handoff_notify import CHANNEL_FALLBACK, SCHEMA, SOURCE, metrics
 from handoff_notify.adapters import notices_store as notices
 from handoff_notify.adapters import pages_store as store
 from handoff_notify.adapters.pages_store import (
@@ -54,6 +54,8 @@ from handoff_notify.domain.links import LinkSigner
 from handoff_notify.domain.replies import Answer, Keyword, ReplyReading, Unclear, read_reply
 from handoff_notify.domain.throttle import Refuse, plan_notices, throttle
 from handoff_notify.settings import NotifySettings
+from handoff_platform import audit as audit_log
+from handoff_platform.audit import Accessor, ActorKind, Purpose
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
 from handoff_platform.outbox import Outbox
@@ -852,6 +854,25 @@ class NotifyService:
     async def offer_for(self, offer_id: UUID) -> OfferRecord | None:
         async with self.pool.acquire() as connection:
             return await store.offer(connection, offer_id)
+
+    async def offer_seen(
+        self,
+        offer_id: UUID,
+        client_address: str | None,
+        fields: Callable[[OfferRecord], tuple[str, ...]],
+    ) -> OfferRecord | None:
+        """The offer its coach opens on their page, the look recorded in the audit trail in
+        the read's own transaction: the coach saw `fields(record)` (names) of the referral,
+        for treatment. None (and nothing recorded) for an offer not known."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            record = await store.offer(connection, offer_id)
+            if record is not None:
+                coach = Accessor(
+                    ActorKind.COACH, str(record.coach_id), Purpose.TREATMENT, client_address
+                )
+                entry = coach.saw("referral", record.referral_id, fields(record))
+                await audit_log.record(connection, SCHEMA, entry)
+        return record
 
     async def answer(
         self, offer_id: UUID, response: CoachResponse, via: ResponseVia

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import asyncpg
 from fastapi import FastAPI
 
+from handoff_platform.audit import build_audit_router
 from handoff_platform.database import migrate_database
 from handoff_platform.http import service_app
 from handoff_platform.outbox import OutboxRelay
@@ -107,6 +108,7 @@ def _http_app(
     )
     app.include_router(build_router(service))
     app.include_router(build_board_router(pipeline.pool, settings.referral_admin_token))
+    app.include_router(build_audit_router(pipeline.pool, SCHEMA, settings.referral_admin_token))
     mount_fhir(app, FhirReferrals(service), SmartAuthority(pipeline.pool))
     app.include_router(
         build_admin_router(

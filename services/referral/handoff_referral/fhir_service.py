@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from handoff_platform.audit import Accessor
 from handoff_referral.adapters import fhir_store as store
 from handoff_referral.adapters.fhir_store import AccessGrant, JwksUnavailable
 from handoff_referral.domain import fhir
@@ -280,14 +281,20 @@ class FhirReferrals:
             )
         return referral, created
 
-    async def read_task(self, grant: AccessGrant, task_id: str) -> dict[str, Any]:
-        """GET Task/{id}: the Task of one of the site's referrals. Raises FhirError 404."""
-        referral, system = await self._posted(grant, task_id)
+    async def read_task(
+        self, grant: AccessGrant, task_id: str, reader: Accessor | None = None
+    ) -> dict[str, Any]:
+        """GET Task/{id}: the Task of one of the site's referrals, the read recorded in the
+        audit trail as `reader`'s when given. Raises FhirError 404."""
+        referral, system = await self._posted(grant, task_id, reader)
         return fhir.task_view(referral, system)
 
-    async def search_tasks(self, grant: AccessGrant, identifier: str) -> dict[str, Any]:
+    async def search_tasks(
+        self, grant: AccessGrant, identifier: str, reader: Accessor | None = None
+    ) -> dict[str, Any]:
         """GET Task?identifier=[system]|value: a searchset Bundle of the site's Tasks whose
-        ServiceRequest carries that identifier."""
+        ServiceRequest carries that identifier; each Task returned is one audit entry of
+        `reader`'s when given."""
         if not storable_text(identifier) or len(identifier) > 512:
             raise FhirError([Issue("value", "identifier", "not a usable identifier")], 400)
         system, value = fhir.parse_identifier_search(identifier)
@@ -295,7 +302,8 @@ class FhirReferrals:
             found = await store.tasks_by_identifier(connection, grant.site.site_id, system, value)
         entries = []
         for referral_id, identifier_system in found:
-            referral = await self.service.get(grant.site, referral_id)
+            audit = reader.saw("referral", referral_id, fhir.TASK_FIELDS) if reader else None
+            referral = await self.service.get(grant.site, referral_id, audit)
             entries.append(
                 {
                     "fullUrl": f"Task/{referral_id}",
@@ -324,7 +332,9 @@ class FhirReferrals:
             raise FhirError([Issue("conflict", "Task.status", str(refused))], 409) from None
         return fhir.task_view(cancelled, system)
 
-    async def _posted(self, grant: AccessGrant, task_id: str) -> tuple[Referral, str]:
+    async def _posted(
+        self, grant: AccessGrant, task_id: str, reader: Accessor | None = None
+    ) -> tuple[Referral, str]:
         try:
             referral_id = UUID(task_id)
         except ValueError:
@@ -334,7 +344,8 @@ class FhirReferrals:
         if found is None or found[1] is None:
             raise not_found()
         try:
-            return await self.service.get(grant.site, referral_id), found[0]
+            audit = reader.saw("referral", referral_id, fhir.TASK_FIELDS) if reader else None
+            return await self.service.get(grant.site, referral_id, audit), found[0]
         except ReferralNotFound:
             raise not_found() from None
 

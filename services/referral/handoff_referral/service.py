@@ -7,6 +7,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from handoff_platform import audit as audit_log
+from handoff_platform.audit import AuditEntry
 from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
 from handoff_referral import SCHEMA, SOURCE
@@ -128,9 +130,18 @@ class ReferralService:
         assert referral is not None
         return referral
 
-    async def get(self, site: Site, referral_id: UUID) -> Referral:
+    async def get(self, site: Site, referral_id: UUID, audit: AuditEntry | None = None) -> Referral:
+        """The site's referral; with `audit`, the look is recorded in the read's own
+        transaction (nothing is recorded for a referral not found). Raises
+        ReferralNotFound."""
         async with self.pool.acquire() as connection:
-            referral = await store.get_referral(connection, site.site_id, referral_id)
+            if audit is None:
+                referral = await store.get_referral(connection, site.site_id, referral_id)
+            else:
+                async with connection.transaction():
+                    referral = await store.get_referral(connection, site.site_id, referral_id)
+                    if referral is not None:
+                        await audit_log.record(connection, SCHEMA, audit)
         if referral is None:
             raise ReferralNotFound(referral_id)
         return referral
@@ -142,9 +153,20 @@ class ReferralService:
         since: datetime | None,
         after: tuple[datetime, UUID] | None,
         limit: int,
-    ) -> list[Referral]:
-        async with self.pool.acquire() as connection:
-            return await store.list_referrals(connection, site.site_id, status, since, after, limit)
+        audit: Callable[[Referral], AuditEntry] | None = None,
+    ) -> tuple[list[Referral], bool]:
+        """Up to `limit` of the site's referrals in the order received, and whether more
+        follow. With `audit`, each referral returned is one entry of the audit trail,
+        written in the read's own transaction."""
+        async with self.pool.acquire() as connection, connection.transaction():
+            found = await store.list_referrals(
+                connection, site.site_id, status, since, after, limit + 1
+            )
+            page = found[:limit]
+            if audit is not None:
+                for referral in page:
+                    await audit_log.record(connection, SCHEMA, audit(referral))
+        return page, len(found) > limit
 
     async def cancel(self, site: Site, referral_id: UUID, reason: CancelReason) -> Referral:
         """Withdraws the request; cancelling a cancelled referral again changes nothing."""

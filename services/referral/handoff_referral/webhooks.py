@@ -15,15 +15,24 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 
+from handoff_platform import audit as audit_log
+from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose, address_of
 from handoff_platform.logs import correlation
 from handoff_platform.supervision import beat
+from handoff_referral import SCHEMA
 from handoff_referral.adapters import webhook_store as store
 from handoff_referral.adapters.webhook_store import ClaimedDelivery
-from handoff_referral.domain.webhooks import RetryPolicy, StatusStep, signed_headers
+from handoff_referral.domain.webhooks import (
+    DISCLOSED_FIELDS,
+    RetryPolicy,
+    StatusStep,
+    signed_headers,
+)
 from handoff_referral.metrics import (
     WEBHOOK_DELIVERIES,
     WEBHOOK_OLDEST_PENDING_SECONDS,
@@ -38,6 +47,15 @@ Clock = Callable[[], datetime]
 BACKLOG_REPORT_SECONDS = 5.0
 LEASE_MARGIN_SECONDS = 5.0
 """A claim outlives the request's timeout by this much, so a live sender settles first."""
+
+
+def disclosed_to(delivery: ClaimedDelivery) -> AuditEntry:
+    """The audit entry of one delivery attempt: the site's callback (by site id, and the
+    host the body went to, never the URL's path or query) was sent these fields of the
+    referral."""
+    host = address_of(urlsplit(delivery.url).hostname or None)
+    to = Accessor(ActorKind.SITE_CALLBACK, delivery.site_id, Purpose.DISCLOSURE, host)
+    return to.saw("referral", delivery.referral_id, DISCLOSED_FIELDS)
 
 
 def utc_now() -> datetime:
@@ -135,7 +153,11 @@ class WebhookSender:
         headers = signed_headers(delivery.delivery_id, body, self.clock(), delivery.signing_secrets)
         error = await self._post(delivery.url, body, headers)
         now = self.clock()
-        async with self.pool.acquire() as connection:
+        disclosure = disclosed_to(delivery)
+        async with self.pool.acquire() as connection, connection.transaction():
+            # The body left Handoff on every attempt (a site may have read it and still
+            # answered 500): each attempt is one disclosure, recorded with its outcome.
+            await audit_log.record(connection, SCHEMA, disclosure)
             if error is None:
                 outcome = "delivered"
                 await store.delivered(connection, delivery.delivery_id, now)

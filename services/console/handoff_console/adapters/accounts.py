@@ -19,6 +19,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from handoff_console import SCHEMA
 from handoff_console.domain.access import Account, Role, new_token
 from handoff_console.domain.account_rules import username_key
+from handoff_platform import audit
+from handoff_platform.audit import Accessor, ActorKind, Purpose
 from handoff_platform.database import Connection, migrate_database
 
 MIGRATIONS = "handoff_console.adapters.migrations"
@@ -448,18 +450,36 @@ async def changes(
     return [_change(r) for r in rows]
 
 
+BOARD_FIELDS = ("status", "urgency", "location", "received_at", "updated_at", "holding")
+"""What the board shows of each referral, for its audit entries."""
+
+
 async def record_referral_view(
-    connection: Connection, account: Account, site_id: str, referral_ids: Iterable[UUID]
+    connection: Connection,
+    account: Account,
+    site_id: str,
+    referral_ids: Iterable[UUID],
+    client_address: str | None = None,
 ) -> None:
-    """Audit: this person was shown these referrals of the site, now."""
-    await connection.execute(
-        f"""INSERT INTO {SCHEMA}.referral_views (account_id, username, site_id, referral_ids)
-            VALUES ($1, $2, $3, $4)""",
-        account.account_id,
-        account.username,
-        site_id,
-        list(referral_ids),
+    """Audit: this person was shown these referrals of the site, now. One row of the
+    console's own `referral_views`, and, in the same transaction, one entry of the shared
+    audit trail per referral shown (the account by id, for operations; decision 0024)."""
+    shown = list(referral_ids)
+    viewer = Accessor(
+        ActorKind.CONSOLE_USER, str(account.account_id), Purpose.OPERATIONS, client_address
     )
+    async with connection.transaction():
+        await connection.execute(
+            f"""INSERT INTO {SCHEMA}.referral_views (account_id, username, site_id, referral_ids)
+                VALUES ($1, $2, $3, $4)""",
+            account.account_id,
+            account.username,
+            site_id,
+            shown,
+        )
+        for referral_id in shown:
+            entry = viewer.saw("referral", referral_id, BOARD_FIELDS)
+            await audit.record(connection, SCHEMA, entry)
 
 
 async def override_authors(connection: Connection, override_ids: Iterable[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ import httpx
 import typer
 import uvloop
 
+from handoff_console import SCHEMA
 from handoff_console.adapters import accounts
 from handoff_console.adapters.accounts import UsernameTaken
 from handoff_console.adapters.services import AdminApi, Endpoint, Refused, ServiceUnavailable
@@ -25,6 +26,7 @@ from handoff_console.domain.account_rules import (
     username_key,
 )
 from handoff_console.settings import ConsoleSettings
+from handoff_platform.audit import audit_cli
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import settings_or_exit
 
@@ -33,6 +35,7 @@ T = TypeVar("T")
 app = typer.Typer(help="The coordinator console (a web app).", no_args_is_help=True)
 users_app = typer.Typer(help="Console accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(audit_cli(SCHEMA), name="audit")
 
 
 @app.command("serve")

@@ -43,6 +43,7 @@ from handoff_console.domain.access import (
 from handoff_console.domain.roster import certification_warning
 from handoff_console.domain.timeline import Picture, Segment, lay_out
 from handoff_console.settings import ConsoleSettings
+from handoff_platform.audit import address_of
 
 log = logging.getLogger(__name__)
 SESSION_COOKIE = "handoff_console_session"
@@ -556,7 +557,11 @@ def build_console(console: Console) -> APIRouter:
         ]
         async with console.pool.acquire() as connection:
             await accounts.record_referral_view(
-                connection, session.account, site_id, [UUID(r["referral_id"]) for r in rows]
+                connection,
+                session.account,
+                site_id,
+                [UUID(r["referral_id"]) for r in rows],
+                address_of(request.client.host if request.client else None),
             )
         log.info(
             "console board viewed",

@@ -5,13 +5,16 @@ from typing import Annotated
 import typer
 import uvloop
 
+from handoff_notify import SCHEMA
 from handoff_notify.app import NotifyRuntime
 from handoff_notify.settings import NotifySettings
+from handoff_platform.audit import audit_cli
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import settings_or_exit
 from handoff_platform.startup import serve_when_started
 
 app = typer.Typer(help="The notify service: pages and answers.", no_args_is_help=True)
+app.add_typer(audit_cli(SCHEMA), name="audit")
 
 
 @app.command("serve")

@@ -35,7 +35,9 @@ from handoff_notify.domain import content
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import read_reply
 from handoff_notify.service import NotifyService
+from handoff_platform.audit import address_of
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
+from handoff_schemas.events import OfferBriefing
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, WithdrawReason
 
 LABELS = {
@@ -68,8 +70,11 @@ def build_coach_router(service: NotifyService) -> APIRouter:
         return offer_id
 
     @router.get("/p/{token}", response_class=HTMLResponse)
-    async def offer_page(offer_id: Annotated[UUID, Depends(offer_of)]) -> Response:
-        record = await service.offer_for(offer_id)
+    async def offer_page(
+        offer_id: Annotated[UUID, Depends(offer_of)], request: Request
+    ) -> Response:
+        address = address_of(request.client.host if request.client else None)
+        record = await service.offer_seen(offer_id, address, lambda r: _shown(r, service))
         if record is None:
             raise LinkNotFound
         return _render_offer(record, service)
@@ -94,6 +99,17 @@ class LinkNotFound(Exception):
 
 def link_not_found_page(_: Request, __: Exception) -> HTMLResponse:
     return HTMLResponse(templates.get_template("not_found.html").render(), status_code=404)
+
+
+SUMMARY_FIELDS = ("site_short_name", "urgency", "status")
+BRIEFING_FIELDS = (*SUMMARY_FIELDS, *OfferBriefing.model_fields)
+
+
+def _shown(record: OfferRecord, service: NotifyService) -> tuple[str, ...]:
+    """The names of what the offer's page shows now, for its audit entry: the briefing
+    (location, call-back phone, language, consent) only while it is the coach's to see."""
+    _, briefing = _situation(record, service.clock())
+    return BRIEFING_FIELDS if briefing else SUMMARY_FIELDS
 
 
 def _render_offer(record: OfferRecord, service: NotifyService) -> HTMLResponse:

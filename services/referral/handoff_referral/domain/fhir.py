@@ -538,6 +538,10 @@ def focused_service_request(task: dict[str, Any]) -> str:
     return reference.removeprefix("ServiceRequest/")
 
 
+TASK_FIELDS = ("identifier", "status", "businessStatus", "authoredOn", "output", "statusReason")
+"""What a Task discloses of a referral, for its audit entry (the rest is Handoff's own)."""
+
+
 def task_view(referral: Referral, identifier_system: str) -> dict[str, Any]:
     """The referral as a BSeR Task (FHIR JSON): status and business status now, and each
     timeline entry as an `output`. Minimum necessary: no patient data, only the

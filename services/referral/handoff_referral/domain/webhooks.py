@@ -24,6 +24,8 @@ from standardwebhooks.webhooks import Webhook
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix of every secret, not a secret)
 EVENT_TYPE = "referral.step"
+DISCLOSED_FIELDS = ("referral_id", "external_id", "step", "status", "at")
+"""The fields of a referral a status webhook's body carries, for its audit entry."""
 
 
 @dataclass(frozen=True)

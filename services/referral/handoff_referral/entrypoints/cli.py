@@ -8,9 +8,11 @@ import typer
 import uvloop
 from pydantic import ValidationError
 
+from handoff_platform.audit import audit_cli
 from handoff_platform.database import Connection
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import settings_or_exit
+from handoff_referral import SCHEMA
 from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
@@ -31,6 +33,7 @@ app.add_typer(interface_app, name="interface")
 app.add_typer(mllp_app, name="mllp")
 app.add_typer(fhir_cli.app, name="fhir-client")
 app.add_typer(webhooks_cli.app, name="webhooks")
+app.add_typer(audit_cli(SCHEMA), name="audit")
 
 
 @app.command("serve")

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from handoff_platform.audit import Accessor, ActorKind, Purpose, address_of
 from handoff_platform.http import RETRY_AFTER_SECONDS
 from handoff_platform.logs import correlation_id_var
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
@@ -261,7 +262,7 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
     async def read_task(task_id: str, request: Request) -> FhirResponse:
         """The Task: Task.status and businessStatus follow the referral's timeline."""
         grant = await granted(request, "Task", "r")
-        return FhirResponse(await referrals.read_task(grant, task_id))
+        return FhirResponse(await referrals.read_task(grant, task_id, _reader(grant, request)))
 
     @app.get("/Task", response_class=FhirResponse, responses=REFUSALS)
     async def search_tasks(request: Request, identifier: str | None = None) -> FhirResponse:
@@ -274,7 +275,8 @@ def fhir_app(referrals: FhirReferrals, authority: SmartAuthority) -> FastAPI:
             )
         if not identifier:
             raise FhirError([Issue("required", "identifier", "search by identifier")], 400)
-        return FhirResponse(await referrals.search_tasks(grant, identifier))
+        reader = _reader(grant, request)
+        return FhirResponse(await referrals.search_tasks(grant, identifier, reader))
 
     @app.patch(
         "/Task/{task_id}",
@@ -317,6 +319,13 @@ class _AtBase:
 
 class _Unauthorized(Exception):
     pass
+
+
+def _reader(grant: AccessGrant, request: Request) -> Accessor:
+    """The audit trail's who, why and from where of a FHIR read: the SMART client, reading
+    its hospital's referrals for treatment."""
+    address = address_of(request.client.host if request.client else None)
+    return Accessor(ActorKind.FHIR_CLIENT, grant.client_id, Purpose.TREATMENT, address)
 
 
 async def _resource_body(request: Request) -> object:

@@ -8,12 +8,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
+from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose, address_of
 from handoff_platform.http import ApiError
 from handoff_platform.logs import correlation_id_var
+from handoff_referral.domain.api_keys import parse_key
 from handoff_referral.domain.intake import CancelRequest, Patient, ReferralRequest
 from handoff_referral.domain.referral import Referral, Site, TimelineStep
 from handoff_referral.domain.status import CancelRefused, Status, Step
@@ -120,6 +122,10 @@ class ReferralOut(BaseModel):
         )
 
 
+REFERRAL_FIELDS = tuple(ReferralOut.model_fields)
+"""What a GET of a referral discloses, for its audit entry: every field of the answer."""
+
+
 class ReferralPage(BaseModel):
     items: list[ReferralOut]
     next_cursor: str | None
@@ -160,6 +166,18 @@ def build_router(service: ReferralService) -> APIRouter:
 
     CurrentSite = Annotated[Site, Depends(authenticated_site)]
 
+    async def hospital_reader(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(API_KEY)],
+        _: CurrentSite,
+    ) -> Accessor:
+        """Who reads, for the audit trail: the key's id (never its secret), after the key
+        was checked; the hospital reads its own patient's referral for treatment."""
+        parsed = parse_key(credentials.credentials) if credentials else None
+        assert parsed is not None  # authenticated_site let only a well-formed key through
+        address = address_of(request.client.host if request.client else None)
+        return Accessor(ActorKind.API_KEY, parsed[0], Purpose.TREATMENT, address)
+
     @router.post(
         "",
         status_code=201,
@@ -190,22 +208,33 @@ def build_router(service: ReferralService) -> APIRouter:
         )
 
     @router.get("/{referral_id}", response_model=ReferralOut, responses={404: {"model": ErrorOut}})
-    async def get_referral(referral_id: UUID, site: CurrentSite) -> ReferralOut:
-        """The referral and its status timeline."""
-        return ReferralOut.of(await _get(service, site, referral_id))
+    async def get_referral(
+        referral_id: UUID, site: CurrentSite, reader: Annotated[Accessor, Depends(hospital_reader)]
+    ) -> ReferralOut:
+        """The referral and its status timeline. Each read is one entry of the audit trail."""
+        audit = reader.saw("referral", referral_id, REFERRAL_FIELDS)
+        return ReferralOut.of(await _get(service, site, referral_id, audit))
 
     @router.get("", response_model=ReferralPage)
     async def list_referrals(
         site: CurrentSite,
+        reader: Annotated[Accessor, Depends(hospital_reader)],
         status: Annotated[Status | None, Query(description="Only referrals now in it.")] = None,
         since: Annotated[IsoDateTime | None, Query(description="Received at or after.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> ReferralPage:
-        """The site's referrals in the order received; follow `next_cursor` for more."""
+        """The site's referrals in the order received; follow `next_cursor` for more. Each
+        referral listed is one entry of the audit trail."""
         after = _decode_cursor(cursor) if cursor else None
-        referrals = await service.list(site, status, since, after, limit + 1)
-        page, more = referrals[:limit], len(referrals) > limit
+        page, more = await service.list(
+            site,
+            status,
+            since,
+            after,
+            limit,
+            lambda r: reader.saw("referral", r.referral_id, REFERRAL_FIELDS),
+        )
         return ReferralPage(
             items=[ReferralOut.of(r) for r in page],
             next_cursor=_encode_cursor(page[-1]) if more else None,
@@ -231,9 +260,11 @@ def build_router(service: ReferralService) -> APIRouter:
     return router
 
 
-async def _get(service: ReferralService, site: Site, referral_id: UUID) -> Referral:
+async def _get(
+    service: ReferralService, site: Site, referral_id: UUID, audit: AuditEntry
+) -> Referral:
     try:
-        return await service.get(site, referral_id)
+        return await service.get(site, referral_id, audit)
     except ReferralNotFound:
         raise _not_found() from None
 
