@@ -265,6 +265,38 @@ def test_off_and_on_alone_mark_a_coach_unavailable_and_available(
     assert parse_reply(body) is keyword
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "off today",
+        "sick",
+        "OFF please",
+        "I'm sick today",
+        "off sick",
+        "Sick today, sorry",
+        "off for the day",
+        "unavailable",
+        "off call",
+    ],
+)
+def test_a_coachs_own_words_for_off_mark_them_unavailable(body: str) -> None:
+    """Issue #15: "off today", "sick" and "OFF please" were not understood, and silent."""
+    assert parse_reply(body) is Keyword.UNAVAILABLE
+    assert parse_reply(body, opted_out=True) is Keyword.UNAVAILABLE
+
+
+@pytest.mark.parametrize("body", ["on please", "I'm back", "back on", "on call again"])
+def test_a_coachs_own_words_for_on_mark_them_available(body: str) -> None:
+    assert parse_reply(body) is Keyword.AVAILABLE
+
+
+@pytest.mark.parametrize(
+    "body", ["not sick", "ok off", "off on", "back", "sick of this", "no off", "off 1", "hello"]
+)
+def test_off_and_on_with_anything_else_in_them_are_not_read_as_off_or_on(body: str) -> None:
+    assert parse_reply(body) not in (Keyword.UNAVAILABLE, Keyword.AVAILABLE)
+
+
 def test_on_inside_an_answer_is_still_the_answer() -> None:
     assert parse_reply("on my way") == Answer(ACCEPT)
 
@@ -502,3 +534,36 @@ def test_no_reply_with_a_negative_in_it_is_ever_read_as_an_accept(
     body = body.upper() if upper else body
     reply = parse_reply(body)
     assert not (isinstance(reply, Answer) and reply.response is ACCEPT), body
+
+
+def test_help_names_off_when_the_segment_has_room() -> None:
+    assert content.help_text("Handoff", "+14105550100").endswith(" OFF: go off call.")
+    assert "OFF" not in content.help_text("Handoff peer recovery paging", "+14105550100")
+
+
+def test_off_names_its_end_on_the_sites_clock_and_what_was_passed_on() -> None:
+    # 21:00 UTC is 16:00 EST; 24 h on is tomorrow, so the day is named.
+    until = NOW + timedelta(hours=24)
+    text = content.went_off("Handoff", until, "America/New_York", NOW, passed_on=2)
+    assert text == (
+        "Handoff: you are off call until Tue 16:00 EST; no requests meanwhile. Text ON to come "
+        "back. 2 open request(s) passed on."
+    )
+    assert len(text) <= SMS_SEGMENT
+    assert set(text) <= GSM7
+    later_today = content.went_off("Handoff", NOW + timedelta(hours=2), "America/New_York", NOW)
+    assert "until 18:00 EST;" in later_today
+    assert "passed on" not in later_today
+    assert "until 23:00 UTC;" in content.went_off("Handoff", NOW + timedelta(hours=2), None, NOW)
+
+
+def test_on_says_whether_anything_was_off() -> None:
+    assert content.came_on("Handoff", was_off=True) == (
+        "Handoff: you are back on call; requests come on your shifts."
+    )
+    not_off = content.came_on("Handoff peer recovery paging", was_off=False)
+    assert "you were not marked off, so nothing changed" in not_off
+    assert len(not_off) <= SMS_SEGMENT
+    nothing_open = content.no_open_request("Handoff peer recovery paging")
+    assert "you have no open request" in nothing_open
+    assert len(nothing_open) <= SMS_SEGMENT

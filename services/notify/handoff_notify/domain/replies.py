@@ -220,6 +220,54 @@ def words(body: str) -> list[str]:
     return tokens
 
 
+# A coach's own words for OFF and ON (issue #15): "off today", "sick", "OFF please", "I'm
+# back on". A reply is read so only when every word is one of these and it holds one
+# that says off (or on) and none that says the other; "not", "no" or an answer word
+# anywhere makes it something else, so "not sick" or "ok off" are never an OFF.
+_OFF_WORDS = frozenset({"off", "sick", "unavailable"})
+_ON_WORDS = frozenset({"on", "back", "available"})
+_AVAILABILITY_COMPANIONS = frozenset(
+    {
+        "i",
+        "im",
+        "am",
+        "today",
+        "tonight",
+        "now",
+        "please",
+        "pls",
+        "plz",
+        "call",
+        "again",
+        "sorry",
+        "thanks",
+        "thx",
+        "feeling",
+        "going",
+        "for",
+        "the",
+        "day",
+        "shift",
+        "all",
+    }
+)
+
+
+def _availability(tokens: list[str]) -> Keyword | None:
+    """UNAVAILABLE or AVAILABLE when the words are a coach's own OFF or ON, else None."""
+    if not tokens or not all(
+        t in _OFF_WORDS or t in _ON_WORDS or t in _AVAILABILITY_COMPANIONS for t in tokens
+    ):
+        return None
+    off = any(t in _OFF_WORDS for t in tokens)
+    on = any(t in _ON_WORDS for t in tokens)
+    if off and not on:
+        return Keyword.UNAVAILABLE
+    if on and not off and tokens != ["back"]:
+        return Keyword.AVAILABLE
+    return None
+
+
 def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
     """What an SMS reply says. `opted_out`: the sender's number is opted out, so a bare
     YES is the carrier's opt-in word rather than an accept."""
@@ -228,6 +276,9 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
         keyword = _keyword(tokens[0], opted_out)
         if keyword is not None and (len(tokens) == 1 or keyword in _PHRASED_KEYWORDS):
             return keyword
+    availability = _availability(tokens)
+    if availability is not None:
+        return availability
     codes: set[str] = set()
     kinds: list[str] = []
     index = 0
