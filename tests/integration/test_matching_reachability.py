@@ -355,7 +355,7 @@ async def test_a_coach_texting_off_with_an_open_offer_passes_it_on_at_once_and_i
     response = await notify.twilio.send_sms(notify.url, going_off.phone, "OFF")
     assert response.status_code == 200
     answer = html.unescape(response.text)
-    assert "you are off for 24 h" in answer
+    assert "you are off call until" in answer
     assert "1 open request(s) passed on." in answer
 
     # Passed on at once (the ack timeout is 5 minutes), and the timeline's story says why.
@@ -417,7 +417,7 @@ async def test_a_roster_coach_never_paged_may_text_off_and_a_stranger_is_told_no
     async def off_answered() -> str | None:
         response = await notify.twilio.send_sms(notify.url, coach.phone, "ON")
         answer = html.unescape(response.text)
-        return answer if "you are available again" in answer else None
+        return answer if "you are on call as scheduled" in answer else None
 
     # Until matching's announcement is consumed the number is a stranger's: ON changes
     # nothing either way, so it is safe to ask until it is answered as a coach.
@@ -425,6 +425,6 @@ async def test_a_roster_coach_never_paged_may_text_off_and_a_stranger_is_told_no
     off = html.unescape((await notify.twilio.send_sms(notify.url, coach.phone, "OFF")).text)
     refused = html.unescape((await notify.twilio.send_sms(notify.url, stranger, "OFF")).text)
 
-    assert "you are off for 24 h" in off
+    assert "you are off call until" in off
     assert "this number is not registered with" in refused
     assert "you are off" not in refused

@@ -95,8 +95,8 @@ def build_coach_router(service: NotifyService) -> APIRouter:
         """The coach's own OFF / ON from their page (issue #15): the same as texting it.
         The signed link in the path is the proof it is theirs (no cookie, so no CSRF to
         forge); `until` is one of the page's choices, an instant within 24 h."""
-        ends: datetime | None = None
-        if availability == "off":
+        ends: datetime | None = None  # no choice: 24 h from when it is taken, as SMS OFF
+        if availability == "off" and until:
             ends = _off_until(until, service.clock())
             if ends is None:
                 return HTMLResponse(
@@ -113,11 +113,9 @@ def build_coach_router(service: NotifyService) -> APIRouter:
     return router
 
 
-def _off_until(value: str | None, now: datetime) -> datetime | None:
+def _off_until(value: str, now: datetime) -> datetime | None:
     """`value` (an ISO instant with offset, as the page offers it) when it is after `now`
     and at most 24 h on (a minute's slack for a page left open), else None."""
-    if not value:
-        return now + content.OFF_FOR
     try:
         until = datetime.fromisoformat(value)
     except ValueError:
