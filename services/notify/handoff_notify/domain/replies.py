@@ -17,8 +17,10 @@ Codes are single letters that are neither answers (Y, N) nor easily misread
 once a phone has had all 17 within a day, two of those letters ("BC"), read in
 either order beside the answer ("1BC", "BC 1", "Y BC"); a pair that is a word a
 reply may hold ("be", "me") is never a code.
-The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md and
-docs/decisions/0020-what-coaches-and-supervisors-read.md.
+The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md,
+docs/decisions/0020-what-coaches-and-supervisors-read.md and, for a coach's own words for
+OFF / ON ("off today", "sick", "I'm back"), the issue 15 addendum of
+docs/decisions/0017-schedules-rotations-and-layers.md.
 """
 
 import re
