@@ -386,6 +386,31 @@ async def test_a_coachs_own_words_for_off_take_them_off_and_say_until_when(
     )
 
 
+async def test_off_until_a_time_ends_at_the_next_such_time_on_the_sites_clock(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    await paged(notify, sms(phone), site_time_zone="America/New_York")
+
+    off = await reply(notify, phone, "off until 6pm")
+
+    [change] = await availability_changes(notify, phone, 1)
+    zone = ZoneInfo("America/New_York")
+    local = change.until.astimezone(zone)
+    assert (local.hour, local.minute) == (18, 0)
+    assert change.changed_at < change.until <= change.changed_at + timedelta(hours=24)
+    assert off is not None
+    assert f"you are off call until {off_until_text(change.until, change.changed_at)};" in off
+    assert off.endswith("1 open request(s) passed on.")
+
+
+def off_until_text(until: datetime, now: datetime) -> str:
+    """How an OFF answer names its end in New York: "18:00 EST", or "Wed 18:00 EST"."""
+    zone = ZoneInfo("America/New_York")
+    same_day = until.astimezone(zone).date() == now.astimezone(zone).date()
+    return until.astimezone(zone).strftime("%H:%M %Z" if same_day else "%a %H:%M %Z")
+
+
 async def test_a_registered_coach_with_nothing_open_is_answered_never_silent(
     notify: NotifyHarness,
 ) -> None:

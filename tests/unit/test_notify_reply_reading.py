@@ -15,6 +15,7 @@ from handoff_notify.domain.replies import (
     Answer,
     Keyword,
     NotUnderstood,
+    OffUntil,
     Reply,
     ReplyReading,
     Unclear,
@@ -567,3 +568,49 @@ def test_on_says_whether_anything_was_off() -> None:
     nothing_open = content.no_open_request("Handoff peer recovery paging")
     assert "you have no open request" in nothing_open
     assert len(nothing_open) <= SMS_SEGMENT
+
+
+@pytest.mark.parametrize(
+    ("body", "end"),
+    [
+        ("off until 6pm", (18, 0)),
+        ("Off till 18:30", (18, 30)),
+        ("sick til 7 am", (7, 0)),
+        ("OFF until 6 p.m.", (18, 0)),
+        ("I'm off until 6:30pm!", (18, 30)),
+        ("off until 12am", (0, 0)),
+        ("off until 12pm", (12, 0)),
+    ],
+)
+def test_off_with_an_end_on_the_clock_names_that_time(body: str, end: tuple[int, int]) -> None:
+    assert parse_reply(body) == OffUntil(*end)
+    reading = read_reply(body)
+    assert ReplyReading.from_json(reading.to_json()) == reading  # spooled and read back
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "off until 6",
+        "off until 13pm",
+        "off until 6:75pm",
+        "hello until 6pm",
+        "not sick until 6pm",
+        "off until 6pm ok",
+        "ok until 6pm",
+    ],
+)
+def test_an_end_that_is_unclear_or_without_an_off_is_not_understood(body: str) -> None:
+    assert parse_reply(body) == NotUnderstood()
+
+
+def test_an_off_end_is_the_next_such_time_on_the_sites_clock_within_a_day() -> None:
+    # NOW is 16:00 EST: 18:00 is today, 15:00 tomorrow.
+    zone = "America/New_York"
+    assert content.next_wall_time(NOW, 18, 0, zone) == NOW + timedelta(hours=2)
+    assert content.next_wall_time(NOW, 15, 0, zone) == NOW + timedelta(hours=23)
+    assert content.next_wall_time(NOW, 16, 0, zone) == NOW + timedelta(hours=24)
+    assert content.next_wall_time(NOW, 23, 0, None) == NOW + timedelta(hours=2)
+    # 02:30 does not exist on 2027-03-14 in New York: read before the gap, 03:30 EDT.
+    spring = datetime(2027, 3, 14, 5, 0, tzinfo=UTC)  # 00:00 EST
+    assert content.next_wall_time(spring, 2, 30, zone) == datetime(2027, 3, 14, 7, 30, tzinfo=UTC)

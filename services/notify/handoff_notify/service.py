@@ -51,7 +51,14 @@ from handoff_notify.domain.delivery import (
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
-from handoff_notify.domain.replies import Answer, Keyword, ReplyReading, Unclear, read_reply
+from handoff_notify.domain.replies import (
+    Answer,
+    Keyword,
+    OffUntil,
+    ReplyReading,
+    Unclear,
+    read_reply,
+)
 from handoff_notify.domain.throttle import Refuse, plan_notices, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform.database import Connection
@@ -930,6 +937,10 @@ class NotifyService:
             if reply is Keyword.UNAVAILABLE:
                 text = await self._go_off(connection, phone, now + content.OFF_FOR, now)
                 return _read("unavailable", text)
+            if isinstance(reply, OffUntil):
+                zone = await store.phone_time_zone(connection, phone)
+                until = content.next_wall_time(now, reply.hour, reply.minute, zone)
+                return _read("unavailable", await self._go_off(connection, phone, until, now))
             if reply is Keyword.AVAILABLE:
                 return _read("available", await self._come_on(connection, phone, now))
             offers = await store.offers_paged_to(connection, phone, now)

@@ -11,7 +11,7 @@ site's wall clock with its zone's abbreviation ("20:03 EST"), decision 0020.
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from math import ceil
 from zoneinfo import ZoneInfo
@@ -331,6 +331,20 @@ def off_until_text(until: datetime, time_zone: str | None, now: datetime) -> str
     if local.date() == today.date():
         return local.strftime("%H:%M %Z")
     return local.strftime("%a %H:%M %Z")
+
+
+def next_wall_time(now: datetime, hour: int, minute: int, time_zone: str | None) -> datetime:
+    """The next `hour`:`minute` after `now` on the site's clock (UTC when unknown), at
+    most OFF_FOR on: "off until 6pm" texted at 19:00 means 18:00 tomorrow."""
+    zone = ZoneInfo(time_zone) if time_zone else ZoneInfo("UTC")
+    local_now = now.astimezone(zone)
+    candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate <= local_now:
+        candidate = (candidate.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone)
+    # A time the clock skips (02:30 on spring-forward day) is read with the offset before
+    # the gap, so it ends an hour later on the clock (03:30), never before the coach asked.
+    until = candidate.astimezone(UTC)
+    return min(until, now + OFF_FOR)
 
 
 def went_off(

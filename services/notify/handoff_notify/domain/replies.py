@@ -65,7 +65,16 @@ class Unclear:
     code: str | None = None
 
 
-Reply = Answer | Keyword | NotUnderstood | Unclear
+@dataclass(frozen=True)
+class OffUntil:
+    """A coach's OFF with an end on the wall clock ("off until 6pm", "sick till 18:30"):
+    `hour` (0-23) and `minute`, the next such time on the site's clock."""
+
+    hour: int
+    minute: int
+
+
+Reply = Answer | Keyword | NotUnderstood | Unclear | OffUntil
 
 _OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit"})
 _OPT_IN = frozenset({"start", "unstop"})
@@ -270,9 +279,39 @@ def _availability(tokens: list[str]) -> Keyword | None:
     return None
 
 
+# "off until 6pm", "sick till 18:30", "off til 7 am": OFF words, then the end. Without am /
+# pm the time must have minutes ("until 18:00"): "until 6" could be either.
+_UNTIL = re.compile(
+    r"^(?P<before>.*?)\b(?:until|till|til|untill)\s+(?P<hour>\d{1,2})(?:[:.h](?P<minute>\d{2}))?"
+    r"\s*(?P<half>am|pm|a\.m\.?|p\.m\.?)?[\s.!]*$"
+)
+
+
+def _off_until(body: str) -> OffUntil | None:
+    """The OFF with an end a reply holds, or None."""
+    text = unicodedata.normalize("NFKC", body).translate(_APOSTROPHES).casefold()
+    found = _UNTIL.match(text.replace("'", "").strip())
+    if found is None or _availability(words(found["before"])) is not Keyword.UNAVAILABLE:
+        return None
+    hour, minute = int(found["hour"]), int(found["minute"] or 0)
+    half = (found["half"] or "")[:1]
+    if minute > 59:
+        return None
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if half == "p" else 0)
+    elif found["minute"] is None or hour > 23:
+        return None
+    return OffUntil(hour, minute)
+
+
 def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
     """What an SMS reply says. `opted_out`: the sender's number is opted out, so a bare
     YES is the carrier's opt-in word rather than an accept."""
+    off_until = _off_until(body)
+    if off_until is not None:
+        return off_until
     tokens = words(body)
     if tokens and all(token in _KEYWORD_COMPANIONS for token in tokens[1:]):
         keyword = _keyword(tokens[0], opted_out)
@@ -392,6 +431,8 @@ def _reply_json(reply: Reply) -> dict[str, object]:
         return {"kind": "answer", "response": reply.response.value, "code": reply.code}
     if isinstance(reply, Unclear):
         return {"kind": "unclear", "code": reply.code}
+    if isinstance(reply, OffUntil):
+        return {"kind": "off_until", "hour": reply.hour, "minute": reply.minute}
     return {"kind": "not_understood"}
 
 
@@ -413,4 +454,11 @@ def _reply_from_json(data: dict[str, object]) -> Reply:
         return Unclear(_code(data.get("code")))
     if kind == "not_understood":
         return NotUnderstood()
+    if kind == "off_until":
+        hour, minute = data["hour"], data["minute"]
+        if not isinstance(hour, int) or not isinstance(minute, int):
+            raise ValueError("an end is whole hours and minutes")
+        if not (0 <= hour <= 23 and 0 <= minute <= 59):
+            raise ValueError("not a time of day")
+        return OffUntil(hour, minute)
     raise ValueError(f"unknown reply kind {kind!r}")
