@@ -457,6 +457,9 @@ async def test_a_coach_goes_off_call_from_their_page_until_a_chosen_hour_and_bac
         assert "1 open request(s) passed on." in off.text
         assert "You are off call until" in off.text
         assert "I'm back on call" in off.text
+        reloaded = await client.get(f"{link}/availability", follow_redirects=True)
+        assert reloaded.url == link  # a bookmark of the answer is the coach's page
+        assert "You are off call until" in reloaded.text
         [change] = await availability_changes(notify, phone, 1)
         assert (change.available, change.until) == (False, datetime.fromisoformat(chosen))
         assert await answers(notify, offer.offer_id) == [

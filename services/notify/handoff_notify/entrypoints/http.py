@@ -85,6 +85,13 @@ def build_coach_router(service: NotifyService) -> APIRouter:
             raise LinkNotFound
         return RedirectResponse(f"/p/{token}", status_code=303)
 
+    @router.get("/p/{token}/availability")
+    async def availability_page(
+        token: str, _: Annotated[UUID, Depends(offer_of)]
+    ) -> RedirectResponse:
+        """A reload or bookmark of the page an OFF / ON answered on: the coach's page."""
+        return RedirectResponse(f"/p/{token}", status_code=303)
+
     @router.post("/p/{token}/availability", response_class=HTMLResponse)
     async def availability_from_page(
         token: str,
