@@ -479,6 +479,29 @@ async def test_a_coach_goes_off_call_from_their_page_until_a_chosen_hour_and_bac
         assert (back.available, back.until) == (True, None)
 
 
+async def test_a_page_reached_by_email_only_offers_no_off_it_could_not_stand_for(
+    notify: NotifyHarness,
+) -> None:
+    """OFF stands for a phone (matching finds the coach by it); an offer that went to no
+    phone has none, so its page offers no OFF rather than one that changes nothing."""
+    address = notify.email()
+    offer = await notify.offer(email(address))
+    await notify.page_events(offer.offer_id)
+
+    async def mailed() -> Any:
+        return notify.mailbox.to(address) or None
+
+    [mail] = await eventually(mailed, within=20, what="the page by email")
+    link = link_in(mail.body)
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link)
+        off = await client.post(f"{link}/availability", data={"availability": "off"})
+    assert page.status_code == 200
+    assert "Accept" in page.text
+    assert "take calls now" not in page.text
+    assert off.status_code == 404
+
+
 async def test_off_from_the_page_refuses_a_bad_end_or_an_unsigned_link(
     notify: NotifyHarness,
 ) -> None:

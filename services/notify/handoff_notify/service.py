@@ -1007,7 +1007,12 @@ class NotifyService:
             )
 
     async def _go_off(
-        self, connection: Connection, phone: str, until: datetime, now: datetime
+        self,
+        connection: Connection,
+        phone: str,
+        until: datetime,
+        now: datetime,
+        time_zone: str | None = None,
     ) -> str:
         """OFF (by SMS or from the coach's page) until `until`: matching, which knows whose
         number it is, makes it an override (CoachAvailabilityChanged). Each request still
@@ -1028,7 +1033,8 @@ class NotifyService:
                         connection, record, CoachResponse.DECLINED, ResponseVia.SMS_REPLY
                     )
                 passed_on += 1
-        zone = await store.phone_time_zone(connection, phone)
+        # The page's own site's clock, else that of the latest offer texted to the phone.
+        zone = time_zone or await store.phone_time_zone(connection, phone)
         program = self.settings.notify_program_name
         return content.went_off(program, until, zone, now, passed_on)
 
@@ -1050,13 +1056,16 @@ class NotifyService:
         the SMS answer says it. None when the offer is unknown or went to no phone."""
         async with self.outbox.transaction(self.pool) as connection:
             record = await store.offer(connection, offer_id)
-            phone = None if record is None else coach_phone(record)
+            if record is None:
+                return None
+            phone = coach_phone(record)
             if phone is None:
                 return None
             now = self.clock()
             if available:
                 return await self._come_on(connection, phone, now)
-            return await self._go_off(connection, phone, until or now + content.OFF_FOR, now)
+            ends = until or now + content.OFF_FOR
+            return await self._go_off(connection, phone, ends, now, record.site_time_zone)
 
     async def off_until(self, record: OfferRecord) -> datetime | None:
         """When the OFF of the coach this offer went to ends; None when they are on call."""
