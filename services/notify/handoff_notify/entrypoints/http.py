@@ -137,11 +137,14 @@ def _off_choices(now: datetime, time_zone: str | None) -> list[tuple[str, str]]:
     site's clock, then 24 h from now (the default, as SMS OFF), as (UTC ISO, label)."""
     top = now.replace(minute=0, second=0, microsecond=0)
     hours = [top + timedelta(hours=h) for h in range(1, 25) if top + timedelta(hours=h) > now]
-    ends = [h for h in hours if h - now >= timedelta(minutes=30)] + [now + content.OFF_FOR]
-    return [
+    choices = [
         (end.astimezone(UTC).isoformat(), content.off_until_text(end, time_zone, now))
-        for end in ends
+        for end in hours
+        if end - now >= timedelta(minutes=30)
     ]
+    default = now + content.OFF_FOR
+    label = f"24 h from now ({content.off_until_text(default, time_zone, now)})"
+    return [*choices, (default.astimezone(UTC).isoformat(), label)]
 
 
 class LinkNotFound(Exception):
