@@ -11,10 +11,11 @@ of its own, and finds its referrals' events by their ids.
 """
 
 import html
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -42,7 +43,7 @@ from handoff_schemas.vocabulary import (
 )
 from tests.support.kafka import send
 from tests.support.matching import always_on_call, dispatched, referral_created
-from tests.support.notify import ADMIN_TOKEN, NotifyHarness, notify_harness
+from tests.support.notify import ADMIN_TOKEN, NotifyHarness, link_in, notify_harness
 from tests.support.waiting import eventually
 
 STATES = iter(["ME", "NH", "VT", "RI", "CT", "MA", "MI", "WI", "MN", "IA"])
@@ -355,7 +356,7 @@ async def test_a_coach_texting_off_with_an_open_offer_passes_it_on_at_once_and_i
     response = await notify.twilio.send_sms(notify.url, going_off.phone, "OFF")
     assert response.status_code == 200
     answer = html.unescape(response.text)
-    assert "you are off for 24 h" in answer
+    assert "you are off call until" in answer
     assert "1 open request(s) passed on." in answer
 
     # Passed on at once (the ack timeout is 5 minutes), and the timeline's story says why.
@@ -368,6 +369,69 @@ async def test_a_coach_texting_off_with_an_open_offer_passes_it_on_at_once_and_i
     assert (declined.response, declined.via) == (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
     await notify.sent_to(backup.phone, 1)
     assert len(notify.twilio.to(going_off.phone)) == 1  # nothing more to the coach who is off
+
+
+async def sms_off_in_matching(database: str, coach: Any) -> list[tuple[Any, Any]]:
+    """The coach's own OFF overrides in matching (starts_at, ends_at), oldest first."""
+    connection = await asyncpg.connect(database)
+    try:
+        rows = await connection.fetch(
+            """SELECT starts_at, ends_at FROM matching.overrides
+               WHERE coach_id = $1 AND source = 'sms' AND kind = 'remove' ORDER BY starts_at""",
+            coach.coach_id,
+        )
+    finally:
+        await connection.close()
+    return [(r["starts_at"], r["ends_at"]) for r in rows]
+
+
+async def test_a_coach_going_off_call_from_their_page_is_off_in_matching_and_back_on(
+    matching: MatchingRuntime, matching_database: str, notify: NotifyHarness
+) -> None:
+    """Issue #15: the page offered only Accept / Decline; OFF was SMS only."""
+    world = World(matching_database, notify)
+    site = world.site()
+    await world.settle(site)
+    going_off = world.coach(f"site:{site}")
+    await world.import_roster()
+    referral = await world.refer(site)
+    [sent] = await notify.sent_to(going_off.phone, 1)
+    backup = world.coach(f"site:{site}")
+    await world.import_roster()
+    link = link_in(sent.body)
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(link)).text
+        chosen = re.findall(r'<option value="([^"]+)"', page)[5]
+
+        off = await client.post(
+            f"{link}/availability", data={"availability": "off", "until": chosen}
+        )
+
+        assert off.status_code == 200
+        assert "1 open request(s) passed on." in html.unescape(off.text)
+        # Passed on at once, and matching holds the OFF until the chosen hour.
+        await until(
+            notify, [referral], lambda ev: len(offers_to(backup, ev)) == 1, "offered on", within=10
+        )
+
+        async def held() -> list[tuple[Any, Any]] | None:
+            found = await sms_off_in_matching(matching_database, going_off)
+            return found or None
+
+        [(_, ends)] = await eventually(held, within=10, what="the page's OFF in matching")
+        assert ends == datetime.fromisoformat(chosen)
+
+        on = await client.post(f"{link}/availability", data={"availability": "on"})
+
+    assert "you are back on call" in html.unescape(on.text)
+
+    async def ended() -> bool:
+        [(_, ends)] = await sms_off_in_matching(matching_database, going_off)
+        return bool(ends <= datetime.now(UTC))
+
+    await eventually(ended, within=10, what="the page's ON in matching")
+    await notify.sent_to(backup.phone, 1)
+    assert len(notify.twilio.to(going_off.phone)) == 1  # nothing more to the coach while off
 
 
 async def test_a_block_matching_never_heard_of_is_learned_from_the_first_bounce(
@@ -417,7 +481,7 @@ async def test_a_roster_coach_never_paged_may_text_off_and_a_stranger_is_told_no
     async def off_answered() -> str | None:
         response = await notify.twilio.send_sms(notify.url, coach.phone, "ON")
         answer = html.unescape(response.text)
-        return answer if "you are available again" in answer else None
+        return answer if "you are on call as scheduled" in answer else None
 
     # Until matching's announcement is consumed the number is a stranger's: ON changes
     # nothing either way, so it is safe to ask until it is answered as a coach.
@@ -425,6 +489,6 @@ async def test_a_roster_coach_never_paged_may_text_off_and_a_stranger_is_told_no
     off = html.unescape((await notify.twilio.send_sms(notify.url, coach.phone, "OFF")).text)
     refused = html.unescape((await notify.twilio.send_sms(notify.url, stranger, "OFF")).text)
 
-    assert "you are off for 24 h" in off
+    assert "you are off call until" in off
     assert "this number is not registered with" in refused
     assert "you are off" not in refused

@@ -10,7 +10,9 @@ import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -331,29 +333,202 @@ async def test_off_and_on_are_answered_with_what_changed_and_told_to_matching(
     notify: NotifyHarness,
 ) -> None:
     phone = notify.phone()
-    offer, _ = await paged(notify, sms(phone))
+    offer, _ = await paged(notify, sms(phone), site_time_zone="America/New_York")
     before = datetime.now(UTC)
 
     off = await reply(notify, phone, "OFF")
 
-    assert off == (
-        f"{PROGRAM_NAME}: you are off for 24 h or until you text ON; no requests meanwhile."
-        " 1 open request(s) passed on."
-    )
     [change] = await availability_changes(notify, phone, 1)
     assert change.available is False
     assert before <= change.changed_at <= datetime.now(UTC)
     assert change.until == change.changed_at + timedelta(hours=24)
+    # The answer names the end on the site's clock (issue #15), in one segment.
+    ends = change.until.astimezone(ZoneInfo("America/New_York")).strftime("%a %H:%M %Z")
+    assert off == (
+        f"{PROGRAM_NAME}: you are off call until {ends}; no requests meanwhile. Text ON to "
+        "come back. 1 open request(s) passed on."
+    )
+    assert len(off) <= 160
 
     on = await reply(notify, phone, "on")
 
-    assert on == f"{PROGRAM_NAME}: you are available again; requests come on your shifts."
+    assert on == f"{PROGRAM_NAME}: you are back on call; requests come on your shifts."
     [_, back] = await availability_changes(notify, phone, 2)
     assert (back.available, back.until) == (True, None)
     # OFF passed the open request on (a decline, decision 0019); ON answered nothing.
     assert await answers(notify, offer.offer_id) == [
         (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
     ]
+    # ON again, with nothing off: the truth, not "available again" (issue #15).
+    again = await reply(notify, phone, "ON")
+    assert again == (
+        f"{PROGRAM_NAME}: you were not marked off, so nothing changed; you are on call as "
+        "scheduled."
+    )
+
+
+@pytest.mark.parametrize("typed", ["off today", "sick", "OFF please", "I'm sick today"])
+async def test_a_coachs_own_words_for_off_take_them_off_and_say_until_when(
+    notify: NotifyHarness, typed: str
+) -> None:
+    phone = notify.phone()
+    await phones_of(notify, uuid4(), phone)
+
+    off = await reply(notify, phone, typed)
+
+    [change] = await availability_changes(notify, phone, 1)
+    assert change.available is False
+    assert change.until is not None
+    ends = change.until.astimezone(UTC).strftime("%a %H:%M UTC")  # no site paged it yet
+    assert off == (
+        f"{PROGRAM_NAME}: you are off call until {ends}; no requests meanwhile. Text ON to "
+        "come back."
+    )
+
+
+async def test_off_until_a_time_ends_at_the_next_such_time_on_the_sites_clock(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    await paged(notify, sms(phone), site_time_zone="America/New_York")
+
+    off = await reply(notify, phone, "off until 6pm")
+
+    [change] = await availability_changes(notify, phone, 1)
+    zone = ZoneInfo("America/New_York")
+    local = change.until.astimezone(zone)
+    assert (local.hour, local.minute) == (18, 0)
+    assert change.changed_at < change.until <= change.changed_at + timedelta(hours=24)
+    assert off is not None
+    assert f"you are off call until {off_until_text(change.until, change.changed_at)};" in off
+    assert off.endswith("1 open request(s) passed on.")
+
+
+def off_until_text(until: datetime, now: datetime) -> str:
+    """How an OFF answer names its end in New York: "18:00 EST", or "Wed 18:00 EST"."""
+    zone = ZoneInfo("America/New_York")
+    same_day = until.astimezone(zone).date() == now.astimezone(zone).date()
+    return until.astimezone(zone).strftime("%H:%M %Z" if same_day else "%a %H:%M %Z")
+
+
+async def test_a_registered_coach_with_nothing_open_is_answered_never_silent(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    await phones_of(notify, uuid4(), phone)
+
+    hello = await reply(notify, phone, "hello")
+    one = await reply(notify, phone, "1")
+    unclear = await reply(notify, phone, "yes no")
+
+    assert hello is not None
+    assert hello.startswith(HELP_START)
+    assert one == (
+        f"{PROGRAM_NAME}: you have no open request, so nothing was changed. Text OFF to go "
+        "off call, ON to come back, HELP for help."
+    )
+    assert unclear == one
+    records = await read_topic(notify.bootstrap_servers, Topic.PAGES)
+    events = [decode_event(r.value).data for r in records]
+    assert not [e for e in events if isinstance(e, CoachAvailabilityChanged) and e.phone == phone]
+
+
+async def test_a_coach_goes_off_call_from_their_page_until_a_chosen_hour_and_back_on(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer, body = await paged(notify, sms(phone), site_time_zone="America/New_York")
+    link = link_in(body)
+    async with httpx.AsyncClient() as client:
+        page = (await client.get(link)).text
+        # No JavaScript: a plain form posting to the signed link, with the hours to choose.
+        assert f'action="{urlsplit(link).path}/availability"' in page
+        assert "I can't take calls now" in page
+        choices = re.findall(r'<option value="([^"]+)"', page)
+        assert len(choices) >= 23
+        chosen = choices[3]
+
+        off = await client.post(
+            f"{link}/availability", data={"availability": "off", "until": chosen}
+        )
+
+        assert off.status_code == 200
+        assert "you are off call until" in off.text
+        assert "1 open request(s) passed on." in off.text
+        assert "You are off call until" in off.text
+        assert "I'm back on call" in off.text
+        reloaded = await client.get(f"{link}/availability", follow_redirects=True)
+        assert reloaded.url == link  # a bookmark of the answer is the coach's page
+        assert "You are off call until" in reloaded.text
+        [change] = await availability_changes(notify, phone, 1)
+        assert (change.available, change.until) == (False, datetime.fromisoformat(chosen))
+        assert await answers(notify, offer.offer_id) == [
+            (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+        ]
+        # Off from the page is off for SMS too: ON says it was.
+        assert await reply(notify, phone, "ON") == (
+            f"{PROGRAM_NAME}: you are back on call; requests come on your shifts."
+        )
+        await client.post(f"{link}/availability", data={"availability": "off", "until": ""})
+        on = await client.post(f"{link}/availability", data={"availability": "on"})
+        assert on.status_code == 200
+        assert "you are back on call" in on.text
+        assert "I can't take calls now" in on.text
+        [_, _, default_off, back] = await availability_changes(notify, phone, 4)
+        assert default_off.until == default_off.changed_at + timedelta(hours=24)
+        assert (back.available, back.until) == (True, None)
+
+
+async def test_a_page_reached_by_email_only_offers_no_off_it_could_not_stand_for(
+    notify: NotifyHarness,
+) -> None:
+    """OFF stands for a phone (matching finds the coach by it); an offer that went to no
+    phone has none, so its page offers no OFF rather than one that changes nothing."""
+    address = notify.email()
+    offer = await notify.offer(email(address))
+    await notify.page_events(offer.offer_id)
+
+    async def mailed() -> Any:
+        return notify.mailbox.to(address) or None
+
+    [mail] = await eventually(mailed, within=20, what="the page by email")
+    link = link_in(mail.body)
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link)
+        off = await client.post(f"{link}/availability", data={"availability": "off"})
+    assert page.status_code == 200
+    assert "Accept" in page.text
+    assert "take calls now" not in page.text
+    assert off.status_code == 404
+
+
+async def test_off_from_the_page_refuses_a_bad_end_or_an_unsigned_link(
+    notify: NotifyHarness,
+) -> None:
+    phone = notify.phone()
+    offer, body = await paged(notify, sms(phone))
+    link = link_in(body)
+    too_late = (datetime.now(UTC) + timedelta(hours=30)).isoformat()
+    past = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    async with httpx.AsyncClient() as client:
+        refused = [
+            await client.post(f"{link}/availability", data={"availability": "off", "until": u})
+            for u in (too_late, past, "6pm", "2026-12-01T18:00")
+        ]
+        bad_kind = await client.post(f"{link}/availability", data={"availability": "maybe"})
+        forged = await client.post(
+            f"{link[:-4]}abcd/availability", data={"availability": "off", "until": ""}
+        )
+    for response in refused:
+        assert response.status_code == 422
+        assert "until" in response.text
+    assert bad_kind.status_code == 422
+    assert "availability" in bad_kind.text
+    assert forged.status_code == 404
+    assert await answers(notify, offer.offer_id) == []
+    records = await read_topic(notify.bootstrap_servers, Topic.PAGES)
+    events = [decode_event(r.value).data for r in records]
+    assert not [e for e in events if isinstance(e, CoachAvailabilityChanged) and e.phone == phone]
 
 
 @pytest.mark.parametrize("typed", ["HELP", "HELP ME", "info"])
@@ -601,7 +776,7 @@ async def test_an_accept_at_capacity_is_told_it_was_passed_on(notify: NotifyHarn
     async with httpx.AsyncClient() as client:
         page = await client.get(link_in(body))
     assert "You are at your limit of open requests" in page.text
-    assert "<button" not in page.text
+    assert 'name="answer"' not in page.text  # no answer left to give; "Your calls" stays
 
 
 async def test_a_keypad_answer_to_a_filled_offer_is_told_so_by_voice(notify: NotifyHarness) -> None:
@@ -898,7 +1073,7 @@ async def test_a_number_on_no_coachs_roster_is_told_it_is_not_registered(
     if typed == "OFF":  # a registered coach never paged is still off at once
         off = await reply(notify, registered, "OFF")
         assert off is not None
-        assert off.startswith(f"{PROGRAM_NAME}: you are off for 24 h")
+        assert off.startswith(f"{PROGRAM_NAME}: you are off call until")
         [change] = await availability_changes(notify, registered, 1)
         assert change.available is False
 
@@ -907,7 +1082,8 @@ async def test_a_coach_taken_off_the_roster_is_no_longer_registered(notify: Noti
     phone, coach_id = notify.phone(), uuid4()
     await phones_of(notify, coach_id, phone)
     on = await reply(notify, phone, "ON")
-    assert on == f"{PROGRAM_NAME}: you are available again; requests come on your shifts."
+    assert on is not None
+    assert "you are on call as scheduled" in on
 
     await phones_of(notify, coach_id, phone, active=False)
 

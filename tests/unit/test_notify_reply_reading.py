@@ -15,6 +15,7 @@ from handoff_notify.domain.replies import (
     Answer,
     Keyword,
     NotUnderstood,
+    OffUntil,
     Reply,
     ReplyReading,
     Unclear,
@@ -265,6 +266,38 @@ def test_off_and_on_alone_mark_a_coach_unavailable_and_available(
     assert parse_reply(body) is keyword
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "off today",
+        "sick",
+        "OFF please",
+        "I'm sick today",
+        "off sick",
+        "Sick today, sorry",
+        "off for the day",
+        "unavailable",
+        "off call",
+    ],
+)
+def test_a_coachs_own_words_for_off_mark_them_unavailable(body: str) -> None:
+    """Issue #15: "off today", "sick" and "OFF please" were not understood, and silent."""
+    assert parse_reply(body) is Keyword.UNAVAILABLE
+    assert parse_reply(body, opted_out=True) is Keyword.UNAVAILABLE
+
+
+@pytest.mark.parametrize("body", ["on please", "I'm back", "back on", "on call again"])
+def test_a_coachs_own_words_for_on_mark_them_available(body: str) -> None:
+    assert parse_reply(body) is Keyword.AVAILABLE
+
+
+@pytest.mark.parametrize(
+    "body", ["not sick", "ok off", "off on", "back", "sick of this", "no off", "off 1", "hello"]
+)
+def test_off_and_on_with_anything_else_in_them_are_not_read_as_off_or_on(body: str) -> None:
+    assert parse_reply(body) not in (Keyword.UNAVAILABLE, Keyword.AVAILABLE)
+
+
 def test_on_inside_an_answer_is_still_the_answer() -> None:
     assert parse_reply("on my way") == Answer(ACCEPT)
 
@@ -502,3 +535,82 @@ def test_no_reply_with_a_negative_in_it_is_ever_read_as_an_accept(
     body = body.upper() if upper else body
     reply = parse_reply(body)
     assert not (isinstance(reply, Answer) and reply.response is ACCEPT), body
+
+
+def test_help_names_off_when_the_segment_has_room() -> None:
+    assert content.help_text("Handoff", "+14105550100").endswith(" OFF: go off call.")
+    assert "OFF" not in content.help_text("Handoff peer recovery paging", "+14105550100")
+
+
+def test_off_names_its_end_on_the_sites_clock_and_what_was_passed_on() -> None:
+    # 21:00 UTC is 16:00 EST; 24 h on is tomorrow, so the day is named.
+    until = NOW + timedelta(hours=24)
+    text = content.went_off("Handoff", until, "America/New_York", NOW, passed_on=2)
+    assert text == (
+        "Handoff: you are off call until Tue 16:00 EST; no requests meanwhile. Text ON to come "
+        "back. 2 open request(s) passed on."
+    )
+    assert len(text) <= SMS_SEGMENT
+    assert set(text) <= GSM7
+    later_today = content.went_off("Handoff", NOW + timedelta(hours=2), "America/New_York", NOW)
+    assert "until 18:00 EST;" in later_today
+    assert "passed on" not in later_today
+    assert "until 23:00 UTC;" in content.went_off("Handoff", NOW + timedelta(hours=2), None, NOW)
+
+
+def test_on_says_whether_anything_was_off() -> None:
+    assert content.came_on("Handoff", was_off=True) == (
+        "Handoff: you are back on call; requests come on your shifts."
+    )
+    not_off = content.came_on("Handoff peer recovery paging", was_off=False)
+    assert "you were not marked off, so nothing changed" in not_off
+    assert len(not_off) <= SMS_SEGMENT
+    nothing_open = content.no_open_request("Handoff peer recovery paging")
+    assert "you have no open request" in nothing_open
+    assert len(nothing_open) <= SMS_SEGMENT
+
+
+@pytest.mark.parametrize(
+    ("body", "end"),
+    [
+        ("off until 6pm", (18, 0)),
+        ("Off till 18:30", (18, 30)),
+        ("sick til 7 am", (7, 0)),
+        ("OFF until 6 p.m.", (18, 0)),
+        ("I'm off until 6:30pm!", (18, 30)),
+        ("off until 12am", (0, 0)),
+        ("off until 12pm", (12, 0)),
+    ],
+)
+def test_off_with_an_end_on_the_clock_names_that_time(body: str, end: tuple[int, int]) -> None:
+    assert parse_reply(body) == OffUntil(*end)
+    reading = read_reply(body)
+    assert ReplyReading.from_json(reading.to_json()) == reading  # spooled and read back
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "off until 6",
+        "off until 13pm",
+        "off until 6:75pm",
+        "hello until 6pm",
+        "not sick until 6pm",
+        "off until 6pm ok",
+        "ok until 6pm",
+    ],
+)
+def test_an_end_that_is_unclear_or_without_an_off_is_not_understood(body: str) -> None:
+    assert parse_reply(body) == NotUnderstood()
+
+
+def test_an_off_end_is_the_next_such_time_on_the_sites_clock_within_a_day() -> None:
+    # NOW is 16:00 EST: 18:00 is today, 15:00 tomorrow.
+    zone = "America/New_York"
+    assert content.next_wall_time(NOW, 18, 0, zone) == NOW + timedelta(hours=2)
+    assert content.next_wall_time(NOW, 15, 0, zone) == NOW + timedelta(hours=23)
+    assert content.next_wall_time(NOW, 16, 0, zone) == NOW + timedelta(hours=24)
+    assert content.next_wall_time(NOW, 23, 0, None) == NOW + timedelta(hours=2)
+    # 02:30 does not exist on 2027-03-14 in New York: read before the gap, 03:30 EDT.
+    spring = datetime(2027, 3, 14, 5, 0, tzinfo=UTC)  # 00:00 EST
+    assert content.next_wall_time(spring, 2, 30, zone) == datetime(2027, 3, 14, 7, 30, tzinfo=UTC)

@@ -51,7 +51,14 @@ from handoff_notify.domain.delivery import (
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
-from handoff_notify.domain.replies import Answer, Keyword, ReplyReading, Unclear, read_reply
+from handoff_notify.domain.replies import (
+    Answer,
+    Keyword,
+    OffUntil,
+    ReplyReading,
+    Unclear,
+    read_reply,
+)
 from handoff_notify.domain.throttle import Refuse, plan_notices, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform import audit as audit_log
@@ -948,11 +955,23 @@ class NotifyService:
                 # nothing is changed, and the sender is told why rather than "you are off".
                 program = self.settings.notify_program_name
                 return _read("not_registered", content.not_registered(program))
-            if reply in (Keyword.UNAVAILABLE, Keyword.AVAILABLE):
-                return await self._availability(connection, phone, reply is Keyword.AVAILABLE, now)
+            if reply is Keyword.UNAVAILABLE:
+                text = await self._go_off(connection, phone, now + content.OFF_FOR, now)
+                return _read("unavailable", text)
+            if isinstance(reply, OffUntil):
+                zone = await store.phone_time_zone(connection, phone)
+                until = content.next_wall_time(now, reply.hour, reply.minute, zone)
+                return _read("unavailable", await self._go_off(connection, phone, until, now))
+            if reply is Keyword.AVAILABLE:
+                return _read("available", await self._come_on(connection, phone, now))
             offers = await store.offers_paged_to(connection, phone, now)
             if not offers:
-                return _read("ignored", None)  # a coach's number we paged nothing in a day
+                # A coach's number we paged nothing in a day: still answered (issue #15,
+                # "every text gets an answer"), an answer with what it would have changed.
+                program = self.settings.notify_program_name
+                if isinstance(reply, Answer | Unclear):
+                    return _read("no_open_request", content.no_open_request(program))
+                return _read("not_understood", help_text)
             if isinstance(reply, Unclear):
                 # "yes no C" names C: the question names it back, whatever else is open.
                 codes = [reply.code] if reply.code else []
@@ -1008,36 +1027,74 @@ class NotifyService:
                 content.reply_acknowledgement(accepted, record.site_short_name, link, target.code),
             )
 
-    async def _availability(
-        self, connection: Connection, phone: str, available: bool, now: datetime
+    async def _go_off(
+        self,
+        connection: Connection,
+        phone: str,
+        until: datetime,
+        now: datetime,
+        time_zone: str | None = None,
     ) -> str:
-        """OFF / ON: matching, which knows whose number it is, makes it an override. OFF
-        also answers each request still open on this phone with a decline, so it moves to
-        the next coach at once instead of waiting out its ack timeout (decision 0019); the
-        answer says so."""
-        change = CoachAvailabilityChanged(
-            phone=phone,
-            available=available,
-            changed_at=now,
-            until=None if available else now + content.OFF_FOR,
-        )
+        """OFF (by SMS or from the coach's page) until `until`: matching, which knows whose
+        number it is, makes it an override (CoachAvailabilityChanged). Each request still
+        open on this phone is answered with a decline, so it moves to the next coach at
+        once instead of waiting out its ack timeout (decision 0019). The answer says until
+        when (site-local) and how many requests were passed on."""
+        change = CoachAvailabilityChanged(phone=phone, available=False, changed_at=now, until=until)
         await self.outbox.put(
             connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
         )
+        await store.mark_off(connection, phone, until, now)
         passed_on = 0
-        if not available:
-            for paged in await store.offers_paged_to(connection, phone, now):
-                record = paged.record
-                if record.coach_offer.still_wanted(now):
-                    with correlation(record.correlation_id):
-                        await self._answer(
-                            connection, record, CoachResponse.DECLINED, ResponseVia.SMS_REPLY
-                        )
-                    passed_on += 1
-        answer = content.availability_changed(
-            self.settings.notify_program_name, available, passed_on
+        for paged in await store.offers_paged_to(connection, phone, now):
+            record = paged.record
+            if record.coach_offer.still_wanted(now):
+                with correlation(record.correlation_id):
+                    await self._answer(
+                        connection, record, CoachResponse.DECLINED, ResponseVia.SMS_REPLY
+                    )
+                passed_on += 1
+        # The page's own site's clock, else that of the latest offer texted to the phone.
+        zone = time_zone or await store.phone_time_zone(connection, phone)
+        program = self.settings.notify_program_name
+        return content.went_off(program, until, zone, now, passed_on)
+
+    async def _come_on(self, connection: Connection, phone: str, now: datetime) -> str:
+        """ON: the OFF ends (sent to matching whatever notify remembers: an OFF taken before
+        notify kept them ends too); the answer says whether anything was off."""
+        change = CoachAvailabilityChanged(phone=phone, available=True, changed_at=now)
+        await self.outbox.put(
+            connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
         )
-        return _read("available" if available else "unavailable", answer)
+        was_off = await store.mark_on(connection, phone, now)
+        return content.came_on(self.settings.notify_program_name, was_off)
+
+    async def availability_from_page(
+        self, offer_id: UUID, available: bool, until: datetime | None
+    ) -> str | None:
+        """The coach went off call (until `until`, UTC) or back on from their page, as if
+        they had texted OFF / ON from the phone the offer was paged to; what changed, as
+        the SMS answer says it. None when the offer is unknown or went to no phone."""
+        async with self.outbox.transaction(self.pool) as connection:
+            record = await store.offer(connection, offer_id)
+            if record is None:
+                return None
+            phone = coach_phone(record)
+            if phone is None:
+                return None
+            now = self.clock()
+            if available:
+                return await self._come_on(connection, phone, now)
+            ends = until or now + content.OFF_FOR
+            return await self._go_off(connection, phone, ends, now, record.site_time_zone)
+
+    async def off_until(self, record: OfferRecord) -> datetime | None:
+        """When the OFF of the coach this offer went to ends; None when they are on call."""
+        phone = coach_phone(record)
+        if phone is None:
+            return None
+        async with self.pool.acquire() as connection:
+            return await store.off_until(connection, phone, self.clock())
 
     async def _opt_out(self, connection: Connection, phone: str, now: datetime) -> None:
         """The coach texted STOP: nothing more goes to this number, and each open offer
@@ -1128,6 +1185,16 @@ class NotifyService:
                 for e in events
             ),
         )
+
+
+def coach_phone(record: OfferRecord) -> str | None:
+    """The phone an offer reached its coach on (SMS first, then voice): the number a coach's
+    OFF / ON from the page stands for, as a text from it would. None for no phone."""
+    for channel in (Channel.SMS, Channel.VOICE):
+        for contact in record.contacts:
+            if contact.channel is channel and _E164.match(contact.destination):
+                return contact.destination
+    return None
 
 
 def _unassigned(notice: notices.NoticeRecord) -> content.Unassigned:

@@ -676,3 +676,45 @@ async def is_coach_phone(connection: Connection, phone: str) -> bool:
         phone,
     )
     return found
+
+
+async def mark_off(connection: Connection, phone: str, until: datetime, now: datetime) -> None:
+    """The coach using `phone` is off call from `now` until `until` (a later OFF replaces it)."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.coach_off (phone, off_until, changed_at) VALUES ($1, $2, $3)
+            ON CONFLICT (phone) DO UPDATE SET off_until = $2, changed_at = $3""",
+        phone,
+        until,
+        now,
+    )
+
+
+async def mark_on(connection: Connection, phone: str, now: datetime) -> bool:
+    """The coach using `phone` is on call again; whether an OFF of theirs was still running."""
+    until: datetime | None = await connection.fetchval(
+        f"DELETE FROM {SCHEMA}.coach_off WHERE phone = $1 RETURNING off_until", phone
+    )
+    return until is not None and until > now
+
+
+async def off_until(connection: Connection, phone: str, now: datetime) -> datetime | None:
+    """When the OFF of the coach using `phone` ends; None when they are not off."""
+    until: datetime | None = await connection.fetchval(
+        f"SELECT off_until FROM {SCHEMA}.coach_off WHERE phone = $1 AND off_until > $2",
+        phone,
+        now,
+    )
+    return until
+
+
+async def phone_time_zone(connection: Connection, phone: str) -> str | None:
+    """The site time zone of the latest offer paged to `phone` by SMS: the clock a coach's
+    OFF answer names its end on. None when nothing with a zone was paged to it."""
+    zone: str | None = await connection.fetchval(
+        f"""SELECT o.site_time_zone FROM {SCHEMA}.reply_codes r
+            JOIN {SCHEMA}.offers o USING (offer_id)
+            WHERE r.destination = $1 AND o.site_time_zone IS NOT NULL
+            ORDER BY r.assigned_at DESC LIMIT 1""",
+        phone,
+    )
+    return zone

@@ -11,7 +11,7 @@ site's wall clock with its zone's abbreviation ("20:03 EST"), decision 0020.
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from math import ceil
 from zoneinfo import ZoneInfo
@@ -323,15 +323,65 @@ OFF_FOR = timedelta(hours=24)
 take a coach off every rota for good."""
 
 
-def availability_changed(program_name: str, available: bool, passed_on: int = 0) -> str:
-    """The answer to OFF and ON: what it changed (one GSM-7 segment); `passed_on`: the
-    open requests OFF passed to other coaches."""
-    if available:
-        return f"{program_name}: you are available again; requests come on your shifts."
-    off = f"{program_name}: you are off for 24 h or until you text ON; no requests meanwhile."
+def off_until_text(until: datetime, time_zone: str | None, now: datetime) -> str:
+    """When an OFF ends, as a coach reads it on the site's wall clock: "18:00 EST" today,
+    "Wed 08:00 EST" on another day (UTC when no site's zone is known)."""
+    zone = ZoneInfo(time_zone) if time_zone else ZoneInfo("UTC")
+    local, today = until.astimezone(zone), now.astimezone(zone)
+    if local.date() == today.date():
+        return local.strftime("%H:%M %Z")
+    return local.strftime("%a %H:%M %Z")
+
+
+def next_wall_time(now: datetime, hour: int, minute: int, time_zone: str | None) -> datetime:
+    """The next `hour`:`minute` after `now` on the site's clock (UTC when unknown), at
+    most OFF_FOR on: "off until 6pm" texted at 19:00 means 18:00 tomorrow."""
+    zone = ZoneInfo(time_zone) if time_zone else ZoneInfo("UTC")
+    local_now = now.astimezone(zone)
+    candidate = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate <= local_now:
+        candidate = (candidate.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone)
+    # A time the clock skips (02:30 on spring-forward day) is read with the offset before
+    # the gap, so it ends an hour later on the clock (03:30), never before the coach asked.
+    until = candidate.astimezone(UTC)
+    return min(until, now + OFF_FOR)
+
+
+def went_off(
+    program_name: str, until: datetime, time_zone: str | None, now: datetime, passed_on: int = 0
+) -> str:
+    """The answer to OFF (SMS or the coach's page): until when, on the site's clock, and
+    how many open requests it passed to other coaches. One GSM-7 segment. Notify does
+    not know the coach's shifts (matching does, decision 0017), so it says what is true
+    whatever they are: no shift of theirs pages them until then."""
+    ends = off_until_text(until, time_zone, now)
+    text = (
+        f"{program_name}: you are off call until {ends}; no requests meanwhile. "
+        "Text ON to come back."
+    )
     if passed_on:
-        return f"{off} {passed_on} open request(s) passed on."
-    return off
+        return f"{text} {passed_on} open request(s) passed on."
+    return text
+
+
+def came_on(program_name: str, was_off: bool) -> str:
+    """The answer to ON: back on call when they were off, else the truth that nothing
+    changed (issue #15: ON used to claim a change every time). One GSM-7 segment."""
+    if was_off:
+        return f"{program_name}: you are back on call; requests come on your shifts."
+    return (
+        f"{program_name}: you were not marked off, so nothing changed; you are on call as "
+        "scheduled."
+    )
+
+
+def no_open_request(program_name: str) -> str:
+    """The answer to an accept or decline from a coach's phone with nothing paged to it
+    in the last day: nothing was changed, and what they may text instead."""
+    return (
+        f"{program_name}: you have no open request, so nothing was changed. Text OFF to go "
+        "off call, ON to come back, HELP for help."
+    )
 
 
 def not_registered(program_name: str) -> str:
@@ -343,9 +393,12 @@ def not_registered(program_name: str) -> str:
 
 
 def help_text(program_name: str, supervisor_phone: str | None) -> str:
-    """The answer to HELP, INFO and any reply not understood."""
+    """The answer to HELP, INFO and any reply not understood; names OFF / ON when the
+    segment has room for them."""
     supervisor = f" Supervisor: {supervisor_phone}." if supervisor_phone else ""
-    return (
+    text = (
         f"{program_name}: reply 1 or YES to accept, 2 or NO to decline; with several "
         f"requests add the code (1B).{supervisor} STOP to opt out."
     )
+    with_off = f"{text} OFF: go off call."
+    return with_off if len(with_off) <= SMS_SEGMENT else text

@@ -17,8 +17,10 @@ Codes are single letters that are neither answers (Y, N) nor easily misread
 once a phone has had all 17 within a day, two of those letters ("BC"), read in
 either order beside the answer ("1BC", "BC 1", "Y BC"); a pair that is a word a
 reply may hold ("be", "me") is never a code.
-The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md and
-docs/decisions/0020-what-coaches-and-supervisors-read.md.
+The vocabulary is listed in docs/decisions/0013-reply-codes-and-carrier-keywords.md,
+docs/decisions/0020-what-coaches-and-supervisors-read.md and, for a coach's own words for
+OFF / ON ("off today", "sick", "I'm back"), the issue 15 addendum of
+docs/decisions/0017-schedules-rotations-and-layers.md.
 """
 
 import re
@@ -63,7 +65,16 @@ class Unclear:
     code: str | None = None
 
 
-Reply = Answer | Keyword | NotUnderstood | Unclear
+@dataclass(frozen=True)
+class OffUntil:
+    """A coach's OFF with an end on the wall clock ("off until 6pm", "sick till 18:30"):
+    `hour` (0-23) and `minute`, the next such time on the site's clock."""
+
+    hour: int
+    minute: int
+
+
+Reply = Answer | Keyword | NotUnderstood | Unclear | OffUntil
 
 _OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit"})
 _OPT_IN = frozenset({"start", "unstop"})
@@ -220,14 +231,95 @@ def words(body: str) -> list[str]:
     return tokens
 
 
+# A coach's own words for OFF and ON (issue #15): "off today", "sick", "OFF please", "I'm
+# back on". A reply is read so only when every word is one of these and it holds one
+# that says off (or on) and none that says the other; "not", "no" or an answer word
+# anywhere makes it something else, so "not sick" or "ok off" are never an OFF.
+_OFF_WORDS = frozenset({"off", "sick", "unavailable"})
+_ON_WORDS = frozenset({"on", "back", "available"})
+_AVAILABILITY_COMPANIONS = frozenset(
+    {
+        "i",
+        "im",
+        "am",
+        "today",
+        "tonight",
+        "now",
+        "please",
+        "pls",
+        "plz",
+        "call",
+        "again",
+        "sorry",
+        "thanks",
+        "thx",
+        "feeling",
+        "going",
+        "for",
+        "the",
+        "day",
+        "shift",
+        "all",
+    }
+)
+
+
+def _availability(tokens: list[str]) -> Keyword | None:
+    """UNAVAILABLE or AVAILABLE when the words are a coach's own OFF or ON, else None."""
+    if not tokens or not all(
+        t in _OFF_WORDS or t in _ON_WORDS or t in _AVAILABILITY_COMPANIONS for t in tokens
+    ):
+        return None
+    off = any(t in _OFF_WORDS for t in tokens)
+    on = any(t in _ON_WORDS for t in tokens)
+    if off and not on:
+        return Keyword.UNAVAILABLE
+    if on and not off and tokens != ["back"]:
+        return Keyword.AVAILABLE
+    return None
+
+
+# "off until 6pm", "sick till 18:30", "off til 7 am": OFF words, then the end. Without am /
+# pm the time must have minutes ("until 18:00"): "until 6" could be either.
+_UNTIL = re.compile(
+    r"^(?P<before>.*?)\b(?:until|till|til|untill)\s+(?P<hour>\d{1,2})(?:[:.h](?P<minute>\d{2}))?"
+    r"\s*(?P<half>am|pm|a\.m\.?|p\.m\.?)?[\s.!]*$"
+)
+
+
+def _off_until(body: str) -> OffUntil | None:
+    """The OFF with an end a reply holds, or None."""
+    text = unicodedata.normalize("NFKC", body).translate(_APOSTROPHES).casefold()
+    found = _UNTIL.match(text.replace("'", "").strip())
+    if found is None or _availability(words(found["before"])) is not Keyword.UNAVAILABLE:
+        return None
+    hour, minute = int(found["hour"]), int(found["minute"] or 0)
+    half = (found["half"] or "")[:1]
+    if minute > 59:
+        return None
+    if half:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if half == "p" else 0)
+    elif found["minute"] is None or hour > 23:
+        return None
+    return OffUntil(hour, minute)
+
+
 def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
     """What an SMS reply says. `opted_out`: the sender's number is opted out, so a bare
     YES is the carrier's opt-in word rather than an accept."""
+    off_until = _off_until(body)
+    if off_until is not None:
+        return off_until
     tokens = words(body)
     if tokens and all(token in _KEYWORD_COMPANIONS for token in tokens[1:]):
         keyword = _keyword(tokens[0], opted_out)
         if keyword is not None and (len(tokens) == 1 or keyword in _PHRASED_KEYWORDS):
             return keyword
+    availability = _availability(tokens)
+    if availability is not None:
+        return availability
     codes: set[str] = set()
     kinds: list[str] = []
     index = 0
@@ -339,6 +431,8 @@ def _reply_json(reply: Reply) -> dict[str, object]:
         return {"kind": "answer", "response": reply.response.value, "code": reply.code}
     if isinstance(reply, Unclear):
         return {"kind": "unclear", "code": reply.code}
+    if isinstance(reply, OffUntil):
+        return {"kind": "off_until", "hour": reply.hour, "minute": reply.minute}
     return {"kind": "not_understood"}
 
 
@@ -360,4 +454,11 @@ def _reply_from_json(data: dict[str, object]) -> Reply:
         return Unclear(_code(data.get("code")))
     if kind == "not_understood":
         return NotUnderstood()
+    if kind == "off_until":
+        hour, minute = data["hour"], data["minute"]
+        if not isinstance(hour, int) or not isinstance(minute, int):
+            raise ValueError("an end is whole hours and minutes")
+        if not (0 <= hour <= 23 and 0 <= minute <= 59):
+            raise ValueError("not a time of day")
+        return OffUntil(hour, minute)
     raise ValueError(f"unknown reply kind {kind!r}")

@@ -10,8 +10,8 @@ sender on no coach's roster is told its number is not registered (decision 0013)
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Form, Query, Request, Response
@@ -34,7 +34,7 @@ from handoff_notify.adapters.twilio import (
 from handoff_notify.domain import content
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import read_reply
-from handoff_notify.service import NotifyService
+from handoff_notify.service import NotifyService, coach_phone
 from handoff_platform.audit import address_of
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
 from handoff_schemas.events import OfferBriefing
@@ -71,13 +71,13 @@ def build_coach_router(service: NotifyService) -> APIRouter:
 
     @router.get("/p/{token}", response_class=HTMLResponse)
     async def offer_page(
-        offer_id: Annotated[UUID, Depends(offer_of)], request: Request
+        token: str, offer_id: Annotated[UUID, Depends(offer_of)], request: Request
     ) -> Response:
         address = address_of(request.client.host if request.client else None)
         record = await service.offer_seen(offer_id, address, lambda r: _shown(r, service))
         if record is None:
             raise LinkNotFound
-        return _render_offer(record, service)
+        return await _render_offer(record, service, token)
 
     @router.post("/p/{token}", response_class=HTMLResponse)
     async def answer_from_page(
@@ -90,7 +90,69 @@ def build_coach_router(service: NotifyService) -> APIRouter:
             raise LinkNotFound
         return RedirectResponse(f"/p/{token}", status_code=303)
 
+    @router.get("/p/{token}/availability")
+    async def availability_page(
+        token: str, _: Annotated[UUID, Depends(offer_of)]
+    ) -> RedirectResponse:
+        """A reload or bookmark of the page an OFF / ON answered on: the coach's page."""
+        return RedirectResponse(f"/p/{token}", status_code=303)
+
+    @router.post("/p/{token}/availability", response_class=HTMLResponse)
+    async def availability_from_page(
+        token: str,
+        offer_id: Annotated[UUID, Depends(offer_of)],
+        request: Request,
+        availability: Annotated[Literal["off", "on"], Form()],
+        until: Annotated[str | None, Form(max_length=40)] = None,
+    ) -> Response:
+        """The coach's own OFF / ON from their page (issue #15): the same as texting it.
+        The signed link in the path is the proof it is theirs (no cookie, so no CSRF to
+        forge); `until` is one of the page's choices, an instant within 24 h."""
+        ends: datetime | None = None  # no choice: 24 h from when it is taken, as SMS OFF
+        if availability == "off" and until:
+            ends = _off_until(until, service.clock())
+            if ends is None:
+                return HTMLResponse(
+                    "until: choose a time within the next 24 hours.", status_code=422
+                )
+        answer = await service.availability_from_page(offer_id, availability == "on", ends)
+        if answer is None:
+            raise LinkNotFound
+        # The page shown again after an OFF / ON is a view like any other: audited.
+        address = address_of(request.client.host if request.client else None)
+        record = await service.offer_seen(offer_id, address, lambda r: _shown(r, service))
+        if record is None:
+            raise LinkNotFound
+        return await _render_offer(record, service, token, changed=answer)
+
     return router
+
+
+def _off_until(value: str, now: datetime) -> datetime | None:
+    """`value` (an ISO instant with offset, as the page offers it) when it is after `now`
+    and at most 24 h on (a minute's slack for a page left open), else None."""
+    try:
+        until = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if until.tzinfo is None or not now < until <= now + content.OFF_FOR + timedelta(minutes=1):
+        return None
+    return until
+
+
+def _off_choices(now: datetime, time_zone: str | None) -> list[tuple[str, str]]:
+    """The ends an OFF from the page may have: each whole hour over the next 24 h on the
+    site's clock, then 24 h from now (the default, as SMS OFF), as (UTC ISO, label)."""
+    top = now.replace(minute=0, second=0, microsecond=0)
+    hours = [top + timedelta(hours=h) for h in range(1, 25) if top + timedelta(hours=h) > now]
+    choices = [
+        (end.astimezone(UTC).isoformat(), content.off_until_text(end, time_zone, now))
+        for end in hours
+        if end - now >= timedelta(minutes=30)
+    ]
+    default = now + content.OFF_FOR
+    label = f"24 h from now ({content.off_until_text(default, time_zone, now)})"
+    return [*choices, (default.astimezone(UTC).isoformat(), label)]
 
 
 class LinkNotFound(Exception):
@@ -112,7 +174,11 @@ def _shown(record: OfferRecord, service: NotifyService) -> tuple[str, ...]:
     return BRIEFING_FIELDS if briefing else SUMMARY_FIELDS
 
 
-def _render_offer(record: OfferRecord, service: NotifyService) -> HTMLResponse:
+async def _render_offer(
+    record: OfferRecord, service: NotifyService, token: str, changed: str | None = None
+) -> HTMLResponse:
+    """The coach's page at /p/`token`; `changed`: what an OFF / ON from it just changed (as
+    the SMS answer says it)."""
     now = service.clock()
     offer = record.coach_offer
     state = offer.state
@@ -122,14 +188,23 @@ def _render_offer(record: OfferRecord, service: NotifyService) -> HTMLResponse:
         if offer.arrival_deadline and state in (OfferState.ASSIGNED, OfferState.ARRIVED)
         else None
     )
+    has_phone = coach_phone(record) is not None
+    off_until = await service.off_until(record) if has_phone else None
     page = templates.get_template("offer.html").render(
+        token=token,
         offer=record,
         message=message,
         show_briefing=briefing,
         answers=offer.answers(now),
         labels=LABELS,
         deadline=deadline,
-        waiting=state is OfferState.ACCEPTED,
+        waiting=state is OfferState.ACCEPTED and changed is None,
+        changed=changed,
+        has_phone=has_phone,
+        off_until=(
+            content.off_until_text(off_until, record.site_time_zone, now) if off_until else None
+        ),
+        off_choices=_off_choices(now, record.site_time_zone),
     )
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
