@@ -57,16 +57,18 @@ async def test_ready_while_any_one_of_three_brokers_answers(position: int) -> No
         others = [paused, dead]
         servers = [*others[:position], up, *others[position:]]
         started = time.monotonic()
-        assert await any_broker_answers(servers, within=0.6)
-        assert time.monotonic() - started < 0.5  # not held up by the paused one
+        assert await any_broker_answers(servers, within=30)
+        # Answered long before the deadline: the paused broker, which never answers, did
+        # not hold the answer up (a generous margin, so a loaded machine cannot fail it).
+        assert time.monotonic() - started < 15
 
 
 async def test_not_ready_when_every_broker_is_paused_or_dead_and_says_so_in_time() -> None:
     async with broker(_paused) as first, broker(_paused) as second:
         (dead,) = (f"127.0.0.1:{port}" for port in free_ports(1))
         started = time.monotonic()
-        assert not await any_broker_answers([first, second, dead], within=0.3)
-        assert time.monotonic() - started < 0.6
+        assert not await any_broker_answers([first, second, dead], within=1)
+        assert time.monotonic() - started < 15  # gave up at its deadline, not never
 
 
 async def test_a_listener_that_is_not_kafka_is_not_an_answer() -> None:
@@ -77,7 +79,7 @@ async def test_a_listener_that_is_not_kafka_is_not_an_answer() -> None:
         writer.close()
 
     async with broker(wrong) as server:
-        assert not await any_broker_answers([server], within=0.3)
+        assert not await any_broker_answers([server], within=1)
 
 
 class AnsweringDatabase(DatabaseProbe):

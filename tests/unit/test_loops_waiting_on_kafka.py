@@ -61,7 +61,7 @@ async def test_a_loop_waiting_on_a_dependency_is_late_but_never_stuck() -> None:
     try:
         await eventually(
             lambda: silent_past_the_stuck_limit("waits-for-kafka"),
-            within=5,
+            within=30,
             what="the loop silent past its stuck limit",
         )
         assert await status_of(app, "/readyz") == 503
@@ -71,7 +71,7 @@ async def test_a_loop_waiting_on_a_dependency_is_late_but_never_stuck() -> None:
         async def ready() -> bool:
             return await status_of(app, "/readyz") == 200
 
-        await eventually(ready, within=5, what="/readyz 200 once Kafka is back")
+        await eventually(ready, within=30, what="/readyz 200 once Kafka is back")
     finally:
         await tasks.stop()
 
@@ -91,7 +91,7 @@ async def test_a_loop_that_hangs_outside_such_a_wait_is_still_stuck() -> None:
         async def unhealthy() -> bool:
             return await status_of(app, "/healthz") == 503
 
-        await eventually(unhealthy, within=5, what="/healthz 503 for a hanging loop")
+        await eventually(unhealthy, within=30, what="/healthz 503 for a hanging loop")
     finally:
         await tasks.stop()
 
@@ -130,7 +130,7 @@ async def test_offset_commits_waiting_for_a_coordinator_keep_healthz_200() -> No
         commits._done(handled_message(kafka, 41))
         await eventually(
             lambda: silent_past_the_stuck_limit("offset-commits"),
-            within=5,
+            within=30,
             what="the commit loop silent past its stuck limit",
         )
         assert await status_of(app, "/readyz") == 503  # it cannot commit: late
@@ -141,6 +141,6 @@ async def test_offset_commits_waiting_for_a_coordinator_keep_healthz_200() -> No
             done = kafka.committed == {TopicPartition("handoff.referrals", 2): 42}
             return done and await status_of(app, "/readyz") == 200
 
-        await eventually(committed_and_ready, within=5, what="the commit once Kafka is back")
+        await eventually(committed_and_ready, within=30, what="the commit once Kafka is back")
     finally:
         await tasks.stop()
