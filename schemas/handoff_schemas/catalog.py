@@ -12,6 +12,10 @@ from handoff_schemas.events import (
     CoachPhonesChanged,
     CoachResponded,
     ContactMethodReachabilityChanged,
+    FollowUpAssigned,
+    FollowUpAttempted,
+    FollowUpConsentRevoked,
+    FollowUpDue,
     OfferMade,
     OfferWithdrawn,
     PageDelivered,
@@ -25,6 +29,7 @@ from handoff_schemas.events import (
     ReferralUpdated,
     ReferralWaiting,
     SiteRegistered,
+    VisitRecorded,
 )
 from handoff_schemas.topics import Topic
 
@@ -49,6 +54,11 @@ EVENT_TYPES: Mapping[str, type[Payload]] = {
         CoachAvailabilityChanged,
         ContactMethodReachabilityChanged,
         CoachPhonesChanged,
+        VisitRecorded,
+        FollowUpDue,
+        FollowUpAttempted,
+        FollowUpConsentRevoked,
+        FollowUpAssigned,
     )
 }
 

@@ -25,9 +25,13 @@ from handoff_schemas.vocabulary import (
     CoachResponse,
     Consent,
     E164Phone,
+    FollowUpAssignee,
+    FollowUpDays,
+    FollowUpResult,
     GenderPreference,
     LanguageTag,
     PageFailure,
+    RecoveryOutcome,
     ResponseVia,
     ShortLabel,
     SiteId,
@@ -111,6 +115,72 @@ class ReferralCancelled(EventPayload):
 
     reason: CancelReason
     cancelled_at: UtcDateTime
+
+
+class VisitRecorded(EventPayload):
+    """The coach who saw the patient recorded the bedside visit on their page (issue #16):
+    the patient's follow-up choice and what the visit gave them. The callback number and
+    times a consenting patient gave stay in the referral service, encrypted; never here."""
+
+    event_type: ClassVar[str] = "org.handoff.referral.visit_recorded"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    site_id: SiteId
+    coach_id: UUID
+    follow_up_consent: bool
+    outcomes: frozenset[RecoveryOutcome] = Field(
+        description="42 CFR Part 2 (treatment, MOUD): for the reports read model only."
+    )
+    recorded_at: UtcDateTime
+
+
+class FollowUpDue(EventPayload):
+    """A follow-up attempt is due now: matching picks who makes it (FollowUpAssigned).
+    `attempt` counts from 1 within the task's window; a `no_answer` makes the next one.
+    `coach_id` is the coach who saw the patient."""
+
+    event_type: ClassVar[str] = "org.handoff.referral.follow_up_due"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    task_id: UUID
+    site_id: SiteId
+    window_days: FollowUpDays
+    attempt: int = Field(ge=1, le=10)
+    coach_id: UUID
+    due_at: UtcDateTime
+    window_ends_at: UtcDateTime
+
+
+class FollowUpAttempted(EventPayload):
+    """A coach recorded one follow-up attempt and, when the patient was reached, the
+    outcomes (none recorded otherwise)."""
+
+    event_type: ClassVar[str] = "org.handoff.referral.follow_up_attempted"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    task_id: UUID
+    site_id: SiteId
+    window_days: FollowUpDays
+    attempt: int = Field(ge=1, le=10)
+    coach_id: UUID
+    result: FollowUpResult
+    outcomes: frozenset[RecoveryOutcome] = Field(
+        default=frozenset(),
+        description="42 CFR Part 2 (treatment, MOUD): for the reports read model only.",
+    )
+    attempted_at: UtcDateTime
+
+
+class FollowUpConsentRevoked(EventPayload):
+    """The patient withdrew their follow-up consent: every open task was cancelled and the
+    stored contact details erased, in the same transaction as this event."""
+
+    event_type: ClassVar[str] = "org.handoff.referral.follow_up_consent_revoked"
+    topic: ClassVar[Topic] = Topic.REFERRALS
+
+    site_id: SiteId
+    tasks_cancelled: int = Field(ge=0)
+    revoked_at: UtcDateTime
 
 
 # handoff.dispatch — produced by the matching service
@@ -255,6 +325,30 @@ class ReferralExpired(EventPayload):
     topic: ClassVar[Topic] = Topic.DISPATCH
 
     expired_at: UtcDateTime
+
+
+class FollowUpAssigned(EventPayload):
+    """Matching gave one follow-up attempt to a coach; notify reminds them with a link to
+    the referral service's follow-up page, which shows the patient's number to this coach
+    only. A later FollowUpAssigned for the same task and attempt (the coach went off the
+    roster) replaces this one. `contacts` are the coach's own, as on OfferMade."""
+
+    event_type: ClassVar[str] = "org.handoff.dispatch.follow_up_assigned"
+    topic: ClassVar[Topic] = Topic.DISPATCH
+
+    assignment_id: UUID
+    task_id: UUID
+    attempt: int = Field(ge=1, le=10)
+    coach_id: UUID
+    assignee: FollowUpAssignee
+    site_id: SiteId
+    site_short_name: ShortLabel
+    site_time_zone: TimeZoneName
+    window_days: FollowUpDays
+    due_at: UtcDateTime
+    window_ends_at: UtcDateTime
+    contacts: tuple[ContactPoint, ...] = Field(max_length=16)
+    assigned_at: UtcDateTime
 
 
 # handoff.pages — produced by the notify service

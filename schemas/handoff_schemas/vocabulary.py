@@ -68,6 +68,50 @@ class UnassignedReason(StrEnum):
     NOBODY_ON_CALL = "nobody_on_call"
 
 
+class FollowUpResult(StrEnum):
+    """What came of one follow-up attempt (issue #16). `no_answer` is the only failure that
+    is tried again within the same window; every other result ends the attempt's task, and
+    `wrong_number`, `declined_further_contact` and `deceased` end every later task too."""
+
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    WRONG_NUMBER = "wrong_number"
+    DECLINED_FURTHER_CONTACT = "declined_further_contact"
+    DECEASED = "deceased"
+    READMITTED = "readmitted"
+
+
+class RecoveryOutcome(StrEnum):
+    """What a coach records at the bedside or at a follow-up contact: a fixed vocabulary, so
+    program reports can count it. Treatment and MOUD are substance use disorder treatment
+    information (42 CFR Part 2): they travel only to the reports read model, never into logs.
+    `none` stands alone."""
+
+    TREATMENT_OUTPATIENT = "treatment_outpatient"
+    TREATMENT_INTENSIVE_OUTPATIENT = "treatment_intensive_outpatient"
+    TREATMENT_RESIDENTIAL = "treatment_residential"
+    TREATMENT_WITHDRAWAL_MANAGEMENT = "treatment_withdrawal_management"
+    MOUD = "moud"  # medication for opioid use disorder, started or continued
+    NALOXONE_KIT = "naloxone_kit"
+    RECOVERY_SUPPORT = "recovery_support"  # mutual support, recovery community centre
+    HOUSING = "housing"  # recovery housing or other housing support
+    NONE = "none"
+
+
+class FollowUpAssignee(StrEnum):
+    """Who matching gave a follow-up attempt to: the coach who saw the patient while they are
+    on the roster and available, else whoever is on call for the site, else a supervisor."""
+
+    VISITING_COACH = "visiting_coach"
+    SITE_POOL = "site_pool"
+    SUPERVISOR = "supervisor"
+
+
+FollowUpDays = Annotated[
+    int, Field(ge=1, le=365, description="Days after the visit a follow-up window opens.")
+]
+
+
 class Channel(StrEnum):
     SMS = "sms"
     VOICE = "voice"
