@@ -27,6 +27,7 @@ class Servers:
     database_url: str
     bootstrap_servers: str
     broker_pids: list[int] = field(default_factory=list)
+    postgres_pid: int | None = None  # the postmaster; its children are the backends
 
 
 @contextlib.contextmanager
@@ -43,7 +44,8 @@ def infrastructure() -> Iterator[Servers]:
     postgres.start()
     kafka.start()
     try:
-        yield Servers(postgres.url, kafka.bootstrap_servers, kafka.pids())
+        postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
+        yield Servers(postgres.url, kafka.bootstrap_servers, kafka.pids(), postmaster)
     finally:
         kafka.stop()
         postgres.destroy()
