@@ -73,14 +73,14 @@ async def test_the_reports_page_shows_the_months_figures_and_charts_per_site(
     # 13 received, 12 completed: bars with their figures; 9, 2 and 1 accepted per tier
     # are suppressed, drawn as dashed outlines labelled <11.
     activity = big.locator("svg.chart").first
-    assert "13" in await activity.inner_text()
+    assert "13" in (await activity.text_content() or "")
     assert await activity.locator("rect.bar").count() == 2  # received, visits completed
     assert await activity.locator("rect.suppressed").count() == 5  # 3 tiers, unassigned, expired
     times = big.locator("svg.chart").nth(2)
-    assert "60 min" in await times.inner_text()  # to the bedside, p50
+    assert "60 min" in (await times.text_content() or "")  # to the bedside, p50
     small = page.locator(f"#site-{SMALL.site_id}")
     assert await small.count() == 1
-    assert "<11" in await small.locator("svg.chart").first.inner_text()
+    assert "<11" in (await small.locator("svg.chart").first.text_content() or "")
     # Vermont is outside a Maryland coordinator's scope.
     assert await page.locator(f"#site-{VERMONT.site_id}").count() == 0
     await screenshot(page, request, "month")
