@@ -23,7 +23,7 @@ def test_bars_are_scaled_to_the_largest_figure_and_withheld_ones_have_no_length(
 
 
 def test_bars_read_the_reports_api_cells() -> None:
-    figures = {
+    figures: dict[str, dict[str, object]] = {
         "referrals_received": {"value": 13, "suppressed": False},
         "expired": {"value": None, "suppressed": True},
     }
