@@ -279,3 +279,27 @@ async def test_the_api_needs_the_token_and_names_a_bad_field(
         response = await api.get("/v1/reports/monthly", params=params)
         assert response.status_code == 422, (params, response.text)
         assert name in response.text, (params, response.text)
+
+
+async def test_the_read_model_keeps_no_patient_or_briefing_data(
+    seeded: Published, reports_database: str
+) -> None:
+    """The events held a callback phone and a location (ReferralCreated, OfferMade's
+    briefing); no table of the reports schema has either."""
+    connection = await asyncpg.connect(reports_database)
+    try:
+        tables = await connection.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reports'"
+        )
+        stored = [
+            row[0]
+            for table in tables
+            for row in await connection.fetch(
+                f'SELECT row_to_json(t)::text FROM reports."{table["table_name"]}" t'
+            )
+        ]
+    finally:
+        await connection.close()
+    assert any("ri-big" in text for text in stored)  # the scan reads the facts
+    for secret in ("+14015550123", "4015550123", "ED bay", "+14105550100"):
+        assert not [text for text in stored if secret in text], secret
