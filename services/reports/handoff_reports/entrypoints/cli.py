@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,8 @@ from handoff_reports.domain.figures import Month
 from handoff_reports.domain.suppression import report_csv, report_document
 from handoff_reports.reports import monthly_rows
 from handoff_reports.settings import ReportsSettings
+
+SITE_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,39}")
 
 app = typer.Typer(help="Program reports: de-identified monthly figures.", no_args_is_help=True)
 
@@ -71,6 +74,8 @@ def write_command(
     model in DATABASE_URL: CSV (README columns) or JSON, as the API gives it."""
     if state is not None and not (len(state) == 2 and state.isalpha() and state.isupper()):
         raise typer.BadParameter("a USPS code such as RI", param_hint="--state")
+    if site is not None and not SITE_SLUG.fullmatch(site):
+        raise typer.BadParameter("a site's slug such as ri-miriam", param_hint="--site")
     text = asyncio.run(_report(PlatformSettings().database_url, month, output_format, state, site))
     output.write_text(text, encoding="utf-8", newline="")
     typer.echo(f"wrote {output} ({month}, {output_format.value})")
