@@ -5,7 +5,8 @@
 # Ports from the environment, to run beside another instance: KAFKA_PORT (9092),
 # POSTGRES_PORT (5433), REFERRAL_PORT (8001), MATCHING_PORT (referral + 1), NOTIFY_PORT
 # (referral + 2), MLLP_PORT (2575), MLLP_HTTP_PORT (referral + 3) for the HL7 listener and
-# CONSOLE_PORT (referral + 4) for the coordinator console;
+# CONSOLE_PORT (referral + 4) for the coordinator console, REPORTS_PORT (referral + 5) for
+# the program reports;
 # HANDOFF_DEV_DIR for the state directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,12 +28,14 @@ NOTIFY_PORT=${NOTIFY_PORT:-$((PORT + 2))}
 MLLP_PORT=${MLLP_PORT:-2575}
 MLLP_HTTP_PORT=${MLLP_HTTP_PORT:-$((PORT + 3))}
 CONSOLE_PORT=${CONSOLE_PORT:-$((PORT + 4))}  # PORT + 3 is the MLLP listener's HTTP port
+REPORTS_PORT=${REPORTS_PORT:-$((PORT + 5))}
 
 # The services' admin APIs, which the coordinator console drives: fresh tokens every run
 # unless given (the banner prints them, for curl).
 export REFERRAL_ADMIN_TOKEN="${REFERRAL_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export MATCHING_ADMIN_TOKEN="${MATCHING_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export NOTIFY_ADMIN_TOKEN="${NOTIFY_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+export REPORTS_ADMIN_TOKEN="${REPORTS_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 # Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
 if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
   SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"
@@ -73,11 +76,16 @@ say "starting the HL7 v2 MLLP listener on port $MLLP_PORT (operations on $MLLP_H
 $HANDOFF referral mllp serve --port "$MLLP_PORT" --http-port "$MLLP_HTTP_PORT" &
 PIDS+=($!)
 
+say "starting the reports service on port $REPORTS_PORT"
+$HANDOFF reports serve --port "$REPORTS_PORT" &
+PIDS+=($!)
+
 say "starting the coordinator console on port $CONSOLE_PORT"
 CONSOLE_SECURE_COOKIES=false \
   CONSOLE_REFERRAL_URL="http://127.0.0.1:$PORT" \
   CONSOLE_MATCHING_URL="http://127.0.0.1:$MATCHING_PORT" \
   CONSOLE_NOTIFY_URL="http://127.0.0.1:$NOTIFY_PORT" \
+  CONSOLE_REPORTS_URL="http://127.0.0.1:$REPORTS_PORT" \
   $HANDOFF console serve --port "$CONSOLE_PORT" &
 PIDS+=($!)
 
@@ -115,8 +123,10 @@ cat <<INFO
   Admin API tokens    referral $REFERRAL_ADMIN_TOKEN
       (Bearer)        matching $MATCHING_ADMIN_TOKEN  (/v1/admin/sites/<id>/dispatch …)
                       notify   $NOTIFY_ADMIN_TOKEN  (/v1/admin/contact-methods: opted-out numbers)
+                      reports  $REPORTS_ADMIN_TOKEN  (/v1/reports/monthly?month=YYYY-MM)
   Matching metrics    http://127.0.0.1:$MATCHING_PORT/metrics
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
+  Reports             http://127.0.0.1:$REPORTS_PORT/v1/reports/monthly (console: /reports)
   HL7 v2 over MLLP    127.0.0.1:$MLLP_PORT (metrics http://127.0.0.1:$MLLP_HTTP_PORT/metrics)
   Ctrl-C stops the services, Kafka and PostgreSQL.
 

@@ -5,6 +5,7 @@ from handoff_console.entrypoints import cli as console
 from handoff_matching.entrypoints import cli as matching
 from handoff_notify.entrypoints import cli as notify
 from handoff_referral.entrypoints import cli as referral
+from handoff_reports.entrypoints import cli as reports
 
 app = typer.Typer(
     help="Handoff: page on-call peer recovery coaches for emergency departments.",
@@ -18,3 +19,4 @@ app.add_typer(notify.app, name="notify")
 app.add_typer(demo.app, name="demo")
 app.add_typer(ops.app, name="ops")
 app.add_typer(console.app, name="console")
+app.add_typer(reports.app, name="reports")

@@ -1,6 +1,7 @@
 """The coordinator console in headless Chromium (Debian's /usr/bin/chromium, driven by
 Playwright; never `playwright install`), over the whole system as processes: referral,
-matching and notify on their own Kafka broker and a fresh database, and the console.
+matching, notify and reports on their own Kafka broker and a fresh database, and the
+console.
 
 Screenshots of each step land in test-artifacts/browser/ (ignored by git); the run's
 summary prints the folder.
@@ -47,6 +48,7 @@ TOKENS = {
     "REFERRAL_ADMIN_TOKEN": "browser-referral-admin",
     "MATCHING_ADMIN_TOKEN": "browser-matching-admin",
     "NOTIFY_ADMIN_TOKEN": "browser-notify-admin",
+    "REPORTS_ADMIN_TOKEN": "browser-reports-admin",
 }
 
 
@@ -54,6 +56,7 @@ TOKENS = {
 class Stack:
     system: System
     console: ServiceProcess
+    reports: ServiceProcess
 
     @property
     def url(self) -> str:
@@ -72,12 +75,17 @@ def _handoff(*args: str, env: dict[str, str], stdin: str | None = None) -> str:
 @pytest.fixture(scope="module")
 async def stack(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[Stack]:
     system = await start_system(database_url, own_kafka, 1, 10, **TOKENS)
+    reports: ServiceProcess | None = None
     try:
+        reports = await asyncio.to_thread(
+            start_service, "reports", system.env, SERVICE_LOGS / "browser-reports.log", 60
+        )
         env = {
             **system.env,
             "CONSOLE_REFERRAL_URL": system.referral.url,
             "CONSOLE_MATCHING_URL": system.matching.url,
             "CONSOLE_NOTIFY_URL": system.notify.url,
+            "CONSOLE_REPORTS_URL": reports.url,
             "CONSOLE_SECURE_COOKIES": "false",  # plain HTTP on 127.0.0.1
         }
         _handoff(
@@ -94,10 +102,12 @@ async def stack(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[Sta
             start_service, "console", env, SERVICE_LOGS / "browser-console.log", 60
         )
         try:
-            yield Stack(system, console)
+            yield Stack(system, console, reports)
         finally:
             console.stop()
     finally:
+        if reports is not None:
+            reports.stop()
         await stop_system(system)
 
 

@@ -18,12 +18,14 @@ from handoff_notify.adapters.pages_store import apply_migrations as migrate_noti
 from handoff_platform import audit
 from handoff_platform.audit import Accessor, ActorKind, Purpose
 from handoff_referral.app import apply_migrations as migrate_referral
+from handoff_reports.adapters.read_model import apply_migrations as migrate_reports
 
 CLUSTER = Path(__file__).resolve().parents[2] / "deploy/k8s/base/postgres/cluster.yaml"
 MIGRATIONS: dict[str, Callable[[str], Awaitable[list[str]]]] = {
     "referral": migrate_referral,
     "matching": migrate_matching,
     "notify": migrate_notify,
+    "reports": migrate_reports,
 }
 
 
@@ -86,7 +88,7 @@ async def test_each_service_role_migrates_its_own_schema_and_reads_no_other(
     try:
         own = await referral.fetchval("SELECT count(*) FROM referral.outbox")
         assert own == 0
-        for other in ("matching", "notify"):
+        for other in ("matching", "notify", "reports"):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await referral.fetchval(f"SELECT count(*) FROM {other}.outbox")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -94,6 +96,16 @@ async def test_each_service_role_migrates_its_own_schema_and_reads_no_other(
         await _audit_trail_is_append_only_for(referral)
     finally:
         await referral.close()
+
+    # The reports read model is kept from events alone (decision 0026): its role cannot
+    # read the referral service's tables, where the patients' data is.
+    reports = await asyncpg.connect(urls["reports"])
+    try:
+        assert await reports.fetchval("SELECT count(*) FROM reports.referral_facts") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await reports.fetchval("SELECT count(*) FROM referral.outbox")
+    finally:
+        await reports.close()
 
 
 async def _audit_trail_is_append_only_for(service: asyncpg.Connection) -> None:

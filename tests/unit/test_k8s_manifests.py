@@ -14,6 +14,8 @@ from handoff_matching import CONSUMER_GROUP as MATCHING_GROUP
 from handoff_notify import CONSUMER_GROUP as NOTIFY_GROUP
 from handoff_platform.kafka import DEFAULT_PARTITIONS, TOPIC_CONFIGS
 from handoff_referral import CONSUMER_GROUP as REFERRAL_GROUP
+from handoff_reports import CONSUMER_GROUP as REPORTS_GROUP
+from handoff_reports.app import CONSUMED_TOPICS as REPORTS_TOPICS
 from handoff_schemas import Topic, dead_letter_topic
 from handoff_schemas.asyncapi import SERVICE_TOPICS
 
@@ -94,7 +96,8 @@ def test_an_overlay_that_does_not_render_is_a_failure(tmp_path: Path) -> None:
 
 def test_a_kafka_topic_per_contract_topic_and_dead_letter_topic() -> None:
     topics = {doc["spec"]["topicName"]: doc["spec"] for doc in _documents("base/kafka/topics.yaml")}
-    expected = {*Topic, *(dead_letter_topic(group) for group in GROUPS.values())}
+    groups = [*GROUPS.values(), REPORTS_GROUP]
+    expected = {*Topic, *(dead_letter_topic(group) for group in groups)}
     assert set(topics) == expected
     for name, spec in topics.items():
         assert spec["partitions"] == DEFAULT_PARTITIONS, name
@@ -125,6 +128,18 @@ def test_each_kafka_user_may_write_and_read_exactly_its_topics_and_group(service
     assert all(ops <= {"Read", "Write", "Describe"} for ops in acls.values())
 
 
+def test_the_reports_user_reads_a_referrals_story_and_writes_only_its_dead_letters() -> None:
+    """Issue #16: the read model publishes nothing; it reads what the service consumes."""
+    users = {doc["metadata"]["name"]: doc for doc in _documents("base/kafka/users.yaml")}
+    acls = _acls(users["handoff-reports"])
+    written = {name for (kind, name), ops in acls.items() if kind == "topic" and "Write" in ops}
+    read = {name for (kind, name), ops in acls.items() if kind == "topic" and "Read" in ops}
+    assert written == {dead_letter_topic(REPORTS_GROUP)}
+    assert read == {topic.value for topic in REPORTS_TOPICS}
+    assert {name for kind, name in acls if kind == "group"} == {REPORTS_GROUP}
+    assert all(ops <= {"Read", "Write", "Describe"} for ops in acls.values())
+
+
 def test_consumers_scale_on_their_own_group_lag_no_further_than_the_partitions() -> None:
     for service, group in GROUPS.items():
         (scaled,) = _documents(f"base/{service}/scaled-object.yaml")
@@ -140,7 +155,7 @@ def test_each_service_logs_in_to_postgresql_as_its_own_role_owning_its_own_schem
     (cluster,) = _documents("base/postgres/cluster.yaml")
     statements = cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"]
     roles = {role["name"]: role for role in cluster["spec"]["managed"]["roles"]}
-    for service in GROUPS:
+    for service in [*GROUPS, "reports"]:
         assert f"CREATE SCHEMA {service} AUTHORIZATION {service}" in statements
         assert roles[service]["passwordSecret"] == {"name": f"handoff-db-{service}"}
         (deployment,) = _documents(f"base/{service}/deployment.yaml")

@@ -63,6 +63,7 @@ async def serve(settings: ConsoleSettings, host: str, port: int) -> None:
             Endpoint("referral", settings.console_referral_url, settings.referral_admin_token),
             Endpoint("matching", settings.console_matching_url, settings.matching_admin_token),
             Endpoint("notify", settings.console_notify_url, settings.notify_admin_token),
+            Endpoint("reports", settings.console_reports_url, settings.reports_admin_token),
         )
 
         async def start() -> Console:

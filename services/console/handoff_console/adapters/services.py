@@ -95,13 +95,15 @@ def _refusal(response: httpx.Response) -> Refused:
 
 @dataclass
 class Services:
-    """The admin APIs the console drives."""
+    """The admin APIs the console drives; `reports` None when no reports service is
+    configured (its page then says the service is not answering)."""
 
     referral: AdminApi
     matching: AdminApi
     notify: AdminApi
+    reports: AdminApi | None = None
 
     @classmethod
     def over(cls, client: httpx.AsyncClient, *endpoints: Endpoint) -> "Services":
         apis = {e.service: AdminApi(client, e) for e in endpoints}
-        return cls(apis["referral"], apis["matching"], apis["notify"])
+        return cls(apis["referral"], apis["matching"], apis["notify"], apis.get("reports"))

@@ -42,6 +42,7 @@ from handoff_console.domain.access import (
 )
 from handoff_console.domain.roster import certification_warning
 from handoff_console.domain.timeline import Picture, Segment, lay_out
+from handoff_console.entrypoints.reports_page import add_reports_routes
 from handoff_console.settings import ConsoleSettings
 from handoff_platform.audit import address_of
 
@@ -1189,6 +1190,7 @@ def build_console(console: Console) -> APIRouter:
             found = await accounts.changes(connection, visible, account.states)
         return console.render(request, "changes.html", session=session, changes=found)
 
+    add_reports_routes(router, console, current_session)
     return router
 
 
