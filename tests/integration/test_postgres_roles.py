@@ -97,7 +97,7 @@ async def test_each_service_role_migrates_its_own_schema_and_reads_no_other(
     finally:
         await referral.close()
 
-    # The reports read model is kept from events alone (decision 0026): its role cannot
+    # The reports read model is kept from events alone (decision 0028): its role cannot
     # read the referral service's tables, where the patients' data is.
     reports = await asyncpg.connect(urls["reports"])
     try:

@@ -3,7 +3,7 @@
 A few horizontal bars per chart, laid out here and drawn by the page's template (Jinja
 escapes every label), rather than with a chart library: the page needs bars and labels
 only, and renders without JavaScript like every console page, as the coverage timeline
-does (docs/decisions/0026). A suppressed figure (the small-cell rule) is drawn as a dashed
+does (docs/decisions/0028). A suppressed figure (the small-cell rule) is drawn as a dashed
 outline and the label `<11`, never as a guess.
 """
 

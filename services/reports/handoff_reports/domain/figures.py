@@ -1,6 +1,6 @@
 """A month's program figures per site, from the read model's facts; no I/O.
 
-Which month a figure falls in (docs/decisions/0026): the UTC calendar month of the moment
+Which month a figure falls in (docs/decisions/0028): the UTC calendar month of the moment
 the figure is about. A referral counts as received in the month of `received_at`, an
 acceptance in the month of `accepted_at`, a completed visit in the month of `completed_at`,
 a follow-up as due in the month it first fell due, as attempted in the month of its first

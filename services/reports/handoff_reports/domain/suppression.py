@@ -2,7 +2,7 @@
 
 A count from 1 to 10 is suppressed, and so is a percentile computed from fewer than 11
 values: its value is withheld (None in JSON, `<11` in CSV) and the cell flagged. A zero is
-published: it reveals no one. Complementary suppression (docs/decisions/0026): no figure
+published: it reveals no one. Complementary suppression (docs/decisions/0028): no figure
 the report publishes is the sum of others (there is no total across tiers, sites or
 states, and no sample size beside a percentile), so a suppressed cell cannot be recovered
 by subtraction within a report; figures are never rounded.
