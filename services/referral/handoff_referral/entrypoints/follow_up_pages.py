@@ -132,7 +132,9 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
         before = await service.visit_view(offer_id)
         if before.page is not VisitPage.OPEN:
             # A second submit amends nothing: consent is withdrawn with its own button.
-            return visit_page(token, before, 409, message="This visit is already recorded.")
+            recorded = before.page is VisitPage.RECORDED
+            message = "This visit is already recorded." if recorded else None
+            return visit_page(token, before, 409, message=message)
         try:
             view = await service.record_visit(offer_id, choice)
         except BadInput as error:
