@@ -33,6 +33,21 @@ CONSOLE_PORT=${CONSOLE_PORT:-$((PORT + 4))}  # PORT + 3 is the MLLP listener's H
 export REFERRAL_ADMIN_TOKEN="${REFERRAL_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export MATCHING_ADMIN_TOKEN="${MATCHING_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export NOTIFY_ADMIN_TOKEN="${NOTIFY_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+# Follow-ups (issue #16): notify mints the referral service's visit (/v/) and follow-up
+# (/f/) links with one shared secret; the referral service seals patients' callback
+# numbers with a Fernet key, kept beside the dev database so a restart can still read them.
+export FOLLOW_UP_LINK_SECRET="${FOLLOW_UP_LINK_SECRET:-$(head -c 32 /dev/urandom | base64)}"
+KEY_FILE="${HANDOFF_DEV_DIR:-.handoff/dev}/follow-up-keys"
+if [[ -z "${FOLLOW_UP_KEYS:-}" ]]; then
+  if [[ ! -s "$KEY_FILE" ]]; then
+    mkdir -p "$(dirname "$KEY_FILE")"
+    (umask 077; .venv/bin/python -c \
+      'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' >"$KEY_FILE")
+  fi
+  FOLLOW_UP_KEYS="$(cat "$KEY_FILE")"
+fi
+export FOLLOW_UP_KEYS
+export REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT"  # the base of notify's /v/ and /f/ links
 # Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
 if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
   SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"

@@ -95,19 +95,21 @@ async def _completed_visit(
     now = datetime.now(UTC)
     await send(other_services, offer_made(referral_id, coach_id=coach_id, offer_id=offer_id))
     await send(other_services, coach_assigned(referral_id, offer_id, coach_id, now))
+    # CoachAssigned (dispatch) and CoachResponded (pages) travel on two topics: the
+    # response is sent once the acceptance (and so the accepted offer) is recorded.
+    await eventually(lambda: _status_is(ed, referral_id, "accepted"), within=30, what="accepted")
     if response is not CoachResponse.ACCEPTED:
         at = now + timedelta(seconds=1)
         await send(other_services, coach_responded(referral_id, offer_id, coach_id, response, at))
-
-    async def status_reached() -> bool:
-        # CoachAssigned (dispatch) and CoachResponded (pages) come on two topics, in
-        # either order: the accepted step says the accepted offer is known too.
-        body = (await ed.client.get(f"/v1/referrals/{referral_id}")).json()
-        accepted = any(step["status"] == "accepted" for step in body["timeline"])
-        return bool(body["status"] == response.value and accepted)
-
-    await eventually(status_reached, within=30, what=f"the referral {response.value}")
+        await eventually(
+            lambda: _status_is(ed, referral_id, response.value), within=30, what=response.value
+        )
     return referral_id, offer_id, coach_id
+
+
+async def _status_is(ed: Hospital, referral_id: uuid.UUID, status: str) -> bool:
+    body = (await ed.client.get(f"/v1/referrals/{referral_id}")).json()
+    return bool(body["status"] == status)
 
 
 async def _events(
@@ -273,11 +275,17 @@ async def test_a_consented_visit_is_followed_up_until_consent_is_revoked(
     assert f'href="tel:{FOLLOW_UP_PHONE}"' in shown.text
     assert "Evenings, any day" in shown.text
     audited = await pool.fetch(
-        "SELECT actor_kind, actor_id, fields FROM referral.audit_log WHERE record_id = $1",
-        str(day_one["task_id"]),
+        """SELECT actor_id, record_kind, fields, purpose FROM referral.audit_log
+           WHERE record_id = $1 AND actor_kind = 'coach'""",
+        str(referral_id),
     )
     assert [tuple(r) for r in audited] == [
-        ("coach", str(other_coach), ["callback_phone", "preferred_times"])
+        (
+            str(other_coach),
+            "referral",
+            ["follow_up_callback_phone", "follow_up_preferred_times"],
+            "treatment",
+        )
     ]
 
     # No answer: attempt 2 falls due the next evening, inside the window.

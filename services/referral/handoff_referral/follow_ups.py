@@ -50,8 +50,10 @@ FOLLOW_UP_DUE = "follow_up_due"
 """The timer kind of a task's attempt falling due; the timer's id is the task's."""
 VISIT_STATUSES = (Status.ARRIVED, Status.COMPLETED)
 """A visit is recorded once the coach is with the patient: arrived, or completed."""
-SHOWN_FIELDS = ("callback_phone", "preferred_times")
-"""What the follow-up page shows of the patient, as the audit trail names it."""
+SHOWN_FIELDS = ("follow_up_callback_phone", "follow_up_preferred_times")
+"""What the follow-up page shows of the patient, as the audit trail names it (the entry is
+the referral's, so it joins the referral's other entries; `follow_up_` tells the patient's
+own number from the ED's `callback_phone`)."""
 
 
 class VisitPage(StrEnum):
@@ -267,7 +269,7 @@ class FollowUpService:
                 return FollowUpView(
                     FollowUpPage.DONE, task.window_days, assignment.attempt, task.state
                 )
-            entry = accessor(assignment.coach_id).saw("follow_up_task", task.task_id, SHOWN_FIELDS)
+            entry = accessor(assignment.coach_id).saw("referral", task.referral_id, SHOWN_FIELDS)
             await audit_log.record(connection, SCHEMA, entry)
         return FollowUpView(
             FollowUpPage.OPEN, task.window_days, assignment.attempt, task.state, contact
