@@ -33,6 +33,9 @@ CONSOLE_PORT=${CONSOLE_PORT:-$((PORT + 4))}  # PORT + 3 is the MLLP listener's H
 export REFERRAL_ADMIN_TOKEN="${REFERRAL_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export MATCHING_ADMIN_TOKEN="${MATCHING_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export NOTIFY_ADMIN_TOKEN="${NOTIFY_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+# Notify mints the referral service's visit and follow-up links, which it checks: one
+# secret for both (issue #16).
+export FOLLOW_UP_LINK_SECRET="${FOLLOW_UP_LINK_SECRET:-$(head -c 32 /dev/urandom | base64)}"
 # Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
 if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
   SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"
@@ -66,6 +69,7 @@ say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
+  REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT" \
   $HANDOFF notify serve --port "$NOTIFY_PORT" &
 PIDS+=($!)
 

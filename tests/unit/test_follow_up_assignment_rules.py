@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from handoff_matching.domain.eligibility import Certification, Coach, SiteProfile
 from handoff_matching.domain.follow_ups import (
+    LAST_TRY,
     RETRY_EVERY,
     Choice,
     FollowUpFacts,
@@ -113,7 +114,9 @@ def test_nobody_at_all_waits_and_is_tried_again_until_the_window_ends() -> None:
     assert choose(uuid4(), facts(None)) is None
     ends = NOW + timedelta(days=7)
     assert retry_at(NOW, ends) == NOW + RETRY_EVERY
-    assert retry_at(NOW, NOW + RETRY_EVERY) is None  # the window ends first: it lapses
+    # The last try just before the window ends; after it, the attempt lapses.
+    assert retry_at(NOW, NOW + RETRY_EVERY) == NOW + RETRY_EVERY - LAST_TRY
+    assert retry_at(NOW, NOW + LAST_TRY) is None
 
 
 def test_a_reassignment_leaves_out_the_coach_it_was_taken_from() -> None:

@@ -91,11 +91,15 @@ def choose(
     return None
 
 
+LAST_TRY = timedelta(minutes=1)
+"""How long before its window ends a waiting attempt is tried the last time."""
+
+
 def retry_at(now: datetime, window_ends_at: datetime) -> datetime | None:
-    """When an attempt nobody could be given is tried next: `RETRY_EVERY` on, or None when
-    that is past the end of its window (it is then given up)."""
-    due = now + RETRY_EVERY
-    return due if due < window_ends_at else None
+    """When an attempt nobody could be given is tried next: `RETRY_EVERY` on, the last try
+    `LAST_TRY` before the window ends; None once that is past (it is then given up)."""
+    due = min(now + RETRY_EVERY, window_ends_at - LAST_TRY)
+    return due if due > now else None
 
 
 FOLLOW_UP_RETRY = "follow_up_retry"
