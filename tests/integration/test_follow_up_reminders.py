@@ -23,6 +23,7 @@ from handoff_devenv import KafkaCluster
 from handoff_matching.adapters.roster_store import import_roster, remember_site
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.roster_file import RosterFile
+from handoff_matching.service import follow_up_timer
 from handoff_notify import SCHEMA as NOTIFY
 from handoff_notify.adapters import sandbox
 from handoff_notify.app import NotifyRuntime
@@ -345,6 +346,58 @@ async def test_an_attempt_recorded_before_its_reminder_is_sent_sends_nothing(
         assigned.assignment_id,
     )
     assert queued == 0
+
+
+async def test_with_nobody_to_make_it_the_attempt_waits_and_goes_to_whoever_comes_back(
+    services: tuple[MatchingRuntime, NotifyRuntime, asyncpg.Pool],
+    referral_service: KafkaBroker,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+) -> None:
+    _, _, pool = services
+    site = await _site(matching_database)
+    matching = await asyncpg.connect(matching_database)
+    try:
+        await matching.execute(
+            "UPDATE matching.coaches SET active = false WHERE coach_id = ANY($1::uuid[])",
+            [site.visiting, site.on_call],
+        )
+        due = _due(site)
+        await send(referral_service, due, source=REFERRAL_SOURCE)
+        timer_id = follow_up_timer(due.task_id, due.attempt)
+
+        async def retry_set() -> datetime | None:
+            due_at: datetime | None = await matching.fetchval(
+                "SELECT due_at FROM matching.timers WHERE timer_id = $1", timer_id
+            )
+            return due_at
+
+        retry_due = await eventually(retry_set, within=30, what="the retry timer")
+        state = await matching.fetchval(
+            "SELECT state FROM matching.follow_ups WHERE task_id = $1", due.task_id
+        )
+        assert state == "waiting"
+        assert timedelta(minutes=14) < retry_due - datetime.now(UTC) <= timedelta(minutes=15)
+
+        # The on-call coach is back; the retry's 15 minutes are cut short.
+        await matching.execute(
+            "UPDATE matching.coaches SET active = true WHERE coach_id = $1", site.on_call
+        )
+        await matching.execute(
+            "UPDATE matching.timers SET due_at = now() WHERE timer_id = $1", timer_id
+        )
+        [assigned] = await _assigned(own_kafka.bootstrap_servers, due)
+        assert (assigned.coach_id, assigned.assignee) == (
+            site.on_call,
+            FollowUpAssignee.SITE_POOL,
+        )
+        [text] = await _inbox(pool, site.on_call_phone, 1)
+        assert LinkSigner(SECRET, FOLLOW_UP_LINK).record_id(_token(text["body"])) == (
+            assigned.assignment_id
+        )
+        assert await retry_set() is None  # given: no timer left
+    finally:
+        await matching.close()
 
 
 async def _assignment_event_id(bootstrap: str, assigned: FollowUpAssigned) -> uuid.UUID:
