@@ -1,7 +1,8 @@
 """Follow-up attempts on real Kafka and PostgreSQL (issue #16): matching gives a
 FollowUpDue to a coach (FollowUpAssigned) and notify reminds them, in the sandbox, with
 the referral service's signed /f/ link; the coach gone from the roster -> the site's
-on-call coach; a redelivery sends nothing twice; an attempt recorded first sends nothing.
+on-call coach (before the attempt is given, or after: a new assignment); a redelivery
+sends nothing twice; an attempt recorded first sends nothing; nobody at all -> a retry.
 
 Matching and notify run in this process on a broker of their own; the test stands in for
 the referral service, which publishes FollowUpDue and FollowUpAttempted.
@@ -398,6 +399,38 @@ async def test_with_nobody_to_make_it_the_attempt_waits_and_goes_to_whoever_come
         assert await retry_set() is None  # given: no timer left
     finally:
         await matching.close()
+
+
+async def test_an_attempt_whose_coach_leaves_the_roster_is_given_again_with_a_new_link(
+    services: tuple[MatchingRuntime, NotifyRuntime, asyncpg.Pool],
+    referral_service: KafkaBroker,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+) -> None:
+    _, _, pool = services
+    site = await _site(matching_database)
+    due = _due(site)
+    await send(referral_service, due, source=REFERRAL_SOURCE)
+    [first] = await _assigned(own_kafka.bootstrap_servers, due)
+    assert first.coach_id == site.visiting
+    await _inbox(pool, site.visiting_phone, 1)
+
+    matching = await asyncpg.connect(matching_database)
+    try:
+        await matching.execute(
+            "UPDATE matching.coaches SET active = false WHERE coach_id = $1", site.visiting
+        )
+    finally:
+        await matching.close()
+
+    first_again, second = await _assigned(own_kafka.bootstrap_servers, due, count=2)
+    assert first_again == first
+    assert (second.coach_id, second.assignee) == (site.on_call, FollowUpAssignee.SITE_POOL)
+    assert second.assignment_id != first.assignment_id
+    [text] = await _inbox(pool, site.on_call_phone, 1)
+    token = _token(text["body"])
+    assert LinkSigner(SECRET, FOLLOW_UP_LINK).record_id(token) == second.assignment_id
+    assert len(await sandbox.inbox(pool, to=site.visiting_phone)) == 1
 
 
 async def _assignment_event_id(bootstrap: str, assigned: FollowUpAssigned) -> uuid.UUID:

@@ -489,6 +489,27 @@ class MatchingService:
         )
         return True
 
+    async def reassign_orphaned_follow_ups(self, pool: asyncpg.Pool) -> int:
+        """Give again, with a new assignment id, every attempt whose coach left the roster
+        (deleted or made inactive) before it was recorded; one transaction each. Returns
+        how many were looked at. Replicas may run it at once: each skips the others'."""
+        moved = 0
+        while True:
+            async with pool.acquire() as connection, connection.transaction():
+                orphaned = await follow_up_store.claim_orphaned(connection)
+                if orphaned is None:
+                    return moved
+                task_id, attempt, gone, site_id = orphaned
+                log.info(
+                    "a follow-up's coach left the roster; giving it again",
+                    extra={"task_id": str(task_id), "attempt": attempt, "coach_id": str(gone)},
+                )
+                if await self._give_follow_up(connection, task_id, attempt, None, [gone]):
+                    metrics.FOLLOW_UPS.labels(site_id, "reassigned").inc()
+            self.outbox.committed()
+            moved += 1
+            beat()
+
     async def _lapse(self, connection: Connection, follow_up: follow_up_store.FollowUp) -> None:
         """The attempt's window ended before anyone could be given it."""
         await follow_up_store.finish(connection, follow_up.task_id, follow_up.attempt, "lapsed")
@@ -848,6 +869,9 @@ class WaitingLine:
                     listener = await asyncpg.connect(self.database_url)
                     await listener.add_listener(roster_store.LINE_CHANNEL, self._on_notify)
                 await self.service.serve_line(self.pool)
+                # A roster change also wakes the line: an attempt whose coach left the
+                # roster goes to someone else (issue #16).
+                await self.service.reassign_orphaned_follow_ups(self.pool)
                 beat()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_every)

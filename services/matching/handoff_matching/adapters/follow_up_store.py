@@ -172,3 +172,19 @@ async def open_counts(connection: Connection, coach_ids: Iterable[UUID]) -> dict
         list(coach_ids),
     )
     return {row["coach_id"]: int(row["n"]) for row in rows}
+
+
+async def claim_orphaned(connection: Connection) -> tuple[UUID, int, UUID, str] | None:
+    """Lock one assigned attempt whose coach left the roster (deleted or inactive) before it
+    was recorded: (task, attempt, that coach, site). Skips attempts another transaction
+    holds."""
+    row = await connection.fetchrow(
+        f"""SELECT f.task_id, f.attempt, f.coach_id, f.site_id
+            FROM {SCHEMA}.follow_ups f LEFT JOIN {SCHEMA}.coaches c USING (coach_id)
+            WHERE f.state = 'assigned' AND (c.coach_id IS NULL OR NOT c.active)
+            ORDER BY f.task_id, f.attempt
+            LIMIT 1 FOR UPDATE OF f SKIP LOCKED"""
+    )
+    if row is None:
+        return None
+    return row["task_id"], row["attempt"], row["coach_id"], row["site_id"]
