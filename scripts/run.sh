@@ -47,7 +47,6 @@ if [[ -z "${FOLLOW_UP_KEYS:-}" ]]; then
   FOLLOW_UP_KEYS="$(cat "$KEY_FILE")"
 fi
 export FOLLOW_UP_KEYS
-export REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT"  # the base of notify's /v/ and /f/ links
 # Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
 if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
   SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"
@@ -81,6 +80,7 @@ say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
+  REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT" \
   $HANDOFF notify serve --port "$NOTIFY_PORT" &
 PIDS+=($!)
 
