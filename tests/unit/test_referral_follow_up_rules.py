@@ -1,6 +1,6 @@
 """Follow-up rules without I/O: the phone, the form, the schedule, windows and retries."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -144,7 +144,7 @@ def test_windows_open_at_the_patients_call_time_on_the_nth_local_day() -> None:
     assert [w.ends_at for w in found] == [
         found[1].opens_at,
         found[2].opens_at,
-        found[2].opens_at + timedelta(days=14),
+        datetime(2027, 3, 15, 22, 0, tzinfo=UTC),  # 18:00 EDT: 14 local days, across DST
     ]
     assert all(w.opens_at.tzinfo is UTC for w in found)
 

@@ -167,7 +167,11 @@ class FollowUpService:
         referral not at the bedside, changes nothing: the view says what the page shows.
         Raises BadInput naming `consent` when the contact cannot be sealed (no keys)."""
         if choice.consent and not self.vault.configured:
-            raise BadInput("consent", "follow-ups are not set up here: record 'no' and tell")
+            raise BadInput(
+                "consent",
+                "follow-up calls cannot be recorded here yet (FOLLOW_UP_KEYS is not set): "
+                "call your supervisor",
+            )
         now = self.clock()
         async with self.pool.acquire() as connection:
             async with connection.transaction():
@@ -221,9 +225,8 @@ class FollowUpService:
         """A task's current attempt fell due: FollowUpDue, for matching to assign it. A
         task closed or cancelled meanwhile does nothing (its timer is cancelled without
         waiting for a firing one's lock)."""
-        task = await store.task(
-            connection, UUID(timer.payload.get("task_id", str(timer.timer_id))), for_update=True
-        )
+        # The timer's id is its task's.
+        task = await store.task(connection, timer.timer_id, for_update=True)
         if task is None or task.state is not TaskState.SCHEDULED:
             return
         await store.set_task_state(connection, task.task_id, TaskState.DUE)

@@ -20,7 +20,8 @@ DEFAULT_SCHEDULE = (1, 30, 90)
 """Days after the visit each window opens, when the site sets no schedule of its own."""
 MAX_WINDOWS = 12
 LAST_WINDOW = timedelta(days=14)
-"""The last window ends this long after it opens (the others end where the next opens)."""
+"""The last window ends this many local days after it opens, at the same local time (the
+others end where the next opens)."""
 RETRY_AFTER_DAYS = (1, 2)
 """A `no_answer` is tried again 1 day after the first attempt, then 2 days after the
 second; a third `no_answer` closes the task as not reached."""
@@ -161,7 +162,9 @@ def windows(
     zone = ZoneInfo(time_zone)
     visit_day = visit_at.astimezone(zone).date()
     opens = [call_slot(visit_day + timedelta(days=n), contact, zone) for n in schedule]
-    ends = [*opens[1:], opens[-1] + LAST_WINDOW]
+    # Wall-clock days: the last window ends at the same local time, across a DST change.
+    last_end = (opens[-1].astimezone(zone) + LAST_WINDOW).astimezone(UTC)
+    ends = [*opens[1:], last_end]
     return [Window(n, o, e) for n, o, e in zip(schedule, opens, ends, strict=True)]
 
 
