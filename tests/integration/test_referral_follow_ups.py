@@ -392,6 +392,9 @@ async def test_a_consented_visit_is_followed_up_until_consent_is_revoked(
             assert FOLLOW_UP_PHONE_DIGITS not in record.value.decode()
     metrics = (await coach_pages.get("/metrics")).text
     assert FOLLOW_UP_PHONE_DIGITS not in metrics
+    for step in ("visit_recorded_consented", "due", "attempted_reached", "consent_revoked"):
+        counted = f'handoff_referral_follow_ups_total{{site="{ed.site.site_id}",step="{step}"}}'
+        assert counted in metrics, step
 
 
 async def test_without_consent_no_task_and_no_number_is_kept(

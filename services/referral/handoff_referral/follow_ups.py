@@ -33,6 +33,7 @@ from handoff_referral.domain.follow_ups import (
     windows,
 )
 from handoff_referral.domain.status import Status
+from handoff_referral.metrics import FOLLOW_UPS
 from handoff_referral.service import Clock, utc_now
 from handoff_schemas import Envelope
 from handoff_schemas.events import (
@@ -196,6 +197,8 @@ class FollowUpService:
                 await self._publish(connection, event, offer.correlation_id)
             await self.timers.changed(connection)
         self.outbox.committed()
+        consented = "consented" if choice.consent else "declined"
+        FOLLOW_UPS.labels(offer.site_id, f"visit_recorded_{consented}").inc()
         log.info(
             "visit recorded",
             extra={
@@ -243,6 +246,7 @@ class FollowUpService:
         await self._publish(
             connection, event, await store.correlation_id(connection, task.referral_id)
         )
+        FOLLOW_UPS.labels(task.site_id, "due").inc()  # a rolled-back firing is retried
         log.info(
             "follow-up due",
             extra={
@@ -327,6 +331,7 @@ class FollowUpService:
                 )
             await self.timers.changed(connection)
         self.outbox.committed()
+        FOLLOW_UPS.labels(task.site_id, f"attempted_{result.value}").inc()
         log.info(
             "follow-up attempt recorded",
             extra={"task_id": str(task.task_id), "attempt": task.attempt, "result": result.value},
@@ -438,6 +443,7 @@ class FollowUpService:
             await self._publish(
                 connection, event, await store.correlation_id(connection, referral_id)
             )
+        FOLLOW_UPS.labels(visit.site_id, "consent_revoked").inc()
         log.info(
             "follow-up consent revoked",
             extra={"referral_id": str(referral_id), "tasks_cancelled": cancelled},
