@@ -557,3 +557,63 @@ async def test_a_sites_follow_up_schedule_is_set_by_admin_and_validated(
             "/v1/admin/sites/no-such-site/follow-up-schedule", json={"follow_up_days": [1]}
         )
         assert missing.status_code == 404
+
+
+async def test_a_coach_records_the_withdrawal_from_either_page(
+    referral: ReferralRuntime,
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    coach_pages: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+    kafka_topics: str,
+) -> None:
+    ed = await hospital()
+    pool = referral.pool
+    contact = "SELECT count(*) FROM referral.follow_up_contacts WHERE referral_id = $1"
+
+    # From the visit page: the confirm box is required, then every task is cancelled.
+    first, offer_id, _ = await _completed_visit(ed, other_services)
+    visit = f"/v/{VISITS.token(offer_id)}"
+    assert (await coach_pages.post(visit, data=CONSENTING)).status_code == 303
+    unconfirmed = await coach_pages.post(f"{visit}/revoke", data={})
+    assert unconfirmed.status_code == 422
+    assert 'data-field="confirm"' in unconfirmed.text
+    assert await pool.fetchval(contact, first) == 1
+    confirmed = await coach_pages.post(f"{visit}/revoke", data={"confirm": "yes"})
+    assert confirmed.status_code == 303
+    assert [t["state"] for t in await _tasks(pool, first)] == ["cancelled"] * 3
+    assert await pool.fetchval(contact, first) == 0
+    [revoked] = await _event(
+        kafka_topics,
+        Topic.REFERRALS,
+        "referral.follow_up_consent_revoked",
+        "referral_id",
+        first,
+    )
+    assert revoked["tasks_cancelled"] == 3
+
+    # From the follow-up page, during the day-1 call: its own task closes too.
+    second, offer_id, coach_id = await _completed_visit(ed, other_services)
+    visit = f"/v/{VISITS.token(offer_id)}"
+    assert (await coach_pages.post(visit, data=CONSENTING)).status_code == 303
+    day_one = (await _tasks(pool, second))[0]
+    await _fire(pool, day_one["task_id"])
+    await _event(
+        kafka_topics, Topic.REFERRALS, "referral.follow_up_due", "task_id", day_one["task_id"]
+    )
+    assignment = _assigned(second, day_one, 1, coach_id, datetime.now(UTC))
+    await send(other_services, assignment)
+    await eventually(
+        lambda: _assignment_kept(pool, assignment.assignment_id),
+        within=30,
+        what="the assignment",
+    )
+    link = f"/f/{FOLLOW_UPS.token(assignment.assignment_id)}"
+    withdrawn = await coach_pages.post(f"{link}/revoke", data={"confirm": "yes"})
+    assert withdrawn.status_code == 200
+    assert "withdrew their consent" in withdrawn.text
+    assert _no_number_in(withdrawn.text)
+    assert [t["state"] for t in await _tasks(pool, second)] == ["cancelled"] * 3
+    assert await pool.fetchval(contact, second) == 0
+    after = await coach_pages.get(link)
+    assert _no_number_in(after.text)
