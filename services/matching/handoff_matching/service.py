@@ -403,7 +403,7 @@ class MatchingService:
         task_id: UUID,
         attempt: int,
         cause: UUID | None,
-        excluding: Iterable[UUID] = (),
+        excluding: Sequence[UUID] = (),
     ) -> bool:
         """Give a waiting (or, with `excluding`, an assigned) attempt to whoever the rule
         picks now, publishing FollowUpAssigned; nobody: wait for the retry timer, or lapse
