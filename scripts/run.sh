@@ -36,6 +36,20 @@ export REFERRAL_ADMIN_TOKEN="${REFERRAL_ADMIN_TOKEN:-$(head -c 24 /dev/urandom |
 export MATCHING_ADMIN_TOKEN="${MATCHING_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export NOTIFY_ADMIN_TOKEN="${NOTIFY_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
 export REPORTS_ADMIN_TOKEN="${REPORTS_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
+# Follow-ups (issue #16): notify mints the referral service's visit (/v/) and follow-up
+# (/f/) links with one shared secret; the referral service seals patients' callback
+# numbers with a Fernet key, kept beside the dev database so a restart can still read them.
+export FOLLOW_UP_LINK_SECRET="${FOLLOW_UP_LINK_SECRET:-$(head -c 32 /dev/urandom | base64)}"
+KEY_FILE="${HANDOFF_DEV_DIR:-.handoff/dev}/follow-up-keys"
+if [[ -z "${FOLLOW_UP_KEYS:-}" ]]; then
+  if [[ ! -s "$KEY_FILE" ]]; then
+    mkdir -p "$(dirname "$KEY_FILE")"
+    (umask 077; .venv/bin/python -c \
+      'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())' >"$KEY_FILE")
+  fi
+  FOLLOW_UP_KEYS="$(cat "$KEY_FILE")"
+fi
+export FOLLOW_UP_KEYS
 # Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
 if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
   SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"
@@ -69,6 +83,7 @@ say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
+  REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT" \
   $HANDOFF notify serve --port "$NOTIFY_PORT" &
 PIDS+=($!)
 

@@ -198,6 +198,8 @@ async def start_system(
         "NOTIFY_DELIVERY": "sandbox",
         "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{notify_ports[0]}",
         "NOTIFY_LINK_SECRET": "e2e-link-secret",
+        # Notify mints the referral service's visit and follow-up links; both check them.
+        "FOLLOW_UP_LINK_SECRET": "e2e-follow-up-link-secret",
         # The system's own spool: no other system's notify replays its delivery reports.
         "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS.parent}/spool/notify-{notify_ports[0]}.jsonl",
         **settings,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from handoff_devenv.service_process import running_service
 from handoff_matching.adapters.roster_store import apply_migrations as apply_matching_migrations
@@ -18,6 +19,7 @@ from handoff_referral.app import ReferralRuntime
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.referral import Site
 from handoff_referral.settings import ReferralSettings
+from tests.support.follow_ups import FOLLOW_UP_ENV, FOLLOW_UP_KEYS, FOLLOW_UP_LINK_SECRET
 from tests.support.patients import SERVICE_LOGS
 from tests.support.waiting import eventually
 
@@ -39,7 +41,11 @@ async def start_referral(
     database_url: str, bootstrap_servers: str, group: str = "handoff-referral"
 ) -> ReferralRuntime:
     settings = ReferralSettings(
-        database_url=database_url, kafka_bootstrap_servers=bootstrap_servers, consumer_group=group
+        database_url=database_url,
+        kafka_bootstrap_servers=bootstrap_servers,
+        consumer_group=group,
+        follow_up_keys=SecretStr(FOLLOW_UP_KEYS),
+        follow_up_link_secret=SecretStr(FOLLOW_UP_LINK_SECRET),
     )
     return await ReferralRuntime.start(settings)
 
@@ -151,7 +157,12 @@ def handoff_command(
 @pytest.fixture(scope="module")
 def referral_process(referral_database: str, kafka_topics: str) -> Iterator[str]:
     """The referral service as its own process, as it runs in production; yields its URL."""
-    env = {**os.environ, "DATABASE_URL": referral_database, "KAFKA_BOOTSTRAP_SERVERS": kafka_topics}
+    env = {
+        **os.environ,
+        **FOLLOW_UP_ENV,
+        "DATABASE_URL": referral_database,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_topics,
+    }
     log = SERVICE_LOGS / f"referral-{uuid.uuid4().hex[:6]}.log"
     with running_service("referral", env, log) as url:
         yield url

@@ -29,10 +29,11 @@ async def test_two_replicas_migrating_at_once_apply_each_file_once(database_url:
                 "handoff_referral.adapters.migrations:0005_webhooks.sql",
                 "handoff_referral.adapters.migrations:0006_timeline_details.sql",
                 "handoff_referral.adapters.migrations:0007_webhook_abandoned.sql",
+                "handoff_referral.adapters.migrations:0008_follow_ups.sql",
             ],
         ]
         ledger = await connections[0].fetchval("SELECT count(*) FROM referral.schema_migrations")
-        assert ledger == 11
+        assert ledger == 12
         assert await migrate(connections[0], "referral", MIGRATIONS) == []
 
         await connections[0].execute(

@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Any
 
+from tests.support.follow_ups import FOLLOW_UP_PHONE_DIGITS
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SERVICE_LOGS = ARTIFACTS / "logs"
 PAGE_BODIES = SERVICE_LOGS / "page-bodies.log"
@@ -22,6 +24,7 @@ PHI_MARKERS = [
     "fentanyl",
     "ex-wife",
     *SUBSTANCES,
+    FOLLOW_UP_PHONE_DIGITS,  # a follow-up callback number: sealed in the referral schema only
 ]
 
 

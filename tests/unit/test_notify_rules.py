@@ -310,6 +310,7 @@ def _live(supervisor_phone: str | None = None) -> NotifySettings:
     return NotifySettings(
         database_url="postgresql://x/y",
         notify_link_secret="s",
+        follow_up_link_secret="f",
         twilio_account_sid="AC1",
         twilio_auth_token="t",
         twilio_from_number="+14105550100",

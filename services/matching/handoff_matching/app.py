@@ -9,6 +9,7 @@ from pydantic import SecretStr
 from handoff_matching import CONSUMER_GROUP, SCHEMA
 from handoff_matching.adapters.roster_store import announce_phones, apply_migrations
 from handoff_matching.domain.dispatch import TimerKind
+from handoff_matching.domain.follow_ups import FOLLOW_UP_RETRY
 from handoff_matching.entrypoints.admin import build_admin_router
 from handoff_matching.entrypoints.consumers import dispatch_handlers
 from handoff_matching.entrypoints.schedules_api import build_calendar_router
@@ -75,6 +76,7 @@ class MatchingRuntime:
                 TimerKind.ARRIVAL_DEADLINE: service.arrival_deadline_passed,
                 TimerKind.GIVE_UP: service.give_up,
                 TimerKind.VISIT_LIMIT: service.visit_limit_passed,
+                FOLLOW_UP_RETRY: service.follow_up_retry,
             },
             after_commit=committed,
         )

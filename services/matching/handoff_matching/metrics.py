@@ -100,3 +100,11 @@ REACHABILITY_CHANGES = Counter(
     "or back in it (reachable: START, cleared by a coordinator).",
     ["change"],
 )
+FOLLOW_UPS = Counter(
+    "handoff_follow_ups_total",
+    "Follow-up attempts by what matching did: assigned (to the visiting_coach, the site_pool "
+    "or a supervisor), nobody (no one could be given it now: tried again in 15 min), "
+    "lapsed (its window ended before anyone could be given it), reassigned (its coach left "
+    "the roster before it was recorded: given again).",
+    ["site", "outcome"],
+)

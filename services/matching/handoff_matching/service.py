@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -23,6 +23,7 @@ import asyncpg
 from handoff_matching import SOURCE, metrics
 from handoff_matching.adapters import (
     dispatch_store,
+    follow_up_store,
     reachability_store,
     roster_store,
     schedule_store,
@@ -41,6 +42,12 @@ from handoff_matching.domain.dispatch import (
     TimerKind,
 )
 from handoff_matching.domain.eligibility import Coach, Ineligible, SiteProfile, why_ineligible
+from handoff_matching.domain.follow_ups import (
+    FOLLOW_UP_RETRY,
+    FollowUpFacts,
+    choose,
+    retry_at,
+)
 from handoff_matching.domain.load import PRIORITY, has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool
@@ -56,6 +63,10 @@ from handoff_schemas.events import (
     CoachResponded,
     ContactMethodReachabilityChanged,
     ContactPoint,
+    FollowUpAssigned,
+    FollowUpAttempted,
+    FollowUpConsentRevoked,
+    FollowUpDue,
     OfferBriefing,
     OfferMade,
     OfferWithdrawn,
@@ -80,6 +91,7 @@ BLOCKED_FAILURES = (PageFailure.UNSUBSCRIBED, PageFailure.INVALID_DESTINATION)
 """Page failures that mean the coach's method is blocked, not that paging is down."""
 
 MAX_SUPERVISOR_CONTACTS = 16  # ReferralUnassigned.supervisor_contacts' limit
+MAX_CONTACTS = 16  # FollowUpAssigned.contacts' limit
 
 # Set in the handler's task when its transaction freed a coach's capacity, read by the
 # after-commit hook in the same task: the line is woken only once the change is visible.
@@ -352,6 +364,196 @@ class MatchingService:
             },
         )
 
+    # Follow-ups (issue #16): who makes each attempt
+
+    async def follow_up_due(self, connection: Connection, event: Envelope[Any]) -> None:
+        """A follow-up attempt is due: give it to someone now (FollowUpAssigned), or keep
+        it waiting on a timer. A (task, attempt) heard before is given nothing more."""
+        data: FollowUpDue = event.data
+        if not await follow_up_store.insert(connection, data, event.correlationid):
+            return
+        await self._give_follow_up(connection, data.task_id, data.attempt, event.id)
+
+    async def follow_up_retry(self, connection: Connection, timer: Timer) -> None:
+        """A waiting attempt's timer: try again to give it to someone."""
+        task_id, attempt = UUID(timer.payload["task_id"]), int(timer.payload["attempt"])
+        await self._give_follow_up(connection, task_id, attempt, None)
+
+    async def follow_up_attempted(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The attempt was recorded: it is no longer anyone's to make, nor waiting."""
+        data: FollowUpAttempted = event.data
+        follow_up = await follow_up_store.lock(connection, data.task_id, data.attempt)
+        if follow_up is None or follow_up.state not in ("waiting", "assigned"):
+            return
+        await follow_up_store.finish(connection, data.task_id, data.attempt, "attempted")
+        await self.timers.cancel(connection, follow_up_timer(data.task_id, data.attempt))
+
+    async def follow_up_consent_revoked(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The patient withdrew their consent: no attempt of the referral waits any more."""
+        data: FollowUpConsentRevoked = event.data
+        for task_id, attempt in await follow_up_store.open_of_referral(
+            connection, data.referral_id
+        ):
+            await follow_up_store.finish(connection, task_id, attempt, "cancelled")
+            await self.timers.cancel(connection, follow_up_timer(task_id, attempt))
+
+    async def _give_follow_up(
+        self,
+        connection: Connection,
+        task_id: UUID,
+        attempt: int,
+        cause: UUID | None,
+        excluding: Sequence[UUID] = (),
+    ) -> bool:
+        """Give a waiting (or, with `excluding`, an assigned) attempt to whoever the rule
+        picks now, publishing FollowUpAssigned; nobody: wait for the retry timer, or lapse
+        once the window ends. True if it was given to someone."""
+        follow_up = await follow_up_store.lock(connection, task_id, attempt)
+        wanted = ("waiting", "assigned") if excluding else ("waiting",)
+        if follow_up is None or follow_up.state not in wanted:
+            return False
+        now = self.clock()
+        site_id = follow_up.site_id
+        timer_id = follow_up_timer(task_id, attempt)
+        if now >= follow_up.window_ends_at:
+            await self._lapse(connection, follow_up)
+            return False
+        site = await follow_up_store.site(connection, site_id)
+        choice = None
+        if site is not None:
+            short_name, state, time_zone = site
+            facts = await self._follow_up_facts(
+                connection, site_id, state, time_zone, follow_up.visiting_coach, now
+            )
+            choice = choose(follow_up.visiting_coach, facts, excluding)
+        if choice is None or site is None:
+            metrics.FOLLOW_UPS.labels(site_id, "nobody").inc()
+            due = retry_at(now, follow_up.window_ends_at)
+            if due is None:
+                await self._lapse(connection, follow_up)
+                return False
+            if follow_up.state != "waiting":
+                await follow_up_store.finish(connection, task_id, attempt, "waiting")
+            await self.timers.set(
+                connection,
+                timer_id,
+                FOLLOW_UP_RETRY,
+                due,
+                {"task_id": str(task_id), "attempt": attempt},
+            )
+            log.warning(
+                "nobody may make a follow-up attempt now; trying again",
+                extra={"task_id": str(task_id), "attempt": attempt, "site_id": site_id},
+            )
+            return False
+        assignment_id = uuid4()
+        await follow_up_store.assign(
+            connection, task_id, attempt, assignment_id, choice.coach_id, choice.assignee, now
+        )
+        await self.timers.cancel(connection, timer_id)
+        contacts = await roster_store.contact_points(connection, choice.coach_id)
+        assigned = FollowUpAssigned(
+            referral_id=follow_up.referral_id,
+            assignment_id=assignment_id,
+            task_id=task_id,
+            attempt=attempt,
+            coach_id=choice.coach_id,
+            assignee=choice.assignee,
+            site_id=site_id,
+            site_short_name=short_name,
+            site_time_zone=time_zone,
+            window_days=follow_up.window_days,
+            due_at=follow_up.due_at,
+            window_ends_at=follow_up.window_ends_at,
+            contacts=contacts[:MAX_CONTACTS],
+            assigned_at=now,
+        )
+        await self.outbox.put(
+            connection,
+            Envelope.wrap(
+                assigned,
+                source=SOURCE,
+                correlation_id=follow_up.correlation_id,
+                causation_id=cause,
+            ),
+        )
+        metrics.FOLLOW_UPS.labels(site_id, choice.assignee.value).inc()
+        log.info(
+            "follow-up attempt assigned",
+            extra={
+                "task_id": str(task_id),
+                "attempt": attempt,
+                "coach_id": str(choice.coach_id),
+                "assignee": choice.assignee.value,
+            },
+        )
+        return True
+
+    async def reassign_orphaned_follow_ups(self, pool: asyncpg.Pool) -> int:
+        """Give again, with a new assignment id, every attempt whose coach left the roster
+        (deleted or made inactive) before it was recorded; one transaction each. Returns
+        how many were looked at. Replicas may run it at once: each skips the others'."""
+        moved = 0
+        while True:
+            async with pool.acquire() as connection, connection.transaction():
+                orphaned = await follow_up_store.claim_orphaned(connection)
+                if orphaned is None:
+                    return moved
+                task_id, attempt, gone, site_id = orphaned
+                log.info(
+                    "a follow-up's coach left the roster; giving it again",
+                    extra={"task_id": str(task_id), "attempt": attempt, "coach_id": str(gone)},
+                )
+                if await self._give_follow_up(connection, task_id, attempt, None, [gone]):
+                    metrics.FOLLOW_UPS.labels(site_id, "reassigned").inc()
+            self.outbox.committed()
+            moved += 1
+            beat()
+
+    async def _lapse(self, connection: Connection, follow_up: follow_up_store.FollowUp) -> None:
+        """The attempt's window ended before anyone could be given it."""
+        await follow_up_store.finish(connection, follow_up.task_id, follow_up.attempt, "lapsed")
+        await self.timers.cancel(connection, follow_up_timer(follow_up.task_id, follow_up.attempt))
+        metrics.FOLLOW_UPS.labels(follow_up.site_id, "lapsed").inc()
+        log.warning(
+            "a follow-up attempt's window ended with nobody to make it",
+            extra={"task_id": str(follow_up.task_id), "attempt": follow_up.attempt},
+        )
+
+    async def _follow_up_facts(
+        self,
+        connection: Connection,
+        site_id: str,
+        state: str,
+        time_zone: str,
+        visiting_coach: UUID,
+        now: datetime,
+    ) -> FollowUpFacts:
+        """What `domain.follow_ups.choose` reads, as the roster stands at `now`."""
+        _, interpreter_available, _ = await dispatch_store.site_settings(connection, site_id)
+        site = SiteProfile(site_id, state, ZoneInfo(time_zone), interpreter_available)
+        site_pool, state_pool = Pool.site(site_id), Pool.state(state)
+        on_call = await self.on_call(connection, [site_pool, state_pool], now)
+        at_site = on_call[site_pool]
+        in_state = on_call[state_pool] - at_site
+        supervisors = await follow_up_store.state_supervisors(connection, site_id, state)
+        everyone = list(dict.fromkeys([visiting_coach, *at_site, *in_state, *supervisors]))
+        reach = await reachability_store.of_coaches(connection, everyone)
+        loads = await dispatch_store.loads(connection, everyone)
+        follow_ups = await follow_up_store.open_counts(connection, everyone)
+        return FollowUpFacts(
+            site=site,
+            now=now,
+            coaches=await roster_store.coaches_by_id(connection, everyone),
+            off=await follow_up_store.off_now(connection, everyone, now),
+            unreachable=frozenset(c for c, r in reach.items() if not r.reachable),
+            on_call_site=at_site,
+            on_call_state=in_state,
+            loads={c: loads.get(c, 0) + follow_ups.get(c, 0) for c in everyone},
+            supervisors=supervisors,
+            has_contacts=await follow_up_store.with_contacts(connection, everyone),
+        )
+
     async def _candidates(
         self,
         connection: Connection,
@@ -508,6 +710,14 @@ async def _supervisor_contacts(
     return tuple(firsts[:MAX_SUPERVISOR_CONTACTS])
 
 
+_FOLLOW_UP_TIMERS = UUID("3b0c1f9e-7a51-4b0e-9f27-0d1c6a4e8f52")
+
+
+def follow_up_timer(task_id: UUID, attempt: int) -> UUID:
+    """The retry timer of one waiting follow-up attempt."""
+    return uuid5(_FOLLOW_UP_TIMERS, f"{task_id}:{attempt}")
+
+
 def _timer_id(offer_id: UUID, kind: TimerKind) -> UUID:
     """An offer's expiry timer has the offer's id; its other timers derive theirs from it."""
     return offer_id if kind is TimerKind.OFFER_EXPIRY else uuid5(offer_id, kind.value)
@@ -659,6 +869,9 @@ class WaitingLine:
                     listener = await asyncpg.connect(self.database_url)
                     await listener.add_listener(roster_store.LINE_CHANNEL, self._on_notify)
                 await self.service.serve_line(self.pool)
+                # A roster change also wakes the line: an attempt whose coach left the
+                # roster goes to someone else (issue #16).
+                await self.service.reassign_orphaned_follow_ups(self.pool)
                 beat()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_every)

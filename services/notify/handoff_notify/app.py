@@ -68,7 +68,8 @@ class NotifyRuntime:
             outbox.committed()
             worker.wake()
 
-        # handoff.referrals for ReferralCancelled only (held supervisor notices, issue #12).
+        # handoff.referrals for ReferralCancelled (held supervisor notices, issue #12) and
+        # FollowUpAttempted / FollowUpConsentRevoked (held reminders, issue #16) only.
         consumed = [Topic.DISPATCH, Topic.REFERRALS]
         pipeline.consumer(dispatch_handlers(service), after_commit=committed).subscribe(consumed)
         timer_loop = TimerLoop(

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from handoff_notify import metrics
-from handoff_notify.adapters import notices_store, pages_store
+from handoff_notify.adapters import notices_store, pages_store, reminders_store
 from handoff_notify.adapters.providers import Outgoing, Provider
 from handoff_notify.service import NotifyService
 from handoff_platform.database import Connection
@@ -70,6 +70,10 @@ class DeliveryWorker:
                     for outgoing in batch:
                         self._start(self._deliver_notice(outgoing))
                     beat()
+                while batch := await self.service.claim_due_reminders(self.batch_size):
+                    for outgoing in batch:
+                        self._start(self._deliver_reminder(outgoing))
+                    beat()
                 await self._sleep_until_next_due()
                 beat()
         except asyncio.CancelledError:  # stopping; on an error, sends in flight finish
@@ -91,6 +95,18 @@ class DeliveryWorker:
                 # The row stays `sending` and is failed after its deadline, never resent.
                 log.error(
                     "outcome of a notice not recorded",
+                    extra={"message_id": str(outgoing.message_id), "error": type(error).__name__},
+                )
+
+    async def _deliver_reminder(self, outgoing: Outgoing) -> None:
+        with correlation(outgoing.correlation_id):
+            outcome = await self.providers[outgoing.channel].send(outgoing)
+            try:
+                await self.service.record_reminder(outgoing, outcome)
+            except (asyncpg.PostgresError, OSError) as error:
+                # The row stays `sending` and is failed after its deadline, never resent.
+                log.error(
+                    "outcome of a reminder not recorded",
                     extra={"message_id": str(outgoing.message_id), "error": type(error).__name__},
                 )
 
@@ -161,6 +177,7 @@ class DeliveryWorker:
                 for seconds in (
                     await pages_store.next_due(connection),
                     await notices_store.next_due(connection),
+                    await reminders_store.next_due(connection),
                 )
                 if seconds is not None
             ]

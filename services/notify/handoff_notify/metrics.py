@@ -5,8 +5,8 @@ from prometheus_client import Counter, Gauge, Histogram
 PAGES = Counter(
     "handoff_pages_total",
     "Messages by channel, kind (offer, withdrawn, assigned; unassigned: a supervisors' "
-    "notice) and outcome: sent, delivered, "
-    "failed, throttled, cancelled.",
+    "notice; reminder: a coach's follow-up reminder) and outcome: sent, delivered, "
+    "failed, throttled, cancelled (reminders also retried, not_configured).",
     ["channel", "kind", "outcome"],
 )
 OFFER_TO_PAGE = Histogram(

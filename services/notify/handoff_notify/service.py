@@ -18,6 +18,7 @@ import asyncpg
 from handoff_notify import CHANNEL_FALLBACK, SCHEMA, SOURCE, metrics
 from handoff_notify.adapters import notices_store as notices
 from handoff_notify.adapters import pages_store as store
+from handoff_notify.adapters import reminders_store as reminders
 from handoff_notify.adapters.pages_store import (
     BlockedMethod,
     EarlyReport,
@@ -59,11 +60,13 @@ from handoff_notify.domain.replies import (
     Unclear,
     read_reply,
 )
-from handoff_notify.domain.throttle import Refuse, plan_notices, throttle
+from handoff_notify.domain.throttle import RecentSends, Refuse, plan_notices, throttle
 from handoff_notify.settings import NotifySettings
 from handoff_platform import audit as audit_log
 from handoff_platform.audit import Accessor, ActorKind, Purpose
 from handoff_platform.database import Connection
+from handoff_platform.links import FOLLOW_UP_LINK, VISIT_LINK
+from handoff_platform.links import LinkSigner as RecordSigner
 from handoff_platform.logs import correlation
 from handoff_platform.outbox import Outbox
 from handoff_platform.timers import Timer, Timers
@@ -75,6 +78,9 @@ from handoff_schemas.events import (
     CoachPhonesChanged,
     CoachResponded,
     ContactMethodReachabilityChanged,
+    FollowUpAssigned,
+    FollowUpAttempted,
+    FollowUpConsentRevoked,
     OfferMade,
     OfferWithdrawn,
     PageDelivered,
@@ -118,6 +124,14 @@ EARLY_REPORTS_KEPT_SECONDS = 3600.0
 # hour's window frees within minutes, and the page deadline bounds the wait anyway.
 THROTTLED_PAGE_RETRY_SECONDS = 15.0
 
+# A reminder held back by its destination's flood ceiling looks again this often: it is
+# due within its window (days), so a minute costs nothing.
+THROTTLED_REMINDER_RETRY_SECONDS = 60.0
+
+# A text from a coach's phone within this long of a follow-up reminder to it, with no
+# offer open, is answered with the reminder's link (a reminder takes no reply).
+REMINDER_REPLIES_READ_FOR = timedelta(days=2)
+
 
 class NotifyService:
     def __init__(
@@ -133,6 +147,16 @@ class NotifyService:
         self.timers = timers
         self.settings = settings
         self.signer = LinkSigner(settings.notify_link_secret.get_secret_value())
+        # The referral service's pages: the visit record (the accepted offer) and the
+        # follow-up attempt (issue #16), signed with the secret that service checks.
+        follow_up_secret = settings.follow_up_link_secret
+        self.visit_signer: RecordSigner | None = None
+        self.follow_up_signer: RecordSigner | None = None
+        if follow_up_secret is not None:
+            self.visit_signer = RecordSigner(follow_up_secret.get_secret_value(), VISIT_LINK)
+            self.follow_up_signer = RecordSigner(
+                follow_up_secret.get_secret_value(), FOLLOW_UP_LINK
+            )
         self.clock = clock
         self.wake_delivery: Wake = lambda: None  # set by the delivery worker
         # A notice's call takes no answer: a keypad press there is told none was recorded.
@@ -147,6 +171,22 @@ class NotifyService:
     def answer_url(self, offer_id: UUID) -> str:
         token = self.signer.token(offer_id)
         return f"{self.settings.notify_public_url.rstrip('/')}/v1/twilio/voice/{token}"
+
+    def visit_link(self, offer_id: UUID) -> str | None:
+        """The referral service's visit record for an accepted offer (/v/), or None when
+        FOLLOW_UP_LINK_SECRET is not set."""
+        if self.visit_signer is None:
+            return None
+        base = self.settings.referral_public_url.rstrip("/")
+        return f"{base}/v/{self.visit_signer.token(offer_id)}"
+
+    def follow_up_link(self, assignment_id: UUID) -> str | None:
+        """The referral service's follow-up page for an assignment (/f/), or None when
+        FOLLOW_UP_LINK_SECRET is not set."""
+        if self.follow_up_signer is None:
+            return None
+        base = self.settings.referral_public_url.rstrip("/")
+        return f"{base}/f/{self.follow_up_signer.token(assignment_id)}"
 
     # Dispatch events (Kafka consumers)
 
@@ -191,6 +231,45 @@ class NotifyService:
         by the quarter-hour limit, retried, or due at a restart) is dropped, not sent."""
         data: ReferralCancelled = event.data
         await notices.record_outcome(connection, data.referral_id, "cancelled", data.cancelled_at)
+
+    async def follow_up_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
+        """A follow-up attempt was given to a coach: a reminder to each of their first SMS,
+        email and webhook methods, unless the attempt was recorded or the consent revoked
+        first. A redelivered event queues nothing more; a re-assignment cancels the older
+        assignment's reminders not yet sent."""
+        data: FollowUpAssigned = event.data
+        if self.follow_up_signer is None:
+            metrics.PAGES.labels("none", MessageKind.REMINDER, "not_configured").inc()
+            log.error(
+                "a follow-up reminder cannot be sent: FOLLOW_UP_LINK_SECRET is not set",
+                extra={"task_id": str(data.task_id), "attempt": data.attempt},
+            )
+            return
+        for channel in await reminders.replaced(connection, data):
+            metrics.PAGES.labels(channel, MessageKind.REMINDER, "cancelled").inc()
+        queued = await reminders.add(connection, event.id, event.correlationid, data)
+        if not queued and not reminders.reminded_methods(data.contacts):
+            log.warning(
+                "a follow-up's coach has no method a reminder goes on",
+                extra={"task_id": str(data.task_id), "coach_id": str(data.coach_id)},
+            )
+
+    async def follow_up_attempted(self, connection: Connection, event: Envelope[Any]) -> None:
+        """An attempt was recorded (any result): its reminders not yet sent are dropped.
+        Only the ids are read; the outcomes (42 CFR Part 2) are not kept here."""
+        data: FollowUpAttempted = event.data
+        for channel in await reminders.close(
+            connection, data.referral_id, data.task_id, data.attempt, "attempted", data.attempted_at
+        ):
+            metrics.PAGES.labels(channel, MessageKind.REMINDER, "cancelled").inc()
+
+    async def follow_up_consent_revoked(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The patient withdrew their follow-up consent: no reminder of the referral leaves."""
+        data: FollowUpConsentRevoked = event.data
+        for channel in await reminders.close(
+            connection, data.referral_id, None, 0, "consent_revoked", data.revoked_at
+        ):
+            metrics.PAGES.labels(channel, MessageKind.REMINDER, "cancelled").inc()
 
     async def coach_phones_changed(self, connection: Connection, event: Envelope[Any]) -> None:
         """The roster's phones for one coach, as they now stand: who may text as a coach."""
@@ -485,6 +564,106 @@ class NotifyService:
                     )
         return outgoing
 
+    async def claim_due_reminders(self, limit: int) -> list[Outgoing]:
+        """Due follow-up reminders, committed as `sending`; lost ones failed first. One to
+        an opted-out or unreachable method is dropped; one past its destination's flood
+        ceiling waits a minute (it is due for days, never dropped for it)."""
+        outgoing: list[Outgoing] = []
+        async with self.pool.acquire() as connection, connection.transaction():
+            now = self.clock()
+            rules = self.settings.throttle_rules
+            for channel in await reminders.fail_lost(connection):
+                metrics.PAGES.labels(channel, MessageKind.REMINDER, "failed").inc()
+            claimed = await reminders.claim_due(connection, limit)
+            blocked = await store.blocked_methods(
+                connection, {(r.channel, r.destination) for r in claimed}
+            )
+            for reminder in claimed:
+                link = self.follow_up_link(reminder.assignment_id)
+                if (reminder.channel, reminder.destination) in blocked or link is None:
+                    await reminders.finish(connection, reminder.reminder_id, "cancelled")
+                    metrics.PAGES.labels(reminder.channel, MessageKind.REMINDER, "cancelled").inc()
+                    continue
+                recent = await reminders.sends_in_window(
+                    connection, reminder.channel, reminder.destination, now - rules.window
+                )
+                verdict = throttle(MessageKind.REMINDER, RecentSends(notices=recent), now, rules)
+                if isinstance(verdict, Refuse):
+                    metrics.THROTTLED.labels(
+                        reminder.channel, MessageKind.REMINDER, "deferred"
+                    ).inc()
+                    await reminders.retry_later(
+                        connection, reminder.reminder_id, THROTTLED_REMINDER_RETRY_SECONDS
+                    )
+                    continue
+                await reminders.mark_sending(
+                    connection, reminder.reminder_id, self.settings.sending_deadline_seconds
+                )
+                outgoing.append(
+                    Outgoing(
+                        message_id=reminder.reminder_id,
+                        channel=reminder.channel,
+                        destination=reminder.destination,
+                        content=content.reminder(
+                            reminder.site_short_name, reminder.window_days, link
+                        ),
+                        answer_url=self._no_answer_url,
+                        correlation_id=reminder.correlation_id,
+                    )
+                )
+        return outgoing
+
+    async def record_reminder(self, outgoing: Outgoing, outcome: SendOutcome) -> None:
+        """Store what the provider said of a reminder: retried through a provider outage
+        (`send_attempts`), and an unknown outcome is a failure, never sent again."""
+        if isinstance(outcome, Transient | Permanent | Ambiguous):
+            metrics.PROVIDER_ERRORS.labels(outgoing.channel, outcome.code).inc()
+        async with self.pool.acquire() as connection, connection.transaction():
+            attempts = await reminders.sending_attempts(connection, outgoing.message_id)
+            if attempts is None:
+                return  # failed meanwhile as lost
+            decision = after_send(
+                outcome, attempts, self.settings.retry_policy, random.uniform(0.5, 1.0), None
+            )
+            if isinstance(decision, RetryIn):
+                metrics.SEND_RETRIES.labels(outgoing.channel).inc()
+                await reminders.retry_later(connection, outgoing.message_id, decision.seconds)
+                label = "retried"
+            elif isinstance(decision, MarkSent):
+                await reminders.finish(
+                    connection, outgoing.message_id, "sent", decision.provider_ref
+                )
+                label = "sent"
+            else:
+                if isinstance(outcome, Permanent) and outcome.never_deliverable:
+                    await store.block_method(
+                        connection,
+                        outgoing.channel,
+                        outgoing.destination,
+                        MethodState.UNREACHABLE,
+                        f"provider:{outcome.code}",
+                        self.clock(),
+                    )
+                    await self._reachability(
+                        connection,
+                        outgoing.channel,
+                        outgoing.destination,
+                        False,
+                        f"provider:{outcome.code}",
+                    )
+                await reminders.finish(connection, outgoing.message_id, "failed")
+                label = "failed"
+                log.error(
+                    "a follow-up reminder could not be sent",
+                    extra={
+                        "message_id": str(outgoing.message_id),
+                        "channel": outgoing.channel.value,
+                    },
+                )
+        metrics.PAGES.labels(outgoing.channel, MessageKind.REMINDER, label).inc()
+        if label == "retried":
+            self.wake_delivery()
+
     async def record_notice(self, outgoing: Outgoing, outcome: SendOutcome) -> None:
         """Store what the provider said of a notice. An unknown outcome is a failure: a
         notice is never sent twice."""
@@ -638,7 +817,12 @@ class NotifyService:
         reference's, the order `record_send` takes them in."""
         message = await store.message(connection, message_id, lock=True)
         if message is None:
-            if await notices.reported(connection, message_id, provider_ref):
+            if await reminders.reported(connection, message_id, provider_ref):
+                log.info(
+                    "a reminder's provider id stored from the provider's report",
+                    extra={"message_id": str(message_id)},
+                )
+            elif await notices.reported(connection, message_id, provider_ref):
                 log.info(
                     "a notice's provider id stored from the provider's report",
                     extra={"message_id": str(message_id)},
@@ -965,6 +1149,13 @@ class NotifyService:
             if reply is Keyword.AVAILABLE:
                 return _read("available", await self._come_on(connection, phone, now))
             offers = await store.offers_paged_to(connection, phone, now)
+            if not offers and (
+                assignment := await reminders.last_sent_to(
+                    connection, Channel.SMS, phone, now - REMINDER_REPLIES_READ_FOR
+                )
+            ):
+                # A reminder takes no reply: its link records the call (issue #16).
+                return _read("reminder", content.reminder_reply(self.follow_up_link(assignment)))
             if not offers:
                 # A coach's number we paged nothing in a day: still answered (issue #15,
                 # "every text gets an answer"), an answer with what it would have changed.

@@ -10,9 +10,9 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from handoff_notify import CONSUMER_GROUP
-from handoff_notify.domain.content import link_room
+from handoff_notify.domain.content import link_room, reminder_link_room
 from handoff_notify.domain.delivery import RetryPolicy
-from handoff_notify.domain.links import LINK_PATH_CHARACTERS
+from handoff_notify.domain.links import FOLLOW_UP_PATH_CHARACTERS, LINK_PATH_CHARACTERS
 from handoff_notify.domain.throttle import ThrottleRules
 from handoff_platform.settings import PlatformSettings
 
@@ -37,6 +37,17 @@ class NotifySettings(PlatformSettings):
         "http://127.0.0.1:8003", description="Where coaches' phones and Twilio reach this service."
     )
     notify_link_secret: SecretStr = Field(description="Signs the links in pages.")
+    follow_up_link_secret: SecretStr | None = Field(
+        None,
+        description="Signs the referral service's visit (/v/) and follow-up (/f/) links that "
+        "notify mints: the same value the referral service is given. Unset: no follow-up "
+        "reminder is sent and the coach's page links no visit record.",
+    )
+    referral_public_url: str = Field(
+        "http://127.0.0.1:8001",
+        description="Where coaches' phones reach the referral service's visit and follow-up "
+        "pages (the base of those links).",
+    )
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
@@ -129,6 +140,19 @@ class NotifySettings(PlatformSettings):
             )
         return url
 
+    @field_validator("referral_public_url")
+    @classmethod
+    def _reminder_fits_one_segment(cls, url: str) -> str:
+        """A follow-up reminder is one GSM-7 segment with its /f/ link, whatever the
+        window and however short the site's name is cut."""
+        longest = reminder_link_room() - FOLLOW_UP_PATH_CHARACTERS
+        if len(url.rstrip("/")) > longest:
+            raise ValueError(
+                f"REFERRAL_PUBLIC_URL is {len(url.rstrip('/'))} characters; at most {longest} "
+                "keep a follow-up reminder with its link in one 160-character segment"
+            )
+        return url
+
     @model_validator(mode="after")
     def _sandbox_never_in_production(self) -> Self:
         if self.notify_delivery is Delivery.SANDBOX:
@@ -165,6 +189,11 @@ class NotifySettings(PlatformSettings):
             warnings.append(
                 "NOTIFY_SUPERVISOR_PHONE is not set: the answer to HELP gives coaches no "
                 "supervisor line"
+            )
+        if self.follow_up_link_secret is None:
+            warnings.append(
+                "FOLLOW_UP_LINK_SECRET is not set: follow-up reminders are not sent and "
+                "coaches' pages link no visit record"
             )
         return warnings
 

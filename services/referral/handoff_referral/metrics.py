@@ -89,3 +89,12 @@ LOCATIONS_CUT = Counter(
     "(hl7, fhir).",
     ["intake"],
 )
+
+FOLLOW_UPS = Counter(
+    "handoff_referral_follow_ups_total",
+    "Follow-up steps (issue #16), by site and step: visit_recorded_consented, "
+    "visit_recorded_declined (the patient said no to follow-up calls), due (an attempt fell "
+    "due), attempted_<result> (reached, no_answer, wrong_number, declined_further_contact, "
+    "deceased, readmitted), consent_revoked. Counted once each transaction commits.",
+    ["site", "step"],
+)

@@ -40,3 +40,14 @@ class ReferralSettings(PlatformSettings):
         description="How long a recorded step waits before it is sent, so an earlier step "
         "recorded a moment later (steps come from two topics) still goes first.",
     )
+    follow_up_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated Fernet keys that encrypt follow-up contact details at "
+        "rest: the first encrypts, all decrypt (rotate with `handoff referral follow-ups "
+        "rotate-keys`). Without them a patient's follow-up consent cannot be recorded.",
+    )
+    follow_up_link_secret: SecretStr | None = Field(
+        default=None,
+        description="Verifies the visit (/v/) and follow-up (/f/) links notify mints; notify "
+        "is given the same secret. Without it those pages answer 404.",
+    )

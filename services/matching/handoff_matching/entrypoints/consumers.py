@@ -1,5 +1,6 @@
 """Events that move a referral's dispatch (new, updated and cancelled referrals, coaches'
-answers), the sites they come from, and coaches' own OFF / ON."""
+answers), the sites they come from, coaches' own OFF / ON, and follow-up attempts due,
+recorded or stopped by a revoked consent (issue #16)."""
 
 from handoff_matching.service import MatchingService
 from handoff_platform.consumer import Handler
@@ -7,6 +8,9 @@ from handoff_schemas.events import (
     CoachAvailabilityChanged,
     CoachResponded,
     ContactMethodReachabilityChanged,
+    FollowUpAttempted,
+    FollowUpConsentRevoked,
+    FollowUpDue,
     PageFailed,
     PageSent,
     ReferralCancelled,
@@ -27,4 +31,7 @@ def dispatch_handlers(service: MatchingService) -> dict[str, Handler]:
         PageFailed.event_type: service.page_failed,
         CoachAvailabilityChanged.event_type: service.coach_availability_changed,
         ContactMethodReachabilityChanged.event_type: (service.contact_method_reachability_changed),
+        FollowUpDue.event_type: service.follow_up_due,
+        FollowUpAttempted.event_type: service.follow_up_attempted,
+        FollowUpConsentRevoked.event_type: service.follow_up_consent_revoked,
     }

@@ -36,6 +36,7 @@ class MessageKind(StrEnum):
     WITHDRAWN = "withdrawn"
     ASSIGNED = "assigned"
     UNASSIGNED = "unassigned"  # to supervisors: a referral nobody took (a notice, no offer)
+    REMINDER = "reminder"  # to a coach: a follow-up attempt is theirs (issue #16)
 
 
 @dataclass(frozen=True)
@@ -402,3 +403,39 @@ def help_text(program_name: str, supervisor_phone: str | None) -> str:
     )
     with_off = f"{text} OFF: go off call."
     return with_off if len(with_off) <= SMS_SEGMENT else text
+
+
+def reminder(site_short_name: str, window_days: int, link: str) -> Content:
+    """A coach's reminder that a follow-up attempt is theirs to make (issue #16): the
+    window and the site, nothing of the patient; the number to call is behind `link` (the
+    referral service's /f/ page). One GSM-7 segment: the site's short name is shortened
+    (never below 6 characters) to fit the link. No reply codes: a reminder is not an offer."""
+    head = f"Handoff: a {window_days}-day follow-up call for "
+    tail = f" is due. Open: {link}"
+    site = gsm7(site_short_name)
+    room = SMS_SEGMENT - len(head) - len(tail)
+    if len(site) > room:
+        site = site[: max(room, _MIN_SITE)].rstrip()
+    text = f"{head}{site}{tail}"
+    return Content(
+        subject=f"Handoff: {window_days}-day follow-up call due for {site_short_name}",
+        text=text,
+        spoken=(
+            f"This is Handoff. A {window_days}-day follow-up call for {site_short_name} is "
+            "due. Open the link in your text or email."
+        ),
+    )
+
+
+def reminder_link_room() -> int:
+    """The longest link (characters) a reminder SMS carries within one segment: with the
+    longest window (365 days) and the site's short name cut to its shortest."""
+    return SMS_SEGMENT - len(reminder("x" * _MIN_SITE, 365, "").text)
+
+
+def reminder_reply(link: str | None) -> str:
+    """The answer to a text from a coach whose phone was last sent a follow-up reminder and
+    no offer: a reminder takes no reply; the link records the attempt."""
+    if link is None:
+        return "Handoff: reminders take no reply. Record the call at the link in the reminder."
+    return f"Handoff: reminders take no reply. Record the call at {link}"

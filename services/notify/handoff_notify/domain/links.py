@@ -10,6 +10,8 @@ from handoff_platform.links import LinkSigner as _Signer
 
 LINK_PATH_CHARACTERS = len("/p/") + TOKEN_CHARACTERS
 """What a page's link adds to the public URL: the path and the unpadded base64 token."""
+FOLLOW_UP_PATH_CHARACTERS = len("/f/") + TOKEN_CHARACTERS
+"""What a follow-up reminder's link adds to REFERRAL_PUBLIC_URL."""
 
 
 class LinkSigner(_Signer):

@@ -205,6 +205,13 @@ async def _render_offer(
             content.off_until_text(off_until, record.site_time_zone, now) if off_until else None
         ),
         off_choices=_off_choices(now, record.site_time_zone),
+        # Once at the bedside, the visit is recorded on the referral service's page
+        # (issue #16); arrived and completed exist only on the accepted offer.
+        visit_link=(
+            service.visit_link(record.offer_id)
+            if state in (OfferState.ARRIVED, OfferState.COMPLETED)
+            else None
+        ),
     )
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 

@@ -13,11 +13,13 @@ from handoff_platform.database import Connection
 from handoff_platform.runtime import instrumented
 from handoff_platform.settings import settings_or_exit
 from handoff_referral import SCHEMA
+from handoff_referral.adapters import follow_up_store
 from handoff_referral.adapters import postgres as store
 from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
+from handoff_referral.domain.follow_ups import DEFAULT_SCHEDULE, BadInput, check_schedule
 from handoff_referral.domain.referral import Site
-from handoff_referral.entrypoints import fhir_cli, webhooks_cli
+from handoff_referral.entrypoints import fhir_cli, follow_ups_cli, webhooks_cli
 from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site
@@ -34,6 +36,7 @@ app.add_typer(mllp_app, name="mllp")
 app.add_typer(fhir_cli.app, name="fhir-client")
 app.add_typer(webhooks_cli.app, name="webhooks")
 app.add_typer(audit_cli(SCHEMA), name="audit")
+app.add_typer(follow_ups_cli.app, name="follow-ups")
 
 
 @app.command("serve")
@@ -61,6 +64,10 @@ def add_site(
     short_name: Annotated[str, typer.Option(help="Shown in pages, ≤ 40 characters.")],
     state: Annotated[str, typer.Option(help="USPS state code.")],
     time_zone: Annotated[str, typer.Option(help="IANA time zone.")],
+    follow_up_days: Annotated[
+        str,
+        typer.Option(help="Days after a visit each follow-up window opens, 1..365 ascending."),
+    ] = ",".join(map(str, DEFAULT_SCHEDULE)),
 ) -> None:
     """Register an emergency department."""
     try:
@@ -69,6 +76,12 @@ def add_site(
     except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
         typer.echo(f"invalid site: {error}", err=True)
         raise typer.Exit(2) from None
+    try:
+        schedule = check_schedule([int(d) for d in follow_up_days.split(",")])
+    except ValueError as error:
+        field = error.field if isinstance(error, BadInput) else "follow_up_days"
+        typer.echo(f"invalid site: {field}: {error}", err=True)
+        raise typer.Exit(2) from None
     site = Site(
         site_id=facts.site_id,
         name=name,
@@ -76,7 +89,14 @@ def add_site(
         state=facts.state,
         time_zone=facts.time_zone,
     )
-    added = asyncio.run(with_connection(lambda c: register_site(c, site)))
+
+    async def add(connection: Connection) -> bool:
+        added = await register_site(connection, site)
+        if added:
+            await follow_up_store.set_schedule(connection, site.site_id, schedule)
+        return added
+
+    added = asyncio.run(with_connection(add))
     typer.echo(f"site {site_id} {'added' if added else 'already exists'}")
 
 

@@ -6,11 +6,13 @@ from handoff_platform.consumer import Handler
 from handoff_platform.database import Connection
 from handoff_referral.domain.referral import StepDetails
 from handoff_referral.domain.status import Status, Step
+from handoff_referral.follow_ups import FollowUpService
 from handoff_referral.service import ReferralService
 from handoff_schemas import Envelope
 from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
+    FollowUpAssigned,
     OfferMade,
     OfferWithdrawn,
     ReferralExpired,
@@ -29,7 +31,12 @@ WITHDRAWAL_STEPS = {
 }
 
 
-def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
+def timeline_handlers(
+    service: ReferralService, follow_ups: FollowUpService | None = None
+) -> dict[str, Handler]:
+    """The handlers of the events the referral service consumes: its timeline, and with
+    `follow_ups`, the accepted offer a visit page names and the follow-up assignments."""
+
     async def offer_made(connection: Connection, event: Envelope[Any]) -> None:
         data: OfferMade = event.data
         # An offer from before batches were named is a batch of its own, of one coach.
@@ -51,6 +58,14 @@ def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
         await service.observe_step(
             connection, data.referral_id, Status.ACCEPTED, data.assigned_at, details
         )
+        if follow_ups is not None:
+            await follow_ups.offer_accepted(
+                connection, data.offer_id, data.referral_id, data.coach_id, data.assigned_at
+            )
+
+    async def follow_up_assigned(connection: Connection, event: Envelope[Any]) -> None:
+        assert follow_ups is not None  # subscribed only with follow_ups
+        await follow_ups.assigned(connection, event.data)
 
     async def waiting(connection: Connection, event: Envelope[Any]) -> None:
         data: ReferralWaiting = event.data
@@ -76,7 +91,7 @@ def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
         elif step := RESPONSE_STEPS.get(data.response):
             await service.observe_step(connection, data.referral_id, step, data.responded_at)
 
-    return {
+    handlers: dict[str, Handler] = {
         OfferMade.event_type: offer_made,
         OfferWithdrawn.event_type: offer_withdrawn,
         CoachAssigned.event_type: coach_assigned,
@@ -85,3 +100,6 @@ def timeline_handlers(service: ReferralService) -> dict[str, Handler]:
         ReferralExpired.event_type: expired,
         CoachResponded.event_type: coach_responded,
     }
+    if follow_ups is not None:
+        handlers[FollowUpAssigned.event_type] = follow_up_assigned
+    return handlers

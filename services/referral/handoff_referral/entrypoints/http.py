@@ -15,10 +15,12 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose, address_of
 from handoff_platform.http import ApiError
 from handoff_platform.logs import correlation_id_var
+from handoff_referral import SCHEMA
 from handoff_referral.domain.api_keys import parse_key
 from handoff_referral.domain.intake import CancelRequest, Patient, ReferralRequest
 from handoff_referral.domain.referral import Referral, Site, TimelineStep
 from handoff_referral.domain.status import CancelRefused, Status, Step
+from handoff_referral.follow_ups import FollowUpService, NoConsent
 from handoff_referral.service import ExternalIdConflict, ReferralNotFound, ReferralService
 
 MAX_PAGE = 200
@@ -148,7 +150,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_router(service: ReferralService) -> APIRouter:
+class ConsentRevokedOut(BaseModel):
+    referral_id: UUID
+    tasks_cancelled: int = Field(description="Open follow-up tasks cancelled by this call.")
+    already_revoked: bool = Field(description="Consent had been revoked before: no change.")
+
+
+def build_router(service: ReferralService, follow_ups: FollowUpService) -> APIRouter:
     router = APIRouter(prefix="/v1/referrals", tags=["referrals"], responses=ERRORS)
 
     async def authenticated_site(
@@ -256,6 +264,36 @@ def build_router(service: ReferralService) -> APIRouter:
         except CancelRefused as refused:
             raise ApiError(409, "referral_closed", str(refused)) from None
         return ReferralOut.of(referral)
+
+    @router.post(
+        "/{referral_id}/follow-up-consent/revoke",
+        response_model=ConsentRevokedOut,
+        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    )
+    async def revoke_follow_up_consent(referral_id: UUID, site: CurrentSite) -> ConsentRevokedOut:
+        """The patient withdrew their follow-up consent (told the hospital): every open
+        follow-up is cancelled at once and the stored contact details erased. Calling it
+        again changes nothing. 409 when no follow-up consent was recorded."""
+        try:
+            revoked = await follow_ups.revoke(referral_id, site.site_id)
+        except NoConsent:
+            async with service.pool.acquire() as connection:
+                known = await connection.fetchval(
+                    f"""SELECT true FROM {SCHEMA}.referrals
+                        WHERE referral_id = $1 AND site_id = $2""",
+                    referral_id,
+                    site.site_id,
+                )
+            if not known:
+                raise _not_found() from None
+            raise ApiError(
+                409, "no_follow_up_consent", "no follow-up consent is recorded for this referral"
+            ) from None
+        return ConsentRevokedOut(
+            referral_id=referral_id,
+            tasks_cancelled=revoked.tasks_cancelled,
+            already_revoked=revoked.already,
+        )
 
     return router
 
