@@ -40,6 +40,7 @@ SERVICE_TOPICS: Mapping[str, ServiceTopics] = {
         sends=(Topic.DISPATCH,), receives=(Topic.SITES, Topic.REFERRALS, Topic.PAGES)
     ),
     "notify": ServiceTopics(sends=(Topic.PAGES,), receives=(Topic.DISPATCH, Topic.REFERRALS)),
+    "reports": ServiceTopics(sends=(), receives=(Topic.REFERRALS, Topic.DISPATCH, Topic.PAGES)),
 }
 
 
