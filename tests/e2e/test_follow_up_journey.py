@@ -188,10 +188,14 @@ async def test_a_consented_visit_is_followed_up_through_restarts_until_consent_i
     async with httpx.AsyncClient() as client:
         form = await client.get(visit_link)
         assert "42 CFR Part 2" in form.text
+        shown = re.search(r'name="schedule" value="([^"]*)"', form.text)
+        assert shown is not None
         saved = await client.post(
             visit_link,
             data={
                 "consent": "yes",
+                # The hidden field of the schedule the statement read out.
+                "schedule": shown[1],
                 "callback_phone": FOLLOW_UP_PHONE_TYPED,
                 "day_part": "evenings",
                 "days": "any_day",

@@ -7,7 +7,9 @@ timer falls due by itself); a timer is made due by moving its row, as the servic
 loop then finds it.
 """
 
+import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,8 +26,10 @@ from pydantic import SecretStr
 from handoff_platform.http import install_error_handlers
 from handoff_platform.kafka import make_broker
 from handoff_platform.links import FOLLOW_UP_LINK, VISIT_LINK, LinkSigner
+from handoff_referral.adapters.contact_vault import ContactVault
 from handoff_referral.app import ReferralRuntime
 from handoff_referral.entrypoints.follow_up_admin import build_schedule_router
+from handoff_referral.metrics import CONTACTS_UNREADABLE
 from handoff_schemas import Topic
 from handoff_schemas.events import FollowUpAssigned
 from handoff_schemas.vocabulary import CoachResponse, FollowUpAssignee
@@ -49,6 +53,7 @@ FOLLOW_UPS = LinkSigner(FOLLOW_UP_LINK_SECRET, FOLLOW_UP_LINK)
 VISIT_AT = datetime(2031, 3, 10, 15, 0, tzinfo=UTC)  # 11:00 in New York (summer time)
 CONSENTING = {
     "consent": "yes",
+    "schedule": "1,30,90",  # the hidden field: the schedule the statement read out
     "callback_phone": FOLLOW_UP_PHONE_TYPED,
     "day_part": "evenings",
     "days": "any_day",
@@ -475,7 +480,9 @@ async def test_a_wrong_number_ends_follow_up_and_the_cli_rotates_keys_and_revoke
         database_url=referral_database,
     )
     referral_id, offer_id, coach_id = await _completed_visit(ed, other_services)
-    recorded = await coach_pages.post(f"/v/{VISITS.token(offer_id)}", data=CONSENTING)
+    recorded = await coach_pages.post(
+        f"/v/{VISITS.token(offer_id)}", data={**CONSENTING, "schedule": "2,14"}
+    )
     assert recorded.status_code == 303
     tasks = await _tasks(pool, referral_id)
     assert [t["window_days"] for t in tasks] == [2, 14]
@@ -551,6 +558,18 @@ async def test_a_sites_follow_up_schedule_is_set_by_admin_and_validated(
             refused = await admin.put(path, json={"follow_up_days": days})
             assert refused.status_code == 422, days
             assert refused.json()["error"]["fields"][0]["field"] == "follow_up_days"
+        # Strict types and no unknown field (finding #16f-8): true is not 1, "7" not 7.
+        for body in (
+            {"follow_up_days": [True]},
+            {"follow_up_days": ["7"]},
+            {"follow_up_days": [2, 7], "extra": 1},
+        ):
+            refused = await admin.put(path, json=body)
+            assert refused.status_code == 422, body
+            [named] = refused.json()["error"]["fields"]
+            assert named["field"].split("[")[0] in ("follow_up_days", "extra"), body
+            assert ("extra" in body) == (named["field"] == "extra"), body
+        assert (await admin.get(path)).json()["follow_up_days"] == [1, 30, 90]
         assert (await admin.put(path, json={"follow_up_days": [3, 45]})).status_code == 200
         assert (await admin.get(path)).json()["follow_up_days"] == [3, 45]
         missing = await admin.put(
@@ -617,3 +636,226 @@ async def test_a_coach_records_the_withdrawal_from_either_page(
     assert await pool.fetchval(contact, second) == 0
     after = await coach_pages.get(link)
     assert _no_number_in(after.text)
+
+
+async def _due_and_assigned(
+    pool: asyncpg.Pool,
+    other_services: KafkaBroker,
+    kafka_topics: str,
+    referral_id: uuid.UUID,
+    coach_id: uuid.UUID,
+) -> FollowUpAssigned:
+    """Day 1 of a consented visit falls due and is assigned to `coach_id`."""
+    day_one = (await _tasks(pool, referral_id))[0]
+    await _fire(pool, day_one["task_id"])
+    await _event(
+        kafka_topics, Topic.REFERRALS, "referral.follow_up_due", "task_id", day_one["task_id"]
+    )
+    assignment = _assigned(referral_id, day_one, 1, coach_id, datetime.now(UTC))
+    await send(other_services, assignment)
+    await eventually(
+        lambda: _assignment_kept(pool, assignment.assignment_id), within=30, what="the assignment"
+    )
+    return assignment
+
+
+async def test_consent_is_refused_when_the_schedule_changed_after_it_was_read_out(
+    referral: ReferralRuntime,
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    coach_pages: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+) -> None:
+    """Finding #16f-1: the coach read "2 days and 7 days", the operator then set five
+    windows; consent=yes must not store five calls the patient never heard of."""
+    ed = await hospital()
+    pool = referral.pool
+    async with pool.acquire() as connection:
+        await connection.execute(
+            "UPDATE referral.sites SET follow_up_days = '{2,7}' WHERE site_id = $1",
+            ed.site.site_id,
+        )
+    referral_id, offer_id, _ = await _completed_visit(ed, other_services)
+    link = f"/v/{VISITS.token(offer_id)}"
+    read_out = await coach_pages.get(link)
+    assert "2 days and 7 days after today" in read_out.text
+    shown = re.search(r'name="schedule" value="([^"]*)"', read_out.text)
+    assert shown is not None
+    assert shown[1] == "2,7"
+
+    async with pool.acquire() as connection:
+        await connection.execute(
+            "UPDATE referral.sites SET follow_up_days = '{1,30,90,180,365}' WHERE site_id = $1",
+            ed.site.site_id,
+        )
+    refused = await coach_pages.post(link, data={**CONSENTING, "schedule": shown[1]})
+    assert refused.status_code == 409
+    assert "follow-up schedule changed" in refused.text
+    assert "read the new statement" in refused.text.lower()
+    assert "1 day, 30 days, 90 days, 180 days and 365 days after today" in refused.text
+    stored = "SELECT count(*) FROM referral.visits WHERE referral_id = $1"
+    assert await pool.fetchval(stored, referral_id) == 0
+    assert await _tasks(pool, referral_id) == []
+    missing = await coach_pages.post(
+        link, data={k: v for k, v in CONSENTING.items() if k != "schedule"}
+    )
+    assert missing.status_code == 409
+    assert await pool.fetchval(stored, referral_id) == 0
+
+    # Read out again: the new statement's schedule is the one consented to.
+    again = await coach_pages.post(link, data={**CONSENTING, "schedule": "1,30,90,180,365"})
+    assert again.status_code == 303
+    assert [t["window_days"] for t in await _tasks(pool, referral_id)] == [1, 30, 90, 180, 365]
+
+
+async def test_of_simultaneous_submits_only_the_one_stored_says_saved(
+    referral: ReferralRuntime,
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    coach_pages: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+    kafka_topics: str,
+) -> None:
+    """Finding #16f-3: concurrent /v/ and /f/ submits all said "Saved"; one was stored."""
+    ed = await hospital()
+    pool = referral.pool
+    referral_id, offer_id, coach_id = await _completed_visit(ed, other_services)
+    visit = f"/v/{VISITS.token(offer_id)}"
+    numbers = ["4105557777", "4105558888", "4105559999", "4105556666"]
+    answers = await asyncio.gather(
+        *(coach_pages.post(visit, data={**CONSENTING, "callback_phone": n}) for n in numbers)
+    )
+    assert sorted(a.status_code for a in answers) == [303, 409, 409, 409]
+    for lost in (a for a in answers if a.status_code == 409):
+        assert "already recorded" in lost.text
+    assert len(await _tasks(pool, referral_id)) == 3
+
+    assignment = await _due_and_assigned(pool, other_services, kafka_topics, referral_id, coach_id)
+    link = f"/f/{FOLLOW_UPS.token(assignment.assignment_id)}"
+    forms: list[dict[str, Any]] = [
+        {"result": "no_answer"},
+        {"result": "no_answer"},
+        {"result": "reached", "outcomes": ["moud"]},
+        {"result": "deceased"},
+    ]
+    results = await asyncio.gather(*(coach_pages.post(link, data=f) for f in forms))
+    saved = [r for r in results if "Saved" in r.text]
+    assert len(saved) == 1
+    assert saved[0].status_code == 200
+    [stored] = await pool.fetch(
+        "SELECT result FROM referral.follow_up_attempts WHERE task_id = $1",
+        assignment.task_id,
+    )
+    for form, answer in zip(forms, results, strict=True):
+        if answer is saved[0]:
+            continue
+        assert answer.status_code == 409
+        assert "already recorded" in answer.text
+        if form["result"] != stored["result"]:
+            assert "was not saved" in answer.text
+    # Sequentially too: a later, different result is not stored and says so.
+    later = await coach_pages.post(link, data={"result": "reached", "outcomes": ["housing"]})
+    assert later.status_code == 409
+    assert "Saved" not in later.text
+
+
+async def test_a_replaced_links_withdraw_button_says_given_to_another_coach(
+    referral: ReferralRuntime,
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    coach_pages: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+    kafka_topics: str,
+) -> None:
+    """Finding #16f-9: GET said "given to another coach", the revoke POST 404 "not valid"."""
+    ed = await hospital()
+    pool = referral.pool
+    referral_id, offer_id, coach_id = await _completed_visit(ed, other_services)
+    assert (
+        await coach_pages.post(f"/v/{VISITS.token(offer_id)}", data=CONSENTING)
+    ).status_code == 303
+    first = await _due_and_assigned(pool, other_services, kafka_topics, referral_id, coach_id)
+    task = (await _tasks(pool, referral_id))[0]
+    second = _assigned(referral_id, task, 1, uuid.uuid4(), datetime.now(UTC) + timedelta(seconds=1))
+    await send(other_services, second)
+    await eventually(
+        lambda: _assignment_kept(pool, second.assignment_id), within=30, what="the assignment"
+    )
+    old = f"/f/{FOLLOW_UPS.token(first.assignment_id)}"
+    withdraw = await coach_pages.post(f"{old}/revoke", data={"confirm": "yes"})
+    assert withdraw.status_code == 409
+    assert "given to another coach" in withdraw.text
+    assert "not valid" not in withdraw.text
+    assert [t["state"] for t in await _tasks(pool, referral_id)] == [
+        "due",
+        "scheduled",
+        "scheduled",
+    ]
+
+
+async def test_a_number_the_running_keys_cannot_open_is_a_503_and_an_error(
+    referral: ReferralRuntime,
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    coach_pages: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+    kafka_topics: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Finding #16f-4: rotated before the service had the new key, the coach was told
+    "not yours to make now"."""
+    ed = await hospital()
+    pool = referral.pool
+    referral_id, offer_id, coach_id = await _completed_visit(ed, other_services)
+    assert (
+        await coach_pages.post(f"/v/{VISITS.token(offer_id)}", data=CONSENTING)
+    ).status_code == 303
+    assignment = await _due_and_assigned(pool, other_services, kafka_topics, referral_id, coach_id)
+    # The running service holds a key the number was not sealed with.
+    monkeypatch.setattr(referral.follow_ups, "vault", ContactVault(NEXT_FOLLOW_UP_KEY))
+    unreadable = CONTACTS_UNREADABLE._value.get()
+    link = f"/f/{FOLLOW_UPS.token(assignment.assignment_id)}"
+    with caplog.at_level(logging.ERROR):
+        page = await coach_pages.get(link)
+    assert page.status_code == 503
+    assert "cannot be read right now" in page.text
+    assert "not yours" not in page.text
+    assert CONTACTS_UNREADABLE._value.get() == unreadable + 1
+    [error] = [r for r in caplog.records if "unreadable" in r.getMessage()]
+    assert error.levelno == logging.ERROR
+    assert _no_number_in(caplog.text)
+    posted = await coach_pages.post(link, data={"result": "no_answer"})
+    assert posted.status_code in (409, 503)
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM referral.follow_up_attempts WHERE task_id = $1",
+            assignment.task_id,
+        )
+        == 0
+    )
+
+
+async def test_revoking_after_a_wrong_number_says_already_revoked(
+    referral: ReferralRuntime,
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    coach_pages: httpx.AsyncClient,
+    clock: Callable[[datetime], None],
+    kafka_topics: str,
+) -> None:
+    """Finding #16f cosmetic: the first REST revoke after a wrong number said false."""
+    ed = await hospital()
+    pool = referral.pool
+    referral_id, offer_id, coach_id = await _completed_visit(ed, other_services)
+    assert (
+        await coach_pages.post(f"/v/{VISITS.token(offer_id)}", data=CONSENTING)
+    ).status_code == 303
+    assignment = await _due_and_assigned(pool, other_services, kafka_topics, referral_id, coach_id)
+    link = f"/f/{FOLLOW_UPS.token(assignment.assignment_id)}"
+    assert (await coach_pages.post(link, data={"result": "wrong_number"})).status_code == 200
+    path = f"/v1/referrals/{referral_id}/follow-up-consent/revoke"
+    first = (await ed.client.post(path)).json()
+    assert (first["already_revoked"], first["tasks_cancelled"]) == (True, 0)
+    second = (await ed.client.post(path)).json()
+    assert (second["already_revoked"], second["tasks_cancelled"]) == (True, 0)

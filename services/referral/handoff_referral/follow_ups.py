@@ -21,7 +21,11 @@ from handoff_platform.outbox import Outbox
 from handoff_platform.timers import Timer, Timers
 from handoff_referral import SCHEMA, SOURCE
 from handoff_referral.adapters import follow_up_store as store
-from handoff_referral.adapters.contact_vault import ContactVault, UnreadableContact
+from handoff_referral.adapters.contact_vault import (
+    ContactVault,
+    UnreadableContact,
+    VaultNotConfigured,
+)
 from handoff_referral.domain.follow_ups import (
     CLOSES_TASK,
     ENDS_FOLLOW_UP,
@@ -33,7 +37,7 @@ from handoff_referral.domain.follow_ups import (
     windows,
 )
 from handoff_referral.domain.status import Status
-from handoff_referral.metrics import FOLLOW_UPS
+from handoff_referral.metrics import CONTACTS_UNREADABLE, FOLLOW_UPS
 from handoff_referral.service import Clock, utc_now
 from handoff_schemas import Envelope
 from handoff_schemas.events import (
@@ -75,6 +79,7 @@ class VisitView:
     consent_revoked: bool = False
     follow_up_days: tuple[int, ...] = ()
     site_short_name: str = ""
+    saved: bool = False  # this request stored the visit (a concurrent one may have won)
 
 
 class FollowUpPage(StrEnum):
@@ -93,6 +98,22 @@ class FollowUpView:
     attempt: int = 0
     state: TaskState | None = None
     contact: Contact | None = None  # only on an OPEN page
+    saved: bool = False  # this request stored the attempt
+    recorded: store.RecordedAttempt | None = None  # what was stored, when this one was not
+
+
+class ScheduleChanged(Exception):
+    """The site's follow-up schedule is no longer the one the consent statement read out:
+    the consent is not to the calls that would be made, so nothing is stored."""
+
+
+class ContactUnreadable(Exception):
+    """The stored contact opens with none of the running FOLLOW_UP_KEYS (a key dropped or
+    a rotation run before every replica had the new key); the program is alerted."""
+
+
+class Replaced(Exception):
+    """The link's assignment was replaced: the attempt was given to another coach."""
 
 
 class Refused(Exception):
@@ -106,7 +127,9 @@ class NoConsent(Exception):
 @dataclass(frozen=True)
 class Revocation:
     tasks_cancelled: int
-    already: bool  # consent had been revoked before: nothing changed
+    # Nothing was left to stop: consent had been revoked before, or a result ended
+    # follow-up and deleted the number (the withdrawal is then recorded all the same).
+    already: bool
 
 
 class FollowUpService:
@@ -164,9 +187,11 @@ class FollowUpService:
 
     async def record_visit(self, offer_id: UUID, choice: VisitChoice) -> VisitView:
         """Record the visit of the accepted offer `offer_id`, its tasks when the patient
-        consented, and VisitRecorded, in one transaction. A visit already recorded, or a
-        referral not at the bedside, changes nothing: the view says what the page shows.
-        Raises BadInput naming `consent` when the contact cannot be sealed (no keys)."""
+        consented, and VisitRecorded, in one transaction. A visit already recorded (also by
+        a concurrent submit), or a referral not at the bedside, changes nothing: the view
+        (`saved` False) says what the page shows. Raises BadInput naming `consent` when the
+        contact cannot be sealed (no keys), ScheduleChanged when consent was given to a
+        schedule (`choice.shown_schedule`) that is no longer the site's."""
         if choice.consent and not self.vault.configured:
             raise BadInput(
                 "consent",
@@ -182,7 +207,14 @@ class FollowUpService:
                 view = _visit_view(offer, await store.visit(connection, offer.referral_id))
                 if view.page is not VisitPage.OPEN:
                     return view
-                await store.insert_visit(connection, offer, choice.consent, choice.outcomes, now)
+                if choice.consent and choice.shown_schedule != offer.follow_up_days:
+                    raise ScheduleChanged
+                # The insert decides a race: a concurrent submit's visit wins the conflict,
+                # and this one stores nothing and says what was recorded.
+                if not await store.insert_visit(
+                    connection, offer, choice.consent, choice.outcomes, now
+                ):
+                    return _visit_view(offer, await store.visit(connection, offer.referral_id))
                 tasks = 0
                 if choice.consent and choice.contact is not None:
                     tasks = await self._schedule(connection, offer, choice.contact, now)
@@ -207,7 +239,7 @@ class FollowUpService:
                 "follow_up_tasks": tasks,
             },
         )
-        return VisitView(VisitPage.RECORDED, consent=choice.consent)
+        return VisitView(VisitPage.RECORDED, consent=choice.consent, saved=True)
 
     async def _schedule(
         self, connection: Connection, offer: store.AcceptedOffer, contact: Contact, now: datetime
@@ -293,7 +325,8 @@ class FollowUpService:
         `retry_due`) or closes the task as not reached; `reached` and `readmitted` close
         the task; `wrong_number`, `declined_further_contact` and `deceased` close every
         open task and erase the contact. The contact is erased too once no task is open.
-        An attempt no longer open changes nothing: the view says what became of it."""
+        An attempt no longer open (also one a concurrent submit recorded) changes nothing:
+        the view (`saved` False, `recorded` what was stored) says what became of it."""
         now = self.clock()
         async with self.pool.acquire() as connection:
             async with connection.transaction():
@@ -307,13 +340,20 @@ class FollowUpService:
                     return FollowUpView(FollowUpPage.UNKNOWN)
                 if not assignment.latest:
                     return FollowUpView(FollowUpPage.REPLACED, task.window_days, assignment.attempt)
-                if not _attempt_open(task, assignment):
-                    return FollowUpView(
-                        FollowUpPage.DONE, task.window_days, assignment.attempt, task.state
-                    )
-                await store.add_attempt(
+                if not _attempt_open(task, assignment) or not await store.add_attempt(
                     connection, task, assignment.coach_id, result, outcomes, now
-                )
+                ):
+                    # Another submit was stored first (the task row's lock orders them).
+                    recorded = await store.recorded_attempt(
+                        connection, task.task_id, assignment.attempt
+                    )
+                    return FollowUpView(
+                        FollowUpPage.DONE,
+                        task.window_days,
+                        assignment.attempt,
+                        task.state,
+                        recorded=recorded,
+                    )
                 state = await self._after_attempt(connection, task, result, now)
                 event = FollowUpAttempted(
                     referral_id=task.referral_id,
@@ -336,7 +376,7 @@ class FollowUpService:
             "follow-up attempt recorded",
             extra={"task_id": str(task.task_id), "attempt": task.attempt, "result": result.value},
         )
-        return FollowUpView(FollowUpPage.DONE, task.window_days, task.attempt, state)
+        return FollowUpView(FollowUpPage.DONE, task.window_days, task.attempt, state, saved=True)
 
     async def _after_attempt(
         self, connection: Connection, task: store.Task, result: FollowUpResult, now: datetime
@@ -388,12 +428,14 @@ class FollowUpService:
             return None
         try:
             return self.vault.open(sealed)
-        except UnreadableContact:
+        except (UnreadableContact, VaultNotConfigured):
+            # The id only: the sealed bytes and the keys stay out of the log.
             log.error(
                 "follow-up contact unreadable with FOLLOW_UP_KEYS",
                 extra={"referral_id": str(referral_id)},
             )
-            return None
+            CONTACTS_UNREADABLE.inc()
+            raise ContactUnreadable from None
 
     # Revocation
 
@@ -406,20 +448,24 @@ class FollowUpService:
         return await self.revoke(offer.referral_id, None)
 
     async def revoke_by_assignment(self, assignment_id: UUID) -> Revocation | None:
-        """From the follow-up page: None if the link's assignment is unknown or was
-        replaced (the coach it was given to instead can revoke). Raises NoConsent."""
+        """From the follow-up page: None if the link's assignment is unknown. Raises
+        Replaced when it was replaced (the coach it was given to instead can revoke),
+        NoConsent."""
         async with self.pool.acquire() as connection:
             assignment = await store.assignment(connection, assignment_id)
             task = await store.task(connection, assignment.task_id) if assignment else None
-        if assignment is None or task is None or not assignment.latest:
+        if assignment is None or task is None:
             return None
+        if not assignment.latest:
+            raise Replaced
         return await self.revoke(task.referral_id, None)
 
     async def revoke(self, referral_id: UUID, site_id: str | None) -> Revocation:
         """The patient withdrew follow-up consent: every open task is cancelled (its timer
         too), the stored contact deleted, and FollowUpConsentRevoked published, in one
-        transaction. Revoking again changes nothing. With `site_id`, only that site's
-        referral. Raises NoConsent when no consent was recorded."""
+        transaction. Revoking again changes nothing. `already` is True when nothing was left
+        to stop (revoked before, or no open task and no number). With `site_id`, only that
+        site's referral. Raises NoConsent when no consent was recorded."""
         now = self.clock()
         async with self.outbox.transaction(self.pool) as connection:
             visit = await store.visit(connection, referral_id, for_update=True)
@@ -432,7 +478,11 @@ class FollowUpService:
             cancelled = await self._close_open_tasks(
                 connection, referral_id, TaskState.CANCELLED, now
             )
-            await store.erase_contact(connection, referral_id)
+            erased = await store.erase_contact(connection, referral_id)
+            # Recorded all the same (the visit page then says so), but reported as already
+            # done when a result (wrong number, deceased...) had stopped the calls and deleted
+            # the number before: this withdrawal changed nothing the patient would notice.
+            nothing_left = cancelled == 0 and not erased
             await store.mark_consent_revoked(connection, referral_id, now)
             event = FollowUpConsentRevoked(
                 referral_id=referral_id,
@@ -448,7 +498,7 @@ class FollowUpService:
             "follow-up consent revoked",
             extra={"referral_id": str(referral_id), "tasks_cancelled": cancelled},
         )
-        return Revocation(cancelled, already=False)
+        return Revocation(cancelled, already=nothing_left)
 
     async def _publish(self, connection: Connection, event: Any, correlation_id: str) -> None:
         await self.outbox.put(

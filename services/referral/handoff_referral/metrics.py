@@ -98,3 +98,9 @@ FOLLOW_UPS = Counter(
     "deceased, readmitted), consent_revoked. Counted once each transaction commits.",
     ["site", "step"],
 )
+CONTACTS_UNREADABLE = Counter(
+    "handoff_referral_follow_up_contacts_unreadable_total",
+    "Follow-up contacts that none of the running FOLLOW_UP_KEYS opens, counted each time a "
+    "page needs one (a key dropped too early, or rotate-keys run before every replica was "
+    "restarted with the new key). Any increase is a page: coaches cannot make their calls.",
+)

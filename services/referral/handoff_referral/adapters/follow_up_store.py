@@ -179,11 +179,12 @@ async def sealed_contact(connection: Connection, referral_id: UUID) -> bytes | N
     return sealed
 
 
-async def erase_contact(connection: Connection, referral_id: UUID) -> None:
-    """Delete the row: the sealed number is gone, not flagged."""
-    await connection.execute(
+async def erase_contact(connection: Connection, referral_id: UUID) -> bool:
+    """Delete the row: the sealed number is gone, not flagged. False if there was none."""
+    status = await connection.execute(
         f"DELETE FROM {SCHEMA}.follow_up_contacts WHERE referral_id = $1", referral_id
     )
+    return bool(status != "DELETE 0")
 
 
 async def sealed_contacts_batch(
@@ -321,6 +322,31 @@ async def add_attempt(
         at,
     )
     return bool(inserted)
+
+
+@dataclass(frozen=True)
+class RecordedAttempt:
+    """The result a task's attempt was recorded with."""
+
+    result: FollowUpResult
+    outcomes: frozenset[RecoveryOutcome]
+
+
+async def recorded_attempt(
+    connection: Connection, task_id: UUID, attempt: int
+) -> RecordedAttempt | None:
+    """The task's attempt `attempt` as recorded; None if it was not."""
+    row = await connection.fetchrow(
+        f"""SELECT result, outcomes FROM {SCHEMA}.follow_up_attempts
+            WHERE task_id = $1 AND attempt = $2""",
+        task_id,
+        attempt,
+    )
+    if row is None:
+        return None
+    return RecordedAttempt(
+        FollowUpResult(row["result"]), frozenset(RecoveryOutcome(o) for o in row["outcomes"])
+    )
 
 
 async def set_schedule(connection: Connection, site_id: str, days: Sequence[int]) -> bool:

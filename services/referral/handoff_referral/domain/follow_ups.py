@@ -219,6 +219,9 @@ class VisitChoice:
     consent: bool
     contact: Contact | None
     outcomes: frozenset[RecoveryOutcome]
+    shown_schedule: tuple[int, ...] | None = None
+    """The follow-up days the consent statement read out (the form's hidden `schedule`);
+    None when the form did not carry it."""
 
 
 def _one(form: Mapping[str, Sequence[str]], field: str) -> str:
@@ -231,8 +234,9 @@ def _one(form: Mapping[str, Sequence[str]], field: str) -> str:
 def read_visit_form(form: Mapping[str, Sequence[str]]) -> VisitChoice:
     """The visit page's form (field → values): `consent` yes|no; when yes,
     `callback_phone`, `day_part` (DayPart) and `days` (CallDays); `outcomes`
-    (RecoveryOutcome, several). A number given without consent is not kept. Raises
-    BadInput naming the first field in error."""
+    (RecoveryOutcome, several); the hidden `schedule` the consent statement read out
+    (checked against the site's when the visit is stored). A number given without
+    consent is not kept. Raises BadInput naming the first field in error."""
     consent_text = _one(form, "consent")
     if consent_text not in ("yes", "no"):
         raise BadInput("consent", "choose whether the patient agrees to follow-up calls")
@@ -249,7 +253,22 @@ def read_visit_form(form: Mapping[str, Sequence[str]]) -> VisitChoice:
         except ValueError:
             raise BadInput("days", "choose the best days") from None
         contact = Contact(phone=phone, day_part=day_part, days=days)
-    return VisitChoice(consent, contact, parse_outcomes(form.get("outcomes", ())))
+    outcomes = parse_outcomes(form.get("outcomes", ()))
+    return VisitChoice(consent, contact, outcomes, parse_shown_schedule(_one(form, "schedule")))
+
+
+def parse_shown_schedule(text: str) -> tuple[int, ...] | None:
+    """The visit form's hidden `schedule` ("1,30,90": the days the consent statement read
+    out); None when missing or not a list of whole days, which no schedule matches."""
+    parts = text.split(",") if text else []
+    if not parts or not all(p.isdigit() for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+def schedule_field(days: Sequence[int]) -> str:
+    """The hidden `schedule` value of the visit form for `days`."""
+    return ",".join(str(d) for d in days)
 
 
 def read_attempt_form(

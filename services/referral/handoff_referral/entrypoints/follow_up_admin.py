@@ -5,7 +5,7 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt
 
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 from handoff_referral.adapters import follow_up_store as store
@@ -15,7 +15,10 @@ SiteIdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]
 
 
 class ScheduleIn(BaseModel):
-    follow_up_days: list[int] = Field(
+    # Strict: true is not 1 and "7" is not 7, and an unknown field is a mistake to name.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    follow_up_days: list[StrictInt] = Field(
         description="Days after the visit each follow-up window opens: 1..365, ascending "
         "(default 1, 30, 90). Applies to visits recorded from now on.",
         examples=[[1, 30, 90]],

@@ -24,16 +24,21 @@ from handoff_referral.domain.follow_ups import (
     TaskState,
     read_attempt_form,
     read_visit_form,
+    schedule_field,
     schedule_text,
 )
 from handoff_referral.follow_ups import (
+    ContactUnreadable,
     FollowUpPage,
     FollowUpService,
     FollowUpView,
     NoConsent,
+    Replaced,
+    ScheduleChanged,
     VisitPage,
     VisitView,
 )
+from handoff_schemas.vocabulary import FollowUpResult, RecoveryOutcome
 
 templates = Environment(loader=PackageLoader("handoff_referral.entrypoints"), autoescape=True)
 
@@ -47,10 +52,18 @@ DONE_TEXT = {
     TaskState.DUE: "This call is not yours to make now.",
     TaskState.REACHED: "Saved: the patient was reached. Thank you.",
     TaskState.READMITTED: "Saved: the patient is back in hospital. This follow-up is closed.",
-    TaskState.NOT_REACHED: "Saved. No answer on every try: this follow-up is closed.",
+    TaskState.NOT_REACHED: "Saved. No tries are left in this call's window: it is closed.",
     TaskState.CLOSED: "Saved. No more follow-up calls for this patient; their number is deleted.",
     TaskState.CANCELLED: "The patient withdrew their consent: no more calls, number deleted.",
 }
+SCHEDULE_CHANGED = (
+    "The follow-up schedule changed: nothing was saved. Read the new statement below to "
+    "the patient and ask again."
+)
+ALREADY_RECORDED = "This visit is already recorded: what you sent was not saved."
+UNREADABLE = (
+    "This number cannot be read right now; the program has been alerted. Try the link again later."
+)
 NO_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
 
@@ -106,6 +119,7 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
             },
             site_short_name=view.site_short_name,
             schedule_text=schedule_text(view.follow_up_days) if view.follow_up_days else "",
+            schedule=schedule_field(view.follow_up_days),
             day_parts=[(p.value, label) for p, label in DAY_PART_LABELS.items()],
             call_days=[(d.value, label) for d, label in CALL_DAY_LABELS.items()],
             outcome_choices=[(o.value, label) for o, label in OUTCOME_LABELS.items()],
@@ -131,17 +145,24 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
             return visit_page(token, view, 422 if view.page is VisitPage.OPEN else 409, error, form)
         before = await service.visit_view(offer_id)
         if before.page is not VisitPage.OPEN:
-            # A second submit amends nothing: consent is withdrawn with its own button.
-            recorded = before.page is VisitPage.RECORDED
-            message = "This visit is already recorded." if recorded else None
-            return visit_page(token, before, 409, message=message)
+            return _unsaved_visit(token, before)
         try:
             view = await service.record_visit(offer_id, choice)
         except BadInput as error:
             return visit_page(token, before, 422, error, form)
-        if view.page is not VisitPage.RECORDED:
-            return visit_page(token, view, 409)
+        except ScheduleChanged:
+            # The page again with the site's schedule as it is now: the statement to read.
+            view = await service.visit_view(offer_id)
+            return visit_page(token, view, 409, form=form, message=SCHEDULE_CHANGED)
+        if not view.saved:
+            return _unsaved_visit(token, view)
         return RedirectResponse(f"/v/{token}", status_code=303)
+
+    def _unsaved_visit(token: str, view: VisitView) -> HTMLResponse:
+        # A second (or a losing concurrent) submit amends nothing: consent is withdrawn
+        # with its own button.
+        recorded = view.page is VisitPage.RECORDED
+        return visit_page(token, view, 409, message=ALREADY_RECORDED if recorded else None)
 
     @router.post("/v/{token}/revoke", response_class=HTMLResponse)
     async def revoke_from_visit(token: str, request: Request) -> Response:
@@ -172,6 +193,9 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
         if view.page is FollowUpPage.UNKNOWN:
             return _not_found()
         values = form or {}
+        done_text = DONE_TEXT.get(view.state, "") if view.state else ""
+        if view.page is FollowUpPage.DONE and not view.saved and done_text.startswith("Saved"):
+            done_text = ""  # only the submit that stored the result may say it saved
         return _page(
             "follow_up.html",
             status,
@@ -182,7 +206,7 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
             contact=view.contact,
             message=message,
             error=None if error is None else {"field": error.field, "message": str(error)},
-            done_text=DONE_TEXT.get(view.state, "") if view.state else "",
+            done_text=done_text,
             form={"result": _first(values, "result"), "outcomes": list(values.get("outcomes", ()))},
             results=[(r.value, label) for r, label in RESULT_LABELS.items()],
             outcome_choices=[(o.value, label) for o, label in OUTCOME_LABELS.items()],
@@ -202,7 +226,11 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
         assignment_id = follow_ups.record_id(token)
         if assignment_id is None:
             return _not_found()
-        return follow_up_page(token, await shown(assignment_id, request))
+        try:
+            view = await shown(assignment_id, request)
+        except ContactUnreadable:
+            return _unreadable(token, view=None)
+        return follow_up_page(token, view)
 
     @router.post("/f/{token}", response_class=HTMLResponse)
     async def record_attempt(token: str, request: Request) -> Response:
@@ -214,11 +242,24 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
             result, outcomes = read_attempt_form(form)
         except BadInput as error:
             # The page again, number included: the coach is still on the call. A view.
-            view = await shown(assignment_id, request)
+            try:
+                view = await shown(assignment_id, request)
+            except ContactUnreadable:
+                return _unreadable(token, view=None)
             status = 422 if view.page is FollowUpPage.OPEN else 409
             return follow_up_page(token, view, status, error, form)
-        view = await service.record_attempt(assignment_id, result, outcomes)
+        try:
+            view = await service.record_attempt(assignment_id, result, outcomes)
+        except ContactUnreadable:
+            return _unreadable(token, view=None)
+        if view.page is FollowUpPage.DONE and not view.saved:
+            return follow_up_page(token, view, 409, message=_not_saved(view, result, outcomes))
         return follow_up_page(token, view)
+
+    def _unreadable(token: str, view: FollowUpView | None) -> HTMLResponse:
+        return follow_up_page(
+            token, view or FollowUpView(FollowUpPage.DONE), 503, message=UNREADABLE
+        )
 
     @router.post("/f/{token}/revoke", response_class=HTMLResponse)
     async def revoke_from_follow_up(token: str, request: Request) -> Response:
@@ -227,18 +268,37 @@ def build_follow_up_pages(service: FollowUpService, secret: str) -> APIRouter:
             return _not_found()
         if _first(await _form(request), "confirm") != "yes":
             error = BadInput("confirm", "tick the box to confirm the patient withdrew consent")
-            view = await shown(assignment_id, request)
+            try:
+                view = await shown(assignment_id, request)
+            except ContactUnreadable:
+                return _unreadable(token, view=None)
             return follow_up_page(token, view, 422, error)
         try:
             revoked = await service.revoke_by_assignment(assignment_id)
         except NoConsent:
             revoked = None
+        except Replaced:
+            # The same answer as opening the link: given to another coach.
+            return follow_up_page(token, FollowUpView(FollowUpPage.REPLACED), 409)
         if revoked is None:
             return _not_found()
         view = FollowUpView(FollowUpPage.DONE, state=TaskState.CANCELLED)
         return follow_up_page(token, view)
 
     return router
+
+
+def _not_saved(
+    view: FollowUpView, result: FollowUpResult, outcomes: frozenset[RecoveryOutcome]
+) -> str:
+    """What a submit that stored nothing is told: what was recorded instead, and that its
+    own result, when different, was not."""
+    if view.recorded is None:
+        return "Nothing was saved: this call is no longer open."
+    text = f"This call was already recorded: {RESULT_LABELS[view.recorded.result]}."
+    if (view.recorded.result, view.recorded.outcomes) != (result, outcomes):
+        text += f" What you sent ({RESULT_LABELS[result]}) was not saved; nothing was changed."
+    return text
 
 
 def _first(values: Mapping[str, Sequence[str]], field: str) -> str:

@@ -39,8 +39,9 @@ def _vault(settings: ReferralSettings) -> ContactVault:
 
 @app.command("rotate-keys")
 def rotate_keys_command() -> None:
-    """Re-encrypt every stored contact under the first key of FOLLOW_UP_KEYS. Put the new
-    key first, keep the old ones after it, run this, then drop the old keys."""
+    """Re-encrypt every stored contact under the first key of FOLLOW_UP_KEYS. First restart
+    every referral replica with FOLLOW_UP_KEYS=new,old; then run this with new,old; then
+    restart them with the new key alone."""
     settings = settings_or_exit(ReferralSettings)
     try:
         vault = _vault(settings)
@@ -53,6 +54,11 @@ def rotate_keys_command() -> None:
         typer.echo("a stored contact opens with none of FOLLOW_UP_KEYS: add its key", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"re-encrypted {count} contacts under the first key")
+    # It cannot see the running services' keys: the order is the operator's to keep.
+    typer.echo(
+        "next: restart every referral replica with the new key alone in FOLLOW_UP_KEYS "
+        "(they had to run with new,old before this), then destroy the old key"
+    )
 
 
 @app.command("schedule")
@@ -86,7 +92,10 @@ def revoke_consent(
         typer.echo(f"no follow-up consent recorded for referral {referral_id}", err=True)
         raise typer.Exit(1) from None
     if revoked.already:
-        typer.echo("consent was already revoked: nothing changed")
+        typer.echo(
+            "withdrawal recorded; nothing was left to stop (consent revoked before, or "
+            "follow-up already ended and the number deleted): 0 follow-ups cancelled"
+        )
     else:
         typer.echo(f"consent revoked: {revoked.tasks_cancelled} follow-ups cancelled")
 

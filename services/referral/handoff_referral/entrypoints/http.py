@@ -153,7 +153,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class ConsentRevokedOut(BaseModel):
     referral_id: UUID
     tasks_cancelled: int = Field(description="Open follow-up tasks cancelled by this call.")
-    already_revoked: bool = Field(description="Consent had been revoked before: no change.")
+    already_revoked: bool = Field(
+        description="Nothing was left to stop: consent had been revoked before, or a call's "
+        "result (wrong number, declined, deceased) had already ended follow-up and deleted "
+        "the number. The withdrawal is recorded either way."
+    )
 
 
 def build_router(service: ReferralService, follow_ups: FollowUpService) -> APIRouter:
