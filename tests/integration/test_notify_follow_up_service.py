@@ -44,6 +44,7 @@ from tests.integration.conftest import create_database
 from tests.support.fake_twilio import new_phone
 from tests.support.notify import email as email_point
 from tests.support.notify import offer_made, sms
+from tests.support.waiting import eventually
 
 SECRET = "follow-up-service-test-secret"
 REFERRAL_URL = "https://r.example.org"
@@ -229,6 +230,64 @@ async def test_a_text_back_to_a_reminder_is_answered_with_its_link(service: Noti
     assert answer.startswith("Handoff: reminders take no reply.")
     assert answer.endswith(f"{REFERRAL_URL}/f/{token}")
     assert len(answer) <= 160
+
+
+async def _paged_then_closed(service: NotifyService, phone: str, *responses: CoachResponse) -> None:
+    """An offer paged to `phone` by SMS (sent), then answered with `responses` in turn."""
+    made = offer_made(sms(phone))
+    async with service.pool.acquire() as connection, connection.transaction():
+        await service.offer_made(
+            connection, Envelope.wrap(made, source="/handoff/matching", correlation_id="tests")
+        )
+
+    async def paged() -> Outgoing | None:
+        mine = [o for o in await service.claim_due(50) if o.destination == phone]
+        return mine[0] if mine else None
+
+    page = await eventually(paged, within=10, what="the offer's page claimed")
+    await service.record_send(page, Accepted(f"SM-{uuid4().hex}", delivered=False))
+    for response in responses:
+        if response is CoachResponse.ARRIVED:
+            now = datetime.now(UTC)
+            await _hear(
+                service,
+                CoachAssigned(
+                    referral_id=made.referral_id,
+                    offer_id=made.offer_id,
+                    coach_id=made.coach_id,
+                    assigned_at=now,
+                    arrival_deadline=now + timedelta(hours=1),
+                ),
+            )
+        assert await service.answer(made.offer_id, response, ResponseVia.LINK)
+
+
+async def test_a_text_after_a_reminder_with_only_closed_offers_is_answered_with_its_link(
+    service: NotifyService,
+) -> None:
+    """Finding #16f-5: a coach whose offers of the day were declined or completed got the
+    HELP text, not the reminder's answer."""
+    declined, completed = new_phone(), new_phone()
+    for phone, responses in (
+        (declined, (CoachResponse.DECLINED,)),
+        (
+            completed,
+            (CoachResponse.ACCEPTED, CoachResponse.ARRIVED, CoachResponse.COMPLETED),
+        ),
+    ):
+        async with service.pool.acquire() as connection:
+            await store.replace_coach_phones(connection, uuid4(), (phone,), datetime.now(UTC))
+        await _paged_then_closed(service, phone, *responses)
+        assigned = _assigned(sms(phone))
+        await _hear(service, assigned)
+        [outgoing] = await _claimed_for(service, phone)
+        token = outgoing.content.text.rsplit("/f/", 1)[1]
+        await service.record_reminder(outgoing, Accepted("SM-reminder", delivered=False))
+
+        answer = await service.sms_reply(phone, "called her")
+        assert answer is not None
+        assert answer.startswith("Handoff: reminders take no reply."), answer
+        assert answer.endswith(f"{REFERRAL_URL}/f/{token}")
 
 
 async def test_the_coach_page_links_the_visit_record_once_arrived(service: NotifyService) -> None:

@@ -1149,9 +1149,18 @@ class NotifyService:
             if reply is Keyword.AVAILABLE:
                 return _read("available", await self._come_on(connection, phone, now))
             offers = await store.offers_paged_to(connection, phone, now)
-            if not offers and (
-                assignment := await reminders.last_sent_to(
-                    connection, Channel.SMS, phone, now - REMINDER_REPLIES_READ_FOR
+            # Offers paged today but closed since (declined, completed, taken) take no
+            # text: with none open, a text after a reminder is about the reminder. An
+            # answer (1/2/YES/NO) still hears what became of the offer it names.
+            still_open = any(o.record.coach_offer.still_wanted(now) for o in offers)
+            about_offers = bool(offers) and isinstance(reply, Answer)
+            if (
+                not still_open
+                and not about_offers
+                and (
+                    assignment := await reminders.last_sent_to(
+                        connection, Channel.SMS, phone, now - REMINDER_REPLIES_READ_FOR
+                    )
                 )
             ):
                 # A reminder takes no reply: its link records the call (issue #16).
