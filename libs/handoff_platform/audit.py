@@ -19,14 +19,14 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Annotated
 
 import asyncpg
 import typer
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr
 
 from handoff_platform.database import Connection
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
@@ -188,9 +188,36 @@ class AuditExport(BaseModel):
     truncated: bool  # more than MAX_EXPORT entries in the range: ask for a shorter one
 
 
+_BOUND_HELP = (
+    "ISO 8601: a date (2026-12-01, midnight UTC) or a date-time with an offset "
+    "(2026-12-01T14:00:00Z)."
+)
+_PLAIN_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_bound(text: str, field: str) -> datetime:
+    """A range bound of the admin export: a plain date is midnight UTC (as the CLI reads
+    it); a date-time must carry its offset, since the server cannot guess the caller's
+    zone. Raises ApiError 422 naming `field` otherwise."""
+    try:
+        if _PLAIN_DATE.match(text):
+            return datetime.combine(date.fromisoformat(text), time(0), UTC)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_time", f"{field}: not an ISO 8601 date or date-time", field=field
+        ) from None
+    if value.tzinfo is None:
+        raise ApiError(
+            422, "timezone_missing", f"{field}: give an offset (Z or +hh:mm) or a date", field=field
+        )
+    return value
+
+
 def build_audit_router(pool: asyncpg.Pool, schema: str, token: SecretStr | None) -> APIRouter:
-    """GET /v1/admin/audit?from=&to= behind the service's admin token (ISO 8601 with an
-    offset; `from` inclusive, `to` exclusive): the service's audit entries, oldest first."""
+    """GET /v1/admin/audit?from=&to= behind the service's admin token (ISO 8601: a date,
+    midnight UTC, or a date-time with an offset; `from` inclusive, `to` exclusive): the
+    service's audit entries, oldest first."""
     router = APIRouter(
         prefix="/v1/admin",
         tags=["admin"],
@@ -200,10 +227,11 @@ def build_audit_router(pool: asyncpg.Pool, schema: str, token: SecretStr | None)
 
     @router.get("/audit", response_model=AuditExport)
     async def export_audit(
-        start: Annotated[AwareDatetime, Query(alias="from")],
-        end: Annotated[AwareDatetime, Query(alias="to")],
+        start_text: Annotated[str, Query(alias="from", description=_BOUND_HELP)],
+        end_text: Annotated[str, Query(alias="to", description=_BOUND_HELP)],
     ) -> AuditExport:
         """Who looked at or was sent patient data, what, when, from where and why."""
+        start, end = parse_bound(start_text, "from"), parse_bound(end_text, "to")
         check_range(start, end)
         async with pool.acquire() as connection:
             found = await entries(connection, schema, start, end, MAX_EXPORT + 1)

@@ -206,6 +206,13 @@ async def test_the_admin_api_and_the_cli_export_the_entries_and_none_holds_patie
             "/v1/admin/audit", params={"from": window["to"], "to": window["from"]}
         )
         naive = await admin.get("/v1/admin/audit", params={**window, "from": "2026-01-01T00:00"})
+        # Plain dates are midnight UTC, as the CLI reads them (finding #16f-7).
+        days = {
+            "from": before.date().isoformat(),
+            "to": (after + timedelta(days=1)).date().isoformat(),
+        }
+        by_date = await admin.get("/v1/admin/audit", params=days)
+        not_a_date = await admin.get("/v1/admin/audit", params={**window, "to": "2026-13-45"})
     assert exported.status_code == 200, exported.text
     assert exported.json()["truncated"] is False
     [entry] = [e for e in exported.json()["entries"] if e["record_id"] == referral_id]
@@ -214,6 +221,11 @@ async def test_the_admin_api_and_the_cli_export_the_entries_and_none_holds_patie
     assert backwards.status_code == 422
     assert backwards.json()["error"]["fields"][0]["field"] == "to"
     assert naive.status_code == 422
+    assert naive.json()["error"]["fields"][0]["field"] == "from"
+    assert by_date.status_code == 200, by_date.text
+    assert referral_id in {e["record_id"] for e in by_date.json()["entries"]}
+    assert not_a_date.status_code == 422
+    assert not_a_date.json()["error"]["fields"][0]["field"] == "to"
 
     database = runtime.settings.database_url
     as_json = handoff_command(

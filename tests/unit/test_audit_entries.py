@@ -20,9 +20,11 @@ from handoff_platform.audit import (
     Purpose,
     address_of,
     audit_cli,
+    parse_bound,
     to_csv,
     to_json,
 )
+from handoff_platform.http import ApiError
 from handoff_referral.adapters.webhook_store import ClaimedDelivery
 from handoff_referral.entrypoints.http import REFERRAL_FIELDS
 from handoff_referral.webhooks import disclosed_to
@@ -152,3 +154,15 @@ def test_a_peer_that_is_not_an_address_is_recorded_as_unknown_not_refused() -> N
     assert address_of("bücher.example") is None
     assert address_of("a b") is None
     assert address_of(None) is None
+
+
+def test_the_admin_exports_bounds_are_plain_dates_or_date_times_with_an_offset() -> None:
+    """Finding #16f-7: `?from=2026-12-01` was a 422 though the CLI takes it."""
+    assert parse_bound("2026-12-01", "from") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_bound("2026-12-01T14:58:17Z", "to") == datetime(
+        2026, 12, 1, 14, 58, 17, tzinfo=UTC
+    )
+    for text, field in (("2026-12-01T14:58", "from"), ("yesterday", "to"), ("2026-02-30", "to")):
+        with pytest.raises(ApiError) as refused:
+            parse_bound(text, field)
+        assert (refused.value.status, refused.value.field) == (422, field)
