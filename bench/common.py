@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from cryptography.fernet import Fernet
 
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
@@ -103,6 +104,8 @@ def service_env(database_url: str, bootstrap_servers: str) -> dict[str, str]:
         "NOTIFY_DELIVERY": "sandbox",
         "NOTIFY_LINK_SECRET": uuid.uuid4().hex,
         "OFFERS_PER_15_MINUTES": "1000000",
+        # Required to serve referral; a key made for this run, never a real one.
+        "FOLLOW_UP_KEYS": Fernet.generate_key().decode(),
     }
 
 

@@ -23,6 +23,7 @@ from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics
 from tests.integration.conftest import create_database, handoff_command
+from tests.support.follow_ups import FOLLOW_UP_KEYS
 from tests.support.matching import always_on_call
 from tests.support.otlp import OtlpCollector
 from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
@@ -200,6 +201,7 @@ async def start_system(
         "NOTIFY_LINK_SECRET": "e2e-link-secret",
         # Notify mints the referral service's visit and follow-up links; both check them.
         "FOLLOW_UP_LINK_SECRET": "e2e-follow-up-link-secret",
+        "FOLLOW_UP_KEYS": FOLLOW_UP_KEYS,  # required to serve referral
         # The system's own spool: no other system's notify replays its delivery reports.
         "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS.parent}/spool/notify-{notify_ports[0]}.jsonl",
         **settings,

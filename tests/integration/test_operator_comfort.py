@@ -11,12 +11,15 @@ import time
 
 import pytest
 
+from tests.support.follow_ups import FOLLOW_UP_KEYS
+
 HANDOFF = [sys.executable, "-m", "handoff_cli"]
 SECRET = "s3cret-Pa55word"  # never to be printed back
 VALID = {
     "DATABASE_URL": f"postgresql://handoff:{SECRET}@127.0.0.1:1/handoff",
     "NOTIFY_DELIVERY": "sandbox",
     "NOTIFY_LINK_SECRET": SECRET,
+    "FOLLOW_UP_KEYS": FOLLOW_UP_KEYS,
 }
 ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
 CONFIG_VARIABLES = (*VALID, "KAFKA_BOOTSTRAP_SERVERS", "NOTIFY_LINK_SECRET", "LOG_FORMAT")
@@ -35,6 +38,10 @@ def _environment(**changes: str | None) -> dict[str, str]:
 
 CASES = [
     pytest.param("referral", {"DATABASE_URL": None}, "DATABASE_URL is not set", id="no db"),
+    # Finding #16f-4: without keys, /f/ pages were a 500 and reminders still went out.
+    pytest.param(
+        "referral", {"FOLLOW_UP_KEYS": None}, "FOLLOW_UP_KEYS is not set", id="no follow-up keys"
+    ),
     pytest.param(
         "matching",
         {"KAFKA_BOOTSTRAP_SERVERS": "kafka-1:9092,kafka-2:70000"},

@@ -22,6 +22,7 @@ from handoff_schemas.events import CoachAssigned, CoachResponded, OfferMade
 from handoff_schemas.vocabulary import CoachResponse, ResponseVia, Tier, Urgency
 from tests.integration.conftest import create_database, handoff_command
 from tests.support.events import BRIEFING
+from tests.support.follow_ups import FOLLOW_UP_KEYS
 from tests.support.kafka import send
 from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
 from tests.support.status_receiver import StatusCall, StatusReceiver
@@ -59,6 +60,7 @@ def service_env(webhook_database: str, kafka_topics: str) -> dict[str, str]:
         "WEBHOOK_TIMEOUT_SECONDS": "2",
         "WEBHOOK_RETRY_INITIAL_SECONDS": str(RETRY_INITIAL_SECONDS),
         "WEBHOOK_POLL_SECONDS": "0.1",
+        "FOLLOW_UP_KEYS": FOLLOW_UP_KEYS,  # required to serve referral
     }
 
 

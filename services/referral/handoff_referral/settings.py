@@ -51,3 +51,16 @@ class ReferralSettings(PlatformSettings):
         description="Verifies the visit (/v/) and follow-up (/f/) links notify mints; notify "
         "is given the same secret. Without it those pages answer 404.",
     )
+
+
+class ReferralServerSettings(ReferralSettings):
+    """The settings of `handoff referral serve`: the follow-up keys are required there, so
+    a service that would take consent it cannot seal, or show coaches numbers it cannot
+    open, does not start (one line naming FOLLOW_UP_KEYS, exit 2). The CLIs keep
+    ReferralSettings: revoking consent or managing sites needs no key."""
+
+    follow_up_keys: SecretStr = Field(
+        description="Comma-separated Fernet keys that encrypt follow-up contact details at "
+        "rest: the first encrypts, all decrypt (rotate with `handoff referral follow-ups "
+        "rotate-keys`). Required to serve.",
+    )

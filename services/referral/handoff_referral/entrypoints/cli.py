@@ -23,7 +23,7 @@ from handoff_referral.entrypoints import fhir_cli, follow_ups_cli, webhooks_cli
 from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site
-from handoff_referral.settings import ReferralSettings
+from handoff_referral.settings import ReferralServerSettings, ReferralSettings
 from handoff_schemas.events import SiteFacts
 
 app = typer.Typer(help="The referral service: the API hospitals talk to.", no_args_is_help=True)
@@ -44,8 +44,8 @@ def serve_command(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8001,
 ) -> None:
-    """Run the API, the outbox relay and the timeline consumers."""
-    settings = settings_or_exit(ReferralSettings)
+    """Run the API, the outbox relay and the timeline consumers (FOLLOW_UP_KEYS required)."""
+    settings = settings_or_exit(ReferralServerSettings)
     with instrumented("referral", settings.log_level, settings.log_format):
         uvloop.run(serve(settings, host, port))
 
