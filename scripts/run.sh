@@ -8,6 +8,9 @@
 # CONSOLE_PORT (referral + 4) for the coordinator console, REPORTS_PORT (referral + 5) for
 # the program reports;
 # HANDOFF_DEV_DIR for the state directory.
+# A service that exits by itself (a crash, kill -9) stops the others but keeps Kafka,
+# PostgreSQL and their data: the script says which one died, and `make run` again resumes
+# on that data (`handoff dev down` wipes it). Only Ctrl-C ends the demo and its data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HANDOFF=.venv/bin/handoff
@@ -15,13 +18,25 @@ PORT=${REFERRAL_PORT:-8001}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+DEV_DIR="${HANDOFF_DEV_DIR:-.handoff/dev}"
+DEMO_FILE="$DEV_DIR/demo-credentials"  # the demo's API key and console password, to resume
+RESUMING=""
+if $HANDOFF dev status >/dev/null 2>&1 && [[ -s "$DEMO_FILE" ]]; then
+  RESUMING=yes  # left up by a service that died: its data is kept, and used again
+fi
 say "starting Apache Kafka and PostgreSQL 15"
 $HANDOFF dev up --kafka-port "${KAFKA_PORT:-9092}" --postgres-port "${POSTGRES_PORT:-5433}"
 eval "$($HANDOFF dev env)"
-trap 'echo; say "stopping"; $HANDOFF dev down' EXIT
+# Until the services start: a failure ends a fresh demo, but never wipes a resumed one.
+trap 'echo; say "stopping"; [[ -n "$RESUMING" ]] || { $HANDOFF dev down; rm -f "$DEMO_FILE"; }' EXIT
 
-say "seeding the demo: six emergency departments in MD, RI and VT, twenty coaches, their shifts"
-KEY=$($HANDOFF demo seed)
+if [[ -n "$RESUMING" ]]; then
+  say "resuming on the demo data kept from the last run (handoff dev down wipes it)"
+  read -r KEY DEMO_PASSWORD <"$DEMO_FILE"
+else
+  say "seeding the demo: six emergency departments in MD, RI and VT, twenty coaches, their shifts"
+  KEY=$($HANDOFF demo seed)
+fi
 
 MATCHING_PORT=${MATCHING_PORT:-$((PORT + 1))}
 NOTIFY_PORT=${NOTIFY_PORT:-$((PORT + 2))}
@@ -56,27 +71,50 @@ if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
 else
   SMS_REPLIES="off: start with TWILIO_AUTH_TOKEN=<any secret> make run to take signed replies"
 fi
-say "adding the console's demo accounts"
-DEMO_PASSWORD="demo-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
-for account in "md-coordinator coordinator --state MD" "md-reader read_only --state MD" \
-    "supervisor supervisor --state MD --state RI --state VT"; do
-  read -r user role scope <<<"$account"
-  # shellcheck disable=SC2086  # the scope is several options
-  $HANDOFF console users add --username "$user" --role "$role" $scope --password-stdin \
-    <<<"$DEMO_PASSWORD" >/dev/null
-done
+if [[ -z "$RESUMING" ]]; then
+  say "adding the console's demo accounts"
+  DEMO_PASSWORD="demo-$(head -c 9 /dev/urandom | base64 | tr '+/' '-_')"
+  for account in "md-coordinator coordinator --state MD" "md-reader read_only --state MD" \
+      "supervisor supervisor --state MD --state RI --state VT"; do
+    read -r user role scope <<<"$account"
+    # shellcheck disable=SC2086  # the scope is several options
+    $HANDOFF console users add --username "$user" --role "$role" $scope --password-stdin \
+      <<<"$DEMO_PASSWORD" >/dev/null
+  done
+  (umask 077; echo "$KEY $DEMO_PASSWORD" >"$DEMO_FILE")
+fi
 PIDS=()
+declare -A NAMES=()  # pid -> the service's name, to say which one died
+DIED=""
+INTERRUPTED=""
 stop_all() {
   echo; say "stopping"
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  $HANDOFF dev down
+  if [[ -n "$DIED" && -z "$INTERRUPTED" ]]; then
+    # A crash is not a request to throw the demo away: keep Kafka, PostgreSQL and the data.
+    say "$DIED; the other services are stopped"
+    cat <<KEPT
+  Kafka and PostgreSQL are still running, with every referral, visit, follow-up and audit
+  entry kept (state in $DEV_DIR). To carry on:  make run  (resumes on this data, same
+  ports). To throw it all away:  $HANDOFF dev down
+KEPT
+  else
+    $HANDOFF dev down
+    rm -f "$DEMO_FILE"
+  fi
 }
 trap stop_all EXIT
+trap 'INTERRUPTED=yes' INT TERM
+start() {  # start NAME COMMAND...: a service in the background, remembered by pid
+  local name=$1; shift
+  "$@" &
+  PIDS+=($!)
+  NAMES[$!]=$name
+}
 
 say "starting the matching service on port $MATCHING_PORT"
-$HANDOFF matching serve --port "$MATCHING_PORT" &
-PIDS+=($!)
+start matching $HANDOFF matching serve --port "$MATCHING_PORT"
 
 say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 # HELP gives coaches a supervisor line: the demo roster's supervisor, Rita O. (issue #12).
@@ -84,16 +122,13 @@ NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
   NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
   REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT" \
-  $HANDOFF notify serve --port "$NOTIFY_PORT" &
-PIDS+=($!)
+  start notify $HANDOFF notify serve --port "$NOTIFY_PORT"
 
 say "starting the HL7 v2 MLLP listener on port $MLLP_PORT (operations on $MLLP_HTTP_PORT)"
-$HANDOFF referral mllp serve --port "$MLLP_PORT" --http-port "$MLLP_HTTP_PORT" &
-PIDS+=($!)
+start "MLLP listener" $HANDOFF referral mllp serve --port "$MLLP_PORT" --http-port "$MLLP_HTTP_PORT"
 
 say "starting the reports service on port $REPORTS_PORT"
-$HANDOFF reports serve --port "$REPORTS_PORT" &
-PIDS+=($!)
+start reports $HANDOFF reports serve --port "$REPORTS_PORT"
 
 say "starting the coordinator console on port $CONSOLE_PORT"
 CONSOLE_SECURE_COOKIES=false \
@@ -101,8 +136,7 @@ CONSOLE_SECURE_COOKIES=false \
   CONSOLE_MATCHING_URL="http://127.0.0.1:$MATCHING_PORT" \
   CONSOLE_NOTIFY_URL="http://127.0.0.1:$NOTIFY_PORT" \
   CONSOLE_REPORTS_URL="http://127.0.0.1:$REPORTS_PORT" \
-  $HANDOFF console serve --port "$CONSOLE_PORT" &
-PIDS+=($!)
+  start console $HANDOFF console serve --port "$CONSOLE_PORT"
 
 cat <<INFO
 
@@ -143,8 +177,16 @@ cat <<INFO
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
   Reports             http://127.0.0.1:$REPORTS_PORT/v1/reports/monthly (console: /reports)
   HL7 v2 over MLLP    127.0.0.1:$MLLP_PORT (metrics http://127.0.0.1:$MLLP_HTTP_PORT/metrics)
-  Ctrl-C stops the services, Kafka and PostgreSQL.
+  Ctrl-C stops the services, Kafka and PostgreSQL (their data is gone). A service that
+  dies by itself stops the others but keeps the data: make run again resumes on it.
 
 INFO
 say "starting the referral service on port $PORT"
-$HANDOFF referral serve --port "$PORT"
+start referral $HANDOFF referral serve --port "$PORT"
+# Until the first service exits (or Ctrl-C): which one, and how, decides what is kept.
+status=0
+wait -n -p ENDED "${PIDS[@]}" || status=$?
+if [[ -z "$INTERRUPTED" && -n "${ENDED:-}" ]]; then
+  DIED="the ${NAMES[$ENDED]} service exited (status $status)"
+  exit 1
+fi
