@@ -16,14 +16,17 @@ from handoff_referral.domain.follow_ups import (
     CallDays,
     Contact,
     DayPart,
+    TaskState,
     check_schedule,
     normalise_phone,
     read_attempt_form,
     read_visit_form,
     retry_due,
+    schedule_field,
     schedule_text,
     windows,
 )
+from handoff_referral.entrypoints.follow_up_pages import DONE_TEXT, templates
 from handoff_schemas.vocabulary import FollowUpResult, RecoveryOutcome
 
 NEW_YORK = "America/New_York"
@@ -186,3 +189,39 @@ def test_the_vault_seals_with_the_first_key_and_opens_with_any() -> None:
         ContactVault(None).seal(EVENINGS)
     with pytest.raises(ValueError, match="Fernet key"):
         ContactVault("not-a-key")
+
+
+def test_the_visit_form_carries_the_schedule_its_statement_read_out() -> None:
+    """Finding #16f-1: the consent is checked against the schedule the page showed."""
+    form = {
+        "consent": ["yes"],
+        "callback_phone": ["4435550187"],
+        "day_part": ["evenings"],
+        "days": ["any_day"],
+        "outcomes": ["none"],
+    }
+    assert read_visit_form({**form, "schedule": ["2,7"]}).shown_schedule == (2, 7)
+    assert read_visit_form(form).shown_schedule is None
+    assert read_visit_form({**form, "schedule": ["2,x"]}).shown_schedule is None
+    assert schedule_field((1, 30, 90)) == "1,30,90"
+
+
+def test_the_follow_up_pages_words_fit_what_happened() -> None:
+    """Finding #16f cosmetics: a task closed after one attempt (the next would fall past
+    its window) is not "no answer on every try"; the call form asks what the patient has
+    now, not what they "got today"."""
+    closed = DONE_TEXT[TaskState.NOT_REACHED]
+    assert "every try" not in closed
+    assert "window" in closed
+    page = templates.get_template("follow_up.html").render(
+        page="open",
+        token="t",
+        window_days=30,
+        attempt=1,
+        contact=Contact(phone="+14435550187", day_part=DayPart.EVENINGS, days=CallDays.ANY_DAY),
+        form={"result": "", "outcomes": []},
+        results=[],
+        outcome_choices=[],
+    )
+    assert "What the patient has now" in page
+    assert "today" not in page
