@@ -25,7 +25,7 @@ schedule has other windows has those counted under `other`."""
 
 MONTH_PATTERN = r"^(2[0-9]{3})-(0[1-9]|1[0-2])$"
 """A month as `YYYY-MM`, 2000-01 to 2999-12, ASCII digits only: `[0-9]`, not `\\d`, which
-matches any Unicode digit (a full-width `２026-12` must be refused, not read as 2026-12)."""
+matches any Unicode digit (a full-width digit two, U+FF12, must be refused, not read as 2)."""
 
 _MONTH = re.compile(MONTH_PATTERN)
 
