@@ -157,7 +157,9 @@ async def test_the_month_asked_is_shown_for_the_sites_in_scope(consoles: Console
 async def test_withheld_figures_and_no_month_shows_this_one(consoles: Consoles) -> None:
     before = datetime.now(UTC).strftime("%Y-%m")
     async with consoles.signed_in("vtr") as client:
+        blank = await client.get("/reports", params={"month": ""})  # the form sent empty
         page = await client.get("/reports")
+    assert blank.status_code == 200, blank.text
     assert page.status_code == 200, page.text
     assert consoles.upstream.asked[-1] in {before, datetime.now(UTC).strftime("%Y-%m")}
     assert 'id="site-vt-rpt"' in page.text

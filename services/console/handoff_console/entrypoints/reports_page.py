@@ -81,16 +81,17 @@ def add_reports_routes(
     current_session: Callable[[Request], Awaitable[Session]],
 ) -> None:
     """GET /reports?month=YYYY-MM: every site in the account's scope with figures that
-    month (the account's access rules, as for every site page); no month: the current UTC
-    month; a month not YYYY-MM (2000-01 to 2999-12, ASCII digits): 422, the page naming it
-    with the form, and no figures. The reports service away: the console's 503 page naming it."""
+    month (the account's access rules, as for every site page); no month (or an empty
+    one): the current UTC month; a month not YYYY-MM (2000-01 to 2999-12, ASCII digits):
+    422, the page naming it with the form, and no figures. The reports service away: the
+    console's 503 page naming it."""
     SignedIn = Annotated[Session, Depends(current_session)]
 
     @router.get("/reports", response_class=HTMLResponse)
     async def reports_page(
         request: Request, session: SignedIn, month: str | None = None
     ) -> Response:
-        if month is not None and not _MONTH.fullmatch(month):
+        if month and not _MONTH.fullmatch(month):  # empty (the form sent blank): this month
             # Never another month's figures for a typo: say so, keep the form.
             return console.render(
                 request,
