@@ -77,7 +77,7 @@ async def test_the_reports_page_shows_the_months_figures_and_charts_per_site(
     assert await activity.locator("rect.bar").count() == 2  # received, visits completed
     assert await activity.locator("rect.suppressed").count() == 5  # 3 tiers, unassigned, expired
     times = big.locator("svg.chart").nth(2)
-    assert "60 min" in (await times.text_content() or "")  # to the bedside, p50
+    assert "60.0 min" in (await times.text_content() or "")  # to the bedside, p50 (one decimal)
     small = page.locator(f"#site-{SMALL.site_id}")
     assert await small.count() == 1
     assert "<11" in (await small.locator("svg.chart").first.text_content() or "")

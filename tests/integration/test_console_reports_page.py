@@ -1,7 +1,8 @@
 """The console's Reports page in process over its real database, with the referral and
-reports services played by a stand-in: the month asked is the month shown, only sites in
-the account's scope appear, a withheld figure reads <11, and the reports service away or
-not configured is the console's 503 page naming it."""
+reports services played by a stand-in: the month asked is the month shown, a month that
+is not one is a 422 naming it, only sites in the account's scope appear, a withheld count
+reads <11 and a withheld time n<11 (no bar), and the reports service away or not
+configured is the console's 503 page naming it."""
 
 import re
 from collections.abc import AsyncIterator
@@ -43,6 +44,9 @@ def _site_figures(site_id: str, state: str, received: int | None) -> dict[str, A
             "referrals_received": {"value": received, "suppressed": received is None},
             "visits_completed": {"value": 0, "suppressed": False},
             "minutes_to_bedside_p50": {"value": 42.5, "suppressed": False},
+            "minutes_to_first_page_p50": {"value": 0.0, "suppressed": False},
+            "minutes_to_acceptance_p50": {"value": None, "suppressed": True},
+            "follow_ups_due_other": {"value": 12, "suppressed": False},
         },
     }
 
@@ -66,7 +70,14 @@ class Upstream:
                 200,
                 json={
                     "month": month,
-                    "columns": ["referrals_received", "visits_completed", "minutes_to_bedside_p50"],
+                    "columns": [
+                        "referrals_received",
+                        "visits_completed",
+                        "minutes_to_bedside_p50",
+                        "minutes_to_first_page_p50",
+                        "minutes_to_acceptance_p50",
+                        "follow_ups_due_other",
+                    ],
                     "sites": [
                         _site_figures("md-rpt", "MD", 27),
                         _site_figures("vt-rpt", "VT", None),
@@ -143,18 +154,40 @@ async def test_the_month_asked_is_shown_for_the_sites_in_scope(consoles: Console
     assert page.text.count("<svg") == 3
 
 
-async def test_a_withheld_figure_reads_less_than_11_and_a_bad_month_shows_this_one(
-    consoles: Consoles,
-) -> None:
+async def test_withheld_figures_and_no_month_shows_this_one(consoles: Consoles) -> None:
     before = datetime.now(UTC).strftime("%Y-%m")
     async with consoles.signed_in("vtr") as client:
-        page = await client.get("/reports", params={"month": "2026-13"})
+        blank = await client.get("/reports", params={"month": ""})  # the form sent empty
+        page = await client.get("/reports")
+    assert blank.status_code == 200, blank.text
     assert page.status_code == 200, page.text
     assert consoles.upstream.asked[-1] in {before, datetime.now(UTC).strftime("%Y-%m")}
     assert 'id="site-vt-rpt"' in page.text
     assert 'id="site-md-rpt"' not in page.text
     assert "&lt;11" in page.text
-    assert 'class="suppressed"' in page.text
+    # One withheld count (received), outlined; the withheld time is no bar, only a note.
+    assert page.text.count('class="suppressed"') == 1
+    assert "fewer than 11, withheld" in page.text
+    assert "<td>n&lt;11</td>" in page.text  # the table, as the CSV writes it
+    assert "0.0 min" in page.text  # one decimal, as the CSV
+    assert ">0 min<" not in page.text
+    assert "other due" in page.text  # the follow-ups chart has the `other` window
+
+
+@pytest.mark.parametrize("month", ["2026-13", "abc", "1999-12", "\uff12026-12", "2026-1"])
+async def test_a_month_that_is_not_one_is_a_422_naming_it_with_the_form(
+    consoles: Consoles, month: str
+) -> None:
+    asked = len(consoles.upstream.asked)
+    async with consoles.signed_in("mdc") as client:
+        page = await client.get("/reports", params={"month": month})
+    assert page.status_code == 422, page.text
+    assert "YYYY-MM" in page.text
+    assert f"month &#39;{month}&#39;" in page.text
+    assert 'name="month"' in page.text  # the form stays
+    assert len(consoles.upstream.asked) == asked  # no other month's figures were fetched
+    assert "site-md-rpt" not in page.text
+    assert "Program reports:" not in page.text
 
 
 async def test_the_reports_service_away_or_not_configured_is_a_503_page_naming_it(

@@ -271,6 +271,9 @@ async def test_the_api_needs_the_token_and_names_a_bad_field(
     assert refused.status_code == 401
     for params, name in (
         ({"month": "2026-13"}, "month"),
+        ({"month": "0000-01"}, "month"),
+        ({"month": "\uff12026-12"}, "month"),  # a full-width 2 is not an ASCII digit
+        ({"month": "2026-\u0661\u0662"}, "month"),
         ({}, "month"),
         ({"month": MONTH, "state": "rhode"}, "state"),
         ({"month": MONTH, "site_id": "X;drop"}, "site_id"),
@@ -279,6 +282,13 @@ async def test_the_api_needs_the_token_and_names_a_bad_field(
         response = await api.get("/v1/reports/monthly", params=params)
         assert response.status_code == 422, (params, response.text)
         assert name in response.text, (params, response.text)
+        if params.get("month", MONTH) != MONTH:
+            # One error code for every bad month, whatever is wrong with it.
+            error = response.json()["error"]
+            assert error["code"] == "invalid_request", (params, error)
+            assert [(f["field"], f["code"]) for f in error["fields"]] == [
+                ("month", "string_pattern_mismatch")
+            ], (params, error)
 
 
 async def test_the_read_model_keeps_no_patient_or_briefing_data(

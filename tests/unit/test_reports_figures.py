@@ -18,6 +18,7 @@ from handoff_reports.domain.figures import (
 from handoff_reports.domain.suppression import (
     CSV_COLUMNS,
     Cell,
+    SiteRow,
     count_cell,
     deidentified,
     percentile_cell,
@@ -41,7 +42,19 @@ def test_a_month_is_parsed_and_spans_its_utc_days() -> None:
     assert not NOVEMBER.holds(None)
 
 
-@pytest.mark.parametrize("text", ["2026-13", "2026-1", "26-11", "2026-11-01", "", "1999-12"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-13",
+        "2026-1",
+        "26-11",
+        "2026-11-01",
+        "",
+        "1999-12",
+        "\uff12026-12",  # a full-width 2: a Unicode digit, not an ASCII one
+        "2026-\u0661\u0661",  # Arabic-Indic digits
+    ],
+)
 def test_a_month_that_is_not_yyyy_mm_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="YYYY-MM"):
         Month.parse(text)
@@ -210,6 +223,19 @@ def test_the_csv_has_the_documented_columns_and_reads_back() -> None:
     assert record["accepted_supervisor"] == "<11"
     assert record["minutes_to_bedside_p90"] == "110.0"
     assert record["expired"] == "0"
+
+
+def test_a_withheld_percentile_reads_n_under_11_in_csv_never_a_time() -> None:
+    """A spreadsheet must not take a withheld time for "under 11 minutes": counts read
+    `<11`, percentiles `n<11` (it is the sample that is under 11)."""
+    withheld = {column: Cell(None, suppressed=True) for column in FIGURE_COLUMNS}
+    [record] = csv.DictReader(
+        io.StringIO(report_csv([SiteRow("ri-x", "RI", NOVEMBER, withheld)]), newline="")
+    )
+    assert record["minutes_to_acceptance_p50"] == "n<11"
+    assert record["minutes_to_first_page_p90"] == "n<11"
+    assert record["referrals_received"] == "<11"
+    assert {record[c] for c in FIGURE_COLUMNS if c.startswith("minutes_")} == {"n<11"}
 
 
 def test_the_json_document_flags_suppressed_cells() -> None:

@@ -3,8 +3,10 @@
 A few horizontal bars per chart, laid out here and drawn by the page's template (Jinja
 escapes every label), rather than with a chart library: the page needs bars and labels
 only, and renders without JavaScript like every console page, as the coverage timeline
-does (docs/decisions/0028). A suppressed figure (the small-cell rule) is drawn as a dashed
-outline and the label `<11`, never as a guess.
+does (docs/decisions/0028). A suppressed count (the small-cell rule) is drawn as a dashed
+outline and the label `<11`, never as a guess; a withheld time (a percentile of fewer than
+11 values) is drawn as no bar at all, with the note `fewer than 11, withheld`, so that it
+cannot be read as a time, let alone the longest one.
 """
 
 from collections.abc import Mapping, Sequence
@@ -17,6 +19,12 @@ LABEL_WIDTH = 200
 BAR_WIDTH = 340
 VALUE_WIDTH = 70
 NO_VALUE = "n/a"
+SUPPRESSED_COUNT = "<11"
+"""A withheld count, as the CSV writes it."""
+SUPPRESSED_TIME = "n<11"
+"""A withheld percentile, as the CSV writes it: not a time (it is the sample that is small)."""
+WITHHELD_TIME_NOTE = "fewer than 11, withheld"
+"""A withheld percentile's text in a chart."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,8 @@ class Bar:
 @dataclass(frozen=True)
 class BarRow:
     """One bar as drawn: `y` its top, `text_y` its labels' baseline, `length` its width
-    (0 for no value or a suppressed one), `shown` the text beside it."""
+    (0 for no value or a suppressed one), `shown` the text beside it, `outlined` whether
+    a suppressed count's dashed outline is drawn (never for a withheld time)."""
 
     label: str
     y: int
@@ -39,6 +48,7 @@ class BarRow:
     length: float
     shown: str
     suppressed: bool
+    outlined: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,19 +81,24 @@ def bars_from(
 
 def bar_chart(title: str, bars: Sequence[Bar], unit: str = "") -> Chart:
     """Horizontal bars scaled to the largest value, each with its label and its value
-    (`<11` for a suppressed one, `n/a` for none; `unit` after a value)."""
+    (`n/a` for none). Without `unit`, counts: whole numbers, a suppressed one `<11` in a
+    dashed outline. With `unit` (e.g. " min"), times: one decimal then `unit` (`0.0 min`,
+    as the CSV), a withheld one no bar and `fewer than 11, withheld`."""
     largest = max((bar.value for bar in bars if bar.value is not None), default=0.0)
     rows = []
     for index, bar in enumerate(bars):
         y = GAP + index * (BAR_HEIGHT + GAP)
         if bar.suppressed:
-            length, shown = 0.0, "<11"
+            length, shown = 0.0, WITHHELD_TIME_NOTE if unit else SUPPRESSED_COUNT
         elif bar.value is None:
             length, shown = 0.0, NO_VALUE
         else:
             length = round(BAR_WIDTH * bar.value / largest, 1) if largest else 0.0
-            shown = f"{bar.value:g}{unit}"
-        rows.append(BarRow(bar.label, y, y + BAR_HEIGHT * 0.7, length, shown, bar.suppressed))
+            shown = f"{bar.value:.1f}{unit}" if unit else f"{bar.value:g}"
+        outlined = bar.suppressed and not unit
+        rows.append(
+            BarRow(bar.label, y, y + BAR_HEIGHT * 0.7, length, shown, bar.suppressed, outlined)
+        )
     return Chart(
         title,
         LABEL_WIDTH + BAR_WIDTH + VALUE_WIDTH,

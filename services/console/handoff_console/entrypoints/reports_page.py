@@ -12,12 +12,21 @@ from fastapi.responses import HTMLResponse
 from handoff_console.adapters.accounts import Session
 from handoff_console.adapters.services import ServiceUnavailable
 from handoff_console.domain.access import may_view_site
-from handoff_console.domain.report_charts import NO_VALUE, bar_chart, bars_from
+from handoff_console.domain.report_charts import (
+    NO_VALUE,
+    SUPPRESSED_COUNT,
+    SUPPRESSED_TIME,
+    bar_chart,
+    bars_from,
+)
 
 if TYPE_CHECKING:  # web.py includes these routes: importing it at run time would be a cycle
     from handoff_console.entrypoints.web import Console
 
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"^2[0-9]{3}-(0[1-9]|1[0-2])$")
+"""YYYY-MM, 2000-01 to 2999-12 as the reports API takes it; `[0-9]`, not `\\d` (which
+matches any Unicode digit, e.g. a full-width one)."""
+MONTH_PROBLEM = "expected a month as YYYY-MM (2000-01 to 2999-12)"
 
 ACTIVITY = (
     ("referrals_received", "Referrals received"),
@@ -30,7 +39,7 @@ ACTIVITY = (
 )
 FOLLOW_UPS = tuple(
     (f"follow_ups_{what}_{window}", f"{window} {what}")
-    for window in ("1d", "30d", "90d")
+    for window in ("1d", "30d", "90d", "other")
     for what in ("due", "attempted", "reached")
 )
 TIMES = tuple(
@@ -44,9 +53,7 @@ TIMES = tuple(
 )
 
 
-def _month_or_current(month: str | None) -> str:
-    if month and _MONTH.fullmatch(month):
-        return month
+def _current_month() -> str:
     return datetime.now(UTC).strftime("%Y-%m")
 
 
@@ -57,13 +64,15 @@ def _neighbours(month: str) -> tuple[str, str]:
     return before, after
 
 
-def _cell_text(cell: dict[str, Any]) -> str:
-    if cell.get("suppressed"):
-        return "<11"
+def _cell_text(name: str, cell: dict[str, Any]) -> str:
+    """A figure as the CSV writes it: `<11` for a withheld count, `n<11` for a withheld
+    percentile, a time with one decimal (`0.0`), a count as a whole number."""
     value = cell.get("value")
+    if cell.get("suppressed"):
+        return SUPPRESSED_TIME if name.startswith("minutes_") else SUPPRESSED_COUNT
     if value is None:
         return NO_VALUE
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def add_reports_routes(
@@ -72,15 +81,31 @@ def add_reports_routes(
     current_session: Callable[[Request], Awaitable[Session]],
 ) -> None:
     """GET /reports?month=YYYY-MM: every site in the account's scope with figures that
-    month (the account's access rules, as for every site page); a month not YYYY-MM shows
-    the current UTC month. The reports service away: the console's 503 page naming it."""
+    month (the account's access rules, as for every site page); no month (or an empty
+    one): the current UTC month; a month not YYYY-MM (2000-01 to 2999-12, ASCII digits):
+    422, the page naming it with the form, and no figures. The reports service away: the
+    console's 503 page naming it."""
     SignedIn = Annotated[Session, Depends(current_session)]
 
     @router.get("/reports", response_class=HTMLResponse)
     async def reports_page(
         request: Request, session: SignedIn, month: str | None = None
     ) -> Response:
-        shown = _month_or_current(month)
+        if month and not _MONTH.fullmatch(month):  # empty (the form sent blank): this month
+            # Never another month's figures for a typo: say so, keep the form.
+            return console.render(
+                request,
+                "reports.html",
+                status=422,
+                session=session,
+                month=month,
+                error=f"month {month!r}: {MONTH_PROBLEM}",
+                before=None,
+                after=None,
+                rows=[],
+                columns=[],
+            )
+        shown = month or _current_month()
         reports = console.services.reports
         if reports is None:
             raise ServiceUnavailable("reports")
@@ -99,7 +124,7 @@ def add_reports_routes(
                     "site_id": site["site_id"],
                     "state": site["state"],
                     "name": name,
-                    "cells": {n: _cell_text(c) for n, c in figures.items()},
+                    "cells": {n: _cell_text(n, c) for n, c in figures.items()},
                     "charts": [
                         bar_chart(
                             f"{name}: referrals and visits, {shown}", bars_from(figures, ACTIVITY)
@@ -123,4 +148,5 @@ def add_reports_routes(
             after=after,
             rows=rows,
             columns=document["columns"],
+            error=None,
         )

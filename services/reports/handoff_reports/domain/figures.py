@@ -23,7 +23,11 @@ FOLLOW_UP_WINDOWS: tuple[int, ...] = (1, 30, 90)
 """The follow-up windows (days after the visit) reported on their own; a site whose
 schedule has other windows has those counted under `other`."""
 
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+MONTH_PATTERN = r"^(2[0-9]{3})-(0[1-9]|1[0-2])$"
+"""A month as `YYYY-MM`, 2000-01 to 2999-12, ASCII digits only: `[0-9]`, not `\\d`, which
+matches any Unicode digit (a full-width digit two, U+FF12, must be refused, not read as 2)."""
+
+_MONTH = re.compile(MONTH_PATTERN)
 
 
 @dataclass(frozen=True, order=True)

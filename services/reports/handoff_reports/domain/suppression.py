@@ -1,7 +1,8 @@
 """The small-cell rule and the report's published shapes (JSON document, CSV rows); no I/O.
 
 A count from 1 to 10 is suppressed, and so is a percentile computed from fewer than 11
-values: its value is withheld (None in JSON, `<11` in CSV) and the cell flagged. A zero is
+values: its value is withheld (None in JSON; in CSV `<11` for a count, `n<11` for a
+percentile, which no spreadsheet can take for a time) and the cell flagged. A zero is
 published: it reveals no one. Complementary suppression (docs/decisions/0028): no figure
 the report publishes is the sum of others (there is no total across tiers, sites or
 states, and no sample size beside a percentile), so a suppressed cell cannot be recovered
@@ -27,7 +28,10 @@ SMALL_CELL = 11
 """The smallest count published as is, and the fewest values a percentile is taken of."""
 
 SUPPRESSED_TEXT = "<11"
-"""What a suppressed cell reads in CSV."""
+"""What a suppressed count reads in CSV."""
+
+SUPPRESSED_PERCENTILE_TEXT = "n<11"
+"""What a withheld percentile reads in CSV: the sample is under 11, not the time."""
 
 CSV_LEAD_COLUMNS: tuple[str, ...] = ("month", "state", "site_id")
 CSV_COLUMNS: tuple[str, ...] = (*CSV_LEAD_COLUMNS, *FIGURE_COLUMNS)
@@ -108,16 +112,16 @@ def report_document(
     }
 
 
-def _csv_text(cell: Cell) -> str:
+def _csv_text(column: str, cell: Cell) -> str:
     if cell.suppressed:
-        return SUPPRESSED_TEXT
+        return SUPPRESSED_PERCENTILE_TEXT if column in PERCENTILE_COLUMNS else SUPPRESSED_TEXT
     return "" if cell.value is None else str(cell.value)
 
 
 def report_csv(rows: Iterable[SiteRow]) -> str:
     """The CSV report (RFC 4180: a header row, CRLF line ends, fields quoted when they need
-    it), one row per site: `CSV_COLUMNS`; suppressed cells read `<11`, figures with no
-    value are empty."""
+    it), one row per site: `CSV_COLUMNS`; suppressed counts read `<11`, withheld
+    percentiles `n<11`, figures with no value are empty."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(CSV_COLUMNS)
@@ -127,7 +131,7 @@ def report_csv(rows: Iterable[SiteRow]) -> str:
                 str(row.month),
                 row.state,
                 row.site_id,
-                *(_csv_text(row.cells[column]) for column in FIGURE_COLUMNS),
+                *(_csv_text(column, row.cells[column]) for column in FIGURE_COLUMNS),
             ]
         )
     return out.getvalue()

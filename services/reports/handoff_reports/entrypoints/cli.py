@@ -71,14 +71,42 @@ def write_command(
     site: Annotated[str | None, typer.Option(help="One site only (its slug).")] = None,
 ) -> None:
     """Write the month's de-identified report (per site) for a funder, from the read
-    model in DATABASE_URL: CSV (README columns) or JSON, as the API gives it."""
+    model in DATABASE_URL: CSV (README columns) or JSON, as the API gives it.
+
+    Exit 2 with one line for a bad option, a DATABASE_URL unset or malformed, or an output
+    folder that does not exist (before the database is touched); exit 1 with one line when
+    PostgreSQL cannot be reached or the file cannot be written. Never a traceback."""
     if state is not None and not (len(state) == 2 and state.isalpha() and state.isupper()):
         raise typer.BadParameter("a USPS code such as RI", param_hint="--state")
     if site is not None and not SITE_SLUG.fullmatch(site):
         raise typer.BadParameter("a site's slug such as ri-miriam", param_hint="--site")
-    text = asyncio.run(_report(PlatformSettings().database_url, month, output_format, state, site))
-    output.write_text(text, encoding="utf-8", newline="")
+    if not output.parent.is_dir():
+        raise typer.BadParameter(f"folder {output.parent} does not exist", param_hint="--output")
+    database_url = settings_or_exit(PlatformSettings).database_url
+    try:
+        text = asyncio.run(_report(database_url, month, output_format, state, site))
+    except UNREACHABLE as error:
+        # The URL may carry a password: name the problem, never the URL.
+        typer.echo(
+            f"reports write: cannot reach PostgreSQL at DATABASE_URL: {_reason(error)}", err=True
+        )
+        raise typer.Exit(1) from None
+    try:
+        output.write_text(text, encoding="utf-8", newline="")
+    except OSError as error:
+        typer.echo(f"reports write: cannot write {output}: {error.strerror or error}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"wrote {output} ({month}, {output_format.value})")
+
+
+UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What connecting to PostgreSQL raises when it is down, refuses or rejects the login."""
+
+
+def _reason(error: BaseException) -> str:
+    """The error's one-line reason, its type when it has no message."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 async def _report(

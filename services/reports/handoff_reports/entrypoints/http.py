@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
-from handoff_reports.domain.figures import Month
+from handoff_reports.domain.figures import MONTH_PATTERN, Month
 from handoff_reports.domain.suppression import report_csv, report_document
 from handoff_reports.reports import monthly_rows
 
@@ -22,8 +22,10 @@ CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 MonthQuery = Annotated[
     str,
     Query(
-        pattern=r"^\d{4}-(0[1-9]|1[0-2])$",
-        description="The UTC calendar month, YYYY-MM.",
+        # The range (2000-2999) is in the pattern, so every bad month is the same error
+        # (`invalid_request`, field `month`, `string_pattern_mismatch`).
+        pattern=MONTH_PATTERN,
+        description="The UTC calendar month, YYYY-MM (2000-01 to 2999-12, ASCII digits).",
         examples=["2026-11"],
     ),
 ]
@@ -92,7 +94,8 @@ def build_reports_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRout
         try:
             parsed = Month.parse(month)
         except ValueError as error:
-            raise ApiError(422, "invalid", str(error), field="month") from None
+            # Unreachable behind the pattern; kept so a looser pattern cannot let one by.
+            raise ApiError(422, "invalid_request", str(error), field="month") from None
         async with pool.acquire() as connection:
             rows = await monthly_rows(connection, parsed, state, site_id)
         if wants_csv(format_, request.headers.get("accept", "")):
