@@ -54,6 +54,7 @@ from uuid import UUID
 import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer
+from cryptography.fernet import Fernet
 
 from bench.common import fresh_database, handoff, infrastructure, percentile, sandbox_messages
 from handoff_cli.demo import LINK, demo_referral
@@ -575,6 +576,7 @@ def main(seed_value: int, compression: float, max_wall: float) -> None:
             "LOG_LEVEL": "WARNING",
             "NOTIFY_DELIVERY": "sandbox",
             "NOTIFY_LINK_SECRET": secret,
+            "FOLLOW_UP_KEYS": Fernet.generate_key().decode(),  # referral serves only with a key
             # Many pages to few phones in minutes: the per-phone throttles would hold them.
             "OFFERS_PER_15_MINUTES": "1000000",
             "NOTICES_PER_15_MINUTES": "1000000",

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import Fernet
 
 from bench.common import fresh_database, handoff, infrastructure
 from bench.referral_intake import drive, referral_posts, report
@@ -118,6 +119,7 @@ def main(seconds: float) -> None:
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap_servers,
             "LOG_LEVEL": "WARNING",
+            "FOLLOW_UP_KEYS": Fernet.generate_key().decode(),  # referral serves only with a key
         }
         site = ["--id", SITE, "--name", "Bench", "--short-name", "Bench ED", "--state", "MD"]
         handoff("referral", "site", "add", *site, "--time-zone", "America/New_York", env=env)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
+from cryptography.fernet import Fernet
 
 from bench.common import fresh_database, handoff, infrastructure, percentile
 from handoff_cli.demo import demo_referral
@@ -201,6 +202,7 @@ def main(seconds: float, clients: int) -> None:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "LOG_LEVEL": "WARNING",
             "DATABASE_POOL_SIZE": str(clients),
+            "FOLLOW_UP_KEYS": Fernet.generate_key().decode(),  # referral serves only with a key
         }
         handoff(
             "referral",
