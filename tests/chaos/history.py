@@ -120,6 +120,8 @@ def recovery_seconds(
     after = [
         accepted_at[p.referral_id]
         for p in posts
-        if p.asked_at >= fault.ended_at and p.referral_id in accepted_at
+        if p.asked_at >= fault.ended_at
+        and p.referral_id is not None
+        and p.referral_id in accepted_at
     ]
     return min(after) - fault.ended_at if after else None
