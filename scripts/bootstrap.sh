@@ -50,3 +50,16 @@ if ! command -v kubectl >/dev/null && [ ! -x "${HANDOFF_CACHE:-$HOME/.cache/hand
   say "building kustomize v5.5.0 (no kubectl on this machine)"
   GOBIN="${HANDOFF_CACHE:-$HOME/.cache/handoff}/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
 fi
+
+# The chaos suite's network faults go through toxiproxy (tests/chaos, decision 0027), built
+# from the Go module proxy at a pinned version (`@latest` resolves to an old 2.5.0). `go
+# install` names the binary `server`: built into a folder of its own, then named by version.
+toxiproxy="${HANDOFF_CACHE:-$HOME/.cache/handoff}/bin/toxiproxy-server-2.12.0"
+if [ ! -x "$toxiproxy" ]; then
+  say "building toxiproxy v2.12.0 (the chaos suite's network faults)"
+  gobin=$(mktemp -d)
+  GOBIN="$gobin" go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0
+  mkdir -p "$(dirname "$toxiproxy")"
+  mv "$gobin/server" "$toxiproxy"
+  rmdir "$gobin"
+fi

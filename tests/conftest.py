@@ -27,7 +27,7 @@ from tests.support.patients import ARTIFACTS, PHI_MARKERS, SERVICE_LOGS
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:15"
-TIER_MARKERS = ("unit", "integration", "e2e", "browser")
+TIER_MARKERS = ("unit", "integration", "e2e", "browser", "chaos")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

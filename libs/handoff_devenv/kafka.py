@@ -131,16 +131,21 @@ class KafkaCluster:
         controller_ports: list[int] | None = None,
         properties: Mapping[str, str | int] | None = None,
         scram_users: Mapping[str, str] | None = None,
+        advertised_ports: Mapping[int, int] | None = None,
     ) -> None:
         """`properties` override the nodes' `server.properties` (e.g. a benchmark's
         KAFKA_DEFAULT_FAILURE_DETECTION); the ports default to free ones. With
         `scram_users` (name → password) the client listener is SASL_PLAINTEXT and takes
-        only those users, by SCRAM-SHA-512, as a production listener would."""
+        only those users, by SCRAM-SHA-512, as a production listener would.
+        `advertised_ports` (node id → port) makes a node advertise another local port than
+        it listens on, e.g. a TCP proxy's in front of it: clients and the other brokers
+        then reach it through that port only, after their first metadata answer."""
         if brokers not in (1, 3):
             raise ValueError("a dev cluster has 1 broker, or 3 for fault tests")
         self.directory = directory
         self.properties = dict(properties or {})
         self.scram_users = dict(scram_users or {})
+        self.advertised_ports = dict(advertised_ports or {})
         if self.scram_users:
             self.scram_users[BROKER_USER] = secrets.token_hex(16)
         broker_ports = ports or free_ports(brokers)
@@ -190,16 +195,50 @@ class KafkaCluster:
         for node in self.nodes:
             ensure_free(node.port, f"Kafka broker {node.node_id}")
             ensure_free(node.controller_port, f"Kafka controller {node.node_id}")
-        classpath = kafka_classpath()
-        log4j = self.directory / "log4j2.properties"
-        jvm = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath]
-        if fresh or not log4j.exists():
+        jvm = self._jvm()
+        if fresh or not (self.directory / "log4j2.properties").exists():
             self._format(jvm)
         for node in self.nodes:
-            pid = spawn(
-                [*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file
-            )
-            node.pid_file.write_text(str(pid))
+            self._spawn(node, jvm)
+        self._wait_ready(timeout)
+
+    def _jvm(self) -> list[str]:
+        log4j = self.directory / "log4j2.properties"
+        return ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
+
+    def _spawn(self, node: KafkaNode, jvm: list[str]) -> None:
+        pid = spawn([*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file)
+        node.pid_file.write_text(str(pid))
+
+    def node(self, node_id: int) -> KafkaNode:
+        """The node numbered `node_id` (1-based, as in `node.id`); KeyError if none."""
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def signal_node(self, node_id: int, signum: int) -> None:
+        """Send `signum` to one broker: SIGKILL (a crash; `restart_node` brings it back on
+        its storage), SIGSTOP and SIGCONT (a hung broker and its return)."""
+        pid = self._pid(self.node(node_id))
+        if pid is None:
+            raise RuntimeError(f"Kafka node {node_id} is not running")
+        os.kill(pid, signum)
+
+    def restart_node(self, node_id: int, timeout: float = 60.0) -> None:
+        """Start one broker again on its own storage (after a SIGKILL) and return once every
+        node of the cluster is registered with the controller again. TimeoutError if not in
+        `timeout` seconds; RuntimeError if it exits."""
+        node = self.node(node_id)
+        if (pid := self._pid(node)) is not None and is_running(pid):
+            raise RuntimeError(f"Kafka node {node_id} still runs (pid {pid})")
+        ensure_free(node.port, f"Kafka broker {node_id}")
+        self._spawn(node, self._jvm())
+        self._wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once every node runs and is registered with the controller (a paused one
+        back after SIGCONT, say). TimeoutError if not in `timeout` seconds."""
         self._wait_ready(timeout)
 
     def _format(self, jvm: list[str]) -> None:
@@ -254,6 +293,10 @@ class KafkaCluster:
             return None
         return int(node.pid_file.read_text())
 
+    def advertised_port(self, node: KafkaNode) -> int:
+        """The port `node` tells clients and the other brokers to reach it on."""
+        return self.advertised_ports.get(node.node_id, node.port)
+
     def _sasl_properties(self) -> dict[str, str]:
         if not self.scram_users:
             return {}
@@ -276,7 +319,7 @@ class KafkaCluster:
             "node.id": node.node_id,
             "controller.quorum.voters": voters,
             "listeners": f"{listener}://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            "advertised.listeners": f"{listener}://127.0.0.1:{node.port}",
+            "advertised.listeners": f"{listener}://127.0.0.1:{self.advertised_port(node)}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": listener,
             "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{listener}:{listener}",

@@ -9,6 +9,7 @@ message it accepted is recorded, so a test can assert the exact set it expected.
 import asyncio
 import base64
 import itertools
+import random
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -38,6 +39,19 @@ def new_phone() -> str:
     return f"+1410555{next(_phones):04d}"
 
 
+@dataclass(frozen=True)
+class Flakiness:
+    """A provider having a bad day, seeded so a run can be replayed: of the sends (Messages
+    and Calls), `failing` (a fraction) answer 500 and take nothing; `timing_out` take the
+    message (it reaches the phone) and answer only after `hang_seconds`, longer than the
+    sender waits, so the sender cannot know it went out. Lookups always answer."""
+
+    failing: float = 0.30
+    timing_out: float = 0.05
+    hang_seconds: float = 4.0
+    seed: int = 18
+
+
 @dataclass
 class Recorded:
     sid: str
@@ -49,7 +63,11 @@ class Recorded:
 
 
 class FakeTwilio:
-    def __init__(self) -> None:
+    def __init__(self, flakiness: Flakiness | None = None) -> None:
+        """`flakiness`: fail and time out a share of the sends at random (seeded); None: never."""
+        self.flakiness = flakiness
+        self._dice = random.Random(flakiness.seed if flakiness else 0)
+        self.flaky_outcomes: dict[str, int] = defaultdict(int)  # "failed" / "timed_out" counts
         self.accepted: list[Recorded] = []
         self.attempts: dict[str, int] = defaultdict(int)
         self.invalid_numbers: set[str] = set()
@@ -143,6 +161,13 @@ class FakeTwilio:
         if self._failures[to]:
             status = self._failures[to].popleft()
             return _error(status, 20500 if status >= 500 else 20429, "scripted failure")
+        hang = False
+        if self.flakiness is not None:
+            roll = self._dice.random()
+            if roll < self.flakiness.failing:
+                self.flaky_outcomes["failed"] += 1
+                return _error(500, 20500, "flaky provider")
+            hang = roll < self.flakiness.failing + self.flakiness.timing_out
         if to in self.invalid_numbers:
             return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if to in self.unsubscribed:
@@ -159,6 +184,10 @@ class FakeTwilio:
         if to in self._held:
             self.held_requests[to] += 1
             await self._held[to].wait()
+        if hang:
+            self.flaky_outcomes["timed_out"] += 1
+            assert self.flakiness is not None
+            await asyncio.sleep(self.flakiness.hang_seconds)
         if reported := self._report_first.pop(to, None):
             callback = await self.report_status(recorded, reported)
             self.early_callbacks[recorded.sid] = callback.status_code
