@@ -21,6 +21,7 @@ from handoff_platform.kafka import ensure_topics
 from handoff_schemas import Topic, dead_letter_topic
 from handoff_schemas.catalog import decode_event
 from tests.integration.conftest import HANDOFF, create_database, handoff_command
+from tests.support.follow_ups import FOLLOW_UP_ENV
 from tests.support.kafka import read_topic
 from tests.support.patients import SERVICE_LOGS, referral_body
 from tests.support.processes import running
@@ -110,7 +111,12 @@ async def test_a_service_given_all_three_brokers_becomes_ready_and_publishes(
     key = handoff_command(
         "referral", "key", "create", "--site", site, "--label", "brokers", database_url=database
     ).strip()
-    env = {**os.environ, "DATABASE_URL": database, "KAFKA_BOOTSTRAP_SERVERS": three_broker_cluster}
+    env = {
+        **os.environ,
+        **FOLLOW_UP_ENV,  # referral serves only with its follow-up keys
+        "DATABASE_URL": database,
+        "KAFKA_BOOTSTRAP_SERVERS": three_broker_cluster,
+    }
     log = SERVICE_LOGS / f"referral-three-brokers-{uuid.uuid4().hex[:6]}.log"
     with running_service("referral", env, log) as url:  # returns once /readyz is 200
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
