@@ -476,21 +476,27 @@ class NotifyService:
     async def _mark_unreachable(
         self, connection: Connection, message: MessageRecord, code: str
     ) -> None:
-        await store.block_method(
-            connection,
-            message.channel,
-            message.destination,
-            MethodState.UNREACHABLE,
-            f"provider:{code}",
-            self.clock(),
-        )
-        await self._reachability(
-            connection, message.channel, message.destination, False, f"provider:{code}"
-        )
+        await self._block_unreachable(connection, message.channel, message.destination, code)
         log.warning(
             "a contact method is unreachable; nothing more is sent to it",
             extra={"channel": message.channel.value, "code": code},
         )
+
+    async def _block_unreachable(
+        self, connection: Connection, channel: Channel, destination: str, code: str
+    ) -> None:
+        """A provider said `destination` can never be delivered to (`code`): nothing more
+        goes to it, and matching hears it, in the caller's transaction. Pages, supervisor
+        notices and follow-up reminders all end here."""
+        await store.block_method(
+            connection,
+            channel,
+            destination,
+            MethodState.UNREACHABLE,
+            f"provider:{code}",
+            self.clock(),
+        )
+        await self._reachability(connection, channel, destination, False, f"provider:{code}")
 
     async def claim_due_notices(self, limit: int) -> list[Outgoing]:
         """Due supervisor notices, committed as `sending`; lost ones failed first. Per
@@ -636,20 +642,8 @@ class NotifyService:
                 label = "sent"
             else:
                 if isinstance(outcome, Permanent) and outcome.never_deliverable:
-                    await store.block_method(
-                        connection,
-                        outgoing.channel,
-                        outgoing.destination,
-                        MethodState.UNREACHABLE,
-                        f"provider:{outcome.code}",
-                        self.clock(),
-                    )
-                    await self._reachability(
-                        connection,
-                        outgoing.channel,
-                        outgoing.destination,
-                        False,
-                        f"provider:{outcome.code}",
+                    await self._block_unreachable(
+                        connection, outgoing.channel, outgoing.destination, outcome.code
                     )
                 await reminders.finish(connection, outgoing.message_id, "failed")
                 label = "failed"
@@ -693,20 +687,8 @@ class NotifyService:
                 outcome_label = "sent"
             else:
                 if isinstance(outcome, Permanent) and outcome.never_deliverable:
-                    await store.block_method(
-                        connection,
-                        outgoing.channel,
-                        outgoing.destination,
-                        MethodState.UNREACHABLE,
-                        f"provider:{outcome.code}",
-                        self.clock(),
-                    )
-                    await self._reachability(
-                        connection,
-                        outgoing.channel,
-                        outgoing.destination,
-                        False,
-                        f"provider:{outcome.code}",
+                    await self._block_unreachable(
+                        connection, outgoing.channel, outgoing.destination, outcome.code
                     )
                 await notices.finish(connection, outgoing.message_id, "failed")
                 outcome_label = "failed"
