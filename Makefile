@@ -8,9 +8,13 @@ bootstrap:
 run: bootstrap
 	@./scripts/run.sh
 
-## make test: set up, lint, type-check, then unit, integration and e2e tests on real servers.
+## make test: set up, lint, type-check, then unit, integration, e2e, browser and chaos tests on real servers.
+## The chaos suite runs alone first (it loads both cores); the rest is spread over TEST_WORKERS
+## processes, whole files at a time, each with its own broker and database (decision 0029).
+TEST_WORKERS ?= 3
 test: bootstrap lint
-	@.venv/bin/pytest
+	@.venv/bin/pytest -m chaos tests/chaos
+	@.venv/bin/pytest -m "not chaos" -n $(TEST_WORKERS) --dist loadfile
 
 lint:
 	@.venv/bin/ruff check .

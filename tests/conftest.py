@@ -23,7 +23,7 @@ from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import ensure_topics
 from handoff_platform.logs import json_handler
-from tests.support.patients import ARTIFACTS, PHI_MARKERS, SERVICE_LOGS
+from tests.support.patients import ARTIFACTS, PHI_MARKERS, SERVICE_LOGS, WORKER
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:15"
@@ -158,7 +158,7 @@ def no_phi_in_any_log_line() -> Iterator[None]:
     root.setLevel(previous_level)
     sources = {"in-process logs": captured.getvalue()}
     sources |= {str(path): path.read_text() for path in SERVICE_LOGS.glob("*.log")}
-    (ARTIFACTS / "in-process.log").write_text(sources["in-process logs"])
+    (ARTIFACTS / f"in-process-{WORKER}.log").write_text(sources["in-process logs"])
     leaks = [
         f"{source}: {line[:200]}"
         for source, text in sources.items()

@@ -1,12 +1,15 @@
 """Test patients whose data must never show up in a log line, an event or a page."""
 
+import os
 from pathlib import Path
 from typing import Any
 
 from tests.support.follow_ups import FOLLOW_UP_PHONE_DIGITS
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-SERVICE_LOGS = ARTIFACTS / "logs"
+# pytest-xdist runs tests in several worker processes: each scans its own folder of logs.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+SERVICE_LOGS = ARTIFACTS / "logs" / WORKER
 PAGE_BODIES = SERVICE_LOGS / "page-bodies.log"
 
 # Distinctive strings, so a scan finds them wherever they leak.
