@@ -37,7 +37,7 @@ import asyncpg
 from faststream.kafka import KafkaBroker
 
 from handoff_platform import metrics
-from handoff_platform.database import Connection, notify
+from handoff_platform.database import Connection, connect, notify
 from handoff_platform.supervision import beat
 from handoff_platform.tracing import TRACEPARENT, current_traceparent
 from handoff_platform.transient import is_transient_database_error
@@ -167,7 +167,7 @@ class OutboxRelay:
         supervisor (`handoff_platform.supervision`) starts it again after a backoff.
         """
         # A connection of its own, not the pool's: the advisory lock lives as long as it does.
-        connection: asyncpg.Connection = await asyncpg.connect(self.database_url)
+        connection: asyncpg.Connection = await connect(self.database_url)
         try:
             while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", self.lock_key):
                 metrics.OUTBOX_IS_LEADER.set(0)

@@ -26,7 +26,7 @@ from uuid import UUID
 import asyncpg
 
 from handoff_platform import metrics
-from handoff_platform.database import Connection, notify
+from handoff_platform.database import Connection, connect, notify
 from handoff_platform.supervision import beat
 from handoff_platform.transient import is_transient_database_error
 
@@ -132,7 +132,7 @@ class TimerLoop:
         try:
             while True:
                 if listener is None or listener.is_closed():
-                    listener = await asyncpg.connect(self.database_url)
+                    listener = await connect(self.database_url)
                     await listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
                 while await self._fire_next():
                     beat()

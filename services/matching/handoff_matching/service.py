@@ -52,7 +52,7 @@ from handoff_matching.domain.load import PRIORITY, has_room, may_take_assignment
 from handoff_matching.domain.ranking import Candidate, Need, rank
 from handoff_matching.domain.schedules import Interval, Pool
 from handoff_matching.on_call import OnCall
-from handoff_platform.database import Connection
+from handoff_platform.database import Connection, connect
 from handoff_platform.outbox import Outbox
 from handoff_platform.supervision import beat
 from handoff_platform.timers import Timer, Timers
@@ -866,7 +866,7 @@ class WaitingLine:
             while True:
                 self._wake.clear()
                 if listener is None or listener.is_closed():
-                    listener = await asyncpg.connect(self.database_url)
+                    listener = await connect(self.database_url)
                     await listener.add_listener(roster_store.LINE_CHANNEL, self._on_notify)
                 await self.service.serve_line(self.pool)
                 # A roster change also wakes the line: an attempt whose coach left the

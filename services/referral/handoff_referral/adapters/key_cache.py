@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from handoff_platform.database import Connection
+from handoff_platform.database import Connection, connect
 from handoff_platform.supervision import beat
 from handoff_referral.domain.referral import Site
 
@@ -58,7 +58,7 @@ class KeyCache:
         """Listen for revocations until the connection is lost, then raise for the
         supervisor to restart it; meanwhile keys are checked in the database.
         A cycle ends every `idle_beat` seconds while listening."""
-        connection = await asyncpg.connect(self.database_url)
+        connection = await connect(self.database_url)
         try:
             lost = asyncio.Event()
             connection.add_termination_listener(lambda _: lost.set())
