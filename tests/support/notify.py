@@ -157,8 +157,11 @@ class NotifyHarness:
 
         return await eventually(arrived, within=20, what=f"{count} messages or calls to {phone}")
 
-    async def page_events(self, offer_id: UUID, *, at_least: int = 1) -> list[Any]:
-        """The events notify published about an offer, each once, in order."""
+    async def page_events(
+        self, offer_id: UUID, *, at_least: int = 1, within: float = 20
+    ) -> list[Any]:
+        """The events notify published about an offer, each once, in order; fails the test if
+        fewer than `at_least` are there after `within` seconds."""
 
         async def published() -> list[Any] | None:
             records = await read_topic(self.bootstrap_servers, Topic.PAGES)
@@ -167,7 +170,8 @@ class NotifyHarness:
             mine = [e for e in mine if getattr(e, "offer_id", None) == offer_id]
             return mine if len(mine) >= at_least else None
 
-        return await eventually(published, within=20, what=f"{at_least} page events", interval=0.3)
+        what = f"{at_least} page events"
+        return await eventually(published, within=within, what=what, interval=0.3)
 
     def unexpected_messages(self) -> list[str]:
         """Messages to nobody a test paged, and messages sent twice."""
