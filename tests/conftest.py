@@ -20,10 +20,14 @@ import asyncpg
 import pytest
 
 from handoff_devenv import KafkaCluster, PostgresCluster
+from handoff_devenv.kafka import JVM_OPTIONS_VARIABLE
 from handoff_devenv.ports import free_ports
 from handoff_platform.kafka import ensure_topics
 from handoff_platform.logs import json_handler
 from tests.support.patients import ARTIFACTS, PHI_MARKERS, SERVICE_LOGS, WORKER
+
+# Brokers here live for a test module or a session: C1 alone compiles enough (decision 0030).
+os.environ.setdefault(JVM_OPTIONS_VARIABLE, "-XX:TieredStopAtLevel=1")
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:15"

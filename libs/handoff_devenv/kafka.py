@@ -30,6 +30,11 @@ KAFKA_VERSION = "4.1.1"
 CACHE_ROOT = Path(os.environ.get("HANDOFF_CACHE", Path.home() / ".cache" / "handoff"))
 # A 2-core machine: the stock 1 GiB heap is more than a test broker needs.
 BROKER_HEAP = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+JVM_OPTIONS_VARIABLE = "HANDOFF_KAFKA_JVM_OPTIONS"
+"""Extra JVM options for every broker and storage format this module starts, space-separated.
+The tests set `-XX:TieredStopAtLevel=1`: a broker that lives for one test module spends most
+of its CPU compiling with C2, which that flag skips (start-up CPU about halved, measured for
+issue 18); the benchmarks and `make run` keep the JVM's default, which serves load faster."""
 
 # How soon a dead broker's partitions get a new leader (decision 0012). A broker SIGKILLed
 # stops heartbeating to the controller; until the controller fences it, after
@@ -204,7 +209,8 @@ class KafkaCluster:
 
     def _jvm(self) -> list[str]:
         log4j = self.directory / "log4j2.properties"
-        return ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
+        extra = os.environ.get(JVM_OPTIONS_VARIABLE, "").split()
+        return ["java", *extra, f"-Dlog4j2.configurationFile={log4j}", "-cp", kafka_classpath()]
 
     def _spawn(self, node: KafkaNode, jvm: list[str]) -> None:
         pid = spawn([*jvm, *BROKER_HEAP, "kafka.Kafka", str(node.properties_file)], node.log_file)
