@@ -21,7 +21,7 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 """A connection of its own or one borrowed from a pool: the queries are the same."""
 
 
-COMMAND_TIMEOUT_SECONDS = 15.0
+COMMAND_TIMEOUT_SECONDS = 10.0
 """The longest a query on a service's pool or long-lived connection waits for its answer
 (seconds); then it raises the builtin TimeoutError, a transient error (`handoff_platform.
 transient`): the HTTP surface answers 503, a consumer retries the event, a loop restarts.
@@ -30,27 +30,36 @@ A network that loses a request without closing the connection (a stateful firewa
 that forgot the flow, a proxy's black hole) would otherwise leave the query waiting for good,
 and with it the loop that asked, even after the network heals (decision 0029). asyncpg then
 sends a cancel request, bounded by the same timeout, and closes the connection if that too
-goes unanswered, so the pool opens a fresh one. Every query here takes milliseconds; the
-longest legitimate waits are row and advisory locks held by a transaction of a few statements.
-Migrations run on connections without it: they wait on each other's advisory lock."""
+goes unanswered, so the pool opens a fresh one: a dead connection costs its user about twice
+this. Every query here takes milliseconds; the longest legitimate waits are row and advisory
+locks held by a transaction of a few statements. Migrations run on connections without it:
+they wait on each other's advisory lock."""
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""The longest opening a connection may take (seconds; asyncpg's default is 60): a pool that
+replaces a dead connection while the network is still away answers 503 soon, not in a minute."""
 
 
 async def create_pool(database_url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     """A pool of `min_size` to `max_size` connections whose queries time out after
-    COMMAND_TIMEOUT_SECONDS."""
+    COMMAND_TIMEOUT_SECONDS and whose connecting times out after CONNECT_TIMEOUT_SECONDS."""
     return await asyncpg.create_pool(
         database_url,
         min_size=min(min_size, max_size),
         max_size=max_size,
         reset=_nothing_to_reset,
         command_timeout=COMMAND_TIMEOUT_SECONDS,
+        timeout=CONNECT_TIMEOUT_SECONDS,
     )
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
     """A connection of a loop's own (an advisory lock's, a LISTEN's) whose queries time out
-    after COMMAND_TIMEOUT_SECONDS. Raises asyncpg's and the socket's errors, as asyncpg does."""
-    return await asyncpg.connect(database_url, command_timeout=COMMAND_TIMEOUT_SECONDS)
+    after COMMAND_TIMEOUT_SECONDS, opened within CONNECT_TIMEOUT_SECONDS. Raises asyncpg's and
+    the socket's errors (TimeoutError among them), as asyncpg does."""
+    return await asyncpg.connect(
+        database_url, command_timeout=COMMAND_TIMEOUT_SECONDS, timeout=CONNECT_TIMEOUT_SECONDS
+    )
 
 
 async def _nothing_to_reset(_: asyncpg.Connection) -> None:

@@ -33,17 +33,19 @@ class _Link:
 class BlackHoleProxy:
     """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port`, connection by connection.
 
-    `swallow_current()` turns every connection open at that moment into a black hole: bytes
-    either way are counted in `swallowed_bytes` and dropped, and the connection stays open
-    until one end closes it (then the other end is closed too, as TCP would, so a client
-    that gives up frees the server's session). Connections made afterwards are forwarded.
-    Use as `with BlackHoleProxy(upstream_port) as proxy:`.
+    `swallow_all()` turns every connection open at that moment, and every one made until
+    `heal()`, into a black hole: bytes either way are counted in `swallowed_bytes` and
+    dropped, and the connection stays open until one end closes it (then the other end is
+    closed too, as TCP would, so a client that gives up frees the server's session). After
+    `heal()` new connections are forwarded; the dark ones stay dark, as after a firewall
+    forgot them. Use as `with BlackHoleProxy(upstream_port) as proxy:`.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.port = free_ports(1)[0]
         self.swallowed_bytes = 0
+        self._swallow_new = False
         self._links: set[_Link] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -60,17 +62,25 @@ class BlackHoleProxy:
         self._thread.join(timeout=10)
         self._loop.close()
 
-    def swallow_current(self) -> int:
-        """Make every open connection a black hole; how many there were."""
+    def swallow_all(self) -> int:
+        """Make every open connection and every new one a black hole; how many were open."""
         return self._run(self._swallow())
+
+    def heal(self) -> None:
+        """Forward new connections again; those already dark stay dark."""
+        self._run(self._heal())
 
     def _run(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)
 
     async def _swallow(self) -> int:
+        self._swallow_new = True
         for link in self._links:
             link.swallowing = True
         return len(self._links)
+
+    async def _heal(self) -> None:
+        self._swallow_new = False
 
     async def _close_all(self) -> None:
         if self._server is not None:
@@ -88,7 +98,7 @@ class BlackHoleProxy:
         except OSError:
             writer.close()
             return
-        link = _Link(writer, upstream_writer)
+        link = _Link(writer, upstream_writer, swallowing=self._swallow_new)
         self._links.add(link)
         link.pumps = [
             asyncio.create_task(self._pump(link, reader, upstream_writer)),
