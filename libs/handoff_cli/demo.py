@@ -24,7 +24,7 @@ from handoff_matching.adapters.roster_store import apply_migrations as migrate_m
 from handoff_matching.adapters.roster_store import import_roster
 from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import parse_roster
-from handoff_platform.settings import PlatformSettings
+from handoff_platform.settings import PlatformSettings, settings_or_exit
 from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import apply_migrations as migrate_referral
 from handoff_referral.domain.api_keys import issue_key
@@ -75,7 +75,8 @@ def seed_command(
 ) -> None:
     """Register the demo sites and roster; print an API key for the first site."""
     demo = DemoSites.model_validate_json(sites.read_text())
-    token = asyncio.run(_seed(PlatformSettings().database_url, demo, roster.read_text()))
+    database_url = settings_or_exit(PlatformSettings).database_url
+    token = asyncio.run(_seed(database_url, demo, roster.read_text()))
     typer.echo(token)
 
 

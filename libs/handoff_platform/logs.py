@@ -30,6 +30,9 @@ class _CorrelationFilter(logging.Filter):
         self.service = service
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn adds its message again with ANSI colour codes as an extra field; we
+        # render (and colour) the plain message ourselves.
+        record.__dict__.pop("color_message", None)
         record.correlation_id = correlation_id_var.get()
         record.service = self.service
         current = trace_id()

@@ -7,15 +7,18 @@ never as one string (FastStream would take the whole string for a single host).
 """
 
 import ipaddress
+import os
 import re
 import ssl
 import sys
 from collections.abc import Iterable
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal, Self, TypeVar
 
 from faststream.security import BaseSecurity, SASLScram256, SASLScram512
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     Field,
     FilePath,
@@ -160,22 +163,60 @@ class KafkaSettings(BaseSettings):
         )
 
 
+PgSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+"""libpq's `sslmode` values, as `PGSSLMODE` takes them."""
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _readable(path: Path) -> Path:
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path} is not readable")
+    return path
+
+
+ReadableFile = Annotated[FilePath, AfterValidator(_readable)]
+"""A settings field naming a file that exists and this process may read."""
+
+
 class PlatformSettings(KafkaSettings):
     """What every service reads from its environment; each service extends it with its own.
 
     PostgreSQL's TLS and password come from libpq's variables, which asyncpg reads:
     `PGSSLMODE` (e.g. verify-full), `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY`, `PGPASSWORD`,
     or the same as `DATABASE_URL` parameters (`?sslmode=verify-full&sslrootcert=…`).
+    The variables are checked here at start: `PGSSLMODE` must be one of libpq's modes and
+    `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY` must name readable files when set; `LOG_LEVEL`
+    must be a standard level name. Raises pydantic's ValidationError naming the variable.
     """
 
     database_url: str = Field(description="postgresql://user@host:port/database")
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO",
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)",
+    )
     log_format: LogFormat = LogFormat.AUTO
     loop_stuck_seconds: float = Field(
         default=120.0,
         gt=0,
         description="how long a loop may fail every pass with a bug before /healthz is 503",
     )
+    # Read here only to be checked at start (asyncpg reads them itself): a typo in the
+    # mode, or a certificate path that is not there, was a traceback or a start-up that
+    # retried for ever as if the database were down.
+    pgsslmode: PgSslMode | None = None
+    pgsslrootcert: ReadableFile | None = None
+    pgsslcert: ReadableFile | None = None
+    pgsslkey: ReadableFile | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _standard_level(cls, level: str) -> str:
+        """A standard level name, upper-cased (`info` → `INFO`)."""
+        name = level.strip().upper()
+        if name not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return name
 
     @field_validator("database_url")
     @classmethod

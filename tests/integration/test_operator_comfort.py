@@ -22,7 +22,17 @@ VALID = {
     "FOLLOW_UP_KEYS": FOLLOW_UP_KEYS,
 }
 ANSI_STYLE = re.compile(r"\x1b\[[0-9;]*m")
-CONFIG_VARIABLES = (*VALID, "KAFKA_BOOTSTRAP_SERVERS", "NOTIFY_LINK_SECRET", "LOG_FORMAT")
+CONFIG_VARIABLES = (
+    *VALID,
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "NOTIFY_LINK_SECRET",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+)
 
 
 def _environment(**changes: str | None) -> dict[str, str]:
@@ -86,6 +96,34 @@ CASES = [
         "DATABASE_URL: names no database",
         id="db url without database",
     ),
+    # Issue 18 fresh-eyes findings 3-5: tracebacks (exit 1), or retried for ever as an outage.
+    pytest.param(
+        "reports",
+        {"LOG_LEVEL": "LOUD"},
+        "LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        id="unknown log level",
+    ),
+    pytest.param(
+        "referral",
+        {"FOLLOW_UP_KEYS": f"{FOLLOW_UP_KEYS},{SECRET}"},
+        "FOLLOW_UP_KEYS: key 2 of 2 is not a Fernet key",
+        id="malformed follow-up key",
+    ),
+    pytest.param(
+        "referral", {"FOLLOW_UP_KEYS": ""}, "FOLLOW_UP_KEYS is not set", id="empty follow-up keys"
+    ),
+    pytest.param(
+        "console",
+        {"PGSSLMODE": "bogus"},
+        "PGSSLMODE: Input should be 'disable', 'allow', 'prefer', 'require', 'verify-ca' or",
+        id="unknown sslmode",
+    ),
+    pytest.param(
+        "matching",
+        {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/nonexistent/root.pem"},
+        "PGSSLROOTCERT: Path does not point to a file",
+        id="missing postgres ca file",
+    ),
 ]
 
 
@@ -116,6 +154,10 @@ configure_logging("referral", log_format=LogFormat.{log_format})
 log = logging.getLogger("handoff_referral.service")
 with correlation("corr-42"):
     log.info("referral received", extra={{"site_id": "md-x"}})
+    # As uvicorn logs: its message again with colour codes, never to be shown (finding 7).
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 7, extra={{"color_message": "Started [\x1b[36m%d\x1b[0m]"}}
+    )
 """
 
 
@@ -128,7 +170,8 @@ def test_log_lines_are_json_when_stderr_is_not_a_terminal() -> None:
         timeout=60,
         check=True,
     )
-    (line,) = done.stderr.splitlines()
+    line, started = done.stderr.splitlines()
+    assert "color_message" not in json.loads(started)
     record = json.loads(line)
     assert record["message"] == "referral received"
     assert record["correlation_id"] == "corr-42"
@@ -160,7 +203,8 @@ def _run_on_a_terminal(code: str, env: dict[str, str]) -> str:
 
 def test_log_lines_are_readable_on_a_terminal_and_json_when_asked() -> None:
     shown = _run_on_a_terminal(LOG_ONE_LINE.format(log_format="AUTO"), _environment())
-    (coloured,) = [line for line in shown.splitlines() if line.strip()]
+    coloured, started = [line for line in shown.splitlines() if line.strip()]
+    assert "color_message" not in started
     line = ANSI_STYLE.sub("", coloured)
     assert not line.lstrip().startswith("{")
     assert "referral received" in line
@@ -169,7 +213,8 @@ def test_log_lines_are_readable_on_a_terminal_and_json_when_asked() -> None:
     assert "site_id=md-x" in line
 
     forced = _run_on_a_terminal(LOG_ONE_LINE.format(log_format="JSON"), _environment())
-    (json_line,) = [line for line in forced.splitlines() if line.strip()]
+    json_line, forced_started = [line for line in forced.splitlines() if line.strip()]
+    assert "color_message" not in json.loads(forced_started)
     assert json.loads(json_line)["correlation_id"] == "corr-42"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from handoff_notify.adapters.reply_spool import ReplySpool, SpooledReply
+from handoff_notify.app import reply_spool_path
 from handoff_notify.domain.replies import (
     Answer,
     Keyword,
@@ -18,6 +19,7 @@ from handoff_notify.domain.replies import (
     Unclear,
     read_reply,
 )
+from handoff_notify.settings import NotifySettings
 from handoff_schemas.vocabulary import CoachResponse
 
 TYPED = ["1", "yes B", "2 C", "no ok", "STOP", "yes", "start", "HELP", "OFF", "my patient J.D."]
@@ -113,3 +115,28 @@ def test_an_unwritable_spool_directory_is_one_line_and_exit_2_at_start(tmp_path:
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("configuration error: NOTIFY_REPORT_SPOOL:")
     assert "not a directory" in line
+
+
+async def test_a_spool_in_a_folder_not_made_yet_makes_it_when_it_first_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18, finding 6: `NOTIFY_REPORT_SPOOL=/nonexistent/dir/x` starts without a word.
+    That is right as long as the folder can be made (the settings refuse one that cannot,
+    above): the spool makes it when an outage first gives it something to keep."""
+    report_spool = tmp_path / "not" / "made" / "delivery-reports.jsonl"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://notify@127.0.0.1:1/handoff")
+    monkeypatch.setenv("NOTIFY_LINK_SECRET", "secret")
+    monkeypatch.setenv("NOTIFY_DELIVERY", "sandbox")
+    monkeypatch.setenv("NOTIFY_REPORT_SPOOL", str(report_spool))
+    settings = NotifySettings()
+    assert not report_spool.parent.exists()
+
+    spool = ReplySpool(reply_spool_path(settings))
+    await spool.keep(_reply("B"))
+    seen: list[SpooledReply] = []
+
+    async def record(reply: SpooledReply) -> None:
+        seen.append(reply)
+
+    assert await spool.replay(record) == 1
+    assert report_spool.parent.is_dir()

@@ -1,4 +1,7 @@
-from pydantic import Field, SecretStr
+from typing import Any
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator
 
 from handoff_platform.settings import PlatformSettings
 from handoff_referral import CONSUMER_GROUP
@@ -52,6 +55,35 @@ class ReferralSettings(PlatformSettings):
         "is given the same secret. Without it those pages answer 404.",
     )
 
+    @field_validator("follow_up_keys", mode="before")
+    @classmethod
+    def _empty_keys_are_unset(cls, keys: Any) -> Any:
+        """`FOLLOW_UP_KEYS=` (or only spaces and commas) means no keys, as when unset."""
+        return None if _blank(keys) else keys
+
+    @field_validator("follow_up_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: SecretStr | None) -> SecretStr | None:
+        """Each comma-separated key must be a Fernet key; the message names the key by its
+        position, never by its value."""
+        if keys is None:
+            return None
+        texts = [k.strip() for k in keys.get_secret_value().split(",") if k.strip()]
+        for position, text in enumerate(texts, start=1):
+            try:
+                Fernet(text)
+            except ValueError:
+                raise ValueError(
+                    f"key {position} of {len(texts)} is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes)"
+                ) from None
+        return keys
+
+
+def _blank(keys: Any) -> bool:
+    text = keys.get_secret_value() if isinstance(keys, SecretStr) else keys
+    return isinstance(text, str) and not text.replace(",", "").strip()
+
 
 class ReferralServerSettings(ReferralSettings):
     """The settings of `handoff referral serve`: the follow-up keys are required there, so
@@ -64,3 +96,11 @@ class ReferralServerSettings(ReferralSettings):
         "rest: the first encrypts, all decrypt (rotate with `handoff referral follow-ups "
         "rotate-keys`). Required to serve.",
     )
+
+    @field_validator("follow_up_keys", mode="before")
+    @classmethod
+    def _empty_keys_are_unset(cls, keys: Any) -> Any:
+        """Required here: an empty `FOLLOW_UP_KEYS=` is refused as an unset one is."""
+        if keys is None or _blank(keys):
+            raise ValueError("is not set")
+        return keys

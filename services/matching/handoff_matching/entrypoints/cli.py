@@ -95,7 +95,7 @@ def import_command(
     if dry_run:
         typer.echo(f"valid: {len(roster.coaches)} coaches, {len(roster.shifts)} shifts")
         return
-    summary = asyncio.run(_store(PlatformSettings().database_url, roster))
+    summary = asyncio.run(_store(settings_or_exit(PlatformSettings).database_url, roster))
     typer.echo(
         f"imported {summary.coaches} coaches, {summary.certifications} certifications, "
         f"{summary.shifts} shifts, {summary.overrides} overrides"
@@ -125,7 +125,7 @@ async def _store(database_url: str, roster: RosterFile) -> ImportSummary:
 async def _with_connection(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run `work` on a connection to the matching schema (migrated first). An ApiError or
     an invalid value is printed with what to fix, and the command exits 2."""
-    database_url = PlatformSettings().database_url
+    database_url = settings_or_exit(PlatformSettings).database_url
     await apply_migrations(database_url)
     connection = await asyncpg.connect(database_url)
     try:

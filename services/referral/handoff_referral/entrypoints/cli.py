@@ -53,7 +53,7 @@ def serve_command(
 @app.command()
 def migrate() -> None:
     """Apply pending migrations to the `referral` schema (also done at startup)."""
-    applied = asyncio.run(apply_migrations(ReferralSettings().database_url))
+    applied = asyncio.run(apply_migrations(settings_or_exit(ReferralSettings).database_url))
     typer.echo("\n".join(applied) if applied else "up to date")
 
 

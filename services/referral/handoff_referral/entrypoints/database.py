@@ -6,6 +6,7 @@ from typing import TypeVar
 import asyncpg
 
 from handoff_platform.database import Connection
+from handoff_platform.settings import settings_or_exit
 from handoff_referral.app import apply_migrations
 from handoff_referral.settings import ReferralSettings
 
@@ -16,8 +17,9 @@ async def with_connection(work: Callable[[Connection], Awaitable[T]]) -> T:
     """Run `work` on one connection to the referral database of the environment's settings
     (DATABASE_URL), its migrations applied first; returns what `work` returns.
 
-    Raises what asyncpg raises when the database cannot be reached."""
-    settings = ReferralSettings()
+    Exits 2 with one line on a configuration error; raises what asyncpg raises when the
+    database cannot be reached."""
+    settings = settings_or_exit(ReferralSettings)
     await apply_migrations(settings.database_url)
     connection = await asyncpg.connect(settings.database_url)
     try:

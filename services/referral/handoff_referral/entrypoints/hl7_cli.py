@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from handoff_platform.database import Connection
 from handoff_platform.runtime import instrumented
+from handoff_platform.settings import settings_or_exit
 from handoff_referral.adapters import hl7_store
 from handoff_referral.adapters import postgres as store
 from handoff_referral.domain.hl7 import Interface
@@ -33,7 +34,7 @@ def serve_command(
     http_port: Annotated[int, typer.Option(help="/healthz, /readyz, /metrics.")] = 8004,
 ) -> None:
     """Take HL7 v2 orders and ADT messages over MLLP; answer each with an ACK."""
-    settings = ReferralSettings()
+    settings = settings_or_exit(ReferralSettings)
     with instrumented("referral-mllp", settings.log_level):
         mllp_port = port if port is not None else settings.mllp_port
         uvloop.run(serve(settings, host, mllp_port, http_port))

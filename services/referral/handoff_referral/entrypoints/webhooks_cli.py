@@ -8,6 +8,7 @@ from uuid import UUID
 
 import typer
 
+from handoff_platform.settings import settings_or_exit
 from handoff_referral import webhook_admin
 from handoff_referral.domain.webhooks import BadCallbackUrl
 from handoff_referral.entrypoints.database import with_connection
@@ -28,7 +29,7 @@ def set_callback(
 ) -> None:
     """Set or change the site's callback URL. A new callback's signing secret is printed
     once (stdout); changing the URL keeps the secret."""
-    settings = ReferralSettings()
+    settings = settings_or_exit(ReferralSettings)
     try:
         result = asyncio.run(
             with_connection(
