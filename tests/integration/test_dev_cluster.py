@@ -138,7 +138,11 @@ async def test_a_service_given_all_three_brokers_becomes_ready_and_publishes(
                 return any(str(decode_event(r.value).subject) == referral_id for r in records)
 
             await eventually(published, within=30, what="the referral's event on the topic")
-            assert (await client.get("/readyz")).status_code == 200
+
+            async def ready() -> bool:  # probed until a deadline, as an orchestrator does
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, within=30, what="/readyz 200", interval=0.5)
 
 
 async def test_the_ops_commands_take_the_whole_list_spaces_and_all(

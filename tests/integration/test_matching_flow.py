@@ -203,7 +203,11 @@ async def test_the_ladder_from_the_best_site_coach_to_unassigned(
 
     transport = httpx.ASGITransport(app=matching.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://matching") as client:
-        assert (await client.get("/readyz")).status_code == 200
+
+        async def ready() -> bool:  # probed until a deadline, as an orchestrator does
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, within=30, what="/readyz 200", interval=0.5)
         metrics = (await client.get("/metrics")).text
     assert f'handoff_escalations_total{{site="{site_id}",tier="supervisor"}} 1.0' in metrics
     assert f'handoff_offers_total{{outcome="expired",site="{site_id}"}} 1.0' in metrics

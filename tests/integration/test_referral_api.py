@@ -283,9 +283,15 @@ async def test_operations_endpoints(hospital: HospitalFactory, referral: Referra
     ed = await hospital()
     await ed.client.post("/v1/referrals", json=referral_body(_external_id()))
     assert (await ed.client.get("/healthz")).json() == {"status": "ok", "checks": {"loops": True}}
-    ready = await ed.client.get("/readyz")
-    assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "kafka": True, "loops": True}
+
+    # Probed as an orchestrator does, again until a deadline: on a machine shared with two
+    # other test processes a loop of this in-process runtime can miss one expected cycle.
+    async def ready() -> httpx.Response | None:
+        response = await ed.client.get("/readyz")
+        return response if response.status_code == 200 else None
+
+    answer = await eventually(ready, within=30, what="/readyz 200", interval=0.5)
+    assert answer.json()["checks"] == {"database": True, "kafka": True, "loops": True}
     metrics = (await ed.client.get("/metrics")).text
     assert (
         f'handoff_referrals_received_total{{site="{ed.site.site_id}",state="MD",'
