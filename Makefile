@@ -13,7 +13,7 @@ run: bootstrap
 ## processes, whole files at a time, each with its own broker and database (decision 0030).
 TEST_WORKERS ?= 3
 test: bootstrap lint
-	@.venv/bin/pytest -m chaos tests/chaos
+	@.venv/bin/pytest -m chaos -rP tests/chaos  # -rP: print its report (counts, recovery per fault)
 	@.venv/bin/pytest -m "not chaos" -n $(TEST_WORKERS) --dist loadfile
 
 lint:
