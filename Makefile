@@ -11,7 +11,7 @@ run: bootstrap
 ## make test: set up, lint, type-check, then unit, integration, e2e, browser and chaos tests on real servers.
 ## The chaos suite runs alone first (it loads both cores); the rest is spread over TEST_WORKERS
 ## processes, whole files at a time, each with its own broker and database (decision 0030).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: bootstrap lint
 	@.venv/bin/pytest -m chaos -rP tests/chaos  # -rP: print its report (counts, recovery per fault)
 	@.venv/bin/pytest -m "not chaos" -n $(TEST_WORKERS) --dist loadfile
