@@ -5,6 +5,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from handoff_platform.settings import PlatformSettings
 from handoff_referral import CONSUMER_GROUP
+from handoff_referral.adapters.contact_vault import key_texts
 
 
 class ReferralSettings(PlatformSettings):
@@ -68,7 +69,7 @@ class ReferralSettings(PlatformSettings):
         position, never by its value."""
         if keys is None:
             return None
-        texts = [k.strip() for k in keys.get_secret_value().split(",") if k.strip()]
+        texts = key_texts(keys.get_secret_value())
         for position, text in enumerate(texts, start=1):
             try:
                 Fernet(text)
@@ -82,7 +83,7 @@ class ReferralSettings(PlatformSettings):
 
 def _blank(keys: Any) -> bool:
     text = keys.get_secret_value() if isinstance(keys, SecretStr) else keys
-    return isinstance(text, str) and not text.replace(",", "").strip()
+    return isinstance(text, str) and not key_texts(text)
 
 
 class ReferralServerSettings(ReferralSettings):

@@ -11,6 +11,12 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from handoff_referral.domain.follow_ups import Contact
 
 
+def key_texts(keys: str | None) -> list[str]:
+    """The keys of a `FOLLOW_UP_KEYS` value, in order: comma-separated, spaces around each
+    and empty entries ignored (None, "" or " , " gives none)."""
+    return [k.strip() for k in (keys or "").split(",") if k.strip()]
+
+
 class VaultNotConfigured(Exception):
     """FOLLOW_UP_KEYS is not set: contact details can be neither stored nor read."""
 
@@ -25,7 +31,7 @@ class ContactVault:
     malformed key, so a bad setting stops the service at start."""
 
     def __init__(self, keys: str | None) -> None:
-        texts = [k.strip() for k in (keys or "").split(",") if k.strip()]
+        texts = key_texts(keys)
         self._fernet = MultiFernet([Fernet(k) for k in texts]) if texts else None
 
     @property
