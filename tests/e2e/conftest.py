@@ -202,8 +202,9 @@ async def start_system(
         # Notify mints the referral service's visit and follow-up links; both check them.
         "FOLLOW_UP_LINK_SECRET": "e2e-follow-up-link-secret",
         "FOLLOW_UP_KEYS": FOLLOW_UP_KEYS,  # required to serve referral
-        # The system's own spool: no other system's notify replays its delivery reports.
-        "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS.parent}/spool/notify-{notify_ports[0]}.jsonl",
+        # The system's own spool folder: no other notify replays its delivery reports or the
+        # SMS replies spooled beside them (sms-replies.jsonl), nor it theirs.
+        "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS}/spool/e2e-{notify_ports[0]}/delivery-reports.jsonl",
         **settings,
     }
     starting = [

@@ -81,7 +81,7 @@ async def test_services_start_with_the_database_down_and_stop_cleanly_on_sigterm
         "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{ports['notify']}",
         "NOTIFY_LINK_SECRET": "start-link-secret",
         **FOLLOW_UP_ENV,  # referral serves only with its follow-up keys
-        "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS.parent}/spool/notify-{ports['notify']}.jsonl",
+        "NOTIFY_REPORT_SPOOL": str(SERVICE_LOGS / "spool" / "start" / "delivery-reports.jsonl"),
         "CONSOLE_REFERRAL_URL": f"http://127.0.0.1:{ports['referral']}",
         "CONSOLE_MATCHING_URL": f"http://127.0.0.1:{ports['matching']}",
         "CONSOLE_NOTIFY_URL": f"http://127.0.0.1:{ports['notify']}",

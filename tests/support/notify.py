@@ -95,8 +95,11 @@ class NotifyHarness:
             "NOTIFY_PROGRAM_NAME": PROGRAM_NAME,
             "NOTIFY_SUPERVISOR_PHONE": SUPERVISOR_PHONE,
             "BLOCKED_METHODS_GAUGE_SECONDS": "0.5",
-            # Its own spool: another test's notify must not replay this one's reports.
-            "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS.parent}/spool/notify-{port}.jsonl",
+            # A spool folder of its own, as each replica has its own disk: the SMS reply
+            # spool sits beside the report spool under a fixed name, so two notify processes
+            # sharing a folder (other test workers', an e2e system's) replayed each other's
+            # replies and texted the wrong fake phones.
+            "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS}/spool/notify-{port}/delivery-reports.jsonl",
         }
 
     async def restart(self, kill: bool = False) -> None:

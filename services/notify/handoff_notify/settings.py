@@ -96,7 +96,9 @@ class NotifySettings(PlatformSettings):
         description="Where this replica keeps delivery reports taken while PostgreSQL is "
         "away, until applied; relative to the working directory. On a disk that outlives "
         "the process (decision 0021). SMS replies taken then wait beside it, in "
-        "sms-replies.jsonl. Its directory must be writable at start (else exit 2).",
+        "sms-replies.jsonl, so each replica needs a directory of its own: two sharing one "
+        "would apply each other's replies. Its directory must be writable at start (else "
+        "exit 2).",
     )
 
     notices_per_15_minutes: int = Field(
