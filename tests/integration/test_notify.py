@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -402,7 +403,9 @@ def tap_in_browser(url: str, button: str, screenshot: Path) -> str:
     try:
         driver.get(url)
         driver.find_element(By.XPATH, f"//button[normalize-space()='{button}']").click()
-        WebDriverWait(driver, 15).until(
+        # The click navigates: a body found just before the new page replaced it is stale,
+        # so look again rather than fail (ci17).
+        WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,)).until(
             lambda d: "You accepted" in d.find_element(By.TAG_NAME, "body").text
         )
         screenshot.parent.mkdir(parents=True, exist_ok=True)
