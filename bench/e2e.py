@@ -23,7 +23,13 @@ Then the highest rate sustained, peak memory per process, and the pipeline's p50
 100/s as a multiple of the reference measured on the same broker in the same run: a
 bare aiokafka produce → consume hop (acks=all).
 
+With `--profile DIR`, py-spy samples each service during each step (`bench/profiles.py`):
+the collapsed stacks go to DIR/<rate>/<service>.txt and a line per service says where its
+CPU went (share of samples by package and the busiest functions, self time). py-spy's own
+CPU then shares the two cores: compare figures from runs without it.
+
     .venv/bin/python -m bench.e2e [--steps 25,50,100,200,300,400] [--step-seconds 30]
+                                  [--profile DIR]
 """
 
 import argparse
@@ -36,12 +42,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import profiles
 from bench.common import (
     Servers,
     add_site,
@@ -97,6 +105,7 @@ class Step:
     lag: dict[str, float]
     outbox_age: dict[str, float]
     cpu_ms_per_referral: dict[str, float]
+    cpu_profiles: dict[str, profiles.Profile] = field(default_factory=dict)
 
     @property
     def sustained(self) -> bool:
@@ -331,10 +340,22 @@ async def idle_cpu(system: System, seconds: float = 5.0) -> dict[str, float]:
     return {name: (after[name] - before[name]) / elapsed for name in groups}
 
 
-async def step(system: System, rate: float, seconds: float, idle: dict[str, float]) -> Step:
+async def step(
+    system: System,
+    rate: float,
+    seconds: float,
+    idle: dict[str, float],
+    profile: Path | None = None,
+) -> Step:
     """Offers `rate` referrals a second for `seconds`; its figures. CPU per referral is net
-    of what each process uses idle over the same time."""
+    of what each process uses idle over the same time. With `profile` (a folder), each
+    service is sampled by py-spy while referrals arrive, into `profile`/<rate>/<service>.txt."""
     groups = processes(system)
+    recordings = [
+        profiles.record(name, service.process.pid, seconds, profile / f"{rate:.0f}" / f"{name}.txt")
+        for name, service in system.services.items()
+        if profile is not None
+    ]
     before, started = cpu_seconds(groups), time.monotonic()
     phase = Phase(rate, seconds)
     await offer_referrals(system.services["referral"].url, system.token, phase)
@@ -342,6 +363,8 @@ async def step(system: System, rate: float, seconds: float, idle: dict[str, floa
     latencies, late = await page_latencies(system, phase)
     after, elapsed = cpu_seconds(groups), time.monotonic() - started
     referrals = max(1, len(phase.answered_at))
+    for recording in recordings:
+        await asyncio.to_thread(recording.finish)
     net = {n: after[n] - before[n] - idle.get(n, 0.0) * elapsed for n in groups}
     return Step(
         rate=rate,
@@ -353,6 +376,7 @@ async def step(system: System, rate: float, seconds: float, idle: dict[str, floa
         lag=lag,
         outbox_age=age,
         cpu_ms_per_referral={n: max(0.0, used) * 1000 / referrals for n, used in net.items()},
+        cpu_profiles={r.name: profiles.Profile.read(r.output) for r in recordings},
     )
 
 
@@ -423,7 +447,12 @@ def line(name: str, latencies: list[float]) -> str:
 
 
 async def measure(
-    system: System, servers: Servers, rates: list[float], seconds: float, keep_going: bool
+    system: System,
+    servers: Servers,
+    rates: list[float],
+    seconds: float,
+    keep_going: bool,
+    profile: Path | None,
 ) -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -452,8 +481,10 @@ async def measure(
         print(STEP_HEADER, flush=True)
         for rate in rates:
             await drained(system)
-            steps.append(await step(system, rate, seconds, idle))
+            steps.append(await step(system, rate, seconds, idle, profile))
             print(step_row(steps[-1]), flush=True)
+            for name, sampled in steps[-1].cpu_profiles.items():
+                print(f"    {name:<9} CPU by package: {sampled.summary()}", flush=True)
             if not steps[-1].sustained and not keep_going:
                 break
     finally:
@@ -486,7 +517,7 @@ async def measure(
         print(f"goal {goal}: {'met' if met else 'NOT met'}")
 
 
-def main(rates: list[float], seconds: float, keep_going: bool) -> None:
+def main(rates: list[float], seconds: float, keep_going: bool, profile: Path | None) -> None:
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         env = service_env(database_url, servers.bootstrap_servers)
@@ -498,7 +529,7 @@ def main(rates: list[float], seconds: float, keep_going: bool) -> None:
             system = System(
                 database_url, token, services, servers.broker_pids, servers.postgres_pid
             )
-            asyncio.run(measure(system, servers, rates, seconds, keep_going))
+            asyncio.run(measure(system, servers, rates, seconds, keep_going, profile))
         finally:
             for service in services.values():
                 service.stop()
@@ -511,9 +542,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--keep-going", action="store_true", help="go on stepping after a step not sustained"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample each service with py-spy during each step; collapsed stacks into DIR",
+    )
     arguments = parser.parse_args()
     main(
         [float(r) for r in arguments.steps.split(",")],
         arguments.step_seconds,
         arguments.keep_going,
+        arguments.profile,
     )
