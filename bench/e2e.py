@@ -105,6 +105,7 @@ class Step:
     lag: dict[str, float]
     outbox_age: dict[str, float]
     cpu_ms_per_referral: dict[str, float]
+    database_per_referral: dict[str, float]
     cpu_profiles: dict[str, profiles.Profile] = field(default_factory=dict)
 
     @property
@@ -340,6 +341,21 @@ async def idle_cpu(system: System, seconds: float = 5.0) -> dict[str, float]:
     return {name: (after[name] - before[name]) / elapsed for name in groups}
 
 
+async def database_work(database_url: str) -> dict[str, float]:
+    """This database's commits and rows written (inserted, updated, deleted) so far, from
+    PostgreSQL's cumulative statistics (`pg_stat_database`), the bench's own reads included."""
+    monitor = await asyncpg.connect(database_url)
+    try:
+        row = await monitor.fetchrow(
+            """SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS written
+               FROM pg_stat_database WHERE datname = current_database()"""
+        )
+    finally:
+        await monitor.close()
+    assert row is not None
+    return {"commits": float(row["xact_commit"]), "rows written": float(row["written"])}
+
+
 async def step(
     system: System,
     rate: float,
@@ -356,6 +372,7 @@ async def step(
         for name, service in system.services.items()
         if profile is not None
     ]
+    work_before = await database_work(system.database_url)
     before, started = cpu_seconds(groups), time.monotonic()
     phase = Phase(rate, seconds)
     await offer_referrals(system.services["referral"].url, system.token, phase)
@@ -365,6 +382,10 @@ async def step(
     referrals = max(1, len(phase.answered_at))
     for recording in recordings:
         await asyncio.to_thread(recording.finish)
+    # A busy backend flushes its statistics at least every second, an idle one within 10 s:
+    # a step's figures may miss its last second and carry the step before's (a few %).
+    await asyncio.sleep(1.0)
+    work_after = await database_work(system.database_url)
     net = {n: after[n] - before[n] - idle.get(n, 0.0) * elapsed for n in groups}
     return Step(
         rate=rate,
@@ -376,6 +397,9 @@ async def step(
         lag=lag,
         outbox_age=age,
         cpu_ms_per_referral={n: max(0.0, used) * 1000 / referrals for n, used in net.items()},
+        database_per_referral={
+            name: (work_after[name] - work_before[name]) / referrals for name in work_after
+        },
         cpu_profiles={r.name: profiles.Profile.read(r.output) for r in recordings},
     )
 
@@ -483,6 +507,12 @@ async def measure(
             await drained(system)
             steps.append(await step(system, rate, seconds, idle, profile))
             print(step_row(steps[-1]), flush=True)
+            work = steps[-1].database_per_referral
+            print(
+                "    postgres  per referral: "
+                + ", ".join(f"{value:.1f} {name}" for name, value in work.items()),
+                flush=True,
+            )
             for name, sampled in steps[-1].cpu_profiles.items():
                 print(f"    {name:<9} CPU by package: {sampled.summary()}", flush=True)
             if not steps[-1].sustained and not keep_going:
