@@ -33,7 +33,7 @@ from handoff_platform import metrics
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
 from handoff_platform.outbox import EVENT_TYPE_HEADER
-from handoff_platform.supervision import beat, waiting_on_dependency
+from handoff_platform.supervision import beat, wait_until_set, waiting_on_dependency
 from handoff_platform.tracing import span
 from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, dead_letter_topic
@@ -166,8 +166,7 @@ class IdempotentConsumer:
         """
         try:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._commit_due.wait(), timeout=idle_beat)
+                await wait_until_set(self._commit_due, idle_beat)
                 if self._commit_due.is_set():
                     await asyncio.sleep(every)  # let a burst accumulate into one commit
                     self._commit_due.clear()

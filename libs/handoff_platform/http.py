@@ -212,7 +212,8 @@ in under a second even while a dependency hangs (a probe's own timeout is often 
 
 async def _run(check: ReadinessCheck) -> bool:
     try:
-        return await asyncio.wait_for(check(), timeout=READY_CHECK_SECONDS)
+        async with asyncio.timeout(READY_CHECK_SECONDS):  # not wait_for: see wait_until_set
+            return await check()
     except Exception:
         return False
 

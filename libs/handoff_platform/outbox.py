@@ -38,7 +38,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection, connect, notify
-from handoff_platform.supervision import beat
+from handoff_platform.supervision import beat, wait_until_set
 from handoff_platform.tracing import TRACEPARENT, current_traceparent
 from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, partition_key
@@ -80,8 +80,7 @@ class Outbox:
         and the announcement stays due.
         """
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._announcement_due.wait(), timeout=idle_beat)
+            await wait_until_set(self._announcement_due, idle_beat)
             if self._announcement_due.is_set():
                 self._announcement_due.clear()  # a commit during the NOTIFY sets it again
                 try:
@@ -215,8 +214,7 @@ class OutboxRelay:
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             await self._update_backlog_metrics(connection)
-            with contextlib.suppress(TimeoutError):  # the polling fallback
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+            await wait_until_set(self._wake, self.poll_interval)  # or poll: the fallback
 
     async def _publish_batch(self, connection: Connection) -> int:
         rows = await connection.fetch(

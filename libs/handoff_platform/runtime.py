@@ -55,10 +55,15 @@ def instrumented(
             provider.shutdown()  # sends the spans still buffered
 
 
+POOL_CLOSE_SECONDS = 10.0
+"""The longest a service's stop waits for its pool's connections in use (seconds)."""
+
+
 async def stop_broker(broker: KafkaBroker, within: float = 10.0) -> None:
     """Stop the broker; a producer still holding undeliverable batches is abandoned."""
     try:
-        await asyncio.wait_for(broker.stop(), timeout=within)
+        async with asyncio.timeout(within):  # not wait_for: see supervision.wait_until_set
+            await broker.stop()
     except TimeoutError:
         log.warning("Kafka producer did not flush before shutdown; its batches stay in the outbox")
 
@@ -207,11 +212,18 @@ class EventPipeline:
         return {"loops": self.tasks.alive}
 
     async def close(self) -> None:
-        """Stop the loops, then the broker and the pool."""
+        """Stop the loops, then the broker and the pool. The pool waits for its connections
+        in use for at most POOL_CLOSE_SECONDS, then closes them anyway: a shutdown must end
+        (what a transaction cut short did not commit is done again by its redelivery)."""
         await self.tasks.stop()
         await stop_broker(self.broker)
         await self.database_probe.close()
-        await self.pool.close()
+        try:
+            async with asyncio.timeout(POOL_CLOSE_SECONDS):
+                await self.pool.close()
+        except TimeoutError:
+            log.warning("database connections still in use at shutdown; closed anyway")
+            self.pool.terminate()
 
 
 KAFKA_PING_SECONDS = 0.6

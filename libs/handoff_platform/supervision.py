@@ -80,6 +80,40 @@ def beat() -> None:
         state.last_beat = time.monotonic()
 
 
+STOP_GRACE_SECONDS = 6.0
+"""How long `BackgroundTasks.stop` waits for a cancelled loop to end (seconds): longer than
+the longest cleanup a loop does (the consumer's last offset commit, 5 s at most)."""
+
+
+async def _ended_within(tasks: set[asyncio.Task[None]], seconds: float) -> set[asyncio.Task[None]]:
+    """Wait up to `seconds` for `tasks` to end; those still running."""
+    if not tasks:
+        return set()
+    _, pending = await asyncio.wait(tasks, timeout=seconds)
+    return pending
+
+
+def _names(tasks: set[asyncio.Task[None]]) -> list[str]:
+    return sorted(task.get_name() for task in tasks)
+
+
+async def wait_until_set(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` pass; True if it was set. A cancellation of the
+    calling task always propagates.
+
+    Loops wait this way, never with `asyncio.wait_for(event.wait(), seconds)`: in Python
+    3.11 that waits on a task of its own, and a cancellation arriving just as the event is
+    set is swallowed (CPython bpo-42130, fixed in 3.12), so a loop being stopped carries on
+    and the service's stop waits for it for ever (a CI run hung in matching's stop).
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def waiting_on_dependency() -> Iterator[None]:
     """Mark the calling supervised loop as waiting on Kafka or the database, in a call that
@@ -243,13 +277,28 @@ class BackgroundTasks:
         return not stuck
 
     async def stop(self) -> None:
-        """Cancel every loop and wait for each to finish its cleanup."""
-        tasks = [state.task for state in self._loops.values() if state.task is not None]
+        """Cancel every loop and wait for each to finish its cleanup, for at most two grace
+        periods (STOP_GRACE_SECONDS): a loop still running after the first swallowed its
+        cancellation (library code may: see `wait_until_set`) and is cancelled again; one
+        still running after the second is logged and abandoned, so a service's shutdown
+        never hangs on it."""
+        tasks = {state.task for state in self._loops.values() if state.task is not None}
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        pending = await _ended_within(tasks, STOP_GRACE_SECONDS)
+        if pending:
+            log.warning(
+                "loops ignored their cancellation; cancelled again",
+                extra={"loops": _names(pending)},
+            )
+            for task in pending:
+                task.cancel()
+            pending = await _ended_within(pending, STOP_GRACE_SECONDS)
+        if pending:
+            log.error("loops did not stop; abandoned", extra={"loops": _names(pending)})
+        for task in tasks - pending:
+            if not task.cancelled():
+                task.exception()  # retrieved: a loop's last error was reported when it ended
         for name in self._loops:
             with contextlib.suppress(KeyError):
                 metrics.LOOP_LAST_CYCLE_AGE.remove(name)

@@ -14,7 +14,6 @@ database ends `TimerLoop.run` with the error; its supervisor starts it again.
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,7 +26,7 @@ import asyncpg
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection, connect, notify
-from handoff_platform.supervision import beat
+from handoff_platform.supervision import beat, wait_until_set
 from handoff_platform.transient import is_transient_database_error
 
 log = logging.getLogger(__name__)
@@ -216,5 +215,4 @@ class TimerLoop:
         overdue = -seconds if seconds is not None and seconds < 0 else 0.0
         metrics.TIMERS_OVERDUE_SECONDS.set(overdue)
         timeout = self.max_sleep if seconds is None else max(0.0, min(seconds, self.max_sleep))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        await wait_until_set(self._wake, timeout)

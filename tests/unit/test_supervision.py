@@ -19,8 +19,9 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from prometheus_client import REGISTRY
 
+from handoff_platform import supervision
 from handoff_platform.http import service_app
-from handoff_platform.supervision import BackgroundTasks, beat
+from handoff_platform.supervision import BackgroundTasks, beat, wait_until_set
 from handoff_platform.transient import is_transient_database_error
 
 # SQLSTATE classes 08 (connection exception) and 57 (operator intervention: "cannot connect
@@ -224,6 +225,83 @@ async def test_cancellation_stops_the_loop_cleanly_without_a_restart(
     assert len(loop.starts) == 1
     assert restarts("cancelled", "CancelledError") == 0
     assert not [r for r in caplog.records if getattr(r, "loop", None) == "cancelled"]
+
+
+async def test_a_stop_arriving_as_the_loop_is_woken_still_stops_it() -> None:
+    """A CI run hung in matching's stop: its waiting line waited with asyncio.wait_for, which
+    in Python 3.11 swallows a cancellation that arrives as the event is set (bpo-42130)."""
+    wake = asyncio.Event()
+    waiting = asyncio.create_task(wait_until_set(wake, 60))
+    await asyncio.sleep(0)  # one turn of the event loop: the task is now waiting
+    wake.set()
+    waiting.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_a_wait_ends_with_the_event_or_the_time() -> None:
+    wake = asyncio.Event()
+    wake.set()
+    assert await wait_until_set(wake, 60) is True
+    assert await wait_until_set(asyncio.Event(), 0.01) is False
+
+
+class Stubborn:
+    """A loop that swallows its first `ignore` cancellations, as library code may."""
+
+    def __init__(self, ignore: int) -> None:
+        self.ignore = ignore
+        self.cancellations = 0
+
+    async def run(self) -> None:
+        while True:
+            beat()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancellations += 1
+                if self.cancellations > self.ignore:
+                    raise
+
+
+async def test_stop_cancels_again_a_loop_that_swallowed_its_cancellation(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(supervision, "STOP_GRACE_SECONDS", 0.2)
+    supervisor = BackgroundTasks()
+    stubborn = Stubborn(ignore=1)
+    supervisor.start("stubborn", stubborn.run, expected_interval=1.0)
+    await asyncio.sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="handoff_platform.supervision"):
+        await supervisor.stop()
+
+    assert stubborn.cancellations == 2
+    [warning] = [r for r in caplog.records if r.getMessage().startswith("loops ignored")]
+    assert getattr(warning, "loops", None) == ["stubborn"]
+
+
+async def test_stop_ends_even_if_a_loop_never_stops(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(supervision, "STOP_GRACE_SECONDS", 0.1)
+    supervisor = BackgroundTasks()
+    stubborn = Stubborn(ignore=2)
+    supervisor.start("deaf", stubborn.run, expected_interval=1.0)
+    task = supervisor._loops["deaf"].task
+    assert task is not None
+    await asyncio.sleep(0)
+
+    with caplog.at_level(logging.ERROR, logger="handoff_platform.supervision"):
+        await supervisor.stop()
+
+    assert not task.done()
+    [error] = [r for r in caplog.records if r.getMessage() == "loops did not stop; abandoned"]
+    assert getattr(error, "loops", None) == ["deaf"]
+    task.cancel()  # its third cancellation ends it
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 def health_app(tasks: BackgroundTasks) -> FastAPI:

@@ -54,7 +54,7 @@ from handoff_matching.domain.schedules import Interval, Pool
 from handoff_matching.on_call import OnCall
 from handoff_platform.database import Connection, connect
 from handoff_platform.outbox import Outbox
-from handoff_platform.supervision import beat
+from handoff_platform.supervision import beat, wait_until_set
 from handoff_platform.timers import Timer, Timers
 from handoff_schemas import Envelope, EventPayload
 from handoff_schemas.events import (
@@ -873,8 +873,7 @@ class WaitingLine:
                 # roster goes to someone else (issue #16).
                 await self.service.reassign_orphaned_follow_ups(self.pool)
                 beat()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.sweep_every)
+                await wait_until_set(self._wake, self.sweep_every)
         finally:
             if listener is not None:
                 listener.terminate()

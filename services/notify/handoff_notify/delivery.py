@@ -7,7 +7,6 @@ worker sleeps until the next message is due, or until a new one is queued here.
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine, Mapping
@@ -21,7 +20,7 @@ from handoff_notify.adapters.providers import Outgoing, Provider
 from handoff_notify.service import NotifyService
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
-from handoff_platform.supervision import beat
+from handoff_platform.supervision import beat, wait_until_set
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS
 from handoff_schemas.vocabulary import Channel
 
@@ -184,8 +183,7 @@ class DeliveryWorker:
         seconds = min(due) if due else None
         delay = self.max_sleep if seconds is None else min(max(seconds, 0.0), self.max_sleep)
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await wait_until_set(self._wake, delay)
 
     async def stop(self) -> None:
         for task in list(self._sends):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from handoff_platform.database import Connection, connect
-from handoff_platform.supervision import beat
+from handoff_platform.supervision import beat, wait_until_set
 from handoff_referral.domain.referral import Site
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,7 @@ class KeyCache:
             self._listening = True
             while not lost.is_set():
                 beat()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), timeout=idle_beat)
+                await wait_until_set(lost, idle_beat)
             raise asyncpg.ConnectionDoesNotExistError("revocation listener lost its connection")
         finally:
             self._forget_all()

@@ -73,7 +73,8 @@ class MllpServer:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=5)
+                async with asyncio.timeout(5):  # not wait_for: see supervision.wait_until_set
+                    await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         MLLP_CONNECTIONS.inc()
