@@ -26,7 +26,12 @@ from tests.integration.conftest import create_database, handoff_command
 from tests.support.follow_ups import FOLLOW_UP_KEYS
 from tests.support.matching import always_on_call
 from tests.support.otlp import OtlpCollector
-from tests.support.patients import SERVICE_LOGS, record_page_body, referral_body
+from tests.support.patients import (
+    SERVICE_LOGS,
+    own_report_spool,
+    record_page_body,
+    referral_body,
+)
 from tests.support.waiting import eventually
 
 MAIN_SITE, LADDER_SITE = "md-e2e-main", "md-e2e-ladder"
@@ -202,9 +207,7 @@ async def start_system(
         # Notify mints the referral service's visit and follow-up links; both check them.
         "FOLLOW_UP_LINK_SECRET": "e2e-follow-up-link-secret",
         "FOLLOW_UP_KEYS": FOLLOW_UP_KEYS,  # required to serve referral
-        # The system's own spool folder: no other notify replays its delivery reports or the
-        # SMS replies spooled beside them (sms-replies.jsonl), nor it theirs.
-        "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS}/spool/e2e-{notify_ports[0]}/delivery-reports.jsonl",
+        "NOTIFY_REPORT_SPOOL": own_report_spool(f"e2e-{notify_ports[0]}"),
         **settings,
     }
     starting = [

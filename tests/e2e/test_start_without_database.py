@@ -27,7 +27,7 @@ from handoff_platform.kafka import ensure_topics
 from tests.e2e.conftest import MAIN_SITE, System, _first_referral_paged, _prepare
 from tests.integration.conftest import create_database
 from tests.support.follow_ups import FOLLOW_UP_ENV
-from tests.support.patients import SERVICE_LOGS
+from tests.support.patients import SERVICE_LOGS, own_report_spool
 from tests.support.waiting import eventually
 
 SERVICES = ("referral", "matching", "notify", "console")
@@ -81,7 +81,7 @@ async def test_services_start_with_the_database_down_and_stop_cleanly_on_sigterm
         "NOTIFY_PUBLIC_URL": f"http://127.0.0.1:{ports['notify']}",
         "NOTIFY_LINK_SECRET": "start-link-secret",
         **FOLLOW_UP_ENV,  # referral serves only with its follow-up keys
-        "NOTIFY_REPORT_SPOOL": str(SERVICE_LOGS / "spool" / "start" / "delivery-reports.jsonl"),
+        "NOTIFY_REPORT_SPOOL": own_report_spool("start-without-database"),
         "CONSOLE_REFERRAL_URL": f"http://127.0.0.1:{ports['referral']}",
         "CONSOLE_MATCHING_URL": f"http://127.0.0.1:{ports['matching']}",
         "CONSOLE_NOTIFY_URL": f"http://127.0.0.1:{ports['notify']}",

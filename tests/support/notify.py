@@ -38,7 +38,7 @@ from tests.support.fake_twilio import (
 )
 from tests.support.kafka import read_topic, send
 from tests.support.mailbox import Mailbox
-from tests.support.patients import SERVICE_LOGS
+from tests.support.patients import SERVICE_LOGS, own_report_spool
 from tests.support.waiting import eventually
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -95,11 +95,7 @@ class NotifyHarness:
             "NOTIFY_PROGRAM_NAME": PROGRAM_NAME,
             "NOTIFY_SUPERVISOR_PHONE": SUPERVISOR_PHONE,
             "BLOCKED_METHODS_GAUGE_SECONDS": "0.5",
-            # A spool folder of its own, as each replica has its own disk: the SMS reply
-            # spool sits beside the report spool under a fixed name, so two notify processes
-            # sharing a folder (other test workers', an e2e system's) replayed each other's
-            # replies and texted the wrong fake phones.
-            "NOTIFY_REPORT_SPOOL": f"{SERVICE_LOGS}/spool/notify-{port}/delivery-reports.jsonl",
+            "NOTIFY_REPORT_SPOOL": own_report_spool(f"notify-{port}"),
         }
 
     async def restart(self, kill: bool = False) -> None:

@@ -12,6 +12,15 @@ WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 SERVICE_LOGS = ARTIFACTS / "logs" / WORKER
 PAGE_BODIES = SERVICE_LOGS / "page-bodies.log"
 
+
+def own_report_spool(owner: str) -> str:
+    """A NOTIFY_REPORT_SPOOL in a folder of `owner`'s own, under this worker's logs. The SMS
+    reply spool sits beside it under a fixed name, so notify processes sharing a folder (other
+    workers', other systems') replayed each other's spooled replies and texted the wrong fake
+    phones; the notify processes of one system share theirs, as replicas of one deployment."""
+    return str(SERVICE_LOGS / "spool" / owner / "delivery-reports.jsonl")
+
+
 # Distinctive strings, so a scan finds them wherever they leak.
 INITIALS = "QZ"
 NOTES = "Quentin Zebulon, MRN 99887766, DOB 1961-07-04, fentanyl since May, ex-wife calls"
