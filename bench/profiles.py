@@ -1,8 +1,10 @@
 """Where a process's CPU goes during a benchmark step: py-spy samples, summed by package.
 
 py-spy (`pip install py-spy`, a dev dependency) samples a running Python process's stacks
-from outside it, without stopping it (`--nonblocking`) and without idle threads, so the
-samples are proportional to the CPU the process's Python threads used. A step's profile of
+from outside it, without stopping it (`--nonblocking`) and leaving out threads it sees idle.
+Not every sample is CPU: a service's event loop waiting inside uvloop's C code shows as
+`Runner.run` (asyncio) and is not always seen as idle, so read the shares among the other
+packages, and take CPU time itself from the bench's own per-process figures. A step's profile of
 a service is kept as py-spy's raw "collapsed stacks" file (one line per distinct stack:
 frames outermost first, separated by `;`, then the sample count), which flame-graph tools
 read; the summary printed is the share of samples by the package of the innermost frame
@@ -10,6 +12,7 @@ read; the summary printed is the share of samples by the package of the innermos
 functions.
 """
 
+import math
 import subprocess
 import sys
 from collections import Counter
@@ -38,7 +41,7 @@ def record(name: str, pid: int, seconds: float, output: Path) -> Recording:
     `output`. Raises FileNotFoundError if py-spy is not installed beside this Python."""
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [
-        str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds + 0.999)),
+        str(PY_SPY), "record", "--pid", str(pid), "--duration", str(math.ceil(seconds)),
         "--rate", str(SAMPLES_PER_SECOND), "--nonblocking", "--format", "raw",
         "--output", str(output),
     ]  # fmt: skip
