@@ -78,9 +78,10 @@ async def reply(notify: NotifyHarness, phone: str, body: str) -> str | None:
 
 async def paged(notify: NotifyHarness, *contacts: Any, **options: Any) -> tuple[OfferMade, str]:
     """An offer paged by SMS to the first contact, once its page is recorded as sent."""
-    offer = await notify.offer(*contacts, **options)
     phone = contacts[0].destination
+    # Counted before the offer goes out: notify can page faster than this line runs.
     count = len(notify.twilio.to(phone)) + 1
+    offer = await notify.offer(*contacts, **options)
     body = (await notify.sms(phone, count=count))[-1]
     await notify.page_events(offer.offer_id)
     return offer, body
