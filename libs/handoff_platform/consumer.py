@@ -11,6 +11,10 @@ something other than a transient error — goes to the group's dead-letter topic
 with the reason in headers, and the consumer moves on. A transient failure (the
 database unreachable) is retried in place with capped, jittered backoff: not
 FastStream's nack, which seeks back at once and would spin.
+
+A service has one Kafka consumer for all the topics it reads, fetching batches; a
+batch's partitions are handled side by side and each partition's events in order
+(decision 0031).
 """
 
 import asyncio
@@ -25,7 +29,8 @@ import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
+from faststream.message import StreamMessage
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
@@ -43,6 +48,13 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Connection, Envelope[Any]], Awaitable[None]]
 
+MAX_BATCH_RECORDS = 200
+"""The most records one fetch hands the consumer: a bound on a batch, not a wait for one."""
+
+IDLE_POLL_SECONDS = 0.02
+"""How long an empty fetch waits, and then pauses, before the next (FastStream's batch
+subscriber does both): an event arriving in that pause waits at most this long."""
+
 FINAL_COMMIT_SECONDS = 5.0
 """The longest the commit loop's last commit, on stop, may wait for Kafka (seconds)."""
 
@@ -58,6 +70,9 @@ def _worth_retrying(error: Exception) -> bool:
 
 
 class IdempotentConsumer:
+    """A consumer group's handling of its topics: each event once, in its partition's
+    order, in a database transaction with its `processed_events` row."""
+
     def __init__(
         self,
         *,
@@ -68,9 +83,10 @@ class IdempotentConsumer:
         handlers: dict[str, Handler],
         max_backoff: float = 10.0,
         after_commit: Callable[[], None] | None = None,
-        workers: int = 3,
+        workers: int = 4,
     ) -> None:
-        """`handlers` maps event types to handlers; other types are acknowledged and skipped."""
+        """`handlers` maps event types to handlers; other types are acknowledged and skipped.
+        `workers`: how many events, of different partitions, are handled at once."""
         self.group_id = group_id
         self.schema = schema
         self.pool = pool
@@ -78,35 +94,77 @@ class IdempotentConsumer:
         self.handlers = handlers
         self.max_backoff = max_backoff
         self.after_commit = after_commit  # e.g. wake the outbox relay for events just written
-        self.workers = workers
         self.dead_letter_topic = dead_letter_topic(group_id)
+        self._slots = asyncio.Semaphore(workers)
         self._handled: dict[Any, dict[TopicPartition, int]] = {}
         self._commit_due = asyncio.Event()
 
     def subscribe(self, topics: Collection[str]) -> None:
-        """Consume `topics`, each with `workers` consumers in the group.
+        """Consume `topics` with one Kafka consumer of the group, a batch at a time.
 
-        Each consumer owns some of the partitions, so partitions are handled side by
-        side while each partition, and so each referral, stays in order. (One consumer
-        would handle every event one after the other, each waiting on its database
-        round trips.)
+        A batch's partitions are handled side by side, `workers` events at once, and each
+        partition's events one after another, so each referral's stay in order. One
+        consumer per service, not several per topic: every member polls and heartbeats,
+        and on two cores the polling cost more than the parallel members gained
+        (decision 0031).
         """
-        for topic in topics:
-            subscriber = self.broker.subscriber(
-                topic,
-                group_id=self.group_id,
-                auto_offset_reset="earliest",
-                ack_policy=AckPolicy.MANUAL,
-                max_workers=self.workers,
-                # Members learn of a rebalance at their next heartbeat: a short interval
-                # lets a group of several consumers settle in about a second, not ten.
-                heartbeat_interval_ms=1000,
-                decoder=_the_message_itself,
-            )
-            subscriber(self.handle)
+        holder: list[Any] = []
 
-    async def handle(self, message: KafkaMessage) -> None:
-        record: ConsumerRecord[bytes, bytes] = message.raw_message
+        async def handle(message: StreamMessage[tuple[ConsumerRecord[bytes, bytes], ...]]) -> None:
+            await self.handle_batch(holder[0].consumer, message.raw_message)
+
+        subscriber = self.broker.subscriber(
+            *topics,
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            batch=True,
+            max_records=MAX_BATCH_RECORDS,
+            batch_timeout_ms=int(IDLE_POLL_SECONDS * 1000),
+            # Members learn of a rebalance at their next heartbeat: a short interval lets
+            # a group of several replicas settle in about a second, not ten.
+            heartbeat_interval_ms=1000,
+            parser=_records_as_they_came,
+            decoder=_the_message_itself,
+        )
+        holder.append(subscriber)
+        subscriber(handle)
+
+    async def handle_batch(
+        self, consumer: Any, records: tuple[ConsumerRecord[bytes, bytes], ...]
+    ) -> None:
+        """Handle one fetch's `records` (any topics and partitions), each partition in order."""
+        partitions: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        for record in records:
+            partitions.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        if len(partitions) == 1:
+            await self._handle_partition(consumer, records)
+            return
+        await asyncio.gather(
+            *(self._handle_partition(consumer, batch) for batch in partitions.values())
+        )
+
+    async def _handle_partition(
+        self, consumer: Any, records: Collection[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        for record in records:
+            try:
+                async with self._slots:
+                    await self.handle(record)
+            except Exception:
+                # Not handled and not dead-lettered (say, the dead-letter topic cannot be
+                # written): the partition is fetched again from this record, so neither it
+                # nor the records after it are skipped by a later offset's commit.
+                log.exception(
+                    "event not handled; fetched again",
+                    extra={"topic": record.topic, "partition": record.partition},
+                )
+                consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                return
+            self._done(consumer, record)
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Handle one record: skip, dead-letter or handle it, retrying transient failures."""
         headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
         declared_type = headers.get(EVENT_TYPE_HEADER, "")
         if declared_type in EVENT_TYPES and declared_type not in self.handlers:
@@ -114,20 +172,16 @@ class IdempotentConsumer:
             # answers, and two in three events there are delivery reports): skipped by
             # its header, without decoding it or dead-lettering it if it is malformed.
             metrics.EVENTS_CONSUMED.labels(self.group_id, declared_type, "ignored").inc()
-            self._done(message)
             return
-        raw: bytes = message.body
         try:
-            envelope = decode_event(raw)
+            envelope = decode_event(record.value or b"")
         except (ValidationError, UnknownEventType, ValueError) as error:
-            await self._dead_letter(message, "undecodable", _describe(error))
+            await self._dead_letter(record, "undecodable", _describe(error))
             metrics.EVENTS_CONSUMED.labels(self.group_id, "undecodable", "dead_lettered").inc()
-            self._done(message)
             return
         handler = self.handlers.get(envelope.type)
         if handler is None:
             metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, "ignored").inc()
-            self._done(message)
             return
         with (
             correlation(envelope.correlationid),
@@ -141,21 +195,19 @@ class IdempotentConsumer:
                 },
             ),
         ):
-            outcome = await self._handle_with_retries(message, envelope, handler)
+            outcome = await self._handle_with_retries(record, envelope, handler)
             metrics.EVENTS_CONSUMED.labels(self.group_id, envelope.type, outcome).inc()
-        self._done(message)
 
-    def _done(self, message: KafkaMessage) -> None:
-        """The message is handled: its offset is committed with the next batch.
+    def _done(self, consumer: Any, record: ConsumerRecord[bytes, bytes]) -> None:
+        """The record is handled: its offset is committed with the next batch.
 
-        Committing each message would cost a broker round trip per event; committing
+        Committing each record would cost a broker round trip per event; committing
         handled offsets every few milliseconds keeps at-least-once (an offset is only
         ever one whose event committed) at a fraction of that. Offsets not yet
         committed when the process dies are delivered again and skipped as duplicates.
         """
-        record: ConsumerRecord[bytes, bytes] = message.raw_message
         partition = TopicPartition(record.topic, record.partition)
-        self._handled.setdefault(message.consumer, {})[partition] = record.offset + 1
+        self._handled.setdefault(consumer, {})[partition] = record.offset + 1
         self._commit_due.set()
 
     async def commit_forever(self, every: float = 0.05, idle_beat: float = 5.0) -> None:
@@ -192,7 +244,7 @@ class IdempotentConsumer:
                 log.info("offsets not committed", extra={"error": type(error).__name__})
 
     async def _handle_with_retries(
-        self, message: KafkaMessage, envelope: Envelope[Any], handler: Handler
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[Any], handler: Handler
     ) -> str:
         backoff = 0.1
         while True:
@@ -205,7 +257,7 @@ class IdempotentConsumer:
                         "event handler failed; dead-lettering",
                         extra={"event_id": str(envelope.id), "event_type": envelope.type},
                     )
-                    await self._dead_letter(message, "handler_error", _describe(error))
+                    await self._dead_letter(record, "handler_error", _describe(error))
                     return "dead_lettered"
                 metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
                 log.warning(
@@ -239,8 +291,9 @@ class IdempotentConsumer:
             await handler(connection, envelope)
             return True
 
-    async def _dead_letter(self, message: KafkaMessage, reason: str, detail: str) -> None:
-        raw: ConsumerRecord[bytes, bytes] = message.raw_message
+    async def _dead_letter(
+        self, raw: ConsumerRecord[bytes, bytes], reason: str, detail: str
+    ) -> None:
         headers = {
             **{key: value.decode(errors="replace") for key, value in raw.headers or ()},
             "x-dead-letter-reason": reason,
@@ -264,9 +317,18 @@ class IdempotentConsumer:
         )
 
 
-async def _the_message_itself(message: KafkaMessage) -> KafkaMessage:
-    """What the handler is called with: the message, which `handle` decodes itself (its
-    offset, partition and headers are needed as much as its body)."""
+async def _records_as_they_came(
+    records: tuple[ConsumerRecord[bytes, bytes], ...],
+) -> StreamMessage[tuple[ConsumerRecord[bytes, bytes], ...]]:
+    """A fetch's records, untouched. FastStream's own batch parser decodes every
+    record's headers as UTF-8 and, on one that is not, drops the whole batch unhandled;
+    `handle` decodes headers leniently, record by record."""
+    return StreamMessage(raw_message=records, body=b"")
+
+
+async def _the_message_itself(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """What the handler is called with: the message, whose records `handle` decodes
+    itself (their offsets, partitions and headers are needed as much as their bodies)."""
     return message
 
 

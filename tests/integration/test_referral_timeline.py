@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
 from handoff_platform.kafka import make_broker
@@ -408,6 +409,40 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_and_the_consumer_c
     assert dict(handler_error.headers)["x-dead-letter-detail"] == b"UnknownReferral"
     metrics = (await ed.client.get("/metrics")).text
     assert 'handoff_dead_letters_total{group="handoff-referral",reason="undecodable"}' in metrics
+
+
+async def test_a_record_whose_header_is_not_utf8_is_dead_lettered_and_the_batch_goes_on(
+    hospital: HospitalFactory,
+    other_services: KafkaBroker,
+    referral: ReferralRuntime,
+    kafka_topics: str,
+) -> None:
+    """FastStream's batch parser decodes every header as UTF-8 and, on one that is not,
+    drops the whole fetch unhandled; the events fetched with such a record must not be lost."""
+    ed = await hospital()
+    referral_id = await _new_referral(ed)
+    marker = uuid.uuid4().hex
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_topics)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            "handoff.dispatch",
+            f'{{"garbage": "{marker}"}}'.encode(),
+            key=str(referral_id).encode(),  # the offer below follows it on the same partition
+            headers=[("x-sender", b"\xff\xfe not UTF-8")],
+        )
+    finally:
+        await producer.stop()
+    await send(other_services, offer_made(referral_id))
+
+    await _timeline_is(ed, referral_id, ["received", "offered"], "offered")
+
+    async def dead_lettered() -> list[Any]:
+        records = await read_topic(kafka_topics, dead_letter_topic("handoff-referral"))
+        return [r for r in records if marker.encode() in r.value]
+
+    letter = (await eventually(dead_lettered, within=30, what="the dead letter"))[0]
+    assert dict(letter.headers)["x-dead-letter-reason"] == b"undecodable"
 
 
 async def test_another_groups_event_is_skipped_by_its_type_header_even_if_malformed(

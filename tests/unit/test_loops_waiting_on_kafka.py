@@ -109,9 +109,8 @@ class CoordinatorlessConsumer:
         self.committed.update(offsets)
 
 
-def handled_message(consumer: CoordinatorlessConsumer, offset: int) -> Any:
-    record = SimpleNamespace(topic="handoff.referrals", partition=2, offset=offset)
-    return SimpleNamespace(raw_message=record, consumer=consumer)
+def handled_record(offset: int) -> Any:
+    return SimpleNamespace(topic="handoff.referrals", partition=2, offset=offset)
 
 
 async def test_offset_commits_waiting_for_a_coordinator_keep_healthz_200() -> None:
@@ -127,7 +126,7 @@ async def test_offset_commits_waiting_for_a_coordinator_keep_healthz_200() -> No
     tasks.start("offset-commits", lambda: commits.commit_forever(every=0.01, idle_beat=0.02), 0.1)
     app = health_app(tasks)
     try:
-        commits._done(handled_message(kafka, 41))
+        commits._done(kafka, handled_record(41))
         await eventually(
             lambda: silent_past_the_stuck_limit("offset-commits"),
             within=30,
