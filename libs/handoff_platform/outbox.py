@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -50,6 +51,8 @@ _ROW_COLUMNS = "event_id, topic, partition_key, event_type, correlation_id, body
 _ROW_TYPES = ("uuid", "text", "bytea", "text", "text", "text", "text")
 CONTENT_TYPE = "application/cloudevents+json"
 EVENT_TYPE_HEADER = "ce_type"  # CloudEvents' Kafka binding: the type, readable undecoded
+BACKLOG_SAMPLE_SECONDS = 1.0
+"""How often, at most, the leading relay counts the outbox for its gauges (seconds)."""
 
 
 class Outbox:
@@ -156,6 +159,7 @@ class OutboxRelay:
         self.ack_timeout = ack_timeout
         self.lock_key = zlib.crc32(f"handoff-outbox-relay:{self.schema}".encode())
         self.oldest_pending_age = 0.0
+        self._next_backlog_sample = 0.0
         self.is_leader = False
         self._wake = asyncio.Event()
 
@@ -213,7 +217,10 @@ class OutboxRelay:
                 await asyncio.sleep(_jittered(backoff))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
-            await self._update_backlog_metrics(connection)
+            if time.monotonic() >= self._next_backlog_sample:
+                # Once a second at most, not after every wake-up: under load the relay
+                # wakes after nearly every commit, and the gauges are scraped every 15 s.
+                await self._update_backlog_metrics(connection)
             await wait_until_set(self._wake, self.poll_interval)  # or poll: the fallback
 
     async def _publish_batch(self, connection: Connection) -> int:
@@ -301,6 +308,7 @@ class OutboxRelay:
                 FROM "{self.schema}".outbox"""
         )
         self.oldest_pending_age = float(oldest_age)
+        self._next_backlog_sample = time.monotonic() + BACKLOG_SAMPLE_SECONDS
         metrics.OUTBOX_PENDING.set(pending)
         metrics.OUTBOX_OLDEST_AGE.set(self.oldest_pending_age)
 
