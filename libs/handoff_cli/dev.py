@@ -71,11 +71,13 @@ def up(
     ] = 9092,
     postgres_port: Annotated[int, typer.Option()] = 5433,
 ) -> None:
-    """Start Kafka (KRaft, from its jars) and PostgreSQL 15, and wait until both answer."""
+    """Start Kafka (KRaft, from its jars) and PostgreSQL 15, and wait until both answer.
+
+    Run again after a crash or a kill, it starts what stopped, on its own data and ports,
+    and leaves what runs alone."""
     kafka, postgres = _load()
-    if kafka is not None and kafka.running():
-        typer.echo("already up:")
-        _print_env(environment(kafka, postgres))
+    if kafka is not None:
+        _bring_back(kafka, postgres)
         return
     started = time.monotonic()
     kafka = KafkaCluster(
@@ -83,25 +85,51 @@ def up(
     )
     use_external_db = bool(os.environ.get("DATABASE_URL"))
     postgres = None if use_external_db else PostgresCluster(STATE_DIR / "postgres", postgres_port)
+    started_postgres = False
     try:
         if postgres:
             typer.echo(f"starting PostgreSQL 15 on 127.0.0.1:{postgres_port} ...")
             postgres.start()
+            started_postgres = True
         else:
             typer.echo("DATABASE_URL is set: using that database, not starting PostgreSQL")
         typer.echo(f"starting Apache Kafka ({brokers} broker{'s' if brokers > 1 else ''}) ...")
         kafka.start()
     except PortInUse as conflict:
-        if postgres:
+        if postgres and started_postgres:
             postgres.stop()
         typer.echo(str(conflict), err=True)
         raise typer.Exit(2) from None
     except Exception:
-        if postgres:
+        if postgres and started_postgres:
             postgres.stop()
         raise
     _save(kafka, postgres)
     typer.echo(f"up in {time.monotonic() - started:.1f} s; export these to use it:")
+    _print_env(environment(kafka, postgres))
+
+
+def _bring_back(kafka: KafkaCluster, postgres: PostgresCluster | None) -> None:
+    """Start what a previous `dev up` started and has since stopped, on its own data."""
+    brought_back = []
+    try:
+        if postgres is not None and not postgres.running():
+            typer.echo(
+                f"starting PostgreSQL 15 again on 127.0.0.1:{postgres.port}, its data kept ..."
+            )
+            postgres.start()
+            brought_back.append("PostgreSQL")
+        if not kafka.running():
+            typer.echo("starting the stopped Kafka brokers again, their data kept ...")
+            nodes = kafka.resume()
+            brought_back.append(f"Kafka broker{'s' if len(nodes) > 1 else ''} {nodes}")
+    except PortInUse as conflict:
+        typer.echo(str(conflict), err=True)
+        raise typer.Exit(2) from None
+    if brought_back:
+        typer.echo(f"started again: {', '.join(brought_back)}; export these to use it:")
+    else:
+        typer.echo("already up:")
     _print_env(environment(kafka, postgres))
 
 

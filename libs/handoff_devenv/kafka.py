@@ -242,6 +242,25 @@ class KafkaCluster:
         self._spawn(node, self._jvm())
         self._wait_ready(timeout)
 
+    def resume(self, timeout: float = 60.0) -> list[int]:
+        """Start again, each on its own storage, the nodes that do not run (killed, crashed),
+        and return their ids once every node is registered with the controller; [] if all
+        run. PortInUse if another process took a stopped node's port; TimeoutError if the
+        cluster is not whole in `timeout` seconds."""
+        stopped = [
+            node for node in self.nodes if (pid := self._pid(node)) is None or not is_running(pid)
+        ]
+        if not stopped:
+            return []
+        for node in stopped:
+            ensure_free(node.port, f"Kafka broker {node.node_id}")
+            ensure_free(node.controller_port, f"Kafka controller {node.node_id}")
+        jvm = self._jvm()
+        for node in stopped:
+            self._spawn(node, jvm)
+        self._wait_ready(timeout)
+        return [node.node_id for node in stopped]
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Return once every node runs and is registered with the controller (a paused one
         back after SIGCONT, say). TimeoutError if not in `timeout` seconds."""

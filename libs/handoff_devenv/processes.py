@@ -33,7 +33,19 @@ def is_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    return not _a_zombie(pid)
+
+
+def _a_zombie(pid: int) -> bool:
+    """Dead but not yet reaped by its parent (a broker killed after the `handoff dev up`
+    that started it exited is init's child, and init reaps when it gets to it): signal 0
+    still reaches it. The state is the field after the command's closing parenthesis in
+    /proc/<pid>/stat (proc(5))."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def terminate(pids: list[int], grace_seconds: float = 20.0) -> None:
