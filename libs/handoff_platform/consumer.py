@@ -55,6 +55,12 @@ IDLE_POLL_SECONDS = 0.02
 """How long an empty fetch waits, and then pauses, before the next (FastStream's batch
 subscriber does both): an event arriving in that pause waits at most this long."""
 
+HELD_LIMIT_SECONDS = 300.0
+"""How long a partition may be held at a record that can be neither handled nor
+dead-lettered before /healthz fails (seconds): the helper's report of issue 17 saw the
+producer answer OutOfOrderSequenceNumber for every dead letter after a broker restart, a
+state only a new producer leaves."""
+
 FINAL_COMMIT_SECONDS = 5.0
 """The longest the commit loop's last commit, on stop, may wait for Kafka (seconds)."""
 
@@ -98,6 +104,9 @@ class IdempotentConsumer:
         self._slots = asyncio.Semaphore(workers)
         self._handled: dict[Any, dict[TopicPartition, int]] = {}
         self._commit_due = asyncio.Event()
+        # Partitions held at a record neither handled nor dead-lettered: since when
+        # (time.monotonic()) and how many tries.
+        self._held: dict[TopicPartition, tuple[float, int]] = {}
 
     def subscribe(self, topics: Collection[str]) -> None:
         """Consume `topics` with one Kafka consumer of the group, a batch at a time.
@@ -151,21 +160,51 @@ class IdempotentConsumer:
             try:
                 async with self._slots:
                     await self.handle(record)
-            except Exception:
-                # Not handled and not dead-lettered (say, the dead-letter topic cannot be
-                # written): the partition is fetched again from this record, so neither it
-                # nor the records after it are skipped by a later offset's commit.
+            except Exception as error:
                 log.exception(
-                    "event not handled; fetched again",
+                    "record not handled",
                     extra={"topic": record.topic, "partition": record.partition},
                 )
-                consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
-                return
+                if not await self._dead_letter_if_possible(record, error):
+                    # Neither handled nor dead-lettered (the dead-letter topic cannot be
+                    # written): the partition is fetched again from this record, so neither
+                    # it nor the records after it are skipped by a later offset's commit.
+                    await self._hold(consumer, record)
+                    return
             self._done(consumer, record)
+
+    async def _hold(self, consumer: Any, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Fetch `record`'s partition again from it, after a backoff that doubles with each
+        try (0.1 s to `max_backoff`): a failing dead-letter topic is not retried in a spin."""
+        partition = TopicPartition(record.topic, record.partition)
+        since, tries = self._held.get(partition, (time.monotonic(), 0))
+        self._held[partition] = (since, tries + 1)
+        metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
+        await asyncio.sleep(min(0.1 * 2**tries, self.max_backoff) * random.uniform(0.5, 1.0))
+        consumer.seek(partition, record.offset)
+
+    def moving(self) -> bool:
+        """False once a partition has been held at one record for `HELD_LIMIT_SECONDS`:
+        the records behind it wait, and a restart (a new producer) is what is left to try.
+        For /healthz."""
+        now = time.monotonic()
+        return all(now - since < HELD_LIMIT_SECONDS for since, _ in self._held.values())
+
+    async def _dead_letter_if_possible(
+        self, record: ConsumerRecord[bytes, bytes], error: Exception
+    ) -> bool:
+        """Dead-letter a record `handle` failed on outside any handler; False if Kafka
+        would not take it either."""
+        try:
+            await self._dead_letter(record, "unhandled", _describe(error))
+        except Exception:
+            log.exception("dead-lettering failed", extra={"topic": record.topic})
+            return False
+        return True
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record: skip, dead-letter or handle it, retrying transient failures."""
-        headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
+        headers = _readable_headers(record)
         declared_type = headers.get(EVENT_TYPE_HEADER, "")
         if declared_type in EVENT_TYPES and declared_type not in self.handlers:
             # Another group's event on a shared topic (matching reads handoff.pages for
@@ -208,6 +247,7 @@ class IdempotentConsumer:
         """
         partition = TopicPartition(record.topic, record.partition)
         self._handled.setdefault(consumer, {})[partition] = record.offset + 1
+        self._held.pop(partition, None)
         self._commit_due.set()
 
     async def commit_forever(self, every: float = 0.05, idle_beat: float = 5.0) -> None:
@@ -295,7 +335,7 @@ class IdempotentConsumer:
         self, raw: ConsumerRecord[bytes, bytes], reason: str, detail: str
     ) -> None:
         headers = {
-            **{key: value.decode(errors="replace") for key, value in raw.headers or ()},
+            **_readable_headers(raw),
             "x-dead-letter-reason": reason,
             "x-dead-letter-detail": detail,
             "x-original-topic": raw.topic,
@@ -330,6 +370,12 @@ async def _the_message_itself(message: StreamMessage[Any]) -> StreamMessage[Any]
     """What the handler is called with: the message, whose records `handle` decodes
     itself (their offsets, partitions and headers are needed as much as their bodies)."""
     return message
+
+
+def _readable_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    """A record's headers as text, whatever a producer put there: bytes that are not UTF-8
+    are replaced, and a header without a value (Kafka allows null) is empty."""
+    return {key: (value or b"").decode(errors="replace") for key, value in record.headers or ()}
 
 
 def _describe(error: Exception) -> str:

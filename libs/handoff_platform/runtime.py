@@ -208,8 +208,12 @@ class EventPipeline:
         }
 
     def liveness_checks(self) -> dict[str, ReadinessCheck]:
-        """/healthz: no loop dead or stuck."""
-        return {"loops": self.tasks.alive}
+        """/healthz: no loop dead or stuck, no partition held at one record for long."""
+
+        async def consumers_moving() -> bool:
+            return all(consumer.moving() for consumer in self.consumers)
+
+        return {"loops": self.tasks.alive, "consumer": consumers_moving}
 
     async def close(self) -> None:
         """Stop the loops, then the broker and the pool. The pool waits for its connections

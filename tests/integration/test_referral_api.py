@@ -282,7 +282,10 @@ async def test_listing_pages_through_the_sites_referrals_by_cursor(
 async def test_operations_endpoints(hospital: HospitalFactory, referral: ReferralRuntime) -> None:
     ed = await hospital()
     await ed.client.post("/v1/referrals", json=referral_body(_external_id()))
-    assert (await ed.client.get("/healthz")).json() == {"status": "ok", "checks": {"loops": True}}
+    assert (await ed.client.get("/healthz")).json() == {
+        "status": "ok",
+        "checks": {"loops": True, "consumer": True},
+    }
 
     # Probed as an orchestrator does, again until a deadline: on a machine shared with two
     # other test processes a loop of this in-process runtime can miss one expected cycle.

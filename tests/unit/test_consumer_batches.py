@@ -10,9 +10,11 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
-from handoff_platform.consumer import IdempotentConsumer
+from handoff_platform.consumer import HELD_LIMIT_SECONDS, IdempotentConsumer
 
 
 class Consumer:
@@ -26,7 +28,27 @@ class Consumer:
 
 
 def record(partition: int, offset: int) -> Any:
-    return SimpleNamespace(topic="handoff.dispatch", partition=partition, offset=offset)
+    return SimpleNamespace(
+        topic="handoff.dispatch",
+        partition=partition,
+        offset=offset,
+        key=b"k",
+        value=b"{}",
+        headers=[("ce_type", None), ("x-from", b"\xff")],
+    )
+
+
+class DeadLetters:
+    """The broker, as far as dead-lettering goes: takes records, or cannot be reached."""
+
+    def __init__(self, reachable: bool) -> None:
+        self.reachable = reachable
+        self.published: list[tuple[str, dict[str, str]]] = []
+
+    async def publish(self, _value: bytes, topic: str, **options: Any) -> None:
+        if not self.reachable:
+            raise KafkaConnectionError("no broker")
+        self.published.append((topic, options["headers"]))
 
 
 def consumer_recording(
@@ -34,12 +56,13 @@ def consumer_recording(
     *,
     in_flight: list[int] | None = None,
     failing: tuple[int, int] | None = None,
+    dead_letters: DeadLetters | None = None,
 ) -> IdempotentConsumer:
     consumer = IdempotentConsumer(
         group_id="handoff-batch-test",
         schema="unused",
         pool=cast(Any, None),
-        broker=cast(Any, None),
+        broker=cast(Any, dead_letters or DeadLetters(reachable=False)),
         handlers={},
         workers=4,
     )
@@ -49,7 +72,7 @@ def consumer_recording(
     async def handle(item: Any) -> None:
         nonlocal running
         if (item.partition, item.offset) == failing:
-            raise ConnectionError("dead-letter topic unreachable")
+            raise KeyError("a bug met by this record alone")
         running += 1
         if in_flight is not None:
             in_flight.append(running)
@@ -94,3 +117,56 @@ async def test_a_record_neither_handled_nor_dead_lettered_is_fetched_again_not_s
         TopicPartition("handoff.dispatch", 0): 7,
         TopicPartition("handoff.dispatch", 1): 21,
     }
+
+
+async def test_a_record_handling_fails_on_outside_any_handler_is_dead_lettered_and_passed() -> None:
+    handled: list[tuple[int, int]] = []
+    kafka = Consumer()
+    dead_letters = DeadLetters(reachable=True)
+    consumer = consumer_recording(handled, failing=(1, 21), dead_letters=dead_letters)
+    batch = (record(1, 20), record(1, 21), record(1, 22))
+
+    await consumer.handle_batch(kafka, batch)
+
+    assert handled == [(1, 20), (1, 22)]
+    assert kafka.seeks == []
+    [(topic, headers)] = dead_letters.published
+    assert topic == "handoff-batch-test.dlq"
+    assert headers["x-dead-letter-reason"] == "unhandled"
+    assert headers["x-dead-letter-detail"] == "KeyError"
+    assert headers["x-original-offset"] == "21"
+    assert headers["ce_type"] == ""  # a header without a value, kept as empty
+    assert consumer._handled[kafka] == {TopicPartition("handoff.dispatch", 1): 23}
+
+
+async def test_a_partition_held_at_one_record_backs_off_and_fails_liveness_only_after_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Helper's finding (issue 17): after a broker restart every dead letter failed
+    (OutOfOrderSequenceNumber) and the partition was fetched again in a spin, 160,000 times
+    in 3.5 minutes, while /healthz said all was well."""
+    handled: list[tuple[int, int]] = []
+    kafka = Consumer()
+    consumer = consumer_recording(handled, failing=(1, 21))
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", pause)
+    for _ in range(8):
+        await consumer.handle_batch(kafka, (record(1, 21),))
+
+    assert len(kafka.seeks) == 8
+    assert pauses[0] <= 0.1  # the first try again is soon ...
+    assert pauses[-1] >= 0.5 * consumer.max_backoff  # ... the eighth waits up to the cap
+    assert max(pauses) <= consumer.max_backoff
+    assert consumer.moving()  # held, but not for long yet
+
+    held = TopicPartition("handoff.dispatch", 1)
+    since, tries = consumer._held[held]
+    consumer._held[held] = (since - HELD_LIMIT_SECONDS, tries)  # as if held that long
+    assert not consumer.moving()
+
+    consumer._done(kafka, record(1, 21))  # the record went through at last
+    assert consumer.moving()
