@@ -105,8 +105,8 @@ class IdempotentConsumer:
         self._handled: dict[Any, dict[TopicPartition, int]] = {}
         self._commit_due = asyncio.Event()
         # Partitions held at a record neither handled nor dead-lettered: since when
-        # (time.monotonic()) and how many tries.
-        self._held: dict[TopicPartition, tuple[float, int]] = {}
+        # (time.monotonic()), how many tries, and the Kafka consumer holding them.
+        self._held: dict[TopicPartition, tuple[float, int, Any]] = {}
 
     def subscribe(self, topics: Collection[str]) -> None:
         """Consume `topics` with one Kafka consumer of the group, a batch at a time.
@@ -177,8 +177,8 @@ class IdempotentConsumer:
         """Fetch `record`'s partition again from it, after a backoff that doubles with each
         try (0.1 s to `max_backoff`): a failing dead-letter topic is not retried in a spin."""
         partition = TopicPartition(record.topic, record.partition)
-        since, tries = self._held.get(partition, (time.monotonic(), 0))
-        self._held[partition] = (since, tries + 1)
+        since, tries, _ = self._held.get(partition, (time.monotonic(), 0, consumer))
+        self._held[partition] = (since, tries + 1, consumer)
         metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
         await asyncio.sleep(min(0.1 * 2**tries, self.max_backoff) * random.uniform(0.5, 1.0))
         consumer.seek(partition, record.offset)
@@ -188,7 +188,10 @@ class IdempotentConsumer:
         the records behind it wait, and a restart (a new producer) is what is left to try.
         For /healthz."""
         now = time.monotonic()
-        return all(now - since < HELD_LIMIT_SECONDS for since, _ in self._held.values())
+        return all(
+            now - since < HELD_LIMIT_SECONDS or partition not in consumer.assignment()
+            for partition, (since, _, consumer) in self._held.items()
+        )  # a partition a rebalance gave to another replica is that replica's to move
 
     async def _dead_letter_if_possible(
         self, record: ConsumerRecord[bytes, bytes], error: Exception

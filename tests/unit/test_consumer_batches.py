@@ -22,9 +22,13 @@ class Consumer:
 
     def __init__(self) -> None:
         self.seeks: list[tuple[TopicPartition, int]] = []
+        self.assigned = {TopicPartition("handoff.dispatch", p) for p in range(6)}
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks.append((partition, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
 
 
 def record(partition: int, offset: int) -> Any:
@@ -164,8 +168,13 @@ async def test_a_partition_held_at_one_record_backs_off_and_fails_liveness_only_
     assert consumer.moving()  # held, but not for long yet
 
     held = TopicPartition("handoff.dispatch", 1)
-    since, tries = consumer._held[held]
-    consumer._held[held] = (since - HELD_LIMIT_SECONDS, tries)  # as if held that long
+    since, tries, holder = consumer._held[held]
+    consumer._held[held] = (since - HELD_LIMIT_SECONDS, tries, holder)  # as if held that long
+    assert not consumer.moving()
+
+    kafka.assigned.discard(held)  # a rebalance gave it to another replica: not ours to move
+    assert consumer.moving()
+    kafka.assigned.add(held)
     assert not consumer.moving()
 
     consumer._done(kafka, record(1, 21))  # the record went through at last
