@@ -20,7 +20,6 @@ batch's partitions are handled side by side and each partition's events in order
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -38,7 +37,7 @@ from handoff_platform import metrics
 from handoff_platform.database import Connection
 from handoff_platform.logs import correlation
 from handoff_platform.outbox import EVENT_TYPE_HEADER
-from handoff_platform.supervision import beat, wait_until_set, waiting_on_dependency
+from handoff_platform.supervision import beat, jittered, wait_until_set, waiting_on_dependency
 from handoff_platform.tracing import span
 from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, dead_letter_topic
@@ -54,6 +53,9 @@ MAX_BATCH_RECORDS = 200
 IDLE_POLL_SECONDS = 0.02
 """How long an empty fetch waits, and then pauses, before the next (FastStream's batch
 subscriber does both): an event arriving in that pause waits at most this long."""
+
+FIRST_RETRY_SECONDS = 0.1
+"""The wait before a failed event, or a held partition, is tried again the first time."""
 
 HELD_LIMIT_SECONDS = 300.0
 """How long a partition may be held at a record that can be neither handled nor
@@ -117,11 +119,6 @@ class IdempotentConsumer:
         and on two cores the polling cost more than the parallel members gained
         (decision 0031).
         """
-        holder: list[Any] = []
-
-        async def handle(message: StreamMessage[tuple[ConsumerRecord[bytes, bytes], ...]]) -> None:
-            await self.handle_batch(holder[0].consumer, message.raw_message)
-
         subscriber = self.broker.subscriber(
             *topics,
             group_id=self.group_id,
@@ -136,7 +133,10 @@ class IdempotentConsumer:
             parser=_records_as_they_came,
             decoder=_the_message_itself,
         )
-        holder.append(subscriber)
+
+        async def handle(message: StreamMessage[tuple[ConsumerRecord[bytes, bytes], ...]]) -> None:
+            await self.handle_batch(subscriber.consumer, message.raw_message)
+
         subscriber(handle)
 
     async def handle_batch(
@@ -180,8 +180,13 @@ class IdempotentConsumer:
         since, tries, _ = self._held.get(partition, (time.monotonic(), 0, consumer))
         self._held[partition] = (since, tries + 1, consumer)
         metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
-        await asyncio.sleep(min(0.1 * 2**tries, self.max_backoff) * random.uniform(0.5, 1.0))
+        await asyncio.sleep(jittered(self._retry_delay(tries)))
         consumer.seek(partition, record.offset)
+
+    def _retry_delay(self, tries: int) -> float:
+        """The wait before try `tries` + 1, before jitter (seconds): 0.1 doubling per try,
+        at most `max_backoff`."""
+        return min(FIRST_RETRY_SECONDS * 2.0**tries, self.max_backoff)
 
     def moving(self) -> bool:
         """False once a partition has been held at one record for `HELD_LIMIT_SECONDS`:
@@ -289,7 +294,7 @@ class IdempotentConsumer:
     async def _handle_with_retries(
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope[Any], handler: Handler
     ) -> str:
-        backoff = 0.1
+        tries = 0
         while True:
             started = time.perf_counter()
             try:
@@ -303,6 +308,7 @@ class IdempotentConsumer:
                     await self._dead_letter(record, "handler_error", _describe(error))
                     return "dead_lettered"
                 metrics.CONSUMER_RETRIES.labels(self.group_id).inc()
+                backoff = self._retry_delay(tries)
                 log.warning(
                     "transient failure; retrying",
                     extra={
@@ -311,8 +317,8 @@ class IdempotentConsumer:
                         "retry_in_s": round(backoff, 2),
                     },
                 )
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
-                backoff = min(backoff * 2, self.max_backoff)
+                await asyncio.sleep(jittered(backoff))
+                tries += 1
                 continue
             metrics.EVENT_HANDLING_SECONDS.labels(self.group_id).observe(
                 time.perf_counter() - started

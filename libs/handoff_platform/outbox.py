@@ -28,7 +28,6 @@ The relay also polls, in case a wake-up is lost (a crash right after a commit).
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +38,7 @@ from faststream.kafka import KafkaBroker
 
 from handoff_platform import metrics
 from handoff_platform.database import Connection, connect, notify
-from handoff_platform.supervision import beat, wait_until_set
+from handoff_platform.supervision import beat, jittered, wait_until_set
 from handoff_platform.tracing import TRACEPARENT, current_traceparent
 from handoff_platform.transient import is_transient_database_error
 from handoff_schemas import Envelope, partition_key
@@ -214,7 +213,7 @@ class OutboxRelay:
                     "outbox publish failed; will retry",
                     extra={"error": type(error).__name__, "retry_in_s": backoff},
                 )
-                await asyncio.sleep(_jittered(backoff))
+                await asyncio.sleep(jittered(backoff))
                 backoff = min(backoff * 2, self.max_backoff)
                 continue
             if time.monotonic() >= self._next_backlog_sample:
@@ -311,7 +310,3 @@ class OutboxRelay:
         self._next_backlog_sample = time.monotonic() + BACKLOG_SAMPLE_SECONDS
         metrics.OUTBOX_PENDING.set(pending)
         metrics.OUTBOX_OLDEST_AGE.set(self.oldest_pending_age)
-
-
-def _jittered(seconds: float) -> float:
-    return seconds * random.uniform(0.5, 1.0)

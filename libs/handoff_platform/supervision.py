@@ -80,6 +80,12 @@ def beat() -> None:
         state.last_beat = time.monotonic()
 
 
+def jittered(seconds: float) -> float:
+    """`seconds` scaled down by a random factor between 0.5 and 1: the retries of many
+    replicas, failing together, spread out instead of arriving together."""
+    return seconds * random.uniform(0.5, 1.0)
+
+
 STOP_GRACE_SECONDS = 6.0
 """How long `BackgroundTasks.stop` waits for a cancelled loop to end (seconds): longer than
 the longest cleanup a loop does (the consumer's last offset commit, 5 s at most)."""
@@ -203,7 +209,7 @@ class BackgroundTasks:
             self._track_failing(state, error)
             if state.last_beat >= started:
                 backoff = self.initial_backoff  # it cycled since its last start: a new failure
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            await asyncio.sleep(jittered(backoff))
             backoff = min(backoff * 2, self.max_backoff)
             state.restarts += 1
             state.last_restart = time.monotonic()
