@@ -23,6 +23,10 @@ transaction of its own with asynchronous commit, one per burst of commits
 writing transaction: a transaction that notifies holds PostgreSQL's notification
 lock through its commit's fsync, which serialises every writer in the database.
 The relay also polls, in case a wake-up is lost (a crash right after a commit).
+Only a commit whose transaction queued events wakes it: a consumer or timer commits
+many transactions that queue none, and each needless wake-up cost the relay a query
+(issue 17). Which transaction queued what is known per asyncio task, so a transaction
+and its `committed()` call run in one task, as they do throughout.
 """
 
 import asyncio
@@ -31,6 +35,7 @@ import logging
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -53,6 +58,9 @@ EVENT_TYPE_HEADER = "ce_type"  # CloudEvents' Kafka binding: the type, readable 
 BACKLOG_SAMPLE_SECONDS = 1.0
 """How often, at most, the leading relay counts the outbox for its gauges (seconds)."""
 
+_QUEUED: ContextVar[bool] = ContextVar("outbox_events_queued", default=False)
+"""Whether this task queued events since its last `committed()`."""
+
 
 class Outbox:
     def __init__(self, schema: str) -> None:
@@ -68,7 +76,11 @@ class Outbox:
         self.committed()
 
     def committed(self) -> None:
-        """Events were committed: wake the relay here, or have the others told by NOTIFY."""
+        """A transaction committed: if this task queued events in it (`put`,
+        `queue_for_each`), wake the relay here, or have the others told by NOTIFY."""
+        if not _QUEUED.get():
+            return
+        _QUEUED.set(False)
         if self.wake_local_relay is not None:
             self.wake_local_relay()
         else:
@@ -94,7 +106,9 @@ class Outbox:
             beat()
 
     async def put(self, connection: Connection, *envelopes: Envelope[Any]) -> None:
-        """Add events to the caller's open transaction; they are published after it commits."""
+        """Add events to the caller's open transaction; they are published after it commits
+        and the caller, in the same task, calls `committed()`."""
+        _QUEUED.set(True)
         if len(envelopes) == 1:  # the common case; executemany costs more round trips
             await connection.execute(self._insert, *self.row(envelopes[0]))
             return
@@ -103,7 +117,9 @@ class Outbox:
     def queue_for_each(self, source: str, first_parameter: int) -> str:
         """An INSERT, for a CTE of the caller's statement, that queues one event per row of
         the CTE `source` (none if it returned none), taking `row(envelope)` as parameters
-        `$first_parameter` onwards. The caller calls `committed()` after the statement."""
+        `$first_parameter` onwards. The caller calls `committed()` after the statement,
+        in the same task."""
+        _QUEUED.set(True)
         parameters = ", ".join(
             f"${number}::{column_type}"
             for number, column_type in enumerate(_ROW_TYPES, start=first_parameter)
