@@ -316,6 +316,10 @@ class MatchingService:
         coaches on call has room is passed over for the rest of the pass (nobody there can
         be offered anything until a slot frees, which wakes the line again). Replicas may
         serve the line at once: each skips the referrals another has locked."""
+        async with pool.acquire() as connection:
+            # Nearly every pass finds the line empty: one query instead of a transaction.
+            if not await dispatch_store.anyone_in_line(connection):
+                return 0
         after: dispatch_store.LinePlace | None = None
         full_sites: set[str] = set()
         moved = 0
@@ -594,10 +598,13 @@ class MatchingService:
         at_site = on_call[site_pool]
         in_state = on_call[state_pool] - at_site
         considered = [*at_site, *in_state, *supervisors]
-        await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
+        # The roster and reachability are read before the coaches are locked: the locks
+        # guard loads, and every round trip made under them is one that every other
+        # referral of the site waits for (issue 17).
         coaches = await roster_store.coaches_by_id(connection, considered)
-        load = await dispatch_store.loads(connection, considered)
         reach = await reachability_store.of_coaches(connection, considered)
+        await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
+        load = await dispatch_store.loads(connection, considered)
         unreachable = {c for c, r in reach.items() if not r.reachable}
         again = {c: r.again_at for c, r in reach.items() if r.again_at is not None}
 
@@ -853,6 +860,10 @@ class WaitingLine:
         self.database_url = database_url
         self.sweep_every = sweep_every
         self._wake = asyncio.Event()
+        # Whether the next pass also looks for follow-ups whose coach left the roster:
+        # only a roster change (NOTIFY) or a sweep can have made one. Capacity freed here,
+        # which wakes the line after nearly every cancel or answer, cannot (issue 17).
+        self._roster_may_have_changed = True
 
     def wake(self) -> None:
         """Serve the line as soon as the current pass ends (call after the commit)."""
@@ -869,14 +880,17 @@ class WaitingLine:
                     listener = await connect(self.database_url)
                     await listener.add_listener(roster_store.LINE_CHANNEL, self._on_notify)
                 await self.service.serve_line(self.pool)
-                # A roster change also wakes the line: an attempt whose coach left the
-                # roster goes to someone else (issue #16).
-                await self.service.reassign_orphaned_follow_ups(self.pool)
+                if self._roster_may_have_changed:
+                    self._roster_may_have_changed = False
+                    # An attempt whose coach left the roster goes to someone else (issue #16).
+                    await self.service.reassign_orphaned_follow_ups(self.pool)
                 beat()
-                await wait_until_set(self._wake, self.sweep_every)
+                if not await wait_until_set(self._wake, self.sweep_every):
+                    self._roster_may_have_changed = True  # a sweep catches a lost NOTIFY
         finally:
             if listener is not None:
                 listener.terminate()
 
     def _on_notify(self, _conn: Connection, _pid: int, _channel: str, _payload: object) -> None:
+        self._roster_may_have_changed = True
         self._wake.set()

@@ -171,6 +171,17 @@ LinePlace = tuple[int, datetime, UUID]
 """(priority, arrival, referral id): a referral's place in the waiting line."""
 
 
+async def anyone_in_line(connection: Connection) -> bool:
+    """Whether any referral waits in line or is unassigned (what `claim_next_in_line` takes
+    from), read without locking anything."""
+    return bool(
+        await connection.fetchval(
+            f"""SELECT EXISTS (SELECT FROM {SCHEMA}.dispatches
+                               WHERE state IN ('waiting', 'unassigned'))"""
+        )
+    )
+
+
 async def claim_next_in_line(
     connection: Connection, after: LinePlace | None, passing_over: Iterable[str] = ()
 ) -> tuple[LinePlace, Dispatch] | None:

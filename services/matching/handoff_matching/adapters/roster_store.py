@@ -302,11 +302,19 @@ async def delete_override(connection: Connection, override_id: UUID) -> bool:
 async def remember_site(
     connection: Connection, site_id: str, short_name: str, state: str, time_zone: str
 ) -> None:
+    """Keep the site's facts as the referral service last described them.
+
+    Writes only when they are new or changed: an upsert on every referral would take the
+    site's row lock each time and hold it to the commit, so that one site's referrals were
+    handled one after another on it (issue 17)."""
     await connection.execute(
         f"""INSERT INTO {SCHEMA}.site_facts (site_id, short_name, state, time_zone)
-            VALUES ($1, $2, $3, $4)
+            SELECT $1, $2, $3, $4
+            WHERE NOT EXISTS (
+                SELECT FROM {SCHEMA}.site_facts
+                WHERE site_id = $1 AND short_name = $2 AND state = $3 AND time_zone = $4)
             ON CONFLICT (site_id) DO UPDATE SET short_name = excluded.short_name,
-                state = excluded.state, time_zone = excluded.time_zone, seen_at = now()""",
+                state = excluded.state, time_zone = excluded.time_zone, changed_at = now()""",
         site_id,
         short_name,
         state,

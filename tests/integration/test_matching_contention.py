@@ -1,0 +1,135 @@
+"""What one site's referrals no longer wait on each other for, against real PostgreSQL
+(issue 17): the site's facts are written only when they change, so a referral from a
+known site takes no lock on the site's row; and the waiting line, woken after nearly
+every cancel or answer, looks for follow-ups whose coach left the roster only when the
+roster changed or on its sweep."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import cast
+
+import asyncpg
+import pytest
+
+from handoff_matching.adapters.roster_store import remember_site, tell_line
+from handoff_matching.service import MatchingService, WaitingLine
+from tests.support.waiting import eventually
+
+
+@pytest.fixture
+async def connections(matching_database: str) -> AsyncIterator[list[asyncpg.Connection]]:
+    opened = [await asyncpg.connect(matching_database) for _ in range(2)]
+    try:
+        yield opened
+    finally:
+        for connection in opened:
+            await connection.close()
+
+
+async def test_a_referral_from_a_known_site_does_not_wait_on_the_sites_row(
+    connections: list[asyncpg.Connection],
+) -> None:
+    other_referral, this_referral = connections
+    site_id = f"md-{uuid.uuid4().hex[:8]}"
+    await remember_site(this_referral, site_id, "Mercy ED", "MD", "America/New_York")
+
+    # Another referral of the site is mid-transaction and holds the site's row.
+    async with other_referral.transaction():
+        await other_referral.execute(
+            "SELECT FROM matching.site_facts WHERE site_id = $1 FOR UPDATE", site_id
+        )
+        async with this_referral.transaction():
+            await this_referral.execute("SET LOCAL lock_timeout = '1s'")
+            # Before issue 17's change this waited for the other's commit (and here: failed
+            # with LockNotAvailableError after 1 s).
+            await remember_site(this_referral, site_id, "Mercy ED", "MD", "America/New_York")
+
+    facts = await this_referral.fetchrow(
+        "SELECT short_name, state, changed_at FROM matching.site_facts WHERE site_id = $1",
+        site_id,
+    )
+    assert facts is not None
+    assert facts["short_name"] == "Mercy ED"
+
+    # Facts that changed are written, and when they changed is kept.
+    await remember_site(this_referral, site_id, "Mercy West ED", "MD", "America/New_York")
+    changed = await this_referral.fetchrow(
+        "SELECT short_name, changed_at FROM matching.site_facts WHERE site_id = $1", site_id
+    )
+    assert changed is not None
+    assert changed["short_name"] == "Mercy West ED"
+    assert changed["changed_at"] > facts["changed_at"]
+
+
+class CountingService:
+    """Counts the line's passes: serving the line, and looking for orphaned follow-ups."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.orphan_searches = 0
+
+    async def serve_line(self, _pool: asyncpg.Pool) -> int:
+        self.passes += 1
+        return 0
+
+    async def reassign_orphaned_follow_ups(self, _pool: asyncpg.Pool) -> int:
+        self.orphan_searches += 1
+        return 0
+
+
+async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
+    matching_database: str, connections: list[asyncpg.Connection]
+) -> None:
+    service = CountingService()
+    line = WaitingLine(
+        cast(MatchingService, service), cast(asyncpg.Pool, None), matching_database, 600.0
+    )
+    running = asyncio.create_task(line.run())
+    try:
+        await eventually(
+            lambda: _true(service.orphan_searches == 1), within=10, what="the first pass"
+        )
+
+        # Capacity freed in this process (a cancel, a decline): the line is served again,
+        # but no follow-up can have lost its coach.
+        for passes in (2, 3):
+            line.wake()
+            await eventually(
+                lambda passes=passes: _true(service.passes == passes),  # type: ignore[misc]
+                within=10,
+                what=f"pass {passes}",
+            )
+        assert service.orphan_searches == 1
+
+        # The roster changed (any replica's import or admin API): both.
+        await tell_line(connections[0])
+        await eventually(
+            lambda: _true(service.orphan_searches == 2), within=10, what="the roster's NOTIFY"
+        )
+        assert service.passes == 4
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+async def test_the_sweep_still_searches_for_orphans(matching_database: str) -> None:
+    """A NOTIFY lost to a crash is caught by the sweep."""
+    service = CountingService()
+    line = WaitingLine(
+        cast(MatchingService, service), cast(asyncpg.Pool, None), matching_database, 0.2
+    )
+    running = asyncio.create_task(line.run())
+    try:
+        await eventually(
+            lambda: _true(service.orphan_searches >= 3), within=10, what="three sweeps"
+        )
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+async def _true(value: bool) -> bool:
+    return value
