@@ -31,15 +31,29 @@ class Servers:
     postgres_pid: int | None = None  # the postmaster; its children are the backends
 
 
+STATEMENT_STATISTICS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.track": "top",  # what clients sent, not what triggers ran for them
+}
+"""Server settings that count each statement's calls and time (PostgreSQL's contrib
+module pg_stat_statements, shipped with the Debian server package)."""
+
+
 @contextlib.contextmanager
-def infrastructure() -> Iterator[Servers]:
-    """Configured servers if given, else a local broker and a durable PostgreSQL."""
+def infrastructure(statement_statistics: bool = False) -> Iterator[Servers]:
+    """Configured servers if given, else a local broker and a durable PostgreSQL, with
+    pg_stat_statements loaded if `statement_statistics`."""
     if os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield Servers(os.environ["DATABASE_URL"], os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         return
     directory = Path(tempfile.mkdtemp(prefix="handoff-bench-"))
     directory.chmod(0o755)
-    postgres = PostgresCluster(directory / "postgres", free_ports(1)[0], durable=True)
+    postgres = PostgresCluster(
+        directory / "postgres",
+        free_ports(1)[0],
+        durable=True,
+        extra_settings=STATEMENT_STATISTICS if statement_statistics else None,
+    )
     kafka = KafkaCluster(directory / "kafka")
     print("starting PostgreSQL 15 (durable settings) and Kafka ...", flush=True)
     postgres.start()

@@ -28,8 +28,13 @@ the collapsed stacks go to DIR/<rate>/<service>.txt and a line per service says 
 CPU went (share of samples by package and the busiest functions, self time). py-spy's own
 CPU then shares the two cores: compare figures from runs without it.
 
+With `--statements` (only when the bench runs its own PostgreSQL), pg_stat_statements
+counts what the clients sent during each step: statements per referral by the schema each
+names (BEGIN/COMMIT apart), and the statements that cost the most time per referral, lock
+waits included (a statement that waits for a lock is slow without using CPU).
+
     .venv/bin/python -m bench.e2e [--steps 25,50,100,200,300,400] [--step-seconds 30]
-                                  [--profile DIR]
+                                  [--profile DIR] [--statements]
 """
 
 import argparse
@@ -37,6 +42,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import re
 import statistics
 import time
 import uuid
@@ -107,10 +113,83 @@ class Step:
     cpu_ms_per_referral: dict[str, float]
     database_per_referral: dict[str, float]
     cpu_profiles: dict[str, profiles.Profile] = field(default_factory=dict)
+    statements: list["StatementFigures"] = field(default_factory=list)
 
     @property
     def sustained(self) -> bool:
         return self.late == 0 and self.errors == 0 and self.taken >= 0.95 * self.rate
+
+
+@dataclass
+class StatementFigures:
+    """One statement's figures over a step (pg_stat_statements): calls, and milliseconds
+    of execution in all, lock waits included."""
+
+    query: str
+    calls: int
+    total_ms: float
+
+    @property
+    def owner(self) -> str:
+        """Whose statement: the first schema it names, "transaction" for BEGIN, COMMIT and
+        ROLLBACK, else "other" (an advisory lock, a NOTIFY)."""
+        if re.match(r"\s*(BEGIN|COMMIT|ROLLBACK)\b", self.query, re.IGNORECASE):
+            return "transaction"
+        found = _SCHEMA_NAMED.search(self.query)
+        return found.group(1) if found else "other"
+
+
+_SCHEMA_NAMED = re.compile(r'\b"?(referral|matching|notify)"?\.')
+
+
+async def reset_statements(database_url: str) -> bool:
+    """Start counting statements afresh; False if pg_stat_statements is not loaded."""
+    monitor = await asyncpg.connect(database_url)
+    try:
+        await monitor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await monitor.execute("SELECT pg_stat_statements_reset()")
+    except asyncpg.PostgresError:
+        return False
+    finally:
+        await monitor.close()
+    return True
+
+
+async def counted_statements(database_url: str) -> list[StatementFigures]:
+    """Every statement counted since `reset_statements`, in this database."""
+    monitor = await asyncpg.connect(database_url)
+    try:
+        rows = await monitor.fetch(
+            """SELECT query, calls, total_exec_time FROM pg_stat_statements
+               WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+        )
+    finally:
+        await monitor.close()
+    return [StatementFigures(r["query"], r["calls"], r["total_exec_time"]) for r in rows]
+
+
+def statement_lines(statements: list[StatementFigures], referrals: int, top: int = 6) -> list[str]:
+    """Statements per referral by owner, then the `top` costliest per referral."""
+    by_owner: dict[str, float] = {}
+    for statement in statements:
+        by_owner[statement.owner] = by_owner.get(statement.owner, 0.0) + statement.calls
+    total = sum(by_owner.values()) / referrals
+    lines = [
+        f"    statements per referral: {total:.1f} ("
+        + ", ".join(
+            f"{owner} {calls / referrals:.1f}"
+            for owner, calls in sorted(by_owner.items(), key=lambda item: -item[1])
+        )
+        + ")"
+    ]
+    for statement in sorted(statements, key=lambda s: -s.total_ms)[:top]:
+        text = " ".join(statement.query.split())
+        calls, mean = statement.calls / referrals, statement.total_ms / statement.calls
+        lines.append(
+            f"      {statement.total_ms / referrals:6.2f} ms per referral"
+            f" ({calls:5.2f} x {mean:6.2f} ms)  {text[:90]}"
+        )
+    return lines
 
 
 def roster() -> RosterFile:
@@ -362,6 +441,7 @@ async def step(
     seconds: float,
     idle: dict[str, float],
     profile: Path | None = None,
+    statements: bool = False,
 ) -> Step:
     """Offers `rate` referrals a second for `seconds`; its figures. CPU per referral is net
     of what each process uses idle over the same time. With `profile` (a folder), each
@@ -372,6 +452,7 @@ async def step(
         for name, service in system.services.items()
         if profile is not None
     ]
+    counting = statements and await reset_statements(system.database_url)
     work_before = await database_work(system.database_url)
     before, started = cpu_seconds(groups), time.monotonic()
     phase = Phase(rate, seconds)
@@ -401,6 +482,7 @@ async def step(
             name: (work_after[name] - work_before[name]) / referrals for name in work_after
         },
         cpu_profiles={r.name: profiles.Profile.read(r.output) for r in recordings},
+        statements=await counted_statements(system.database_url) if counting else [],
     )
 
 
@@ -477,6 +559,7 @@ async def measure(
     seconds: float,
     keep_going: bool,
     profile: Path | None,
+    statements: bool = False,
 ) -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -505,7 +588,7 @@ async def measure(
         print(STEP_HEADER, flush=True)
         for rate in rates:
             await drained(system)
-            steps.append(await step(system, rate, seconds, idle, profile))
+            steps.append(await step(system, rate, seconds, idle, profile, statements))
             print(step_row(steps[-1]), flush=True)
             work = steps[-1].database_per_referral
             print(
@@ -515,6 +598,14 @@ async def measure(
             )
             for name, sampled in steps[-1].cpu_profiles.items():
                 print(f"    {name:<9} CPU by package: {sampled.summary()}", flush=True)
+            if statements:
+                counted = steps[-1].statements
+                print(
+                    "\n".join(statement_lines(counted, max(1, steps[-1].referrals)))
+                    if counted
+                    else "    statements: not counted (pg_stat_statements is not loaded)",
+                    flush=True,
+                )
             if not steps[-1].sustained and not keep_going:
                 break
     finally:
@@ -547,8 +638,10 @@ async def measure(
         print(f"goal {goal}: {'met' if met else 'NOT met'}")
 
 
-def main(rates: list[float], seconds: float, keep_going: bool, profile: Path | None) -> None:
-    with infrastructure() as servers:
+def main(
+    rates: list[float], seconds: float, keep_going: bool, profile: Path | None, statements: bool
+) -> None:
+    with infrastructure(statement_statistics=statements) as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         env = service_env(database_url, servers.bootstrap_servers)
         token = add_site(SITE, env)
@@ -559,7 +652,7 @@ def main(rates: list[float], seconds: float, keep_going: bool, profile: Path | N
             system = System(
                 database_url, token, services, servers.broker_pids, servers.postgres_pid
             )
-            asyncio.run(measure(system, servers, rates, seconds, keep_going, profile))
+            asyncio.run(measure(system, servers, rates, seconds, keep_going, profile, statements))
         finally:
             for service in services.values():
                 service.stop()
@@ -578,10 +671,16 @@ if __name__ == "__main__":
         metavar="DIR",
         help="sample each service with py-spy during each step; collapsed stacks into DIR",
     )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="count each step's statements with pg_stat_statements (own PostgreSQL only)",
+    )
     arguments = parser.parse_args()
     main(
         [float(r) for r in arguments.steps.split(",")],
         arguments.step_seconds,
         arguments.keep_going,
         arguments.profile,
+        arguments.statements,
     )

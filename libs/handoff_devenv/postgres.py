@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from handoff_devenv.ports import accepts_connections, ensure_free, wait_until
@@ -33,10 +34,19 @@ _INCLUDE = f"include_if_exists = '{SETTINGS_FILE}'  # written by handoff_devenv"
 
 
 class PostgresCluster:
-    def __init__(self, directory: Path, port: int, durable: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        durable: bool = True,
+        extra_settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """`extra_settings`: server settings on top of the cluster's own (a benchmark's
+        `shared_preload_libraries`, say), by name."""
         self.directory = directory
         self.port = port
         self.durable = durable
+        self.extra_settings = dict(extra_settings or {})
 
     @property
     def data_dir(self) -> Path:
@@ -96,7 +106,7 @@ class PostgresCluster:
         settings = {**SERVER_SETTINGS, "port": str(self.port)}
         if not self.durable:
             settings |= NON_DURABLE_SETTINGS
-        return settings
+        return settings | self.extra_settings
 
     def write_settings(self) -> None:
         """Write `settings()` to the data directory's SETTINGS_FILE and include it from
