@@ -32,7 +32,7 @@ from pathlib import Path
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import add_site, fresh_database, percentile, service_env, start_services
-from bench.e2e import SITE, Phase, first_pages, offer_referrals, seed
+from bench.e2e import SITE, Phase, System, first_pages, offer_referrals, seed
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.kafka import FAILURE_DETECTION, KAFKA_DEFAULT_FAILURE_DETECTION
 from handoff_devenv.ports import free_ports
@@ -69,11 +69,12 @@ async def _paged_latencies(database_url: str, phase: Phase, within: float) -> di
 async def _run(
     services: dict[str, ServiceProcess], token: str, database_url: str, kill: Callable[[], datetime]
 ) -> tuple[Phase, datetime, dict[str, float]]:
+    system = System(database_url, [token], services, [], None)
     warm_up = Phase(RATE, 2.0)
-    await offer_referrals(services["referral"].url, token, warm_up)
+    await offer_referrals(system, warm_up)
     await _paged_latencies(database_url, warm_up, 60)
     phase = Phase(RATE, SECONDS)
-    posting = asyncio.create_task(offer_referrals(services["referral"].url, token, phase))
+    posting = asyncio.create_task(offer_referrals(system, phase))
     await asyncio.sleep(KILL_AFTER)
     killed_at = kill()
     await posting
@@ -89,7 +90,7 @@ def measure(name: str, postgres_url: str) -> None:
         database_url = asyncio.run(fresh_database(postgres_url))
         env = service_env(database_url, cluster.bootstrap_servers)
         token = add_site(SITE, env)
-        asyncio.run(seed(database_url))
+        asyncio.run(seed(database_url, [SITE]))
         start_services(env, services)
         victim = asyncio.run(_victim(cluster))
 

@@ -3,7 +3,11 @@ stepping the offered rate up to find the knee.
 
 Runs Kafka and PostgreSQL (the configured ones, or its own), then referral, matching
 and notify as separate processes, notify paging into the sandbox provider. One
-emergency department has fifty coaches on call, ten referrals each at most. Referrals
+emergency department has fifty coaches on call, ten referrals each at most; with
+`--sites N`, N departments share the fifty coaches between them (each its own on-call)
+and the referrals arrive at each in turn: matching offers one site's referrals one at a
+time (the coach locks that keep every coach within capacity), different sites' side by
+side. Referrals
 arrive open-loop at a fixed rate; the load generator plays the ED too and cancels each
 referral ("patient left") once its first page is out, which frees the coach's slot as
 an answer would, so the run measures the pipeline and not the roster's capacity. For each
@@ -34,7 +38,7 @@ names (BEGIN/COMMIT apart), and the statements that cost the most time per refer
 waits included (a statement that waits for a lock is slow without using CPU).
 
     .venv/bin/python -m bench.e2e [--steps 25,50,100,200,300,400] [--step-seconds 30]
-                                  [--profile DIR] [--statements]
+                                  [--profile DIR] [--statements] [--sites N]
 """
 
 import argparse
@@ -73,6 +77,13 @@ from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import RosterFile
 
 SITE = "md-bench"
+
+
+def site_ids(sites: int) -> list[str]:
+    """The benchmark's emergency departments: `SITE` alone, or `SITE`-1 … `SITE`-N."""
+    return [SITE] if sites == 1 else [f"{SITE}-{n}" for n in range(1, sites + 1)]
+
+
 COACHES = 50
 MAX_CONCURRENT = 10
 GOAL_P50_MS, GOAL_P99_MS, GOAL_SUSTAINED, GOAL_RSS_MB = 30.0, 100.0, 300, 150
@@ -91,11 +102,12 @@ class Phase:
 @dataclass
 class System:
     database_url: str
-    token: str
+    tokens: list[str]  # one API key per site: a referral is posted and cancelled with its site's
     services: dict[str, ServiceProcess]
     broker_pids: list[int]
     postgres_pid: int | None
     peak_rss: dict[str, int] = field(default_factory=dict)
+    token_of: dict[str, str] = field(default_factory=dict)  # referral id → its site's API key
 
 
 @dataclass
@@ -192,7 +204,8 @@ def statement_lines(statements: list[StatementFigures], referrals: int, top: int
     return lines
 
 
-def roster() -> RosterFile:
+def roster(sites: list[str]) -> RosterFile:
+    """`COACHES` coaches on call around the clock, dealt to the sites in turn."""
     days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
     coaches = [uuid.uuid4() for _ in range(COACHES)]
     return RosterFile.model_validate(
@@ -213,47 +226,51 @@ def roster() -> RosterFile:
             "shifts": [
                 {
                     "coach_id": str(c),
-                    "pool": f"site:{SITE}",
+                    "pool": f"site:{sites[n % len(sites)]}",
                     "weekday": day,
                     "start": "00:00",
                     "end": "00:00",
                     "time_zone": "America/New_York",
                 }
-                for c in coaches
+                for n, c in enumerate(coaches)
                 for day in days
             ],
         }
     )
 
 
-async def seed(database_url: str) -> None:
+async def seed(database_url: str, sites: list[str]) -> None:
     await apply_migrations(database_url)
     connection = await asyncpg.connect(database_url)
     try:
-        await import_roster(connection, roster())
-        await dispatch_store.put_site_settings(
-            connection, SITE, DispatchSettings(ack_timeout=timedelta(minutes=10)), True, ()
-        )
+        await import_roster(connection, roster(sites))
+        for site in sites:
+            await dispatch_store.put_site_settings(
+                connection, site, DispatchSettings(ack_timeout=timedelta(minutes=10)), True, ()
+            )
     finally:
         await connection.close()
 
 
-async def offer_referrals(referral_url: str, token: str, phase: Phase) -> None:
-    """Open loop: the i-th referral is posted at start + i / rate, answered or not."""
+async def offer_referrals(system: System, phase: Phase) -> None:
+    """Open loop: the i-th referral is posted at start + i / rate, answered or not, by
+    site i mod the number of sites."""
     run = uuid.uuid4().hex[:6]
     connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(
-        referral_url, connector=connector, headers={"Authorization": f"Bearer {token}"}
-    ) as http:
+    async with aiohttp.ClientSession(system.services["referral"].url, connector=connector) as http:
 
         async def post(number: int) -> None:
+            token = system.tokens[number % len(system.tokens)]
             try:
                 async with http.post(
-                    "/v1/referrals", json=demo_referral(f"bench-{run}-{number}")
+                    "/v1/referrals",
+                    json=demo_referral(f"bench-{run}-{number}"),
+                    headers={"Authorization": f"Bearer {token}"},
                 ) as response:
                     created = await response.json()
                     if response.status == 201:
                         phase.answered_at[created["id"]] = datetime.now(UTC)
+                        system.token_of[created["id"]] = token
                     else:
                         phase.errors += 1
             except aiohttp.ClientError:
@@ -305,14 +322,17 @@ async def emergency_department(system: System) -> None:
     coach's answer would free the slot; every 0.25 s, oldest first."""
     referral_url, last = system.services["referral"].url, 0
     monitor = await asyncpg.connect(system.database_url)
-    async with aiohttp.ClientSession(
-        referral_url, headers={"Authorization": f"Bearer {system.token}"}
-    ) as http:
+    async with aiohttp.ClientSession(referral_url) as http:
 
         async def cancel(referral_id: str) -> None:
+            token = system.token_of.get(referral_id)
+            if token is None:  # the 201 not read yet: cancelled on a later round
+                return
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.post(
-                    f"/v1/referrals/{referral_id}/cancel", json={"reason": "patient_left"}
+                    f"/v1/referrals/{referral_id}/cancel",
+                    json={"reason": "patient_left"},
+                    headers={"Authorization": f"Bearer {token}"},
                 ):
                     pass
 
@@ -456,7 +476,7 @@ async def step(
     work_before = await database_work(system.database_url)
     before, started = cpu_seconds(groups), time.monotonic()
     phase = Phase(rate, seconds)
-    await offer_referrals(system.services["referral"].url, system.token, phase)
+    await offer_referrals(system, phase)
     lag, age = await backlog(system)
     latencies, late = await page_latencies(system, phase)
     after, elapsed = cpu_seconds(groups), time.monotonic() - started
@@ -565,7 +585,7 @@ async def measure(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total // 2**30} GiB, "
         f"Python {platform.python_version()}; Kafka 4.1.1, PostgreSQL 15; "
-        f"{COACHES} coaches, {MAX_CONCURRENT} each"
+        f"{COACHES} coaches, {MAX_CONCURRENT} each, at {len(system.tokens)} site(s)"
     )
     hop = await kafka_hop(servers.bootstrap_servers)
     print(line("reference: aiokafka produce → consume", hop))
@@ -577,7 +597,7 @@ async def measure(
     try:
         # Consumer groups settle and connections open before anything is measured.
         warm_up = Phase(5.0, 2.0)
-        await offer_referrals(system.services["referral"].url, system.token, warm_up)
+        await offer_referrals(system, warm_up)
         await page_latencies(system, warm_up)
         await drained(system)
         idle = await idle_cpu(system)
@@ -639,18 +659,23 @@ async def measure(
 
 
 def main(
-    rates: list[float], seconds: float, keep_going: bool, profile: Path | None, statements: bool
+    rates: list[float],
+    seconds: float,
+    keep_going: bool,
+    profile: Path | None,
+    statements: bool,
+    sites: int,
 ) -> None:
     with infrastructure(statement_statistics=statements) as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         env = service_env(database_url, servers.bootstrap_servers)
-        token = add_site(SITE, env)
-        asyncio.run(seed(database_url))
+        tokens = [add_site(site, env) for site in site_ids(sites)]
+        asyncio.run(seed(database_url, site_ids(sites)))
         services: dict[str, ServiceProcess] = {}
         try:
             start_services(env, services)
             system = System(
-                database_url, token, services, servers.broker_pids, servers.postgres_pid
+                database_url, tokens, services, servers.broker_pids, servers.postgres_pid
             )
             asyncio.run(measure(system, servers, rates, seconds, keep_going, profile, statements))
         finally:
@@ -676,11 +701,20 @@ if __name__ == "__main__":
         action="store_true",
         help="count each step's statements with pg_stat_statements (own PostgreSQL only)",
     )
+    parser.add_argument(
+        "--sites",
+        type=int,
+        default=1,
+        help=f"emergency departments sharing the {COACHES} coaches (default 1)",
+    )
     arguments = parser.parse_args()
+    if not 1 <= arguments.sites <= COACHES:
+        parser.error(f"--sites: between 1 and {COACHES}, the coaches to share between them")
     main(
         [float(r) for r in arguments.steps.split(",")],
         arguments.step_seconds,
         arguments.keep_going,
         arguments.profile,
         arguments.statements,
+        arguments.sites,
     )
