@@ -174,10 +174,13 @@ LinePlace = tuple[int, datetime, UUID]
 async def anyone_in_line(connection: Connection) -> bool:
     """Whether any referral waits in line or is unassigned (what `claim_next_in_line` takes
     from), read without locking anything."""
+    # In the line's order, as claim_next_in_line reads it: PostgreSQL then reads the line's
+    # own index, where an EXISTS over the same states scanned the whole table (0.5 ms a
+    # call in the end-to-end bench, against 0.01 ms).
     return bool(
         await connection.fetchval(
-            f"""SELECT EXISTS (SELECT FROM {SCHEMA}.dispatches
-                               WHERE state IN ('waiting', 'unassigned'))"""
+            f"""SELECT true FROM {SCHEMA}.dispatches WHERE state IN ('waiting', 'unassigned')
+                ORDER BY line_priority, created_at, referral_id LIMIT 1"""
         )
     )
 
