@@ -5,6 +5,7 @@ every cancel or answer, looks for follow-ups whose coach left the roster only wh
 roster changed or on its sweep."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import cast
@@ -78,15 +79,28 @@ class CountingService:
         return 0
 
 
-async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
-    matching_database: str, connections: list[asyncpg.Connection]
-) -> None:
+@contextlib.asynccontextmanager
+async def running_line(
+    database_url: str, sweep_every: float
+) -> AsyncIterator[tuple[CountingService, WaitingLine]]:
+    """A waiting line, running, over a service that counts its passes."""
     service = CountingService()
     line = WaitingLine(
-        cast(MatchingService, service), cast(asyncpg.Pool, None), matching_database, 600.0
+        cast(MatchingService, service), cast(asyncpg.Pool, None), database_url, sweep_every
     )
     running = asyncio.create_task(line.run())
     try:
+        yield service, line
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+
+async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
+    matching_database: str, connections: list[asyncpg.Connection]
+) -> None:
+    async with running_line(matching_database, sweep_every=600.0) as (service, line):
         await eventually(
             lambda: _true(service.orphan_searches == 1), within=10, what="the first pass"
         )
@@ -108,27 +122,14 @@ async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
             lambda: _true(service.orphan_searches == 2), within=10, what="the roster's NOTIFY"
         )
         assert service.passes == 4
-    finally:
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
 
 
 async def test_the_sweep_still_searches_for_orphans(matching_database: str) -> None:
     """A NOTIFY lost to a crash is caught by the sweep."""
-    service = CountingService()
-    line = WaitingLine(
-        cast(MatchingService, service), cast(asyncpg.Pool, None), matching_database, 0.2
-    )
-    running = asyncio.create_task(line.run())
-    try:
+    async with running_line(matching_database, sweep_every=0.2) as (service, _):
         await eventually(
             lambda: _true(service.orphan_searches >= 3), within=10, what="three sweeps"
         )
-    finally:
-        running.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await running
 
 
 async def _true(value: bool) -> bool:
