@@ -93,6 +93,16 @@ class Timers:
             timer_id,
         )
 
+    async def bring_forward(self, connection: Connection, kind: str) -> int:
+        """Make every timer of `kind` due later than now due now; how many. For a change
+        that may let what the timers wait for happen at once. Call `changed()` once the
+        transaction commits."""
+        status = await connection.execute(
+            f'UPDATE "{self.schema}".timers SET due_at = now() WHERE kind = $1 AND due_at > now()',
+            kind,
+        )
+        return int(status.split()[-1])
+
     async def changed(self, connection: Connection) -> None:
         """Tell the loops a timer may now be nearer than they planned to sleep."""
         if self.wake_local_loop is not None:

@@ -401,6 +401,65 @@ async def test_with_nobody_to_make_it_the_attempt_waits_and_goes_to_whoever_come
         await matching.close()
 
 
+async def test_a_waiting_attempt_goes_at_once_to_a_coach_a_roster_import_brings_back(
+    services: tuple[MatchingRuntime, NotifyRuntime, asyncpg.Pool],
+    referral_service: KafkaBroker,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+) -> None:
+    """A fresh tester's finding (fresh28, 5): the attempt waited for its 15-minute retry
+    although the coordinator's import had just made a coach available; now every roster
+    or on-call change tries the attempts nobody could take again at once."""
+    site = await _site(matching_database)
+    matching = await asyncpg.connect(matching_database)
+    try:
+        await matching.execute(
+            "UPDATE matching.coaches SET active = false WHERE coach_id = ANY($1::uuid[])",
+            [site.visiting, site.on_call],
+        )
+        due = _due(site)
+        await send(referral_service, due, source=REFERRAL_SOURCE)
+        timer_id = follow_up_timer(due.task_id, due.attempt)
+
+        async def waiting() -> bool:
+            state = await matching.fetchval(
+                "SELECT state FROM matching.follow_ups WHERE task_id = $1", due.task_id
+            )
+            retry = await matching.fetchval(
+                "SELECT due_at FROM matching.timers WHERE timer_id = $1", timer_id
+            )
+            return state == "waiting" and retry is not None
+
+        await eventually(waiting, within=30, what="the attempt waiting for its retry")
+
+        # The coordinator's next roster import has the on-call coach active again.
+        roster = RosterFile.model_validate(
+            {
+                "coaches": [
+                    {
+                        "coach_id": str(site.on_call),
+                        "display_name": "Coach",
+                        "contact_methods": [{"channel": "sms", "destination": site.on_call_phone}],
+                        "languages": ["en"],
+                        "max_concurrent": 3,
+                        "active": True,
+                        "certifications": [
+                            {"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}
+                        ],
+                    }
+                ],
+                "shifts": always_on_call(site.on_call, f"site:{site.site_id}"),
+            }
+        )
+        await import_roster(matching, roster)  # as `handoff matching roster import` does
+    finally:
+        await matching.close()
+
+    # Within _assigned's 30 s, where before the import's change it took 15 minutes.
+    [assigned] = await _assigned(own_kafka.bootstrap_servers, due)
+    assert (assigned.coach_id, assigned.assignee) == (site.on_call, FollowUpAssignee.SITE_POOL)
+
+
 async def test_an_attempt_whose_coach_leaves_the_roster_is_given_again_with_a_new_link(
     services: tuple[MatchingRuntime, NotifyRuntime, asyncpg.Pool],
     referral_service: KafkaBroker,

@@ -2,7 +2,7 @@
 (issue 17): the site's facts are written only when they change, so a referral from a
 known site takes no lock on the site's row; and the waiting line, woken after nearly
 every cancel or answer, looks for follow-ups whose coach left the roster only when the
-roster changed or on its sweep."""
+roster changed or on its sweep, and tries waiting ones again when the roster changed."""
 
 import asyncio
 import contextlib
@@ -64,11 +64,13 @@ async def test_a_referral_from_a_known_site_does_not_wait_on_the_sites_row(
 
 
 class CountingService:
-    """Counts the line's passes: serving the line, and looking for orphaned follow-ups."""
+    """Counts the line's passes: serving the line, looking for orphaned follow-ups, and
+    trying waiting follow-ups again."""
 
     def __init__(self) -> None:
         self.passes = 0
         self.orphan_searches = 0
+        self.waiting_retries = 0
 
     async def serve_line(self, _pool: asyncpg.Pool) -> int:
         self.passes += 1
@@ -76,6 +78,10 @@ class CountingService:
 
     async def reassign_orphaned_follow_ups(self, _pool: asyncpg.Pool) -> int:
         self.orphan_searches += 1
+        return 0
+
+    async def retry_waiting_follow_ups(self, _pool: asyncpg.Pool) -> int:
+        self.waiting_retries += 1
         return 0
 
 
@@ -115,13 +121,15 @@ async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
                 what=f"pass {passes}",
             )
         assert service.orphan_searches == 1
+        assert service.waiting_retries == 0
 
-        # The roster changed (any replica's import or admin API): both.
+        # The roster changed (any replica's import or admin API): all three, and the
+        # follow-up attempts nobody could take are tried again (fresh28's finding 5).
         await tell_line(connections[0])
         await eventually(
-            lambda: _true(service.orphan_searches == 2), within=10, what="the roster's NOTIFY"
+            lambda: _true(service.waiting_retries == 1), within=10, what="the roster's NOTIFY"
         )
-        assert service.passes == 4
+        assert (service.passes, service.orphan_searches) == (4, 2)
 
 
 async def test_the_sweep_still_searches_for_orphans(matching_database: str) -> None:
@@ -130,6 +138,8 @@ async def test_the_sweep_still_searches_for_orphans(matching_database: str) -> N
         await eventually(
             lambda: _true(service.orphan_searches >= 3), within=10, what="three sweeps"
         )
+        # A sweep brings no waiting follow-up forward: their retries keep their 15 minutes.
+        assert service.waiting_retries == 0
 
 
 async def _true(value: bool) -> bool:

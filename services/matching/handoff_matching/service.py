@@ -514,6 +514,18 @@ class MatchingService:
             moved += 1
             beat()
 
+    async def retry_waiting_follow_ups(self, pool: asyncpg.Pool) -> int:
+        """Try every attempt that nobody could take again now, not at its next retry (up to
+        15 minutes away): call when the roster or the on-call changed, which may have
+        brought someone. Returns how many retries were brought forward; the timer loop
+        gives each attempt, or sets its next retry."""
+        async with pool.acquire() as connection:
+            async with connection.transaction():
+                moved = await self.timers.bring_forward(connection, FOLLOW_UP_RETRY)
+            if moved:
+                await self.timers.changed(connection)
+        return moved
+
     async def _lapse(self, connection: Connection, follow_up: follow_up_store.FollowUp) -> None:
         """The attempt's window ended before anyone could be given it."""
         await follow_up_store.finish(connection, follow_up.task_id, follow_up.attempt, "lapsed")
@@ -850,7 +862,8 @@ async def roster_changed(connection: Connection) -> None:
 class WaitingLine:
     """Serves the waiting line: at once when woken (capacity freed in this process, or a
     NOTIFY on roster_store.LINE_CHANNEL), and every `sweep_every` seconds regardless (shift starts,
-    re-offers every `reoffer_every`, and any wake-up lost to a crash)."""
+    re-offers every `reoffer_every`, and any wake-up lost to a crash). After a NOTIFY it also
+    tries again the follow-up attempts nobody could take: the change may have brought someone."""
 
     def __init__(
         self, service: MatchingService, pool: asyncpg.Pool, database_url: str, sweep_every: float
@@ -864,6 +877,9 @@ class WaitingLine:
         # only a roster change (NOTIFY) or a sweep can have made one. Capacity freed here,
         # which wakes the line after nearly every cancel or answer, cannot (issue 17).
         self._roster_may_have_changed = True
+        # Whether a roster or on-call change was heard (NOTIFY only, not a sweep): follow-up
+        # attempts nobody could take are then tried again at once.
+        self._roster_changed = False
 
     def wake(self) -> None:
         """Serve the line as soon as the current pass ends (call after the commit)."""
@@ -884,6 +900,9 @@ class WaitingLine:
                     self._roster_may_have_changed = False
                     # An attempt whose coach left the roster goes to someone else (issue #16).
                     await self.service.reassign_orphaned_follow_ups(self.pool)
+                if self._roster_changed:
+                    self._roster_changed = False
+                    await self.service.retry_waiting_follow_ups(self.pool)
                 beat()
                 if not await wait_until_set(self._wake, self.sweep_every):
                     self._roster_may_have_changed = True  # a sweep catches a lost NOTIFY
@@ -892,5 +911,5 @@ class WaitingLine:
                 listener.terminate()
 
     def _on_notify(self, _conn: Connection, _pid: int, _channel: str, _payload: object) -> None:
-        self._roster_may_have_changed = True
+        self._roster_may_have_changed = self._roster_changed = True
         self._wake.set()
