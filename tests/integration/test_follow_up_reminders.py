@@ -38,7 +38,7 @@ from handoff_schemas.vocabulary import FollowUpAssignee, FollowUpResult
 from tests.integration.conftest import create_database
 from tests.support.fake_twilio import new_phone
 from tests.support.kafka import read_topic, send
-from tests.support.matching import always_on_call
+from tests.support.matching import always_on_call, roster_coach
 from tests.support.waiting import eventually
 
 SECRET = "follow-up-link-test-secret"
@@ -177,6 +177,20 @@ async def _assigned(bootstrap: str, due: FollowUpDue, count: int = 1) -> list[Fo
         return mine if len(mine) >= count else None
 
     return await eventually(found, within=30, what="FollowUpAssigned")
+
+
+async def _due_with_nobody_to_take_it(
+    matching: asyncpg.Connection, site: Site, referral_service: KafkaBroker
+) -> tuple[FollowUpDue, uuid.UUID]:
+    """Both of the site's coaches made inactive, then an attempt due: the attempt and the id
+    of the retry timer it will wait on."""
+    await matching.execute(
+        "UPDATE matching.coaches SET active = false WHERE coach_id = ANY($1::uuid[])",
+        [site.visiting, site.on_call],
+    )
+    due = _due(site)
+    await send(referral_service, due, source=REFERRAL_SOURCE)
+    return due, follow_up_timer(due.task_id, due.attempt)
 
 
 async def _inbox(pool: asyncpg.Pool, destination: str, count: int) -> list[asyncpg.Record]:
@@ -359,13 +373,7 @@ async def test_with_nobody_to_make_it_the_attempt_waits_and_goes_to_whoever_come
     site = await _site(matching_database)
     matching = await asyncpg.connect(matching_database)
     try:
-        await matching.execute(
-            "UPDATE matching.coaches SET active = false WHERE coach_id = ANY($1::uuid[])",
-            [site.visiting, site.on_call],
-        )
-        due = _due(site)
-        await send(referral_service, due, source=REFERRAL_SOURCE)
-        timer_id = follow_up_timer(due.task_id, due.attempt)
+        due, timer_id = await _due_with_nobody_to_take_it(matching, site, referral_service)
 
         async def retry_set() -> datetime | None:
             due_at: datetime | None = await matching.fetchval(
@@ -413,13 +421,7 @@ async def test_a_waiting_attempt_goes_at_once_to_a_coach_a_roster_import_brings_
     site = await _site(matching_database)
     matching = await asyncpg.connect(matching_database)
     try:
-        await matching.execute(
-            "UPDATE matching.coaches SET active = false WHERE coach_id = ANY($1::uuid[])",
-            [site.visiting, site.on_call],
-        )
-        due = _due(site)
-        await send(referral_service, due, source=REFERRAL_SOURCE)
-        timer_id = follow_up_timer(due.task_id, due.attempt)
+        due, timer_id = await _due_with_nobody_to_take_it(matching, site, referral_service)
 
         async def waiting() -> bool:
             state = await matching.fetchval(
@@ -436,17 +438,7 @@ async def test_a_waiting_attempt_goes_at_once_to_a_coach_a_roster_import_brings_
         roster = RosterFile.model_validate(
             {
                 "coaches": [
-                    {
-                        "coach_id": str(site.on_call),
-                        "display_name": "Coach",
-                        "contact_methods": [{"channel": "sms", "destination": site.on_call_phone}],
-                        "languages": ["en"],
-                        "max_concurrent": 3,
-                        "active": True,
-                        "certifications": [
-                            {"state": "MD", "credential": "CPRS", "expires_on": "2030-01-01"}
-                        ],
-                    }
+                    roster_coach(site.on_call, site.on_call_phone, "MD", 3) | {"active": True}
                 ],
                 "shifts": always_on_call(site.on_call, f"site:{site.site_id}"),
             }

@@ -42,7 +42,7 @@ from handoff_schemas.vocabulary import (
     WithdrawReason,
 )
 from tests.support.kafka import send
-from tests.support.matching import always_on_call, dispatched, referral_created
+from tests.support.matching import always_on_call, dispatched, referral_created, roster_coach
 from tests.support.notify import ADMIN_TOKEN, NotifyHarness, link_in, notify_harness
 from tests.support.waiting import eventually
 
@@ -106,16 +106,7 @@ class World:
         roster = RosterFile.model_validate(
             {
                 "coaches": [
-                    {
-                        "coach_id": str(c.coach_id),
-                        "display_name": "Coach",
-                        "contact_methods": [{"channel": "sms", "destination": c.phone}],
-                        "languages": ["en"],
-                        "max_concurrent": c.max_concurrent,
-                        "certifications": [
-                            {"state": self.state, "credential": "CPRS", "expires_on": "2030-01-01"}
-                        ],
-                    }
+                    roster_coach(c.coach_id, c.phone, self.state, c.max_concurrent)
                     for c in self.coaches
                 ],
                 "shifts": [

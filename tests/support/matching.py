@@ -30,6 +30,20 @@ def always_on_call(coach_id: uuid.UUID, pool: str) -> list[dict[str, Any]]:
     ]
 
 
+def roster_coach(
+    coach_id: uuid.UUID, phone: str, state: str, max_concurrent: int
+) -> dict[str, Any]:
+    """A roster file's coach: texted at `phone`, English, certified in `state` to 2030."""
+    return {
+        "coach_id": str(coach_id),
+        "display_name": "Coach",
+        "contact_methods": [{"channel": "sms", "destination": phone}],
+        "languages": ["en"],
+        "max_concurrent": max_concurrent,
+        "certifications": [{"state": state, "credential": "CPRS", "expires_on": "2030-01-01"}],
+    }
+
+
 def demo_roster(site_id: str) -> RosterFile:
     def coach(coach_id: uuid.UUID, languages: list[str]) -> dict[str, Any]:
         return {
