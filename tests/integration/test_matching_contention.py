@@ -108,8 +108,9 @@ async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
 ) -> None:
     async with running_line(matching_database, sweep_every=600.0) as (service, line):
         await eventually(
-            lambda: _true(service.orphan_searches == 1), within=10, what="the first pass"
+            lambda: _true(service.waiting_retries == 1), within=10, what="the first pass"
         )
+        assert (service.passes, service.orphan_searches) == (1, 1)
 
         # Capacity freed in this process (a cancel, a decline): the line is served again,
         # but no follow-up can have lost its coach.
@@ -120,14 +121,13 @@ async def test_capacity_freed_serves_the_line_without_searching_for_orphans(
                 within=10,
                 what=f"pass {passes}",
             )
-        assert service.orphan_searches == 1
-        assert service.waiting_retries == 0
+        assert (service.orphan_searches, service.waiting_retries) == (1, 1)
 
         # The roster changed (any replica's import or admin API): all three, and the
         # follow-up attempts nobody could take are tried again (fresh28's finding 5).
         await tell_line(connections[0])
         await eventually(
-            lambda: _true(service.waiting_retries == 1), within=10, what="the roster's NOTIFY"
+            lambda: _true(service.waiting_retries == 2), within=10, what="the roster's NOTIFY"
         )
         assert (service.passes, service.orphan_searches) == (4, 2)
 
@@ -138,8 +138,34 @@ async def test_the_sweep_still_searches_for_orphans(matching_database: str) -> N
         await eventually(
             lambda: _true(service.orphan_searches >= 3), within=10, what="three sweeps"
         )
-        # A sweep brings no waiting follow-up forward: their retries keep their 15 minutes.
-        assert service.waiting_retries == 0
+        # A sweep brings no waiting follow-up forward (the first pass did, at start-up):
+        # their retries keep their 15 minutes.
+        assert service.waiting_retries == 1
+
+
+async def test_a_new_listener_acts_as_if_it_had_heard_a_notify(
+    matching_database: str, connections: list[asyncpg.Connection]
+) -> None:
+    """A NOTIFY sent while the line's listening connection was down is lost: the line
+    reconnects at its next pass and does what a NOTIFY would have made it do."""
+    async with running_line(matching_database, sweep_every=600.0) as (service, line):
+        await eventually(
+            lambda: _true(service.waiting_retries == 1), within=10, what="the first pass"
+        )
+        listening = await connections[0].fetchval(
+            """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+               WHERE datname = current_database() AND query LIKE 'LISTEN %'"""
+        )
+        assert listening == 1
+
+        async def noticed() -> bool:
+            # Any pass after the client has read its connection's end (capacity freed,
+            # here) finds the listener closed and opens another.
+            line.wake()
+            return service.waiting_retries == 2
+
+        await eventually(noticed, within=10, what="a pass after the listener's end")
+        assert service.orphan_searches == 2
 
 
 async def _true(value: bool) -> bool:

@@ -877,9 +877,9 @@ class WaitingLine:
         # only a roster change (NOTIFY) or a sweep can have made one. Capacity freed here,
         # which wakes the line after nearly every cancel or answer, cannot (issue 17).
         self._roster_may_have_changed = True
-        # Whether a roster or on-call change was heard (NOTIFY only, not a sweep): follow-up
-        # attempts nobody could take are then tried again at once.
-        self._roster_changed = False
+        # Whether a roster or on-call change was heard (a NOTIFY, or a new listener that
+        # may have missed one; not a sweep): attempts nobody could take are tried again.
+        self._roster_changed = True
 
     def wake(self) -> None:
         """Serve the line as soon as the current pass ends (call after the commit)."""
@@ -895,6 +895,8 @@ class WaitingLine:
                 if listener is None or listener.is_closed():
                     listener = await connect(self.database_url)
                     await listener.add_listener(roster_store.LINE_CHANNEL, self._on_notify)
+                    # Whatever NOTIFY came while nobody listened is lost: act as if heard.
+                    self._roster_may_have_changed = self._roster_changed = True
                 await self.service.serve_line(self.pool)
                 if self._roster_may_have_changed:
                     self._roster_may_have_changed = False
