@@ -50,6 +50,7 @@ import re
 import statistics
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,16 +183,13 @@ async def counted_statements(database_url: str) -> list[StatementFigures]:
 
 def statement_lines(statements: list[StatementFigures], referrals: int, top: int = 6) -> list[str]:
     """Statements per referral by owner, then the `top` costliest per referral."""
-    by_owner: dict[str, float] = {}
+    by_owner: Counter[str] = Counter()
     for statement in statements:
-        by_owner[statement.owner] = by_owner.get(statement.owner, 0.0) + statement.calls
-    total = sum(by_owner.values()) / referrals
+        by_owner[statement.owner] += statement.calls
+    total = by_owner.total() / referrals
     lines = [
         f"    statements per referral: {total:.1f} ("
-        + ", ".join(
-            f"{owner} {calls / referrals:.1f}"
-            for owner, calls in sorted(by_owner.items(), key=lambda item: -item[1])
-        )
+        + ", ".join(f"{owner} {calls / referrals:.1f}" for owner, calls in by_owner.most_common())
         + ")"
     ]
     for statement in sorted(statements, key=lambda s: -s.total_ms)[:top]:
@@ -669,8 +667,9 @@ def main(
     with infrastructure(statement_statistics=statements) as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         env = service_env(database_url, servers.bootstrap_servers)
-        tokens = [add_site(site, env) for site in site_ids(sites)]
-        asyncio.run(seed(database_url, site_ids(sites)))
+        departments = site_ids(sites)
+        tokens = [add_site(site, env) for site in departments]
+        asyncio.run(seed(database_url, departments))
         services: dict[str, ServiceProcess] = {}
         try:
             start_services(env, services)
