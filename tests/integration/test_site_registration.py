@@ -1,7 +1,12 @@
 """A site registered with the referral service is known to matching before its first
-referral: its on-call coverage is reported from the start (decision 0004)."""
+referral: its on-call coverage is reported from the start (decision 0004). A site's facts
+changed with `site update` reach matching and every referral received after the change."""
 
+import os
+import subprocess
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +17,11 @@ from handoff_devenv import KafkaCluster
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_referral.app import ReferralRuntime
 from handoff_schemas import Topic
-from tests.integration.conftest import create_database, handoff_command, start_referral
+from handoff_schemas.catalog import decode_event
+from handoff_schemas.events import ReferralCreated
+from tests.integration.conftest import HANDOFF, create_database, handoff_command, start_referral
+from tests.support.kafka import read_topic
+from tests.support.patients import referral_body
 from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "coordinator-secret"
@@ -98,3 +107,131 @@ async def test_site_facts_are_kept_past_retention_and_referral_events_are_not(
         Topic.DISPATCH: "delete",
         Topic.PAGES: "delete",
     }
+
+
+def add_site(
+    database: str, short_name: str, state: str, zone: str
+) -> subprocess.CompletedProcess[str]:
+    """`handoff referral site add` for the site `de-rename`, as an operator runs it."""
+    return handoff(
+        database, "site", "add", "--id", "de-rename", "--name", "Rename General",
+        "--short-name", short_name, "--state", state, "--time-zone", zone,
+    )  # fmt: skip
+
+
+def handoff(database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`handoff referral …`, whatever its exit status."""
+    return subprocess.run(
+        [*HANDOFF, "referral", *args],
+        env={**os.environ, "DATABASE_URL": database},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_a_site_updated_reaches_matching_and_the_next_referral_and_its_key_cache(
+    services: tuple[str, ReferralRuntime, MatchingRuntime], own_kafka: KafkaCluster
+) -> None:
+    """The helper's finding (stop 28): `site add` again said "already exists", exited 0 and
+    changed nothing, and nothing else could change a site. The key used before the change
+    is cached with the site's facts: the next referral must carry the new ones all the same."""
+    database, referral, matching = services
+    assert add_site(database, "Old Name ED", "DE", "America/New_York").returncode == 0
+    token = handoff_command("referral", "key", "create", "--site", "de-rename", "--label", "EHR",
+                            database_url=database).strip()  # fmt: skip
+    transport = httpx.ASGITransport(app=matching.app)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    async def facts_in_matching(short_name: str) -> dict[str, str] | None:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://m", headers=admin
+        ) as api:
+            sites = (await api.get("/v1/admin/sites")).json()
+        site = next((s for s in sites if s["site_id"] == "de-rename"), None)
+        return site if site and site["short_name"] == short_name else None
+
+    async def post_referral() -> uuid.UUID:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=referral.app),
+            base_url="http://r",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as api:
+            response = await api.post(
+                "/v1/referrals", json=referral_body(f"ED-{uuid.uuid4().hex[:8]}")
+            )
+        assert response.status_code == 201, response.text
+        return uuid.UUID(response.json()["id"])
+
+    await eventually(lambda: facts_in_matching("Old Name ED"), within=30, what="the site")
+    before = await post_referral()  # the key is cached now, with the old facts
+
+    updated = handoff(database, "site", "update", "--id", "de-rename", "--short-name",
+                      "New Name ED", "--state", "MD", "--time-zone", "America/Chicago")  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert updated.stdout.strip() == "site de-rename updated: short name, state, time zone"
+
+    facts = await eventually(
+        lambda: facts_in_matching("New Name ED"), within=30, what="the new facts in matching"
+    )
+    assert (facts["state"], facts["time_zone"]) == ("MD", "America/Chicago")
+    after = await post_referral()
+    created = await eventually(
+        lambda: referrals_created(own_kafka.bootstrap_servers, {before, after}),
+        within=30,
+        what="both referrals on handoff.referrals",
+    )
+    assert created[before]["short_name"] == "Old Name ED"
+    assert created[after] == {
+        "site_id": "de-rename",
+        "short_name": "New Name ED",
+        "state": "MD",
+        "time_zone": "America/Chicago",
+    }
+
+
+async def referrals_created(bootstrap: str, ids: set[uuid.UUID]) -> dict[uuid.UUID, Any] | None:
+    """The site facts each of `ids`' ReferralCreated carries, once all are on the topic."""
+    found = {}
+    for record in await read_topic(bootstrap, Topic.REFERRALS):
+        headers = dict(record.headers or ())
+        if headers.get("ce_type") != ReferralCreated.event_type.encode():
+            continue
+        event = decode_event(record.value or b"").data
+        if event.referral_id in ids:
+            found[event.referral_id] = event.site.model_dump()
+    return found if set(found) == ids else None
+
+
+async def test_site_add_again_with_other_details_is_refused_and_update_says_what_it_did(
+    database_url: str,
+) -> None:
+    """A script re-running its `site add` must not believe it renamed the site."""
+    database = await create_database(database_url)
+    assert handoff(database, "migrate").returncode == 0
+    first = add_site(database, "Old Name ED", "DE", "America/New_York")
+    assert first.returncode == 0
+    assert "site de-rename added" in first.stdout
+
+    again = add_site(database, "Old Name ED", "DE", "America/New_York")
+    assert again.returncode == 0
+    assert "site de-rename already exists" in again.stdout
+
+    other = add_site(database, "New Name ED", "DE", "America/Denver")
+    assert other.returncode == 1
+    assert "already exists with another short name, time zone" in other.stderr
+    assert "handoff referral site update --id de-rename" in other.stderr
+
+    same = handoff(database, "site", "update", "--id", "de-rename", "--state", "DE")
+    assert (same.returncode, same.stdout.strip()) == (0, "site de-rename unchanged")
+    unknown = handoff(database, "site", "update", "--id", "de-nowhere", "--state", "MD")
+    assert (unknown.returncode, unknown.stderr.strip()) == (1, "no site de-nowhere")
+    bad = handoff(database, "site", "update", "--id", "de-rename", "--time-zone", "Mars/Base")
+    assert bad.returncode == 2
+    assert "invalid site" in bad.stderr
+    long_name = handoff(database, "site", "update", "--id", "de-rename", "--short-name", "x" * 41)
+    assert long_name.returncode == 2
+    assert "short_name" in long_name.stderr
+    renamed = handoff(database, "site", "update", "--id", "de-rename", "--name", "Rename Regional")
+    assert (renamed.returncode, renamed.stdout.strip()) == (0, "site de-rename updated: name")

@@ -33,7 +33,7 @@ from handoff_referral.domain.status import (
 )
 from handoff_referral.metrics import REFERRAL_STEPS, REFERRALS_RECEIVED
 from handoff_schemas import Envelope
-from handoff_schemas.events import ReferralCancelled, SiteFacts, SiteRegistered
+from handoff_schemas.events import ReferralCancelled, SiteRegistered
 from handoff_schemas.vocabulary import CancelReason
 
 log = logging.getLogger(__name__)
@@ -264,15 +264,25 @@ async def register_site(connection: Connection, site: Site, now: datetime | None
     async with connection.transaction():
         if not await store.add_site(connection, site):
             return False
-        registered = SiteRegistered(
-            site=SiteFacts(
-                site_id=site.site_id,
-                short_name=site.short_name,
-                state=site.state,
-                time_zone=site.time_zone,
-            ),
-            registered_at=now or utc_now(),
-        )
-        envelope = Envelope.wrap(registered, source=SOURCE, correlation_id=f"site:{site.site_id}")
-        await Outbox(SCHEMA).put(connection, envelope)
+        await _announce_site(connection, site, now)
     return True
+
+
+async def update_site(connection: Connection, site: Site, now: datetime | None = None) -> bool:
+    """Change a registered site's name, short name, state or time zone to `site`'s, in one
+    transaction with SiteRegistered (its facts as they now stand: latest wins) and every
+    replica's key cache told to drop the site's keys. Referrals received from then on
+    carry the new facts; those already offered keep the ones they were received with.
+    False, and nothing sent, if the site already has these facts or is not registered."""
+    async with connection.transaction():
+        if not await store.update_site(connection, site):
+            return False
+        await _announce_site(connection, site, now)
+        await store.forget_cached_keys(connection, site.site_id)
+    return True
+
+
+async def _announce_site(connection: Connection, site: Site, now: datetime | None) -> None:
+    registered = SiteRegistered(site=site.facts(), registered_at=now or utc_now())
+    envelope = Envelope.wrap(registered, source=SOURCE, correlation_id=f"site:{site.site_id}")
+    await Outbox(SCHEMA).put(connection, envelope)

@@ -2,7 +2,9 @@
 
 Every request is authenticated; without this each one costs a database round
 trip before any work is done. Revocation sends NOTIFY on `handoff_api_keys`
-(in the revoking transaction); each replica LISTENs and drops the key at once.
+(in the revoking transaction); each replica LISTENs and drops the key at once. A
+site's facts changed (`site update`) send `site:<site id>` on the same channel, and
+the site's keys, which carry its facts, are dropped the same way.
 While the LISTEN connection is down nothing is cached, so a revocation can never
 be missed, only the cache lost.
 """
@@ -22,6 +24,8 @@ from handoff_referral.domain.referral import Site
 log = logging.getLogger(__name__)
 
 REVOCATION_CHANNEL = "handoff_api_keys"
+SITE_CHANGED_PREFIX = "site:"
+"""A notification on REVOCATION_CHANNEL with this prefix names a site, not a key."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,15 @@ class KeyCache:
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    def _on_revoked(self, _conn: Connection, _pid: int, _channel: str, key_id: object) -> None:
+    def _on_revoked(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
         self._revocations += 1
-        self._keys.pop(str(key_id), None)
+        named = str(payload)
+        if named.startswith(SITE_CHANGED_PREFIX):
+            site_id = named.removeprefix(SITE_CHANGED_PREFIX)
+            for key_id in [k for k, cached in self._keys.items() if cached.site.site_id == site_id]:
+                del self._keys[key_id]
+            return
+        self._keys.pop(named, None)
 
     def _forget_all(self) -> None:
         self._listening = False

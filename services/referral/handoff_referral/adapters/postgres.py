@@ -11,7 +11,7 @@ from handoff_platform.database import Connection
 from handoff_platform.outbox import Outbox
 from handoff_referral import SCHEMA
 from handoff_referral.adapters import webhook_store
-from handoff_referral.adapters.key_cache import REVOCATION_CHANNEL
+from handoff_referral.adapters.key_cache import REVOCATION_CHANNEL, SITE_CHANGED_PREFIX
 from handoff_referral.domain.api_keys import IssuedKey
 from handoff_referral.domain.intake import Patient, ReferralRequest
 from handoff_referral.domain.referral import (
@@ -40,6 +40,32 @@ async def add_site(connection: Connection, site: Site) -> bool:
         site.time_zone,
     )
     return bool(inserted)
+
+
+async def update_site(connection: Connection, site: Site) -> bool:
+    """Gives the registered site `site.site_id` `site`'s name, short name, state and time
+    zone; False, with nothing written, when it has them already or is not registered."""
+    changed = await connection.fetchval(
+        f"""UPDATE {SCHEMA}.sites SET name = $2, short_name = $3, state = $4, time_zone = $5
+            WHERE site_id = $1
+              AND (name, short_name, state, time_zone)
+                  IS DISTINCT FROM ($2::text, $3::text, $4::text, $5::text)
+            RETURNING true""",
+        site.site_id,
+        site.name,
+        site.short_name,
+        site.state,
+        site.time_zone,
+    )
+    return bool(changed)
+
+
+async def forget_cached_keys(connection: Connection, site_id: str) -> None:
+    """Tells every replica's key cache, when the transaction commits, to drop the keys of
+    `site_id`: a cached key carries its site's facts."""
+    await connection.execute(
+        "SELECT pg_notify($1, $2)", REVOCATION_CHANNEL, f"{SITE_CHANGED_PREFIX}{site_id}"
+    )
 
 
 async def get_site(connection: Connection, site_id: str) -> Site | None:

@@ -22,7 +22,7 @@ from handoff_referral.domain.referral import Site
 from handoff_referral.entrypoints import fhir_cli, follow_ups_cli, webhooks_cli
 from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
-from handoff_referral.service import register_site
+from handoff_referral.service import register_site, update_site
 from handoff_referral.settings import ReferralServerSettings, ReferralSettings
 from handoff_schemas.events import SiteFacts
 
@@ -69,20 +69,86 @@ def add_site(
         typer.Option(help="Days after a visit each follow-up window opens, 1..365 ascending."),
     ] = ",".join(map(str, DEFAULT_SCHEDULE)),
 ) -> None:
-    """Register an emergency department."""
-    try:
-        facts = SiteFacts(site_id=site_id, short_name=short_name, state=state, time_zone=time_zone)
-        ZoneInfo(time_zone)
-    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
-        typer.echo(f"invalid site: {error}", err=True)
-        raise typer.Exit(2) from None
+    """Register an emergency department. Run again with the same details, it changes
+    nothing (exit 0); with other details, it refuses (exit 1): `site update` changes them."""
+    site = _checked_site(site_id, name, short_name, state, time_zone)
     try:
         schedule = check_schedule([int(d) for d in follow_up_days.split(",")])
     except ValueError as error:
         field = error.field if isinstance(error, BadInput) else "follow_up_days"
         typer.echo(f"invalid site: {field}: {error}", err=True)
         raise typer.Exit(2) from None
-    site = Site(
+
+    async def add(connection: Connection) -> Site | None:
+        """None if added, else the site as registered before."""
+        if await register_site(connection, site):
+            await follow_up_store.set_schedule(connection, site.site_id, schedule)
+            return None
+        return await store.get_site(connection, site.site_id)
+
+    registered = asyncio.run(with_connection(add))
+    if registered is None:
+        typer.echo(f"site {site_id} added")
+        return
+    differing = _differences(registered, site)
+    if differing:
+        typer.echo(
+            f"site {site_id} already exists with another {', '.join(differing)};"
+            f" change it with `handoff referral site update --id {site_id}`",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"site {site_id} already exists")
+
+
+@site_app.command("update")
+def update_site_command(
+    site_id: Annotated[str, typer.Option("--id", help="The site's slug.")],
+    name: Annotated[str | None, typer.Option(help="Full name.")] = None,
+    short_name: Annotated[str | None, typer.Option(help="Shown in pages, ≤ 40 characters.")] = None,
+    state: Annotated[str | None, typer.Option(help="USPS state code.")] = None,
+    time_zone: Annotated[str | None, typer.Option(help="IANA time zone.")] = None,
+) -> None:
+    """Change a site's name, short name, state or time zone (those given; the others stay).
+    Matching learns of it at once (SiteRegistered); referrals received from then on are
+    paged with the new short name, and shifts resolve in the new time zone. Exit 1 if the
+    site is not registered, 2 for a bad value."""
+
+    async def update(connection: Connection) -> tuple[Site, Site, bool] | None:
+        """(before, after, written), or None if there is no such site."""
+        before = await store.get_site(connection, site_id)
+        if before is None:
+            return None
+        after = _checked_site(
+            site_id,
+            name if name is not None else before.name,
+            short_name if short_name is not None else before.short_name,
+            state if state is not None else before.state,
+            time_zone if time_zone is not None else before.time_zone,
+        )
+        return before, after, await update_site(connection, after)
+
+    outcome = asyncio.run(with_connection(update))
+    if outcome is None:
+        typer.echo(f"no site {site_id}", err=True)
+        raise typer.Exit(1)
+    before, after, written = outcome
+    if not written:
+        typer.echo(f"site {site_id} unchanged")
+        return
+    typer.echo(f"site {site_id} updated: {', '.join(_differences(before, after))}")
+
+
+def _checked_site(site_id: str, name: str, short_name: str, state: str, time_zone: str) -> Site:
+    """The site, its facts checked as the contract's SiteFacts checks them; exits 2 naming
+    what is wrong."""
+    try:
+        facts = SiteFacts(site_id=site_id, short_name=short_name, state=state, time_zone=time_zone)
+        ZoneInfo(time_zone)
+    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
+        typer.echo(f"invalid site: {error}", err=True)
+        raise typer.Exit(2) from None
+    return Site(
         site_id=facts.site_id,
         name=name,
         short_name=facts.short_name,
@@ -90,14 +156,11 @@ def add_site(
         time_zone=facts.time_zone,
     )
 
-    async def add(connection: Connection) -> bool:
-        added = await register_site(connection, site)
-        if added:
-            await follow_up_store.set_schedule(connection, site.site_id, schedule)
-        return added
 
-    added = asyncio.run(with_connection(add))
-    typer.echo(f"site {site_id} {'added' if added else 'already exists'}")
+def _differences(before: Site, after: Site) -> list[str]:
+    """The details that differ, named as the options are: 'name', 'short name', …"""
+    fields = ("name", "short_name", "state", "time_zone")
+    return [f.replace("_", " ") for f in fields if getattr(before, f) != getattr(after, f)]
 
 
 @key_app.command("create")
