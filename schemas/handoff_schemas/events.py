@@ -386,7 +386,12 @@ class PageFailed(EventPayload):
     channel: Channel
     failure: PageFailure
     all_channels_failed: bool = Field(
-        description="True when no contact method is left: matching moves to the next coach."
+        description=(
+            "True when no contact method is left: matching moves to the next coach, the offer"
+            " ending unreachable, or not_contacted when the failure is `throttled` (notify's"
+            " own flood ceiling). Never true for `provider_error`: those pages are retried"
+            " until the page deadline."
+        )
     )
     failed_at: UtcDateTime
 
@@ -469,7 +474,11 @@ class ContactMethodReachabilityChanged(Payload):
     reason: str = Field(
         max_length=64,
         pattern=r"^[a-z_]+(:[A-Za-z0-9_.-]+)*$",
-        description="stop_keyword, start_keyword, provider:<status>:<code>, or admin.",
+        description=(
+            "stop_keyword, start_keyword, provider:<status>:<code>, admin, or throttled /"
+            " throttle_freed (the method's offer pages over notify's flood ceiling, and a"
+            " slot free again)."
+        ),
     )
     changed_at: UtcDateTime
 

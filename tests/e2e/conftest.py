@@ -239,16 +239,16 @@ async def start_system(
 
 async def _first_referral_paged(system: System) -> None:
     """Wait out the consumer groups' first rebalance: tests measure a running system."""
-    before = await _pages_handed_over(system)
+    before = await pages_handed_over(system)
 
     async def paged() -> bool:
-        return await _pages_handed_over(system) > before
+        return await pages_handed_over(system) > before
 
     await system.post_referral(MAIN_SITE)
     await eventually(paged, within=60, what="the first referral paged")
 
 
-async def _pages_handed_over(system: System) -> int:
+async def pages_handed_over(system: System) -> int:
     """Offer pages notify has handed to its provider, the sandbox or another."""
     connection = await asyncpg.connect(system.database_url)
     try:

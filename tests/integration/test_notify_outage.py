@@ -1,6 +1,7 @@
 """A provider outage and notify's own offer throttle are not the coach being unreachable
-(issue #12, F1 and F2): pages are retried, or held, until the offer's page deadline, and
-matching is never told the coach could not be reached. Notify as a process against the
+(issue #12, F1 and F2): pages are retried until the offer's page deadline, a throttled
+page moves on at once (decision 0032), and matching is never told the coach could not be
+reached. Notify as a process against the
 fake Twilio, on real Kafka and PostgreSQL."""
 
 from collections.abc import AsyncIterator
@@ -14,7 +15,12 @@ import pytest
 from handoff_devenv import KafkaCluster
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
-from handoff_schemas.events import PageFailed, PageSent, ReferralUnassigned
+from handoff_schemas.events import (
+    ContactMethodReachabilityChanged,
+    PageFailed,
+    PageSent,
+    ReferralUnassigned,
+)
 from handoff_schemas.vocabulary import Channel, PageFailure, UnassignedReason, Urgency
 from tests.support.kafka import read_topic, send
 from tests.support.notify import NotifyHarness, email, notify_harness, sms
@@ -151,22 +157,94 @@ async def test_a_supervisors_notice_outlasts_a_provider_outage_and_is_sent_once(
     assert "has no coach" in text
 
 
-async def test_a_page_over_the_offer_throttle_waits_and_is_dropped_at_its_deadline_unsent(
+async def test_a_page_over_the_offer_throttle_moves_on_at_once_and_never_blames_the_coach(
     notify: NotifyHarness,
 ) -> None:
+    """Fresh28 (break 2): a page over OFFERS_PER_15_MINUTES used to wait for a slot until
+    its page deadline, 60 s in which the referral read "offered" and nobody was texted,
+    coach after coach. Now the offer fails `throttled` at once (matching ends it
+    not_contacted and asks the next coach), matching hears once that the phone is out of
+    good standing, and hears it back when the window's oldest page leaves it."""
     phone = notify.phone()
     deadline = datetime.now(UTC) + timedelta(seconds=60)
     first = [await notify.offer(sms(phone), page_deadline=deadline) for _ in range(2)]
     await notify.sms(phone, OFFERS_PER_WINDOW)
-    held = await notify.offer(sms(phone), page_deadline=datetime.now(UTC) + timedelta(seconds=3))
+    over = [await notify.offer(sms(phone), page_deadline=deadline) for _ in range(2)]
 
-    async def dropped() -> list[str] | None:
-        states = await _message_states(notify, held.offer_id)
-        return states if states and states[-1] == "cancelled" else None
-
-    assert await eventually(dropped, within=30, what="the held page dropped") == ["cancelled"]
+    for offer in over:
+        [failed] = await notify.page_events(offer.offer_id)
+        assert isinstance(failed, PageFailed)
+        assert (failed.failure, failed.all_channels_failed) == (PageFailure.THROTTLED, True)
+        assert await _message_states(notify, offer.offer_id) == ["throttled"]
     for offer in first:
         assert [type(e) for e in await notify.page_events(offer.offer_id)] == [PageSent]
-    # Nothing said the coach was unreachable: matching ends the offer not_contacted.
-    assert await _page_events(notify, held.offer_id) == []
     assert len(notify.twilio.to(phone)) == OFFERS_PER_WINDOW
+    # Told once, not per page refused; and the method is not blocked (no STOP, no bounce).
+    assert [(c.reachable, c.reason) for c in await _reachability(notify, phone)] == [
+        (False, "throttled")
+    ]
+    assert (
+        await _rows(
+            notify, "SELECT state FROM notify.contact_methods WHERE destination = $1", phone
+        )
+        == []
+    )
+
+    # The window's slot frees a quarter hour after the first page: brought forward here.
+    [until] = await _rows(
+        notify, "SELECT until FROM notify.throttled_methods WHERE destination = $1", phone
+    )
+    sent_first = min(m.created_at for m in notify.twilio.to(phone))
+    assert abs((until["until"] - timedelta(minutes=15) - sent_first).total_seconds()) < 5
+    await _rows(
+        notify,
+        "UPDATE notify.timers SET due_at = now() WHERE kind = 'throttle_ends'"
+        " AND payload->>'destination' = $1",
+        phone,
+    )
+
+    async def back() -> list[Any] | None:
+        changes = await _reachability(notify, phone)
+        return changes if len(changes) == 2 else None
+
+    changes = await eventually(back, within=20, what="the phone back in good standing")
+    assert [(c.reachable, c.reason) for c in changes] == [
+        (False, "throttled"),
+        (True, "throttle_freed"),
+    ]
+
+
+async def test_a_throttled_sms_moves_the_page_to_the_coachs_email_at_once(
+    notify: NotifyHarness,
+) -> None:
+    phone, address = notify.phone(), notify.email()
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    for _ in range(OFFERS_PER_WINDOW):
+        await notify.offer(sms(phone), page_deadline=deadline)
+    await notify.sms(phone, OFFERS_PER_WINDOW)
+
+    offer = await notify.offer(sms(phone), email(address), page_deadline=deadline)
+
+    events = await notify.page_events(offer.offer_id, at_least=2)
+    assert [type(e) for e in events] == [PageFailed, PageSent]
+    failed, sent = events
+    assert (failed.channel, failed.failure, failed.all_channels_failed) == (
+        Channel.SMS,
+        PageFailure.THROTTLED,
+        False,
+    )
+    assert sent.channel is Channel.EMAIL
+    assert len(notify.mailbox.to(address)) == 1
+    assert len(notify.twilio.to(phone)) == OFFERS_PER_WINDOW
+
+
+async def _reachability(notify: NotifyHarness, destination: str) -> list[Any]:
+    """ContactMethodReachabilityChanged for `destination`, in the order published."""
+    records = await read_topic(notify.bootstrap_servers, Topic.PAGES)
+    events = {e.id: e for e in (decode_event(r.value) for r in records)}.values()
+    return [
+        e.data
+        for e in events
+        if isinstance(e.data, ContactMethodReachabilityChanged)
+        and e.data.destination == destination
+    ]

@@ -231,3 +231,16 @@ def test_each_offer_keeps_why_its_coach_ranked_where_it_did() -> None:
     assert [(o.coach_id, o.why) for o in d.offers] == [
         (BEN, "#1 score 140.0: same_site +100, language +40")
     ]
+
+
+def test_a_page_notify_held_back_ends_the_offer_not_contacted_at_once_and_asks_the_next() -> None:
+    """Decision 0032: notify's own flood ceiling is not the coach's doing, and not a reason
+    to wait out the page deadline."""
+    d = dispatch()
+    first = of(OfferMade, d.start(NOW, LADDER))[0]
+    effects = d.not_contacted(first.offer_id, NOW + timedelta(seconds=1), LADDER)
+    [withdrawn] = of(OfferWithdrawn, effects)
+    assert (withdrawn.coach_id, withdrawn.reason) == (ANA, WithdrawReason.NOT_CONTACTED)
+    assert CancelTimer(first.offer_id) in effects
+    assert offered(effects) == [BEN]
+    assert d.not_contacted(first.offer_id, NOW + timedelta(seconds=2), LADDER) == []

@@ -43,10 +43,18 @@ def test_the_coach_is_unreached_only_when_no_page_reached_a_provider_and_none_is
     assert not coach_unreachable(1, [MessageState.FAILED], GONE)
 
 
-@pytest.mark.parametrize("failure", [PageFailure.PROVIDER_ERROR, PageFailure.THROTTLED])
-def test_a_provider_outage_or_our_throttle_never_makes_the_coach_unreachable(
-    failure: PageFailure,
-) -> None:
-    """Found by a new user (#12 F1, F2): a 503 outage and the offer throttle closed offers
-    as coach_unreachable; the coach's phone was fine."""
+def test_a_provider_outage_never_makes_the_coach_unreachable() -> None:
+    """Found by a new user (#12 F1): a 503 outage closed offers as coach_unreachable; the
+    coach's phone was fine. Its pages are retried until the page deadline instead."""
+    failure = PageFailure.PROVIDER_ERROR
     assert not coach_unreachable(None, [MessageState.FAILED, MessageState.FAILED], failure)
+
+
+def test_our_throttle_on_the_last_method_says_every_channel_failed() -> None:
+    """#12 F2 made a throttled page wait out its deadline, so that the offer was not closed
+    unreachable; fresh28 found the referral then sat "offered" for a minute per coach.
+    Now every channel failed (matching moves on at once) and matching, reading the
+    failure `throttled`, ends the offer not_contacted, never unreachable (decision 0032;
+    tests/unit/test_matching_dispatch.py)."""
+    assert coach_unreachable(None, [MessageState.THROTTLED], PageFailure.THROTTLED)
+    assert not coach_unreachable(1, [MessageState.THROTTLED], PageFailure.THROTTLED)

@@ -87,7 +87,11 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-BLOCKED_FAILURES = (PageFailure.UNSUBSCRIBED, PageFailure.INVALID_DESTINATION)
+HELD_BACK_FAILURES = (
+    PageFailure.UNSUBSCRIBED,
+    PageFailure.INVALID_DESTINATION,
+    PageFailure.THROTTLED,
+)
 """Page failures that mean the coach's method is blocked, not that paging is down."""
 
 MAX_SUPERVISOR_CONTACTS = 16  # ReferralUnassigned.supervisor_contacts' limit
@@ -192,14 +196,18 @@ class MatchingService:
         if dispatch is None:
             return
         now = self.clock()
-        effects = dispatch.unreachable(
-            data.offer_id, now, await self._candidates(connection, dispatch, now)
-        )
+        candidates = await self._candidates(connection, dispatch, now)
+        if data.failure is PageFailure.THROTTLED:
+            # Notify's own flood ceiling: not the coach's doing (decision 0032).
+            effects = dispatch.not_contacted(data.offer_id, now, candidates)
+        else:
+            effects = dispatch.unreachable(data.offer_id, now, candidates)
         await self._apply(connection, dispatch, effects, event.id)
-        if data.failure in BLOCKED_FAILURES:
-            # The slot freed is a blocked coach's: waking the line for it would offer the
-            # next referral to the same coach if notify's ContactMethodReachabilityChanged
-            # (another partition) is not in yet; that was the storm (decision 0019).
+        if data.failure in HELD_BACK_FAILURES:
+            # The slot freed is a blocked or throttled coach's: waking the line for it would
+            # offer the next referral to the same coach if notify's
+            # ContactMethodReachabilityChanged (another partition) is not in yet; that was
+            # the storm (decision 0019).
             _FREED.set(False)
 
     async def page_sent(self, connection: Connection, event: Envelope[Any]) -> None:

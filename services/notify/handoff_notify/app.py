@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 from fastapi import FastAPI
 
-from handoff_notify import CHANNEL_FALLBACK, SCHEMA, metrics
+from handoff_notify import CHANNEL_FALLBACK, SCHEMA, THROTTLE_ENDS, metrics
 from handoff_notify.adapters.email import SmtpProvider
 from handoff_notify.adapters.pages_store import apply_migrations
 from handoff_notify.adapters.providers import Outgoing, Provider
@@ -76,7 +76,7 @@ class NotifyRuntime:
             settings.database_url,
             pool,
             timers,
-            {CHANNEL_FALLBACK: service.channel_fallback},
+            {CHANNEL_FALLBACK: service.channel_fallback, THROTTLE_ENDS: service.throttle_ended},
             after_commit=committed,
         )
         tasks = pipeline.tasks

@@ -11,11 +11,11 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 import asyncpg
 
-from handoff_notify import CHANNEL_FALLBACK, SCHEMA, SOURCE, metrics
+from handoff_notify import CHANNEL_FALLBACK, SCHEMA, SOURCE, THROTTLE_ENDS, metrics
 from handoff_notify.adapters import notices_store as notices
 from handoff_notify.adapters import pages_store as store
 from handoff_notify.adapters import reminders_store as reminders
@@ -60,7 +60,13 @@ from handoff_notify.domain.replies import (
     Unclear,
     read_reply,
 )
-from handoff_notify.domain.throttle import RecentSends, Refuse, plan_notices, throttle
+from handoff_notify.domain.throttle import (
+    RecentSends,
+    Refuse,
+    plan_notices,
+    slot_frees_at,
+    throttle,
+)
 from handoff_notify.settings import NotifySettings
 from handoff_platform import audit as audit_log
 from handoff_platform.audit import Accessor, ActorKind, Purpose
@@ -120,9 +126,9 @@ _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPA
 # lost send is reconciled after its deadline: minutes. What waits longer is not ours.
 EARLY_REPORTS_KEPT_SECONDS = 3600.0
 
-# A page held back by the offer throttle looks again this often: a slot of the quarter
-# hour's window frees within minutes, and the page deadline bounds the wait anyway.
-THROTTLED_PAGE_RETRY_SECONDS = 15.0
+# ContactMethodReachabilityChanged's reasons for the offer ceiling (decision 0032).
+THROTTLED = "throttled"
+THROTTLE_FREED = "throttle_freed"
 
 # A reminder held back by its destination's flood ceiling looks again this often: it is
 # due within its window (days), so a minute costs nothing.
@@ -357,16 +363,17 @@ class NotifyService:
                 )
                 verdict = throttle(message.kind, recent, now, rules)
                 if isinstance(verdict, Refuse) and message.kind is MessageKind.OFFER:
-                    # Our own ceiling says nothing of the coach: the page waits for the
-                    # window to free a slot, and past its page deadline is dropped above,
-                    # so matching ends the offer not_contacted, not unreachable.
-                    metrics.THROTTLED.labels(message.channel, message.kind, "deferred").inc()
+                    # The phone's quarter hour is spent: the page moves on to the coach's
+                    # next method, or with none left the offer ends not_contacted at once,
+                    # and matching asks others until a slot frees (decision 0032).
+                    metrics.THROTTLED.labels(message.channel, message.kind, "moved_on").inc()
                     log.warning(
-                        "page held back by its contact method's throttle",
+                        "page refused by its contact method's throttle; moving on",
                         extra={**_ids(record.offer_id), "channel": message.channel.value},
                     )
-                    await store.retry_later(
-                        connection, message.message_id, THROTTLED_PAGE_RETRY_SECONDS
+                    await self._throttled(connection, message, recent, now)
+                    await self._failed(
+                        connection, message, record, PageFailure.THROTTLED, MessageState.THROTTLED
                     )
                     continue
                 if isinstance(verdict, Refuse):
@@ -395,6 +402,37 @@ class NotifyService:
                     )
                 outgoing.append(self._outgoing(message, record, now, code))
         return outgoing
+
+    async def _throttled(
+        self, connection: Connection, message: MessageRecord, recent: RecentSends, now: datetime
+    ) -> None:
+        """The method's offer pages are over their ceiling: matching is told once that it is
+        out of good standing (reason `throttled`), and a timer tells it the method is back
+        when the window's oldest offer leaves it (decision 0032)."""
+        until = slot_frees_at(recent, now, self.settings.throttle_rules)
+        if not await store.mark_throttled(
+            connection, message.channel, message.destination, until, now
+        ):
+            return  # told already
+        await self._reachability(connection, message.channel, message.destination, False, THROTTLED)
+        await self.timers.set(
+            connection,
+            _throttle_timer(message.channel, message.destination),
+            THROTTLE_ENDS,
+            until,
+            {"channel": message.channel.value, "destination": message.destination},
+        )
+
+    async def throttle_ended(self, connection: Connection, timer: Timer) -> None:
+        """A throttled method's window has a slot again: matching may ask its coach again,
+        unless the method was blocked meanwhile (STOP, never deliverable), which it heard."""
+        channel = Channel(timer.payload["channel"])
+        destination = timer.payload["destination"]
+        if not await store.end_throttle(connection, channel, destination):
+            return
+        if await store.blocked_methods(connection, {(channel, destination)}):
+            return
+        await self._reachability(connection, channel, destination, True, THROTTLE_FREED)
 
     async def _blocked(
         self,
@@ -1387,6 +1425,14 @@ def _unassigned(notice: notices.NoticeRecord) -> content.Unassigned:
         urgency=notice.urgency,
         time_zone=notice.site_time_zone,
     )
+
+
+_THROTTLE_TIMERS = uuid5(NAMESPACE_URL, "https://handoff.invalid/notify/throttle-ends")
+
+
+def _throttle_timer(channel: Channel, destination: str) -> UUID:
+    """The one timer of a throttled method: setting it again moves it."""
+    return uuid5(_THROTTLE_TIMERS, f"{channel.value}:{destination}")
 
 
 def _ids(offer_id: UUID) -> dict[str, str]:

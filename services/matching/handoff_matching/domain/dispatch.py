@@ -349,6 +349,18 @@ class Dispatch:
             offer_id, OfferState.UNREACHABLE, now, candidates, [CancelTimer(offer_id), withdrawn]
         )
 
+    def not_contacted(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
+        """Notify could page the coach on none of their methods for a reason of its own (its
+        flood ceiling): the coach was not contacted, which is no answer; move on without
+        waiting for the page deadline (decision 0032)."""
+        offer = self._offer(offer_id)
+        if offer is None or offer.state is not OfferState.OPEN:
+            return []
+        withdrawn = self._withdrawal(offer, WithdrawReason.NOT_CONTACTED, now)
+        return self._close(
+            offer_id, OfferState.NOT_CONTACTED, now, candidates, [CancelTimer(offer_id), withdrawn]
+        )
+
     def retry(self, now: datetime, candidates: Candidates) -> list[Effect]:
         """Offer a referral in line again if someone may now be asked (capacity freed, a shift
         started, an override added a coach), from the site's rung up. Unassigned: a new round

@@ -286,7 +286,8 @@ async def recent_sends(
     claimed earlier in the same batch is one), summed up here rather than in Python."""
     row = await connection.fetchrow(
         f"""SELECT count(*) FILTER (WHERE kind = 'offer') AS offers,
-                   count(*) FILTER (WHERE kind <> 'offer') AS notices
+                   count(*) FILTER (WHERE kind <> 'offer') AS notices,
+                   min(coalesce(sent_at, sending_since)) FILTER (WHERE kind = 'offer') AS oldest
             FROM {SCHEMA}.messages
             WHERE channel = $1 AND destination = $2 AND created_at >= $3
               AND state IN ('sending', 'sent', 'delivered')
@@ -296,7 +297,34 @@ async def recent_sends(
         since,
     )
     assert row is not None  # an aggregate always answers one row
-    return RecentSends(row["offers"], row["notices"])
+    return RecentSends(row["offers"], row["notices"], row["oldest"])
+
+
+async def mark_throttled(
+    connection: Connection, channel: Channel, destination: str, until: datetime, now: datetime
+) -> bool:
+    """The method's offer pages are over their ceiling until `until` (UTC); False if it was
+    already marked (matching has been told)."""
+    marked = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.throttled_methods (channel, destination, until, since)
+            VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true""",
+        channel.value,
+        destination,
+        until,
+        now,
+    )
+    return bool(marked)
+
+
+async def end_throttle(connection: Connection, channel: Channel, destination: str) -> bool:
+    """The method's window has a slot again; False if it was not marked."""
+    ended = await connection.fetchval(
+        f"""DELETE FROM {SCHEMA}.throttled_methods WHERE channel = $1 AND destination = $2
+            RETURNING true""",
+        channel.value,
+        destination,
+    )
+    return bool(ended)
 
 
 async def postpone_deadline(connection: Connection, message_id: UUID, seconds: float) -> None:

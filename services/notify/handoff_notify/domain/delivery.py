@@ -174,19 +174,21 @@ def next_contact(contact_index: int, contact_count: int) -> int | None:
     return following if following < contact_count else None
 
 
-NOT_THE_COACH = (PageFailure.PROVIDER_ERROR, PageFailure.THROTTLED)
-"""Failures that say nothing of the coach's contact method: the provider's outage, or our
-own flood ceiling. An offer they end is not_contacted (matching's page deadline), never
-unreachable (decision 0019's addendum)."""
+NOT_THE_COACH = (PageFailure.PROVIDER_ERROR,)
+"""Failures that say nothing of the coach's contact method: the provider's outage. An
+offer they end is not_contacted (matching's page deadline), never unreachable (decision
+0019's addendum)."""
 
 
 def coach_unreachable(
     following: int | None, page_states: Iterable[MessageState], failure: PageFailure
 ) -> bool:
-    """Whether a failed page leaves the coach unreached: no contact method is left to try
-    AND none of the offer's pages (`page_states`, every channel's) reached a provider
-    AND the last `failure` was the destination's, not the provider's or ours
-    (NOT_THE_COACH).
+    """Whether a failed page leaves the coach unreached (PageFailed.all_channels_failed): no
+    contact method is left to try AND none of the offer's pages (`page_states`, every
+    channel's) reached a provider AND the last `failure` was not the provider's
+    (NOT_THE_COACH), whose pages are retried until the page deadline instead. A `throttled`
+    last failure counts: matching then ends the offer not_contacted at once, never
+    unreachable (decision 0032).
 
     An SMS that went out keeps the offer open until its ack timeout even when the email
     sent after the channel fallback then fails: the coach may be reading the SMS."""

@@ -5,9 +5,12 @@ A coach's messages are never paced: a new offer is why the coach carries the pho
 and a confirmation, cancellation or passed-on notice answers an offer the coach may
 be acting on this minute (a cancelled request reaching the coach a minute late can
 send them out for nothing). Only a high ceiling stops either kind, at which point
-something is looping: an offer's page then waits for a slot until its page deadline
-(the offer ends not_contacted, never unreachable: decision 0019's addendum), a notice
-about an offer is refused. Either is recorded and counted, never dropped silently.
+something is looping or a burst has spent the phone's quarter hour: an offer's page then
+moves on to the coach's next method at once, or with none left ends the offer
+not_contacted (never unreachable: decision 0019's addendum) so that matching asks the next
+coach at once, and matching is told the method is out of good standing until a slot frees
+(decision 0032); a notice about an offer is refused. Either is recorded and counted, never
+dropped silently.
 The provider's own rate limits (429, Retry-After) are honoured by the delivery
 retries, not here (decision 0020).
 
@@ -41,6 +44,13 @@ class RecentSends:
 
     offers: int = 0
     notices: int = 0
+    oldest_offer: datetime | None = None  # UTC; the first to leave the window
+
+
+def slot_frees_at(recent: RecentSends, now: datetime, rules: ThrottleRules) -> datetime:
+    """When an offer ceiling reached with `recent` sends has a slot again (UTC): as the
+    oldest offer sent in the window leaves it."""
+    return (recent.oldest_offer or now) + rules.window
 
 
 @dataclass(frozen=True)

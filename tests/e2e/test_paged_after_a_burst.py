@@ -1,0 +1,100 @@
+"""After a burst, a referral is paged within seconds by a coach whose phone has room, and
+when no phone has any it goes unassigned at once instead of reading "offered" while
+nothing is texted (fresh28, break 2; decision 0032).
+
+Notify's flood ceiling per phone (OFFERS_PER_15_MINUTES) is lowered to 3 so that a handful
+of referrals stands for a burst. The Main site has three coaches who may take its
+referrals (two of the site, one of the state pool): nine pages fit in their quarter hours.
+Before the change, the fourth referral sat "offered" to its spent coach for the whole page
+deadline (60 s), and so on, coach after coach.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+import pytest
+
+from handoff_devenv import KafkaCluster
+from tests.e2e.conftest import MAIN_SITE, System, pages_handed_over, start_system, stop_system
+from tests.support.waiting import eventually
+
+CEILING = 3
+COACHES_FOR_MAIN = 3
+
+
+@pytest.fixture(scope="module")
+async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
+    running = await start_system(database_url, own_kafka, OFFERS_PER_15_MINUTES=str(CEILING))
+    try:
+        yield running
+    finally:
+        await stop_system(running)
+
+
+async def _pages_of(system: System, referral_id: str) -> int:
+    """How many offer pages of this referral reached the sandbox provider."""
+    connection = await asyncpg.connect(system.database_url)
+    try:
+        count: int = await connection.fetchval(
+            """SELECT count(*) FROM notify.sandbox_messages s
+               JOIN notify.messages m USING (message_id)
+               JOIN notify.offers o USING (offer_id)
+               WHERE o.referral_id = $1 AND m.kind = 'offer'""",
+            UUID(referral_id),
+        )
+    finally:
+        await connection.close()
+    return count
+
+
+async def _cancel(system: System, referral_id: str) -> None:
+    async with httpx.AsyncClient() as client:
+        cancelled = await client.post(
+            f"{system.referral.url}/v1/referrals/{referral_id}/cancel",
+            json={"reason": "entered_in_error"},
+            headers={"Authorization": f"Bearer {system.keys[MAIN_SITE]}"},
+        )
+    assert cancelled.status_code == 200, cancelled.text
+
+
+async def _unassigned(system: System, referral_id: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        found = await system.referral_status(MAIN_SITE, referral_id)
+        return found if found["status"] == "unassigned" else None
+
+    return await eventually(probe, within=10, what=f"referral {referral_id} unassigned")
+
+
+async def test_a_burst_is_paged_at_once_until_every_phone_is_spent_then_unassigned_at_once(
+    system: System,
+) -> None:
+    # start_system's first referral was paged too, and is still open.
+    room = CEILING * COACHES_FOR_MAIN - await pages_handed_over(system)
+    assert room > CEILING  # at least one coach's phone fills up on the way
+    for number in range(room):
+        referral = await system.post_referral(MAIN_SITE)
+
+        async def paged(referral_id: str = referral["id"]) -> bool:
+            return await _pages_of(system, referral_id) == 1
+
+        await eventually(paged, within=5, what=f"referral {number + 1} paged")
+        await _cancel(system, referral["id"])
+
+    spent = await system.post_referral(MAIN_SITE)
+    found = await _unassigned(system, spent["id"])
+    steps = [step["status"] for step in found["timeline"]]
+    # Offered to coaches whose phones notify then found spent: never blamed as unreachable,
+    # never an answer they did not give.
+    assert "coach_unreachable" not in steps
+    assert "coach_did_not_answer" not in steps
+    assert steps.count("offered") == steps.count("coach_not_contacted")
+    assert await _pages_of(system, spent["id"]) == 0
+
+    # Matching has heard every phone is spent: the next is asked of nobody, not cycled.
+    after = await system.post_referral(MAIN_SITE)
+    found = await _unassigned(system, after["id"])
+    assert [step["status"] for step in found["timeline"]] == ["received", "unassigned"]
+    assert await _pages_of(system, after["id"]) == 0
