@@ -137,7 +137,9 @@ async def _site(matching_database: str) -> Site:
     connection = await asyncpg.connect(matching_database)
     try:
         await import_roster(connection, roster)
-        await remember_site(connection, site_id, SITE_NAME, "MD", "America/New_York")
+        await remember_site(
+            connection, site_id, SITE_NAME, "MD", "America/New_York", datetime.now(UTC)
+        )
     finally:
         await connection.close()
     return site

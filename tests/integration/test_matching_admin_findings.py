@@ -4,6 +4,7 @@ refused, and bad path or query input is a 422 naming it, never a 500."""
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -33,7 +34,9 @@ async def admin(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str
     connection = await asyncpg.connect(database)
     try:
         await import_roster(connection, demo_roster(site_id))
-        await remember_site(connection, site_id, "Mercy ED", "MD", "America/New_York")
+        await remember_site(
+            connection, site_id, "Mercy ED", "MD", "America/New_York", datetime.now(UTC)
+        )
     finally:
         await connection.close()
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)

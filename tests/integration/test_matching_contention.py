@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import asyncpg
@@ -16,6 +17,9 @@ import pytest
 from handoff_matching.adapters.roster_store import remember_site, tell_line
 from handoff_matching.service import MatchingService, WaitingLine
 from tests.support.waiting import eventually
+
+T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -33,7 +37,7 @@ async def test_a_referral_from_a_known_site_does_not_wait_on_the_sites_row(
 ) -> None:
     other_referral, this_referral = connections
     site_id = f"md-{uuid.uuid4().hex[:8]}"
-    await remember_site(this_referral, site_id, "Mercy ED", "MD", "America/New_York")
+    await remember_site(this_referral, site_id, "Mercy ED", "MD", "America/New_York", T0)
 
     # Another referral of the site is mid-transaction and holds the site's row.
     async with other_referral.transaction():
@@ -44,7 +48,9 @@ async def test_a_referral_from_a_known_site_does_not_wait_on_the_sites_row(
             await this_referral.execute("SET LOCAL lock_timeout = '1s'")
             # Before issue 17's change this waited for the other's commit (and here: failed
             # with LockNotAvailableError after 1 s).
-            await remember_site(this_referral, site_id, "Mercy ED", "MD", "America/New_York")
+            await remember_site(
+                this_referral, site_id, "Mercy ED", "MD", "America/New_York", T0 + MINUTE
+            )
 
     facts = await this_referral.fetchrow(
         "SELECT short_name, state, changed_at FROM matching.site_facts WHERE site_id = $1",
@@ -54,13 +60,35 @@ async def test_a_referral_from_a_known_site_does_not_wait_on_the_sites_row(
     assert facts["short_name"] == "Mercy ED"
 
     # Facts that changed are written, and when they changed is kept.
-    await remember_site(this_referral, site_id, "Mercy West ED", "MD", "America/New_York")
+    await remember_site(
+        this_referral, site_id, "Mercy West ED", "MD", "America/New_York", T0 + 2 * MINUTE
+    )
     changed = await this_referral.fetchrow(
         "SELECT short_name, changed_at FROM matching.site_facts WHERE site_id = $1", site_id
     )
     assert changed is not None
     assert changed["short_name"] == "Mercy West ED"
     assert changed["changed_at"] > facts["changed_at"]
+
+
+async def test_facts_stated_before_the_kept_ones_do_not_replace_them(
+    connections: list[asyncpg.Connection],
+) -> None:
+    """Found testing `site update`: a referral received before the change and consumed after
+    its SiteRegistered (another topic) put the old short name back."""
+    connection, _ = connections
+    site_id = f"md-{uuid.uuid4().hex[:8]}"
+    await remember_site(connection, site_id, "Old ED", "MD", "America/New_York", T0)
+    await remember_site(connection, site_id, "New ED", "DE", "America/New_York", T0 + MINUTE)
+    await remember_site(
+        connection, site_id, "Old ED", "MD", "America/New_York", T0 + timedelta(seconds=1)
+    )
+
+    kept = await connection.fetchrow(
+        "SELECT short_name, state, facts_at FROM matching.site_facts WHERE site_id = $1", site_id
+    )
+    assert kept is not None
+    assert (kept["short_name"], kept["state"], kept["facts_at"]) == ("New ED", "DE", T0 + MINUTE)
 
 
 class CountingService:

@@ -306,7 +306,9 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
     site_id = await _site(matching_database, DispatchSettings())
     connection = await asyncpg.connect(matching_database)
     try:  # registered, as the referral service does: settings of unknown sites are refused
-        await remember_site(connection, site_id, "Mercy ED", "MD", "America/New_York")
+        await remember_site(
+            connection, site_id, "Mercy ED", "MD", "America/New_York", datetime.now(UTC)
+        )
     finally:
         await connection.close()
     transport = httpx.ASGITransport(app=matching.app)

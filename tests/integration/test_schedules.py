@@ -147,7 +147,9 @@ class Site:
         connection = await asyncpg.connect(database)
         try:
             await import_roster(connection, roster)
-            await remember_site(connection, self.site_id, "Test ED", self.state, NEW_YORK.key)
+            await remember_site(
+                connection, self.site_id, "Test ED", self.state, NEW_YORK.key, datetime.now(UTC)
+            )
             await dispatch_store.put_site_settings(
                 connection, self.site_id, DispatchSettings(), False, ()
             )

@@ -141,6 +141,7 @@ class MatchingService:
             data.site.short_name,
             data.site.state,
             data.site.time_zone,
+            data.received_at,
         )
         if not await dispatch_store.insert(connection, dispatch):
             return  # already dispatching this referral
@@ -226,7 +227,12 @@ class MatchingService:
         """Keep the site's facts, so its shifts resolve and its coverage is reported from now."""
         site = event.data.site
         await roster_store.remember_site(
-            connection, site.site_id, site.short_name, site.state, site.time_zone
+            connection,
+            site.site_id,
+            site.short_name,
+            site.state,
+            site.time_zone,
+            event.data.registered_at,
         )
 
     async def coach_availability_changed(

@@ -300,25 +300,37 @@ async def delete_override(connection: Connection, override_id: UUID) -> bool:
 
 
 async def remember_site(
-    connection: Connection, site_id: str, short_name: str, state: str, time_zone: str
+    connection: Connection,
+    site_id: str,
+    short_name: str,
+    state: str,
+    time_zone: str,
+    as_of: datetime,
 ) -> None:
-    """Keep the site's facts as the referral service last described them.
+    """Keep the site's facts as the referral service described them at `as_of` (UTC), unless
+    a description from after `as_of` is kept already: SiteRegistered and a referral's
+    ReferralCreated travel on different topics, so a referral received before a site's
+    change can be heard after it.
 
-    Writes only when they are new or changed: an upsert on every referral would take the
-    site's row lock each time and hold it to the commit, so that one site's referrals were
-    handled one after another on it (issue 17)."""
+    Writes only when the facts are new or changed: an upsert on every referral would take
+    the site's row lock each time and hold it to the commit, so that one site's referrals
+    were handled one after another on it (issue 17)."""
     await connection.execute(
-        f"""INSERT INTO {SCHEMA}.site_facts (site_id, short_name, state, time_zone)
-            SELECT $1, $2, $3, $4
+        f"""INSERT INTO {SCHEMA}.site_facts (site_id, short_name, state, time_zone, facts_at)
+            SELECT $1, $2, $3, $4, $5
             WHERE NOT EXISTS (
                 SELECT FROM {SCHEMA}.site_facts
-                WHERE site_id = $1 AND short_name = $2 AND state = $3 AND time_zone = $4)
+                WHERE site_id = $1
+                  AND ((short_name, state, time_zone) = ($2, $3, $4) OR facts_at > $5))
             ON CONFLICT (site_id) DO UPDATE SET short_name = excluded.short_name,
-                state = excluded.state, time_zone = excluded.time_zone, changed_at = now()""",
+                state = excluded.state, time_zone = excluded.time_zone,
+                facts_at = excluded.facts_at, changed_at = now()
+            WHERE site_facts.facts_at IS NULL OR site_facts.facts_at <= excluded.facts_at""",
         site_id,
         short_name,
         state,
         time_zone,
+        as_of,
     )
 
 
