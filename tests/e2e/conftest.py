@@ -94,6 +94,16 @@ class System:
         created: dict[str, Any] = response.json()
         return created
 
+    async def cancel(self, site: str, referral_id: str, reason: str = "patient_left") -> None:
+        """The ED cancels the referral; fails the test unless it is a 200."""
+        async with httpx.AsyncClient() as client:
+            cancelled = await client.post(
+                f"{self.referral.url}/v1/referrals/{referral_id}/cancel",
+                json={"reason": reason},
+                headers={"Authorization": f"Bearer {self.keys[site]}"},
+            )
+        assert cancelled.status_code == 200, cancelled.text
+
     async def referral_status(self, site: str, referral_id: str) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             response = await client.get(

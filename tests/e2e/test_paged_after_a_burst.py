@@ -14,7 +14,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import httpx
 import pytest
 
 from handoff_devenv import KafkaCluster
@@ -50,16 +49,6 @@ async def _pages_of(system: System, referral_id: str) -> int:
     return count
 
 
-async def _cancel(system: System, referral_id: str) -> None:
-    async with httpx.AsyncClient() as client:
-        cancelled = await client.post(
-            f"{system.referral.url}/v1/referrals/{referral_id}/cancel",
-            json={"reason": "entered_in_error"},
-            headers={"Authorization": f"Bearer {system.keys[MAIN_SITE]}"},
-        )
-    assert cancelled.status_code == 200, cancelled.text
-
-
 async def _unassigned(system: System, referral_id: str) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         found = await system.referral_status(MAIN_SITE, referral_id)
@@ -81,7 +70,7 @@ async def test_a_burst_is_paged_at_once_until_every_phone_is_spent_then_unassign
             return await _pages_of(system, referral_id) == 1
 
         await eventually(paged, within=5, what=f"referral {number + 1} paged")
-        await _cancel(system, referral["id"])
+        await system.cancel(MAIN_SITE, referral["id"], "entered_in_error")
 
     spent = await system.post_referral(MAIN_SITE)
     found = await _unassigned(system, spent["id"])

@@ -139,9 +139,24 @@ def handoff_command(
     """Run the `handoff` CLI as an operator would, with these servers and further `env`
     variables over the test's environment, `stdin` typed in; returns its standard output.
     A non-zero exit fails the test with the command's output."""
+    result = handoff_run(
+        *args, database_url=database_url, bootstrap_servers=bootstrap_servers, env=env, stdin=stdin
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def handoff_run(
+    *args: str,
+    database_url: str | None = None,
+    bootstrap_servers: str | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`handoff_command`, whatever the exit status: for tests of a refusal."""
     servers = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers}
     chosen = {name: url for name, url in servers.items() if url is not None}
-    result = subprocess.run(
+    return subprocess.run(
         [*HANDOFF, *args],
         env={**os.environ, **chosen, **(env or {})},
         input=stdin,
@@ -150,8 +165,6 @@ def handoff_command(
         timeout=60,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,7 @@
 
 import csv
 import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +17,7 @@ from handoff_matching.adapters.roster_store import (
     shifts_for,
 )
 from handoff_matching.domain.schedules import Interval, Pool, on_call
-from tests.integration.conftest import create_database
+from tests.integration.conftest import create_database, handoff_run
 
 ANA, BEN, SICK_NIGHT = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
 
@@ -83,14 +81,7 @@ def roster() -> dict[str, Any]:
 
 
 def run_import(*paths: Path, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "handoff_cli", "matching", "roster", "import", *map(str, paths)],
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return handoff_run("matching", "roster", "import", *map(str, paths), database_url=database_url)
 
 
 async def test_a_roster_file_is_imported_idempotently_and_read_back(

@@ -2,7 +2,6 @@
 referral: its on-call coverage is reported from the start (decision 0004). A site's facts
 changed with `site update` reach matching and every referral received after the change."""
 
-import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +18,12 @@ from handoff_referral.app import ReferralRuntime
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import ReferralCreated
-from tests.integration.conftest import HANDOFF, create_database, handoff_command, start_referral
+from tests.integration.conftest import (
+    create_database,
+    handoff_command,
+    handoff_run,
+    start_referral,
+)
 from tests.support.kafka import read_topic
 from tests.support.patients import referral_body
 from tests.support.waiting import eventually
@@ -121,14 +125,7 @@ def add_site(
 
 def handoff(database: str, *args: str) -> subprocess.CompletedProcess[str]:
     """`handoff referral …`, whatever its exit status."""
-    return subprocess.run(
-        [*HANDOFF, "referral", *args],
-        env={**os.environ, "DATABASE_URL": database},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return handoff_run("referral", *args, database_url=database)
 
 
 async def test_a_site_updated_reaches_matching_and_the_next_referral_and_its_key_cache(

@@ -304,12 +304,8 @@ class Dispatch:
         """The coach accepted while holding max_concurrent assignments: the offer is
         withdrawn (at_capacity, so notify tells them it was passed on) and the referral
         moves on at once."""
-        offer = self._offer(offer_id)
-        if offer is None or offer.state is not OfferState.OPEN:
-            return []
-        withdrawn = self._withdrawal(offer, WithdrawReason.AT_CAPACITY, now)
-        return self._close(
-            offer_id, OfferState.AT_CAPACITY, now, candidates, [CancelTimer(offer_id), withdrawn]
+        return self._end_open_offer(
+            offer_id, OfferState.AT_CAPACITY, WithdrawReason.AT_CAPACITY, now, candidates
         )
 
     def decline(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
@@ -341,25 +337,33 @@ class Dispatch:
 
     def unreachable(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
         """Notify could not reach the coach on any channel: say so, and move on without waiting."""
-        offer = self._offer(offer_id)
-        if offer is None or offer.state is not OfferState.OPEN:
-            return []
-        withdrawn = self._withdrawal(offer, WithdrawReason.UNREACHABLE, now)
-        return self._close(
-            offer_id, OfferState.UNREACHABLE, now, candidates, [CancelTimer(offer_id), withdrawn]
+        return self._end_open_offer(
+            offer_id, OfferState.UNREACHABLE, WithdrawReason.UNREACHABLE, now, candidates
         )
 
     def not_contacted(self, offer_id: UUID, now: datetime, candidates: Candidates) -> list[Effect]:
         """Notify could page the coach on none of their methods for a reason of its own (its
         flood ceiling): the coach was not contacted, which is no answer; move on without
         waiting for the page deadline (decision 0032)."""
+        return self._end_open_offer(
+            offer_id, OfferState.NOT_CONTACTED, WithdrawReason.NOT_CONTACTED, now, candidates
+        )
+
+    def _end_open_offer(
+        self,
+        offer_id: UUID,
+        state: OfferState,
+        reason: WithdrawReason,
+        now: datetime,
+        candidates: Candidates,
+    ) -> list[Effect]:
+        """End an open offer as `state` before its timer, the coach told `reason`, and move
+        on; nothing if the offer is unknown or already ended."""
         offer = self._offer(offer_id)
         if offer is None or offer.state is not OfferState.OPEN:
             return []
-        withdrawn = self._withdrawal(offer, WithdrawReason.NOT_CONTACTED, now)
-        return self._close(
-            offer_id, OfferState.NOT_CONTACTED, now, candidates, [CancelTimer(offer_id), withdrawn]
-        )
+        withdrawn = self._withdrawal(offer, reason, now)
+        return self._close(offer_id, state, now, candidates, [CancelTimer(offer_id), withdrawn])
 
     def retry(self, now: datetime, candidates: Candidates) -> list[Effect]:
         """Offer a referral in line again if someone may now be asked (capacity freed, a shift

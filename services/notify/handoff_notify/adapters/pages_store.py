@@ -318,13 +318,7 @@ async def mark_throttled(
 
 async def end_throttle(connection: Connection, channel: Channel, destination: str) -> bool:
     """The method's window has a slot again; False if it was not marked."""
-    ended = await connection.fetchval(
-        f"""DELETE FROM {SCHEMA}.throttled_methods WHERE channel = $1 AND destination = $2
-            RETURNING true""",
-        channel.value,
-        destination,
-    )
-    return bool(ended)
+    return await _forget_method(connection, "throttled_methods", channel, destination)
 
 
 async def postpone_deadline(connection: Connection, message_id: UUID, seconds: float) -> None:
@@ -627,8 +621,16 @@ async def block_method(
 
 async def unblock_method(connection: Connection, channel: Channel, destination: str) -> bool:
     """Put the method back in good standing; False if it was not blocked."""
+    return await _forget_method(connection, "contact_methods", channel, destination)
+
+
+async def _forget_method(
+    connection: Connection, table: str, channel: Channel, destination: str
+) -> bool:
+    """Delete the method's row of `table` (one of notify's tables keyed by channel and
+    destination); False if there was none."""
     deleted = await connection.fetchval(
-        f"""DELETE FROM {SCHEMA}.contact_methods WHERE channel = $1 AND destination = $2
+        f"""DELETE FROM {SCHEMA}.{table} WHERE channel = $1 AND destination = $2
             RETURNING true""",
         channel.value,
         destination,

@@ -33,11 +33,7 @@ async def add_site(connection: Connection, site: Site) -> bool:
     inserted = await connection.fetchval(
         f"""INSERT INTO {SCHEMA}.sites (site_id, name, short_name, state, time_zone)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true""",
-        site.site_id,
-        site.name,
-        site.short_name,
-        site.state,
-        site.time_zone,
+        *_site_row(site),
     )
     return bool(inserted)
 
@@ -51,13 +47,14 @@ async def update_site(connection: Connection, site: Site) -> bool:
               AND (name, short_name, state, time_zone)
                   IS DISTINCT FROM ($2::text, $3::text, $4::text, $5::text)
             RETURNING true""",
-        site.site_id,
-        site.name,
-        site.short_name,
-        site.state,
-        site.time_zone,
+        *_site_row(site),
     )
     return bool(changed)
+
+
+def _site_row(site: Site) -> tuple[str, str, str, str, str]:
+    """The site's columns in the order the statements above take them."""
+    return site.site_id, site.name, site.short_name, site.state, site.time_zone
 
 
 async def forget_cached_keys(connection: Connection, site_id: str) -> None:
