@@ -222,6 +222,34 @@ async def test_a_throttled_sms_moves_the_page_to_the_coachs_email_at_once(
     assert len(notify.twilio.to(phone)) == OFFERS_PER_WINDOW
 
 
+async def test_start_on_a_spent_phone_says_it_is_back_then_spent_until_a_slot_frees(
+    notify: NotifyHarness,
+) -> None:
+    """START puts an opted-out phone back; if its quarter hour is still spent, matching must
+    hear that too, or it asks the coach again and every page is refused (decision 0032)."""
+    phone = notify.phone()
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    for _ in range(OFFERS_PER_WINDOW + 1):
+        await notify.offer(sms(phone), page_deadline=deadline)
+
+    async def told(count: int) -> list[Any] | None:
+        changes = await _reachability(notify, phone)
+        return changes if len(changes) >= count else None
+
+    await eventually(lambda: told(1), within=20, what="the phone spent")
+    for body in ("STOP", "START"):
+        response = await notify.twilio.send_sms(notify.url, phone, body)
+        assert response.status_code == 200
+
+    changes = await eventually(lambda: told(4), within=20, what="STOP and START heard")
+    assert [(c.reachable, c.reason) for c in changes] == [
+        (False, "throttled"),
+        (False, "stop_keyword"),
+        (True, "start_keyword"),
+        (False, "throttled"),
+    ]
+
+
 async def _moved_from_sms_to_email(
     notify: NotifyHarness, offer_id: UUID, failure: PageFailure
 ) -> None:

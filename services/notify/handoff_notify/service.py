@@ -1146,7 +1146,7 @@ class NotifyService:
             if reply is Keyword.OPT_IN:
                 if method is not None:
                     await store.unblock_method(connection, Channel.SMS, phone)
-                    await self._reachability(connection, Channel.SMS, phone, True, "start_keyword")
+                    await self._back_in_standing(connection, Channel.SMS, phone, "start_keyword")
                     log.info("a coach's number opted back in to texts")
                 return _read("opt_in", None)  # the carrier confirms an opt-in itself
             if method is not None:
@@ -1335,8 +1335,18 @@ class NotifyService:
         async with self.outbox.transaction(self.pool) as connection:
             if not await store.unblock_method(connection, channel, destination):
                 return False
-            await self._reachability(connection, channel, destination, True, "admin")
+            await self._back_in_standing(connection, channel, destination, "admin")
         return True
+
+    async def _back_in_standing(
+        self, connection: Connection, channel: Channel, destination: str, reason: str
+    ) -> None:
+        """A blocked method was put back (START, a coordinator): matching hears it, and hears
+        again at once that it is spent if its offer ceiling still is (decision 0032), so
+        that it does not ask its coach until the window frees a slot."""
+        await self._reachability(connection, channel, destination, True, reason)
+        if await store.is_throttled(connection, channel, destination):
+            await self._reachability(connection, channel, destination, False, THROTTLED)
 
     async def _reachability(
         self,

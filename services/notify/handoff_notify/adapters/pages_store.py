@@ -316,6 +316,16 @@ async def mark_throttled(
     return bool(marked)
 
 
+async def is_throttled(connection: Connection, channel: Channel, destination: str) -> bool:
+    """Whether the method's offer pages are over their ceiling now."""
+    found = await connection.fetchval(
+        f"SELECT true FROM {SCHEMA}.throttled_methods WHERE channel = $1 AND destination = $2",
+        channel.value,
+        destination,
+    )
+    return bool(found)
+
+
 async def end_throttle(connection: Connection, channel: Channel, destination: str) -> bool:
     """The method's window has a slot again; False if it was not marked."""
     return await _forget_method(connection, "throttled_methods", channel, destination)
