@@ -9,7 +9,9 @@ Before the change, the fourth referral sat "offered" to its spent coach for the 
 deadline (60 s), and so on, coach after coach.
 """
 
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +19,15 @@ import asyncpg
 import pytest
 
 from handoff_devenv import KafkaCluster
-from tests.e2e.conftest import MAIN_SITE, System, pages_handed_over, start_system, stop_system
+from tests.e2e.conftest import (
+    COACHES,
+    MAIN_SITE,
+    System,
+    pages_handed_over,
+    start_system,
+    stop_system,
+)
+from tests.support.fake_twilio import AUTH_TOKEN, signed_post
 from tests.support.waiting import eventually
 
 CEILING = 3
@@ -26,7 +36,9 @@ COACHES_FOR_MAIN = 3
 
 @pytest.fixture(scope="module")
 async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
-    running = await start_system(database_url, own_kafka, OFFERS_PER_15_MINUTES=str(CEILING))
+    running = await start_system(
+        database_url, own_kafka, OFFERS_PER_15_MINUTES=str(CEILING), TWILIO_AUTH_TOKEN=AUTH_TOKEN
+    )
     try:
         yield running
     finally:
@@ -83,7 +95,45 @@ async def test_a_burst_is_paged_at_once_until_every_phone_is_spent_then_unassign
     assert await _pages_of(system, spent["id"]) == 0
 
     # Matching has heard every phone is spent: the next is asked of nobody, not cycled.
-    after = await system.post_referral(MAIN_SITE)
-    found = await _unassigned(system, after["id"])
+    await _nobody_asked(system)
+
+    # The helper's finding (fresh29): STOP then START on a spent phone brought its coach
+    # back, and every new referral was offered to them and refused, every 2 s for good.
+    phone = COACHES["main-1"].phone
+    texted_start = datetime.now(UTC)
+    for keyword in ("STOP", "START"):
+        params = {"MessageSid": "SM" + uuid.uuid4().hex, "From": phone, "To": "+15550000000"}
+        url = f"{system.notify.url}/v1/twilio/sms"
+        answer = await signed_post(url, {**params, "Body": keyword})
+        assert answer.status_code == 200
+
+    async def heard_start() -> str | None:
+        reason, changed_at = await _kept_word(system, phone)
+        return reason if changed_at > texted_start and reason != "stop_keyword" else None
+
+    # START is heard as "spent", not as "back": before the fix it was start_keyword.
+    assert await eventually(heard_start, within=10, what="matching to hear START") == "throttled"
+    await _nobody_asked(system)
+
+
+async def _nobody_asked(system: System) -> None:
+    """A new referral goes unassigned at once, offered to nobody, nothing sent."""
+    referral = await system.post_referral(MAIN_SITE)
+    found = await _unassigned(system, referral["id"])
     assert [step["status"] for step in found["timeline"]] == ["received", "unassigned"]
-    assert await _pages_of(system, after["id"]) == 0
+    assert await _pages_of(system, referral["id"]) == 0
+
+
+async def _kept_word(system: System, phone: str) -> tuple[str, datetime]:
+    """The last word on the phone's standing that matching kept: its reason, and when."""
+    connection = await asyncpg.connect(system.database_url)
+    try:
+        kept = await connection.fetchrow(
+            """SELECT reason, changed_at FROM matching.contact_reachability
+               WHERE destination = $1""",
+            phone,
+        )
+    finally:
+        await connection.close()
+    assert kept is not None  # told when the phone was spent, above
+    return kept["reason"], kept["changed_at"]

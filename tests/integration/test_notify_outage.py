@@ -226,7 +226,8 @@ async def test_start_on_a_spent_phone_says_it_is_back_then_spent_until_a_slot_fr
     notify: NotifyHarness,
 ) -> None:
     """START puts an opted-out phone back; if its quarter hour is still spent, matching must
-    hear that too, or it asks the coach again and every page is refused (decision 0032)."""
+    hear that instead, or it asks the coach again and every page is refused, over and over
+    (fresh29; decision 0032)."""
     phone = notify.phone()
     deadline = datetime.now(UTC) + timedelta(seconds=60)
     for _ in range(OFFERS_PER_WINDOW + 1):
@@ -241,12 +242,11 @@ async def test_start_on_a_spent_phone_says_it_is_back_then_spent_until_a_slot_fr
         response = await notify.twilio.send_sms(notify.url, phone, body)
         assert response.status_code == 200
 
-    changes = await eventually(lambda: told(4), within=20, what="STOP and START heard")
+    changes = await eventually(lambda: told(3), within=20, what="STOP and START heard")
     assert [(c.reachable, c.reason) for c in changes] == [
         (False, "throttled"),
         (False, "stop_keyword"),
-        (True, "start_keyword"),
-        (False, "throttled"),
+        (False, "throttled"),  # START: no longer opted out, still spent
     ]
 
 

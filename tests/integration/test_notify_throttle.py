@@ -76,6 +76,8 @@ async def test_recent_sends_count_what_went_and_what_is_going_within_the_window(
         return now - timedelta(minutes=minutes)
 
     await _message(notify_db, "offer", "delivered", ago(6), sent_at=ago(5))
+    # Sent, then failed by the coach's STOP: it went all the same (fresh29).
+    await _message(notify_db, "offer", "failed", ago(5), sent_at=ago(4))
     await _message(notify_db, "assigned", "sent", ago(3), sent_at=ago(2))
     # In flight: claimed earlier in the same batch, not yet answered by the provider.
     await _message(notify_db, "withdrawn", "sending", ago(0), sending_since=now)
@@ -88,6 +90,6 @@ async def test_recent_sends_count_what_went_and_what_is_going_within_the_window(
     recent = await pages_store.recent_sends(notify_db, Channel.SMS, PHONE, ago(15))
 
     # The offer's slot frees when it leaves the window: 15 minutes after it went.
-    assert recent == RecentSends(offers=1, notices=2, oldest_offer=ago(5))
+    assert recent == RecentSends(offers=2, notices=2, oldest_offer=ago(5))
     nobody = await pages_store.recent_sends(notify_db, Channel.EMAIL, PHONE, ago(15))
     assert nobody == RecentSends(offers=0, notices=0)

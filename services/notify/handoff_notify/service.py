@@ -1341,12 +1341,14 @@ class NotifyService:
     async def _back_in_standing(
         self, connection: Connection, channel: Channel, destination: str, reason: str
     ) -> None:
-        """A blocked method was put back (START, a coordinator): matching hears it, and hears
-        again at once that it is spent if its offer ceiling still is (decision 0032), so
-        that it does not ask its coach until the window frees a slot."""
-        await self._reachability(connection, channel, destination, True, reason)
+        """A blocked method was put back (START, a coordinator): matching hears it is back,
+        or, while its offer ceiling is still spent, that it is spent (decision 0032), so that
+        its coach is not asked until the window frees a slot (fresh29: START on a spent
+        phone had every new referral offered to the coach and refused, over and over)."""
         if await store.is_throttled(connection, channel, destination):
             await self._reachability(connection, channel, destination, False, THROTTLED)
+            return
+        await self._reachability(connection, channel, destination, True, reason)
 
     async def _reachability(
         self,
