@@ -145,6 +145,21 @@ SiteId = Annotated[
     str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="A site's stable slug.")
 ]
 UsState = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="USPS state code.")]
+
+# fmt: off
+US_STATES: frozenset[str] = frozenset({
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL", "IN",
+    "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV",
+    "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN",
+    "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "AS", "GU", "MP", "PR", "VI",
+})
+# fmt: on
+"""The USPS codes of the 50 states, the District of Columbia and the five inhabited
+territories (American Samoa, Guam, the Northern Mariana Islands, Puerto Rico, the US Virgin
+Islands): where a site or a console account may be. No package in the environment carries
+the list; military "states" (AA, AE, AP) and the freely associated states (FM, MH, PW) run
+no emergency departments Handoff serves. `UsState` checks only the shape, so that events
+already written stay valid."""
 TimeZoneName = Annotated[str, Field(max_length=64, description="IANA time zone name.")]
 ShortLabel = Annotated[str, Field(min_length=1, max_length=40)]
 E164Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{7,14}$")]

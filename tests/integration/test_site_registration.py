@@ -224,9 +224,24 @@ async def test_site_add_again_with_other_details_is_refused_and_update_says_what
     assert (same.returncode, same.stdout.strip()) == (0, "site de-rename unchanged")
     unknown = handoff(database, "site", "update", "--id", "de-nowhere", "--state", "MD")
     assert (unknown.returncode, unknown.stderr.strip()) == (1, "no site de-nowhere")
+    # fresh29: each of these was accepted, the line break then shown in a coach's text.
+    for option, value, field in [
+        ("--state", "XX", "state"),
+        ("--name", "   ", "name"),
+        ("--short-name", "Rename\nED", "short_name"),
+    ]:
+        refused = handoff(database, "site", "update", "--id", "de-rename", option, value)
+        assert refused.returncode == 2, refused.stdout
+        assert f"invalid site: {field}:" in refused.stderr
+    other_days = handoff(database, "site", "add", "--id", "de-rename", "--name", "Rename General",
+                         "--short-name", "Old Name ED", "--state", "DE",
+                         "--time-zone", "America/New_York", "--follow-up-days", "2,14")  # fmt: skip
+    assert other_days.returncode == 1
+    assert "another follow-up days" in other_days.stderr
+    assert "follow-ups schedule --site de-rename" in other_days.stderr
     bad = handoff(database, "site", "update", "--id", "de-rename", "--time-zone", "Mars/Base")
     assert bad.returncode == 2
-    assert "invalid site" in bad.stderr
+    assert "invalid site: time_zone:" in bad.stderr
     long_name = handoff(database, "site", "update", "--id", "de-rename", "--short-name", "x" * 41)
     assert long_name.returncode == 2
     assert "short_name" in long_name.stderr

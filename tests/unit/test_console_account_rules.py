@@ -3,12 +3,12 @@
 import pytest
 
 from handoff_console.domain.account_rules import (
-    US_STATES,
     InvalidAccount,
     site_ids,
     state_codes,
     username_key,
 )
+from handoff_schemas.vocabulary import US_STATES
 
 
 def test_a_username_is_stored_trimmed_and_lower_cased() -> None:

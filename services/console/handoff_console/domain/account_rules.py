@@ -1,23 +1,13 @@
 """What a console account may be: its username (case-insensitive), the states and sites of
 its scope. Pure: no I/O.
 
-No package in the environment carries the list of US states (`handoff_schemas` only checks
-the `^[A-Z]{2}$` shape), so it is a constant here: the USPS codes of the 50 states, the
-District of Columbia and the five inhabited territories (American Samoa, Guam, the Northern
-Mariana Islands, Puerto Rico, the US Virgin Islands). Military "states" (AA, AE, AP) and the
-freely associated states (FM, MH, PW) run no emergency departments Handoff serves.
+A state is checked against `handoff_schemas.vocabulary.US_STATES`, the one list every
+service uses.
 """
 
 import re
 
-# fmt: off
-US_STATES: frozenset[str] = frozenset({
-    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "FL", "GA", "HI", "ID", "IL", "IN",
-    "IA", "KS", "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV",
-    "NH", "NJ", "NM", "NY", "NC", "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN",
-    "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY", "DC", "AS", "GU", "MP", "PR", "VI",
-})
-# fmt: on
+from handoff_schemas.vocabulary import US_STATES
 
 # The referral service's own rule for a site id (its admin API's path pattern).
 _SITE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")

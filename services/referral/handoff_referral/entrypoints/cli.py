@@ -2,11 +2,9 @@
 
 import asyncio
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 import uvloop
-from pydantic import ValidationError
 
 from handoff_platform.audit import audit_cli
 from handoff_platform.database import Connection
@@ -19,12 +17,12 @@ from handoff_referral.app import apply_migrations, serve
 from handoff_referral.domain.api_keys import issue_key
 from handoff_referral.domain.follow_ups import DEFAULT_SCHEDULE, BadInput, check_schedule
 from handoff_referral.domain.referral import Site
+from handoff_referral.domain.sites import InvalidSite, checked_site
 from handoff_referral.entrypoints import fhir_cli, follow_ups_cli, webhooks_cli
 from handoff_referral.entrypoints.database import with_connection
 from handoff_referral.entrypoints.hl7_cli import interface_app, mllp_app
 from handoff_referral.service import register_site, update_site
 from handoff_referral.settings import ReferralServerSettings, ReferralSettings
-from handoff_schemas.events import SiteFacts
 
 app = typer.Typer(help="The referral service: the API hospitals talk to.", no_args_is_help=True)
 site_app = typer.Typer(help="Sites (emergency departments).", no_args_is_help=True)
@@ -65,36 +63,49 @@ def add_site(
     state: Annotated[str, typer.Option(help="USPS state code.")],
     time_zone: Annotated[str, typer.Option(help="IANA time zone.")],
     follow_up_days: Annotated[
-        str,
-        typer.Option(help="Days after a visit each follow-up window opens, 1..365 ascending."),
-    ] = ",".join(map(str, DEFAULT_SCHEDULE)),
+        str | None,
+        typer.Option(
+            help="Days after a visit each follow-up window opens, 1..365 ascending"
+            f" [default: {','.join(map(str, DEFAULT_SCHEDULE))}]."
+        ),
+    ] = None,
 ) -> None:
     """Register an emergency department. Run again with the same details, it changes
-    nothing (exit 0); with other details, it refuses (exit 1): `site update` changes them."""
+    nothing (exit 0); with other details (or other --follow-up-days, when given), it
+    refuses (exit 1) naming them: `site update` and `follow-ups schedule` change them."""
     site = _checked_site(site_id, name, short_name, state, time_zone)
     try:
-        schedule = check_schedule([int(d) for d in follow_up_days.split(",")])
+        days = [int(d) for d in follow_up_days.split(",")] if follow_up_days else None
+        schedule = check_schedule(days if days is not None else list(DEFAULT_SCHEDULE))
     except ValueError as error:
         field = error.field if isinstance(error, BadInput) else "follow_up_days"
         typer.echo(f"invalid site: {field}: {error}", err=True)
         raise typer.Exit(2) from None
 
-    async def add(connection: Connection) -> Site | None:
-        """None if added, else the site as registered before."""
+    async def add(connection: Connection) -> tuple[Site, tuple[int, ...] | None] | None:
+        """None if added, else the site and its schedule as registered before."""
         if await register_site(connection, site):
             await follow_up_store.set_schedule(connection, site.site_id, schedule)
             return None
-        return await store.get_site(connection, site.site_id)
+        before = await store.get_site(connection, site.site_id)
+        assert before is not None  # sites are never deleted
+        return before, await follow_up_store.schedule(connection, site.site_id)
 
     registered = asyncio.run(with_connection(add))
     if registered is None:
         typer.echo(f"site {site_id} added")
         return
-    differing = _differences(registered, site)
+    before, before_schedule = registered
+    differing, commands = _differences(before, site), []
+    if differing:
+        commands.append(f"`handoff referral site update --id {site_id}`")
+    if days is not None and before_schedule is not None and tuple(schedule) != before_schedule:
+        differing.append("follow-up days")
+        commands.append(f"`handoff referral follow-ups schedule --site {site_id}`")
     if differing:
         typer.echo(
             f"site {site_id} already exists with another {', '.join(differing)};"
-            f" change it with `handoff referral site update --id {site_id}`",
+            f" change it with {' and '.join(commands)}",
             err=True,
         )
         raise typer.Exit(1)
@@ -140,21 +151,12 @@ def update_site_command(
 
 
 def _checked_site(site_id: str, name: str, short_name: str, state: str, time_zone: str) -> Site:
-    """The site, its facts checked as the contract's SiteFacts checks them; exits 2 naming
-    what is wrong."""
+    """The site, its details checked (`checked_site`); exits 2 naming what is wrong."""
     try:
-        facts = SiteFacts(site_id=site_id, short_name=short_name, state=state, time_zone=time_zone)
-        ZoneInfo(time_zone)
-    except (ValidationError, ZoneInfoNotFoundError, ValueError) as error:
+        return checked_site(site_id, name, short_name, state, time_zone)
+    except InvalidSite as error:
         typer.echo(f"invalid site: {error}", err=True)
         raise typer.Exit(2) from None
-    return Site(
-        site_id=facts.site_id,
-        name=name,
-        short_name=facts.short_name,
-        state=facts.state,
-        time_zone=facts.time_zone,
-    )
 
 
 def _differences(before: Site, after: Site) -> list[str]:

@@ -1,0 +1,58 @@
+"""What a site may be, as a coordinator types it on the command line. Pure: no I/O.
+
+The contract's `SiteFacts` checks shapes only (two capital letters for a state, 1 to 40
+characters for a short name), so that events already written stay valid; a site entered
+now is held to more: its short name goes into every page a coach reads on a lock screen.
+"""
+
+import unicodedata
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from handoff_referral.domain.referral import Site
+from handoff_schemas.events import SiteFacts
+from handoff_schemas.vocabulary import US_STATES
+
+NAME_MAX = 200
+
+
+class InvalidSite(ValueError):
+    """A site's detail that cannot be stored; `field` names it (`short_name`, `state`…)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def checked_site(site_id: str, name: str, short_name: str, state: str, time_zone: str) -> Site:
+    """The site, its details checked: a site id as the contract's SiteId; a name of 1 to
+    `NAME_MAX` characters and a short name of 1 to 40, neither blank nor holding a line
+    break or another control character (the short name is in every page's text); a USPS
+    code of a state, DC or territory (`US_STATES`); an IANA time zone this machine knows.
+    Raises InvalidSite naming the first detail that is not acceptable."""
+    for field, text, longest in (("name", name, NAME_MAX), ("short_name", short_name, 40)):
+        if not text.strip():
+            raise InvalidSite(field, "must not be blank")
+        if len(text) > longest:
+            raise InvalidSite(field, f"at most {longest} characters")
+        if any(unicodedata.category(c).startswith("C") for c in text):
+            raise InvalidSite(field, "must not hold a line break or other control character")
+    if state not in US_STATES:
+        raise InvalidSite("state", f"{state!r} is not a USPS code of a US state or territory")
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSite("time_zone", f"{time_zone!r} is not an IANA time zone") from None
+    try:
+        facts = SiteFacts(site_id=site_id, short_name=short_name, state=state, time_zone=time_zone)
+    except ValidationError as error:
+        problem = error.errors(include_input=False, include_url=False)[0]
+        raise InvalidSite(str(problem["loc"][0]), problem["msg"]) from None
+    return Site(
+        site_id=facts.site_id,
+        name=name,
+        short_name=facts.short_name,
+        state=facts.state,
+        time_zone=facts.time_zone,
+    )
