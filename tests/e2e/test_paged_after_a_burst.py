@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import httpx
 import pytest
 
 from handoff_devenv import KafkaCluster
@@ -30,6 +31,7 @@ from tests.e2e.conftest import (
 from tests.support.fake_twilio import AUTH_TOKEN, signed_post
 from tests.support.waiting import eventually
 
+ADMIN_TOKEN = "burst-coordinator-secret"
 CEILING = 3
 COACHES_FOR_MAIN = 3
 
@@ -37,7 +39,11 @@ COACHES_FOR_MAIN = 3
 @pytest.fixture(scope="module")
 async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[System]:
     running = await start_system(
-        database_url, own_kafka, OFFERS_PER_15_MINUTES=str(CEILING), TWILIO_AUTH_TOKEN=AUTH_TOKEN
+        database_url,
+        own_kafka,
+        OFFERS_PER_15_MINUTES=str(CEILING),
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        MATCHING_ADMIN_TOKEN=ADMIN_TOKEN,
     )
     try:
         yield running
@@ -96,6 +102,16 @@ async def test_a_burst_is_paged_at_once_until_every_phone_is_spent_then_unassign
 
     # Matching has heard every phone is spent: the next is asked of nobody, not cycled.
     await _nobody_asked(system)
+    # The coordinator reads why nobody covers the site, truthfully (fresh29: "no reachable
+    # contact", while notify's list of unreachable numbers was empty).
+    async with httpx.AsyncClient() as client:
+        on_call = await client.get(
+            f"{system.matching.url}/v1/admin/sites/{MAIN_SITE}/on-call",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert on_call.status_code == 200, on_call.text
+    reasons = {entry["reason"] for entry in on_call.json()["not_covering"]}
+    assert reasons == {"offer pages at their limit this quarter hour"}
 
     # The helper's finding (fresh29): STOP then START on a spent phone brought its coach
     # back, and every new referral was offered to them and refused, every 2 s for good.

@@ -115,7 +115,9 @@ def test_one_rule_says_who_counts_as_cover_and_why_not() -> None:
     assert why_not_cover(coach(DAY, active=False), MERCY, MONDAY) is NotCover.INACTIVE
     assert why_not_cover(coach(DAY, state="RI"), MERCY, MONDAY) is NotCover.NOT_CERTIFIED
     assert why_not_cover(expired_sunday, MERCY, MONDAY) is NotCover.CERTIFICATION_EXPIRED
-    assert why_not_cover(coach(DAY), MERCY, MONDAY, reachable=False) is NotCover.UNREACHABLE
+    assert why_not_cover(coach(DAY), MERCY, MONDAY, NotCover.UNREACHABLE) is NotCover.UNREACHABLE
+    # fresh29: a phone at notify's offer ceiling is not "no reachable contact".
+    assert why_not_cover(coach(DAY), MERCY, MONDAY, NotCover.SPENT) is NotCover.SPENT
     assert NotCover.CERTIFICATION_EXPIRED.value == "certification expired"
     on_call = [DAY, NIGHT]
     found = not_covering(on_call, MERCY, MONDAY, {DAY: expired_sunday, NIGHT: coach(NIGHT)})
@@ -126,7 +128,9 @@ def test_a_coach_reachable_on_no_contact_method_leaves_a_gap() -> None:
     window = Interval(MONDAY, MONDAY + timedelta(days=1))
     schedules = weekly(weekday_days(DAY, Pool.site("md-mercy")), [])
     reachable = coverage_gaps(MERCY, window, schedules, {DAY: coach(DAY)})
-    unreachable = coverage_gaps(MERCY, window, schedules, {DAY: coach(DAY)}, {DAY})
+    unreachable = coverage_gaps(
+        MERCY, window, schedules, {DAY: coach(DAY)}, {DAY: NotCover.UNREACHABLE}
+    )
     assert [(hours(g.start), hours(g.end)) for g in reachable] == [(0, 8), (20, 24)]
     assert [(hours(g.start), hours(g.end)) for g in unreachable] == [(0, 24)]
 
@@ -140,6 +144,6 @@ def test_a_shift_is_cut_where_the_certification_expires() -> None:
         (20, 24, None),
         (24, 32, NotCover.CERTIFICATION_EXPIRED),
     ]
-    assert split_by_cover(shift, MERCY, coach(DAY), reachable=False) == [
+    assert split_by_cover(shift, MERCY, coach(DAY), NotCover.UNREACHABLE) == [
         (shift, NotCover.UNREACHABLE)
     ]

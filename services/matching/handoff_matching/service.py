@@ -11,7 +11,7 @@ shift starts and roster imports from other processes are found.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from handoff_matching.adapters import (
     schedule_store,
 )
 from handoff_matching.domain.briefing import apply_update
-from handoff_matching.domain.coverage import coverage_gaps
+from handoff_matching.domain.coverage import NotCover, coverage_gaps
 from handoff_matching.domain.dispatch import (
     CancelTimer,
     Candidates,
@@ -576,7 +576,8 @@ class MatchingService:
             now=now,
             coaches=await roster_store.coaches_by_id(connection, everyone),
             off=await follow_up_store.off_now(connection, everyone, now),
-            unreachable=frozenset(c for c, r in reach.items() if not r.reachable),
+            # A phone at its offer ceiling still takes a reminder (decision 0032).
+            unreachable=frozenset(c for c, r in reach.items() if not r.reachable and not r.spent),
             on_call_site=at_site,
             on_call_state=in_state,
             loads={c: loads.get(c, 0) + follow_ups.get(c, 0) for c in everyone},
@@ -784,13 +785,23 @@ def _count(dispatch: Dispatch, event: EventPayload) -> None:
 
 async def cover_facts(
     connection: Connection, pools: Sequence[Pool]
-) -> tuple[dict[UUID, Coach], frozenset[UUID]]:
+) -> tuple[dict[UUID, Coach], dict[UUID, NotCover]]:
     """What `domain.coverage.why_not_cover` needs of the coaches the pools' schedules name:
-    their roster entries, and those notify can reach on no contact method."""
+    their roster entries, and those notify can page on no contact method now, with why."""
     coach_ids = await schedule_store.scheduled_coaches(connection, pools)
     coaches = await roster_store.coaches_by_id(connection, coach_ids)
     reach = await reachability_store.of_coaches(connection, coach_ids)
-    return coaches, frozenset(c for c, r in reach.items() if not r.reachable)
+    return coaches, out_of_reach(reach)
+
+
+def out_of_reach(reach: Mapping[UUID, reachability_store.Reach]) -> dict[UUID, NotCover]:
+    """The coaches notify can page on no method now, and why: spent (its offer ceiling, for
+    a while) or unreachable (opted out, never deliverable)."""
+    return {
+        coach_id: NotCover.SPENT if r.spent else NotCover.UNREACHABLE
+        for coach_id, r in reach.items()
+        if not r.reachable
+    }
 
 
 async def coverage_gaps_ahead(

@@ -14,10 +14,13 @@ from handoff_schemas.vocabulary import Channel
 @dataclass(frozen=True)
 class Reach:
     """A coach's reachability: `reachable` False when every roster method is blocked;
-    `again_at` (UTC) the last time one of their methods came back into good standing."""
+    `again_at` (UTC) the last time one of their methods came back into good standing;
+    `spent` True when every method is blocked only by notify's offer ceiling (decision
+    0032), for a while, not by the coach or the carrier."""
 
     reachable: bool
     again_at: datetime | None
+    spent: bool = False
 
 
 async def record(
@@ -53,7 +56,9 @@ async def of_coaches(connection: Connection, coach_ids: Iterable[UUID]) -> dict[
     rows = await connection.fetch(
         f"""SELECT c.coach_id,
                    bool_or(r.reachable IS NOT FALSE) AS reachable,
-                   max(r.changed_at) FILTER (WHERE r.reachable) AS again_at
+                   max(r.changed_at) FILTER (WHERE r.reachable) AS again_at,
+                   coalesce(bool_and(r.reason = 'throttled') FILTER (WHERE NOT r.reachable),
+                            false) AS spent
             FROM {SCHEMA}.coaches c
             CROSS JOIN LATERAL jsonb_array_elements(c.contact_methods) AS m
             LEFT JOIN {SCHEMA}.contact_reachability r
@@ -63,7 +68,12 @@ async def of_coaches(connection: Connection, coach_ids: Iterable[UUID]) -> dict[
             HAVING count(r.channel) > 0""",
         list(coach_ids),
     )
-    return {row["coach_id"]: Reach(row["reachable"], row["again_at"]) for row in rows}
+    return {
+        row["coach_id"]: Reach(
+            row["reachable"], row["again_at"], not row["reachable"] and row["spent"]
+        )
+        for row in rows
+    }
 
 
 async def coaches_with_method(

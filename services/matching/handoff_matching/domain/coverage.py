@@ -11,10 +11,11 @@ admin `on-call?at=`, the coverage timeline's data and the calendar feeds all use
 so they never disagree (decision 0017, "What counts as cover").
 """
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from itertools import pairwise
+from types import MappingProxyType
 from uuid import UUID
 
 from handoff_matching.domain.eligibility import Coach, SiteProfile, certification_expiry
@@ -30,14 +31,22 @@ class NotCover(StrEnum):
     NOT_CERTIFIED = "not certified in the state"
     CERTIFICATION_EXPIRED = "certification expired"
     UNREACHABLE = "no reachable contact"
+    SPENT = "offer pages at their limit this quarter hour"  # notify's flood ceiling (0032)
+
+
+NO_ONE: Mapping[UUID, NotCover] = MappingProxyType({})
 
 
 def why_not_cover(
-    coach: Coach | None, site: SiteProfile, instant: datetime, reachable: bool = True
+    coach: Coach | None,
+    site: SiteProfile,
+    instant: datetime,
+    out_of_reach: NotCover | None = None,
 ) -> NotCover | None:
     """None if the coach, on call at `instant` (UTC), counts as cover for the site (matching
-    could page them there), else the first reason they do not. `reachable`: False when
-    notify can reach none of the coach's contact methods."""
+    could page them there), else the first reason they do not. `out_of_reach`: why notify
+    can page none of the coach's contact methods now (UNREACHABLE: opted out or never
+    deliverable; SPENT: each at its offer ceiling), or None."""
     if coach is None:
         return NotCover.NOT_ON_ROSTER
     if not coach.active:
@@ -47,9 +56,7 @@ def why_not_cover(
         return NotCover.NOT_CERTIFIED
     if all(instant >= certification_expiry(c, site.zone) for c in in_state):
         return NotCover.CERTIFICATION_EXPIRED
-    if not reachable:
-        return NotCover.UNREACHABLE
-    return None
+    return out_of_reach
 
 
 def not_covering(
@@ -57,12 +64,13 @@ def not_covering(
     site: SiteProfile,
     instant: datetime,
     coaches: Mapping[UUID, Coach],
-    unreachable: Collection[UUID] = (),
+    unreachable: Mapping[UUID, NotCover] = NO_ONE,
 ) -> dict[UUID, NotCover]:
-    """Of the coaches on call at the instant, those who do not count as cover, and why."""
+    """Of the coaches on call at the instant, those who do not count as cover, and why;
+    `unreachable`: the coaches notify can page on no method now, and why (`why_not_cover`)."""
     found: dict[UUID, NotCover] = {}
     for coach_id in on_call:
-        why = why_not_cover(coaches.get(coach_id), site, instant, coach_id not in unreachable)
+        why = why_not_cover(coaches.get(coach_id), site, instant, unreachable.get(coach_id))
         if why is not None:
             found[coach_id] = why
     return found
@@ -87,7 +95,7 @@ def coverage_gaps(
     window: Interval,
     schedules: Sequence[PoolSchedule],
     coaches: Mapping[UUID, Coach],
-    unreachable: Collection[UUID] = (),
+    unreachable: Mapping[UUID, NotCover] = NO_ONE,
 ) -> list[Interval]:
     """The windows (UTC, in order, joined where adjacent) in which nobody on call in any of
     `schedules` (the site's and its state pool's) counts as cover (`why_not_cover`)."""
@@ -107,7 +115,7 @@ def coverage_gaps(
 
 
 def split_by_cover(
-    shift: Shift, site: SiteProfile, coach: Coach | None, reachable: bool = True
+    shift: Shift, site: SiteProfile, coach: Coach | None, out_of_reach: NotCover | None = None
 ) -> list[tuple[Shift, NotCover | None]]:
     """The shift cut where the coach starts or stops counting as cover for the site, each
     piece with why it does not count (None: it does). Pieces in order, never empty."""
@@ -115,7 +123,7 @@ def split_by_cover(
     bounds = [shift.interval.start, *sorted(cuts), shift.interval.end]
     pieces: list[tuple[Shift, NotCover | None]] = []
     for start, end in pairwise(bounds):
-        why = why_not_cover(coach, site, start, reachable)
+        why = why_not_cover(coach, site, start, out_of_reach)
         if pieces and pieces[-1][1] is why:
             pieces[-1] = (Shift(shift.coach_id, Interval(pieces[-1][0].interval.start, end)), why)
         else:

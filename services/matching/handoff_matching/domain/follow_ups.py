@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from handoff_matching.domain.coverage import why_not_cover
+from handoff_matching.domain.coverage import NotCover, why_not_cover
 from handoff_matching.domain.eligibility import Coach, SiteProfile
 from handoff_schemas.vocabulary import FollowUpAssignee
 
@@ -27,8 +27,9 @@ class FollowUpFacts:
 
     `coaches`: roster entries of every coach named below (a coach missing is off the
     roster); `off`: coaches whose own OFF is in force; `unreachable`: coaches notify can
-    reach on no contact method; `on_call_site` / `on_call_state`: on call in the site's
-    pool and its state pool now (overrides applied); `loads`: referrals holding each coach;
+    reach on no contact method (a phone at its offer ceiling still takes a reminder);
+    `on_call_site` / `on_call_state`: on call in the site's pool and its state pool now
+    (overrides applied); `loads`: referrals holding each coach;
     `supervisors`: the site's escalation list, then other supervisors of its state, in
     order (a supervisor is reminded on their roster entry's contacts, so one not on the
     roster, or inactive, is passed over); `has_contacts`: coaches with at least one
@@ -55,9 +56,9 @@ class Choice:
 def may_follow_up(coach_id: UUID, facts: FollowUpFacts) -> bool:
     """True if the coach may be given a follow-up attempt for the site now: they count as
     cover (`why_not_cover`), are not OFF, and have a contact method to be reminded on."""
-    reachable = coach_id not in facts.unreachable
+    out_of_reach = NotCover.UNREACHABLE if coach_id in facts.unreachable else None
     return (
-        why_not_cover(facts.coaches.get(coach_id), facts.site, facts.now, reachable) is None
+        why_not_cover(facts.coaches.get(coach_id), facts.site, facts.now, out_of_reach) is None
         and coach_id not in facts.off
         and coach_id in facts.has_contacts
     )

@@ -50,7 +50,7 @@ from handoff_matching.roster_file import (
     TimeZone,
     _pool,
 )
-from handoff_matching.service import cover_facts, roster_changed
+from handoff_matching.service import cover_facts, out_of_reach, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
 
@@ -634,7 +634,7 @@ async def _site_feed(
         for pool in pools
         for shift in schedules[pool].timeline(window).shifts()
         for piece, why in split_by_cover(
-            shift, site, coaches.get(shift.coach_id), shift.coach_id not in unreachable
+            shift, site, coaches.get(shift.coach_id), unreachable.get(shift.coach_id)
         )
         if why is None
     ]
@@ -659,15 +659,14 @@ async def _coach_feed(
     pools = await schedule_store.coach_pools(connection, coach_id)
     schedules = await schedule_store.pool_schedules(connection, pools, window)
     coach = (await roster_store.coaches_by_id(connection, [coach_id])).get(coach_id)
-    reach = await reachability_store.of_coaches(connection, [coach_id])
-    reachable = coach_id not in reach or reach[coach_id].reachable
+    why_out = out_of_reach(await reachability_store.of_coaches(connection, [coach_id]))
     entries = []
     for pool in pools:
         site = await pool_site(connection, pool)
         for shift in schedules[pool].timeline(window).shifts():
             if shift.coach_id != coach_id:
                 continue
-            for piece, why in split_by_cover(shift, site, coach, reachable):
+            for piece, why in split_by_cover(shift, site, coach, why_out.get(coach_id)):
                 title = f"On call: {pool.key}" + (
                     " state pool" if pool.kind is PoolKind.STATE else ""
                 )
