@@ -10,7 +10,6 @@ import pytest
 
 from handoff_notify.adapters import pages_store
 from handoff_notify.domain.throttle import RecentSends
-from handoff_schemas.vocabulary import Channel
 from tests.integration.conftest import create_database
 
 PHONE = "+14105550101"
@@ -51,11 +50,12 @@ async def _message(
     sent_at: datetime | None = None,
     sending_since: datetime | None = None,
     destination: str = PHONE,
+    channel: str = "sms",
 ) -> None:
     await connection.execute(
         """INSERT INTO notify.messages (message_id, offer_id, kind, contact_index, channel,
                destination, state, created_at, sent_at, sending_since)
-           VALUES ($1, $2, $3, 0, 'sms', $4, $5, $6, $7, $8)""",
+           VALUES ($1, $2, $3, 0, $9, $4, $5, $6, $7, $8)""",
         uuid4(),
         await _offer(connection),
         kind,
@@ -64,6 +64,7 @@ async def _message(
         created_at,
         sent_at,
         sending_since,
+        channel,
     )
 
 
@@ -87,9 +88,28 @@ async def test_recent_sends_count_what_went_and_what_is_going_within_the_window(
     await _message(notify_db, "offer", "pending", ago(0))
     await _message(notify_db, "offer", "sent", ago(1), sent_at=ago(1), destination="+14105550199")
 
-    recent = await pages_store.recent_sends(notify_db, Channel.SMS, PHONE, ago(15))
+    recent = await pages_store.recent_sends(notify_db, PHONE, ago(15))
 
     # The offer's slot frees when it leaves the window: 15 minutes after it went.
     assert recent == RecentSends(offers=2, notices=2, oldest_offer=ago(5))
-    nobody = await pages_store.recent_sends(notify_db, Channel.EMAIL, PHONE, ago(15))
+    nobody = await pages_store.recent_sends(notify_db, "coach@example.org", ago(15))
     assert nobody == RecentSends(offers=0, notices=0)
+
+
+async def test_a_phones_texts_and_calls_count_together(notify_db: asyncpg.Connection) -> None:
+    """fresh29b: with a ceiling of 3, a coach whose SMS and voice methods share a number got
+    three texts, then three calls, in 11 s: the count was per channel."""
+    now: datetime = await notify_db.fetchval("SELECT now()")
+    for seconds_ago, channel in ((12, "sms"), (11, "sms"), (10, "voice")):
+        await _message(
+            notify_db,
+            "offer",
+            "delivered",
+            now - timedelta(seconds=seconds_ago),
+            sent_at=now - timedelta(seconds=seconds_ago),
+            channel=channel,
+        )
+
+    recent = await pages_store.recent_sends(notify_db, PHONE, now - timedelta(minutes=15))
+
+    assert recent.offers == 3
