@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from handoff_notify.domain import content
 from handoff_notify.settings import NotifySettings
 from handoff_platform.links import FOLLOW_UP_LINK, LinkSigner
+from handoff_platform.sms_text import GSM7
 
 
 def _link(base: str) -> str:
@@ -22,7 +23,7 @@ def test_the_reminder_reads_as_promised() -> None:
         f"Handoff: a 30-day follow-up call for St. Elsewhere ED is due. Open: {link}"
     )
     assert len(reminder.text) <= content.SMS_SEGMENT
-    assert set(reminder.text) <= content.GSM7
+    assert set(reminder.text) <= GSM7
     assert "30-day follow-up" in reminder.subject
 
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handoff_notify.domain import content
-from handoff_notify.domain.content import GSM7, SMS_SEGMENT, OpenOffer
+from handoff_notify.domain.content import SMS_SEGMENT, OpenOffer
 from handoff_notify.domain.offer import CoachOffer, OfferState
 from handoff_notify.domain.replies import (
     CODE_LETTERS,
@@ -23,6 +23,7 @@ from handoff_notify.domain.replies import (
     read_reply,
 )
 from handoff_notify.domain.reply_codes import choose_code
+from handoff_platform.sms_text import GSM7
 from handoff_schemas.vocabulary import CoachResponse, Urgency, WithdrawReason
 from tests.support.patients import PHI_MARKERS
 

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from handoff_notify.domain import content
-from handoff_notify.domain.content import GSM7, SMS_SEGMENT, Unassigned, link_room
+from handoff_notify.domain.content import SMS_SEGMENT, Unassigned, link_room
 from handoff_notify.domain.links import LINK_PATH_CHARACTERS
+from handoff_platform.sms_text import GSM7
 from handoff_schemas.vocabulary import Urgency
 from tests.support.patients import PHI_MARKERS
 

@@ -15,6 +15,11 @@ GOOD = {
 }
 
 
+def test_accents_a_text_can_carry_are_kept() -> None:
+    assert checked_site(**{**GOOD, "short_name": "Señora Ñ ED"}).short_name == "Señora Ñ ED"
+    assert checked_site(**{**GOOD, "time_zone": "Pacific/Guam", "state": "GU"}).state == "GU"
+
+
 def test_a_site_as_typed_is_kept_as_typed() -> None:
     site = checked_site(**GOOD)
     assert (site.site_id, site.short_name, site.state, site.time_zone) == (
@@ -38,8 +43,18 @@ def test_a_site_as_typed_is_kept_as_typed() -> None:
         ("short_name", "Mercy\u200bED"),  # a format character, invisible on a phone
         ("short_name", " "),
         ("short_name", "x" * 41),
+        ("short_name", "Mercy\u2028ED"),  # a line separator (fresh29b)
+        ("short_name", "\u3164"),  # a Hangul filler: invisible, "blank" to a person
+        ("short_name", "T2 Delta \U0001f691"),  # an emoji a text drops
+        ("short_name", " Mercy ED"),
+        ("short_name", "Mercy  ED"),
+        ("name", "Mercy Medical Center "),
         ("time_zone", "Mars/Base"),
         ("time_zone", ""),
+        ("time_zone", "Factory"),
+        ("time_zone", "localtime"),
+        ("time_zone", "UTC"),
+        ("time_zone", "Etc/GMT+5"),
         ("site_id", "MD_Mercy"),
     ],
 )

@@ -8,7 +8,6 @@ offer names it by its reply code ("request B at Mercy ED"), and times are the
 site's wall clock with its zone's abbreviation ("20:03 EST"), decision 0020.
 """
 
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,14 +17,10 @@ from zoneinfo import ZoneInfo
 
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import CODES
+from handoff_platform.sms_text import gsm7
 from handoff_schemas.vocabulary import Urgency, WithdrawReason
 
 SMS_SEGMENT = 160  # GSM-7 characters in one SMS segment
-# GSM 03.38's basic character set (the extension table's characters cost two).
-GSM7 = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
 _MIN_SITE = 6  # below this a shortened site name no longer tells EDs apart
 
 
@@ -69,19 +64,6 @@ def request(site_short_name: str, code: str | None) -> str:
     """How a text names one request: "request B at Mercy ED", or without a code (a page
     that went by email or voice only) "request at Mercy ED"."""
     return f"request {code} at {site_short_name}" if code else f"request at {site_short_name}"
-
-
-def gsm7(text: str) -> str:
-    """`text` in GSM-7's basic set: accents kept where GSM has them, else dropped
-    ("Señora Ōtā" → "Señora Ota"), other characters left out."""
-    kept = []
-    for character in text:
-        if character in GSM7:
-            kept.append(character)
-            continue
-        base = unicodedata.normalize("NFKD", character)
-        kept.extend(c for c in base if c in GSM7)
-    return "".join(kept)
 
 
 def offer(
