@@ -109,9 +109,18 @@ async def test_a_burst_is_paged_at_once_until_every_phone_is_spent_then_unassign
             f"{system.matching.url}/v1/admin/sites/{MAIN_SITE}/on-call",
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         )
-    assert on_call.status_code == 200, on_call.text
-    reasons = {entry["reason"] for entry in on_call.json()["not_covering"]}
-    assert reasons == {"offer pages at their limit this quarter hour"}
+        assert on_call.status_code == 200, on_call.text
+        reasons = {entry["reason"] for entry in on_call.json()["not_covering"]}
+        assert reasons == {"offer pages at their limit this quarter hour"}
+        # A quarter hour's spell is no hole in the rota (fresh29b: a day's gap report, and
+        # the console's 14 days, showed the spell as gaps to the end of the window).
+        coverage = await client.get(
+            f"{system.matching.url}/v1/admin/sites/{MAIN_SITE}/coverage",
+            params={"days": 1},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert coverage.status_code == 200, coverage.text
+    assert coverage.json()["gaps"] == []
 
     # The helper's finding (fresh29): STOP then START on a spent phone brought its coach
     # back, and every new referral was offered to them and refused, every 2 s for good.

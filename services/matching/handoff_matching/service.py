@@ -784,23 +784,29 @@ def _count(dispatch: Dispatch, event: EventPayload) -> None:
 
 
 async def cover_facts(
-    connection: Connection, pools: Sequence[Pool]
+    connection: Connection, pools: Sequence[Pool], now_only: bool = False
 ) -> tuple[dict[UUID, Coach], dict[UUID, NotCover]]:
     """What `domain.coverage.why_not_cover` needs of the coaches the pools' schedules name:
-    their roster entries, and those notify can page on no contact method now, with why."""
+    their roster entries, and those notify can page on no contact method, with why.
+    `now_only`: the facts are read for this moment alone (who is on call now), so a coach
+    whose methods are all at notify's offer ceiling counts out; otherwise, for a window
+    ahead (gaps, timelines, feeds), they count in, the ceiling lasting minutes (fresh29b:
+    a quarter hour's spell showed as gaps for two weeks)."""
     coach_ids = await schedule_store.scheduled_coaches(connection, pools)
     coaches = await roster_store.coaches_by_id(connection, coach_ids)
     reach = await reachability_store.of_coaches(connection, coach_ids)
-    return coaches, out_of_reach(reach)
+    return coaches, out_of_reach(reach, now_only)
 
 
-def out_of_reach(reach: Mapping[UUID, reachability_store.Reach]) -> dict[UUID, NotCover]:
-    """The coaches notify can page on no method now, and why: spent (its offer ceiling, for
-    a while) or unreachable (opted out, never deliverable)."""
+def out_of_reach(
+    reach: Mapping[UUID, reachability_store.Reach], now_only: bool = False
+) -> dict[UUID, NotCover]:
+    """The coaches notify can page on no method, and why: spent (its offer ceiling, for a
+    few minutes: only when `now_only`) or unreachable (opted out, never deliverable)."""
     return {
         coach_id: NotCover.SPENT if r.spent else NotCover.UNREACHABLE
         for coach_id, r in reach.items()
-        if not r.reachable
+        if not r.reachable and (now_only or not r.spent)
     }
 
 

@@ -176,13 +176,15 @@ def build_admin_router(
 
     @router.get("/sites/{site_id}/on-call", response_model=OnCallNow)
     async def get_on_call(site_id: SitePath, at: ScheduleMoment | None = None) -> OnCallNow:
-        """Who is on call for the site, and for its state pool, at `at` (default: now)."""
+        """Who is on call for the site, and for its state pool, at `at` (default: now). Only
+        a view of now counts out a coach whose phone is at notify's offer ceiling: it lasts
+        minutes (decision 0032)."""
         instant = at or datetime.now(UTC)
         async with pool.acquire() as connection:
             state, time_zone = await _site_facts(connection, site_id)
             pools = [Pool.site(site_id), Pool.state(state)]
             found = await who_is_on_call(connection, pools, instant)
-            coaches, unreachable = await cover_facts(connection, pools)
+            coaches, unreachable = await cover_facts(connection, pools, now_only=at is None)
         site = SiteProfile(site_id, state, ZoneInfo(time_zone))
         rota = found[pools[0]] | found[pools[1]]
         out = not_covering(rota, site, instant, coaches, unreachable)
