@@ -606,7 +606,7 @@ class MatchingService:
         also_lock: Iterable[UUID] = (),
     ) -> tuple[Candidates, bool]:
         """`_candidates`, and whether any coach it considered (eligible for this referral
-        or not) has room at all."""
+        or not, reachable or not) has a free slot at all."""
         facts = dispatch.facts
         _, interpreter_available, supervisors = await dispatch_store.site_settings(
             connection, facts.site_id
@@ -657,10 +657,13 @@ class MatchingService:
             ranked = ((r.coach_id, r.explanation()) for r in rank(fit, need, now))
             return Ranking(ranked, full, {c: again[c] for c in ids if c in again})
 
-        def room(coach_id: UUID) -> bool:
+        def free_slot(coach_id: UUID) -> bool:
             coach = coaches.get(coach_id)
             limit = coach.max_concurrent if coach is not None else None
-            return coach_id not in unreachable and has_room(load.get(coach_id, 0), limit)
+            return has_room(load.get(coach_id, 0), limit)
+
+        def room(coach_id: UUID) -> bool:
+            return coach_id not in unreachable and free_slot(coach_id)
 
         def supervising() -> Ranking:
             reachable = [s for s in supervisors if s not in unreachable]
@@ -670,7 +673,9 @@ class MatchingService:
                 {s: again[s] for s in supervisors if s in again},
             )
 
-        any_room = any(room(c) for c in considered)
+        # A free slot whose coach cannot be paged counts: the referrals waiting at that site
+        # are to go unassigned (supervisors told), not be passed over (fresh29b).
+        any_room = any(free_slot(c) for c in considered)
         candidates = {
             Tier.SITE: eligible(at_site, True),
             Tier.STATE_POOL: eligible(in_state, False),
