@@ -94,6 +94,14 @@ class System:
         created: dict[str, Any] = response.json()
         return created
 
+    async def rows(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """What a query of the system's database answers, on a connection of its own."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            return list(await connection.fetch(query, *args))
+        finally:
+            await connection.close()
+
     async def cancel(self, site: str, referral_id: str, reason: str = "patient_left") -> None:
         """The ED cancels the referral; fails the test unless it is a 200."""
         async with httpx.AsyncClient() as client:

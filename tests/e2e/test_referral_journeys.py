@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import httpx
 import pytest
 import yaml
@@ -89,13 +88,9 @@ async def _page_of(
 
 async def _sandbox_messages(system: System) -> list[tuple[str, str]]:
     """Every (destination, body) the sandbox phones received, oldest first."""
-    connection = await asyncpg.connect(system.database_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT destination, body FROM notify.sandbox_messages ORDER BY sandbox_id"
-        )
-    finally:
-        await connection.close()
+    rows = await system.rows(
+        "SELECT destination, body FROM notify.sandbox_messages ORDER BY sandbox_id"
+    )
     return [(row["destination"], row["body"]) for row in rows]
 
 

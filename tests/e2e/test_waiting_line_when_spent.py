@@ -13,7 +13,6 @@ the second sat `waiting` -- nobody texted, nobody told -- until a phone's slot f
 from collections.abc import AsyncIterator
 from uuid import UUID
 
-import asyncpg
 import pytest
 
 from handoff_devenv import KafkaCluster
@@ -38,18 +37,14 @@ async def system(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[Sy
 
 async def _offer_pages(system: System, referral_id: str | None = None) -> dict[str, int]:
     """Offer pages handed to the sandbox, by phone (of one referral, if given)."""
-    connection = await asyncpg.connect(system.database_url)
-    try:
-        rows = await connection.fetch(
-            """SELECT m.destination, count(*) AS pages FROM notify.sandbox_messages s
-               JOIN notify.messages m USING (message_id)
-               JOIN notify.offers o USING (offer_id)
-               WHERE m.kind = 'offer' AND ($1::uuid IS NULL OR o.referral_id = $1)
-               GROUP BY 1""",
-            UUID(referral_id) if referral_id else None,
-        )
-    finally:
-        await connection.close()
+    rows = await system.rows(
+        """SELECT m.destination, count(*) AS pages FROM notify.sandbox_messages s
+           JOIN notify.messages m USING (message_id)
+           JOIN notify.offers o USING (offer_id)
+           WHERE m.kind = 'offer' AND ($1::uuid IS NULL OR o.referral_id = $1)
+           GROUP BY 1""",
+        UUID(referral_id) if referral_id else None,
+    )
     return {row["destination"]: row["pages"] for row in rows}
 
 
@@ -60,13 +55,9 @@ async def _status(system: System, referral_id: str) -> str:
 
 async def test_every_referral_waiting_for_spent_phones_goes_unassigned(system: System) -> None:
     # The start-up referral holds a coach's only slot: end it.
-    connection = await asyncpg.connect(system.database_url)
-    try:
-        open_ids = await connection.fetch(
-            "SELECT referral_id FROM referral.referrals WHERE status = 'offered'"
-        )
-    finally:
-        await connection.close()
+    open_ids = await system.rows(
+        "SELECT referral_id FROM referral.referrals WHERE status = 'offered'"
+    )
     for row in open_ids:
         await system.cancel(MAIN_SITE, str(row["referral_id"]), "entered_in_error")
 
