@@ -10,6 +10,7 @@ import pytest
 
 from handoff_notify.adapters import pages_store
 from handoff_notify.domain.throttle import RecentSends
+from handoff_schemas.vocabulary import Channel
 from tests.integration.conftest import create_database
 
 PHONE = "+14105550101"
@@ -88,11 +89,11 @@ async def test_recent_sends_count_what_went_and_what_is_going_within_the_window(
     await _message(notify_db, "offer", "pending", ago(0))
     await _message(notify_db, "offer", "sent", ago(1), sent_at=ago(1), destination="+14105550199")
 
-    recent = await pages_store.recent_sends(notify_db, PHONE, ago(15))
+    recent = await pages_store.recent_sends(notify_db, Channel.SMS, PHONE, ago(15))
 
     # The offer's slot frees when it leaves the window: 15 minutes after it went.
     assert recent == RecentSends(offers=2, notices=2, oldest_offer=ago(5))
-    nobody = await pages_store.recent_sends(notify_db, "coach@example.org", ago(15))
+    nobody = await pages_store.recent_sends(notify_db, Channel.EMAIL, PHONE, ago(15))
     assert nobody == RecentSends(offers=0, notices=0)
 
 
@@ -110,6 +111,6 @@ async def test_a_phones_texts_and_calls_count_together(notify_db: asyncpg.Connec
             channel=channel,
         )
 
-    recent = await pages_store.recent_sends(notify_db, PHONE, now - timedelta(minutes=15))
-
-    assert recent.offers == 3
+    window = now - timedelta(minutes=15)
+    for channel in (Channel.SMS, Channel.VOICE):
+        assert (await pages_store.recent_sends(notify_db, channel, PHONE, window)).offers == 3

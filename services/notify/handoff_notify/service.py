@@ -359,7 +359,7 @@ class NotifyService:
                     await self._blocked(connection, message, record, method)
                     continue
                 recent = await store.recent_sends(
-                    connection, message.destination, now - rules.window
+                    connection, message.channel, message.destination, now - rules.window
                 )
                 verdict = throttle(message.kind, recent, now, rules)
                 if isinstance(verdict, Refuse) and message.kind is MessageKind.OFFER:

@@ -279,21 +279,28 @@ async def claim_lost_sends(connection: Connection, limit: int) -> list[MessageRe
     return [_message(r) for r in rows]
 
 
-async def recent_sends(connection: Connection, destination: str, since: datetime) -> RecentSends:
-    """What went to a destination after `since`, on any channel (a phone's texts and calls
-    are one phone's: fresh29b saw three texts then three calls to one number within a
-    ceiling of 3), counting sends still in flight (a message claimed earlier in the same
-    batch is one) and sends failed after they went (STOP fails the pages it answers: fresh29
-    saw a fourth page in the quarter hour go out after STOP and START), summed up here
-    rather than in Python."""
+_ONE_PHONE = (Channel.SMS.value, Channel.VOICE.value)
+
+
+async def recent_sends(
+    connection: Connection, channel: Channel, destination: str, since: datetime
+) -> RecentSends:
+    """What went to a destination after `since`, a phone's texts and calls together
+    (fresh29b saw three texts then three calls to one number within a ceiling of 3),
+    counting sends still in flight (a message claimed earlier in the same batch is one)
+    and sends failed after they went (STOP fails the pages it answers: fresh29 saw a fourth
+    page in the quarter hour go out after STOP and START), summed up here rather than in
+    Python."""
+    channels = _ONE_PHONE if channel.value in _ONE_PHONE else (channel.value,)
     row = await connection.fetchrow(
         f"""SELECT count(*) FILTER (WHERE kind = 'offer') AS offers,
                    count(*) FILTER (WHERE kind <> 'offer') AS notices,
                    min(coalesce(sent_at, sending_since)) FILTER (WHERE kind = 'offer') AS oldest
             FROM {SCHEMA}.messages
-            WHERE destination = $1 AND created_at >= $2
+            WHERE channel = ANY($1::text[]) AND destination = $2 AND created_at >= $3
               AND (state IN ('sending', 'sent', 'delivered') OR sent_at IS NOT NULL)
-              AND coalesce(sent_at, sending_since) > $2""",
+              AND coalesce(sent_at, sending_since) > $3""",
+        list(channels),
         destination,
         since,
     )
