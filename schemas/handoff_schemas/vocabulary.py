@@ -160,6 +160,11 @@ Islands): where a site or a console account may be. No package in the environmen
 the list; military "states" (AA, AE, AP) and the freely associated states (FM, MH, PW) run
 no emergency departments Handoff serves. `UsState` checks only the shape, so that events
 already written stay valid."""
+OFFER_CEILING_REACHED = "throttled"
+OFFER_CEILING_FREED = "throttle_freed"
+"""ContactMethodReachabilityChanged's reasons when notify's offer ceiling per phone
+(OFFERS_PER_15_MINUTES) takes a method out of good standing, and when a slot frees: notify
+says them, matching reads the first (decision 0032)."""
 TimeZoneName = Annotated[str, Field(max_length=64, description="IANA time zone name.")]
 ShortLabel = Annotated[str, Field(min_length=1, max_length=40)]
 E164Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{7,14}$")]

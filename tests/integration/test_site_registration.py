@@ -239,6 +239,11 @@ async def test_site_add_again_with_other_details_is_refused_and_update_says_what
     assert other_days.returncode == 1
     assert "another follow-up days" in other_days.stderr
     assert "follow-ups schedule --site de-rename" in other_days.stderr
+    no_days = handoff(database, "site", "add", "--id", "de-rename", "--name", "Rename General",
+                      "--short-name", "Old Name ED", "--state", "DE",
+                      "--time-zone", "America/New_York", "--follow-up-days", "")  # fmt: skip
+    assert no_days.returncode == 2
+    assert "invalid site: follow_up_days" in no_days.stderr
     bad = handoff(database, "site", "update", "--id", "de-rename", "--time-zone", "Mars/Base")
     assert bad.returncode == 2
     assert "invalid site: time_zone:" in bad.stderr

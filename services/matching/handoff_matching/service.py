@@ -92,7 +92,8 @@ HELD_BACK_FAILURES = (
     PageFailure.INVALID_DESTINATION,
     PageFailure.THROTTLED,
 )
-"""Page failures that mean the coach's method is blocked, not that paging is down."""
+"""Page failures that mean the coach's method is blocked or at notify's offer ceiling,
+not that paging is down."""
 
 MAX_SUPERVISOR_CONTACTS = 16  # ReferralUnassigned.supervisor_contacts' limit
 MAX_CONTACTS = 16  # FollowUpAssigned.contacts' limit

@@ -96,6 +96,8 @@ from handoff_schemas.events import (
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
+    OFFER_CEILING_FREED,
+    OFFER_CEILING_REACHED,
     Channel,
     CoachResponse,
     PageFailure,
@@ -125,10 +127,6 @@ _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPA
 # id to be stored. The id lands within the provider timeout, or at the latest when the
 # lost send is reconciled after its deadline: minutes. What waits longer is not ours.
 EARLY_REPORTS_KEPT_SECONDS = 3600.0
-
-# ContactMethodReachabilityChanged's reasons for the offer ceiling (decision 0032).
-THROTTLED = "throttled"
-THROTTLE_FREED = "throttle_freed"
 
 # A reminder held back by its destination's flood ceiling looks again this often: it is
 # due within its window (days), so a minute costs nothing.
@@ -414,7 +412,9 @@ class NotifyService:
             connection, message.channel, message.destination, until, now
         ):
             return  # told already
-        await self._reachability(connection, message.channel, message.destination, False, THROTTLED)
+        await self._reachability(
+            connection, message.channel, message.destination, False, OFFER_CEILING_REACHED
+        )
         await self.timers.set(
             connection,
             _throttle_timer(message.channel, message.destination),
@@ -432,7 +432,7 @@ class NotifyService:
             return
         if await store.blocked_methods(connection, {(channel, destination)}):
             return
-        await self._reachability(connection, channel, destination, True, THROTTLE_FREED)
+        await self._reachability(connection, channel, destination, True, OFFER_CEILING_FREED)
 
     async def _blocked(
         self,
@@ -1346,7 +1346,7 @@ class NotifyService:
         its coach is not asked until the window frees a slot (fresh29: START on a spent
         phone had every new referral offered to the coach and refused, over and over)."""
         if await store.is_throttled(connection, channel, destination):
-            await self._reachability(connection, channel, destination, False, THROTTLED)
+            await self._reachability(connection, channel, destination, False, OFFER_CEILING_REACHED)
             return
         await self._reachability(connection, channel, destination, True, reason)
 

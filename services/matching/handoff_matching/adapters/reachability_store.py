@@ -8,7 +8,7 @@ from uuid import UUID
 
 from handoff_matching import SCHEMA
 from handoff_platform.database import Connection
-from handoff_schemas.vocabulary import Channel
+from handoff_schemas.vocabulary import OFFER_CEILING_REACHED, Channel
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ async def of_coaches(connection: Connection, coach_ids: Iterable[UUID]) -> dict[
         f"""SELECT c.coach_id,
                    bool_or(r.reachable IS NOT FALSE) AS reachable,
                    max(r.changed_at) FILTER (WHERE r.reachable) AS again_at,
-                   coalesce(bool_and(r.reason = 'throttled') FILTER (WHERE NOT r.reachable),
+                   coalesce(bool_and(r.reason = $2) FILTER (WHERE NOT r.reachable),
                             false) AS spent
             FROM {SCHEMA}.coaches c
             CROSS JOIN LATERAL jsonb_array_elements(c.contact_methods) AS m
@@ -67,6 +67,7 @@ async def of_coaches(connection: Connection, coach_ids: Iterable[UUID]) -> dict[
             GROUP BY c.coach_id
             HAVING count(r.channel) > 0""",
         list(coach_ids),
+        OFFER_CEILING_REACHED,
     )
     return {
         row["coach_id"]: Reach(

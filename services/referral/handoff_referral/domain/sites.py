@@ -6,6 +6,7 @@ now is held to more: its short name goes into every page a coach reads on a lock
 """
 
 import unicodedata
+from functools import cache
 from zoneinfo import available_timezones
 
 from pydantic import ValidationError
@@ -16,7 +17,6 @@ from handoff_schemas.events import SiteFacts
 from handoff_schemas.vocabulary import US_STATES
 
 NAME_MAX = 200
-_ZONES = frozenset(available_timezones())
 
 
 class InvalidSite(ValueError):
@@ -44,15 +44,15 @@ def checked_site(site_id: str, name: str, short_name: str, state: str, time_zone
             raise InvalidSite(field, "must not hold a line break or other control character")
         if text != text.strip() or "  " in text:
             raise InvalidSite(field, "no spaces at either end, nor two in a row")
-    if gsm7(short_name) != short_name:
+    if (as_texted := gsm7(short_name)) != short_name:
         raise InvalidSite(
             "short_name",
-            f"a text message would show it as {gsm7(short_name)!r}: use letters, digits and"
+            f"a text message would show it as {as_texted!r}: use letters, digits and"
             " punctuation a text can carry",
         )
     if state not in US_STATES:
         raise InvalidSite("state", f"{state!r} is not a USPS code of a US state or territory")
-    if "/" not in time_zone or time_zone.startswith("Etc/") or time_zone not in _ZONES:
+    if "/" not in time_zone or time_zone.startswith("Etc/") or time_zone not in _zones():
         raise InvalidSite(
             "time_zone", f"{time_zone!r} is not the IANA time zone of a place (America/New_York)"
         )
@@ -68,3 +68,10 @@ def checked_site(site_id: str, name: str, short_name: str, state: str, time_zone
         state=facts.state,
         time_zone=facts.time_zone,
     )
+
+
+@cache
+def _zones() -> frozenset[str]:
+    """The IANA zones this machine's tz database knows (read once, when first needed: the
+    scan is not for every command's start)."""
+    return frozenset(available_timezones())

@@ -75,7 +75,7 @@ def add_site(
     refuses (exit 1) naming them: `site update` and `follow-ups schedule` change them."""
     site = _checked_site(site_id, name, short_name, state, time_zone)
     try:
-        days = [int(d) for d in follow_up_days.split(",")] if follow_up_days else None
+        days = None if follow_up_days is None else [int(d) for d in follow_up_days.split(",")]
         schedule = check_schedule(days if days is not None else list(DEFAULT_SCHEDULE))
     except ValueError as error:
         field = error.field if isinstance(error, BadInput) else "follow_up_days"
