@@ -10,7 +10,12 @@ PostgreSQL's durable defaults), drives it for a fixed time, and prints:
 - the outbox lag: the age of the oldest unpublished event, sampled every 250 ms;
 - the reference, measured in the same run on the same database: single-row
   INSERTs with asyncpg at the same concurrency, i.e. the cost of one durable
-  commit without HTTP, validation, the timeline or the outbox.
+  commit without HTTP, validation, the timeline or the outbox;
+- the floor, also in the same run: the same posts, back to back, to the least an HTTP
+  intake in Python can do (`bench/intake_floor.py`: a bare ASGI app under uvicorn that
+  writes the referral, its timeline step and its outbox row in one statement, with no
+  authentication, validation or relay), which says how much of the gap to the reference
+  any Python HTTP service on this machine would pay.
 
     .venv/bin/python -m bench.referral_intake [--seconds 30] [--clients 32]
 """
@@ -21,6 +26,7 @@ import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,7 +37,8 @@ from cryptography.fernet import Fernet
 
 from bench.common import fresh_database, handoff, infrastructure, percentile
 from handoff_cli.demo import demo_referral
-from handoff_devenv.service_process import running_service
+from handoff_devenv.ports import free_ports
+from handoff_devenv.service_process import ServiceProcess, start_service
 
 GOAL_RATE = 500
 GOAL_P99_MS = 50.0
@@ -141,6 +148,40 @@ async def referral_posts(
     return latencies, errors, worst_lag
 
 
+async def floor_posts(database_url: str, clients: int, seconds: float) -> tuple[list[float], int]:
+    """The same referrals posted back to back to `bench/intake_floor.py`, run for the phase."""
+    port = free_ports(1)[0]
+    floor = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.intake_floor", "--port", str(port),
+        "--database-url", database_url, "--pool-size", str(clients),
+    )  # fmt: skip
+    run = uuid.uuid4().hex[:6]
+    try:
+        async with aiohttp.ClientSession(
+            f"http://127.0.0.1:{port}", connector=aiohttp.TCPConnector(limit=clients)
+        ) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with http.get("/") as answer:
+                        if answer.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                await asyncio.sleep(0.2)
+
+            async def post(number: int) -> bool:
+                async with http.post("/", json=demo_referral(f"floor-{run}-{number}")) as answer:
+                    await answer.read()
+                    return answer.status == 201
+
+            return await drive(clients, seconds, post)
+    finally:
+        floor.terminate()
+        await asyncio.wait_for(floor.wait(), timeout=10)
+
+
 def report(name: str, latencies: list[float], errors: int, seconds: float) -> float:
     rate = len(latencies) / seconds
     print(
@@ -158,6 +199,8 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
     )
     reference, reference_errors = await reference_inserts(database_url, clients, seconds)
     reference_rate = report("reference: asyncpg INSERT", reference, reference_errors, seconds)
+    floor, floor_errors = await floor_posts(database_url, clients, seconds)
+    floor_rate = report("floor: bare ASGI, one statement", floor, floor_errors, seconds)
     posts, errors, worst_lag = await referral_posts(url, token, database_url, clients, seconds)
     rate = report("POST /v1/referrals, back to back", posts, errors, seconds)
     paced, paced_errors, paced_lag = await referral_posts(
@@ -167,6 +210,10 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
     worst_lag = max(worst_lag, paced_lag)
     print(f"{'outbox lag (oldest unpublished)':<34} max {worst_lag * 1000:7.1f} ms")
     print(f"pipeline cost: {reference_rate / rate:.1f}x the reference insert rate")
+    print(
+        f"floor cost: {reference_rate / floor_rate:.1f}x the reference insert rate; "
+        f"the referral service takes {rate / floor_rate:.2f}x the floor's rate"
+    )
     verdicts = [
         ("rate", rate >= GOAL_RATE, f">= {GOAL_RATE}/s back to back"),
         (
@@ -192,7 +239,7 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
     )
 
 
-def main(seconds: float, clients: int) -> None:
+def main(seconds: float, clients: int, replicas_wanted: int) -> None:
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         bootstrap = servers.bootstrap_servers
@@ -223,13 +270,23 @@ def main(seconds: float, clients: int) -> None:
         token = handoff(
             "referral", "key", "create", "--site", "md-bench", "--label", "bench", env=env
         )
-        with running_service("referral", env) as url:
-            asyncio.run(measure(url, token, database_url, clients, seconds))
+        port = free_ports(1)[0]
+        replicas: list[ServiceProcess] = []
+        try:
+            for _ in range(replicas_wanted):
+                replicas.append(start_service("referral", env, port=port))
+            asyncio.run(measure(replicas[0].url, token, database_url, clients, seconds))
+        finally:
+            for replica in replicas:
+                replica.stop()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="referral processes sharing the port (default 1)"
+    )
     arguments = parser.parse_args()
-    main(arguments.seconds, arguments.clients)
+    main(arguments.seconds, arguments.clients, arguments.replicas)
