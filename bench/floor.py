@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,7 +56,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import fresh_database, infrastructure, percentile
 from bench.e2e import cpu_seconds, database_work
-from handoff_platform.database import Connection
+from handoff_platform.database import Connection, notify
 
 ROLES = ("referral", "matching", "notify")
 TOPICS = ("referrals", "dispatch", "pages")
@@ -300,7 +301,17 @@ async def serve(
     await producer.start()
     await consumer.start()
     service = Service(role, run, pool, relay, together)
-    await asyncio.gather(relay.run(), service.consume(consumer))
+    await asyncio.gather(relay.run(), service.consume(consumer), orphaned())
+
+
+async def orphaned() -> None:
+    """Return once the load generator that started this process is gone (SIGKILLed, say),
+    so that a service never outlives its run."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            raise SystemExit("the load generator is gone")
 
 
 @dataclass
@@ -355,7 +366,10 @@ class LoadGenerator:
                     connection, "referral", topic_name("referrals", self.run), event_type,
                     referral_id,
                 )  # fmt: skip
-            await connection.execute(f"NOTIFY {WAKE_CHANNEL}")
+            # As the platform wakes a relay in another process: a transaction of its own,
+            # committed asynchronously. A plain NOTIFY is a durable commit of its own (it takes
+            # an xid), an fsync per write that the design does not ask for.
+            await notify(connection, WAKE_CHANNEL, "")
         if event_type == "ReferralReceived":
             self.received_at[referral_id] = at
 
@@ -405,7 +419,11 @@ async def measure(
     groups_now: Callable[[], dict[str, list[psutil.Process]]],
     rates: list[float],
     seconds: float,
+    dead: Callable[[], str | None] = lambda: None,
 ) -> list[Step]:
+    """The warm-up, idle CPU, then each rate in turn until one is not sustained. `dead`
+    names a service process that has exited, if any: figures taken without it are void,
+    so the run stops (SystemExit) rather than print them as the floor's."""
     pool = await asyncpg.create_pool(database_url, min_size=4, max_size=20)
     load = LoadGenerator(database_url, run)
     canceller = asyncio.create_task(load.cancel_when_paged(pool))
@@ -421,7 +439,9 @@ async def measure(
         # Consumer groups settle and connections open before anything is measured.
         await load.arrive(pool, 5.0, 3.0)
         if not await until(all_paged, float(os.environ.get("FLOOR_WARM", "60"))):
-            raise SystemExit("the warm-up's referrals were never paged: is a service down?")
+            raise SystemExit(
+                f"the warm-up's referrals were never paged: {dead() or 'is a service down?'}"
+            )
         await until(outboxes_empty, 30.0)
         groups = groups_now()
         before, started = cpu_seconds(groups), time.monotonic()
@@ -452,6 +472,8 @@ async def measure(
             # Until the step's referrals are paged: a backlog's work counts for its step.
             cpu_after, ended = cpu_seconds(groups), time.monotonic()
             work_after = await database_work(database_url)
+            if (gone := dead()) is not None:
+                raise SystemExit(f"{gone} during the step at {rate:.0f}/s: no figures for it")
             latencies = [
                 (load.paged_at[r] - load.received_at[r]).total_seconds() * 1000
                 for r in ids
@@ -530,21 +552,61 @@ def main(rates: list[float], seconds: float, together: bool) -> None:
                     lambda: processes(children, servers.postgres_pid, servers.broker_pids),
                     rates,
                     seconds,
+                    lambda: next(
+                        (
+                            f"the {role} process exited (code {child.returncode})"
+                            for role, child in children.items()
+                            if child.poll() is not None
+                        ),
+                        None,
+                    ),
                 )
             )
         finally:
             for child in children.values():
                 child.terminate()
             for child in children.values():
-                child.wait(timeout=10)
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
     sustained = max((s.rate for s in steps if s.sustained), default=0.0)
     print(f"highest rate sustained: {sustained:.0f}/s of {', '.join(f'{r:.0f}' for r in rates)}")
 
 
+def positive(text: str) -> float:
+    """A finite number above zero, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above zero and finite: {text!r}")
+    return value
+
+
+def rates(text: str) -> list[float]:
+    """Comma-separated offered rates per second, each above zero, for argparse."""
+    return [positive(rate.strip()) for rate in text.split(",")]
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services, Kafka and
+    PostgreSQL are stopped by the `finally` blocks instead of left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="25,50,100,200,300", help="offered rates, per s")
-    parser.add_argument("--step-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--steps", type=rates, default="25,50,100,200,300", help="offered rates, per s"
+    )
+    parser.add_argument("--step-seconds", type=positive, default=20.0)
     parser.add_argument(
         "--together",
         action="store_true",
@@ -567,8 +629,9 @@ if __name__ == "__main__":
             )
         )
     else:
+        stop_on_sigterm()
         main(
-            [float(r) for r in arguments.steps.split(",")],
+            arguments.steps,
             arguments.step_seconds,
             arguments.together,
         )
