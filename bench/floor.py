@@ -25,7 +25,10 @@ on this machine.
 For each offered rate (default 25, 50, 100, 200, 300/s, 20 s each) it prints p50/p99 from
 the referral's commit to its page's commit (both PostgreSQL's clock), how many were late
 (over 5 s or never), CPU milliseconds per referral per process net of idle, PostgreSQL's
-commits per referral and whether the step was sustained (95 % of the rate taken, every
+commits per referral (every transaction, reads and the bench's own polls included), the
+WAL flushes per referral (`pg_stat_wal.wal_sync`: the durable commits, several sharing a
+flush when they wait together; cluster-wide, so only meaningful on the bench's own servers)
+and whether the step was sustained (95 % of the rate taken, every
 referral paged within 5 s). Then the highest rate sustained.
 
     .venv/bin/python -m bench.floor [--steps 25,50,100,200,300] [--step-seconds 20]
@@ -324,6 +327,7 @@ class Step:
     late: int
     cpu_ms_per_referral: dict[str, float]
     commits_per_referral: float
+    wal_syncs_per_referral: float = 0.0
 
     @property
     def sustained(self) -> bool:
@@ -404,6 +408,11 @@ def processes(children: dict[str, subprocess.Popen[bytes]], postgres_pid: int | 
     return groups
 
 
+async def wal_syncs(pool: asyncpg.Pool) -> float:
+    """The server's WAL flushes to disk so far (PostgreSQL 14+), all databases."""
+    return float(await pool.fetchval("SELECT wal_sync FROM pg_stat_wal"))
+
+
 async def until(condition: Callable[[], Awaitable[bool]], deadline_s: float) -> bool:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -458,13 +467,14 @@ async def measure(
         print(
             f"{'rate':>6} {'taken':>7} {'p50 ms':>8} {'p99 ms':>8} {'late':>5}  "
             + " ".join(f"{name[:9]:>9}" for name in columns)
-            + f" {'total':>7} {'commits':>8}  sustained"
+            + f" {'total':>7} {'commits':>8} {'fsyncs':>7}  sustained"
         )
         steps: list[Step] = []
         for rate in rates:
             await until(outboxes_empty, 30.0)
             groups = groups_now()  # PostgreSQL's backends come and go
             work_before = await database_work(database_url)
+            syncs_before = await wal_syncs(pool)
             cpu_before, started = cpu_seconds(groups), time.monotonic()
             ids = await load.arrive(pool, rate, seconds)
             elapsed = time.monotonic() - started
@@ -472,6 +482,7 @@ async def measure(
             # Until the step's referrals are paged: a backlog's work counts for its step.
             cpu_after, ended = cpu_seconds(groups), time.monotonic()
             work_after = await database_work(database_url)
+            syncs = (await wal_syncs(pool) - syncs_before) / len(ids)
             if (gone := dead()) is not None:
                 raise SystemExit(f"{gone} during the step at {rate:.0f}/s: no figures for it")
             latencies = [
@@ -489,13 +500,13 @@ async def measure(
                 for name in groups
             }
             commits = (work_after["commits"] - work_before["commits"]) / len(ids)
-            steps.append(Step(rate, len(ids) / elapsed, latencies, late, cpu, commits))
+            steps.append(Step(rate, len(ids) / elapsed, latencies, late, cpu, commits, syncs))
             p50 = statistics.median(latencies) if latencies else float("nan")
             p99 = percentile(latencies, 0.99) if latencies else float("nan")
             print(
                 f"{rate:>6.0f} {len(ids) / elapsed:>7.1f} {p50:>8.1f} {p99:>8.1f} {late:>5}  "
                 + " ".join(f"{cpu[name]:>9.2f}" for name in columns)
-                + f" {sum(cpu.values()):>7.2f} {commits:>8.1f}  "
+                + f" {sum(cpu.values()):>7.2f} {commits:>8.1f} {syncs:>7.1f}  "
                 + ("yes" if steps[-1].sustained else "NO"),
                 flush=True,
             )

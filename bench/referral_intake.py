@@ -36,6 +36,7 @@ import asyncpg
 from cryptography.fernet import Fernet
 
 from bench.common import fresh_database, handoff, infrastructure, percentile
+from bench.floor import stop_on_sigterm
 from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
@@ -50,8 +51,11 @@ async def drive(
     seconds: float,
     one_request: Callable[[int], Awaitable[bool]],
     rate: float | None = None,
-) -> tuple[list[float], int]:
-    """`clients` loops issuing requests for `seconds`; latencies in ms.
+) -> tuple[list[float], int, float]:
+    """`clients` loops issuing requests for `seconds`; latencies in ms, errors, and the
+    seconds until the last answer (requests sent before the deadline are waited for, so a
+    rate is the answers over this, not over `seconds`: paced, the schedule alone would
+    always read as `rate`).
 
     Without a `rate`, each client sends its next request as soon as the last one is
     answered: the most the service takes. With one, the clients share a schedule of
@@ -83,12 +87,12 @@ async def drive(
             errors += 0 if ok else 1
 
     await asyncio.gather(*(client(index) for index in range(clients)))
-    return latencies, errors
+    return latencies, errors, time.perf_counter() - started_at
 
 
 async def reference_inserts(
     database_url: str, clients: int, seconds: float
-) -> tuple[list[float], int]:
+) -> tuple[list[float], int, float]:
     pool = await asyncpg.create_pool(database_url, min_size=clients, max_size=clients)
     await pool.execute("CREATE TABLE IF NOT EXISTS bench_rows (id uuid PRIMARY KEY, body text)")
 
@@ -109,7 +113,7 @@ async def referral_posts(
     clients: int,
     seconds: float,
     rate: float | None = None,
-) -> tuple[list[float], int, float]:
+) -> tuple[list[float], int, float, float]:
     # aiohttp, not httpx: on two cores the load generator shares the CPU with the
     # service, and httpx spent several times more of it per request.
     run = uuid.uuid4().hex[:6]
@@ -139,16 +143,18 @@ async def referral_posts(
 
         watcher = asyncio.create_task(watch_outbox())
         try:
-            latencies, errors = await drive(clients, seconds, post, rate)
+            latencies, errors, elapsed = await drive(clients, seconds, post, rate)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await monitor.close()
-    return latencies, errors, worst_lag
+    return latencies, errors, elapsed, worst_lag
 
 
-async def floor_posts(database_url: str, clients: int, seconds: float) -> tuple[list[float], int]:
+async def floor_posts(
+    database_url: str, clients: int, seconds: float
+) -> tuple[list[float], int, float]:
     """The same referrals posted back to back to `bench/intake_floor.py`, run for the phase."""
     port = free_ports(1)[0]
     floor = await asyncio.create_subprocess_exec(
@@ -167,6 +173,10 @@ async def floor_posts(database_url: str, clients: int, seconds: float) -> tuple[
                         if answer.status == 200:
                             break
                 except aiohttp.ClientError:
+                    if floor.returncode is not None:
+                        raise SystemExit(
+                            f"the intake floor exited (code {floor.returncode})"
+                        ) from None
                     if time.monotonic() > deadline:
                         raise
                 await asyncio.sleep(0.2)
@@ -178,11 +188,14 @@ async def floor_posts(database_url: str, clients: int, seconds: float) -> tuple[
 
             return await drive(clients, seconds, post)
     finally:
-        floor.terminate()
+        with contextlib.suppress(ProcessLookupError):  # it has exited: say why, not this
+            floor.terminate()
         await asyncio.wait_for(floor.wait(), timeout=10)
 
 
 def report(name: str, latencies: list[float], errors: int, seconds: float) -> float:
+    """Print one phase's line; its rate, answers per second over `seconds`, the time from
+    the first request to the last answer."""
     rate = len(latencies) / seconds
     print(
         f"{name:<34} {rate:8.0f}/s  p50 {statistics.median(latencies):6.1f} ms  "
@@ -192,21 +205,26 @@ def report(name: str, latencies: list[float], errors: int, seconds: float) -> fl
     return rate
 
 
-async def measure(url: str, token: str, database_url: str, clients: int, seconds: float) -> None:
+async def measure(
+    url: str, token: str, database_url: str, clients: int, seconds: float, replicas: int = 1
+) -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; {clients} clients, {seconds:.0f} s each"
+        f"Python {platform.python_version()}; {clients} clients, {seconds:g} s each, "
+        f"{replicas} referral process{'es' if replicas > 1 else ''}"
     )
-    reference, reference_errors = await reference_inserts(database_url, clients, seconds)
-    reference_rate = report("reference: asyncpg INSERT", reference, reference_errors, seconds)
-    floor, floor_errors = await floor_posts(database_url, clients, seconds)
-    floor_rate = report("floor: bare ASGI, one statement", floor, floor_errors, seconds)
-    posts, errors, worst_lag = await referral_posts(url, token, database_url, clients, seconds)
-    rate = report("POST /v1/referrals, back to back", posts, errors, seconds)
-    paced, paced_errors, paced_lag = await referral_posts(
+    reference, reference_errors, took = await reference_inserts(database_url, clients, seconds)
+    reference_rate = report("reference: asyncpg INSERT", reference, reference_errors, took)
+    floor, floor_errors, took = await floor_posts(database_url, clients, seconds)
+    floor_rate = report("floor: bare ASGI, one statement", floor, floor_errors, took)
+    posts, errors, took, worst_lag = await referral_posts(
+        url, token, database_url, clients, seconds
+    )
+    rate = report("POST /v1/referrals, back to back", posts, errors, took)
+    paced, paced_errors, took, paced_lag = await referral_posts(
         url, token, database_url, clients, seconds, rate=GOAL_RATE
     )
-    report(f"POST /v1/referrals, {GOAL_RATE}/s paced", paced, paced_errors, seconds)
+    report(f"POST /v1/referrals, {GOAL_RATE}/s paced", paced, paced_errors, took)
     worst_lag = max(worst_lag, paced_lag)
     print(f"{'outbox lag (oldest unpublished)':<34} max {worst_lag * 1000:7.1f} ms")
     print(f"pipeline cost: {reference_rate / rate:.1f}x the reference insert rate")
@@ -237,6 +255,32 @@ async def measure(url: str, token: str, database_url: str, clients: int, seconds
         f"at {rate:.0f}/s; a p99 <= {GOAL_P99_MS:.0f} ms back to back needs at least "
         f"{clients / GOAL_P99_MS * 1000:.0f}/s, even if every request took as long"
     )
+
+
+def check_running(replicas: list[ServiceProcess]) -> None:
+    """SystemExit naming the first replica that has exited: its run's figures are not what
+    they say (fewer processes served them)."""
+    for number, replica in enumerate(replicas, 1):
+        if replica.process.poll() is not None:
+            raise SystemExit(
+                f"referral process {number} of {len(replicas)} exited "
+                f"(code {replica.process.returncode}): the figures are void"
+            )
+
+
+def at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind`, `minimum` or more."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not minimum <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}: {text!r}")
+        return value
+
+    return parse
 
 
 def main(seconds: float, clients: int, replicas_wanted: int) -> None:
@@ -275,7 +319,13 @@ def main(seconds: float, clients: int, replicas_wanted: int) -> None:
         try:
             for _ in range(replicas_wanted):
                 replicas.append(start_service("referral", env, port=port))
-            asyncio.run(measure(replicas[0].url, token, database_url, clients, seconds))
+            # From the second on, /readyz on the shared port may be answered by an earlier
+            # replica: a replica that failed to start shows only as an exited process.
+            check_running(replicas)
+            asyncio.run(
+                measure(replicas[0].url, token, database_url, clients, seconds, len(replicas))
+            )
+            check_running(replicas)
         finally:
             for replica in replicas:
                 replica.stop()
@@ -283,10 +333,14 @@ def main(seconds: float, clients: int, replicas_wanted: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=at_least(0.1, float), default=30.0)
+    parser.add_argument("--clients", type=at_least(1, int), default=32)
     parser.add_argument(
-        "--replicas", type=int, default=1, help="referral processes sharing the port (default 1)"
+        "--replicas",
+        type=at_least(1, int),
+        default=1,
+        help="referral processes sharing the port (default 1)",
     )
     arguments = parser.parse_args()
-    main(arguments.seconds, arguments.clients, arguments.replicas)
+    stop_on_sigterm()
+    main(arguments.seconds, int(arguments.clients), int(arguments.replicas))
