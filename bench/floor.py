@@ -604,10 +604,14 @@ def rates(text: str) -> list[float]:
 
 def stop_on_sigterm() -> None:
     """SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services, Kafka and
-    PostgreSQL are stopped by the `finally` blocks instead of left running."""
+    PostgreSQL are stopped by the `finally` blocks instead of left running.
+
+    By sending this process SIGINT: inside `asyncio.run` that cancels the main task, which
+    unwinds at its await; a KeyboardInterrupt raised from a SIGTERM handler instead lands
+    wherever the loop happens to be, and was seen swallowed there (the run went on)."""
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGINT)
 
     signal.signal(signal.SIGTERM, interrupt)
 
