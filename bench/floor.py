@@ -31,7 +31,12 @@ flush when they wait together; cluster-wide, so only meaningful on the bench's o
 and whether the step was sustained (95 % of the rate taken, every
 referral paged within 5 s). Then the highest rate sustained.
 
+`--one-statement` writes each event's three rows in one statement (data-modifying CTEs, as
+`Outbox.queue_for_each` does on hot paths): still one transaction an event, in one round trip
+instead of five. `--together` (a partition's run a transaction) takes precedence.
+
     .venv/bin/python -m bench.floor [--steps 25,50,100,200,300] [--step-seconds 20]
+        [--together | --one-statement]
 """
 
 import argparse
@@ -178,10 +183,16 @@ class Service:
     """One of the three processes: a consumer for its topics and a relay for its outbox."""
 
     def __init__(
-        self, role: str, run: str, pool: asyncpg.Pool, relay: Relay, together: bool
+        self,
+        role: str,
+        run: str,
+        pool: asyncpg.Pool,
+        relay: Relay,
+        together: bool,
+        one_statement: bool = False,
     ) -> None:
         self.role, self.run, self.pool, self.relay = role, run, pool, relay
-        self.together = together
+        self.together, self.one_statement = together, one_statement
         self.slots = asyncio.Semaphore(WORKERS)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -190,6 +201,9 @@ class Service:
         if (self.role, event["event_type"]) not in CAUSES:
             return
         consequence = CAUSES[(self.role, event["event_type"])]
+        if self.one_statement:
+            await self.handle_in_one_statement(event, consequence)
+            return
         async with self.pool.acquire() as connection, connection.transaction():
             first_time = await connection.fetchval(
                 f"INSERT INTO {self.role}.processed_events (consumer_group, event_id)"
@@ -209,6 +223,44 @@ class Service:
                 )
         if consequence is not None:
             self.relay.wake.set()
+
+    async def handle_in_one_statement(
+        self, event: dict[str, str], consequence: tuple[str, str] | None
+    ) -> None:
+        """`handle` in one statement (`--one-statement`): the same three writes as
+        data-modifying CTEs, so one round trip and one transaction; the row and the event it
+        causes are written only if the event id was new."""
+        fresh = (
+            f"WITH fresh AS (INSERT INTO {self.role}.processed_events (consumer_group, event_id)"
+            " VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING event_id)"
+        )
+        write = (
+            f"INSERT INTO {self.role}.referrals (referral_id, status)"
+            " SELECT $3::uuid, $4::text FROM fresh"
+            " ON CONFLICT (referral_id) DO UPDATE"
+            " SET status = excluded.status, changed_at = clock_timestamp()"
+        )
+        arguments: list[object] = [
+            self.role,
+            uuid.UUID(event["event_id"]),
+            uuid.UUID(event["referral_id"]),
+            event["event_type"],
+        ]
+        if consequence is None:
+            await self.pool.execute(f"{fresh} {write}", *arguments)
+            return
+        topic, caused = consequence
+        await self.pool.execute(
+            f"{fresh}, written AS ({write})"
+            f" INSERT INTO {self.role}.outbox (topic, partition_key, event_type, body)"
+            " SELECT $5::text, $6::text, $7::text, $8::bytea FROM fresh",
+            *arguments,
+            topic_name(topic, self.run),
+            event["referral_id"],
+            caused,
+            event_body(caused, event["referral_id"]),
+        )
+        self.relay.wake.set()
 
     async def partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         if self.together:
@@ -279,7 +331,12 @@ class Service:
 
 
 async def serve(
-    role: str, run: str, database_url: str, bootstrap_servers: str, together: bool
+    role: str,
+    run: str,
+    database_url: str,
+    bootstrap_servers: str,
+    together: bool,
+    one_statement: bool = False,
 ) -> None:
     """Run service `role` until killed."""
     # Group coordination while the brokers' groups form is logged as warnings: not figures.
@@ -303,7 +360,7 @@ async def serve(
         await listener.add_listener(WAKE_CHANNEL, lambda *_: relay.wake.set())
     await producer.start()
     await consumer.start()
-    service = Service(role, run, pool, relay, together)
+    service = Service(role, run, pool, relay, together, one_statement)
     await asyncio.gather(relay.run(), service.consume(consumer), orphaned())
 
 
@@ -536,7 +593,7 @@ async def prepare(database_url: str, bootstrap_servers: str, run: str) -> None:
         await admin.close()
 
 
-def main(rates: list[float], seconds: float, together: bool) -> None:
+def main(rates: list[float], seconds: float, together: bool, one_statement: bool = False) -> None:
     run = uuid.uuid4().hex[:6]
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
@@ -547,7 +604,8 @@ def main(rates: list[float], seconds: float, together: bool) -> None:
                 children[role] = subprocess.Popen(
                     [sys.executable, "-m", "bench.floor", "--role", role, "--run", run,
                      "--database-url", database_url, "--bootstrap-servers",
-                     servers.bootstrap_servers, *(["--together"] if together else [])],
+                     servers.bootstrap_servers, *(["--together"] if together else []),
+                     *(["--one-statement"] if one_statement else [])],
                 )  # fmt: skip
             print(
                 f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -627,6 +685,11 @@ if __name__ == "__main__":
         action="store_true",
         help="handle a partition's run of fetched events in one transaction, not one each",
     )
+    parser.add_argument(
+        "--one-statement",
+        action="store_true",
+        help="each event's three writes in one statement (CTEs): one round trip, not five",
+    )
     parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
@@ -641,6 +704,7 @@ if __name__ == "__main__":
                 arguments.database_url,
                 arguments.bootstrap_servers,
                 arguments.together,
+                arguments.one_statement,
             )
         )
     else:
@@ -649,4 +713,5 @@ if __name__ == "__main__":
             arguments.steps,
             arguments.step_seconds,
             arguments.together,
+            arguments.one_statement,
         )
