@@ -62,8 +62,11 @@ def mllp_listener(env: dict[str, str]) -> Iterator[int]:
         process.wait(timeout=30)
 
 
-async def mllp_orders(port: int, connections: int, seconds: float) -> tuple[list[float], int]:
-    """Back-to-back orders over `connections` MLLP connections; ACK latencies in ms."""
+async def mllp_orders(
+    port: int, connections: int, seconds: float
+) -> tuple[list[float], int, float]:
+    """Back-to-back orders over `connections` MLLP connections; ACK latencies in ms, orders
+    not accepted (AA), and the seconds until the last ACK."""
     run = uuid.uuid4().hex[:6].upper()
     streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
     free = asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]()
@@ -95,16 +98,16 @@ async def measure(mllp_port: int, url: str, token: str, database_url: str, secon
     )
     rates = {}
     for clients in (1, 8):
-        posts, errors, _ = await referral_posts(url, token, database_url, clients, seconds)
+        posts, errors, took, _ = await referral_posts(url, token, database_url, clients, seconds)
         rates[f"rest-{clients}"] = report(
-            f"reference: POST /v1/referrals x{clients}", posts, errors, seconds
+            f"reference: POST /v1/referrals x{clients}", posts, errors, took
         )
-        acks, not_aa = await mllp_orders(mllp_port, clients, seconds)
+        acks, not_aa, took = await mllp_orders(mllp_port, clients, seconds)
         rates[f"mllp-{clients}"] = report(
             f"MLLP ORM^O01, {clients} connection{'s' if clients > 1 else ''}",
             acks,
             not_aa,
-            seconds,
+            took,
         )
     for clients in (1, 8):
         ratio = rates[f"mllp-{clients}"] / rates[f"rest-{clients}"]
