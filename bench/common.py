@@ -5,6 +5,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,14 +58,16 @@ def infrastructure(statement_statistics: bool = False) -> Iterator[Servers]:
     )
     kafka = KafkaCluster(directory / "kafka")
     print("starting PostgreSQL 15 (durable settings) and Kafka ...", flush=True)
-    postgres.start()
-    kafka.start()
     try:
+        postgres.start()
+        kafka.start()
         postmaster = int((postgres.data_dir / "postmaster.pid").read_text().split()[0])
         yield Servers(postgres.url, kafka.bootstrap_servers, kafka.pids(), postmaster)
     finally:
+        # Whatever started, even if Kafka did not: nothing outlives the run, not even its files.
         kafka.stop()
         postgres.destroy()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def lookup_bench(measure: Callable[[str, int], Coroutine[Any, Any, None]], doc: str) -> None:
@@ -145,3 +149,32 @@ def start_services(env: dict[str, str], services: dict[str, ServiceProcess]) -> 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind`, `minimum` or more."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not minimum <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}: {text!r}")
+        return value
+
+    return parse
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services, Kafka and
+    PostgreSQL are stopped by the `finally` blocks instead of left running.
+
+    By sending this process SIGINT: inside `asyncio.run` that cancels the main task, which
+    unwinds at its await; a KeyboardInterrupt raised from a SIGTERM handler instead lands
+    wherever the loop happens to be, and was seen swallowed there (the run went on)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, interrupt)

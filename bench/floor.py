@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +61,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import fresh_database, infrastructure, percentile
+from bench.common import at_least, fresh_database, infrastructure, percentile, stop_on_sigterm
 from bench.e2e import cpu_seconds, database_work
 from handoff_platform.database import Connection, notify
 
@@ -644,34 +643,13 @@ def main(rates: list[float], seconds: float, together: bool, one_statement: bool
     print(f"highest rate sustained: {sustained:.0f}/s of {', '.join(f'{r:.0f}' for r in rates)}")
 
 
-def positive(text: str) -> float:
-    """A finite number above zero, for argparse."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be above zero and finite: {text!r}")
-    return value
+STEP_NUMBER = at_least(0.1, float)
+"""An offered rate (per s) or a step's length (s), for argparse."""
 
 
 def rates(text: str) -> list[float]:
-    """Comma-separated offered rates per second, each above zero, for argparse."""
-    return [positive(rate.strip()) for rate in text.split(",")]
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services, Kafka and
-    PostgreSQL are stopped by the `finally` blocks instead of left running.
-
-    By sending this process SIGINT: inside `asyncio.run` that cancels the main task, which
-    unwinds at its await; a KeyboardInterrupt raised from a SIGTERM handler instead lands
-    wherever the loop happens to be, and was seen swallowed there (the run went on)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, interrupt)
+    """Comma-separated offered rates per second, each at least 0.1, for argparse."""
+    return [float(STEP_NUMBER(rate.strip())) for rate in text.split(",")]
 
 
 if __name__ == "__main__":
@@ -679,7 +657,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--steps", type=rates, default="25,50,100,200,300", help="offered rates, per s"
     )
-    parser.add_argument("--step-seconds", type=positive, default=20.0)
+    parser.add_argument("--step-seconds", type=STEP_NUMBER, default=20.0)
     parser.add_argument(
         "--together",
         action="store_true",

@@ -35,8 +35,14 @@ import aiohttp
 import asyncpg
 from cryptography.fernet import Fernet
 
-from bench.common import fresh_database, handoff, infrastructure, percentile
-from bench.floor import stop_on_sigterm
+from bench.common import (
+    at_least,
+    fresh_database,
+    handoff,
+    infrastructure,
+    percentile,
+    stop_on_sigterm,
+)
 from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
@@ -266,21 +272,6 @@ def check_running(replicas: list[ServiceProcess]) -> None:
                 f"referral process {number} of {len(replicas)} exited "
                 f"(code {replica.process.returncode}): the figures are void"
             )
-
-
-def at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], float]:
-    """An argparse type: a finite number of `kind`, `minimum` or more."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not minimum <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}: {text!r}")
-        return value
-
-    return parse
 
 
 def main(seconds: float, clients: int, replicas_wanted: int) -> None:
