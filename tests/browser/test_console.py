@@ -48,6 +48,8 @@ async def test_a_coordinator_signs_in_and_sees_the_sites_of_their_state(
     assert "md-coordinator (coordinator)" in await page.inner_text("header")
 
     await page.click(f"a[href='/sites/{MAIN_SITE}']")
+    # count() does not wait: on a busy machine it once counted the list page, still showing.
+    await page.wait_for_url(f"{stack.url}/sites/{MAIN_SITE}")
     assert await page.locator("svg.timeline").count() == 2  # the site pool and the state pool
     assert await page.locator("svg.timeline line.now").count() == 2
     await screenshot(page, request, "site")
