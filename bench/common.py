@@ -27,6 +27,9 @@ from handoff_devenv.service_process import ServiceProcess, start_service
 
 @dataclass
 class Servers:
+    """Where a bench's PostgreSQL and Kafka answer, and their processes when the bench runs
+    its own (empty when configured servers are used)."""
+
     database_url: str
     bootstrap_servers: str
     broker_pids: list[int] = field(default_factory=list)
@@ -94,6 +97,7 @@ async def sandbox_messages(
 
 
 async def fresh_database(server_url: str) -> str:
+    """A new, empty database on the server of `server_url`; its URL."""
     name = f"bench_{uuid.uuid4().hex[:8]}"
     connection = await asyncpg.connect(server_url)
     await connection.execute(f'CREATE DATABASE "{name}"')
@@ -102,6 +106,7 @@ async def fresh_database(server_url: str) -> str:
 
 
 def handoff(*args: str, env: dict[str, str]) -> str:
+    """Run the `handoff` CLI with `args` in `env`; its output. Raises CalledProcessError."""
     return subprocess.run(
         [sys.executable, "-m", "handoff_cli", *args],
         env=env,
@@ -147,6 +152,7 @@ def start_services(env: dict[str, str], services: dict[str, ServiceProcess]) -> 
 
 
 def percentile(values: list[float], fraction: float) -> float:
+    """The value below which `fraction` (0 to 1) of `values` lie, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 

@@ -112,6 +112,7 @@ WRITE = """INSERT INTO {role}.referrals (referral_id, status) VALUES ($1, $2)
 
 
 def topic_name(topic: str, run: str) -> str:
+    """Topic `topic` ("referrals", "dispatch", "pages") of run `run`: runs never share one."""
     return f"floor-{run}-{topic}"
 
 
@@ -124,6 +125,7 @@ class Relay:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
+        """Publish after each wake-up, or each second, until cancelled."""
         while True:
             # A wake-up lost (a NOTIFY before LISTEN) costs a second, as the relay's idle beat.
             with contextlib.suppress(TimeoutError):
@@ -262,6 +264,7 @@ class Service:
         self.relay.wake.set()
 
     async def partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """One partition's fetched `records`, in order: a run, or one event at a time."""
         if self.together:
             async with self.slots:
                 await self.handle_run(records)
@@ -317,6 +320,8 @@ class Service:
             self.relay.wake.set()
 
     async def consume(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetch, handle a fetch's partitions side by side, commit the offsets handled at
+        most every OFFSET_COMMIT_SECONDS; until cancelled."""
         committed_at = time.monotonic()
         handled: dict[TopicPartition, int] = {}
         while True:
@@ -387,6 +392,7 @@ class Step:
 
     @property
     def sustained(self) -> bool:
+        """Every referral paged within PAGED_WITHIN_S and 95 % of the rate taken."""
         return self.late == 0 and self.taken >= 0.95 * self.rate
 
 
@@ -454,6 +460,8 @@ class LoadGenerator:
 
 def processes(children: dict[str, subprocess.Popen[bytes]], postgres_pid: int | None,
               broker_pids: list[int]) -> dict[str, list[psutil.Process]]:  # fmt: skip
+    """The processes each CPU column covers, by name: PostgreSQL is the postmaster and
+    its backends now (reaped ones count in its children's times)."""
     groups = {name: [psutil.Process(child.pid)] for name, child in children.items()}
     if postgres_pid is not None:
         postmaster = psutil.Process(postgres_pid)
@@ -470,6 +478,7 @@ async def wal_syncs(pool: asyncpg.Pool) -> float:
 
 
 async def until(condition: Callable[[], Awaitable[bool]], deadline_s: float) -> bool:
+    """Whether `condition` held within `deadline_s` seconds, asked every 0.2 s."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if await condition():
@@ -593,6 +602,7 @@ async def prepare(database_url: str, bootstrap_servers: str, run: str) -> None:
 
 
 def main(rates: list[float], seconds: float, together: bool, one_statement: bool = False) -> None:
+    """Servers, schemas, topics and the three services for one run; each step's figures."""
     run = uuid.uuid4().hex[:6]
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))

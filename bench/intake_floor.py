@@ -75,6 +75,7 @@ class IntakeFloor:
         await self.answer(send, 201, json.dumps({"referral_id": str(referral_id)}).encode())
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI lifespan: the pool and the tables at start-up, the pool closed at shutdown."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -91,6 +92,7 @@ class IntakeFloor:
 
     @staticmethod
     async def answer(send: Send, status: int, body: bytes) -> None:
+        """A JSON response of `status` with `body`."""
         await send(
             {
                 "type": "http.response.start",

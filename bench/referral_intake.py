@@ -99,6 +99,8 @@ async def drive(
 async def reference_inserts(
     database_url: str, clients: int, seconds: float
 ) -> tuple[list[float], int, float]:
+    """Single-row INSERTs back to back from `clients` connections for `seconds`: the
+    reference. Latencies (ms), errors and the seconds to the last answer, as `drive`."""
     pool = await asyncpg.create_pool(database_url, min_size=clients, max_size=clients)
     await pool.execute("CREATE TABLE IF NOT EXISTS bench_rows (id uuid PRIMARY KEY, body text)")
 
@@ -120,6 +122,8 @@ async def referral_posts(
     seconds: float,
     rate: float | None = None,
 ) -> tuple[list[float], int, float, float]:
+    """POST /v1/referrals from `clients` clients for `seconds`, back to back or paced at
+    `rate`; latencies (ms), errors, seconds to the last answer, worst outbox lag (s)."""
     # aiohttp, not httpx: on two cores the load generator shares the CPU with the
     # service, and httpx spent several times more of it per request.
     run = uuid.uuid4().hex[:6]
@@ -214,6 +218,7 @@ def report(name: str, latencies: list[float], errors: int, seconds: float) -> fl
 async def measure(
     url: str, token: str, database_url: str, clients: int, seconds: float, replicas: int = 1
 ) -> None:
+    """Each phase in turn, its line, and the goals' verdicts."""
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; {clients} clients, {seconds:g} s each, "
@@ -275,6 +280,7 @@ def check_running(replicas: list[ServiceProcess]) -> None:
 
 
 def main(seconds: float, clients: int, replicas_wanted: int) -> None:
+    """Servers, a site and its key, `replicas_wanted` referral processes; then `measure`."""
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         bootstrap = servers.bootstrap_servers
