@@ -51,6 +51,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -355,12 +356,25 @@ async def emergency_department(system: System) -> None:
 
 def processes(system: System) -> dict[str, list[psutil.Process]]:
     """The processes each CPU figure covers, by name (PostgreSQL: postmaster and backends)."""
-    groups = {name: [psutil.Process(s.process.pid)] for name, s in system.services.items()}
-    if system.postgres_pid is not None:
-        postmaster = psutil.Process(system.postgres_pid)
+    return process_groups(
+        {name: s.process.pid for name, s in system.services.items()},
+        system.postgres_pid,
+        system.broker_pids,
+    )
+
+
+def process_groups(
+    services: Mapping[str, int], postgres_pid: int | None, broker_pids: Sequence[int]
+) -> dict[str, list[psutil.Process]]:
+    """The processes each CPU column covers, by name: each service's pid, PostgreSQL's
+    postmaster and its backends now (reaped ones count in its children's times), the
+    brokers, and this process as the load generator."""
+    groups = {name: [psutil.Process(pid)] for name, pid in services.items()}
+    if postgres_pid is not None:
+        postmaster = psutil.Process(postgres_pid)
         groups["postgres"] = [postmaster, *postmaster.children(recursive=True)]
-    if system.broker_pids:
-        groups["kafka"] = [psutil.Process(p) for p in system.broker_pids]
+    if broker_pids:
+        groups["kafka"] = [psutil.Process(p) for p in broker_pids]
     groups[LOAD_GENERATOR] = [psutil.Process()]
     return groups
 
@@ -428,10 +442,11 @@ async def peak_memory(system: System) -> None:
         await asyncio.sleep(0.5)
 
 
-async def idle_cpu(system: System, seconds: float = 5.0) -> dict[str, float]:
+async def idle_cpu(
+    groups: dict[str, list[psutil.Process]], seconds: float = 5.0
+) -> dict[str, float]:
     """CPU seconds per second each group uses with no referral arriving (timers, polls,
     lag exporters), to take off each step's figure."""
-    groups = processes(system)
     before, started = cpu_seconds(groups), time.monotonic()
     await asyncio.sleep(seconds)
     after, elapsed = cpu_seconds(groups), time.monotonic() - started
@@ -598,7 +613,7 @@ async def measure(
         await offer_referrals(system, warm_up)
         await page_latencies(system, warm_up)
         await drained(system)
-        idle = await idle_cpu(system)
+        idle = await idle_cpu(processes(system))
         print(
             "idle CPU (% of a core): "
             + ", ".join(f"{name} {share * 100:.1f}" for name, share in idle.items())

@@ -62,12 +62,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.common import at_least, fresh_database, infrastructure, percentile, stop_on_sigterm
-from bench.e2e import cpu_seconds, database_work
+from bench.e2e import LOAD_GENERATOR, cpu_seconds, database_work, idle_cpu, process_groups
 from handoff_platform.database import Connection, notify
 
 ROLES = ("referral", "matching", "notify")
 TOPICS = ("referrals", "dispatch", "pages")
-LOAD_GENERATOR = "load generator"
 PARTITIONS = 6
 WORKERS = 4
 OFFSET_COMMIT_SECONDS = 0.05
@@ -458,20 +457,6 @@ class LoadGenerator:
             await asyncio.sleep(0.05)
 
 
-def processes(children: dict[str, subprocess.Popen[bytes]], postgres_pid: int | None,
-              broker_pids: list[int]) -> dict[str, list[psutil.Process]]:  # fmt: skip
-    """The processes each CPU column covers, by name: PostgreSQL is the postmaster and
-    its backends now (reaped ones count in its children's times)."""
-    groups = {name: [psutil.Process(child.pid)] for name, child in children.items()}
-    if postgres_pid is not None:
-        postmaster = psutil.Process(postgres_pid)
-        groups["postgres"] = [postmaster, *postmaster.children(recursive=True)]
-    if broker_pids:
-        groups["kafka"] = [psutil.Process(p) for p in broker_pids]
-    groups[LOAD_GENERATOR] = [psutil.Process()]
-    return groups
-
-
 async def wal_syncs(pool: asyncpg.Pool) -> float:
     """The server's WAL flushes to disk so far (PostgreSQL 14+), all databases."""
     return float(await pool.fetchval("SELECT wal_sync FROM pg_stat_wal"))
@@ -517,13 +502,7 @@ async def measure(
                 f"the warm-up's referrals were never paged: {dead() or 'is a service down?'}"
             )
         await until(outboxes_empty, 30.0)
-        groups = groups_now()
-        before, started = cpu_seconds(groups), time.monotonic()
-        await asyncio.sleep(5.0)
-        idle = {
-            name: (used - before[name]) / (time.monotonic() - started)
-            for name, used in cpu_seconds(groups).items()
-        }
+        idle = await idle_cpu(groups_now())
         print(
             "idle CPU (% of a core): "
             + ", ".join(f"{name} {share * 100:.1f}" for name, share in idle.items())
@@ -627,7 +606,11 @@ def main(rates: list[float], seconds: float, together: bool, one_statement: bool
                 measure(
                     database_url,
                     run,
-                    lambda: processes(children, servers.postgres_pid, servers.broker_pids),
+                    lambda: process_groups(
+                        {role: child.pid for role, child in children.items()},
+                        servers.postgres_pid,
+                        servers.broker_pids,
+                    ),
                     rates,
                     seconds,
                     lambda: next(
