@@ -172,6 +172,15 @@ def at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], f
     return parse
 
 
+STEP_NUMBER = at_least(0.1, float)
+"""An offered rate (per s) or a step's length (s), for argparse."""
+
+
+def rates(text: str) -> list[float]:
+    """Comma-separated offered rates per second, each at least 0.1, for argparse."""
+    return [float(STEP_NUMBER(rate.strip())) for rate in text.split(",")]
+
+
 def stop_on_sigterm() -> None:
     """SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the services, Kafka and
     PostgreSQL are stopped by the `finally` blocks instead of left running.

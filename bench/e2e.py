@@ -63,11 +63,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench import profiles
 from bench.common import (
+    STEP_NUMBER,
     Servers,
     add_site,
     fresh_database,
     infrastructure,
     percentile,
+    rates,
     service_env,
     start_services,
 )
@@ -699,8 +701,10 @@ def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="25,50,100,200,300,400", help="offered rates, per s")
-    parser.add_argument("--step-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--steps", type=rates, default="25,50,100,200,300,400", help="offered rates, per s"
+    )
+    parser.add_argument("--step-seconds", type=STEP_NUMBER, default=30.0)
     parser.add_argument(
         "--keep-going", action="store_true", help="go on stepping after a step not sustained"
     )
@@ -725,7 +729,7 @@ if __name__ == "__main__":
     if not 1 <= arguments.sites <= COACHES:
         parser.error(f"--sites: between 1 and {COACHES}, the coaches to share between them")
     main(
-        [float(r) for r in arguments.steps.split(",")],
+        arguments.steps,
         arguments.step_seconds,
         arguments.keep_going,
         arguments.profile,

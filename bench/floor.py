@@ -61,7 +61,14 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.common import at_least, fresh_database, infrastructure, percentile, stop_on_sigterm
+from bench.common import (
+    STEP_NUMBER,
+    fresh_database,
+    infrastructure,
+    percentile,
+    rates,
+    stop_on_sigterm,
+)
 from bench.e2e import LOAD_GENERATOR, cpu_seconds, database_work, idle_cpu, process_groups
 from handoff_platform.database import Connection, notify
 
@@ -634,15 +641,6 @@ def main(rates: list[float], seconds: float, together: bool, one_statement: bool
                     child.wait()
     sustained = max((s.rate for s in steps if s.sustained), default=0.0)
     print(f"highest rate sustained: {sustained:.0f}/s of {', '.join(f'{r:.0f}' for r in rates)}")
-
-
-STEP_NUMBER = at_least(0.1, float)
-"""An offered rate (per s) or a step's length (s), for argparse."""
-
-
-def rates(text: str) -> list[float]:
-    """Comma-separated offered rates per second, each at least 0.1, for argparse."""
-    return [float(STEP_NUMBER(rate.strip())) for rate in text.split(",")]
 
 
 if __name__ == "__main__":
