@@ -47,7 +47,9 @@ module pg_stat_statements, shipped with the Debian server package)."""
 @contextlib.contextmanager
 def infrastructure(statement_statistics: bool = False) -> Iterator[Servers]:
     """Configured servers if given, else a local broker and a durable PostgreSQL, with
-    pg_stat_statements loaded if `statement_statistics`."""
+    pg_stat_statements loaded if `statement_statistics`. From here on a SIGTERM unwinds like
+    Ctrl-C (`stop_on_sigterm`), so whatever the bench starts inside is stopped."""
+    stop_on_sigterm()
     if os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield Servers(os.environ["DATABASE_URL"], os.environ["KAFKA_BOOTSTRAP_SERVERS"])
         return

@@ -67,7 +67,6 @@ from bench.common import (
     infrastructure,
     percentile,
     rates,
-    stop_on_sigterm,
 )
 from bench.e2e import LOAD_GENERATOR, cpu_seconds, database_work, idle_cpu, process_groups
 from handoff_platform.database import Connection, notify
@@ -677,7 +676,6 @@ if __name__ == "__main__":
             )
         )
     else:
-        stop_on_sigterm()
         main(
             arguments.steps,
             arguments.step_seconds,

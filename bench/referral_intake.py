@@ -41,7 +41,6 @@ from bench.common import (
     handoff,
     infrastructure,
     percentile,
-    stop_on_sigterm,
 )
 from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
@@ -339,5 +338,4 @@ if __name__ == "__main__":
         help="referral processes sharing the port (default 1)",
     )
     arguments = parser.parse_args()
-    stop_on_sigterm()
     main(arguments.seconds, int(arguments.clients), int(arguments.replicas))
