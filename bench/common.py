@@ -194,4 +194,8 @@ def stop_on_sigterm() -> None:
     def interrupt(signum: int, frame: object) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A background job of a non-interactive shell (`cmd &` in a script, CI) starts with
+        # SIGINT ignored: the SIGINT sent above would be dropped and the run go on.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
