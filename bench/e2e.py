@@ -93,6 +93,7 @@ MAX_CONCURRENT = 10
 GOAL_P50_MS, GOAL_P99_MS, GOAL_SUSTAINED, GOAL_RSS_MB = 30.0, 100.0, 300, 150
 PAGED_WITHIN_S = 5.0
 LOAD_GENERATOR = "load generator"
+POSTGRES = "postgres"
 
 
 @dataclass
@@ -369,12 +370,11 @@ def process_groups(
     services: Mapping[str, int], postgres_pid: int | None, broker_pids: Sequence[int]
 ) -> dict[str, list[psutil.Process]]:
     """The processes each CPU column covers, by name: each service's pid, PostgreSQL's
-    postmaster and its backends now (reaped ones count in its children's times), the
-    brokers, and this process as the load generator."""
+    postmaster (`cpu_seconds` adds the backends alive when it counts), the brokers, and
+    this process as the load generator."""
     groups = {name: [psutil.Process(pid)] for name, pid in services.items()}
     if postgres_pid is not None:
-        postmaster = psutil.Process(postgres_pid)
-        groups["postgres"] = [postmaster, *postmaster.children(recursive=True)]
+        groups[POSTGRES] = [psutil.Process(postgres_pid)]
     if broker_pids:
         groups["kafka"] = [psutil.Process(p) for p in broker_pids]
     groups[LOAD_GENERATOR] = [psutil.Process()]
@@ -383,9 +383,14 @@ def process_groups(
 
 def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """CPU seconds used so far per group, user and system, with reaped children (a
-    PostgreSQL backend that ended counts in its postmaster's children_* times)."""
+    PostgreSQL backend that ended counts in its postmaster's children_* times). PostgreSQL's
+    backends are listed at each call: a connection opened between two calls is a backend
+    the first did not see, and its whole time belongs between them."""
     used: dict[str, float] = {}
     for name, members in groups.items():
+        if name == POSTGRES:
+            with contextlib.suppress(psutil.Error):
+                members = [members[0], *members[0].children(recursive=True)]
         total = 0.0
         for process in members:
             with contextlib.suppress(psutil.Error):
@@ -534,7 +539,7 @@ def step_row(result: Step) -> str:
     )
 
 
-CPU_COLUMNS = ("referral", "matching", "notify", "postgres", "kafka", LOAD_GENERATOR)
+CPU_COLUMNS = ("referral", "matching", "notify", POSTGRES, "kafka", LOAD_GENERATOR)
 STEP_HEADER = (
     "  rate   taken  p50 ms  p99 ms  late  errs     lag  outbox"
     " referral matching   notify postgres    kafka  loadgen   total  sustained\n"

@@ -71,7 +71,7 @@ from bench.common import (
     percentile,
     rates,
 )
-from bench.e2e import LOAD_GENERATOR, cpu_seconds, database_work, idle_cpu, process_groups
+from bench.e2e import LOAD_GENERATOR, POSTGRES, cpu_seconds, database_work, idle_cpu, process_groups
 from handoff_platform.database import Connection, notify
 
 ROLES = ("referral", "matching", "notify")
@@ -521,7 +521,7 @@ async def measure(
             "idle CPU (% of a core): "
             + ", ".join(f"{name} {share * 100:.1f}" for name, share in idle.items())
         )
-        columns = (*ROLES, "postgres", "kafka", LOAD_GENERATOR)
+        columns = (*ROLES, POSTGRES, "kafka", LOAD_GENERATOR)
         print(
             f"{'rate':>6} {'taken':>7} {'p50 ms':>8} {'p99 ms':>8} {'late':>5}  "
             + " ".join(f"{name[:9]:>9}" for name in columns)

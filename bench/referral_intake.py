@@ -17,7 +17,8 @@ PostgreSQL's durable defaults), drives it for a fixed time, and prints:
   authentication, validation or relay), which says how much of the gap to the reference
   any Python HTTP service on this machine would pay.
 
-    .venv/bin/python -m bench.referral_intake [--seconds 30] [--clients 32]
+    .venv/bin/python -m bench.referral_intake [--seconds 30] [--clients 32] [--replicas N]
+                                              [--profile DIR]
 """
 
 import argparse
@@ -29,24 +30,32 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import aiohttp
 import asyncpg
+import psutil
 from cryptography.fernet import Fernet
 
+from bench import profiles
 from bench.common import (
+    Servers,
     at_least,
     fresh_database,
     handoff,
     infrastructure,
     percentile,
 )
+from bench.e2e import cpu_seconds, process_groups
 from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
 
 GOAL_RATE = 500
+"""The paced phase's rate (requests a second)."""
+GOAL_SHARE_OF_REFERENCE = 1 / 3
+"""Back to back, the share of the reference's rate the service should reach (issue 17)."""
 GOAL_P99_MS = 50.0
 GOAL_OUTBOX_LAG_S = 1.0
 
@@ -162,9 +171,10 @@ async def referral_posts(
 
 
 async def floor_posts(
-    database_url: str, clients: int, seconds: float
-) -> tuple[list[float], int, float]:
-    """The same referrals posted back to back to `bench/intake_floor.py`, run for the phase."""
+    database_url: str, clients: int, seconds: float, servers: Servers
+) -> tuple[list[float], int, float, dict[str, float]]:
+    """The same referrals posted back to back to `bench/intake_floor.py`, run for the phase;
+    as `drive`, and the CPU seconds each process used (`cpu_used`)."""
     port = free_ports(1)[0]
     floor = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.intake_floor", "--port", str(port),
@@ -195,7 +205,10 @@ async def floor_posts(
                     await answer.read()
                     return answer.status == 201
 
-            return await drive(clients, seconds, post)
+            groups = process_groups({"floor": floor.pid}, servers.postgres_pid, servers.broker_pids)
+            with cpu_used(groups) as used:
+                latencies, errors, took = await drive(clients, seconds, post)
+            return latencies, errors, took, used
     finally:
         with contextlib.suppress(ProcessLookupError):  # it has exited: say why, not this
             floor.terminate()
@@ -214,10 +227,36 @@ def report(name: str, latencies: list[float], errors: int, seconds: float) -> fl
     return rate
 
 
+@contextlib.contextmanager
+def cpu_used(groups: dict[str, list[psutil.Process]]) -> Iterator[dict[str, float]]:
+    """CPU seconds each group of processes uses inside the block, filled in as it ends."""
+    used: dict[str, float] = {}
+    before = cpu_seconds(groups)
+    yield used
+    after = cpu_seconds(groups)
+    used.update({name: after[name] - before[name] for name in groups})
+
+
+def report_cpu(used: dict[str, float], answers: int) -> None:
+    """Print a phase's CPU milliseconds per answer, per group of processes."""
+    shares = ", ".join(f"{name} {seconds / answers * 1000:.2f}" for name, seconds in used.items())
+    print(f"{'':<4}CPU ms per referral: {shares}; total {sum(used.values()) / answers * 1000:.2f}")
+
+
 async def measure(
-    url: str, token: str, database_url: str, clients: int, seconds: float, replicas: int = 1
+    url: str,
+    token: str,
+    database_url: str,
+    clients: int,
+    seconds: float,
+    pids: list[int],
+    servers: Servers,
+    profile: Path | None = None,
 ) -> None:
-    """Each phase in turn, its line, and the goals' verdicts."""
+    """Each phase in turn, its line, and the goals' verdicts. With `profile` (a folder),
+    py-spy samples each referral process (`pids`) through the back-to-back phase, into
+    `profile`/referral-<n>.txt, and its summary is printed."""
+    replicas = len(pids)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; {clients} clients, {seconds:g} s each, "
@@ -225,12 +264,28 @@ async def measure(
     )
     reference, reference_errors, took = await reference_inserts(database_url, clients, seconds)
     reference_rate = report("reference: asyncpg INSERT", reference, reference_errors, took)
-    floor, floor_errors, took = await floor_posts(database_url, clients, seconds)
+    floor, floor_errors, took, used = await floor_posts(database_url, clients, seconds, servers)
     floor_rate = report("floor: bare ASGI, one statement", floor, floor_errors, took)
-    posts, errors, took, worst_lag = await referral_posts(
-        url, token, database_url, clients, seconds
+    report_cpu(used, len(floor))
+    recordings = [
+        profiles.record(f"referral-{n}", pid, seconds, profile / f"referral-{n}.txt")
+        for n, pid in enumerate(pids, 1)
+        if profile is not None
+    ]
+    groups = process_groups(
+        {f"referral-{n}": pid for n, pid in enumerate(pids, 1)},
+        servers.postgres_pid,
+        servers.broker_pids,
     )
+    with cpu_used(groups) as used:
+        posts, errors, took, worst_lag = await referral_posts(
+            url, token, database_url, clients, seconds
+        )
     rate = report("POST /v1/referrals, back to back", posts, errors, took)
+    report_cpu(used, len(posts))
+    for recording in recordings:
+        await asyncio.to_thread(recording.finish)
+        print(f"  {recording.name}: {profiles.Profile.read(recording.output).summary()}")
     paced, paced_errors, took, paced_lag = await referral_posts(
         url, token, database_url, clients, seconds, rate=GOAL_RATE
     )
@@ -243,28 +298,21 @@ async def measure(
         f"the referral service takes {rate / floor_rate:.2f}x the floor's rate"
     )
     verdicts = [
-        ("rate", rate >= GOAL_RATE, f">= {GOAL_RATE}/s back to back"),
+        (
+            "rate",
+            rate >= reference_rate * GOAL_SHARE_OF_REFERENCE,
+            f">= a third of the reference ({reference_rate * GOAL_SHARE_OF_REFERENCE:.0f}/s) "
+            "back to back",
+        ),
         (
             "p99",
             percentile(paced, 0.99) <= GOAL_P99_MS,
             f"<= {GOAL_P99_MS:.0f} ms at {GOAL_RATE}/s",
         ),
-        (
-            "p99",
-            percentile(posts, 0.99) <= GOAL_P99_MS,
-            f"<= {GOAL_P99_MS:.0f} ms back to back",
-        ),
         ("outbox lag", worst_lag <= GOAL_OUTBOX_LAG_S, f"<= {GOAL_OUTBOX_LAG_S:.0f} s"),
     ]
     for name, met, goal in verdicts:
         print(f"goal {name} {goal}: {'met' if met else 'NOT met'}")
-    # Little's law: a closed loop of clients sees a mean latency of clients / rate, and
-    # a p99 can be no lower than the mean.
-    print(
-        f"note: {clients} clients back to back wait {clients / rate * 1000:.0f} ms on average "
-        f"at {rate:.0f}/s; a p99 <= {GOAL_P99_MS:.0f} ms back to back needs at least "
-        f"{clients / GOAL_P99_MS * 1000:.0f}/s, even if every request took as long"
-    )
 
 
 def check_running(replicas: list[ServiceProcess]) -> None:
@@ -278,7 +326,7 @@ def check_running(replicas: list[ServiceProcess]) -> None:
             )
 
 
-def main(seconds: float, clients: int, replicas_wanted: int) -> None:
+def main(seconds: float, clients: int, replicas_wanted: int, profile: Path | None) -> None:
     """Servers, a site and its key, `replicas_wanted` referral processes; then `measure`."""
     with infrastructure() as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
@@ -319,7 +367,16 @@ def main(seconds: float, clients: int, replicas_wanted: int) -> None:
             # replica: a replica that failed to start shows only as an exited process.
             check_running(replicas)
             asyncio.run(
-                measure(replicas[0].url, token, database_url, clients, seconds, len(replicas))
+                measure(
+                    replicas[0].url,
+                    token,
+                    database_url,
+                    clients,
+                    seconds,
+                    [replica.process.pid for replica in replicas],
+                    servers,
+                    profile,
+                )
             )
             check_running(replicas)
         finally:
@@ -337,5 +394,11 @@ if __name__ == "__main__":
         default=1,
         help="referral processes sharing the port (default 1)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample each referral process with py-spy in the back-to-back phase, into DIR",
+    )
     arguments = parser.parse_args()
-    main(arguments.seconds, int(arguments.clients), int(arguments.replicas))
+    main(arguments.seconds, int(arguments.clients), int(arguments.replicas), arguments.profile)
