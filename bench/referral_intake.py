@@ -47,7 +47,7 @@ from bench.common import (
     infrastructure,
     percentile,
 )
-from bench.e2e import cpu_seconds, process_groups
+from bench.e2e import cpu_seconds, idle_cpu, process_groups
 from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
@@ -276,6 +276,11 @@ async def measure(
         {f"referral-{n}": pid for n, pid in enumerate(pids, 1)},
         servers.postgres_pid,
         servers.broker_pids,
+    )
+    idle = await idle_cpu(groups)
+    print(
+        f"{'idle, before it':<34} CPU ms a second: "
+        + ", ".join(f"{name} {per_second * 1000:.0f}" for name, per_second in idle.items())
     )
     with cpu_used(groups) as used:
         posts, errors, took, worst_lag = await referral_posts(
