@@ -267,11 +267,6 @@ async def measure(
     floor, floor_errors, took, used = await floor_posts(database_url, clients, seconds, servers)
     floor_rate = report("floor: bare ASGI, one statement", floor, floor_errors, took)
     report_cpu(used, len(floor))
-    recordings = [
-        profiles.record(f"referral-{n}", pid, seconds, profile / f"referral-{n}.txt")
-        for n, pid in enumerate(pids, 1)
-        if profile is not None
-    ]
     groups = process_groups(
         {f"referral-{n}": pid for n, pid in enumerate(pids, 1)},
         servers.postgres_pid,
@@ -282,6 +277,11 @@ async def measure(
         f"{'idle, before it':<34} CPU ms a second: "
         + ", ".join(f"{name} {per_second * 1000:.0f}" for name, per_second in idle.items())
     )
+    recordings = [
+        profiles.record(f"referral-{n}", pid, seconds, profile / f"referral-{n}.txt")
+        for n, pid in enumerate(pids, 1)
+        if profile is not None
+    ]
     with cpu_used(groups) as used:
         posts, errors, took, worst_lag = await referral_posts(
             url, token, database_url, clients, seconds
