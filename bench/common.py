@@ -159,8 +159,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], float]:
-    """An argparse type: a finite number of `kind`, `minimum` or more."""
+def at_least(
+    minimum: float, kind: type[int] | type[float], maximum: float = float("inf")
+) -> Callable[[str], float]:
+    """An argparse type: a finite number of `kind`, `minimum` or more, and `maximum` or less
+    when one is given."""
 
     def parse(text: str) -> float:
         try:
@@ -169,6 +172,8 @@ def at_least(minimum: float, kind: type[int] | type[float]) -> Callable[[str], f
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not minimum <= value < float("inf"):
             raise argparse.ArgumentTypeError(f"must be at least {minimum:g}: {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}: {text!r}")
         return value
 
     return parse

@@ -385,7 +385,8 @@ def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
     """CPU seconds used so far per group, user and system, with reaped children (a
     PostgreSQL backend that ended counts in its postmaster's children_* times). PostgreSQL's
     backends are listed at each call: a connection opened between two calls is a backend
-    the first did not see, and its whole time belongs between them."""
+    the first did not see, and its whole time belongs between them. Raises psutil.Error if a
+    measured process other than a backend is gone (a zombie still counts)."""
     used: dict[str, float] = {}
     for name, members in groups.items():
         if name == POSTGRES:
@@ -393,9 +394,13 @@ def cpu_seconds(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
                 members = [members[0], *members[0].children(recursive=True)]
         total = 0.0
         for process in members:
-            with contextlib.suppress(psutil.Error):
+            try:
                 times = process.cpu_times()
-                total += times.user + times.system + times.children_user + times.children_system
+            except psutil.Error:
+                if name != POSTGRES or process is members[0]:
+                    raise  # a measured process is gone: its figures would read as negative
+                continue  # a backend that ended meanwhile: counted in its postmaster's times
+            total += times.user + times.system + times.children_user + times.children_system
         used[name] = total
     return used
 

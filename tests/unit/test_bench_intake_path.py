@@ -1,6 +1,8 @@
 """bench/intake_path.py times the referral app's POST path in-process; bench/e2e.py counts
 PostgreSQL's CPU, backends opened mid-phase included."""
 
+import asyncio
+import gc
 import json
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import pytest
 
 from bench import intake_path
 from bench.e2e import POSTGRES, cpu_seconds
+from bench.referral_intake import report
 from handoff_cli.demo import demo_referral
 
 
@@ -55,3 +58,30 @@ def test_a_backend_started_after_the_first_count_is_counted_in_the_second() -> N
         burner.wait()
 
     assert after - before >= 0.3
+
+
+def test_a_run_leaves_the_collector_as_it_found_it() -> None:
+    threshold = gc.get_threshold()
+
+    asyncio.run(intake_path.measure(64, profile=False))
+
+    assert gc.get_threshold() == threshold
+    assert gc.get_freeze_count() == 0
+
+
+def test_errors_answered_fast_do_not_count_as_throughput(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rate = report("POST", latencies=[1.0] * 100, errors=60, seconds=1.0)
+
+    assert rate == 40
+    assert "errors 60" in capsys.readouterr().out
+
+
+def test_a_measured_process_that_is_gone_is_an_error_not_a_negative_figure() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    groups = {"referral-1": [psutil.Process(child.pid)]}
+    child.wait()  # reaped: nothing of it is left to read
+
+    with pytest.raises(psutil.NoSuchProcess):
+        cpu_seconds(groups)
