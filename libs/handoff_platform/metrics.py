@@ -50,6 +50,10 @@ TIMERS_FIRED = Counter("handoff_timers_fired_total", "Durable timers fired.", ["
 TIMER_FAILURES = Counter(
     "handoff_timer_failures_total", "Timer handlers that failed and were rescheduled."
 )
+TIMERS_DEFERRED = Counter(
+    "handoff_timers_deferred_total",
+    "Timer firings put off a moment because the row their handler acts on was held.",
+)
 TIMER_LATENESS_SECONDS = Histogram(
     "handoff_timer_lateness_seconds",
     "How long after its due time a timer fired.",

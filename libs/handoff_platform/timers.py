@@ -11,6 +11,17 @@ by NOTIFY from another replica), and never longer than `max_sleep`.
 Time is the database's: replicas with drifting clocks still agree on what is due.
 A handler that fails is retried with backoff; it is never dropped. Losing the
 database ends `TimerLoop.run` with the error; its supervisor starts it again.
+
+Lock order: while a handler runs, the loop holds its timer's row. A transaction that
+sets or cancels a timer usually holds the row of what the timer is about (an offer's
+dispatch, a follow-up) and then waits for the timer's row; a handler that waited for
+that same row would close the cycle, and PostgreSQL would break it only after
+`deadlock_timeout` (1 s), with an error on one side. So a handler takes the row it acts
+on with `NOWAIT`: if another transaction holds it, PostgreSQL raises
+`LockNotAvailableError` at once, the firing is rolled back, and the loop fires the timer
+again `BUSY_RETRY_SECONDS` later (not counted as a failure: that transaction may be
+about to set or cancel this very timer). `Timers.cancel_unless_firing` is the other
+way out, for callers whose handler may not find its row busy.
 """
 
 import asyncio
@@ -33,6 +44,9 @@ log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "handoff_timers"
 MAX_RETRY_DELAY_SECONDS = 60
+BUSY_RETRY_SECONDS = 0.05
+"""How soon a timer whose handler found its row held (`LockNotAvailableError`) fires
+again (seconds): about as long as the holding transaction takes."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,11 @@ class TimerLoop:
                         timer.timer_id,
                     )
                     await self._handle(connection, timer)
+            except asyncpg.LockNotAvailableError:
+                if row is None:
+                    raise
+                await self._fire_again_soon(connection, row["timer_id"], row["due_at"])
+                return False  # the loop sleeps until it is due again, not spins on it
             except Exception as error:
                 if row is None or is_transient_database_error(error):
                     raise
@@ -198,6 +217,22 @@ class TimerLoop:
         if handler is None:
             raise LookupError(f"no handler for timers of kind {timer.kind!r}")
         await handler(connection, timer)
+
+    async def _fire_again_soon(
+        self, connection: Connection, timer_id: UUID, due_at: datetime
+    ) -> None:
+        """The handler found its row held by another transaction: due again in
+        `BUSY_RETRY_SECONDS`, its attempts unchanged (nothing failed). Unless that
+        transaction has meanwhile moved the timer (or cancelled it): then it stays as set."""
+        await connection.execute(
+            f"""UPDATE "{self.schema}".timers
+                SET due_at = now() + make_interval(secs => $2)
+                WHERE timer_id = $1 AND due_at = $3""",
+            timer_id,
+            BUSY_RETRY_SECONDS,
+            due_at,
+        )
+        metrics.TIMERS_DEFERRED.inc()
 
     async def _retry_later(
         self, connection: Connection, timer_id: UUID, attempts: int, error: Exception

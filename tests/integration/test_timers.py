@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from handoff_platform.database import Connection, create_pool, migrate
 from handoff_platform.timers import Timer, TimerLoop, Timers
@@ -148,3 +149,63 @@ async def test_a_failing_handler_is_retried_not_lost(database: tuple[str, asyncp
         await eventually(fired_count(recorder, 1), within=10, what="the retried timer")
     assert recorder.fired[0].timer_id == timer_id
     assert recorder.fired[0].attempts == 1
+
+
+class RowHandler(Recorder):
+    """A handler that acts on a row of `things`, taken with NOWAIT as the module asks."""
+
+    async def handle(self, connection: Connection, timer: Timer) -> None:
+        await connection.execute(
+            f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE NOWAIT",
+            uuid.UUID(timer.payload["thing"]),
+        )
+        self.fired.append(timer)
+
+
+async def test_a_handler_finding_its_row_held_fires_later_and_never_deadlocks(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    """The shape of the chaos suite's deadlock in matching: a transaction holds the row a
+    timer is about and then moves that timer, while the loop fires it. The loop lets go at
+    once and fires the timer once the transaction is done, as it left the timer; nothing
+    counts as a failure."""
+    url, pool = database
+    thing = uuid.uuid4()
+    await pool.execute(f"CREATE TABLE {SCHEMA}.things (id uuid PRIMARY KEY)")
+    await pool.execute(f"INSERT INTO {SCHEMA}.things VALUES ($1)", thing)
+    handler = RowHandler()
+    loop = TimerLoop(url, pool, Timers(SCHEMA), {"offer_expiry": handler.handle}, max_sleep=0.5)
+    failures_before = _sample("handoff_timer_failures_total")
+    deferrals_before = _sample("handoff_timers_deferred_total")
+    timer_id = await set_timer(pool, timedelta(0), thing=str(thing))
+
+    async with pool.acquire() as answering, running(loop):
+        async with answering.transaction():
+            await answering.execute(f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE", thing)
+            await eventually(
+                lambda: _true(_sample("handoff_timers_deferred_total") > deferrals_before),
+                within=10,
+                what="the loop to find the row held and put the timer off",
+            )
+            # Moving the timer while the loop may be firing it: before, a deadlock here.
+            now = await answering.fetchval("SELECT now()")
+            await Timers(SCHEMA).set(
+                answering,
+                timer_id,
+                "offer_expiry",
+                now + timedelta(milliseconds=200),
+                {"thing": str(thing)},
+            )
+        await eventually(fired_count(handler, 1), within=10, what="the timer once the row is free")
+        await eventually(lambda: _zero(pool), within=5, what="the timer row gone")
+
+    assert [(t.timer_id, t.attempts) for t in handler.fired] == [(timer_id, 0)]
+    assert _sample("handoff_timer_failures_total") == failures_before
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def _true(value: bool) -> bool:
+    return value
