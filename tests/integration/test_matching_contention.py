@@ -7,15 +7,17 @@ roster changed or on its sweep, and tries waiting ones again when the roster cha
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 import pytest
 
 from handoff_matching.adapters.roster_store import remember_site, tell_line
 from handoff_matching.service import MatchingService, WaitingLine
+from handoff_platform.outbox import Outbox
+from handoff_platform.timers import Timer, Timers
 from tests.support.waiting import eventually
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -198,3 +200,60 @@ async def test_a_new_listener_acts_as_if_it_had_heard_a_notify(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_timer_handlers_do_not_wait_for_a_row_another_transaction_holds(
+    connections: list[asyncpg.Connection],
+) -> None:
+    """The chaos suite's deadlock (issue 17, stop 31): an offer's expiry timer firing while
+    the coach's answer was being handled. The timer loop held the timer's row and waited
+    for the dispatch's; the answer held the dispatch's and waited to cancel or move the
+    timer. Each of matching's timer handlers now takes its row with NOWAIT, so the loop
+    lets go at once and fires the timer again (handoff_platform.timers)."""
+    answering, timer_loop = connections
+    service = MatchingService(Outbox("matching"), Timers("matching"))
+    referral_id, task_id = uuid.uuid4(), uuid.uuid4()
+    await answering.execute(
+        """INSERT INTO matching.dispatches (referral_id, state, document)
+           VALUES ($1, 'offering', '{}')""",
+        referral_id,
+    )
+    await answering.execute(
+        """INSERT INTO matching.follow_ups (task_id, attempt, referral_id, correlation_id,
+               site_id, window_days, visiting_coach, due_at, window_ends_at, state)
+           VALUES ($1, 1, $2, 'c', 'md-x', 30, $3, now(), now() + interval '30 days', 'waiting')""",
+        task_id,
+        referral_id,
+        uuid.uuid4(),
+    )
+    on_dispatch: dict[str, Any] = {"referral_id": str(referral_id), "offer_id": str(uuid.uuid4())}
+    handlers: dict[Callable[[asyncpg.Connection, Timer], Awaitable[None]], dict[str, Any]] = {
+        service.offer_expired: on_dispatch,
+        service.give_up: on_dispatch,
+        service.visit_limit_passed: on_dispatch,
+        service.arrival_deadline_passed: on_dispatch,
+        service.follow_up_retry: {"task_id": str(task_id), "attempt": 1},
+    }
+    async with answering.transaction():
+        await answering.execute(
+            "SELECT FROM matching.dispatches WHERE referral_id = $1 FOR UPDATE", referral_id
+        )
+        await answering.execute(
+            "SELECT FROM matching.follow_ups WHERE task_id = $1 FOR UPDATE", task_id
+        )
+        for handler, payload in handlers.items():
+            timer = Timer(uuid.uuid4(), "any", T0, payload, 0)
+            with pytest.raises(asyncpg.LockNotAvailableError):  # not QueryCanceledError
+                await _fire(timer_loop, handler, timer)
+
+
+async def _fire(
+    connection: asyncpg.Connection,
+    handler: Callable[[asyncpg.Connection, Timer], Awaitable[None]],
+    timer: Timer,
+) -> None:
+    """`handler` in a transaction of its own, as the timer loop runs it; a wait for a lock
+    is cut off after 5 s (QueryCanceledError), where NOWAIT answers at once."""
+    async with connection.transaction():
+        await connection.execute("SET LOCAL statement_timeout = '5s'")
+        await handler(connection, timer)

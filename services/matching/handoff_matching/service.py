@@ -307,7 +307,9 @@ class MatchingService:
             )
 
     async def offer_expired(self, connection: Connection, timer: Timer) -> None:
-        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        dispatch = await dispatch_store.lock(
+            connection, UUID(timer.payload["referral_id"]), wait=False
+        )
         if dispatch is None:
             return
         now = self.clock()
@@ -320,7 +322,9 @@ class MatchingService:
 
     async def give_up(self, connection: Connection, timer: Timer) -> None:
         """The site's give-up time passed: a referral still without a coach expires."""
-        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        dispatch = await dispatch_store.lock(
+            connection, UUID(timer.payload["referral_id"]), wait=False
+        )
         if dispatch is None:
             return
         await self._apply(connection, dispatch, dispatch.give_up(self.clock()), cause=None)
@@ -358,7 +362,9 @@ class MatchingService:
 
     async def visit_limit_passed(self, connection: Connection, timer: Timer) -> None:
         """A coach at the bedside never reported completed: release their slot."""
-        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        dispatch = await dispatch_store.lock(
+            connection, UUID(timer.payload["referral_id"]), wait=False
+        )
         if dispatch is None:
             return
         effects = dispatch.close()
@@ -371,7 +377,9 @@ class MatchingService:
 
     async def arrival_deadline_passed(self, connection: Connection, timer: Timer) -> None:
         """The assigned coach has not reported arriving in time: count it, for the program."""
-        dispatch = await dispatch_store.lock(connection, UUID(timer.payload["referral_id"]))
+        dispatch = await dispatch_store.lock(
+            connection, UUID(timer.payload["referral_id"]), wait=False
+        )
         if dispatch is None or not dispatch.arrival_overdue(UUID(timer.payload["offer_id"])):
             return
         metrics.ARRIVALS_OVERDUE.labels(dispatch.facts.site_id).inc()
@@ -396,7 +404,7 @@ class MatchingService:
     async def follow_up_retry(self, connection: Connection, timer: Timer) -> None:
         """A waiting attempt's timer: try again to give it to someone."""
         task_id, attempt = UUID(timer.payload["task_id"]), int(timer.payload["attempt"])
-        await self._give_follow_up(connection, task_id, attempt, None)
+        await self._give_follow_up(connection, task_id, attempt, None, wait=False)
 
     async def follow_up_attempted(self, connection: Connection, event: Envelope[Any]) -> None:
         """The attempt was recorded: it is no longer anyone's to make, nor waiting."""
@@ -423,11 +431,13 @@ class MatchingService:
         attempt: int,
         cause: UUID | None,
         excluding: Sequence[UUID] = (),
+        wait: bool = True,
     ) -> bool:
         """Give a waiting (or, with `excluding`, an assigned) attempt to whoever the rule
         picks now, publishing FollowUpAssigned; nobody: wait for the retry timer, or lapse
-        once the window ends. True if it was given to someone."""
-        follow_up = await follow_up_store.lock(connection, task_id, attempt)
+        once the window ends. True if it was given to someone. `wait` False for the retry
+        timer's handler: see `follow_up_store.lock`."""
+        follow_up = await follow_up_store.lock(connection, task_id, attempt, wait)
         wanted = ("waiting", "assigned") if excluding else ("waiting",)
         if follow_up is None or follow_up.state not in wanted:
             return False

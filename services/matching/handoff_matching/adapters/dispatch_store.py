@@ -88,9 +88,13 @@ async def insert(connection: Connection, dispatch: Dispatch) -> bool:
     return bool(inserted)
 
 
-async def lock(connection: Connection, referral_id: UUID) -> Dispatch | None:
+async def lock(connection: Connection, referral_id: UUID, wait: bool = True) -> Dispatch | None:
+    """The referral's dispatch, its row locked until the transaction ends; None if unknown.
+    With `wait` False, raises asyncpg.LockNotAvailableError at once if another transaction
+    holds the row: a timer's handler, which must not wait for it (`handoff_platform.timers`)."""
     document = await connection.fetchval(
-        f"SELECT document FROM {SCHEMA}.dispatches WHERE referral_id = $1 FOR UPDATE",
+        f"""SELECT document FROM {SCHEMA}.dispatches WHERE referral_id = $1
+            FOR UPDATE{"" if wait else " NOWAIT"}""",
         referral_id,
     )
     return _DOCUMENT.validate_json(document) if document is not None else None

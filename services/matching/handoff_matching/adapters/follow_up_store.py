@@ -53,11 +53,15 @@ async def insert(connection: Connection, due: FollowUpDue, correlation_id: str) 
     return bool(inserted)
 
 
-async def lock(connection: Connection, task_id: UUID, attempt: int) -> FollowUp | None:
-    """The attempt, locked until the transaction ends; None if unknown."""
+async def lock(
+    connection: Connection, task_id: UUID, attempt: int, wait: bool = True
+) -> FollowUp | None:
+    """The attempt, locked until the transaction ends; None if unknown. With `wait` False,
+    raises asyncpg.LockNotAvailableError at once if another transaction holds it: a timer's
+    handler, which must not wait for it (`handoff_platform.timers`)."""
     row = await connection.fetchrow(
         f"""SELECT {_COLUMNS} FROM {SCHEMA}.follow_ups
-            WHERE task_id = $1 AND attempt = $2 FOR UPDATE""",
+            WHERE task_id = $1 AND attempt = $2 FOR UPDATE{"" if wait else " NOWAIT"}""",
         task_id,
         attempt,
     )
