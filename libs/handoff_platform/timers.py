@@ -18,9 +18,11 @@ dispatch, a follow-up) and then waits for the timer's row; a handler that waited
 that same row would close the cycle, and PostgreSQL would break it only after
 `deadlock_timeout` (1 s), with an error on one side. So a handler takes the row it acts
 on with `NOWAIT`: if another transaction holds it, PostgreSQL raises
-`LockNotAvailableError` at once, the firing is rolled back, and the loop fires the timer
-again `BUSY_RETRY_SECONDS` later (not counted as a failure: that transaction may be
-about to set or cancel this very timer). `Timers.cancel_unless_firing` is the other
+`LockNotAvailableError` at once, the firing is rolled back to a savepoint, and the loop
+makes the timer due again `BUSY_RETRY_SECONDS` later, doubling in a row up to
+`MAX_BUSY_RETRY_SECONDS`, in the same transaction, still holding the timer's row (not
+counted as a failure: that transaction may be about to set or cancel this very timer,
+and does so once the loop commits). `Timers.cancel_unless_firing` is the other
 way out, for callers whose handler may not find its row busy.
 """
 
@@ -46,7 +48,10 @@ NOTIFY_CHANNEL = "handoff_timers"
 MAX_RETRY_DELAY_SECONDS = 60
 BUSY_RETRY_SECONDS = 0.05
 """How soon a timer whose handler found its row held (`LockNotAvailableError`) fires
-again (seconds): about as long as the holding transaction takes."""
+again the first time (seconds): about as long as the holding transaction takes."""
+MAX_BUSY_RETRY_SECONDS = 1.0
+"""The longest a held timer waits between tries (seconds): each deferral in a row doubles
+the wait up to this."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class Timers:
                 VALUES ($1, $2, $3, $4::jsonb)
                 ON CONFLICT (timer_id) DO UPDATE
                 SET kind = excluded.kind, due_at = excluded.due_at, payload = excluded.payload,
-                    attempts = 0""",
+                    attempts = 0, deferrals = 0""",
             timer_id,
             kind,
             due_at,
@@ -171,13 +176,14 @@ class TimerLoop:
             self._wake.set()
 
     async def _fire_next(self) -> bool:
-        """Fire one due timer, if any; True if one was claimed."""
+        """Fire one due timer, if any; True if one was claimed and fired (or failed), False
+        if none was due or the one claimed was put off (its handler found its row held)."""
         row: asyncpg.Record | None = None
         async with self.pool.acquire() as connection:
             try:
                 async with connection.transaction():
                     row = await connection.fetchrow(
-                        f"""SELECT timer_id, kind, due_at, payload, attempts,
+                        f"""SELECT timer_id, kind, due_at, payload, attempts, deferrals,
                                    extract(epoch FROM now() - due_at) AS late_by
                             FROM "{self.schema}".timers WHERE due_at <= now()
                             ORDER BY due_at LIMIT 1 FOR UPDATE SKIP LOCKED"""
@@ -191,16 +197,19 @@ class TimerLoop:
                         json.loads(row["payload"]),
                         row["attempts"],
                     )
-                    await connection.execute(
-                        f'DELETE FROM "{self.schema}".timers WHERE timer_id = $1',
-                        timer.timer_id,
-                    )
-                    await self._handle(connection, timer)
-            except asyncpg.LockNotAvailableError:
-                if row is None:
-                    raise
-                await self._fire_again_soon(connection, row["timer_id"], row["due_at"])
-                return False  # the loop sleeps until it is due again, not spins on it
+                    try:
+                        # A savepoint: a handler that finds its row held undoes only the
+                        # firing, and the timer's row stays locked by this transaction
+                        # while it is put off, so no other transaction waits on it.
+                        async with connection.transaction():
+                            await connection.execute(
+                                f'DELETE FROM "{self.schema}".timers WHERE timer_id = $1',
+                                timer.timer_id,
+                            )
+                            await self._handle(connection, timer)
+                    except asyncpg.LockNotAvailableError:
+                        await self._put_off(connection, timer.timer_id, row["deferrals"])
+                        return False  # the loop sleeps until the next due, not spins on it
             except Exception as error:
                 if row is None or is_transient_database_error(error):
                     raise
@@ -218,19 +227,19 @@ class TimerLoop:
             raise LookupError(f"no handler for timers of kind {timer.kind!r}")
         await handler(connection, timer)
 
-    async def _fire_again_soon(
-        self, connection: Connection, timer_id: UUID, due_at: datetime
-    ) -> None:
-        """The handler found its row held by another transaction: due again in
-        `BUSY_RETRY_SECONDS`, its attempts unchanged (nothing failed). Unless that
-        transaction has meanwhile moved the timer (or cancelled it): then it stays as set."""
+    async def _put_off(self, connection: Connection, timer_id: UUID, deferrals: int) -> None:
+        """The handler found its row held by another transaction: due again after
+        `BUSY_RETRY_SECONDS`, twice as long after each deferral in a row, at most
+        `MAX_BUSY_RETRY_SECONDS`; its attempts unchanged (nothing failed). In the claiming
+        transaction: a transaction that moves or cancels the timer meanwhile waits for it,
+        and its change comes after."""
+        delay = min(BUSY_RETRY_SECONDS * 2**deferrals, MAX_BUSY_RETRY_SECONDS)
         await connection.execute(
             f"""UPDATE "{self.schema}".timers
-                SET due_at = now() + make_interval(secs => $2)
-                WHERE timer_id = $1 AND due_at = $3""",
+                SET due_at = now() + make_interval(secs => $2), deferrals = deferrals + 1
+                WHERE timer_id = $1""",
             timer_id,
-            BUSY_RETRY_SECONDS,
-            due_at,
+            delay,
         )
         metrics.TIMERS_DEFERRED.inc()
 

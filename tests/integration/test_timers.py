@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import timedelta
@@ -209,3 +210,137 @@ def _sample(name: str) -> float:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class DawdlingHandler:
+    """Acts on a row of `things` taken with NOWAIT, like matching's handlers, after
+    `dawdle` seconds inside the firing (to widen the moment the loop holds the timer's
+    row); records the database time each timer fired."""
+
+    def __init__(self, dawdle: float = 0.0) -> None:
+        self.fired: dict[uuid.UUID, float] = {}
+        self.inside = asyncio.Event()
+        self.dawdle = dawdle
+
+    async def handle(self, connection: Connection, timer: Timer) -> None:
+        self.inside.set()
+        await asyncio.sleep(self.dawdle)
+        await connection.execute(
+            f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE NOWAIT",
+            uuid.UUID(timer.payload["thing"]),
+        )
+        self.fired[timer.timer_id] = float(
+            await connection.fetchval("SELECT extract(epoch FROM clock_timestamp())")
+        )
+
+    def loop(self, url: str, pool: asyncpg.Pool) -> TimerLoop:
+        return TimerLoop(url, pool, Timers(SCHEMA), {"offer_expiry": self.handle}, max_sleep=0.5)
+
+
+async def _things(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
+    await pool.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.things (id uuid PRIMARY KEY)")
+    ids = [uuid.uuid4() for _ in range(count)]
+    await pool.executemany(f"INSERT INTO {SCHEMA}.things VALUES ($1)", [(i,) for i in ids])
+    return ids
+
+
+async def test_a_timer_moved_while_firing_does_not_stall_the_other_timers(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    """fresh31b's first finding: the holder moved the timer while the loop was firing it,
+    and the loop, putting the timer off after letting go of it, waited for the holder's
+    whole transaction; every other due timer of the replica waited with it."""
+    url, pool = database
+    held, *others = await _things(pool, 6)
+    handler = DawdlingHandler(dawdle=0.2)
+    timer_id = await set_timer(pool, timedelta(0), thing=str(held))
+    async with (
+        pool.acquire() as holder,
+        running(handler.loop(url, pool)),
+        holder.transaction(),
+    ):
+        await holder.execute(f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE", held)
+        await asyncio.wait_for(handler.inside.wait(), 10)  # the loop holds the timer now
+        now = await holder.fetchval("SELECT now()")
+        await Timers(SCHEMA).set(
+            holder, timer_id, "offer_expiry", now + timedelta(seconds=30), {"thing": str(held)}
+        )
+        for thing in others:
+            await set_timer(pool, timedelta(0), thing=str(thing))
+        # The holder stays open throughout: the others fire meanwhile.
+        await eventually(
+            lambda: _true(len(handler.fired) == len(others)),
+            within=5,
+            what="the other due timers while the holder stays open",
+        )
+    assert timer_id not in handler.fired
+
+
+async def test_a_held_timer_moved_later_fires_at_its_new_time_and_one_cancelled_never(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    url, pool = database
+    held, sentinel = await _things(pool, 2)
+    for dawdle in (0.0, 0.2):  # after a deferral; and while the loop is inside the handler
+        handler = DawdlingHandler(dawdle)
+        moved = await set_timer(pool, timedelta(0), thing=str(held))
+        cancelled = await set_timer(pool, timedelta(0), thing=str(held))
+        deferrals = _sample("handoff_timers_deferred_total")
+        async with pool.acquire() as holder, running(handler.loop(url, pool)):
+            async with holder.transaction():
+                await holder.execute(f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE", held)
+                await eventually(
+                    lambda d=deferrals: _true(_sample("handoff_timers_deferred_total") > d),  # type: ignore[misc]
+                    within=10,
+                    what="a deferral",
+                )
+                if dawdle:
+                    handler.inside.clear()
+                    await asyncio.wait_for(handler.inside.wait(), 10)
+                new_due = await holder.fetchval("SELECT now() + interval '1 second'")
+                await Timers(SCHEMA).set(
+                    holder, moved, "offer_expiry", new_due, {"thing": str(held)}
+                )
+                await Timers(SCHEMA).cancel(holder, cancelled)
+            last = await set_timer(pool, timedelta(seconds=1.5), thing=str(sentinel))
+            await eventually(
+                lambda last=last, fired=handler.fired: _true(last in fired),  # type: ignore[misc]
+                within=10,
+                what="the last",
+            )
+        assert handler.fired[moved] >= new_due.timestamp()
+        assert cancelled not in handler.fired
+    assert await pending(pool) == 0
+
+
+async def test_timers_whose_row_stays_held_back_off_and_starve_no_other(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    """fresh31b's second finding: 100 held timers were tried 20 times a second each."""
+    url, pool = database
+    things = await _things(pool, 120)
+    held, free = things[:100], things[100:]
+    handler = DawdlingHandler()
+    deferrals = _sample("handoff_timers_deferred_total")
+    async with pool.acquire() as holder:
+        async with holder.transaction():
+            await holder.execute(f"SELECT FROM {SCHEMA}.things WHERE id = ANY($1) FOR UPDATE", held)
+            for thing in held:
+                await set_timer(pool, timedelta(0), thing=str(thing))
+            async with running(handler.loop(url, pool), handler.loop(url, pool)):
+                for thing in free:
+                    await set_timer(pool, timedelta(0), thing=str(thing))
+                await eventually(
+                    lambda: _true(len(handler.fired) == len(free)), within=5, what="the free ones"
+                )
+                started = time.monotonic()
+                await eventually(
+                    lambda: _true(time.monotonic() - started >= 3), within=5, what="3 s held"
+                )
+                tried = _sample("handoff_timers_deferred_total") - deferrals
+        async with running(handler.loop(url, pool)):
+            await eventually(
+                lambda: _true(len(handler.fired) == len(things)), within=20, what="all of them"
+            )
+    # Doubling from 50 ms to 1 s: about 7 tries each in 3-4 s, not 20 a second.
+    assert tried < 10 * len(held), tried
