@@ -233,7 +233,8 @@ class TimerLoop:
         `MAX_BUSY_RETRY_SECONDS`; its attempts unchanged (nothing failed). In the claiming
         transaction: a transaction that moves or cancels the timer meanwhile waits for it,
         and its change comes after."""
-        delay = min(BUSY_RETRY_SECONDS * 2**deferrals, MAX_BUSY_RETRY_SECONDS)
+        # The exponent is capped: a row held for hours would count thousands of deferrals.
+        delay = min(BUSY_RETRY_SECONDS * 2 ** min(deferrals, 16), MAX_BUSY_RETRY_SECONDS)
         await connection.execute(
             f"""UPDATE "{self.schema}".timers
                 SET due_at = now() + make_interval(secs => $2), deferrals = deferrals + 1

@@ -344,3 +344,34 @@ async def test_timers_whose_row_stays_held_back_off_and_starve_no_other(
             )
     # Doubling from 50 ms to 1 s: about 7 tries each in 3-4 s, not 20 a second.
     assert tried < 10 * len(held), tried
+
+
+async def test_a_timer_held_for_hours_is_still_tried_every_second(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    """The doubling stops at 1 s however many deferrals a row held for long has counted
+    (2**1100 is no float: before the cap, the loop would have failed on it)."""
+    url, pool = database
+    (held,) = await _things(pool, 1)
+    handler = DawdlingHandler()
+    timer_id = await set_timer(pool, timedelta(0), thing=str(held))
+    await pool.execute(f"UPDATE {SCHEMA}.timers SET deferrals = 5000 WHERE timer_id = $1", timer_id)
+    deferrals = _sample("handoff_timers_deferred_total")
+    failures = _sample("handoff_timer_failures_total")
+    async with (
+        pool.acquire() as holder,
+        running(handler.loop(url, pool)),
+        holder.transaction(),
+    ):
+        await holder.execute(f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE", held)
+        await eventually(
+            lambda: _true(_sample("handoff_timers_deferred_total") > deferrals),
+            within=10,
+            what="a deferral",
+        )
+        wait = await pool.fetchval(
+            f"SELECT extract(epoch FROM due_at - now()) FROM {SCHEMA}.timers WHERE timer_id = $1",
+            timer_id,
+        )
+    assert 0 < wait <= 1.0
+    assert _sample("handoff_timer_failures_total") == failures
