@@ -22,6 +22,7 @@ async def test_two_replicas_migrating_at_once_apply_each_file_once(database_url:
                 "handoff_platform.migrations:0002_timers.sql",
                 "handoff_platform.migrations:0003_outbox_trace_context.sql",
                 "handoff_platform.migrations:0004_audit_log.sql",
+                "handoff_platform.migrations:0005_timer_deferrals.sql",
                 "handoff_referral.adapters.migrations:0001_referrals.sql",
                 "handoff_referral.adapters.migrations:0002_timeline_occurrences.sql",
                 "handoff_referral.adapters.migrations:0003_hl7_interfaces.sql",
@@ -33,7 +34,7 @@ async def test_two_replicas_migrating_at_once_apply_each_file_once(database_url:
             ],
         ]
         ledger = await connections[0].fetchval("SELECT count(*) FROM referral.schema_migrations")
-        assert ledger == 12
+        assert ledger == 13
         assert await migrate(connections[0], "referral", MIGRATIONS) == []
 
         await connections[0].execute(
