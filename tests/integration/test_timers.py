@@ -153,14 +153,30 @@ async def test_a_failing_handler_is_retried_not_lost(database: tuple[str, asyncp
 
 
 class RowHandler(Recorder):
-    """A handler that acts on a row of `things`, taken with NOWAIT as the module asks."""
+    """Acts on a row of `things` taken with NOWAIT, like matching's handlers, after
+    `dawdle` seconds inside the firing (to widen the moment the loop holds the timer's
+    row); records the timers fired and the database time each fired at."""
+
+    def __init__(self, dawdle: float = 0.0) -> None:
+        super().__init__()
+        self.fired_at: dict[uuid.UUID, float] = {}
+        self.inside = asyncio.Event()
+        self.dawdle = dawdle
 
     async def handle(self, connection: Connection, timer: Timer) -> None:
+        self.inside.set()
+        await asyncio.sleep(self.dawdle)
         await connection.execute(
             f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE NOWAIT",
             uuid.UUID(timer.payload["thing"]),
         )
         self.fired.append(timer)
+        self.fired_at[timer.timer_id] = float(
+            await connection.fetchval("SELECT extract(epoch FROM clock_timestamp())")
+        )
+
+    def loop(self, url: str, pool: asyncpg.Pool) -> TimerLoop:
+        return TimerLoop(url, pool, Timers(SCHEMA), {"offer_expiry": self.handle}, max_sleep=0.5)
 
 
 async def test_a_handler_finding_its_row_held_fires_later_and_never_deadlocks(
@@ -175,7 +191,7 @@ async def test_a_handler_finding_its_row_held_fires_later_and_never_deadlocks(
     await pool.execute(f"CREATE TABLE {SCHEMA}.things (id uuid PRIMARY KEY)")
     await pool.execute(f"INSERT INTO {SCHEMA}.things VALUES ($1)", thing)
     handler = RowHandler()
-    loop = TimerLoop(url, pool, Timers(SCHEMA), {"offer_expiry": handler.handle}, max_sleep=0.5)
+    loop = handler.loop(url, pool)
     failures_before = _sample("handoff_timer_failures_total")
     deferrals_before = _sample("handoff_timers_deferred_total")
     timer_id = await set_timer(pool, timedelta(0), thing=str(thing))
@@ -212,31 +228,6 @@ async def _true(value: bool) -> bool:
     return value
 
 
-class DawdlingHandler:
-    """Acts on a row of `things` taken with NOWAIT, like matching's handlers, after
-    `dawdle` seconds inside the firing (to widen the moment the loop holds the timer's
-    row); records the database time each timer fired."""
-
-    def __init__(self, dawdle: float = 0.0) -> None:
-        self.fired: dict[uuid.UUID, float] = {}
-        self.inside = asyncio.Event()
-        self.dawdle = dawdle
-
-    async def handle(self, connection: Connection, timer: Timer) -> None:
-        self.inside.set()
-        await asyncio.sleep(self.dawdle)
-        await connection.execute(
-            f"SELECT FROM {SCHEMA}.things WHERE id = $1 FOR UPDATE NOWAIT",
-            uuid.UUID(timer.payload["thing"]),
-        )
-        self.fired[timer.timer_id] = float(
-            await connection.fetchval("SELECT extract(epoch FROM clock_timestamp())")
-        )
-
-    def loop(self, url: str, pool: asyncpg.Pool) -> TimerLoop:
-        return TimerLoop(url, pool, Timers(SCHEMA), {"offer_expiry": self.handle}, max_sleep=0.5)
-
-
 async def _things(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
     await pool.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.things (id uuid PRIMARY KEY)")
     ids = [uuid.uuid4() for _ in range(count)]
@@ -252,7 +243,7 @@ async def test_a_timer_moved_while_firing_does_not_stall_the_other_timers(
     whole transaction; every other due timer of the replica waited with it."""
     url, pool = database
     held, *others = await _things(pool, 6)
-    handler = DawdlingHandler(dawdle=0.2)
+    handler = RowHandler(dawdle=0.2)
     timer_id = await set_timer(pool, timedelta(0), thing=str(held))
     async with (
         pool.acquire() as holder,
@@ -273,7 +264,7 @@ async def test_a_timer_moved_while_firing_does_not_stall_the_other_timers(
             within=5,
             what="the other due timers while the holder stays open",
         )
-    assert timer_id not in handler.fired
+    assert timer_id not in handler.fired_at
 
 
 async def test_a_held_timer_moved_later_fires_at_its_new_time_and_one_cancelled_never(
@@ -282,7 +273,7 @@ async def test_a_held_timer_moved_later_fires_at_its_new_time_and_one_cancelled_
     url, pool = database
     held, sentinel = await _things(pool, 2)
     for dawdle in (0.0, 0.2):  # after a deferral; and while the loop is inside the handler
-        handler = DawdlingHandler(dawdle)
+        handler = RowHandler(dawdle)
         moved = await set_timer(pool, timedelta(0), thing=str(held))
         cancelled = await set_timer(pool, timedelta(0), thing=str(held))
         deferrals = _sample("handoff_timers_deferred_total")
@@ -304,12 +295,12 @@ async def test_a_held_timer_moved_later_fires_at_its_new_time_and_one_cancelled_
                 await Timers(SCHEMA).cancel(holder, cancelled)
             last = await set_timer(pool, timedelta(seconds=1.5), thing=str(sentinel))
             await eventually(
-                lambda last=last, fired=handler.fired: _true(last in fired),  # type: ignore[misc]
+                lambda last=last, fired=handler.fired_at: _true(last in fired),  # type: ignore[misc]
                 within=10,
                 what="the last",
             )
-        assert handler.fired[moved] >= new_due.timestamp()
-        assert cancelled not in handler.fired
+        assert handler.fired_at[moved] >= new_due.timestamp()
+        assert cancelled not in handler.fired_at
     assert await pending(pool) == 0
 
 
@@ -320,7 +311,7 @@ async def test_timers_whose_row_stays_held_back_off_and_starve_no_other(
     url, pool = database
     things = await _things(pool, 120)
     held, free = things[:100], things[100:]
-    handler = DawdlingHandler()
+    handler = RowHandler()
     deferrals = _sample("handoff_timers_deferred_total")
     async with pool.acquire() as holder:
         async with holder.transaction():
@@ -353,7 +344,7 @@ async def test_a_timer_held_for_hours_is_still_tried_every_second(
     (2**1100 is no float: before the cap, the loop would have failed on it)."""
     url, pool = database
     (held,) = await _things(pool, 1)
-    handler = DawdlingHandler()
+    handler = RowHandler()
     timer_id = await set_timer(pool, timedelta(0), thing=str(held))
     await pool.execute(f"UPDATE {SCHEMA}.timers SET deferrals = 5000 WHERE timer_id = $1", timer_id)
     deferrals = _sample("handoff_timers_deferred_total")
