@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from cryptography.fernet import Fernet
+from prometheus_client.parser import text_string_to_metric_families
 
 from handoff_devenv import KafkaCluster, PostgresCluster
 from handoff_devenv.ports import free_ports
@@ -151,6 +152,19 @@ def start_services(env: dict[str, str], services: dict[str, ServiceProcess]) -> 
     env["NOTIFY_PUBLIC_URL"] = f"http://127.0.0.1:{notify_port}"
     for service, port in (("referral", None), ("matching", None), ("notify", notify_port)):
         services[service] = start_service(service, env, port=port)
+
+
+async def metric_total(http: aiohttp.ClientSession, url: str, name: str) -> float:
+    """The sum of a service's samples of metric `name` (every label set) on its `/metrics`
+    at `url`; 0 if it has none. aiohttp errors propagate."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -68,6 +68,7 @@ from bench.common import (
     add_site,
     fresh_database,
     infrastructure,
+    metric_total,
     percentile,
     rates,
     service_env,
@@ -420,15 +421,9 @@ async def backlog(system: System) -> tuple[dict[str, float], dict[str, float]]:
         await monitor.close()
     async with aiohttp.ClientSession() as http:
         for name, service in system.services.items():
-            text = ""
+            lag[name] = 0.0
             with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{service.url}/metrics") as metrics:
-                    text = await metrics.text()
-            lag[name] = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("handoff_consumer_lag_messages{")
-            )
+                lag[name] = await metric_total(http, service.url, "handoff_consumer_lag_messages")
     return lag, age
 
 

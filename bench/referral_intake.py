@@ -45,6 +45,7 @@ from bench.common import (
     fresh_database,
     handoff,
     infrastructure,
+    metric_total,
     percentile,
 )
 from bench.e2e import cpu_seconds, idle_cpu, process_groups
@@ -284,12 +285,20 @@ async def measure(
         for n, pid in enumerate(pids, 1)
         if profile is not None
     ]
+    relay_before = await relay_totals(url)
     with cpu_used(groups) as used:
         posts, errors, took, worst_lag = await referral_posts(
             url, token, database_url, clients, seconds
         )
+    relay_after = await relay_totals(url)
     rate = report("POST /v1/referrals, back to back", posts, errors, took)
     report_cpu(used, len(posts) - errors)
+    if replicas == 1:  # with more, /metrics on the shared port is any replica's
+        events, batches = (b - a for a, b in zip(relay_before, relay_after, strict=True))
+        print(
+            f"{'  relay':<34} {events:.0f} events in {batches:.0f} batches "
+            f"({events / max(batches, 1):.1f} a batch)"
+        )
     for recording in recordings:
         await asyncio.to_thread(recording.finish)
         print(f"  {recording.name}: {profiles.Profile.read(recording.output).summary()}")
@@ -324,6 +333,15 @@ async def measure(
     for name, met, goal in verdicts:
         verdict = "met" if met else "NOT met"
         print(f"goal {name} {goal}: {f'NOT met ({failed} errors)' if failed else verdict}")
+
+
+async def relay_totals(url: str) -> tuple[float, float]:
+    """The referral service's relay so far: events published, batches published."""
+    async with aiohttp.ClientSession() as http:
+        return (
+            await metric_total(http, url, "handoff_outbox_published_events_total"),
+            await metric_total(http, url, "handoff_outbox_batches_total"),
+        )
 
 
 def check_running(replicas: list[ServiceProcess]) -> None:

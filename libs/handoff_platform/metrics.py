@@ -11,6 +11,11 @@ OUTBOX_OLDEST_AGE = Gauge(
 OUTBOX_PUBLISHED = Counter(
     "handoff_outbox_published_events_total", "Events the relay handed to Kafka.", ["topic"]
 )
+OUTBOX_BATCHES = Counter(
+    "handoff_outbox_batches_total",
+    "Batches the relay read from the outbox and handed to Kafka: a SELECT, the batch's "
+    "produce requests and a DELETE each.",
+)
 OUTBOX_PUBLISH_FAILURES = Counter(
     "handoff_outbox_publish_failures_total",
     "Relay batches Kafka refused, or had not acknowledged within the relay's ack timeout.",

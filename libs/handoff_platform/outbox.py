@@ -247,6 +247,7 @@ class OutboxRelay:
         )
         if not rows:
             return 0
+        metrics.OUTBOX_BATCHES.inc()
         acknowledgements = [
             await self.broker.publish(
                 row["body"].encode(),

@@ -232,9 +232,44 @@ async def test_a_record_kafka_refuses_is_published_again_alone(
         await runtime.stop()
 
 
+async def test_events_committed_together_go_to_kafka_in_one_batch(
+    database_url: str, own_kafka: KafkaCluster
+) -> None:
+    """What `handoff_outbox_batches_total` counts: five events committed at once are read,
+    published and deleted as one batch (an SRE divides published events by it)."""
+    topic = f"outbox-batch-{uuid.uuid4().hex[:8]}"
+    database = await create_database(database_url)
+    runtime = await start_referral(database, own_kafka.bootstrap_servers)
+    try:
+        await eventually(lambda: _leading(runtime), within=60, what="the relay leading")
+        await eventually(lambda: outbox_empty(runtime), within=30, what="the outbox empty")
+        batches, published = _sample("handoff_outbox_batches_total"), _published(topic)
+        event_ids = [uuid.uuid4() for _ in range(5)]
+        async with runtime.pipeline.outbox.transaction(runtime.pool) as connection:
+            await connection.executemany(
+                """INSERT INTO referral.outbox
+                       (event_id, topic, partition_key, event_type, correlation_id, body)
+                   VALUES ($1, $2, $3, 'test.outbox', 'tests', '{}')""",
+                [(event_id, topic, event_id.bytes) for event_id in event_ids],
+            )
+        await eventually(lambda: outbox_empty(runtime), within=30, what="the five published")
+        assert _published(topic) - published == 5
+        assert _sample("handoff_outbox_batches_total") - batches == 1
+    finally:
+        await runtime.stop()
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _published(topic: str) -> float:
+    return _sample("handoff_outbox_published_events_total", topic=topic)
+
+
 async def _leading(runtime: ReferralRuntime) -> bool:
     return runtime.kafka_connected.is_set() and runtime.relay.is_leader
 
 
 def _publish_failures() -> float:
-    return REGISTRY.get_sample_value("handoff_outbox_publish_failures_total") or 0.0
+    return _sample("handoff_outbox_publish_failures_total")
