@@ -16,9 +16,11 @@ PostgreSQL's durable defaults), drives it for a fixed time, and prints:
   writes the referral, its timeline step and its outbox row in one statement, with no
   authentication, validation or relay), which says how much of the gap to the reference
   any Python HTTP service on this machine would pay.
+- CPU milliseconds a referral per process, and the relay's events a batch; with
+  `--statements`, what PostgreSQL ran a referral in the back-to-back phase.
 
     .venv/bin/python -m bench.referral_intake [--seconds 30] [--clients 32] [--replicas N]
-                                              [--profile DIR]
+                                              [--profile DIR] [--statements]
 """
 
 import argparse
@@ -48,7 +50,14 @@ from bench.common import (
     metric_total,
     percentile,
 )
-from bench.e2e import cpu_seconds, idle_cpu, process_groups
+from bench.e2e import (
+    counted_statements,
+    cpu_seconds,
+    idle_cpu,
+    process_groups,
+    reset_statements,
+    statement_lines,
+)
 from handoff_cli.demo import demo_referral
 from handoff_devenv.ports import free_ports
 from handoff_devenv.service_process import ServiceProcess, start_service
@@ -255,10 +264,12 @@ async def measure(
     pids: list[int],
     servers: Servers,
     profile: Path | None = None,
+    statements: bool = False,
 ) -> None:
     """Each phase in turn, its line, and the goals' verdicts. With `profile` (a folder),
     py-spy samples each referral process (`pids`) through the back-to-back phase, into
-    `profile`/referral-<n>.txt, and its summary is printed."""
+    `profile`/referral-<n>.txt, and its summary is printed. With `statements`, the
+    statements PostgreSQL ran in that phase (pg_stat_statements), a referral each."""
     replicas = len(pids)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -285,6 +296,7 @@ async def measure(
         for n, pid in enumerate(pids, 1)
         if profile is not None
     ]
+    counting = statements and await reset_statements(database_url)
     relay_before = await relay_totals(url)
     with cpu_used(groups) as used:
         posts, errors, took, worst_lag = await referral_posts(
@@ -299,6 +311,14 @@ async def measure(
             f"{'  relay':<34} {events:.0f} events in {batches:.0f} batches "
             f"({events / max(batches, 1):.1f} a batch)"
         )
+    if statements:
+        counted = await counted_statements(database_url) if counting else []
+        for line in (
+            statement_lines(counted, max(len(posts) - errors, 1), top=8)
+            if counted
+            else ["    statements: not counted (pg_stat_statements is not loaded)"]
+        ):
+            print(line)
     for recording in recordings:
         await asyncio.to_thread(recording.finish)
         print(f"  {recording.name}: {profiles.Profile.read(recording.output).summary()}")
@@ -355,9 +375,11 @@ def check_running(replicas: list[ServiceProcess]) -> None:
             )
 
 
-def main(seconds: float, clients: int, replicas_wanted: int, profile: Path | None) -> None:
+def main(
+    seconds: float, clients: int, replicas_wanted: int, profile: Path | None, statements: bool
+) -> None:
     """Servers, a site and its key, `replicas_wanted` referral processes; then `measure`."""
-    with infrastructure() as servers:
+    with infrastructure(statement_statistics=statements) as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         bootstrap = servers.bootstrap_servers
         env = {
@@ -405,6 +427,7 @@ def main(seconds: float, clients: int, replicas_wanted: int, profile: Path | Non
                     [replica.process.pid for replica in replicas],
                     servers,
                     profile,
+                    statements,
                 )
             )
             check_running(replicas)
@@ -429,5 +452,16 @@ if __name__ == "__main__":
         metavar="DIR",
         help="sample each referral process with py-spy in the back-to-back phase, into DIR",
     )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="count the back-to-back phase's statements with pg_stat_statements (own PostgreSQL)",
+    )
     arguments = parser.parse_args()
-    main(arguments.seconds, int(arguments.clients), int(arguments.replicas), arguments.profile)
+    main(
+        arguments.seconds,
+        int(arguments.clients),
+        int(arguments.replicas),
+        arguments.profile,
+        arguments.statements,
+    )
