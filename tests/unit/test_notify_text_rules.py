@@ -1,6 +1,7 @@
 """What coaches and supervisors read (decision 0020): site-local times, requests named
 by their reply code, supervisor notices told apart and folded into a digest."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from handoff_notify.domain import content
 from handoff_notify.domain.content import SMS_SEGMENT, Unassigned, link_room
 from handoff_notify.domain.links import LINK_PATH_CHARACTERS
 from handoff_platform.sms_text import GSM7
-from handoff_schemas.vocabulary import Urgency
+from handoff_schemas.vocabulary import UnassignedReason, Urgency
 from tests.support.patients import PHI_MARKERS
 
 NY = "America/New_York"
@@ -83,6 +84,16 @@ def test_a_supervisor_notice_names_urgency_reference_site_and_local_time() -> No
     assert notice.subject == "Handoff: unassigned request 3F2A9C at Mercy ED"
     assert len(notice.text) <= SMS_SEGMENT
     assert set(notice.text) <= GSM7
+
+
+def test_a_notice_says_when_nobody_was_on_call_to_ask() -> None:
+    on_call_nobody = replace(_unassigned("3F2A9C", 6), reason=UnassignedReason.NOBODY_ON_CALL)
+    nobody_took_it = replace(on_call_nobody, reason=UnassignedReason.LADDER_EXHAUSTED)
+    assert content.unassigned(on_call_nobody).text == (
+        "Handoff: urgent request 3F2A9C at Mercy ED has no coach: nobody is on call for it "
+        "(00:06 EST). Please arrange cover."
+    )
+    assert "nobody on call accepted it" in content.unassigned(nobody_took_it).text
 
 
 def test_two_notices_a_minute_apart_at_one_site_read_differently() -> None:

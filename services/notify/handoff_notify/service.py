@@ -1436,6 +1436,7 @@ def _unassigned(notice: notices.NoticeRecord) -> content.Unassigned:
         reference=content.short_reference(str(notice.referral_id)),
         urgency=notice.urgency,
         time_zone=notice.site_time_zone,
+        reason=notice.reason,
     )
 
 

@@ -10,7 +10,7 @@ from handoff_notify import SCHEMA
 from handoff_notify.adapters.send_state import SendStates
 from handoff_platform.database import Connection
 from handoff_schemas.events import ReferralUnassigned
-from handoff_schemas.vocabulary import Channel, Urgency
+from handoff_schemas.vocabulary import Channel, UnassignedReason, Urgency
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,11 @@ class NoticeRecord:
     attempts: int
     urgency: Urgency | None = None
     site_time_zone: str | None = None  # IANA
+    reason: UnassignedReason | None = None  # None: queued before notices kept it
 
 
 _COLUMNS = """notice_id, referral_id, correlation_id, site_short_name, unassigned_at, channel,
-    destination, attempts, urgency, site_time_zone"""
+    destination, attempts, urgency, site_time_zone, reason"""
 _SENDS = SendStates(f"{SCHEMA}.notices", "notice_id")
 mark_sending = _SENDS.mark_sending
 next_due = _SENDS.next_due
@@ -56,8 +57,8 @@ async def add(
     await connection.executemany(
         f"""INSERT INTO {SCHEMA}.notices (notice_id, event_id, contact_index, referral_id,
                 correlation_id, site_short_name, unassigned_at, channel, destination, state,
-                urgency, site_time_zone)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)
+                urgency, site_time_zone, reason)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
             ON CONFLICT (event_id, contact_index) DO NOTHING""",
         [
             (
@@ -72,6 +73,7 @@ async def add(
                 contact.destination,
                 event.urgency.value if event.urgency else None,
                 event.site_time_zone,
+                event.reason.value,
             )
             for index, contact in enumerate(event.supervisor_contacts)
         ],
@@ -169,6 +171,7 @@ async def claim_due(connection: Connection, limit: int) -> list[NoticeRecord]:
             attempts=row["attempts"],
             urgency=Urgency(row["urgency"]) if row["urgency"] else None,
             site_time_zone=row["site_time_zone"],
+            reason=UnassignedReason(row["reason"]) if row["reason"] else None,
         )
         for row in rows
     ]

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import CODES
 from handoff_platform.sms_text import gsm7
-from handoff_schemas.vocabulary import Urgency, WithdrawReason
+from handoff_schemas.vocabulary import UnassignedReason, Urgency, WithdrawReason
 
 SMS_SEGMENT = 160  # GSM-7 characters in one SMS segment
 _MIN_SITE = 6  # below this a shortened site name no longer tells EDs apart
@@ -148,13 +148,15 @@ def assigned(
 @dataclass(frozen=True)
 class Unassigned:
     """One referral gone unassigned, as a supervisor's notice names it: `reference` is a
-    short id of the referral (no patient data), `time_zone` the site's IANA zone."""
+    short id of the referral (no patient data), `time_zone` the site's IANA zone, `reason`
+    why (None reads as `ladder_exhausted`)."""
 
     site_short_name: str | None
     unassigned_at: datetime
     reference: str
     urgency: Urgency | None = None
     time_zone: str | None = None
+    reason: UnassignedReason | None = None
 
 
 def short_reference(referral_id: str) -> str:
@@ -164,14 +166,19 @@ def short_reference(referral_id: str) -> str:
 
 
 def unassigned(notice: Unassigned) -> Content:
-    """The supervisors' notice that a referral went unassigned: urgency, site, reference
-    and local time, nothing of the patient. Matching keeps offering it as coaches free up."""
+    """The supervisors' notice that a referral went unassigned: urgency, site, reference,
+    why (nobody on call to ask, or nobody asked took it) and local time, nothing of the
+    patient. Matching keeps offering it as coaches free up or come on call."""
     where = f" at {notice.site_short_name}" if notice.site_short_name else ""
     urgency = f"{notice.urgency.value} " if notice.urgency else ""
+    why = (
+        "nobody is on call for it"
+        if notice.reason is UnassignedReason.NOBODY_ON_CALL
+        else "nobody on call accepted it"
+    )
     text = (
-        f"Handoff: {urgency}request {notice.reference}{where} has no coach: nobody on call "
-        f"accepted it ({local_time(notice.unassigned_at, notice.time_zone)}). "
-        "Please arrange cover."
+        f"Handoff: {urgency}request {notice.reference}{where} has no coach: {why} "
+        f"({local_time(notice.unassigned_at, notice.time_zone)}). Please arrange cover."
     )
     subject = f"Handoff: unassigned request {notice.reference}{where}"
     return Content(subject=subject, text=text, spoken=text)
