@@ -305,6 +305,12 @@ class ReferralUnassigned(EventPayload):
         description="Where notify tells the site's supervisors that the referral is "
         "unassigned (staff contact data, never the patient's).",
     )
+    nobody_reached: bool = Field(
+        default=False,
+        description="True when every offer of the last round ended without its page "
+        "reaching the coach (not contacted in time, or every contact method failed): a "
+        "paging problem, not coaches who said no or did not answer.",
+    )
 
 
 class ReferralWaiting(EventPayload):

@@ -915,30 +915,39 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
     ] * 2
 
 
-async def test_supervisors_are_told_when_nobody_is_on_call_for_a_referral(
-    notify: NotifyHarness,
+@pytest.mark.parametrize(
+    ("reason", "nobody_reached", "why"),
+    [
+        (UnassignedReason.NOBODY_ON_CALL, False, "nobody is on call for it"),
+        (UnassignedReason.LADDER_EXHAUSTED, True, "no page got through to a coach"),
+    ],
+)
+async def test_supervisors_are_told_why_a_referral_has_no_coach(
+    notify: NotifyHarness, reason: UnassignedReason, nobody_reached: bool, why: str
 ) -> None:
-    """Matching found no coach on call to ask (`nobody_on_call`): the notice says so, not
-    that the coaches asked did not accept."""
+    """Matching found no coach on call to ask, or no page of the round reached its coach:
+    the notice says so, not that the coaches asked did not accept (a rota gap or a paging
+    problem is what the supervisor has to fix)."""
     phone, referral_id = notify.phone(), uuid4()
     await send(
         notify.broker,
         ReferralUnassigned(
             referral_id=referral_id,
-            reason=UnassignedReason.NOBODY_ON_CALL,
+            reason=reason,
             unassigned_at=datetime(2026, 11, 30, 3, 7, tzinfo=UTC),
             site_id="md-mercy",
             site_short_name="Mercy ED",
             site_time_zone="America/New_York",
             urgency=Urgency.URGENT,
             supervisor_contacts=(sms(phone),),
+            nobody_reached=nobody_reached,
         ),
         source="/handoff/matching",
     )
     reference = str(referral_id).replace("-", "")[:6].upper()
     assert await notify.sms(phone, count=1) == [
-        f"Handoff: urgent request {reference} at Mercy ED has no coach: nobody is on call "
-        "for it (22:07 EST). Please arrange cover."
+        f"Handoff: urgent request {reference} at Mercy ED has no coach: {why} "
+        "(22:07 EST). Please arrange cover."
     ]
 
 

@@ -15,7 +15,7 @@ from handoff_matching.domain.eligibility import (
     why_ineligible,
 )
 from handoff_schemas.events import OfferMade, ReferralUnassigned, ReferralWaiting
-from handoff_schemas.vocabulary import Tier
+from handoff_schemas.vocabulary import Tier, UnassignedReason
 from tests.unit.test_matching_load_rules import ANA, BEN, NOW, dispatch, of, offered
 
 
@@ -96,3 +96,31 @@ def test_a_referral_waits_for_a_full_coach_but_not_for_an_unreachable_one() -> N
     d2 = dispatch()
     effects = d2.start(NOW, rungs_reachable_again([BEN], {BEN}, {}))
     assert of(ReferralWaiting, effects)
+
+
+def test_supervisors_hear_whether_any_page_of_the_round_reached_a_coach() -> None:
+    """ReferralUnassigned.nobody_reached: the supervisors' notice then says no page got
+    through (a paging problem), not that the coaches asked did not accept."""
+    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+    nobody_left = rungs_reachable_again([], set(), {})
+
+    bounced = dispatch()
+    [to_ana] = of(OfferMade, bounced.start(NOW, everyone))
+    [to_ben] = of(OfferMade, bounced.not_contacted(to_ana.offer_id, NOW, everyone))
+    [unassigned] = of(ReferralUnassigned, bounced.unreachable(to_ben.offer_id, NOW, nobody_left))
+    assert (unassigned.reason, unassigned.nobody_reached) == (
+        UnassignedReason.LADDER_EXHAUSTED,
+        True,
+    )
+
+    declined = dispatch()
+    [to_ana] = of(OfferMade, declined.start(NOW, everyone))
+    [to_ben] = of(OfferMade, declined.decline(to_ana.offer_id, NOW, everyone))
+    [unassigned] = of(ReferralUnassigned, declined.unreachable(to_ben.offer_id, NOW, nobody_left))
+    assert unassigned.nobody_reached is False  # ANA saw the page and said no
+
+    [unassigned] = of(ReferralUnassigned, dispatch().start(NOW, nobody_left))
+    assert (unassigned.reason, unassigned.nobody_reached) == (
+        UnassignedReason.NOBODY_ON_CALL,
+        False,
+    )

@@ -86,14 +86,28 @@ def test_a_supervisor_notice_names_urgency_reference_site_and_local_time() -> No
     assert set(notice.text) <= GSM7
 
 
-def test_a_notice_says_when_nobody_was_on_call_to_ask() -> None:
-    on_call_nobody = replace(_unassigned("3F2A9C", 6), reason=UnassignedReason.NOBODY_ON_CALL)
-    nobody_took_it = replace(on_call_nobody, reason=UnassignedReason.LADDER_EXHAUSTED)
-    assert content.unassigned(on_call_nobody).text == (
-        "Handoff: urgent request 3F2A9C at Mercy ED has no coach: nobody is on call for it "
-        "(00:06 EST). Please arrange cover."
+@pytest.mark.parametrize(
+    ("reason", "nobody_reached", "why"),
+    [
+        (UnassignedReason.NOBODY_ON_CALL, False, "nobody is on call for it"),
+        (UnassignedReason.LADDER_EXHAUSTED, True, "no page got through to a coach"),
+        (UnassignedReason.LADDER_EXHAUSTED, False, "nobody on call accepted it"),
+        (None, False, "nobody on call accepted it"),  # queued before notices kept the reason
+    ],
+)
+def test_a_notice_says_why_the_request_has_no_coach_in_one_segment(
+    reason: UnassignedReason | None, nobody_reached: bool, why: str
+) -> None:
+    notice = replace(_unassigned("3F2A9C", 6), reason=reason, nobody_reached=nobody_reached)
+    assert content.unassigned(notice).text == (
+        f"Handoff: urgent request 3F2A9C at Mercy ED has no coach: {why} (00:06 EST). "
+        "Please arrange cover."
     )
-    assert "nobody on call accepted it" in content.unassigned(nobody_took_it).text
+    for urgency in Urgency:  # the longest site short name a site may have (40)
+        longest = replace(notice, site_short_name="W" * 40, urgency=urgency)
+        text = content.unassigned(longest).text
+        assert len(text) <= SMS_SEGMENT, (len(text), text)
+        assert set(text) <= GSM7
 
 
 def test_two_notices_a_minute_apart_at_one_site_read_differently() -> None:

@@ -1437,6 +1437,7 @@ def _unassigned(notice: notices.NoticeRecord) -> content.Unassigned:
         urgency=notice.urgency,
         time_zone=notice.site_time_zone,
         reason=notice.reason,
+        nobody_reached=notice.nobody_reached,
     )
 
 

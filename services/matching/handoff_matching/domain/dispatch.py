@@ -568,6 +568,7 @@ class Dispatch:
         reason = (
             UnassignedReason.LADDER_EXHAUSTED if self.offers else UnassignedReason.NOBODY_ON_CALL
         )
+        this_round = [o for o in self.offers if o.round == self.round]
         unassigned: list[Effect] = [
             ReferralUnassigned(
                 referral_id=self.facts.referral_id,
@@ -577,6 +578,7 @@ class Dispatch:
                 site_short_name=self.facts.site_short_name,
                 site_time_zone=self.facts.site_time_zone,
                 urgency=self.facts.urgency,
+                nobody_reached=bool(this_round) and all(o.state in BOUNCED for o in this_round),
             )
         ]
         if not self.supervisors_told:

@@ -26,10 +26,11 @@ class NoticeRecord:
     urgency: Urgency | None = None
     site_time_zone: str | None = None  # IANA
     reason: UnassignedReason | None = None  # None: queued before notices kept it
+    nobody_reached: bool = False
 
 
 _COLUMNS = """notice_id, referral_id, correlation_id, site_short_name, unassigned_at, channel,
-    destination, attempts, urgency, site_time_zone, reason"""
+    destination, attempts, urgency, site_time_zone, reason, nobody_reached"""
 _SENDS = SendStates(f"{SCHEMA}.notices", "notice_id")
 mark_sending = _SENDS.mark_sending
 next_due = _SENDS.next_due
@@ -57,8 +58,8 @@ async def add(
     await connection.executemany(
         f"""INSERT INTO {SCHEMA}.notices (notice_id, event_id, contact_index, referral_id,
                 correlation_id, site_short_name, unassigned_at, channel, destination, state,
-                urgency, site_time_zone, reason)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
+                urgency, site_time_zone, reason, nobody_reached)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)
             ON CONFLICT (event_id, contact_index) DO NOTHING""",
         [
             (
@@ -74,6 +75,7 @@ async def add(
                 event.urgency.value if event.urgency else None,
                 event.site_time_zone,
                 event.reason.value,
+                event.nobody_reached,
             )
             for index, contact in enumerate(event.supervisor_contacts)
         ],
@@ -172,6 +174,7 @@ async def claim_due(connection: Connection, limit: int) -> list[NoticeRecord]:
             urgency=Urgency(row["urgency"]) if row["urgency"] else None,
             site_time_zone=row["site_time_zone"],
             reason=UnassignedReason(row["reason"]) if row["reason"] else None,
+            nobody_reached=row["nobody_reached"],
         )
         for row in rows
     ]

@@ -149,7 +149,8 @@ def assigned(
 class Unassigned:
     """One referral gone unassigned, as a supervisor's notice names it: `reference` is a
     short id of the referral (no patient data), `time_zone` the site's IANA zone, `reason`
-    why (None reads as `ladder_exhausted`)."""
+    why (None reads as `ladder_exhausted`), `nobody_reached` whether no page of the last
+    round reached its coach."""
 
     site_short_name: str | None
     unassigned_at: datetime
@@ -157,6 +158,7 @@ class Unassigned:
     urgency: Urgency | None = None
     time_zone: str | None = None
     reason: UnassignedReason | None = None
+    nobody_reached: bool = False
 
 
 def short_reference(referral_id: str) -> str:
@@ -167,15 +169,17 @@ def short_reference(referral_id: str) -> str:
 
 def unassigned(notice: Unassigned) -> Content:
     """The supervisors' notice that a referral went unassigned: urgency, site, reference,
-    why (nobody on call to ask, or nobody asked took it) and local time, nothing of the
-    patient. Matching keeps offering it as coaches free up or come on call."""
+    why (nobody on call to ask, no page got through, or nobody asked took it) and local
+    time, nothing of the patient. Matching keeps offering it as coaches free up or come
+    on call."""
     where = f" at {notice.site_short_name}" if notice.site_short_name else ""
     urgency = f"{notice.urgency.value} " if notice.urgency else ""
-    why = (
-        "nobody is on call for it"
-        if notice.reason is UnassignedReason.NOBODY_ON_CALL
-        else "nobody on call accepted it"
-    )
+    if notice.reason is UnassignedReason.NOBODY_ON_CALL:
+        why = "nobody is on call for it"
+    elif notice.nobody_reached:
+        why = "no page got through to a coach"
+    else:
+        why = "nobody on call accepted it"
     text = (
         f"Handoff: {urgency}request {notice.reference}{where} has no coach: {why} "
         f"({local_time(notice.unassigned_at, notice.time_zone)}). Please arrange cover."
