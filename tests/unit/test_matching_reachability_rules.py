@@ -5,8 +5,15 @@ domain, with chosen instants and rosters."""
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
-from handoff_matching.domain.dispatch import Candidates, DispatchState, Ranking
+from handoff_matching.domain.dispatch import (
+    Candidates,
+    Dispatch,
+    DispatchMode,
+    DispatchState,
+    Ranking,
+)
 from handoff_matching.domain.eligibility import (
     Certification,
     Coach,
@@ -124,3 +131,51 @@ def test_supervisors_hear_whether_any_page_of_the_round_reached_a_coach() -> Non
         UnassignedReason.NOBODY_ON_CALL,
         False,
     )
+
+
+def _until_it_ends(d: Dispatch, offer: OfferMade, everyone: Candidates) -> tuple[int, list[Any]]:
+    """Let each new offer run out its page deadline (its page never goes out) until the
+    referral stops being offered or 5 hours pass: (offers made, ReferralUnassigned seen)."""
+    at, made, told = NOW, 0, []
+    while d.state is DispatchState.OFFERING and at < NOW + timedelta(hours=5):
+        at += timedelta(minutes=1)
+        effects = d.expire(offer.offer_id, at, everyone)
+        told += of(ReferralUnassigned, effects)
+        if not (offers := of(OfferMade, effects)):
+            break
+        made, offer = made + 1, offers[0]
+    return made, told
+
+
+def test_a_coach_whose_pages_never_go_out_is_asked_again_once_not_until_the_give_up_time() -> None:
+    """fresh32: ANA's pages never leave (her method's provider is down) while BEN's do, and
+    BEN declined. ANA was offered again at every page deadline for 4 hours, the referral
+    read `offered` and the supervisors heard nothing until it expired."""
+    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+    d = dispatch()
+    [to_ana] = of(OfferMade, d.start(NOW, everyone))
+    [to_ben] = of(OfferMade, d.expire(to_ana.offer_id, NOW + timedelta(minutes=1), everyone))
+    d.paged(to_ben.offer_id, NOW + timedelta(minutes=1, seconds=1))
+    [again] = of(OfferMade, d.decline(to_ben.offer_id, NOW + timedelta(minutes=2), everyone))
+    assert again.coach_id == ANA  # asked again at once: paging works for others
+
+    made, told = _until_it_ends(d, again, everyone)
+    assert made == 0  # not a third time this round
+    [unassigned] = told
+    assert unassigned.nobody_reached is False  # BEN saw his page and declined
+
+
+def test_a_round_whose_only_page_sent_then_failed_ends_nobody_reached() -> None:
+    """fresh32: ANA's SMS left (PageSent) and then failed on every method (unreachable);
+    BEN's pages never left. BEN was offered again at every page deadline, for good, because
+    a page had gone out; now once, and the supervisors hear that no page got through."""
+    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+    d = dispatch(DispatchMode.BROADCAST)
+    to_ana, to_ben = of(OfferMade, d.start(NOW, everyone))
+    d.paged(to_ana.offer_id, NOW + timedelta(seconds=1))
+    d.unreachable(to_ana.offer_id, NOW + timedelta(seconds=5), everyone)
+
+    made, told = _until_it_ends(d, to_ben, everyone)
+    assert made == 1
+    [unassigned] = told
+    assert unassigned.nobody_reached is True

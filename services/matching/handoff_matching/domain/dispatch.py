@@ -41,6 +41,7 @@ notify to hand a page to a provider (`paged`), then `ack_timeout` for an answer.
 An offer never paged in time ends not_contacted and the ladder moves on.
 """
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -497,6 +498,18 @@ class Dispatch:
             o.coach_id for o in self.offers if o.round == self.round and o.state in states
         )
 
+    def _not_contacted_twice(self) -> frozenset[UUID]:
+        """Coaches of this round whose page failed to go out twice: not asked again this
+        round. Paging works for others, but not for them (their method's provider is down,
+        their phone spent): asked again at every page deadline, they kept the referral
+        `offered` to the give-up time with the supervisors never told (fresh32)."""
+        failed = Counter(
+            o.coach_id
+            for o in self.offers
+            if o.round == self.round and o.state is OfferState.NOT_CONTACTED
+        )
+        return frozenset(coach for coach, times in failed.items() if times >= 2)
+
     def _paging_works(self) -> bool:
         """True if a page of this round reached a provider: a coach whose offer ended
         not_contacted is then asked again at once (a mixed round) rather than the round
@@ -549,7 +562,10 @@ class Dispatch:
         # out this round: asked again at once, not after reoffer_every.
         later = self._no_answer_this_round(NOT_AN_ANSWER)
         not_yet = frozenset() if self._paging_works() else self._no_answer_this_round(BOUNCED)
-        passes = [(used | later, from_tier or self.tier), (used | not_yet, Tier.SITE)]
+        passes = [
+            (used | later, from_tier or self.tier),
+            (used | not_yet | self._not_contacted_twice(), Tier.SITE),
+        ]
         for excluded, first_tier in passes:
             if offers := self._offer_rung(now, candidates, excluded, first_tier):
                 return offers
