@@ -1,6 +1,7 @@
 """What coaches and supervisors read (decision 0020): site-local times, requests named
 by their reply code, supervisor notices told apart and folded into a digest."""
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -137,3 +138,45 @@ def test_a_digest_of_one_reads_in_the_singular_and_a_long_one_is_cut_with_a_coun
     many = content.unassigned_digest([_unassigned(f"B{n:05d}", 6) for n in range(11)]).text
     assert "B00007 +3. Please arrange cover." in many
     assert many.startswith("Handoff: 11 more requests")
+
+
+@pytest.mark.parametrize("count", [1, 2, 6, 8, 9, 11, 40])
+@pytest.mark.parametrize("sites", [1, 2, 3])
+def test_a_digest_fits_one_segment_with_the_longest_site_names(count: int, sites: int) -> None:
+    """fresh32: 6 notices at a 40-character site made a 167-character digest (185 at 11)."""
+    names = [f"St. Mary's Regional Medical Center - M{n:02d}" for n in range(sites)]
+    held = [
+        replace(_unassigned(f"C{n:05d}", 6 + n % 50), site_short_name=names[n % sites])
+        for n in range(count)
+    ]
+    digest = content.unassigned_digest(held)
+    assert len(digest.text) <= SMS_SEGMENT, (len(digest.text), digest.text)
+    assert set(digest.text) <= GSM7
+    assert digest.text.endswith(". Please arrange cover.")
+    shown = [n.reference for n in held if n.reference in digest.text]
+    assert shown
+    assert len(shown) + _counted(digest.text) == count  # every one counted
+    # The email's subject names the sites whole.
+    assert all(str(n.site_short_name) in digest.subject for n in held)
+
+
+def _counted(text: str) -> int:
+    """The "+N" of a digest: the references it counts without naming them."""
+    more = re.search(r" \+(\d+)\. Please", text)
+    return int(more.group(1)) if more else 0
+
+
+def test_a_digest_says_why_when_every_request_in_it_shares_one() -> None:
+    on_call_nobody = [
+        replace(_unassigned(f"D0000{n}", 6 + n), reason=UnassignedReason.NOBODY_ON_CALL)
+        for n in range(3)
+    ]
+    assert content.unassigned_digest(on_call_nobody).text.startswith(
+        "Handoff: 3 more requests at Mercy ED have no coach, nobody on call (latest"
+    )
+    unreached = [replace(n, reason=None, nobody_reached=True) for n in on_call_nobody]
+    assert " have no coach, no page got through (latest" in (
+        content.unassigned_digest(unreached).text
+    )
+    mixed = content.unassigned_digest([on_call_nobody[0], unreached[1]]).text
+    assert " have no coach (latest" in mixed  # each was said singly before

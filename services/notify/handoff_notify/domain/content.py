@@ -190,21 +190,55 @@ def unassigned(notice: Unassigned) -> Content:
 
 def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
     """One notice for several unassigned referrals, once a supervisor's notice limit for
-    the quarter hour is reached: how many, at which sites, their references and the
-    latest time. Nothing is dropped: every held notice is counted in one of these."""
-    sites = sorted({n.site_short_name for n in notices if n.site_short_name})
-    where = f" at {', '.join(sites)}" if sites else ""
+    the quarter hour is reached: how many, at which sites, why when they share one, their
+    references and the latest time. Nothing is dropped: every held notice is counted in one
+    of these. One SMS segment: references beyond what fits are counted ("+N"), then the
+    sites' names are shortened (never below 6 characters each); the email's subject and
+    the spoken text carry the same words."""
+    sites = sorted({gsm7(n.site_short_name) for n in notices if n.site_short_name})
     latest = max(notices, key=lambda n: n.unassigned_at)
-    references = " ".join(n.reference for n in notices[:8])
-    more = f" +{len(notices) - 8}" if len(notices) > 8 else ""
+    at = local_time(latest.unassigned_at, latest.time_zone)
+    # The why only when every notice shares one that is not the usual (nobody accepted).
+    whys = {_DIGEST_WHY[_why(n)] for n in notices}
+    why = f", {shared}" if len(whys) == 1 and (shared := whys.pop()) else ""
     requests = "1 more request" if len(notices) == 1 else f"{len(notices)} more requests"
-    text = (
-        f"Handoff: {requests}{where} {'has' if len(notices) == 1 else 'have'} no coach "
-        f"(latest {local_time(latest.unassigned_at, latest.time_zone)}): "
-        f"{references}{more}. Please arrange cover."
-    )
-    subject = f"Handoff: {len(notices)} unassigned requests{where}"
-    return Content(subject=subject, text=text, spoken=text)
+    verb = "has" if len(notices) == 1 else "have"
+
+    def text(shown: int, names: list[str]) -> str:
+        where = f" at {', '.join(names)}" if names else ""
+        references = " ".join(n.reference for n in notices[:shown])
+        more = f" +{len(notices) - shown}" if len(notices) > shown else ""
+        return (
+            f"Handoff: {requests}{where} {verb} no coach{why} (latest {at}): "
+            f"{references}{more}. Please arrange cover."
+        )
+
+    shown = min(len(notices), 8)
+    while shown > 1 and len(text(shown, sites)) > SMS_SEGMENT:
+        shown -= 1
+    names = sites
+    while len(text(shown, names)) > SMS_SEGMENT and any(len(n) > _MIN_SITE for n in names):
+        longest = max(names, key=len)
+        names = [n[: len(n) - 1].rstrip() if n is longest else n for n in names]
+    where = f" at {', '.join(sites)}" if sites else ""
+    plural = "" if len(notices) == 1 else "s"
+    subject = f"Handoff: {len(notices)} unassigned request{plural}{where}"
+    body = text(shown, names)
+    return Content(subject=subject, text=body, spoken=body)
+
+
+def _why(notice: Unassigned) -> str:
+    """Why the notice's referral has no coach, as `_DIGEST_WHY` keys it."""
+    if notice.reason is UnassignedReason.NOBODY_ON_CALL:
+        return "nobody_on_call"
+    return "nobody_reached" if notice.nobody_reached else "nobody_accepted"
+
+
+_DIGEST_WHY = {
+    "nobody_on_call": "nobody on call",
+    "nobody_reached": "no page got through",
+    "nobody_accepted": "",
+}
 
 
 def reply_acknowledgement(
