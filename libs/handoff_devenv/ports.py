@@ -42,17 +42,20 @@ def free_port_block(count: int) -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel says are free now, for test clusters that must not collide."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """`count` distinct ports free now, for test clusters and services that must not
+    collide. Drawn at random below the kernel's ephemeral range, as `free_port_block`
+    does: a port the kernel hands out from that range may be some connection's local end
+    by the time a server binds it (brokers bind seconds later, after their JVM starts).
+    Raises PortInUse if too few are free."""
+    ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    candidates = range(10_000, ephemeral_start)
+    chosen: list[int] = []
+    for port in random.sample(candidates, min(len(candidates), 100 * count)):
+        if _bindable(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise PortInUse(f"fewer than {count} free ports below {ephemeral_start}")
 
 
 def wait_until(
