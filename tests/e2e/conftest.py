@@ -37,6 +37,12 @@ from tests.support.waiting import eventually
 MAIN_SITE, LADDER_SITE = "md-e2e-main", "md-e2e-ladder"
 
 
+HTTP_TIMEOUT_SECONDS = 30.0
+"""The hospital's client waits this long for an answer: what these tests check is what the
+answer says, and on a loaded two-core runner a service busy with a burst or just restarted
+may take more than httpx's default 5 s (a ReadTimeout then ended a test that polled)."""
+
+
 @dataclass(frozen=True)
 class Coach:
     coach_id: UUID
@@ -84,7 +90,7 @@ class System:
 
     async def post_referral(self, site: str, replica: int = 0, **changes: Any) -> dict[str, Any]:
         body = referral_body(f"e2e-{uuid.uuid4().hex[:10]}", **changes)
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as client:
             response = await client.post(
                 f"{self.replicas['referral'][replica].url}/v1/referrals",
                 json=body,
@@ -104,7 +110,7 @@ class System:
 
     async def cancel(self, site: str, referral_id: str, reason: str = "patient_left") -> None:
         """The ED cancels the referral; fails the test unless it is a 200."""
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as client:
             cancelled = await client.post(
                 f"{self.referral.url}/v1/referrals/{referral_id}/cancel",
                 json={"reason": reason},
@@ -113,7 +119,7 @@ class System:
         assert cancelled.status_code == 200, cancelled.text
 
     async def referral_status(self, site: str, referral_id: str) -> dict[str, Any]:
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_SECONDS) as client:
             response = await client.get(
                 f"{self.referral.url}/v1/referrals/{referral_id}",
                 headers={"Authorization": f"Bearer {self.keys[site]}"},

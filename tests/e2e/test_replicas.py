@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -107,14 +108,21 @@ class CoachBot:
                 return
 
     async def _answer(self, client: httpx.AsyncClient, link: str) -> None:
-        """Tap each button once the page shows it; a replica down is tried again."""
-        for answer in ("accepted", "arrived", "completed"):
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if f'value="{answer}"' in (await client.get(link)).text:
-                        await client.post(link, data={"answer": answer})
-                        break
-                await asyncio.sleep(0.2)
+        """Tap the next button the page shows (accept, arrive, complete); a replica down is
+        tried again. Led by the page, not by the taps: a tap recorded whose answer was lost
+        (its replica SIGKILLed, a timeout) is not waited on. Gives up on a page that shows
+        no button for a minute (an offer that expired is offered again on a page of its own)."""
+        left = ["accepted", "arrived", "completed"]
+        shown_at = time.monotonic()
+        while left and time.monotonic() - shown_at < 60:
+            with contextlib.suppress(httpx.HTTPError):
+                page = (await client.get(link)).text
+                shown = next((answer for answer in left if f'value="{answer}"' in page), None)
+                if shown is not None:
+                    shown_at = time.monotonic()
+                    await client.post(link, data={"answer": shown})
+                    left = left[left.index(shown) + 1 :]
+            await asyncio.sleep(0.2)
 
 
 async def sigkill_a_leader(cluster: KafkaCluster) -> int:
