@@ -74,7 +74,7 @@ async def test_every_referral_waiting_for_spent_phones_goes_unassigned(system: S
                 system, referral_id
             ) in ("unassigned", "waiting")
 
-        await eventually(settled, within=10, what=f"referral {number + 1} paged or set aside")
+        await eventually(settled, within=30, what=f"referral {number + 1} paged or set aside")
         await system.cancel(MAIN_SITE, referral["id"], "entered_in_error")
     else:
         pytest.fail(f"never reached the starting point: {await _offer_pages(system)}")
@@ -85,7 +85,7 @@ async def test_every_referral_waiting_for_spent_phones_goes_unassigned(system: S
     async def held() -> bool:
         return bool(await _offer_pages(system, holding["id"]))
 
-    await eventually(held, within=10, what="the pool coach paged a third time")
+    await eventually(held, within=30, what="the pool coach paged a third time")
 
     # Two more: nobody has room, so they wait in line for her slot.
     line = [await system.post_referral(MAIN_SITE), await system.post_referral(MAIN_SITE)]
@@ -94,7 +94,7 @@ async def test_every_referral_waiting_for_spent_phones_goes_unassigned(system: S
         statuses = [await _status(system, r["id"]) for r in line]
         return all(status in ("waiting", "unassigned") for status in statuses)
 
-    await eventually(both_set_aside, within=10, what="the two referrals set aside")
+    await eventually(both_set_aside, within=30, what="the two referrals set aside")
 
     # Her slot frees, but her phone is spent now too: nobody at all can be paged.
     await system.cancel(MAIN_SITE, holding["id"], "entered_in_error")
@@ -103,7 +103,7 @@ async def test_every_referral_waiting_for_spent_phones_goes_unassigned(system: S
         return [await _status(system, r["id"]) for r in line] == ["unassigned", "unassigned"]
 
     try:
-        await eventually(both_unassigned, within=15, what="both referrals unassigned")
+        await eventually(both_unassigned, within=30, what="both referrals unassigned")
     except AssertionError:
         timelines = []
         for r in line:

@@ -674,12 +674,12 @@ async def test_a_reply_to_a_cancelled_or_filled_offer_is_told_so(
 
 async def test_a_reply_to_an_expired_offer_is_told_so(notify: NotifyHarness) -> None:
     phone = notify.phone()
-    offer, _ = await paged(notify, sms(phone), expires_in=3)
+    offer, _ = await paged(notify, sms(phone), expires_in=10)
 
     async def past_expiry() -> bool:
         return datetime.now(UTC) > offer.expires_at
 
-    await eventually(past_expiry, within=10, what="the offer's expiry")
+    await eventually(past_expiry, within=30, what="the offer's expiry")
     answer = await reply(notify, phone, "1")
 
     assert answer == "Handoff: the request B at Mercy ED has expired; your answer was not recorded."
@@ -692,7 +692,7 @@ async def test_a_supervisor_answering_an_expired_offer_of_an_uncovered_request_i
     """Issue #12: told "has no coach … Please arrange cover", then told "No action needed"
     on answering their own timed-out offer of the same request."""
     phone = notify.phone()
-    offer, _ = await paged(notify, sms(phone), expires_in=3)
+    offer, _ = await paged(notify, sms(phone), expires_in=10)
     await send(
         notify.broker,
         ReferralUnassigned(
@@ -712,7 +712,7 @@ async def test_a_supervisor_answering_an_expired_offer_of_an_uncovered_request_i
     async def past_expiry() -> bool:
         return datetime.now(UTC) > offer.expires_at
 
-    await eventually(past_expiry, within=10, what="the offer's expiry")
+    await eventually(past_expiry, within=30, what="the offer's expiry")
 
     assert await reply(notify, phone, "1B") == (
         "Handoff: the request B at Mercy ED has expired, and it still has no coach. "

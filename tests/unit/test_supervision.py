@@ -169,7 +169,8 @@ async def test_a_bug_is_logged_with_its_class_counted_and_restarted_with_growing
     assert all(r.levelno == logging.ERROR and r.exc_info for r in errors)
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
     # jittered into [½, 1] of 0.02, 0.04, 0.08, 0.16 s: the third gap is past the first's bound
-    assert gaps[0] < 0.1
+    # (the first's own bound has room for a stall of a loaded runner)
+    assert gaps[0] < 0.5
     assert gaps[2] >= 0.04
     assert gaps[3] >= 0.08
 
@@ -317,7 +318,7 @@ async def status_of(app: FastAPI, path: str) -> int:
 
 
 async def wait_for_status(app: FastAPI, path: str, status: int) -> None:
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + 10.0
     while (found := await status_of(app, path)) != status:
         assert time.monotonic() < deadline, f"{path} stayed {found}, never {status}"
         await asyncio.sleep(0.02)
@@ -337,9 +338,10 @@ class Stoppable:
 
 
 async def test_a_loop_that_stops_cycling_makes_readyz_then_healthz_503() -> None:
-    supervisor = BackgroundTasks(stuck_factor=2.0, min_stuck_seconds=0.6)
+    # Seconds apart, not tenths: a stalled runner must not skip from 200 to 503 on both.
+    supervisor = BackgroundTasks(stuck_factor=2.0, min_stuck_seconds=3.0)
     loop = Stoppable()
-    supervisor.start("hangs", loop.run, expected_interval=0.2)
+    supervisor.start("hangs", loop.run, expected_interval=0.5)
     app = health_app(supervisor)
     try:
         await wait_for_status(app, "/readyz", 200)
@@ -350,7 +352,7 @@ async def test_a_loop_that_stops_cycling_makes_readyz_then_healthz_503() -> None
         await wait_for_status(app, "/healthz", 503)
         age = REGISTRY.get_sample_value("handoff_loop_last_cycle_age_seconds", {"loop": "hangs"})
         assert age is not None
-        assert age > 0.6
+        assert age > 3.0
     finally:
         await supervisor.stop()
 
@@ -447,7 +449,7 @@ async def test_a_loop_failing_every_pass_with_a_bug_makes_healthz_503_until_it_c
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A long expected interval: not stale, so only the run of failures can make it stuck.
-    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=0.3)
+    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=2.0)
     loop = AlwaysFailing(lambda: KeyError("coach"))
     app = health_app(supervisor)
     try:
@@ -457,7 +459,7 @@ async def test_a_loop_failing_every_pass_with_a_bug_makes_healthz_503_until_it_c
             await failed_after(loop, started)
             assert await status_of(app, "/healthz") == 200  # failing, not yet for long
             await wait_for_status(app, "/healthz", 503)
-            assert time.monotonic() - loop.failures[0] > 0.3
+            assert time.monotonic() - loop.failures[0] > 2.0
             assert await status_of(app, "/readyz") == 200  # it still restarts: not stale
             loop.fixed.set()
             await wait_for_status(app, "/healthz", 200)
@@ -496,7 +498,7 @@ async def test_a_loop_failing_through_an_outage_never_makes_healthz_503(
 async def test_an_outage_between_bugs_starts_the_count_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=0.3)
+    supervisor = BackgroundTasks(initial_backoff=0.01, max_backoff=0.02, failing_stuck_seconds=2.0)
     errors: list[Exception] = []
 
     def next_error() -> Exception:
@@ -506,7 +508,7 @@ async def test_an_outage_between_bugs_starts_the_count_again(
     try:
         with caplog.at_level(logging.CRITICAL):
             supervisor.start("mixed", loop.run, expected_interval=60.0)
-            deadline = time.monotonic() + 5.0
+            deadline = time.monotonic() + 10.0
             while supervisor.stuck_loops() != ["mixed"]:
                 assert time.monotonic() < deadline, "a loop failing with a bug never got stuck"
                 await asyncio.sleep(0.01)
