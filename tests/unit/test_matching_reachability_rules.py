@@ -179,3 +179,35 @@ def test_a_round_whose_only_page_sent_then_failed_ends_nobody_reached() -> None:
     assert made == 1
     [unassigned] = told
     assert unassigned.nobody_reached is True
+
+
+def test_a_coach_whose_pages_failed_twice_is_not_waited_for_when_full() -> None:
+    """fresh32b: ANA's pages failed twice and she is now full with another referral: the
+    referral waited in line for her slot (supervisors not told) and then did not ask her."""
+    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+    d = dispatch()
+    [to_ana] = of(OfferMade, d.start(NOW, everyone))
+    [to_ben] = of(OfferMade, d.expire(to_ana.offer_id, NOW + timedelta(minutes=1), everyone))
+    d.paged(to_ben.offer_id, NOW + timedelta(minutes=1, seconds=1))
+    [again] = of(OfferMade, d.decline(to_ben.offer_id, NOW + timedelta(minutes=2), everyone))
+    ana_full = rungs_reachable_again([ANA, BEN], {ANA}, {})
+    effects = d.expire(again.offer_id, NOW + timedelta(minutes=3), ana_full)
+    assert of(ReferralWaiting, effects) == []
+    assert of(ReferralUnassigned, effects)
+
+
+def test_a_spent_phone_freed_again_is_asked_again_whatever_it_failed_before() -> None:
+    """fresh32b: failures before the coach was reachable again count for nothing (decision
+    0032: the line asks her the moment a slot of her quarter hour frees), twice or not."""
+    d = dispatch()
+    roster = rungs_reachable_again([ANA, BEN], set(), {})
+    [to_ana] = of(OfferMade, d.start(NOW, roster))
+    [to_ben] = of(OfferMade, d.not_contacted(to_ana.offer_id, NOW + timedelta(seconds=1), roster))
+    d.paged(to_ben.offer_id, NOW + timedelta(seconds=2))
+    spent = rungs_reachable_again([BEN], set(), {})  # ANA left out while her phone is spent
+    assert of(ReferralUnassigned, d.decline(to_ben.offer_id, NOW + timedelta(seconds=10), spent))
+    freed = rungs_reachable_again([ANA, BEN], set(), {ANA: NOW + timedelta(seconds=60)})
+    [again] = of(OfferMade, d.retry(NOW + timedelta(seconds=61), freed))
+    d.not_contacted(again.offer_id, NOW + timedelta(seconds=62), spent)  # slot taken first
+    freed = rungs_reachable_again([ANA, BEN], set(), {ANA: NOW + timedelta(seconds=120)})
+    assert offered(d.retry(NOW + timedelta(seconds=121), freed)) == [ANA]

@@ -215,6 +215,14 @@ Candidates = Mapping[Tier, Sequence[UUID]]
 and who is full); the dispatch skips any it may not ask in this round."""
 
 
+def _reachable_again(candidates: Candidates) -> dict[UUID, datetime]:
+    """When each coach of any rung was last reachable again (UTC), from the Rankings."""
+    again: dict[UUID, datetime] = {}
+    for tier in LADDER:
+        again.update(getattr(candidates.get(tier, ()), "reachable_again", {}))
+    return again
+
+
 @dataclass
 class Dispatch:
     facts: ReferralFacts
@@ -477,9 +485,7 @@ class Dispatch:
         theirs frees; issue #12 F8), one not contacted (no page went out), and one that
         bounced unreachable before its coach became reachable again (a Ranking's
         `reachable_again`)."""
-        again: dict[UUID, datetime] = {}
-        for tier in LADDER:
-            again.update(getattr(candidates.get(tier, ()), "reachable_again", {}))
+        again = _reachable_again(candidates)
 
         def counts(offer: Offer) -> bool:
             if offer.state in NOT_AN_ANSWER:
@@ -498,15 +504,20 @@ class Dispatch:
             o.coach_id for o in self.offers if o.round == self.round and o.state in states
         )
 
-    def _not_contacted_twice(self) -> frozenset[UUID]:
-        """Coaches of this round whose page failed to go out twice: not asked again this
-        round. Paging works for others, but not for them (their method's provider is down,
-        their phone spent): asked again at every page deadline, they kept the referral
-        `offered` to the give-up time with the supervisors never told (fresh32)."""
+    def _not_contacted_twice(self, candidates: Candidates) -> frozenset[UUID]:
+        """Coaches of this round whose page failed to go out twice since they were last
+        reachable again (a Ranking's `reachable_again`: a spent phone's slot freed, START):
+        not asked again this round, nor waited for. Paging works for others, but not for
+        them (their method's provider is down): asked again at every page deadline, they
+        kept the referral `offered` to the give-up time with the supervisors never told
+        (fresh32)."""
+        again = _reachable_again(candidates)
         failed = Counter(
             o.coach_id
             for o in self.offers
-            if o.round == self.round and o.state is OfferState.NOT_CONTACTED
+            if o.round == self.round
+            and o.state is OfferState.NOT_CONTACTED
+            and not (o.coach_id in again and again[o.coach_id] > o.made_at)
         )
         return frozenset(coach for coach, times in failed.items() if times >= 2)
 
@@ -553,10 +564,13 @@ class Dispatch:
         else unassigned.
         Climbing above the current rung is a ReferralEscalated."""
         used = self.asked(candidates)
+        capped = self._not_contacted_twice(candidates)
         # Any rung counts, the ones below the current one too: a referral that climbed to the
         # supervisors past full site coaches has not been seen by them yet, so when the
         # supervisors are done it waits for those coaches rather than going unassigned.
-        full = any(getattr(candidates.get(t, ()), "full", frozenset()) - used for t in LADDER)
+        full = any(
+            getattr(candidates.get(t, ()), "full", frozenset()) - used - capped for t in LADDER
+        )
         # First everyone not yet tried; then, from the site's rung, coaches who said yes at
         # capacity (they have room again) and, if paging works, those whose page never went
         # out this round: asked again at once, not after reoffer_every.
@@ -564,7 +578,7 @@ class Dispatch:
         not_yet = frozenset() if self._paging_works() else self._no_answer_this_round(BOUNCED)
         passes = [
             (used | later, from_tier or self.tier),
-            (used | not_yet | self._not_contacted_twice(), Tier.SITE),
+            (used | not_yet | capped, Tier.SITE),
         ]
         for excluded, first_tier in passes:
             if offers := self._offer_rung(now, candidates, excluded, first_tier):
