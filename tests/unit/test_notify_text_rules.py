@@ -141,7 +141,7 @@ def test_a_digest_of_one_reads_in_the_singular_and_a_long_one_is_cut_with_a_coun
 
 
 @pytest.mark.parametrize("count", [1, 2, 6, 8, 9, 11, 40])
-@pytest.mark.parametrize("sites", [1, 2, 3])
+@pytest.mark.parametrize("sites", [1, 2, 3, 12, 20])
 def test_a_digest_fits_one_segment_with_the_longest_site_names(count: int, sites: int) -> None:
     """fresh32: 6 notices at a 40-character site made a 167-character digest (185 at 11)."""
     names = [f"St. Mary's Regional Medical Center - M{n:02d}" for n in range(sites)]
@@ -154,7 +154,7 @@ def test_a_digest_fits_one_segment_with_the_longest_site_names(count: int, sites
     assert set(digest.text) <= GSM7
     assert digest.text.endswith(". Please arrange cover.")
     shown = [n.reference for n in held if n.reference in digest.text]
-    assert shown
+    assert len(shown) >= min(count, 3)  # names shortened or counted first (fresh32b)
     assert len(shown) + _counted(digest.text) == count  # every one counted
     # The email's subject names the sites whole.
     assert all(str(n.site_short_name) in digest.subject for n in held)
@@ -180,3 +180,17 @@ def test_a_digest_says_why_when_every_request_in_it_shares_one() -> None:
     )
     mixed = content.unassigned_digest([on_call_nobody[0], unreached[1]]).text
     assert " have no coach (latest" in mixed  # each was said singly before
+
+
+def test_a_digest_counts_sites_whose_shortened_names_would_read_alike() -> None:
+    """fresh32b: four St. Mary's EDs cut to 'St. Mary's Regi' told the supervisor nothing;
+    the email's subject names them whole, as registered (not GSM-7 folded)."""
+    names = [f"St. Mary's Regional Medical Center {s}" for s in ("North", "South", "East")]
+    held = [
+        replace(_unassigned(f"E0000{n}", 6 + n), site_short_name=name)
+        for n, name in enumerate([*names, "Hôpital Saint-Luc"])
+    ]
+    digest = content.unassigned_digest(held)
+    assert " at 4 sites have no coach " in digest.text
+    assert len(digest.text) <= SMS_SEGMENT
+    assert all(name in digest.subject for name in [*names, "Hôpital Saint-Luc"])

@@ -192,10 +192,12 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
     """One notice for several unassigned referrals, once a supervisor's notice limit for
     the quarter hour is reached: how many, at which sites, why when they share one, their
     references and the latest time. Nothing is dropped: every held notice is counted in one
-    of these. One SMS segment: references beyond what fits are counted ("+N"), then the
-    sites' names are shortened (never below 6 characters each); the email's subject and
-    the spoken text carry the same words."""
-    sites = sorted({gsm7(n.site_short_name) for n in notices if n.site_short_name})
+    of these. One SMS segment: the sites' names are shortened while they stay distinct
+    (never below 6 characters), else counted ("at 12 sites"), and references that do not
+    fit are counted ("+N"), at least three named where any way of naming the sites allows;
+    the email's subject names the sites whole."""
+    named = sorted({n.site_short_name for n in notices if n.site_short_name})
+    sites = [gsm7(name) for name in named]
     latest = max(notices, key=lambda n: n.unassigned_at)
     at = local_time(latest.unassigned_at, latest.time_zone)
     # The why only when every notice shares one that is not the usual (nobody accepted).
@@ -204,8 +206,7 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
     requests = "1 more request" if len(notices) == 1 else f"{len(notices)} more requests"
     verb = "has" if len(notices) == 1 else "have"
 
-    def text(shown: int, names: list[str]) -> str:
-        where = f" at {', '.join(names)}" if names else ""
+    def text(where: str, shown: int) -> str:
         references = " ".join(n.reference for n in notices[:shown])
         more = f" +{len(notices) - shown}" if len(notices) > shown else ""
         return (
@@ -213,17 +214,30 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
             f"{references}{more}. Please arrange cover."
         )
 
-    shown = min(len(notices), 8)
-    while shown > 1 and len(text(shown, sites)) > SMS_SEGMENT:
-        shown -= 1
-    names = sites
-    while len(text(shown, names)) > SMS_SEGMENT and any(len(n) > _MIN_SITE for n in names):
-        longest = max(names, key=len)
-        names = [n[: len(n) - 1].rstrip() if n is longest else n for n in names]
-    where = f" at {', '.join(sites)}" if sites else ""
+    def listed(names: list[str]) -> str:
+        return f" at {', '.join(names)}" if names else ""
+
+    ways = [listed(sites)]
+    for room in (16, 10, _MIN_SITE):
+        cut = [site[:room].rstrip() for site in sites]
+        if len(set(cut)) == len(cut):  # shortened names that read the same tell nothing
+            ways.append(listed(cut))
+    if len(sites) > 1:
+        ways.append(f" at {len(sites)} sites")
+    body = text(ways[-1], 1)
+    for wanted in (min(len(notices), 3), 1):
+        fits = [
+            (shown, where)
+            for where in ways
+            for shown in range(min(len(notices), 8), wanted - 1, -1)
+            if len(text(where, shown)) <= SMS_SEGMENT
+        ]
+        if fits:
+            shown, where = fits[0]
+            body = text(where, shown)
+            break
     plural = "" if len(notices) == 1 else "s"
-    subject = f"Handoff: {len(notices)} unassigned request{plural}{where}"
-    body = text(shown, names)
+    subject = f"Handoff: {len(notices)} unassigned request{plural}{listed(named)}"
     return Content(subject=subject, text=body, spoken=body)
 
 
