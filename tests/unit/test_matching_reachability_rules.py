@@ -147,16 +147,23 @@ def _until_it_ends(d: Dispatch, offer: OfferMade, everyone: Candidates) -> tuple
     return made, told
 
 
-def test_a_coach_whose_pages_never_go_out_is_asked_again_once_not_until_the_give_up_time() -> None:
-    """fresh32: ANA's pages never leave (her method's provider is down) while BEN's do, and
-    BEN declined. ANA was offered again at every page deadline for 4 hours, the referral
-    read `offered` and the supervisors heard nothing until it expired."""
-    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+def _ana_not_contacted_then_ben_declined(everyone: Candidates) -> tuple[Dispatch, OfferMade]:
+    """A round where ANA's page did not go out by its deadline and BEN, paged, declined:
+    the dispatch and its offer asking ANA again."""
     d = dispatch()
     [to_ana] = of(OfferMade, d.start(NOW, everyone))
     [to_ben] = of(OfferMade, d.expire(to_ana.offer_id, NOW + timedelta(minutes=1), everyone))
     d.paged(to_ben.offer_id, NOW + timedelta(minutes=1, seconds=1))
     [again] = of(OfferMade, d.decline(to_ben.offer_id, NOW + timedelta(minutes=2), everyone))
+    return d, again
+
+
+def test_a_coach_whose_pages_never_go_out_is_asked_again_once_not_until_the_give_up_time() -> None:
+    """fresh32: ANA's pages never leave (her method's provider is down) while BEN's do, and
+    BEN declined. ANA was offered again at every page deadline for 4 hours, the referral
+    read `offered` and the supervisors heard nothing until it expired."""
+    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+    d, again = _ana_not_contacted_then_ben_declined(everyone)
     assert again.coach_id == ANA  # asked again at once: paging works for others
 
     made, told = _until_it_ends(d, again, everyone)
@@ -185,11 +192,7 @@ def test_a_coach_whose_pages_failed_twice_is_not_waited_for_when_full() -> None:
     """fresh32b: ANA's pages failed twice and she is now full with another referral: the
     referral waited in line for her slot (supervisors not told) and then did not ask her."""
     everyone = rungs_reachable_again([ANA, BEN], set(), {})
-    d = dispatch()
-    [to_ana] = of(OfferMade, d.start(NOW, everyone))
-    [to_ben] = of(OfferMade, d.expire(to_ana.offer_id, NOW + timedelta(minutes=1), everyone))
-    d.paged(to_ben.offer_id, NOW + timedelta(minutes=1, seconds=1))
-    [again] = of(OfferMade, d.decline(to_ben.offer_id, NOW + timedelta(minutes=2), everyone))
+    d, again = _ana_not_contacted_then_ben_declined(everyone)
     ana_full = rungs_reachable_again([ANA, BEN], {ANA}, {})
     effects = d.expire(again.offer_id, NOW + timedelta(minutes=3), ana_full)
     assert of(ReferralWaiting, effects) == []
