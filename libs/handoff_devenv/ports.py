@@ -34,7 +34,7 @@ def free_port_block(count: int) -> int:
     nodes' ports from one. Taken below the kernel's ephemeral range: a block picked
     inside it lost a port to some connection's local end between the check and the
     brokers' start (seen in CI)."""
-    ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    ephemeral_start = _ephemeral_start()
     for start in random.sample(range(10_000, ephemeral_start - count), 100):
         if all(_bindable(port) for port in range(start, start + count)):
             return start
@@ -47,7 +47,7 @@ def free_ports(count: int) -> list[int]:
     does: a port the kernel hands out from that range may be some connection's local end
     by the time a server binds it (brokers bind seconds later, after their JVM starts).
     Raises PortInUse if too few are free."""
-    ephemeral_start = int(EPHEMERAL_RANGE.read_text().split()[0])
+    ephemeral_start = _ephemeral_start()
     candidates = range(10_000, ephemeral_start)
     chosen: list[int] = []
     for port in random.sample(candidates, min(len(candidates), 100 * count)):
@@ -56,6 +56,11 @@ def free_ports(count: int) -> list[int]:
             if len(chosen) == count:
                 return chosen
     raise PortInUse(f"fewer than {count} free ports below {ephemeral_start}")
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range, whence connections' local ends come."""
+    return int(EPHEMERAL_RANGE.read_text().split()[0])
 
 
 def wait_until(

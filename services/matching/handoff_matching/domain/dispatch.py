@@ -400,7 +400,7 @@ class Dispatch:
         return self.in_line_since + self.settings.reoffer_every
 
     def _round_may_restart(self, now: datetime) -> bool:
-        this_round = [o for o in self.offers if o.round == self.round]
+        this_round = self._offers_this_round()
         outage = bool(this_round) and all(o.state is OfferState.NOT_CONTACTED for o in this_round)
         due = self.due_for_retry(now)
         return outage or (due is not None and now >= due)
@@ -500,9 +500,7 @@ class Dispatch:
     def _no_answer_this_round(self, states: tuple[OfferState, ...]) -> frozenset[UUID]:
         """Coaches of this round whose offer ended in one of `states` (NOT_AN_ANSWER): asked
         again, but after every coach not yet tried (the ladder moves on first)."""
-        return frozenset(
-            o.coach_id for o in self.offers if o.round == self.round and o.state in states
-        )
+        return frozenset(o.coach_id for o in self._offers_this_round() if o.state in states)
 
     def _not_contacted_twice(self, candidates: Candidates) -> frozenset[UUID]:
         """Coaches of this round whose page failed to go out twice since they were last
@@ -514,9 +512,8 @@ class Dispatch:
         again = _reachable_again(candidates)
         failed = Counter(
             o.coach_id
-            for o in self.offers
-            if o.round == self.round
-            and o.state is OfferState.NOT_CONTACTED
+            for o in self._offers_this_round()
+            if o.state is OfferState.NOT_CONTACTED
             and not (o.coach_id in again and again[o.coach_id] > o.made_at)
         )
         return frozenset(coach for coach, times in failed.items() if times >= 2)
@@ -525,7 +522,10 @@ class Dispatch:
         """True if a page of this round reached a provider: a coach whose offer ended
         not_contacted is then asked again at once (a mixed round) rather than the round
         ending unassigned and waiting `reoffer_every`."""
-        return any(o.round == self.round and o.paged_at is not None for o in self.offers)
+        return any(o.paged_at is not None for o in self._offers_this_round())
+
+    def _offers_this_round(self) -> list[Offer]:
+        return [o for o in self.offers if o.round == self.round]
 
     def _offer(self, offer_id: UUID) -> Offer | None:
         return next((offer for offer in self.offers if offer.offer_id == offer_id), None)
@@ -598,7 +598,7 @@ class Dispatch:
         reason = (
             UnassignedReason.LADDER_EXHAUSTED if self.offers else UnassignedReason.NOBODY_ON_CALL
         )
-        this_round = [o for o in self.offers if o.round == self.round]
+        this_round = self._offers_this_round()
         unassigned: list[Effect] = [
             ReferralUnassigned(
                 referral_id=self.facts.referral_id,

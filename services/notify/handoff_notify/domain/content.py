@@ -174,14 +174,9 @@ def unassigned(notice: Unassigned) -> Content:
     on call."""
     where = f" at {notice.site_short_name}" if notice.site_short_name else ""
     urgency = f"{notice.urgency.value} " if notice.urgency else ""
-    if notice.reason is UnassignedReason.NOBODY_ON_CALL:
-        why = "nobody is on call for it"
-    elif notice.nobody_reached:
-        why = "no page got through to a coach"
-    else:
-        why = "nobody on call accepted it"
     text = (
-        f"Handoff: {urgency}request {notice.reference}{where} has no coach: {why} "
+        f"Handoff: {urgency}request {notice.reference}{where} has no coach: "
+        f"{_NOTICE_WHY[_why(notice)]} "
         f"({local_time(notice.unassigned_at, notice.time_zone)}). Please arrange cover."
     )
     subject = f"Handoff: unassigned request {notice.reference}{where}"
@@ -202,7 +197,8 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
     at = local_time(latest.unassigned_at, latest.time_zone)
     # The why only when every notice shares one that is not the usual (nobody accepted).
     whys = {_DIGEST_WHY[_why(n)] for n in notices}
-    why = f", {shared}" if len(whys) == 1 and (shared := whys.pop()) else ""
+    shared = whys.pop() if len(whys) == 1 else ""
+    why = f", {shared}" if shared else ""
     requests = "1 more request" if len(notices) == 1 else f"{len(notices)} more requests"
     verb = "has" if len(notices) == 1 else "have"
 
@@ -242,11 +238,17 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
 
 
 def _why(notice: Unassigned) -> str:
-    """Why the notice's referral has no coach, as `_DIGEST_WHY` keys it."""
+    """Why the notice's referral has no coach, as `_NOTICE_WHY` and `_DIGEST_WHY` key it."""
     if notice.reason is UnassignedReason.NOBODY_ON_CALL:
         return "nobody_on_call"
     return "nobody_reached" if notice.nobody_reached else "nobody_accepted"
 
+
+_NOTICE_WHY = {
+    "nobody_on_call": "nobody is on call for it",
+    "nobody_reached": "no page got through to a coach",
+    "nobody_accepted": "nobody on call accepted it",
+}
 
 _DIGEST_WHY = {
     "nobody_on_call": "nobody on call",
