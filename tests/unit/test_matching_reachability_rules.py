@@ -13,6 +13,7 @@ from handoff_matching.domain.dispatch import (
     DispatchMode,
     DispatchState,
     Ranking,
+    TellSupervisors,
 )
 from handoff_matching.domain.eligibility import (
     Certification,
@@ -170,6 +171,30 @@ def test_a_coach_whose_pages_never_go_out_is_asked_again_once_not_until_the_give
     assert made == 0  # not a third time this round
     [unassigned] = told
     assert unassigned.nobody_reached is False  # BEN saw his page and declined
+
+
+def test_in_later_rounds_a_coach_whose_pages_never_go_out_is_tried_each_page_deadline() -> None:
+    """Decision 0032, as weighed after fresh32b: once BEN declined, every later round asks
+    only ANA; her page failing ends the round with every page failed, which the outage rule
+    restarts at the line's next pass, so she is paged the minute her provider recovers. The
+    supervisors are told once for the whole spell."""
+    everyone = rungs_reachable_again([ANA, BEN], set(), {})
+    d, again = _ana_not_contacted_then_ben_declined(everyone)
+    first = d.expire(again.offer_id, NOW + timedelta(minutes=3), everyone)
+    assert of(ReferralUnassigned, first)
+    assert of(TellSupervisors, first)
+    assert d.retry(NOW + timedelta(minutes=4), everyone) == []  # reoffer_every not yet passed
+
+    at = NOW + timedelta(minutes=3) + d.settings.reoffer_every
+    told = 0
+    for _ in range(5):
+        [offer] = of(OfferMade, d.retry(at, everyone))
+        assert offer.coach_id == ANA  # BEN's decline stands in every round
+        at += d.settings.page_deadline
+        ended = d.expire(offer.offer_id, at, everyone)
+        assert of(ReferralUnassigned, ended)
+        told += len(of(TellSupervisors, ended))
+    assert told == 0
 
 
 def test_a_round_whose_only_page_sent_then_failed_ends_nobody_reached() -> None:
