@@ -34,11 +34,12 @@ CPU then shares the two cores: compare figures from runs without it.
 
 With `--statements` (only when the bench runs its own PostgreSQL), pg_stat_statements
 counts what the clients sent during each step: statements per referral by the schema each
-names (BEGIN/COMMIT apart), and the statements that cost the most time per referral, lock
-waits included (a statement that waits for a lock is slow without using CPU).
+names (BEGIN/COMMIT apart), and the TOP (default 6) statements that cost the most time per
+referral, lock waits included (a statement that waits for a lock is slow without using
+CPU); `--statements 200` lists about every one, with its calls per referral.
 
     .venv/bin/python -m bench.e2e [--steps 25,50,100,200,300,400] [--step-seconds 30]
-                                  [--profile DIR] [--statements] [--sites N]
+                                  [--profile DIR] [--statements [TOP]] [--sites N]
 """
 
 import argparse
@@ -599,8 +600,9 @@ async def measure(
     seconds: float,
     keep_going: bool,
     profile: Path | None,
-    statements: bool = False,
+    statements: int = 0,
 ) -> None:
+    """Steps through `rates`; with `statements` > 0, lists that many costliest statements."""
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total // 2**30} GiB, "
@@ -628,7 +630,7 @@ async def measure(
         print(STEP_HEADER, flush=True)
         for rate in rates:
             await drained(system)
-            steps.append(await step(system, rate, seconds, idle, profile, statements))
+            steps.append(await step(system, rate, seconds, idle, profile, statements > 0))
             print(step_row(steps[-1]), flush=True)
             work = steps[-1].database_per_referral
             print(
@@ -641,7 +643,7 @@ async def measure(
             if statements:
                 counted = steps[-1].statements
                 print(
-                    "\n".join(statement_lines(counted, max(1, steps[-1].referrals)))
+                    "\n".join(statement_lines(counted, max(1, steps[-1].referrals), top=statements))
                     if counted
                     else "    statements: not counted (pg_stat_statements is not loaded)",
                     flush=True,
@@ -683,10 +685,10 @@ def main(
     seconds: float,
     keep_going: bool,
     profile: Path | None,
-    statements: bool,
+    statements: int,
     sites: int,
 ) -> None:
-    with infrastructure(statement_statistics=statements) as servers:
+    with infrastructure(statement_statistics=statements > 0) as servers:
         database_url = asyncio.run(fresh_database(servers.database_url))
         env = service_env(database_url, servers.bootstrap_servers)
         departments = site_ids(sites)
@@ -721,8 +723,13 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--statements",
-        action="store_true",
-        help="count each step's statements with pg_stat_statements (own PostgreSQL only)",
+        nargs="?",
+        const=6,
+        default=0,
+        type=int,
+        metavar="TOP",
+        help="count each step's statements with pg_stat_statements (own PostgreSQL only) and "
+        "list the TOP costliest per referral (default 6)",
     )
     parser.add_argument(
         "--sites",
