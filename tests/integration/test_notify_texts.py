@@ -25,9 +25,11 @@ from handoff_schemas.events import (
     OfferMade,
     OfferWithdrawn,
     PageFailed,
+    ReferralCancelled,
     ReferralUnassigned,
 )
 from handoff_schemas.vocabulary import (
+    CancelReason,
     Channel,
     CoachResponse,
     PageFailure,
@@ -177,6 +179,96 @@ async def test_a_confirmation_and_its_link_give_the_sites_local_time(
         page = await client.get(link_in(body))
     assert local in page.text
     assert "UTC" not in page.text
+
+
+def _assigned(offer: OfferMade) -> CoachAssigned:
+    now = datetime.now(UTC)
+    return CoachAssigned(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        assigned_at=now,
+        arrival_deadline=now + timedelta(minutes=45),
+    )
+
+
+def _cancelled(offer: OfferMade) -> ReferralCancelled:
+    return ReferralCancelled(
+        referral_id=offer.referral_id,
+        reason=CancelReason.PATIENT_LEFT,
+        cancelled_at=datetime.now(UTC),
+    )
+
+
+CANCELLED_TEXT = "Handoff: the request B at Mercy ED was cancelled. No action needed."
+CANCELLED_PAGE = "The ED cancelled this request. No action is needed."
+
+
+async def _page_of(body: str) -> str:
+    async with httpx.AsyncClient() as client:
+        page = await client.get(link_in(body))
+    assert page.status_code == 200
+    return page.text
+
+
+@pytest.mark.parametrize("at_the_bedside", [False, True])
+async def test_a_coach_who_holds_a_referral_the_ed_cancels_is_told_and_their_page_says_so(
+    notify: NotifyHarness, at_the_bedside: bool
+) -> None:
+    """fresh33, fresh33b: a coach confirmed (or already at the bedside) for a referral the
+    ED then cancelled heard nothing; the page still said "the ED expects you"."""
+    phone = notify.phone()
+    offer, body = await paged(notify, phone)
+    assert await reply(notify, phone, "1B") is not None
+    await send(notify.broker, _assigned(offer), source="/handoff/matching")
+    [_, confirmation] = await notify.sms(phone, count=2)
+    assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
+    if at_the_bedside:
+        async with httpx.AsyncClient() as client:
+            answered = await client.post(link_in(body), data={"answer": "arrived"})
+        assert answered.status_code in (200, 303)
+        assert "You have arrived" in await _page_of(body)
+
+    await send(notify.broker, _cancelled(offer), source="/handoff/referral")
+
+    [*_, told] = await notify.sms(phone, count=3)
+    assert told == CANCELLED_TEXT
+    page = await _page_of(body)
+    assert CANCELLED_PAGE in page
+    assert 'name="answer"' not in page  # no Arrived or Completed to tap any more
+    await send(notify.broker, _cancelled(offer), source="/handoff/referral")  # a redelivery
+    assert len(await notify.sms(phone, count=3)) == 3
+
+
+async def test_an_assignment_read_after_the_cancel_tells_the_coach_it_was_cancelled(
+    notify: NotifyHarness,
+) -> None:
+    """fresh33: the ED's cancel and the coach's "1B" at the same moment; matching read the
+    yes first and assigned her, notify read the cancel first. She was texted "confirmed,
+    ... is yours" for a patient who had left."""
+    phone = notify.phone()
+    offer, body = await paged(notify, phone)
+    assert await reply(notify, phone, "1B") is not None
+    await send(notify.broker, _cancelled(offer), source="/handoff/referral")
+
+    async def remembered() -> bool:
+        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+        try:
+            found: bool = await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM notify.cancelled_referrals WHERE referral_id = $1)",
+                offer.referral_id,
+            )
+            return found
+        finally:
+            await connection.close()
+
+    await eventually(remembered, within=20, what="notify to hear of the cancel")
+    await send(notify.broker, _assigned(offer), source="/handoff/matching")
+
+    [_, told] = await notify.sms(phone, count=2)
+    assert told == CANCELLED_TEXT
+    assert CANCELLED_PAGE in await _page_of(body)
+    assert not [b for b in await notify.sms(phone, count=2) if "is yours" in b]
 
 
 async def _notices_to(notify: NotifyHarness, phone: str) -> list[asyncpg.Record]:

@@ -216,12 +216,22 @@ class NotifyService:
             await self._follow_up(connection, record, MessageKind.WITHDRAWN)
 
     async def coach_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
+        """Matching assigned the coach: confirm it to them. If the ED cancelled meanwhile
+        (matching read the coach's yes before the cancel), the coach is told it was
+        cancelled instead, never confirmed for a patient who is gone (fresh33)."""
         data: CoachAssigned = event.data
         await notices.record_outcome(connection, data.referral_id, "assigned", data.assigned_at)
         record = await store.offer(connection, data.offer_id, lock=True)
         if record is None:
             return
         record.coach_offer.assign(data.arrival_deadline)
+        # Read after the offer's lock: a cancel committed before it is seen here, and one
+        # not yet committed finds this assignment under the same lock (referral_cancelled).
+        if await store.was_cancelled(connection, data.referral_id):
+            record.coach_offer.cancel_held()
+            await self._offer_settled(connection, record)
+            await self._follow_up(connection, record, MessageKind.WITHDRAWN)
+            return
         await self._offer_settled(connection, record)
         await self._follow_up(connection, record, MessageKind.ASSIGNED)
 
@@ -231,10 +241,18 @@ class NotifyService:
         await notices.add(connection, event.id, event.correlationid, data)
 
     async def referral_cancelled(self, connection: Connection, event: Envelope[Any]) -> None:
-        """The ED cancelled the referral: a supervisor's notice about it not yet sent (held
-        by the quarter-hour limit, retried, or due at a restart) is dropped, not sent."""
+        """The ED cancelled the referral: a coach who holds it (assigned, or at the bedside)
+        is texted that it was cancelled and their page says so (matching withdraws only open
+        offers, and tells those coaches through OfferWithdrawn); a supervisor's notice about
+        it not yet sent (held by the quarter-hour limit, retried, or due at a restart) is
+        dropped, not sent."""
         data: ReferralCancelled = event.data
         await notices.record_outcome(connection, data.referral_id, "cancelled", data.cancelled_at)
+        await store.remember_cancelled(connection, data.referral_id, data.cancelled_at)
+        for record in await store.offers_of_referral(connection, data.referral_id):
+            if record.coach_offer.cancel_held():
+                await self._offer_settled(connection, record)
+                await self._follow_up(connection, record, MessageKind.WITHDRAWN)
 
     async def follow_up_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
         """A follow-up attempt was given to a coach: a reminder to each of their first SMS,

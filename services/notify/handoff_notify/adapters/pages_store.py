@@ -118,6 +118,36 @@ async def offer(
     return None if row is None else _offer(row)
 
 
+async def offers_of_referral(connection: Connection, referral_id: UUID) -> list[OfferRecord]:
+    """Every offer of the referral, each row locked (FOR UPDATE) whatever its state: a
+    transaction moving one of them (an assignment) is waited for and its result read."""
+    rows = await connection.fetch(
+        f"""SELECT {_OFFER_COLUMNS} FROM {SCHEMA}.offers WHERE referral_id = $1
+            ORDER BY offer_id FOR UPDATE""",
+        referral_id,
+    )
+    return [_offer(row) for row in rows]
+
+
+async def remember_cancelled(connection: Connection, referral_id: UUID, at: datetime) -> None:
+    """The ED cancelled the referral at `at` (UTC); a second report changes nothing."""
+    await connection.execute(
+        f"""INSERT INTO {SCHEMA}.cancelled_referrals (referral_id, cancelled_at)
+            VALUES ($1, $2) ON CONFLICT (referral_id) DO NOTHING""",
+        referral_id,
+        at,
+    )
+
+
+async def was_cancelled(connection: Connection, referral_id: UUID) -> bool:
+    """Whether notify has heard that the ED cancelled the referral."""
+    found: bool = await connection.fetchval(
+        f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.cancelled_referrals WHERE referral_id = $1)",
+        referral_id,
+    )
+    return found
+
+
 async def offers(connection: Connection, offer_ids: Iterable[UUID]) -> dict[UUID, OfferRecord]:
     """Several offers in one round trip, by id; ids of no offer are left out."""
     rows = await connection.fetch(

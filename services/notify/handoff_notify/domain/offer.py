@@ -75,6 +75,17 @@ class CoachOffer:
             self.state = OfferState.WITHDRAWN
             self.withdraw_reason = reason
 
+    def cancel_held(self) -> bool:
+        """The ED cancelled the referral while this coach held it (assigned, or arrived at
+        the bedside): the offer ends withdrawn (cancelled), so the page says so and takes no
+        more answers. True if it changed, and the coach must be told; open and accepted
+        offers are left to matching's withdrawal, which tells the coach itself."""
+        if self.state not in (OfferState.ASSIGNED, OfferState.ARRIVED):
+            return False
+        self.state = OfferState.WITHDRAWN
+        self.withdraw_reason = WithdrawReason.CANCELLED
+        return True
+
     def assign(self, arrival_deadline: datetime) -> None:
         if self.state in (OfferState.OPEN, OfferState.ACCEPTED):
             self.state = OfferState.ASSIGNED
