@@ -20,15 +20,39 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 DEV_DIR="${HANDOFF_DEV_DIR:-.handoff/dev}"
 DEMO_FILE="$DEV_DIR/demo-credentials"  # the demo's API key and console password, to resume
+# Tokens and link secrets made up by this script, kept so that a resumed demo keeps them:
+# new ones would void every link already texted and every token already printed.
+SECRETS_FILE="$DEV_DIR/secrets"
+# How to resume this instance: with the ports and directory it was given.
+RESUME="make run"
+for name in REPORTS_PORT CONSOLE_PORT MLLP_HTTP_PORT MLLP_PORT NOTIFY_PORT MATCHING_PORT \
+    REFERRAL_PORT POSTGRES_PORT KAFKA_PORT HANDOFF_DEV_DIR; do
+  if [[ -n "${!name:-}" ]]; then RESUME="$name=${!name} $RESUME"; fi
+done
 RESUMING=""
 if $HANDOFF dev status >/dev/null 2>&1 && [[ -s "$DEMO_FILE" ]]; then
   RESUMING=yes  # left up by a service that died: its data is kept, and used again
+else
+  rm -f "$SECRETS_FILE"
 fi
+kept() {  # kept NAME BYTES: $NAME if given, else this demo's kept value, else a new one (kept)
+  local name=$1 bytes=$2 value
+  value="${!name:-}"
+  if [[ -z "$value" && -s "$SECRETS_FILE" ]]; then
+    value="$(sed -n "s/^$name=//p" "$SECRETS_FILE")"
+  fi
+  if [[ -z "$value" ]]; then
+    value="$(head -c "$bytes" /dev/urandom | base64)"
+    mkdir -p "$DEV_DIR"
+    (umask 077; echo "$name=$value" >>"$SECRETS_FILE")
+  fi
+  printf '%s' "$value"
+}
 say "starting Apache Kafka and PostgreSQL 15"
 $HANDOFF dev up --kafka-port "${KAFKA_PORT:-9092}" --postgres-port "${POSTGRES_PORT:-5433}"
 eval "$($HANDOFF dev env)"
 # Until the services start: a failure ends a fresh demo, but never wipes a resumed one.
-trap 'echo; say "stopping"; [[ -n "$RESUMING" ]] || { $HANDOFF dev down; rm -f "$DEMO_FILE"; }' EXIT
+trap 'echo; say "stopping"; [[ -n "$RESUMING" ]] || { $HANDOFF dev down; rm -f "$DEMO_FILE" "$SECRETS_FILE"; }' EXIT
 
 if [[ -n "$RESUMING" ]]; then
   say "resuming on the demo data kept from the last run (handoff dev down wipes it)"
@@ -45,16 +69,20 @@ MLLP_HTTP_PORT=${MLLP_HTTP_PORT:-$((PORT + 3))}
 CONSOLE_PORT=${CONSOLE_PORT:-$((PORT + 4))}  # PORT + 3 is the MLLP listener's HTTP port
 REPORTS_PORT=${REPORTS_PORT:-$((PORT + 5))}
 
-# The services' admin APIs, which the coordinator console drives: fresh tokens every run
-# unless given (the banner prints them, for curl).
-export REFERRAL_ADMIN_TOKEN="${REFERRAL_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
-export MATCHING_ADMIN_TOKEN="${MATCHING_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
-export NOTIFY_ADMIN_TOKEN="${NOTIFY_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
-export REPORTS_ADMIN_TOKEN="${REPORTS_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64)}"
-# Follow-ups (issue #16): notify mints the referral service's visit (/v/) and follow-up
-# (/f/) links with one shared secret; the referral service seals patients' callback
-# numbers with a Fernet key, kept beside the dev database so a restart can still read them.
-export FOLLOW_UP_LINK_SECRET="${FOLLOW_UP_LINK_SECRET:-$(head -c 32 /dev/urandom | base64)}"
+# The services' admin APIs, which the coordinator console drives: fresh tokens for every
+# new demo unless given, the same when it resumes (the banner prints them, for curl).
+REFERRAL_ADMIN_TOKEN="$(kept REFERRAL_ADMIN_TOKEN 24)"
+MATCHING_ADMIN_TOKEN="$(kept MATCHING_ADMIN_TOKEN 24)"
+NOTIFY_ADMIN_TOKEN="$(kept NOTIFY_ADMIN_TOKEN 24)"
+REPORTS_ADMIN_TOKEN="$(kept REPORTS_ADMIN_TOKEN 24)"
+export REFERRAL_ADMIN_TOKEN MATCHING_ADMIN_TOKEN NOTIFY_ADMIN_TOKEN REPORTS_ADMIN_TOKEN
+# The coach's page links (/p/) notify signs, and the referral service's visit (/v/) and
+# follow-up (/f/) links (issue #16), signed with one secret both are given; the referral
+# service seals patients' callback numbers with a Fernet key, kept beside the dev database
+# so a restart can still read them.
+NOTIFY_LINK_SECRET="$(kept NOTIFY_LINK_SECRET 32)"
+FOLLOW_UP_LINK_SECRET="$(kept FOLLOW_UP_LINK_SECRET 32)"
+export FOLLOW_UP_LINK_SECRET
 KEY_FILE="${HANDOFF_DEV_DIR:-.handoff/dev}/follow-up-keys"
 if [[ -z "${FOLLOW_UP_KEYS:-}" ]]; then
   if [[ ! -s "$KEY_FILE" ]]; then
@@ -96,12 +124,13 @@ stop_all() {
     say "$DIED; the other services are stopped"
     cat <<KEPT
   Kafka and PostgreSQL are still running, with every referral, visit, follow-up and audit
-  entry kept (state in $DEV_DIR). To carry on:  make run  (resumes on this data, same
-  ports). To throw it all away:  $HANDOFF dev down
+  entry kept (state in $DEV_DIR). To carry on:  $RESUME
+  (resumes on this data, ports, links and tokens). To throw it all away:
+  ${HANDOFF_DEV_DIR:+HANDOFF_DEV_DIR=$HANDOFF_DEV_DIR }$HANDOFF dev down
 KEPT
   else
     $HANDOFF dev down
-    rm -f "$DEMO_FILE"
+    rm -f "$DEMO_FILE" "$SECRETS_FILE"
   fi
 }
 trap stop_all EXIT
@@ -120,7 +149,7 @@ say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
 # HELP gives coaches a supervisor line: the demo roster's supervisor, Rita O. (issue #12).
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
-  NOTIFY_LINK_SECRET="$(head -c 32 /dev/urandom | base64)" \
+  NOTIFY_LINK_SECRET="$NOTIFY_LINK_SECRET" \
   REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT" \
   start notify $HANDOFF notify serve --port "$NOTIFY_PORT"
 
