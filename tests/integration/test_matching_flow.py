@@ -20,11 +20,13 @@ from handoff_matching.adapters import dispatch_store
 from handoff_matching.adapters.roster_store import import_roster, remember_site
 from handoff_matching.app import MatchingRuntime, MatchingSettings
 from handoff_matching.domain.dispatch import DispatchMode, DispatchSettings
+from handoff_matching.roster_file import RosterFile
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     CoachAssigned,
+    CoachAvailabilityChanged,
     CoachResponded,
     OfferMade,
     OfferWithdrawn,
@@ -46,8 +48,10 @@ from tests.support.matching import (
     SPANISH_SPEAKER,
     STATE_COACH,
     SUPERVISOR,
+    always_on_call,
     demo_roster,
     referral_created,
+    roster_coach,
 )
 from tests.support.waiting import eventually
 
@@ -405,3 +409,58 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
 
         assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 204
         assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 404
+
+
+async def test_a_supervisor_who_texted_off_is_not_paged_and_not_waited_for(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    """fresh33: a supervisor texted OFF ("no requests meanwhile") and was paged within a
+    second all the same; a referral with nobody else on call waited for her slots. The
+    site's escalation list leaves out a supervisor whose own OFF is in force."""
+    site_id = f"md-{uuid.uuid4().hex[:8]}"
+    coach, boss = uuid.uuid4(), uuid.uuid4()
+    boss_phone = f"+1410555{uuid.uuid4().int % 10_000:04d}"
+    roster = RosterFile.model_validate(
+        {
+            "coaches": [
+                roster_coach(coach, "+14105550177", "MD", 3),
+                roster_coach(boss, boss_phone, "MD", 3),
+            ],
+            "shifts": always_on_call(coach, f"site:{site_id}"),
+        }
+    )
+    connection = await asyncpg.connect(matching_database)
+    try:
+        await import_roster(connection, roster)
+        await dispatch_store.put_site_settings(
+            connection, site_id, DispatchSettings(), False, (boss,)
+        )
+        off = CoachAvailabilityChanged(
+            phone=boss_phone, available=False, changed_at=datetime.now(UTC)
+        )
+        await send(hospital_and_notify, off)
+
+        async def stored() -> bool:
+            found: bool = await connection.fetchval(
+                """SELECT EXISTS (SELECT 1 FROM matching.overrides
+                   WHERE coach_id = $1 AND source = 'sms')""",
+                boss,
+            )
+            return found
+
+        await eventually(stored, within=20, what="the supervisor's OFF")
+    finally:
+        await connection.close()
+
+    created = await send(hospital_and_notify, referral_created(site_id, "en", False))
+    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+    [first] = await dispatched.until(1, "the site coach's offer")
+    assert isinstance(first, OfferMade)
+    assert first.coach_id == coach
+    await _answer(hospital_and_notify, first, CoachResponse.DECLINED)
+
+    events = await dispatched.until(2, "the referral to go unassigned")
+    assert _kinds(events) == ["OfferMade", "ReferralUnassigned"], "not offered to the boss"

@@ -586,7 +586,7 @@ class MatchingService:
             site=site,
             now=now,
             coaches=await roster_store.coaches_by_id(connection, everyone),
-            off=await follow_up_store.off_now(connection, everyone, now),
+            off=await schedule_store.off_now(connection, everyone, now),
             # A phone at its offer ceiling still takes a reminder (decision 0032).
             unreachable=frozenset(c for c, r in reach.items() if not r.reachable and not r.spent),
             on_call_site=at_site,
@@ -641,6 +641,9 @@ class MatchingService:
         # referral of the site waits for (issue 17).
         coaches = await roster_store.coaches_by_id(connection, considered)
         reach = await reachability_store.of_coaches(connection, considered)
+        # A supervisor's own OFF takes them off the site's escalation list too (fresh33: one
+        # kept being paged, and a referral waited for her slots, after "no requests meanwhile").
+        off = await schedule_store.off_now(connection, supervisors, now) if supervisors else set()
         await dispatch_store.lock_coaches(connection, [*considered, *also_lock])
         load = await dispatch_store.loads(connection, considered)
         unreachable = {c for c, r in reach.items() if not r.reachable}
@@ -677,7 +680,7 @@ class MatchingService:
             return coach_id not in unreachable and free_slot(coach_id)
 
         def supervising() -> Ranking:
-            reachable = [s for s in supervisors if s not in unreachable]
+            reachable = [s for s in supervisors if s not in unreachable and s not in off]
             return Ranking(
                 ((s, "on the site's escalation list") for s in reachable if room(s)),
                 (s for s in reachable if not room(s)),

@@ -135,18 +135,6 @@ async def state_supervisors(connection: Connection, site_id: str, state: str) ->
     return list(dict.fromkeys(s for row in rows for s in row["supervisors"]))
 
 
-async def off_now(connection: Connection, coach_ids: Iterable[UUID], now: datetime) -> set[UUID]:
-    """The coaches with an OFF of their own (or any removal from every pool) in force."""
-    rows = await connection.fetch(
-        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.overrides
-            WHERE coach_id = ANY($1::uuid[]) AND kind = 'remove' AND pool_kind IS NULL
-              AND starts_at <= $2 AND $2 < ends_at""",
-        list(coach_ids),
-        now,
-    )
-    return {row["coach_id"] for row in rows}
-
-
 async def with_contacts(connection: Connection, coach_ids: Iterable[UUID]) -> set[UUID]:
     """The coaches whose roster entry has at least one contact method."""
     rows = await connection.fetch(

@@ -564,6 +564,19 @@ async def mark_unavailable(
     return int(inserted.split()[-1])
 
 
+async def off_now(connection: Connection, coach_ids: Iterable[UUID], now: datetime) -> set[UUID]:
+    """The coaches among `coach_ids` with an OFF of their own (or any removal from every
+    pool) in force at `now` (UTC)."""
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT coach_id FROM {SCHEMA}.overrides
+            WHERE coach_id = ANY($1::uuid[]) AND kind = 'remove' AND pool_kind IS NULL
+              AND starts_at <= $2 AND $2 < ends_at""",
+        list(coach_ids),
+        now,
+    )
+    return {row["coach_id"] for row in rows}
+
+
 async def mark_available(connection: Connection, coach_id: UUID, at: datetime) -> int:
     """A coach's own ON: their OFF ends at `at`; returns how many were ended."""
     return await _end_own_off(connection, coach_id, at)
