@@ -211,7 +211,12 @@ def parse_bound(text: str, field: str) -> datetime:
         raise ApiError(
             422, "timezone_missing", f"{field}: give an offset (Z or +hh:mm) or a date", field=field
         )
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+00:01 is in year 0 in UTC
+        raise ApiError(
+            422, "invalid_time", f"{field}: out of range once converted to UTC", field=field
+        ) from None
 
 
 def build_audit_router(pool: asyncpg.Pool, schema: str, token: SecretStr | None) -> APIRouter:

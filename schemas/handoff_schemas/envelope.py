@@ -73,7 +73,10 @@ def utc_now() -> datetime:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+00:01 is in year 0 in UTC: not a datetime
+        raise ValueError("out of range once converted to UTC") from None
 
 
 UtcDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]

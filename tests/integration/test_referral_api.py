@@ -277,6 +277,10 @@ async def test_listing_pages_through_the_sites_referrals_by_cursor(
     assert bad.json()["error"]["fields"][0]["field"] == "cursor"
     naive = await ed.client.get("/v1/referrals", params={"since": "2026-01-01T00:00:00"})
     assert naive.status_code == 422
+    for edge in ("0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01"):  # a 500 (fresh33b)
+        outside = await ed.client.get("/v1/referrals", params={"since": edge})
+        assert outside.status_code == 422, outside.text
+        assert outside.json()["error"]["fields"][0]["field"] == "since"
     assert (await ed.client.get("/v1/referrals", params={"limit": 0})).status_code == 422
 
 

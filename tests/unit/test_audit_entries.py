@@ -162,7 +162,13 @@ def test_the_admin_exports_bounds_are_plain_dates_or_date_times_with_an_offset()
     assert parse_bound("2026-12-01T14:58:17Z", "to") == datetime(
         2026, 12, 1, 14, 58, 17, tzinfo=UTC
     )
-    for text, field in (("2026-12-01T14:58", "from"), ("yesterday", "to"), ("2026-02-30", "to")):
+    for text, field in (
+        ("2026-12-01T14:58", "from"),
+        ("yesterday", "to"),
+        ("2026-02-30", "to"),
+        ("0001-01-01T00:00:00+00:01", "from"),  # year 0 in UTC: was a 500 (fresh33b)
+        ("9999-12-31T23:59:59-00:01", "to"),
+    ):
         with pytest.raises(ApiError) as refused:
             parse_bound(text, field)
         assert (refused.value.status, refused.value.field) == (422, field)

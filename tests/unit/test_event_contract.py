@@ -152,3 +152,16 @@ def test_a_sites_events_are_keyed_by_the_site_and_round_trip() -> None:
     assert partition_key(envelope.subject) == str(site_subject("md-mercy")).encode()
     decoded = decode_event(envelope.model_dump_json().encode())
     assert decoded.data == registered
+
+
+def test_a_time_outside_the_calendar_once_in_utc_is_refused_not_raised() -> None:
+    """fresh33b: 0001-01-01T00:00+00:01 is in year 0 in UTC; converting it raised an
+    OverflowError, which HTTP answered 500. Now it is a validation error like any other."""
+    with pytest.raises(ValidationError, match="out of range once converted to UTC"):
+        ReferralCancelled.model_validate(
+            {
+                "referral_id": str(uuid.uuid4()),
+                "reason": "patient_left",
+                "cancelled_at": "0001-01-01T00:00:00+00:01",
+            }
+        )

@@ -240,6 +240,15 @@ def test_hl7_times_with_and_without_offsets() -> None:
         parse_timestamp("20261340", "X")
 
 
+def test_an_hl7_time_outside_the_calendar_once_in_utc_is_a_data_type_error() -> None:
+    """fresh33b: MSH-7 00010101000000+1400 is in year 0 in UTC; it was answered AR
+    ("resend"), which an engine retries for ever, not AE naming the field."""
+    for value in ("00010101000000+1400", "99991231235959-1200"):
+        with pytest.raises(MessageError) as refused:
+            parse_timestamp(value, "MSH^1^7")
+        assert refused.value.code is ErrorCode.DATA_TYPE_ERROR
+
+
 def test_segments_handoff_does_not_read_are_dropped_before_parsing() -> None:
     """Next of kin, insurance and Z-segments carry PHI or nothing Handoff uses."""
     raw = order(FACILITY, "C1", "O", extra=["NK1|1|Zebulon^Ann|SPO", "IN1|1|BCBS", "ZPR|1|x"])

@@ -537,12 +537,12 @@ def parse_timestamp(value: str, location: str) -> datetime:
             parts.get("minute", 0),
             parts.get("second", 0),
             tzinfo=zone,
-        )
-    except ValueError:
+        ).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: 00010101+1400 is in year 0 in UTC
         raise MessageError(
             location, ErrorCode.DATA_TYPE_ERROR, f"{_field_name(location)} is not an HL7 time"
         ) from None
-    return moment.astimezone(UTC)
+    return moment
 
 
 def _initials(pid: hl7.Segment) -> str | None:

@@ -10,11 +10,12 @@ from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime, BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
 from handoff_referral import webhook_admin
 from handoff_referral.domain.webhooks import BadCallbackUrl
+from handoff_schemas.envelope import UtcDateTime
 
 
 class CallbackIn(BaseModel):
@@ -64,7 +65,7 @@ class DeliveryOut(BaseModel):
 class ReplayIn(BaseModel):
     site_id: str | None = None
     referral_id: UUID | None = None
-    since: AwareDatetime | None = None
+    since: UtcDateTime | None = None
     failed_only: bool = False
 
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from handoff_platform.audit import Accessor, ActorKind, AuditEntry, Purpose, address_of
 from handoff_platform.http import ApiError
@@ -22,6 +22,7 @@ from handoff_referral.domain.referral import Referral, Site, TimelineStep
 from handoff_referral.domain.status import CancelRefused, Status, Step
 from handoff_referral.follow_ups import FollowUpService, NoConsent
 from handoff_referral.service import ExternalIdConflict, ReferralNotFound, ReferralService
+from handoff_schemas.envelope import UtcDateTime
 
 MAX_PAGE = 200
 API_KEY = HTTPBearer(
@@ -39,7 +40,7 @@ def _iso_8601_only(value: object) -> object:
     return value
 
 
-IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
+IsoDateTime = Annotated[UtcDateTime, BeforeValidator(_iso_8601_only)]
 
 
 STATUS_DOC = (
