@@ -27,7 +27,7 @@ from handoff_referral.domain.hl7 import (
     visit_key,
 )
 from handoff_schemas.vocabulary import Consent, GenderPreference, Substance, Urgency
-from tests.support.hl7_messages import PID_PHI, adt, interface, order
+from tests.support.hl7_messages import ORDER_CODE, PID_PHI, adt, interface, order
 
 pytestmark = pytest.mark.unit
 
@@ -392,3 +392,27 @@ def test_initials_are_kept_only_when_both_letters_have_a_latin_initial(
     intent = _read(order(FACILITY, "C17", "ORD-17", name=name))
     assert isinstance(intent, NewOrder)
     assert intent.request.patient.initials == initials
+
+
+def test_a_second_order_patient_or_visit_in_one_message_is_refused_not_dropped() -> None:
+    """fresh33b: an ORM with two ORC/OBR orders got AA and the second order was silently
+    dropped; two PID or PV1 segments, the first was read. HL7 v2.5.1 lets an ORM carry
+    several orders: each must be its own referral, so the message is refused whole."""
+    second_order = ["ORC|NW|P2^EPIC|||||^^^^^S", f"OBR|2|P2^EPIC||{ORDER_CODE}^Consult^L"]
+    cases = {
+        "ORC^2": second_order,
+        "PID^2": ["PID|2||999^^^MERCY^MR||Doe^Jo||19800101|F"],
+        "PV1^2": ["PV1|2|E|ICU^4^D|E"],
+    }
+    for location, extra in cases.items():
+        error = _error(order(FACILITY, "C1", "P1", extra=extra))
+        assert (error.location, error.code) == (location, ErrorCode.SEGMENT_SEQUENCE_ERROR)
+    assert _error(adt(FACILITY, "C2", "A08") + b"PV1|2|E|ICU^4^D|E\r").location == "PV1^2"
+
+
+def test_a_question_answered_twice_is_refused_naming_the_second_obx() -> None:
+    """fresh33b: substances OPI then ALC in two OBX read as alcohol alone (opioids lost);
+    consent Y then P read as pending."""
+    raw = order(FACILITY, "C1", "P1", extra=["OBX|5|CE|PRC-SUBST^Question||ALC||||||F"])
+    error = _error(raw)
+    assert (error.location, error.code) == ("OBX^5^3", ErrorCode.DUPLICATE_KEY)

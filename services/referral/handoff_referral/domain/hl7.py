@@ -64,6 +64,7 @@ _PRIORITIES = {"S": Urgency.EMERGENT, "A": Urgency.URGENT, "T": Urgency.URGENT}
 class ErrorCode(StrEnum):
     """HL7 table 0357, message error condition codes (the ones this receiver uses)."""
 
+    SEGMENT_SEQUENCE_ERROR = "100"
     REQUIRED_FIELD_MISSING = "101"
     DATA_TYPE_ERROR = "102"
     TABLE_VALUE_NOT_FOUND = "103"
@@ -74,6 +75,7 @@ class ErrorCode(StrEnum):
 
 
 _ERROR_TEXT = {
+    ErrorCode.SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
     ErrorCode.REQUIRED_FIELD_MISSING: "Required field missing",
     ErrorCode.DATA_TYPE_ERROR: "Data type error",
     ErrorCode.TABLE_VALUE_NOT_FOUND: "Table value not found",
@@ -317,6 +319,7 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
     if not sent:
         raise MessageError("MSH^1^7", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-7 message time")
     sent_at = parse_timestamp(sent, "MSH^1^7")
+    _once_each(message)
     if header.message_type in ("ORM^O01", "OMG^O19"):
         return _read_order(message, interface, sent_at.date())
     if header.message_type in ("ADT^A11", "ADT^A03", "ADT^A08"):
@@ -328,6 +331,29 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
             return Discharged(visit_key)
         return LocationChanged(visit_key, *fit_location(_location(message)))
     return NotHandled()
+
+
+_ONCE = {
+    "PID": "one patient per message",
+    "PV1": "one visit per message",
+    "ORC": "one order per message: send each order in a message of its own",
+    "OBR": "one order per message: send each order in a message of its own",
+}
+
+
+def _once_each(message: hl7.Message) -> None:
+    """Refuse a second PID, PV1, ORC or OBR: Handoff reads one of each, and taking the
+    first alone would drop the rest of the message while answering AA (an ORM may carry
+    several orders, HL7 v2.5.1 section 4.4.1; each must be its own referral)."""
+    for name, why in _ONCE.items():
+        try:
+            count = len(message.segments(name))
+        except KeyError:
+            continue
+        if count > 1:
+            raise MessageError(
+                f"{name}^2", ErrorCode.SEGMENT_SEQUENCE_ERROR, f"a second {name} segment: {why}"
+            )
 
 
 def _read_order(message: hl7.Message, interface: Interface, sent_on: date) -> Intent:
@@ -414,7 +440,15 @@ def _answers(message: hl7.Message) -> dict[str, tuple[int, list[str]]]:
         return {}
     answers: dict[str, tuple[int, list[str]]] = {}
     for position, obx in enumerate(segments, start=1):
-        answers[_value(obx, 3)] = (position, _repetitions(obx, 5))
+        question = _value(obx, 3)
+        if question in answers:  # which answer stands would be a guess: opioids lost to alcohol
+            raise MessageError(
+                f"OBX^{position}^3",
+                ErrorCode.DUPLICATE_KEY,
+                "OBX-3 asks a question an earlier OBX answered: one OBX per question "
+                "(repeat OBX-5 for several answers)",
+            )
+        answers[question] = (position, _repetitions(obx, 5))
     return answers
 
 
