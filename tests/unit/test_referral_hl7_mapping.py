@@ -416,3 +416,17 @@ def test_a_question_answered_twice_is_refused_naming_the_second_obx() -> None:
     raw = order(FACILITY, "C1", "P1", extra=["OBX|5|CE|PRC-SUBST^Question||ALC||||||F"])
     error = _error(raw)
     assert (error.location, error.code) == ("OBX^5^3", ErrorCode.DUPLICATE_KEY)
+
+
+def test_the_age_band_turns_on_the_eds_own_date_not_utcs() -> None:
+    """fresh33b: born 2008-12-03; at 23:00 on 2 December in Baltimore (-0500) the patient is
+    17, but the age was taken on the UTC date (3 December): 18-25."""
+    admitted_late = order(FACILITY, "C1", "P1", dob="20081203").replace(
+        b"20261130140000-0500", b"20261202230000-0500"
+    )
+    sent_late = order(FACILITY, "C2", "P2", dob="20081203", sent_at="20261202230000-0500")
+    sent_late = sent_late.replace(b"20261130140000-0500", b"")  # no PV1-44: MSH-7's date
+    for raw in (admitted_late, sent_late):
+        intent = _read(raw)
+        assert isinstance(intent, NewOrder)
+        assert intent.request.patient.age_band == "under_18"

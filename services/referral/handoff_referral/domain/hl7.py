@@ -318,10 +318,10 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
     sent = _value(message.segment("MSH"), 7)
     if not sent:
         raise MessageError("MSH^1^7", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-7 message time")
-    sent_at = parse_timestamp(sent, "MSH^1^7")
+    parse_timestamp(sent, "MSH^1^7")  # a time that cannot be read is an AE
     _once_each(message)
     if header.message_type in ("ORM^O01", "OMG^O19"):
-        return _read_order(message, interface, sent_at.date())
+        return _read_order(message, interface, _written_date(sent))
     if header.message_type in ("ADT^A11", "ADT^A03", "ADT^A08"):
         visit_key = _visit_key(message, interface.site_id, required=True)
         assert visit_key is not None
@@ -546,8 +546,18 @@ def _visit_date(message: hl7.Message, sent_on: date) -> date:
     with contextlib.suppress(KeyError):
         admitted = _value(message.segment("PV1"), 44)
     if admitted:
-        return parse_timestamp(admitted, "PV1^1^44").date()
+        parse_timestamp(admitted, "PV1^1^44")  # a time that cannot be read is an AE
+        return _written_date(admitted)
     return sent_on
+
+
+def _written_date(value: str) -> date:
+    """The calendar date of an HL7 DTM as written, in the sender's own offset (the ED's
+    local date, which a patient's age turns on), not in UTC: 20261202230000-0500 is
+    2 December, though 3 December in UTC. `value` was read by `parse_timestamp` first."""
+    match = _DTM.match(value)
+    assert match is not None
+    return date(int(match["year"]), int(match["month"] or 1), int(match["day"] or 1))
 
 
 def parse_timestamp(value: str, location: str) -> datetime:
