@@ -86,7 +86,12 @@ class ReferralRequest(Strict):
     patient: Patient
     notes: Annotated[str, StringConstraints(max_length=1000), AfterValidator(_storable_text)] | (
         None
-    ) = None
+    ) = Field(
+        default=None,
+        description="The hospital's own free text, returned by GET. Never shown to the coach "
+        "nor put in any event (it may hold names or history): what the coach must know goes "
+        "in the structured fields.",
+    )
 
     def fingerprint(self) -> bytes:
         """Equal for the same request sent twice, whatever the order of keys or substances."""
