@@ -27,6 +27,7 @@ from handoff_schemas.events import (
     PageFailed,
     ReferralCancelled,
     ReferralUnassigned,
+    ReferralUpdated,
 )
 from handoff_schemas.vocabulary import (
     CancelReason,
@@ -269,6 +270,32 @@ async def test_an_assignment_read_after_the_cancel_tells_the_coach_it_was_cancel
     assert told == CANCELLED_TEXT
     assert CANCELLED_PAGE in await _page_of(body)
     assert not [b for b in await notify.sms(phone, count=2) if "is yours" in b]
+
+
+async def test_a_move_the_ed_sends_shows_on_the_coachs_page(notify: NotifyHarness) -> None:
+    """fresh33b: after an ADT^A08 moved the patient from ED 8 A to ICU 4 D, the coach's page
+    still said ED 8 A, before and after accepting."""
+    phone = notify.phone()
+    offer, body = await paged(notify, phone)
+    assert offer.briefing.location in await _page_of(body)
+    assert await reply(notify, phone, "1B") is not None
+    await send(notify.broker, _assigned(offer), source="/handoff/matching")
+    await notify.sms(phone, count=2)
+    moved = ReferralUpdated(
+        referral_id=offer.referral_id,
+        location="ICU 4 D",
+        urgency=Urgency.EMERGENT,
+        updated_at=datetime.now(UTC),
+    )
+    await send(notify.broker, moved, source="/handoff/referral")
+
+    async def shown() -> str | None:
+        page = await _page_of(body)
+        return page if "ICU 4 D" in page else None
+
+    page = await eventually(shown, within=20, what="the move on the coach's page")
+    assert offer.briefing.location not in page
+    assert "Confirmed: the ED expects you." in page  # still hers, still to tap Arrived
 
 
 async def _notices_to(notify: NotifyHarness, phone: str) -> list[asyncpg.Record]:

@@ -52,6 +52,7 @@ from handoff_notify.domain.delivery import (
     next_contact,
 )
 from handoff_notify.domain.links import LinkSigner
+from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import (
     Answer,
     Keyword,
@@ -94,6 +95,7 @@ from handoff_schemas.events import (
     PageSent,
     ReferralCancelled,
     ReferralUnassigned,
+    ReferralUpdated,
 )
 from handoff_schemas.vocabulary import (
     OFFER_CEILING_FREED,
@@ -122,6 +124,8 @@ _REPLIES_READ = (Channel.SMS, Channel.VOICE)
 
 # Withdrawals the coach is told of; not_contacted and unreachable ones reached nobody.
 _TOLD = (WithdrawReason.FILLED, WithdrawReason.CANCELLED, WithdrawReason.AT_CAPACITY)
+_STILL_SHOWN = (OfferState.OPEN, OfferState.ACCEPTED, OfferState.ASSIGNED, OfferState.ARRIVED)
+"""Offers whose page the coach may still act on: an ED's change to the referral shows there."""
 
 # A delivery report that beat its send's response is kept this long for the provider's
 # id to be stored. The id lands within the provider timeout, or at the latest when the
@@ -253,6 +257,25 @@ class NotifyService:
             if record.coach_offer.cancel_held():
                 await self._offer_settled(connection, record)
                 await self._follow_up(connection, record, MessageKind.WITHDRAWN)
+
+    async def referral_updated(self, connection: Connection, event: Envelope[Any]) -> None:
+        """The ED changed the referral (a move to another bed, HL7 ADT^A08; a new urgency,
+        number or consent): the page of every offer not yet over shows it from now on
+        (fresh33b: a coach on the way read the bed the patient had left). No text is sent:
+        the page is where the coach reads where to go."""
+        data: ReferralUpdated = event.data
+        changes = {
+            name: value
+            for name in ("location", "callback_phone", "consent")
+            if (value := getattr(data, name)) is not None
+        }
+        for record in await store.offers_of_referral(connection, data.referral_id):
+            if record.coach_offer.state not in _STILL_SHOWN:
+                continue
+            briefing = record.briefing.model_copy(update=changes)
+            await store.update_briefing(
+                connection, record.offer_id, briefing, data.urgency or record.urgency
+            )
 
     async def follow_up_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
         """A follow-up attempt was given to a coach: a reminder to each of their first SMS,

@@ -129,6 +129,19 @@ async def offers_of_referral(connection: Connection, referral_id: UUID) -> list[
     return [_offer(row) for row in rows]
 
 
+async def update_briefing(
+    connection: Connection, offer_id: UUID, briefing: OfferBriefing, urgency: Urgency
+) -> None:
+    """What the coach's page shows of the referral, as the ED last changed it."""
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.offers SET briefing = $2::jsonb, urgency = $3, updated_at = now()
+            WHERE offer_id = $1""",
+        offer_id,
+        briefing.model_dump_json(),
+        urgency.value,
+    )
+
+
 async def remember_cancelled(connection: Connection, referral_id: UUID, at: datetime) -> None:
     """The ED cancelled the referral at `at` (UTC); a second report changes nothing."""
     await connection.execute(
