@@ -3,7 +3,7 @@
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 
 class Urgency(StrEnum):
@@ -168,6 +168,26 @@ says them, matching reads the first (decision 0032)."""
 TimeZoneName = Annotated[str, Field(max_length=64, description="IANA time zone name.")]
 ShortLabel = Annotated[str, Field(min_length=1, max_length=40)]
 E164Phone = Annotated[str, Field(pattern=r"^\+[1-9][0-9]{7,14}$")]
+
+
+def _bcp47_case(tag: str) -> str:
+    """A language tag in the case RFC 5646 section 2.1.1 recommends (`EN-us` → `en-US`,
+    `zh-hant` → `zh-Hant`): tags are case-insensitive, so `EN` and `en` are one language
+    and a replayed referral compares equal."""
+    language, *rest = tag.split("-")
+    subtags = [language.lower()]
+    for subtag in rest:
+        if len(subtag) == 4 and subtag.isalpha():
+            subtags.append(subtag.title())
+        elif len(subtag) == 2 and subtag.isalpha():
+            subtags.append(subtag.upper())
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
+
+
 LanguageTag = Annotated[
-    str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$", description="BCP 47 tag.")
+    str,
+    Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$", description="BCP 47 tag."),
+    AfterValidator(_bcp47_case),
 ]

@@ -80,3 +80,25 @@ def test_an_issued_key_parses_and_matches_only_its_own_secret() -> None:
 @pytest.mark.parametrize("token", ["", "hok_", "Bearer x", "hok_zzzzzzzzzzzz_" + "a" * 43])
 def test_malformed_keys_do_not_parse(token: str) -> None:
     assert parse_key(token) is None
+
+
+def test_interpreter_needed_is_true_or_false_not_a_word() -> None:
+    """fresh33b: "yes", "false" and 0 were taken (as FHIR never did), "false" as false."""
+    for loose in ("yes", "false", 0, 1):
+        patient = _body()["patient"] | {"interpreter_needed": loose}
+        with pytest.raises(ValidationError) as refused:
+            ReferralRequest.model_validate(_body(patient=patient))
+        assert refused.value.errors()[0]["loc"] == ("patient", "interpreter_needed")
+
+
+def test_a_language_tag_in_another_case_is_the_same_language() -> None:
+    """fresh33b: a replay with `EN` where the first said `en` was a 409 external_id_conflict."""
+    first = ReferralRequest.model_validate(_body())
+    shouted = _body()
+    shouted["patient"] = shouted["patient"] | {"preferred_language": "ES-us"}
+    replay = ReferralRequest.model_validate(shouted)
+    assert replay.patient.preferred_language == "es-US"
+    assert replay.fingerprint() == first.fingerprint()
+    hant = _body()
+    hant["patient"] = hant["patient"] | {"preferred_language": "ZH-HANT-tw"}
+    assert ReferralRequest.model_validate(hant).patient.preferred_language == "zh-Hant-TW"

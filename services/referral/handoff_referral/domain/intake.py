@@ -4,7 +4,7 @@ import hashlib
 import json
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
 from handoff_schemas.vocabulary import (
     CancelReason,
@@ -70,7 +70,7 @@ class Strict(BaseModel):
 
 class Patient(Strict):
     preferred_language: LanguageTag = Field(examples=["en", "es-US"])
-    interpreter_needed: bool
+    interpreter_needed: StrictBool  # true or false: "yes", "false" and 0 are a 422
     coach_gender_preference: GenderPreference | None = None
     substances: frozenset[Substance] = Field(min_length=1, max_length=5)
     consent: Consent
