@@ -234,10 +234,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"field": _field_path(item["loc"]), "code": item["type"], "message": item["msg"]}
-            for item in error.errors()
-        ]
+        fields = [_field_error(item) for item in error.errors()]
         names = ", ".join(sorted({f["field"] for f in fields})) or "request"
         return JSONResponse(
             error_body("invalid_request", f"invalid: {names}", fields), status_code=422
@@ -299,6 +296,17 @@ def _allowed_methods(request: Request) -> list[str]:
             for method in route.methods or ()
         }
     )
+
+
+def _field_error(item: Mapping[str, Any]) -> dict[str, str]:
+    """One entry of a 422's `fields`. A body that is not JSON names the body and where it
+    broke: pydantic puts the character's offset where a field's path goes (it read `[1]`)."""
+    location = list(item["loc"])
+    if item["type"] == "json_invalid":
+        where = location[1] if len(location) > 1 else None
+        at = f" at character {where}" if isinstance(where, int) else ""
+        return {"field": "body", "code": "json_invalid", "message": f"{item['msg']}{at}"}
+    return {"field": _field_path(location), "code": item["type"], "message": item["msg"]}
 
 
 def _field_path(location: tuple[int | str, ...] | list[int | str]) -> str:

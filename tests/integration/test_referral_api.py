@@ -227,6 +227,9 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
     )
     assert not_json.status_code == 422
     assert not_json.json()["error"]["code"] == "invalid_request"
+    [broken] = not_json.json()["error"]["fields"]
+    assert broken["field"] == "body"  # it read "[1]", the offset, as a field (fresh33)
+    assert broken["message"].endswith("at character 1")
 
 
 async def test_a_body_over_64_kib_is_413(hospital: HospitalFactory) -> None:
