@@ -233,7 +233,17 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        whole_body = any(tuple(item["loc"]) == ("body",) for item in error.errors())
+        if whole_body and media_type and not media_type.endswith(("/json", "+json")):
+            # FastAPI reads a JSON body sent as text/plain as a string, and pydantic then says
+            # "Input should be a valid dictionary" of a valid body (fresh33b).
+            message = f"send the body as application/json, not {media_type}"
+            fields = [{"field": "body", "code": "unsupported_media_type", "message": message}]
+            return JSONResponse(
+                error_body("unsupported_media_type", message, fields), status_code=415
+            )
         fields = [_field_error(item) for item in error.errors()]
         names = ", ".join(sorted({f["field"] for f in fields})) or "request"
         return JSONResponse(

@@ -1,6 +1,7 @@
 """The hospital-facing API on a real database and broker: what an integration engine sees."""
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -230,6 +231,16 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
     [broken] = not_json.json()["error"]["fields"]
     assert broken["field"] == "body"  # it read "[1]", the offset, as a field (fresh33)
     assert broken["message"].endswith("at character 1")
+
+    as_text = await ed.client.post(
+        "/v1/referrals",
+        content=json.dumps(referral_body(_external_id())).encode(),
+        headers={"content-type": "text/plain"},
+    )
+    assert as_text.status_code == 415  # was a 422 "Input should be a valid dictionary"
+    assert as_text.json()["error"]["message"] == (
+        "send the body as application/json, not text/plain"
+    )
 
 
 async def test_a_body_over_64_kib_is_413(hospital: HospitalFactory) -> None:

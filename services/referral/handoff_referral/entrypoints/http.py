@@ -150,6 +150,7 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, unknown or revoked API key."},
     413: {"model": ErrorOut, "description": "Body over 64 KiB."},
+    415: {"model": ErrorOut, "description": "A body that is not `application/json`."},
     422: {"model": ErrorOut, "description": "Invalid request; `fields` names each problem."},
 }
 
