@@ -298,6 +298,22 @@ async def test_a_move_the_ed_sends_shows_on_the_coachs_page(notify: NotifyHarnes
     assert "Confirmed: the ED expects you." in page  # still hers, still to tap Arrived
 
 
+async def test_one_yes_for_two_requests_is_answered_one_a_text_and_changes_nothing(
+    notify: NotifyHarness,
+) -> None:
+    """fresh33: "1B 1C" from a coach paged twice got the help text."""
+    phone = notify.phone()
+    first, _ = await paged(notify, phone)
+    second, _ = await paged(notify, phone)
+    answer = await reply(notify, phone, "1B 1C")
+    assert answer == "Handoff: one request a text, please. Nothing was changed. Reply 1B, then 1C."
+    events = await notify.page_events(first.offer_id) + await notify.page_events(second.offer_id)
+    assert not [e for e in events if isinstance(e, CoachResponded)]
+    taken = await reply(notify, phone, "1B")
+    assert taken is not None
+    assert taken.startswith("Handoff: thank you, we are confirming you for the request B at")
+
+
 async def _notices_to(notify: NotifyHarness, phone: str) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(notify.env["DATABASE_URL"])
     try:

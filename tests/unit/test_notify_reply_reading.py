@@ -18,6 +18,7 @@ from handoff_notify.domain.replies import (
     OffUntil,
     Reply,
     ReplyReading,
+    SeveralCodes,
     Unclear,
     parse_reply,
     read_reply,
@@ -139,8 +140,7 @@ NOT_UNDERSTOOD = [
     "call me",
     "who is this",
     "b",  # a code with no answer
-    "1B 2C",  # two codes
-    "yes b c",
+    "1B 2C",  # a yes and a no, for two requests
     "1x",  # X is no code
     "3",
 ]
@@ -164,6 +164,17 @@ def test_mixed_signals_and_negated_declines_are_asked_about_never_guessed(body: 
 def test_an_unclear_reply_keeps_the_code_it_named() -> None:
     assert parse_reply("no ok B") == Unclear("B")
     assert parse_reply("not declining 2C") == Unclear("C")
+
+
+def test_one_answer_naming_several_requests_is_asked_about_one_a_text() -> None:
+    """fresh33: "1E 1F" got the help text, as if the coach had written nonsense."""
+    assert parse_reply("1E 1F") == SeveralCodes(("E", "F"), ACCEPT)
+    assert parse_reply("yes b c") == SeveralCodes(("B", "C"), ACCEPT)
+    assert parse_reply("2F, 2E") == SeveralCodes(("F", "E"), DECLINE)
+    assert parse_reply("1E 1E") == Answer(ACCEPT, "E")  # the same request twice is one
+    assert content.one_request_a_text(("E", "F"), accept=True) == (
+        "Handoff: one request a text, please. Nothing was changed. Reply 1E, then 1F."
+    )
 
 
 @pytest.mark.parametrize("body", NOT_UNDERSTOOD)
@@ -355,7 +366,7 @@ def test_two_letter_codes_are_easy_to_type_and_never_a_word_a_reply_holds() -> N
         ("1 be there", Answer(ACCEPT)),
         ("1BE", NotUnderstood()),
         ("ok1", NotUnderstood()),
-        ("1 B C", NotUnderstood()),  # two codes: which one?
+        ("1 B C", SeveralCodes(("B", "C"), CoachResponse.ACCEPTED)),  # one a text, please
     ],
 )
 def test_two_letter_codes_read_in_either_order(typed: str, expected: object) -> None:

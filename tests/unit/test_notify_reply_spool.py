@@ -16,13 +16,26 @@ from handoff_notify.domain.replies import (
     Keyword,
     NotUnderstood,
     ReplyReading,
+    SeveralCodes,
     Unclear,
     read_reply,
 )
 from handoff_notify.settings import NotifySettings
 from handoff_schemas.vocabulary import CoachResponse
 
-TYPED = ["1", "yes B", "2 C", "no ok", "STOP", "yes", "start", "HELP", "OFF", "my patient J.D."]
+TYPED = [
+    "1",
+    "yes B",
+    "2 C",
+    "no ok",
+    "STOP",
+    "yes",
+    "start",
+    "HELP",
+    "OFF",
+    "my patient J.D.",
+    "1E 1F",
+]
 
 
 @pytest.mark.parametrize("typed", TYPED)
@@ -41,7 +54,7 @@ def test_a_bare_yes_is_read_both_ways_for_the_senders_standing() -> None:
 
 def test_every_kind_of_reply_is_kept() -> None:
     kinds = {type(read_reply(typed).usual) for typed in TYPED}
-    assert kinds == {Answer, Keyword, NotUnderstood, Unclear}
+    assert kinds == {Answer, Keyword, NotUnderstood, Unclear, SeveralCodes}
 
 
 def _reply(code: str) -> SpooledReply:

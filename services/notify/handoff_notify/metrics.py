@@ -74,7 +74,8 @@ BLOCKED_METHODS = Gauge(
 SMS_REPLIES = Counter(
     "handoff_sms_replies_total",
     "Coaches' SMS replies by what they were read as: answer, ambiguous (several open "
-    "offers, no code), unknown_code, closed (the offer was no longer open), not_understood, "
+    "offers, no code), unclear (a yes and a no), several_codes (one answer naming several "
+    "requests), unknown_code, closed (the offer was no longer open), not_understood, "
     "no_open_request (an answer from a coach's phone with nothing paged to it in a day), "
     "help, opt_out, opt_in, unavailable (OFF), available (ON), ignored (an opted-out or unknown "
     "sender).",

@@ -58,6 +58,7 @@ from handoff_notify.domain.replies import (
     Keyword,
     OffUntil,
     ReplyReading,
+    SeveralCodes,
     Unclear,
     read_reply,
 )
@@ -1214,7 +1215,7 @@ class NotifyService:
             # text: with none open, a text after a reminder is about the reminder. An
             # answer (1/2/YES/NO) still hears what became of the offer it names.
             still_open = any(o.record.coach_offer.still_wanted(now) for o in offers)
-            about_offers = bool(offers) and isinstance(reply, Answer)
+            about_offers = bool(offers) and isinstance(reply, Answer | SeveralCodes)
             if (
                 not still_open
                 and not about_offers
@@ -1230,7 +1231,7 @@ class NotifyService:
                 # A coach's number we paged nothing in a day: still answered (issue #15,
                 # "every text gets an answer"), an answer with what it would have changed.
                 program = self.settings.notify_program_name
-                if isinstance(reply, Answer | Unclear):
+                if isinstance(reply, Answer | Unclear | SeveralCodes):
                     return _read("no_open_request", content.no_open_request(program))
                 return _read("not_understood", help_text)
             if isinstance(reply, Unclear):
@@ -1238,6 +1239,9 @@ class NotifyService:
                 codes = [reply.code] if reply.code else []
                 codes = codes or [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
                 return _read("unclear", content.unclear(codes))
+            if isinstance(reply, SeveralCodes):
+                accept = reply.response is CoachResponse.ACCEPTED
+                return _read("several_codes", content.one_request_a_text(reply.codes, accept))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
             return await self._sms_answer(connection, reply, offers, now, phone)

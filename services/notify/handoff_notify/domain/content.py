@@ -358,6 +358,14 @@ def unclear(codes: Sequence[str]) -> str:
     )
 
 
+def one_request_a_text(codes: Sequence[str], accept: bool) -> str:
+    """The answer to a yes or a no naming several requests at once ("1E 1F"): nothing was
+    changed; the same answer, one request a text. `codes` as the coach wrote them."""
+    digit = "1" if accept else "2"
+    replies = ", then ".join(f"{digit}{code}" for code in codes)
+    return f"Handoff: one request a text, please. Nothing was changed. Reply {replies}."
+
+
 def unknown_code(code: str) -> str:
     return f"Handoff: you have no request with code {code}. Reply HELP for help."
 

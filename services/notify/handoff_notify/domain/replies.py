@@ -74,7 +74,18 @@ class OffUntil:
     minute: int
 
 
-Reply = Answer | Keyword | NotUnderstood | Unclear | OffUntil
+@dataclass(frozen=True)
+class SeveralCodes:
+    """A yes or a no naming two or more requests at once ("1E 1F"): nothing is changed and
+    the coach is asked to answer one request a text, since which of them a single yes can
+    take (capacity, a request taken meanwhile) is not theirs to guess. `codes` upper case,
+    in the order written; `response` the answer they gave all of them."""
+
+    codes: tuple[str, ...]
+    response: CoachResponse
+
+
+Reply = Answer | Keyword | NotUnderstood | Unclear | OffUntil | SeveralCodes
 
 _OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit"})
 _OPT_IN = frozenset({"start", "unstop"})
@@ -320,7 +331,7 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
     availability = _availability(tokens)
     if availability is not None:
         return availability
-    codes: set[str] = set()
+    codes: list[str] = []
     kinds: list[str] = []
     index = 0
     while index < len(tokens):
@@ -333,18 +344,19 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
             token = tokens[index]
             index += 1
             if token.upper() in _CODE_SET:
-                codes.add(token.upper())
+                if token.upper() not in codes:
+                    codes.append(token.upper())
             elif token in _WORDS:
                 if _WORDS[token] != _FILLER:
                     kinds.append(_WORDS[token])
             else:
                 return NotUnderstood()
-    if len(codes) > 1:
-        return NotUnderstood()
-    code = codes.pop() if codes else None
     if not kinds:
         return NotUnderstood()
     response = _response(kinds)
+    if len(codes) > 1:
+        return NotUnderstood() if response is None else SeveralCodes(tuple(codes), response)
+    code = codes[0] if codes else None
     if response is None:
         return Unclear(code)
     return Answer(response, code)
@@ -433,6 +445,8 @@ def _reply_json(reply: Reply) -> dict[str, object]:
         return {"kind": "unclear", "code": reply.code}
     if isinstance(reply, OffUntil):
         return {"kind": "off_until", "hour": reply.hour, "minute": reply.minute}
+    if isinstance(reply, SeveralCodes):
+        return {"kind": "several", "codes": list(reply.codes), "response": reply.response.value}
     return {"kind": "not_understood"}
 
 
@@ -454,6 +468,12 @@ def _reply_from_json(data: dict[str, object]) -> Reply:
         return Unclear(_code(data.get("code")))
     if kind == "not_understood":
         return NotUnderstood()
+    if kind == "several":
+        codes = data["codes"]
+        if not isinstance(codes, list) or len(codes) < 2:
+            raise ValueError("several codes are two or more")
+        named = tuple(code for code in (_code(c) for c in codes) if code is not None)
+        return SeveralCodes(named, CoachResponse(str(data["response"])))
     if kind == "off_until":
         hour, minute = data["hour"], data["minute"]
         if not isinstance(hour, int) or not isinstance(minute, int):
