@@ -146,9 +146,12 @@ say "starting the matching service on port $MATCHING_PORT"
 start matching $HANDOFF matching serve --port "$MATCHING_PORT"
 
 say "starting the notify service on port $NOTIFY_PORT, paging into the sandbox"
-# HELP gives coaches a supervisor line: the demo roster's supervisor, Rita O. (issue #12).
+# HELP gives coaches a supervisor line: the demo roster's supervisor for Maryland, Rita O.
+# (issue #12), and Paul E. for the Rhode Island and Vermont sites.
+RI_VT_SUPERVISOR='{"ri-miriam": "+14105550120", "ri-kent": "+14105550120", "vt-uvm": "+14105550120", "vt-rutland": "+14105550120"}'
 NOTIFY_DELIVERY=sandbox NOTIFY_PUBLIC_URL="http://127.0.0.1:$NOTIFY_PORT" \
   NOTIFY_SUPERVISOR_PHONE="${NOTIFY_SUPERVISOR_PHONE:-+14105550119}" \
+  SITE_SUPERVISOR_PHONES="${SITE_SUPERVISOR_PHONES:-$RI_VT_SUPERVISOR}" \
   NOTIFY_LINK_SECRET="$NOTIFY_LINK_SECRET" \
   REFERRAL_PUBLIC_URL="http://127.0.0.1:$PORT" \
   start notify $HANDOFF notify serve --port "$NOTIFY_PORT"

@@ -5,6 +5,7 @@ code and go at once, the site's wall-clock time, and a night of unassigned refer
 reaching a supervisor as a handful of texts. Each test pages its own phone."""
 
 import html
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -42,6 +43,7 @@ from handoff_schemas.vocabulary import (
 from tests.support.kafka import send
 from tests.support.notify import (
     QUICK_FALLBACK_SITE,
+    SUPERVISOR_PHONE,
     NotifyHarness,
     email,
     link_in,
@@ -51,14 +53,16 @@ from tests.support.notify import (
 from tests.support.waiting import eventually
 
 NEW_YORK = "America/New_York"
+VERMONT_SUPERVISOR = "+18025550142"
 
 
 @pytest.fixture(scope="module")
 async def notify(database_url: str, own_kafka: KafkaCluster) -> AsyncIterator[NotifyHarness]:
     # Nothing listens on this port: every email fails to connect, as with a relay down.
     unreachable_smtp = {"SMTP_PORT": str(free_ports(1)[0])}
+    vermont_line = {"SITE_SUPERVISOR_PHONES": json.dumps({"vt-uvm": VERMONT_SUPERVISOR})}
     async with notify_harness(
-        database_url, own_kafka, "notify-texts.log", unreachable_smtp
+        database_url, own_kafka, "notify-texts.log", unreachable_smtp | vermont_line
     ) as harness:
         yield harness
 
@@ -312,6 +316,21 @@ async def test_one_yes_for_two_requests_is_answered_one_a_text_and_changes_nothi
     taken = await reply(notify, phone, "1B")
     assert taken is not None
     assert taken.startswith("Handoff: thank you, we are confirming you for the request B at")
+
+
+async def test_help_gives_the_supervisor_line_of_the_site_the_coach_was_paged_for(
+    notify: NotifyHarness,
+) -> None:
+    """fresh33: HELP from a Vermont coach gave the Maryland supervisor's number."""
+    vermont, maryland = notify.phone(), notify.phone()
+    await paged(notify, vermont, site_id="vt-uvm", site_short_name="UVM ED")
+    await paged(notify, maryland)
+    vermont_help = await reply(notify, vermont, "HELP")
+    assert vermont_help is not None
+    assert f"Supervisor: {VERMONT_SUPERVISOR}." in vermont_help
+    maryland_help = await reply(notify, maryland, "HELP")
+    assert maryland_help is not None
+    assert f"Supervisor: {SUPERVISOR_PHONE}." in maryland_help  # NOTIFY_SUPERVISOR_PHONE
 
 
 async def _notices_to(notify: NotifyHarness, phone: str) -> list[asyncpg.Record]:

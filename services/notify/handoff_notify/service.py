@@ -1179,7 +1179,8 @@ class NotifyService:
                 method is not None and method.state is MethodState.OPTED_OUT
             )
             help_text = content.help_text(
-                self.settings.notify_program_name, self.settings.notify_supervisor_phone
+                self.settings.notify_program_name,
+                self.settings.supervisor_phone(await store.phone_site(connection, phone)),
             )
             if reply is Keyword.HELP:
                 # CTIA: HELP is answered even on an opted-out number (the carrier lets it

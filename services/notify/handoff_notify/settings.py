@@ -15,6 +15,7 @@ from handoff_notify.domain.delivery import RetryPolicy
 from handoff_notify.domain.links import FOLLOW_UP_PATH_CHARACTERS, LINK_PATH_CHARACTERS
 from handoff_notify.domain.throttle import ThrottleRules
 from handoff_platform.settings import PlatformSettings
+from handoff_schemas.vocabulary import E164Phone
 
 
 class Delivery(StrEnum):
@@ -83,6 +84,12 @@ class NotifySettings(PlatformSettings):
     )
     notify_supervisor_phone: str | None = Field(
         None, description="The supervisor line the answer to HELP gives coaches."
+    )
+    site_supervisor_phones: dict[str, E164Phone] = Field(
+        default_factory=dict,
+        description='Per-site supervisor lines for HELP, e.g. {"vt-uvm": "+18025550100"}: a '
+        "coach hears the line of the site they were last paged for, else "
+        "NOTIFY_SUPERVISOR_PHONE.",
     )
     notify_admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin API; without one it refuses every call."
@@ -178,6 +185,12 @@ class NotifySettings(PlatformSettings):
         if missing:
             raise ValueError(f"NOTIFY_DELIVERY=live needs {', '.join(missing)}")
         return self
+
+    def supervisor_phone(self, site_id: str | None) -> str | None:
+        """The supervisor line HELP gives a coach last paged for `site_id` (None: never)."""
+        if site_id is not None and site_id in self.site_supervisor_phones:
+            return self.site_supervisor_phones[site_id]
+        return self.notify_supervisor_phone
 
     def fallback_delay(self, site_id: str) -> timedelta:
         seconds = self.site_channel_fallback_seconds.get(site_id, self.channel_fallback_seconds)

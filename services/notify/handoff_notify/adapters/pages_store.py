@@ -798,6 +798,17 @@ async def off_until(connection: Connection, phone: str, now: datetime) -> dateti
     return until
 
 
+async def phone_site(connection: Connection, phone: str) -> str | None:
+    """The site of the latest offer paged to `phone` by SMS (None: nothing was)."""
+    site: str | None = await connection.fetchval(
+        f"""SELECT o.site_id FROM {SCHEMA}.reply_codes r
+            JOIN {SCHEMA}.offers o USING (offer_id)
+            WHERE r.destination = $1 ORDER BY r.assigned_at DESC LIMIT 1""",
+        phone,
+    )
+    return site
+
+
 async def phone_time_zone(connection: Connection, phone: str) -> str | None:
     """The site time zone of the latest offer paged to `phone` by SMS: the clock a coach's
     OFF answer names its end on. None when nothing with a zone was paged to it."""
