@@ -430,3 +430,28 @@ def test_the_age_band_turns_on_the_eds_own_date_not_utcs() -> None:
         intent = _read(raw)
         assert isinstance(intent, NewOrder)
         assert intent.request.patient.age_band == "under_18"
+
+
+def test_a_version_that_is_no_v2_release_or_an_overlong_control_id_is_refused() -> None:
+    """fresh33b: MSH-12 9.9 and a 5,000-character MSH-10 (echoed back in MSA-2) were taken."""
+    for raw, location, code in (
+        (
+            adt(FACILITY, "C11", "A08").replace(b"|P|2.3\r", b"|P|9.9\r", 1),
+            "MSH^1^12",
+            ErrorCode.UNSUPPORTED_VERSION,
+        ),
+        (adt(FACILITY, "C" * 200, "A08"), "MSH^1^10", ErrorCode.DATA_TYPE_ERROR),
+    ):
+        with pytest.raises(MessageError) as refused:
+            check_header(read_header(parse(raw)))
+        assert (refused.value.location, refused.value.code) == (location, code)
+    for version in ("2.2", "2.3.1", "2.5.1", "2.8", ""):
+        check_header(
+            read_header(
+                parse(
+                    adt(FACILITY, "C" * 199, "A08").replace(
+                        b"|P|2.3\r", f"|P|{version}\r".encode(), 1
+                    )
+                )
+            )
+        )

@@ -303,13 +303,27 @@ def read_header(message: hl7.Message) -> Header:
     )
 
 
+MAX_CONTROL_ID = 199
+"""MSH-10's length in HL7 v2.7 (ST, 199); earlier versions allow 20, which engines exceed."""
+_V2_VERSION = re.compile(r"^2\.[1-9](\.[0-9])?$")
+"""An MSH-12 version id of an HL7 v2 release (table 0104: 2.1 to 2.9, 2.3.1, 2.5.1 ...)."""
+
+
 def check_header(header: Header) -> None:
-    """Raises MessageError for an empty MSH-10 control id or MSH-9 message type: nothing
-    can be done with such a message, and resending it unchanged would not help."""
+    """Raises MessageError for an empty or over-long MSH-10 control id, an empty MSH-9
+    message type, or an MSH-12 version id that is no HL7 v2 release (table 0104; an empty
+    one is read as sent): nothing can be done with such a message, and resending
+    it unchanged would not help."""
     if not header.control_id:
         raise MessageError("MSH^1^10", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-10 control id")
+    if len(header.control_id) > MAX_CONTROL_ID:
+        text = f"MSH-10 control id is over {MAX_CONTROL_ID} characters"
+        raise MessageError("MSH^1^10", ErrorCode.DATA_TYPE_ERROR, text)
     if not header.message_type:
         raise MessageError("MSH^1^9", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-9 message type")
+    if header.version and not _V2_VERSION.match(header.version):
+        text = "MSH-12 version id is not an HL7 v2 release"
+        raise MessageError("MSH^1^12", ErrorCode.UNSUPPORTED_VERSION, text)
 
 
 def read_message(message: hl7.Message, header: Header, interface: Interface) -> Intent:
