@@ -102,3 +102,13 @@ def test_a_language_tag_in_another_case_is_the_same_language() -> None:
     hant = _body()
     hant["patient"] = hant["patient"] | {"preferred_language": "ZH-HANT-tw"}
     assert ReferralRequest.model_validate(hant).patient.preferred_language == "zh-Hant-TW"
+
+
+def test_a_location_with_a_direction_override_or_an_invisible_character_is_refused() -> None:
+    """fresh33b: a right-to-left override was taken and shown on the coach's page, where
+    "ED \\u202eB 4" reads as another bed."""
+    for location in ("ED \u202eB 4", "ED\u200bbay 4", "ED\u2028bay 4"):
+        with pytest.raises(ValidationError) as refused:
+            ReferralRequest.model_validate(_body(location=location))
+        assert refused.value.errors()[0]["loc"] == ("location",)
+    assert ReferralRequest.model_validate(_body(location="Urgences lit 4 é")).location
