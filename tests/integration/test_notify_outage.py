@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+import httpx
 import pytest
 
 from handoff_devenv import KafkaCluster
@@ -17,13 +18,28 @@ from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     ContactMethodReachabilityChanged,
+    OfferWithdrawn,
     PageFailed,
     PageSent,
     ReferralUnassigned,
 )
-from handoff_schemas.vocabulary import Channel, PageFailure, UnassignedReason, Urgency
+from handoff_schemas.vocabulary import (
+    Channel,
+    PageFailure,
+    UnassignedReason,
+    Urgency,
+    WithdrawReason,
+)
 from tests.support.kafka import read_topic, send
-from tests.support.notify import NotifyHarness, email, notify_harness, sms
+from tests.support.notify import (
+    NotifyHarness,
+    assigned,
+    cancelled,
+    email,
+    link_in,
+    notify_harness,
+    sms,
+)
 from tests.support.waiting import eventually
 
 # Two attempts used to be all a page got; the outage below outlasts them.
@@ -276,3 +292,39 @@ async def _reachability(notify: NotifyHarness, destination: str) -> list[Any]:
         if isinstance(e.data, ContactMethodReachabilityChanged)
         and e.data.destination == destination
     ]
+
+
+async def test_the_cancel_of_a_referral_the_coach_holds_reaches_a_phone_with_a_busy_quarter_hour(
+    notify: NotifyHarness,
+) -> None:
+    """fresh33c: notices about offers have a flood ceiling per phone; once a quarter hour had
+    spent it, the ED's cancel of the referral the coach was confirmed for was refused for
+    good, and the coach went to the bedside for a patient who had left."""
+    phone = notify.phone()
+    passed_on = await notify.offer(sms(phone))
+    await notify.sms(phone)
+    held = await notify.offer(sms(phone))
+    [_, held_page] = await notify.sms(phone, count=2)
+    await send(
+        notify.broker,
+        OfferWithdrawn(
+            referral_id=passed_on.referral_id,
+            offer_id=passed_on.offer_id,
+            coach_id=passed_on.coach_id,
+            reason=WithdrawReason.AT_CAPACITY,
+            withdrawn_at=datetime.now(UTC),
+        ),
+        source="/handoff/matching",
+    )
+    await notify.sms(phone, count=3)  # the passed-on notice: the quarter hour's first
+    async with httpx.AsyncClient() as client:
+        tapped = await client.post(link_in(held_page), data={"answer": "accepted"})
+    assert tapped.status_code in (200, 303)
+    await send(notify.broker, assigned(held), source="/handoff/matching")
+    [*_, confirmation] = await notify.sms(phone, count=4)  # the second: the ceiling
+    assert "is yours" in confirmation
+
+    await send(notify.broker, cancelled(held), source="/handoff/referral")
+
+    [*_, told] = await notify.sms(phone, count=5)
+    assert "was cancelled. No action needed." in told

@@ -26,12 +26,10 @@ from handoff_schemas.events import (
     OfferMade,
     OfferWithdrawn,
     PageFailed,
-    ReferralCancelled,
     ReferralUnassigned,
     ReferralUpdated,
 )
 from handoff_schemas.vocabulary import (
-    CancelReason,
     Channel,
     CoachResponse,
     PageFailure,
@@ -45,6 +43,8 @@ from tests.support.notify import (
     QUICK_FALLBACK_SITE,
     SUPERVISOR_PHONE,
     NotifyHarness,
+    assigned,
+    cancelled,
     email,
     link_in,
     notify_harness,
@@ -186,25 +186,6 @@ async def test_a_confirmation_and_its_link_give_the_sites_local_time(
     assert "UTC" not in page.text
 
 
-def _assigned(offer: OfferMade) -> CoachAssigned:
-    now = datetime.now(UTC)
-    return CoachAssigned(
-        referral_id=offer.referral_id,
-        offer_id=offer.offer_id,
-        coach_id=offer.coach_id,
-        assigned_at=now,
-        arrival_deadline=now + timedelta(minutes=45),
-    )
-
-
-def _cancelled(offer: OfferMade) -> ReferralCancelled:
-    return ReferralCancelled(
-        referral_id=offer.referral_id,
-        reason=CancelReason.PATIENT_LEFT,
-        cancelled_at=datetime.now(UTC),
-    )
-
-
 CANCELLED_TEXT = "Handoff: the request B at Mercy ED was cancelled. No action needed."
 CANCELLED_PAGE = "The ED cancelled this request. No action is needed."
 
@@ -225,7 +206,7 @@ async def test_a_coach_who_holds_a_referral_the_ed_cancels_is_told_and_their_pag
     phone = notify.phone()
     offer, body = await paged(notify, phone)
     assert await reply(notify, phone, "1B") is not None
-    await send(notify.broker, _assigned(offer), source="/handoff/matching")
+    await send(notify.broker, assigned(offer), source="/handoff/matching")
     [_, confirmation] = await notify.sms(phone, count=2)
     assert confirmation.startswith("Handoff: confirmed, the request B at Mercy ED is yours.")
     if at_the_bedside:
@@ -234,14 +215,14 @@ async def test_a_coach_who_holds_a_referral_the_ed_cancels_is_told_and_their_pag
         assert answered.status_code in (200, 303)
         assert "You have arrived" in await _page_of(body)
 
-    await send(notify.broker, _cancelled(offer), source="/handoff/referral")
+    await send(notify.broker, cancelled(offer), source="/handoff/referral")
 
     [*_, told] = await notify.sms(phone, count=3)
     assert told == CANCELLED_TEXT
     page = await _page_of(body)
     assert CANCELLED_PAGE in page
     assert 'name="answer"' not in page  # no Arrived or Completed to tap any more
-    await send(notify.broker, _cancelled(offer), source="/handoff/referral")  # a redelivery
+    await send(notify.broker, cancelled(offer), source="/handoff/referral")  # a redelivery
     assert len(await notify.sms(phone, count=3)) == 3
 
 
@@ -254,7 +235,7 @@ async def test_an_assignment_read_after_the_cancel_tells_the_coach_it_was_cancel
     phone = notify.phone()
     offer, body = await paged(notify, phone)
     assert await reply(notify, phone, "1B") is not None
-    await send(notify.broker, _cancelled(offer), source="/handoff/referral")
+    await send(notify.broker, cancelled(offer), source="/handoff/referral")
 
     async def remembered() -> bool:
         connection = await asyncpg.connect(notify.env["DATABASE_URL"])
@@ -268,7 +249,7 @@ async def test_an_assignment_read_after_the_cancel_tells_the_coach_it_was_cancel
             await connection.close()
 
     await eventually(remembered, within=20, what="notify to hear of the cancel")
-    await send(notify.broker, _assigned(offer), source="/handoff/matching")
+    await send(notify.broker, assigned(offer), source="/handoff/matching")
 
     [_, told] = await notify.sms(phone, count=2)
     assert told == CANCELLED_TEXT
@@ -283,7 +264,7 @@ async def test_a_move_the_ed_sends_shows_on_the_coachs_page(notify: NotifyHarnes
     offer, body = await paged(notify, phone)
     assert offer.briefing.location in await _page_of(body)
     assert await reply(notify, phone, "1B") is not None
-    await send(notify.broker, _assigned(offer), source="/handoff/matching")
+    await send(notify.broker, assigned(offer), source="/handoff/matching")
     await notify.sms(phone, count=2)
     moved = ReferralUpdated(
         referral_id=offer.referral_id,

@@ -24,8 +24,8 @@ from handoff_devenv.service_process import ServiceProcess, start_service
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
-from handoff_schemas.events import ContactPoint, OfferMade
-from handoff_schemas.vocabulary import Channel, Tier, Urgency
+from handoff_schemas.events import CoachAssigned, ContactPoint, OfferMade, ReferralCancelled
+from handoff_schemas.vocabulary import CancelReason, Channel, Tier, Urgency
 from tests.integration.conftest import create_database
 from tests.support.events import BRIEFING
 from tests.support.fake_twilio import (
@@ -263,6 +263,27 @@ def offer_made(
         page_deadline=page_deadline,
         briefing=BRIEFING,
         contacts=contacts,
+    )
+
+
+def assigned(offer: OfferMade) -> CoachAssigned:
+    """Matching's assignment of `offer`'s coach, now, due at the bedside in 45 minutes."""
+    now = datetime.now(UTC)
+    return CoachAssigned(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        assigned_at=now,
+        arrival_deadline=now + timedelta(minutes=45),
+    )
+
+
+def cancelled(offer: OfferMade) -> ReferralCancelled:
+    """The ED's cancel of `offer`'s referral, now."""
+    return ReferralCancelled(
+        referral_id=offer.referral_id,
+        reason=CancelReason.PATIENT_LEFT,
+        cancelled_at=datetime.now(UTC),
     )
 
 

@@ -155,6 +155,17 @@ def test_answers_about_offers_stop_only_at_the_flood_ceiling() -> None:
     assert throttle(MessageKind.WITHDRAWN, RecentSends(notices=20), NOW, RULES) == Refuse()
 
 
+@pytest.mark.parametrize("kind", [MessageKind.WITHDRAWN, MessageKind.ASSIGNED])
+def test_a_notice_about_an_offer_the_coach_said_yes_to_passes_the_flood_ceiling(
+    kind: MessageKind,
+) -> None:
+    """fresh33c: the cancellation of a referral the coach held was refused, for good, on a
+    phone that had had twenty notices that quarter hour; the coach went out for nothing."""
+    spent = RecentSends(offers=20, notices=20)
+    assert throttle(kind, spent, NOW, RULES, coach_said_yes=True) == Allow()
+    assert throttle(MessageKind.OFFER, spent, NOW, RULES, coach_said_yes=True) == Refuse()
+
+
 def test_supervisor_notices_go_singly_until_the_windows_last_slot() -> None:
     assert plan_notices(3, 0, None, RULES) == NoticePlan(3, False)
     assert plan_notices(1, 3, NOW - timedelta(minutes=3), RULES) == NoticePlan(1, False)

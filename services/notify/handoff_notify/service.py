@@ -401,7 +401,10 @@ class NotifyService:
                 recent = await store.recent_sends(
                     connection, message.channel, message.destination, now - rules.window
                 )
-                verdict = throttle(message.kind, recent, now, rules)
+                said_yes = message.kind is not MessageKind.OFFER and (
+                    await store.accepted_via(connection, record.offer_id) is not None
+                )
+                verdict = throttle(message.kind, recent, now, rules, coach_said_yes=said_yes)
                 if isinstance(verdict, Refuse) and message.kind is MessageKind.OFFER:
                     # The phone's quarter hour is spent: the page moves on to the coach's
                     # next method, or with none left the offer ends not_contacted at once,

@@ -9,8 +9,8 @@ something is looping or a burst has spent the phone's quarter hour: an offer's p
 moves on to the coach's next method at once, or with none left ends the offer
 not_contacted (never unreachable: decision 0019's addendum) so that matching asks the next
 coach at once, and matching is told the method is out of good standing until a slot frees
-(decision 0032); a notice about an offer is refused. Either is recorded and counted, never
-dropped silently.
+(decision 0032); a notice about an offer is refused, unless the coach said yes to that
+offer. Either is recorded and counted, never dropped silently.
 The provider's own rate limits (429, Retry-After) are honoured by the delivery
 retries, not here (decision 0020).
 
@@ -67,10 +67,21 @@ ThrottleDecision = Allow | Refuse
 
 
 def throttle(
-    kind: MessageKind, recent: RecentSends, now: datetime, rules: ThrottleRules
+    kind: MessageKind,
+    recent: RecentSends,
+    now: datetime,
+    rules: ThrottleRules,
+    *,
+    coach_said_yes: bool = False,
 ) -> ThrottleDecision:
     """May a coach's message of `kind` go to a destination that was sent `recent` ones?
-    Offers and notices about offers each have their own flood ceiling; neither waits."""
+    Offers and notices about offers each have their own flood ceiling; neither waits. A
+    notice about an offer the coach said yes to (`coach_said_yes`: its confirmation, its
+    cancellation, its being passed on) always goes: it sends the coach out or calls them
+    off, and the coach's own answers bound how many there are (fresh33c: a held
+    referral's cancellation was refused on a phone that had had a busy quarter hour)."""
+    if coach_said_yes and kind is not MessageKind.OFFER:
+        return Allow()
     sent = recent.offers if kind is MessageKind.OFFER else recent.notices
     return Allow() if sent < rules.offers_per_window else Refuse()
 
