@@ -283,6 +283,40 @@ async def test_a_move_the_ed_sends_shows_on_the_coachs_page(notify: NotifyHarnes
     assert "Confirmed: the ED expects you." in page  # still hers, still to tap Arrived
 
 
+async def test_a_move_the_ed_sent_before_the_offer_shows_on_its_page(
+    notify: NotifyHarness,
+) -> None:
+    """fresh33c: an ADT^A08 move notify heard before the offer (matching made the offer from
+    the facts before the move) never reached the page: the coach was sent to the old bed.
+    A later change carrying only the urgency keeps the move."""
+    phone, referral_id = notify.phone(), uuid4()
+    for change in (
+        ReferralUpdated(referral_id=referral_id, location="ICU 4 D", updated_at=datetime.now(UTC)),
+        ReferralUpdated(
+            referral_id=referral_id, urgency=Urgency.EMERGENT, updated_at=datetime.now(UTC)
+        ),
+    ):
+        await send(notify.broker, change, source="/handoff/referral")
+
+    async def both_heard() -> bool:
+        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+        try:
+            changes = await connection.fetchval(
+                "SELECT changes FROM notify.referral_updates WHERE referral_id = $1", referral_id
+            )
+            return changes is not None and "urgency" in json.loads(changes)
+        finally:
+            await connection.close()
+
+    await eventually(both_heard, within=20, what="notify to hear of both changes")
+
+    offer, body = await paged(notify, phone, referral_id=referral_id)
+
+    page = await _page_of(body)
+    assert "ICU 4 D" in page
+    assert offer.briefing.location not in page
+
+
 async def test_one_yes_for_two_requests_is_answered_one_a_text_and_changes_nothing(
     notify: NotifyHarness,
 ) -> None:

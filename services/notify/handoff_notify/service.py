@@ -201,8 +201,15 @@ class NotifyService:
 
     async def offer_made(self, connection: Connection, event: Envelope[Any]) -> None:
         data: OfferMade = event.data
+        await store.lock_referral(connection, data.referral_id)
         if not await store.save_offer(connection, data, event.correlationid, event.time):
             return
+        # Matching may have made the offer from facts older than a change notify heard
+        # already (fresh33c: a move sent before the offer existed never reached the page).
+        if (update := await store.referral_update(connection, data.referral_id)) is not None:
+            record = await store.offer(connection, data.offer_id)
+            assert record is not None  # saved above, in this transaction
+            await self._show_update(connection, record, update)
         if not data.contacts:
             log.warning("offer has no contact methods to page", extra=_ids(data.offer_id))
             return
@@ -265,18 +272,26 @@ class NotifyService:
         (fresh33b: a coach on the way read the bed the patient had left). No text is sent:
         the page is where the coach reads where to go."""
         data: ReferralUpdated = event.data
+        await store.lock_referral(connection, data.referral_id)
+        merged = await store.remember_update(connection, data)
+        for record in await store.offers_of_referral(connection, data.referral_id):
+            await self._show_update(connection, record, merged)
+
+    async def _show_update(
+        self, connection: Connection, record: OfferRecord, update: ReferralUpdated
+    ) -> None:
+        """The offer's page shows the ED's changes in `update`, unless the offer is over."""
+        if record.coach_offer.state not in _STILL_SHOWN:
+            return
         changes = {
             name: value
             for name in ("location", "callback_phone", "consent")
-            if (value := getattr(data, name)) is not None
+            if (value := getattr(update, name)) is not None
         }
-        for record in await store.offers_of_referral(connection, data.referral_id):
-            if record.coach_offer.state not in _STILL_SHOWN:
-                continue
-            briefing = record.briefing.model_copy(update=changes)
-            await store.update_briefing(
-                connection, record.offer_id, briefing, data.urgency or record.urgency
-            )
+        briefing = record.briefing.model_copy(update=changes)
+        await store.update_briefing(
+            connection, record.offer_id, briefing, update.urgency or record.urgency
+        )
 
     async def follow_up_assigned(self, connection: Connection, event: Envelope[Any]) -> None:
         """A follow-up attempt was given to a coach: a reminder to each of their first SMS,

@@ -17,7 +17,7 @@ from handoff_notify.domain.offer import CoachOffer, OfferState
 from handoff_notify.domain.reply_codes import REUSE_AFTER, choose_code
 from handoff_notify.domain.throttle import RecentSends
 from handoff_platform.database import Connection, migrate_database
-from handoff_schemas.events import ContactPoint, OfferBriefing, OfferMade
+from handoff_schemas.events import ContactPoint, OfferBriefing, OfferMade, ReferralUpdated
 from handoff_schemas.vocabulary import (
     Channel,
     CoachResponse,
@@ -140,6 +140,41 @@ async def update_briefing(
         briefing.model_dump_json(),
         urgency.value,
     )
+
+
+async def lock_referral(connection: Connection, referral_id: UUID) -> None:
+    """Hold the referral's lock to the end of the transaction. An offer being saved and an
+    ED change being applied both take it first, so whichever commits second sees the other
+    (without it, each could miss the other's uncommitted row and the page keep the old bed)."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"notify-referral:{referral_id}"
+    )
+
+
+async def remember_update(connection: Connection, update: ReferralUpdated) -> ReferralUpdated:
+    """Merge the ED's change into those heard before for its referral, in the order heard
+    (the referral's partition order, which is the referral service's): a field it carries
+    replaces the older value. Returns the merge."""
+    merged = await connection.fetchval(
+        f"""INSERT INTO {SCHEMA}.referral_updates AS known (referral_id, changes, updated_at)
+            VALUES ($1, $2::jsonb, $3)
+            ON CONFLICT (referral_id) DO UPDATE
+                SET changes = known.changes || EXCLUDED.changes,
+                    updated_at = greatest(known.updated_at, EXCLUDED.updated_at)
+            RETURNING changes""",
+        update.referral_id,
+        update.model_dump_json(exclude_none=True),
+        update.updated_at,
+    )
+    return ReferralUpdated.model_validate_json(merged)
+
+
+async def referral_update(connection: Connection, referral_id: UUID) -> ReferralUpdated | None:
+    """The ED's changes to the referral so far, merged (`remember_update`), if any."""
+    merged = await connection.fetchval(
+        f"SELECT changes FROM {SCHEMA}.referral_updates WHERE referral_id = $1", referral_id
+    )
+    return None if merged is None else ReferralUpdated.model_validate_json(merged)
 
 
 async def remember_cancelled(connection: Connection, referral_id: UUID, at: datetime) -> None:
