@@ -94,6 +94,17 @@ if [[ -z "${FOLLOW_UP_KEYS:-}" ]]; then
 fi
 export FOLLOW_UP_KEYS
 # Notify takes SMS replies (POST /v1/twilio/sms) only when it can check their signature.
+# A token given is kept with the secrets, so the printed resume command needs no secret
+# on its line and a resumed demo still takes the replies it took.
+if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
+  mkdir -p "$DEV_DIR"
+  (umask 077; { sed '/^TWILIO_AUTH_TOKEN=/d' "$SECRETS_FILE" 2>/dev/null || true
+    echo "TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN"; } >"$SECRETS_FILE.new")
+  mv "$SECRETS_FILE.new" "$SECRETS_FILE"
+elif [[ -s "$SECRETS_FILE" ]] && grep -q '^TWILIO_AUTH_TOKEN=' "$SECRETS_FILE"; then
+  TWILIO_AUTH_TOKEN="$(sed -n 's/^TWILIO_AUTH_TOKEN=//p' "$SECRETS_FILE")"
+  export TWILIO_AUTH_TOKEN
+fi
 if [[ -n "${TWILIO_AUTH_TOKEN:-}" ]]; then
   SMS_REPLIES="on: http://127.0.0.1:$NOTIFY_PORT/v1/twilio/sms, signed with TWILIO_AUTH_TOKEN"
 else
