@@ -464,3 +464,5 @@ async def test_a_supervisor_who_texted_off_is_not_paged_and_not_waited_for(
 
     events = await dispatched.until(2, "the referral to go unassigned")
     assert _kinds(events) == ["OfferMade", "ReferralUnassigned"], "not offered to the boss"
+    # Every supervisor of the site is off: she is told all the same, or nobody would be.
+    assert [c.destination for c in events[1].supervisor_contacts] == [boss_phone]

@@ -20,6 +20,7 @@ from handoff_matching.domain.eligibility import (
     Coach,
     Ineligible,
     SiteProfile,
+    supervisors_told,
     why_ineligible,
 )
 from handoff_schemas.events import OfferMade, ReferralUnassigned, ReferralWaiting
@@ -239,3 +240,13 @@ def test_a_spent_phone_freed_again_is_asked_again_whatever_it_failed_before() ->
     d.not_contacted(again.offer_id, NOW + timedelta(seconds=62), spent)  # slot taken first
     freed = rungs_reachable_again([ANA, BEN], set(), {ANA: NOW + timedelta(seconds=120)})
     assert offered(d.retry(NOW + timedelta(seconds=121), freed)) == [ANA]
+
+
+def test_a_supervisor_who_texted_off_is_not_told_of_an_unassigned_referral_unless_all_did() -> None:
+    """fresh33c: a supervisor who texted OFF was still texted every unassigned referral. If
+    every supervisor of the site is off, all are told: somebody must hear of it."""
+    rita, paul = uuid.uuid4(), uuid.uuid4()
+    assert supervisors_told([rita, paul], {rita}) == [paul]
+    assert supervisors_told([rita, paul], set()) == [rita, paul]
+    assert supervisors_told([rita, paul], {rita, paul}) == [rita, paul]
+    assert supervisors_told([], set()) == []

@@ -41,7 +41,13 @@ from handoff_matching.domain.dispatch import (
     TellSupervisors,
     TimerKind,
 )
-from handoff_matching.domain.eligibility import Coach, Ineligible, SiteProfile, why_ineligible
+from handoff_matching.domain.eligibility import (
+    Coach,
+    Ineligible,
+    SiteProfile,
+    supervisors_told,
+    why_ineligible,
+)
 from handoff_matching.domain.follow_ups import (
     FOLLOW_UP_RETRY,
     FollowUpFacts,
@@ -725,7 +731,9 @@ class MatchingService:
                     # reached since) goes out with no contacts, so notify tells nobody.
                     effect = effect.model_copy(
                         update={
-                            "supervisor_contacts": await _supervisor_contacts(connection, dispatch)
+                            "supervisor_contacts": await _supervisor_contacts(
+                                connection, dispatch, self.clock()
+                            )
                         }
                     )
                 events.append(
@@ -750,14 +758,16 @@ class MatchingService:
 
 
 async def _supervisor_contacts(
-    connection: Connection, dispatch: Dispatch
+    connection: Connection, dispatch: Dispatch, now: datetime
 ) -> tuple[ContactPoint, ...]:
     """Where the site's supervisors are told a referral is unassigned: each one's first
-    contact method (staff data from the roster), as many as the event carries."""
+    contact method (staff data from the roster), as many as the event carries; those with
+    an OFF in force at `now` (UTC) are left out unless all are (`supervisors_told`)."""
     _, _, supervisors = await dispatch_store.site_settings(connection, dispatch.facts.site_id)
+    off = await schedule_store.off_now(connection, supervisors, now) if supervisors else set()
     firsts = [
         contacts[0]
-        for supervisor in supervisors
+        for supervisor in supervisors_told(supervisors, off)
         if (contacts := await roster_store.contact_points(connection, supervisor))
     ]
     return tuple(firsts[:MAX_SUPERVISOR_CONTACTS])

@@ -1,5 +1,6 @@
 """Who may be offered a referral: the hard rules, each with the reason it excludes."""
 
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -95,3 +96,12 @@ def speaks(coach: Coach, language: str) -> bool:
     """Same primary language ("es" matches "es-US"), case-insensitively."""
     wanted = language.split("-")[0].lower()
     return any(tag.split("-")[0].lower() == wanted for tag in coach.languages)
+
+
+def supervisors_told(supervisors: Sequence[UUID], off: Set[UUID]) -> list[UUID]:
+    """Which of a site's supervisors (its escalation list, in order) are texted that a
+    referral is unassigned, given those with an OFF of their own in force (`off`): all but
+    those, unless every one is off, when all are told; a referral nobody hears of is worse
+    than a text to a supervisor who asked for none (fresh33c)."""
+    told = [s for s in supervisors if s not in off]
+    return told or list(supervisors)
