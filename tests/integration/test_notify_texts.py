@@ -326,6 +326,8 @@ async def test_one_yes_for_two_requests_is_answered_one_a_text_and_changes_nothi
     second, _ = await paged(notify, phone)
     answer = await reply(notify, phone, "1B 1C")
     assert answer == "Handoff: one request a text, please. Nothing was changed. Reply 1B, then 1C."
+    mixed = await reply(notify, phone, "1B2C")  # fresh33c: a yes and a no, no space
+    assert mixed == "Handoff: one request a text, please. Nothing was changed. Reply 1B, then 2C."
     events = await notify.page_events(first.offer_id) + await notify.page_events(second.offer_id)
     assert not [e for e in events if isinstance(e, CoachResponded)]
     taken = await reply(notify, phone, "1B")

@@ -140,7 +140,6 @@ NOT_UNDERSTOOD = [
     "call me",
     "who is this",
     "b",  # a code with no answer
-    "1B 2C",  # a yes and a no, for two requests
     "1x",  # X is no code
     "3",
 ]
@@ -168,13 +167,35 @@ def test_an_unclear_reply_keeps_the_code_it_named() -> None:
 
 def test_one_answer_naming_several_requests_is_asked_about_one_a_text() -> None:
     """fresh33: "1E 1F" got the help text, as if the coach had written nonsense."""
-    assert parse_reply("1E 1F") == SeveralCodes(("E", "F"), ACCEPT)
-    assert parse_reply("yes b c") == SeveralCodes(("B", "C"), ACCEPT)
-    assert parse_reply("2F, 2E") == SeveralCodes(("F", "E"), DECLINE)
+    assert parse_reply("1E 1F") == SeveralCodes((("E", ACCEPT), ("F", ACCEPT)))
+    assert parse_reply("yes b c") == SeveralCodes((("B", ACCEPT), ("C", ACCEPT)))
+    assert parse_reply("2F, 2E") == SeveralCodes((("F", DECLINE), ("E", DECLINE)))
     assert parse_reply("1E 1E") == Answer(ACCEPT, "E")  # the same request twice is one
-    assert content.one_request_a_text(("E", "F"), accept=True) == (
+    assert content.one_request_a_text((("E", ACCEPT), ("F", ACCEPT))) == (
         "Handoff: one request a text, please. Nothing was changed. Reply 1E, then 1F."
     )
+
+
+@pytest.mark.parametrize("body", ["1S 2R", "1S2R", "1S and 2R", "yes S no R", "S1 R2", "1s, 2r"])
+def test_a_different_answer_to_each_of_several_requests_is_asked_one_a_text(body: str) -> None:
+    """fresh33c: "1S 2R" (yes to S, no to R) and "1S1R" got the help text."""
+    reading = parse_reply(body)
+    assert reading == SeveralCodes((("S", ACCEPT), ("R", DECLINE)))
+    assert content.one_request_a_text(reading.answers) == (
+        "Handoff: one request a text, please. Nothing was changed. Reply 1S, then 2R."
+    )
+
+
+@pytest.mark.parametrize("body", ["1S 1R", "1S1R", "1S and 1R"])
+def test_the_same_answer_to_several_requests_written_together_is_asked_one_a_text(
+    body: str,
+) -> None:
+    assert parse_reply(body) == SeveralCodes((("S", ACCEPT), ("R", ACCEPT)))
+
+
+@pytest.mark.parametrize("body", ["1S 2R 1", "1S 2S", "yes S R no", "not ok S 1R", "1S no"])
+def test_several_codes_whose_answers_cannot_be_paired_are_not_guessed(body: str) -> None:
+    assert not isinstance(parse_reply(body), SeveralCodes | Answer)
 
 
 @pytest.mark.parametrize("body", NOT_UNDERSTOOD)
@@ -366,7 +387,10 @@ def test_two_letter_codes_are_easy_to_type_and_never_a_word_a_reply_holds() -> N
         ("1 be there", Answer(ACCEPT)),
         ("1BE", NotUnderstood()),
         ("ok1", NotUnderstood()),
-        ("1 B C", SeveralCodes(("B", "C"), CoachResponse.ACCEPTED)),  # one a text, please
+        (
+            "1 B C",
+            SeveralCodes((("B", CoachResponse.ACCEPTED), ("C", CoachResponse.ACCEPTED))),
+        ),  # one a text, please
     ],
 )
 def test_two_letter_codes_read_in_either_order(typed: str, expected: object) -> None:

@@ -46,6 +46,20 @@ def test_a_reading_round_trips_through_json_without_the_text(typed: str) -> None
     assert "patient" not in line.lower()  # free text a coach typed is never kept
 
 
+def test_a_reply_naming_several_codes_kept_before_each_had_its_own_answer_still_reads() -> None:
+    """A spool written by the previous release ("several": codes and one answer) is
+    replayed by this one after an upgrade; losing the coach's reply is not an option."""
+    several = '{"kind": "several", "codes": ["B", "C"], "response": "declined"}'
+    line = (
+        f'{{"phone": "+14105550100", "reading": {{"usual": {several}, "if_opted_out": '
+        f'{several}}}, "received_at": "2026-12-02T05:34:57+00:00"}}'
+    )
+    declined = CoachResponse.DECLINED
+    assert SpooledReply.from_line(line).reading.usual == SeveralCodes(
+        (("B", declined), ("C", declined))
+    )
+
+
 def test_a_bare_yes_is_read_both_ways_for_the_senders_standing() -> None:
     reading = read_reply("yes")
     assert reading.for_standing(opted_out=False) == Answer(CoachResponse.ACCEPTED)

@@ -1259,8 +1259,7 @@ class NotifyService:
                 codes = codes or [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
                 return _read("unclear", content.unclear(codes))
             if isinstance(reply, SeveralCodes):
-                accept = reply.response is CoachResponse.ACCEPTED
-                return _read("several_codes", content.one_request_a_text(reply.codes, accept))
+                return _read("several_codes", content.one_request_a_text(reply.answers))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
             return await self._sms_answer(connection, reply, offers, now, phone)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from handoff_notify.domain.offer import OfferState
 from handoff_notify.domain.replies import CODES
 from handoff_platform.sms_text import gsm7
-from handoff_schemas.vocabulary import UnassignedReason, Urgency, WithdrawReason
+from handoff_schemas.vocabulary import CoachResponse, UnassignedReason, Urgency, WithdrawReason
 
 SMS_SEGMENT = 160  # GSM-7 characters in one SMS segment
 _MIN_SITE = 6  # below this a shortened site name no longer tells EDs apart
@@ -358,11 +358,13 @@ def unclear(codes: Sequence[str]) -> str:
     )
 
 
-def one_request_a_text(codes: Sequence[str], accept: bool) -> str:
-    """The answer to a yes or a no naming several requests at once ("1E 1F"): nothing was
-    changed; the same answer, one request a text. `codes` as the coach wrote them."""
-    digit = "1" if accept else "2"
-    replies = ", then ".join(f"{digit}{code}" for code in codes)
+def one_request_a_text(answers: Sequence[tuple[str, CoachResponse]]) -> str:
+    """The answer to answers naming several requests at once ("1E 1F", "1S 2R"): nothing
+    was changed; the same answers, one request a text. `answers`: (code, answer) as the
+    coach wrote them."""
+    replies = ", then ".join(
+        f"{'1' if response is CoachResponse.ACCEPTED else '2'}{code}" for code, response in answers
+    )
     return f"Handoff: one request a text, please. Nothing was changed. Reply {replies}."
 
 

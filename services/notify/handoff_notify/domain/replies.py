@@ -76,13 +76,16 @@ class OffUntil:
 
 @dataclass(frozen=True)
 class SeveralCodes:
-    """A yes or a no naming two or more requests at once ("1E 1F"): nothing is changed and
-    the coach is asked to answer one request a text, since which of them a single yes can
-    take (capacity, a request taken meanwhile) is not theirs to guess. `codes` upper case,
-    in the order written; `response` the answer they gave all of them."""
+    """Answers naming two or more requests at once ("1E 1F", "1S 2R"): nothing is changed
+    and the coach is asked to answer one request a text, since which of them a single yes
+    can take (capacity, a request taken meanwhile) is not theirs to guess. `answers`: each
+    code (upper case) with the answer given it, in the order written."""
 
-    codes: tuple[str, ...]
-    response: CoachResponse
+    answers: tuple[tuple[str, CoachResponse], ...]
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(code for code, _ in self.answers)
 
 
 Reply = Answer | Keyword | NotUnderstood | Unclear | OffUntil | SeveralCodes
@@ -188,6 +191,7 @@ _WORDS: dict[str, str] = {
             "today",
             "tonight",
             "right",
+            "and",
         ),
         _FILLER,
     ),
@@ -206,6 +210,15 @@ _EMOJI_ANSWERS = {
 _APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\u2032\u0060\u00b4", "'"))
 _NOT_A_WORD = re.compile(r"[^0-9a-z]+")
 _CODED = re.compile(r"^(?:([12])([a-z]{1,2})|([a-z]{1,2})([12]))$")
+_RUN_OF_CODES = re.compile(r"^(?:[12][a-z]{1,2}){2,}$")
+
+
+def _run_of_codes(token: str) -> list[str]:
+    """ "1s1r" (answers written without a space) as ["1s", "1r"]; any other token as is."""
+    if _RUN_OF_CODES.match(token) is None:
+        return [token]
+    return re.findall(r"[12][a-z]{1,2}", token)
+
 
 # Every reply code in the order a phone is given them: the 17 letters, then pairs of
 # them (287 once the pairs that are words are left out), so a phone gets 304 offers in
@@ -230,7 +243,8 @@ def words(body: str) -> list[str]:
     for emoji, word in _EMOJI_ANSWERS.items():
         text = text.replace(emoji, word)
     tokens: list[str] = []
-    for token in _NOT_A_WORD.sub(" ", text.replace("'", "")).split():
+    pieces = _NOT_A_WORD.sub(" ", text.replace("'", "")).split()
+    for token in (p for piece in pieces for p in _run_of_codes(piece)):
         coded = _CODED.match(token)
         letters = "" if coded is None else coded[2] or coded[3]
         if coded is None or (len(letters) == 2 and letters.upper() not in _CODE_SET):
@@ -333,29 +347,36 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
         return availability
     codes: list[str] = []
     kinds: list[str] = []
+    said: list[str] = []  # the answer words and codes, in the order written
     index = 0
     while index < len(tokens):
         for phrase, kind in _PHRASES:
             if tuple(tokens[index : index + len(phrase)]) == phrase:
                 kinds.append(kind)
+                said.append(kind)
                 index += len(phrase)
                 break
         else:
             token = tokens[index]
             index += 1
             if token.upper() in _CODE_SET:
+                said.append(token.upper())
                 if token.upper() not in codes:
                     codes.append(token.upper())
             elif token in _WORDS:
                 if _WORDS[token] != _FILLER:
                     kinds.append(_WORDS[token])
+                    said.append(_WORDS[token])
             else:
                 return NotUnderstood()
     if not kinds:
         return NotUnderstood()
     response = _response(kinds)
     if len(codes) > 1:
-        return NotUnderstood() if response is None else SeveralCodes(tuple(codes), response)
+        if response is not None:
+            return SeveralCodes(tuple((code, response) for code in codes))
+        paired = _paired(said)
+        return NotUnderstood() if paired is None else SeveralCodes(paired)
     code = codes[0] if codes else None
     if response is None:
         return Unclear(code)
@@ -377,6 +398,31 @@ def _keyword(word: str, opted_out: bool) -> Keyword | None:
     if word in _HELP:
         return Keyword.HELP
     return None
+
+
+_PLAIN_ANSWERS = {
+    _ACCEPT: CoachResponse.ACCEPTED,
+    _DECLINE: CoachResponse.DECLINED,
+    _BARE_NO: CoachResponse.DECLINED,  # "no R": the no is about R, the code it stands by
+}
+
+
+def _paired(said: list[str]) -> tuple[tuple[str, CoachResponse], ...] | None:
+    """Different answers to several codes, each written against its own ("1S 2R", "yes S
+    no R", "S1 R2"): the pairs, or None when any answer or code stands alone, a code comes
+    twice, or an answer is more than a plain yes or no."""
+    answers, codes = said[0::2], said[1::2]
+    if said and said[0] not in _PLAIN_ANSWERS:
+        codes, answers = answers, codes
+    if len(answers) != len(codes) or len(set(codes)) != len(codes):
+        return None
+    if not all(answer in _PLAIN_ANSWERS for answer in answers):
+        return None
+    if not all(code in _CODE_SET for code in codes):
+        return None
+    return tuple(
+        (code, _PLAIN_ANSWERS[answer]) for code, answer in zip(codes, answers, strict=True)
+    )
 
 
 def _response(kinds: list[str]) -> CoachResponse | None:
@@ -446,7 +492,7 @@ def _reply_json(reply: Reply) -> dict[str, object]:
     if isinstance(reply, OffUntil):
         return {"kind": "off_until", "hour": reply.hour, "minute": reply.minute}
     if isinstance(reply, SeveralCodes):
-        return {"kind": "several", "codes": list(reply.codes), "response": reply.response.value}
+        return {"kind": "several", "answers": [[c, r.value] for c, r in reply.answers]}
     return {"kind": "not_understood"}
 
 
@@ -455,6 +501,12 @@ def _code(value: object) -> str | None:
         return None
     if not isinstance(value, str) or value not in _CODE_SET:
         raise ValueError("not a reply code")
+    return value
+
+
+def _listed(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise ValueError("a list was expected")
     return value
 
 
@@ -469,11 +521,14 @@ def _reply_from_json(data: dict[str, object]) -> Reply:
     if kind == "not_understood":
         return NotUnderstood()
     if kind == "several":
-        codes = data["codes"]
-        if not isinstance(codes, list) or len(codes) < 2:
-            raise ValueError("several codes are two or more")
-        named = tuple(code for code in (_code(c) for c in codes) if code is not None)
-        return SeveralCodes(named, CoachResponse(str(data["response"])))
+        if "answers" not in data:  # kept before 2026-12-03: one answer for every code
+            data = {"answers": [[c, data["response"]] for c in _listed(data["codes"])]}
+        answers = [_listed(pair) for pair in _listed(data["answers"])]
+        if len(answers) < 2 or any(len(pair) != 2 for pair in answers):
+            raise ValueError("several codes are two or more, each with an answer")
+        return SeveralCodes(
+            tuple((str(_code(code)), CoachResponse(str(response))) for code, response in answers)
+        )
     if kind == "off_until":
         hour, minute = data["hour"], data["minute"]
         if not isinstance(hour, int) or not isinstance(minute, int):
