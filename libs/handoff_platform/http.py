@@ -236,10 +236,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         whole_body = any(tuple(item["loc"]) == ("body",) for item in error.errors())
-        if whole_body and media_type and not media_type.endswith(("/json", "+json")):
-            # FastAPI reads a JSON body sent as text/plain as a string, and pydantic then says
-            # "Input should be a valid dictionary" of a valid body (fresh33b).
-            message = f"send the body as application/json, not {media_type}"
+        # FastAPI parses a body as JSON only under application/json or application/*+json;
+        # sent as text/plain, text/json or with no type it is read as a string or bytes,
+        # and pydantic says "Input should be a valid dictionary" of a valid body (fresh33b,
+        # fresh33c).
+        parsed_as_json = media_type == "application/json" or (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        )
+        if whole_body and not parsed_as_json:
+            given = f"not {media_type}" if media_type else "with its Content-Type header"
+            message = f"send the body as application/json, {given}"
             fields = [{"field": "body", "code": "unsupported_media_type", "message": message}]
             return JSONResponse(
                 error_body("unsupported_media_type", message, fields), status_code=415

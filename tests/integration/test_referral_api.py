@@ -241,6 +241,17 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
     assert as_text.json()["error"]["message"] == (
         "send the body as application/json, not text/plain"
     )
+    for headers, told in (  # fresh33c: both were a 422 "Input should be a valid dictionary"
+        ({"content-type": "text/json"}, "not text/json"),
+        ({}, "with its Content-Type header"),
+    ):
+        untyped = await ed.client.post(
+            "/v1/referrals",
+            content=json.dumps(referral_body(_external_id())).encode(),
+            headers=headers,
+        )
+        assert untyped.status_code == 415
+        assert untyped.json()["error"]["message"] == f"send the body as application/json, {told}"
 
 
 async def test_a_body_over_64_kib_is_413(hospital: HospitalFactory) -> None:
