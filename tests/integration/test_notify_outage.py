@@ -18,7 +18,6 @@ from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
 from handoff_schemas.events import (
     ContactMethodReachabilityChanged,
-    OfferWithdrawn,
     PageFailed,
     PageSent,
     ReferralUnassigned,
@@ -39,6 +38,7 @@ from tests.support.notify import (
     link_in,
     notify_harness,
     sms,
+    withdraw,
 )
 from tests.support.waiting import eventually
 
@@ -305,17 +305,7 @@ async def test_the_cancel_of_a_referral_the_coach_holds_reaches_a_phone_with_a_b
     await notify.sms(phone)
     held = await notify.offer(sms(phone))
     [_, held_page] = await notify.sms(phone, count=2)
-    await send(
-        notify.broker,
-        OfferWithdrawn(
-            referral_id=passed_on.referral_id,
-            offer_id=passed_on.offer_id,
-            coach_id=passed_on.coach_id,
-            reason=WithdrawReason.AT_CAPACITY,
-            withdrawn_at=datetime.now(UTC),
-        ),
-        source="/handoff/matching",
-    )
+    await withdraw(notify, passed_on, WithdrawReason.AT_CAPACITY)
     await notify.sms(phone, count=3)  # the passed-on notice: the quarter hour's first
     async with httpx.AsyncClient() as client:
         tapped = await client.post(link_in(held_page), data={"answer": "accepted"})

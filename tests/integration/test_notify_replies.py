@@ -27,7 +27,6 @@ from handoff_schemas.events import (
     CoachPhonesChanged,
     CoachResponded,
     OfferMade,
-    OfferWithdrawn,
     PageFailed,
     PageSent,
     ReferralCancelled,
@@ -55,6 +54,7 @@ from tests.support.notify import (
     notify_harness,
     sms,
     voice,
+    withdraw,
 )
 from tests.support.waiting import eventually
 
@@ -102,17 +102,6 @@ async def answers(notify: NotifyHarness, offer_id: UUID) -> list[tuple[CoachResp
 async def responded(notify: NotifyHarness, offer_id: UUID, at_least: int = 2) -> list[Any]:
     events = await notify.page_events(offer_id, at_least=at_least)
     return [(e.response, e.via) for e in events if isinstance(e, CoachResponded)]
-
-
-async def withdraw(notify: NotifyHarness, offer: OfferMade, reason: WithdrawReason) -> None:
-    withdrawn = OfferWithdrawn(
-        referral_id=offer.referral_id,
-        offer_id=offer.offer_id,
-        coach_id=offer.coach_id,
-        reason=reason,
-        withdrawn_at=datetime.now(UTC),
-    )
-    await send(notify.broker, withdrawn, source="/handoff/matching")
 
 
 async def admin(notify: NotifyHarness, state: str | None, token: str = ADMIN_TOKEN) -> Any:

@@ -24,7 +24,6 @@ from handoff_schemas.events import (
     CoachAssigned,
     CoachResponded,
     OfferMade,
-    OfferWithdrawn,
     PageFailed,
     ReferralUnassigned,
     ReferralUpdated,
@@ -49,6 +48,7 @@ from tests.support.notify import (
     link_in,
     notify_harness,
     sms,
+    withdraw,
 )
 from tests.support.waiting import eventually
 
@@ -82,17 +82,6 @@ async def paged(notify: NotifyHarness, phone: str, **options: Any) -> tuple[Offe
     body = (await notify.sms(phone, count=count))[-1]
     await notify.page_events(offer.offer_id)
     return offer, body
-
-
-async def withdraw(notify: NotifyHarness, offer: OfferMade, reason: WithdrawReason) -> None:
-    withdrawn = OfferWithdrawn(
-        referral_id=offer.referral_id,
-        offer_id=offer.offer_id,
-        coach_id=offer.coach_id,
-        reason=reason,
-        withdrawn_at=datetime.now(UTC),
-    )
-    await send(notify.broker, withdrawn, source="/handoff/matching")
 
 
 @pytest.mark.parametrize("sms_outcome", ["queued", "delivered"])

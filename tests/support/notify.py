@@ -24,8 +24,14 @@ from handoff_devenv.service_process import ServiceProcess, start_service
 from handoff_platform.kafka import ensure_topics, make_broker
 from handoff_schemas import Topic
 from handoff_schemas.catalog import decode_event
-from handoff_schemas.events import CoachAssigned, ContactPoint, OfferMade, ReferralCancelled
-from handoff_schemas.vocabulary import CancelReason, Channel, Tier, Urgency
+from handoff_schemas.events import (
+    CoachAssigned,
+    ContactPoint,
+    OfferMade,
+    OfferWithdrawn,
+    ReferralCancelled,
+)
+from handoff_schemas.vocabulary import CancelReason, Channel, Tier, Urgency, WithdrawReason
 from tests.integration.conftest import create_database
 from tests.support.events import BRIEFING
 from tests.support.fake_twilio import (
@@ -285,6 +291,18 @@ def cancelled(offer: OfferMade) -> ReferralCancelled:
         reason=CancelReason.PATIENT_LEFT,
         cancelled_at=datetime.now(UTC),
     )
+
+
+async def withdraw(notify: NotifyHarness, offer: OfferMade, reason: WithdrawReason) -> None:
+    """Matching's withdrawal of `offer`, now, for `reason`."""
+    withdrawn = OfferWithdrawn(
+        referral_id=offer.referral_id,
+        offer_id=offer.offer_id,
+        coach_id=offer.coach_id,
+        reason=reason,
+        withdrawn_at=datetime.now(UTC),
+    )
+    await send(notify.broker, withdrawn, source="/handoff/matching")
 
 
 def link_in(body: str) -> str:
