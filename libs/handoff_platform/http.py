@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import json
 import logging
 import re
 import signal
@@ -25,8 +26,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Annotated, Any
 
+import asyncpg
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, params
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
@@ -42,6 +44,7 @@ from handoff_platform.logs import correlation_id_var
 from handoff_platform.supervision import beat
 from handoff_platform.tracing import span
 from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_database_error
+from handoff_schemas.vocabulary import SITE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,15 @@ class ApiError(Exception):
         self.message = message
         self.field = field
         self.headers = dict(headers or {})
+
+
+SitePath = Annotated[str, Path(pattern=SITE_ID_PATTERN, description="The site's stable slug.")]
+"""A site id in a path: anything but a slug is a 422 naming `site_id`, never a query that
+fails in PostgreSQL (a NUL byte) or a scan for a 10 kB id."""
+SiteQuery = Annotated[
+    str | None, Query(pattern=SITE_ID_PATTERN, description="One site only (its slug).")
+]
+"""An optional site id in a query string, checked as `SitePath`."""
 
 
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -129,12 +141,14 @@ def service_app(
     max_body_bytes: int | None = None,
     liveness_checks: Mapping[str, ReadinessCheck] | None = None,
     too_large_by_prefix: Mapping[str, Callable[[int], Response]] | None = None,
+    duplicate_key_by_prefix: Mapping[str, Callable[[str], Response]] | None = None,
     **options: Any,
 ) -> FastAPI:
     """A FastAPI app with the operations routes, JSON errors and `RequestContext`.
 
     `too_large_by_prefix` maps a path prefix to the 413 answered under it (given
-    `max_body_bytes`), for an API mounted there with its own error shape (FHIR).
+    `max_body_bytes`), for an API mounted there with its own error shape (FHIR), and
+    `duplicate_key_by_prefix` the 422 for a JSON body holding a key twice (`DuplicateKeys`).
 
     /readyz is 503 unless every readiness check passes; /healthz is 503 unless every
     liveness check (e.g. no background loop dead or stuck) passes.
@@ -152,7 +166,8 @@ def service_app(
     )
     app.include_router(operations_router(readiness_checks, liveness_checks or {}))
     install_error_handlers(app)
-    if max_body_bytes is not None:
+    app.add_middleware(DuplicateKeys, by_prefix=duplicate_key_by_prefix or {})
+    if max_body_bytes is not None:  # outside DuplicateKeys: it bounds what that reads
         app.add_middleware(
             BodySizeLimit, max_bytes=max_body_bytes, by_prefix=too_large_by_prefix or {}
         )
@@ -270,6 +285,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(code, str(error.detail)), status_code=error.status_code, headers=headers
         )
+
+    @app.exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError)
+    async def unstorable_text(request: Request, error: Exception) -> JSONResponse:
+        # A NUL byte that no field's own rule refused (each should): the client's error,
+        # never a 500, though the field cannot be named here (fresh34b).
+        route = request.scope.get("route")
+        log.warning(
+            "a NUL byte reached PostgreSQL; refused 422",
+            extra={"route": getattr(route, "path", None)},
+        )
+        message = "a value holds a NUL byte (\\u0000), which cannot be stored"
+        return JSONResponse(error_body("invalid_character", message), status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
@@ -398,6 +425,100 @@ class BodySizeLimit:
             )
         )
         await response({"type": "http"}, _no_receive, send)
+
+
+class DuplicateKeys:
+    """Answers 422 naming the key when a JSON request body has an object holding a key
+    twice. RFC 8259 section 4 leaves such a body's meaning to the parser, and Python's
+    keeps the last: `"consent": "declined", "consent": "obtained"` was read as obtained,
+    and a second `external_id` replaced the idempotency key (fresh34b). The JSON error
+    shape, or under a path prefix of `by_prefix` the response it builds from the key.
+    Only bodies sent as JSON are read; one that does not parse is left to the app."""
+
+    def __init__(self, app: ASGIApp, by_prefix: Mapping[str, Callable[[str], Response]]) -> None:
+        self.app = app
+        self.by_prefix = dict(by_prefix)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _sent_as_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # gone, or cut off by BodySizeLimit
+                await self.app(scope, _no_receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        key = duplicate_key(body)
+        if key is not None:
+            await self._refuse(scope, key, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, key: str, send: Send) -> None:
+        path: str = scope.get("path", "")
+        build = next(
+            (build for prefix, build in self.by_prefix.items() if path.startswith(prefix)), None
+        )
+        message = f"the key {key!r} is given twice in one object; give it once"
+        response = (
+            build(key)
+            if build is not None
+            else JSONResponse(
+                error_body(
+                    "duplicate_key",
+                    message,
+                    [{"field": key, "code": "duplicate_key", "message": message}],
+                ),
+                status_code=422,
+            )
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+def _sent_as_json(scope: Scope) -> bool:
+    if scope.get("method") not in ("POST", "PUT", "PATCH"):
+        return False
+    content_type: bytes = dict(scope["headers"]).get(b"content-type", b"")
+    media_type = content_type.split(b";")[0].strip().lower()
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
+
+
+def duplicate_key(body: bytes) -> str | None:
+    """The first key found twice in one object of the JSON `body` (innermost objects
+    first), or None: none, or `body` is no JSON at all."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        if not found:
+            seen: set[str] = set()
+            for name, _ in items:
+                if name in seen:
+                    found.append(name)
+                    break
+                seen.add(name)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except ValueError:  # not JSON, or not UTF-8: the app names where it broke
+        return None
+    return found[0] if found else None
 
 
 async def _no_receive() -> Message:

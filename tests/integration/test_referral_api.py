@@ -252,6 +252,20 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
         )
         assert untyped.status_code == 415
         assert untyped.json()["error"]["message"] == f"send the body as application/json, {told}"
+    # fresh34b: a key given twice was read as its last value, the idempotency key too
+    body = json.dumps(referral_body(_external_id()))
+    said_twice = body.replace('"consent": ', '"consent": "declined", "consent": ', 1)
+    assert said_twice != body
+    twice = await ed.client.post(
+        "/v1/referrals", content=said_twice, headers={"content-type": "application/json"}
+    )
+    assert twice.status_code == 422
+    assert twice.json()["error"]["fields"][0]["field"] == "consent"
+    assert (
+        await ed.client.post(
+            "/v1/referrals", content=body, headers={"content-type": "application/json"}
+        )
+    ).status_code == 201
 
 
 async def test_a_body_over_64_kib_is_413(hospital: HospitalFactory) -> None:

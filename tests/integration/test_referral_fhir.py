@@ -404,6 +404,18 @@ async def test_bad_resources_get_an_operation_outcome_naming_the_element(
     [issue] = response.json()["issue"]
     assert issue["expression"] == ["ServiceRequest.reasonCode[0].coding[0].code"]
 
+    # fresh34b: a property given twice was read as its last value
+    twice = json.dumps(service_request(_external_id())).replace(
+        '"intent": ', '"intent": "plan", "intent": ', 1
+    )
+    response = await client.http.post("/fhir/r4/ServiceRequest", content=twice, headers=FHIR_JSON)
+    assert response.status_code == 400
+    [issue] = response.json()["issue"]
+    assert (issue["code"], issue["diagnostics"]) == (
+        "structure",
+        "the property 'intent' is given twice in one object",
+    )
+
     no_token = await client.http.post(
         "/fhir/r4/ServiceRequest",
         json=service_request(_external_id()),

@@ -22,7 +22,12 @@ from handoff_referral.domain.webhooks import RetryPolicy
 from handoff_referral.entrypoints.admin import build_admin_router
 from handoff_referral.entrypoints.board_admin import build_board_router
 from handoff_referral.entrypoints.consumers import timeline_handlers
-from handoff_referral.entrypoints.fhir_http import PREFIX, fhir_too_large, mount_fhir
+from handoff_referral.entrypoints.fhir_http import (
+    PREFIX,
+    fhir_duplicate_key,
+    fhir_too_large,
+    mount_fhir,
+)
 from handoff_referral.entrypoints.follow_up_admin import build_schedule_router
 from handoff_referral.entrypoints.follow_up_pages import build_follow_up_pages
 from handoff_referral.entrypoints.http import build_router
@@ -130,6 +135,7 @@ def _http_app(
         liveness_checks=pipeline.liveness_checks(),
         max_body_bytes=settings.max_body_bytes,
         too_large_by_prefix={PREFIX: fhir_too_large},
+        duplicate_key_by_prefix={PREFIX: fhir_duplicate_key},
         description="Emergency departments ask for a peer recovery coach and follow the request.",
     )
     app.include_router(build_router(service, follow_ups))

@@ -97,6 +97,12 @@ def fhir_too_large(max_bytes: int) -> Response:
     return _refusal(413, "too-costly", f"the request body is over {max_bytes} bytes")
 
 
+def fhir_duplicate_key(key: str) -> Response:
+    """The 400 OperationOutcome for a body whose object holds `key` twice: malformed, since
+    RFC 8259 section 4 leaves such an object's meaning to whichever parser reads it."""
+    return _refusal(400, "structure", f"the property {key!r} is given twice in one object")
+
+
 def _body_schema(media_type: str, description: str, kind: str = "object") -> dict[str, Any]:
     return {
         "requestBody": {
