@@ -141,9 +141,10 @@ class ResponseVia(StrEnum):
     VOICE_KEYPAD = "voice_keypad"
 
 
-SiteId = Annotated[
-    str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="A site's stable slug.")
-]
+SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
+"""A site's stable slug, in paths and queries as in events: anything else (a NUL byte, a
+10 kB id) is refused naming the field before a query is made."""
+SiteId = Annotated[str, Field(pattern=SITE_ID_PATTERN, description="A site's stable slug.")]
 UsState = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="USPS state code.")]
 
 # fmt: off

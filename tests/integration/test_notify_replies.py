@@ -843,6 +843,14 @@ async def test_the_admin_api_needs_the_token_and_names_a_bad_state(notify: Notif
     assert unauthorised.status_code == 401
     assert bad_state.status_code == 422
     assert "state" in bad_state.text
+    async with httpx.AsyncClient() as client:  # fresh34b: a NUL byte was a 500
+        nul = await client.delete(
+            f"{notify.url}/v1/admin/contact-methods",
+            params={"channel": "sms", "destination": "+1410\x00"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+    assert nul.status_code == 422
+    assert [f["field"] for f in nul.json()["error"]["fields"]] == ["destination"]
 
 
 async def test_no_first_page_leaves_after_the_page_deadline(notify: NotifyHarness) -> None:

@@ -297,6 +297,45 @@ async def test_a_replay_naming_no_site_or_referral_says_so(runtime: ReferralRunt
     assert (answer.status_code, answer.json()["error"]["code"]) == (404, "site_unknown")
 
 
+async def test_bad_input_to_the_admin_api_is_a_422_naming_the_field_never_a_500(
+    runtime: ReferralRuntime,
+) -> None:
+    """fresh34b: a NUL byte in a callback URL, a site id or a replay's site was a 500 from
+    PostgreSQL; "https://[::1/" a 500 from urlsplit; URLs no delivery could ever use (a
+    newline, a space in the host, port 99999) were stored and failed for 24 h."""
+    site, _, _ = await register_site(runtime)
+    async with _client(runtime, ADMIN_TOKEN) as admin:
+        for url in (
+            "https://ehr.example/\u0000",
+            "https://[::1/",
+            "https://ehr.example/a\nb",
+            "https://e hr.example/",
+            "https://ehr.example:99999/",
+        ):
+            answer = await admin.put(f"/v1/admin/sites/{site.site_id}/webhook", json={"url": url})
+            assert answer.status_code == 422, url
+            assert [f["field"] for f in answer.json()["error"]["fields"]] == ["url"]
+        listed = await admin.get("/v1/admin/webhook-deliveries", params={"site_id": "a\u0000b"})
+        assert listed.status_code == 422
+        assert [f["field"] for f in listed.json()["error"]["fields"]] == ["site_id"]
+        for body, field in (
+            ({"site_id": "md-mercy\u0000"}, "site_id"),
+            ({"site_id": site.site_id, "failed_only": "yes"}, "failed_only"),
+            ({"site_id": site.site_id, "since": "2026-12-01T00:00:00"}, "since"),
+        ):
+            replay = await admin.post("/v1/admin/webhook-deliveries/replay", json=body)
+            assert replay.status_code == 422, body
+            assert [f["field"] for f in replay.json()["error"]["fields"]] == [field]
+        twice = await admin.post(
+            "/v1/admin/webhook-deliveries/replay",
+            content=b'{"site_id": "no-such-site", "site_id": "' + site.site_id.encode() + b'"}',
+            headers={"content-type": "application/json"},
+        )
+        assert twice.status_code == 422
+        assert twice.json()["error"]["fields"][0]["field"] == "site_id"
+        assert (await admin.get(f"/v1/admin/sites/{site.site_id}/webhook")).status_code == 404
+
+
 async def test_steps_held_behind_a_failing_one_are_listed_and_a_removed_callback_abandons_them(
     patient_runtime: ReferralRuntime, receiver: StatusReceiver
 ) -> None:

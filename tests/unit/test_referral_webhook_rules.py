@@ -98,6 +98,19 @@ def test_a_delivery_is_failed_once_its_24_hours_have_passed() -> None:
         ("https://user:pw@ehr.example/hook", False, "user name or password"),
         ("https://ehr.example/hook#x", False, "fragment"),
         ("https://ehr.example/" + "a" * 2048, False, "longer than 2048"),
+        # fresh34b: each of these was stored, or was a 500, and could never be delivered
+        ("https://ehr.example/\x00", False, "control or non-ASCII"),
+        ("https://ehr.example/a\nb", False, "control or non-ASCII"),
+        ("https://e hr.example/", False, "control or non-ASCII"),
+        ("https://ehr.example/\u202e", False, "control or non-ASCII"),
+        ("https://[::1/", False, "Invalid IPv6 URL"),
+        ("https://ehr.example:99999/", False, "Port out of range"),
+        ("https://ehr.example:0/", False, "port must be 1-65535"),
+        ("https://-.example/", False, "no DNS name"),
+        ("https://a..b/", False, "no DNS name"),
+        ("https://127.0.0.1:8701/metrics", True, "this machine"),
+        ("https://localhost/hook", True, "this machine"),
+        ("https://169.254.169.254/latest/meta-data", True, "link-local"),
     ],
 )
 def test_unusable_callback_urls_are_refused_saying_why(
@@ -111,3 +124,6 @@ def test_usable_callback_urls_are_kept_as_given() -> None:
     url = "https://ehr.example:8443/handoff/status?source=handoff"
     assert check_callback_url(url, https_only=True) == url
     assert check_callback_url("http://127.0.0.1:9000/hook", https_only=False)
+    assert check_callback_url("https://10.20.0.7:8443/hook", https_only=True)  # a hospital LAN
+    assert check_callback_url("https://[2001:db8::7]/hook", https_only=True)
+    assert check_callback_url("https://mirth_prod.ehr.example/hook", https_only=True)

@@ -10,7 +10,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from handoff_matching.adapters import dispatch_store, roster_store
@@ -28,13 +28,7 @@ from handoff_matching.on_call import OnCall
 from handoff_matching.roster_file import OverrideRow, ScheduleMoment, _pool
 from handoff_matching.service import cover_facts, coverage_gaps_ahead, roster_changed
 from handoff_platform.database import Connection
-from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
-
-# A site id in a path, as the event contract spells it: a NUL byte or a 10 kB id is a 422
-# naming `site_id`, never a query that fails in PostgreSQL.
-SitePath = Annotated[
-    str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The site's stable slug.")
-]
+from handoff_platform.http import ADMIN_ERRORS, ApiError, SitePath, admin_token_required
 
 
 class SiteDispatch(BaseModel):

@@ -17,6 +17,7 @@ from handoff_matching.domain.coverage import cover_changes, not_covering
 from handoff_matching.entrypoints.schedules_api import pool_site, window_ahead
 from handoff_matching.roster_file import PoolName, _pool
 from handoff_matching.service import cover_facts
+from handoff_platform.http import SitePath
 
 
 class SiteOut(BaseModel):
@@ -231,7 +232,7 @@ def add_overview_routes(router: APIRouter, pool: asyncpg.Pool) -> None:
 
     @router.get("/sites/{site_id}/open-dispatches", response_model=list[OpenDispatch])
     async def open_dispatches(
-        site_id: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")],
+        site_id: SitePath,
     ) -> list[OpenDispatch]:
         """The site's referrals not yet settled, with the coaches holding their offers."""
         async with pool.acquire() as connection:

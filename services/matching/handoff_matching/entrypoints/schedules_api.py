@@ -53,12 +53,12 @@ from handoff_matching.roster_file import (
 from handoff_matching.service import cover_facts, out_of_reach, roster_changed
 from handoff_platform.database import Connection
 from handoff_platform.http import ApiError
+from handoff_schemas.vocabulary import SiteId
 
 FEED_DAYS = 60  # how far ahead a calendar feed shows computed shifts
 FEED_LOOKBACK = timedelta(days=31)  # a shift longer than this may change its UID daily
 MAX_ICS_BYTES = 1_048_576
 LayerName = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f]+$")]
-SiteId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]
 Priority = Annotated[int, Field(ge=0, le=100)]  # higher wins
 
 
@@ -149,7 +149,7 @@ class TokenFor(Strict):
     """Exactly one of a coach and a site."""
 
     coach_id: UUID | None = None
-    site_id: Annotated[str | None, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")] = None
+    site_id: SiteId | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "TokenFor":

@@ -74,7 +74,10 @@ def build_admin_router(
     )
     async def clear_contact_method(
         channel: Annotated[Channel, Query()],
-        destination: Annotated[str, Query(min_length=1, max_length=320)],
+        destination: Annotated[
+            # No control character (fresh34b: a NUL byte was a 500 from PostgreSQL).
+            str, Query(min_length=1, max_length=320, pattern=r"^[^\x00-\x1f\x7f]+$")
+        ],
     ) -> Response:
         """Put a method back in good standing, once the roster no longer lists it or the
         coach confirmed it works: pages go to it again and it leaves the gauge."""

@@ -13,7 +13,9 @@ The body is the minimum the hospital needs to follow its request, and no PHI:
 """
 
 import base64
+import ipaddress
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -111,18 +113,62 @@ class BadCallbackUrl(ValueError):
 
 
 def check_callback_url(url: str, https_only: bool) -> str:
-    """The URL to store, or BadCallbackUrl: an absolute http(s) URL with a host, no user
-    info or fragment, at most 2048 characters; https only when `https_only` (production)."""
+    """The URL to store, or BadCallbackUrl: an absolute http(s) URL (RFC 3986) of printable
+    ASCII, with a host that is an IP address or a DNS name of RFC 1123 labels, a port in
+    1-65535 if any, no user info or fragment, at most 2048 characters; https only when
+    `https_only` (production), where this machine and link-local addresses are refused too
+    (a status webhook is the hospital's, never the service's own or a cloud's metadata).
+    A URL that would only fail at delivery is refused now, not after 24 h of retries."""
     if len(url) > 2048:
         raise BadCallbackUrl("the callback URL is longer than 2048 characters")
-    parts = urlsplit(url)
+    if any(not "!" <= character <= "~" for character in url):
+        raise BadCallbackUrl(
+            "the callback URL holds a space, control or non-ASCII character: percent-encode "
+            "it (a host in punycode)"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise BadCallbackUrl(f"the callback URL cannot be read: {error}") from None
     allowed = ("https",) if https_only else ("https", "http")
     if parts.scheme not in allowed:
         raise BadCallbackUrl(f"the callback URL must start with {' or '.join(allowed)}://")
     if not parts.hostname:
         raise BadCallbackUrl("the callback URL has no host")
+    if port == 0:
+        raise BadCallbackUrl("the callback URL's port must be 1-65535")
     if parts.username or parts.password:
         raise BadCallbackUrl("the callback URL must not carry a user name or password")
     if parts.fragment:
         raise BadCallbackUrl("the callback URL must not have a #fragment")
+    address = _ip_address(parts.hostname)
+    if address is None and not _dns_name(parts.hostname):
+        raise BadCallbackUrl(f"the callback URL's host {parts.hostname!r} is no DNS name")
+    if https_only and (
+        parts.hostname == "localhost"
+        or (address is not None and (address.is_loopback or address.is_link_local))
+        or (address is not None and address.is_unspecified)
+    ):
+        raise BadCallbackUrl(
+            "the callback URL must not point at this machine or a link-local address"
+        )
     return url
+
+
+# Underscores too: RFC 1123 has none, but hospitals' internal names do, and resolvers take them.
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def _dns_name(host: str) -> bool:
+    """RFC 1123 section 2.1: dot-separated labels of letters, digits and inner hyphens
+    (and underscores), each 1-63 characters, at most 253 in all (one trailing dot allowed)."""
+    name = host.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_DNS_LABEL.match(label) for label in name.split("."))
+
+
+def _ip_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None

@@ -10,12 +10,13 @@ from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, StrictBool
 
-from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
+from handoff_platform.http import ADMIN_ERRORS, ApiError, SitePath, SiteQuery, admin_token_required
 from handoff_referral import webhook_admin
 from handoff_referral.domain.webhooks import BadCallbackUrl
 from handoff_schemas.envelope import UtcDateTime
+from handoff_schemas.vocabulary import SiteId
 
 
 class CallbackIn(BaseModel):
@@ -63,10 +64,10 @@ class DeliveryOut(BaseModel):
 
 
 class ReplayIn(BaseModel):
-    site_id: str | None = None
+    site_id: SiteId | None = None
     referral_id: UUID | None = None
-    since: UtcDateTime | None = None
-    failed_only: bool = False
+    since: UtcDateTime | None = Field(default=None, description="ISO 8601 with its offset.")
+    failed_only: StrictBool = False
 
 
 class ReplayOut(BaseModel):
@@ -90,7 +91,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
             404: {"description": "No such site."},
         },
     )
-    async def put_callback(site_id: str, body: CallbackIn, response: Response) -> CallbackOut:
+    async def put_callback(site_id: SitePath, body: CallbackIn, response: Response) -> CallbackOut:
         """Set or change the site's callback URL. `201` with the new signing secret when the
         site had none; `200` (secret unchanged, not shown) when only the URL changed."""
         try:
@@ -109,7 +110,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
         response_model=CallbackState,
         responses={404: {"description": "The site has no callback."}},
     )
-    async def get_callback(site_id: str) -> CallbackState:
+    async def get_callback(site_id: SitePath) -> CallbackState:
         """The site's callback (never its secret)."""
         async with pool.acquire() as connection:
             found = await webhook_admin.callbacks(connection, site_id)
@@ -125,7 +126,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
         )
 
     @router.post("/sites/{site_id}/webhook/rotate-secret", response_model=SecretOut)
-    async def rotate(site_id: str) -> SecretOut:
+    async def rotate(site_id: SitePath) -> SecretOut:
         """A new signing secret; the previous one also signs for 24 hours."""
         try:
             async with pool.acquire() as connection:
@@ -135,7 +136,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
         return SecretOut(site_id=site_id, secret=secret, previous_valid_until=until)
 
     @router.delete("/sites/{site_id}/webhook", status_code=204)
-    async def remove(site_id: str) -> Response:
+    async def remove(site_id: SitePath) -> Response:
         """Stop the site's webhooks; steps not yet delivered are abandoned (replayable)."""
         try:
             async with pool.acquire() as connection:
@@ -146,7 +147,7 @@ def build_admin_router(pool: asyncpg.Pool, token: SecretStr | None, https_only: 
 
     @router.get("/webhook-deliveries", response_model=list[DeliveryOut])
     async def list_deliveries(
-        site_id: Annotated[str | None, Query(max_length=64)] = None,
+        site_id: SiteQuery = None,
         referral_id: UUID | None = None,
         failing: Annotated[
             bool,

@@ -7,14 +7,13 @@ the admin API refuses everything.
 """
 
 from datetime import datetime
-from typing import Annotated
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, SecretStr
 
-from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
+from handoff_platform.http import ADMIN_ERRORS, ApiError, SitePath, admin_token_required
 from handoff_referral import SCHEMA
 
 OPEN_STATUSES = ("received", "offered", "waiting", "unassigned", "accepted", "arrived")
@@ -58,7 +57,7 @@ def build_board_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRouter
 
     @router.get("/sites/{site_id}/open-referrals", response_model=list[OpenReferral])
     async def open_referrals(
-        site_id: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")],
+        site_id: SitePath,
     ) -> list[OpenReferral]:
         """The site's referrals not yet completed, cancelled or expired, oldest first."""
         async with pool.acquire() as connection:

@@ -1,17 +1,13 @@
 """The referral service's admin API for a site's follow-up schedule (issue #16): the days
 after a visit each follow-up window opens. Behind `REFERRAL_ADMIN_TOKEN`."""
 
-from typing import Annotated
-
 import asyncpg
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictInt
 
-from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
+from handoff_platform.http import ADMIN_ERRORS, ApiError, SitePath, admin_token_required
 from handoff_referral.adapters import follow_up_store as store
 from handoff_referral.domain.follow_ups import BadInput, check_schedule
-
-SiteIdPath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")]
 
 
 class ScheduleIn(BaseModel):
@@ -40,7 +36,7 @@ def build_schedule_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRou
     )
 
     @router.get("/sites/{site_id}/follow-up-schedule", response_model=ScheduleOut)
-    async def get_schedule(site_id: SiteIdPath) -> ScheduleOut:
+    async def get_schedule(site_id: SitePath) -> ScheduleOut:
         """The site's follow-up days."""
         async with pool.acquire() as connection:
             days = await store.schedule(connection, site_id)
@@ -49,7 +45,7 @@ def build_schedule_router(pool: asyncpg.Pool, token: SecretStr | None) -> APIRou
         return ScheduleOut(site_id=site_id, follow_up_days=list(days))
 
     @router.put("/sites/{site_id}/follow-up-schedule", response_model=ScheduleOut)
-    async def put_schedule(site_id: SiteIdPath, body: ScheduleIn) -> ScheduleOut:
+    async def put_schedule(site_id: SitePath, body: ScheduleIn) -> ScheduleOut:
         """Set the site's follow-up days (visits recorded before keep their tasks)."""
         try:
             days = check_schedule(body.follow_up_days)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
-from handoff_platform.http import ADMIN_ERRORS, ApiError, admin_token_required
+from handoff_platform.http import ADMIN_ERRORS, ApiError, SiteQuery, admin_token_required
 from handoff_reports.domain.figures import MONTH_PATTERN, Month
 from handoff_reports.domain.suppression import report_csv, report_document
 from handoff_reports.reports import monthly_rows
@@ -31,10 +31,6 @@ MonthQuery = Annotated[
 ]
 StateQuery = Annotated[
     str | None, Query(pattern=r"^[A-Z]{2}$", description="One state only (USPS code).")
-]
-SiteQuery = Annotated[
-    str | None,
-    Query(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="One site only (its slug)."),
 ]
 FormatQuery = Annotated[
     str | None,
