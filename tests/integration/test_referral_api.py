@@ -253,9 +253,9 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
         assert untyped.status_code == 415
         assert untyped.json()["error"]["message"] == f"send the body as application/json, {told}"
     # fresh34b: a key given twice was read as its last value, the idempotency key too
-    body = json.dumps(referral_body(_external_id()))
-    said_twice = body.replace('"consent": ', '"consent": "declined", "consent": ', 1)
-    assert said_twice != body
+    once = json.dumps(referral_body(_external_id()))
+    said_twice = once.replace('"consent": ', '"consent": "declined", "consent": ', 1)
+    assert said_twice != once
     twice = await ed.client.post(
         "/v1/referrals", content=said_twice, headers={"content-type": "application/json"}
     )
@@ -263,7 +263,7 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
     assert twice.json()["error"]["fields"][0]["field"] == "consent"
     assert (
         await ed.client.post(
-            "/v1/referrals", content=body, headers={"content-type": "application/json"}
+            "/v1/referrals", content=once, headers={"content-type": "application/json"}
         )
     ).status_code == 201
 

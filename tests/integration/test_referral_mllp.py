@@ -286,6 +286,28 @@ async def test_a_missing_pid_3_is_ae_naming_it(engine: EngineFactory) -> None:
     assert not [value for value in PID_PHI if value in ack.text]
 
 
+async def test_a_nul_byte_is_ae_naming_its_field_and_the_fixed_resend_is_taken(
+    engine: EngineFactory,
+) -> None:
+    """fresh34b: a NUL in ORC-2 was an AR ("resend"), which an engine retries for ever with
+    every later order behind it; one in ORC-7 was taken, the stat order made routine, and
+    the fixed resend refused as a reused control id."""
+    ed = await engine()
+    for field, (control_id, placer, _) in (("ORC^1^2", _ids()), ("ORC^1^7", _ids())):
+        broken = order(ed.facility, control_id, placer, priority="S")
+        broken = (
+            broken.replace(placer.encode(), placer.encode() + b"\x00", 1)
+            if field == "ORC^1^2"
+            else broken.replace(b"^^^^^S|", b"^^^^^S\x00|", 1)
+        )
+        ack = await ed.send(broken)
+        assert (ack.code, ack.segment("ERR")[2]) == ("AE", field)
+        assert await ed.referral_count(placer) == 0
+        fixed = await ed.send(order(ed.facility, control_id, placer, priority="S"))
+        assert fixed.code == "AA"
+        assert await ed.referral_count(placer) == 1
+
+
 async def test_an_unknown_sender_is_rejected_so_the_engine_retries(
     engine: EngineFactory,
 ) -> None:

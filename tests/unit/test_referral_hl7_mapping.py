@@ -319,7 +319,7 @@ def test_two_messages_in_one_frame_are_refused_whole_naming_the_problem() -> Non
     with pytest.raises(SeveralMessages) as raised:
         parse(raw)
     assert "one message per frame" in raised.value.text
-    ack = build_ack(raised.value.first, AckCode.ERROR, raised.value).decode()
+    ack = build_ack(raised.value.header, AckCode.ERROR, raised.value).decode()
     assert ack.split("\r")[1].startswith("MSA|AE|C12|")  # the control id the engine waits on
 
 
@@ -342,7 +342,7 @@ def test_every_way_of_two_messages_in_a_frame_is_refused_whole(raw: bytes) -> No
         parse(raw)
     assert "one message per frame" in raised.value.text
     assert "none of them was taken" in raised.value.text
-    ack = build_ack(raised.value.first, AckCode.ERROR, raised.value).decode()
+    ack = build_ack(raised.value.header, AckCode.ERROR, raised.value).decode()
     assert ack.split("\r")[1].startswith("MSA|AE|C12|")
 
 
@@ -455,3 +455,50 @@ def test_a_version_that_is_no_v2_release_or_an_overlong_control_id_is_refused() 
                 )
             )
         )
+
+
+@pytest.mark.parametrize(
+    ("raw", "location"),
+    [
+        (order(FACILITY, "C40", "ORD\x0040"), "ORC^1^2"),
+        (order(FACILITY, "C4\x001", "ORD-41"), "MSH^1^10"),
+        (order(FACILITY, "C42", "ORD-42", priority="S\x00"), "ORC^1^7"),
+        (order(FACILITY, "C43", "ORD-43", location="ED^1\x072"), "PV1^1^3"),
+    ],
+    ids=["placer", "control-id", "priority", "bell-in-location"],
+)
+def test_a_control_character_in_a_field_is_an_ae_naming_it(raw: bytes, location: str) -> None:
+    """fresh34b: a NUL in ORC-2 or MSH-10 was an AR ("resend", for ever) from PostgreSQL; one
+    in ORC-7 was taken, and the stat order became routine."""
+    with pytest.raises(MessageError) as raised:
+        parse(raw)
+    assert (raised.value.location, raised.value.code) == (location, ErrorCode.DATA_TYPE_ERROR)
+    assert "nothing was taken" in raised.value.text
+    ack = build_ack(raised.value.header, AckCode.ERROR, raised.value).decode()
+    assert not [c for c in ack if c < " " and c != "\r"]
+    msa = ack.split("\r")[1]
+    assert msa.startswith("MSA|AE|C4\\X00\\1|" if location == "MSH^1^10" else "MSA|AE|C4")
+
+
+def test_an_a08_move_to_a_location_with_a_direction_override_is_refused() -> None:
+    """fresh34b: ORM, REST and FHIR refused it; an A08 moved the visit's referrals to it."""
+    error = _error(adt(FACILITY, "C44", "A08", location="ED \u202e4"))
+    assert (error.location, error.code) == ("PV1^1^3", ErrorCode.DATA_TYPE_ERROR)
+
+
+def test_a_message_cut_short_then_a_whole_one_behind_a_start_block_echoes_the_whole_one() -> None:
+    """fresh34b: the ACK echoed "MERCY" as the control id, read from the cut-off header."""
+    raw = order(FACILITY, "C45", "ORD-45")[:40] + b"\x0b" + order(FACILITY, "C46", "ORD-46")
+    with pytest.raises(SeveralMessages) as raised:
+        parse(raw)
+    ack = build_ack(raised.value.header, AckCode.ERROR, raised.value).decode()
+    assert ack.split("\r")[1].startswith("MSA|AE|C46|")
+
+
+@pytest.mark.parametrize(
+    ("priority", "urgency"), [("STAT", Urgency.EMERGENT), ("asap", Urgency.URGENT)]
+)
+def test_a_priority_spelled_out_is_read_as_its_code(priority: str, urgency: Urgency) -> None:
+    intent = _read(order(FACILITY, "C47", "ORD-47", priority=priority))
+    assert isinstance(intent, NewOrder)
+    assert intent.request.urgency is urgency

@@ -131,12 +131,12 @@ class Hl7Intake:
             # Answering only the first would lose the others without a trace. The ACK echoes
             # the first message's control id, which is what the engine waits for.
             outcome = "error"
-            ack = build_ack(error.first or message, AckCode.ERROR, error, ack_id)
+            ack = build_ack(error.header or message, AckCode.ERROR, error, ack_id)
             MLLP_FRAMING_ERRORS.labels("several_messages").inc()
             log.warning("HL7 frame with more than one message refused", extra={"type": kind})
         except MessageError as error:
             outcome = "error"
-            ack = build_ack(message, AckCode.ERROR, error, ack_id)
+            ack = build_ack(message or error.header, AckCode.ERROR, error, ack_id)
             log.info(
                 "HL7 message refused",
                 extra={"site_id": site, "type": kind, "location": error.location},

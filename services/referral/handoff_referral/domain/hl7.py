@@ -30,7 +30,13 @@ from typing import Generic, TypeVar
 import hl7
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from handoff_referral.domain.intake import AgeBand, Patient, ReferralRequest, fit_location
+from handoff_referral.domain.intake import (
+    AgeBand,
+    Patient,
+    ReferralRequest,
+    fit_location,
+    shown_as_sent,
+)
 from handoff_schemas.vocabulary import (
     CancelReason,
     Consent,
@@ -58,7 +64,14 @@ _ISO_639_2 = {
     "rus": "ru", "ara": "ar", "hat": "ht", "tgl": "tl", "pol": "pl", "jpn": "ja",
 }  # fmt: skip
 # HL7 table 0027 priority → urgency: stat is emergent, ASAP and timing critical urgent.
-_PRIORITIES = {"S": Urgency.EMERGENT, "A": Urgency.URGENT, "T": Urgency.URGENT}
+_PRIORITIES = {
+    "S": Urgency.EMERGENT,
+    "A": Urgency.URGENT,
+    "T": Urgency.URGENT,
+    # Spelled out, as engines often send them (fresh34b: STAT became routine).
+    "STAT": Urgency.EMERGENT,
+    "ASAP": Urgency.URGENT,
+}
 
 
 class ErrorCode(StrEnum):
@@ -112,6 +125,7 @@ class MessageError(Exception):
         text: str,
         severity: Severity = Severity.ERROR,
         application_code: str = "",
+        header: hl7.Message | None = None,
     ) -> None:
         super().__init__(f"{location}: {text}")
         self.location = location
@@ -119,6 +133,7 @@ class MessageError(Exception):
         self.text = text
         self.severity = severity
         self.application_code = application_code
+        self.header = header  # raised before the message was parsed: its MSH, for the ACK
 
 
 UNKNOWN_ORDER = MessageError(
@@ -142,12 +157,10 @@ UNKNOWN_VISIT = MessageError(
 
 class SeveralMessages(MessageError):
     """A frame holding more than one message (a second MSH, or an HL7 batch): refused whole,
-    with an AE, rather than answering the first and losing the rest. `first` is the first
-    message's MSH, for the ACK to echo its control id (None when it cannot be read)."""
-
-    def __init__(self, location: str, code: ErrorCode, text: str, first: hl7.Message | None):
-        super().__init__(location, code, text)
-        self.first = first
+    with an AE, rather than answering the first and losing the rest. `header` is the MSH of
+    the first message with a control id, for the ACK to echo (None when none can be read):
+    a message cut short before its MSH-10, then a stray start block, leaves the engine
+    waiting on the next one's ACK."""
 
 
 class Question(BaseModel, Generic[T]):
@@ -253,23 +266,35 @@ def parse(raw: bytes) -> hl7.Message:
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     lines = text.split("\r")
     # A second MSH anywhere, even behind a stray start block (an engine that left out the end
-    # block between two messages) or with other separators, is a second message.
-    headers = [line.lstrip(_STRAY) for line in lines if _MSH.match(line.lstrip(_STRAY))]
+    # block between two messages, or cut one short and started again mid-line) or with other
+    # separators, is a second message.
+    pieces = [piece.lstrip(_STRAY) for line in lines for piece in line.split(_START_BLOCK)]
+    headers = [piece for piece in pieces if _MSH.match(piece)]
     batch = text[:3] in ("FHS", "BHS")
     if len(headers) > 1 or batch:
+        echoed = [parsed for h in headers if (parsed := _header_only(h)) and _control_id(parsed)]
         raise SeveralMessages(
             "MSH^2" if not batch else text[:3],
             ErrorCode.DATA_TYPE_ERROR,
             f"{'an HL7 batch' if batch else f'{len(headers)} messages'} in one MLLP frame: "
             "send one message per frame, as MLLP requires; none of them was taken",
-            _header_only(headers[0]) if headers else None,
+            header=echoed[0] if echoed else None,
         )
     if not text.startswith("MSH") or len(text) < 8:
         raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
     # Only the segments Handoff reads are parsed: next of kin, guarantor, insurance,
     # diagnoses and Z-segments are PHI or noise Handoff has no use for, and parsing is
     # most of a message's CPU.
-    kept = "\r".join(line for line in lines if line[:3] in _READ_SEGMENTS)
+    read = [line for line in lines if line[:3] in _READ_SEGMENTS]
+    if (where := _control_character(read, separator=text[3])) is not None:
+        raise MessageError(
+            where,
+            ErrorCode.DATA_TYPE_ERROR,
+            f"{_field_name(where)} holds a control character, which HL7 v2 text may not "
+            "(send it escaped, or leave it out); nothing was taken",
+            header=_header_only(lines[0]),
+        )
+    kept = "\r".join(read)
     try:
         return hl7.parse(kept)
     # python-hl7 asserts its separators are distinct: MSH-2 `^^\\&` must be an AE, not a crash.
@@ -278,7 +303,29 @@ def parse(raw: bytes) -> hl7.Message:
 
 
 _MSH = re.compile(r"^MSH[^A-Za-z0-9]")
-_STRAY = "\x0b \t"  # a start block or blanks before a segment
+_START_BLOCK = "\x0b"
+_STRAY = " \t"  # blanks before a segment
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 but TAB, and DEL
+
+
+def _control_character(segments: list[str], separator: str) -> str | None:
+    """The ERR-2 location (`segment^sequence^field`) of the first control character in
+    `segments` (tab aside): HL7 v2.5.1 section 2.7 allows none in a field's text, where a
+    NUL cannot be stored and another would reach a coach's page; None without one."""
+    seen: dict[str, int] = {}
+    for segment in segments:
+        name = segment[:3]
+        seen[name] = seen.get(name, 0) + 1
+        found = _CONTROL.search(segment)
+        if found is not None:
+            fields_before = segment[: found.start()].count(separator)
+            field = fields_before + 1 if name == "MSH" else fields_before  # MSH-1 is the "|"
+            return f"{name}^{seen[name]}^{field}"
+    return None
+
+
+def _control_id(header: hl7.Message) -> str:
+    return _value(header.segment("MSH"), 10)
 
 
 def _header_only(msh: str) -> hl7.Message | None:
@@ -526,11 +573,12 @@ def _location(message: hl7.Message) -> str:
     location = " ".join(p for p in parts if p)
     if not location:
         raise MessageError("PV1^1^3", ErrorCode.REQUIRED_FIELD_MISSING, "PV1-3 location")
-    if any(ord(c) < 0x20 for c in location):
+    try:
+        return shown_as_sent(location)
+    except ValueError as error:  # as REST and FHIR refuse it, an A08 too (fresh34b)
         raise MessageError(
-            "PV1^1^3", ErrorCode.DATA_TYPE_ERROR, "PV1-3 location holds control characters"
-        )
-    return location
+            "PV1^1^3", ErrorCode.DATA_TYPE_ERROR, f"PV1-3 location: {error}"
+        ) from None
 
 
 def _visit_key(message: hl7.Message, site_id: str, required: bool) -> bytes | None:
@@ -821,4 +869,5 @@ def _escape(text: str, d: Delimiters = STANDARD_DELIMITERS) -> str:
         (d.repetition, "R"),
     ):
         text = text.replace(delimiter, f"{e}{name}{e}")
-    return text
+    # A control character echoed (a NUL in MSH-10) goes as hexadecimal data, \Xhh\.
+    return _CONTROL.sub(lambda found: f"{e}X{ord(found.group()):02X}{e}", text)

@@ -51,10 +51,10 @@ def fit_location(text: str) -> tuple[str, bool]:
     return stripped[:MAX_LOCATION_CHARS].rstrip(), True
 
 
-def _shown_as_sent(value: str) -> str:
-    """Refuse control and format characters (Unicode categories C*, and line or paragraph
-    separators): a right-to-left override or a zero-width space would make the coach's
-    page show another bed than the one sent (fresh33b)."""
+def shown_as_sent(value: str) -> str:
+    """`value`, or ValueError for control and format characters (Unicode categories C*, and
+    line or paragraph separators): a right-to-left override or a zero-width space would make
+    the coach's page show another bed than the one sent (fresh33b)."""
     if any(
         unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp") for c in value
     ):
@@ -67,7 +67,7 @@ def _shown_as_sent(value: str) -> str:
 Location = Annotated[
     str,
     AfterValidator(_storable_text),
-    AfterValidator(_shown_as_sent),
+    AfterValidator(shown_as_sent),
     StringConstraints(
         strip_whitespace=True,
         min_length=1,
