@@ -127,25 +127,34 @@ declare -A NAMES=()  # pid -> the service's name, to say which one died
 DIED=""
 INTERRUPTED=""
 stop_all() {
-  echo; say "stopping"
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ -n "$DIED" && -z "$INTERRUPTED" ]]; then
-    # A crash is not a request to throw the demo away: keep Kafka, PostgreSQL and the data.
-    say "$DIED; the other services are stopped"
+  # The services go first, and nothing printed may stop this: after a hangup the terminal
+  # is gone and every echo fails.
+  set +e
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
+  if [[ -n "$INTERRUPTED" ]]; then  # Ctrl-C or TERM: the operator ends the demo
+    { echo; say "stopping"; } 2>/dev/null
+    $HANDOFF dev down
+    rm -f "$DEMO_FILE" "$SECRETS_FILE"
+    return
+  fi
+  # A crash or a closed terminal is not a request to throw the demo away: keep Kafka,
+  # PostgreSQL and the data.
+  {
+    echo; say "${DIED:-the script ended}; the other services are stopped"
     cat <<KEPT
   Kafka and PostgreSQL are still running, with every referral, visit, follow-up and audit
   entry kept (state in $DEV_DIR). To carry on:  $RESUME
   (resumes on this data, ports, links and tokens). To throw it all away:
   ${HANDOFF_DEV_DIR:+HANDOFF_DEV_DIR=$HANDOFF_DEV_DIR }$HANDOFF dev down
 KEPT
-  else
-    $HANDOFF dev down
-    rm -f "$DEMO_FILE" "$SECRETS_FILE"
-  fi
+  } 2>/dev/null
 }
 trap stop_all EXIT
 trap 'INTERRUPTED=yes' INT TERM
+# A hangup (the terminal closed, an SSH session dropped) keeps the demo, as a crash does
+# (fresh34b: it wiped every referral and token).
+trap 'DIED="the terminal hung up (SIGHUP)"' HUP
 start() {  # start NAME COMMAND...: a service in the background, remembered by pid
   local name=$1; shift
   "$@" &
