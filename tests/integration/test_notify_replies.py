@@ -1086,6 +1086,25 @@ async def phones_of(
     await eventually(stored, within=20, what="the coach's phones in notify")
 
 
+async def test_off_passes_on_a_request_paged_to_the_coach_another_way(
+    notify: NotifyHarness,
+) -> None:
+    """fresh34a: a supervisor's phone was at its offer ceiling, so two pages went by email;
+    OFF from the phone left both open for five minutes, and matching counted their slots."""
+    phone, address = notify.phone(), notify.email()
+    offer = await notify.offer(email(address))
+    await phones_of(notify, offer.coach_id, phone)
+    await notify.page_events(offer.offer_id)
+
+    off = await reply(notify, phone, "OFF")
+
+    assert off is not None
+    assert off.endswith("1 open request(s) passed on.")
+    assert await answers(notify, offer.offer_id) == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+
+
 @pytest.mark.parametrize("typed", ["OFF", "ON", "1", "no", "hello there"])
 async def test_a_number_on_no_coachs_roster_is_told_it_is_not_registered(
     notify: NotifyHarness, typed: str

@@ -1321,16 +1321,23 @@ class NotifyService:
         """OFF (by SMS or from the coach's page) until `until`: matching, which knows whose
         number it is, makes it an override (CoachAvailabilityChanged). Each request still
         open on this phone is answered with a decline, so it moves to the next coach at
-        once instead of waiting out its ack timeout (decision 0019). The answer says until
-        when (site-local) and how many requests were passed on."""
+        once instead of waiting out its ack timeout (decision 0019), and so is each still
+        open for the coach whose number it is, whichever method paged it. The answer says
+        until when (site-local) and how many requests were passed on."""
         change = CoachAvailabilityChanged(phone=phone, available=False, changed_at=now, until=until)
         await self.outbox.put(
             connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))
         )
         await store.mark_off(connection, phone, until, now)
         passed_on = 0
-        for paged in await store.offers_paged_to(connection, phone, now):
-            record = paged.record
+        paged = [p.record for p in await store.offers_paged_to(connection, phone, now)]
+        known = {record.offer_id for record in paged}
+        others = [
+            record
+            for record in await store.open_offers_of_phone(connection, phone)
+            if record.offer_id not in known
+        ]
+        for record in [*paged, *others]:
             if record.coach_offer.still_wanted(now):
                 with correlation(record.correlation_id):
                     await self._answer(

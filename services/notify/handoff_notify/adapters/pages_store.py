@@ -651,6 +651,20 @@ async def offers_paged_to(connection: Connection, phone: str, now: datetime) -> 
     return [PhoneOffer(_offer(row), row["code"], row["sms_paged_at"]) for row in rows]
 
 
+async def open_offers_of_phone(connection: Connection, phone: str) -> list[OfferRecord]:
+    """Open offers of the coaches whose roster lists `phone`, however they were paged (an
+    SMS refused at the phone's ceiling moves the page to email: fresh34a's OFF left those
+    open), oldest first, each row locked."""
+    rows = await connection.fetch(
+        f"""SELECT {_OFFER_COLUMNS} FROM {SCHEMA}.offers
+            WHERE state = 'open' AND coach_id IN (
+                SELECT coach_id FROM {SCHEMA}.coach_phones WHERE phone = $1)
+            ORDER BY offered_at, offer_id FOR UPDATE""",
+        phone,
+    )
+    return [_offer(row) for row in rows]
+
+
 async def open_pages_to(
     connection: Connection, channel: Channel, destination: str
 ) -> list[MessageRecord]:
