@@ -912,6 +912,48 @@ async def test_supervisors_are_told_each_time_a_referral_goes_unassigned_once_ea
     ] * 2
 
 
+async def test_a_supervisor_who_went_off_is_not_told_of_what_was_queued_for_her_before(
+    notify: NotifyHarness,
+) -> None:
+    """fresh34a: fifteen notices held by the quarter-hour limit were texted as a digest to a
+    supervisor who had texted OFF since, though another supervisor of the site was on.
+    A notice decided after her OFF (matching tells all when every supervisor is off) goes."""
+    phone = notify.phone()
+    await phones_of(notify, uuid4(), phone)
+    off = await reply(notify, phone, "OFF")
+    assert off is not None
+    assert off.startswith(f"{PROGRAM_NAME}: you are off call until")
+    now = datetime.now(UTC)
+    queued_before, decided_after = uuid4(), uuid4()
+    for referral_id, at in ((queued_before, now - timedelta(minutes=5)), (decided_after, now)):
+        unassigned = ReferralUnassigned(
+            referral_id=referral_id,
+            reason=UnassignedReason.LADDER_EXHAUSTED,
+            unassigned_at=at + timedelta(seconds=1) if referral_id == decided_after else at,
+            site_id="md-mercy",
+            site_short_name="Mercy ED",
+            urgency=Urgency.URGENT,
+            supervisor_contacts=(sms(phone),),
+        )
+        await send(notify.broker, unassigned, source="/handoff/matching")
+
+    async def states() -> dict[UUID, str] | None:
+        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
+        try:
+            rows = await connection.fetch(
+                "SELECT referral_id, state FROM notify.notices WHERE destination = $1", phone
+            )
+        finally:
+            await connection.close()
+        found = {row["referral_id"]: row["state"] for row in rows}
+        return found if len(found) == 2 and "pending" not in found.values() else None
+
+    settled = await eventually(states, within=20, what="both notices settled")
+    assert settled[queued_before] == "cancelled"
+    [told] = await notify.sms(phone)
+    assert str(decided_after).replace("-", "")[:6].upper() in told
+
+
 @pytest.mark.parametrize(
     ("reason", "nobody_reached", "why"),
     [

@@ -615,6 +615,20 @@ class NotifyService:
                     await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
                     metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
             claimed = [notice for notice in claimed if notice.notice_id not in stale]
+            # A supervisor who texted OFF after a notice was queued for her is not told
+            # (fresh34a): matching leaves her out of notices decided after it, unless every
+            # supervisor was off, and those go as decided.
+            off = await store.off_since(connection, {n.destination for n in claimed}, now)
+            went_off = {
+                n.notice_id
+                for n in claimed
+                if off.get(n.destination, n.unassigned_at) > n.unassigned_at
+            }
+            for notice in claimed:
+                if notice.notice_id in went_off:
+                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
+            claimed = [notice for notice in claimed if notice.notice_id not in went_off]
             blocked = await store.blocked_methods(
                 connection, {(notice.channel, notice.destination) for notice in claimed}
             )

@@ -847,6 +847,20 @@ async def off_until(connection: Connection, phone: str, now: datetime) -> dateti
     return until
 
 
+async def off_since(
+    connection: Connection, phones: Iterable[str], now: datetime
+) -> dict[str, datetime]:
+    """Of `phones`, those whose coach is off call at `now` (UTC), each with when the OFF was
+    texted (UTC)."""
+    rows = await connection.fetch(
+        f"""SELECT phone, changed_at FROM {SCHEMA}.coach_off
+            WHERE phone = ANY($1::text[]) AND off_until > $2""",
+        list(phones),
+        now,
+    )
+    return {row["phone"]: row["changed_at"] for row in rows}
+
+
 async def phone_site(connection: Connection, phone: str) -> str | None:
     """The site of the latest offer paged to `phone` by SMS (None: nothing was)."""
     site: str | None = await connection.fetchval(
