@@ -176,7 +176,19 @@ def test_one_answer_naming_several_requests_is_asked_about_one_a_text() -> None:
     )
 
 
-@pytest.mark.parametrize("body", ["1S 2R", "1S2R", "1S and 2R", "yes S no R", "S1 R2", "1s, 2r"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "1S 2R",
+        "1S2R",
+        "1S and 2R",
+        "yes S no R",
+        "S1 R2",
+        "1s, 2r",
+        "S1R2",
+        "yes please S, no for R",
+    ],
+)
 def test_a_different_answer_to_each_of_several_requests_is_asked_one_a_text(body: str) -> None:
     """fresh33c: "1S 2R" (yes to S, no to R) and "1S1R" got the help text."""
     reading = parse_reply(body)
@@ -186,7 +198,7 @@ def test_a_different_answer_to_each_of_several_requests_is_asked_one_a_text(body
     )
 
 
-@pytest.mark.parametrize("body", ["1S 1R", "1S1R", "1S and 1R"])
+@pytest.mark.parametrize("body", ["1S 1R", "1S1R", "1S and 1R", "1S then 1R", "yes to S, R"])
 def test_the_same_answer_to_several_requests_written_together_is_asked_one_a_text(
     body: str,
 ) -> None:

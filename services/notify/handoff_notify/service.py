@@ -1273,6 +1273,10 @@ class NotifyService:
                 codes = codes or [o.code for o in offers if o.record.coach_offer.still_wanted(now)]
                 return _read("unclear", content.unclear(codes))
             if isinstance(reply, SeveralCodes):
+                # A code the phone was never given is named, not suggested back (fresh34a).
+                given = {o.code for o in offers}
+                if unknown := [code for code in reply.codes if code not in given]:
+                    return _read("unknown_code", content.unknown_code(unknown[0]))
                 return _read("several_codes", content.one_request_a_text(reply.answers))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)

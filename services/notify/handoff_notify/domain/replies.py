@@ -192,6 +192,11 @@ _WORDS: dict[str, str] = {
             "tonight",
             "right",
             "and",
+            "then",
+            "also",
+            "to",
+            "for",
+            "both",
         ),
         _FILLER,
     ),
@@ -211,13 +216,17 @@ _APOSTROPHES = str.maketrans(dict.fromkeys("\u2018\u2019\u02bc\u2032\u0060\u00b4
 _NOT_A_WORD = re.compile(r"[^0-9a-z]+")
 _CODED = re.compile(r"^(?:([12])([a-z]{1,2})|([a-z]{1,2})([12]))$")
 _RUN_OF_CODES = re.compile(r"^(?:[12][a-z]{1,2}){2,}$")
+_RUN_OF_CODES_LETTERS_FIRST = re.compile(r"^(?:[a-z]{1,2}[12]){2,}$")
 
 
 def _run_of_codes(token: str) -> list[str]:
-    """ "1s1r" (answers written without a space) as ["1s", "1r"]; any other token as is."""
-    if _RUN_OF_CODES.match(token) is None:
-        return [token]
-    return re.findall(r"[12][a-z]{1,2}", token)
+    """ "1s1r" or "s1r2" (answers written without a space) as ["1s", "1r"] or ["s1", "r2"];
+    any other token as is."""
+    if _RUN_OF_CODES.match(token) is not None:
+        return re.findall(r"[12][a-z]{1,2}", token)
+    if _RUN_OF_CODES_LETTERS_FIRST.match(token) is not None:
+        return re.findall(r"[a-z]{1,2}[12]", token)
+    return [token]
 
 
 # Every reply code in the order a phone is given them: the 17 letters, then pairs of
