@@ -131,6 +131,15 @@ def test_a_digest_counts_every_held_notice_and_names_them() -> None:
     assert not [marker for marker in PHI_MARKERS if marker in digest.text]
 
 
+def test_a_referral_unassigned_again_is_counted_once_in_a_digest() -> None:
+    """fresh34a: "33 more requests" named 19 referrals: one gone unassigned again counted twice."""
+    held = [_unassigned("A00000", 6), _unassigned("A00001", 7), _unassigned("A00000", 9)]
+    assert content.unassigned_digest(held).text == (
+        "Handoff: 2 more requests at Mercy ED have no coach (latest 00:09 EST): "
+        "A00001 A00000. Please arrange cover."
+    )
+
+
 def test_a_digest_of_one_reads_in_the_singular_and_a_long_one_is_cut_with_a_count() -> None:
     assert content.unassigned_digest([_unassigned("A00000", 6)]).text.startswith(
         "Handoff: 1 more request at Mercy ED has no coach (latest 00:06 EST): A00000."

@@ -190,7 +190,10 @@ def unassigned_digest(notices: Sequence[Unassigned]) -> Content:
     of these. One SMS segment: the sites' names are shortened while they stay distinct
     (never below 6 characters), else counted ("at 12 sites"), and references that do not
     fit are counted ("+N"), at least three named where any way of naming the sites allows;
-    the email's subject names the sites whole."""
+    the email's subject names the sites whole. A referral that went unassigned again is
+    counted once, as its latest notice (fresh34a: "33 more" were 19 referrals)."""
+    latest_of = {n.reference: n for n in sorted(notices, key=lambda n: n.unassigned_at)}
+    notices = sorted(latest_of.values(), key=lambda n: n.unassigned_at)
     named = sorted({n.site_short_name for n in notices if n.site_short_name})
     sites = [gsm7(name) for name in named]
     latest = max(notices, key=lambda n: n.unassigned_at)
