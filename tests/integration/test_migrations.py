@@ -31,10 +31,11 @@ async def test_two_replicas_migrating_at_once_apply_each_file_once(database_url:
                 "handoff_referral.adapters.migrations:0006_timeline_details.sql",
                 "handoff_referral.adapters.migrations:0007_webhook_abandoned.sql",
                 "handoff_referral.adapters.migrations:0008_follow_ups.sql",
+                "handoff_referral.adapters.migrations:0009_location_sent_at.sql",
             ],
         ]
         ledger = await connections[0].fetchval("SELECT count(*) FROM referral.schema_migrations")
-        assert ledger == 13
+        assert ledger == 14
         assert await migrate(connections[0], "referral", MIGRATIONS) == []
 
         await connections[0].execute(

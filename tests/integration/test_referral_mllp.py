@@ -426,6 +426,21 @@ async def test_a_bed_move_updates_the_location_of_the_visits_open_referral(
     assert [type(e.data) for e in events] == [ReferralCreated, ReferralUpdated]
     assert events[1].data.location == "ED HALL 3"
 
+    # fresh34a: an A08 sent before that one, arriving after it (an engine's queue), moved the
+    # coach back to the bed the patient had left. It is an AA with a warning, and no move.
+    older = adt(
+        ed.facility,
+        control_id + "M0",
+        "A08",
+        visit=visit,
+        location="ED^OLD^2",
+        sent_at="20261130145000",
+    )
+    ack = await ed.send(older)
+    assert ack.code == "AA"
+    assert ack.segment("ERR")[5] == "older_move"
+    assert (await ed.referral(placer)).request.location == "ED HALL 3"
+
 
 async def test_other_messages_from_a_registered_sender_are_acknowledged_and_counted(
     engine: EngineFactory, referral: ReferralRuntime

@@ -87,13 +87,19 @@ def order(
 
 
 def adt(
-    facility: str, control_id: str, trigger: str, *, visit: str = "V1000", location: str = "ED^12^B"
+    facility: str,
+    control_id: str,
+    trigger: str,
+    *,
+    visit: str = "V1000",
+    location: str = "ED^12^B",
+    sent_at: str = "20261130150000",
 ) -> bytes:
-    """An ADT^A03, A08 or A11 about the visit."""
+    """An ADT^A03, A08 or A11 about the visit, sent (MSH-7) at `sent_at`."""
     segments = [
-        f"MSH|^~\\&|{APPLICATION}|{facility}|HANDOFF|HANDOFF|20261130150000||ADT^{trigger}|"
+        f"MSH|^~\\&|{APPLICATION}|{facility}|HANDOFF|HANDOFF|{sent_at}||ADT^{trigger}|"
         f"{control_id}|P|2.3",
-        f"EVN|{trigger}|20261130150000",
+        f"EVN|{trigger}|{sent_at}",
         f"PID|1||{MRN}^^^MERCY^MR||{FAMILY}^{GIVEN}||{DOB}|M",
         f"PV1|1|E|{location}|E|||||||||||||||{visit}",
     ]

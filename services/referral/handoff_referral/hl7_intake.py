@@ -24,6 +24,7 @@ from handoff_referral.adapters import hl7_store
 from handoff_referral.adapters import postgres as store
 from handoff_referral.domain.hl7 import (
     CANCEL_REASONS,
+    OLDER_MOVE,
     UNKNOWN_ORDER,
     UNKNOWN_VISIT,
     AckCode,
@@ -176,7 +177,11 @@ class Hl7Intake:
         # Acknowledged AA, so the engine does not resend it for ever, with a warning saying
         # nothing was done: an order or visit Handoff never heard of (sent to the wrong
         # interface, or before it was registered) is for the site to look into.
-        warning = {"unknown_order": UNKNOWN_ORDER, "unknown_visit": UNKNOWN_VISIT}.get(outcome)
+        warning = {
+            "unknown_order": UNKNOWN_ORDER,
+            "unknown_visit": UNKNOWN_VISIT,
+            "older_move": OLDER_MOVE,
+        }.get(outcome)
         # The control id and the visit link commit together, after the referral: a crash
         # before leaves the order to its resend, which finds the referral by placer
         # number and links it then.
@@ -306,7 +311,12 @@ class Hl7Intake:
                 if referral is None or referral.status in FINAL:
                     continue
                 now = self.service.clock()
-                if not await hl7_store.set_location(connection, referral_id, intent.location, now):
+                moved = await hl7_store.set_location(
+                    connection, referral_id, intent.location, now, intent.sent_at
+                )
+                if moved == "older" and outcome == "ignored":
+                    outcome = "older_move"
+                if moved != "moved":
                     continue
                 event = ReferralUpdated(
                     referral_id=referral_id, location=intent.location, updated_at=now

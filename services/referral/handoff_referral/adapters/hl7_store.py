@@ -184,17 +184,29 @@ async def visit_known(connection: Connection, site_id: str, visit_key: bytes) ->
 
 
 async def set_location(
-    connection: Connection, referral_id: UUID, location: str, now: datetime
-) -> bool:
-    """Moves the referral to `location`; False if it was there already."""
-    changed = await connection.fetchval(
-        f"""UPDATE {SCHEMA}.referrals SET location = $2, updated_at = $3
-            WHERE referral_id = $1 AND location <> $2 RETURNING true""",
+    connection: Connection, referral_id: UUID, location: str, now: datetime, sent_at: datetime
+) -> str:
+    """Moves the referral to `location` as an A08 sent at `sent_at` (MSH-7, UTC) says:
+    "moved", "unchanged" (it was there already) or "older" (an A08 sent after this one
+    moved it already; nothing changes)."""
+    row = await connection.fetchrow(
+        f"""SELECT location, location_sent_at FROM {SCHEMA}.referrals WHERE referral_id = $1""",
+        referral_id,
+    )
+    if row is None:
+        return "unchanged"
+    if row["location_sent_at"] is not None and sent_at < row["location_sent_at"]:
+        return "older"
+    await connection.execute(
+        f"""UPDATE {SCHEMA}.referrals SET location = $2, location_sent_at = $3,
+                updated_at = CASE WHEN location <> $2 THEN $4 ELSE updated_at END
+            WHERE referral_id = $1""",
         referral_id,
         location,
+        sent_at,
         now,
     )
-    return bool(changed)
+    return "moved" if row["location"] != location else "unchanged"
 
 
 async def has_step(connection: Connection, referral_id: UUID, step: Step) -> bool:

@@ -77,6 +77,7 @@ _PRIORITIES = {
 class ErrorCode(StrEnum):
     """HL7 table 0357, message error condition codes (the ones this receiver uses)."""
 
+    ACCEPTED = "0"
     SEGMENT_SEQUENCE_ERROR = "100"
     REQUIRED_FIELD_MISSING = "101"
     DATA_TYPE_ERROR = "102"
@@ -88,6 +89,7 @@ class ErrorCode(StrEnum):
 
 
 _ERROR_TEXT = {
+    ErrorCode.ACCEPTED: "Message accepted",
     ErrorCode.SEGMENT_SEQUENCE_ERROR: "Segment sequence error",
     ErrorCode.REQUIRED_FIELD_MISSING: "Required field missing",
     ErrorCode.DATA_TYPE_ERROR: "Data type error",
@@ -153,6 +155,16 @@ UNKNOWN_VISIT = MessageError(
     "unknown_visit",
 )
 """The warning on the AA to an A03, A08 or A11 about a visit no referral was ordered for."""
+
+OLDER_MOVE = MessageError(
+    "MSH^1^7",
+    ErrorCode.ACCEPTED,
+    "an A08 sent (MSH-7) before the one that last moved this visit: nothing was changed",
+    Severity.WARNING,
+    "older_move",
+)
+"""The warning on the AA to an A08 older than the move already applied (fresh34a: an A08
+resent late moved the coach back to the bed the patient had left)."""
 
 
 class SeveralMessages(MessageError):
@@ -232,9 +244,13 @@ class Discharged:
 
 @dataclass(frozen=True)
 class LocationChanged:
+    """An A08's move: `sent_at` is its MSH-7 (UTC), so that an older one arriving later
+    changes nothing."""
+
     visit_key: bytes
     location: str
-    location_cut: bool = False  # PV1-3 was over MAX_LOCATION_CHARS and was cut
+    location_cut: bool  # PV1-3 was over MAX_LOCATION_CHARS and was cut
+    sent_at: datetime
 
 
 @dataclass(frozen=True)
@@ -379,7 +395,7 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
     sent = _value(message.segment("MSH"), 7)
     if not sent:
         raise MessageError("MSH^1^7", ErrorCode.REQUIRED_FIELD_MISSING, "MSH-7 message time")
-    parse_timestamp(sent, "MSH^1^7")  # a time that cannot be read is an AE
+    sent_at = parse_timestamp(sent, "MSH^1^7")  # a time that cannot be read is an AE
     _once_each(message)
     if header.message_type in ("ORM^O01", "OMG^O19"):
         return _read_order(message, interface, _written_date(sent))
@@ -390,7 +406,7 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
             return VisitCancelled(visit_key)
         if header.message_type == "ADT^A03":
             return Discharged(visit_key)
-        return LocationChanged(visit_key, *fit_location(_location(message)))
+        return LocationChanged(visit_key, *fit_location(_location(message)), sent_at=sent_at)
     return NotHandled()
 
 
