@@ -229,6 +229,7 @@ cat <<INFO
   Notify metrics      http://127.0.0.1:$NOTIFY_PORT/metrics
   Reports             http://127.0.0.1:$REPORTS_PORT/v1/reports/monthly (console: /reports)
   HL7 v2 over MLLP    127.0.0.1:$MLLP_PORT (metrics http://127.0.0.1:$MLLP_HTTP_PORT/metrics)
+      sender EPIC / MERCY (MSH-3 / MSH-4) is Mercy ED: deploy/demo/mercy-epic.json
   Ctrl-C stops the services, Kafka and PostgreSQL (their data is gone). A service that
   dies by itself stops the others but keeps the data: make run again resumes on it.
 

@@ -25,9 +25,11 @@ from handoff_matching.adapters.roster_store import import_roster
 from handoff_matching.domain.dispatch import DispatchSettings
 from handoff_matching.roster_file import parse_roster
 from handoff_platform.settings import PlatformSettings, settings_or_exit
+from handoff_referral.adapters import hl7_store
 from handoff_referral.adapters import postgres as referral_store
 from handoff_referral.app import apply_migrations as migrate_referral
 from handoff_referral.domain.api_keys import issue_key
+from handoff_referral.domain.hl7 import Interface
 from handoff_referral.domain.referral import Site
 from handoff_referral.service import register_site
 
@@ -72,15 +74,18 @@ class DemoSites(BaseModel):
 def seed_command(
     sites: Annotated[Path, typer.Option(exists=True)] = DEMO / "sites.json",
     roster: Annotated[Path, typer.Option(exists=True)] = DEMO / "roster.json",
+    interface: Annotated[Path, typer.Option(exists=True)] = DEMO / "mercy-epic.json",
 ) -> None:
-    """Register the demo sites and roster; print an API key for the first site."""
+    """Register the demo sites, roster and HL7 interface (README's example: EPIC/MERCY for
+    md-mercy, so an engine can send over MLLP at once); print an API key for the first site."""
     demo = DemoSites.model_validate_json(sites.read_text())
+    mapping = Interface.model_validate_json(interface.read_text())
     database_url = settings_or_exit(PlatformSettings).database_url
-    token = asyncio.run(_seed(database_url, demo, roster.read_text()))
+    token = asyncio.run(_seed(database_url, demo, roster.read_text(), mapping))
     typer.echo(token)
 
 
-async def _seed(database_url: str, demo: DemoSites, roster_json: str) -> str:
+async def _seed(database_url: str, demo: DemoSites, roster_json: str, mapping: Interface) -> str:
     await migrate_referral(database_url)
     await migrate_matching(database_url)
     connection = await asyncpg.connect(database_url)
@@ -100,13 +105,15 @@ async def _seed(database_url: str, demo: DemoSites, roster_json: str) -> str:
                 connection, site.site_id, DispatchSettings(), True, tuple(site.supervisors)
             )
         summary = await import_roster(connection, parse_roster(roster_json))
+        await hl7_store.save_interface(connection, mapping, move=False)
         key = issue_key()
         await referral_store.add_key(connection, demo.sites[0].site_id, key, "demo")
     finally:
         await connection.close()
     typer.echo(
         f"{len(demo.sites)} sites in {len({s.state for s in demo.sites})} states, "
-        f"{summary.coaches} coaches, {summary.shifts} shifts; "
+        f"{summary.coaches} coaches, {summary.shifts} shifts, HL7 sender "
+        f"{mapping.sending_application}/{mapping.sending_facility} for {mapping.site_id}; "
         f"an API key for {demo.sites[0].site_id}:",
         err=True,
     )
