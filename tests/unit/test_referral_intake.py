@@ -112,3 +112,13 @@ def test_a_location_with_a_direction_override_or_an_invisible_character_is_refus
             ReferralRequest.model_validate(_body(location=location))
         assert refused.value.errors()[0]["loc"] == ("location",)
     assert ReferralRequest.model_validate(_body(location="Urgences lit 4 é")).location
+
+
+@pytest.mark.parametrize("location", ["   ", "", "\t"])
+def test_a_blank_location_is_refused_saying_so(location: str) -> None:
+    """fresh34b: spaces only were refused with the pattern of control characters."""
+    with pytest.raises(ValidationError) as refused:
+        ReferralRequest.model_validate(_body(location=location))
+    [error] = refused.value.errors()
+    assert error["loc"] == ("location",)
+    assert "empty or only spaces" in error["msg"]

@@ -64,15 +64,23 @@ def shown_as_sent(value: str) -> str:
     return value
 
 
+def _not_blank(value: str) -> str:
+    """`value`, or ValueError when it is only spaces (fresh34b: it was refused with the
+    pattern of control characters, which misled)."""
+    if not value.strip():
+        raise ValueError("a location is needed: it is empty or only spaces")
+    return value
+
+
 Location = Annotated[
     str,
+    AfterValidator(_not_blank),
     AfterValidator(_storable_text),
     AfterValidator(shown_as_sent),
     StringConstraints(
         strip_whitespace=True,
         min_length=1,
         max_length=MAX_LOCATION_CHARS,
-        pattern=r"^[^\x00-\x1f]+$",
     ),
 ]
 Initials = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{1,3}$")]
