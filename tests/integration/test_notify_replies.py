@@ -89,13 +89,9 @@ async def paged(notify: NotifyHarness, *contacts: Any, **options: Any) -> tuple[
 
 async def answers(notify: NotifyHarness, offer_id: UUID) -> list[tuple[CoachResponse, Any]]:
     """What notify recorded as the coach's answers to this offer, from its database."""
-    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
-    try:
-        rows = await connection.fetch(
-            "SELECT response, via FROM notify.responses WHERE offer_id = $1", offer_id
-        )
-    finally:
-        await connection.close()
+    rows = await notify.rows(
+        "SELECT response, via FROM notify.responses WHERE offer_id = $1", offer_id
+    )
     return [(CoachResponse(r["response"]), ResponseVia(r["via"])) for r in rows]
 
 
@@ -938,13 +934,9 @@ async def test_a_supervisor_who_went_off_is_not_told_of_what_was_queued_for_her_
         await send(notify.broker, unassigned, source="/handoff/matching")
 
     async def states() -> dict[UUID, str] | None:
-        connection = await asyncpg.connect(notify.env["DATABASE_URL"])
-        try:
-            rows = await connection.fetch(
-                "SELECT referral_id, state FROM notify.notices WHERE destination = $1", phone
-            )
-        finally:
-            await connection.close()
+        rows = await notify.rows(
+            "SELECT referral_id, state FROM notify.notices WHERE destination = $1", phone
+        )
         found = {row["referral_id"]: row["state"] for row in rows}
         return found if len(found) == 2 and "pending" not in found.values() else None
 

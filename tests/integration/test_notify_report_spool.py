@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from uuid import UUID
 
-import asyncpg
 import pytest
 
 from handoff_devenv import KafkaCluster, PostgresCluster
@@ -44,13 +43,7 @@ async def notify(
 
 
 async def _state(notify: NotifyHarness, offer_id: UUID) -> list[str]:
-    connection = await asyncpg.connect(notify.env["DATABASE_URL"])
-    try:
-        rows = await connection.fetch(
-            "SELECT state FROM notify.messages WHERE offer_id = $1", offer_id
-        )
-    finally:
-        await connection.close()
+    rows = await notify.rows("SELECT state FROM notify.messages WHERE offer_id = $1", offer_id)
     return [row["state"] for row in rows]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from faststream.kafka import KafkaBroker
 
 from handoff_cli.demo import LINK
@@ -177,6 +178,14 @@ class NotifyHarness:
 
         what = f"{at_least} page events"
         return await eventually(published, within=within, what=what, interval=0.3)
+
+    async def rows(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """What `query` finds in notify's database now."""
+        connection = await asyncpg.connect(self.env["DATABASE_URL"])
+        try:
+            return list(await connection.fetch(query, *args))
+        finally:
+            await connection.close()
 
     def unexpected_messages(self) -> list[str]:
         """Messages to nobody a test paged, and messages sent twice."""
