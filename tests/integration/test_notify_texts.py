@@ -324,6 +324,8 @@ async def test_one_yes_for_two_requests_is_answered_one_a_text_and_changes_nothi
     taken = await reply(notify, phone, "1B")
     assert taken is not None
     assert taken.startswith("Handoff: thank you, we are confirming you for the request B at")
+    again = await reply(notify, phone, "1B 1C")  # fresh34a: it said "Reply 1B, then 1C"
+    assert again == "Handoff: one request a text, please. Nothing was changed. Reply 1C."
 
 
 async def test_help_gives_the_supervisor_line_of_the_site_the_coach_was_paged_for(

@@ -1277,7 +1277,10 @@ class NotifyService:
                 given = {o.code for o in offers}
                 if unknown := [code for code in reply.codes if code not in given]:
                     return _read("unknown_code", content.unknown_code(unknown[0]))
-                return _read("several_codes", content.one_request_a_text(reply.answers))
+                # Those still open to an answer are suggested, not one already taken.
+                open_now = {o.code for o in offers if o.record.coach_offer.still_wanted(now)}
+                suggested = [a for a in reply.answers if a[0] in open_now] or reply.answers
+                return _read("several_codes", content.one_request_a_text(suggested))
             if not isinstance(reply, Answer):
                 return _read("not_understood", help_text)
             return await self._sms_answer(connection, reply, offers, now, phone)
