@@ -516,8 +516,8 @@ def duplicate_key(body: bytes) -> str | None:
 
     try:
         json.loads(body, object_pairs_hook=pairs)
-    except ValueError:  # not JSON, or not UTF-8: the app names where it broke
-        return None
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past Python's
+        return None  # limit (fresh34d: a 500): the app's own reading refuses it, naming why
     return found[0] if found else None
 
 

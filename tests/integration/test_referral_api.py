@@ -252,6 +252,12 @@ async def test_a_bad_body_is_422_naming_each_field(hospital: HospitalFactory) ->
         )
         assert untyped.status_code == 415
         assert untyped.json()["error"]["message"] == f"send the body as application/json, {told}"
+    nested = await ed.client.post(  # fresh34d: a 500 from the duplicate-key check
+        "/v1/referrals",
+        content=b"[" * 1000 + b"]" * 1000,
+        headers={"content-type": "application/json"},
+    )
+    assert nested.status_code == 422
     # fresh34b: a key given twice was read as its last value, the idempotency key too
     once = json.dumps(referral_body(_external_id()))
     said_twice = once.replace('"consent": ', '"consent": "declined", "consent": ', 1)

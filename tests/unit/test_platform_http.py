@@ -20,7 +20,15 @@ def test_a_key_given_twice_in_one_object_is_named(body: bytes, key: str) -> None
 
 
 @pytest.mark.parametrize(
-    "body", [b'{"a": 1, "b": {"a": 2}}', b"[1, 2]", b"not json", b"\xff\xfe", b""]
+    "body",
+    [
+        b'{"a": 1, "b": {"a": 2}}',
+        b"[1, 2]",
+        b"not json",
+        b"\xff\xfe",
+        b"",
+        b"[" * 5000 + b"]" * 5000,
+    ],
 )
 def test_distinct_keys_or_no_json_at_all_name_nothing(body: bytes) -> None:
     assert duplicate_key(body) is None
