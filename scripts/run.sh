@@ -29,9 +29,22 @@ for name in REPORTS_PORT CONSOLE_PORT MLLP_HTTP_PORT MLLP_PORT NOTIFY_PORT MATCH
     REFERRAL_PORT POSTGRES_PORT KAFKA_PORT HANDOFF_DEV_DIR; do
   if [[ -n "${!name:-}" ]]; then RESUME="$name=${!name} $RESUME"; fi
 done
+# Another instance still serving on these ports (its script killed, its services left)
+# would share them with this one, each taking some of the requests (fresh34d).
+for port in "$PORT" "${MATCHING_PORT:-$((PORT + 1))}" "${NOTIFY_PORT:-$((PORT + 2))}" \
+    "${MLLP_HTTP_PORT:-$((PORT + 3))}" "${CONSOLE_PORT:-$((PORT + 4))}" \
+    "${REPORTS_PORT:-$((PORT + 5))}" "${MLLP_PORT:-2575}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    say "port $port is already in use (another make run's services?): stop them first"
+    exit 1
+  fi
+done
 RESUMING=""
-if $HANDOFF dev status >/dev/null 2>&1 && [[ -s "$DEMO_FILE" ]]; then
-  RESUMING=yes  # left up by a service that died: its data is kept, and used again
+# Data left by a demo that did not end with Ctrl-C (a service, PostgreSQL, Kafka or the
+# machine went down): used again, whether or not PostgreSQL and Kafka still run (fresh34d:
+# after they died, `make run` seeded anew over the data and then wiped it).
+if [[ -s "$DEMO_FILE" && -e "$DEV_DIR/state.json" ]]; then
+  RESUMING=yes
 else
   rm -f "$SECRETS_FILE"
 fi
