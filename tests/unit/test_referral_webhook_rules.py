@@ -111,6 +111,17 @@ def test_a_delivery_is_failed_once_its_24_hours_have_passed() -> None:
         ("https://127.0.0.1:8701/metrics", True, "this machine"),
         ("https://localhost/hook", True, "this machine"),
         ("https://169.254.169.254/latest/meta-data", True, "link-local"),
+        # fresh34d: each of these was stored, and reached this machine or failed for ever
+        ("https://[v1.x]/", False, "cannot be read"),
+        ("https://xn--zz.org/", False, "cannot be read"),
+        ("https://999.1.1.1/", False, "cannot be read"),
+        ("https://1.2.3/", False, "dotted-quad"),
+        ("https://127.1:9443/", True, "dotted-quad"),
+        ("https://2130706433/", True, "dotted-quad"),
+        ("https://0x7f.1/", True, "dotted-quad"),
+        ("https://0177.0.0.1/", True, "cannot be read"),
+        ("https://[::ffff:127.0.0.1]/", True, "this machine"),
+        ("https://[::ffff:169.254.169.254]/", True, "link-local"),
     ],
 )
 def test_unusable_callback_urls_are_refused_saying_why(

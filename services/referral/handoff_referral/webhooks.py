@@ -197,6 +197,8 @@ class WebhookSender:
             return "timeout"
         except httpx.HTTPError as error:
             return f"no answer: {type(error).__name__}"
+        except (httpx.InvalidURL, UnicodeError):  # stored before URLs were checked as now
+            return "the callback URL cannot be used: set it again"
         finally:
             WEBHOOK_SECONDS.observe(time.monotonic() - started)
         if 200 <= response.status_code < 300:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 from uuid import UUID
 
+import httpx
 from standardwebhooks.webhooks import Webhook
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the prefix of every secret, not a secret)
@@ -142,9 +143,22 @@ def check_callback_url(url: str, https_only: bool) -> str:
         raise BadCallbackUrl("the callback URL must not carry a user name or password")
     if parts.fragment:
         raise BadCallbackUrl("the callback URL must not have a #fragment")
+    try:
+        _ = httpx.URL(url).host  # as the delivery will read it: IDNA labels, IP literals
+    except (httpx.InvalidURL, UnicodeError) as error:
+        raise BadCallbackUrl(f"the callback URL cannot be read: {error}") from None
     address = _ip_address(parts.hostname)
-    if address is None and not _dns_name(parts.hostname):
-        raise BadCallbackUrl(f"the callback URL's host {parts.hostname!r} is no DNS name")
+    if address is None and (
+        not _dns_name(parts.hostname) or _NUMERIC_LABEL.match(parts.hostname.split(".")[-1])
+    ):
+        # "127.1", "2130706433", "0x7f.1": resolvers read these as IPv4 addresses
+        # (WHATWG URL's IPv4 parser too), which would slip past the rules below.
+        raise BadCallbackUrl(
+            f"the callback URL's host {parts.hostname!r} is no DNS name nor a dotted-quad "
+            "IPv4 address"
+        )
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     if https_only and (
         parts.hostname == "localhost"
         or (address is not None and (address.is_loopback or address.is_link_local))
@@ -157,6 +171,7 @@ def check_callback_url(url: str, https_only: bool) -> str:
 
 
 # Underscores too: RFC 1123 has none, but hospitals' internal names do, and resolvers take them.
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
