@@ -487,13 +487,29 @@ def test_an_a08_move_to_a_location_with_a_direction_override_is_refused() -> Non
     assert (error.location, error.code) == ("PV1^1^3", ErrorCode.DATA_TYPE_ERROR)
 
 
-def test_a_message_cut_short_then_a_whole_one_behind_a_start_block_echoes_the_whole_one() -> None:
-    """fresh34b: the ACK echoed "MERCY" as the control id, read from the cut-off header."""
-    raw = order(FACILITY, "C45", "ORD-45")[:40] + b"\x0b" + order(FACILITY, "C46", "ORD-46")
+@pytest.mark.parametrize("cut_at", [40, 67, 3, 0], ids=["in-msh-7", "in-msh-10", "msh", "empty"])
+def test_a_message_cut_short_then_a_whole_one_behind_a_start_block_echoes_the_whole_one(
+    cut_at: int,
+) -> None:
+    """fresh34b, fresh34d: the ACK echoed "MERCY", or a fragment of MSH-10, or nothing, as the
+    control id, read from the cut-off header; cut to "MSH" it named MSH-1."""
+    cut = order(FACILITY, "C45-LONG-ID", "ORD-45")[:cut_at]
     with pytest.raises(SeveralMessages) as raised:
-        parse(raw)
+        parse(cut + b"\r\x0b" + order(FACILITY, "C46", "ORD-46"))
+    assert "one message per frame" in raised.value.text
     ack = build_ack(raised.value.header, AckCode.ERROR, raised.value).decode()
     assert ack.split("\r")[1].startswith("MSA|AE|C46|")
+
+
+def test_a_c1_control_character_is_refused_and_windows_1252_text_is_read() -> None:
+    """fresh34d: U+0085 in PID-5 or MSH-10 was taken. Windows-1252 bytes 0x80-0x9F (a
+    curly apostrophe, 0x92) are letters, not control characters."""
+    with pytest.raises(MessageError) as raised:
+        parse(order(FACILITY, "C48", "ORD-48", name="O\u0085BRIEN^ANNE^^"))
+    assert raised.value.location == "PID^1^5"
+    windows = order(FACILITY, "C49", "ORD-49", name="O\u2019BRIEN^ANNE^^").decode().encode("cp1252")
+    assert b"O\x92BRIEN" in windows
+    assert isinstance(_read(windows), NewOrder)
 
 
 @pytest.mark.parametrize(

@@ -278,7 +278,12 @@ def parse(raw: bytes) -> hl7.Message:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+        # Windows-1252 first: its 0x80-0x9F are letters and quotes (O\x92Brien), which
+        # Latin-1 would read as control characters.
+        try:
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
     text = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r")
     lines = text.split("\r")
     # A second MSH anywhere, even behind a stray start block (an engine that left out the end
@@ -287,14 +292,21 @@ def parse(raw: bytes) -> hl7.Message:
     pieces = [piece.lstrip(_STRAY) for line in lines for piece in line.split(_START_BLOCK)]
     headers = [piece for piece in pieces if _MSH.match(piece)]
     batch = text[:3] in ("FHS", "BHS")
-    if len(headers) > 1 or batch:
-        echoed = [parsed for h in headers if (parsed := _header_only(h)) and _control_id(parsed)]
+    cut = _START_BLOCK in text
+    if len(headers) > 1 or batch or cut:
+        what = (
+            "an HL7 batch"
+            if batch
+            else f"{len(headers)} messages"
+            if len(headers) > 1
+            else "a start block inside the message (one cut short?)"
+        )
         raise SeveralMessages(
             "MSH^2" if not batch else text[:3],
             ErrorCode.DATA_TYPE_ERROR,
-            f"{'an HL7 batch' if batch else f'{len(headers)} messages'} in one MLLP frame: "
-            "send one message per frame, as MLLP requires; none of them was taken",
-            header=echoed[0] if echoed else None,
+            f"{what} in one MLLP frame: send one message per frame, as MLLP requires; none "
+            "of them was taken",
+            header=_awaited_header(text.split(_START_BLOCK)),
         )
     if not text.startswith("MSH") or len(text) < 8:
         raise MessageError("MSH^1", ErrorCode.REQUIRED_FIELD_MISSING, "no MSH segment")
@@ -321,12 +333,12 @@ def parse(raw: bytes) -> hl7.Message:
 _MSH = re.compile(r"^MSH[^A-Za-z0-9]")
 _START_BLOCK = "\x0b"
 _STRAY = " \t"  # blanks before a segment
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # C0 but TAB, and DEL
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but TAB, DEL and C1
 
 
 def _control_character(segments: list[str], separator: str) -> str | None:
-    """The ERR-2 location (`segment^sequence^field`) of the first control character in
-    `segments` (tab aside): HL7 v2.5.1 section 2.7 allows none in a field's text, where a
+    """The ERR-2 location (`segment^sequence^field`) of the first control character (C0 but
+    tab, DEL, C1) in `segments`: HL7 v2.5.1 section 2.7 allows none in a field's text, where a
     NUL cannot be stored and another would reach a coach's page; None without one."""
     seen: dict[str, int] = {}
     for segment in segments:
@@ -338,6 +350,23 @@ def _control_character(segments: list[str], separator: str) -> str | None:
             field = fields_before + 1 if name == "MSH" else fields_before  # MSH-1 is the "|"
             return f"{name}^{seen[name]}^{field}"
     return None
+
+
+def _awaited_header(parts: list[str]) -> hl7.Message | None:
+    """The MSH whose ACK the engine waits on, of a frame's `parts` (split at start blocks):
+    the first with a control id and a segment after it; one cut short before its next
+    segment (fresh34d: its MSH-10 could be a fragment) only when there is no other."""
+    whole: list[hl7.Message] = []
+    cut_short: list[hl7.Message] = []
+    for part in parts:
+        segments = [line.lstrip(_STRAY) for line in part.split("\r") if line.strip(_STRAY)]
+        for position, segment in enumerate(segments):
+            header = _header_only(segment) if _MSH.match(segment) else None
+            if header is None or not _control_id(header):
+                continue
+            followed = position + 1 < len(segments) and not _MSH.match(segments[position + 1])
+            (whole if followed else cut_short).append(header)
+    return (whole or cut_short or [None])[0]
 
 
 def _control_id(header: hl7.Message) -> str:
