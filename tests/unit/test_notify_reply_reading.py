@@ -205,7 +205,25 @@ def test_the_same_answer_to_several_requests_written_together_is_asked_one_a_tex
     assert parse_reply(body) == SeveralCodes((("S", ACCEPT), ("R", ACCEPT)))
 
 
-@pytest.mark.parametrize("body", ["1S 2R 1", "1S 2S", "yes S R no", "not ok S 1R", "1S no"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "1S 2R 1",
+        "1S 2S",
+        "yes S R no",
+        "not ok S 1R",
+        "1S no",
+        # fresh34c: K, Y, N and I read as words, and C was accepted; "not" flipped both
+        "1K 1C",
+        "1Y 1C",
+        "2N 2C",
+        "1I 1C",
+        "B1 K1",
+        "not B yes C",
+        "cant B, ok C",
+        "dont B 1C",
+    ],
+)
 def test_several_codes_whose_answers_cannot_be_paired_are_not_guessed(body: str) -> None:
     assert not isinstance(parse_reply(body), SeveralCodes | Answer)
 

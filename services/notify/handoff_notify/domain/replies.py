@@ -256,8 +256,10 @@ def words(body: str) -> list[str]:
     for token in (p for piece in pieces for p in _run_of_codes(piece)):
         coded = _CODED.match(token)
         letters = "" if coded is None else coded[2] or coded[3]
-        if coded is None or (len(letters) == 2 and letters.upper() not in _CODE_SET):
-            tokens.append(token)  # "ok1" stays one (not understood): "ok" is no code
+        if coded is None or letters.upper() not in _CODE_SET:
+            # "ok1" stays one (not understood): "ok" is no code; so does "1k" (fresh34c:
+            # "1K 1C" read K as "ok" and accepted C): a code mistyped is never a yes.
+            tokens.append(token)
         elif coded[1]:
             tokens += [coded[1], coded[2]]
         else:
@@ -382,10 +384,13 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
         return NotUnderstood()
     response = _response(kinds)
     if len(codes) > 1:
-        if response is not None:
-            return SeveralCodes(tuple((code, response) for code in codes))
-        paired = _paired(said)
-        return NotUnderstood() if paired is None else SeveralCodes(paired)
+        # Each code with its own plain answer first; one answer for all only when nothing
+        # negates it (fresh34c: "not B yes C" read the "not" as governing both: "2B, 2C").
+        if (paired := _paired(said)) is not None:
+            return SeveralCodes(paired)
+        if response is None or _NEGATOR in kinds or _BARE_NO in kinds[1:]:
+            return NotUnderstood()
+        return SeveralCodes(tuple((code, response) for code in codes))
     code = codes[0] if codes else None
     if response is None:
         return Unclear(code)
