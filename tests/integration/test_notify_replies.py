@@ -1120,6 +1120,29 @@ async def phones_of(
     await eventually(stored, within=20, what="the coach's phones in notify")
 
 
+async def test_a_request_made_as_the_coach_went_off_is_passed_on_not_paged(
+    notify: NotifyHarness,
+) -> None:
+    """fresh34c: a referral posted as the coach texted OFF was paged to her 60 ms after the
+    OFF's answer, and held for the whole answer time: matching made it before it heard."""
+    phone = notify.phone()
+    await phones_of(notify, uuid4(), phone)
+    off = await reply(notify, phone, "OFF")
+    assert off is not None
+    assert off.startswith(f"{PROGRAM_NAME}: you are off call until")
+
+    offer = await notify.offer(sms(phone))
+
+    async def declined() -> list[tuple[CoachResponse, Any]] | None:
+        found = await answers(notify, offer.offer_id)
+        return found or None
+
+    assert await eventually(declined, within=20, what="the offer passed on") == [
+        (CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+    ]
+    assert notify.twilio.to(phone) == []
+
+
 async def test_off_passes_on_a_request_paged_to_the_coach_another_way(
     notify: NotifyHarness,
 ) -> None:

@@ -210,6 +210,14 @@ class NotifyService:
             record = await store.offer(connection, data.offer_id)
             assert record is not None  # saved above, in this transaction
             await self._show_update(connection, record, update)
+        phones = [c.destination for c in data.contacts if c.channel in (Channel.SMS, Channel.VOICE)]
+        if await store.coach_is_off(connection, data.coach_id, phones, self.clock()):
+            # Made as the coach texted OFF, before matching heard of it (fresh34c: paged
+            # 60 ms after the OFF, and held for the whole answer time): passed on at once.
+            record = await store.offer(connection, data.offer_id, lock=True)
+            assert record is not None  # saved above, in this transaction
+            await self._answer(connection, record, CoachResponse.DECLINED, ResponseVia.SMS_REPLY)
+            return
         if not data.contacts:
             log.warning("offer has no contact methods to page", extra=_ids(data.offer_id))
             return

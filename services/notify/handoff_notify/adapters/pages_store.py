@@ -847,6 +847,22 @@ async def off_until(connection: Connection, phone: str, now: datetime) -> dateti
     return until
 
 
+async def coach_is_off(
+    connection: Connection, coach_id: UUID, phones: Sequence[str], now: datetime
+) -> bool:
+    """Whether the coach texted OFF, in force at `now` (UTC), from one of `phones` (the
+    offer's) or of the phones their roster entry lists."""
+    found: bool = await connection.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM {SCHEMA}.coach_off
+            WHERE off_until > $3 AND (phone = ANY($2::text[]) OR phone IN (
+                SELECT phone FROM {SCHEMA}.coach_phones WHERE coach_id = $1)))""",
+        coach_id,
+        list(phones),
+        now,
+    )
+    return found
+
+
 async def off_since(
     connection: Connection, phones: Iterable[str], now: datetime
 ) -> dict[str, datetime]:
