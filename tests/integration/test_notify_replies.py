@@ -913,23 +913,28 @@ async def test_a_supervisor_who_went_off_is_not_told_of_what_was_queued_for_her_
 ) -> None:
     """fresh34a: fifteen notices held by the quarter-hour limit were texted as a digest to a
     supervisor who had texted OFF since, though another supervisor of the site was on.
-    A notice decided after her OFF (matching tells all when every supervisor is off) goes."""
-    phone = notify.phone()
+    fresh34c: but when she is the only one told of a referral, it must still reach her; and
+    a notice decided after her OFF (matching tells all when every one is off) goes."""
+    phone, deputy = notify.phone(), notify.phone()
     await phones_of(notify, uuid4(), phone)
     off = await reply(notify, phone, "OFF")
     assert off is not None
     assert off.startswith(f"{PROGRAM_NAME}: you are off call until")
     now = datetime.now(UTC)
-    queued_before, decided_after = uuid4(), uuid4()
-    for referral_id, at in ((queued_before, now - timedelta(minutes=5)), (decided_after, now)):
+    shared, hers_alone, decided_after = uuid4(), uuid4(), uuid4()
+    for referral_id, at, told in (
+        (shared, now - timedelta(minutes=5), (sms(phone), sms(deputy))),
+        (hers_alone, now - timedelta(minutes=4), (sms(phone),)),
+        (decided_after, now + timedelta(seconds=1), (sms(phone),)),
+    ):
         unassigned = ReferralUnassigned(
             referral_id=referral_id,
             reason=UnassignedReason.LADDER_EXHAUSTED,
-            unassigned_at=at + timedelta(seconds=1) if referral_id == decided_after else at,
+            unassigned_at=at,
             site_id="md-mercy",
             site_short_name="Mercy ED",
             urgency=Urgency.URGENT,
-            supervisor_contacts=(sms(phone),),
+            supervisor_contacts=told,
         )
         await send(notify.broker, unassigned, source="/handoff/matching")
 
@@ -938,12 +943,16 @@ async def test_a_supervisor_who_went_off_is_not_told_of_what_was_queued_for_her_
             "SELECT referral_id, state FROM notify.notices WHERE destination = $1", phone
         )
         found = {row["referral_id"]: row["state"] for row in rows}
-        return found if len(found) == 2 and "pending" not in found.values() else None
+        return found if len(found) == 3 and "pending" not in found.values() else None
 
-    settled = await eventually(states, within=20, what="both notices settled")
-    assert settled[queued_before] == "cancelled"
-    [told] = await notify.sms(phone)
-    assert str(decided_after).replace("-", "")[:6].upper() in told
+    settled = await eventually(states, within=20, what="her three notices settled")
+    assert settled[shared] == "cancelled"
+    assert settled[hers_alone] != "cancelled"
+    told_her = " ".join(await notify.sms(phone, count=2))
+    for referral_id in (hers_alone, decided_after):
+        assert str(referral_id).replace("-", "")[:6].upper() in told_her
+    [to_deputy] = await notify.sms(deputy)
+    assert str(shared).replace("-", "")[:6].upper() in to_deputy
 
 
 @pytest.mark.parametrize(

@@ -626,11 +626,19 @@ class NotifyService:
             # A supervisor who texted OFF after a notice was queued for her is not told
             # (fresh34a): matching leaves her out of notices decided after it, unless every
             # supervisor was off, and those go as decided.
+            # Dropped only while another supervisor told of the referral is on (fresh34c:
+            # the site's only supervisor went off and two referrals were told to nobody).
             off = await store.off_since(connection, {n.destination for n in claimed}, now)
+            queued_before = [
+                n for n in claimed if off.get(n.destination, n.unassigned_at) > n.unassigned_at
+            ]
+            told_to = await notices.destinations_of(
+                connection, {n.referral_id for n in queued_before}
+            )
+            everyone = {d for destinations in told_to.values() for d in destinations}
+            off |= await store.off_since(connection, everyone - off.keys(), now)
             went_off = {
-                n.notice_id
-                for n in claimed
-                if off.get(n.destination, n.unassigned_at) > n.unassigned_at
+                n.notice_id for n in queued_before if told_to.get(n.referral_id, set()) - off.keys()
             }
             for notice in claimed:
                 if notice.notice_id in went_off:

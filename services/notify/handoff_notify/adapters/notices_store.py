@@ -2,6 +2,7 @@
 site's supervisors), with a small state machine of their own: pending → sending → sent |
 failed | cancelled. Notices folded into a digest follow their carrier's state."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID, uuid4
@@ -251,6 +252,21 @@ async def resolved(connection: Connection, claimed: list[NoticeRecord]) -> set[U
         [n.unassigned_at for n in claimed],
     )
     return {row["notice_id"] for row in rows}
+
+
+async def destinations_of(
+    connection: Connection, referral_ids: Iterable[UUID]
+) -> dict[UUID, set[str]]:
+    """Every destination a notice about each referral was queued for, sent or not."""
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT referral_id, destination FROM {SCHEMA}.notices
+            WHERE referral_id = ANY($1::uuid[])""",
+        list(referral_ids),
+    )
+    found: dict[UUID, set[str]] = {}
+    for row in rows:
+        found.setdefault(row["referral_id"], set()).add(row["destination"])
+    return found
 
 
 async def still_unassigned(connection: Connection, referral_id: UUID, destination: str) -> bool:
