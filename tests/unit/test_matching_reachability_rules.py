@@ -4,8 +4,10 @@ coach is reachable again, they may be asked in the same round (decision 0019). T
 domain, with chosen instants and rosters."""
 
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from handoff_matching.domain.dispatch import (
     Candidates,
@@ -20,6 +22,7 @@ from handoff_matching.domain.eligibility import (
     Coach,
     Ineligible,
     SiteProfile,
+    may_supervise,
     supervisors_told,
     why_ineligible,
 )
@@ -250,3 +253,18 @@ def test_a_supervisor_who_texted_off_is_not_told_of_an_unassigned_referral_unles
     assert supervisors_told([rita, paul], set()) == [rita, paul]
     assert supervisors_told([rita, paul], {rita, paul}) == [rita, paul]
     assert supervisors_told([], set()) == []
+
+
+def test_a_supervisor_inactive_or_uncertified_in_the_state_is_not_paged() -> None:
+    """fresh34c: a supervisor made inactive, or whose Maryland certification had lapsed in
+    2020, was paged and held referrals for five minutes each."""
+    site = SiteProfile("md-mercy", "MD", ZoneInfo("America/New_York"))
+    valid = (Certification("MD", "CPRS", NOW.date() + timedelta(days=9)),)
+    rita = Coach(uuid.uuid4(), "Rita O.", frozenset({"en"}), None, frozenset(), 2, valid)
+    assert may_supervise(rita, site, NOW)
+    assert not may_supervise(replace(rita, active=False), site, NOW)
+    lapsed = (Certification("MD", "CPRS", date(2020, 6, 30)),)
+    assert not may_supervise(replace(rita, certifications=lapsed), site, NOW)
+    elsewhere = (Certification("VT", "CPRS", NOW.date() + timedelta(days=9)),)
+    assert not may_supervise(replace(rita, certifications=elsewhere), site, NOW)
+    assert may_supervise(replace(rita, max_concurrent=0), site, NOW)  # full is another rule

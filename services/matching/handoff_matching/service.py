@@ -45,6 +45,7 @@ from handoff_matching.domain.eligibility import (
     Coach,
     Ineligible,
     SiteProfile,
+    may_supervise,
     supervisors_told,
     why_ineligible,
 )
@@ -686,7 +687,14 @@ class MatchingService:
             return coach_id not in unreachable and free_slot(coach_id)
 
         def supervising() -> Ranking:
-            reachable = [s for s in supervisors if s not in unreachable and s not in off]
+            reachable = [
+                s
+                for s in supervisors
+                if s not in unreachable
+                and s not in off
+                and s in coaches
+                and may_supervise(coaches[s], site, now)
+            ]
             return Ranking(
                 ((s, "on the site's escalation list") for s in reachable if room(s)),
                 (s for s in reachable if not room(s)),

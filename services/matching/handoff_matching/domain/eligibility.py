@@ -92,6 +92,21 @@ def why_ineligible(
     return None
 
 
+def may_supervise(coach: Coach, site: SiteProfile, now: datetime) -> bool:
+    """Whether a supervisor on the site's escalation list may be offered a referral at
+    `now` (UTC): active, and certified in the site's state, unexpired (fresh34c: one made
+    inactive, or whose certification had lapsed, was paged and held referrals)."""
+    why = why_ineligible(coach, site, now, 0, False, "", False)
+    return why not in _NOT_A_COACH_HERE
+
+
+_NOT_A_COACH_HERE = (
+    Ineligible.INACTIVE,
+    Ineligible.NOT_CERTIFIED_IN_STATE,
+    Ineligible.CERTIFICATION_EXPIRED,
+)
+
+
 def speaks(coach: Coach, language: str) -> bool:
     """Same primary language ("es" matches "es-US"), case-insensitively."""
     wanted = language.split("-")[0].lower()
