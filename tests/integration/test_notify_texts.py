@@ -318,7 +318,9 @@ async def test_one_yes_for_two_requests_is_answered_one_a_text_and_changes_nothi
     mixed = await reply(notify, phone, "1B2C")  # fresh33c: a yes and a no, no space
     assert mixed == "Handoff: one request a text, please. Nothing was changed. Reply 1B, then 2C."
     unknown = await reply(notify, phone, "1B then 1Z")  # fresh34a: "Reply 1B, then 1Z"
-    assert unknown == "Handoff: you have no request with code Z. Reply HELP for help."
+    assert unknown == (
+        "Handoff: you have no request with code Z; nothing was changed. Reply HELP for help."
+    )
     events = await notify.page_events(first.offer_id) + await notify.page_events(second.offer_id)
     assert not [e for e in events if isinstance(e, CoachResponded)]
     taken = await reply(notify, phone, "1B")

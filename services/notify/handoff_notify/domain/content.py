@@ -372,7 +372,11 @@ def one_request_a_text(answers: Sequence[tuple[str, CoachResponse]]) -> str:
 
 
 def unknown_code(code: str) -> str:
-    return f"Handoff: you have no request with code {code}. Reply HELP for help."
+    """The answer to a reply naming a code the phone was never given: nothing changed, even
+    of the other codes it named (fresh34c: "1B 1Z" read as if 1B went through)."""
+    return (
+        f"Handoff: you have no request with code {code}; nothing was changed. Reply HELP for help."
+    )
 
 
 OFF_FOR = timedelta(hours=24)
