@@ -410,3 +410,23 @@ async def test_a_night_of_unassigned_referrals_reaches_a_supervisor_as_a_handful
     assert len(told) + len(held) == len(referrals)  # the rest wait for the next digest
     if digests:
         assert f"Handoff: {len(told) - len(singles)} more request" in digests[0]
+
+
+async def test_a_page_form_with_two_answers_is_refused_and_changes_nothing(
+    notify: NotifyHarness,
+) -> None:
+    """fresh34d: "answer=declined&answer=accepted" accepted the offer (the last value)."""
+    phone = notify.phone()
+    offer, body = await paged(notify, phone)
+    async with httpx.AsyncClient() as client:
+        both = await client.post(
+            link_in(body),
+            content=b"answer=declined&answer=accepted",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert both.status_code == 422
+    assert "one answer" in both.text
+    rows = await notify.rows(
+        "SELECT response FROM notify.responses WHERE offer_id = $1", offer.offer_id
+    )
+    assert rows == []

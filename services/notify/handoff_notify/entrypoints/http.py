@@ -84,7 +84,11 @@ def build_coach_router(service: NotifyService) -> APIRouter:
         token: str,
         offer_id: Annotated[UUID, Depends(offer_of)],
         answer: Annotated[CoachResponse, Form()],
+        request: Request,
     ) -> Response:
+        if len((await request.form()).getlist("answer")) > 1:
+            # Form() keeps the last: "declined" then "accepted" accepted (fresh34d).
+            return HTMLResponse("answer: give one answer, not several.", status_code=422)
         record = await service.answer(offer_id, answer, ResponseVia.LINK)
         if record is None:
             raise LinkNotFound
