@@ -417,6 +417,18 @@ async def test_a_bed_move_updates_the_location_of_the_visits_open_referral(
     assert (await ed.send(order(ed.facility, control_id + "O", other, visit=other_visit))).code == (
         "AA"
     )
+    # fresh34d: an A08 sent before the order itself (MSH-7 14:30 -05:00) moved the visit
+    before_order = adt(
+        ed.facility,
+        control_id + "B",
+        "A08",
+        visit=visit,
+        location="ED^TRIAGE^1",
+        sent_at="20261130140000-0500",
+    )
+    early = await ed.send(before_order)
+    assert (early.code, early.segment("ERR")[5]) == ("AA", "older_move")
+    assert (await ed.referral(placer)).request.location == "ED 12 B"
     move = adt(ed.facility, control_id + "M", "A08", visit=visit, location="ED^HALL^3")
     assert (await ed.send(move)).code == "AA"
     moved = await ed.referral(placer)

@@ -93,7 +93,7 @@ def adt(
     *,
     visit: str = "V1000",
     location: str = "ED^12^B",
-    sent_at: str = "20261130150000",
+    sent_at: str = "20261130150000-0500",
 ) -> bytes:
     """An ADT^A03, A08 or A11 about the visit, sent (MSH-7) at `sent_at`."""
     segments = [

@@ -176,7 +176,7 @@ def test_cancel_discharge_visit_cancel_and_move() -> None:
     key = visit_key(SITE, "V9")
     assert _read(adt(FACILITY, "C3", "A11", visit="V9")) == VisitCancelled(key)
     assert _read(adt(FACILITY, "C4", "A03", visit="V9")) == Discharged(key)
-    sent_at = parse_timestamp("20261130150000", "MSH^1^7")
+    sent_at = parse_timestamp("20261130150000-0500", "MSH^1^7")
     assert _read(adt(FACILITY, "C5", "A08", visit="V9", location="ED^3")) == LocationChanged(
         key, "ED 3", False, sent_at
     )

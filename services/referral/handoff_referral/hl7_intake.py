@@ -201,6 +201,7 @@ class Hl7Intake:
                 referral_id,
                 self.service.clock(),
                 visit,
+                intent.sent_at if isinstance(intent, NewOrder) else None,
             )
         return outcome, warning
 

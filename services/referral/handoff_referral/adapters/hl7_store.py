@@ -134,14 +134,20 @@ async def record_message(
     referral_id: UUID | None,
     at: datetime,
     visit: tuple[str, bytes] | None = None,
+    sent_at: datetime | None = None,
 ) -> None:
     """Records a message acknowledged AA and, for an order with a visit (`site_id`,
-    `visit_key`), links the referral to the visit: one statement, so one commit."""
+    `visit_key`), links the referral to the visit, and its location to the order's MSH-7
+    (`sent_at`, UTC), so that an A08 sent before the order moves nothing: one statement,
+    so one commit."""
     await connection.execute(
         f"""WITH link AS (
                 INSERT INTO {SCHEMA}.hl7_orders (referral_id, site_id, visit_key)
                 SELECT $6, $8, $9 WHERE $9::bytea IS NOT NULL
-                ON CONFLICT DO NOTHING)
+                ON CONFLICT DO NOTHING),
+            located AS (
+                UPDATE {SCHEMA}.referrals SET location_sent_at = $10
+                WHERE referral_id = $6 AND $9::bytea IS NOT NULL AND location_sent_at IS NULL)
             INSERT INTO {SCHEMA}.hl7_messages (sending_application, sending_facility,
                 control_id, message_sha256, message_type, referral_id, received_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
@@ -154,6 +160,7 @@ async def record_message(
         at,
         visit[0] if visit else None,
         visit[1] if visit else None,
+        sent_at,
     )
 
 

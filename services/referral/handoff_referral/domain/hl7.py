@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -225,6 +225,7 @@ class NewOrder:
     request: ReferralRequest
     visit_key: bytes | None
     location_cut: bool = False  # PV1-3 was over MAX_LOCATION_CHARS and was cut
+    sent_at: datetime | None = None  # MSH-7, UTC
 
 
 @dataclass(frozen=True)
@@ -427,7 +428,8 @@ def read_message(message: hl7.Message, header: Header, interface: Interface) -> 
     sent_at = parse_timestamp(sent, "MSH^1^7")  # a time that cannot be read is an AE
     _once_each(message)
     if header.message_type in ("ORM^O01", "OMG^O19"):
-        return _read_order(message, interface, _written_date(sent))
+        order = _read_order(message, interface, _written_date(sent))
+        return replace(order, sent_at=sent_at) if isinstance(order, NewOrder) else order
     if header.message_type in ("ADT^A11", "ADT^A03", "ADT^A08"):
         visit_key = _visit_key(message, interface.site_id, required=True)
         assert visit_key is not None
