@@ -211,6 +211,7 @@ class NotifyService:
             assert record is not None  # saved above, in this transaction
             await self._show_update(connection, record, update)
         phones = [c.destination for c in data.contacts if c.channel in (Channel.SMS, Channel.VOICE)]
+        await store.lock_availability(connection, phones, data.coach_id)
         if await store.coach_is_off(connection, data.coach_id, phones, self.clock()):
             # Made as the coach texted OFF, before matching heard of it (fresh34c: paged
             # 60 ms after the OFF, and held for the whole answer time): passed on at once.
@@ -1361,6 +1362,7 @@ class NotifyService:
         once instead of waiting out its ack timeout (decision 0019), and so is each still
         open for the coach whose number it is, whichever method paged it. The answer says
         until when (site-local) and how many requests were passed on."""
+        await store.lock_availability(connection, [phone])
         change = CoachAvailabilityChanged(phone=phone, available=False, changed_at=now, until=until)
         await self.outbox.put(
             connection, Envelope.wrap(change, source=SOURCE, correlation_id=str(uuid4()))

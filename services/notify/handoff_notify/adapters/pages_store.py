@@ -847,6 +847,23 @@ async def off_until(connection: Connection, phone: str, now: datetime) -> dateti
     return until
 
 
+async def lock_availability(
+    connection: Connection, phones: Sequence[str], coach_id: UUID | None = None
+) -> None:
+    """Hold, to the end of the transaction, the availability lock of each of `phones` and
+    of the phones `coach_id`'s roster entry lists, in sorted order. An OFF takes its
+    phone's; an offer being saved takes its coach's: whichever commits second sees the
+    other (fresh34e: an offer saved as the OFF committed was paged after it, and kept)."""
+    await connection.execute(
+        f"""SELECT pg_advisory_xact_lock(hashtextextended('notify-availability:' || phone, 0))
+            FROM (SELECT phone FROM unnest($1::text[]) AS phone
+                  UNION SELECT phone FROM {SCHEMA}.coach_phones WHERE coach_id = $2
+                  ORDER BY 1) AS phones""",
+        list(phones),
+        coach_id,
+    )
+
+
 async def coach_is_off(
     connection: Connection, coach_id: UUID, phones: Sequence[str], now: datetime
 ) -> bool:
