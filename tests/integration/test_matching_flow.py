@@ -411,6 +411,51 @@ async def test_coordinators_set_dispatch_settings_and_overrides_through_the_admi
         assert (await admin.delete(f"/v1/admin/overrides/{override_id}")).status_code == 404
 
 
+async def test_an_inactive_or_lapsed_supervisor_is_neither_paged_nor_told(
+    matching: MatchingRuntime,
+    matching_database: str,
+    own_kafka: KafkaCluster,
+    hospital_and_notify: KafkaBroker,
+) -> None:
+    """fresh34c, fresh34e: a supervisor made inactive, or whose certification in the state
+    had lapsed, was paged as the last rung; the inactive one was texted the notices too."""
+    site_id = f"md-{uuid.uuid4().hex[:8]}"
+    coach, gone, lapsed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    phones = {c: f"+1410556{uuid.uuid4().int % 10_000:04d}" for c in (gone, lapsed)}
+    lapsed_entry = roster_coach(lapsed, phones[lapsed], "MD", 3)
+    lapsed_entry["certifications"][0]["expires_on"] = "2020-06-30"
+    roster = RosterFile.model_validate(
+        {
+            "coaches": [
+                roster_coach(coach, "+14105550178", "MD", 3),
+                roster_coach(gone, phones[gone], "MD", 3) | {"active": False},
+                lapsed_entry,  # still the site's supervisor: told, not paged
+            ],
+            "shifts": always_on_call(coach, f"site:{site_id}"),
+        }
+    )
+    connection = await asyncpg.connect(matching_database)
+    try:
+        await import_roster(connection, roster)
+        await dispatch_store.put_site_settings(
+            connection, site_id, DispatchSettings(), False, (gone, lapsed)
+        )
+    finally:
+        await connection.close()
+
+    created = await send(hospital_and_notify, referral_created(site_id, "en", False))
+    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+    [first] = await dispatched.until(1, "the site coach's offer")
+    assert isinstance(first, OfferMade)
+    assert first.coach_id == coach
+    await _answer(hospital_and_notify, first, CoachResponse.DECLINED)
+
+    events = await dispatched.until(2, "the referral to go unassigned")
+    assert _kinds(events) == ["OfferMade", "ReferralUnassigned"], "a supervisor was paged"
+    told = [c.destination for c in events[1].supervisor_contacts]
+    assert told == [phones[lapsed]]
+
+
 async def test_a_supervisor_who_texted_off_is_not_paged_and_not_waited_for(
     matching: MatchingRuntime,
     matching_database: str,

@@ -769,9 +769,13 @@ async def _supervisor_contacts(
     connection: Connection, dispatch: Dispatch, now: datetime
 ) -> tuple[ContactPoint, ...]:
     """Where the site's supervisors are told a referral is unassigned: each one's first
-    contact method (staff data from the roster), as many as the event carries; those with
-    an OFF in force at `now` (UTC) are left out unless all are (`supervisors_told`)."""
+    contact method (staff data from the roster), as many as the event carries; inactive
+    ones are left out, and those with an OFF in force at `now` (UTC) unless all are
+    (`supervisors_told`)."""
     _, _, supervisors = await dispatch_store.site_settings(connection, dispatch.facts.site_id)
+    # One inactive on the roster is no longer the site's to tell (fresh34e).
+    active = await roster_store.coaches_by_id(connection, supervisors)
+    supervisors = tuple(s for s in supervisors if s in active and active[s].active)
     off = await schedule_store.off_now(connection, supervisors, now) if supervisors else set()
     firsts = [
         contacts[0]
