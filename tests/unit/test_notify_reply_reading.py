@@ -163,6 +163,8 @@ def test_mixed_signals_and_negated_declines_are_asked_about_never_guessed(body: 
 def test_an_unclear_reply_keeps_the_code_it_named() -> None:
     assert parse_reply("no ok B") == Unclear("B")
     assert parse_reply("not declining 2C") == Unclear("C")
+    assert parse_reply("not H yes H") == Unclear("H")  # fresh34e: recorded as a decline
+    assert parse_reply("1H 1H") == Answer(ACCEPT, "H")
 
 
 def test_one_answer_naming_several_requests_is_asked_about_one_a_text() -> None:

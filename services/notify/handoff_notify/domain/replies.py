@@ -394,6 +394,11 @@ def parse_reply(body: str, *, opted_out: bool = False) -> Reply:
     code = codes[0] if codes else None
     if response is None:
         return Unclear(code)
+    # "not H yes H": two answers to one code, one negated; which stands is not ours to
+    # guess (fresh34e: it was recorded as a decline).
+    named_twice = code is not None and said.count(code) > 1
+    if named_twice and _ACCEPT in kinds and {_NEGATOR, _DECLINE, _BARE_NO} & set(kinds):
+        return Unclear(code)
     return Answer(response, code)
 
 
