@@ -519,3 +519,12 @@ def test_a_priority_spelled_out_is_read_as_its_code(priority: str, urgency: Urge
     intent = _read(order(FACILITY, "C47", "ORD-47", priority=priority))
     assert isinstance(intent, NewOrder)
     assert intent.request.urgency is urgency
+
+
+def test_a_start_block_inside_msh_itself_still_echoes_its_control_id() -> None:
+    """fresh34e: a 0x0B inside MSH-3 to MSH-9 of one whole message echoed an empty id."""
+    raw = order(FACILITY, "C50", "ORD-50").replace(b"|EPIC|", b"|EP\x0bIC|", 1)
+    with pytest.raises(SeveralMessages) as raised:
+        parse(raw)
+    ack = build_ack(raised.value.header, AckCode.ERROR, raised.value).decode()
+    assert ack.split("\r")[1].startswith("MSA|AE|C50|")

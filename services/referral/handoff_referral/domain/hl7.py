@@ -367,7 +367,12 @@ def _awaited_header(parts: list[str]) -> hl7.Message | None:
                 continue
             followed = position + 1 < len(segments) and not _MSH.match(segments[position + 1])
             (whole if followed else cut_short).append(header)
-    return (whole or cut_short or [None])[0]
+    if not whole and not cut_short:
+        # A start block inside MSH itself (fresh34e): the header read as if it were not.
+        joined = "".join(parts).lstrip(_STRAY)
+        header = _header_only(joined.split("\r")[0]) if _MSH.match(joined) else None
+        return header if header is not None and _control_id(header) else None
+    return (whole or cut_short)[0]
 
 
 def _control_id(header: hl7.Message) -> str:
