@@ -122,6 +122,12 @@ def test_a_delivery_is_failed_once_its_24_hours_have_passed() -> None:
         ("https://0177.0.0.1/", True, "cannot be read"),
         ("https://[::ffff:127.0.0.1]/", True, "this machine"),
         ("https://[::ffff:169.254.169.254]/", True, "link-local"),
+        # fresh34e: a trailing dot, a name under localhost, an IPv4-compatible address
+        ("https://127.1./", True, "dotted-quad"),
+        ("https://2130706433./", True, "dotted-quad"),
+        ("https://localhost./", True, "this machine"),
+        ("https://a.localhost/", True, "this machine"),
+        ("https://[::127.0.0.1]/", True, "this machine"),
     ],
 )
 def test_unusable_callback_urls_are_refused_saying_why(

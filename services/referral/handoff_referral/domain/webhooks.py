@@ -147,20 +147,23 @@ def check_callback_url(url: str, https_only: bool) -> str:
         _ = httpx.URL(url).host  # as the delivery will read it: IDNA labels, IP literals
     except (httpx.InvalidURL, UnicodeError) as error:
         raise BadCallbackUrl(f"the callback URL cannot be read: {error}") from None
-    address = _ip_address(parts.hostname)
-    if address is None and (
-        not _dns_name(parts.hostname) or _NUMERIC_LABEL.match(parts.hostname.split(".")[-1])
-    ):
+    host = parts.hostname.removesuffix(".")  # "127.1." and "localhost." name the same
+    address = _ip_address(host)
+    if address is None and (not _dns_name(host) or _NUMERIC_LABEL.match(host.split(".")[-1])):
         # "127.1", "2130706433", "0x7f.1": resolvers read these as IPv4 addresses
         # (WHATWG URL's IPv4 parser too), which would slip past the rules below.
         raise BadCallbackUrl(
             f"the callback URL's host {parts.hostname!r} is no DNS name nor a dotted-quad "
             "IPv4 address"
         )
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif int(address) >> 32 == 0:  # "::127.0.0.1", IPv4-compatible (RFC 4291 2.5.5.1)
+            address = ipaddress.IPv4Address(int(address))
     if https_only and (
-        parts.hostname == "localhost"
+        host == "localhost"
+        or host.endswith(".localhost")  # RFC 6761 section 6.3: loopback, however resolved
         or (address is not None and (address.is_loopback or address.is_link_local))
         or (address is not None and address.is_unspecified)
     ):
