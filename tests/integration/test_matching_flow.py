@@ -443,16 +443,7 @@ async def test_an_inactive_or_lapsed_supervisor_is_neither_paged_nor_told(
     finally:
         await connection.close()
 
-    created = await send(hospital_and_notify, referral_created(site_id, "en", False))
-    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
-    [first] = await dispatched.until(1, "the site coach's offer")
-    assert isinstance(first, OfferMade)
-    assert first.coach_id == coach
-    await _answer(hospital_and_notify, first, CoachResponse.DECLINED)
-
-    events = await dispatched.until(2, "the referral to go unassigned")
-    assert _kinds(events) == ["OfferMade", "ReferralUnassigned"], "a supervisor was paged"
-    told = [c.destination for c in events[1].supervisor_contacts]
+    told = await _declined_to_the_supervisors(hospital_and_notify, own_kafka, site_id, coach)
     assert told == [phones[lapsed]]
 
 
@@ -500,14 +491,22 @@ async def test_a_supervisor_who_texted_off_is_not_paged_and_not_waited_for(
     finally:
         await connection.close()
 
-    created = await send(hospital_and_notify, referral_created(site_id, "en", False))
-    dispatched = Dispatched(own_kafka.bootstrap_servers, created.data.referral_id)
+    told = await _declined_to_the_supervisors(hospital_and_notify, own_kafka, site_id, coach)
+    # Every supervisor of the site is off: she is told all the same, or nobody would be.
+    assert told == [boss_phone]
+
+
+async def _declined_to_the_supervisors(
+    broker: KafkaBroker, kafka: KafkaCluster, site_id: str, coach: uuid.UUID
+) -> list[str]:
+    """A referral at `site_id`, offered to `coach` (its only one on call), declined: it
+    goes unassigned with no supervisor paged; whom the supervisors' notice goes to."""
+    created = await send(broker, referral_created(site_id, "en", False))
+    dispatched = Dispatched(kafka.bootstrap_servers, created.data.referral_id)
     [first] = await dispatched.until(1, "the site coach's offer")
     assert isinstance(first, OfferMade)
     assert first.coach_id == coach
-    await _answer(hospital_and_notify, first, CoachResponse.DECLINED)
-
+    await _answer(broker, first, CoachResponse.DECLINED)
     events = await dispatched.until(2, "the referral to go unassigned")
-    assert _kinds(events) == ["OfferMade", "ReferralUnassigned"], "not offered to the boss"
-    # Every supervisor of the site is off: she is told all the same, or nobody would be.
-    assert [c.destination for c in events[1].supervisor_contacts] == [boss_phone]
+    assert _kinds(events) == ["OfferMade", "ReferralUnassigned"], "a supervisor was paged"
+    return [c.destination for c in events[1].supervisor_contacts]
