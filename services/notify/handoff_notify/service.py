@@ -619,33 +619,12 @@ class NotifyService:
             # Held back (quarter-hour limit, retry, restart): still true? A request assigned
             # or cancelled since it went unassigned needs no cover (issue #12).
             stale = await notices.resolved(connection, claimed)
+            live = [notice for notice in claimed if notice.notice_id not in stale]
+            dropped = stale | await self._queued_before_off(connection, live, now)
             for notice in claimed:
-                if notice.notice_id in stale:
-                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
-                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
-            claimed = [notice for notice in claimed if notice.notice_id not in stale]
-            # A supervisor who texted OFF after a notice was queued for her is not told
-            # (fresh34a): matching leaves her out of notices decided after it, unless every
-            # supervisor was off, and those go as decided.
-            # Dropped only while another supervisor told of the referral is on (fresh34c:
-            # the site's only supervisor went off and two referrals were told to nobody).
-            off = await store.off_since(connection, {n.destination for n in claimed}, now)
-            queued_before = [
-                n for n in claimed if off.get(n.destination, n.unassigned_at) > n.unassigned_at
-            ]
-            told_to = await notices.destinations_of(
-                connection, {n.referral_id for n in queued_before}
-            )
-            everyone = {d for destinations in told_to.values() for d in destinations}
-            off |= await store.off_since(connection, everyone - off.keys(), now)
-            went_off = {
-                n.notice_id for n in queued_before if told_to.get(n.referral_id, set()) - off.keys()
-            }
-            for notice in claimed:
-                if notice.notice_id in went_off:
-                    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
-                    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
-            claimed = [notice for notice in claimed if notice.notice_id not in went_off]
+                if notice.notice_id in dropped:
+                    await _drop_notice(connection, notice)
+            claimed = [notice for notice in claimed if notice.notice_id not in dropped]
             blocked = await store.blocked_methods(
                 connection, {(notice.channel, notice.destination) for notice in claimed}
             )
@@ -656,8 +635,7 @@ class NotifyService:
             for (channel, destination), due in by_destination.items():
                 if (channel, destination) in blocked:
                     for notice in due:
-                        await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
-                        metrics.PAGES.labels(channel, MessageKind.UNASSIGNED, "cancelled").inc()
+                        await _drop_notice(connection, notice)
                     continue
                 sends, oldest = await notices.sends_in_window(
                     connection, channel, destination, now - rules.window
@@ -698,6 +676,25 @@ class NotifyService:
                         )
                     )
         return outgoing
+
+    async def _queued_before_off(
+        self, connection: Connection, due: list[notices.NoticeRecord], now: datetime
+    ) -> set[UUID]:
+        """The notices of `due` to a supervisor who texted OFF after they were queued for her
+        (fresh34a), while another supervisor told of the same referral is on: matching leaves
+        her out of notices decided after her OFF unless every supervisor was off, and those
+        go as decided; and one told to nobody else goes too (fresh34c: the site's only
+        supervisor went off, and two referrals were told to nobody)."""
+        off = await store.off_since(connection, {n.destination for n in due}, now)
+        queued_before = [
+            n for n in due if off.get(n.destination, n.unassigned_at) > n.unassigned_at
+        ]
+        told_to = await notices.destinations_of(connection, {n.referral_id for n in queued_before})
+        everyone = {d for destinations in told_to.values() for d in destinations}
+        off |= await store.off_since(connection, everyone - off.keys(), now)
+        return {
+            n.notice_id for n in queued_before if told_to.get(n.referral_id, set()) - off.keys()
+        }
 
     async def claim_due_reminders(self, limit: int) -> list[Outgoing]:
         """Due follow-up reminders, committed as `sending`; lost ones failed first. One to
@@ -1548,6 +1545,12 @@ def _unassigned(notice: notices.NoticeRecord) -> content.Unassigned:
         reason=notice.reason,
         nobody_reached=notice.nobody_reached,
     )
+
+
+async def _drop_notice(connection: Connection, notice: notices.NoticeRecord) -> None:
+    """A supervisor's notice that is not to go (resolved, her OFF, a blocked method)."""
+    await notices.finish(connection, notice.notice_id, MessageState.CANCELLED)
+    metrics.PAGES.labels(notice.channel, MessageKind.UNASSIGNED, "cancelled").inc()
 
 
 _THROTTLE_TIMERS = uuid5(NAMESPACE_URL, "https://handoff.invalid/notify/throttle-ends")
