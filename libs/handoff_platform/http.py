@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import uvicorn
@@ -47,6 +47,7 @@ from handoff_platform.transient import TRANSIENT_DATABASE_ERRORS, is_transient_d
 from handoff_schemas.vocabulary import SITE_ID_PATTERN
 
 log = logging.getLogger(__name__)
+Builder = TypeVar("Builder")
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 CORRELATION_HEADER = "x-correlation-id"
@@ -251,14 +252,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         whole_body = any(tuple(item["loc"]) == ("body",) for item in error.errors())
-        # FastAPI parses a body as JSON only under application/json or application/*+json;
-        # sent as text/plain, text/json or with no type it is read as a string or bytes,
+        # Sent as text/plain, text/json or with no type, a body is read as a string or bytes,
         # and pydantic says "Input should be a valid dictionary" of a valid body (fresh33b,
         # fresh33c).
-        parsed_as_json = media_type == "application/json" or (
-            media_type.startswith("application/") and media_type.endswith("+json")
-        )
-        if whole_body and not parsed_as_json:
+        if whole_body and not parsed_as_json(media_type):
             given = f"not {media_type}" if media_type else "with its Content-Type header"
             message = f"send the body as application/json, {given}"
             fields = [{"field": "body", "code": "unsupported_media_type", "message": message}]
@@ -412,10 +409,7 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, guarded_send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
-        path: str = scope.get("path", "")
-        build = next(
-            (build for prefix, build in self.by_prefix.items() if path.startswith(prefix)), None
-        )
+        build = _under_prefix(self.by_prefix, scope)
         response = (
             build(self.max_bytes)
             if build is not None
@@ -469,10 +463,7 @@ class DuplicateKeys:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, key: str, send: Send) -> None:
-        path: str = scope.get("path", "")
-        build = next(
-            (build for prefix, build in self.by_prefix.items() if path.startswith(prefix)), None
-        )
+        build = _under_prefix(self.by_prefix, scope)
         message = f"the key {key!r} is given twice in one object; give it once"
         response = (
             build(key)
@@ -493,10 +484,22 @@ def _sent_as_json(scope: Scope) -> bool:
     if scope.get("method") not in ("POST", "PUT", "PATCH"):
         return False
     content_type: bytes = dict(scope["headers"]).get(b"content-type", b"")
-    media_type = content_type.split(b";")[0].strip().lower()
-    return media_type == b"application/json" or (
-        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    return parsed_as_json(content_type.decode("latin-1").split(";")[0].strip().lower())
+
+
+def parsed_as_json(media_type: str) -> bool:
+    """Whether FastAPI parses a body of `media_type` (lower case, no parameters) as JSON:
+    application/json or application/*+json; any other type is read as a string or bytes."""
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+def _under_prefix(by_prefix: Mapping[str, Builder], scope: Scope) -> Builder | None:
+    """The response builder of the first path prefix of `by_prefix` the request is under,
+    for an API mounted there with its own error shape (FHIR); None for the JSON shape."""
+    path: str = scope.get("path", "")
+    return next((build for prefix, build in by_prefix.items() if path.startswith(prefix)), None)
 
 
 def duplicate_key(body: bytes) -> str | None:

@@ -173,8 +173,8 @@ def check_callback_url(url: str, https_only: bool) -> str:
     return url
 
 
-# Underscores too: RFC 1123 has none, but hospitals' internal names do, and resolvers take them.
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+# Underscores too: RFC 1123 has none, but hospitals' internal names do, and resolvers take them.
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
